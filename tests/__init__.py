@@ -1,0 +1,1 @@
+"""trial tests for twisted-keyx; run with ``python -W error -m twisted.trial tests``."""

@@ -1,0 +1,39 @@
+"""The DH state machines, driven directly (no I/O)."""
+
+from twisted.trial import unittest
+
+from twisted_keyx import ffdh
+from twisted_keyx.dh import messages
+from twisted_keyx.dh.handshake import (
+    ClientState,
+    DHClientHandshake,
+    DHServerHandshake,
+    ServerState,
+    UnexpectedMessage,
+)
+
+
+def run_handshake(server, client):
+    message = client.start()
+    while message is not None:
+        message = client.receive(server.receive(message))
+
+
+class HandshakeTests(unittest.TestCase):
+    def test_both_sides_agree(self):
+        server = DHServerHandshake(ffdh.named_group("ffdhe2048"))
+        client = DHClientHandshake()
+        run_handshake(server, client)
+        self.assertIs(server.state, ServerState.DONE)
+        self.assertIs(client.state, ClientState.DONE)
+        self.assertEqual(server.result.shared_secret, client.result.shared_secret)
+        self.assertEqual(len(server.result.shared_secret), 256)
+        self.assertEqual(server.result.session_key, client.result.session_key)
+        self.assertEqual(server.result.transcript_hash, client.result.transcript_hash)
+
+    def test_out_of_order_is_refused(self):
+        server = DHServerHandshake(ffdh.named_group("ffdhe2048"))
+        with self.assertRaises(UnexpectedMessage) as caught:
+            server.receive(messages.PARAMS_REQUEST)
+        self.assertEqual(caught.exception.reply, b"I do not understand you, hanging up")
+        self.assertIs(server.state, ServerState.FAILED)

@@ -1,0 +1,8 @@
+from twisted.application.service import ServiceMaker
+
+keyx = ServiceMaker(
+    "twisted-keyx",
+    "twisted_keyx.tap",
+    "Key-exchange handshakes (Diffie-Hellman, EKE) as a network service.",
+    "keyx",
+)

@@ -1,0 +1,3 @@
+"""twisted-keyx: key-exchange handshakes as explicit, tested Twisted state machines."""
+
+__version__ = "0.1.0"

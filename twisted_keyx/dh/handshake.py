@@ -1,0 +1,262 @@
+"""The DH handshake as two state machines, one per side, with no I/O.
+
+Each machine is fed one message at a time (bytes, already unframed) and
+answers with the message to send back, or raises :class:`HandshakeFailed`.
+Which message is legal in which state is written down once, in the
+``TRANSITIONS`` table of each class; everything else is refused.  The
+framing (:mod:`twisted_keyx.dh.protocol`) and the crypto
+(:mod:`twisted_keyx.ffdh`) live elsewhere.
+
+Server states, with the tutorial's state numbers (protocols.md 1.1)::
+
+    AWAIT_HELLO --Hello--> AWAIT_PARAMS_REQUEST --Params?--> AWAIT_CLIENT_KEY
+      (0)                     (1)                              (2)
+    AWAIT_CLIENT_KEY --Client public key:...--> DONE (0)
+
+Client states::
+
+    START --start()--> AWAIT_GREETING --Hey there!--> AWAIT_PARAMETERS
+    AWAIT_PARAMETERS --PEM parameters--> AWAIT_SERVER_KEY
+    AWAIT_SERVER_KEY --Server public key:...--> DONE
+"""
+
+import enum
+from dataclasses import dataclass
+
+from twisted_keyx import ffdh
+from twisted_keyx.dh import messages
+from twisted_keyx.dh.messages import ClientMessage, ServerMessage
+from twisted_keyx.session import Transcript, derive_session_key
+
+
+class HandshakeFailed(Exception):
+    """The handshake cannot go on.
+
+    ``reason`` says why, for logs and users; ``reply`` is what the server
+    sends before it hangs up (None on the client, which just closes).
+    """
+
+    reply = None
+
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class UnexpectedMessage(HandshakeFailed):
+    """Server side: a message that is not the one expected now."""
+
+    reply = messages.UNEXPECTED_MESSAGE_REPLY
+
+
+class InvalidClientKey(HandshakeFailed):
+    """Server side: message 5 carries a key that cannot be used."""
+
+    reply = messages.INVALID_CLIENT_KEY_REPLY
+
+
+class ServerRefused(HandshakeFailed):
+    """Client side: the server sent one of its error replies."""
+
+
+class BadResponse(HandshakeFailed):
+    """Client side: the server sent something other than the expected reply."""
+
+
+class BadParameters(HandshakeFailed):
+    """Client side: the server's DH parameters are unusable."""
+
+
+class InvalidServerKey(HandshakeFailed):
+    """Client side: message 6 carries a key that cannot be used."""
+
+
+@dataclass(frozen=True)
+class HandshakeResult:
+    group: ffdh.Group
+    #: The DH shared secret: exactly len(p) bytes, left-padded with zeros.
+    shared_secret: bytes
+    #: HKDF-SHA256 of the shared secret with the transcript hash bound in.
+    session_key: bytes
+    transcript_hash: bytes
+
+
+def _default_private_key(group):
+    return group.generate_private_key()
+
+
+class _Machine:
+    """What both sides share: the table-driven dispatch and the transcript."""
+
+    TRANSITIONS = {}
+    FAILED = None
+    DONE = None
+
+    def __init__(self, initial_state, private_key_factory):
+        self.state = initial_state
+        self.result = None
+        self._private_key_factory = private_key_factory
+        self._transcript = Transcript()
+
+    @property
+    def finished(self):
+        return self.state is self.DONE
+
+    def _dispatch(self, kind, payload):
+        step = self.TRANSITIONS.get((self.state, kind))
+        if step is None:
+            raise self._unexpected(kind, payload)
+        handler, next_state = step
+        try:
+            reply = getattr(self, handler)(payload)
+        except HandshakeFailed:
+            self.state = self.FAILED
+            raise
+        self.state = next_state
+        return reply
+
+    def _finish(self, group, private_key, peer_key):
+        shared_secret = group.exchange(private_key, peer_key)
+        transcript_hash = self._transcript.digest()
+        self.result = HandshakeResult(
+            group=group,
+            shared_secret=shared_secret,
+            session_key=derive_session_key(
+                shared_secret, messages.SESSION_KEY_LABEL, transcript_hash
+            ),
+            transcript_hash=transcript_hash,
+        )
+
+
+class ServerState(enum.Enum):
+    AWAIT_HELLO = "awaiting Hello"
+    AWAIT_PARAMS_REQUEST = "awaiting Params?"
+    AWAIT_CLIENT_KEY = "awaiting the client's public key"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class DHServerHandshake(_Machine):
+    """The server side: answers messages 1, 3 and 5 with 2, 4 and 6."""
+
+    TRANSITIONS = {
+        (ServerState.AWAIT_HELLO, ClientMessage.HELLO):
+            ("_on_hello", ServerState.AWAIT_PARAMS_REQUEST),
+        (ServerState.AWAIT_PARAMS_REQUEST, ClientMessage.PARAMS_REQUEST):
+            ("_on_params_request", ServerState.AWAIT_CLIENT_KEY),
+        (ServerState.AWAIT_CLIENT_KEY, ClientMessage.CLIENT_KEY):
+            ("_on_client_key", ServerState.DONE),
+    }
+    FAILED = ServerState.FAILED
+    DONE = ServerState.DONE
+
+    def __init__(self, group, private_key_factory=_default_private_key):
+        super().__init__(ServerState.AWAIT_HELLO, private_key_factory)
+        self.group = group
+
+    def receive(self, payload):
+        """Take one client message; return the reply to send."""
+        return self._dispatch(messages.classify_client_message(payload), payload)
+
+    def _unexpected(self, kind, payload):
+        state = self.state
+        self.state = ServerState.FAILED
+        return UnexpectedMessage(f"{kind.value} message while {state.value}")
+
+    def _on_hello(self, payload):
+        self._transcript.add(payload)
+        self._transcript.add(messages.HEY_THERE)
+        return messages.HEY_THERE
+
+    def _on_params_request(self, payload):
+        self._transcript.add(payload)
+        self._transcript.add(self.group.parameters_pem)
+        return self.group.parameters_pem
+
+    def _on_client_key(self, payload):
+        try:
+            peer_key = self.group.load_peer_key(payload[len(messages.CLIENT_KEY_PREFIX):])
+        except ffdh.InvalidPublicKey as e:
+            raise InvalidClientKey(f"invalid client public key: {e}") from None
+        private_key = self._private_key_factory(self.group)
+        reply = messages.SERVER_KEY_PREFIX + self.group.public_key_pem(private_key)
+        self._transcript.add(payload)
+        self._transcript.add(reply)
+        self._finish(self.group, private_key, peer_key)
+        return reply
+
+
+class ClientState(enum.Enum):
+    START = "not started"
+    AWAIT_GREETING = "awaiting Hey there!"
+    AWAIT_PARAMETERS = "awaiting the parameters"
+    AWAIT_SERVER_KEY = "awaiting the server's public key"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class DHClientHandshake(_Machine):
+    """The client side: sends message 1 from :meth:`start`, then 3 and 5."""
+
+    TRANSITIONS = {
+        (ClientState.AWAIT_GREETING, ServerMessage.HEY_THERE):
+            ("_on_greeting", ClientState.AWAIT_PARAMETERS),
+        (ClientState.AWAIT_PARAMETERS, ServerMessage.PARAMETERS):
+            ("_on_parameters", ClientState.AWAIT_SERVER_KEY),
+        (ClientState.AWAIT_SERVER_KEY, ServerMessage.SERVER_KEY):
+            ("_on_server_key", ClientState.DONE),
+    }
+    FAILED = ClientState.FAILED
+    DONE = ClientState.DONE
+
+    def __init__(self, private_key_factory=_default_private_key,
+                 accept_parameters=ffdh.group_from_parameters_pem):
+        super().__init__(ClientState.START, private_key_factory)
+        self._accept_parameters = accept_parameters
+        self.group = None
+        self._private_key = None
+
+    def start(self):
+        """Return message 1."""
+        if self.state is not ClientState.START:
+            raise RuntimeError("the handshake has already started")
+        self.state = ClientState.AWAIT_GREETING
+        self._transcript.add(messages.HELLO)
+        return messages.HELLO
+
+    def receive(self, payload):
+        """Take one server message; return the next message to send, or None."""
+        return self._dispatch(messages.classify_server_message(payload), payload)
+
+    def _unexpected(self, kind, payload):
+        state = self.state
+        self.state = ClientState.FAILED
+        if kind is ServerMessage.ERROR:
+            return ServerRefused(f"the server refused: {payload.decode('ascii')}")
+        return BadResponse(f"bad response from the server while {state.value}")
+
+    def _on_greeting(self, payload):
+        self._transcript.add(payload)
+        self._transcript.add(messages.PARAMS_REQUEST)
+        return messages.PARAMS_REQUEST
+
+    def _on_parameters(self, payload):
+        try:
+            self.group = self._accept_parameters(payload)
+        except ffdh.ParameterError as e:
+            raise BadParameters(f"unusable parameters from the server: {e}") from None
+        self._private_key = self._private_key_factory(self.group)
+        message = messages.CLIENT_KEY_PREFIX + self.group.public_key_pem(self._private_key)
+        self._transcript.add(payload)
+        self._transcript.add(message)
+        return message
+
+    def _on_server_key(self, payload):
+        try:
+            peer_key = self.group.load_peer_key(payload[len(messages.SERVER_KEY_PREFIX):])
+        except ffdh.InvalidPublicKey as e:
+            raise InvalidServerKey(f"invalid server public key: {e}") from None
+        self._transcript.add(payload)
+        self._finish(self.group, self._private_key, peer_key)
+        self._private_key = None
+        return None

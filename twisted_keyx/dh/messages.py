@@ -1,0 +1,66 @@
+"""The DH handshake's messages, byte for byte (protocols.md 1.1).
+
+| # | dir | payload                                          |
+|---|-----|--------------------------------------------------|
+| 1 | C>S | ``Hello``                                        |
+| 2 | S>C | ``Hey there!``                                   |
+| 3 | C>S | ``Params?``                                      |
+| 4 | S>C | DH parameters, PEM                               |
+| 5 | C>S | ``Client public key:`` + PEM SubjectPublicKeyInfo |
+| 6 | S>C | ``Server public key:`` + PEM SubjectPublicKeyInfo |
+"""
+
+import enum
+
+HELLO = b"Hello"
+HEY_THERE = b"Hey there!"
+PARAMS_REQUEST = b"Params?"
+CLIENT_KEY_PREFIX = b"Client public key:"
+SERVER_KEY_PREFIX = b"Server public key:"
+
+#: The server's error replies; it closes the connection after sending one.
+UNEXPECTED_MESSAGE_REPLY = b"I do not understand you, hanging up"
+INVALID_CLIENT_KEY_REPLY = b"Invalid client public key, hanging up"
+ERROR_REPLIES = (UNEXPECTED_MESSAGE_REPLY, INVALID_CLIENT_KEY_REPLY)
+
+#: HKDF label of the session key (info = label || transcript hash).
+SESSION_KEY_LABEL = b"twisted-keyx dh session key v1"
+
+
+class ClientMessage(enum.Enum):
+    """What a message from the client is, judged by its bytes alone."""
+
+    HELLO = "Hello"
+    PARAMS_REQUEST = "Params?"
+    CLIENT_KEY = "Client public key"
+    UNKNOWN = "unknown"
+
+
+class ServerMessage(enum.Enum):
+    HEY_THERE = "Hey there!"
+    PARAMETERS = "parameters"
+    SERVER_KEY = "Server public key"
+    ERROR = "error reply"
+    UNKNOWN = "unknown"
+
+
+def classify_client_message(payload):
+    if payload == HELLO:
+        return ClientMessage.HELLO
+    if payload == PARAMS_REQUEST:
+        return ClientMessage.PARAMS_REQUEST
+    if payload.startswith(CLIENT_KEY_PREFIX):
+        return ClientMessage.CLIENT_KEY
+    return ClientMessage.UNKNOWN
+
+
+def classify_server_message(payload):
+    if payload == HEY_THERE:
+        return ServerMessage.HEY_THERE
+    if payload.startswith(SERVER_KEY_PREFIX):
+        return ServerMessage.SERVER_KEY
+    if payload.lstrip().startswith(b"-----BEGIN ") and b"PARAMETERS-----" in payload[:64]:
+        return ServerMessage.PARAMETERS
+    if payload in ERROR_REPLIES:
+        return ServerMessage.ERROR
+    return ServerMessage.UNKNOWN

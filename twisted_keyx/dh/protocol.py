@@ -1,0 +1,230 @@
+"""Twisted protocols and factories for the DH handshake.
+
+The handshake logic is in :mod:`twisted_keyx.dh.handshake`; this module only
+moves messages between it and a framing.  The session classes
+(:class:`DHServerSession`, :class:`DHClientSession`) are framing-agnostic:
+a framing feeds them with ``messageReceived(payload)`` and gives them
+``sendMessage(payload)``.  :class:`DHServerProtocol` and
+:class:`DHClientProtocol` put them on ``Int32StringReceiver`` (a 4-byte
+big-endian length, then the payload), the project's default framing.
+"""
+
+from twisted.internet import defer, error
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.basic import Int32StringReceiver
+
+from twisted_keyx import ffdh
+from twisted_keyx.dh import messages
+from twisted_keyx.dh.handshake import (
+    BadResponse,
+    DHClientHandshake,
+    DHServerHandshake,
+    HandshakeFailed,
+)
+from twisted_keyx.session import fingerprint
+
+
+class ServerHungUp(HandshakeFailed):
+    """Client side: the connection closed before the handshake finished."""
+
+
+def describe_peer(address):
+    host = getattr(address, "host", None)
+    if host is not None:
+        return f"{host}:{address.port}"
+    name = getattr(address, "name", None)
+    return f"unix:{name.decode() if isinstance(name, bytes) else name}" if name else "unix"
+
+
+def server_max_message_length(group):
+    """The largest legal client message in ``group``: message 5."""
+    return len(messages.CLIENT_KEY_PREFIX) + group.max_public_key_pem
+
+
+#: The largest legal server message for any group a client accepts.
+CLIENT_MAX_MESSAGE_LENGTH = max(
+    ffdh.MAX_PARAMETERS_PEM, len(messages.SERVER_KEY_PREFIX) + ffdh.MAX_PUBLIC_KEY_PEM
+)
+
+
+class DHServerSession:
+    """Runs one :class:`DHServerHandshake` over any framing.
+
+    Needs ``self.factory`` (a :class:`DHServerFactory`), ``self.transport``
+    and a ``sendMessage(payload)`` method from the framing.
+    """
+
+    handshake = None
+    _closing = False
+
+    def startSession(self):
+        self.handshake = DHServerHandshake(self.factory.group)
+        self._peer = describe_peer(self.transport.getPeer())
+
+    def messageReceived(self, payload):
+        if self._closing:
+            return
+        try:
+            reply = self.handshake.receive(payload)
+        except HandshakeFailed as e:
+            self.rejectPeer(e.reason, e.reply)
+            return
+        self.sendMessage(reply)
+        if self.handshake.finished:
+            self._closing = True
+            self.factory.handshakeFinished(self._peer, self.handshake.result)
+            self.transport.loseConnection()
+
+    def rejectPeer(self, reason, reply=messages.UNEXPECTED_MESSAGE_REPLY):
+        """Send the documented error reply, log why, and hang up."""
+        if self._closing:
+            return
+        self._closing = True
+        self.sendMessage(reply)
+        self.factory.handshakeRejected(self._peer, reason)
+        self.transport.loseConnection()
+
+    def sessionLost(self):
+        if not self._closing and self.handshake is not None:
+            self._closing = True
+            self.factory.handshakeAbandoned(self._peer, self.handshake.state.value)
+
+
+class DHServerProtocol(DHServerSession, Int32StringReceiver):
+    """The DH handshake's server side, framed by ``Int32StringReceiver``."""
+
+    def connectionMade(self):
+        self.MAX_LENGTH = self.factory.max_message_length
+        self.startSession()
+
+    def stringReceived(self, string):
+        self.messageReceived(string)
+
+    def sendMessage(self, payload):
+        self.sendString(payload)
+
+    def lengthLimitExceeded(self, length):
+        self.rejectPeer(f"frame of {length} bytes exceeds the limit of {self.MAX_LENGTH}")
+
+    def connectionLost(self, reason):
+        self.sessionLost()
+
+
+class DHServerFactory(Factory):
+    """Serves the DH handshake in one group; logs one line per connection."""
+
+    protocol = DHServerProtocol
+    noisy = False
+    log = Logger()
+
+    def __init__(self, group, show_secrets=False):
+        self.group = group
+        self.show_secrets = show_secrets
+        self.max_message_length = server_max_message_length(group)
+
+    def handshakeFinished(self, peer, result):
+        if self.show_secrets:
+            self.log.info(
+                "DH handshake with {peer} finished ({group}); "
+                "Shared Secret: {secret} Session key: {session_key}",
+                peer=peer, group=result.group.name,
+                secret=result.shared_secret.hex(), session_key=result.session_key.hex(),
+            )
+        else:
+            self.log.info(
+                "DH handshake with {peer} finished ({group}); "
+                "session key fingerprint {fingerprint}",
+                peer=peer, group=result.group.name,
+                fingerprint=fingerprint(result.session_key),
+            )
+
+    def handshakeRejected(self, peer, reason):
+        self.log.info("DH handshake with {peer} rejected: {reason}", peer=peer, reason=reason)
+
+    def handshakeAbandoned(self, peer, state):
+        self.log.info(
+            "DH handshake with {peer} abandoned by the peer while {state}",
+            peer=peer, state=state,
+        )
+
+
+class DHClientSession:
+    """Runs one :class:`DHClientHandshake` over any framing.
+
+    ``finished`` fires with the :class:`~twisted_keyx.dh.handshake.HandshakeResult`,
+    or fails with a :class:`~twisted_keyx.dh.handshake.HandshakeFailed`
+    subclass that says what the server did wrong.
+    """
+
+    def __init__(self, handshake=None):
+        self.handshake = handshake if handshake is not None else DHClientHandshake()
+        self.finished = defer.Deferred(lambda d: self.transport.abortConnection())
+        self._closing = False
+
+    def startSession(self):
+        self.sendMessage(self.handshake.start())
+
+    def messageReceived(self, payload):
+        if self._closing:
+            return
+        try:
+            reply = self.handshake.receive(payload)
+        except HandshakeFailed as e:
+            self.abandon(e)
+            return
+        if reply is not None:
+            self.sendMessage(reply)
+        if self.handshake.finished:
+            self._closing = True
+            self.transport.loseConnection()
+            self.finished.callback(self.handshake.result)
+
+    def abandon(self, failure):
+        if self._closing:
+            return
+        self._closing = True
+        self.transport.loseConnection()
+        self.finished.errback(failure)
+
+    def sessionLost(self, reason):
+        if not self._closing:
+            self._closing = True
+            if reason.check(error.ConnectionDone, error.ConnectionLost):
+                why = "the server closed the connection"
+            else:
+                why = f"the connection failed: {reason.getErrorMessage()}"
+            state = self.handshake.state.value
+            self.finished.errback(ServerHungUp(f"{why} while {state}"))
+
+
+class DHClientProtocol(DHClientSession, Int32StringReceiver):
+    """The DH handshake's client side, framed by ``Int32StringReceiver``."""
+
+    MAX_LENGTH = CLIENT_MAX_MESSAGE_LENGTH
+
+    def connectionMade(self):
+        self.startSession()
+
+    def stringReceived(self, string):
+        self.messageReceived(string)
+
+    def sendMessage(self, payload):
+        self.sendString(payload)
+
+    def lengthLimitExceeded(self, length):
+        self.abandon(BadResponse(f"the server sent a frame of {length} bytes"))
+
+    def connectionLost(self, reason):
+        self.sessionLost(reason)
+
+
+class DHClientFactory(Factory):
+    """Builds :class:`DHClientProtocol`; use ``protocol.finished`` for the result."""
+
+    protocol = DHClientProtocol
+
+    def buildProtocol(self, addr):
+        protocol = self.protocol()
+        protocol.factory = self
+        return protocol
