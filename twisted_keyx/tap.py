@@ -9,7 +9,7 @@ from twisted.internet import endpoints
 from twisted.logger import Logger
 from twisted.python import usage
 
-from twisted_keyx import __version__, ffdh
+from twisted_keyx import __version__, ffdh, limits
 from twisted_keyx.dh.protocol import DHServerFactory
 
 DEFAULT_DH_ENDPOINT = "tcp:7777"
@@ -50,6 +50,19 @@ class Options(usage.Options):
          "'X9.42 DH PARAMETERS' from openssl genpkey -genparam), checked once "
          "at start-up; instead of --group. Custom groups are slow: cryptography "
          "re-checks them for every client key (about 0.3 s at 2048 bits)."],
+        ["timeout", None, limits.Limits.timeout,
+         "Seconds a client has to finish its handshake; then it is cut off "
+         "(0: no limit).", float],
+        ["idle-timeout", None, limits.Limits.idle_timeout,
+         "Seconds a session that goes on after its handshake may stay silent "
+         "before it is cut off (0: no limit). The DH handshake closes when it "
+         "is done, so this applies to sessions such as a chat.", float],
+        ["max-per-ip", None, limits.Limits.max_per_ip,
+         "Open connections allowed from one IP address; more are closed at "
+         "once (0: no limit).", int],
+        ["max-connections", None, limits.Limits.max_connections,
+         "Open connections allowed in all; more are closed at once "
+         "(0: no limit).", int],
     ]
 
     def __init__(self):
@@ -71,6 +84,13 @@ class Options(usage.Options):
             self["dh"] = [DEFAULT_DH_ENDPOINT]
         for description in self["dh"]:
             _check_endpoint(description)
+        for name in ("timeout", "idle-timeout", "max-per-ip", "max-connections"):
+            if self[name] < 0:
+                raise usage.UsageError(f"--{name} must be 0 (no limit) or more")
+        self["limits"] = limits.Limits(
+            timeout=self["timeout"], idle_timeout=self["idle-timeout"],
+            max_per_ip=self["max-per-ip"], max_connections=self["max-connections"],
+        )
         if self["params"] and self["group"]:
             raise usage.UsageError("give either --group or --params, not both")
         try:
@@ -87,10 +107,11 @@ class KeyxService(service.MultiService):
 
     log = Logger()
 
-    def __init__(self, group, dh_endpoints):
+    def __init__(self, group, dh_endpoints, connection_limits=limits.Limits()):
         super().__init__()
         self.group = group
         self.dh_endpoints = dh_endpoints
+        self.limits = connection_limits
 
     def startService(self):
         self.log.info(
@@ -99,13 +120,34 @@ class KeyxService(service.MultiService):
             version=__version__, endpoints=", ".join(self.dh_endpoints),
             group=self.group.name, bits=self.group.bits,
         )
+        self._logLimits()
         super().startService()
 
+    def _logLimits(self):
+        wanted = self.limits.max_connections + 64 if self.limits.max_connections else 1 << 20
+        files = limits.raise_open_file_limit(wanted)
+        self.log.info(
+            "Limits: handshake timeout {timeout:g} s, idle timeout {idle:g} s, "
+            "{per_ip} connections per IP, {total} in all, {files} open files "
+            "(0: no limit)",
+            timeout=self.limits.timeout, idle=self.limits.idle_timeout,
+            per_ip=self.limits.max_per_ip, total=self.limits.max_connections, files=files,
+        )
+        if self.limits.max_connections and self.limits.max_connections + 64 > files:
+            self.log.warn(
+                "--max-connections {total} is more than the open-file limit "
+                "({files}) allows; connections beyond it will fail to be accepted",
+                total=self.limits.max_connections, files=files,
+            )
 
-def makeService(options):
+
+def makeService(options, clock=None):
     group = options["dh-group"]
-    top = KeyxService(group, options["dh"])
+    connection_limits = options.get("limits", limits.Limits())
+    top = KeyxService(group, options["dh"], connection_limits)
+    policy = limits.ConnectionPolicy(connection_limits, clock)
+    policy.setServiceParent(top)
     dh_factory = DHServerFactory(group, show_secrets=options["show-secrets"])
     for description in options["dh"]:
-        strports.service(description, dh_factory).setServiceParent(top)
+        strports.service(description, policy.wrap(dh_factory)).setServiceParent(top)
     return top

@@ -85,6 +85,14 @@ class DHServerSession:
         self.factory.handshakeRejected(self._peer, reason)
         self.transport.loseConnection()
 
+    def connectionTimedOut(self, phase, seconds):
+        """Called by :mod:`twisted_keyx.limits` just before it aborts a peer
+        that did not finish in time; logs it once, in the handshake's words."""
+        if self._closing or self.handshake is None:
+            return
+        self._closing = True
+        self.factory.handshakeTimedOut(self._peer, seconds, self.handshake.state.value)
+
     def sessionLost(self):
         if not self._closing and self.handshake is not None:
             self._closing = True
@@ -141,6 +149,12 @@ class DHServerFactory(Factory):
 
     def handshakeRejected(self, peer, reason):
         self.log.info("DH handshake with {peer} rejected: {reason}", peer=peer, reason=reason)
+
+    def handshakeTimedOut(self, peer, seconds, state):
+        self.log.info(
+            "DH handshake with {peer} timed out after {seconds:g} s while {state}",
+            peer=peer, seconds=seconds, state=state,
+        )
 
     def handshakeAbandoned(self, peer, state):
         self.log.info(

@@ -1,0 +1,411 @@
+"""Connection limits and timeouts (twisted_keyx.limits), on a fake clock."""
+
+from twisted.internet import protocol
+from twisted.internet.address import IPv4Address, UNIXAddress
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import Logger, formatEvent
+from twisted.protocols.basic import Int32StringReceiver
+from twisted.python.failure import Failure
+from twisted.trial import unittest
+
+from twisted_keyx import ffdh, limits, tap
+from twisted_keyx.dh import messages
+from twisted_keyx.dh.protocol import DHServerFactory
+
+
+def address(host="192.0.2.1", port=40000):
+    return IPv4Address("TCP", host, port)
+
+
+class LoggedPolicy:
+    """A ConnectionPolicy on a fake clock whose log lines are kept in a list."""
+
+    def __init__(self, test, **kwargs):
+        self.clock = Clock()
+        self.events = []
+        self.policy = limits.ConnectionPolicy(limits.Limits(**kwargs), self.clock)
+        self.policy.log = Logger(observer=self.events.append)
+        test.addCleanup(self.policy.stopService)
+
+    def lines(self):
+        return [formatEvent(e) for e in self.events]
+
+
+def connect(factory, addr):
+    """Build a protocol for ``addr`` and connect it to a StringTransport."""
+    proto = factory.buildProtocol(addr)
+    transport = StringTransport(peerAddress=addr)
+    proto.makeConnection(transport)
+    return proto, transport
+
+
+def close(proto):
+    proto.connectionLost(Failure(ConnectionDone()))
+
+
+def frame(payload):
+    return len(payload).to_bytes(4, "big") + payload
+
+
+class CountingFactory(protocol.Factory):
+    """Counts the protocols it builds; they do nothing."""
+
+    protocol = protocol.Protocol
+
+    def __init__(self):
+        self.built = 0
+
+    def buildProtocol(self, addr):
+        self.built += 1
+        return super().buildProtocol(addr)
+
+
+class ChatLike(Int32StringReceiver):
+    """A session that goes on after its handshake: the first frame is the
+    'handshake', then it echoes frames (what EKE's chat will do)."""
+
+    def stringReceived(self, string):
+        if string == b"handshake":
+            limits.handshake_finished(self.transport)
+        self.sendString(string)
+
+
+class DHFixture:
+    """A DH server factory behind a policy, with both log streams kept."""
+
+    def __init__(self, test, **kwargs):
+        self.logged = LoggedPolicy(test, **kwargs)
+        self.clock = self.logged.clock
+        self.policy = self.logged.policy
+        self.dh = DHServerFactory(ffdh.named_group("ffdhe2048"))
+        self.dh.log = Logger(observer=self.logged.events.append)
+        self.factory = self.policy.wrap(self.dh)
+
+    def lines(self):
+        return self.logged.lines()
+
+
+class HandshakeTimeoutTests(unittest.TestCase):
+    def test_silent_client_is_cut_off_at_the_deadline(self):
+        f = DHFixture(self, timeout=30)
+        proto, transport = connect(f.factory, address())
+        f.clock.advance(29.9)
+        self.assertFalse(transport.disconnecting)
+        f.clock.advance(0.2)
+        self.assertTrue(transport.disconnected)  # aborted, not a graceful close
+        close(proto)
+        self.assertEqual(
+            f.lines(),
+            ["DH handshake with 192.0.2.1:40000 timed out after 30 s while awaiting Hello"],
+        )
+        self.assertEqual(f.clock.getDelayedCalls(), [])
+        self.assertEqual((f.policy.open_connections, f.policy.per_ip), (0, {}))
+
+    def test_trickling_bytes_do_not_move_the_deadline(self):
+        f = DHFixture(self, timeout=30)
+        proto, transport = connect(f.factory, address())
+        for byte in frame(messages.HELLO) + frame(messages.PARAMS_REQUEST):
+            f.clock.advance(1)
+            proto.dataReceived(bytes([byte]))
+        self.assertIn(b"Hey there!", transport.value())
+        self.assertIn(b"BEGIN DH PARAMETERS", transport.value())
+        f.clock.advance(30 - f.clock.seconds() - 0.01)
+        self.assertFalse(transport.disconnected)
+        f.clock.advance(0.02)
+        self.assertTrue(transport.disconnected)
+        close(proto)
+        self.assertEqual(
+            f.lines(),
+            ["DH handshake with 192.0.2.1:40000 timed out after 30 s "
+             "while awaiting the client's public key"],
+        )
+
+    def test_finished_handshake_leaves_no_timer(self):
+        f = DHFixture(self, timeout=30)
+        proto, transport = connect(f.factory, address())
+        client_key = ffdh.named_group("ffdhe2048").generate_private_key()
+        pem = ffdh.named_group("ffdhe2048").public_key_pem(client_key)
+        proto.dataReceived(
+            frame(messages.HELLO) + frame(messages.PARAMS_REQUEST)
+            + frame(messages.CLIENT_KEY_PREFIX + pem)
+        )
+        self.assertTrue(transport.disconnecting)
+        close(proto)
+        self.assertEqual(f.clock.getDelayedCalls(), [])
+        self.assertEqual(len(f.lines()), 1)
+        self.assertIn("finished (ffdhe2048)", f.lines()[0])
+
+    def test_peer_that_never_reads_is_aborted_without_a_second_log_line(self):
+        # The handshake succeeded and the server closed gracefully, but the
+        # peer does not read: the close waits, the deadline still aborts.
+        f = DHFixture(self, timeout=30)
+        proto, transport = connect(f.factory, address())
+        pem = ffdh.named_group("ffdhe2048").public_key_pem(
+            ffdh.named_group("ffdhe2048").generate_private_key()
+        )
+        proto.dataReceived(
+            frame(messages.HELLO) + frame(messages.PARAMS_REQUEST)
+            + frame(messages.CLIENT_KEY_PREFIX + pem)
+        )
+        self.assertFalse(transport.disconnected)
+        f.clock.advance(30)
+        self.assertTrue(transport.disconnected)
+        close(proto)
+        self.assertEqual(len(f.lines()), 1)
+        self.assertIn("finished", f.lines()[0])
+
+    def test_zero_means_no_deadline(self):
+        f = DHFixture(self, timeout=0)
+        proto, transport = connect(f.factory, address())
+        self.assertEqual(f.clock.getDelayedCalls(), [])
+        f.clock.advance(10 ** 6)
+        self.assertFalse(transport.disconnecting)
+        close(proto)
+        self.assertEqual(f.lines(), ["DH handshake with 192.0.2.1:40000 abandoned by the "
+                                     "peer while awaiting Hello"])
+
+    def test_protocol_without_hook_gets_the_generic_line(self):
+        logged = LoggedPolicy(self, timeout=5)
+        factory = logged.policy.wrap(protocol.Factory.forProtocol(protocol.Protocol))
+        proto, transport = connect(factory, address())
+        logged.clock.advance(5)
+        self.assertTrue(transport.disconnected)
+        close(proto)
+        self.assertEqual(logged.lines(), ["192.0.2.1:40000: handshake timed out after 5 s; closing"])
+
+
+class IdleTimeoutTests(unittest.TestCase):
+    def setUp(self):
+        self.logged = LoggedPolicy(self, timeout=30, idle_timeout=60)
+        factory = self.logged.policy.wrap(protocol.Factory.forProtocol(ChatLike))
+        self.proto, self.transport = connect(factory, address())
+        self.clock = self.logged.clock
+
+    def test_deadline_gives_way_to_idle_timer(self):
+        self.clock.advance(20)
+        self.proto.dataReceived(frame(b"handshake"))
+        self.clock.advance(30)  # past the handshake deadline: no longer applies
+        self.assertFalse(self.transport.disconnected)
+        self.clock.advance(30)  # 60 s of silence since the last data
+        self.assertTrue(self.transport.disconnected)
+        close(self.proto)
+        self.assertEqual(self.logged.lines(),
+                         ["192.0.2.1:40000: idle session timed out after 60 s; closing"])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_data_resets_the_idle_timer(self):
+        self.proto.dataReceived(frame(b"handshake"))
+        for _ in range(5):
+            self.clock.advance(50)
+            self.proto.dataReceived(frame(b"still here"))
+        self.assertFalse(self.transport.disconnected)
+        self.clock.advance(59)
+        self.assertFalse(self.transport.disconnected)
+        self.clock.advance(1)
+        self.assertTrue(self.transport.disconnected)
+        close(self.proto)
+
+    def test_handshake_not_finished_still_has_its_deadline(self):
+        self.proto.dataReceived(frame(b"not yet"))
+        self.clock.advance(30)
+        self.assertTrue(self.transport.disconnected)
+        close(self.proto)
+        self.assertEqual(self.logged.lines(),
+                         ["192.0.2.1:40000: handshake timed out after 30 s; closing"])
+
+
+class ConnectionLimitTests(unittest.TestCase):
+    def test_total_limit_refuses_at_once_and_logs_once_per_burst(self):
+        logged = LoggedPolicy(self, max_connections=3, max_per_ip=0, timeout=0)
+        inner = CountingFactory()
+        factory = logged.policy.wrap(inner)
+        open_ = [connect(factory, address(port=1000 + i)) for i in range(3)]
+        refused = [connect(factory, address(host=f"192.0.2.{i}")) for i in range(2, 12)]
+        self.assertEqual(inner.built, 3)
+        self.assertTrue(all(t.disconnected for _, t in refused))
+        self.assertFalse(any(t.disconnecting for _, t in open_))
+        self.assertEqual(
+            logged.lines(),
+            ["Refusing new connections: 3 connections open (first refused: 192.0.2.2:40000)"],
+        )
+        # A slot frees: the next one is accepted.
+        close(open_[0][0])
+        proto, transport = connect(factory, address(port=2000))
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(inner.built, 4)
+        logged.clock.advance(limits.BURST_QUIET)
+        self.assertEqual(logged.lines()[1:], ["Refused 10 connection(s) over 0.0 s"])
+        self.assertEqual(logged.clock.getDelayedCalls(), [])
+
+    def test_burst_lasts_while_refusals_go_on(self):
+        logged = LoggedPolicy(self, max_connections=1, max_per_ip=0, timeout=0)
+        factory = logged.policy.wrap(CountingFactory())
+        connect(factory, address())
+        for _ in range(6):
+            connect(factory, address(port=5))
+            logged.clock.advance(limits.BURST_QUIET / 2)
+        self.assertEqual(len(logged.lines()), 1)
+        logged.clock.advance(limits.BURST_QUIET)
+        self.assertEqual(logged.lines()[1], "Refused 6 connection(s) over 25.0 s")
+        # A later burst is logged again.
+        connect(factory, address(port=6))
+        self.assertEqual(len(logged.lines()), 3)
+        self.assertIn("Refusing new connections", logged.lines()[2])
+
+    def test_per_ip_limit_spares_other_addresses(self):
+        logged = LoggedPolicy(self, max_per_ip=2, timeout=0)
+        inner = CountingFactory()
+        factory = logged.policy.wrap(inner)
+        mine = [connect(factory, address("198.51.100.7", 1 + i)) for i in range(2)]
+        _, third = connect(factory, address("198.51.100.7", 3))
+        _, other = connect(factory, address("203.0.113.9", 3))
+        self.assertTrue(third.disconnected)
+        self.assertFalse(other.disconnecting)
+        self.assertEqual(inner.built, 3)
+        self.assertEqual(logged.policy.per_ip, {"198.51.100.7": 2, "203.0.113.9": 1})
+        self.assertEqual(
+            logged.lines(),
+            ["Refusing new connections: 2 connections open from 198.51.100.7 "
+             "(first refused: 198.51.100.7:3)"],
+        )
+        close(mine[0][0])
+        _, again = connect(factory, address("198.51.100.7", 4))
+        self.assertFalse(again.disconnecting)
+        logged.policy.stopService()
+        self.assertEqual(logged.lines()[1], "Refused 1 connection(s) from 198.51.100.7 over 0.0 s")
+        self.assertEqual(logged.clock.getDelayedCalls(), [])
+
+    def test_limits_are_shared_by_every_wrapped_factory(self):
+        logged = LoggedPolicy(self, max_connections=2, max_per_ip=0)
+        first = logged.policy.wrap(CountingFactory())
+        second = logged.policy.wrap(CountingFactory())
+        connect(first, address())
+        connect(second, address())
+        _, refused = connect(second, address())
+        self.assertTrue(refused.disconnected)
+
+    def test_zero_means_no_limit(self):
+        logged = LoggedPolicy(self, max_connections=0, max_per_ip=0, timeout=0)
+        factory = logged.policy.wrap(CountingFactory())
+        conns = [connect(factory, address()) for _ in range(500)]
+        self.assertFalse(any(t.disconnecting for _, t in conns))
+        self.assertEqual(logged.policy.open_connections, 500)
+        self.assertEqual(logged.lines(), [])
+        for proto, _ in conns:
+            close(proto)
+        self.assertEqual((logged.policy.open_connections, logged.policy.per_ip), (0, {}))
+
+    def test_unix_peers_count_only_towards_the_total(self):
+        logged = LoggedPolicy(self, max_connections=3, max_per_ip=1)
+        factory = logged.policy.wrap(CountingFactory())
+        conns = [connect(factory, UNIXAddress(None)) for _ in range(4)]
+        self.assertEqual([t.disconnected for _, t in conns], [False, False, False, True])
+        self.assertEqual(logged.policy.per_ip, {})
+
+    def test_inner_factory_declining_does_not_leak_a_slot(self):
+        logged = LoggedPolicy(self, max_connections=1)
+
+        class Declining(protocol.Factory):
+            def buildProtocol(self, addr):
+                return None
+
+        factory = logged.policy.wrap(Declining())
+        self.assertIsNone(factory.buildProtocol(address()))
+        self.assertEqual((logged.policy.open_connections, logged.policy.per_ip), (0, {}))
+
+
+class OptionsTests(unittest.TestCase):
+    def test_defaults(self):
+        options = tap.Options()
+        options.parseOptions(["--dh", "tcp:0:interface=127.0.0.1"])
+        self.assertEqual(options["limits"], limits.Limits())
+        self.assertEqual(
+            (limits.Limits().timeout, limits.Limits().max_per_ip), (30.0, 64)
+        )
+
+    def test_values_parse(self):
+        options = tap.Options()
+        options.parseOptions([
+            "--dh", "tcp:0:interface=127.0.0.1", "--timeout", "2.5", "--idle-timeout", "0",
+            "--max-per-ip", "0", "--max-connections", "7",
+        ])
+        self.assertEqual(
+            options["limits"],
+            limits.Limits(timeout=2.5, idle_timeout=0, max_per_ip=0, max_connections=7),
+        )
+
+    def test_negative_and_junk_are_usage_errors(self):
+        from twisted.python.usage import UsageError
+
+        for argv in (["--timeout", "-1"], ["--max-per-ip", "-3"], ["--max-connections", "x"]):
+            with self.assertRaises(UsageError):
+                tap.Options().parseOptions(argv)
+
+    def test_every_endpoint_is_guarded(self):
+        options = tap.Options()
+        options.parseOptions(["--dh", "tcp:0:interface=127.0.0.1", "--dh",
+                              "tcp:0:interface=127.0.0.1", "--max-connections", "9"])
+        top = tap.makeService(options, clock=Clock())
+        policies = [s for s in top if isinstance(s, limits.ConnectionPolicy)]
+        self.assertEqual(len(policies), 1)
+        self.assertEqual(policies[0].limits.max_connections, 9)
+        listeners = [s for s in top if not isinstance(s, limits.ConnectionPolicy)]
+        self.assertEqual(len(listeners), 2)
+        for listener in listeners:
+            self.assertIsInstance(listener.factory, limits.GuardedFactory)
+            self.assertIs(listener.factory.policy, policies[0])
+            self.assertIsInstance(listener.factory.wrappedFactory, DHServerFactory)
+
+
+class OpenFileLimitTests(unittest.TestCase):
+    def test_never_lowers_and_never_passes_the_hard_limit(self):
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self.assertEqual(limits.raise_open_file_limit(1), soft)
+        raised = limits.raise_open_file_limit(soft + 10)
+        self.assertGreaterEqual(raised, soft)
+        if hard != resource.RLIM_INFINITY:
+            self.assertLessEqual(raised, hard)
+        self.assertEqual(resource.getrlimit(resource.RLIMIT_NOFILE)[0], raised)
+
+
+def self_signed_tls_options():
+    """Server TLS options with a throwaway EC certificate."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    from twisted.internet import ssl
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(1)
+        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return ssl.CertificateOptions(privateKey=key, certificate=cert)
+
+
+class TLSEndpointTests(unittest.TestCase):
+    """ssl: endpoints wrap our factory in TLS, which cannot take None from
+    buildProtocol: a refused connection must still close cleanly there."""
+
+    def test_refused_connection_under_tls_is_aborted(self):
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        logged = LoggedPolicy(self, max_connections=1, timeout=0)
+        tls = TLSMemoryBIOFactory(self_signed_tls_options(), False,
+                                  logged.policy.wrap(CountingFactory()))
+        first, first_transport = connect(tls, address())
+        second, second_transport = connect(tls, address(port=2))
+        self.assertFalse(first_transport.disconnecting)
+        self.assertTrue(second_transport.disconnected)
+        self.assertEqual(logged.policy.open_connections, 1)

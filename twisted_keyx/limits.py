@@ -1,0 +1,282 @@
+"""Connection limits and timeouts, the same for every handshake the daemon serves.
+
+The daemon faces strangers.  One :class:`ConnectionPolicy` per daemon holds
+the limits and the counters; :meth:`ConnectionPolicy.wrap` puts any server
+factory (DH framed, DH raw, EKE...) behind it, so that:
+
+- a handshake not finished ``timeout`` seconds after the connection was made
+  is aborted and logged once (a deadline, not an idle timer: a peer that
+  trickles one byte at a time is cut off just the same);
+- a session that goes on after its handshake (the EKE chat) is aborted after
+  ``idle_timeout`` seconds without data from the peer; the wrapped protocol
+  says when its handshake is over with :func:`handshake_finished`;
+- beyond ``max_connections`` open connections, or ``max_per_ip`` from one
+  address, a new connection is closed at once.  Refusals are logged per
+  burst: one line when the burst starts and one with the count when it has
+  been quiet for ``BURST_QUIET`` seconds, never one per connection.
+
+Why not :mod:`twisted.protocols.policies`?  ``TimeoutMixin`` is an idle timer
+(reset by every byte, so a slow peer holds the connection forever);
+``LimitTotalConnectionsFactory`` logs every refused connection;
+``LimitConnectionsByPeer`` indexes addresses as tuples, which Twisted's
+``IPv4Address`` no longer is.  The wrapping itself is theirs:
+:class:`~twisted.protocols.policies.WrappingFactory` and
+:class:`~twisted.protocols.policies.ProtocolWrapper`.
+
+A wrapped protocol may define ``connectionTimedOut(phase, seconds)``: the
+guard calls it just before it aborts the connection, so the protocol can log
+the timeout in its own words (its state) instead of the guard's generic line.
+"""
+
+import resource
+from dataclasses import dataclass
+
+from twisted.application import service
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+
+from twisted_keyx.dh.protocol import describe_peer
+
+#: A burst of refusals is over after this many seconds without one.
+BURST_QUIET = 10.0
+
+HANDSHAKE = "handshake"
+IDLE = "idle session"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The daemon's limits; 0 turns a limit off."""
+
+    #: Seconds from connection to the end of the handshake.
+    timeout: float = 30.0
+    #: Seconds without data from the peer once the handshake is over.
+    idle_timeout: float = 300.0
+    #: Open connections from one IP address.  64 leaves room for a NAT'd
+    #: office or a busy client host, and keeps one address from taking more
+    #: than a small share of ``max_connections``.
+    max_per_ip: int = 64
+    #: Open connections in all.  10,000 stalled connections cost the daemon
+    #: about 40 MB (docs/benchmarks.rst); the open-file limit is raised to
+    #: match at start-up when the system allows it (:func:`raise_open_file_limit`).
+    max_connections: int = 10000
+
+
+def handshake_finished(transport):
+    """Tell the connection's guard, if any, that the handshake is over.
+
+    The handshake deadline stops and the idle timeout starts.  A protocol
+    whose connection ends with its handshake (DH) need not call it.
+    """
+    notify = getattr(transport, "handshakeFinished", None)
+    if notify is not None:
+        notify()
+
+
+class _Burst:
+    """One run of refusals for one reason, logged at its start and its end."""
+
+    __slots__ = ("refused", "started", "last", "timer")
+
+    def __init__(self, now):
+        self.refused = 0
+        self.started = now
+        self.last = now
+        self.timer = None
+
+
+class _Refused(Protocol):
+    """What a refused connection gets: closed as soon as it is made.
+
+    A protocol rather than ``None`` from ``buildProtocol`` because a TLS
+    endpoint wraps our factory and cannot handle ``None``.
+    """
+
+    def makeConnection(self, transport):
+        transport.abortConnection()
+
+
+class GuardedProtocol(ProtocolWrapper):
+    """Wraps one connection: counts it, and enforces the deadline and idle timeout."""
+
+    _timer = None
+    _phase = HANDSHAKE
+    _ip = None
+
+    def makeConnection(self, transport):
+        policy = self.factory.policy
+        if policy.limits.timeout:
+            self._timer = policy.clock.callLater(
+                policy.limits.timeout, self._timedOut, HANDSHAKE, policy.limits.timeout
+            )
+        ProtocolWrapper.makeConnection(self, transport)
+
+    def handshakeFinished(self):
+        """See :func:`handshake_finished`."""
+        if self._phase is not HANDSHAKE:
+            return
+        self._phase = IDLE
+        self._cancelTimer()
+        policy = self.factory.policy
+        if policy.limits.idle_timeout:
+            self._timer = policy.clock.callLater(
+                policy.limits.idle_timeout, self._timedOut, IDLE, policy.limits.idle_timeout
+            )
+
+    def dataReceived(self, data):
+        if self._phase is IDLE and self._timer is not None:
+            self._timer.reset(self.factory.policy.limits.idle_timeout)
+        self.wrappedProtocol.dataReceived(data)
+
+    def _timedOut(self, phase, seconds):
+        self._timer = None
+        hook = getattr(self.wrappedProtocol, "connectionTimedOut", None)
+        if hook is not None:
+            hook(phase, seconds)
+        else:
+            self.factory.policy.log.info(
+                "{peer}: {phase} timed out after {seconds:g} s; closing",
+                peer=describe_peer(self.transport.getPeer()), phase=phase, seconds=seconds,
+            )
+        # abort, not lose: a peer that does not read would keep a graceful
+        # close waiting for its buffer to drain.
+        self.transport.abortConnection()
+
+    def _cancelTimer(self):
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+
+    def connectionLost(self, reason):
+        self._cancelTimer()
+        self.factory.policy._released(self._ip)
+        ProtocolWrapper.connectionLost(self, reason)
+
+
+class GuardedFactory(WrappingFactory):
+    """A server factory behind a :class:`ConnectionPolicy`."""
+
+    protocol = GuardedProtocol
+    noisy = False
+
+    def __init__(self, policy, wrappedFactory):
+        super().__init__(wrappedFactory)
+        self.policy = policy
+
+    def buildProtocol(self, addr):
+        ip = getattr(addr, "host", None)
+        if not self.policy._admit(ip, addr):
+            return _Refused()
+        inner = self.wrappedFactory.buildProtocol(addr)
+        if inner is None:
+            self.policy._released(ip)
+            return None
+        guard = self.protocol(self, inner)
+        guard._ip = ip
+        return guard
+
+    # WrappingFactory keeps every protocol in a dict; the policy's counters
+    # are all that is needed, so skip that bookkeeping.
+    def registerProtocol(self, p):
+        pass
+
+    def unregisterProtocol(self, p):
+        pass
+
+
+class ConnectionPolicy(service.Service):
+    """The limits and counters shared by every endpoint of one daemon.
+
+    A service so that stopping the daemon closes any burst still open (its
+    summary line is logged and its timer cancelled).
+    """
+
+    log = Logger()
+
+    def __init__(self, limits=Limits(), clock=None):
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.limits = limits
+        self.clock = clock
+        self.open_connections = 0
+        #: Open connections per IP address (only addresses with some).
+        self.per_ip = {}
+        self._bursts = {}
+
+    def wrap(self, factory):
+        return GuardedFactory(self, factory)
+
+    def _admit(self, ip, addr):
+        limits = self.limits
+        if limits.max_connections and self.open_connections >= limits.max_connections:
+            self._refuse(None, addr, f"{limits.max_connections} connections open")
+            return False
+        if ip is not None and limits.max_per_ip:
+            if self.per_ip.get(ip, 0) >= limits.max_per_ip:
+                self._refuse(ip, addr, f"{limits.max_per_ip} connections open from {ip}")
+                return False
+        self.open_connections += 1
+        if ip is not None:
+            self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
+        return True
+
+    def _released(self, ip):
+        self.open_connections -= 1
+        if ip is not None:
+            left = self.per_ip[ip] - 1
+            if left:
+                self.per_ip[ip] = left
+            else:
+                del self.per_ip[ip]
+
+    def _refuse(self, key, addr, why):
+        now = self.clock.seconds()
+        burst = self._bursts.get(key)
+        if burst is None:
+            burst = self._bursts[key] = _Burst(now)
+            burst.timer = self.clock.callLater(BURST_QUIET, self._burstQuiet, key)
+            self.log.warn(
+                "Refusing new connections: {why} (first refused: {peer})",
+                why=why, peer=describe_peer(addr),
+            )
+        burst.refused += 1
+        burst.last = now
+
+    def _burstQuiet(self, key):
+        burst = self._bursts[key]
+        quiet_since = self.clock.seconds() - burst.last
+        if quiet_since < BURST_QUIET:
+            burst.timer = self.clock.callLater(BURST_QUIET - quiet_since, self._burstQuiet, key)
+            return
+        self._endBurst(key)
+
+    def _endBurst(self, key):
+        burst = self._bursts.pop(key)
+        if burst.timer is not None and burst.timer.active():
+            burst.timer.cancel()
+        self.log.info(
+            "Refused {count} connection(s) {whom}over {seconds:.1f} s",
+            count=burst.refused, whom=f"from {key} " if key else "",
+            seconds=burst.last - burst.started,
+        )
+
+    def stopService(self):
+        for key in list(self._bursts):
+            self._endBurst(key)
+        return super().stopService()
+
+
+def raise_open_file_limit(wanted):
+    """Raise the soft limit on open files towards ``wanted`` (at most the hard
+    limit).  Returns the soft limit in force afterwards."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
