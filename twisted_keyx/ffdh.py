@@ -321,8 +321,9 @@ def _build_group(name, p, g, q, parameters_pem, q_for_openssl):
         raise ParameterError(f"the modulus has {bits} bits; at least {MIN_BITS} are required")
     if bits > MAX_BITS:
         raise ParameterError(f"the modulus has {bits} bits; at most {MAX_BITS} are supported")
-    numbers = _ParameterNumbers(p, g, q_for_openssl)
     try:
+        # cryptography refuses g < 2 here, before OpenSSL sees anything.
+        numbers = _ParameterNumbers(p, g, q_for_openssl)
         # OpenSSL's DH_check: p prime, and a safe prime when q is absent;
         # q prime and g^q = 1 when q is given; 1 < g < p - 1.
         parameters = numbers.parameters()

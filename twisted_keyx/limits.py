@@ -125,6 +125,11 @@ class GuardedProtocol(ProtocolWrapper):
             )
 
     def dataReceived(self, data):
+        if self.disconnecting:
+            # The protocol has hung up; what the peer still sends while the
+            # close completes (TLS keeps reading) is dropped unread, so a
+            # refused peer cannot make a parser buffer or work.
+            return
         if self._phase is IDLE and self._timer is not None:
             self._timer.reset(self.factory.policy.limits.idle_timeout)
         self.wrappedProtocol.dataReceived(data)
