@@ -50,6 +50,8 @@ def _with_progress(work, label, err, interval=0.5):
 
 
 def cmd_genparams(args, out, err):
+    if not ffdh.MIN_BITS <= args.bits <= ffdh.MAX_BITS:
+        raise AdminError(f"--bits must be between {ffdh.MIN_BITS} and {ffdh.MAX_BITS}")
     if os.path.exists(args.output) and not args.force:
         raise AdminError(f"{args.output} exists; use --force to replace it")
     label = f"generating a {args.bits}-bit safe prime (this takes a while)"

@@ -5,7 +5,7 @@ import :class:`Options` and :func:`makeService` directly.
 """
 
 from twisted.application import service, strports
-from twisted.internet import endpoints
+from twisted.internet import endpoints, error
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -112,6 +112,15 @@ class KeyxService(service.MultiService):
         self.group = group
         self.dh_endpoints = dh_endpoints
         self.limits = connection_limits
+
+    def privilegedStartService(self):
+        # strports services listen here, synchronously: a port in use is a
+        # user mistake, so say it in one line instead of a traceback.
+        try:
+            super().privilegedStartService()
+        except error.CannotListenError as e:
+            where = f"{e.interface or '*'}:{e.port}"
+            raise SystemExit(f"twistd keyx: cannot listen on {where}: {e.socketError}") from None
 
     def startService(self):
         self.log.info(
