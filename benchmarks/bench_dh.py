@@ -1,0 +1,448 @@
+"""Benchmark the daemon: ``python benchmarks/bench_dh.py`` (from a checkout).
+
+What it does, in one run:
+
+1. The floor: the server's own crypto work for one DH handshake, measured
+   in this process on one core: load and check the client's key, make a key
+   pair, serialise its public key, compute the shared secret.
+2. Starts ``twistd -n keyx`` as its own process (pinned to core 0 with
+   ``taskset`` when there is one), with this checkout on PYTHONPATH.
+3. Drives it from another process (core 1) over loopback: N clients, each
+   running handshakes back to back for T seconds, as a real client does
+   (one message, wait for the reply, the next).  The load generator does no
+   DH of its own per handshake (its keys come from a pool made before the
+   clock starts, and every 50th server key is loaded and checked), so that
+   it is never the bottleneck.  It reports handshakes/s, p50/p99 latency
+   and failures; this script adds the server's RSS and CPU time, and
+   throughput / floor.
+4. The stall test: S connections that send ``Hello`` and ``Params?`` and
+   then go silent (the server holds each in "awaiting the client's public
+   key"); reports what they cost the server in RSS, and times a fresh
+   handshake while they are held.
+
+Not a test: it prints numbers.  Targets and recorded results:
+docs/benchmarks.rst.  ``--help`` lists the knobs.
+"""
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def raise_fd_limit():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def pin_prefix(core):
+    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
+        return ["taskset", "-c", str(core)]
+    return []
+
+
+# -- the floor --------------------------------------------------------------
+
+def measure_floor(group_name, seconds=3.0):
+    """Seconds of server crypto per handshake, on this core."""
+    from twisted_keyx import ffdh
+
+    group = ffdh.named_group(group_name)
+    client_pems = [group.public_key_pem(group.generate_private_key()) for _ in range(16)]
+
+    def one(pem):
+        peer = group.load_peer_key(pem)
+        private = group.generate_private_key()
+        group.public_key_pem(private)
+        group.exchange(private, peer)
+
+    for pem in client_pems:
+        one(pem)
+    runs = 0
+    start = time.process_time()
+    while time.process_time() - start < seconds:
+        for pem in client_pems:
+            one(pem)
+        runs += len(client_pems)
+    return (time.process_time() - start) / runs
+
+
+# -- the load generator (runs in its own process) ---------------------------
+
+def load_main(args):
+    """Entry point of the load-generator process; prints one JSON line."""
+    raise_fd_limit()
+    from twisted.internet import epollreactor
+
+    epollreactor.install()
+    from twisted.internet import protocol, reactor
+
+    from twisted_keyx import ffdh
+    from twisted_keyx.dh import messages
+
+    group = ffdh.named_group(args.group)
+    key_messages = [
+        messages.CLIENT_KEY_PREFIX + group.public_key_pem(group.generate_private_key())
+        for _ in range(64)
+    ]
+
+    def frame(payload):
+        return len(payload).to_bytes(4, "big") + payload
+
+    hello = frame(messages.HELLO)
+    params_request = frame(messages.PARAMS_REQUEST)
+    key_frames = [frame(m) for m in key_messages]
+    stats = {"latencies": [], "failures": 0, "checked": 0, "failure_kinds": {}}
+    state = {"measuring": False, "stop": False, "count": 0}
+
+    def fail(kind):
+        if state["measuring"]:
+            stats["failures"] += 1
+            stats["failure_kinds"][kind] = stats["failure_kinds"].get(kind, 0) + 1
+
+    class LoadClient(protocol.Protocol):
+        """One handshake in lock step, with as little client work as possible."""
+
+        def connectionMade(self):
+            self.buffer = b""
+            self.replies = 0
+            self.done = False
+            self.transport.setTcpNoDelay(True)
+            self.transport.write(hello)
+
+        def dataReceived(self, data):
+            self.buffer += data
+            while len(self.buffer) >= 4:
+                length = int.from_bytes(self.buffer[:4], "big")
+                if len(self.buffer) < 4 + length:
+                    return
+                payload = self.buffer[4:4 + length]
+                self.buffer = self.buffer[4 + length:]
+                self.replies += 1
+                if self.replies == 1:
+                    if payload != messages.HEY_THERE:
+                        return self.bad("greeting")
+                    self.transport.write(params_request)
+                elif self.replies == 2:
+                    if payload != group.parameters_pem:
+                        return self.bad("parameters")
+                    state["count"] += 1
+                    self.transport.write(key_frames[state["count"] % len(key_frames)])
+                else:
+                    if not payload.startswith(messages.SERVER_KEY_PREFIX):
+                        return self.bad("server key")
+                    if state["count"] % 50 == 0:
+                        group.load_peer_key(payload[len(messages.SERVER_KEY_PREFIX):])
+                        stats["checked"] += 1
+                    self.done = True
+                    if state["measuring"]:
+                        stats["latencies"].append(time.perf_counter() - self.factory.started)
+                    self.transport.loseConnection()
+                    return
+
+        def bad(self, what):
+            fail(f"bad {what}")
+            self.done = True
+            self.transport.abortConnection()
+
+        def connectionLost(self, reason):
+            if not self.done:
+                fail("connection lost")
+            self.factory.next()
+
+    class OneHandshake(protocol.ClientFactory):
+        protocol = LoadClient
+
+        def next(self):
+            if not state["stop"]:
+                self.started = time.perf_counter()
+                reactor.connectTCP("127.0.0.1", args.port, self)
+
+        def clientConnectionFailed(self, connector, reason):
+            fail("connect failed")
+            self.next()
+
+    def start_measuring():
+        state["measuring"] = True
+        stats["started"] = time.perf_counter()
+
+    def stop():
+        state["stop"] = True
+        stats["elapsed"] = time.perf_counter() - stats["started"]
+        state["measuring"] = False
+        reactor.callLater(1.0, reactor.stop)
+
+    for _ in range(args.concurrency):
+        OneHandshake().next()
+    reactor.callLater(args.warmup, start_measuring)
+    reactor.callLater(args.warmup + args.seconds, stop)
+    started_cpu = time.process_time()
+    reactor.run()
+    lat = sorted(stats.pop("latencies"))
+    stats.update(
+        handshakes=len(lat),
+        per_second=len(lat) / stats["elapsed"],
+        p50_ms=1e3 * lat[len(lat) // 2] if lat else None,
+        p99_ms=1e3 * lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None,
+        mean_ms=1e3 * statistics.fmean(lat) if lat else None,
+        load_cpu_s=time.process_time() - started_cpu,
+    )
+    print(json.dumps(stats))
+
+
+def stall_main(args):
+    """Entry point of the staller process: hold S connections mid-handshake,
+    report when they are all held, time a fresh handshake, then wait."""
+    raise_fd_limit()
+    from twisted.internet import epollreactor
+
+    epollreactor.install()
+    from twisted.internet import defer, protocol, reactor, task
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+    from twisted_keyx.dh import messages
+    from twisted_keyx.dh.protocol import DHClientProtocol
+
+    def frame(payload):
+        return len(payload).to_bytes(4, "big") + payload
+
+    held = []
+    lost = [0]
+
+    class Staller(protocol.Protocol):
+        def connectionMade(self):
+            self.replies = b""
+            self.transport.write(frame(messages.HELLO) + frame(messages.PARAMS_REQUEST))
+
+        def dataReceived(self, data):
+            self.replies += data
+            if b"-----END DH PARAMETERS-----" in self.replies and self not in held:
+                self.replies = b""
+                held.append(self)
+
+        def connectionLost(self, reason):
+            lost[0] += 1
+
+    class Stallers(protocol.ClientFactory):
+        protocol = Staller
+
+    factory = Stallers()
+
+    async def run():
+        out = {}
+        t0 = time.perf_counter()
+        batch = 250
+        for start in range(0, args.stall, batch):
+            for _ in range(min(batch, args.stall - start)):
+                reactor.connectTCP("127.0.0.1", args.port, factory, timeout=60)
+            target = min(start + batch, args.stall)
+            while len(held) + lost[0] < target:
+                await task.deferLater(reactor, 0.01)
+        out["held"] = len(held)
+        out["lost_while_opening"] = lost[0]
+        out["open_seconds"] = time.perf_counter() - t0
+        print(json.dumps({"phase": "held", **out}), flush=True)
+        # Wait for the parent to read the server's RSS, then a fresh client.
+        await task.deferLater(reactor, args.settle)
+        t1 = time.perf_counter()
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", args.port, timeout=10)
+        client = await connectProtocol(endpoint, DHClientProtocol())
+        await client.finished
+        out["fresh_handshake_ms"] = 1e3 * (time.perf_counter() - t1)
+        out["still_held"] = len(held) - lost[0]
+        print(json.dumps({"phase": "fresh", **out}), flush=True)
+        for staller in held:
+            staller.transport.abortConnection()
+        await task.deferLater(reactor, 0.5)
+
+    def main(reactor):
+        return defer.Deferred.fromCoroutine(run())
+
+    task.react(main)
+
+
+# -- the server -------------------------------------------------------------
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``twistd -n keyx`` in its own process, on core 0."""
+
+    def __init__(self, args, extra=()):
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="keyx-bench-")
+        self.log = os.path.join(self.dir, "twistd.log")
+        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        command = pin_prefix(0) + [
+            sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+            "-n", "--logfile", self.log, "--pidfile", "", "--reactor", "epoll",
+        ]
+        if args.profile:
+            command += ["--profiler", "cprofile", "--profile", args.profile, "--savestats"]
+        command += ["keyx", "--dh", f"tcp:{self.port}:interface=127.0.0.1:backlog=1024",
+                    "--group", args.group, *extra]
+        # The daemon raises its own soft limit at start-up (twisted_keyx.limits).
+        self.process = subprocess.Popen(command, cwd=self.dir, env=env)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if self.process.poll() is not None:
+                    raise SystemExit(f"the daemon exited ({self.process.returncode}); see {self.log}")
+                time.sleep(0.05)
+        else:
+            raise SystemExit("the daemon did not start listening")
+        time.sleep(0.3)
+
+    def status(self, field):
+        with open(f"/proc/{self.process.pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+        return None
+
+    def cpu_seconds(self):
+        with open(f"/proc/{self.process.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+    def stop(self):
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        with open(self.log, errors="replace") as f:
+            log = f.read()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return log
+
+
+def run_child(mode, args, extra=()):
+    command = pin_prefix(1) + [sys.executable, os.path.abspath(__file__), f"--{mode}",
+                               "--port", str(args.port), "--group", args.group, *extra]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+
+
+def mb(n):
+    return f"{n / 2 ** 20:.1f} MB"
+
+
+def throughput(args):
+    server = Server(args, ["--max-per-ip", "0", "--max-connections", "0"])
+    args.port = server.port
+    try:
+        rss0 = server.status("VmRSS")
+        cpu0 = server.cpu_seconds()
+        child = run_child("load", args, ["--concurrency", str(args.concurrency),
+                                         "--seconds", str(args.seconds),
+                                         "--warmup", str(args.warmup)])
+        out, _ = child.communicate()
+        cpu1 = server.cpu_seconds()
+        rss1, hwm = server.status("VmRSS"), server.status("VmHWM")
+    finally:
+        log = server.stop()
+    result = json.loads(out.strip().splitlines()[-1])
+    result.update(rss_before=rss0, rss_after=rss1, rss_peak=hwm,
+                  server_cpu_s=cpu1 - cpu0,
+                  log_tracebacks=log.count("Traceback"),
+                  log_finished=log.count("finished ("))
+    return result
+
+
+def stall(args):
+    server = Server(args, ["--max-per-ip", "0", "--max-connections", "0", "--timeout", "300"])
+    args.port = server.port
+    try:
+        rss0 = server.status("VmRSS")
+        child = run_child("stall-client", args, ["--stall", str(args.stall),
+                                                 "--settle", "2"])
+        held = json.loads(child.stdout.readline())
+        time.sleep(1.0)
+        rss_held = server.status("VmRSS")
+        fresh = json.loads(child.stdout.readline())
+        child.wait(60)
+        hwm = server.status("VmHWM")
+    finally:
+        log = server.stop()
+    return dict(held, **fresh, rss_before=rss0, rss_held=rss_held, rss_peak=hwm,
+                log_tracebacks=log.count("Traceback"))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--group", default="ffdhe2048")
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--stall", type=int, default=10000,
+                        help="connections to hold mid-handshake (0: skip)")
+    parser.add_argument("--settle", type=float, default=2.0, help=argparse.SUPPRESS)
+    parser.add_argument("--profile", metavar="FILE",
+                        help="run the daemon under cProfile, stats saved to FILE")
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--stall-client", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.load:
+        return load_main(args)
+    if args.stall_client:
+        return stall_main(args)
+
+    raise_fd_limit()
+    print(f"twisted-keyx benchmark: {time.strftime('%Y-%m-%d %H:%M')}, "
+          f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, pinning: "
+          f"{'taskset' if pin_prefix(0) else 'none'}", flush=True)
+    if pin_prefix(0):
+        os.sched_setaffinity(0, {0})
+    floor = measure_floor(args.group)
+    os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+    print(f"floor ({args.group}, server crypto per handshake, one core): "
+          f"{1e3 * floor:.3f} ms = {1 / floor:.0f} handshakes/s", flush=True)
+
+    r = throughput(args)
+    print(f"DH framed, {args.group}, concurrency {args.concurrency}, {args.seconds:g} s: "
+          f"{r['per_second']:.0f} handshakes/s, p50 {r['p50_ms']:.2f} ms, "
+          f"p99 {r['p99_ms']:.2f} ms, failures {r['failures']} {r['failure_kinds'] or ''}")
+    print(f"  throughput / floor = {r['per_second'] * floor:.3f} (target >= 0.85)")
+    print(f"  server CPU {1e3 * r['server_cpu_s'] / max(r['handshakes'], 1):.3f} ms/handshake "
+          f"(incl. warm-up and tail), load generator CPU {r['load_cpu_s']:.1f} s; "
+          f"server RSS {mb(r['rss_before'])} -> {mb(r['rss_after'])} (peak {mb(r['rss_peak'])}); "
+          f"tracebacks in log: {r['log_tracebacks']}", flush=True)
+
+    if args.stall:
+        s = stall(args)
+        print(f"stall: {s['held']} connections held mid-handshake "
+              f"(opened in {s['open_seconds']:.1f} s, {s['lost_while_opening']} lost); "
+              f"server RSS {mb(s['rss_before'])} -> {mb(s['rss_held'])}: "
+              f"+{mb(s['rss_held'] - s['rss_before'])} "
+              f"({(s['rss_held'] - s['rss_before']) / max(s['held'], 1) / 1024:.1f} KB each; "
+              f"target < 50 MB in total); "
+              f"fresh handshake meanwhile: {s['fresh_handshake_ms']:.1f} ms; "
+              f"still held after it: {s['still_held']}; "
+              f"tracebacks in log: {s['log_tracebacks']}")
+
+
+if __name__ == "__main__":
+    main()
