@@ -178,11 +178,13 @@ def load_main(args):
     def start_measuring():
         state["measuring"] = True
         stats["started"] = time.perf_counter()
+        print(json.dumps({"phase": "measuring"}), flush=True)
 
     def stop():
         state["stop"] = True
         stats["elapsed"] = time.perf_counter() - stats["started"]
         state["measuring"] = False
+        print(json.dumps({"phase": "stopped"}), flush=True)
         reactor.callLater(1.0, reactor.stop)
 
     for _ in range(args.concurrency):
@@ -349,26 +351,95 @@ def mb(n):
     return f"{n / 2 ** 20:.1f} MB"
 
 
+def drive(args, cpu_seconds):
+    """Run the load generator against ``args.port``; sample ``cpu_seconds()``
+    of the server exactly over the measured window."""
+    child = run_child("load", args, ["--concurrency", str(args.concurrency),
+                                     "--seconds", str(args.seconds),
+                                     "--warmup", str(args.warmup)])
+    cpu = {}
+    for line in child.stdout:
+        message = json.loads(line)
+        if message.get("phase") in ("measuring", "stopped"):
+            cpu[message["phase"]] = cpu_seconds()
+        else:
+            result = message
+    child.wait()
+    result["server_cpu_s"] = cpu["stopped"] - cpu["measuring"]
+    result["server_cpu_ms_per_handshake"] = 1e3 * result["server_cpu_s"] / max(result["handshakes"], 1)
+    result["server_busy"] = result["server_cpu_s"] / result["elapsed"]
+    return result
+
+
 def throughput(args):
     server = Server(args, ["--max-per-ip", "0", "--max-connections", "0"])
     args.port = server.port
     try:
         rss0 = server.status("VmRSS")
-        cpu0 = server.cpu_seconds()
-        child = run_child("load", args, ["--concurrency", str(args.concurrency),
-                                         "--seconds", str(args.seconds),
-                                         "--warmup", str(args.warmup)])
-        out, _ = child.communicate()
-        cpu1 = server.cpu_seconds()
+        result = drive(args, server.cpu_seconds)
         rss1, hwm = server.status("VmRSS"), server.status("VmHWM")
     finally:
         log = server.stop()
-    result = json.loads(out.strip().splitlines()[-1])
     result.update(rss_before=rss0, rss_after=rss1, rss_peak=hwm,
-                  server_cpu_s=cpu1 - cpu0,
                   log_tracebacks=log.count("Traceback"),
                   log_finished=log.count("finished ("))
     return result
+
+
+def canned_main(args):
+    """The framework alone: Int32 framing on Twisted's epoll reactor, the same
+    replies as the daemon, made in advance (no crypto, no checks, no log)."""
+    from twisted.internet import epollreactor
+
+    epollreactor.install()
+    from twisted.internet import protocol, reactor
+    from twisted.protocols.basic import Int32StringReceiver
+
+    from twisted_keyx import ffdh
+    from twisted_keyx.dh import messages
+
+    group = ffdh.named_group(args.group)
+    replies = [messages.HEY_THERE, group.parameters_pem,
+               messages.SERVER_KEY_PREFIX + group.public_key_pem(group.generate_private_key())]
+
+    class Canned(Int32StringReceiver):
+        MAX_LENGTH = 8192
+        count = 0
+
+        def stringReceived(self, string):
+            self.sendString(replies[self.count])
+            self.count += 1
+            if self.count == 3:
+                self.transport.loseConnection()
+
+    reactor.listenTCP(args.port, protocol.Factory.forProtocol(Canned),
+                      interface="127.0.0.1", backlog=1024)
+    reactor.run()
+
+
+def framework(args):
+    """CPU per handshake of a canned-reply server under the same load."""
+    args.port = free_port()
+    command = pin_prefix(0) + [sys.executable, os.path.abspath(__file__), "--canned-server",
+                               "--port", str(args.port), "--group", args.group]
+    process = subprocess.Popen(command)
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", args.port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+
+        def cpu_seconds():
+            with open(f"/proc/{process.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+        return drive(args, cpu_seconds)
+    finally:
+        process.terminate()
+        process.wait()
 
 
 def stall(args):
@@ -404,9 +475,12 @@ def main():
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--stall-client", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--canned-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load:
         return load_main(args)
+    if args.canned_server:
+        return canned_main(args)
     if args.stall_client:
         return stall_main(args)
 
@@ -421,14 +495,25 @@ def main():
     print(f"floor ({args.group}, server crypto per handshake, one core): "
           f"{1e3 * floor:.3f} ms = {1 / floor:.0f} handshakes/s", flush=True)
 
+    f = framework(args)
+    print(f"framework only (Twisted + Int32 framing, canned replies, no crypto, no log): "
+          f"{f['server_cpu_ms_per_handshake']:.3f} ms CPU per handshake "
+          f"({f['per_second']:.0f} handshakes/s, server {100 * f['server_busy']:.0f}% busy)",
+          flush=True)
+    best = floor / (floor + f["server_cpu_ms_per_handshake"] / 1e3)
+    print(f"  so on this stack throughput / floor can be at most about {best:.3f}", flush=True)
+
     r = throughput(args)
     print(f"DH framed, {args.group}, concurrency {args.concurrency}, {args.seconds:g} s: "
           f"{r['per_second']:.0f} handshakes/s, p50 {r['p50_ms']:.2f} ms, "
           f"p99 {r['p99_ms']:.2f} ms, failures {r['failures']} {r['failure_kinds'] or ''}")
     print(f"  throughput / floor = {r['per_second'] * floor:.3f} (target >= 0.85)")
-    print(f"  server CPU {1e3 * r['server_cpu_s'] / max(r['handshakes'], 1):.3f} ms/handshake "
-          f"(incl. warm-up and tail), load generator CPU {r['load_cpu_s']:.1f} s; "
-          f"server RSS {mb(r['rss_before'])} -> {mb(r['rss_after'])} (peak {mb(r['rss_peak'])}); "
+    cpu_hs = r["server_cpu_ms_per_handshake"]
+    print(f"  server CPU {cpu_hs:.3f} ms per handshake (floor / that = {1e3 * floor / cpu_hs:.3f}); "
+          f"server {100 * r['server_busy']:.0f}% busy; "
+          f"load generator CPU {r['load_cpu_s']:.1f} s")
+    print(f"  server RSS {mb(r['rss_before'])} -> {mb(r['rss_after'])} "
+          f"(peak {mb(r['rss_peak'])}); handshakes logged {r['log_finished']}; "
           f"tracebacks in log: {r['log_tracebacks']}", flush=True)
 
     if args.stall:
