@@ -1,18 +1,21 @@
 """The DH handshake without framing (protocols.md 1.3): the splitter alone, the
-raw protocols on a StringTransport, and interoperation over real TCP with
-blocking peers written like the tutorial's."""
+raw protocols on a StringTransport, the daemon and client options, and
+interoperation over real TCP with blocking peers written like the tutorial's."""
 
+import json
 import os
 import socket
+from io import StringIO
 
 from hypothesis import given, settings, strategies as st
 from twisted.internet import defer, endpoints, reactor, threads
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransportWithDisconnection
 from twisted.logger import Logger, formatEvent
+from twisted.python import usage
 from twisted.trial import unittest
 
-from twisted_keyx import asn1, ffdh
+from twisted_keyx import asn1, client, ffdh, tap
 from twisted_keyx.dh.handshake import (
     BadResponse,
     DHClientHandshake,
@@ -21,7 +24,9 @@ from twisted_keyx.dh.handshake import (
 )
 from twisted_keyx.dh.protocol import (
     CLIENT_MAX_MESSAGE_LENGTH,
+    DHClientProtocol,
     DHServerFactory,
+    DHServerProtocol,
     server_max_message_length,
 )
 from twisted_keyx.dh.raw import (
@@ -33,6 +38,7 @@ from twisted_keyx.dh.raw import (
     RawDHServerFactory,
     RawDHServerProtocol,
 )
+from twisted_keyx.session import fingerprint
 
 GROUP = ffdh.named_group("ffdhe2048")
 #: ``openssl dhparam -out tests/data/dh2048.pem 2048``: the kind of file the
@@ -426,6 +432,76 @@ class RawClientProtocolTests(unittest.TestCase):
         self.assertFalse(transport.connected)
 
 
+class OptionsTests(unittest.TestCase):
+    def parse(self, *argv):
+        options = tap.Options()
+        options.parseOptions(list(argv))
+        return options
+
+    def test_off_by_default(self):
+        options = self.parse()
+        self.assertEqual(options["dh-raw"], [])
+        self.assertEqual(options["dh"], ["tcp:7777"])
+
+    def test_repeatable_next_to_dh(self):
+        options = self.parse("--dh-raw", "tcp:7777", "--dh", "tcp:7778", "--dh-raw", "unix:/tmp/x")
+        self.assertEqual(options["dh-raw"], ["tcp:7777", "unix:/tmp/x"])
+        self.assertEqual(options["dh"], ["tcp:7778"])
+
+    def test_clash_with_the_default_dh_endpoint(self):
+        with self.assertRaises(usage.UsageError) as caught:
+            self.parse("--dh-raw", "tcp:7777")
+        self.assertEqual(
+            str(caught.exception),
+            "--dh tcp:7777 and --dh-raw tcp:7777 would both listen on the same port; "
+            "tcp:7777 is the default for --dh: give --dh another endpoint, for example "
+            "--dh tcp:7778",
+        )
+
+    def test_other_clashes(self):
+        for argv in (
+            ["--dh", "tcp:7000", "--dh-raw", "tcp:port=7000:interface=127.0.0.1"],
+            ["--dh", "tcp:7000:interface=127.0.0.1", "--dh-raw", "tcp:7000"],
+            ["--dh", "tcp:7000:interface=127.0.0.1", "--dh-raw", "tcp:7000:interface=127.0.0.1"],
+            ["--dh", "unix:/tmp/k.sock", "--dh-raw", "unix:/tmp/k.sock"],
+            ["--dh-raw", "tcp:7001", "--dh-raw", "ssl:7001:privateKey=k.pem"],
+        ):
+            self.assertRaises(usage.UsageError, self.parse, *argv)
+
+    def test_no_clash(self):
+        for argv in (
+            ["--dh", "tcp:7000:interface=127.0.0.1", "--dh-raw", "tcp:7000:interface=127.0.0.2"],
+            ["--dh", "tcp:0", "--dh-raw", "tcp:0"],
+            ["--dh", "unix:/tmp/a.sock", "--dh-raw", "unix:/tmp/b.sock"],
+        ):
+            self.parse(*argv)
+
+    def test_bad_endpoint(self):
+        with self.assertRaises(usage.UsageError) as caught:
+            self.parse("--dh-raw", "nonsense:1")
+        self.assertIn("bad endpoint 'nonsense:1'", str(caught.exception))
+
+    def test_service(self):
+        top = tap.makeService(self.parse("--dh-raw", "tcp:7777", "--dh", "tcp:7778"))
+        factories = [type(s.factory) for s in top]
+        self.assertEqual(factories, [DHServerFactory, RawDHServerFactory])
+        events = []
+        top.log = Logger(observer=events.append)
+        top.services = []  # log the start without listening
+        top.startService()
+        self.addCleanup(top.stopService)
+        self.assertIn(
+            "DH handshake on tcp:7778; unframed (the tutorial's wire format) on tcp:7777 "
+            "with group ffdhe2048",
+            formatEvent(events[0]),
+        )
+
+    def test_client_option(self):
+        parser = client.build_parser()
+        self.assertTrue(parser.parse_args(["dh", "--raw"]).raw)
+        self.assertFalse(parser.parse_args(["dh"]).raw)
+
+
 # Blocking peers written from protocols.md 1.3, like the tutorial's scripts:
 # each message in one sendall, each read with one recv(3072) and strip().
 # One recv per message is the tutorial's own assumption, kept on purpose: on
@@ -489,14 +565,22 @@ def tutorial_server(listener, group):
         return received, group.exchange(private_key, client_key)
 
 
-class _TrackedServerProtocol(RawDHServerProtocol):
+class _TrackedServer:
     def connectionLost(self, reason):
         super().connectionLost(reason)
         self.factory.closed.callback(None)
 
 
-class _TrackedClientProtocol(RawDHClientProtocol):
-    instances = []
+class _TrackedServerProtocol(_TrackedServer, RawDHServerProtocol):
+    pass
+
+
+class _TrackedFramedServerProtocol(_TrackedServer, DHServerProtocol):
+    pass
+
+
+class _TrackedClient:
+    """Lets a test wait until the client's connection is closed."""
 
     def __init__(self):
         super().__init__()
@@ -508,12 +592,20 @@ class _TrackedClientProtocol(RawDHClientProtocol):
         self.closed.callback(None)
 
 
+class _TrackedClientProtocol(_TrackedClient, RawDHClientProtocol):
+    instances = []
+
+
+class _TrackedFramedClientProtocol(_TrackedClient, DHClientProtocol):
+    instances = []
+
+
 class LoopbackInteropTests(unittest.TestCase):
     """Real TCP on 127.0.0.1; the blocking peer runs in a thread."""
 
-    def serve(self, group=GROUP):
-        factory = RawDHServerFactory(group)
-        factory.protocol = _TrackedServerProtocol
+    def serve(self, group=GROUP, framed=False):
+        factory = (DHServerFactory if framed else RawDHServerFactory)(group)
+        factory.protocol = _TrackedFramedServerProtocol if framed else _TrackedServerProtocol
         factory.closed = defer.Deferred()
         factory.events = []
         factory.log = Logger(observer=factory.events.append)
@@ -570,3 +662,50 @@ class LoopbackInteropTests(unittest.TestCase):
         self.assertTrue(received[2].startswith(b"Client public key:-----BEGIN PUBLIC KEY-----\n"))
         self.assertTrue(received[2].endswith(b"-----END PUBLIC KEY-----\n"))
         self.assertEqual(len(received), 3)
+
+    @defer.inlineCallbacks
+    def test_keyx_client_raw_json_against_raw_server(self):
+        factory, port, results = self.serve()
+        status, output = yield self.run_client(port, "--raw", "--json")
+        yield factory.closed
+        self.assertEqual(status, client.EXIT_OK)
+        report = json.loads(output)
+        self.assertEqual(report["shared_secret"], results[0].shared_secret.hex())
+        self.assertEqual(report["fingerprint"], fingerprint(results[0].session_key))
+        self.assertEqual(report["group"], "ffdhe2048")
+
+    @defer.inlineCallbacks
+    def run_client(self, port, *options):
+        """keyx-client dh against 127.0.0.1:port: (exit status, stdout)."""
+        self.patch(client, "RawDHClientProtocol", _TrackedClientProtocol)
+        self.patch(client, "DHClientProtocol", _TrackedFramedClientProtocol)
+        args = client.build_parser().parse_args(
+            ["dh", "--host", "127.0.0.1", "--port", str(port), *options]
+        )
+        out = StringIO()
+        try:
+            status = yield defer.Deferred.fromCoroutine(client.run_dh(reactor, args, out))
+        except client.ClientError as e:
+            status, out = e.status, StringIO(str(e))
+        tracked = _TrackedClientProtocol if args.raw else _TrackedFramedClientProtocol
+        yield tracked.instances[-1].closed
+        return status, out.getvalue()
+
+    @defer.inlineCallbacks
+    def test_wrong_framing_gets_a_hint(self):
+        factory, port, results = self.serve()
+        status, message = yield self.run_client(port)
+        yield factory.closed
+        self.assertEqual(status, client.EXIT_HANDSHAKE_FAILED)
+        self.assertTrue(message.startswith("the server sent a frame of "), message)
+        self.assertIn("needs --raw", message)
+
+        factory, port, results = self.serve(framed=True)
+        status, message = yield self.run_client(port, "--raw")
+        yield factory.closed
+        self.assertEqual(status, client.EXIT_HANDSHAKE_FAILED)
+        self.assertEqual(
+            message,
+            "bad response from the server while awaiting Hey there! "
+            "(a framed server, such as twistd keyx --dh, needs no --raw)",
+        )
