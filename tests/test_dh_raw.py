@@ -505,7 +505,7 @@ class OptionsTests(unittest.TestCase):
 # Blocking peers written from protocols.md 1.3, like the tutorial's scripts:
 # each message in one sendall, each read with one recv(3072) and strip().
 # One recv per message is the tutorial's own assumption, kept on purpose: on
-# loopback each of our single writes (at most ~620 bytes for ffdhe2048)
+# loopback each of our single writes (at most 1,171 bytes for ffdhe2048)
 # arrives whole.  Their DH math goes through twisted_keyx.ffdh.
 
 def tutorial_client(port):
