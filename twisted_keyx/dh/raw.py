@@ -164,8 +164,8 @@ class MessageSplitter:
     """Cuts an unframed byte stream into the handshake's messages; no I/O.
 
     ``feed(data)`` as bytes arrive, then call ``next_message()`` until it
-    returns None.  ``max_length`` bounds the buffer: leading whitespace
-    counts, so no input makes it grow past the bound.
+    returns None.  ``max_length`` bounds what is kept: once the buffer is
+    longer without a complete message, whitespace included, it is refused.
     """
 
     def __init__(self, shapes, max_length):
