@@ -12,8 +12,9 @@ import sys
 from twisted.internet import defer, endpoints, error, task
 
 from twisted_keyx import __version__
-from twisted_keyx.dh.handshake import HandshakeFailed
+from twisted_keyx.dh.handshake import BadResponse, HandshakeFailed
 from twisted_keyx.dh.protocol import DHClientProtocol, ServerHungUp
+from twisted_keyx.dh.raw import RawDHClientProtocol
 from twisted_keyx.session import fingerprint
 
 EXIT_OK = 0
@@ -55,6 +56,10 @@ def build_parser():
     dh.add_argument("--json", action="store_true",
                     help="print one JSON object (group, bits, shared_secret, "
                          "session_key, fingerprint) instead of text")
+    dh.add_argument("--raw", action="store_true",
+                    help="speak the socket tutorial's unframed wire format (each "
+                         "message sent as is, no length prefix), for a daemon "
+                         "listening with --dh-raw or for the tutorial's own server")
     dh.set_defaults(run=run_dh)
     return parser
 
@@ -95,8 +100,16 @@ async def connect(reactor, args, protocol_factory):
         raise ClientError(f"cannot connect to {where}: {e}", EXIT_NETWORK)
 
 
+#: A bad response is most often the other framing: say what to try.
+OTHER_FRAMING_HINT = {
+    False: " (an unframed server, such as twistd keyx --dh-raw or the tutorial's, needs --raw)",
+    True: " (a framed server, such as twistd keyx --dh, needs no --raw)",
+}
+
+
 async def run_dh(reactor, args, out):
-    protocol = await connect(reactor, args, DHClientProtocol)
+    framing = RawDHClientProtocol if args.raw else DHClientProtocol
+    protocol = await connect(reactor, args, framing)
     finished = protocol.finished.addTimeout(args.timeout, reactor)
     try:
         result = await finished
@@ -106,6 +119,8 @@ async def run_dh(reactor, args, out):
         )
     except ServerHungUp as e:
         raise ClientError(e.reason, EXIT_NETWORK)
+    except BadResponse as e:
+        raise ClientError(e.reason + OTHER_FRAMING_HINT[args.raw], EXIT_HANDSHAKE_FAILED)
     except HandshakeFailed as e:
         raise ClientError(e.reason, EXIT_HANDSHAKE_FAILED)
     report = {

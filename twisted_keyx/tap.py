@@ -4,6 +4,8 @@ The dropin ``twisted/plugins/keyx_plugin.py`` points here, so tests can
 import :class:`Options` and :func:`makeService` directly.
 """
 
+import re
+
 from twisted.application import service, strports
 from twisted.internet import endpoints, error
 from twisted.logger import Logger
@@ -11,6 +13,7 @@ from twisted.python import usage
 
 from twisted_keyx import __version__, ffdh
 from twisted_keyx.dh.protocol import DHServerFactory
+from twisted_keyx.dh.raw import RawDHServerFactory
 
 DEFAULT_DH_ENDPOINT = "tcp:7777"
 
@@ -24,6 +27,60 @@ def _check_endpoint(description):
         endpoints.serverFromString(reactor, description)
     except (ValueError, TypeError, KeyError, OSError, ImportError) as e:
         raise usage.UsageError(f"bad endpoint {description!r}: {e}") from None
+
+
+_WILDCARD_INTERFACES = ("", "0.0.0.0", "::")
+
+
+def _listening_address(description):
+    """What an endpoint description listens on: ``("tcp", port, interface)``,
+    ``("unix", path)``, or None when it cannot tell (other endpoint types)."""
+    fields = re.split(r"(?<!\\):", description)
+    kind = fields[0].lower()
+    positional = [f for f in fields[1:] if "=" not in f]
+    keywords = dict(f.split("=", 1) for f in fields[1:] if "=" in f)
+    if kind in ("tcp", "tcp6", "ssl"):
+        port = keywords.get("port", positional[0] if positional else "")
+        if not port.isdigit() or int(port) == 0:  # port 0: the kernel picks one
+            return None
+        return ("tcp", int(port), keywords.get("interface", ""))
+    if kind == "unix":
+        return ("unix", keywords.get("address", positional[0] if positional else ""))
+    return None
+
+
+def _clash(a, b):
+    if a[0] != b[0] or a[1] != b[1]:
+        return False
+    if a[0] == "unix":
+        return True
+    return a[2] == b[2] or a[2] in _WILDCARD_INTERFACES or b[2] in _WILDCARD_INTERFACES
+
+
+def _check_distinct_listeners(listeners, defaulted=()):
+    """Refuse two endpoints that would listen on the same port or socket, which
+    would otherwise fail with a traceback when the service starts.
+
+    ``listeners`` is a list of ``(option, description)``, defaults first;
+    ``defaulted`` names the options whose endpoint is a default the user did
+    not give, so that the message says which one to move."""
+    seen = []
+    for option, description in listeners:
+        address = _listening_address(description)
+        if address is None:
+            continue
+        for other_option, other_description, other_address in seen:
+            if not _clash(address, other_address):
+                continue
+            what = "socket" if address[0] == "unix" else "port"
+            message = (f"{other_option} {other_description} and {option} {description} "
+                       f"would both listen on the same {what}")
+            if other_option in defaulted:
+                message += (f"; {other_description} is the default for {other_option}: "
+                            f"give {other_option} another endpoint, for example "
+                            f"{other_option} tcp:7778")
+            raise usage.UsageError(message)
+        seen.append((option, description, address))
 
 
 class Options(usage.Options):
@@ -55,11 +112,17 @@ class Options(usage.Options):
     def __init__(self):
         super().__init__()
         self["dh"] = []
+        self["dh-raw"] = []
 
     def opt_dh(self, description):
         """Serve the framed DH handshake on ENDPOINT (may be repeated)
         [default: tcp:7777]"""
         self["dh"].append(description)
+
+    def opt_dh_raw(self, description):
+        # One line: usage.Options would keep a line break's indentation.
+        """Serve the DH handshake unframed (the tutorial's wire format) on ENDPOINT (repeatable)"""
+        self["dh-raw"].append(description)
 
     def opt_version(self):
         """Print the version of twisted-keyx and exit."""
@@ -67,10 +130,16 @@ class Options(usage.Options):
         raise SystemExit(0)
 
     def postOptions(self):
+        defaulted = ()
         if not self["dh"]:
             self["dh"] = [DEFAULT_DH_ENDPOINT]
-        for description in self["dh"]:
+            defaulted = ("--dh",)
+        for description in self["dh"] + self["dh-raw"]:
             _check_endpoint(description)
+        _check_distinct_listeners(
+            [("--dh", d) for d in self["dh"]] + [("--dh-raw", d) for d in self["dh-raw"]],
+            defaulted,
+        )
         if self["params"] and self["group"]:
             raise usage.UsageError("give either --group or --params, not both")
         try:
@@ -87,10 +156,11 @@ class KeyxService(service.MultiService):
 
     log = Logger()
 
-    def __init__(self, group, dh_endpoints):
+    def __init__(self, group, dh_endpoints, dh_raw_endpoints=()):
         super().__init__()
         self.group = group
         self.dh_endpoints = dh_endpoints
+        self.dh_raw_endpoints = list(dh_raw_endpoints)
 
     def privilegedStartService(self):
         # strports services listen here, synchronously: a port in use is a
@@ -102,10 +172,15 @@ class KeyxService(service.MultiService):
             raise SystemExit(f"twistd keyx: cannot listen on {where}: {e.socketError}") from None
 
     def startService(self):
+        endpoints = ", ".join(self.dh_endpoints)
+        if self.dh_raw_endpoints:
+            endpoints += "; unframed (the tutorial's wire format) on " + ", ".join(
+                self.dh_raw_endpoints
+            )
         self.log.info(
             "twisted-keyx {version}: DH handshake on {endpoints} with group {group} "
             "({bits} bits)",
-            version=__version__, endpoints=", ".join(self.dh_endpoints),
+            version=__version__, endpoints=endpoints,
             group=self.group.name, bits=self.group.bits,
         )
         super().startService()
@@ -113,8 +188,12 @@ class KeyxService(service.MultiService):
 
 def makeService(options):
     group = options["dh-group"]
-    top = KeyxService(group, options["dh"])
+    top = KeyxService(group, options["dh"], options["dh-raw"])
     dh_factory = DHServerFactory(group, show_secrets=options["show-secrets"])
     for description in options["dh"]:
         strports.service(description, dh_factory).setServiceParent(top)
+    if options["dh-raw"]:
+        raw_factory = RawDHServerFactory(group, show_secrets=options["show-secrets"])
+        for description in options["dh-raw"]:
+            strports.service(description, raw_factory).setServiceParent(top)
     return top
