@@ -8,7 +8,10 @@ import hashlib
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from twisted.internet import defer
+
 from twisted_keyx.eke import crypto, userstore
+from twisted_keyx.eke.protocol import EKEServerFactory, EKEServerProtocol
 
 #: Cheap scrypt for tests (4 KiB), and client limits that accept it.
 TEST_KDF = crypto.ScryptParameters(n=16, r=2, p=1)
@@ -79,3 +82,24 @@ class Users(dict):
 
     def lookup(self, name):
         return self.get(name)
+
+
+class TrackedServerProtocol(EKEServerProtocol):
+    def connectionLost(self, reason):
+        super().connectionLost(reason)
+        self.factory.lost.append(self)
+        if len(self.factory.lost) == self.factory.expected:
+            self.factory.connections_lost.callback(None)
+
+
+class TrackedServerFactory(EKEServerFactory):
+    """Fires ``connections_lost`` once ``expected`` connections have closed,
+    so that loopback tests leave the reactor clean."""
+
+    protocol = TrackedServerProtocol
+
+    def __init__(self, *args, expected=1, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lost = []
+        self.expected = expected
+        self.connections_lost = defer.Deferred()

@@ -30,7 +30,6 @@ from twisted_keyx.eke.protocol import (
     EKEClientFactory,
     EKEClientProtocol,
     EKEServerFactory,
-    EKEServerProtocol,
 )
 from twisted_keyx.eke.userstore import DecoyUsers
 from twisted_keyx.session import fingerprint
@@ -39,6 +38,7 @@ from tests.eke_helpers import (
     PASSWORD,
     TEST_LIMITS,
     RecordingRandom,
+    TrackedServerFactory,
     Users,
     flip,
     make_user,
@@ -396,24 +396,6 @@ class ClientProtocolTests(unittest.TestCase):
         self.assertEqual(one.handshake.user, "alice")
 
 
-class _TrackedServerProtocol(EKEServerProtocol):
-    def connectionLost(self, reason):
-        super().connectionLost(reason)
-        self.factory.lost.append(self)
-        if len(self.factory.lost) == self.factory.expected:
-            self.factory.connections_lost.callback(None)
-
-
-class _TrackedServerFactory(EKEServerFactory):
-    protocol = _TrackedServerProtocol
-
-    def __init__(self, *args, expected=1, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.lost = []
-        self.expected = expected
-        self.connections_lost = defer.Deferred()
-
-
 class _RecordingClient(EKEClientProtocol):
     def __init__(self, handshake):
         self.received_lines = []
@@ -448,7 +430,7 @@ class LoopbackTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_session_chats_and_quits(self):
-        factory = _TrackedServerFactory(USERS)
+        factory = TrackedServerFactory(USERS)
         port = yield defer.ensureDeferred(self.serve(factory))
         client = yield defer.ensureDeferred(self.open_client(port))
         with capturedLogs() as events:
@@ -463,7 +445,7 @@ class LoopbackTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_several_sessions_at_once(self):
-        factory = _TrackedServerFactory(USERS, expected=6)
+        factory = TrackedServerFactory(USERS, expected=6)
         port = yield defer.ensureDeferred(self.serve(factory))
         clients = []
         for i in range(6):
@@ -482,7 +464,7 @@ class LoopbackTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_wrong_password_fails_at_the_nonce_step(self):
-        factory = _TrackedServerFactory(USERS)
+        factory = TrackedServerFactory(USERS)
         port = yield defer.ensureDeferred(self.serve(factory))
         client = yield defer.ensureDeferred(self.open_client(port, password="guess"))
         with capturedLogs() as events:
@@ -503,7 +485,7 @@ class LoopbackTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_hidden_unknown_user_looks_like_a_wrong_password(self):
-        factory = _TrackedServerFactory(USERS, hide_unknown_users=True, expected=2)
+        factory = TrackedServerFactory(USERS, hide_unknown_users=True, expected=2)
         port = yield defer.ensureDeferred(self.serve(factory))
         shapes = []
         for user, password in [("alice", "guess"), ("nobody", "guess")]:

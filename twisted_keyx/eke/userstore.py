@@ -46,9 +46,11 @@ class UserRecord:
         return f"UserRecord(name={self.name!r}, kdf={self.kdf}, <key>)"
 
 
-def new_user(name, password, kdf=crypto.DEFAULT_SCRYPT, random_bytes=crypto.random_bytes):
-    """A record for ``name`` and ``password`` (str): fresh salt, derived key.
+def new_user(name, password, kdf=None, random_bytes=crypto.random_bytes):
+    """A record for ``name`` and ``password`` (str): fresh salt, derived key,
+    with ``kdf`` or :data:`~twisted_keyx.eke.crypto.DEFAULT_SCRYPT`.
     Raises ValueError for a bad name or an empty password."""
+    kdf = kdf if kdf is not None else crypto.DEFAULT_SCRYPT
     messages.check_user_name(name)
     if not password:
         raise ValueError("the password is empty")
