@@ -3,7 +3,7 @@ replies), then over real TCP on 127.0.0.1."""
 
 import base64
 
-from twisted.internet import defer, endpoints, reactor
+from twisted.internet import defer, endpoints, reactor, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransportWithDisconnection
@@ -383,6 +383,15 @@ class ClientProtocolTests(unittest.TestCase):
         self.assertEqual(self.replies, ["receive one"])
         self.failureResultOf(protocol.finished, ChatFailed)
         self.assertFalse(transport.connected)
+
+    def test_timeout_aborts_the_connection_once(self):
+        protocol, transport = self.start()
+        clock = task.Clock()
+        timed = protocol.authenticated.addTimeout(10, clock)
+        clock.advance(10)
+        self.failureResultOf(timed, defer.TimeoutError)
+        self.assertFalse(transport.connected)
+        self.successResultOf(protocol.disconnected)
 
     def test_say_before_authentication(self):
         protocol, transport = self.start()
