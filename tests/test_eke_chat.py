@@ -69,7 +69,8 @@ class ChatTests(unittest.TestCase):
 
     def test_reordered_lines_end_the_session(self):
         server, client = pair()
-        first, second = client.say("one"), client.say("two")
+        client.say("one")
+        second = client.say("two")
         with self.assertRaises(ChatFailed) as caught:
             server.receive(second)
         self.assertIn("chat record 0 does not decrypt", caught.exception.reason)

@@ -401,12 +401,13 @@ class ClientInputTests(unittest.TestCase):
             self.assertIs(c.state, ClientState.FAILED)
 
     def test_malformed_yes(self):
+        salt = base64.b64encode(bytes(16))
         for line, reason in [
             (b"yes AAAA scrypt 16 2 1", "step 2: 3 bytes where 16 are expected"),
-            (b"yes " + base64.b64encode(bytes(16)) + b" argon2 16 2 1", "step 2: unknown password KDF"),
-            (b"yes " + base64.b64encode(bytes(16)) + b" scrypt 016 2 1", "step 2: not a decimal number"),
-            (b"yes " + base64.b64encode(bytes(16)) + b" scrypt -16 2 1", "step 2: not a decimal number"),
-            (b"yes " + base64.b64encode(bytes(16)) + b" scrypt 16 2", "step 2: not yes <salt> scrypt <n> <r> <p>"),
+            (b"yes " + salt + b" argon2 16 2 1", "step 2: unknown password KDF"),
+            (b"yes " + salt + b" scrypt 016 2 1", "step 2: not a decimal number"),
+            (b"yes " + salt + b" scrypt -16 2 1", "step 2: not a decimal number"),
+            (b"yes " + salt + b" scrypt 16 2", "step 2: not yes <salt> scrypt <n> <r> <p>"),
         ]:
             c = client()
             c.start()

@@ -63,7 +63,8 @@ class BadResponse(HandshakeFailed):
 
 
 class BadKdfParameters(HandshakeFailed):
-    """Client side: step 2 asks for a KDF cost outside :class:`~twisted_keyx.eke.crypto.KdfLimits`."""
+    """Client side: step 2 asks for a KDF cost outside the client's
+    :class:`~twisted_keyx.eke.crypto.KdfLimits`."""
 
 
 @dataclass(frozen=True, repr=False)

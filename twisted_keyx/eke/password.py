@@ -46,6 +46,8 @@ def _getpass(prompt):
         try:
             return getpass.getpass(prompt)
         except getpass.GetPassWarning:
-            raise PasswordError("no terminal to ask for the password; use --password-file") from None
+            raise PasswordError(
+                "no terminal to ask for the password; use --password-file"
+            ) from None
         except EOFError:
             raise PasswordError("no password given") from None
