@@ -38,6 +38,7 @@ from twisted_keyx.dh.raw import (
     RawDHServerFactory,
     RawDHServerProtocol,
 )
+from twisted_keyx.eke.protocol import EKEServerFactory
 from twisted_keyx.session import fingerprint
 
 GROUP = ffdh.named_group("ffdhe2048")
@@ -484,7 +485,8 @@ class OptionsTests(unittest.TestCase):
     def test_service(self):
         top = tap.makeService(self.parse("--dh-raw", "tcp:7777", "--dh", "tcp:7778"))
         factories = [type(s.factory) for s in top]
-        self.assertEqual(factories, [DHServerFactory, RawDHServerFactory])
+        # EKE is served by default next to DH (issue 3).
+        self.assertEqual(factories, [DHServerFactory, RawDHServerFactory, EKEServerFactory])
         events = []
         top.log = Logger(observer=events.append)
         top.services = []  # log the start without listening

@@ -4,6 +4,7 @@ The dropin ``twisted/plugins/keyx_plugin.py`` points here, so tests can
 import :class:`Options` and :func:`makeService` directly.
 """
 
+import os
 import re
 
 from twisted.application import service, strports
@@ -14,8 +15,11 @@ from twisted.python import usage
 from twisted_keyx import __version__, ffdh
 from twisted_keyx.dh.protocol import DHServerFactory
 from twisted_keyx.dh.raw import RawDHServerFactory
+from twisted_keyx.eke.protocol import EKEServerFactory
+from twisted_keyx.eke.userstore import DEFAULT_USER_FILE, UserFile, UserFileError
 
 DEFAULT_DH_ENDPOINT = "tcp:7777"
+DEFAULT_EKE_ENDPOINT = "tcp:8088"
 
 
 def _check_endpoint(description):
@@ -88,15 +92,21 @@ class Options(usage.Options):
     longdesc = (
         "Serve the key-exchange handshakes of twisted-keyx.  With no options it "
         "serves the framed Diffie-Hellman handshake on tcp:7777 in the RFC 7919 "
-        "group ffdhe2048.  ENDPOINT is any Twisted server endpoint string, for "
-        "example tcp:7777, tcp:7777:interface=127.0.0.1, "
+        "group ffdhe2048, and the EKE password handshake with its encrypted chat "
+        "on tcp:8088 for the users of keyx-users.json.  ENDPOINT is any Twisted "
+        "server endpoint string, for example tcp:7777, tcp:7777:interface=127.0.0.1, "
         "ssl:7443:privateKey=key.pem:certKey=cert.pem or unix:/tmp/keyx.sock."
     )
     optFlags = [
         ["show-secrets", None,
          "Log each shared secret and session key in hex, as the tutorial's "
-         "server printed them. Without it only a short fingerprint of the "
-         "session key is logged."],
+         "server printed them, and each EKE session key Ks. Without it only a "
+         "short fingerprint of the session key is logged."],
+        ["hide-unknown-users", None,
+         "EKE: answer yes to every well-formed user name and let an unknown "
+         "name fail at the nonce step exactly like a wrong password, so that "
+         "probing cannot list user names. Without it an unknown user gets no "
+         "and the connection closes, as in the original."],
     ]
     optParameters = [
         ["group", None, None,
@@ -107,12 +117,16 @@ class Options(usage.Options):
          "'X9.42 DH PARAMETERS' from openssl genpkey -genparam), checked once "
          "at start-up; instead of --group. Custom groups are slow: cryptography "
          "re-checks them for every client key (about 0.3 s at 2048 bits)."],
+        ["users", None, DEFAULT_USER_FILE,
+         "EKE user file, made with keyx-admin adduser; re-read when it changes. "
+         "A missing file means no users yet."],
     ]
 
     def __init__(self):
         super().__init__()
         self["dh"] = []
         self["dh-raw"] = []
+        self["eke"] = []
 
     def opt_dh(self, description):
         """Serve the framed DH handshake on ENDPOINT (may be repeated)
@@ -124,22 +138,29 @@ class Options(usage.Options):
         """Serve the DH handshake unframed (the tutorial's wire format) on ENDPOINT (repeatable)"""
         self["dh-raw"].append(description)
 
+    def opt_eke(self, description):
+        """Serve the EKE password handshake and chat on ENDPOINT (may be repeated)
+        [default: tcp:8088]"""
+        self["eke"].append(description)
+
     def opt_version(self):
         """Print the version of twisted-keyx and exit."""
         print(f"twisted-keyx {__version__}")
         raise SystemExit(0)
 
     def postOptions(self):
-        defaulted = ()
+        defaulted = []
         if not self["dh"]:
             self["dh"] = [DEFAULT_DH_ENDPOINT]
-            defaulted = ("--dh",)
-        for description in self["dh"] + self["dh-raw"]:
+            defaulted.append("--dh")
+        if not self["eke"]:
+            self["eke"] = [DEFAULT_EKE_ENDPOINT]
+            defaulted.append("--eke")
+        listeners = [("--dh", d) for d in self["dh"]] + [("--eke", d) for d in self["eke"]]
+        listeners += [("--dh-raw", d) for d in self["dh-raw"]]
+        for _, description in listeners:
             _check_endpoint(description)
-        _check_distinct_listeners(
-            [("--dh", d) for d in self["dh"]] + [("--dh-raw", d) for d in self["dh-raw"]],
-            defaulted,
-        )
+        _check_distinct_listeners(listeners, defaulted)
         if self["params"] and self["group"]:
             raise usage.UsageError("give either --group or --params, not both")
         try:
@@ -149,6 +170,12 @@ class Options(usage.Options):
                 self["dh-group"] = ffdh.named_group(self["group"] or ffdh.DEFAULT_GROUP)
         except ffdh.ParameterError as e:
             raise usage.UsageError(str(e)) from None
+        # Absolute, so that a daemon that changes directory still finds it.
+        self["user-file"] = UserFile(os.path.abspath(self["users"]))
+        try:
+            self["user-count"] = self["user-file"].load()
+        except UserFileError as e:
+            raise usage.UsageError(str(e)) from None
 
 
 class KeyxService(service.MultiService):
@@ -156,11 +183,15 @@ class KeyxService(service.MultiService):
 
     log = Logger()
 
-    def __init__(self, group, dh_endpoints, dh_raw_endpoints=()):
+    def __init__(self, group, dh_endpoints, dh_raw_endpoints=(), eke_endpoints=(),
+                 user_file=None, user_count=None):
         super().__init__()
         self.group = group
         self.dh_endpoints = dh_endpoints
         self.dh_raw_endpoints = list(dh_raw_endpoints)
+        self.eke_endpoints = list(eke_endpoints)
+        self.user_file = user_file
+        self.user_count = user_count
 
     def privilegedStartService(self):
         # strports services listen here, synchronously: a port in use is a
@@ -183,12 +214,22 @@ class KeyxService(service.MultiService):
             version=__version__, endpoints=endpoints,
             group=self.group.name, bits=self.group.bits,
         )
+        if self.eke_endpoints:
+            self.log.info(
+                "twisted-keyx {version}: EKE handshake and chat on {endpoints}; "
+                "users from {path} ({users})",
+                version=__version__, endpoints=", ".join(self.eke_endpoints),
+                path=self.user_file,
+                users="file not found: no users yet" if self.user_count is None
+                else f"{self.user_count} user(s)",
+            )
         super().startService()
 
 
 def makeService(options):
     group = options["dh-group"]
-    top = KeyxService(group, options["dh"], options["dh-raw"])
+    top = KeyxService(group, options["dh"], options["dh-raw"], options["eke"],
+                      options["user-file"].path, options["user-count"])
     dh_factory = DHServerFactory(group, show_secrets=options["show-secrets"])
     for description in options["dh"]:
         strports.service(description, dh_factory).setServiceParent(top)
@@ -196,4 +237,11 @@ def makeService(options):
         raw_factory = RawDHServerFactory(group, show_secrets=options["show-secrets"])
         for description in options["dh-raw"]:
             strports.service(description, raw_factory).setServiceParent(top)
+    eke_factory = EKEServerFactory(
+        options["user-file"],
+        hide_unknown_users=options["hide-unknown-users"],
+        show_secrets=options["show-secrets"],
+    )
+    for description in options["eke"]:
+        strports.service(description, eke_factory).setServiceParent(top)
     return top
