@@ -37,3 +37,28 @@ class HandshakeTests(unittest.TestCase):
             server.receive(messages.PARAMS_REQUEST)
         self.assertEqual(caught.exception.reply, b"I do not understand you, hanging up")
         self.assertIs(server.state, ServerState.FAILED)
+
+
+class ClientCancelTests(unittest.TestCase):
+    """Cancelling ``finished`` (as a timeout does) fails it once and aborts."""
+
+    def test_cancel_fails_once_and_aborts(self):
+        from twisted.internet import defer
+        from twisted.internet.testing import StringTransport
+        from twisted.python.failure import Failure
+        from twisted.internet.error import ConnectionAborted
+
+        from twisted_keyx.dh.protocol import DHClientProtocol
+
+        protocol = DHClientProtocol()
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        failures = []
+        protocol.finished.addErrback(failures.append)
+        protocol.finished.cancel()
+        self.assertTrue(transport.disconnecting)
+        # The transport then reports the aborted connection; that must not
+        # fire ``finished`` a second time (AlreadyCalledError).
+        protocol.connectionLost(Failure(ConnectionAborted()))
+        self.assertEqual(len(failures), 1)
+        self.assertTrue(failures[0].check(defer.CancelledError))

@@ -13,6 +13,8 @@ from twisted.trial import unittest
 from twisted_keyx import ffdh, limits, tap
 from twisted_keyx.dh import messages
 from twisted_keyx.dh.protocol import DHServerFactory
+from twisted_keyx.dh.raw import RawDHServerFactory
+from twisted_keyx.eke.protocol import EKEServerFactory
 
 
 def address(host="192.0.2.1", port=40000):
@@ -346,17 +348,20 @@ class OptionsTests(unittest.TestCase):
     def test_every_endpoint_is_guarded(self):
         options = tap.Options()
         options.parseOptions(["--dh", "tcp:0:interface=127.0.0.1", "--dh",
-                              "tcp:0:interface=127.0.0.1", "--max-connections", "9"])
+                              "tcp:0:interface=127.0.0.1", "--dh-raw", "tcp:0:interface=127.0.0.1",
+                              "--eke", "tcp:0:interface=127.0.0.1", "--max-connections", "9"])
         top = tap.makeService(options, clock=Clock())
         policies = [s for s in top if isinstance(s, limits.ConnectionPolicy)]
         self.assertEqual(len(policies), 1)
         self.assertEqual(policies[0].limits.max_connections, 9)
         listeners = [s for s in top if not isinstance(s, limits.ConnectionPolicy)]
-        self.assertEqual(len(listeners), 2)
         for listener in listeners:
             self.assertIsInstance(listener.factory, limits.GuardedFactory)
             self.assertIs(listener.factory.policy, policies[0])
-            self.assertIsInstance(listener.factory.wrappedFactory, DHServerFactory)
+        self.assertEqual(
+            [type(listener.factory.wrappedFactory) for listener in listeners],
+            [DHServerFactory, DHServerFactory, RawDHServerFactory, EKEServerFactory],
+        )
 
 
 class OpenFileLimitTests(unittest.TestCase):

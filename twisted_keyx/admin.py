@@ -1,4 +1,4 @@
-"""``keyx-admin``: make the files the daemon reads.
+"""``keyx-admin``: make the files the daemon reads (DH parameters, EKE users).
 
 Exit status: 0 success, 1 failure (message on stderr), 2 usage error.
 """
@@ -10,6 +10,9 @@ import threading
 import time
 
 from twisted_keyx import __version__, ffdh
+from twisted_keyx.eke import userstore
+from twisted_keyx.eke.messages import MalformedLine, check_user_name, printable
+from twisted_keyx.eke.password import PasswordError, ask_password, read_password_file
 from twisted_keyx.fileutil import write_file_atomically
 
 
@@ -65,6 +68,65 @@ def cmd_genparams(args, out, err):
     out.write(f"wrote {args.output}; use it with: twistd -n keyx --params {args.output}\n")
 
 
+def _read_users(path, missing_ok=False):
+    try:
+        return userstore.read_users(path, missing_ok=missing_ok)
+    except userstore.UserFileError as e:
+        raise AdminError(str(e)) from None
+
+
+def _write_users(path, users):
+    try:
+        userstore.write_users(path, users)
+    except userstore.UserFileError as e:
+        raise AdminError(str(e)) from None
+
+
+def cmd_adduser(args, out, err):
+    try:
+        check_user_name(args.name)
+    except MalformedLine as e:
+        raise AdminError(f"bad user name {printable(args.name)!r}: {e}") from None
+    users = _read_users(args.users, missing_ok=True)
+    if args.name in users:
+        raise AdminError(
+            f"user {args.name!r} already exists in {args.users}; "
+            "remove it first with keyx-admin deluser"
+        )
+    try:
+        if args.password_file:
+            password = read_password_file(args.password_file)
+        else:
+            password = ask_password(f"Password for {args.name}: ", confirm=True)
+    except PasswordError as e:
+        raise AdminError(str(e)) from None
+    record = userstore.new_user(args.name, password)
+    users[args.name] = record
+    _write_users(args.users, users)
+    out.write(f"added user {args.name} to {args.users} ({record.kdf})\n")
+
+
+def cmd_deluser(args, out, err):
+    users = _read_users(args.users)
+    if args.name not in users:
+        raise AdminError(f"no user {printable(args.name)!r} in {args.users}")
+    del users[args.name]
+    _write_users(args.users, users)
+    out.write(f"removed user {args.name} from {args.users}\n")
+
+
+def cmd_listusers(args, out, err):
+    for name, record in sorted(_read_users(args.users).items()):
+        out.write(f"{name}  {record.kdf}\n")
+
+
+def _add_users_option(parser):
+    parser.add_argument(
+        "--users", metavar="FILE", default=userstore.DEFAULT_USER_FILE,
+        help=f"the EKE user file [default: {userstore.DEFAULT_USER_FILE}]",
+    )
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keyx-admin", description="Make the files the twisted-keyx daemon reads."
@@ -90,6 +152,39 @@ def build_parser():
                            help="where to write the parameters")
     genparams.add_argument("--force", action="store_true", help="replace FILE if it exists")
     genparams.set_defaults(run=cmd_genparams)
+
+    adduser = commands.add_parser(
+        "adduser",
+        help="add an EKE user",
+        description=(
+            "Add a user to the EKE user file (created if missing, mode 0600, "
+            "replaced atomically). The file keeps a random salt, the scrypt "
+            "parameters and scrypt(password, salt), never the password; the "
+            "daemon picks the change up without a restart. Without "
+            "--password-file the password is asked twice on the terminal."
+        ),
+    )
+    adduser.add_argument("name", metavar="NAME",
+                         help="1 to 64 bytes of UTF-8, printable, no whitespace")
+    _add_users_option(adduser)
+    adduser.add_argument("--password-file", metavar="F",
+                         help="read the password from the first line of F")
+    adduser.set_defaults(run=cmd_adduser)
+
+    deluser = commands.add_parser(
+        "deluser", help="remove an EKE user",
+        description="Remove a user from the EKE user file.",
+    )
+    deluser.add_argument("name", metavar="NAME")
+    _add_users_option(deluser)
+    deluser.set_defaults(run=cmd_deluser)
+
+    listusers = commands.add_parser(
+        "listusers", help="list the EKE users",
+        description="Print each user of the EKE user file and its scrypt parameters.",
+    )
+    _add_users_option(listusers)
+    listusers.set_defaults(run=cmd_listusers)
     return parser
 
 

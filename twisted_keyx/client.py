@@ -1,19 +1,27 @@
 """``keyx-client``: run a handshake against a twisted-keyx daemon.
 
 Exit status: 0 success; 1 the handshake failed (the server refused, sent
-something wrong or an invalid key); 2 usage error; 3 network error
-(connection refused, timeout, connection lost before the server answered).
+something wrong or an invalid key; for EKE also a failed authentication or a
+broken chat); 2 usage error; 3 network error (connection refused, timeout,
+connection lost before the server answered).
 """
 
 import argparse
 import json
 import sys
 
-from twisted.internet import defer, endpoints, error, task
+from twisted.internet import defer, endpoints, error, fdesc, stdio, task
 
 from twisted_keyx import __version__
-from twisted_keyx.dh.handshake import HandshakeFailed
+from twisted_keyx.dh.handshake import BadResponse, HandshakeFailed
 from twisted_keyx.dh.protocol import DHClientProtocol, ServerHungUp
+from twisted_keyx.dh.raw import RawDHClientProtocol
+from twisted_keyx.eke.chat import ChatFailed
+from twisted_keyx.eke.console import ChatConsole
+from twisted_keyx.eke.handshake import AuthenticationFailed, EKEClientHandshake
+from twisted_keyx.eke.messages import MalformedLine, check_user_name
+from twisted_keyx.eke.password import PasswordError, ask_password, read_password_file
+from twisted_keyx.eke.protocol import EKEClientProtocol
 from twisted_keyx.session import fingerprint
 
 EXIT_OK = 0
@@ -55,7 +63,35 @@ def build_parser():
     dh.add_argument("--json", action="store_true",
                     help="print one JSON object (group, bits, shared_secret, "
                          "session_key, fingerprint) instead of text")
+    dh.add_argument("--raw", action="store_true",
+                    help="speak the socket tutorial's unframed wire format (each "
+                         "message sent as is, no length prefix), for a daemon "
+                         "listening with --dh-raw or for the tutorial's own server")
     dh.set_defaults(run=run_dh)
+
+    eke = commands.add_parser(
+        "eke",
+        help="the EKE password handshake, then an encrypted chat",
+        description=(
+            "Log in with the EKE password handshake, then chat: each line of "
+            "standard input (a terminal or a pipe) goes to the server, "
+            "encrypted, and each reply is printed. quit or the end of input "
+            "ends the session. Exit status 0 after a clean session, 1 if "
+            "authentication fails (wrong password or unknown user) or the chat "
+            "breaks, 2 for a usage error, 3 for a network error."
+        ),
+    )
+    eke.add_argument("--user", required=True, type=_user_name, metavar="NAME",
+                     help="the user name")
+    eke.add_argument("--host", default="localhost", help="server host [default: localhost]")
+    eke.add_argument("--port", type=_port, default=8088, help="server port [default: 8088]")
+    eke.add_argument("--password-file", metavar="F",
+                     help="read the password from the first line of F; without it "
+                          "the password is asked on the terminal")
+    eke.add_argument("--timeout", type=_positive, default=10.0,
+                     help="seconds to wait for the connection, for the handshake, "
+                          "and for the server to confirm quit [default: 10]")
+    eke.set_defaults(run=run_eke)
     return parser
 
 
@@ -67,6 +103,13 @@ def _port(text):
     if not 0 < port < 65536:
         raise argparse.ArgumentTypeError(f"port out of range: {port}")
     return port
+
+
+def _user_name(text):
+    try:
+        return check_user_name(text)
+    except MalformedLine as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _positive(text):
@@ -95,8 +138,16 @@ async def connect(reactor, args, protocol_factory):
         raise ClientError(f"cannot connect to {where}: {e}", EXIT_NETWORK)
 
 
+#: A bad response is most often the other framing: say what to try.
+OTHER_FRAMING_HINT = {
+    False: " (an unframed server, such as twistd keyx --dh-raw or the tutorial's, needs --raw)",
+    True: " (a framed server, such as twistd keyx --dh, needs no --raw)",
+}
+
+
 async def run_dh(reactor, args, out):
-    protocol = await connect(reactor, args, DHClientProtocol)
+    framing = RawDHClientProtocol if args.raw else DHClientProtocol
+    protocol = await connect(reactor, args, framing)
     finished = protocol.finished.addTimeout(args.timeout, reactor)
     try:
         result = await finished
@@ -106,6 +157,8 @@ async def run_dh(reactor, args, out):
         )
     except ServerHungUp as e:
         raise ClientError(e.reason, EXIT_NETWORK)
+    except BadResponse as e:
+        raise ClientError(e.reason + OTHER_FRAMING_HINT[args.raw], EXIT_HANDSHAKE_FAILED)
     except HandshakeFailed as e:
         raise ClientError(e.reason, EXIT_HANDSHAKE_FAILED)
     report = {
@@ -124,6 +177,72 @@ async def run_dh(reactor, args, out):
             f"Session key: {report['session_key']}\n"
             f"Session key fingerprint: {report['fingerprint']}\n"
         )
+    return EXIT_OK
+
+
+def _read_password(args):
+    try:
+        if args.password_file:
+            return read_password_file(args.password_file)
+        return ask_password(f"Password for {args.user}: ")
+    except PasswordError as e:
+        raise ClientError(str(e), EXIT_USAGE)
+    except KeyboardInterrupt:
+        raise ClientError("interrupted", EXIT_USAGE)
+
+
+async def run_eke(reactor, args, out):
+    handshake = EKEClientHandshake(args.user, _read_password(args))
+    console = ChatConsole()
+    protocol = await connect(
+        reactor, args, lambda: EKEClientProtocol(handshake, reply_received=console.show)
+    )
+    try:
+        result = await protocol.authenticated.addTimeout(args.timeout, reactor)
+    except defer.TimeoutError:
+        raise ClientError(
+            f"the handshake did not finish within {args.timeout:g} seconds", EXIT_NETWORK
+        )
+    except ServerHungUp as e:
+        raise ClientError(e.reason, EXIT_NETWORK)
+    except AuthenticationFailed as e:
+        raise ClientError(f"authentication failed ({e.reason})", EXIT_HANDSHAKE_FAILED)
+    except HandshakeFailed as e:
+        raise ClientError(e.reason, EXIT_HANDSHAKE_FAILED)
+    out.write(
+        f"Authentication success (session key fingerprint {fingerprint(result.session_key)})\n"
+    )
+    out.flush()
+
+    quit_timer = []
+
+    def quitSent():
+        quit_timer.append(reactor.callLater(args.timeout, protocol.finished.cancel))
+
+    console.attach(protocol, on_quit=quitSent)
+    stdio.StandardIO(console, reactor=reactor)
+    try:
+        await protocol.finished
+    except defer.CancelledError:
+        raise ClientError(
+            f"the server did not confirm quit within {args.timeout:g} seconds", EXIT_NETWORK
+        )
+    except ServerHungUp as e:
+        raise ClientError(e.reason, EXIT_NETWORK)
+    except ChatFailed as e:
+        raise ClientError(f"the chat broke: {e.reason}", EXIT_HANDSHAKE_FAILED)
+    finally:
+        for call in quit_timer:
+            if call.active():
+                call.cancel()
+        console.close()
+        await console.closed
+        # StandardIO made them non-blocking; give the shell its terminal back.
+        for fd in (0, 1):
+            try:
+                fdesc.setBlocking(fd)
+            except OSError:
+                pass
     return EXIT_OK
 
 

@@ -4,6 +4,9 @@ The dropin ``twisted/plugins/keyx_plugin.py`` points here, so tests can
 import :class:`Options` and :func:`makeService` directly.
 """
 
+import os
+import re
+
 from twisted.application import service, strports
 from twisted.internet import endpoints, error
 from twisted.logger import Logger
@@ -11,8 +14,12 @@ from twisted.python import usage
 
 from twisted_keyx import __version__, ffdh, limits
 from twisted_keyx.dh.protocol import DHServerFactory
+from twisted_keyx.dh.raw import RawDHServerFactory
+from twisted_keyx.eke.protocol import EKEServerFactory
+from twisted_keyx.eke.userstore import DEFAULT_USER_FILE, UserFile, UserFileError
 
 DEFAULT_DH_ENDPOINT = "tcp:7777"
+DEFAULT_EKE_ENDPOINT = "tcp:8088"
 
 
 def _check_endpoint(description):
@@ -26,20 +33,80 @@ def _check_endpoint(description):
         raise usage.UsageError(f"bad endpoint {description!r}: {e}") from None
 
 
+_WILDCARD_INTERFACES = ("", "0.0.0.0", "::")
+
+
+def _listening_address(description):
+    """What an endpoint description listens on: ``("tcp", port, interface)``,
+    ``("unix", path)``, or None when it cannot tell (other endpoint types)."""
+    fields = re.split(r"(?<!\\):", description)
+    kind = fields[0].lower()
+    positional = [f for f in fields[1:] if "=" not in f]
+    keywords = dict(f.split("=", 1) for f in fields[1:] if "=" in f)
+    if kind in ("tcp", "tcp6", "ssl"):
+        port = keywords.get("port", positional[0] if positional else "")
+        if not port.isdigit() or int(port) == 0:  # port 0: the kernel picks one
+            return None
+        return ("tcp", int(port), keywords.get("interface", ""))
+    if kind == "unix":
+        return ("unix", keywords.get("address", positional[0] if positional else ""))
+    return None
+
+
+def _clash(a, b):
+    if a[0] != b[0] or a[1] != b[1]:
+        return False
+    if a[0] == "unix":
+        return True
+    return a[2] == b[2] or a[2] in _WILDCARD_INTERFACES or b[2] in _WILDCARD_INTERFACES
+
+
+def _check_distinct_listeners(listeners, defaulted=()):
+    """Refuse two endpoints that would listen on the same port or socket, which
+    would otherwise fail with a traceback when the service starts.
+
+    ``listeners`` is a list of ``(option, description)``, defaults first;
+    ``defaulted`` names the options whose endpoint is a default the user did
+    not give, so that the message says which one to move."""
+    seen = []
+    for option, description in listeners:
+        address = _listening_address(description)
+        if address is None:
+            continue
+        for other_option, other_description, other_address in seen:
+            if not _clash(address, other_address):
+                continue
+            what = "socket" if address[0] == "unix" else "port"
+            message = (f"{other_option} {other_description} and {option} {description} "
+                       f"would both listen on the same {what}")
+            if other_option in defaulted:
+                message += (f"; {other_description} is the default for {other_option}: "
+                            f"give {other_option} another endpoint, for example "
+                            f"{other_option} tcp:7778")
+            raise usage.UsageError(message)
+        seen.append((option, description, address))
+
+
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
         "Serve the key-exchange handshakes of twisted-keyx.  With no options it "
         "serves the framed Diffie-Hellman handshake on tcp:7777 in the RFC 7919 "
-        "group ffdhe2048.  ENDPOINT is any Twisted server endpoint string, for "
-        "example tcp:7777, tcp:7777:interface=127.0.0.1, "
+        "group ffdhe2048, and the EKE password handshake with its encrypted chat "
+        "on tcp:8088 for the users of keyx-users.json.  ENDPOINT is any Twisted "
+        "server endpoint string, for example tcp:7777, tcp:7777:interface=127.0.0.1, "
         "ssl:7443:privateKey=key.pem:certKey=cert.pem or unix:/tmp/keyx.sock."
     )
     optFlags = [
         ["show-secrets", None,
          "Log each shared secret and session key in hex, as the tutorial's "
-         "server printed them. Without it only a short fingerprint of the "
-         "session key is logged."],
+         "server printed them, and each EKE session key Ks. Without it only a "
+         "short fingerprint of the session key is logged."],
+        ["hide-unknown-users", None,
+         "EKE: answer yes to every well-formed user name and let an unknown "
+         "name fail at the nonce step exactly like a wrong password, so that "
+         "probing cannot list user names. Without it an unknown user gets no "
+         "and the connection closes, as in the original."],
     ]
     optParameters = [
         ["group", None, None,
@@ -63,16 +130,31 @@ class Options(usage.Options):
         ["max-connections", None, limits.Limits.max_connections,
          "Open connections allowed in all; more are closed at once "
          "(0: no limit).", int],
+        ["users", None, DEFAULT_USER_FILE,
+         "EKE user file, made with keyx-admin adduser; re-read when it changes. "
+         "A missing file means no users yet."],
     ]
 
     def __init__(self):
         super().__init__()
         self["dh"] = []
+        self["dh-raw"] = []
+        self["eke"] = []
 
     def opt_dh(self, description):
         """Serve the framed DH handshake on ENDPOINT (may be repeated)
         [default: tcp:7777]"""
         self["dh"].append(description)
+
+    def opt_dh_raw(self, description):
+        # One line: usage.Options would keep a line break's indentation.
+        """Serve the DH handshake unframed (the tutorial's wire format) on ENDPOINT (repeatable)"""
+        self["dh-raw"].append(description)
+
+    def opt_eke(self, description):
+        """Serve the EKE password handshake and chat on ENDPOINT (may be repeated)
+        [default: tcp:8088]"""
+        self["eke"].append(description)
 
     def opt_version(self):
         """Print the version of twisted-keyx and exit."""
@@ -80,10 +162,18 @@ class Options(usage.Options):
         raise SystemExit(0)
 
     def postOptions(self):
+        defaulted = []
         if not self["dh"]:
             self["dh"] = [DEFAULT_DH_ENDPOINT]
-        for description in self["dh"]:
+            defaulted.append("--dh")
+        if not self["eke"]:
+            self["eke"] = [DEFAULT_EKE_ENDPOINT]
+            defaulted.append("--eke")
+        listeners = [("--dh", d) for d in self["dh"]] + [("--eke", d) for d in self["eke"]]
+        listeners += [("--dh-raw", d) for d in self["dh-raw"]]
+        for _, description in listeners:
             _check_endpoint(description)
+        _check_distinct_listeners(listeners, defaulted)
         for name in ("timeout", "idle-timeout", "max-per-ip", "max-connections"):
             if self[name] < 0:
                 raise usage.UsageError(f"--{name} must be 0 (no limit) or more")
@@ -100,6 +190,12 @@ class Options(usage.Options):
                 self["dh-group"] = ffdh.named_group(self["group"] or ffdh.DEFAULT_GROUP)
         except ffdh.ParameterError as e:
             raise usage.UsageError(str(e)) from None
+        # Absolute, so that a daemon that changes directory still finds it.
+        self["user-file"] = UserFile(os.path.abspath(self["users"]))
+        try:
+            self["user-count"] = self["user-file"].load()
+        except UserFileError as e:
+            raise usage.UsageError(str(e)) from None
 
 
 class KeyxService(service.MultiService):
@@ -107,10 +203,15 @@ class KeyxService(service.MultiService):
 
     log = Logger()
 
-    def __init__(self, group, dh_endpoints, connection_limits=limits.Limits()):
+    def __init__(self, group, dh_endpoints, dh_raw_endpoints=(), eke_endpoints=(),
+                 user_file=None, user_count=None, connection_limits=limits.Limits()):
         super().__init__()
         self.group = group
         self.dh_endpoints = dh_endpoints
+        self.dh_raw_endpoints = list(dh_raw_endpoints)
+        self.eke_endpoints = list(eke_endpoints)
+        self.user_file = user_file
+        self.user_count = user_count
         self.limits = connection_limits
 
     def privilegedStartService(self):
@@ -123,12 +224,26 @@ class KeyxService(service.MultiService):
             raise SystemExit(f"twistd keyx: cannot listen on {where}: {e.socketError}") from None
 
     def startService(self):
+        endpoints = ", ".join(self.dh_endpoints)
+        if self.dh_raw_endpoints:
+            endpoints += "; unframed (the tutorial's wire format) on " + ", ".join(
+                self.dh_raw_endpoints
+            )
         self.log.info(
             "twisted-keyx {version}: DH handshake on {endpoints} with group {group} "
             "({bits} bits)",
-            version=__version__, endpoints=", ".join(self.dh_endpoints),
+            version=__version__, endpoints=endpoints,
             group=self.group.name, bits=self.group.bits,
         )
+        if self.eke_endpoints:
+            self.log.info(
+                "twisted-keyx {version}: EKE handshake and chat on {endpoints}; "
+                "users from {path} ({users})",
+                version=__version__, endpoints=", ".join(self.eke_endpoints),
+                path=self.user_file,
+                users="file not found: no users yet" if self.user_count is None
+                else f"{self.user_count} user(s)",
+            )
         self._logLimits()
         super().startService()
 
@@ -153,10 +268,24 @@ class KeyxService(service.MultiService):
 def makeService(options, clock=None):
     group = options["dh-group"]
     connection_limits = options.get("limits", limits.Limits())
-    top = KeyxService(group, options["dh"], connection_limits)
+    top = KeyxService(group, options["dh"], options["dh-raw"], options["eke"],
+                      options["user-file"].path, options["user-count"], connection_limits)
+    # One policy for every endpoint of every handshake: the limits are the
+    # daemon's, not one listener's.
     policy = limits.ConnectionPolicy(connection_limits, clock)
     policy.setServiceParent(top)
     dh_factory = DHServerFactory(group, show_secrets=options["show-secrets"])
     for description in options["dh"]:
         strports.service(description, policy.wrap(dh_factory)).setServiceParent(top)
+    if options["dh-raw"]:
+        raw_factory = RawDHServerFactory(group, show_secrets=options["show-secrets"])
+        for description in options["dh-raw"]:
+            strports.service(description, policy.wrap(raw_factory)).setServiceParent(top)
+    eke_factory = EKEServerFactory(
+        options["user-file"],
+        hide_unknown_users=options["hide-unknown-users"],
+        show_secrets=options["show-secrets"],
+    )
+    for description in options["eke"]:
+        strports.service(description, policy.wrap(eke_factory)).setServiceParent(top)
     return top

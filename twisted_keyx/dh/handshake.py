@@ -26,21 +26,8 @@ from dataclasses import dataclass
 from twisted_keyx import ffdh
 from twisted_keyx.dh import messages
 from twisted_keyx.dh.messages import ClientMessage, ServerMessage
+from twisted_keyx.machine import HandshakeFailed, StateMachine
 from twisted_keyx.session import Transcript, derive_session_key
-
-
-class HandshakeFailed(Exception):
-    """The handshake cannot go on.
-
-    ``reason`` says why, for logs and users; ``reply`` is what the server
-    sends before it hangs up (None on the client, which just closes).
-    """
-
-    reply = None
-
-    def __init__(self, reason):
-        super().__init__(reason)
-        self.reason = reason
 
 
 class UnexpectedMessage(HandshakeFailed):
@@ -85,35 +72,15 @@ def _default_private_key(group):
     return group.generate_private_key()
 
 
-class _Machine:
-    """What both sides share: the table-driven dispatch and the transcript."""
-
-    TRANSITIONS = {}
-    FAILED = None
-    DONE = None
+class _Machine(StateMachine):
+    """What both DH sides share: the transcript and the key derivation (the
+    table-driven dispatch is :class:`twisted_keyx.machine.StateMachine`)."""
 
     def __init__(self, initial_state, private_key_factory):
-        self.state = initial_state
+        super().__init__(initial_state)
         self.result = None
         self._private_key_factory = private_key_factory
         self._transcript = Transcript()
-
-    @property
-    def finished(self):
-        return self.state is self.DONE
-
-    def _dispatch(self, kind, payload):
-        step = self.TRANSITIONS.get((self.state, kind))
-        if step is None:
-            raise self._unexpected(kind, payload)
-        handler, next_state = step
-        try:
-            reply = getattr(self, handler)(payload)
-        except HandshakeFailed:
-            self.state = self.FAILED
-            raise
-        self.state = next_state
-        return reply
 
     def _finish(self, group, private_key, peer_key):
         shared_secret = group.exchange(private_key, peer_key)

@@ -1,0 +1,140 @@
+"""keyx-admin adduser / deluser / listusers."""
+
+import getpass
+import io
+import os
+import stat
+
+from twisted.trial import unittest
+
+from twisted_keyx import admin
+from twisted_keyx.eke import crypto, userstore
+
+from tests.eke_helpers import TEST_KDF, expected_password_key
+
+
+class AdminUserTests(unittest.TestCase):
+    def setUp(self):
+        self.users = self.mktemp()
+        self.password_file = self.mktemp()
+        with open(self.password_file, "w") as f:
+            f.write("s3cret p\u00e4ss\n")
+        # adduser runs the real (32 MiB) scrypt; make it cheap for tests.
+        self.patch(crypto, "DEFAULT_SCRYPT", TEST_KDF)
+
+    def admin(self, *argv):
+        out, err = io.StringIO(), io.StringIO()
+        status = admin.main(list(argv), out, err)
+        return status, out.getvalue(), err.getvalue()
+
+    def adduser(self, name="alice", *extra):
+        return self.admin("adduser", name, "--users", self.users,
+                          "--password-file", self.password_file, *extra)
+
+    def test_adduser_creates_the_file(self):
+        status, out, err = self.adduser()
+        self.assertEqual((status, err), (0, ""))
+        self.assertEqual(out, f"added user alice to {self.users} (scrypt n=16 r=2 p=1)\n")
+        self.assertEqual(stat.S_IMODE(os.stat(self.users).st_mode), 0o600)
+        record = userstore.read_users(self.users)["alice"]
+        self.assertEqual(record.key, expected_password_key("s3cret p\u00e4ss", record.salt, TEST_KDF))
+        with open(self.users, "rb") as f:
+            self.assertNotIn("s3cret".encode(), f.read())
+
+    def test_adduser_keeps_the_other_users(self):
+        self.adduser("alice")
+        self.adduser("bob")
+        self.assertEqual(sorted(userstore.read_users(self.users)), ["alice", "bob"])
+
+    def test_adduser_existing(self):
+        self.adduser()
+        status, out, err = self.adduser()
+        self.assertEqual(status, 1)
+        self.assertEqual(err, f"keyx-admin: user 'alice' already exists in {self.users}; "
+                              "remove it first with keyx-admin deluser\n")
+
+    def test_adduser_bad_name(self):
+        status, out, err = self.adduser("two words")
+        self.assertEqual(status, 1)
+        self.assertEqual(err, "keyx-admin: bad user name 'two words': "
+                              "a user name is printable and has no whitespace\n")
+        self.assertFalse(os.path.exists(self.users))
+
+    def test_adduser_empty_password_file(self):
+        with open(self.password_file, "w") as f:
+            f.write("\n")
+        status, out, err = self.adduser()
+        self.assertEqual(status, 1)
+        self.assertEqual(err, f"keyx-admin: {self.password_file}: the password is empty\n")
+        self.assertFalse(os.path.exists(self.users))
+
+    def test_adduser_unreadable_password_file(self):
+        status, out, err = self.admin("adduser", "alice", "--users", self.users,
+                                      "--password-file", self.password_file + ".missing")
+        self.assertEqual(status, 1)
+        self.assertEqual(
+            err, f"keyx-admin: cannot read {self.password_file}.missing: No such file or directory\n"
+        )
+
+    def test_adduser_broken_user_file(self):
+        with open(self.users, "w") as f:
+            f.write("not json")
+        status, out, err = self.adduser()
+        self.assertEqual(status, 1)
+        self.assertTrue(err.startswith(f"keyx-admin: {self.users}: not JSON"))
+
+    def test_adduser_prompts_twice(self):
+        answers = iter(["pw one", "pw one"])
+        prompts = []
+        self.patch(getpass, "getpass", lambda prompt: prompts.append(prompt) or next(answers))
+        status, out, err = self.admin("adduser", "alice", "--users", self.users)
+        self.assertEqual(status, 0)
+        self.assertEqual(prompts, ["Password for alice: ", "Again: "])
+        record = userstore.read_users(self.users)["alice"]
+        self.assertEqual(record.key, expected_password_key("pw one", record.salt, TEST_KDF))
+
+    def test_adduser_prompts_must_match(self):
+        answers = iter(["pw one", "pw two"])
+        self.patch(getpass, "getpass", lambda prompt: next(answers))
+        status, out, err = self.admin("adduser", "alice", "--users", self.users)
+        self.assertEqual((status, err), (1, "keyx-admin: the two passwords differ\n"))
+        self.assertFalse(os.path.exists(self.users))
+
+    def test_adduser_prompt_empty(self):
+        self.patch(getpass, "getpass", lambda prompt: "")
+        status, out, err = self.admin("adduser", "alice", "--users", self.users)
+        self.assertEqual((status, err), (1, "keyx-admin: the password is empty\n"))
+
+    def test_deluser(self):
+        self.adduser("alice")
+        self.adduser("bob")
+        status, out, err = self.admin("deluser", "alice", "--users", self.users)
+        self.assertEqual((status, out), (0, f"removed user alice from {self.users}\n"))
+        self.assertEqual(list(userstore.read_users(self.users)), ["bob"])
+
+    def test_deluser_missing_user(self):
+        self.adduser("alice")
+        status, out, err = self.admin("deluser", "bob", "--users", self.users)
+        self.assertEqual((status, err), (1, f"keyx-admin: no user 'bob' in {self.users}\n"))
+
+    def test_deluser_missing_file(self):
+        status, out, err = self.admin("deluser", "bob", "--users", self.users)
+        self.assertEqual((status, err), (1, f"keyx-admin: cannot read {self.users}: no such file\n"))
+
+    def test_listusers(self):
+        self.adduser("bob")
+        self.adduser("alice")
+        status, out, err = self.admin("listusers", "--users", self.users)
+        self.assertEqual(status, 0)
+        self.assertEqual(out, "alice  scrypt n=16 r=2 p=1\nbob  scrypt n=16 r=2 p=1\n")
+
+    def test_default_path(self):
+        directory = self.mktemp()
+        os.mkdir(directory)
+        cwd = os.getcwd()
+        os.chdir(directory)
+        self.addCleanup(os.chdir, cwd)
+        status, out, err = self.admin("adduser", "alice", "--password-file",
+                                      os.path.join(cwd, self.password_file))
+        self.assertEqual(status, 0)
+        self.assertTrue(os.path.exists("keyx-users.json"))

@@ -1,0 +1,172 @@
+"""keyx-client eke, run as a real process (standard input through a pipe)
+against a server in the test's reactor on 127.0.0.1."""
+
+import getpass
+import io
+import os
+import sys
+import warnings
+
+from twisted.internet import defer, protocol, reactor
+from twisted.logger import capturedLogs, formatEvent
+from twisted.trial import unittest
+
+import twisted_keyx
+from twisted_keyx import client as client_module
+from twisted_keyx.eke import crypto, password
+from twisted_keyx.eke.userstore import new_user
+
+from tests.eke_helpers import TrackedServerFactory, Users
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(twisted_keyx.__file__)))
+
+_USERS = []
+
+
+def users():
+    """Users with the default 32 MiB scrypt, which the real client insists on."""
+    if not _USERS:
+        _USERS.append(Users(alice=new_user("alice", "open sesame", kdf=crypto.DEFAULT_SCRYPT)))
+    return _USERS[0]
+
+
+class _Process(protocol.ProcessProtocol):
+    def __init__(self, stdin):
+        self.stdin = stdin
+        self.out = b""
+        self.err = b""
+        self.ended = defer.Deferred()
+
+    def connectionMade(self):
+        self.transport.write(self.stdin)
+        self.transport.closeStdin()
+
+    def outReceived(self, data):
+        self.out += data
+
+    def errReceived(self, data):
+        self.err += data
+
+    def processEnded(self, reason):
+        self.ended.callback(reason.value.exitCode)
+
+
+class ClientProcessTests(unittest.TestCase):
+    timeout = 60
+
+    def setUp(self):
+        self.password_file = os.path.abspath(self.mktemp())
+        with open(self.password_file, "w") as f:
+            f.write("open sesame\n")
+        self.factory = TrackedServerFactory(users())
+        self.port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+
+    @defer.inlineCallbacks
+    def run_client(self, stdin, *argv, port=None, expect_server_connection=True):
+        port = port or self.port.getHost().port
+        process = _Process(stdin)
+        env = dict(os.environ, PYTHONPATH=ROOT, PYTHONWARNINGS="error")
+        args = [sys.executable, "-m", "twisted_keyx.client", "eke", "--host", "127.0.0.1",
+                "--port", str(port), *argv]
+        reactor.spawnProcess(process, sys.executable, args, env=env)
+        status = yield process.ended
+        if expect_server_connection:
+            yield self.factory.connections_lost
+        return status, process.out.decode(), process.err.decode()
+
+    @defer.inlineCallbacks
+    def test_chat_through_a_pipe(self):
+        with capturedLogs() as events:
+            status, out, err = yield self.run_client(
+                b"hello\nquit\nnot sent\n", "--user", "alice", "--password-file", self.password_file
+            )
+        self.assertEqual((status, err), (0, ""))
+        first, *rest = out.splitlines()
+        self.assertEqual(rest, ["receive hello"])
+        fingerprint = first.split()[-1].rstrip(")")
+        self.assertEqual(first, f"Authentication success (session key fingerprint {fingerprint})")
+        log = [formatEvent(e) for e in events]
+        self.assertTrue(log[0].endswith(f"session key fingerprint {fingerprint}"))
+        self.assertEqual(log[1:], ["User alice say: hello", log[2]])
+        self.assertTrue(log[2].endswith(" quit"))
+
+    @defer.inlineCallbacks
+    def test_end_of_input_ends_the_session(self):
+        status, out, err = yield self.run_client(
+            b"one\r\ntwo", "--user", "alice", "--password-file", self.password_file
+        )
+        self.assertEqual((status, err), (0, ""))
+        self.assertEqual(out.splitlines()[1:], ["receive one", "receive two"])
+
+    @defer.inlineCallbacks
+    def test_unusable_input_lines_are_skipped(self):
+        status, out, err = yield self.run_client(
+            b"\xff\n" + b"x" * 5000 + b"\nok\n", "--user", "alice",
+            "--password-file", self.password_file,
+        )
+        self.assertEqual(status, 0)
+        self.assertEqual(out.splitlines()[1:], ["receive ok"])
+        self.assertEqual(err, "keyx-client: line is not UTF-8; not sent\n"
+                              "keyx-client: line longer than 4096 bytes; not sent\n")
+
+    @defer.inlineCallbacks
+    def test_wrong_password(self):
+        with open(self.password_file, "w") as f:
+            f.write("open sesame!\n")
+        status, out, err = yield self.run_client(
+            b"hello\n", "--user", "alice", "--password-file", self.password_file
+        )
+        self.assertEqual((status, out), (1, ""))
+        self.assertEqual(err, "keyx-client: authentication failed (wrong password or unknown user)\n")
+        [server] = self.factory.lost
+        self.assertIsNone(server.chat)
+
+    @defer.inlineCallbacks
+    def test_unknown_user(self):
+        status, out, err = yield self.run_client(
+            b"hello\n", "--user", "carol", "--password-file", self.password_file
+        )
+        self.assertEqual((status, out), (1, ""))
+        self.assertEqual(
+            err, "keyx-client: authentication failed (the server does not know user 'carol')\n"
+        )
+
+    @defer.inlineCallbacks
+    def test_connection_refused(self):
+        free = reactor.listenTCP(0, protocol.Factory(), interface="127.0.0.1")
+        port = free.getHost().port
+        yield free.stopListening()
+        status, out, err = yield self.run_client(
+            b"", "--user", "alice", "--password-file", self.password_file,
+            port=port, expect_server_connection=False,
+        )
+        self.assertEqual(status, 3)
+        self.assertEqual(err, f"keyx-client: cannot connect to 127.0.0.1:{port}: connection refused\n")
+
+
+class PasswordPromptTests(unittest.TestCase):
+    def test_no_terminal(self):
+        def no_terminal(prompt):
+            warnings.warn("Can not control echo on the terminal.", getpass.GetPassWarning)
+            raise AssertionError("read standard input")
+
+        self.patch(getpass, "getpass", no_terminal)
+        with self.assertRaises(client_module.ClientError) as caught:
+            client_module._read_password(client_module.build_parser().parse_args(
+                ["eke", "--user", "alice"]))
+        self.assertEqual(str(caught.exception),
+                         "no terminal to ask for the password; use --password-file")
+        self.assertEqual(caught.exception.status, client_module.EXIT_USAGE)
+
+    def test_password_file_first_line(self):
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"  spaces kept \r\nsecond line\n")
+        self.assertEqual(password.read_password_file(path), "  spaces kept ")
+
+    def test_bad_user_name_is_a_usage_error(self):
+        self.patch(sys, "stderr", io.StringIO())
+        with self.assertRaises(SystemExit) as caught:
+            client_module.build_parser().parse_args(["eke", "--user", "two words"])
+        self.assertEqual(caught.exception.code, 2)

@@ -1,0 +1,513 @@
+"""The EKE protocols: on a StringTransport (every state and error path, exact
+replies), then over real TCP on 127.0.0.1."""
+
+import base64
+
+from twisted.internet import defer, endpoints, reactor, task
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransportWithDisconnection
+from twisted.logger import capturedLogs, formatEvent
+from twisted.python.failure import Failure
+from twisted.trial import unittest
+
+from twisted_keyx.dh.protocol import ServerHungUp
+from twisted_keyx.eke import crypto, messages
+from twisted_keyx.eke.chat import ChatFailed
+from twisted_keyx.eke.chat import ClientChat, ServerChat
+from twisted_keyx.eke.handshake import (
+    AuthenticationFailed,
+    BadResponse,
+    ClientState,
+    EKEClientHandshake,
+    EKEServerHandshake,
+    ServerState,
+    UnknownUser,
+)
+from twisted_keyx.eke.protocol import (
+    CLIENT_LINE_LIMITS,
+    SERVER_LINE_LIMITS,
+    EKEClientFactory,
+    EKEClientProtocol,
+    EKEServerFactory,
+)
+from twisted_keyx.eke.userstore import DecoyUsers
+from twisted_keyx.session import fingerprint
+
+from tests.eke_helpers import (
+    PASSWORD,
+    TEST_LIMITS,
+    RecordingRandom,
+    TrackedServerFactory,
+    Users,
+    flip,
+    make_user,
+    rsa_key,
+)
+
+USERS = Users(alice=make_user("alice"), bob=make_user("bob", password="bob's password"))
+PEER = IPv4Address("TCP", "192.0.2.7", 4242)
+FAILED = b"authentication failed\n"
+
+
+def client_machine(password=PASSWORD, user="alice"):
+    return EKEClientHandshake(user, password, kdf_limits=TEST_LIMITS, rsa_key_factory=rsa_key)
+
+
+def connect(protocol):
+    transport = StringTransportWithDisconnection(peerAddress=PEER)
+    transport.protocol = protocol
+    protocol.makeConnection(transport)
+    return transport
+
+
+def take(transport):
+    """The lines written since the last call."""
+    data = transport.value()
+    transport.clear()
+    return data.split(b"\n")[:-1] if data else []
+
+
+def log_text(events):
+    return [formatEvent(event) for event in events]
+
+
+class ServerProtocolTests(unittest.TestCase):
+    def setUp(self):
+        self.factory = EKEServerFactory(USERS, random_bytes=RecordingRandom(b"s"))
+
+    def serve(self, factory=None):
+        protocol = (factory or self.factory).buildProtocol(PEER)
+        return protocol, connect(protocol)
+
+    def send(self, protocol, transport, line):
+        protocol.dataReceived(line + b"\n")
+        return take(transport)
+
+    def authenticate(self, password=PASSWORD, user="alice"):
+        """Run the handshake on a StringTransport; return the protocol, its
+        transport and the client machine (at whatever state it ended)."""
+        protocol, transport = self.serve()
+        client = client_machine(password, user)
+        line = client.start()
+        while line is not None:
+            replies = self.send(protocol, transport, line)
+            if not transport.connected:
+                return protocol, transport, client, replies
+            self.assertEqual(len(replies), 1)
+            line = client.receive(replies[0])
+        return protocol, transport, client, []
+
+    def test_success_then_chat_then_quit(self):
+        with capturedLogs() as events:
+            protocol, transport, client, _ = self.authenticate()
+            self.assertIsNotNone(protocol.chat)
+            self.assertTrue(transport.connected)
+            chat = ClientChat(client.result)
+            [reply] = self.send(protocol, transport, chat.say("hello"))
+            self.assertEqual(chat.receive(reply), "receive hello")
+            [confirmation] = self.send(protocol, transport, chat.quit())
+            self.assertIsNone(chat.receive(confirmation))
+            self.assertFalse(transport.connected)
+        ks = protocol.handshake.result.session_key
+        self.assertEqual(log_text(events), [
+            "EKE: user alice from 192.0.2.7:4242 authenticated; "
+            f"session key fingerprint {fingerprint(ks)}",
+            "User alice say: hello",
+            "EKE: user alice from 192.0.2.7:4242 quit",
+        ])
+        self.assertNotIn(ks.hex(), " ".join(log_text(events)))
+
+    def test_show_secrets_logs_ks(self):
+        self.factory.show_secrets = True
+        with capturedLogs() as events:
+            protocol, transport, client, _ = self.authenticate()
+        ks = protocol.handshake.result.session_key
+        self.assertEqual(
+            log_text(events),
+            [f"EKE: user alice from 192.0.2.7:4242 authenticated; Ks: {ks.hex()}"],
+        )
+
+    def test_wrong_password(self):
+        with capturedLogs() as events:
+            protocol, transport, client, replies = self.authenticate(password="nope")
+        self.assertEqual(replies, [b"authentication failed"])
+        self.assertFalse(transport.connected)
+        self.assertIsNone(protocol.chat)
+        self.assertEqual(log_text(events), [
+            "EKE handshake with 192.0.2.7:4242 failed: wrong password for user 'alice' "
+            "(step 3 does not decrypt under the password key); refused at the nonce step"
+        ])
+
+    def test_unknown_user(self):
+        protocol, transport = self.serve()
+        with capturedLogs() as events:
+            self.assertEqual(self.send(protocol, transport, b"carol"), [b"no"])
+        self.assertFalse(transport.connected)
+        self.assertEqual(
+            log_text(events), ["EKE handshake with 192.0.2.7:4242 failed: unknown user 'carol'"]
+        )
+
+    def test_hidden_unknown_user(self):
+        factory = EKEServerFactory(USERS, hide_unknown_users=True, decoys=DecoyUsers(b"x" * 32))
+        protocol, transport = self.serve(factory)
+        [answer] = self.send(protocol, transport, b"carol")
+        self.assertEqual(
+            answer,
+            b"yes " + base64.b64encode(crypto.decoy_salt(b"x" * 32, "carol")) + b" scrypt 32768 8 1",
+        )
+        [step4] = self.send(protocol, transport, base64.b64encode(bytes(messages.BOX_SIZES[3])))
+        self.assertEqual(len(step4), 380)
+        with capturedLogs() as events:
+            replies = self.send(protocol, transport, base64.b64encode(bytes(messages.BOX_SIZES[5])))
+        self.assertEqual(replies, [b"authentication failed"])
+        self.assertFalse(transport.connected)
+        self.assertEqual(log_text(events), [
+            "EKE handshake with 192.0.2.7:4242 failed: unknown user 'carol' (hidden); "
+            "refused at the nonce step"
+        ])
+
+    def test_hide_unknown_users_makes_its_own_decoys(self):
+        factory = EKEServerFactory(USERS, hide_unknown_users=True)
+        self.assertIsInstance(factory.decoys, DecoyUsers)
+        self.assertIsNone(EKEServerFactory(USERS, decoys=DecoyUsers()).decoys)
+
+    def test_tampered_step_5(self):
+        protocol, transport = self.serve()
+        client = client_machine()
+        step3 = client.receive(self.send(protocol, transport, client.start())[0])
+        step5 = client.receive(self.send(protocol, transport, step3)[0])
+        self.assertEqual(self.send(protocol, transport, flip(step5)), [b"authentication failed"])
+        self.assertFalse(transport.connected)
+
+    def test_over_long_lines_in_every_state(self):
+        for state, limit in SERVER_LINE_LIMITS.items():
+            protocol, transport = self.serve()
+            client = client_machine()
+            line = client.start()
+            while protocol.handshake.state is not state:
+                line = client.receive(self.send(protocol, transport, line)[0])
+            self.assertEqual(protocol.MAX_LENGTH, limit)
+            with capturedLogs() as events:
+                replies = self.send(protocol, transport, b"A" * (limit + 1))
+            self.assertEqual(replies, [b"authentication failed"], state)
+            self.assertFalse(transport.connected)
+            self.assertEqual(log_text(events), [
+                f"EKE handshake with 192.0.2.7:4242 failed: a line longer than {limit} "
+                f"bytes while {state.value}"
+            ])
+
+    def test_the_limits_are_the_real_line_lengths(self):
+        """Not too tight: each box line is exactly as long as its limit."""
+        protocol, transport = self.serve()
+        client = client_machine()
+        line = client.start()
+        while line is not None:
+            state = protocol.handshake.state
+            if state is not ServerState.AWAIT_USER_NAME:
+                self.assertEqual(len(line), SERVER_LINE_LIMITS[state])
+            [reply] = self.send(protocol, transport, line)
+            if client.state in CLIENT_LINE_LIMITS and client.state is not ClientState.AWAIT_ANSWER:
+                self.assertEqual(len(reply), CLIENT_LINE_LIMITS[client.state])
+            line = client.receive(reply)
+        self.assertIsNotNone(protocol.chat)
+
+    def test_over_long_line_without_newline(self):
+        protocol, transport = self.serve()
+        protocol.dataReceived(b"a" * 200)
+        self.assertEqual(transport.value(), FAILED)
+        self.assertFalse(transport.connected)
+
+    def test_non_utf8_name(self):
+        protocol, transport = self.serve()
+        self.assertEqual(self.send(protocol, transport, b"\xff\xfe"), [b"authentication failed"])
+
+    def test_crlf_is_not_a_line_ending(self):
+        protocol, transport = self.serve()
+        self.assertEqual(self.send(protocol, transport, b"alice\r"), [b"authentication failed"])
+
+    def test_nothing_after_a_failure(self):
+        protocol, transport = self.serve()
+        protocol.dataReceived(b"bad name\nalice\nalice\n")
+        self.assertEqual(transport.value(), FAILED)
+
+    def test_abandoned_handshake_is_logged(self):
+        protocol, transport = self.serve()
+        self.send(protocol, transport, b"alice")
+        with capturedLogs() as events:
+            protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(log_text(events), [
+            "EKE handshake with 192.0.2.7:4242 abandoned by the peer while "
+            "awaiting E_pw(pk) (step 3)"
+        ])
+
+    def test_chat_closed_without_quit_is_logged(self):
+        protocol, transport, client, _ = self.authenticate()
+        with capturedLogs() as events:
+            protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(log_text(events), [
+            "EKE: connection of user alice from 192.0.2.7:4242 closed without quit "
+            "(possibly cut short)"
+        ])
+
+    def test_replayed_chat_line_closes_without_reply(self):
+        protocol, transport, client, _ = self.authenticate()
+        chat = ClientChat(client.result)
+        record = chat.say("pay 10")
+        self.assertEqual(len(self.send(protocol, transport, record)), 1)
+        with capturedLogs() as events:
+            self.assertEqual(self.send(protocol, transport, record), [])
+        self.assertFalse(transport.connected)
+        self.assertEqual(log_text(events), [
+            "EKE: chat with user alice from 192.0.2.7:4242 broken, closing: chat record 1 "
+            "does not decrypt (altered, replayed, reordered or one was dropped)"
+        ])
+
+    def test_reordered_chat_lines(self):
+        protocol, transport, client, _ = self.authenticate()
+        chat = ClientChat(client.result)
+        chat.say("one")
+        second = chat.say("two")
+        self.assertEqual(self.send(protocol, transport, second), [])
+        self.assertFalse(transport.connected)
+
+    def test_over_long_chat_line(self):
+        protocol, transport, client, _ = self.authenticate()
+        self.assertEqual(protocol.MAX_LENGTH, messages.MAX_CLIENT_RECORD_LINE)
+        with capturedLogs() as events:
+            self.assertEqual(
+                self.send(protocol, transport, b"A" * (messages.MAX_CLIENT_RECORD_LINE + 1)), []
+            )
+        self.assertFalse(transport.connected)
+        self.assertIn("a line longer than", log_text(events)[0])
+
+    def test_chat_text_is_escaped_in_the_log(self):
+        protocol, transport, client, _ = self.authenticate()
+        chat = ClientChat(client.result)
+        with capturedLogs() as events:
+            [reply] = self.send(protocol, transport, chat.say("a\x1b[2Jb\nforged"))
+        self.assertEqual(log_text(events), ["User alice say: a\\x1b[2Jb\\nforged"])
+        self.assertEqual(chat.receive(reply), "receive a\x1b[2Jb\nforged")
+
+
+class ClientProtocolTests(unittest.TestCase):
+    def start(self, password=PASSWORD, user="alice"):
+        self.replies = []
+        protocol = EKEClientProtocol(client_machine(password, user), self.replies.append)
+        transport = connect(protocol)
+        return protocol, transport
+
+    def authenticate(self):
+        protocol, transport = self.start()
+        server = EKEServerHandshake(USERS.lookup)
+        while not server.finished:
+            [line] = take(transport)
+            protocol.dataReceived(server.receive(line) + b"\n")
+        results = []
+        protocol.authenticated.addCallback(results.append)
+        self.assertEqual(len(results), 1)
+        return protocol, transport, ServerChat(server.result)
+
+    def test_chat_and_quit(self):
+        protocol, transport, server = self.authenticate()
+        self.assertEqual(protocol.MAX_LENGTH, messages.MAX_SERVER_RECORD_LINE)
+        protocol.say("hello")
+        [record] = take(transport)
+        text, reply = server.receive(record)
+        self.assertEqual(text, "hello")
+        protocol.dataReceived(reply + b"\n")
+        self.assertEqual(self.replies, ["receive hello"])
+        finished = []
+        protocol.finished.addCallback(finished.append)
+        protocol.quit()
+        protocol.quit()  # once only
+        [record] = take(transport)
+        text, confirmation = server.receive(record)
+        self.assertEqual(text, "quit")
+        self.assertEqual(finished, [])
+        protocol.dataReceived(confirmation + b"\n")
+        self.assertEqual(finished, [None])
+        self.assertFalse(transport.connected)
+
+    def test_unknown_user(self):
+        protocol, transport = self.start(user="carol")
+        self.assertEqual(take(transport), [b"carol"])
+        protocol.dataReceived(b"no\n")
+        self.failureResultOf(protocol.authenticated, UnknownUser)
+        self.assertFalse(transport.connected)
+
+    def test_generic_failure_reply(self):
+        protocol, transport = self.start()
+        protocol.dataReceived(FAILED)
+        failure = self.failureResultOf(protocol.authenticated, AuthenticationFailed)
+        self.assertIn("the server refused", failure.value.reason)
+
+    def test_over_long_lines_in_every_state(self):
+        for state, limit in CLIENT_LINE_LIMITS.items():
+            protocol, transport = self.start()
+            server = EKEServerHandshake(USERS.lookup)
+            while protocol.handshake.state is not state:
+                [line] = take(transport)
+                protocol.dataReceived(server.receive(line) + b"\n")
+            self.assertEqual(protocol.MAX_LENGTH, limit)
+            protocol.dataReceived(b"A" * (limit + 1) + b"\n")
+            failure = self.failureResultOf(protocol.authenticated, BadResponse)
+            self.assertEqual(
+                failure.value.reason, f"the server sent a line longer than {limit} bytes"
+            )
+            self.assertFalse(transport.connected)
+
+    def test_server_hangs_up_during_the_handshake(self):
+        protocol, transport = self.start()
+        transport.loseConnection()
+        failure = self.failureResultOf(protocol.authenticated, ServerHungUp)
+        self.assertEqual(
+            failure.value.reason,
+            "the server closed the connection while awaiting yes or no (step 2)",
+        )
+        self.successResultOf(protocol.disconnected)
+
+    def test_server_hangs_up_during_the_chat(self):
+        protocol, transport, server = self.authenticate()
+        transport.loseConnection()
+        failure = self.failureResultOf(protocol.finished, ServerHungUp)
+        self.assertEqual(failure.value.reason, "the server closed the connection during the chat")
+
+    def test_replayed_reply(self):
+        protocol, transport, server = self.authenticate()
+        protocol.say("one")
+        protocol.say("two")
+        first, second = take(transport)
+        _, reply = server.receive(first)
+        server.receive(second)
+        protocol.dataReceived(reply + b"\n" + reply + b"\n")
+        self.assertEqual(self.replies, ["receive one"])
+        self.failureResultOf(protocol.finished, ChatFailed)
+        self.assertFalse(transport.connected)
+
+    def test_timeout_aborts_the_connection_once(self):
+        protocol, transport = self.start()
+        clock = task.Clock()
+        timed = protocol.authenticated.addTimeout(10, clock)
+        clock.advance(10)
+        self.failureResultOf(timed, defer.TimeoutError)
+        self.assertFalse(transport.connected)
+        self.successResultOf(protocol.disconnected)
+
+    def test_say_before_authentication(self):
+        protocol, transport = self.start()
+        self.assertRaises(RuntimeError, protocol.say, "too early")
+        self.assertRaises(RuntimeError, protocol.quit)
+
+    def test_factory_builds_a_fresh_handshake(self):
+        factory = EKEClientFactory("alice", PASSWORD, kdf_limits=TEST_LIMITS)
+        one, two = factory.buildProtocol(PEER), factory.buildProtocol(PEER)
+        self.assertIsNot(one.handshake, two.handshake)
+        self.assertEqual(one.handshake.user, "alice")
+
+
+class _RecordingClient(EKEClientProtocol):
+    def __init__(self, handshake):
+        self.received_lines = []
+        self.replies = []
+        super().__init__(handshake, self.replies.append)
+
+    def lineReceived(self, line):
+        self.received_lines.append(line)
+        super().lineReceived(line)
+
+
+class LoopbackTests(unittest.TestCase):
+    """Real TCP on 127.0.0.1, port 0."""
+
+    async def serve(self, factory):
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return port.getHost().port
+
+    async def open_client(self, port, user="alice", password=PASSWORD):
+        endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        return await endpoints.connectProtocol(endpoint, _RecordingClient(client_machine(password, user)))
+
+    async def chat(self, client, lines):
+        await client.authenticated
+        for line in lines:
+            client.say(line)
+        client.quit()
+        await client.finished
+        await client.disconnected
+        return client.replies
+
+    @defer.inlineCallbacks
+    def test_session_chats_and_quits(self):
+        factory = TrackedServerFactory(USERS)
+        port = yield defer.ensureDeferred(self.serve(factory))
+        client = yield defer.ensureDeferred(self.open_client(port))
+        with capturedLogs() as events:
+            replies = yield defer.ensureDeferred(self.chat(client, ["hello", "\u00e7a va ?"]))
+            yield factory.connections_lost
+        self.assertEqual(replies, ["receive hello", "receive \u00e7a va ?"])
+        text = log_text(events)
+        self.assertTrue(text[0].startswith("EKE: user alice from 127.0.0.1:"))
+        self.assertEqual(text[1:3], ["User alice say: hello", "User alice say: \u00e7a va ?"])
+        self.assertTrue(text[3].endswith(" quit"))
+        self.assertEqual(len(text), 4)
+
+    @defer.inlineCallbacks
+    def test_several_sessions_at_once(self):
+        factory = TrackedServerFactory(USERS, expected=6)
+        port = yield defer.ensureDeferred(self.serve(factory))
+        clients = []
+        for i in range(6):
+            user, password = ("alice", PASSWORD) if i % 2 else ("bob", "bob's password")
+            clients.append((yield defer.ensureDeferred(self.open_client(port, user, password))))
+        sessions = [
+            defer.ensureDeferred(self.chat(client, [f"line {i}.{j}" for j in range(3)]))
+            for i, client in enumerate(clients)
+        ]
+        results = yield defer.gatherResults(sessions)
+        yield factory.connections_lost
+        for i, replies in enumerate(results):
+            self.assertEqual(replies, [f"receive line {i}.{j}" for j in range(3)])
+        keys = {c.handshake.result.session_key for c in clients}
+        self.assertEqual(len(keys), 6)
+
+    @defer.inlineCallbacks
+    def test_wrong_password_fails_at_the_nonce_step(self):
+        factory = TrackedServerFactory(USERS)
+        port = yield defer.ensureDeferred(self.serve(factory))
+        client = yield defer.ensureDeferred(self.open_client(port, password="guess"))
+        with capturedLogs() as events:
+            with self.assertRaises(AuthenticationFailed):
+                yield client.authenticated
+            yield factory.connections_lost
+        # yes / random step 4 / the failure, after the client's step 5.
+        self.assertEqual(len(client.received_lines), 3)
+        self.assertTrue(client.received_lines[0].startswith(b"yes "))
+        self.assertEqual(len(client.received_lines[1]), 380)
+        self.assertEqual(client.received_lines[2], b"authentication failed")
+        [server] = factory.lost
+        self.assertIsNone(server.chat)
+        self.assertEqual(log_text(events)[0].split(": ", 1)[1],
+                         "wrong password for user 'alice' (step 3 does not decrypt under the "
+                         "password key); refused at the nonce step")
+        self.assertEqual(len(log_text(events)), 1)
+
+    @defer.inlineCallbacks
+    def test_hidden_unknown_user_looks_like_a_wrong_password(self):
+        factory = TrackedServerFactory(USERS, hide_unknown_users=True, expected=2)
+        port = yield defer.ensureDeferred(self.serve(factory))
+        shapes = []
+        for user, password in [("alice", "guess"), ("nobody", "guess")]:
+            endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+            # The decoy asks for the default 32 MiB scrypt: accept it.
+            client = yield endpoints.connectProtocol(endpoint, _RecordingClient(
+                EKEClientHandshake(user, password, rsa_key_factory=rsa_key)
+                if user == "nobody" else client_machine(password, user)))
+            with self.assertRaises(AuthenticationFailed):
+                yield client.authenticated
+            yield client.disconnected
+            shapes.append([len(line) for line in client.received_lines[1:]])
+            self.assertEqual(client.received_lines[-1], b"authentication failed")
+        yield factory.connections_lost
+        self.assertEqual(shapes[0], shapes[1])

@@ -1,0 +1,85 @@
+"""twistd keyx: the EKE options and the service they build."""
+
+import os
+
+from twisted.logger import capturedLogs, formatEvent
+from twisted.python import usage
+from twisted.trial import unittest
+
+from twisted_keyx import tap
+from twisted_keyx.eke import userstore
+from twisted_keyx.eke.protocol import EKEServerFactory
+
+from tests.eke_helpers import make_user
+
+
+def parse(*argv):
+    options = tap.Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+class EKEOptionsTests(unittest.TestCase):
+    def setUp(self):
+        self.directory = os.path.abspath(self.mktemp())
+        os.mkdir(self.directory)
+        cwd = os.getcwd()
+        os.chdir(self.directory)
+        self.addCleanup(os.chdir, cwd)
+
+    def test_defaults(self):
+        options = parse()
+        self.assertEqual(options["eke"], ["tcp:8088"])
+        self.assertEqual(options["dh"], ["tcp:7777"])
+        self.assertEqual(options["users"], "keyx-users.json")
+        self.assertEqual(options["user-file"].path,
+                         os.path.join(self.directory, "keyx-users.json"))
+        self.assertIsNone(options["user-count"])
+        self.assertFalse(options["hide-unknown-users"])
+
+    def test_repeated_endpoints(self):
+        options = parse("--eke", "tcp:0", "--eke", "unix:/tmp/keyx-eke.sock")
+        self.assertEqual(options["eke"], ["tcp:0", "unix:/tmp/keyx-eke.sock"])
+
+    def test_bad_endpoint(self):
+        self.assertRaises(usage.UsageError, parse, "--eke", "nonsense:1")
+
+    def test_user_file_is_loaded_at_start(self):
+        userstore.write_users("users.json", {"alice": make_user()})
+        options = parse("--users", "users.json")
+        self.assertEqual(options["user-count"], 1)
+        self.assertIsNotNone(options["user-file"].lookup("alice"))
+
+    def test_broken_user_file_is_a_usage_error(self):
+        with open("users.json", "w") as f:
+            f.write("{}")
+        with self.assertRaises(usage.UsageError) as caught:
+            parse("--users", "users.json")
+        self.assertIn("users.json: top level: expected an object", str(caught.exception))
+
+    def test_make_service(self):
+        options = parse("--hide-unknown-users", "--show-secrets",
+                        "--eke", "tcp:0:interface=127.0.0.1", "--dh", "tcp:0:interface=127.0.0.1")
+        service = tap.makeService(options)
+        # Every listener's factory is behind the daemon's connection policy.
+        factories = [child.factory.wrappedFactory for child in service
+                     if hasattr(child, "factory")]
+        self.assertEqual(len(factories), 2)
+        [eke] = [f for f in factories if isinstance(f, EKEServerFactory)]
+        self.assertTrue(eke.hide_unknown_users)
+        self.assertTrue(eke.show_secrets)
+        self.assertIsNotNone(eke.decoys)
+        self.assertIs(eke.users, options["user-file"])
+
+    def test_start_up_line_names_the_endpoints_and_the_user_file(self):
+        options = parse("--eke", "tcp:0:interface=127.0.0.1", "--dh", "tcp:0:interface=127.0.0.1")
+        service = tap.makeService(options)
+        with capturedLogs() as events:
+            service.startService()
+        self.addCleanup(service.stopService)
+        lines = [formatEvent(e) for e in events if "twisted-keyx" in formatEvent(e)]
+        path = os.path.join(self.directory, "keyx-users.json")
+        self.assertEqual(lines[1], (
+            f"twisted-keyx {tap.__version__}: EKE handshake and chat on "
+            f"tcp:0:interface=127.0.0.1; users from {path} (file not found: no users yet)"
+        ))

@@ -1,0 +1,263 @@
+"""The EKE primitives, all from ``cryptography`` (protocols.md 2.3).
+
+- Password key: scrypt (RFC 7914) of the password with a per-user 16-byte
+  salt, 32 bytes.  The server stores this key, never the password.
+- Box (E_pw, E_Ks): AES-256-GCM (NIST SP 800-38D) with a fresh random 12-byte
+  nonce per message, sent in front of the ciphertext; the associated data
+  binds the protocol, the step number and the user name, so a box cannot be
+  replayed at another step or for another user.
+- pk: a fresh RSA-2048 key pair per session, e = 65537; Ks is encrypted to it
+  with OAEP, MGF1 and SHA-256 (RFC 8017 7.1).
+- Chat: one AES-256-GCM key per direction, HKDF-SHA256 (RFC 5869) of Ks with
+  the handshake transcript bound in; the nonce is the record's 96-bit number
+  in its direction, implicit, so a replayed, reordered, dropped or altered
+  record fails to decrypt (the idea of TLS 1.3's per-record nonce, RFC 8446
+  5.3, without the XOR mask: each key is used for one session only).
+"""
+
+import hashlib
+import hmac
+import os
+import unicodedata
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from twisted_keyx.eke import messages
+from twisted_keyx.session import derive_session_key
+
+PASSWORD_KEY_SIZE = 32
+RSA_PUBLIC_EXPONENT = 65537
+
+_BOX_LABEL = b"twisted-keyx eke v1 step "
+_CLIENT_TO_SERVER_LABEL = b"twisted-keyx eke chat client to server v1"
+_SERVER_TO_CLIENT_LABEL = b"twisted-keyx eke chat server to client v1"
+_DECOY_SALT_LABEL = b"twisted-keyx eke decoy salt v1"
+
+
+class CryptoError(Exception):
+    """Something did not decrypt or is not a usable key."""
+
+
+# --- the password key -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScryptParameters:
+    """scrypt's cost: N (a power of two), r (block size) and p (parallelism).
+    Memory is about 128 * N * r bytes; time grows with N * r * p."""
+
+    n: int
+    r: int
+    p: int
+
+    @property
+    def memory(self):
+        return 128 * self.n * self.r
+
+    def check(self):
+        """The structural rules of RFC 7914 2, with sane ceilings."""
+        if not (2 <= self.n <= 2**24 and self.n & (self.n - 1) == 0):
+            raise ValueError(f"scrypt n must be a power of two from 2 to 2**24, not {self.n}")
+        if not 1 <= self.r <= 64:
+            raise ValueError(f"scrypt r must be 1 to 64, not {self.r}")
+        if not 1 <= self.p <= 16:
+            raise ValueError(f"scrypt p must be 1 to 16, not {self.p}")
+        return self
+
+    def __str__(self):
+        return f"scrypt n={self.n} r={self.r} p={self.p}"
+
+
+#: What ``keyx-admin adduser`` uses: 32 MiB, about 0.15 s on one core.
+DEFAULT_SCRYPT = ScryptParameters(n=2**15, r=8, p=1)
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class KdfLimits:
+    """The scrypt costs a client accepts from a server (step 2).
+
+    The ceiling stops a hostile server from making the client spend gigabytes
+    or minutes.  The floor stops a fake server from asking for a cheap KDF:
+    it would then receive E_pw(pk) under a key it could brute-force quickly.
+    """
+
+    min_memory: int = 16 * MiB
+    max_memory: int = 256 * MiB
+    max_n: int = 2**20
+    max_r: int = 16
+    max_p: int = 4
+
+    def check(self, kdf):
+        kdf.check()
+        if kdf.n > self.max_n or kdf.r > self.max_r or kdf.p > self.max_p:
+            raise ValueError(
+                f"{kdf} exceeds n <= {self.max_n}, r <= {self.max_r}, p <= {self.max_p}"
+            )
+        if not self.min_memory <= kdf.memory <= self.max_memory:
+            raise ValueError(
+                f"{kdf} needs {kdf.memory // 1024} KiB; accepted: "
+                f"{self.min_memory // 1024} to {self.max_memory // 1024} KiB"
+            )
+        return kdf
+
+
+DEFAULT_KDF_LIMITS = KdfLimits()
+
+
+def normalize_password(password):
+    """The bytes a password stands for: UTF-8 of its NFC form (as RFC 8265's
+    OpaqueString does), so the same typed password gives the same key on
+    every system."""
+    if isinstance(password, bytes):
+        password = password.decode("utf-8")
+    return unicodedata.normalize("NFC", password).encode("utf-8")
+
+
+def derive_password_key(password, salt, kdf):
+    """scrypt(password, salt, N, r, p), 32 bytes; ``password`` as bytes."""
+    kdf.check()
+    return Scrypt(salt=salt, length=PASSWORD_KEY_SIZE, n=kdf.n, r=kdf.r, p=kdf.p).derive(
+        password
+    )
+
+
+def decoy_salt(secret, name):
+    """A salt for a user that does not exist (``--hide-unknown-users``): the
+    same for the same name while the server runs, unrelated across names."""
+    digest = hmac.new(secret, _DECOY_SALT_LABEL + name.encode("utf-8"), hashlib.sha256)
+    return digest.digest()[: messages.SALT_SIZE]
+
+
+# --- boxes: E_pw and E_Ks ---------------------------------------------------
+
+
+def _associated_data(step, user):
+    return _BOX_LABEL + bytes([step]) + user.encode("utf-8")
+
+
+def seal(key, step, user, plaintext, nonce):
+    """The box of ``plaintext`` for ``step``: nonce || AES-256-GCM ciphertext."""
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, _associated_data(step, user))
+
+
+def open_box(key, step, user, box):
+    """Undo :func:`seal`; :class:`CryptoError` if the tag does not verify."""
+    nonce, ciphertext = box[: messages.GCM_NONCE_SIZE], box[messages.GCM_NONCE_SIZE :]
+    try:
+        return AESGCM(key).decrypt(nonce, ciphertext, _associated_data(step, user))
+    except InvalidTag:
+        raise CryptoError(f"the step {step} box does not decrypt") from None
+
+
+# --- the per-session RSA key ------------------------------------------------
+
+
+def generate_rsa_key():
+    return rsa.generate_private_key(public_exponent=RSA_PUBLIC_EXPONENT, key_size=messages.RSA_BITS)
+
+
+def public_key_der(private_key):
+    return private_key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def load_rsa_public_key(der):
+    """pk from step 3: a DER SubjectPublicKeyInfo of an RSA-2048 key with
+    e = 65537, in its one canonical encoding."""
+    try:
+        key = serialization.load_der_public_key(der)
+    except (ValueError, TypeError) as e:
+        raise CryptoError(f"not a public key: {e}") from None
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise CryptoError("not an RSA public key")
+    numbers = key.public_numbers()
+    if key.key_size != messages.RSA_BITS or numbers.e != RSA_PUBLIC_EXPONENT:
+        raise CryptoError(f"not an RSA-{messages.RSA_BITS} key with e = {RSA_PUBLIC_EXPONENT}")
+    if key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ) != der:
+        raise CryptoError("the public key is not in canonical DER")
+    return key
+
+
+def _oaep():
+    return padding.OAEP(
+        mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None
+    )
+
+
+def rsa_encrypt(public_key, plaintext):
+    return public_key.encrypt(plaintext, _oaep())
+
+
+def rsa_decrypt(private_key, ciphertext):
+    try:
+        return private_key.decrypt(ciphertext, _oaep())
+    except ValueError:
+        raise CryptoError("the RSA-OAEP ciphertext does not decrypt") from None
+
+
+# --- the chat ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, repr=False)
+class ChatKeys:
+    client_to_server: bytes
+    server_to_client: bytes
+
+    def __repr__(self):
+        return "ChatKeys(<secret>)"
+
+
+def derive_chat_keys(session_key, transcript_hash):
+    """One key per direction, bound to Ks and to the handshake's lines."""
+    return ChatKeys(
+        client_to_server=derive_session_key(session_key, _CLIENT_TO_SERVER_LABEL, transcript_hash),
+        server_to_client=derive_session_key(session_key, _SERVER_TO_CLIENT_LABEL, transcript_hash),
+    )
+
+
+class RecordCipher:
+    """One direction of the chat: AES-256-GCM whose nonce is the number of
+    the record, counted from 0 and never sent.  Opening a record that is not
+    the next one in order fails like a tampered one."""
+
+    MAX_RECORDS = 2**96
+
+    def __init__(self, key):
+        self._aead = AESGCM(key)
+        self.count = 0
+
+    def _next_nonce(self):
+        if self.count >= self.MAX_RECORDS:
+            raise CryptoError("record counter exhausted")
+        return self.count.to_bytes(messages.GCM_NONCE_SIZE, "big")
+
+    def seal(self, plaintext):
+        record = self._aead.encrypt(self._next_nonce(), plaintext, None)
+        self.count += 1
+        return record
+
+    def open(self, record):
+        try:
+            plaintext = self._aead.decrypt(self._next_nonce(), record, None)
+        except InvalidTag:
+            raise CryptoError(
+                f"chat record {self.count} does not decrypt "
+                "(altered, replayed, reordered or one was dropped)"
+            ) from None
+        self.count += 1
+        return plaintext
+
+
+def random_bytes(size):
+    """The OS CSPRNG; the default everywhere an EKE machine needs randomness."""
+    return os.urandom(size)

@@ -1,0 +1,399 @@
+"""The EKE handshake as two state machines, one per side, with no I/O.
+
+Each machine is fed one line at a time (the delimiter already removed) and
+answers with the line to send back, or raises :class:`HandshakeFailed`.  The
+legal moves are the ``TRANSITIONS`` table of each class (dispatch in
+:mod:`twisted_keyx.machine`); the line formats are in
+:mod:`twisted_keyx.eke.messages`, the primitives in :mod:`twisted_keyx.eke.crypto`.
+
+Server states, with the steps of protocols.md 2.1 (received / sent)::
+
+    AWAIT_USER_NAME --1 / 2--> AWAIT_SEALED_PUBLIC_KEY --3 / 4--> AWAIT_CLIENT_NONCE
+    AWAIT_CLIENT_NONCE --5 / 6--> AWAIT_SERVER_NONCE --7 / 8--> DONE
+
+Client states::
+
+    START --start(): 1--> AWAIT_ANSWER --2 / 3--> AWAIT_SEALED_SESSION_KEY
+    AWAIT_SEALED_SESSION_KEY --4 / 5--> AWAIT_NONCES --6 / 7--> AWAIT_SUCCESS --8--> DONE
+
+The chat (:mod:`twisted_keyx.eke.chat`) needs :attr:`result`, which exists
+only in ``DONE``: no chat without step 8.
+
+Where a wrong password shows.  With an authenticated cipher the server
+already knows at step 3 that the client's password key is not the user's
+(the box does not decrypt).  It does not say so there: it answers step 3 with
+random bytes of the exact size of a real step 4, and fails at step 5 with the
+generic reply.  A server that hides unknown users (``decoys``) takes the same
+path for them, so a prober sees the same lines, of the same sizes, for a
+wrong password and for a name that does not exist.  The client, which
+notices at step 4, also carries on to step 5 with random bytes, so the
+decision is the server's, at the nonce step, and both sides say the same.
+"""
+
+import enum
+import hmac
+from dataclasses import dataclass
+
+from twisted_keyx.eke import crypto, messages
+from twisted_keyx.eke.messages import ClientMessage, MalformedLine, ServerMessage
+from twisted_keyx.machine import HandshakeFailed, StateMachine
+from twisted_keyx.session import Transcript
+
+
+class AuthenticationFailed(HandshakeFailed):
+    """The generic failure: wrong password, unknown user (when hidden), a
+    box that does not decrypt, a wrong nonce.  The server replies
+    ``authentication failed`` and closes."""
+
+    reply = messages.FAILURE_REPLY
+
+
+class UnknownUser(AuthenticationFailed):
+    """Step 1 names no user and the server does not hide it: it says ``no``."""
+
+    reply = messages.NO
+
+
+class MalformedMessage(AuthenticationFailed):
+    """Server side: a line that is not what its step allows."""
+
+
+class BadResponse(HandshakeFailed):
+    """Client side: the server sent something no step allows."""
+
+
+class BadKdfParameters(HandshakeFailed):
+    """Client side: step 2 asks for a KDF cost outside the client's
+    :class:`~twisted_keyx.eke.crypto.KdfLimits`."""
+
+
+@dataclass(frozen=True, repr=False)
+class EKEResult:
+    user: str
+    #: Ks, chosen by the server at step 4.
+    session_key: bytes
+    #: SHA-256 over the eight handshake lines (see :class:`~twisted_keyx.session.Transcript`).
+    transcript_hash: bytes
+    chat_keys: crypto.ChatKeys
+
+    def __repr__(self):
+        return f"EKEResult(user={self.user!r}, <secrets>)"
+
+
+def _result(user, session_key, transcript):
+    transcript_hash = transcript.digest()
+    return EKEResult(
+        user=user,
+        session_key=session_key,
+        transcript_hash=transcript_hash,
+        chat_keys=crypto.derive_chat_keys(session_key, transcript_hash),
+    )
+
+
+class ServerState(enum.Enum):
+    AWAIT_USER_NAME = "awaiting the user name (step 1)"
+    AWAIT_SEALED_PUBLIC_KEY = "awaiting E_pw(pk) (step 3)"
+    AWAIT_CLIENT_NONCE = "awaiting E_Ks(NC) (step 5)"
+    AWAIT_SERVER_NONCE = "awaiting E_Ks(NS) (step 7)"
+    DONE = "authenticated"
+    FAILED = "failed"
+
+
+class EKEServerHandshake(StateMachine):
+    """The server side: answers steps 1, 3, 5 and 7 with 2, 4, 6 and 8.
+
+    ``lookup_user(name)`` returns the user's record (``salt``, ``kdf``,
+    ``key``) or None; ``decoys``, if given, makes a record for an unknown
+    name (``key`` None) so that it fails like a wrong password.
+    """
+
+    TRANSITIONS = {
+        (ServerState.AWAIT_USER_NAME, ClientMessage.LINE):
+            ("_on_user_name", ServerState.AWAIT_SEALED_PUBLIC_KEY),
+        (ServerState.AWAIT_SEALED_PUBLIC_KEY, ClientMessage.LINE):
+            ("_on_sealed_public_key", ServerState.AWAIT_CLIENT_NONCE),
+        (ServerState.AWAIT_CLIENT_NONCE, ClientMessage.LINE):
+            ("_on_client_nonce", ServerState.AWAIT_SERVER_NONCE),
+        (ServerState.AWAIT_SERVER_NONCE, ClientMessage.LINE):
+            ("_on_server_nonce", ServerState.DONE),
+    }
+    FAILED = ServerState.FAILED
+    DONE = ServerState.DONE
+
+    def __init__(self, lookup_user, decoys=None, random_bytes=crypto.random_bytes):
+        super().__init__(ServerState.AWAIT_USER_NAME)
+        self._lookup_user = lookup_user
+        self._decoys = decoys
+        self._random = random_bytes
+        self._transcript = Transcript()
+        self.user = None
+        self.result = None
+        self._record = None
+        #: Why this session will fail at step 5, once it is known to.
+        self._doomed = None
+        self._session_key = None
+        self._server_nonce = None
+
+    def receive(self, line):
+        """Take one client line; return the line to send."""
+        return self._dispatch(ClientMessage.LINE, line)
+
+    def _unexpected(self, event, payload):
+        state = self.state
+        self.state = ServerState.FAILED
+        return MalformedMessage(f"a line while {state.value}")
+
+    def _box(self, line, step):
+        try:
+            return messages.decode_box(line, step)
+        except MalformedLine as e:
+            raise MalformedMessage(f"step {step}: {e}") from None
+
+    def _open(self, step, box):
+        try:
+            return crypto.open_box(self._session_key, step, self.user, box)
+        except crypto.CryptoError:
+            raise AuthenticationFailed(
+                f"step {step} does not decrypt under Ks (altered in transit?)"
+            ) from None
+
+    def _on_user_name(self, line):
+        try:
+            name = messages.parse_user_name(line)
+        except MalformedLine as e:
+            raise MalformedMessage(f"step 1: {e}") from None
+        self.user = name
+        record = self._lookup_user(name)
+        if record is None:
+            if self._decoys is None:
+                raise UnknownUser(f"unknown user {name!r}")
+            record = self._decoys.record_for(name)
+            self._doomed = f"unknown user {name!r} (hidden)"
+        self._record = record
+        reply = messages.format_yes(record.salt, record.kdf)
+        self._transcript.add(line)
+        self._transcript.add(reply)
+        return reply
+
+    def _on_sealed_public_key(self, line):
+        box = self._box(line, 3)
+        public_key = None
+        if self._doomed is None:
+            try:
+                der = crypto.open_box(self._record.key, 3, self.user, box)
+            except crypto.CryptoError:
+                self._doomed = (
+                    f"wrong password for user {self.user!r} "
+                    "(step 3 does not decrypt under the password key)"
+                )
+            else:
+                try:
+                    public_key = crypto.load_rsa_public_key(der)
+                except crypto.CryptoError as e:
+                    raise AuthenticationFailed(f"step 3: {e}") from None
+        if public_key is None:
+            # Looks like a real step 4 to anyone without the password key.
+            reply_box = self._random(messages.BOX_SIZES[4])
+        else:
+            self._session_key = self._random(messages.SESSION_KEY_SIZE)
+            reply_box = crypto.seal(
+                self._record.key, 4, self.user,
+                crypto.rsa_encrypt(public_key, self._session_key),
+                self._random(messages.GCM_NONCE_SIZE),
+            )
+        reply = messages.encode_item(reply_box)
+        self._transcript.add(line)
+        self._transcript.add(reply)
+        return reply
+
+    def _on_client_nonce(self, line):
+        box = self._box(line, 5)
+        if self._doomed is not None:
+            raise AuthenticationFailed(f"{self._doomed}; refused at the nonce step")
+        client_nonce = self._open(5, box)
+        self._server_nonce = self._random(messages.CHALLENGE_SIZE)
+        reply = messages.encode_item(crypto.seal(
+            self._session_key, 6, self.user, client_nonce + self._server_nonce,
+            self._random(messages.GCM_NONCE_SIZE),
+        ))
+        self._transcript.add(line)
+        self._transcript.add(reply)
+        return reply
+
+    def _on_server_nonce(self, line):
+        box = self._box(line, 7)
+        server_nonce = self._open(7, box)
+        if not hmac.compare_digest(server_nonce, self._server_nonce):
+            raise AuthenticationFailed("step 7: the client did not return NS")
+        reply = messages.encode_item(crypto.seal(
+            self._session_key, 8, self.user, messages.SUCCESS,
+            self._random(messages.GCM_NONCE_SIZE),
+        ))
+        self._transcript.add(line)
+        self._transcript.add(reply)
+        self.result = _result(self.user, self._session_key, self._transcript)
+        return reply
+
+
+class ClientState(enum.Enum):
+    START = "not started"
+    AWAIT_ANSWER = "awaiting yes or no (step 2)"
+    AWAIT_SEALED_SESSION_KEY = "awaiting E_pw(E_pk(Ks)) (step 4)"
+    AWAIT_NONCES = "awaiting E_Ks(NC || NS) (step 6)"
+    AWAIT_SUCCESS = "awaiting the success message (step 8)"
+    DONE = "authenticated"
+    FAILED = "failed"
+
+
+class EKEClientHandshake(StateMachine):
+    """The client side: sends step 1 from :meth:`start`, then 3, 5 and 7.
+
+    ``password`` is str or bytes (see :func:`~twisted_keyx.eke.crypto.normalize_password`);
+    ``kdf_limits`` bounds the scrypt cost the server may ask for.
+    """
+
+    TRANSITIONS = {
+        (ClientState.AWAIT_ANSWER, ServerMessage.YES):
+            ("_on_yes", ClientState.AWAIT_SEALED_SESSION_KEY),
+        (ClientState.AWAIT_ANSWER, ServerMessage.NO):
+            ("_on_no", ClientState.FAILED),
+        (ClientState.AWAIT_SEALED_SESSION_KEY, ServerMessage.BOX):
+            ("_on_sealed_session_key", ClientState.AWAIT_NONCES),
+        (ClientState.AWAIT_NONCES, ServerMessage.BOX):
+            ("_on_nonces", ClientState.AWAIT_SUCCESS),
+        (ClientState.AWAIT_SUCCESS, ServerMessage.BOX):
+            ("_on_success", ClientState.DONE),
+    }
+    FAILED = ClientState.FAILED
+    DONE = ClientState.DONE
+
+    def __init__(self, user, password, kdf_limits=crypto.DEFAULT_KDF_LIMITS,
+                 random_bytes=crypto.random_bytes, rsa_key_factory=crypto.generate_rsa_key):
+        super().__init__(ClientState.START)
+        self.user = messages.check_user_name(user)
+        self._password = crypto.normalize_password(password)
+        self._kdf_limits = kdf_limits
+        self._random = random_bytes
+        self._rsa_key_factory = rsa_key_factory
+        self._transcript = Transcript()
+        self.result = None
+        #: The scrypt parameters the server asked for (after step 2).
+        self.kdf = None
+        self._password_key = None
+        self._rsa_key = None
+        self._doomed = None
+        self._session_key = None
+        self._client_nonce = None
+
+    def start(self):
+        """Return step 1."""
+        if self.state is not ClientState.START:
+            raise RuntimeError("the handshake has already started")
+        self.state = ClientState.AWAIT_ANSWER
+        line = self.user.encode("utf-8")
+        self._transcript.add(line)
+        return line
+
+    def receive(self, line):
+        """Take one server line; return the line to send, or None after step 8."""
+        return self._dispatch(messages.classify_server_message(line), line)
+
+    def _unexpected(self, event, payload):
+        state = self.state
+        self.state = ClientState.FAILED
+        if event is ServerMessage.FAILED:
+            if self._doomed is not None:
+                return AuthenticationFailed(self._doomed)
+            return AuthenticationFailed(f"the server refused while the client was {state.value}")
+        return BadResponse(f"bad response from the server while {state.value}")
+
+    def _box(self, line, step):
+        try:
+            return messages.decode_box(line, step)
+        except MalformedLine as e:
+            raise BadResponse(f"step {step}: {e}") from None
+
+    def _open(self, step, box):
+        try:
+            return crypto.open_box(self._session_key, step, self.user, box)
+        except crypto.CryptoError:
+            raise AuthenticationFailed(
+                f"step {step} does not decrypt under Ks (altered in transit?)"
+            ) from None
+
+    def _on_yes(self, line):
+        try:
+            salt, n, r, p = messages.parse_yes(line)
+        except MalformedLine as e:
+            raise BadResponse(f"step 2: {e}") from None
+        try:
+            self.kdf = self._kdf_limits.check(crypto.ScryptParameters(n, r, p))
+        except ValueError as e:
+            raise BadKdfParameters(f"the server asks for an unacceptable KDF: {e}") from None
+        self._password_key = crypto.derive_password_key(self._password, salt, self.kdf)
+        self._password = None
+        self._rsa_key = self._rsa_key_factory()
+        reply = messages.encode_item(crypto.seal(
+            self._password_key, 3, self.user, crypto.public_key_der(self._rsa_key),
+            self._random(messages.GCM_NONCE_SIZE),
+        ))
+        self._transcript.add(line)
+        self._transcript.add(reply)
+        return reply
+
+    def _on_no(self, line):
+        raise UnknownUser(f"the server does not know user {self.user!r}")
+
+    def _on_sealed_session_key(self, line):
+        box = self._box(line, 4)
+        try:
+            sealed_key = crypto.open_box(self._password_key, 4, self.user, box)
+        except crypto.CryptoError:
+            self._doomed = "wrong password or unknown user"
+        else:
+            try:
+                self._session_key = crypto.rsa_decrypt(self._rsa_key, sealed_key)
+            except crypto.CryptoError as e:
+                raise AuthenticationFailed(f"step 4: {e}") from None
+            if len(self._session_key) != messages.SESSION_KEY_SIZE:
+                raise AuthenticationFailed(f"step 4: Ks is not {messages.SESSION_KEY_SIZE} bytes")
+        self._rsa_key = None
+        self._password_key = None
+        if self._doomed is not None:
+            # Let the server, which decides, say so at step 5/6.
+            reply_box = self._random(messages.BOX_SIZES[5])
+        else:
+            self._client_nonce = self._random(messages.CHALLENGE_SIZE)
+            reply_box = crypto.seal(
+                self._session_key, 5, self.user, self._client_nonce,
+                self._random(messages.GCM_NONCE_SIZE),
+            )
+        reply = messages.encode_item(reply_box)
+        self._transcript.add(line)
+        self._transcript.add(reply)
+        return reply
+
+    def _on_nonces(self, line):
+        box = self._box(line, 6)
+        if self._doomed is not None:
+            raise AuthenticationFailed(self._doomed)
+        nonces = self._open(6, box)
+        client_nonce = nonces[: messages.CHALLENGE_SIZE]
+        server_nonce = nonces[messages.CHALLENGE_SIZE :]
+        if not hmac.compare_digest(client_nonce, self._client_nonce):
+            raise AuthenticationFailed("step 6: the server did not return NC")
+        reply = messages.encode_item(crypto.seal(
+            self._session_key, 7, self.user, server_nonce,
+            self._random(messages.GCM_NONCE_SIZE),
+        ))
+        self._transcript.add(line)
+        self._transcript.add(reply)
+        return reply
+
+    def _on_success(self, line):
+        box = self._box(line, 8)
+        if not hmac.compare_digest(self._open(8, box), messages.SUCCESS):
+            raise AuthenticationFailed("step 8: not the success message")
+        self._transcript.add(line)
+        self.result = _result(self.user, self._session_key, self._transcript)
+        return None

@@ -1,0 +1,203 @@
+"""The EKE handshake and chat on the wire, line by line (protocols.md 2.1).
+
+Every message is one line ended by LF (``\\n``; a CR is not allowed), holding
+one item: ASCII text, or a box in standard base64 with padding, decoded
+strictly (no other character, canonical padding bits).  E_pw is AES-256-GCM
+under the password key, E_Ks under the session key (see
+:mod:`twisted_keyx.eke.crypto`); a box is ``nonce (12) || ciphertext ||
+tag (16)``.  Sizes are fixed, so every line has an exact legal length.
+
+==  ====  ==============================================  =================
+#   dir   line                                            decoded bytes
+==  ====  ==============================================  =================
+1   U>S   the user name, UTF-8, printable, no whitespace  1..64
+2   S>U   ``yes <salt> scrypt <n> <r> <p>`` or ``no``     salt 16
+3   U>S   E_pw(pk): DER SubjectPublicKeyInfo, RSA-2048    12+294+16 = 322
+4   S>U   E_pw(RSA-OAEP-SHA256_pk(Ks)), Ks 32 bytes       12+256+16 = 284
+5   U>S   E_Ks(NC), NC 16 bytes                           12+16+16 = 44
+6   S>U   E_Ks(NC || NS), NS 16 bytes                     12+32+16 = 60
+7   U>S   E_Ks(NS)                                        44
+8   S>U   E_Ks(``Authentication success``)                12+22+16 = 50
+--  ----  ----------------------------------------------  -----------------
+c   U>S   AES-GCM record of a chat line or ``quit``       16 + 0..4096
+c   S>U   record of ``receive <line>``, or ``quit`` (ack)  16 + 0..4104
+==  ====  ==============================================  =================
+
+Failure: the server sends ``authentication failed`` (or ``no`` for an unknown
+user at step 2 when it does not hide them) and closes; the client just closes.
+Chat records carry no nonce: it is the record's number in its direction.
+"""
+
+import base64
+import binascii
+import enum
+
+YES = b"yes"
+NO = b"no"
+KDF_NAME = b"scrypt"
+#: The one reply for every failure after step 1 (and for a malformed name).
+FAILURE_REPLY = b"authentication failed"
+#: Step 8's plaintext.
+SUCCESS = b"Authentication success"
+
+#: Chat words (inside the records).
+QUIT = "quit"
+RECEIVE_PREFIX = "receive "
+
+MAX_USER_NAME_BYTES = 64
+SALT_SIZE = 16
+SESSION_KEY_SIZE = 32
+CHALLENGE_SIZE = 16  # NC and NS
+GCM_NONCE_SIZE = 12
+GCM_TAG_SIZE = 16
+RSA_BITS = 2048
+RSA_PUBLIC_KEY_DER_SIZE = 294  # SubjectPublicKeyInfo of any RSA-2048 key, e = 65537
+RSA_CIPHERTEXT_SIZE = RSA_BITS // 8
+MAX_CHAT_TEXT_BYTES = 4096
+
+
+def box_size(plaintext_size):
+    return GCM_NONCE_SIZE + plaintext_size + GCM_TAG_SIZE
+
+
+def base64_length(size):
+    return 4 * ((size + 2) // 3)
+
+
+#: Decoded size of the box in each step.
+BOX_SIZES = {
+    3: box_size(RSA_PUBLIC_KEY_DER_SIZE),
+    4: box_size(RSA_CIPHERTEXT_SIZE),
+    5: box_size(CHALLENGE_SIZE),
+    6: box_size(2 * CHALLENGE_SIZE),
+    7: box_size(CHALLENGE_SIZE),
+    8: box_size(len(SUCCESS)),
+}
+
+
+def record_size(text_size):
+    return text_size + GCM_TAG_SIZE
+
+
+#: The longest legal chat lines, in each direction.
+MAX_CLIENT_RECORD_LINE = base64_length(record_size(MAX_CHAT_TEXT_BYTES))
+MAX_SERVER_RECORD_LINE = base64_length(
+    record_size(len(RECEIVE_PREFIX.encode()) + MAX_CHAT_TEXT_BYTES)
+)
+
+
+class MalformedLine(ValueError):
+    """A line that is not what its step allows."""
+
+
+def encode_item(data):
+    return base64.b64encode(data)
+
+
+def decode_item(line, size=None):
+    """Strict base64: only the standard alphabet, correct padding, canonical
+    (re-encoding gives the same line), and exactly ``size`` bytes if given."""
+    try:
+        data = base64.b64decode(line, validate=True)
+    except (binascii.Error, ValueError):
+        raise MalformedLine("not base64") from None
+    if base64.b64encode(data) != line:
+        raise MalformedLine("not canonical base64")
+    if size is not None and len(data) != size:
+        raise MalformedLine(f"{len(data)} bytes where {size} are expected")
+    return data
+
+
+def decode_box(line, step):
+    return decode_item(line, BOX_SIZES[step])
+
+
+def check_user_name(name):
+    """Raise :class:`MalformedLine` unless ``name`` (str) is a legal user
+    name: 1 to 64 bytes of UTF-8, printable, without whitespace."""
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if not 1 <= size <= MAX_USER_NAME_BYTES:
+        raise MalformedLine(f"a user name has 1 to {MAX_USER_NAME_BYTES} bytes, not {size}")
+    if not name.isprintable() or any(c.isspace() for c in name):
+        raise MalformedLine("a user name is printable and has no whitespace")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise MalformedLine("a user name is valid UTF-8") from None
+    return name
+
+
+def parse_user_name(line):
+    """Step 1: the user name as str, or :class:`MalformedLine`."""
+    if len(line) > MAX_USER_NAME_BYTES:
+        raise MalformedLine(f"user name longer than {MAX_USER_NAME_BYTES} bytes")
+    try:
+        name = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedLine("user name is not UTF-8") from None
+    return check_user_name(name)
+
+
+def format_yes(salt, kdf):
+    """Step 2 for a user the server (says it) knows."""
+    return b" ".join(
+        [YES, encode_item(salt), KDF_NAME, b"%d" % kdf.n, b"%d" % kdf.r, b"%d" % kdf.p]
+    )
+
+
+def _decimal(field):
+    if not field.isdigit() or (field.startswith(b"0") and field != b"0") or len(field) > 10:
+        raise MalformedLine("not a decimal number")
+    return int(field)
+
+
+def parse_yes(line):
+    """Step 2 ``yes`` line: ``(salt, n, r, p)``, or :class:`MalformedLine`."""
+    fields = line.split(b" ")
+    if len(fields) != 6 or fields[0] != YES:
+        raise MalformedLine("not yes <salt> scrypt <n> <r> <p>")
+    if fields[2] != KDF_NAME:
+        raise MalformedLine("unknown password KDF")
+    salt = decode_item(fields[1], SALT_SIZE)
+    n, r, p = (_decimal(field) for field in fields[3:])
+    return salt, n, r, p
+
+
+#: The longest legal step-2 line: yes, salt, scrypt and three 10-digit numbers.
+MAX_ANSWER_LINE = len(YES) + 1 + base64_length(SALT_SIZE) + 1 + len(KDF_NAME) + 3 * 11
+
+
+class ServerMessage(enum.Enum):
+    """What a line from the server is, judged by its bytes alone."""
+
+    YES = "yes"
+    NO = "no"
+    FAILED = "authentication failed"
+    BOX = "a box"
+    UNKNOWN = "something else"
+
+
+def classify_server_message(line):
+    if line == FAILURE_REPLY:
+        return ServerMessage.FAILED
+    if line == NO:
+        return ServerMessage.NO
+    if line.startswith(YES + b" "):
+        return ServerMessage.YES
+    if line and b" " not in line:
+        return ServerMessage.BOX
+    return ServerMessage.UNKNOWN
+
+
+class ClientMessage(enum.Enum):
+    """A line from the client: during the handshake its meaning is given by
+    the step alone (a name or a box look alike), so there is one kind."""
+
+    LINE = "a line"
+
+
+def printable(text):
+    """``text`` with control and other non-printable characters escaped
+    (``\\t``, ``\\x1b``...), for logs and terminals: a peer's text must not
+    forge log lines or drive the operator's terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -1,0 +1,53 @@
+"""Reading a password for the command-line tools: from a file, or from the
+terminal without echo.  Never from standard input, which the client's chat
+reads, and never from the command line, where other users can see it."""
+
+import getpass
+import warnings
+
+
+class PasswordError(Exception):
+    """No usable password; the message says why."""
+
+
+def read_password_file(path):
+    """The file's first line, without its line ending; the rest is ignored."""
+    try:
+        with open(path, "rb") as f:
+            data = f.readline(4097)
+    except OSError as e:
+        raise PasswordError(f"cannot read {path}: {e.strerror or e}") from None
+    if len(data) > 4096:
+        raise PasswordError(f"{path}: the password line is longer than 4096 bytes")
+    try:
+        password = data.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise PasswordError(f"{path}: the password is not UTF-8") from None
+    if not password:
+        raise PasswordError(f"{path}: the password is empty")
+    return password
+
+
+def ask_password(prompt="Password: ", confirm=False):
+    """Ask on the terminal without echo; with ``confirm``, twice."""
+    password = _getpass(prompt)
+    if not password:
+        raise PasswordError("the password is empty")
+    if confirm and _getpass("Again: ") != password:
+        raise PasswordError("the two passwords differ")
+    return password
+
+
+def _getpass(prompt):
+    # getpass falls back to reading stdin, with echo, when there is no
+    # terminal; refuse instead (GetPassWarning is raised before it reads).
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", getpass.GetPassWarning)
+        try:
+            return getpass.getpass(prompt)
+        except getpass.GetPassWarning:
+            raise PasswordError(
+                "no terminal to ask for the password; use --password-file"
+            ) from None
+        except EOFError:
+            raise PasswordError("no password given") from None
