@@ -414,3 +414,67 @@ class TLSEndpointTests(unittest.TestCase):
         self.assertFalse(first_transport.disconnecting)
         self.assertTrue(second_transport.disconnected)
         self.assertEqual(logged.policy.open_connections, 1)
+
+
+class EKETimeoutTests(unittest.TestCase):
+    """The EKE server behind the guard: the handshake has its deadline, the
+    chat its idle timeout, each logged once in EKE's words."""
+
+    def setUp(self):
+        from tests.eke_helpers import Users, make_user
+
+        self.logged = LoggedPolicy(self, timeout=30, idle_timeout=60)
+        self.eke = EKEServerFactory(Users(alice=make_user("alice")))
+        self.eke.log = Logger(observer=self.logged.events.append)
+        self.proto, self.transport = connect(self.logged.policy.wrap(self.eke), address())
+        self.clock = self.logged.clock
+
+    def exchange(self, line):
+        self.proto.dataReceived(line + b"\n")
+        out = self.transport.value()
+        self.transport.clear()
+        return out.rstrip(b"\n")
+
+    def authenticate(self):
+        from twisted_keyx.eke.chat import ClientChat
+        from twisted_keyx.eke.handshake import EKEClientHandshake
+
+        from tests.eke_helpers import PASSWORD, TEST_LIMITS, rsa_key
+
+        client = EKEClientHandshake("alice", PASSWORD, kdf_limits=TEST_LIMITS,
+                                    rsa_key_factory=rsa_key)
+        line = client.start()
+        while line is not None:
+            line = client.receive(self.exchange(line))
+        return ClientChat(client.result)
+
+    def test_handshake_deadline(self):
+        self.assertEqual(self.exchange(b"alice")[:4], b"yes ")
+        self.clock.advance(29)
+        self.assertFalse(self.transport.disconnected)
+        self.clock.advance(1)
+        self.assertTrue(self.transport.disconnected)
+        close(self.proto)
+        self.assertEqual(self.logged.lines(), [
+            "EKE handshake with 192.0.2.1:40000 timed out after 30 s "
+            "while awaiting E_pw(pk) (step 3)"])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_chat_idle_timeout_and_its_reset(self):
+        self.clock.advance(20)
+        chat = self.authenticate()
+        self.clock.advance(59)  # long past the handshake deadline
+        self.assertFalse(self.transport.disconnected)
+        self.assertEqual(chat.receive(self.exchange(chat.say("still here"))), "receive still here")
+        self.clock.advance(59)
+        self.assertFalse(self.transport.disconnected)
+        self.clock.advance(1)
+        self.assertTrue(self.transport.disconnected)
+        close(self.proto)
+        lines = self.logged.lines()
+        self.assertIn("authenticated", lines[0])
+        self.assertEqual(lines[1:], [
+            "User alice say: still here",
+            "EKE: chat with user alice from 192.0.2.1:40000 silent for 60 s, closing",
+        ])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
