@@ -7,6 +7,9 @@ Targets (``all`` runs each in turn)::
     public-key  ffdh.parse_public_key_pem and Group.load_peer_key
     parameters  ffdh.group_from_parameters_pem (what a client does with message 4)
     framing     the DH server and client protocols (Int32 framing) fed any bytes
+    raw         the unframed DH splitter (both directions) and raw protocols
+    eke-lines   the EKE line parsers: user name, yes line, base64 items, boxes
+    eke         the EKE server protocol (LineReceiver) fed any bytes
 
 Each target is a Hypothesis test whose input mixes raw bytes with near-valid
 messages (tests/dh_strategies.py: real keys and parameters, truncated,
@@ -43,9 +46,15 @@ if atheris is not None:
     with atheris.instrument_imports(include=["twisted_keyx"]):
         from twisted_keyx import asn1, ffdh
         from twisted_keyx.dh import protocol as dh_protocol
+        from twisted_keyx.dh import raw as dh_raw
+        from twisted_keyx.eke import messages as eke_messages
+        from twisted_keyx.eke import protocol as eke_protocol
 else:
     from twisted_keyx import asn1, ffdh
     from twisted_keyx.dh import protocol as dh_protocol
+    from twisted_keyx.dh import raw as dh_raw
+    from twisted_keyx.eke import messages as eke_messages
+    from twisted_keyx.eke import protocol as eke_protocol
 
 from tests import dh_strategies as ds  # noqa: E402
 
@@ -165,12 +174,85 @@ def fuzz_framing(messages, cuts, raw):
         proto.connectionLost(Failure(ConnectionDone()))
 
 
+def _chunks(stream, cuts):
+    edges = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
+    return [stream[a:b] for a, b in zip(edges, edges[1:])]
+
+
+@_fuzz_settings
+@given(st.lists(st.one_of(peer_bytes, st.sampled_from([b" ", b"\n", b"\r\n"])), max_size=6),
+       st.lists(st.integers(0, 1 << 16), max_size=8), st.booleans())
+def fuzz_raw(parts, cuts, client_side):
+    shapes = dh_raw.SERVER_MESSAGES if client_side else dh_raw.CLIENT_MESSAGES
+    limit = 4000
+    splitter = dh_raw.MessageSplitter(shapes, limit)
+    for chunk in _chunks(b"".join(parts), cuts):
+        splitter.feed(chunk)
+        while True:
+            try:
+                message = splitter.next_message()
+            except dh_raw.MessageTooLong:
+                return
+            if message is None:
+                break
+            assert message and message == message.strip() or not message.strip()
+        assert len(splitter._buffer) <= limit + len(chunk)
+
+
+@_fuzz_settings
+@given(st.one_of(st.binary(max_size=2000), _near_valid), st.integers(1, 8))
+def fuzz_eke_lines(line, step):
+    for parse in (eke_messages.parse_user_name, eke_messages.parse_yes,
+                  eke_messages.decode_item):
+        try:
+            parse(line)
+        except eke_messages.MalformedLine:
+            pass
+    if step in eke_messages.BOX_SIZES:
+        try:
+            box = eke_messages.decode_box(line, step)
+        except eke_messages.MalformedLine:
+            pass
+        else:
+            assert len(box) == eke_messages.BOX_SIZES[step]
+    eke_messages.classify_server_message(line)
+
+
+@_fuzz_settings
+@given(st.lists(st.one_of(st.binary(max_size=800), st.sampled_from(
+    [b"alice\n", b"bob\n", b"\n", b"quit\n"])), max_size=6),
+       st.lists(st.integers(0, 1 << 16), max_size=8))
+def fuzz_eke(parts, cuts):
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.error import ConnectionDone
+    from twisted.internet.task import Clock
+    from twisted.internet.testing import StringTransport
+    from twisted.logger import Logger
+    from twisted.python.failure import Failure
+
+    from tests.eke_helpers import Users, make_user
+    from twisted_keyx import limits
+
+    users = fuzz_eke.users = getattr(fuzz_eke, "users", None) or Users(alice=make_user("alice"))
+    factory = eke_protocol.EKEServerFactory(users)
+    factory.log = Logger(observer=lambda event: None)
+    addr = IPv4Address("TCP", "192.0.2.1", 1)
+    server = limits.ConnectionPolicy(limits.Limits(), Clock()).wrap(factory).buildProtocol(addr)
+    server.makeConnection(StringTransport(peerAddress=addr))
+    for chunk in _chunks(b"".join(parts), cuts):
+        server.dataReceived(chunk)
+    server.connectionLost(Failure(ConnectionDone()))
+
+
 TARGETS = {
     "pem": fuzz_pem,
     "der": fuzz_der,
     "public-key": fuzz_public_key,
     "parameters": fuzz_parameters,
     "framing": fuzz_framing,
+    "raw": fuzz_raw,
+    "eke-lines": fuzz_eke_lines,
+    "eke": fuzz_eke,
 }
 
 
