@@ -25,6 +25,7 @@ docs/benchmarks.rst.  ``--help`` lists the knobs.
 """
 
 import argparse
+import glob
 import json
 import os
 import resource
@@ -80,10 +81,59 @@ def measure_floor(group_name, seconds=3.0):
     return (time.process_time() - start) / runs
 
 
+def measure_eke_floor(seconds=3.0):
+    """Seconds of server work per EKE handshake (and its quit), in process:
+    the server's four steps and the chat's quit, timed alone; the client's
+    work in between is not counted."""
+    from twisted_keyx.eke import crypto, userstore
+    from twisted_keyx.eke.chat import ClientChat, ServerChat
+    from twisted_keyx.eke.handshake import EKEClientHandshake, EKEServerHandshake
+
+    kdf = crypto.ScryptParameters(n=16, r=2, p=1)
+    users = {EKE_USER: userstore.new_user(EKE_USER, EKE_PASSWORD, kdf=kdf)}
+    rsa_pool = [crypto.generate_rsa_key() for _ in range(4)]
+    cheap = crypto.KdfLimits(min_memory=1)
+    spent = 0.0
+    runs = 0
+    while spent < seconds:
+        key = rsa_pool[runs % len(rsa_pool)]
+        client = EKEClientHandshake(EKE_USER, EKE_PASSWORD, kdf_limits=cheap,
+                                    rsa_key_factory=lambda: key)
+        line = client.start()
+        t = time.process_time()
+        server = EKEServerHandshake(users.get)
+        spent += time.process_time() - t
+        while line is not None:
+            t = time.process_time()
+            reply = server.receive(line)
+            spent += time.process_time() - t
+            line = client.receive(reply)
+        quit_line = ClientChat(client.result).quit()
+        t = time.process_time()
+        ServerChat(server.result).receive(quit_line)
+        spent += time.process_time() - t
+        runs += 1
+    return spent / runs
+
+
 # -- the load generator (runs in its own process) ---------------------------
 
+def eke_bench_user(directory):
+    """A user file with one user whose scrypt is cheap: the server never runs
+    scrypt, and a cheap one keeps the load generator from being the limit."""
+    from twisted_keyx.eke import crypto, userstore
+
+    kdf = crypto.ScryptParameters(n=16, r=2, p=1)
+    path = os.path.join(directory, "users.json")
+    userstore.write_users(path, {EKE_USER: userstore.new_user(EKE_USER, EKE_PASSWORD, kdf=kdf)})
+    return path
+
+
+EKE_USER, EKE_PASSWORD = "bench", "bench password"
+
+
 def load_main(args):
-    """Entry point of the load-generator process; prints one JSON line."""
+    """Entry point of the load-generator process; prints JSON lines."""
     raise_fd_limit()
     from twisted.internet import epollreactor
 
@@ -102,9 +152,13 @@ def load_main(args):
     def frame(payload):
         return len(payload).to_bytes(4, "big") + payload
 
-    hello = frame(messages.HELLO)
-    params_request = frame(messages.PARAMS_REQUEST)
-    key_frames = [frame(m) for m in key_messages]
+    if args.mode == "dh":
+        wire = frame
+        hello, params_request = frame(messages.HELLO), frame(messages.PARAMS_REQUEST)
+    else:  # raw: each message in one write, PEM with its newline, as the tutorial
+        wire = bytes
+        hello, params_request = messages.HELLO, messages.PARAMS_REQUEST
+    key_frames = [wire(m) for m in key_messages]
     stats = {"latencies": [], "failures": 0, "checked": 0, "failure_kinds": {}}
     state = {"measuring": False, "stop": False, "count": 0}
 
@@ -113,8 +167,35 @@ def load_main(args):
             stats["failures"] += 1
             stats["failure_kinds"][kind] = stats["failure_kinds"].get(kind, 0) + 1
 
+    def framed_replies(client):
+        while len(client.buffer) >= 4:
+            length = int.from_bytes(client.buffer[:4], "big")
+            if len(client.buffer) < 4 + length:
+                return
+            payload = client.buffer[4:4 + length]
+            client.buffer = client.buffer[4 + length:]
+            yield payload
+
+    raw_ends = (messages.HEY_THERE, b"-----END DH PARAMETERS-----\n",
+                b"-----END PUBLIC KEY-----\n")
+
+    def raw_replies(client):
+        # The replies come in order, each ending in a known way.
+        while client.buffer:
+            end = raw_ends[min(client.replies, 2)]
+            at = client.buffer.find(end)
+            if at < 0:
+                if any(client.buffer.strip() == r for r in messages.ERROR_REPLIES):
+                    yield client.buffer
+                return
+            payload = client.buffer[:at + len(end)].strip()
+            client.buffer = client.buffer[at + len(end):]
+            yield payload
+
+    replies_of = framed_replies if args.mode == "dh" else raw_replies
+
     class LoadClient(protocol.Protocol):
-        """One handshake in lock step, with as little client work as possible."""
+        """One DH handshake in lock step, with as little client work as possible."""
 
         def connectionMade(self):
             self.buffer = b""
@@ -125,19 +206,14 @@ def load_main(args):
 
         def dataReceived(self, data):
             self.buffer += data
-            while len(self.buffer) >= 4:
-                length = int.from_bytes(self.buffer[:4], "big")
-                if len(self.buffer) < 4 + length:
-                    return
-                payload = self.buffer[4:4 + length]
-                self.buffer = self.buffer[4 + length:]
+            for payload in replies_of(self):
                 self.replies += 1
                 if self.replies == 1:
                     if payload != messages.HEY_THERE:
                         return self.bad("greeting")
                     self.transport.write(params_request)
                 elif self.replies == 2:
-                    if payload != group.parameters_pem:
+                    if payload.strip() != group.parameters_pem.strip():
                         return self.bad("parameters")
                     state["count"] += 1
                     self.transport.write(key_frames[state["count"] % len(key_frames)])
@@ -147,11 +223,14 @@ def load_main(args):
                     if state["count"] % 50 == 0:
                         group.load_peer_key(payload[len(messages.SERVER_KEY_PREFIX):])
                         stats["checked"] += 1
-                    self.done = True
-                    if state["measuring"]:
-                        stats["latencies"].append(time.perf_counter() - self.factory.started)
+                    self.succeeded()
                     self.transport.loseConnection()
                     return
+
+        def succeeded(self):
+            self.done = True
+            if state["measuring"]:
+                stats["latencies"].append(time.perf_counter() - self.factory.started)
 
         def bad(self, what):
             fail(f"bad {what}")
@@ -163,8 +242,64 @@ def load_main(args):
                 fail("connection lost")
             self.factory.next()
 
+    if args.mode == "eke":
+        from twisted.protocols.basic import LineReceiver
+
+        from twisted_keyx.eke import crypto
+        from twisted_keyx.eke.chat import ClientChat
+        from twisted_keyx.eke.handshake import EKEClientHandshake, HandshakeFailed
+
+        # A few RSA keys made in advance: a real client makes one per session
+        # (about 50 ms), which would make this process the bottleneck; the
+        # server cannot tell the difference.
+        rsa_pool = [crypto.generate_rsa_key() for _ in range(8)]
+        cheap = crypto.KdfLimits(min_memory=1)
+
+        class EKELoadClient(LineReceiver):
+            """One EKE handshake, then quit; the latency is to step 8."""
+
+            delimiter = b"\n"
+            MAX_LENGTH = 4096
+
+            def connectionMade(self):
+                self.done = False
+                self.chat = None
+                self.transport.setTcpNoDelay(True)
+                state["count"] += 1
+                key = rsa_pool[state["count"] % len(rsa_pool)]
+                self.handshake = EKEClientHandshake(EKE_USER, EKE_PASSWORD, kdf_limits=cheap,
+                                                    rsa_key_factory=lambda: key)
+                self.sendLine(self.handshake.start())
+
+            def lineReceived(self, line):
+                try:
+                    if self.chat is not None:
+                        self.chat.receive(line)
+                        self.done = True
+                        self.transport.loseConnection()
+                        return
+                    reply = self.handshake.receive(line)
+                except HandshakeFailed as e:
+                    return LoadClient.bad(self, type(e).__name__)
+                except Exception as e:  # ChatFailed and the like
+                    return LoadClient.bad(self, type(e).__name__)
+                if reply is not None:
+                    self.sendLine(reply)
+                if self.handshake.finished:
+                    if state["measuring"]:
+                        stats["latencies"].append(time.perf_counter() - self.factory.started)
+                    self.chat = ClientChat(self.handshake.result)
+                    self.sendLine(self.chat.quit())
+
+            def connectionLost(self, reason):
+                LoadClient.connectionLost(self, reason)
+
+        client_protocol = EKELoadClient
+    else:
+        client_protocol = LoadClient
+
     class OneHandshake(protocol.ClientFactory):
-        protocol = LoadClient
+        protocol = client_protocol
 
         def next(self):
             if not state["stop"]:
@@ -285,10 +420,12 @@ def free_port():
 
 
 class Server:
-    """``twistd -n keyx`` in its own process, on core 0."""
+    """``twistd -n keyx`` in its own process, on core 0, serving every
+    handshake on ports of its own; ``port`` is the one for ``mode``."""
 
-    def __init__(self, args, extra=()):
-        self.port = free_port()
+    def __init__(self, args, extra=(), mode="dh"):
+        self.ports = {name: free_port() for name in ("dh", "raw", "eke")}
+        self.port = self.ports[mode]
         self.dir = tempfile.mkdtemp(prefix="keyx-bench-")
         self.log = os.path.join(self.dir, "twistd.log")
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -298,7 +435,12 @@ class Server:
         ]
         if args.profile:
             command += ["--profiler", "cprofile", "--profile", args.profile, "--savestats"]
-        command += ["keyx", "--dh", f"tcp:{self.port}:interface=127.0.0.1:backlog=1024",
+
+        def endpoint(name):
+            return f"tcp:{self.ports[name]}:interface=127.0.0.1:backlog=1024"
+
+        command += ["keyx", "--dh", endpoint("dh"), "--dh-raw", endpoint("raw"),
+                    "--eke", endpoint("eke"), "--users", eke_bench_user(self.dir),
                     "--group", args.group, *extra]
         # The daemon raises its own soft limit at start-up (twisted_keyx.limits).
         self.process = subprocess.Popen(command, cwd=self.dir, env=env)
@@ -335,14 +477,17 @@ class Server:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-        with open(self.log, errors="replace") as f:
-            log = f.read()
+        # twistd rotates its log every megabyte: read every piece.
+        log = ""
+        for path in glob.glob(self.log + "*"):
+            with open(path, errors="replace") as f:
+                log += f.read()
         shutil.rmtree(self.dir, ignore_errors=True)
         return log
 
 
-def run_child(mode, args, extra=()):
-    command = pin_prefix(1) + [sys.executable, os.path.abspath(__file__), f"--{mode}",
+def run_child(role, args, extra=()):
+    command = pin_prefix(1) + [sys.executable, os.path.abspath(__file__), f"--{role}",
                                "--port", str(args.port), "--group", args.group, *extra]
     return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
 
@@ -356,7 +501,7 @@ def drive(args, cpu_seconds):
     of the server exactly over the measured window."""
     child = run_child("load", args, ["--concurrency", str(args.concurrency),
                                      "--seconds", str(args.seconds),
-                                     "--warmup", str(args.warmup)])
+                                     "--warmup", str(args.warmup), "--mode", args.mode])
     cpu = {}
     for line in child.stdout:
         message = json.loads(line)
@@ -372,7 +517,7 @@ def drive(args, cpu_seconds):
 
 
 def throughput(args):
-    server = Server(args, ["--max-per-ip", "0", "--max-connections", "0"])
+    server = Server(args, ["--max-per-ip", "0", "--max-connections", "0"], mode=args.mode)
     args.port = server.port
     try:
         rss0 = server.status("VmRSS")
@@ -382,7 +527,7 @@ def throughput(args):
         log = server.stop()
     result.update(rss_before=rss0, rss_after=rss1, rss_peak=hwm,
                   log_tracebacks=log.count("Traceback"),
-                  log_finished=log.count("finished ("))
+                  log_finished=log.count("finished (") + log.count("authenticated;"))
     return result
 
 
@@ -472,6 +617,9 @@ def main():
     parser.add_argument("--settle", type=float, default=2.0, help=argparse.SUPPRESS)
     parser.add_argument("--profile", metavar="FILE",
                         help="run the daemon under cProfile, stats saved to FILE")
+    parser.add_argument("--modes", default="dh,raw,eke",
+                        help="handshakes to drive, comma-separated [default: dh,raw,eke]")
+    parser.add_argument("--mode", default="dh", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--stall-client", action="store_true", help=argparse.SUPPRESS)
@@ -490,7 +638,9 @@ def main():
           f"{'taskset' if pin_prefix(0) else 'none'}", flush=True)
     if pin_prefix(0):
         os.sched_setaffinity(0, {0})
+    modes = [m for m in args.modes.split(",") if m]
     floor = measure_floor(args.group)
+    eke_floor = measure_eke_floor() if "eke" in modes else None
     os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
     print(f"floor ({args.group}, server crypto per handshake, one core): "
           f"{1e3 * floor:.3f} ms = {1 / floor:.0f} handshakes/s", flush=True)
@@ -503,18 +653,28 @@ def main():
     best = floor / (floor + f["server_cpu_ms_per_handshake"] / 1e3)
     print(f"  so on this stack throughput / floor can be at most about {best:.3f}", flush=True)
 
-    r = throughput(args)
-    print(f"DH framed, {args.group}, concurrency {args.concurrency}, {args.seconds:g} s: "
-          f"{r['per_second']:.0f} handshakes/s, p50 {r['p50_ms']:.2f} ms, "
-          f"p99 {r['p99_ms']:.2f} ms, failures {r['failures']} {r['failure_kinds'] or ''}")
-    print(f"  throughput / floor = {r['per_second'] * floor:.3f} (target >= 0.85)")
-    cpu_hs = r["server_cpu_ms_per_handshake"]
-    print(f"  server CPU {cpu_hs:.3f} ms per handshake (floor / that = {1e3 * floor / cpu_hs:.3f}); "
-          f"server {100 * r['server_busy']:.0f}% busy; "
-          f"load generator CPU {r['load_cpu_s']:.1f} s")
-    print(f"  server RSS {mb(r['rss_before'])} -> {mb(r['rss_after'])} "
-          f"(peak {mb(r['rss_peak'])}); handshakes logged {r['log_finished']}; "
-          f"tracebacks in log: {r['log_tracebacks']}", flush=True)
+    if eke_floor is not None:
+        print(f"floor (EKE, server work per handshake and quit, one core): "
+              f"{1e3 * eke_floor:.3f} ms = {1 / eke_floor:.0f} handshakes/s", flush=True)
+    for mode in modes:
+        args.mode = mode
+        mode_floor = eke_floor if mode == "eke" else floor
+        target = 0.80 if mode == "eke" else 0.85
+        r = throughput(args)
+        name = {"dh": f"DH framed, {args.group}", "raw": f"DH raw, {args.group}",
+                "eke": "EKE (handshake + quit)"}[mode]
+        print(f"{name}, concurrency {args.concurrency}, {args.seconds:g} s: "
+              f"{r['per_second']:.0f} handshakes/s, p50 {r['p50_ms']:.2f} ms, "
+              f"p99 {r['p99_ms']:.2f} ms, failures {r['failures']} {r['failure_kinds'] or ''}")
+        cpu_hs = r["server_cpu_ms_per_handshake"]
+        print(f"  throughput / floor = {r['per_second'] * mode_floor:.3f}; "
+              f"server CPU {cpu_hs:.3f} ms per handshake, floor / that = "
+              f"{1e3 * mode_floor / cpu_hs:.3f} (target >= {target}); "
+              f"server {100 * r['server_busy']:.0f}% busy; "
+              f"load generator CPU {r['load_cpu_s']:.1f} s")
+        print(f"  server RSS {mb(r['rss_before'])} -> {mb(r['rss_after'])} "
+              f"(peak {mb(r['rss_peak'])}); handshakes logged {r['log_finished']}; "
+              f"tracebacks in log: {r['log_tracebacks']}", flush=True)
 
     if args.stall:
         s = stall(args)
