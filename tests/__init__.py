@@ -1,8 +1,8 @@
 """trial tests for twisted-keyx; run with ``python -W error -m twisted.trial tests``.
 
 Hypothesis profiles are registered here, before any test module loads:
-``ci`` (the default: 1,500 examples per property test; the DH ones take
-about 30 s together on two cores) and ``long`` (about thirty times as many examples, for a
+``ci`` (the default: 1,500 examples per property test; the four take about
+40 s together on two cores, see docs/benchmarks.rst) and ``long`` (about thirty times as many examples, for a
 soak: ``KEYX_HYPOTHESIS_PROFILE=long python -W error -m twisted.trial tests``).
 """
 
