@@ -2,8 +2,9 @@
 
 Hypothesis profiles are registered here, before any test module loads:
 ``ci`` (the default: 1,500 examples per property test; the four take about
-40 s together on two cores, see docs/benchmarks.rst) and ``long`` (about thirty times as many examples, for a
-soak: ``KEYX_HYPOTHESIS_PROFILE=long python -W error -m twisted.trial tests``).
+40 s together on two cores, see docs/benchmarks.rst) and ``long`` (50,000
+each, for a soak: ``KEYX_HYPOTHESIS_PROFILE=long python -W error -m
+twisted.trial tests``).
 """
 
 import os

@@ -206,3 +206,69 @@ class FaultTests(unittest.TestCase):
             await self.server_idle()
 
         return defer.ensureDeferred(run())
+
+
+class OtherHandshakeFaultTests(unittest.TestCase):
+    """The same policy in front of the unframed DH server and the EKE server,
+    over loopback: a raw client that never finishes hits the deadline, an
+    authenticated EKE user who goes silent hits the idle timeout, and a
+    framed DH client is served meanwhile."""
+
+    def setUp(self):
+        from twisted_keyx.dh.raw import RawDHServerFactory
+        from twisted_keyx.eke.protocol import EKEServerFactory
+
+        from tests.eke_helpers import Users, make_user
+
+        self.lines = []
+
+        def keep(event):
+            self.lines.append(formatEvent(event))
+
+        self.policy = limits.ConnectionPolicy(
+            limits.Limits(timeout=1.0, idle_timeout=1.0), reactor)
+        self.addCleanup(self.policy.stopService)
+        self.ports = {}
+        factories = {
+            "dh": DHServerFactory(GROUP),
+            "raw": RawDHServerFactory(GROUP),
+            "eke": EKEServerFactory(Users(alice=make_user("alice"))),
+        }
+        for name, factory in factories.items():
+            factory.log = Logger(observer=keep)
+            port = reactor.listenTCP(0, self.policy.wrap(factory), interface="127.0.0.1")
+            self.addCleanup(port.stopListening)
+            self.ports[name] = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+
+    def test_raw_deadline_and_eke_idle_timeout(self):
+        from twisted_keyx.eke.protocol import EKEClientFactory
+
+        from tests.eke_helpers import PASSWORD, TEST_LIMITS, rsa_key
+
+        async def run():
+            raw = await connectProtocol(self.ports["raw"], protocol.Protocol())
+            raw_closed = defer.Deferred()
+            raw.connectionLost = lambda reason: raw_closed.callback(None)
+            raw.transport.write(messages.HELLO)  # then nothing
+
+            eke = await self.ports["eke"].connect(EKEClientFactory(
+                "alice", PASSWORD, kdf_limits=TEST_LIMITS, rsa_key_factory=rsa_key))
+            await eke.authenticated
+            eke.finished.addErrback(lambda failure: None)  # the server hangs up
+
+            client = await connectProtocol(self.ports["dh"], DHClientProtocol())
+            self.assertIsInstance(await client.finished, HandshakeResult)
+
+            await raw_closed
+            await eke.disconnected
+            for _ in range(500):
+                if self.policy.open_connections == 0:
+                    break
+                await task.deferLater(reactor, 0.01)
+            self.assertEqual(self.policy.open_connections, 0)
+            self.assertTrue(any("timed out after 1 s while awaiting Params?" in line
+                                for line in self.lines), self.lines)
+            self.assertTrue(any("EKE: chat with user alice" in line and "silent for 1 s" in line
+                                for line in self.lines), self.lines)
+
+        return defer.ensureDeferred(run())

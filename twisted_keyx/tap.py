@@ -121,9 +121,8 @@ class Options(usage.Options):
          "Seconds a client has to finish its handshake; then it is cut off "
          "(0: no limit).", float],
         ["idle-timeout", None, limits.Limits.idle_timeout,
-         "Seconds a session that goes on after its handshake may stay silent "
-         "before it is cut off (0: no limit). The DH handshake closes when it "
-         "is done, so this applies to sessions such as a chat.", float],
+         "Seconds an EKE chat may stay silent before it is cut off (0: no "
+         "limit). The DH handshake closes as soon as it is done.", float],
         ["max-per-ip", None, limits.Limits.max_per_ip,
          "Open connections allowed from one IP address; more are closed at "
          "once (0: no limit).", int],
