@@ -321,6 +321,10 @@ def _build_group(name, p, g, q, parameters_pem, q_for_openssl):
         raise ParameterError(f"the modulus has {bits} bits; at least {MIN_BITS} are required")
     if bits > MAX_BITS:
         raise ParameterError(f"the modulus has {bits} bits; at most {MAX_BITS} are supported")
+    # cryptography refuses g < 2 with a bare ValueError before OpenSSL sees
+    # the numbers; a server or a file can send any g, so say it here.
+    if not 1 < g < p - 1:
+        raise ParameterError("the generator g must satisfy 1 < g < p - 1")
     numbers = _ParameterNumbers(p, g, q_for_openssl)
     try:
         # OpenSSL's DH_check: p prime, and a safe prime when q is absent;
