@@ -44,6 +44,9 @@ with warnings.catch_warnings():
 #: the ceiling bounds what a peer can make us parse and check.
 MIN_BITS = 2048
 MAX_BITS = 8192
+#: Smallest subgroup order accepted: NIST SP 800-56A rev. 3, 5.5.1.1 (FB set,
+#: 2048-bit p, 224-bit q).  OpenSSL's check accepts any prime q, even 3.
+MIN_SUBGROUP_BITS = 224
 
 # OIDs of the two SubjectPublicKeyInfo / parameter flavours (RFC 3279 2.3.3).
 _OID_PKCS3_DH = asn1.oid("1.2.840.113549.1.3.1")  # dhKeyAgreement, PKCS #3
@@ -321,6 +324,11 @@ def _build_group(name, p, g, q, parameters_pem, q_for_openssl):
         raise ParameterError(f"the modulus has {bits} bits; at least {MIN_BITS} are required")
     if bits > MAX_BITS:
         raise ParameterError(f"the modulus has {bits} bits; at most {MAX_BITS} are supported")
+    if q is not None and q.bit_length() < MIN_SUBGROUP_BITS:
+        raise ParameterError(
+            f"the subgroup order q has {q.bit_length()} bits; "
+            f"at least {MIN_SUBGROUP_BITS} are required"
+        )
     # cryptography refuses g < 2 with a bare ValueError before OpenSSL sees
     # the numbers; a server or a file can send any g, so say it here.
     if not 1 < g < p - 1:
