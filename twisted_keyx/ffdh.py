@@ -37,6 +37,7 @@ with warnings.catch_warnings():
         from cryptography.hazmat.primitives.asymmetric import dh as _dh
     _ParameterNumbers = _dh.DHParameterNumbers
     _PublicNumbers = _dh.DHPublicNumbers
+    _PrivateNumbers = _dh.DHPrivateNumbers
     _generate_parameters = _dh.generate_parameters
 
 #: Smallest and largest modulus accepted from a file or from a server.
@@ -277,6 +278,17 @@ class Group:
 
     def generate_private_key(self):
         return self._parameters.generate_private_key()
+
+    def private_key_from_value(self, x):
+        """The private key whose secret value is ``x``.
+
+        For tests and test vectors only (a fixed key makes the handshake's
+        bytes reproducible); real keys come from :meth:`generate_private_key`.
+        """
+        if not 1 < x < (self.q or self.p - 1):
+            raise ValueError("the private value is out of range")
+        public_numbers = _PublicNumbers(pow(self.g, x, self.p), self._parameter_numbers)
+        return _PrivateNumbers(x, public_numbers).private_key()
 
     def public_key_pem(self, private_key):
         return private_key.public_key().public_bytes(
