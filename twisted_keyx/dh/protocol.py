@@ -162,8 +162,14 @@ class DHClientSession:
 
     def __init__(self, handshake=None):
         self.handshake = handshake if handshake is not None else DHClientHandshake()
-        self.finished = defer.Deferred(lambda d: self.transport.abortConnection())
+        self.finished = defer.Deferred(self._cancel)
         self._closing = False
+
+    def _cancel(self, finished):
+        # Cancelling ``finished`` (a timeout) is the outcome: the loss of the
+        # connection, which the reactor reports later, must not errback it again.
+        self._closing = True
+        self.transport.abortConnection()
 
     def startSession(self):
         self.sendMessage(self.handshake.start())
