@@ -8,7 +8,10 @@ malformed keys are built by encoding SubjectPublicKeyInfo with
 import os
 import struct
 
+from twisted.internet import defer
+
 from twisted_keyx import asn1
+from twisted_keyx.dh.protocol import DHServerFactory
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
@@ -59,3 +62,49 @@ def dh_spki_pem(p, g, y, q=None):
 def fixed_key(x):
     """A ``private_key_factory`` that always returns the key with value ``x``."""
     return lambda group: group.private_key_from_value(x)
+
+
+def tracked(protocol_class):
+    """``protocol_class`` with a ``lost`` Deferred that fires after connectionLost.
+
+    Loopback tests wait for it on both sides so that no socket outlives the
+    test (trial fails a test that leaves the reactor unclean).
+    """
+
+    class Tracked(protocol_class):
+        def makeConnection(self, transport):
+            self.lost = defer.Deferred()
+            super().makeConnection(transport)
+
+        def connectionLost(self, reason):
+            try:
+                super().connectionLost(reason)
+            finally:
+                self.lost.callback(None)
+
+    Tracked.__name__ = f"Tracked{protocol_class.__name__}"
+    return Tracked
+
+
+class TrackingDHServerFactory(DHServerFactory):
+    """A DHServerFactory that keeps its protocols and the results it logs."""
+
+    protocol = tracked(DHServerFactory.protocol)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.connections = []
+        self.results = []
+
+    def buildProtocol(self, addr):
+        protocol = super().buildProtocol(addr)
+        self.connections.append(protocol)
+        return protocol
+
+    def handshakeFinished(self, peer, result):
+        self.results.append(result)
+        super().handshakeFinished(peer, result)
+
+    def allLost(self):
+        """Fires when every connection this factory made is closed."""
+        return defer.gatherResults([c.lost for c in self.connections])
