@@ -104,10 +104,11 @@ class KeyxService(service.MultiService):
         super().startService()
 
 
-def makeService(options):
+def makeService(options, reactor=None):
+    """The service twistd runs; ``reactor`` is for tests (default: the global one)."""
     group = options["dh-group"]
     top = KeyxService(group, options["dh"])
     dh_factory = DHServerFactory(group, show_secrets=options["show-secrets"])
     for description in options["dh"]:
-        strports.service(description, dh_factory).setServiceParent(top)
+        strports.service(description, dh_factory, reactor=reactor).setServiceParent(top)
     return top
