@@ -4,7 +4,7 @@ from twisted.internet import protocol
 from twisted.internet.address import IPv4Address, UNIXAddress
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger, formatEvent
 from twisted.protocols.basic import Int32StringReceiver
 from twisted.python.failure import Failure
@@ -350,7 +350,7 @@ class OptionsTests(unittest.TestCase):
         options.parseOptions(["--dh", "tcp:0:interface=127.0.0.1", "--dh",
                               "tcp:0:interface=127.0.0.1", "--dh-raw", "tcp:0:interface=127.0.0.1",
                               "--eke", "tcp:0:interface=127.0.0.1", "--max-connections", "9"])
-        top = tap.makeService(options, clock=Clock())
+        top = tap.makeService(options, reactor=MemoryReactorClock())
         policies = [s for s in top if isinstance(s, limits.ConnectionPolicy)]
         self.assertEqual(len(policies), 1)
         self.assertEqual(policies[0].limits.max_connections, 9)

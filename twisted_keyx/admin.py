@@ -46,17 +46,20 @@ def _with_progress(work, label, err, interval=0.5):
         err.flush()
     elapsed = time.monotonic() - started
     prefix = "\r" if interactive else ""
-    err.write(f"{prefix}{label}: done in {elapsed:.1f} s\n")
     if "error" in outcome:
+        err.write(f"{prefix}{label}: failed after {elapsed:.1f} s\n")
         raise outcome["error"]
+    err.write(f"{prefix}{label}: done in {elapsed:.1f} s\n")
     return outcome["value"]
 
 
 def cmd_genparams(args, out, err):
-    if not ffdh.MIN_BITS <= args.bits <= ffdh.MAX_BITS:
-        raise AdminError(f"--bits must be between {ffdh.MIN_BITS} and {ffdh.MAX_BITS}")
+    # Everything that can be checked is checked before the slow part.
     if os.path.exists(args.output) and not args.force:
         raise AdminError(f"{args.output} exists; use --force to replace it")
+    directory = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(directory):
+        raise AdminError(f"cannot write {args.output}: no directory {directory}")
     label = f"generating a {args.bits}-bit safe prime (this takes a while)"
     try:
         pem = _with_progress(lambda: ffdh.generate_parameters_pem(args.bits), label, err)
@@ -127,6 +130,17 @@ def _add_users_option(parser):
     )
 
 
+def _bits(text):
+    try:
+        bits = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not ffdh.MIN_BITS <= bits <= ffdh.MAX_BITS:
+        raise argparse.ArgumentTypeError(
+            f"must be between {ffdh.MIN_BITS} and {ffdh.MAX_BITS}, not {bits}")
+    return bits
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keyx-admin", description="Make the files the twisted-keyx daemon reads."
@@ -145,7 +159,7 @@ def build_parser():
             "group is for study."
         ),
     )
-    genparams.add_argument("--bits", type=int, default=2048,
+    genparams.add_argument("--bits", type=_bits, default=2048,
                            help=f"size of the prime, {ffdh.MIN_BITS} to {ffdh.MAX_BITS} "
                                 "[default: 2048]")
     genparams.add_argument("-o", "--output", required=True, metavar="FILE",

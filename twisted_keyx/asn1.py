@@ -102,8 +102,10 @@ class Reader:
 def oid(dotted):
     """Encode a dotted OID string as the contents of an OBJECT IDENTIFIER."""
     arcs = [int(part) for part in dotted.split(".")]
-    out = bytearray([40 * arcs[0] + arcs[1]])
-    for arc in arcs[2:]:
+    out = bytearray()
+    # X.690 8.19.4: the first two arcs share one subidentifier, 40 * X + Y,
+    # base-128 encoded like the others (it exceeds 127 under arc 2).
+    for arc in [40 * arcs[0] + arcs[1]] + arcs[2:]:
         chunk = [arc & 0x7F]
         arc >>= 7
         while arc:

@@ -246,21 +246,30 @@ async def run_eke(reactor, args, out):
     return EXIT_OK
 
 
+async def run(reactor, args, out, err):
+    """Run the command ``args`` names; return its exit status.
+
+    A failure is one line on ``err``.  :func:`main` runs this under
+    ``task.react``; tests await it in their own reactor.
+    """
+    try:
+        return await args.run(reactor, args, out)
+    except ClientError as e:
+        err.write(f"keyx-client: {e}\n")
+        return e.status
+
+
 def main(argv=None, out=None, err=None):
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
     args = build_parser().parse_args(argv)
     status = []
 
-    async def run(reactor):
-        try:
-            status.append(await args.run(reactor, args, out))
-        except ClientError as e:
-            err.write(f"keyx-client: {e}\n")
-            status.append(e.status)
+    async def run_and_keep_status(reactor):
+        status.append(await run(reactor, args, out, err))
 
     def start(reactor):
-        return defer.Deferred.fromCoroutine(run(reactor))
+        return defer.Deferred.fromCoroutine(run_and_keep_status(reactor))
 
     try:
         task.react(start)

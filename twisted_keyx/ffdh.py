@@ -37,6 +37,7 @@ with warnings.catch_warnings():
         from cryptography.hazmat.primitives.asymmetric import dh as _dh
     _ParameterNumbers = _dh.DHParameterNumbers
     _PublicNumbers = _dh.DHPublicNumbers
+    _PrivateNumbers = _dh.DHPrivateNumbers
     _generate_parameters = _dh.generate_parameters
 
 #: Smallest and largest modulus accepted from a file or from a server.
@@ -44,6 +45,9 @@ with warnings.catch_warnings():
 #: the ceiling bounds what a peer can make us parse and check.
 MIN_BITS = 2048
 MAX_BITS = 8192
+#: Smallest subgroup order accepted: NIST SP 800-56A rev. 3, 5.5.1.1 (FB set,
+#: 2048-bit p, 224-bit q).  OpenSSL's check accepts any prime q, even 3.
+MIN_SUBGROUP_BITS = 224
 
 # OIDs of the two SubjectPublicKeyInfo / parameter flavours (RFC 3279 2.3.3).
 _OID_PKCS3_DH = asn1.oid("1.2.840.113549.1.3.1")  # dhKeyAgreement, PKCS #3
@@ -275,6 +279,17 @@ class Group:
     def generate_private_key(self):
         return self._parameters.generate_private_key()
 
+    def private_key_from_value(self, x):
+        """The private key whose secret value is ``x``.
+
+        For tests and test vectors only (a fixed key makes the handshake's
+        bytes reproducible); real keys come from :meth:`generate_private_key`.
+        """
+        if not 1 < x < (self.q or self.p - 1):
+            raise ValueError("the private value is out of range")
+        public_numbers = _PublicNumbers(pow(self.g, x, self.p), self._parameter_numbers)
+        return _PrivateNumbers(x, public_numbers).private_key()
+
     def public_key_pem(self, private_key):
         return private_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -321,9 +336,17 @@ def _build_group(name, p, g, q, parameters_pem, q_for_openssl):
         raise ParameterError(f"the modulus has {bits} bits; at least {MIN_BITS} are required")
     if bits > MAX_BITS:
         raise ParameterError(f"the modulus has {bits} bits; at most {MAX_BITS} are supported")
+    if q is not None and q.bit_length() < MIN_SUBGROUP_BITS:
+        raise ParameterError(
+            f"the subgroup order q has {q.bit_length()} bits; "
+            f"at least {MIN_SUBGROUP_BITS} are required"
+        )
+    # cryptography refuses g < 2 with a bare ValueError before OpenSSL sees
+    # the numbers; a server or a file can send any g, so say it here.
+    if not 1 < g < p - 1:
+        raise ParameterError("the generator g must satisfy 1 < g < p - 1")
+    numbers = _ParameterNumbers(p, g, q_for_openssl)
     try:
-        # cryptography refuses g < 2 here, before OpenSSL sees anything.
-        numbers = _ParameterNumbers(p, g, q_for_openssl)
         # OpenSSL's DH_check: p prime, and a safe prime when q is absent;
         # q prime and g^q = 1 when q is given; 1 < g < p - 1.
         parameters = numbers.parameters()

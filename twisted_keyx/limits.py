@@ -209,9 +209,15 @@ class ConnectionPolicy(service.Service):
         #: Open connections per IP address (only addresses with some).
         self.per_ip = {}
         self._bursts = {}
+        self._guarded = {}
 
     def wrap(self, factory):
-        return GuardedFactory(self, factory)
+        """The factory behind this policy; one wrapper per factory, however
+        many endpoints it serves."""
+        guarded = self._guarded.get(factory)
+        if guarded is None:
+            guarded = self._guarded[factory] = GuardedFactory(self, factory)
+        return guarded
 
     def _admit(self, ip, addr):
         limits = self.limits

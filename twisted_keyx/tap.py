@@ -29,7 +29,10 @@ def _check_endpoint(description):
 
     try:
         endpoints.serverFromString(reactor, description)
-    except (ValueError, TypeError, KeyError, OSError, ImportError) as e:
+    except Exception as e:
+        # Each endpoint parser raises what its parsing raises: ValueError,
+        # KeyError, OSError for a missing file, OpenSSL.crypto.Error for an
+        # ssl: key that is not PEM...  All of them mean a bad description.
         raise usage.UsageError(f"bad endpoint {description!r}: {e}") from None
 
 
@@ -141,8 +144,7 @@ class Options(usage.Options):
         self["eke"] = []
 
     def opt_dh(self, description):
-        """Serve the framed DH handshake on ENDPOINT (may be repeated)
-        [default: tcp:7777]"""
+        """Serve the framed DH handshake on ENDPOINT; may be repeated [default: tcp:7777]"""
         self["dh"].append(description)
 
     def opt_dh_raw(self, description):
@@ -151,8 +153,8 @@ class Options(usage.Options):
         self["dh-raw"].append(description)
 
     def opt_eke(self, description):
-        """Serve the EKE password handshake and chat on ENDPOINT (may be repeated)
-        [default: tcp:8088]"""
+        # One line: usage.Options would keep a line break's indentation.
+        """Serve the EKE password handshake and chat on ENDPOINT; may be repeated [default: tcp:8088]"""
         self["eke"].append(description)
 
     def opt_version(self):
@@ -264,27 +266,32 @@ class KeyxService(service.MultiService):
             )
 
 
-def makeService(options, clock=None):
+
+def makeService(options, reactor=None):
+    """The service twistd runs; ``reactor`` is for tests (default: the global one)."""
     group = options["dh-group"]
     connection_limits = options.get("limits", limits.Limits())
     top = KeyxService(group, options["dh"], options["dh-raw"], options["eke"],
                       options["user-file"].path, options["user-count"], connection_limits)
     # One policy for every endpoint of every handshake: the limits are the
     # daemon's, not one listener's.
-    policy = limits.ConnectionPolicy(connection_limits, clock)
+    policy = limits.ConnectionPolicy(connection_limits, reactor)
     policy.setServiceParent(top)
     dh_factory = DHServerFactory(group, show_secrets=options["show-secrets"])
     for description in options["dh"]:
-        strports.service(description, policy.wrap(dh_factory)).setServiceParent(top)
+        strports.service(description, policy.wrap(dh_factory),
+                         reactor=reactor).setServiceParent(top)
     if options["dh-raw"]:
         raw_factory = RawDHServerFactory(group, show_secrets=options["show-secrets"])
         for description in options["dh-raw"]:
-            strports.service(description, policy.wrap(raw_factory)).setServiceParent(top)
+            strports.service(description, policy.wrap(raw_factory),
+                             reactor=reactor).setServiceParent(top)
     eke_factory = EKEServerFactory(
         options["user-file"],
         hide_unknown_users=options["hide-unknown-users"],
         show_secrets=options["show-secrets"],
     )
     for description in options["eke"]:
-        strports.service(description, policy.wrap(eke_factory)).setServiceParent(top)
+        strports.service(description, policy.wrap(eke_factory),
+                         reactor=reactor).setServiceParent(top)
     return top

@@ -59,7 +59,7 @@ class DHServerSession:
     _closing = False
 
     def startSession(self):
-        self.handshake = DHServerHandshake(self.factory.group)
+        self.handshake = DHServerHandshake(self.factory.group, self.factory.private_key_factory)
         self._peer = describe_peer(self.transport.getPeer())
 
     def messageReceived(self, payload):
@@ -126,9 +126,12 @@ class DHServerFactory(Factory):
     noisy = False
     log = Logger()
 
-    def __init__(self, group, show_secrets=False):
+    def __init__(self, group, show_secrets=False,
+                 private_key_factory=ffdh.Group.generate_private_key):
         self.group = group
         self.show_secrets = show_secrets
+        #: Makes the server's key pair for each handshake (tests pass a fixed key).
+        self.private_key_factory = private_key_factory
         self.max_message_length = server_max_message_length(group)
 
     def handshakeFinished(self, peer, result):
@@ -177,8 +180,8 @@ class DHClientSession:
         self._closing = False
 
     def _cancel(self, finished):
-        # Cancelling (a timeout, say) fails ``finished`` with CancelledError;
-        # mark the session closed first so connectionLost does not fire it again.
+        # Cancelling ``finished`` (a timeout) is the outcome: the loss of the
+        # connection, which the reactor reports later, must not errback it again.
         self._closing = True
         self.transport.abortConnection()
 

@@ -1,0 +1,110 @@
+"""What several test modules share: fixtures, framing, hand-built DH keys.
+
+Nothing here imports cryptography's DH module (it is deprecated and warns);
+malformed keys are built by encoding SubjectPublicKeyInfo with
+:mod:`twisted_keyx.asn1`, independently of the code under test.
+"""
+
+import os
+import struct
+
+from twisted.internet import defer
+
+from twisted_keyx import asn1
+from twisted_keyx.dh.protocol import DHServerFactory
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+
+#: OIDs of the two DH key flavours (RFC 3279 2.3.3), written out here rather
+#: than taken from ffdh so that the tests do not check the code against itself.
+PKCS3_DH_OID = "1.2.840.113549.1.3.1"
+X942_DH_OID = "1.2.840.10046.2.1"
+
+#: Fixed private values for deterministic handshakes (any 1 < x < q will do; 192 bits fits every test group).
+SERVER_X = int("5e12" * 12, 16)
+CLIENT_X = int("c1e7" * 12, 16)
+
+
+def data_path(name):
+    return os.path.join(DATA, name)
+
+
+def read_data(name):
+    with open(data_path(name), "rb") as f:
+        return f.read()
+
+
+def frame(payload):
+    """``payload`` as ``Int32StringReceiver`` sends it: 4-byte big-endian length first."""
+    return struct.pack(">I", len(payload)) + payload
+
+
+def dh_spki_der(p, g, y, q=None):
+    """DER SubjectPublicKeyInfo of a DH key: PKCS #3 without q, X9.42 with q."""
+    if q is None:
+        algorithm_oid = PKCS3_DH_OID
+        parameters = [p, g]
+    else:
+        algorithm_oid = X942_DH_OID
+        parameters = [p, g, q]
+    algorithm = asn1.encode_sequence(
+        asn1.encode(asn1.OBJECT_IDENTIFIER, asn1.oid(algorithm_oid)),
+        asn1.encode_sequence(*map(asn1.encode_integer, parameters)),
+    )
+    public_key = asn1.encode(asn1.BIT_STRING, b"\0" + asn1.encode_integer(y))
+    return asn1.encode_sequence(algorithm, public_key)
+
+
+def dh_spki_pem(p, g, y, q=None):
+    return asn1.pem_encode(b"PUBLIC KEY", dh_spki_der(p, g, y, q))
+
+
+def fixed_key(x):
+    """A ``private_key_factory`` that always returns the key with value ``x``."""
+    return lambda group: group.private_key_from_value(x)
+
+
+def tracked(protocol_class):
+    """``protocol_class`` with a ``lost`` Deferred that fires after connectionLost.
+
+    Loopback tests wait for it on both sides so that no socket outlives the
+    test (trial fails a test that leaves the reactor unclean).
+    """
+
+    class Tracked(protocol_class):
+        def makeConnection(self, transport):
+            self.lost = defer.Deferred()
+            super().makeConnection(transport)
+
+        def connectionLost(self, reason):
+            try:
+                super().connectionLost(reason)
+            finally:
+                self.lost.callback(None)
+
+    Tracked.__name__ = f"Tracked{protocol_class.__name__}"
+    return Tracked
+
+
+class TrackingDHServerFactory(DHServerFactory):
+    """A DHServerFactory that keeps its protocols and the results it logs."""
+
+    protocol = tracked(DHServerFactory.protocol)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.connections = []
+        self.results = []
+
+    def buildProtocol(self, addr):
+        protocol = super().buildProtocol(addr)
+        self.connections.append(protocol)
+        return protocol
+
+    def handshakeFinished(self, peer, result):
+        self.results.append(result)
+        super().handshakeFinished(peer, result)
+
+    def allLost(self):
+        """Fires when every connection this factory made is closed."""
+        return defer.gatherResults([c.lost for c in self.connections])

@@ -1,0 +1,292 @@
+"""``keyx-client dh`` as a user meets it: output, exit codes, one-line errors.
+
+The client runs in trial's reactor (``client.run``) against servers listening
+on 127.0.0.1; two tests run ``main`` in a separate interpreter, as the
+``keyx-client`` script does.
+"""
+
+import io
+import json
+import os
+import socket
+import sys
+
+from twisted.internet import defer, reactor, utils
+from twisted.internet.protocol import Factory
+from twisted.protocols.basic import Int32StringReceiver
+from twisted.trial import unittest
+
+import twisted_keyx
+from twisted_keyx import client, ffdh
+from twisted_keyx.dh.protocol import CLIENT_MAX_MESSAGE_LENGTH, DHClientProtocol
+from twisted_keyx.session import fingerprint
+
+from .helpers import TrackingDHServerFactory, dh_spki_pem, read_data, tracked
+
+GROUP = ffdh.named_group("ffdhe2048")
+PARAMETERS = read_data("ffdhe2048.pem")
+HEY_THERE = b"Hey there!"
+CLOSE = "close"  # in a script: hang up instead of answering
+
+
+class ScriptedServer(Int32StringReceiver):
+    """A misbehaving server: answers the client's n-th message with the n-th
+    entry of ``factory.script`` (bytes, CLOSE, or None for silence)."""
+
+    def connectionMade(self):
+        self.replies = iter(self.factory.script)
+        if self.factory.hang_up_at_once:
+            self.transport.loseConnection()
+
+    def stringReceived(self, string):
+        reply = next(self.replies, None)
+        if reply == CLOSE:
+            self.transport.loseConnection()
+        elif reply is not None:
+            self.sendString(reply)
+
+
+class ScriptedFactory(Factory):
+    protocol = tracked(ScriptedServer)
+
+    def __init__(self, script, hang_up_at_once=False):
+        self.script = script
+        self.hang_up_at_once = hang_up_at_once
+        self.connections = []
+
+    def buildProtocol(self, addr):
+        protocol = super().buildProtocol(addr)
+        self.connections.append(protocol)
+        return protocol
+
+    def allLost(self):
+        return defer.gatherResults([c.lost for c in self.connections])
+
+
+class ClientTests(unittest.TestCase):
+    def setUp(self):
+        # Keep the client's protocols so each test waits for their sockets
+        # to close (client.run_dh looks DHClientProtocol up when it runs).
+        self.clients = []
+        clients = self.clients
+
+        class Recorded(tracked(DHClientProtocol)):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                clients.append(self)
+
+        self.patch(client, "DHClientProtocol", Recorded)
+
+    def listen(self, factory):
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return port.getHost().port
+
+    def run_client(self, port, *options, server=None):
+        """Run ``keyx-client dh`` against ``port``: (status, stdout, stderr)."""
+        args = client.build_parser().parse_args(
+            ["dh", "--host", "127.0.0.1", "--port", str(port), *options])
+        out, err = io.StringIO(), io.StringIO()
+
+        async def run():
+            status = await client.run(reactor, args, out, err)
+            # The client builds its protocol before connecting: only those
+            # that got a connection have one to lose.
+            await defer.gatherResults([c.lost for c in self.clients if c.transport])
+            if server is not None:
+                await server.allLost()
+            return status, out.getvalue(), err.getvalue()
+
+        return defer.Deferred.fromCoroutine(run())
+
+    def assertOneLineError(self, outcome, status, message):
+        got_status, out, err = outcome
+        self.assertEqual((got_status, out, err), (status, "", f"keyx-client: {message}\n"))
+
+    async def scripted(self, script, *options, hang_up_at_once=False):
+        factory = ScriptedFactory(script, hang_up_at_once)
+        port = self.listen(factory)
+        return await self.run_client(port, *options, server=factory)
+
+    def test_text_output(self):
+        async def run():
+            server = TrackingDHServerFactory(GROUP)
+            status, out, err = await self.run_client(self.listen(server), server=server)
+            [result] = server.results
+            self.assertEqual((status, err), (0, ""))
+            self.assertEqual(out, (
+                "Group: ffdhe2048 (2048 bits)\n"
+                f"Shared Secret: {result.shared_secret.hex()}\n"
+                f"Session key: {result.session_key.hex()}\n"
+                f"Session key fingerprint: {fingerprint(result.session_key)}\n"
+            ))
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_json_output(self):
+        async def run():
+            server = TrackingDHServerFactory(ffdh.named_group("ffdhe3072"))
+            status, out, err = await self.run_client(self.listen(server), "--json",
+                                                     server=server)
+            [result] = server.results
+            self.assertEqual((status, err), (0, ""))
+            self.assertEqual(out.count("\n"), 1)
+            self.assertEqual(json.loads(out), {
+                "group": "ffdhe3072",
+                "bits": 3072,
+                "shared_secret": result.shared_secret.hex(),
+                "session_key": result.session_key.hex(),
+                "fingerprint": fingerprint(result.session_key),
+            })
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_connection_refused(self):
+        async def run():
+            port = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
+            number = port.getHost().port
+            await port.stopListening()
+            self.assertOneLineError(await self.run_client(number), 3,
+                                    f"cannot connect to 127.0.0.1:{number}: connection refused")
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_connect_timeout(self):
+        if not sys.platform.startswith("linux"):
+            raise unittest.SkipTest("relies on Linux dropping SYNs when the backlog is full")
+        # A listener that never accepts, with its backlog already full: the
+        # kernel drops the client's SYN and the connection attempt times out.
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        filler = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.addCleanup(filler.close)
+
+        async def run():
+            self.assertOneLineError(await self.run_client(port, "--timeout", "0.3"), 3,
+                                    f"cannot connect to 127.0.0.1:{port}: timed out")
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_handshake_timeout(self):
+        async def run():
+            outcome = await self.scripted([None], "--timeout", "0.3")
+            self.assertOneLineError(outcome, 3,
+                                    "the handshake did not finish within 0.3 seconds")
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_server_hangs_up_at_once(self):
+        async def run():
+            outcome = await self.scripted([], hang_up_at_once=True)
+            self.assertOneLineError(outcome, 3,
+                                    "the server closed the connection while awaiting Hey there!")
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_server_hangs_up_mid_handshake(self):
+        async def run():
+            outcome = await self.scripted([HEY_THERE, PARAMETERS, CLOSE])
+            self.assertOneLineError(
+                outcome, 3,
+                "the server closed the connection while awaiting the server's public key")
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_invalid_server_key(self):
+        async def run():
+            bad_key = b"Server public key:" + dh_spki_pem(GROUP.p, 2, 1, GROUP.q)
+            outcome = await self.scripted([HEY_THERE, PARAMETERS, bad_key])
+            self.assertOneLineError(outcome, 1,
+                                    "invalid server public key: public value out of range")
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_server_refuses(self):
+        async def run():
+            outcome = await self.scripted([b"I do not understand you, hanging up"])
+            self.assertOneLineError(
+                outcome, 1, "the server refused: I do not understand you, hanging up")
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_bad_response(self):
+        async def run():
+            outcome = await self.scripted([HEY_THERE, HEY_THERE])
+            self.assertOneLineError(outcome, 1,
+                                    "bad response from the server while awaiting the parameters"
+                                    + client.OTHER_FRAMING_HINT[False])
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_bad_parameters(self):
+        async def run():
+            small = read_data("dhparam-1024.pem")
+            outcome = await self.scripted([HEY_THERE, small])
+            self.assertOneLineError(
+                outcome, 1,
+                "unusable parameters from the server: the modulus has 1024 bits; "
+                "at least 2048 are required")
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_oversized_frame(self):
+        async def run():
+            size = CLIENT_MAX_MESSAGE_LENGTH + 1
+            outcome = await self.scripted([b"x" * size])
+            self.assertOneLineError(outcome, 1, f"the server sent a frame of {size} bytes"
+                                    + client.OTHER_FRAMING_HINT[False])
+        return defer.Deferred.fromCoroutine(run())
+
+
+class UsageTests(unittest.TestCase):
+    def usage_error(self, *argv):
+        err = io.StringIO()
+        self.patch(sys, "stderr", err)
+        with self.assertRaises(SystemExit) as caught:
+            client.main(list(argv), out=io.StringIO(), err=err)
+        return caught.exception.code, err.getvalue()
+
+    def test_bad_port(self):
+        for port in ("0", "65536", "http"):
+            status, err = self.usage_error("dh", "--port", port)
+            self.assertEqual(status, 2)
+            self.assertIn("argument --port:", err)
+
+    def test_bad_timeout(self):
+        for timeout in ("0", "-1", "soon"):
+            self.assertEqual(self.usage_error("dh", "--timeout", timeout)[0], 2)
+
+    def test_no_command(self):
+        self.assertEqual(self.usage_error()[0], 2)
+
+
+class MainTests(unittest.TestCase):
+    """``main`` as the keyx-client script runs it, in a separate interpreter
+    that imports this checkout's code."""
+
+    def keyx_client(self, *argv):
+        root = os.path.dirname(os.path.dirname(os.path.abspath(twisted_keyx.__file__)))
+        env = dict(os.environ, PYTHONPATH=root)
+        cwd = self.mktemp()
+        os.mkdir(cwd)
+        return utils.getProcessOutputAndValue(
+            sys.executable, ["-W", "error", "-m", "twisted_keyx.client", *argv],
+            env=env, path=cwd)
+
+    def test_json_and_exit_0(self):
+        async def run():
+            server = TrackingDHServerFactory(GROUP)
+            port = reactor.listenTCP(0, server, interface="127.0.0.1")
+            self.addCleanup(port.stopListening)
+            out, err, code = await self.keyx_client(
+                "dh", "--host", "127.0.0.1", "--port", str(port.getHost().port), "--json")
+            await server.allLost()
+            self.assertEqual((code, err), (0, b""))
+            [result] = server.results
+            self.assertEqual(json.loads(out)["shared_secret"], result.shared_secret.hex())
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_refused_exit_3(self):
+        async def run():
+            port = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
+            number = port.getHost().port
+            await port.stopListening()
+            out, err, code = await self.keyx_client("dh", "--host", "127.0.0.1",
+                                                    "--port", str(number))
+            self.assertEqual((code, out), (3, b""))
+            self.assertEqual(
+                err, f"keyx-client: cannot connect to 127.0.0.1:{number}: "
+                     "connection refused\n".encode())
+        return defer.Deferred.fromCoroutine(run())

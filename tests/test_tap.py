@@ -1,0 +1,254 @@
+"""``twistd keyx``: options, the service they build, and the plugin dropin."""
+
+import importlib.metadata
+import io
+import os
+import re
+import sys
+import sysconfig
+
+from twisted.application.service import IServiceMaker
+from twisted.internet import defer, endpoints, reactor, utils
+from twisted.internet.testing import MemoryReactor
+from twisted.logger import capturedLogs, formatEvent
+from twisted.plugin import getPlugins
+from twisted.python import usage
+from twisted.trial import unittest
+
+from twisted_keyx import limits, ffdh, tap
+from twisted_keyx.dh.protocol import DHClientProtocol, DHServerFactory
+from twisted_keyx.eke.protocol import EKEServerFactory
+
+from .helpers import data_path, read_data, tracked
+
+
+def parse(*args):
+    options = tap.Options()
+    options.parseOptions(list(args))
+    return options
+
+
+class OptionsTests(unittest.TestCase):
+    def test_defaults(self):
+        options = parse()
+        self.assertEqual(options["dh"], ["tcp:7777"])
+        self.assertIs(options["dh-group"], ffdh.named_group("ffdhe2048"))
+        self.assertFalse(options["show-secrets"])
+
+    def test_repeated_dh(self):
+        options = parse("--dh", "tcp:7001", "--dh", "unix:/tmp/keyx-test.sock",
+                        "--dh=tcp:7002:interface=127.0.0.1")
+        self.assertEqual(options["dh"], ["tcp:7001", "unix:/tmp/keyx-test.sock",
+                                         "tcp:7002:interface=127.0.0.1"])
+
+    def test_defaults_are_not_shared(self):
+        parse("--dh", "tcp:7001")
+        self.assertEqual(parse()["dh"], ["tcp:7777"])
+
+    def test_group(self):
+        for name in ffdh.NAMED_GROUP_PRIMES:
+            self.assertIs(parse("--group", name)["dh-group"], ffdh.named_group(name))
+
+    def test_params(self):
+        for name, label in [("dhparam-2048.pem", b"DH PARAMETERS"),
+                            ("dhx-2048.pem", b"X9.42 DH PARAMETERS")]:
+            group = parse("--params", data_path(name))["dh-group"]
+            self.assertEqual(group.bits, 2048)
+            self.assertTrue(group.parameters_pem.startswith(b"-----BEGIN " + label))
+            self.assertEqual(group.name, "file:" + data_path(name))
+
+    def test_show_secrets(self):
+        self.assertTrue(parse("--show-secrets")["show-secrets"])
+
+    def assertUsageError(self, args, message):
+        with self.assertRaises(usage.UsageError) as caught:
+            parse(*args)
+        self.assertIn(message, str(caught.exception))
+
+    def test_group_and_params(self):
+        self.assertUsageError(["--group", "ffdhe2048", "--params", data_path("dhparam-2048.pem")],
+                              "give either --group or --params, not both")
+
+    def test_unknown_group(self):
+        self.assertUsageError(["--group", "modp2048"], "unknown group 'modp2048'")
+
+    def test_bad_endpoints(self):
+        for description in ("tcp:notaport", "bogus:1", "",
+                            "ssl:7443:privateKey=/nonexistent/key.pem",
+                            "ssl:7443:privateKey=" + data_path("dhparam-2048.pem")):
+            self.assertUsageError(["--dh", description], f"bad endpoint {description!r}")
+
+    def test_bad_params_files(self):
+        self.assertUsageError(["--params", "/nonexistent/params.pem"],
+                              "cannot read /nonexistent/params.pem")
+        self.assertUsageError(["--params", data_path("dhparam-1024.pem")],
+                              "the modulus has 1024 bits")
+        self.assertUsageError(["--params", data_path("rsa-2048-public.pem")],
+                              "unexpected PEM label")
+
+    def test_help_mentions_every_option(self):
+        text = " ".join(str(tap.Options()).split())
+        for option in ("--dh=", "--group=", "--params=", "--show-secrets", "--version",
+                       "--help", "ffdhe2048, ffdhe3072, ffdhe4096", "tcp:7777",
+                       "DH PARAMETERS", "X9.42 DH PARAMETERS", "unix:", "ssl:"):
+            self.assertIn(option, text)
+
+    def test_help_has_no_stray_indentation(self):
+        # Option descriptions come from docstrings; their indentation must not
+        # show up as runs of spaces in --help.
+        for line in str(tap.Options()).splitlines():
+            # Option lines are "  --name=   description": drop the option
+            # column; continuation lines are description only.
+            text = line.strip()
+            if text.startswith("-"):
+                text = re.split(r"\s{2,}", text, maxsplit=1)[-1]
+            self.assertNotIn("   ", text, line)
+
+    def test_version(self):
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        with self.assertRaises(SystemExit) as caught:
+            parse("--version")
+        self.assertEqual(caught.exception.code, 0)
+        self.assertEqual(out.getvalue(), f"twisted-keyx {tap.__version__}\n")
+
+
+class MakeServiceTests(unittest.TestCase):
+    def make(self, *args):
+        memory = MemoryReactor()
+        service = tap.makeService(parse(*args), reactor=memory)
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service, memory
+
+    def test_default_tcp(self):
+        _, memory = self.make()
+        # DH on 7777 and, since issue 3, EKE on 8088 by default.
+        [(port, factory, _, interface), (eke_port, eke_factory, _, _)] = memory.tcpServers
+        # Every factory is behind the daemon's connection policy (limits.py).
+        factory, eke_factory = factory.wrappedFactory, eke_factory.wrappedFactory
+        self.assertEqual((port, interface, eke_port), (7777, "", 8088))
+        self.assertIsInstance(eke_factory, EKEServerFactory)
+        self.assertIsInstance(factory, DHServerFactory)
+        self.assertIs(factory.group, ffdh.named_group("ffdhe2048"))
+        self.assertFalse(factory.show_secrets)
+
+    def test_every_endpoint_given(self):
+        socket = self.mktemp()
+        _, memory = self.make(
+            "--dh", "tcp:7001:interface=127.0.0.1", "--dh", f"unix:{socket}",
+            "--dh", "ssl:7443:privateKey=" + data_path("tls-server.pem"),
+            "--group", "ffdhe3072", "--show-secrets", "--eke", "tcp:8001",
+        )
+        [(tcp_port, tcp_factory, _, interface), (eke_port, eke_factory, _, _)] = memory.tcpServers
+        eke_factory = eke_factory.wrappedFactory  # behind the connection policy
+        self.assertEqual(eke_port, 8001)
+        self.assertIsInstance(eke_factory, EKEServerFactory)
+        self.assertEqual((tcp_port, interface), (7001, "127.0.0.1"))
+        [(path, unix_factory, *_)] = memory.unixServers
+        self.assertEqual(path, socket)
+        [(ssl_port, ssl_factory, context_factory, _, _)] = memory.sslServers
+        self.assertEqual(ssl_port, 7443)
+        # One factory serves every endpoint, with the options given.
+        self.assertIs(tcp_factory, unix_factory)
+        self.assertIs(tcp_factory, ssl_factory)
+        tcp_factory = tcp_factory.wrappedFactory  # behind the connection policy
+        self.assertIs(tcp_factory.group, ffdh.named_group("ffdhe3072"))
+        self.assertTrue(tcp_factory.show_secrets)
+
+    def test_startup_log_line(self):
+        with capturedLogs() as events:
+            self.make("--dh", "tcp:7001", "--dh", "tcp:7002", "--group", "ffdhe4096",
+                      "--eke", "tcp:7003", "--users", os.path.abspath("users.json"))
+        lines = [formatEvent(e) for e in events
+                 if e.get("log_namespace", "").startswith("twisted_keyx.tap")]
+        self.assertEqual(lines, [
+            f"twisted-keyx {tap.__version__}: DH handshake on tcp:7001, tcp:7002 "
+            "with group ffdhe4096 (4096 bits)",
+            f"twisted-keyx {tap.__version__}: EKE handshake and chat on tcp:7003; users from "
+            f"{os.path.abspath('users.json')} (file not found: no users yet)",
+            "Limits: handshake timeout 30 s, idle timeout 300 s, 64 connections per IP, "
+            f"10000 in all, {limits.raise_open_file_limit(0)} open files (0: no limit)",
+        ])
+
+    def test_serves_on_a_real_unix_socket(self):
+        # The real reactor: the service listens where it was told and a
+        # client completes a handshake there.
+        socket = self.mktemp()
+        service = tap.makeService(parse("--dh", f"unix:{socket}"))
+
+        async def run():
+            service.startService()
+            try:
+                endpoint = endpoints.UNIXClientEndpoint(reactor, socket, timeout=5)
+                client = await endpoints.connectProtocol(endpoint, tracked(DHClientProtocol)())
+                result = await client.finished
+                await client.lost
+            finally:
+                await service.stopService()
+            self.assertEqual(len(result.shared_secret), 256)
+            self.assertFalse(os.path.exists(socket))
+
+        return defer.Deferred.fromCoroutine(run())
+
+
+class PluginTests(unittest.TestCase):
+    def installed(self):
+        """The twisted-keyx distribution installed in site-packages.
+
+        Only site-packages is searched: a checkout where ``pip install .`` ran
+        holds a twisted_keyx.egg-info too, and it comes first on sys.path.
+        """
+        site_packages = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}
+        for distribution in importlib.metadata.distributions(path=sorted(site_packages)):
+            if distribution.metadata["Name"] == "twisted-keyx":
+                return distribution
+        raise unittest.SkipTest(
+            "twisted-keyx is not installed in site-packages: run pip install '.[test]' "
+            "to test that twistd finds the installed dropin"
+        )
+
+    def test_found_in_the_installed_copy(self):
+        distribution = self.installed()
+        dropin = "twisted/plugins/keyx_plugin.py"
+        installed = [f for f in distribution.files or () if str(f) == dropin]
+        self.assertEqual(len(installed), 1,
+                         "the installed distribution has no twisted/plugins/keyx_plugin.py "
+                         "(an editable install does not install the dropin)")
+        [keyx] = [p for p in getPlugins(IServiceMaker) if p.tapname == "keyx"]
+        module = sys.modules["twisted.plugins.keyx_plugin"]
+        # The dropin that getPlugins loaded is the installed one, in
+        # site-packages, not the checkout's twisted/plugins/.
+        self.assertEqual(os.path.realpath(module.__file__),
+                         os.path.realpath(distribution.locate_file(installed[0])))
+        self.assertIs(keyx, module.keyx)
+        self.assertIs(keyx.options, tap.Options)
+        self.assertIn("Diffie-Hellman", keyx.description)
+
+    def test_twistd_keyx_help(self):
+        # A separate interpreter run outside the checkout sees only the
+        # installed copy.
+        self.installed()
+        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+        if not os.path.exists(twistd):
+            raise unittest.SkipTest(f"no twistd script next to {sys.executable}")
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        cwd = self.mktemp()
+        os.mkdir(cwd)
+
+        async def run():
+            out, err, code = await utils.getProcessOutputAndValue(
+                sys.executable, ["-W", "error", twistd, "keyx", "--help"], env=env, path=cwd
+            )
+            self.assertEqual(code, 0, err)
+            for option in (b"--dh=", b"--group=", b"--params=", b"--show-secrets"):
+                self.assertIn(option, out)
+
+        return defer.Deferred.fromCoroutine(run())
+
+
+class FixtureTests(unittest.TestCase):
+    def test_tls_fixture_has_key_and_certificate(self):
+        pem = read_data("tls-server.pem")
+        self.assertIn(b"-----BEGIN PRIVATE KEY-----", pem)
+        self.assertIn(b"-----BEGIN CERTIFICATE-----", pem)
