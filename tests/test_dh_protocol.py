@@ -9,7 +9,7 @@ import hashlib
 import hmac
 
 from twisted.internet import defer, error
-from twisted.internet.address import IPv4Address, UNIXAddress
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
@@ -29,9 +29,9 @@ from twisted_keyx.dh.protocol import (
     CLIENT_MAX_MESSAGE_LENGTH,
     DHClientProtocol,
     DHServerFactory,
-    ServerHungUp,
     server_max_message_length,
 )
+from twisted_keyx.machine import ServerHungUp
 from twisted_keyx.session import fingerprint
 
 from .helpers import CLIENT_X, SERVER_X, dh_spki_pem, fixed_key, frame, read_data
@@ -385,6 +385,16 @@ class ServerLogTests(ServerTestsMixin, unittest.TestCase):
         protocol.makeConnection(transport)
         protocol.dataReceived(frame(b"?"))
         self.assertEqual(self.log.lines, ["DH handshake with unix rejected: "
+                                          "unknown message while awaiting Hello"])
+
+    def test_ipv6_peer_is_bracketed(self):
+        peer = IPv6Address("TCP", "::1", 40123)
+        protocol = self.factory.buildProtocol(peer)
+        transport = StringTransportWithDisconnection(peerAddress=peer)
+        transport.protocol = protocol
+        protocol.makeConnection(transport)
+        protocol.dataReceived(frame(b"?"))
+        self.assertEqual(self.log.lines, ["DH handshake with [::1]:40123 rejected: "
                                           "unknown message while awaiting Hello"])
 
 

@@ -11,7 +11,6 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from twisted_keyx.dh.protocol import ServerHungUp
 from twisted_keyx.eke import crypto, messages
 from twisted_keyx.eke.chat import ChatFailed
 from twisted_keyx.eke.chat import ClientChat, ServerChat
@@ -32,6 +31,7 @@ from twisted_keyx.eke.protocol import (
     EKEServerFactory,
 )
 from twisted_keyx.eke.userstore import DecoyUsers
+from twisted_keyx.machine import ServerHungUp
 from twisted_keyx.session import fingerprint
 
 from tests.eke_helpers import (

@@ -36,9 +36,9 @@ from twisted_keyx.dh.protocol import (
     CLIENT_MAX_MESSAGE_LENGTH,
     DHClientProtocol,
     DHServerFactory,
-    ServerHungUp,
     server_max_message_length,
 )
+from twisted_keyx.machine import ServerHungUp
 
 from . import dh_strategies as ds
 

@@ -13,8 +13,8 @@ import sys
 from twisted.internet import defer, endpoints, error, fdesc, stdio, task
 
 from twisted_keyx import __version__
-from twisted_keyx.dh.handshake import BadResponse, HandshakeFailed
-from twisted_keyx.dh.protocol import DHClientProtocol, ServerHungUp
+from twisted_keyx.dh.handshake import BadResponse
+from twisted_keyx.dh.protocol import DHClientProtocol
 from twisted_keyx.dh.raw import RawDHClientProtocol
 from twisted_keyx.eke.chat import ChatFailed
 from twisted_keyx.eke.console import ChatConsole
@@ -22,6 +22,7 @@ from twisted_keyx.eke.handshake import AuthenticationFailed, EKEClientHandshake
 from twisted_keyx.eke.messages import MalformedLine, check_user_name
 from twisted_keyx.eke.password import PasswordError, ask_password, read_password_file
 from twisted_keyx.eke.protocol import EKEClientProtocol
+from twisted_keyx.machine import HandshakeFailed, ServerHungUp
 from twisted_keyx.session import fingerprint
 
 EXIT_OK = 0

@@ -36,7 +36,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
-from twisted_keyx.dh.protocol import describe_peer
+from twisted_keyx.peers import describe_peer
 
 #: A burst of refusals is over after this many seconds without one.
 BURST_QUIET = 10.0

@@ -28,6 +28,11 @@ class HandshakeFailed(ProtocolFailed):
     """A handshake cannot go on."""
 
 
+class ServerHungUp(HandshakeFailed):
+    """Client side: the connection closed before the handshake (or the
+    session after it) finished."""
+
+
 class StateMachine:
     """Table-driven dispatch; subclasses fill in the class attributes."""
 

@@ -22,19 +22,9 @@ from twisted_keyx.dh.handshake import (
     DHServerHandshake,
     HandshakeFailed,
 )
+from twisted_keyx.machine import ServerHungUp
+from twisted_keyx.peers import describe_peer
 from twisted_keyx.session import fingerprint
-
-
-class ServerHungUp(HandshakeFailed):
-    """Client side: the connection closed before the handshake finished."""
-
-
-def describe_peer(address):
-    host = getattr(address, "host", None)
-    if host is not None:
-        return f"{host}:{address.port}"
-    name = getattr(address, "name", None)
-    return f"unix:{name.decode() if isinstance(name, bytes) else name}" if name else "unix"
 
 
 def server_max_message_length(group):

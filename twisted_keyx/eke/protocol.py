@@ -12,7 +12,6 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 
 from twisted_keyx import limits
-from twisted_keyx.dh.protocol import ServerHungUp, describe_peer
 from twisted_keyx.eke import messages
 from twisted_keyx.eke.chat import ChatFailed, ClientChat, ServerChat
 from twisted_keyx.eke.handshake import (
@@ -24,6 +23,8 @@ from twisted_keyx.eke.handshake import (
     ServerState,
 )
 from twisted_keyx.eke.userstore import DecoyUsers
+from twisted_keyx.machine import ServerHungUp
+from twisted_keyx.peers import describe_peer
 from twisted_keyx.session import fingerprint
 
 _b64 = messages.base64_length
