@@ -90,6 +90,51 @@ def _result(user, session_key, transcript):
     )
 
 
+class _EKEHandshake(StateMachine):
+    """What both sides do with a line: parse it, open the box it carries,
+    seal the answer, and add both to the transcript."""
+
+    #: The failure for a line its step does not allow, named for the side
+    #: that sent it.
+    Malformed = HandshakeFailed
+
+    def __init__(self, initial_state, random_bytes):
+        super().__init__(initial_state)
+        self._random = random_bytes
+        self._transcript = Transcript()
+        self._session_key = None
+        self.result = None
+
+    def _parse(self, step, parse, *args):
+        try:
+            return parse(*args)
+        except MalformedLine as e:
+            raise self.Malformed(f"step {step}: {e}") from None
+
+    def _box(self, line, step):
+        return self._parse(step, messages.decode_box, line, step)
+
+    def _open(self, step, box):
+        try:
+            return crypto.open_box(self._session_key, step, self.user, box)
+        except crypto.CryptoError:
+            raise AuthenticationFailed(
+                f"step {step} does not decrypt under Ks (altered in transit?)"
+            ) from None
+
+    def _seal(self, key, step, plaintext):
+        """The line carrying ``plaintext`` sealed for ``step`` under ``key``."""
+        return messages.encode_item(crypto.seal(
+            key, step, self.user, plaintext, self._random(messages.GCM_NONCE_SIZE),
+        ))
+
+    def _answer(self, line, reply):
+        """Add the line received and the reply to the transcript; return the reply."""
+        self._transcript.add(line)
+        self._transcript.add(reply)
+        return reply
+
+
 class ServerState(enum.Enum):
     AWAIT_USER_NAME = "awaiting the user name (step 1)"
     AWAIT_SEALED_PUBLIC_KEY = "awaiting E_pw(pk) (step 3)"
@@ -99,7 +144,7 @@ class ServerState(enum.Enum):
     FAILED = "failed"
 
 
-class EKEServerHandshake(StateMachine):
+class EKEServerHandshake(_EKEHandshake):
     """The server side: answers steps 1, 3, 5 and 7 with 2, 4, 6 and 8.
 
     ``lookup_user(name)`` returns the user's record (``salt``, ``kdf``,
@@ -119,19 +164,16 @@ class EKEServerHandshake(StateMachine):
     }
     FAILED = ServerState.FAILED
     DONE = ServerState.DONE
+    Malformed = MalformedMessage
 
     def __init__(self, lookup_user, decoys=None, random_bytes=crypto.random_bytes):
-        super().__init__(ServerState.AWAIT_USER_NAME)
+        super().__init__(ServerState.AWAIT_USER_NAME, random_bytes)
         self._lookup_user = lookup_user
         self._decoys = decoys
-        self._random = random_bytes
-        self._transcript = Transcript()
         self.user = None
-        self.result = None
         self._record = None
         #: Why this session will fail at step 5, once it is known to.
         self._doomed = None
-        self._session_key = None
         self._server_nonce = None
 
     def receive(self, line):
@@ -143,25 +185,8 @@ class EKEServerHandshake(StateMachine):
         self.state = ServerState.FAILED
         return MalformedMessage(f"a line while {state.value}")
 
-    def _box(self, line, step):
-        try:
-            return messages.decode_box(line, step)
-        except MalformedLine as e:
-            raise MalformedMessage(f"step {step}: {e}") from None
-
-    def _open(self, step, box):
-        try:
-            return crypto.open_box(self._session_key, step, self.user, box)
-        except crypto.CryptoError:
-            raise AuthenticationFailed(
-                f"step {step} does not decrypt under Ks (altered in transit?)"
-            ) from None
-
     def _on_user_name(self, line):
-        try:
-            name = messages.parse_user_name(line)
-        except MalformedLine as e:
-            raise MalformedMessage(f"step 1: {e}") from None
+        name = self._parse(1, messages.parse_user_name, line)
         self.user = name
         record = self._lookup_user(name)
         if record is None:
@@ -170,10 +195,7 @@ class EKEServerHandshake(StateMachine):
             record = self._decoys.record_for(name)
             self._doomed = f"unknown user {name!r} (hidden)"
         self._record = record
-        reply = messages.format_yes(record.salt, record.kdf)
-        self._transcript.add(line)
-        self._transcript.add(reply)
-        return reply
+        return self._answer(line, messages.format_yes(record.salt, record.kdf))
 
     def _on_sealed_public_key(self, line):
         box = self._box(line, 3)
@@ -193,18 +215,13 @@ class EKEServerHandshake(StateMachine):
                     raise AuthenticationFailed(f"step 3: {e}") from None
         if public_key is None:
             # Looks like a real step 4 to anyone without the password key.
-            reply_box = self._random(messages.BOX_SIZES[4])
+            reply = messages.encode_item(self._random(messages.BOX_SIZES[4]))
         else:
             self._session_key = self._random(messages.SESSION_KEY_SIZE)
-            reply_box = crypto.seal(
-                self._record.key, 4, self.user,
-                crypto.rsa_encrypt(public_key, self._session_key),
-                self._random(messages.GCM_NONCE_SIZE),
+            reply = self._seal(
+                self._record.key, 4, crypto.rsa_encrypt(public_key, self._session_key)
             )
-        reply = messages.encode_item(reply_box)
-        self._transcript.add(line)
-        self._transcript.add(reply)
-        return reply
+        return self._answer(line, reply)
 
     def _on_client_nonce(self, line):
         box = self._box(line, 5)
@@ -212,25 +229,16 @@ class EKEServerHandshake(StateMachine):
             raise AuthenticationFailed(f"{self._doomed}; refused at the nonce step")
         client_nonce = self._open(5, box)
         self._server_nonce = self._random(messages.CHALLENGE_SIZE)
-        reply = messages.encode_item(crypto.seal(
-            self._session_key, 6, self.user, client_nonce + self._server_nonce,
-            self._random(messages.GCM_NONCE_SIZE),
-        ))
-        self._transcript.add(line)
-        self._transcript.add(reply)
-        return reply
+        return self._answer(
+            line, self._seal(self._session_key, 6, client_nonce + self._server_nonce)
+        )
 
     def _on_server_nonce(self, line):
         box = self._box(line, 7)
         server_nonce = self._open(7, box)
         if not hmac.compare_digest(server_nonce, self._server_nonce):
             raise AuthenticationFailed("step 7: the client did not return NS")
-        reply = messages.encode_item(crypto.seal(
-            self._session_key, 8, self.user, messages.SUCCESS,
-            self._random(messages.GCM_NONCE_SIZE),
-        ))
-        self._transcript.add(line)
-        self._transcript.add(reply)
+        reply = self._answer(line, self._seal(self._session_key, 8, messages.SUCCESS))
         self.result = _result(self.user, self._session_key, self._transcript)
         return reply
 
@@ -245,7 +253,7 @@ class ClientState(enum.Enum):
     FAILED = "failed"
 
 
-class EKEClientHandshake(StateMachine):
+class EKEClientHandshake(_EKEHandshake):
     """The client side: sends step 1 from :meth:`start`, then 3, 5 and 7.
 
     ``password`` is str or bytes (see :func:`~twisted_keyx.eke.crypto.normalize_password`);
@@ -266,23 +274,20 @@ class EKEClientHandshake(StateMachine):
     }
     FAILED = ClientState.FAILED
     DONE = ClientState.DONE
+    Malformed = BadResponse
 
     def __init__(self, user, password, kdf_limits=crypto.DEFAULT_KDF_LIMITS,
                  random_bytes=crypto.random_bytes, rsa_key_factory=crypto.generate_rsa_key):
-        super().__init__(ClientState.START)
+        super().__init__(ClientState.START, random_bytes)
         self.user = messages.check_user_name(user)
         self._password = crypto.normalize_password(password)
         self._kdf_limits = kdf_limits
-        self._random = random_bytes
         self._rsa_key_factory = rsa_key_factory
-        self._transcript = Transcript()
-        self.result = None
         #: The scrypt parameters the server asked for (after step 2).
         self.kdf = None
         self._password_key = None
         self._rsa_key = None
         self._doomed = None
-        self._session_key = None
         self._client_nonce = None
 
     def start(self):
@@ -307,25 +312,8 @@ class EKEClientHandshake(StateMachine):
             return AuthenticationFailed(f"the server refused while the client was {state.value}")
         return BadResponse(f"bad response from the server while {state.value}")
 
-    def _box(self, line, step):
-        try:
-            return messages.decode_box(line, step)
-        except MalformedLine as e:
-            raise BadResponse(f"step {step}: {e}") from None
-
-    def _open(self, step, box):
-        try:
-            return crypto.open_box(self._session_key, step, self.user, box)
-        except crypto.CryptoError:
-            raise AuthenticationFailed(
-                f"step {step} does not decrypt under Ks (altered in transit?)"
-            ) from None
-
     def _on_yes(self, line):
-        try:
-            salt, n, r, p = messages.parse_yes(line)
-        except MalformedLine as e:
-            raise BadResponse(f"step 2: {e}") from None
+        salt, n, r, p = self._parse(2, messages.parse_yes, line)
         try:
             self.kdf = self._kdf_limits.check(crypto.ScryptParameters(n, r, p))
         except ValueError as e:
@@ -333,13 +321,9 @@ class EKEClientHandshake(StateMachine):
         self._password_key = crypto.derive_password_key(self._password, salt, self.kdf)
         self._password = None
         self._rsa_key = self._rsa_key_factory()
-        reply = messages.encode_item(crypto.seal(
-            self._password_key, 3, self.user, crypto.public_key_der(self._rsa_key),
-            self._random(messages.GCM_NONCE_SIZE),
-        ))
-        self._transcript.add(line)
-        self._transcript.add(reply)
-        return reply
+        return self._answer(
+            line, self._seal(self._password_key, 3, crypto.public_key_der(self._rsa_key))
+        )
 
     def _on_no(self, line):
         raise UnknownUser(f"the server does not know user {self.user!r}")
@@ -361,17 +345,11 @@ class EKEClientHandshake(StateMachine):
         self._password_key = None
         if self._doomed is not None:
             # Let the server, which decides, say so at step 5/6.
-            reply_box = self._random(messages.BOX_SIZES[5])
+            reply = messages.encode_item(self._random(messages.BOX_SIZES[5]))
         else:
             self._client_nonce = self._random(messages.CHALLENGE_SIZE)
-            reply_box = crypto.seal(
-                self._session_key, 5, self.user, self._client_nonce,
-                self._random(messages.GCM_NONCE_SIZE),
-            )
-        reply = messages.encode_item(reply_box)
-        self._transcript.add(line)
-        self._transcript.add(reply)
-        return reply
+            reply = self._seal(self._session_key, 5, self._client_nonce)
+        return self._answer(line, reply)
 
     def _on_nonces(self, line):
         box = self._box(line, 6)
@@ -382,13 +360,7 @@ class EKEClientHandshake(StateMachine):
         server_nonce = nonces[messages.CHALLENGE_SIZE :]
         if not hmac.compare_digest(client_nonce, self._client_nonce):
             raise AuthenticationFailed("step 6: the server did not return NC")
-        reply = messages.encode_item(crypto.seal(
-            self._session_key, 7, self.user, server_nonce,
-            self._random(messages.GCM_NONCE_SIZE),
-        ))
-        self._transcript.add(line)
-        self._transcript.add(reply)
-        return reply
+        return self._answer(line, self._seal(self._session_key, 7, server_nonce))
 
     def _on_success(self, line):
         box = self._box(line, 8)
