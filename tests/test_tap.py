@@ -175,7 +175,8 @@ class MakeServiceTests(unittest.TestCase):
         # The real reactor: the service listens where it was told and a
         # client completes a handshake there.
         socket = self.mktemp()
-        service = tap.makeService(parse("--dh", f"unix:{socket}"))
+        # EKE too on a socket of its own: its default, tcp:8088, may be taken.
+        service = tap.makeService(parse("--dh", f"unix:{socket}", "--eke", f"unix:{socket}-eke"))
 
         async def run():
             service.startService()
