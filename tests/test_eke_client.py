@@ -9,6 +9,7 @@ import warnings
 
 from twisted.internet import defer, protocol, reactor
 from twisted.logger import capturedLogs, formatEvent
+from twisted.protocols.basic import LineReceiver
 from twisted.trial import unittest
 
 import twisted_keyx
@@ -17,6 +18,7 @@ from twisted_keyx.eke import crypto, password
 from twisted_keyx.eke.userstore import new_user
 
 from tests.eke_helpers import TrackedServerFactory, Users
+from tests.helpers import tracked
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(twisted_keyx.__file__)))
 
@@ -143,6 +145,88 @@ class ClientProcessTests(unittest.TestCase):
         )
         self.assertEqual(status, 3)
         self.assertEqual(err, f"keyx-client: cannot connect to 127.0.0.1:{port}: connection refused\n")
+
+
+CLOSE = "close"  # in a script: hang up instead of answering
+
+
+class ScriptedServer(LineReceiver):
+    """Answers the client's n-th line with ``factory.script[n]`` (bytes,
+    CLOSE, or None for silence)."""
+
+    delimiter = b"\n"
+
+    def connectionMade(self):
+        self.factory.connections.append(self)
+        self.replies = iter(self.factory.script)
+
+    def lineReceived(self, line):
+        reply = next(self.replies, None)
+        if reply == CLOSE:
+            self.transport.loseConnection()
+        elif reply is not None:
+            self.sendLine(reply)
+
+
+class HandshakeOutcomeTests(unittest.TestCase):
+    """How ``keyx-client eke`` reports a handshake that does not succeed:
+    the client runs in trial's reactor against a scripted server."""
+
+    def setUp(self):
+        self.password_file = os.path.abspath(self.mktemp())
+        with open(self.password_file, "w") as f:
+            f.write("open sesame\n")
+        self.clients = []
+        clients = self.clients
+
+        class Recorded(client_module.EKEClientProtocol):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                clients.append(self)
+
+        self.patch(client_module, "EKEClientProtocol", Recorded)
+
+    async def scripted(self, script, *options):
+        """Run the client against a server that follows ``script``:
+        (status, stdout, stderr)."""
+        factory = protocol.Factory.forProtocol(tracked(ScriptedServer))
+        factory.script = script
+        factory.connections = []
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        args = client_module.build_parser().parse_args([
+            "eke", "--host", "127.0.0.1", "--port", str(port.getHost().port),
+            "--user", "alice", "--password-file", self.password_file, *options,
+        ])
+        out, err = io.StringIO(), io.StringIO()
+        status = await client_module.run(reactor, args, out, err)
+        await defer.gatherResults([c.disconnected for c in self.clients]
+                                  + [c.lost for c in factory.connections])
+        return status, out.getvalue(), err.getvalue()
+
+    def assertOutcome(self, script, status, message, *options):
+        async def run():
+            self.assertEqual(await self.scripted(script, *options),
+                             (status, "", f"keyx-client: {message}\n"))
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_timeout(self):
+        return self.assertOutcome(
+            [None], 3, "the handshake did not finish within 0.3 seconds", "--timeout", "0.3")
+
+    def test_server_hangs_up(self):
+        return self.assertOutcome(
+            [CLOSE], 3, "the server closed the connection while awaiting yes or no (step 2)")
+
+    def test_bad_response_has_no_framing_hint(self):
+        return self.assertOutcome(
+            [b"maybe"], 1, "bad response from the server while awaiting yes or no (step 2)")
+
+    def test_server_refusal_is_an_authentication_failure(self):
+        return self.assertOutcome(
+            [b"authentication failed"], 1,
+            "authentication failed (the server refused while the client was "
+            "awaiting yes or no (step 2))")
 
 
 class PasswordPromptTests(unittest.TestCase):

@@ -139,6 +139,30 @@ async def connect(reactor, args, protocol_factory):
         raise ClientError(f"cannot connect to {where}: {e}", EXIT_NETWORK)
 
 
+async def await_handshake(reactor, timeout, outcome, wording=None):
+    """Wait at most ``timeout`` seconds for the handshake's ``outcome`` (a
+    Deferred); return its result or raise :class:`ClientError`.
+
+    A :class:`HandshakeFailed` is reported as its reason, or as the format
+    string ``wording`` gives for its class (``{}`` is the reason).
+    """
+    try:
+        return await outcome.addTimeout(timeout, reactor)
+    except defer.TimeoutError:
+        raise ClientError(
+            f"the handshake did not finish within {timeout:g} seconds", EXIT_NETWORK
+        )
+    except ServerHungUp as e:
+        raise ClientError(e.reason, EXIT_NETWORK)
+    except HandshakeFailed as e:
+        message = e.reason
+        for kind, template in (wording or {}).items():
+            if isinstance(e, kind):
+                message = template.format(e.reason)
+                break
+        raise ClientError(message, EXIT_HANDSHAKE_FAILED)
+
+
 #: A bad response is most often the other framing: say what to try.
 OTHER_FRAMING_HINT = {
     False: " (an unframed server, such as twistd keyx --dh-raw or the tutorial's, needs --raw)",
@@ -149,19 +173,10 @@ OTHER_FRAMING_HINT = {
 async def run_dh(reactor, args, out):
     framing = RawDHClientProtocol if args.raw else DHClientProtocol
     protocol = await connect(reactor, args, framing)
-    finished = protocol.finished.addTimeout(args.timeout, reactor)
-    try:
-        result = await finished
-    except defer.TimeoutError:
-        raise ClientError(
-            f"the handshake did not finish within {args.timeout:g} seconds", EXIT_NETWORK
-        )
-    except ServerHungUp as e:
-        raise ClientError(e.reason, EXIT_NETWORK)
-    except BadResponse as e:
-        raise ClientError(e.reason + OTHER_FRAMING_HINT[args.raw], EXIT_HANDSHAKE_FAILED)
-    except HandshakeFailed as e:
-        raise ClientError(e.reason, EXIT_HANDSHAKE_FAILED)
+    result = await await_handshake(
+        reactor, args.timeout, protocol.finished,
+        {BadResponse: "{}" + OTHER_FRAMING_HINT[args.raw]},
+    )
     report = {
         "group": result.group.name,
         "bits": result.group.bits,
@@ -198,18 +213,10 @@ async def run_eke(reactor, args, out):
     protocol = await connect(
         reactor, args, lambda: EKEClientProtocol(handshake, reply_received=console.show)
     )
-    try:
-        result = await protocol.authenticated.addTimeout(args.timeout, reactor)
-    except defer.TimeoutError:
-        raise ClientError(
-            f"the handshake did not finish within {args.timeout:g} seconds", EXIT_NETWORK
-        )
-    except ServerHungUp as e:
-        raise ClientError(e.reason, EXIT_NETWORK)
-    except AuthenticationFailed as e:
-        raise ClientError(f"authentication failed ({e.reason})", EXIT_HANDSHAKE_FAILED)
-    except HandshakeFailed as e:
-        raise ClientError(e.reason, EXIT_HANDSHAKE_FAILED)
+    result = await await_handshake(
+        reactor, args.timeout, protocol.authenticated,
+        {AuthenticationFailed: "authentication failed ({})"},
+    )
     out.write(
         f"Authentication success (session key fingerprint {fingerprint(result.session_key)})\n"
     )
