@@ -8,6 +8,8 @@ leaves the machine in its ``FAILED`` state.  No I/O happens here: the
 Twisted protocols feed the machines and send what they return.
 """
 
+from twisted.internet.error import ConnectionDone, ConnectionLost
+
 
 class ProtocolFailed(Exception):
     """The exchange cannot go on.
@@ -31,6 +33,16 @@ class HandshakeFailed(ProtocolFailed):
 class ServerHungUp(HandshakeFailed):
     """Client side: the connection closed before the handshake (or the
     session after it) finished."""
+
+    @classmethod
+    def after(cls, reason, during):
+        """The failure for ``connectionLost(reason)``; ``during`` says what
+        was under way (``"while awaiting Hey there!"``)."""
+        if reason.check(ConnectionDone, ConnectionLost):
+            why = "the server closed the connection"
+        else:
+            why = f"the connection failed: {reason.getErrorMessage()}"
+        return cls(f"{why} {during}")
 
 
 class StateMachine:

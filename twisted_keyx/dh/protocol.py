@@ -3,13 +3,14 @@
 The handshake logic is in :mod:`twisted_keyx.dh.handshake`; this module only
 moves messages between it and a framing.  The session classes
 (:class:`DHServerSession`, :class:`DHClientSession`) are framing-agnostic:
-a framing feeds them with ``messageReceived(payload)`` and gives them
-``sendMessage(payload)``.  :class:`DHServerProtocol` and
-:class:`DHClientProtocol` put them on ``Int32StringReceiver`` (a 4-byte
-big-endian length, then the payload), the project's default framing.
+a framing feeds them with ``messageReceived(payload)`` and
+``sessionLost(reason)``, and gives them ``sendMessage(payload)``.
+:class:`DHServerProtocol` and :class:`DHClientProtocol` put them on
+:class:`Int32Framing` (a 4-byte big-endian length, then the payload), the
+project's default framing.
 """
 
-from twisted.internet import defer, error
+from twisted.internet import defer
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
@@ -83,18 +84,14 @@ class DHServerSession:
         self._closing = True
         self.factory.handshakeTimedOut(self._peer, seconds, self.handshake.state.value)
 
-    def sessionLost(self):
+    def sessionLost(self, reason):
         if not self._closing and self.handshake is not None:
             self._closing = True
             self.factory.handshakeAbandoned(self._peer, self.handshake.state.value)
 
 
-class DHServerProtocol(DHServerSession, Int32StringReceiver):
-    """The DH handshake's server side, framed by ``Int32StringReceiver``."""
-
-    def connectionMade(self):
-        self.MAX_LENGTH = self.factory.max_message_length
-        self.startSession()
+class Int32Framing(Int32StringReceiver):
+    """What both framed protocols share: one message, one Int32 string."""
 
     def stringReceived(self, string):
         self.messageReceived(string)
@@ -102,11 +99,19 @@ class DHServerProtocol(DHServerSession, Int32StringReceiver):
     def sendMessage(self, payload):
         self.sendString(payload)
 
+    def connectionLost(self, reason):
+        self.sessionLost(reason)
+
+
+class DHServerProtocol(DHServerSession, Int32Framing):
+    """The DH handshake's server side, framed by :class:`Int32Framing`."""
+
+    def connectionMade(self):
+        self.MAX_LENGTH = self.factory.max_message_length
+        self.startSession()
+
     def lengthLimitExceeded(self, length):
         self.rejectPeer(f"frame of {length} bytes exceeds the limit of {self.MAX_LENGTH}")
-
-    def connectionLost(self, reason):
-        self.sessionLost()
 
 
 class DHServerFactory(Factory):
@@ -203,33 +208,21 @@ class DHClientSession:
     def sessionLost(self, reason):
         if not self._closing:
             self._closing = True
-            if reason.check(error.ConnectionDone, error.ConnectionLost):
-                why = "the server closed the connection"
-            else:
-                why = f"the connection failed: {reason.getErrorMessage()}"
-            state = self.handshake.state.value
-            self.finished.errback(ServerHungUp(f"{why} while {state}"))
+            self.finished.errback(
+                ServerHungUp.after(reason, f"while {self.handshake.state.value}")
+            )
 
 
-class DHClientProtocol(DHClientSession, Int32StringReceiver):
-    """The DH handshake's client side, framed by ``Int32StringReceiver``."""
+class DHClientProtocol(DHClientSession, Int32Framing):
+    """The DH handshake's client side, framed by :class:`Int32Framing`."""
 
     MAX_LENGTH = CLIENT_MAX_MESSAGE_LENGTH
 
     def connectionMade(self):
         self.startSession()
 
-    def stringReceived(self, string):
-        self.messageReceived(string)
-
-    def sendMessage(self, payload):
-        self.sendString(payload)
-
     def lengthLimitExceeded(self, length):
         self.abandon(BadResponse(f"the server sent a frame of {length} bytes"))
-
-    def connectionLost(self, reason):
-        self.sessionLost(reason)
 
 
 class DHClientFactory(Factory):

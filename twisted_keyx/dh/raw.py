@@ -195,7 +195,8 @@ class MessageSplitter:
 
 
 class _UnframedMixin:
-    """What both raw protocols share: split what arrives, write what leaves.
+    """What both raw protocols share: split what arrives, write what leaves,
+    and tell the session when the connection is gone.
 
     The sessions set ``_closing`` once they have hung up; nothing more is
     handed to them after that.
@@ -220,6 +221,9 @@ class _UnframedMixin:
         # already end with their newline.
         self.transport.write(payload)
 
+    def connectionLost(self, reason):
+        self.sessionLost(reason)
+
 
 class RawDHServerProtocol(_UnframedMixin, DHServerSession, Protocol):
     """The DH handshake's server side in the tutorial's unframed format."""
@@ -230,9 +234,6 @@ class RawDHServerProtocol(_UnframedMixin, DHServerSession, Protocol):
 
     def messageTooLong(self, error):
         self.rejectPeer(str(error))
-
-    def connectionLost(self, reason):
-        self.sessionLost()
 
 
 class RawDHServerFactory(DHServerFactory):
@@ -250,9 +251,6 @@ class RawDHClientProtocol(_UnframedMixin, DHClientSession, Protocol):
 
     def messageTooLong(self, error):
         self.abandon(BadResponse(f"bad response from the server: {error}"))
-
-    def connectionLost(self, reason):
-        self.sessionLost(reason)
 
 
 class RawDHClientFactory(DHClientFactory):

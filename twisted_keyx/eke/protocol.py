@@ -6,7 +6,7 @@ The logic is in :mod:`twisted_keyx.eke.handshake` and
 the current state, and log.
 """
 
-from twisted.internet import defer, error
+from twisted.internet import defer
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
@@ -50,13 +50,30 @@ CLIENT_LINE_LIMITS = {
 }
 
 
-class EKEServerProtocol(LineReceiver):
-    """The server side: the handshake, then, after step 8 only, the chat."""
+class _HandshakeThenChat(LineReceiver):
+    """What both sides share: lines go to the handshake, then, after step 8
+    only, to the chat; none is read once this side has hung up."""
 
     delimiter = b"\n"
     handshake = None
     chat = None
     _closing = False
+
+    def lineReceived(self, line):
+        if self._closing:
+            return
+        if self.chat is None:
+            self._handshakeLine(line)
+        else:
+            self._chatLine(line)
+
+    def _close(self):
+        self._closing = True
+        self.transport.loseConnection()
+
+
+class EKEServerProtocol(_HandshakeThenChat):
+    """The server side: the handshake, then, after step 8 only, the chat."""
 
     def connectionMade(self):
         self._peer = describe_peer(self.transport.getPeer())
@@ -68,14 +85,6 @@ class EKEServerProtocol(LineReceiver):
             self.MAX_LENGTH = messages.MAX_CLIENT_RECORD_LINE
         else:
             self.MAX_LENGTH = SERVER_LINE_LIMITS.get(self.handshake.state, 0)
-
-    def lineReceived(self, line):
-        if self._closing:
-            return
-        if self.chat is None:
-            self._handshakeLine(line)
-        else:
-            self._chatLine(line)
 
     def _handshakeLine(self, line):
         try:
@@ -113,10 +122,6 @@ class EKEServerProtocol(LineReceiver):
             self.sendLine(reply)
         self._close()
         self.factory.handshakeRejected(self._peer, reason)
-
-    def _close(self):
-        self._closing = True
-        self.transport.loseConnection()
 
     def lineLengthExceeded(self, line):
         if self._closing:
@@ -233,7 +238,7 @@ class EKEServerFactory(Factory):
         )
 
 
-class EKEClientProtocol(LineReceiver):
+class EKEClientProtocol(_HandshakeThenChat):
     """The client side.
 
     ``authenticated`` fires with the :class:`~twisted_keyx.eke.handshake.EKEResult`
@@ -245,16 +250,12 @@ class EKEClientProtocol(LineReceiver):
     whatever happened.
     """
 
-    delimiter = b"\n"
-
     def __init__(self, handshake, reply_received=None):
         self.handshake = handshake
-        self.chat = None
         self._replyReceived = reply_received if reply_received is not None else _ignore
         self.authenticated = defer.Deferred(self._cancel)
         self.finished = defer.Deferred(self._cancel)
         self.disconnected = defer.Deferred()
-        self._closing = False
 
     def _cancel(self, deferred):
         self._closing = True
@@ -263,14 +264,6 @@ class EKEClientProtocol(LineReceiver):
     def connectionMade(self):
         self.MAX_LENGTH = CLIENT_LINE_LIMITS[ClientState.AWAIT_ANSWER]
         self.sendLine(self.handshake.start())
-
-    def lineReceived(self, line):
-        if self._closing:
-            return
-        if self.chat is None:
-            self._handshakeLine(line)
-        else:
-            self._chatLine(line)
 
     def _handshakeLine(self, line):
         try:
@@ -294,8 +287,7 @@ class EKEClientProtocol(LineReceiver):
             self._fail(self.finished, e)
             return
         if self.chat.finished:
-            self._closing = True
-            self.transport.loseConnection()
+            self._close()
             self.finished.callback(None)
         else:
             self._replyReceived(text)
@@ -315,8 +307,7 @@ class EKEClientProtocol(LineReceiver):
             self.sendLine(self.chat.quit())
 
     def _fail(self, deferred, failure):
-        self._closing = True
-        self.transport.loseConnection()
+        self._close()
         deferred.errback(failure)
 
     def lineLengthExceeded(self, line):
@@ -331,16 +322,12 @@ class EKEClientProtocol(LineReceiver):
     def connectionLost(self, reason):
         if not self._closing:
             self._closing = True
-            if reason.check(error.ConnectionDone, error.ConnectionLost):
-                why = "the server closed the connection"
-            else:
-                why = f"the connection failed: {reason.getErrorMessage()}"
             if self.chat is None:
                 self.authenticated.errback(
-                    ServerHungUp(f"{why} while {self.handshake.state.value}")
+                    ServerHungUp.after(reason, f"while {self.handshake.state.value}")
                 )
             else:
-                self.finished.errback(ServerHungUp(f"{why} during the chat"))
+                self.finished.errback(ServerHungUp.after(reason, "during the chat"))
         self.disconnected.callback(None)
 
 
