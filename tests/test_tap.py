@@ -78,6 +78,26 @@ class OptionsTests(unittest.TestCase):
                             "ssl:7443:privateKey=" + data_path("dhparam-2048.pem")):
             self.assertUsageError(["--dh", description], f"bad endpoint {description!r}")
 
+    def test_endpoints_that_parse_but_cannot_listen(self):
+        # Twisted's parser takes these; only bind() at start would refuse them.
+        for option, description, why in (
+            ("--dh", "tcp:99999", "port 99999 is not between 0 and 65535"),
+            ("--dh", "tcp:-1", "port -1 is not between 0 and 65535"),
+            ("--eke", "tcp:port=65536:interface=127.0.0.1",
+             "port 65536 is not between 0 and 65535"),
+            ("--dh-raw", "tcp6:70000", "port 70000 is not between 0 and 65535"),
+            ("--dh", "unix:", "no socket path"),
+            ("--eke", "unix:address=", "no socket path"),
+        ):
+            with self.assertRaises(usage.UsageError) as caught:
+                parse(option, description)
+            self.assertEqual(str(caught.exception), f"bad endpoint {description!r}: {why}")
+
+    def test_port_range_edges_are_accepted(self):
+        options = parse("--dh", "tcp:0", "--eke", "tcp:65535:interface=127.0.0.1")
+        self.assertEqual((options["dh"], options["eke"]),
+                         (["tcp:0"], ["tcp:65535:interface=127.0.0.1"]))
+
     def test_bad_params_files(self):
         self.assertUsageError(["--params", "/nonexistent/params.pem"],
                               "cannot read /nonexistent/params.pem")

@@ -34,6 +34,17 @@ def _check_endpoint(description):
         # KeyError, OSError for a missing file, OpenSSL.crypto.Error for an
         # ssl: key that is not PEM...  All of them mean a bad description.
         raise usage.UsageError(f"bad endpoint {description!r}: {e}") from None
+    # What parses but cannot listen: Twisted takes any integer as a port and
+    # any string as a socket path, and bind() refuses them only at start.
+    address = _listening_address(description)
+    if address is None:
+        return
+    if address[0] == "tcp" and not 0 <= address[1] <= 65535:
+        raise usage.UsageError(
+            f"bad endpoint {description!r}: port {address[1]} is not between 0 and 65535"
+        )
+    if address[0] == "unix" and not address[1]:
+        raise usage.UsageError(f"bad endpoint {description!r}: no socket path")
 
 
 _WILDCARD_INTERFACES = ("", "0.0.0.0", "::")
@@ -41,16 +52,19 @@ _WILDCARD_INTERFACES = ("", "0.0.0.0", "::")
 
 def _listening_address(description):
     """What an endpoint description listens on: ``("tcp", port, interface)``,
-    ``("unix", path)``, or None when it cannot tell (other endpoint types)."""
+    ``("unix", path)``, or None when it cannot tell (other endpoint types, a
+    port that is not a number)."""
     fields = re.split(r"(?<!\\):", description)
     kind = fields[0].lower()
     positional = [f for f in fields[1:] if "=" not in f]
     keywords = dict(f.split("=", 1) for f in fields[1:] if "=" in f)
     if kind in ("tcp", "tcp6", "ssl"):
         port = keywords.get("port", positional[0] if positional else "")
-        if not port.isdigit() or int(port) == 0:  # port 0: the kernel picks one
+        try:
+            port = int(port)
+        except ValueError:
             return None
-        return ("tcp", int(port), keywords.get("interface", ""))
+        return ("tcp", port, keywords.get("interface", ""))
     if kind == "unix":
         return ("unix", keywords.get("address", positional[0] if positional else ""))
     return None
@@ -74,8 +88,8 @@ def _check_distinct_listeners(listeners, defaulted=()):
     seen = []
     for option, description in listeners:
         address = _listening_address(description)
-        if address is None:
-            continue
+        if address is None or address[:2] == ("tcp", 0):
+            continue  # port 0: the kernel picks a free one
         for other_option, other_description, other_address in seen:
             if not _clash(address, other_address):
                 continue
