@@ -288,6 +288,21 @@ class ServerErrorTests(ServerTestsMixin, unittest.TestCase):
         protocol.dataReceived((2**31).to_bytes(4, "big"))
         self.assertClosedAfter(transport, UNEXPECTED)
 
+    def test_nothing_is_kept_after_hanging_up(self):
+        # Without the daemon's connection policy in front, the protocol itself
+        # lets go of an over-long frame and buffers nothing more.
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"\xff\xff\xff\xff" + b"x" * 65536)
+        self.assertClosedAfter(transport, UNEXPECTED)
+        self.assertEqual(protocol._unprocessed, b"")
+        protocol.dataReceived(b"y" * 65536)
+        self.assertEqual(protocol._unprocessed, b"")
+        # The start of a frame behind a refused message is not kept either.
+        protocol, transport = self.connect()
+        protocol.dataReceived(frame(b"unknown") + b"\x00\x00\x10\x00" + b"z" * 100)
+        self.assertClosedAfter(transport, UNEXPECTED)
+        self.assertEqual(protocol._unprocessed, b"")
+
     def test_no_reply_after_invalid_key_and_more_data(self):
         protocol, transport = self.advance(ServerState.AWAIT_CLIENT_KEY)
         protocol.dataReceived(frame(key_message(b"Client public key:", 1)) + frame(CLIENT_KEY))
@@ -566,6 +581,15 @@ class ClientErrorTests(ClientTestsMixin, unittest.TestCase):
         protocol.dataReceived(frame(PARAMETERS))
         protocol.connectionLost(Failure(error.ConnectionDone()))
         self.assertFailedWith(protocol, transport, BadResponse)
+
+    def test_nothing_is_kept_after_hanging_up(self):
+        protocol, transport = self.advance(ClientState.AWAIT_PARAMETERS)
+        length = CLIENT_MAX_MESSAGE_LENGTH + 1
+        protocol.dataReceived(length.to_bytes(4, "big") + b"x" * 65536)
+        self.assertFailedWith(protocol, transport, BadResponse, f"a frame of {length} bytes")
+        self.assertEqual(protocol._unprocessed, b"")
+        protocol.dataReceived(b"y" * 65536)
+        self.assertEqual(protocol._unprocessed, b"")
 
     def test_cancel_then_connection_lost(self):
         # What a timeout does (client.py: finished.addTimeout): cancelling

@@ -350,6 +350,24 @@ class RawServerProtocolTests(unittest.TestCase):
         self.assertFalse(transport.connected)
         self.assertIn(f"exceed the limit of {limit}", logged(events)[0])
 
+    def test_nothing_is_kept_after_hanging_up(self):
+        # Without the daemon's connection policy in front, the protocol itself
+        # lets go of what it buffered and buffers nothing more.
+        protocol, transport, events = connect_server()
+        limit = server_max_message_length(GROUP)
+        protocol.dataReceived(b"Client public key:-----BEGIN PUBLIC KEY-----\n"
+                              + b"QUFB" * (limit // 4))
+        self.assertEqual(transport.writes, [UNEXPECTED])
+        self.assertEqual(protocol.splitter._buffer, b"")
+        protocol.dataReceived(b"Hello")
+        self.assertEqual(protocol.splitter._buffer, b"")
+        self.assertEqual(transport.writes, [UNEXPECTED])
+        # Nor the start of a message behind a refused one.
+        protocol, transport, events = connect_server()
+        protocol.dataReceived(b"Params?Client public key:-----BEGIN")
+        self.assertEqual(transport.writes, [UNEXPECTED])
+        self.assertEqual(protocol.splitter._buffer, b"")
+
     def test_abandoned(self):
         protocol, transport, events = connect_server()
         protocol.dataReceived(b"Hello\nParams")  # the second message incomplete
@@ -431,6 +449,9 @@ class RawClientProtocolTests(unittest.TestCase):
             f"exceed the limit of {CLIENT_MAX_MESSAGE_LENGTH}", results[0].value.reason
         )
         self.assertFalse(transport.connected)
+        self.assertEqual(protocol.splitter._buffer, b"")
+        protocol.dataReceived(b"Hey there!")
+        self.assertEqual(protocol.splitter._buffer, b"")
 
 
 class OptionsTests(unittest.TestCase):

@@ -6,7 +6,7 @@ import base64
 from twisted.internet import defer, endpoints, reactor, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
-from twisted.internet.testing import StringTransportWithDisconnection
+from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial import unittest
@@ -231,6 +231,20 @@ class ServerProtocolTests(unittest.TestCase):
         protocol.dataReceived(b"bad name\nalice\nalice\n")
         self.assertEqual(transport.value(), FAILED)
 
+    def test_nothing_is_kept_after_hanging_up(self):
+        # Without the daemon's connection policy in front, the protocol itself
+        # lets go of the lines behind the one it refused, and of any more.
+        # A plain StringTransport stays open, marked disconnecting, as a TLS
+        # connection does while it keeps reading to close.
+        protocol = self.factory.buildProtocol(PEER)
+        transport = StringTransport(peerAddress=PEER)
+        protocol.makeConnection(transport)
+        protocol.dataReceived(b"bad name\n" + b"alice\n" * 1000 + b"partial")
+        self.assertEqual(transport.value(), FAILED)
+        self.assertEqual(protocol.clearLineBuffer(), b"")
+        protocol.dataReceived(b"alice\n" * 1000)
+        self.assertEqual(protocol.clearLineBuffer(), b"")
+
     def test_abandoned_handshake_is_logged(self):
         protocol, transport = self.serve()
         self.send(protocol, transport, b"alice")
@@ -341,6 +355,15 @@ class ClientProtocolTests(unittest.TestCase):
         protocol.dataReceived(FAILED)
         failure = self.failureResultOf(protocol.authenticated, AuthenticationFailed)
         self.assertIn("the server refused", failure.value.reason)
+
+    def test_nothing_is_kept_after_hanging_up(self):
+        protocol = EKEClientProtocol(client_machine())
+        protocol.makeConnection(StringTransport())
+        protocol.dataReceived(FAILED + b"yes\n" * 1000)
+        self.failureResultOf(protocol.authenticated, AuthenticationFailed)
+        self.assertEqual(protocol.clearLineBuffer(), b"")
+        protocol.dataReceived(b"yes\n" * 1000)
+        self.assertEqual(protocol.clearLineBuffer(), b"")
 
     def test_over_long_lines_in_every_state(self):
         for state, limit in CLIENT_LINE_LIMITS.items():

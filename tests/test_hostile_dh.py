@@ -158,9 +158,12 @@ class HostileClientTests(unittest.TestCase):
             if decisive.private_key is not None:
                 self.assertEqual(result.shared_secret,
                                  ds.GROUP.exchange(decisive.private_key, server_key))
-        # What the server holds is bounded by one read plus one frame.
+        # What the server holds is bounded by one read plus one frame, and
+        # nothing once it has hung up.
         self.assertLessEqual(len(session._unprocessed),
                              max(map(len, chunks), default=0) + SERVER_MAX + 4)
+        if transport.disconnecting:
+            self.assertEqual(session._unprocessed, b"")
 
         proto.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(len(lines), 1, lines)

@@ -90,6 +90,8 @@ class HostileRawClientTests(unittest.TestCase):
         self.assertEqual(transport.disconnecting, bool(ended) or finished)
         self.assertLessEqual(len(session.splitter._buffer),
                              max(map(len, chunks), default=0) + factory.max_message_length)
+        if transport.disconnecting:
+            self.assertEqual(session.splitter._buffer, b"")
 
         # Strict where the protocol decides.
         if items == legal and key.verdict == ds.VALID:

@@ -93,6 +93,15 @@ class DHServerSession:
 class Int32Framing(Int32StringReceiver):
     """What both framed protocols share: one message, one Int32 string."""
 
+    def dataReceived(self, data):
+        # Once the session has hung up, what the peer still sends is dropped
+        # unread, and what is buffered (an over-long frame, which
+        # Int32StringReceiver keeps after lengthLimitExceeded) is let go.
+        if not self._closing:
+            super().dataReceived(data)
+        if self._closing:
+            self._unprocessed = b""
+
     def stringReceived(self, string):
         self.messageReceived(string)
 

@@ -176,6 +176,10 @@ class MessageSplitter:
     def feed(self, data):
         self._buffer += data
 
+    def discard(self):
+        """Forget what is buffered (the session is over)."""
+        self._buffer = b""
+
     def next_message(self):
         """The next message without surrounding whitespace, or None until more
         bytes arrive.  Raises :class:`MessageTooLong`."""
@@ -205,16 +209,18 @@ class _UnframedMixin:
     splitter = None
 
     def dataReceived(self, data):
+        if self._closing:
+            return  # hung up: what the peer still sends is dropped unread
         self.splitter.feed(data)
-        while not self._closing:
-            try:
+        try:
+            while not self._closing:
                 message = self.splitter.next_message()
-            except MessageTooLong as e:
-                self.messageTooLong(e)
-                return
-            if message is None:
-                return
-            self.messageReceived(message)
+                if message is None:
+                    return
+                self.messageReceived(message)
+        except MessageTooLong as e:
+            self.messageTooLong(e)
+        self.splitter.discard()
 
     def sendMessage(self, payload):
         # One write per message, as the tutorial's sendall: PEM payloads

@@ -59,6 +59,15 @@ class _HandshakeThenChat(LineReceiver):
     chat = None
     _closing = False
 
+    def dataReceived(self, data):
+        # Once this side has hung up, what the peer still sends is dropped
+        # unread, and the lines still buffered are let go (LineReceiver stops
+        # at a disconnecting transport but keeps the rest).
+        if not self._closing:
+            super().dataReceived(data)
+        if self._closing:
+            self.clearLineBuffer()
+
     def lineReceived(self, line):
         if self._closing:
             return
