@@ -8,7 +8,7 @@ import sys
 import sysconfig
 
 from twisted.application.service import IServiceMaker
-from twisted.internet import defer, endpoints, reactor, utils
+from twisted.internet import defer, endpoints, error, reactor, utils
 from twisted.internet.testing import MemoryReactor
 from twisted.logger import capturedLogs, formatEvent
 from twisted.plugin import getPlugins
@@ -175,6 +175,27 @@ class MakeServiceTests(unittest.TestCase):
         tcp_factory = tcp_factory.wrappedFactory  # behind the connection policy
         self.assertIs(tcp_factory.group, ffdh.named_group("ffdhe3072"))
         self.assertTrue(tcp_factory.show_secrets)
+
+    def test_port_in_use_is_one_line(self):
+        class Busy(MemoryReactor):
+            def listenTCP(self, port, factory, backlog=50, interface=""):
+                raise error.CannotListenError(
+                    interface, port, OSError(98, "Address already in use"))
+
+        for description, where in (
+            ("tcp:7777", "*:7777"),
+            ("tcp:7777:interface=127.0.0.1", "127.0.0.1:7777"),
+            # Bracketed, as peers are: ":::7777" would be ambiguous.
+            (r"tcp6:7777:interface=\:\:1", "[::1]:7777"),
+            (r"tcp6:7777:interface=\:\:", "[::]:7777"),
+        ):
+            service = tap.makeService(parse("--dh", description, "--eke", "unix:eke.sock"),
+                                      reactor=Busy())
+            with self.assertRaises(SystemExit) as caught:
+                service.privilegedStartService()
+            self.assertEqual(
+                caught.exception.code,
+                f"twistd keyx: cannot listen on {where}: [Errno 98] Address already in use")
 
     def test_startup_log_line(self):
         with capturedLogs() as events:

@@ -17,6 +17,7 @@ from twisted_keyx.dh.protocol import DHServerFactory
 from twisted_keyx.dh.raw import RawDHServerFactory
 from twisted_keyx.eke.protocol import EKEServerFactory
 from twisted_keyx.eke.userstore import DEFAULT_USER_FILE, UserFile, UserFileError
+from twisted_keyx.peers import host_port
 
 DEFAULT_DH_ENDPOINT = "tcp:7777"
 DEFAULT_EKE_ENDPOINT = "tcp:8088"
@@ -235,7 +236,7 @@ class KeyxService(service.MultiService):
         try:
             super().privilegedStartService()
         except error.CannotListenError as e:
-            where = f"{e.interface or '*'}:{e.port}"
+            where = host_port(e.interface or "*", e.port)
             raise SystemExit(f"twistd keyx: cannot listen on {where}: {e.socketError}") from None
 
     def startService(self):
