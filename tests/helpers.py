@@ -9,6 +9,8 @@ import os
 import struct
 
 from twisted.internet import defer
+from twisted.internet.protocol import Factory
+from twisted.protocols.basic import Int32StringReceiver, LineReceiver
 
 from twisted_keyx import asn1
 from twisted_keyx.dh.protocol import DHServerFactory
@@ -107,4 +109,66 @@ class TrackingDHServerFactory(DHServerFactory):
 
     def allLost(self):
         """Fires when every connection this factory made is closed."""
+        return defer.gatherResults([c.lost for c in self.connections])
+
+
+#: In a script: hang up instead of answering.
+CLOSE = "close"
+
+
+class _Scripted:
+    """A misbehaving server: answers the client's n-th message with the n-th
+    entry of ``factory.script`` (bytes, CLOSE, or None for silence)."""
+
+    def connectionMade(self):
+        self.replies = iter(self.factory.script)
+        if self.factory.hang_up_at_once:
+            self.transport.loseConnection()
+
+    def answer(self):
+        reply = next(self.replies, None)
+        if reply == CLOSE:
+            self.transport.loseConnection()
+        elif reply is not None:
+            self.send(reply)
+
+
+class ScriptedFramedServer(_Scripted, Int32StringReceiver):
+    """A scripted server for the framed DH client."""
+
+    def stringReceived(self, string):
+        self.answer()
+
+    def send(self, reply):
+        self.sendString(reply)
+
+
+class ScriptedLineServer(_Scripted, LineReceiver):
+    """A scripted server for the EKE client (LF-delimited lines)."""
+
+    delimiter = b"\n"
+
+    def lineReceived(self, line):
+        self.answer()
+
+    def send(self, reply):
+        self.sendLine(reply)
+
+
+class ScriptedFactory(Factory):
+    """Serves ``server`` (a scripted server class) and keeps its connections,
+    so that a test can wait for all of them to close (:meth:`allLost`)."""
+
+    def __init__(self, server, script, hang_up_at_once=False):
+        self.protocol = tracked(server)
+        self.script = script
+        self.hang_up_at_once = hang_up_at_once
+        self.connections = []
+
+    def buildProtocol(self, addr):
+        protocol = super().buildProtocol(addr)
+        self.connections.append(protocol)
+        return protocol
+
+    def allLost(self):
         return defer.gatherResults([c.lost for c in self.connections])

@@ -13,7 +13,6 @@ import sys
 
 from twisted.internet import defer, reactor, utils
 from twisted.internet.protocol import Factory
-from twisted.protocols.basic import Int32StringReceiver
 from twisted.trial import unittest
 
 import twisted_keyx
@@ -21,47 +20,19 @@ from twisted_keyx import client, ffdh
 from twisted_keyx.dh.protocol import CLIENT_MAX_MESSAGE_LENGTH, DHClientProtocol
 from twisted_keyx.session import fingerprint
 
-from .helpers import TrackingDHServerFactory, dh_spki_pem, read_data, tracked
+from .helpers import (
+    CLOSE,
+    ScriptedFactory,
+    ScriptedFramedServer,
+    TrackingDHServerFactory,
+    dh_spki_pem,
+    read_data,
+    tracked,
+)
 
 GROUP = ffdh.named_group("ffdhe2048")
 PARAMETERS = read_data("ffdhe2048.pem")
 HEY_THERE = b"Hey there!"
-CLOSE = "close"  # in a script: hang up instead of answering
-
-
-class ScriptedServer(Int32StringReceiver):
-    """A misbehaving server: answers the client's n-th message with the n-th
-    entry of ``factory.script`` (bytes, CLOSE, or None for silence)."""
-
-    def connectionMade(self):
-        self.replies = iter(self.factory.script)
-        if self.factory.hang_up_at_once:
-            self.transport.loseConnection()
-
-    def stringReceived(self, string):
-        reply = next(self.replies, None)
-        if reply == CLOSE:
-            self.transport.loseConnection()
-        elif reply is not None:
-            self.sendString(reply)
-
-
-class ScriptedFactory(Factory):
-    protocol = tracked(ScriptedServer)
-
-    def __init__(self, script, hang_up_at_once=False):
-        self.script = script
-        self.hang_up_at_once = hang_up_at_once
-        self.connections = []
-
-    def buildProtocol(self, addr):
-        protocol = super().buildProtocol(addr)
-        self.connections.append(protocol)
-        return protocol
-
-    def allLost(self):
-        return defer.gatherResults([c.lost for c in self.connections])
-
 
 class ClientTests(unittest.TestCase):
     def setUp(self):
@@ -104,7 +75,7 @@ class ClientTests(unittest.TestCase):
         self.assertEqual((got_status, out, err), (status, "", f"keyx-client: {message}\n"))
 
     async def scripted(self, script, *options, hang_up_at_once=False):
-        factory = ScriptedFactory(script, hang_up_at_once)
+        factory = ScriptedFactory(ScriptedFramedServer, script, hang_up_at_once)
         port = self.listen(factory)
         return await self.run_client(port, *options, server=factory)
 

@@ -117,10 +117,10 @@ class ServerTestsMixin:
         self.factory = DHServerFactory(GROUP, private_key_factory=fixed_key(SERVER_X))
         self.log = LogCapture(self, self.factory)
 
-    def connect(self, factory=None):
+    def connect(self, factory=None, peer=PEER):
         factory = factory or self.factory
-        protocol = factory.buildProtocol(PEER)
-        transport = StringTransportWithDisconnection(peerAddress=PEER)
+        protocol = factory.buildProtocol(peer)
+        transport = StringTransportWithDisconnection(peerAddress=peer)
         transport.protocol = protocol
         protocol.makeConnection(transport)
         return protocol, transport
@@ -393,21 +393,13 @@ class ServerLogTests(ServerTestsMixin, unittest.TestCase):
         self.assertNoSecret(self.log.events)
 
     def test_unix_peer(self):
-        factory = self.factory
-        protocol = factory.buildProtocol(None)
-        transport = StringTransportWithDisconnection(peerAddress=UNIXAddress(None))
-        transport.protocol = protocol
-        protocol.makeConnection(transport)
+        protocol, _ = self.connect(peer=UNIXAddress(None))
         protocol.dataReceived(frame(b"?"))
         self.assertEqual(self.log.lines, ["DH handshake with unix rejected: "
                                           "unknown message while awaiting Hello"])
 
     def test_ipv6_peer_is_bracketed(self):
-        peer = IPv6Address("TCP", "::1", 40123)
-        protocol = self.factory.buildProtocol(peer)
-        transport = StringTransportWithDisconnection(peerAddress=peer)
-        transport.protocol = protocol
-        protocol.makeConnection(transport)
+        protocol, _ = self.connect(peer=IPv6Address("TCP", "::1", 40123))
         protocol.dataReceived(frame(b"?"))
         self.assertEqual(self.log.lines, ["DH handshake with [::1]:40123 rejected: "
                                           "unknown message while awaiting Hello"])

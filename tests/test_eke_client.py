@@ -9,7 +9,6 @@ import warnings
 
 from twisted.internet import defer, protocol, reactor
 from twisted.logger import capturedLogs, formatEvent
-from twisted.protocols.basic import LineReceiver
 from twisted.trial import unittest
 
 import twisted_keyx
@@ -18,7 +17,7 @@ from twisted_keyx.eke import crypto, password
 from twisted_keyx.eke.userstore import new_user
 
 from tests.eke_helpers import TrackedServerFactory, Users
-from tests.helpers import tracked
+from tests.helpers import CLOSE, ScriptedFactory, ScriptedLineServer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(twisted_keyx.__file__)))
 
@@ -147,27 +146,6 @@ class ClientProcessTests(unittest.TestCase):
         self.assertEqual(err, f"keyx-client: cannot connect to 127.0.0.1:{port}: connection refused\n")
 
 
-CLOSE = "close"  # in a script: hang up instead of answering
-
-
-class ScriptedServer(LineReceiver):
-    """Answers the client's n-th line with ``factory.script[n]`` (bytes,
-    CLOSE, or None for silence)."""
-
-    delimiter = b"\n"
-
-    def connectionMade(self):
-        self.factory.connections.append(self)
-        self.replies = iter(self.factory.script)
-
-    def lineReceived(self, line):
-        reply = next(self.replies, None)
-        if reply == CLOSE:
-            self.transport.loseConnection()
-        elif reply is not None:
-            self.sendLine(reply)
-
-
 class HandshakeOutcomeTests(unittest.TestCase):
     """How ``keyx-client eke`` reports a handshake that does not succeed:
     the client runs in trial's reactor against a scripted server."""
@@ -189,9 +167,7 @@ class HandshakeOutcomeTests(unittest.TestCase):
     async def scripted(self, script, *options):
         """Run the client against a server that follows ``script``:
         (status, stdout, stderr)."""
-        factory = protocol.Factory.forProtocol(tracked(ScriptedServer))
-        factory.script = script
-        factory.connections = []
+        factory = ScriptedFactory(ScriptedLineServer, script)
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         args = client_module.build_parser().parse_args([
@@ -200,8 +176,8 @@ class HandshakeOutcomeTests(unittest.TestCase):
         ])
         out, err = io.StringIO(), io.StringIO()
         status = await client_module.run(reactor, args, out, err)
-        await defer.gatherResults([c.disconnected for c in self.clients]
-                                  + [c.lost for c in factory.connections])
+        await defer.gatherResults([c.disconnected for c in self.clients])
+        await factory.allLost()
         return status, out.getvalue(), err.getvalue()
 
     def assertOutcome(self, script, status, message, *options):
