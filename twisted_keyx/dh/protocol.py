@@ -232,3 +232,14 @@ class DHClientProtocol(DHClientSession, Int32Framing):
 
     def lengthLimitExceeded(self, length):
         self.abandon(BadResponse(f"the server sent a frame of {length} bytes"))
+
+
+class DHClientFactory(Factory):
+    """Builds :class:`DHClientProtocol`; use ``protocol.finished`` for the result."""
+
+    protocol = DHClientProtocol
+
+    def buildProtocol(self, addr):
+        protocol = self.protocol()
+        protocol.factory = self
+        return protocol

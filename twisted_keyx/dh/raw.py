@@ -38,6 +38,7 @@ from twisted_keyx.dh import messages
 from twisted_keyx.dh.handshake import BadResponse
 from twisted_keyx.dh.protocol import (
     CLIENT_MAX_MESSAGE_LENGTH,
+    DHClientFactory,
     DHClientSession,
     DHServerFactory,
     DHServerSession,
@@ -256,3 +257,9 @@ class RawDHClientProtocol(_UnframedMixin, DHClientSession, Protocol):
 
     def messageTooLong(self, error):
         self.abandon(BadResponse(f"bad response from the server: {error}"))
+
+
+class RawDHClientFactory(DHClientFactory):
+    """Builds :class:`RawDHClientProtocol`; use ``protocol.finished`` for the result."""
+
+    protocol = RawDHClientProtocol
