@@ -37,7 +37,7 @@ HEY_THERE = b"Hey there!"
 class ClientTests(unittest.TestCase):
     def setUp(self):
         # Keep the client's protocols so each test waits for their sockets
-        # to close (client.run_dh looks DHClientProtocol up when it runs).
+        # to close (client.run_dh builds its protocols with DHClientFactory).
         self.clients = []
         clients = self.clients
 
@@ -46,7 +46,7 @@ class ClientTests(unittest.TestCase):
                 super().__init__(*args, **kwargs)
                 clients.append(self)
 
-        self.patch(client, "DHClientProtocol", Recorded)
+        self.patch(client.DHClientFactory, "protocol", Recorded)
 
     def listen(self, factory):
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")

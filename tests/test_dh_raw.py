@@ -701,8 +701,8 @@ class LoopbackInteropTests(unittest.TestCase):
     @defer.inlineCallbacks
     def run_client(self, port, *options):
         """keyx-client dh against 127.0.0.1:port: (exit status, stdout)."""
-        self.patch(client, "RawDHClientProtocol", _TrackedClientProtocol)
-        self.patch(client, "DHClientProtocol", _TrackedFramedClientProtocol)
+        self.patch(client.RawDHClientFactory, "protocol", _TrackedClientProtocol)
+        self.patch(client.DHClientFactory, "protocol", _TrackedFramedClientProtocol)
         args = client.build_parser().parse_args(
             ["dh", "--host", "127.0.0.1", "--port", str(port), *options]
         )

@@ -157,12 +157,12 @@ class HandshakeOutcomeTests(unittest.TestCase):
         self.clients = []
         clients = self.clients
 
-        class Recorded(client_module.EKEClientProtocol):
+        class Recorded(client_module.EKEClientFactory.protocol):
             def __init__(self, *args, **kwargs):
                 super().__init__(*args, **kwargs)
                 clients.append(self)
 
-        self.patch(client_module, "EKEClientProtocol", Recorded)
+        self.patch(client_module.EKEClientFactory, "protocol", Recorded)
 
     async def scripted(self, script, *options):
         """Run the client against a server that follows ``script``:

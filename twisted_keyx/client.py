@@ -14,14 +14,14 @@ from twisted.internet import defer, endpoints, error, fdesc, stdio, task
 
 from twisted_keyx import __version__
 from twisted_keyx.dh.handshake import BadResponse
-from twisted_keyx.dh.protocol import DHClientProtocol
-from twisted_keyx.dh.raw import RawDHClientProtocol
+from twisted_keyx.dh.protocol import DHClientFactory
+from twisted_keyx.dh.raw import RawDHClientFactory
 from twisted_keyx.eke.chat import ChatFailed
 from twisted_keyx.eke.console import ChatConsole
-from twisted_keyx.eke.handshake import AuthenticationFailed, EKEClientHandshake
+from twisted_keyx.eke.handshake import AuthenticationFailed
 from twisted_keyx.eke.messages import MalformedLine, check_user_name
 from twisted_keyx.eke.password import PasswordError, ask_password, read_password_file
-from twisted_keyx.eke.protocol import EKEClientProtocol
+from twisted_keyx.eke.protocol import EKEClientFactory
 from twisted_keyx.machine import HandshakeFailed, ServerHungUp
 from twisted_keyx.session import fingerprint
 
@@ -123,12 +123,13 @@ def _positive(text):
     return value
 
 
-async def connect(reactor, args, protocol_factory):
-    """Connect to ``args.host``/``args.port``; raise :class:`ClientError`."""
+async def connect(reactor, args, factory):
+    """Connect ``factory``'s protocol to ``args.host``/``args.port`` and
+    return it; raise :class:`ClientError`."""
     endpoint = endpoints.HostnameEndpoint(reactor, args.host, args.port, timeout=args.timeout)
     where = f"{args.host}:{args.port}"
     try:
-        return await endpoints.connectProtocol(endpoint, protocol_factory())
+        return await endpoint.connect(factory)
     except error.ConnectionRefusedError:
         raise ClientError(f"cannot connect to {where}: connection refused", EXIT_NETWORK)
     except (error.TimeoutError, defer.CancelledError):
@@ -171,8 +172,8 @@ OTHER_FRAMING_HINT = {
 
 
 async def run_dh(reactor, args, out):
-    framing = RawDHClientProtocol if args.raw else DHClientProtocol
-    protocol = await connect(reactor, args, framing)
+    factory = RawDHClientFactory() if args.raw else DHClientFactory()
+    protocol = await connect(reactor, args, factory)
     result = await await_handshake(
         reactor, args.timeout, protocol.finished,
         {BadResponse: "{}" + OTHER_FRAMING_HINT[args.raw]},
@@ -208,10 +209,10 @@ def _read_password(args):
 
 
 async def run_eke(reactor, args, out):
-    handshake = EKEClientHandshake(args.user, _read_password(args))
+    password = _read_password(args)
     console = ChatConsole()
     protocol = await connect(
-        reactor, args, lambda: EKEClientProtocol(handshake, reply_received=console.show)
+        reactor, args, EKEClientFactory(args.user, password, reply_received=console.show)
     )
     result = await await_handshake(
         reactor, args.timeout, protocol.authenticated,

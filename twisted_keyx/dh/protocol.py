@@ -238,8 +238,4 @@ class DHClientFactory(Factory):
     """Builds :class:`DHClientProtocol`; use ``protocol.finished`` for the result."""
 
     protocol = DHClientProtocol
-
-    def buildProtocol(self, addr):
-        protocol = self.protocol()
-        protocol.factory = self
-        return protocol
+    noisy = False
