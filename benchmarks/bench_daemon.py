@@ -1,10 +1,12 @@
-"""Benchmark the daemon: ``python benchmarks/bench_dh.py`` (from a checkout).
+"""Benchmark the daemon: ``python benchmarks/bench_daemon.py`` (from a checkout).
 
 What it does, in one run:
 
-1. The floor: the server's own crypto work for one DH handshake, measured
-   in this process on one core: load and check the client's key, make a key
-   pair, serialise its public key, compute the shared secret.
+1. The floors: the server's own crypto work for one handshake, measured in
+   this process on one core (DH: load and check the client's key, make a key
+   pair, serialise its public key, compute the shared secret; EKE: the
+   server's four steps and the chat's quit), and a framework-only baseline
+   (canned replies, no crypto).
 2. Starts ``twistd -n keyx`` as its own process (pinned to core 0 with
    ``taskset`` when there is one), with this checkout on PYTHONPATH.
 3. Drives it from another process (core 1) over loopback: N clients, each
@@ -608,12 +610,16 @@ def stall(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--group", default="ffdhe2048")
-    parser.add_argument("--concurrency", type=int, default=50)
-    parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--group", default="ffdhe2048",
+                        help="RFC 7919 group for the DH runs [default: ffdhe2048]")
+    parser.add_argument("--concurrency", type=int, default=50,
+                        help="clients running handshakes back to back [default: 50]")
+    parser.add_argument("--seconds", type=float, default=20.0,
+                        help="measured seconds per handshake mode [default: 20]")
+    parser.add_argument("--warmup", type=float, default=2.0,
+                        help="unmeasured seconds before each run [default: 2]")
     parser.add_argument("--stall", type=int, default=10000,
-                        help="connections to hold mid-handshake (0: skip)")
+                        help="connections to hold mid-handshake (0: skip) [default: 10000]")
     parser.add_argument("--settle", type=float, default=2.0, help=argparse.SUPPRESS)
     parser.add_argument("--profile", metavar="FILE",
                         help="run the daemon under cProfile, stats saved to FILE")
