@@ -124,6 +124,15 @@ class ParameterFileTests(unittest.TestCase):
             expected = pow(group.g, SERVER_X * CLIENT_X, group.p)
             self.assertEqual(secret, expected.to_bytes(256, "big"), name)
 
+    def test_errors_name_the_file(self):
+        path = self.write(b"p = 23, g = 5\n")
+        self.assertEqual(self.assertBadFile(path, path),
+                         f"{path}: not DH parameters in PEM: not a PEM block")
+        big = self.write(b"x" * (ffdh.MAX_PARAMETERS_PEM + 1))
+        self.assertEqual(
+            self.assertBadFile(big, big),
+            f"{big}: too large to be a DH parameter file (over {ffdh.MAX_PARAMETERS_PEM} bytes)")
+
     def assertBadFile(self, path, message):
         with self.assertRaises(ParameterError) as caught:
             ffdh.load_parameters_file(path)

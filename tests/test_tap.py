@@ -45,6 +45,20 @@ class OptionsTests(unittest.TestCase):
         parse("--dh", "tcp:7001")
         self.assertEqual(parse()["dh"], ["tcp:7777"])
 
+    def test_limits_must_be_finite_numbers(self):
+        for option in ("--timeout", "--idle-timeout"):
+            for value in ("nan", "inf", "-1"):
+                with self.assertRaises(usage.UsageError) as caught:
+                    parse(option, value)
+                self.assertEqual(str(caught.exception),
+                                 f"{option} must be a number, 0 (no limit) or more")
+
+    def test_users_in_a_missing_folder(self):
+        folder = os.path.abspath(self.mktemp())
+        with self.assertRaises(usage.UsageError) as caught:
+            parse("--users", os.path.join(folder, "users.json"))
+        self.assertIn(f"the folder {folder} does not exist", str(caught.exception))
+
     def test_group(self):
         for name in ffdh.NAMED_GROUP_PRIMES:
             self.assertIs(parse("--group", name)["dh-group"], ffdh.named_group(name))
@@ -197,6 +211,47 @@ class MakeServiceTests(unittest.TestCase):
                 caught.exception.code,
                 f"twistd keyx: cannot listen on {where}: [Errno 98] Address already in use")
 
+    def test_port_in_use_in_daemon_mode_is_reported_to_twistd(self):
+        # Without -n, twistd waits for its daemonized child to report; only an
+        # ordinary exception reaches it ("An error has occurred: ..."), a
+        # SystemExit leaves the parent waiting forever.
+        class Busy(MemoryReactor):
+            def listenTCP(self, port, factory, backlog=50, interface=""):
+                raise error.CannotListenError(
+                    interface, port, OSError(98, "Address already in use"))
+
+        options = parse("--dh", "tcp:7777", "--eke", "unix:eke.sock")
+        options.parent = {"nodaemon": False}  # what twistd's ServerOptions sets
+        service = tap.makeService(options, reactor=Busy())
+        with self.assertRaises(tap.StartupError) as caught:
+            service.privilegedStartService()
+        self.assertEqual(str(caught.exception),
+                         "cannot listen on *:7777: [Errno 98] Address already in use")
+        options.parent = {"nodaemon": True}
+        service = tap.makeService(options, reactor=Busy())
+        self.assertRaises(SystemExit, service.privilegedStartService)
+
+    def test_unix_socket_in_missing_folder_is_one_line(self):
+        # Refused when the options are parsed...
+        folder = os.path.abspath(self.mktemp())
+        missing = os.path.join(folder, "keyx.sock")
+        with self.assertRaises(usage.UsageError) as refused:
+            parse("--dh", f"unix:{missing}")
+        self.assertEqual(str(refused.exception),
+                         f"bad endpoint 'unix:{missing}': the folder {folder} does not exist")
+        # ...and if the folder goes away before the start, the lock file fails
+        # with an OSError rather than CannotListenError: still one line.
+        os.mkdir(folder)
+        options = parse("--dh", f"unix:{missing}", "--eke", "unix:eke.sock")
+        os.rmdir(folder)
+        service = tap.makeService(options)
+        with self.assertRaises(SystemExit) as caught:
+            service.privilegedStartService()
+        # Nothing listens: the DH endpoint failed first, so EKE never started.
+        self.assertTrue(caught.exception.code.startswith("twistd keyx: cannot listen: "),
+                        caught.exception.code)
+        self.assertIn(missing, caught.exception.code)
+
     def test_startup_log_line(self):
         with capturedLogs() as events:
             self.make("--dh", "tcp:7001", "--dh", "tcp:7002", "--group", "ffdhe4096",
@@ -208,8 +263,8 @@ class MakeServiceTests(unittest.TestCase):
             "with group ffdhe4096 (4096 bits)",
             f"twisted-keyx {tap.__version__}: EKE handshake and chat on tcp:7003; users from "
             f"{os.path.abspath('users.json')} (file not found: no users yet)",
-            "Limits: handshake timeout 30 s, idle timeout 300 s, 64 connections per IP, "
-            f"10000 in all, {limits.raise_open_file_limit(0)} open files (0: no limit)",
+            "Limits (0: none): handshake timeout 30 s, idle timeout 300 s, 64 connections "
+            f"per IP, 10000 in all; open-file limit {limits.raise_open_file_limit(0)}",
         ])
 
     def test_serves_on_a_real_unix_socket(self):

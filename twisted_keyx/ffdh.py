@@ -406,7 +406,14 @@ def load_parameters_file(path):
             data = f.read(MAX_PARAMETERS_PEM + 1)
     except OSError as e:
         raise ParameterError(f"cannot read {path}: {e.strerror}") from None
-    return group_from_parameters_pem(data, name=f"file:{path}")
+    if len(data) > MAX_PARAMETERS_PEM:
+        raise ParameterError(
+            f"{path}: too large to be a DH parameter file (over {MAX_PARAMETERS_PEM} bytes)")
+    try:
+        return group_from_parameters_pem(data, name=f"file:{path}")
+    except ParameterError as e:
+        # Name the file: the user may not know which option the error is about.
+        raise ParameterError(f"{path}: {e}") from None
 
 
 def generate_parameters_pem(bits, generator=2):

@@ -4,6 +4,7 @@ The dropin ``twisted/plugins/keyx_plugin.py`` points here, so tests can
 import :class:`Options` and :func:`makeService` directly.
 """
 
+import math
 import os
 import re
 
@@ -46,6 +47,11 @@ def _check_endpoint(description):
         )
     if address[0] == "unix" and not address[1]:
         raise usage.UsageError(f"bad endpoint {description!r}: no socket path")
+    if address[0] == "unix":
+        folder = os.path.dirname(os.path.abspath(address[1]))
+        if not os.path.isdir(folder):
+            raise usage.UsageError(
+                f"bad endpoint {description!r}: the folder {folder} does not exist")
 
 
 _WILDCARD_INTERFACES = ("", "0.0.0.0", "::")
@@ -191,8 +197,9 @@ class Options(usage.Options):
             _check_endpoint(description)
         _check_distinct_listeners(listeners, defaulted)
         for name in ("timeout", "idle-timeout", "max-per-ip", "max-connections"):
-            if self[name] < 0:
-                raise usage.UsageError(f"--{name} must be 0 (no limit) or more")
+            # not (x >= 0) also refuses nan, which would break every timer.
+            if not (0 <= self[name] < math.inf):
+                raise usage.UsageError(f"--{name} must be a number, 0 (no limit) or more")
         self["limits"] = limits.Limits(
             timeout=self["timeout"], idle_timeout=self["idle-timeout"],
             max_per_ip=self["max-per-ip"], max_connections=self["max-connections"],
@@ -207,11 +214,20 @@ class Options(usage.Options):
         except ffdh.ParameterError as e:
             raise usage.UsageError(str(e)) from None
         # Absolute, so that a daemon that changes directory still finds it.
-        self["user-file"] = UserFile(os.path.abspath(self["users"]))
+        users = os.path.abspath(self["users"])
+        # A missing file means no users yet; a missing folder is a typo.
+        if not os.path.isdir(os.path.dirname(users)):
+            raise usage.UsageError(
+                f"--users {self['users']}: the folder {os.path.dirname(users)} does not exist")
+        self["user-file"] = UserFile(users)
         try:
             self["user-count"] = self["user-file"].load()
         except UserFileError as e:
             raise usage.UsageError(str(e)) from None
+
+
+class StartupError(Exception):
+    """The daemon cannot start (a port in use...): one line for the user."""
 
 
 class KeyxService(service.MultiService):
@@ -220,8 +236,10 @@ class KeyxService(service.MultiService):
     log = Logger()
 
     def __init__(self, group, dh_endpoints, dh_raw_endpoints=(), eke_endpoints=(),
-                 user_file=None, user_count=None, connection_limits=limits.Limits()):
+                 user_file=None, user_count=None, connection_limits=limits.Limits(),
+                 daemon=False):
         super().__init__()
+        self.daemon = daemon
         self.group = group
         self.dh_endpoints = dh_endpoints
         self.dh_raw_endpoints = list(dh_raw_endpoints)
@@ -237,7 +255,18 @@ class KeyxService(service.MultiService):
             super().privilegedStartService()
         except error.CannotListenError as e:
             where = host_port(e.interface or "*", e.port)
-            raise SystemExit(f"twistd keyx: cannot listen on {where}: {e.socketError}") from None
+            self._cannotStart(f"cannot listen on {where}: {e.socketError}")
+        except OSError as e:  # a unix: socket's lock file, say
+            where = e.filename2 or e.filename
+            self._cannotStart(f"cannot listen: {e.strerror}" + (f": {where}" if where else ""))
+
+    def _cannotStart(self, message):
+        if self.daemon:
+            # twistd's daemon mode reports an ordinary exception to the
+            # waiting parent ("An error has occurred: ..."); SystemExit would
+            # leave the parent waiting forever.
+            raise StartupError(message) from None
+        raise SystemExit(f"twistd keyx: {message}") from None
 
     def startService(self):
         endpoints = ", ".join(self.dh_endpoints)
@@ -267,9 +296,8 @@ class KeyxService(service.MultiService):
         wanted = self.limits.max_connections + 64 if self.limits.max_connections else 1 << 20
         files = limits.raise_open_file_limit(wanted)
         self.log.info(
-            "Limits: handshake timeout {timeout:g} s, idle timeout {idle:g} s, "
-            "{per_ip} connections per IP, {total} in all, {files} open files "
-            "(0: no limit)",
+            "Limits (0: none): handshake timeout {timeout:g} s, idle timeout {idle:g} s, "
+            "{per_ip} connections per IP, {total} in all; open-file limit {files}",
             timeout=self.limits.timeout, idle=self.limits.idle_timeout,
             per_ip=self.limits.max_per_ip, total=self.limits.max_connections, files=files,
         )
@@ -286,8 +314,11 @@ def makeService(options, reactor=None):
     """The service twistd runs; ``reactor`` is for tests (default: the global one)."""
     group = options["dh-group"]
     connection_limits = options.get("limits", limits.Limits())
+    # twistd's own options are the parent of ours; without -n it daemonizes.
+    parent = getattr(options, "parent", None) or {}
     top = KeyxService(group, options["dh"], options["dh-raw"], options["eke"],
-                      options["user-file"].path, options["user-count"], connection_limits)
+                      options["user-file"].path, options["user-count"], connection_limits,
+                      daemon=bool(parent) and not parent.get("nodaemon", True))
     # One policy for every endpoint of every handshake: the limits are the
     # daemon's, not one listener's.
     policy = limits.ConnectionPolicy(connection_limits, reactor)
