@@ -261,3 +261,53 @@ class MainTests(unittest.TestCase):
                 err, f"keyx-client: cannot connect to 127.0.0.1:{number}: "
                      "connection refused\n".encode())
         return defer.Deferred.fromCoroutine(run())
+
+
+class HostTests(unittest.TestCase):
+    """--host takes a host name or an IP address, checked before connecting:
+    HostnameEndpoint only says "invalid hostname" when asked to connect, and
+    task.react then prints a traceback."""
+
+    def usage_error(self, *argv):
+        err = io.StringIO()
+        self.patch(sys, "stderr", err)
+        with self.assertRaises(SystemExit) as caught:
+            client.main(list(argv), out=io.StringIO(), err=err)
+        return caught.exception.code, err.getvalue()
+
+    def test_not_a_host_is_a_usage_error(self):
+        for command in (["dh"], ["eke", "--user", "alice"]):
+            for host, hint in [
+                ("", ""),
+                ("a b", ""),
+                ("under_score", ""),
+                ("-dash.example", ""),
+                ("a" * 64 + ".example", ""),
+                ("localhost:27777", "; give the port with --port, not as host:port"),
+                ("[::1]", "; write an IPv6 address without brackets"),
+                ("/path/k.sock", "; keyx-client connects over TCP only"),
+            ]:
+                status, err = self.usage_error(*command, f"--host={host}")
+                self.assertEqual(status, 2)
+                self.assertEqual(
+                    err.splitlines()[-1],
+                    f"keyx-client {command[0]}: error: argument --host: "
+                    f"not a host name or an IP address: {host!r}{hint}")
+
+    def test_host_names_and_addresses(self):
+        parser = client.build_parser()
+        for host in ("localhost", "localhost.", "example.org", "b\u00fccher.de",
+                     "x-1.example", "127.0.0.1", "::1", "fe80::1%lo"):
+            self.assertEqual(parser.parse_args(["dh", "--host", host]).host, host)
+
+    def test_host_the_endpoint_refuses_is_a_usage_error(self):
+        # IDNA 2003 (the check above) takes a snowman; Twisted's IDNA 2008
+        # does not.  The endpoint's ValueError is one line, exit status 2.
+        args = client.build_parser().parse_args(["dh", "--host", "\u2603.net"])
+        out, err = io.StringIO(), io.StringIO()
+
+        async def run():
+            status = await client.run(reactor, args, out, err)
+            self.assertEqual((status, out.getvalue(), err.getvalue()), (
+                2, "", "keyx-client: not a host name or an IP address: '\u2603.net'\n"))
+        return defer.Deferred.fromCoroutine(run())

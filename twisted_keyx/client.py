@@ -7,7 +7,9 @@ connection lost before the server answered).
 """
 
 import argparse
+import ipaddress
 import json
+import re
 import sys
 
 from twisted.internet import defer, endpoints, error, fdesc, stdio, task
@@ -39,6 +41,10 @@ class ClientError(Exception):
         self.status = status
 
 
+HOST_HELP = ("server host name or IP address (no :PORT, which is --port's job) "
+             "[default: localhost]")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keyx-client",
@@ -56,7 +62,7 @@ def build_parser():
             "session key in hex."
         ),
     )
-    dh.add_argument("--host", default="localhost", help="server host [default: localhost]")
+    dh.add_argument("--host", type=_host, default="localhost", help=HOST_HELP)
     dh.add_argument("--port", type=_port, default=7777, help="server port [default: 7777]")
     dh.add_argument("--timeout", type=_positive, default=10.0,
                     help="seconds to wait for the connection and for the whole "
@@ -84,7 +90,7 @@ def build_parser():
     )
     eke.add_argument("--user", required=True, type=_user_name, metavar="NAME",
                      help="the user name")
-    eke.add_argument("--host", default="localhost", help="server host [default: localhost]")
+    eke.add_argument("--host", type=_host, default="localhost", help=HOST_HELP)
     eke.add_argument("--port", type=_port, default=8088, help="server port [default: 8088]")
     eke.add_argument("--password-file", metavar="F",
                      help="read the password from the first line of F; without it "
@@ -104,6 +110,39 @@ def _port(text):
     if not 0 < port < 65536:
         raise argparse.ArgumentTypeError(f"port out of range: {port}")
     return port
+
+
+NOT_A_HOST = "not a host name or an IP address: {!r}"
+
+#: One label of a host name (RFC 1123 section 2.1): letters, digits and
+#: inner hyphens, 63 characters at most.
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
+
+
+def _host(text):
+    """A host name or an IP address, as HostnameEndpoint accepts them: the
+    endpoint only says "invalid hostname" when it is asked to connect."""
+    try:
+        ipaddress.ip_address(text)
+        return text
+    except ValueError:
+        pass
+    try:
+        ascii_name = text.encode("idna").decode("ascii")  # an IDN: its xn-- form
+    except UnicodeError:
+        ascii_name = None
+    name = ascii_name[:-1] if ascii_name and ascii_name.endswith(".") else ascii_name
+    if name and len(name) <= 253 and all(map(_HOST_LABEL.match, name.split("."))):
+        return text
+    if text.startswith("["):
+        hint = "; write an IPv6 address without brackets"
+    elif ":" in text:
+        hint = "; give the port with --port, not as host:port"
+    elif "/" in text:
+        hint = "; keyx-client connects over TCP only"
+    else:
+        hint = ""
+    raise argparse.ArgumentTypeError(f"{NOT_A_HOST.format(text)}{hint}")
 
 
 def _user_name(text):
@@ -136,6 +175,9 @@ async def connect(reactor, args, factory):
         raise ClientError(f"cannot connect to {where}: timed out", EXIT_NETWORK)
     except error.DNSLookupError:
         raise ClientError(f"cannot connect to {where}: unknown host", EXIT_NETWORK)
+    except ValueError:
+        # What _host let through but the endpoint's IDNA 2008 check refuses.
+        raise ClientError(NOT_A_HOST.format(args.host), EXIT_USAGE)
     except (error.ConnectError, OSError) as e:
         raise ClientError(f"cannot connect to {where}: {e}", EXIT_NETWORK)
 
