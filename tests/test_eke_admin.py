@@ -105,6 +105,15 @@ class AdminUserTests(unittest.TestCase):
         status, out, err = self.admin("adduser", "alice", "--users", self.users)
         self.assertEqual((status, err), (1, "keyx-admin: the password is empty\n"))
 
+    def test_adduser_ctrl_c_at_the_prompt(self):
+        def interrupted(prompt):
+            raise KeyboardInterrupt
+
+        self.patch(getpass, "getpass", interrupted)
+        status, out, err = self.admin("adduser", "alice", "--users", self.users)
+        self.assertEqual((status, out, err), (130, "", "keyx-admin: interrupted\n"))
+        self.assertFalse(os.path.exists(self.users))
+
     def test_deluser(self):
         self.adduser("alice")
         self.adduser("bob")

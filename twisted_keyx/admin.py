@@ -1,6 +1,7 @@
 """``keyx-admin``: make the files the daemon reads (DH parameters, EKE users).
 
-Exit status: 0 success, 1 failure (message on stderr), 2 usage error.
+Exit status: 0 success, 1 failure (message on stderr), 2 usage error,
+130 interrupted (Ctrl-C; 128 + SIGINT, as for keyx-client).
 """
 
 import argparse
@@ -14,6 +15,9 @@ from twisted_keyx.eke import userstore
 from twisted_keyx.eke.messages import MalformedLine, check_user_name, printable
 from twisted_keyx.eke.password import PasswordError, ask_password, read_password_file
 from twisted_keyx.fileutil import write_file_atomically
+
+
+EXIT_INTERRUPTED = 130
 
 
 class AdminError(Exception):
@@ -143,7 +147,9 @@ def _bits(text):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="keyx-admin", description="Make the files the twisted-keyx daemon reads."
+        prog="keyx-admin", description="Make the files the twisted-keyx daemon reads.",
+        epilog="Exit status: 0 done; 1 the command failed; 2 usage error; "
+               "130 interrupted (Ctrl-C).",
     )
     parser.add_argument("--version", action="version", version=f"twisted-keyx {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -213,7 +219,7 @@ def main(argv=None, out=None, err=None):
         return 1
     except KeyboardInterrupt:
         err.write("keyx-admin: interrupted\n")
-        return 1
+        return EXIT_INTERRUPTED
     return 0
 
 

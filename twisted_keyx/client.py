@@ -3,7 +3,7 @@
 Exit status: 0 success; 1 the handshake failed (the server refused, sent
 something wrong or an invalid key; for EKE also a failed authentication or a
 broken chat); 2 usage error; 3 network error (connection refused, timeout,
-connection lost before the server answered).
+connection lost before the server answered); 130 interrupted (Ctrl-C).
 """
 
 import argparse
@@ -31,6 +31,12 @@ EXIT_OK = 0
 EXIT_HANDSHAKE_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NETWORK = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+
+EXIT_STATUS_HELP = (
+    "Exit status: 0 success; 1 the handshake failed; 2 usage error; "
+    "3 network error; 130 interrupted (Ctrl-C)."
+)
 
 
 class ClientError(Exception):
@@ -41,6 +47,35 @@ class ClientError(Exception):
         self.status = status
 
 
+class Interruption:
+    """Tells Ctrl-C from a server that hangs up.
+
+    Under :func:`task.react`, SIGINT (or SIGTERM) stops the reactor, and
+    stopping it closes the connection: the handshake or the chat would then
+    report a lost connection.  Nothing else stops the reactor before the
+    command is done, so a shutdown that begins while it runs is an
+    interruption.  It is reported at once, on ``err``: once the reactor
+    stops, a pending connection attempt or timer never ends, and the command
+    may never get to say anything.
+    """
+
+    MESSAGE = "keyx-client: interrupted\n"
+
+    def __init__(self, err):
+        self.err = err
+        self.happened = False
+        self.done = False
+
+    def watch(self, reactor):
+        reactor.addSystemEventTrigger("before", "shutdown", self.reactorStopping)
+
+    def reactorStopping(self):
+        if not self.done and not self.happened:
+            self.happened = True
+            self.err.write(self.MESSAGE)
+            self.err.flush()
+
+
 HOST_HELP = ("server host name or IP address (no :PORT, which is --port's job) "
              "[default: localhost]")
 
@@ -49,6 +84,7 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="keyx-client",
         description="Run a twisted-keyx handshake against a server and print the result.",
+        epilog=EXIT_STATUS_HELP,
     )
     parser.add_argument("--version", action="version", version=f"twisted-keyx {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -61,6 +97,7 @@ def build_parser():
             "parameters / public keys) and print the shared secret and the "
             "session key in hex."
         ),
+        epilog=EXIT_STATUS_HELP,
     )
     dh.add_argument("--host", type=_host, default="localhost", help=HOST_HELP)
     dh.add_argument("--port", type=_port, default=7777, help="server port [default: 7777]")
@@ -85,7 +122,8 @@ def build_parser():
             "encrypted, and each reply is printed. quit or the end of input "
             "ends the session. Exit status 0 after a clean session, 1 if "
             "authentication fails (wrong password or unknown user) or the chat "
-            "breaks, 2 for a usage error, 3 for a network error."
+            "breaks, 2 for a usage error, 3 for a network error, 130 if "
+            "interrupted (Ctrl-C)."
         ),
     )
     eke.add_argument("--user", required=True, type=_user_name, metavar="NAME",
@@ -247,7 +285,9 @@ def _read_password(args):
     except PasswordError as e:
         raise ClientError(str(e), EXIT_USAGE)
     except KeyboardInterrupt:
-        raise ClientError("interrupted", EXIT_USAGE)
+        # Asked before task.react runs the reactor: Python's own SIGINT
+        # handler is still in place.
+        raise ClientError("interrupted", EXIT_INTERRUPTED)
 
 
 async def run_eke(reactor, args, out):
@@ -297,34 +337,48 @@ async def run_eke(reactor, args, out):
     return EXIT_OK
 
 
-async def run(reactor, args, out, err):
+async def run(reactor, args, out, err, interruption=None):
     """Run the command ``args`` names; return its exit status.
 
     A failure is one line on ``err``.  :func:`main` runs this under
-    ``task.react``; tests await it in their own reactor.
+    ``task.react``; tests await it in their own reactor.  Once
+    ``interruption`` (an :class:`Interruption`) has happened, what follows
+    is its consequence, not the server's doing: it is not reported.
     """
     try:
-        return await args.run(reactor, args, out)
+        status = await args.run(reactor, args, out)
     except ClientError as e:
+        if interruption is not None and interruption.happened:
+            return EXIT_INTERRUPTED
         err.write(f"keyx-client: {e}\n")
         return e.status
+    finally:
+        if interruption is not None:
+            interruption.done = True
+    if interruption is not None and interruption.happened:
+        return EXIT_INTERRUPTED
+    return status
 
 
 def main(argv=None, out=None, err=None):
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
     args = build_parser().parse_args(argv)
+    interruption = Interruption(err)
     status = []
 
     async def run_and_keep_status(reactor):
-        status.append(await run(reactor, args, out, err))
+        status.append(await run(reactor, args, out, err, interruption))
 
     def start(reactor):
+        interruption.watch(reactor)
         return defer.Deferred.fromCoroutine(run_and_keep_status(reactor))
 
     try:
         task.react(start)
     except SystemExit as e:
+        if interruption.happened:
+            return EXIT_INTERRUPTED
         if e.code not in (0, None) or not status:
             raise
     return status[0]
