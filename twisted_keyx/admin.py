@@ -39,15 +39,21 @@ def _with_progress(work, label, err, interval=0.5):
     thread.start()
     interactive = getattr(err, "isatty", lambda: False)()
     ticks = 0
-    while thread.is_alive():
-        thread.join(interval)
-        ticks += 1
-        elapsed = time.monotonic() - started
-        if interactive:
-            err.write(f"\r{label}... {elapsed:4.0f} s")
-        elif ticks % 10 == 0:
-            err.write(f"{label}... {elapsed:.0f} s\n")
-        err.flush()
+    try:
+        while thread.is_alive():
+            thread.join(interval)
+            ticks += 1
+            elapsed = time.monotonic() - started
+            if interactive:
+                err.write(f"\r{label}... {elapsed:4.0f} s")
+            elif ticks % 10 == 0:
+                err.write(f"{label}... {elapsed:.0f} s\n")
+            err.flush()
+    except KeyboardInterrupt:
+        # Ctrl-C: end the progress line, so that the message starts a line.
+        if interactive and ticks:
+            err.write("\n")
+        raise
     elapsed = time.monotonic() - started
     prefix = "\r" if interactive else ""
     if "error" in outcome:
@@ -59,11 +65,16 @@ def _with_progress(work, label, err, interval=0.5):
 
 def cmd_genparams(args, out, err):
     # Everything that can be checked is checked before the slow part.
+    if os.path.isdir(args.output):
+        raise AdminError(f"cannot write {args.output}: it is a directory")
     if os.path.exists(args.output) and not args.force:
         raise AdminError(f"{args.output} exists; use --force to replace it")
     directory = os.path.dirname(os.path.abspath(args.output))
     if not os.path.isdir(directory):
         raise AdminError(f"cannot write {args.output}: no directory {directory}")
+    # The file is written as a temporary in the same directory, then renamed.
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise AdminError(f"cannot write {args.output}: directory {directory} is not writable")
     label = f"generating a {args.bits}-bit safe prime (this takes a while)"
     try:
         pem = _with_progress(lambda: ffdh.generate_parameters_pem(args.bits), label, err)
