@@ -12,8 +12,13 @@ import time
 
 from twisted_keyx import __version__, ffdh
 from twisted_keyx.eke import userstore
-from twisted_keyx.eke.messages import MalformedLine, check_user_name, printable
-from twisted_keyx.eke.password import PasswordError, ask_password, read_password_file
+from twisted_keyx.eke.messages import printable
+from twisted_keyx.eke.password import (
+    PasswordError,
+    ask_password,
+    read_password_file,
+    user_name_argument,
+)
 from twisted_keyx.fileutil import write_file_atomically
 
 
@@ -101,10 +106,6 @@ def _write_users(path, users):
 
 
 def cmd_adduser(args, out, err):
-    try:
-        check_user_name(args.name)
-    except MalformedLine as e:
-        raise AdminError(f"bad user name {printable(args.name)!r}: {e}") from None
     users = _read_users(args.users, missing_ok=True)
     if args.name in users:
         raise AdminError(
@@ -134,7 +135,10 @@ def cmd_deluser(args, out, err):
 
 
 def cmd_listusers(args, out, err):
-    for name, record in sorted(_read_users(args.users).items()):
+    users = _read_users(args.users)
+    if not users:
+        err.write(f"keyx-admin: no users in {args.users}\n")
+    for name, record in sorted(users.items()):
         out.write(f"{name}  {record.kdf}\n")
 
 
@@ -195,7 +199,7 @@ def build_parser():
             "--password-file the password is asked twice on the terminal."
         ),
     )
-    adduser.add_argument("name", metavar="NAME",
+    adduser.add_argument("name", metavar="NAME", type=user_name_argument,
                          help="1 to 64 bytes of UTF-8, printable, no whitespace")
     _add_users_option(adduser)
     adduser.add_argument("--password-file", metavar="F",

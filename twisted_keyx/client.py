@@ -21,8 +21,12 @@ from twisted_keyx.dh.raw import RawDHClientFactory
 from twisted_keyx.eke.chat import ChatFailed
 from twisted_keyx.eke.console import ChatConsole
 from twisted_keyx.eke.handshake import AuthenticationFailed
-from twisted_keyx.eke.messages import MalformedLine, check_user_name
-from twisted_keyx.eke.password import PasswordError, ask_password, read_password_file
+from twisted_keyx.eke.password import (
+    PasswordError,
+    ask_password,
+    read_password_file,
+    user_name_argument,
+)
 from twisted_keyx.eke.protocol import EKEClientFactory
 from twisted_keyx.machine import HandshakeFailed, ServerHungUp
 from twisted_keyx.session import fingerprint
@@ -126,7 +130,7 @@ def build_parser():
             "interrupted (Ctrl-C)."
         ),
     )
-    eke.add_argument("--user", required=True, type=_user_name, metavar="NAME",
+    eke.add_argument("--user", required=True, type=user_name_argument, metavar="NAME",
                      help="the user name")
     eke.add_argument("--host", type=_host, default="localhost", help=HOST_HELP)
     eke.add_argument("--port", type=_port, default=8088, help="server port [default: 8088]")
@@ -181,13 +185,6 @@ def _host(text):
     else:
         hint = ""
     raise argparse.ArgumentTypeError(f"{NOT_A_HOST.format(text)}{hint}")
-
-
-def _user_name(text):
-    try:
-        return check_user_name(text)
-    except MalformedLine as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _positive(text):
