@@ -5,12 +5,15 @@ tests replace the generator with a fixture made by ``openssl dhparam``; set
 KEYX_SLOW_TESTS=1 to also generate one for real and check it with OpenSSL.
 """
 
+import _thread
 import io
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
 
 from twisted.trial import unittest
@@ -85,6 +88,30 @@ class GenparamsTests(unittest.TestCase):
                               f"{os.path.abspath(os.path.dirname(output))}\n")
         self.assertEqual(self.generated, [])
 
+    def test_directory_fails_before_generating(self):
+        for force in ([], ["--force"]):
+            status, out, err = self.admin("genparams", "-o", self.directory, *force)
+            self.assertEqual((status, out, err), (
+                1, "", f"keyx-admin: cannot write {self.directory}: it is a directory\n"))
+        self.assertEqual(self.generated, [])
+
+    def test_unwritable_directory_fails_before_generating(self):
+        # Tests may run as root, for whom os.access says yes: ask a stand-in.
+        directory = os.path.abspath(self.directory)
+        checked = []
+
+        def access(path, mode):
+            checked.append((path, mode))
+            return False
+
+        self.patch(os, "access", access)
+        status, out, err = self.admin("genparams", "-o", self.output)
+        self.assertEqual((status, out, err), (
+            1, "", f"keyx-admin: cannot write {self.output}: "
+                   f"directory {directory} is not writable\n"))
+        self.assertEqual(checked, [(directory, os.W_OK | os.X_OK)])
+        self.assertEqual(self.generated, [])
+
     def test_write_error(self):
         def refuse(path, data, mode=0o644):
             raise PermissionError(13, "Permission denied")
@@ -139,6 +166,31 @@ class ProgressTests(unittest.TestCase):
         self.assertTrue(err.getvalue().startswith("\rworking...    0 s"))
         self.assertTrue(err.getvalue().endswith("\rworking: done in 0.1 s\n")
                         or err.getvalue().endswith("\rworking: done in 0.0 s\n"))
+
+
+    def test_interrupted_progress_line_is_ended(self):
+        # Ctrl-C while the progress line is on the terminal: the line ends,
+        # so "keyx-admin: interrupted" starts a line of its own.
+        class Terminal(io.StringIO):
+            def isatty(self):
+                return True
+
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        self.addCleanup(signal.signal, signal.SIGINT, previous)
+        err = Terminal()
+        stop = threading.Event()
+        self.addCleanup(stop.set)
+
+        def work():
+            # Wait for a progress line, then Ctrl-C (to the main thread).
+            while "working..." not in err.getvalue() and not stop.wait(0.005):
+                pass
+            _thread.interrupt_main()
+            stop.wait(5)
+
+        with self.assertRaises(KeyboardInterrupt):
+            admin._with_progress(work, "working", err, interval=0.01)
+        self.assertRegex(err.getvalue(), r"^(\rworking\.\.\.    0 s)+\n$")
 
 
 class AtomicWriteTests(unittest.TestCase):

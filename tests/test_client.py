@@ -11,7 +11,7 @@ import os
 import socket
 import sys
 
-from twisted.internet import defer, reactor, utils
+from twisted.internet import defer, protocol, reactor, utils
 from twisted.internet.protocol import Factory
 from twisted.trial import unittest
 
@@ -24,6 +24,7 @@ from .helpers import (
     CLOSE,
     ScriptedFactory,
     ScriptedFramedServer,
+    ScriptedLineServer,
     TrackingDHServerFactory,
     dh_spki_pem,
     read_data,
@@ -34,7 +35,11 @@ GROUP = ffdh.named_group("ffdhe2048")
 PARAMETERS = read_data("ffdhe2048.pem")
 HEY_THERE = b"Hey there!"
 
-class ClientTests(unittest.TestCase):
+
+class _Loopback:
+    """Servers on 127.0.0.1; the client's DH protocols are kept so that each
+    test waits for their sockets to close."""
+
     def setUp(self):
         # Keep the client's protocols so each test waits for their sockets
         # to close (client.run_dh builds its protocols with DHClientFactory).
@@ -53,6 +58,8 @@ class ClientTests(unittest.TestCase):
         self.addCleanup(port.stopListening)
         return port.getHost().port
 
+
+class ClientTests(_Loopback, unittest.TestCase):
     def run_client(self, port, *options, server=None):
         """Run ``keyx-client dh`` against ``port``: (status, stdout, stderr)."""
         args = client.build_parser().parse_args(
@@ -201,6 +208,106 @@ class ClientTests(unittest.TestCase):
         return defer.Deferred.fromCoroutine(run())
 
 
+class _HeardServer(ScriptedFramedServer):
+    """Says nothing; fires ``factory.heard`` with itself at the client's
+    first message (by then the client's reactor runs, its SIGINT handler in
+    place)."""
+
+    def stringReceived(self, string):
+        self.factory.heard.callback(self)
+
+
+class _HeardLineServer(ScriptedLineServer):
+    def lineReceived(self, line):
+        self.factory.heard.callback(self)
+
+
+def silent_server(server_class=_HeardServer):
+    factory = ScriptedFactory(server_class, [])
+    factory.heard = defer.Deferred()
+    return factory
+
+
+class InterruptionTests(_Loopback, unittest.TestCase):
+    """Ctrl-C stops the reactor, which closes the connection: that is
+    reported as an interruption, not as the server hanging up."""
+
+    def interrupted_run(self, *argv):
+        server = silent_server()
+        port = self.listen(server)
+        args = client.build_parser().parse_args(
+            [*argv, "--host", "127.0.0.1", "--port", str(port)])
+        out, err = io.StringIO(), io.StringIO()
+        interruption = client.Interruption(err)
+
+        async def run():
+            running = defer.Deferred.fromCoroutine(
+                client.run(reactor, args, out, err, interruption))
+            connection = await server.heard
+            interruption.reactorStopping()  # what SIGINT's reactor.stop() fires first
+            connection.transport.loseConnection()  # then the reactor closes every socket
+            status = await running
+            await defer.gatherResults([c.lost for c in self.clients if c.transport])
+            await server.allLost()
+            return status, out.getvalue(), err.getvalue()
+
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_lost_connection_after_interruption_is_not_reported(self):
+        async def run():
+            self.assertEqual(await self.interrupted_run("dh"),
+                             (130, "", "keyx-client: interrupted\n"))
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_eke_lost_connection_after_interruption_is_not_reported(self):
+        password_file = self.mktemp()
+        with open(password_file, "w") as f:
+            f.write("pw\n")
+
+        async def run():
+            server = silent_server(_HeardLineServer)
+            port = self.listen(server)
+            args = client.build_parser().parse_args(
+                ["eke", "--user", "alice", "--password-file", password_file,
+                 "--host", "127.0.0.1", "--port", str(port)])
+            out, err = io.StringIO(), io.StringIO()
+            interruption = client.Interruption(err)
+            running = defer.Deferred.fromCoroutine(
+                client.run(reactor, args, out, err, interruption))
+            connection = await server.heard
+            interruption.reactorStopping()
+            connection.transport.loseConnection()
+            self.assertEqual(await running, 130)
+            await server.allLost()
+            self.assertEqual((out.getvalue(), err.getvalue()),
+                             ("", "keyx-client: interrupted\n"))
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_shutdown_after_the_command_is_not_an_interruption(self):
+        async def run():
+            server = TrackingDHServerFactory(GROUP)
+            args = client.build_parser().parse_args(
+                ["dh", "--host", "127.0.0.1", "--port", str(self.listen(server))])
+            out, err = io.StringIO(), io.StringIO()
+            interruption = client.Interruption(err)
+            status = await client.run(reactor, args, out, err, interruption)
+            await server.allLost()
+            interruption.reactorStopping()  # task.react stopping the reactor
+            self.assertEqual((status, err.getvalue(), interruption.happened), (0, "", False))
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_watch_uses_the_before_shutdown_trigger(self):
+        triggers = []
+
+        class Reactor:
+            def addSystemEventTrigger(self, phase, event, callable):
+                triggers.append((phase, event, callable))
+
+        interruption = client.Interruption(io.StringIO())
+        interruption.watch(Reactor())
+        self.assertEqual(triggers, [("before", "shutdown", interruption.reactorStopping)])
+
+
 class UsageTests(unittest.TestCase):
     def usage_error(self, *argv):
         err = io.StringIO()
@@ -260,4 +367,97 @@ class MainTests(unittest.TestCase):
             self.assertEqual(
                 err, f"keyx-client: cannot connect to 127.0.0.1:{number}: "
                      "connection refused\n".encode())
+        return defer.Deferred.fromCoroutine(run())
+
+
+class HostTests(unittest.TestCase):
+    """--host takes a host name or an IP address, checked before connecting:
+    HostnameEndpoint only says "invalid hostname" when asked to connect, and
+    task.react then prints a traceback."""
+
+    def usage_error(self, *argv):
+        err = io.StringIO()
+        self.patch(sys, "stderr", err)
+        with self.assertRaises(SystemExit) as caught:
+            client.main(list(argv), out=io.StringIO(), err=err)
+        return caught.exception.code, err.getvalue()
+
+    def test_not_a_host_is_a_usage_error(self):
+        for command in (["dh"], ["eke", "--user", "alice"]):
+            for host, hint in [
+                ("", ""),
+                ("a b", ""),
+                ("under_score", ""),
+                ("-dash.example", ""),
+                ("a" * 64 + ".example", ""),
+                ("localhost:27777", "; give the port with --port, not as host:port"),
+                ("[::1]", "; write an IPv6 address without brackets"),
+                ("/path/k.sock", "; keyx-client connects over TCP only"),
+            ]:
+                status, err = self.usage_error(*command, f"--host={host}")
+                self.assertEqual(status, 2)
+                self.assertEqual(
+                    err.splitlines()[-1],
+                    f"keyx-client {command[0]}: error: argument --host: "
+                    f"not a host name or an IP address: {host!r}{hint}")
+
+    def test_host_names_and_addresses(self):
+        parser = client.build_parser()
+        for host in ("localhost", "localhost.", "example.org", "b\u00fccher.de",
+                     "x-1.example", "127.0.0.1", "::1", "fe80::1%lo"):
+            self.assertEqual(parser.parse_args(["dh", "--host", host]).host, host)
+
+    def test_host_the_endpoint_refuses_is_a_usage_error(self):
+        # IDNA 2003 (the check above) takes a snowman; Twisted's IDNA 2008
+        # does not.  The endpoint's ValueError is one line, exit status 2.
+        args = client.build_parser().parse_args(["dh", "--host", "\u2603.net"])
+        out, err = io.StringIO(), io.StringIO()
+
+        async def run():
+            status = await client.run(reactor, args, out, err)
+            self.assertEqual((status, out.getvalue(), err.getvalue()), (
+                2, "", "keyx-client: not a host name or an IP address: '\u2603.net'\n"))
+        return defer.Deferred.fromCoroutine(run())
+
+
+class _Recorded(protocol.ProcessProtocol):
+    def __init__(self):
+        self.out = b""
+        self.err = b""
+        self.ended = defer.Deferred()
+
+    def outReceived(self, data):
+        self.out += data
+
+    def errReceived(self, data):
+        self.err += data
+
+    def processEnded(self, reason):
+        self.ended.callback(reason.value.exitCode)
+
+
+class SigintTests(unittest.TestCase):
+    """A real ``keyx-client dh`` waiting for a server that never answers
+    gets SIGINT, as from Ctrl-C."""
+
+    timeout = 30
+
+    def test_ctrl_c_while_awaiting_the_server(self):
+        async def run():
+            server = silent_server()
+            port = reactor.listenTCP(0, server, interface="127.0.0.1")
+            self.addCleanup(port.stopListening)
+            root = os.path.dirname(os.path.dirname(os.path.abspath(twisted_keyx.__file__)))
+            process = _Recorded()
+            transport = reactor.spawnProcess(
+                process, sys.executable,
+                [sys.executable, "-W", "error", "-m", "twisted_keyx.client", "dh",
+                 "--host", "127.0.0.1", "--port", str(port.getHost().port)],
+                env=dict(os.environ, PYTHONPATH=root))
+            await server.heard  # the Hello: the client's reactor is running
+            transport.signalProcess("INT")
+            status = await process.ended
+            await server.allLost()
+            self.assertEqual((status, process.out, process.err),
+                             (130, b"", b"keyx-client: interrupted\n"))
         return defer.Deferred.fromCoroutine(run())

@@ -4,6 +4,7 @@ import getpass
 import io
 import os
 import stat
+import sys
 
 from twisted.trial import unittest
 
@@ -53,11 +54,18 @@ class AdminUserTests(unittest.TestCase):
         self.assertEqual(err, f"keyx-admin: user 'alice' already exists in {self.users}; "
                               "remove it first with keyx-admin deluser\n")
 
-    def test_adduser_bad_name(self):
-        status, out, err = self.adduser("two words")
-        self.assertEqual(status, 1)
-        self.assertEqual(err, "keyx-admin: bad user name 'two words': "
-                              "a user name is printable and has no whitespace\n")
+    def test_adduser_bad_name_is_a_usage_error(self):
+        # Exit status 2, as for keyx-client eke --user.
+        for name, why in [("two words", "a user name is printable and has no whitespace"),
+                          ("x" * 65, "a user name has 1 to 64 bytes, not 65")]:
+            stderr = io.StringIO()
+            self.patch(sys, "stderr", stderr)
+            with self.assertRaises(SystemExit) as caught:
+                self.adduser(name)
+            self.assertEqual(caught.exception.code, 2)
+            self.assertEqual(stderr.getvalue().splitlines()[-1],
+                             f"keyx-admin adduser: error: argument NAME: "
+                             f"bad user name {name!r}: {why}")
         self.assertFalse(os.path.exists(self.users))
 
     def test_adduser_empty_password_file(self):
@@ -105,6 +113,15 @@ class AdminUserTests(unittest.TestCase):
         status, out, err = self.admin("adduser", "alice", "--users", self.users)
         self.assertEqual((status, err), (1, "keyx-admin: the password is empty\n"))
 
+    def test_adduser_ctrl_c_at_the_prompt(self):
+        def interrupted(prompt):
+            raise KeyboardInterrupt
+
+        self.patch(getpass, "getpass", interrupted)
+        status, out, err = self.admin("adduser", "alice", "--users", self.users)
+        self.assertEqual((status, out, err), (130, "", "keyx-admin: interrupted\n"))
+        self.assertFalse(os.path.exists(self.users))
+
     def test_deluser(self):
         self.adduser("alice")
         self.adduser("bob")
@@ -127,6 +144,18 @@ class AdminUserTests(unittest.TestCase):
         status, out, err = self.admin("listusers", "--users", self.users)
         self.assertEqual(status, 0)
         self.assertEqual(out, "alice  scrypt n=16 r=2 p=1\nbob  scrypt n=16 r=2 p=1\n")
+
+    def test_listusers_no_users(self):
+        self.adduser("alice")
+        self.admin("deluser", "alice", "--users", self.users)
+        status, out, err = self.admin("listusers", "--users", self.users)
+        self.assertEqual((status, out, err), (0, "", f"keyx-admin: no users in {self.users}\n"))
+
+    def test_listusers_missing_file(self):
+        # Unchanged: a missing file is an error, which names the path.
+        status, out, err = self.admin("listusers", "--users", self.users)
+        self.assertEqual((status, out, err),
+                         (1, "", f"keyx-admin: cannot read {self.users}: no such file\n"))
 
     def test_default_path(self):
         directory = self.mktemp()

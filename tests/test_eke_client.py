@@ -219,6 +219,18 @@ class PasswordPromptTests(unittest.TestCase):
                          "no terminal to ask for the password; use --password-file")
         self.assertEqual(caught.exception.status, client_module.EXIT_USAGE)
 
+    def test_ctrl_c_at_the_prompt(self):
+        def interrupted(prompt):
+            raise KeyboardInterrupt
+
+        self.patch(getpass, "getpass", interrupted)
+        with self.assertRaises(client_module.ClientError) as caught:
+            client_module._read_password(client_module.build_parser().parse_args(
+                ["eke", "--user", "alice"]))
+        self.assertEqual((str(caught.exception), caught.exception.status),
+                         ("interrupted", client_module.EXIT_INTERRUPTED))
+        self.assertEqual(client_module.EXIT_INTERRUPTED, 130)
+
     def test_password_file_first_line(self):
         path = self.mktemp()
         with open(path, "wb") as f:

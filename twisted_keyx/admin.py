@@ -1,6 +1,7 @@
 """``keyx-admin``: make the files the daemon reads (DH parameters, EKE users).
 
-Exit status: 0 success, 1 failure (message on stderr), 2 usage error.
+Exit status: 0 success, 1 failure (message on stderr), 2 usage error,
+130 interrupted (Ctrl-C; 128 + SIGINT, as for keyx-client).
 """
 
 import argparse
@@ -11,9 +12,17 @@ import time
 
 from twisted_keyx import __version__, ffdh
 from twisted_keyx.eke import userstore
-from twisted_keyx.eke.messages import MalformedLine, check_user_name, printable
-from twisted_keyx.eke.password import PasswordError, ask_password, read_password_file
+from twisted_keyx.eke.messages import printable
+from twisted_keyx.eke.password import (
+    PasswordError,
+    ask_password,
+    read_password_file,
+    user_name_argument,
+)
 from twisted_keyx.fileutil import write_file_atomically
+
+
+EXIT_INTERRUPTED = 130
 
 
 class AdminError(Exception):
@@ -35,15 +44,21 @@ def _with_progress(work, label, err, interval=0.5):
     thread.start()
     interactive = getattr(err, "isatty", lambda: False)()
     ticks = 0
-    while thread.is_alive():
-        thread.join(interval)
-        ticks += 1
-        elapsed = time.monotonic() - started
-        if interactive:
-            err.write(f"\r{label}... {elapsed:4.0f} s")
-        elif ticks % 10 == 0:
-            err.write(f"{label}... {elapsed:.0f} s\n")
-        err.flush()
+    try:
+        while thread.is_alive():
+            thread.join(interval)
+            ticks += 1
+            elapsed = time.monotonic() - started
+            if interactive:
+                err.write(f"\r{label}... {elapsed:4.0f} s")
+            elif ticks % 10 == 0:
+                err.write(f"{label}... {elapsed:.0f} s\n")
+            err.flush()
+    except KeyboardInterrupt:
+        # Ctrl-C: end the progress line, so that the message starts a line.
+        if interactive and ticks:
+            err.write("\n")
+        raise
     elapsed = time.monotonic() - started
     prefix = "\r" if interactive else ""
     if "error" in outcome:
@@ -55,11 +70,16 @@ def _with_progress(work, label, err, interval=0.5):
 
 def cmd_genparams(args, out, err):
     # Everything that can be checked is checked before the slow part.
+    if os.path.isdir(args.output):
+        raise AdminError(f"cannot write {args.output}: it is a directory")
     if os.path.exists(args.output) and not args.force:
         raise AdminError(f"{args.output} exists; use --force to replace it")
     directory = os.path.dirname(os.path.abspath(args.output))
     if not os.path.isdir(directory):
         raise AdminError(f"cannot write {args.output}: no directory {directory}")
+    # The file is written as a temporary in the same directory, then renamed.
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise AdminError(f"cannot write {args.output}: directory {directory} is not writable")
     label = f"generating a {args.bits}-bit safe prime (this takes a while)"
     try:
         pem = _with_progress(lambda: ffdh.generate_parameters_pem(args.bits), label, err)
@@ -86,10 +106,6 @@ def _write_users(path, users):
 
 
 def cmd_adduser(args, out, err):
-    try:
-        check_user_name(args.name)
-    except MalformedLine as e:
-        raise AdminError(f"bad user name {printable(args.name)!r}: {e}") from None
     users = _read_users(args.users, missing_ok=True)
     if args.name in users:
         raise AdminError(
@@ -119,7 +135,10 @@ def cmd_deluser(args, out, err):
 
 
 def cmd_listusers(args, out, err):
-    for name, record in sorted(_read_users(args.users).items()):
+    users = _read_users(args.users)
+    if not users:
+        err.write(f"keyx-admin: no users in {args.users}\n")
+    for name, record in sorted(users.items()):
         out.write(f"{name}  {record.kdf}\n")
 
 
@@ -143,7 +162,9 @@ def _bits(text):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="keyx-admin", description="Make the files the twisted-keyx daemon reads."
+        prog="keyx-admin", description="Make the files the twisted-keyx daemon reads.",
+        epilog="Exit status: 0 done; 1 the command failed; 2 usage error; "
+               "130 interrupted (Ctrl-C).",
     )
     parser.add_argument("--version", action="version", version=f"twisted-keyx {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -178,7 +199,7 @@ def build_parser():
             "--password-file the password is asked twice on the terminal."
         ),
     )
-    adduser.add_argument("name", metavar="NAME",
+    adduser.add_argument("name", metavar="NAME", type=user_name_argument,
                          help="1 to 64 bytes of UTF-8, printable, no whitespace")
     _add_users_option(adduser)
     adduser.add_argument("--password-file", metavar="F",
@@ -213,7 +234,7 @@ def main(argv=None, out=None, err=None):
         return 1
     except KeyboardInterrupt:
         err.write("keyx-admin: interrupted\n")
-        return 1
+        return EXIT_INTERRUPTED
     return 0
 
 

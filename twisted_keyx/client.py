@@ -3,11 +3,13 @@
 Exit status: 0 success; 1 the handshake failed (the server refused, sent
 something wrong or an invalid key; for EKE also a failed authentication or a
 broken chat); 2 usage error; 3 network error (connection refused, timeout,
-connection lost before the server answered).
+connection lost before the server answered); 130 interrupted (Ctrl-C).
 """
 
 import argparse
+import ipaddress
 import json
+import re
 import sys
 
 from twisted.internet import defer, endpoints, error, fdesc, stdio, task
@@ -19,8 +21,12 @@ from twisted_keyx.dh.raw import RawDHClientFactory
 from twisted_keyx.eke.chat import ChatFailed
 from twisted_keyx.eke.console import ChatConsole
 from twisted_keyx.eke.handshake import AuthenticationFailed
-from twisted_keyx.eke.messages import MalformedLine, check_user_name
-from twisted_keyx.eke.password import PasswordError, ask_password, read_password_file
+from twisted_keyx.eke.password import (
+    PasswordError,
+    ask_password,
+    read_password_file,
+    user_name_argument,
+)
 from twisted_keyx.eke.protocol import EKEClientFactory
 from twisted_keyx.machine import HandshakeFailed, ServerHungUp
 from twisted_keyx.session import fingerprint
@@ -29,6 +35,12 @@ EXIT_OK = 0
 EXIT_HANDSHAKE_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NETWORK = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+
+EXIT_STATUS_HELP = (
+    "Exit status: 0 success; 1 the handshake failed; 2 usage error; "
+    "3 network error; 130 interrupted (Ctrl-C)."
+)
 
 
 class ClientError(Exception):
@@ -39,10 +51,44 @@ class ClientError(Exception):
         self.status = status
 
 
+class Interruption:
+    """Tells Ctrl-C from a server that hangs up.
+
+    Under :func:`task.react`, SIGINT (or SIGTERM) stops the reactor, and
+    stopping it closes the connection: the handshake or the chat would then
+    report a lost connection.  Nothing else stops the reactor before the
+    command is done, so a shutdown that begins while it runs is an
+    interruption.  It is reported at once, on ``err``: once the reactor
+    stops, a pending connection attempt or timer never ends, and the command
+    may never get to say anything.
+    """
+
+    MESSAGE = "keyx-client: interrupted\n"
+
+    def __init__(self, err):
+        self.err = err
+        self.happened = False
+        self.done = False
+
+    def watch(self, reactor):
+        reactor.addSystemEventTrigger("before", "shutdown", self.reactorStopping)
+
+    def reactorStopping(self):
+        if not self.done and not self.happened:
+            self.happened = True
+            self.err.write(self.MESSAGE)
+            self.err.flush()
+
+
+HOST_HELP = ("server host name or IP address (no :PORT, which is --port's job) "
+             "[default: localhost]")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keyx-client",
         description="Run a twisted-keyx handshake against a server and print the result.",
+        epilog=EXIT_STATUS_HELP,
     )
     parser.add_argument("--version", action="version", version=f"twisted-keyx {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -55,8 +101,9 @@ def build_parser():
             "parameters / public keys) and print the shared secret and the "
             "session key in hex."
         ),
+        epilog=EXIT_STATUS_HELP,
     )
-    dh.add_argument("--host", default="localhost", help="server host [default: localhost]")
+    dh.add_argument("--host", type=_host, default="localhost", help=HOST_HELP)
     dh.add_argument("--port", type=_port, default=7777, help="server port [default: 7777]")
     dh.add_argument("--timeout", type=_positive, default=10.0,
                     help="seconds to wait for the connection and for the whole "
@@ -79,12 +126,13 @@ def build_parser():
             "encrypted, and each reply is printed. quit or the end of input "
             "ends the session. Exit status 0 after a clean session, 1 if "
             "authentication fails (wrong password or unknown user) or the chat "
-            "breaks, 2 for a usage error, 3 for a network error."
+            "breaks, 2 for a usage error, 3 for a network error, 130 if "
+            "interrupted (Ctrl-C)."
         ),
     )
-    eke.add_argument("--user", required=True, type=_user_name, metavar="NAME",
+    eke.add_argument("--user", required=True, type=user_name_argument, metavar="NAME",
                      help="the user name")
-    eke.add_argument("--host", default="localhost", help="server host [default: localhost]")
+    eke.add_argument("--host", type=_host, default="localhost", help=HOST_HELP)
     eke.add_argument("--port", type=_port, default=8088, help="server port [default: 8088]")
     eke.add_argument("--password-file", metavar="F",
                      help="read the password from the first line of F; without it "
@@ -106,11 +154,37 @@ def _port(text):
     return port
 
 
-def _user_name(text):
+NOT_A_HOST = "not a host name or an IP address: {!r}"
+
+#: One label of a host name (RFC 1123 section 2.1): letters, digits and
+#: inner hyphens, 63 characters at most.
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
+
+
+def _host(text):
+    """A host name or an IP address, as HostnameEndpoint accepts them: the
+    endpoint only says "invalid hostname" when it is asked to connect."""
     try:
-        return check_user_name(text)
-    except MalformedLine as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+        ipaddress.ip_address(text)
+        return text
+    except ValueError:
+        pass
+    try:
+        ascii_name = text.encode("idna").decode("ascii")  # an IDN: its xn-- form
+    except UnicodeError:
+        ascii_name = None
+    name = ascii_name[:-1] if ascii_name and ascii_name.endswith(".") else ascii_name
+    if name and len(name) <= 253 and all(map(_HOST_LABEL.match, name.split("."))):
+        return text
+    if text.startswith("["):
+        hint = "; write an IPv6 address without brackets"
+    elif ":" in text:
+        hint = "; give the port with --port, not as host:port"
+    elif "/" in text:
+        hint = "; keyx-client connects over TCP only"
+    else:
+        hint = ""
+    raise argparse.ArgumentTypeError(f"{NOT_A_HOST.format(text)}{hint}")
 
 
 def _positive(text):
@@ -136,6 +210,9 @@ async def connect(reactor, args, factory):
         raise ClientError(f"cannot connect to {where}: timed out", EXIT_NETWORK)
     except error.DNSLookupError:
         raise ClientError(f"cannot connect to {where}: unknown host", EXIT_NETWORK)
+    except ValueError:
+        # What _host let through but the endpoint's IDNA 2008 check refuses.
+        raise ClientError(NOT_A_HOST.format(args.host), EXIT_USAGE)
     except (error.ConnectError, OSError) as e:
         raise ClientError(f"cannot connect to {where}: {e}", EXIT_NETWORK)
 
@@ -205,7 +282,9 @@ def _read_password(args):
     except PasswordError as e:
         raise ClientError(str(e), EXIT_USAGE)
     except KeyboardInterrupt:
-        raise ClientError("interrupted", EXIT_USAGE)
+        # Asked before task.react runs the reactor: Python's own SIGINT
+        # handler is still in place.
+        raise ClientError("interrupted", EXIT_INTERRUPTED)
 
 
 async def run_eke(reactor, args, out):
@@ -255,34 +334,48 @@ async def run_eke(reactor, args, out):
     return EXIT_OK
 
 
-async def run(reactor, args, out, err):
+async def run(reactor, args, out, err, interruption=None):
     """Run the command ``args`` names; return its exit status.
 
     A failure is one line on ``err``.  :func:`main` runs this under
-    ``task.react``; tests await it in their own reactor.
+    ``task.react``; tests await it in their own reactor.  Once
+    ``interruption`` (an :class:`Interruption`) has happened, what follows
+    is its consequence, not the server's doing: it is not reported.
     """
     try:
-        return await args.run(reactor, args, out)
+        status = await args.run(reactor, args, out)
     except ClientError as e:
+        if interruption is not None and interruption.happened:
+            return EXIT_INTERRUPTED
         err.write(f"keyx-client: {e}\n")
         return e.status
+    finally:
+        if interruption is not None:
+            interruption.done = True
+    if interruption is not None and interruption.happened:
+        return EXIT_INTERRUPTED
+    return status
 
 
 def main(argv=None, out=None, err=None):
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
     args = build_parser().parse_args(argv)
+    interruption = Interruption(err)
     status = []
 
     async def run_and_keep_status(reactor):
-        status.append(await run(reactor, args, out, err))
+        status.append(await run(reactor, args, out, err, interruption))
 
     def start(reactor):
+        interruption.watch(reactor)
         return defer.Deferred.fromCoroutine(run_and_keep_status(reactor))
 
     try:
         task.react(start)
     except SystemExit as e:
+        if interruption.happened:
+            return EXIT_INTERRUPTED
         if e.code not in (0, None) or not status:
             raise
     return status[0]

@@ -1,9 +1,21 @@
-"""Reading a password for the command-line tools: from a file, or from the
-terminal without echo.  Never from standard input, which the client's chat
-reads, and never from the command line, where other users can see it."""
+"""Reading a user's credentials for the command-line tools: the user name
+from the command line, the password from a file or from the terminal without
+echo.  Never the password from standard input, which the client's chat
+reads, nor from the command line, where other users can see it."""
 
+import argparse
 import getpass
 import warnings
+
+from twisted_keyx.eke.messages import MalformedLine, check_user_name, printable
+
+
+def user_name_argument(text):
+    """An argparse ``type``: a bad user name is a usage error (exit 2)."""
+    try:
+        return check_user_name(text)
+    except MalformedLine as e:
+        raise argparse.ArgumentTypeError(f"bad user name {printable(text)!r}: {e}") from None
 
 
 class PasswordError(Exception):
