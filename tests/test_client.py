@@ -68,6 +68,9 @@ class ClientTests(_Loopback, unittest.TestCase):
 
         async def run():
             status = await client.run(reactor, args, out, err)
+            # Which connections were closed when the command returned (after
+            # it the reactor stops, and an open socket would leak).
+            self.closed_on_return = [c.lost.called for c in self.clients if c.transport]
             # The client builds its protocol before connecting: only those
             # that got a connection have one to lose.
             await defer.gatherResults([c.lost for c in self.clients if c.transport])
@@ -149,6 +152,9 @@ class ClientTests(_Loopback, unittest.TestCase):
             outcome = await self.scripted([None], "--timeout", "0.3")
             self.assertOneLineError(outcome, 3,
                                     "the handshake did not finish within 0.3 seconds")
+            # The timeout aborted the connection; its socket is closed before
+            # the command returns, not left for a reactor turn that never comes.
+            self.assertEqual(self.closed_on_return, [True])
         return defer.Deferred.fromCoroutine(run())
 
     def test_server_hangs_up_at_once(self):

@@ -217,6 +217,14 @@ async def connect(reactor, args, factory):
         raise ClientError(f"cannot connect to {where}: {e}", EXIT_NETWORK)
 
 
+async def aborted(reactor):
+    """Give the reactor the turn in which an aborted connection closes its
+    socket.  Cancelling a handshake aborts its connection, and Twisted closes
+    the socket on its next turn, which never comes if the command returns and
+    the reactor stops first (the socket would leak: ResourceWarning)."""
+    await task.deferLater(reactor, 0, lambda: None)
+
+
 async def await_handshake(reactor, timeout, outcome, wording=None):
     """Wait at most ``timeout`` seconds for the handshake's ``outcome`` (a
     Deferred); return its result or raise :class:`ClientError`.
@@ -227,6 +235,7 @@ async def await_handshake(reactor, timeout, outcome, wording=None):
     try:
         return await outcome.addTimeout(timeout, reactor)
     except defer.TimeoutError:
+        await aborted(reactor)
         raise ClientError(
             f"the handshake did not finish within {timeout:g} seconds", EXIT_NETWORK
         )
@@ -312,6 +321,7 @@ async def run_eke(reactor, args, out):
     try:
         await protocol.finished
     except defer.CancelledError:
+        await aborted(reactor)
         raise ClientError(
             f"the server did not confirm quit within {args.timeout:g} seconds", EXIT_NETWORK
         )
