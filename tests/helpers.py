@@ -9,7 +9,7 @@ import os
 import struct
 
 from twisted.internet import defer
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.protocols.basic import Int32StringReceiver, LineReceiver
 
 from twisted_keyx import asn1
@@ -172,3 +172,28 @@ class ScriptedFactory(Factory):
 
     def allLost(self):
         return defer.gatherResults([c.lost for c in self.connections])
+
+
+class CollectingProcess(ProcessProtocol):
+    """A child process's stdout and stderr as bytes, and ``ended``, which
+    fires with its exit code.  ``stdin``, if given, is written and closed."""
+
+    def __init__(self, stdin=None):
+        self.stdin = stdin
+        self.out = b""
+        self.err = b""
+        self.ended = defer.Deferred()
+
+    def connectionMade(self):
+        if self.stdin is not None:
+            self.transport.write(self.stdin)
+            self.transport.closeStdin()
+
+    def outReceived(self, data):
+        self.out += data
+
+    def errReceived(self, data):
+        self.err += data
+
+    def processEnded(self, reason):
+        self.ended.callback(reason.value.exitCode)

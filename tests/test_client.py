@@ -11,7 +11,7 @@ import os
 import socket
 import sys
 
-from twisted.internet import defer, protocol, reactor, utils
+from twisted.internet import defer, reactor, utils
 from twisted.internet.protocol import Factory
 from twisted.trial import unittest
 
@@ -22,6 +22,7 @@ from twisted_keyx.session import fingerprint
 
 from .helpers import (
     CLOSE,
+    CollectingProcess,
     ScriptedFactory,
     ScriptedFramedServer,
     ScriptedLineServer,
@@ -426,22 +427,6 @@ class HostTests(unittest.TestCase):
         return defer.Deferred.fromCoroutine(run())
 
 
-class _Recorded(protocol.ProcessProtocol):
-    def __init__(self):
-        self.out = b""
-        self.err = b""
-        self.ended = defer.Deferred()
-
-    def outReceived(self, data):
-        self.out += data
-
-    def errReceived(self, data):
-        self.err += data
-
-    def processEnded(self, reason):
-        self.ended.callback(reason.value.exitCode)
-
-
 class SigintTests(unittest.TestCase):
     """A real ``keyx-client dh`` waiting for a server that never answers
     gets SIGINT, as from Ctrl-C."""
@@ -454,7 +439,7 @@ class SigintTests(unittest.TestCase):
             port = reactor.listenTCP(0, server, interface="127.0.0.1")
             self.addCleanup(port.stopListening)
             root = os.path.dirname(os.path.dirname(os.path.abspath(twisted_keyx.__file__)))
-            process = _Recorded()
+            process = CollectingProcess()
             transport = reactor.spawnProcess(
                 process, sys.executable,
                 [sys.executable, "-W", "error", "-m", "twisted_keyx.client", "dh",

@@ -17,7 +17,7 @@ from twisted_keyx.eke import crypto, password
 from twisted_keyx.eke.userstore import new_user
 
 from tests.eke_helpers import TrackedServerFactory, Users
-from tests.helpers import CLOSE, ScriptedFactory, ScriptedLineServer
+from tests.helpers import CLOSE, CollectingProcess, ScriptedFactory, ScriptedLineServer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(twisted_keyx.__file__)))
 
@@ -29,27 +29,6 @@ def users():
     if not _USERS:
         _USERS.append(Users(alice=new_user("alice", "open sesame", kdf=crypto.DEFAULT_SCRYPT)))
     return _USERS[0]
-
-
-class _Process(protocol.ProcessProtocol):
-    def __init__(self, stdin):
-        self.stdin = stdin
-        self.out = b""
-        self.err = b""
-        self.ended = defer.Deferred()
-
-    def connectionMade(self):
-        self.transport.write(self.stdin)
-        self.transport.closeStdin()
-
-    def outReceived(self, data):
-        self.out += data
-
-    def errReceived(self, data):
-        self.err += data
-
-    def processEnded(self, reason):
-        self.ended.callback(reason.value.exitCode)
 
 
 class ClientProcessTests(unittest.TestCase):
@@ -66,7 +45,7 @@ class ClientProcessTests(unittest.TestCase):
     @defer.inlineCallbacks
     def run_client(self, stdin, *argv, port=None, expect_server_connection=True):
         port = port or self.port.getHost().port
-        process = _Process(stdin)
+        process = CollectingProcess(stdin)
         env = dict(os.environ, PYTHONPATH=ROOT, PYTHONWARNINGS="error")
         args = [sys.executable, "-m", "twisted_keyx.client", "eke", "--host", "127.0.0.1",
                 "--port", str(port), *argv]
