@@ -197,3 +197,19 @@ class CollectingProcess(ProcessProtocol):
 
     def processEnded(self, reason):
         self.ended.callback(reason.value.exitCode)
+
+
+def guarded_connection(factory, peer, clock, timeout=30):
+    """``factory`` behind the daemon's connection policy, as ``twistd keyx``
+    serves it, connected to a StringTransport from ``peer``.  Returns the
+    guard (feed it data), the transport, the wrapped session and the policy
+    (its counters)."""
+    from twisted.internet.testing import StringTransport
+
+    from twisted_keyx import limits
+
+    policy = limits.ConnectionPolicy(limits.Limits(timeout=timeout), clock)
+    guard = policy.wrap(factory).buildProtocol(peer)
+    transport = StringTransport(peerAddress=peer)
+    guard.makeConnection(transport)
+    return guard, transport, guard.wrappedProtocol, policy

@@ -315,14 +315,17 @@ class InterruptionTests(_Loopback, unittest.TestCase):
         self.assertEqual(triggers, [("before", "shutdown", interruption.reactorStopping)])
 
 
-class UsageTests(unittest.TestCase):
+class _UsageErrors:
     def usage_error(self, *argv):
+        """Run keyx-client with ``argv``; (exit status, stderr) of its usage error."""
         err = io.StringIO()
         self.patch(sys, "stderr", err)
         with self.assertRaises(SystemExit) as caught:
             client.main(list(argv), out=io.StringIO(), err=err)
         return caught.exception.code, err.getvalue()
 
+
+class UsageTests(_UsageErrors, unittest.TestCase):
     def test_bad_port(self):
         for port in ("0", "65536", "http"):
             status, err = self.usage_error("dh", "--port", port)
@@ -377,17 +380,10 @@ class MainTests(unittest.TestCase):
         return defer.Deferred.fromCoroutine(run())
 
 
-class HostTests(unittest.TestCase):
+class HostTests(_UsageErrors, unittest.TestCase):
     """--host takes a host name or an IP address, checked before connecting:
     HostnameEndpoint only says "invalid hostname" when asked to connect, and
     task.react then prints a traceback."""
-
-    def usage_error(self, *argv):
-        err = io.StringIO()
-        self.patch(sys, "stderr", err)
-        with self.assertRaises(SystemExit) as caught:
-            client.main(list(argv), out=io.StringIO(), err=err)
-        return caught.exception.code, err.getvalue()
 
     def test_not_a_host_is_a_usage_error(self):
         for command in (["dh"], ["eke", "--user", "alice"]):

@@ -22,7 +22,6 @@ from twisted.logger import Logger, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from twisted_keyx import limits
 from twisted_keyx.dh import messages
 from twisted_keyx.dh.handshake import (
     BadParameters,
@@ -41,6 +40,7 @@ from twisted_keyx.dh.protocol import (
 from twisted_keyx.machine import ServerHungUp
 
 from . import dh_strategies as ds
+from .helpers import guarded_connection
 
 PEER = IPv4Address("TCP", "198.51.100.20", 50000)
 SERVER_MAX = server_max_message_length(ds.GROUP)
@@ -131,11 +131,7 @@ class HostileClientTests(unittest.TestCase):
         clock = Clock()
         dh_factory = DHServerFactory(ds.GROUP)
         dh_factory.log = Logger(observer=lambda e: lines.append(formatEvent(e)))
-        policy = limits.ConnectionPolicy(limits.Limits(timeout=30), clock)
-        proto = policy.wrap(dh_factory).buildProtocol(PEER)
-        transport = StringTransport(peerAddress=PEER)
-        proto.makeConnection(transport)
-        session = proto.wrappedProtocol
+        proto, transport, session, policy = guarded_connection(dh_factory, PEER, clock)
         for chunk in chunks:
             proto.dataReceived(chunk)
 

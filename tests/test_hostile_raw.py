@@ -15,16 +15,15 @@ from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.logger import Logger, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from twisted_keyx import limits
 from twisted_keyx.dh import messages
 from twisted_keyx.dh.raw import SERVER_MESSAGES, MessageSplitter, RawDHServerFactory
 
 from . import dh_strategies as ds
+from .helpers import guarded_connection
 from .test_hostile_dh import FailureCatcher
 
 PEER = IPv4Address("TCP", "198.51.100.21", 50001)
@@ -64,11 +63,7 @@ class HostileRawClientTests(unittest.TestCase):
         clock = Clock()
         factory = RawDHServerFactory(ds.GROUP)
         factory.log = Logger(observer=lambda e: lines.append(formatEvent(e)))
-        policy = limits.ConnectionPolicy(limits.Limits(timeout=30), clock)
-        proto = policy.wrap(factory).buildProtocol(PEER)
-        transport = StringTransport(peerAddress=PEER)
-        proto.makeConnection(transport)
-        session = proto.wrappedProtocol
+        proto, transport, session, policy = guarded_connection(factory, PEER, clock)
         for chunk in chunks:
             proto.dataReceived(chunk)
 
