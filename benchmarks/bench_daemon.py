@@ -88,7 +88,7 @@ def measure_eke_floor(seconds=3.0):
     the server's four steps and the chat's quit, timed alone; the client's
     work in between is not counted."""
     from twisted_keyx.eke import crypto, userstore
-    from twisted_keyx.eke.chat import ClientChat, ServerChat
+    from twisted_keyx.chat.machine import ClientChat, ServerChat
     from twisted_keyx.eke.handshake import EKEClientHandshake, EKEServerHandshake
 
     kdf = crypto.ScryptParameters(n=16, r=2, p=1)
@@ -248,7 +248,7 @@ def load_main(args):
         from twisted.protocols.basic import LineReceiver
 
         from twisted_keyx.eke import crypto
-        from twisted_keyx.eke.chat import ClientChat
+        from twisted_keyx.chat.machine import ClientChat
         from twisted_keyx.eke.handshake import EKEClientHandshake, HandshakeFailed
 
         # A few RSA keys made in advance: a real client makes one per session

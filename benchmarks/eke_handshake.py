@@ -13,7 +13,7 @@ import statistics
 import time
 
 from twisted_keyx.eke import crypto
-from twisted_keyx.eke.chat import ClientChat, ServerChat
+from twisted_keyx.chat.machine import ClientChat, ServerChat
 from twisted_keyx.eke.handshake import EKEClientHandshake, EKEServerHandshake
 from twisted_keyx.eke.userstore import new_user
 
@@ -55,7 +55,7 @@ def main():
         server_chat, client_chat = ServerChat(server.result), ClientChat(client.result)
         t = time.perf_counter()
         for i in range(100):
-            client_chat.receive(server_chat.receive(client_chat.say(f"line {i}"))[1])
+            client_chat.receive(server_chat.receive(client_chat.say(f"line {i}")))
         chat_us.append(1e6 * (time.perf_counter() - t) / 100)
 
     def show(label, values, unit):

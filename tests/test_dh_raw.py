@@ -16,6 +16,7 @@ from twisted.python import usage
 from twisted.trial import unittest
 
 from twisted_keyx import asn1, client, ffdh, tap
+from twisted_keyx.framing import UnframedFraming
 from twisted_keyx.dh.handshake import (
     BadResponse,
     DHClientHandshake,
@@ -263,23 +264,25 @@ def logged(events):
 class RawServerProtocolTests(unittest.TestCase):
     def test_handshake_exact_bytes(self):
         protocol, transport, events = connect_server(show_secrets=True)
-        peer = DHClientHandshake()
+        # The peer as a client on the unframed wire: it gets each message
+        # without surrounding whitespace, and hashes what it sends that way.
+        peer = DHClientHandshake(received_form=UnframedFraming.received_form)
         protocol.dataReceived(peer.start())
         self.assertEqual(transport.writes, [b"Hey there!"])
-        protocol.dataReceived(peer.receive(transport.writes[-1]))
+        protocol.dataReceived(peer.receive(transport.writes[-1].strip()))
         self.assertEqual(transport.writes[1], GROUP.parameters_pem)
         self.assertTrue(transport.writes[1].startswith(b"-----BEGIN DH PARAMETERS-----\n"))
         self.assertTrue(transport.writes[1].endswith(b"-----END DH PARAMETERS-----\n"))
-        protocol.dataReceived(peer.receive(transport.writes[-1]))
+        protocol.dataReceived(peer.receive(transport.writes[-1].strip()))
         self.assertEqual(len(transport.writes), 3)
         reply = transport.writes[2]
         self.assertTrue(reply.startswith(b"Server public key:-----BEGIN PUBLIC KEY-----\n"))
         self.assertTrue(reply.endswith(b"-----END PUBLIC KEY-----\n"))
-        self.assertIsNone(peer.receive(reply))
+        self.assertIsNone(peer.receive(reply.strip()))
         self.assertFalse(transport.connected)
         self.assertEqual(transport.value(), b"".join(transport.writes))  # no framing
-        # The same secret and, since whitespace is not hashed, the same session
-        # key as the peer, which hashed the messages with their newlines.
+        # The same secret and the same session key as the peer: both hashed
+        # the messages as the unframed wire delivers them.
         secret = protocol.handshake.result.shared_secret
         self.assertEqual(secret, peer.result.shared_secret)
         self.assertEqual(protocol.handshake.result.session_key, peer.result.session_key)
@@ -358,15 +361,15 @@ class RawServerProtocolTests(unittest.TestCase):
         protocol.dataReceived(b"Client public key:-----BEGIN PUBLIC KEY-----\n"
                               + b"QUFB" * (limit // 4))
         self.assertEqual(transport.writes, [UNEXPECTED])
-        self.assertEqual(protocol.splitter._buffer, b"")
+        self.assertEqual(protocol.buffered, 0)
         protocol.dataReceived(b"Hello")
-        self.assertEqual(protocol.splitter._buffer, b"")
+        self.assertEqual(protocol.buffered, 0)
         self.assertEqual(transport.writes, [UNEXPECTED])
         # Nor the start of a message behind a refused one.
         protocol, transport, events = connect_server()
         protocol.dataReceived(b"Params?Client public key:-----BEGIN")
         self.assertEqual(transport.writes, [UNEXPECTED])
-        self.assertEqual(protocol.splitter._buffer, b"")
+        self.assertEqual(protocol.buffered, 0)
 
     def test_abandoned(self):
         protocol, transport, events = connect_server()
@@ -395,7 +398,9 @@ def connect_client():
 class RawClientProtocolTests(unittest.TestCase):
     def test_handshake_exact_bytes(self):
         protocol, transport, results = connect_client()
-        server = DHServerHandshake(GROUP)
+        # The server as one on the unframed wire: it hashes what it sends
+        # without surrounding whitespace, as the client will receive it.
+        server = DHServerHandshake(GROUP, received_form=UnframedFraming.received_form)
         self.assertEqual(transport.writes, [b"Hello"])
         protocol.dataReceived(server.receive(transport.writes[-1]))
         self.assertEqual(transport.writes[1:], [b"Params?"])
@@ -406,7 +411,7 @@ class RawClientProtocolTests(unittest.TestCase):
         key_message = transport.writes[2]
         self.assertTrue(key_message.startswith(b"Client public key:-----BEGIN PUBLIC KEY-----\n"))
         self.assertTrue(key_message.endswith(b"-----END PUBLIC KEY-----\n"))
-        reply = server.receive(key_message)
+        reply = server.receive(key_message.strip())
         protocol.dataReceived(reply.rstrip(b"\n"))  # as a stripping server might
         self.assertEqual(len(results), 1)
         self.assertEqual(results[0].shared_secret, server.result.shared_secret)
@@ -449,9 +454,9 @@ class RawClientProtocolTests(unittest.TestCase):
             f"exceed the limit of {CLIENT_MAX_MESSAGE_LENGTH}", results[0].value.reason
         )
         self.assertFalse(transport.connected)
-        self.assertEqual(protocol.splitter._buffer, b"")
+        self.assertEqual(protocol.buffered, 0)
         protocol.dataReceived(b"Hey there!")
-        self.assertEqual(protocol.splitter._buffer, b"")
+        self.assertEqual(protocol.buffered, 0)
 
 
 class OptionsTests(unittest.TestCase):

@@ -11,9 +11,11 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
+from twisted_keyx.chat import records
+
 from twisted_keyx.eke import crypto, messages
-from twisted_keyx.eke.chat import ChatFailed
-from twisted_keyx.eke.chat import ClientChat, ServerChat
+from twisted_keyx.chat.machine import ChatFailed
+from twisted_keyx.chat.machine import ClientChat, ServerChat
 from twisted_keyx.eke.handshake import (
     AuthenticationFailed,
     BadResponse,
@@ -241,9 +243,9 @@ class ServerProtocolTests(unittest.TestCase):
         protocol.makeConnection(transport)
         protocol.dataReceived(b"bad name\n" + b"alice\n" * 1000 + b"partial")
         self.assertEqual(transport.value(), FAILED)
-        self.assertEqual(protocol.clearLineBuffer(), b"")
+        self.assertIsNone(protocol.framing)  # let go, with what it buffered
         protocol.dataReceived(b"alice\n" * 1000)
-        self.assertEqual(protocol.clearLineBuffer(), b"")
+        self.assertIsNone(protocol.framing)  # let go, with what it buffered
 
     def test_abandoned_handshake_is_logged(self):
         protocol, transport = self.serve()
@@ -287,10 +289,10 @@ class ServerProtocolTests(unittest.TestCase):
 
     def test_over_long_chat_line(self):
         protocol, transport, client, _ = self.authenticate()
-        self.assertEqual(protocol.MAX_LENGTH, messages.MAX_CLIENT_RECORD_LINE)
+        self.assertEqual(protocol.MAX_LENGTH, records.MAX_CLIENT_RECORD_LINE)
         with capturedLogs() as events:
             self.assertEqual(
-                self.send(protocol, transport, b"A" * (messages.MAX_CLIENT_RECORD_LINE + 1)), []
+                self.send(protocol, transport, b"A" * (records.MAX_CLIENT_RECORD_LINE + 1)), []
             )
         self.assertFalse(transport.connected)
         self.assertIn("a line longer than", log_text(events)[0])
@@ -324,10 +326,11 @@ class ClientProtocolTests(unittest.TestCase):
 
     def test_chat_and_quit(self):
         protocol, transport, server = self.authenticate()
-        self.assertEqual(protocol.MAX_LENGTH, messages.MAX_SERVER_RECORD_LINE)
+        self.assertEqual(protocol.MAX_LENGTH, records.MAX_SERVER_RECORD_LINE)
         protocol.say("hello")
         [record] = take(transport)
-        text, reply = server.receive(record)
+        reply = server.receive(record)
+        text = server.said
         self.assertEqual(text, "hello")
         protocol.dataReceived(reply + b"\n")
         self.assertEqual(self.replies, ["receive hello"])
@@ -336,7 +339,8 @@ class ClientProtocolTests(unittest.TestCase):
         protocol.quit()
         protocol.quit()  # once only
         [record] = take(transport)
-        text, confirmation = server.receive(record)
+        confirmation = server.receive(record)
+        text = server.said
         self.assertEqual(text, "quit")
         self.assertEqual(finished, [])
         protocol.dataReceived(confirmation + b"\n")
@@ -361,9 +365,9 @@ class ClientProtocolTests(unittest.TestCase):
         protocol.makeConnection(StringTransport())
         protocol.dataReceived(FAILED + b"yes\n" * 1000)
         self.failureResultOf(protocol.authenticated, AuthenticationFailed)
-        self.assertEqual(protocol.clearLineBuffer(), b"")
+        self.assertIsNone(protocol.framing)  # let go, with what it buffered
         protocol.dataReceived(b"yes\n" * 1000)
-        self.assertEqual(protocol.clearLineBuffer(), b"")
+        self.assertIsNone(protocol.framing)  # let go, with what it buffered
 
     def test_over_long_lines_in_every_state(self):
         for state, limit in CLIENT_LINE_LIMITS.items():
@@ -401,7 +405,7 @@ class ClientProtocolTests(unittest.TestCase):
         protocol.say("one")
         protocol.say("two")
         first, second = take(transport)
-        _, reply = server.receive(first)
+        reply = server.receive(first)
         server.receive(second)
         protocol.dataReceived(reply + b"\n" + reply + b"\n")
         self.assertEqual(self.replies, ["receive one"])
@@ -435,9 +439,9 @@ class _RecordingClient(EKEClientProtocol):
         self.replies = []
         super().__init__(handshake, self.replies.append)
 
-    def lineReceived(self, line):
+    def messageReceived(self, line):
         self.received_lines.append(line)
-        super().lineReceived(line)
+        super().messageReceived(line)
 
 
 class LoopbackTests(unittest.TestCase):

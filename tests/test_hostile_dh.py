@@ -156,10 +156,10 @@ class HostileClientTests(unittest.TestCase):
                                  ds.GROUP.exchange(decisive.private_key, server_key))
         # What the server holds is bounded by one read plus one frame, and
         # nothing once it has hung up.
-        self.assertLessEqual(len(session._unprocessed),
+        self.assertLessEqual(session.buffered,
                              max(map(len, chunks), default=0) + SERVER_MAX + 4)
         if transport.disconnecting:
-            self.assertEqual(session._unprocessed, b"")
+            self.assertEqual(session.buffered, 0)
 
         proto.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(len(lines), 1, lines)

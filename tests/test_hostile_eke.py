@@ -27,7 +27,7 @@ from twisted.trial import unittest
 
 from twisted_keyx import limits
 from twisted_keyx.eke import messages
-from twisted_keyx.eke.chat import ClientChat
+from twisted_keyx.chat.machine import ClientChat
 from twisted_keyx.eke.handshake import EKEClientHandshake, HandshakeFailed
 from twisted_keyx.eke.protocol import EKEServerFactory
 

@@ -83,10 +83,10 @@ class HostileRawClientTests(unittest.TestCase):
         self.assertLessEqual(len(good), 3)
         finished = len(good) == 3
         self.assertEqual(transport.disconnecting, bool(ended) or finished)
-        self.assertLessEqual(len(session.splitter._buffer),
+        self.assertLessEqual(session.buffered,
                              max(map(len, chunks), default=0) + factory.max_message_length)
         if transport.disconnecting:
-            self.assertEqual(session.splitter._buffer, b"")
+            self.assertEqual(session.buffered, 0)
 
         # Strict where the protocol decides.
         if items == legal and key.verdict == ds.VALID:

@@ -436,7 +436,7 @@ class EKETimeoutTests(unittest.TestCase):
         return out.rstrip(b"\n")
 
     def authenticate(self):
-        from twisted_keyx.eke.chat import ClientChat
+        from twisted_keyx.chat.machine import ClientChat
         from twisted_keyx.eke.handshake import EKEClientHandshake
 
         from tests.eke_helpers import PASSWORD, TEST_LIMITS, rsa_key

@@ -18,8 +18,8 @@ from twisted_keyx import __version__
 from twisted_keyx.dh.handshake import BadResponse
 from twisted_keyx.dh.protocol import DHClientFactory
 from twisted_keyx.dh.raw import RawDHClientFactory
-from twisted_keyx.eke.chat import ChatFailed
-from twisted_keyx.eke.console import ChatConsole
+from twisted_keyx.chat.machine import ChatFailed
+from twisted_keyx.chat.console import ChatConsole
 from twisted_keyx.eke.handshake import AuthenticationFailed
 from twisted_keyx.eke.password import (
     PasswordError,

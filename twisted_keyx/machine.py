@@ -1,14 +1,34 @@
-"""What every handshake state machine shares: the table-driven dispatch.
+"""What every state machine shares: the table-driven dispatch, and failure.
 
 A machine is a plain object with a ``state`` and a ``TRANSITIONS`` table
-mapping ``(state, event)`` to ``(handler name, next state)``.  An event the
-table does not list for the current state is refused (the subclass's
-``_unexpected`` says how); a handler that raises :class:`ProtocolFailed`
-leaves the machine in its ``FAILED`` state.  No I/O happens here: the
-Twisted protocols feed the machines and send what they return.
+mapping ``(state, event)`` to ``(handler name, next state)``.  No I/O happens
+here, and nothing here knows about Twisted: the session adapter
+(:mod:`twisted_keyx.adapter`) feeds the machines and sends what they return.
+
+This base class owns failure: an event the table does not list for the
+current state, or a handler (or decoding step) that raises
+:class:`ProtocolFailed`, leaves the machine in its ``FAILED`` state, and this
+is the only place that moves a machine there.  Subclasses say *what* went
+wrong (``_unexpected`` returns the exception), never *that* the machine
+failed.
+
+The table is checked when a machine class is defined: a handler name the
+class does not define, or a table without ``FAILED`` and ``DONE`` states,
+is a ``TypeError`` at import, not a surprise at the first message.
 """
 
-from twisted.internet.error import ConnectionDone, ConnectionLost
+
+import enum
+
+
+class LocalEvent(enum.Enum):
+    """Events that come from this side's own program, not from the peer."""
+
+    START = "start()"
+
+
+#: The event of a client's ``start()``: it sends the first message.
+START = LocalEvent.START
 
 
 class ProtocolFailed(Exception):
@@ -34,15 +54,9 @@ class ServerHungUp(HandshakeFailed):
     """Client side: the connection closed before the handshake (or the
     session after it) finished."""
 
-    @classmethod
-    def after(cls, reason, during):
-        """The failure for ``connectionLost(reason)``; ``during`` says what
-        was under way (``"while awaiting Hey there!"``)."""
-        if reason.check(ConnectionDone, ConnectionLost):
-            why = "the server closed the connection"
-        else:
-            why = f"the connection failed: {reason.getErrorMessage()}"
-        return cls(f"{why} {during}")
+
+class MachineDefinitionError(TypeError):
+    """A machine class whose table does not hold together."""
 
 
 class StateMachine:
@@ -52,30 +66,93 @@ class StateMachine:
     TRANSITIONS = {}
     FAILED = None
     DONE = None
+    #: For diagrams and traces: the state a fresh machine is in.
+    INITIAL = None
+    #: Who sends what this machine receives: ``"client"`` or ``"server"``
+    #: (framings word an over-long message for them).
+    PEER = None
 
-    def __init__(self, initial_state):
-        self.state = initial_state
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not cls.TRANSITIONS:
+            return  # an abstract base: its subclasses bring the table
+        for attribute in ("INITIAL", "DONE", "FAILED"):
+            if getattr(cls, attribute) is None:
+                raise MachineDefinitionError(f"{cls.__name__} has TRANSITIONS but no {attribute}")
+        for (state, event), step in cls.TRANSITIONS.items():
+            if not (isinstance(step, tuple) and len(step) == 2):
+                raise MachineDefinitionError(
+                    f"{cls.__name__}.TRANSITIONS[{state}, {event}]: "
+                    "expected (handler name, next state)")
+            handler, _ = step
+            if not callable(getattr(cls, handler, None)):
+                raise MachineDefinitionError(
+                    f"{cls.__name__}.TRANSITIONS[{state}, {event}] names the handler "
+                    f"{handler!r}, which {cls.__name__} does not define")
+
+    def __init__(self, initial_state=None):
+        self.state = self.INITIAL if initial_state is None else initial_state
 
     @property
     def finished(self):
         return self.state is self.DONE
 
-    def _dispatch(self, event, payload):
+    @property
+    def failed(self):
+        return self.state is self.FAILED
+
+    def feed(self, payload):
+        """What the session adapter calls for each message from the peer:
+        return the message to send back, or None.  Most machines' ``receive``
+        is just that; a machine whose ``receive`` returns something else
+        (the client chat's reply text) says so by overriding this."""
+        return self.receive(payload)
+
+    def _start(self):
+        """Dispatch :data:`START`; for a client's ``start()``."""
+        if self.state is not self.INITIAL:
+            raise RuntimeError("the handshake has already started")
+        return self._dispatch(START, None)
+
+    def _dispatch(self, event, payload, decode=None):
         """Run the handler the table gives for ``event`` in the current state
-        and move to the next state; return what the handler returns."""
-        step = self.TRANSITIONS.get((self.state, event))
-        if step is None:
-            raise self._unexpected(event, payload)
-        handler, next_state = step
+        and move to the next state; return what the handler returns.
+
+        ``decode``, if given, turns the payload into ``(event, payload)``
+        first (opening a record, say); it runs only in a state that is not
+        over, and may raise :class:`ProtocolFailed` like a handler.
+        """
         try:
+            if decode is not None:
+                if self.state is self.DONE or self.state is self.FAILED:
+                    raise self._unexpected(event, payload)
+                event, payload = decode(payload)
+            step = self.TRANSITIONS.get((self.state, event))
+            if step is None:
+                raise self._unexpected(event, payload)
+            handler, next_state = step
             reply = getattr(self, handler)(payload)
-        except ProtocolFailed:
-            self.state = self.FAILED
-            raise
+        except ProtocolFailed as failure:
+            raise self._failed(failure)
         self.state = next_state
         return reply
 
+    def too_long(self, reason):
+        """The framing saw a message longer than :attr:`max_message_length`
+        (``reason`` says how, in its words): return the failure to end the
+        session with; the machine has failed."""
+        return self._failed(self._too_long(reason))
+
+    def _failed(self, failure):
+        """The one place a machine moves to ``FAILED``."""
+        self.state = self.FAILED
+        return failure
+
+    def _too_long(self, reason):
+        """Return the exception for an over-long message (subclasses word it)."""
+        raise NotImplementedError
+
     def _unexpected(self, event, payload):
-        """Return (not raise) the exception for an event the table refuses;
-        implementations also move the machine to ``FAILED``."""
+        """Return (not raise) the exception for an event the table refuses
+        in the current state; :meth:`_dispatch` moves to ``FAILED``."""
         raise NotImplementedError

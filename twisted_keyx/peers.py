@@ -14,3 +14,10 @@ def describe_peer(address):
         return host_port(host, address.port)
     name = getattr(address, "name", None)
     return f"unix:{name.decode() if isinstance(name, bytes) else name}" if name else "unix"
+
+
+def printable(text):
+    """``text`` with control and other non-printable characters escaped
+    (``\\t``, ``\\x1b``...), for logs and terminals: a peer's text must not
+    forge log lines or drive the operator's terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -19,15 +19,18 @@ class Transcript:
     """SHA-256 over the handshake messages, each as a 4-byte big-endian length
     and the message, so that message boundaries are part of what is hashed.
 
-    Whitespace around a message is not part of it: the tutorial's unframed
-    reader strips it (protocols.md 1.3), so both framings hash the same bytes.
+    Bytes are hashed exactly as given: a message that differs by one byte,
+    whitespace included, gives another hash and so another session key.  What
+    the unframed wire does not count as part of a message (the whitespace the
+    tutorial's ``strip()`` removes) is removed by its framing before a machine
+    sees the message (docs/protocols.rst, "Unframed wire").
     """
 
     def __init__(self):
         self._hash = hashlib.sha256()
 
     def add(self, message):
-        message = bytes(message).strip()
+        message = bytes(message)
         self._hash.update(len(message).to_bytes(4, "big"))
         self._hash.update(message)
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from twisted_keyx import ffdh
 from twisted_keyx.dh import messages
 from twisted_keyx.dh.messages import ClientMessage, ServerMessage
-from twisted_keyx.machine import HandshakeFailed, StateMachine
+from twisted_keyx.machine import START, HandshakeFailed, StateMachine
 from twisted_keyx.session import Transcript, derive_session_key
 
 
@@ -68,19 +68,48 @@ class HandshakeResult:
     transcript_hash: bytes
 
 
+def server_max_message_length(group):
+    """The largest legal client message in ``group``: message 5."""
+    return len(messages.CLIENT_KEY_PREFIX) + group.max_public_key_pem
+
+
+#: The largest legal server message for any group a client accepts.
+CLIENT_MAX_MESSAGE_LENGTH = max(
+    ffdh.MAX_PARAMETERS_PEM, len(messages.SERVER_KEY_PREFIX) + ffdh.MAX_PUBLIC_KEY_PEM
+)
+
+
 def _default_private_key(group):
     return group.generate_private_key()
+
+
+def _as_is(message):
+    return message
 
 
 class _Machine(StateMachine):
     """What both DH sides share: the transcript and the key derivation (the
     table-driven dispatch is :class:`twisted_keyx.machine.StateMachine`)."""
 
-    def __init__(self, initial_state, private_key_factory):
+    def __init__(self, initial_state, private_key_factory, received_form):
         super().__init__(initial_state)
         self.result = None
         self._private_key_factory = private_key_factory
+        self._received_form = received_form
         self._transcript = Transcript()
+
+    def _exchanged(self, received, sent=None):
+        """Add a message received and the reply sent to the transcript.
+
+        The transcript holds every message exactly as the receiving machine
+        gets it: what arrived, as is, and what is sent in the form the
+        framing will hand it to the peer (``received_form``: the unframed
+        wire strips surrounding whitespace, Int32 framing changes nothing).
+        """
+        self._transcript.add(received)
+        if sent is not None:
+            self._transcript.add(self._received_form(sent))
+        return sent
 
     def _finish(self, group, private_key, peer_key):
         shared_secret = group.exchange(private_key, peer_key)
@@ -114,31 +143,35 @@ class DHServerHandshake(_Machine):
         (ServerState.AWAIT_CLIENT_KEY, ClientMessage.CLIENT_KEY):
             ("_on_client_key", ServerState.DONE),
     }
+    INITIAL = ServerState.AWAIT_HELLO
     FAILED = ServerState.FAILED
     DONE = ServerState.DONE
+    PEER = "client"
 
-    def __init__(self, group, private_key_factory=_default_private_key):
-        super().__init__(ServerState.AWAIT_HELLO, private_key_factory)
+    def __init__(self, group, private_key_factory=_default_private_key,
+                 received_form=_as_is):
+        super().__init__(ServerState.AWAIT_HELLO, private_key_factory, received_form)
         self.group = group
+
+    @property
+    def max_message_length(self):
+        return server_max_message_length(self.group)
 
     def receive(self, payload):
         """Take one client message; return the reply to send."""
         return self._dispatch(messages.classify_client_message(payload), payload)
 
+    def _too_long(self, reason):
+        return UnexpectedMessage(reason)
+
     def _unexpected(self, kind, payload):
-        state = self.state
-        self.state = ServerState.FAILED
-        return UnexpectedMessage(f"{kind.value} message while {state.value}")
+        return UnexpectedMessage(f"{kind.value} message while {self.state.value}")
 
     def _on_hello(self, payload):
-        self._transcript.add(payload)
-        self._transcript.add(messages.HEY_THERE)
-        return messages.HEY_THERE
+        return self._exchanged(payload, messages.HEY_THERE)
 
     def _on_params_request(self, payload):
-        self._transcript.add(payload)
-        self._transcript.add(self.group.parameters_pem)
-        return self.group.parameters_pem
+        return self._exchanged(payload, self.group.parameters_pem)
 
     def _on_client_key(self, payload):
         try:
@@ -146,9 +179,8 @@ class DHServerHandshake(_Machine):
         except ffdh.InvalidPublicKey as e:
             raise InvalidClientKey(f"invalid client public key: {e}") from None
         private_key = self._private_key_factory(self.group)
-        reply = messages.SERVER_KEY_PREFIX + self.group.public_key_pem(private_key)
-        self._transcript.add(payload)
-        self._transcript.add(reply)
+        reply = self._exchanged(
+            payload, messages.SERVER_KEY_PREFIX + self.group.public_key_pem(private_key))
         self._finish(self.group, private_key, peer_key)
         return reply
 
@@ -166,6 +198,8 @@ class DHClientHandshake(_Machine):
     """The client side: sends message 1 from :meth:`start`, then 3 and 5."""
 
     TRANSITIONS = {
+        (ClientState.START, START):
+            ("_on_start", ClientState.AWAIT_GREETING),
         (ClientState.AWAIT_GREETING, ServerMessage.HEY_THERE):
             ("_on_greeting", ClientState.AWAIT_PARAMETERS),
         (ClientState.AWAIT_PARAMETERS, ServerMessage.PARAMETERS):
@@ -173,39 +207,41 @@ class DHClientHandshake(_Machine):
         (ClientState.AWAIT_SERVER_KEY, ServerMessage.SERVER_KEY):
             ("_on_server_key", ClientState.DONE),
     }
+    INITIAL = ClientState.START
     FAILED = ClientState.FAILED
     DONE = ClientState.DONE
+    PEER = "server"
+    max_message_length = CLIENT_MAX_MESSAGE_LENGTH
 
     def __init__(self, private_key_factory=_default_private_key,
-                 accept_parameters=ffdh.group_from_parameters_pem):
-        super().__init__(ClientState.START, private_key_factory)
+                 accept_parameters=ffdh.group_from_parameters_pem, received_form=_as_is):
+        super().__init__(ClientState.START, private_key_factory, received_form)
         self._accept_parameters = accept_parameters
         self.group = None
         self._private_key = None
 
     def start(self):
         """Return message 1."""
-        if self.state is not ClientState.START:
-            raise RuntimeError("the handshake has already started")
-        self.state = ClientState.AWAIT_GREETING
-        self._transcript.add(messages.HELLO)
+        return self._start()
+
+    def _on_start(self, payload):
+        self._transcript.add(self._received_form(messages.HELLO))
         return messages.HELLO
 
     def receive(self, payload):
         """Take one server message; return the next message to send, or None."""
         return self._dispatch(messages.classify_server_message(payload), payload)
 
+    def _too_long(self, reason):
+        return BadResponse(reason)
+
     def _unexpected(self, kind, payload):
-        state = self.state
-        self.state = ClientState.FAILED
         if kind is ServerMessage.ERROR:
             return ServerRefused(f"the server refused: {payload.decode('ascii')}")
-        return BadResponse(f"bad response from the server while {state.value}")
+        return BadResponse(f"bad response from the server while {self.state.value}")
 
     def _on_greeting(self, payload):
-        self._transcript.add(payload)
-        self._transcript.add(messages.PARAMS_REQUEST)
-        return messages.PARAMS_REQUEST
+        return self._exchanged(payload, messages.PARAMS_REQUEST)
 
     def _on_parameters(self, payload):
         try:
@@ -213,17 +249,15 @@ class DHClientHandshake(_Machine):
         except ffdh.ParameterError as e:
             raise BadParameters(f"unusable parameters from the server: {e}") from None
         self._private_key = self._private_key_factory(self.group)
-        message = messages.CLIENT_KEY_PREFIX + self.group.public_key_pem(self._private_key)
-        self._transcript.add(payload)
-        self._transcript.add(message)
-        return message
+        return self._exchanged(
+            payload, messages.CLIENT_KEY_PREFIX + self.group.public_key_pem(self._private_key))
 
     def _on_server_key(self, payload):
         try:
             peer_key = self.group.load_peer_key(payload[len(messages.SERVER_KEY_PREFIX):])
         except ffdh.InvalidPublicKey as e:
             raise InvalidServerKey(f"invalid server public key: {e}") from None
-        self._transcript.add(payload)
+        self._exchanged(payload)
         self._finish(self.group, self._private_key, peer_key)
         self._private_key = None
         return None

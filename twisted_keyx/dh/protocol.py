@@ -1,132 +1,44 @@
 """Twisted protocols and factories for the DH handshake.
 
-The handshake logic is in :mod:`twisted_keyx.dh.handshake`; this module only
-moves messages between it and a framing.  The session classes
-(:class:`DHServerSession`, :class:`DHClientSession`) are framing-agnostic:
-a framing feeds them with ``messageReceived(payload)`` and
-``sessionLost(reason)``, and gives them ``sendMessage(payload)``.
-:class:`DHServerProtocol` and :class:`DHClientProtocol` put them on
-:class:`Int32Framing` (a 4-byte big-endian length, then the payload), the
-project's default framing.
+The handshake logic is in :mod:`twisted_keyx.dh.handshake`; a connection is a
+:class:`twisted_keyx.adapter.Session` that owns a framing, one of those
+machines and an observer.  On the server the observer is the factory, which
+logs each outcome; on the client it is the protocol itself, which fires
+``finished``.  :class:`DHServerFactory` and :class:`DHClientProtocol` use
+:class:`~twisted_keyx.framing.Int32Framing` (a 4-byte big-endian length, then
+the payload), the project's default framing; :mod:`twisted_keyx.dh.raw` has
+the same over the tutorial's unframed wire.
 """
 
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
-from twisted.protocols.basic import Int32StringReceiver
 
 from twisted_keyx import ffdh
-from twisted_keyx.dh import messages
-from twisted_keyx.dh.handshake import (
-    BadResponse,
+from twisted_keyx.adapter import Observer, Session, hung_up
+from twisted_keyx.dh.handshake import (  # noqa: F401 (the limits are part of this API)
+    CLIENT_MAX_MESSAGE_LENGTH,
     DHClientHandshake,
     DHServerHandshake,
-    HandshakeFailed,
+    server_max_message_length,
 )
-from twisted_keyx.machine import ServerHungUp
-from twisted_keyx.peers import describe_peer
+from twisted_keyx.framing import Int32Framing
 from twisted_keyx.session import fingerprint
 
 
-def server_max_message_length(group):
-    """The largest legal client message in ``group``: message 5."""
-    return len(messages.CLIENT_KEY_PREFIX) + group.max_public_key_pem
+class DHServerProtocol(Session):
+    """One server connection of the DH handshake (see :class:`DHServerFactory`)."""
 
 
-#: The largest legal server message for any group a client accepts.
-CLIENT_MAX_MESSAGE_LENGTH = max(
-    ffdh.MAX_PARAMETERS_PEM, len(messages.SERVER_KEY_PREFIX) + ffdh.MAX_PUBLIC_KEY_PEM
-)
+class DHServerFactory(Factory, Observer):
+    """Serves the DH handshake in one group; logs one line per connection.
 
-
-class DHServerSession:
-    """Runs one :class:`DHServerHandshake` over any framing.
-
-    Needs ``self.factory`` (a :class:`DHServerFactory`), ``self.transport``
-    and a ``sendMessage(payload)`` method from the framing.
+    Each connection is a :class:`DHServerProtocol` with :attr:`framing` and a
+    fresh :class:`DHServerHandshake`; the factory is its observer.
     """
 
-    handshake = None
-    _closing = False
-
-    def startSession(self):
-        self.handshake = DHServerHandshake(self.factory.group, self.factory.private_key_factory)
-        self._peer = describe_peer(self.transport.getPeer())
-
-    def messageReceived(self, payload):
-        if self._closing:
-            return
-        try:
-            reply = self.handshake.receive(payload)
-        except HandshakeFailed as e:
-            self.rejectPeer(e.reason, e.reply)
-            return
-        self.sendMessage(reply)
-        if self.handshake.finished:
-            self._closing = True
-            self.factory.handshakeFinished(self._peer, self.handshake.result)
-            self.transport.loseConnection()
-
-    def rejectPeer(self, reason, reply=messages.UNEXPECTED_MESSAGE_REPLY):
-        """Send the documented error reply, log why, and hang up."""
-        if self._closing:
-            return
-        self._closing = True
-        self.sendMessage(reply)
-        self.factory.handshakeRejected(self._peer, reason)
-        self.transport.loseConnection()
-
-    def connectionTimedOut(self, phase, seconds):
-        """Called by :mod:`twisted_keyx.limits` just before it aborts a peer
-        that did not finish in time; logs it once, in the handshake's words."""
-        if self._closing or self.handshake is None:
-            return
-        self._closing = True
-        self.factory.handshakeTimedOut(self._peer, seconds, self.handshake.state.value)
-
-    def sessionLost(self, reason):
-        if not self._closing and self.handshake is not None:
-            self._closing = True
-            self.factory.handshakeAbandoned(self._peer, self.handshake.state.value)
-
-
-class Int32Framing(Int32StringReceiver):
-    """What both framed protocols share: one message, one Int32 string."""
-
-    def dataReceived(self, data):
-        # Once the session has hung up, what the peer still sends is dropped
-        # unread, and what is buffered (an over-long frame, which
-        # Int32StringReceiver keeps after lengthLimitExceeded) is let go.
-        if not self._closing:
-            super().dataReceived(data)
-        if self._closing:
-            self._unprocessed = b""
-
-    def stringReceived(self, string):
-        self.messageReceived(string)
-
-    def sendMessage(self, payload):
-        self.sendString(payload)
-
-    def connectionLost(self, reason):
-        self.sessionLost(reason)
-
-
-class DHServerProtocol(DHServerSession, Int32Framing):
-    """The DH handshake's server side, framed by :class:`Int32Framing`."""
-
-    def connectionMade(self):
-        self.MAX_LENGTH = self.factory.max_message_length
-        self.startSession()
-
-    def lengthLimitExceeded(self, length):
-        self.rejectPeer(f"frame of {length} bytes exceeds the limit of {self.MAX_LENGTH}")
-
-
-class DHServerFactory(Factory):
-    """Serves the DH handshake in one group; logs one line per connection."""
-
     protocol = DHServerProtocol
+    framing = Int32Framing
     noisy = False
     log = Logger()
 
@@ -137,6 +49,30 @@ class DHServerFactory(Factory):
         #: Makes the server's key pair for each handshake (tests pass a fixed key).
         self.private_key_factory = private_key_factory
         self.max_message_length = server_max_message_length(group)
+
+    def newHandshake(self):
+        return DHServerHandshake(self.group, self.private_key_factory,
+                                 received_form=self.framing.received_form)
+
+    def buildProtocol(self, addr):
+        protocol = self.protocol(self.framing, self.newHandshake())
+        protocol.factory = self
+        return protocol
+
+    # --- the observer: one log line per outcome --------------------------------
+
+    def machineFinished(self, session, machine):
+        self.handshakeFinished(session.peer, machine.result)
+        return None
+
+    def machineFailed(self, session, machine, failure):
+        self.handshakeRejected(session.peer, failure.reason)
+
+    def sessionTimedOut(self, session, machine, seconds):
+        self.handshakeTimedOut(session.peer, seconds, machine.state.value)
+
+    def sessionLost(self, session, machine, reason):
+        self.handshakeAbandoned(session.peer, machine.state.value)
 
     def handshakeFinished(self, peer, result):
         if self.show_secrets:
@@ -170,68 +106,37 @@ class DHServerFactory(Factory):
         )
 
 
-class DHClientSession:
-    """Runs one :class:`DHClientHandshake` over any framing.
+class DHClientProtocol(Session, Observer):
+    """The DH handshake's client side; it is its own observer.
 
     ``finished`` fires with the :class:`~twisted_keyx.dh.handshake.HandshakeResult`,
     or fails with a :class:`~twisted_keyx.dh.handshake.HandshakeFailed`
-    subclass that says what the server did wrong.
+    subclass that says what the server did wrong (``ServerHungUp`` when the
+    connection ends first).  Cancelling it aborts the connection.
     """
 
+    framing = Int32Framing
+
     def __init__(self, handshake=None):
-        self.handshake = handshake if handshake is not None else DHClientHandshake()
+        if handshake is None:
+            handshake = DHClientHandshake(received_form=self.framing.received_form)
+        super().__init__(self.framing, handshake, observer=self)
         self.finished = defer.Deferred(self._cancel)
-        self._closing = False
 
     def _cancel(self, finished):
         # Cancelling ``finished`` (a timeout) is the outcome: the loss of the
         # connection, which the reactor reports later, must not errback it again.
-        self._closing = True
-        self.transport.abortConnection()
+        self.abort()
 
-    def startSession(self):
-        self.sendMessage(self.handshake.start())
+    def machineFinished(self, session, machine):
+        self.finished.callback(machine.result)
+        return None
 
-    def messageReceived(self, payload):
-        if self._closing:
-            return
-        try:
-            reply = self.handshake.receive(payload)
-        except HandshakeFailed as e:
-            self.abandon(e)
-            return
-        if reply is not None:
-            self.sendMessage(reply)
-        if self.handshake.finished:
-            self._closing = True
-            self.transport.loseConnection()
-            self.finished.callback(self.handshake.result)
-
-    def abandon(self, failure):
-        if self._closing:
-            return
-        self._closing = True
-        self.transport.loseConnection()
+    def machineFailed(self, session, machine, failure):
         self.finished.errback(failure)
 
-    def sessionLost(self, reason):
-        if not self._closing:
-            self._closing = True
-            self.finished.errback(
-                ServerHungUp.after(reason, f"while {self.handshake.state.value}")
-            )
-
-
-class DHClientProtocol(DHClientSession, Int32Framing):
-    """The DH handshake's client side, framed by :class:`Int32Framing`."""
-
-    MAX_LENGTH = CLIENT_MAX_MESSAGE_LENGTH
-
-    def connectionMade(self):
-        self.startSession()
-
-    def lengthLimitExceeded(self, length):
-        self.abandon(BadResponse(f"the server sent a frame of {length} bytes"))
+    def sessionLost(self, session, machine, reason):
+        self.finished.errback(hung_up(reason, f"while {machine.state.value}"))
 
 
 class DHClientFactory(Factory):

@@ -13,16 +13,18 @@ works because no message of the handshake is a prefix of another:
   ``Server public key:`` + PEM, the bare PEM parameters) ends with the closing
   dashes of its ``-----END ...-----`` line, whether a newline follows or not;
 - whitespace around a message is not part of it, as the tutorial's
-  ``strip()`` has it.  :class:`twisted_keyx.session.Transcript` hashes
-  messages without it too, so the session key is the same as with framing.
+  ``strip()`` has it: the splitter removes it before a machine sees the
+  message, and the machines hash what they send in that form too
+  (:attr:`twisted_keyx.framing.UnframedFraming.received_form`).
 
 Bytes that cannot be the start of any legal message are handed over as a
 message at once, for the state machine to refuse with the usual reply.  More
 bytes than the largest legal message without a complete one raise
 :class:`MessageTooLong`.
 
-:class:`MessageSplitter` does all this with no I/O.  :class:`RawDHServerProtocol`
-and :class:`RawDHClientProtocol` put it under the framing-agnostic sessions of
+:class:`MessageSplitter` does all this with no I/O.  The framings
+:class:`UnframedClientMessages` (the server's) and
+:class:`UnframedServerMessages` (the client's) put it under the sessions of
 :mod:`twisted_keyx.dh.protocol`: the state machine, the validation and the
 error replies are those of the framed handshake; only the framing differs.
 Each message goes out in one write, PEM with its trailing newline, as the
@@ -32,17 +34,14 @@ tutorial's ``sendall`` sends it.
 import re
 from dataclasses import dataclass
 
-from twisted.internet.protocol import Protocol
-
 from twisted_keyx.dh import messages
-from twisted_keyx.dh.handshake import BadResponse
 from twisted_keyx.dh.protocol import (
-    CLIENT_MAX_MESSAGE_LENGTH,
     DHClientFactory,
-    DHClientSession,
+    DHClientProtocol,
     DHServerFactory,
-    DHServerSession,
+    DHServerProtocol,
 )
+from twisted_keyx.framing import UnframedFraming
 
 
 @dataclass(frozen=True)
@@ -176,6 +175,11 @@ class MessageSplitter:
     def feed(self, data):
         self._buffer += data
 
+    @property
+    def buffered(self):
+        """Bytes received and not yet handed over as a message."""
+        return len(self._buffer)
+
     def discard(self):
         """Forget what is buffered (the session is over)."""
         self._buffer = b""
@@ -198,65 +202,36 @@ class MessageSplitter:
         return buffer[start:end].rstrip()  # rstrip: for garbage; a message ends on non-space
 
 
-class _UnframedMixin:
-    """What both raw protocols share: split what arrives, write what leaves,
-    and tell the session when the connection is gone.
+class UnframedClientMessages(UnframedFraming):
+    """The server's framing: the client's messages 1, 3 and 5, unframed."""
 
-    The sessions set ``_closing`` once they have hung up; nothing more is
-    handed to them after that.
-    """
-
-    splitter = None
-
-    def dataReceived(self, data):
-        if self._closing:
-            return  # hung up: what the peer still sends is dropped unread
-        self.splitter.feed(data)
-        try:
-            while not self._closing:
-                message = self.splitter.next_message()
-                if message is None:
-                    return
-                self.messageReceived(message)
-        except MessageTooLong as e:
-            self.messageTooLong(e)
-        self.splitter.discard()
-
-    def sendMessage(self, payload):
-        # One write per message, as the tutorial's sendall: PEM payloads
-        # already end with their newline.
-        self.transport.write(payload)
-
-    def connectionLost(self, reason):
-        self.sessionLost(reason)
+    def __init__(self, session, max_length):
+        super().__init__(session, MessageSplitter(CLIENT_MESSAGES, max_length))
 
 
-class RawDHServerProtocol(_UnframedMixin, DHServerSession, Protocol):
-    """The DH handshake's server side in the tutorial's unframed format."""
+class UnframedServerMessages(UnframedFraming):
+    """The client's framing: the server's messages 2, 4 and 6 (and its error
+    replies), unframed."""
 
-    def connectionMade(self):
-        self.splitter = MessageSplitter(CLIENT_MESSAGES, self.factory.max_message_length)
-        self.startSession()
+    def __init__(self, session, max_length):
+        super().__init__(session, MessageSplitter(SERVER_MESSAGES, max_length))
 
-    def messageTooLong(self, error):
-        self.rejectPeer(str(error))
+
+class RawDHServerProtocol(DHServerProtocol):
+    """One server connection of the DH handshake in the tutorial's unframed format."""
 
 
 class RawDHServerFactory(DHServerFactory):
     """Serves the DH handshake in the tutorial's unframed format."""
 
     protocol = RawDHServerProtocol
+    framing = UnframedClientMessages
 
 
-class RawDHClientProtocol(_UnframedMixin, DHClientSession, Protocol):
+class RawDHClientProtocol(DHClientProtocol):
     """The DH handshake's client side in the tutorial's unframed format."""
 
-    def connectionMade(self):
-        self.splitter = MessageSplitter(SERVER_MESSAGES, CLIENT_MAX_MESSAGE_LENGTH)
-        self.startSession()
-
-    def messageTooLong(self, error):
-        self.abandon(BadResponse(f"bad response from the server: {error}"))
+    framing = UnframedServerMessages
 
 
 class RawDHClientFactory(DHClientFactory):

@@ -1,4 +1,4 @@
-"""The EKE primitives, all from ``cryptography`` (protocols.md 2.3).
+"""The EKE primitives, all from ``cryptography`` (docs/protocols.rst, "EKE").
 
 - Password key: scrypt (RFC 7914) of the password with a per-user 16-byte
   salt, 32 bytes.  The server stores this key, never the password.
@@ -8,11 +8,8 @@
   replayed at another step or for another user.
 - pk: a fresh RSA-2048 key pair per session, e = 65537; Ks is encrypted to it
   with OAEP, MGF1 and SHA-256 (RFC 8017 7.1).
-- Chat: one AES-256-GCM key per direction, HKDF-SHA256 (RFC 5869) of Ks with
-  the handshake transcript bound in; the nonce is the record's 96-bit number
-  in its direction, implicit, so a replayed, reordered, dropped or altered
-  record fails to decrypt (the idea of TLS 1.3's per-record nonce, RFC 8446
-  5.3, without the XOR mask: each key is used for one session only).
+- Chat: the keys of :mod:`twisted_keyx.chat.records`, from Ks with the
+  handshake transcript bound in.
 """
 
 import hashlib
@@ -27,15 +24,13 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from twisted_keyx.chat import records
 from twisted_keyx.eke import messages
-from twisted_keyx.session import derive_session_key
 
 PASSWORD_KEY_SIZE = 32
 RSA_PUBLIC_EXPONENT = 65537
 
 _BOX_LABEL = b"twisted-keyx eke v1 step "
-_CLIENT_TO_SERVER_LABEL = b"twisted-keyx eke chat client to server v1"
-_SERVER_TO_CLIENT_LABEL = b"twisted-keyx eke chat server to client v1"
 _DECOY_SALT_LABEL = b"twisted-keyx eke decoy salt v1"
 
 
@@ -207,55 +202,13 @@ def rsa_decrypt(private_key, ciphertext):
 
 # --- the chat ---------------------------------------------------------------
 
-
-@dataclass(frozen=True, repr=False)
-class ChatKeys:
-    client_to_server: bytes
-    server_to_client: bytes
-
-    def __repr__(self):
-        return "ChatKeys(<secret>)"
+#: The chat's keys after EKE (:func:`twisted_keyx.chat.records.derive_chat_keys`).
+CHAT_LABEL = b"twisted-keyx eke chat"
 
 
 def derive_chat_keys(session_key, transcript_hash):
-    """One key per direction, bound to Ks and to the handshake's lines."""
-    return ChatKeys(
-        client_to_server=derive_session_key(session_key, _CLIENT_TO_SERVER_LABEL, transcript_hash),
-        server_to_client=derive_session_key(session_key, _SERVER_TO_CLIENT_LABEL, transcript_hash),
-    )
-
-
-class RecordCipher:
-    """One direction of the chat: AES-256-GCM whose nonce is the number of
-    the record, counted from 0 and never sent.  Opening a record that is not
-    the next one in order fails like a tampered one."""
-
-    MAX_RECORDS = 2**96
-
-    def __init__(self, key):
-        self._aead = AESGCM(key)
-        self.count = 0
-
-    def _next_nonce(self):
-        if self.count >= self.MAX_RECORDS:
-            raise CryptoError("record counter exhausted")
-        return self.count.to_bytes(messages.GCM_NONCE_SIZE, "big")
-
-    def seal(self, plaintext):
-        record = self._aead.encrypt(self._next_nonce(), plaintext, None)
-        self.count += 1
-        return record
-
-    def open(self, record):
-        try:
-            plaintext = self._aead.decrypt(self._next_nonce(), record, None)
-        except InvalidTag:
-            raise CryptoError(
-                f"chat record {self.count} does not decrypt "
-                "(altered, replayed, reordered or one was dropped)"
-            ) from None
-        self.count += 1
-        return plaintext
+    """The chat's two keys, from Ks and the handshake's eight lines."""
+    return records.derive_chat_keys(session_key, transcript_hash, CHAT_LABEL)
 
 
 def random_bytes(size):

@@ -16,7 +16,7 @@ Client states::
     START --start(): 1--> AWAIT_ANSWER --2 / 3--> AWAIT_SEALED_SESSION_KEY
     AWAIT_SEALED_SESSION_KEY --4 / 5--> AWAIT_NONCES --6 / 7--> AWAIT_SUCCESS --8--> DONE
 
-The chat (:mod:`twisted_keyx.eke.chat`) needs :attr:`result`, which exists
+The chat (:mod:`twisted_keyx.chat`) needs :attr:`result`, which exists
 only in ``DONE``: no chat without step 8.
 
 Where a wrong password shows.  With an authenticated cipher the server
@@ -34,9 +34,10 @@ import enum
 import hmac
 from dataclasses import dataclass
 
+from twisted_keyx.chat.records import ChatKeys
 from twisted_keyx.eke import crypto, messages
 from twisted_keyx.eke.messages import ClientMessage, MalformedLine, ServerMessage
-from twisted_keyx.machine import HandshakeFailed, StateMachine
+from twisted_keyx.machine import START, HandshakeFailed, StateMachine
 from twisted_keyx.session import Transcript
 
 
@@ -74,7 +75,7 @@ class EKEResult:
     session_key: bytes
     #: SHA-256 over the eight handshake lines (see :class:`~twisted_keyx.session.Transcript`).
     transcript_hash: bytes
-    chat_keys: crypto.ChatKeys
+    chat_keys: ChatKeys
 
     def __repr__(self):
         return f"EKEResult(user={self.user!r}, <secrets>)"
@@ -144,6 +145,17 @@ class ServerState(enum.Enum):
     FAILED = "failed"
 
 
+_b64 = messages.base64_length
+
+#: The longest legal client line in each server state.
+SERVER_LINE_LIMITS = {
+    ServerState.AWAIT_USER_NAME: messages.MAX_USER_NAME_BYTES,
+    ServerState.AWAIT_SEALED_PUBLIC_KEY: _b64(messages.BOX_SIZES[3]),
+    ServerState.AWAIT_CLIENT_NONCE: _b64(messages.BOX_SIZES[5]),
+    ServerState.AWAIT_SERVER_NONCE: _b64(messages.BOX_SIZES[7]),
+}
+
+
 class EKEServerHandshake(_EKEHandshake):
     """The server side: answers steps 1, 3, 5 and 7 with 2, 4, 6 and 8.
 
@@ -162,8 +174,10 @@ class EKEServerHandshake(_EKEHandshake):
         (ServerState.AWAIT_SERVER_NONCE, ClientMessage.LINE):
             ("_on_server_nonce", ServerState.DONE),
     }
+    INITIAL = ServerState.AWAIT_USER_NAME
     FAILED = ServerState.FAILED
     DONE = ServerState.DONE
+    PEER = "client"
     Malformed = MalformedMessage
 
     def __init__(self, lookup_user, decoys=None, random_bytes=crypto.random_bytes):
@@ -180,10 +194,15 @@ class EKEServerHandshake(_EKEHandshake):
         """Take one client line; return the line to send."""
         return self._dispatch(ClientMessage.LINE, line)
 
+    @property
+    def max_message_length(self):
+        return SERVER_LINE_LIMITS.get(self.state, 0)
+
     def _unexpected(self, event, payload):
-        state = self.state
-        self.state = ServerState.FAILED
-        return MalformedMessage(f"a line while {state.value}")
+        return MalformedMessage(f"a line while {self.state.value}")
+
+    def _too_long(self, reason):
+        return MalformedMessage(f"{reason} while {self.state.value}")
 
     def _on_user_name(self, line):
         name = self._parse(1, messages.parse_user_name, line)
@@ -253,6 +272,19 @@ class ClientState(enum.Enum):
     FAILED = "failed"
 
 
+#: The longest legal server line in each client state (the failure reply
+#: must fit in every one of them).
+CLIENT_LINE_LIMITS = {
+    state: max(limit, len(messages.FAILURE_REPLY))
+    for state, limit in {
+        ClientState.AWAIT_ANSWER: messages.MAX_ANSWER_LINE,
+        ClientState.AWAIT_SEALED_SESSION_KEY: _b64(messages.BOX_SIZES[4]),
+        ClientState.AWAIT_NONCES: _b64(messages.BOX_SIZES[6]),
+        ClientState.AWAIT_SUCCESS: _b64(messages.BOX_SIZES[8]),
+    }.items()
+}
+
+
 class EKEClientHandshake(_EKEHandshake):
     """The client side: sends step 1 from :meth:`start`, then 3, 5 and 7.
 
@@ -261,6 +293,8 @@ class EKEClientHandshake(_EKEHandshake):
     """
 
     TRANSITIONS = {
+        (ClientState.START, START):
+            ("_on_start", ClientState.AWAIT_ANSWER),
         (ClientState.AWAIT_ANSWER, ServerMessage.YES):
             ("_on_yes", ClientState.AWAIT_SEALED_SESSION_KEY),
         (ClientState.AWAIT_ANSWER, ServerMessage.NO):
@@ -272,8 +306,10 @@ class EKEClientHandshake(_EKEHandshake):
         (ClientState.AWAIT_SUCCESS, ServerMessage.BOX):
             ("_on_success", ClientState.DONE),
     }
+    INITIAL = ClientState.START
     FAILED = ClientState.FAILED
     DONE = ClientState.DONE
+    PEER = "server"
     Malformed = BadResponse
 
     def __init__(self, user, password, kdf_limits=crypto.DEFAULT_KDF_LIMITS,
@@ -292,9 +328,9 @@ class EKEClientHandshake(_EKEHandshake):
 
     def start(self):
         """Return step 1."""
-        if self.state is not ClientState.START:
-            raise RuntimeError("the handshake has already started")
-        self.state = ClientState.AWAIT_ANSWER
+        return self._start()
+
+    def _on_start(self, payload):
         line = self.user.encode("utf-8")
         self._transcript.add(line)
         return line
@@ -303,14 +339,20 @@ class EKEClientHandshake(_EKEHandshake):
         """Take one server line; return the line to send, or None after step 8."""
         return self._dispatch(messages.classify_server_message(line), line)
 
+    @property
+    def max_message_length(self):
+        return CLIENT_LINE_LIMITS.get(self.state, 0)
+
+    def _too_long(self, reason):
+        return BadResponse(reason)
+
     def _unexpected(self, event, payload):
-        state = self.state
-        self.state = ClientState.FAILED
         if event is ServerMessage.FAILED:
             if self._doomed is not None:
                 return AuthenticationFailed(self._doomed)
-            return AuthenticationFailed(f"the server refused while the client was {state.value}")
-        return BadResponse(f"bad response from the server while {state.value}")
+            return AuthenticationFailed(
+                f"the server refused while the client was {self.state.value}")
+        return BadResponse(f"bad response from the server while {self.state.value}")
 
     def _on_yes(self, line):
         salt, n, r, p = self._parse(2, messages.parse_yes, line)

@@ -1,4 +1,4 @@
-"""The EKE handshake and chat on the wire, line by line (protocols.md 2.1).
+"""The EKE handshake on the wire, line by line (docs/protocols.rst, "EKE").
 
 Every message is one line ended by LF (``\\n``; a CR is not allowed), holding
 one item: ASCII text, or a box in standard base64 with padding, decoded
@@ -18,19 +18,17 @@ tag (16)``.  Sizes are fixed, so every line has an exact legal length.
 6   S>U   E_Ks(NC || NS), NS 16 bytes                     12+32+16 = 60
 7   U>S   E_Ks(NS)                                        44
 8   S>U   E_Ks(``Authentication success``)                12+22+16 = 50
---  ----  ----------------------------------------------  -----------------
-c   U>S   AES-GCM record of a chat line or ``quit``       16 + 0..4096
-c   S>U   record of ``receive <line>``, or ``quit`` (ack)  16 + 0..4104
 ==  ====  ==============================================  =================
 
 Failure: the server sends ``authentication failed`` (or ``no`` for an unknown
 user at step 2 when it does not hide them) and closes; the client just closes.
-Chat records carry no nonce: it is the record's number in its direction.
+After step 8 the chat (:mod:`twisted_keyx.chat`) carries on over the same lines.
 """
 
-import base64
-import binascii
 import enum
+
+from twisted_keyx.b64 import MalformedLine, base64_length, decode_item, encode_item  # noqa: F401
+from twisted_keyx.peers import printable  # noqa: F401 (for the EKE logs)
 
 YES = b"yes"
 NO = b"no"
@@ -39,10 +37,6 @@ KDF_NAME = b"scrypt"
 FAILURE_REPLY = b"authentication failed"
 #: Step 8's plaintext.
 SUCCESS = b"Authentication success"
-
-#: Chat words (inside the records).
-QUIT = "quit"
-RECEIVE_PREFIX = "receive "
 
 MAX_USER_NAME_BYTES = 64
 SALT_SIZE = 16
@@ -53,15 +47,10 @@ GCM_TAG_SIZE = 16
 RSA_BITS = 2048
 RSA_PUBLIC_KEY_DER_SIZE = 294  # SubjectPublicKeyInfo of any RSA-2048 key, e = 65537
 RSA_CIPHERTEXT_SIZE = RSA_BITS // 8
-MAX_CHAT_TEXT_BYTES = 4096
 
 
 def box_size(plaintext_size):
     return GCM_NONCE_SIZE + plaintext_size + GCM_TAG_SIZE
-
-
-def base64_length(size):
-    return 4 * ((size + 2) // 3)
 
 
 #: Decoded size of the box in each step.
@@ -73,39 +62,6 @@ BOX_SIZES = {
     7: box_size(CHALLENGE_SIZE),
     8: box_size(len(SUCCESS)),
 }
-
-
-def record_size(text_size):
-    return text_size + GCM_TAG_SIZE
-
-
-#: The longest legal chat lines, in each direction.
-MAX_CLIENT_RECORD_LINE = base64_length(record_size(MAX_CHAT_TEXT_BYTES))
-MAX_SERVER_RECORD_LINE = base64_length(
-    record_size(len(RECEIVE_PREFIX.encode()) + MAX_CHAT_TEXT_BYTES)
-)
-
-
-class MalformedLine(ValueError):
-    """A line that is not what its step allows."""
-
-
-def encode_item(data):
-    return base64.b64encode(data)
-
-
-def decode_item(line, size=None):
-    """Strict base64: only the standard alphabet, correct padding, canonical
-    (re-encoding gives the same line), and exactly ``size`` bytes if given."""
-    try:
-        data = base64.b64decode(line, validate=True)
-    except (binascii.Error, ValueError):
-        raise MalformedLine("not base64") from None
-    if base64.b64encode(data) != line:
-        raise MalformedLine("not canonical base64")
-    if size is not None and len(data) != size:
-        raise MalformedLine(f"{len(data)} bytes where {size} are expected")
-    return data
 
 
 def decode_box(line, step):
@@ -194,10 +150,3 @@ class ClientMessage(enum.Enum):
     the step alone (a name or a box look alike), so there is one kind."""
 
     LINE = "a line"
-
-
-def printable(text):
-    """``text`` with control and other non-printable characters escaped
-    (``\\t``, ``\\x1b``...), for logs and terminals: a peer's text must not
-    forge log lines or drive the operator's terminal."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

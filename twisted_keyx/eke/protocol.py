@@ -1,174 +1,41 @@
 """Twisted protocols and factories for the EKE handshake and its chat.
 
-The logic is in :mod:`twisted_keyx.eke.handshake` and
-:mod:`twisted_keyx.eke.chat`; these classes move lines between them and a
-``LineReceiver`` (LF-delimited), bound every line to the longest one legal in
-the current state, and log.
+The logic is in :mod:`twisted_keyx.eke.handshake` and :mod:`twisted_keyx.chat`;
+a connection is a :class:`twisted_keyx.adapter.Session` over
+:class:`~twisted_keyx.framing.LineFraming` (LF-delimited lines, each bounded
+by the longest one legal in the current state).  On the server the factory
+observes it and logs; it hands the chat over once step 8 has succeeded.  On
+the client the protocol observes itself and fires its Deferreds.
 """
 
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
-from twisted.protocols.basic import LineReceiver
 
-from twisted_keyx import limits
+from twisted_keyx.adapter import Observer, Session, hung_up
+from twisted_keyx.chat.machine import ClientChat, ServerChat
 from twisted_keyx.eke import messages
-from twisted_keyx.eke.chat import ChatFailed, ClientChat, ServerChat
-from twisted_keyx.eke.handshake import (
-    BadResponse,
-    ClientState,
+from twisted_keyx.eke.handshake import (  # noqa: F401 (the limits are part of this API)
+    CLIENT_LINE_LIMITS,
+    SERVER_LINE_LIMITS,
     EKEClientHandshake,
     EKEServerHandshake,
-    HandshakeFailed,
-    ServerState,
 )
 from twisted_keyx.eke.userstore import DecoyUsers
-from twisted_keyx.machine import ServerHungUp
-from twisted_keyx.peers import describe_peer
+from twisted_keyx.framing import LineFraming
 from twisted_keyx.session import fingerprint
 
-_b64 = messages.base64_length
 
-#: The longest legal client line in each server state.
-SERVER_LINE_LIMITS = {
-    ServerState.AWAIT_USER_NAME: messages.MAX_USER_NAME_BYTES,
-    ServerState.AWAIT_SEALED_PUBLIC_KEY: _b64(messages.BOX_SIZES[3]),
-    ServerState.AWAIT_CLIENT_NONCE: _b64(messages.BOX_SIZES[5]),
-    ServerState.AWAIT_SERVER_NONCE: _b64(messages.BOX_SIZES[7]),
-}
+class EKEServerProtocol(Session):
+    """One server connection: the handshake, then, after step 8 only, the chat."""
 
-#: The longest legal server line in each client state (the failure reply
-#: must fit in every one of them).
-CLIENT_LINE_LIMITS = {
-    state: max(limit, len(messages.FAILURE_REPLY))
-    for state, limit in {
-        ClientState.AWAIT_ANSWER: messages.MAX_ANSWER_LINE,
-        ClientState.AWAIT_SEALED_SESSION_KEY: _b64(messages.BOX_SIZES[4]),
-        ClientState.AWAIT_NONCES: _b64(messages.BOX_SIZES[6]),
-        ClientState.AWAIT_SUCCESS: _b64(messages.BOX_SIZES[8]),
-    }.items()
-}
+    @property
+    def chat(self):
+        """The chat machine once step 8 has succeeded, else None."""
+        return self.machine if self.machine is not self.handshake else None
 
 
-class _HandshakeThenChat(LineReceiver):
-    """What both sides share: lines go to the handshake, then, after step 8
-    only, to the chat; none is read once this side has hung up."""
-
-    delimiter = b"\n"
-    handshake = None
-    chat = None
-    _closing = False
-
-    def dataReceived(self, data):
-        # Once this side has hung up, what the peer still sends is dropped
-        # unread, and the lines still buffered are let go (LineReceiver stops
-        # at a disconnecting transport but keeps the rest).
-        if not self._closing:
-            super().dataReceived(data)
-        if self._closing:
-            self.clearLineBuffer()
-
-    def lineReceived(self, line):
-        if self._closing:
-            return
-        if self.chat is None:
-            self._handshakeLine(line)
-        else:
-            self._chatLine(line)
-
-    def _close(self):
-        self._closing = True
-        self.transport.loseConnection()
-
-
-class EKEServerProtocol(_HandshakeThenChat):
-    """The server side: the handshake, then, after step 8 only, the chat."""
-
-    def connectionMade(self):
-        self._peer = describe_peer(self.transport.getPeer())
-        self.handshake = self.factory.newHandshake()
-        self._setLineLimit()
-
-    def _setLineLimit(self):
-        if self.chat is not None:
-            self.MAX_LENGTH = messages.MAX_CLIENT_RECORD_LINE
-        else:
-            self.MAX_LENGTH = SERVER_LINE_LIMITS.get(self.handshake.state, 0)
-
-    def _handshakeLine(self, line):
-        try:
-            reply = self.handshake.receive(line)
-        except HandshakeFailed as e:
-            self._reject(e.reason, e.reply)
-            return
-        self.sendLine(reply)
-        if self.handshake.finished:
-            self.chat = ServerChat(self.handshake.result)
-            self.factory.userAuthenticated(self._peer, self.handshake.result)
-            # The handshake deadline stops here; the chat's idle timeout starts.
-            limits.handshake_finished(self.transport)
-        self._setLineLimit()
-
-    def _chatLine(self, line):
-        user = self.handshake.user
-        try:
-            text, reply = self.chat.receive(line)
-        except ChatFailed as e:
-            self._close()
-            self.factory.chatFailed(self._peer, user, e.reason)
-            return
-        if self.chat.finished:
-            self.sendLine(reply)
-            self._close()
-            self.factory.chatEnded(self._peer, user)
-        else:
-            self.factory.userSaid(self._peer, user, text)
-            self.sendLine(reply)
-
-    def _reject(self, reason, reply):
-        """Send the one failure reply, log why, and hang up."""
-        if reply is not None:
-            self.sendLine(reply)
-        self._close()
-        self.factory.handshakeRejected(self._peer, reason)
-
-    def lineLengthExceeded(self, line):
-        if self._closing:
-            return
-        if self.chat is None:
-            self._reject(
-                f"a line longer than {self.MAX_LENGTH} bytes while {self.handshake.state.value}",
-                messages.FAILURE_REPLY,
-            )
-        else:
-            self._close()
-            self.factory.chatFailed(
-                self._peer, self.handshake.user,
-                f"a line longer than {self.MAX_LENGTH} bytes",
-            )
-
-    def connectionTimedOut(self, phase, seconds):
-        """Called by :mod:`twisted_keyx.limits` just before it aborts the
-        connection: the handshake took too long, or the chat went quiet."""
-        if self._closing or self.handshake is None:
-            return
-        self._closing = True
-        if self.chat is not None:
-            self.factory.chatIdle(self._peer, self.handshake.user, seconds)
-        else:
-            self.factory.handshakeTimedOut(self._peer, seconds, self.handshake.state.value)
-
-    def connectionLost(self, reason):
-        if self._closing or self.handshake is None:
-            return
-        self._closing = True
-        if self.chat is not None:
-            self.factory.chatCutShort(self._peer, self.handshake.user)
-        else:
-            self.factory.handshakeAbandoned(self._peer, self.handshake.state.value)
-
-
-class EKEServerFactory(Factory):
+class EKEServerFactory(Factory, Observer):
     """Serves EKE to the users of ``users`` (anything with ``lookup(name)``,
     such as :class:`~twisted_keyx.eke.userstore.UserFile`); logs one line per
     event of a connection."""
@@ -189,6 +56,42 @@ class EKEServerFactory(Factory):
 
     def newHandshake(self):
         return EKEServerHandshake(self.users.lookup, decoys=self.decoys, **self._handshake_options)
+
+    def buildProtocol(self, addr):
+        protocol = self.protocol(LineFraming, self.newHandshake())
+        protocol.factory = self
+        return protocol
+
+    # --- the observer: one log line per event -----------------------------------
+
+    def machineStepped(self, session, machine, payload, reply):
+        if machine is not session.handshake and not machine.finished:
+            self.userSaid(session.peer, session.handshake.user, machine.said)
+
+    def machineFinished(self, session, machine):
+        if machine is session.handshake:
+            self.userAuthenticated(session.peer, machine.result)
+            return ServerChat(machine.result)
+        self.chatEnded(session.peer, session.handshake.user)
+        return None
+
+    def machineFailed(self, session, machine, failure):
+        if machine is session.handshake:
+            self.handshakeRejected(session.peer, failure.reason)
+        else:
+            self.chatFailed(session.peer, session.handshake.user, failure.reason)
+
+    def sessionTimedOut(self, session, machine, seconds):
+        if machine is session.handshake:
+            self.handshakeTimedOut(session.peer, seconds, machine.state.value)
+        else:
+            self.chatIdle(session.peer, session.handshake.user, seconds)
+
+    def sessionLost(self, session, machine, reason):
+        if machine is session.handshake:
+            self.handshakeAbandoned(session.peer, machine.state.value)
+        else:
+            self.chatCutShort(session.peer, session.handshake.user)
 
     def userAuthenticated(self, peer, result):
         if self.show_secrets:
@@ -247,8 +150,8 @@ class EKEServerFactory(Factory):
         )
 
 
-class EKEClientProtocol(_HandshakeThenChat):
-    """The client side.
+class EKEClientProtocol(Session, Observer):
+    """The client side; it is its own observer.
 
     ``authenticated`` fires with the :class:`~twisted_keyx.eke.handshake.EKEResult`
     after step 8, or fails with a ``HandshakeFailed`` subclass (``ServerHungUp``
@@ -260,83 +163,59 @@ class EKEClientProtocol(_HandshakeThenChat):
     """
 
     def __init__(self, handshake, reply_received=None):
-        self.handshake = handshake
+        super().__init__(LineFraming, handshake, observer=self)
         self._replyReceived = reply_received if reply_received is not None else _ignore
         self.authenticated = defer.Deferred(self._cancel)
         self.finished = defer.Deferred(self._cancel)
         self.disconnected = defer.Deferred()
 
+    @property
+    def chat(self):
+        """The chat machine once step 8 has succeeded, else None."""
+        return self.machine if self.machine is not self.handshake else None
+
     def _cancel(self, deferred):
-        self._closing = True
-        self.transport.abortConnection()
-
-    def connectionMade(self):
-        self.MAX_LENGTH = CLIENT_LINE_LIMITS[ClientState.AWAIT_ANSWER]
-        self.sendLine(self.handshake.start())
-
-    def _handshakeLine(self, line):
-        try:
-            reply = self.handshake.receive(line)
-        except HandshakeFailed as e:
-            self._fail(self.authenticated, e)
-            return
-        if reply is not None:
-            self.sendLine(reply)
-        if self.handshake.finished:
-            self.chat = ClientChat(self.handshake.result)
-            self.MAX_LENGTH = messages.MAX_SERVER_RECORD_LINE
-            self.authenticated.callback(self.handshake.result)
-        else:
-            self.MAX_LENGTH = CLIENT_LINE_LIMITS[self.handshake.state]
-
-    def _chatLine(self, line):
-        try:
-            text = self.chat.receive(line)
-        except ChatFailed as e:
-            self._fail(self.finished, e)
-            return
-        if self.chat.finished:
-            self._close()
-            self.finished.callback(None)
-        else:
-            self._replyReceived(text)
+        self.abort()
 
     def say(self, text):
         """Send one chat line (str)."""
         if self.chat is None:
             raise RuntimeError("not authenticated yet")
-        if not self._closing:
-            self.sendLine(self.chat.say(text))
+        if not self.ended:
+            self.perform(self.chat.say, text)
 
     def quit(self):
         """Send ``quit``; ``finished`` fires when the server confirms it."""
         if self.chat is None:
             raise RuntimeError("not authenticated yet")
-        if not self._closing and not self.chat.quitting:
-            self.sendLine(self.chat.quit())
+        if not self.ended and not self.chat.quitting:
+            self.perform(self.chat.quit)
 
-    def _fail(self, deferred, failure):
-        self._close()
-        deferred.errback(failure)
+    def _outcome(self, machine):
+        return self.authenticated if machine is self.handshake else self.finished
 
-    def lineLengthExceeded(self, line):
-        if self._closing:
-            return
-        failure = BadResponse(f"the server sent a line longer than {self.MAX_LENGTH} bytes")
-        if self.chat is None:
-            self._fail(self.authenticated, failure)
-        else:
-            self._fail(self.finished, ChatFailed(failure.reason))
+    def machineStepped(self, session, machine, payload, reply):
+        if machine is not self.handshake and not machine.finished:
+            self._replyReceived(machine.reply)
+
+    def machineFinished(self, session, machine):
+        if machine is self.handshake:
+            return ClientChat(machine.result)
+        self.finished.callback(None)
+        return None
+
+    def machineStarted(self, session, machine):
+        self.authenticated.callback(self.handshake.result)
+
+    def machineFailed(self, session, machine, failure):
+        self._outcome(machine).errback(failure)
+
+    def sessionLost(self, session, machine, reason):
+        during = f"while {machine.state.value}" if machine is self.handshake else "during the chat"
+        self._outcome(machine).errback(hung_up(reason, during))
 
     def connectionLost(self, reason):
-        if not self._closing:
-            self._closing = True
-            if self.chat is None:
-                self.authenticated.errback(
-                    ServerHungUp.after(reason, f"while {self.handshake.state.value}")
-                )
-            else:
-                self.finished.errback(ServerHungUp.after(reason, "during the chat"))
+        super().connectionLost(reason)
         self.disconnected.callback(None)
 
 

@@ -14,13 +14,14 @@ from twisted.internet import defer, interfaces
 from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
-from twisted_keyx.eke import messages
+from twisted_keyx.chat import records as messages
+from twisted_keyx.peers import printable
 
 
 @implementer(interfaces.IHalfCloseableProtocol)
 class ChatConsole(Protocol):
     """Connects standard input and output to an
-    :class:`~twisted_keyx.eke.protocol.EKEClientProtocol` (``session``);
+    :class:`~twisted_keyx.eke.protocol.EKEClientProtocol` (any client session with ``say`` and ``quit``) (``session``);
     ``on_quit()`` is called once, when the console sends ``quit``.
     ``closed`` fires once standard output is flushed and closed."""
 
@@ -42,7 +43,7 @@ class ChatConsole(Protocol):
     def show(self, text):
         """Print one reply (non-printable characters escaped)."""
         if self.transport is not None:
-            self.transport.write(messages.printable(text).encode("utf-8") + b"\n")
+            self.transport.write(printable(text).encode("utf-8") + b"\n")
 
     def close(self):
         """Stop reading; flush and close standard output."""

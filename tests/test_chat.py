@@ -1,16 +1,18 @@
-"""The chat machines, driven directly."""
+"""The chat layer (twisted_keyx.chat): its machines driven directly."""
 
 import base64
 
 from twisted.trial import unittest
 
+from twisted_keyx.chat import records
+
 from twisted_keyx.eke import crypto, messages
-from twisted_keyx.eke.chat import ChatFailed, ChatState, ClientChat, ServerChat
+from twisted_keyx.chat.machine import ChatFailed, ChatState, ClientChat, ServerChat
 from twisted_keyx.eke.handshake import EKEResult
 
 
 def result():
-    keys = crypto.ChatKeys(client_to_server=b"c" * 32, server_to_client=b"s" * 32)
+    keys = records.ChatKeys(client_to_server=b"c" * 32, server_to_client=b"s" * 32)
     return EKEResult(user="alice", session_key=b"k" * 32, transcript_hash=b"h" * 32,
                      chat_keys=keys)
 
@@ -22,10 +24,12 @@ def pair():
 class ChatTests(unittest.TestCase):
     def test_say_receive_quit(self):
         server, client = pair()
-        text, reply = server.receive(client.say("hello"))
+        reply = server.receive(client.say("hello"))
+        text = server.said
         self.assertEqual(text, "hello")
         self.assertEqual(client.receive(reply), "receive hello")
-        text, reply = server.receive(client.quit())
+        reply = server.receive(client.quit())
+        text = server.said
         self.assertEqual(text, "quit")
         self.assertTrue(server.finished)
         self.assertIsNone(client.receive(reply))
@@ -40,7 +44,7 @@ class ChatTests(unittest.TestCase):
         self.assertEqual(
             first, base64.b64encode(AESGCM(b"c" * 32).encrypt(bytes(12), b"hello", None))
         )
-        _, reply = server.receive(first)
+        reply = server.receive(first)
         self.assertEqual(
             reply,
             base64.b64encode(AESGCM(b"s" * 32).encrypt(bytes(12), b"receive hello", None)),
@@ -77,7 +81,7 @@ class ChatTests(unittest.TestCase):
 
     def test_replayed_reply_ends_the_session(self):
         server, client = pair()
-        _, reply = server.receive(client.say("one"))
+        reply = server.receive(client.say("one"))
         server.receive(client.say("two"))
         self.assertEqual(client.receive(reply), "receive one")
         self.assertRaises(ChatFailed, client.receive, reply)
@@ -97,27 +101,27 @@ class ChatTests(unittest.TestCase):
 
     def test_records_of_the_other_direction_do_not_open(self):
         server, client = pair()
-        _, reply = server.receive(client.say("one"))
+        reply = server.receive(client.say("one"))
         self.assertRaises(ChatFailed, server.receive, reply)
 
     def test_not_utf8(self):
         server, _ = pair()
-        record = base64.b64encode(crypto.RecordCipher(b"c" * 32).seal(b"\xff"))
+        record = base64.b64encode(records.RecordCipher(b"c" * 32).seal(b"\xff"))
         with self.assertRaises(ChatFailed) as caught:
             server.receive(record)
         self.assertEqual(caught.exception.reason, "a chat record that is not UTF-8")
 
     def test_too_long(self):
         server, client = pair()
-        limit = "x" * messages.MAX_CHAT_TEXT_BYTES
-        self.assertEqual(client.receive(server.receive(client.say(limit))[1]), "receive " + limit)
+        limit = "x" * records.MAX_CHAT_TEXT_BYTES
+        self.assertEqual(client.receive(server.receive(client.say(limit))), "receive " + limit)
         self.assertRaises(ValueError, client.say, limit + "x")
-        record = base64.b64encode(crypto.RecordCipher(b"c" * 32).seal(limit.encode() + b"x"))
+        record = base64.b64encode(records.RecordCipher(b"c" * 32).seal(limit.encode() + b"x"))
         self.assertRaises(ChatFailed, ServerChat(result()).receive, record)
 
     def test_unsolicited_quit_from_the_server(self):
         server, client = pair()
-        fake = base64.b64encode(crypto.RecordCipher(b"s" * 32).seal(b"quit"))
+        fake = base64.b64encode(records.RecordCipher(b"s" * 32).seal(b"quit"))
         with self.assertRaises(ChatFailed) as caught:
             client.receive(fake)
         self.assertEqual(caught.exception.reason, "quit while chatting")
@@ -126,14 +130,14 @@ class ChatTests(unittest.TestCase):
         server, client = pair()
         client.say("one")  # never reaches the server
         client.quit()
-        fake = base64.b64encode(crypto.RecordCipher(b"s" * 32).seal(b"quit"))
+        fake = base64.b64encode(records.RecordCipher(b"s" * 32).seal(b"quit"))
         with self.assertRaises(ChatFailed) as caught:
             client.receive(fake)
         self.assertEqual(caught.exception.reason, "quit confirmed with 1 line(s) unanswered")
 
     def test_reply_to_no_line(self):
         _, client = pair()
-        fake = base64.b64encode(crypto.RecordCipher(b"s" * 32).seal(b"receive x"))
+        fake = base64.b64encode(records.RecordCipher(b"s" * 32).seal(b"receive x"))
         with self.assertRaises(ChatFailed) as caught:
             client.receive(fake)
         self.assertEqual(caught.exception.reason, "a reply to no line")
@@ -141,7 +145,7 @@ class ChatTests(unittest.TestCase):
     def test_something_else_from_the_server(self):
         server, client = pair()
         client.say("one")
-        fake = base64.b64encode(crypto.RecordCipher(b"s" * 32).seal(b"hello"))
+        fake = base64.b64encode(records.RecordCipher(b"s" * 32).seal(b"hello"))
         with self.assertRaises(ChatFailed) as caught:
             client.receive(fake)
         self.assertEqual(caught.exception.reason, "neither receive <line> nor quit while chatting")
@@ -152,8 +156,8 @@ class ChatTests(unittest.TestCase):
         quit_record = client.quit()
         self.assertTrue(client.quitting)
         self.assertRaises(RuntimeError, client.say, "two")
-        _, reply = server.receive(first)
-        _, confirmation = server.receive(quit_record)
+        reply = server.receive(first)
+        confirmation = server.receive(quit_record)
         self.assertEqual(client.receive(reply), "receive one")
         self.assertIsNone(client.receive(confirmation))
         self.assertTrue(client.finished)
@@ -161,7 +165,7 @@ class ChatTests(unittest.TestCase):
     def test_nothing_after_quit(self):
         server, client = pair()
         server.receive(client.quit())
-        cipher = crypto.RecordCipher(b"c" * 32)
+        cipher = records.RecordCipher(b"c" * 32)
         cipher.seal(b"quit")  # record 0, already sent
         after = base64.b64encode(cipher.seal(b"more"))
         with self.assertRaises(ChatFailed) as caught:

@@ -1,0 +1,229 @@
+"""The session adapter: one Twisted protocol for every handshake.
+
+A :class:`Session` is a Twisted protocol that owns three parts and holds
+no protocol logic of its own:
+
+- a **framing** (:mod:`twisted_keyx.framing`): bytes in, messages out, and
+  back;
+- a sans-I/O **machine** (:mod:`twisted_keyx.machine`): ``feed(payload)``
+  returns the reply (or None), ``start()`` gives a client's first message,
+  ``finished``, ``result``, ``max_message_length`` (the longest message it
+  may legally receive next) and a ``state`` whose ``.value`` reads well in a
+  log;
+- an **observer**, told of each outcome (see :class:`Observer`): the
+  factory on a server, an object that fires Deferreds on a client.
+
+When the machine finishes, the observer may hand over the next machine (the
+chat after a password handshake: :mod:`twisted_keyx.chat`); the session then
+tells the connection policy that the handshake is over
+(:func:`twisted_keyx.limits.handshake_finished`) and goes on with it.  When
+there is none, the session closes.  When the machine fails, its failure's
+``reply`` (if any) is sent, the observer is told, and the session closes.
+
+Once closed, a session reads nothing more: what the peer still sends is
+dropped unread, and the framing, with whatever it had buffered, is let go.
+"""
+
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.protocol import Protocol
+
+from twisted_keyx import limits
+from twisted_keyx.machine import ProtocolFailed, ServerHungUp
+from twisted_keyx.peers import describe_peer
+
+
+class Observer:
+    """What a session tells its observer; every method is optional here.
+
+    ``machine`` is the machine concerned (the handshake, or the layer after
+    it), so that one observer can word each layer's outcomes.
+    """
+
+    def sessionStarted(self, session):
+        """The connection is made; ``session.peer`` is known."""
+
+    def machineStepped(self, session, machine, payload, reply):
+        """``machine`` took ``payload`` from the peer and answered ``reply``
+        (None: nothing)."""
+
+    def machineFinished(self, session, machine):
+        """``machine`` is done (its ``result`` is set).  Return the machine
+        that carries on over the same connection, or None to close."""
+        return None
+
+    def machineStarted(self, session, machine):
+        """``machine``, returned by :meth:`machineFinished`, has taken over."""
+
+    def machineFailed(self, session, machine, failure):
+        """``machine`` failed with ``failure`` (a :class:`ProtocolFailed`);
+        its reply, if any, has been sent and the connection is closing."""
+
+    def sessionTimedOut(self, session, machine, seconds):
+        """The connection policy is about to abort the connection."""
+
+    def sessionLost(self, session, machine, reason):
+        """The connection ended before ``machine`` was done; ``reason`` is
+        Twisted's (:func:`hung_up` words it for a client)."""
+
+
+def hung_up(reason, during):
+    """The :class:`ServerHungUp` for ``connectionLost(reason)``; ``during``
+    says what was under way (``"while awaiting Hey there!"``)."""
+    if reason.check(ConnectionDone, ConnectionLost):
+        why = "the server closed the connection"
+    else:
+        why = f"the connection failed: {reason.getErrorMessage()}"
+    return ServerHungUp(f"{why} {during}")
+
+
+class Session(Protocol):
+    """One connection: a framing, a machine, an observer.
+
+    ``framing`` is a framing class (it is built with the session and the
+    machine's first limit) or a callable ``framing(session)`` returning a
+    framing; ``observer`` defaults to the factory, set by ``buildProtocol``.
+    """
+
+    def __init__(self, framing, machine, observer=None):
+        self._framing_factory = framing
+        self.machine = machine
+        #: The first machine: the handshake (the chat, if any, comes after).
+        self.handshake = machine
+        self._observer = observer
+        self.framing = None
+        self.peer = None
+        self.ended = False
+
+    @property
+    def observer(self):
+        return self._observer if self._observer is not None else self.factory
+
+    # --- the framing's limit, for tests and the connection policy -----------
+
+    @property
+    def MAX_LENGTH(self):
+        return self.framing.MAX_LENGTH if self.framing is not None else 0
+
+    @property
+    def buffered(self):
+        """Bytes received and not yet handed to the machine (0 once closed)."""
+        return self.framing.buffered if self.framing is not None else 0
+
+    def _updateLimit(self):
+        if self.framing is not None:
+            self.framing.MAX_LENGTH = self.machine.max_message_length
+
+    # --- Twisted's side --------------------------------------------------------
+
+    def connectionMade(self):
+        self.peer = describe_peer(self.transport.getPeer())
+        self.framing = self._framing_factory(self, self.machine.max_message_length)
+        self.framing.attach(self.transport)
+        self.observer.sessionStarted(self)
+        start = getattr(self.machine, "start", None)
+        if start is not None:
+            self._step(lambda payload: start(), None, from_peer=False)
+
+    def dataReceived(self, data):
+        if self.ended:
+            return  # hung up: what the peer still sends is dropped unread
+        self.framing.dataReceived(data)
+
+    def connectionLost(self, reason):
+        if not self.ended:
+            self.ended = True
+            self._dropFraming()
+            self.observer.sessionLost(self, self.machine, reason)
+
+    def connectionTimedOut(self, phase, seconds):
+        """Called by :mod:`twisted_keyx.limits` just before it aborts a peer
+        that took too long; the observer words it."""
+        if not self.ended:
+            self.ended = True
+            self._dropFraming()
+            self.observer.sessionTimedOut(self, self.machine, seconds)
+
+    # --- the framing's side ----------------------------------------------------
+
+    def messageReceived(self, payload):
+        if not self.ended:
+            self._step(self.machine.feed, payload, from_peer=True)
+
+    def messageTooLong(self, length, limit):
+        """The framing found a message longer than the machine allows."""
+        template = self.framing.TOO_LONG[self.machine.PEER]
+        self.fail(self.machine.too_long(template.format(length=length, limit=limit)))
+
+    # --- the program's side ----------------------------------------------------
+
+    def send(self, payload):
+        """Send one message (a chat line the local user typed, say)."""
+        if not self.ended:
+            self.framing.send(payload)
+
+    def perform(self, action, *args):
+        """Run a local action of the machine (``chat.say``, with ``args``) and
+        send what it returns."""
+        self._step(lambda payload: action(*args), None, from_peer=False)
+
+    def fail(self, failure):
+        """End the session with ``failure`` (a :class:`ProtocolFailed`): send
+        its reply, if any, tell the observer, close."""
+        if self.ended:
+            return
+        if failure.reply is not None:
+            self.framing.send(failure.reply)
+        self.close()
+        self.observer.machineFailed(self, self.machine, failure)
+
+    def close(self):
+        """Hang up (gracefully: what was sent is delivered first)."""
+        if not self.ended:
+            self.ended = True
+            self._dropFraming()
+            self.transport.loseConnection()
+
+    def abort(self):
+        """Hang up at once (a cancelled client handshake)."""
+        if not self.ended:
+            self.ended = True
+            self._dropFraming()
+        self.transport.abortConnection()
+
+    # --- the machine's side ----------------------------------------------------
+
+    def _step(self, action, payload, from_peer):
+        machine = self.machine
+        try:
+            reply = action(payload)
+        except ProtocolFailed as failure:
+            if machine is self.machine:
+                self.fail(failure)
+            return
+        if self.ended or machine is not self.machine:
+            return
+        if reply is not None:
+            self.framing.send(reply)
+        if from_peer:
+            self.observer.machineStepped(self, machine, payload, reply)
+            if self.ended or machine is not self.machine:
+                return
+        if machine.finished:
+            following = self.observer.machineFinished(self, machine)
+            if self.ended:
+                return
+            if following is None:
+                self.close()
+                return
+            self.machine = following
+            self._updateLimit()
+            # The handshake deadline stops here; the idle timeout starts.
+            limits.handshake_finished(self.transport)
+            self.observer.machineStarted(self, following)
+            return
+        self._updateLimit()
+
+    def _dropFraming(self):
+        if self.framing is not None:
+            self.framing.detach()
+            self.framing = None
