@@ -16,6 +16,7 @@ peer key against the group before any expensive work.
 
 import base64
 import binascii
+import math
 
 SEQUENCE = 0x30
 INTEGER = 0x02
@@ -144,6 +145,12 @@ def pem_encode(label, der):
         + [line + b"\n" for line in lines]
         + [b"-----END " + label + b"-----\n"]
     )
+
+
+def pem_length_bound(der_bound):
+    """Upper bound on the PEM size of ``der_bound`` bytes of DER (CRLF allowed)."""
+    body = 4 * math.ceil(der_bound / 3)
+    return body + 2 * math.ceil(body / 64) + 96
 
 
 def pem_decode(data, labels):

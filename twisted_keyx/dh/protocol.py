@@ -10,12 +10,14 @@ a framing feeds them with ``messageReceived(payload)`` and
 project's default framing.
 """
 
+import operator
+
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
 
-from twisted_keyx import ffdh
+from twisted_keyx import groups
 from twisted_keyx.dh import messages
 from twisted_keyx.dh.handshake import (
     BadResponse,
@@ -30,12 +32,12 @@ from twisted_keyx.session import fingerprint
 
 def server_max_message_length(group):
     """The largest legal client message in ``group``: message 5."""
-    return len(messages.CLIENT_KEY_PREFIX) + group.max_public_key_pem
+    return len(messages.CLIENT_KEY_PREFIX) + group.max_public_key_message
 
 
 #: The largest legal server message for any group a client accepts.
 CLIENT_MAX_MESSAGE_LENGTH = max(
-    ffdh.MAX_PARAMETERS_PEM, len(messages.SERVER_KEY_PREFIX) + ffdh.MAX_PUBLIC_KEY_PEM
+    groups.MAX_PARAMETERS_MESSAGE, len(messages.SERVER_KEY_PREFIX) + groups.MAX_PUBLIC_KEY_MESSAGE
 )
 
 
@@ -131,7 +133,7 @@ class DHServerFactory(Factory):
     log = Logger()
 
     def __init__(self, group, show_secrets=False,
-                 private_key_factory=ffdh.Group.generate_private_key):
+                 private_key_factory=operator.methodcaller("generate_private_key")):
         self.group = group
         self.show_secrets = show_secrets
         #: Makes the server's key pair for each handshake (tests pass a fixed key).

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 from twisted.internet.protocol import Protocol
 
+from twisted_keyx import groups
 from twisted_keyx.dh import messages
 from twisted_keyx.dh.handshake import BadResponse
 from twisted_keyx.dh.protocol import (
@@ -60,9 +61,10 @@ CLIENT_MESSAGES = MessageShapes(
     pem_prefixes=(messages.CLIENT_KEY_PREFIX,),
 )
 
-#: What the client receives: messages 2, 4 and 6, and the server's error replies.
+#: What the client receives: messages 2, 4 (PEM parameters, or a group's
+#: token such as ``Group: x25519``) and 6, and the server's error replies.
 SERVER_MESSAGES = MessageShapes(
-    tokens=(messages.HEY_THERE,) + messages.ERROR_REPLIES,
+    tokens=(messages.HEY_THERE,) + groups.PARAMETERS_TOKENS + messages.ERROR_REPLIES,
     pem_prefixes=(b"", messages.SERVER_KEY_PREFIX),
 )
 
