@@ -7,6 +7,7 @@ connection lost before the server answered); 130 interrupted (Ctrl-C).
 """
 
 import argparse
+import functools
 import ipaddress
 import json
 import re
@@ -14,8 +15,8 @@ import sys
 
 from twisted.internet import defer, endpoints, error, fdesc, stdio, task
 
-from twisted_keyx import __version__
-from twisted_keyx.dh.handshake import BadResponse
+from twisted_keyx import __version__, ffdh, groups
+from twisted_keyx.dh.handshake import BadResponse, DHClientHandshake
 from twisted_keyx.dh.protocol import DHClientFactory
 from twisted_keyx.dh.raw import RawDHClientFactory
 from twisted_keyx.eke.chat import ChatFailed
@@ -111,6 +112,10 @@ def build_parser():
     dh.add_argument("--json", action="store_true",
                     help="print one JSON object (group, bits, shared_secret, "
                          "session_key, fingerprint) instead of text")
+    dh.add_argument("--max-bits", type=_max_bits, default=groups.DEFAULT_MAX_BITS, metavar="N",
+                    help="refuse a finite-field group of more than N bits from the "
+                         f"server, before checking it ({ffdh.MIN_BITS} to {ffdh.MAX_BITS}) "
+                         f"[default: {groups.DEFAULT_MAX_BITS}]")
     dh.add_argument("--raw", action="store_true",
                     help="speak the socket tutorial's unframed wire format (each "
                          "message sent as is, no length prefix), for a daemon "
@@ -187,6 +192,17 @@ def _host(text):
     raise argparse.ArgumentTypeError(f"{NOT_A_HOST.format(text)}{hint}")
 
 
+def _max_bits(text):
+    try:
+        bits = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not ffdh.MIN_BITS <= bits <= ffdh.MAX_BITS:
+        raise argparse.ArgumentTypeError(
+            f"must be between {ffdh.MIN_BITS} and {ffdh.MAX_BITS}, not {bits}")
+    return bits
+
+
 def _positive(text):
     try:
         value = float(text)
@@ -257,8 +273,26 @@ OTHER_FRAMING_HINT = {
 }
 
 
+def dh_client_factory(raw=False, max_bits=groups.DEFAULT_MAX_BITS):
+    """The DH client factory for one framing, whose handshakes refuse groups
+    of more than ``max_bits`` bits from the server."""
+    factory = RawDHClientFactory() if raw else DHClientFactory()
+    accept = functools.partial(groups.from_parameters_message, max_bits=max_bits)
+    build = factory.buildProtocol
+
+    def buildProtocol(addr):
+        protocol = build(addr)
+        # Before the connection starts the handshake: the same machine, with
+        # the bound on the groups it accepts.
+        protocol.handshake = DHClientHandshake(accept_parameters=accept)
+        return protocol
+
+    factory.buildProtocol = buildProtocol
+    return factory
+
+
 async def run_dh(reactor, args, out):
-    factory = RawDHClientFactory() if args.raw else DHClientFactory()
+    factory = dh_client_factory(args.raw, args.max_bits)
     protocol = await connect(reactor, args, factory)
     result = await await_handshake(
         reactor, args.timeout, protocol.finished,
