@@ -140,8 +140,8 @@ class DHServerHandshake(_Machine):
 
     def _on_params_request(self, payload):
         self._transcript.add(payload)
-        self._transcript.add(self.group.parameters_pem)
-        return self.group.parameters_pem
+        self._transcript.add(self.group.parameters_message)
+        return self.group.parameters_message
 
     def _on_client_key(self, payload):
         try:
