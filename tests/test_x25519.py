@@ -5,7 +5,11 @@ import io
 import json
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet import defer, endpoints, reactor
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
 from twisted_keyx import asn1, client, groups, tap, x25519
@@ -18,10 +22,10 @@ from twisted_keyx.dh.handshake import (
     ServerState,
 )
 from twisted_keyx.dh.protocol import DHClientProtocol, DHServerFactory
-from twisted_keyx.dh.raw import RawDHClientProtocol, RawDHServerFactory
+from twisted_keyx.dh.raw import SERVER_MESSAGES, MessageSplitter, RawDHClientProtocol, RawDHServerFactory
 from twisted_keyx.session import fingerprint
 
-from .helpers import SERVER_X, TrackingDHServerFactory, read_data, tracked
+from .helpers import SERVER_X, TrackingDHServerFactory, frame, read_data, tracked
 from .test_client import _Loopback
 
 GROUP = x25519.GROUP
@@ -228,6 +232,62 @@ class LowOrderTests(unittest.TestCase):
             client_machine.receive(messages.SERVER_KEY_PREFIX + spki(LIBSODIUM_BLACKLIST[2]))
         self.assertEqual(caught.exception.reason,
                          "invalid server public key: the key is a point of low order")
+
+
+class PropertyTests(unittest.TestCase):
+    @given(st.binary(max_size=300))
+    def test_any_bytes_are_a_key_or_refused(self, data):
+        try:
+            GROUP.load_peer_key(data)
+        except groups.InvalidPublicKey:
+            pass
+
+    @given(st.binary(min_size=32, max_size=32))
+    def test_any_32_bytes(self, raw):
+        key = GROUP.private_key_from_value(SERVER_X)
+        try:
+            peer = GROUP.load_peer_key(spki(raw))
+        except groups.InvalidPublicKey as e:
+            self.assertTrue(x25519.is_low_order(raw), str(e))
+            return
+        self.assertFalse(x25519.is_low_order(raw))
+        self.assertNotEqual(GROUP.exchange(key, peer), bytes(32))
+
+
+class WireTests(unittest.TestCase):
+    """The exact bytes on the wire, framed and unframed (StringTransport)."""
+
+    peer = IPv4Address("TCP", "127.0.0.1", 40404)
+    low_order_key = messages.CLIENT_KEY_PREFIX + spki(LIBSODIUM_BLACKLIST[3])
+
+    def serve(self, factory):
+        protocol = factory.buildProtocol(self.peer)
+        transport = StringTransport(peerAddress=self.peer)
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def test_framed(self):
+        protocol, transport = self.serve(DHServerFactory(GROUP))
+        for message in (b"Hello", b"Params?", self.low_order_key):
+            protocol.dataReceived(frame(message))
+        self.assertEqual(transport.value(), frame(b"Hey there!") + frame(b"Group: x25519")
+                         + frame(INVALID_CLIENT_KEY))
+        self.assertTrue(transport.disconnecting)
+
+    def test_unframed(self):
+        protocol, transport = self.serve(RawDHServerFactory(GROUP))
+        for message in (b"Hello", b"Params?", self.low_order_key):
+            protocol.dataReceived(message)
+        self.assertEqual(transport.value(), b"Hey there!Group: x25519" + INVALID_CLIENT_KEY)
+        self.assertTrue(transport.disconnecting)
+
+    def test_splitter_finds_message_4(self):
+        splitter = MessageSplitter(SERVER_MESSAGES, 10_000)
+        key = messages.SERVER_KEY_PREFIX + GROUP.public_key_pem(GROUP.generate_private_key())
+        for piece in (b"Hey there!Group: x2", b"5519", key):
+            splitter.feed(piece)
+        self.assertEqual([splitter.next_message() for _ in range(4)],
+                         [b"Hey there!", b"Group: x25519", key.rstrip(), None])
 
 
 class TrackingRawServerFactory(TrackingDHServerFactory):
