@@ -15,12 +15,7 @@ from twisted_keyx.dh.handshake import BadParameters, DHClientHandshake, DHServer
 
 from .helpers import CLIENT_X, SERVER_X, TrackingDHServerFactory, data_path, fixed_key, read_data
 from .test_client import _Loopback
-
-
-def run_handshake(server, client_machine):
-    message = client_machine.start()
-    while message is not None:
-        message = client_machine.receive(server.receive(message))
+from .test_dh_handshake import run_handshake
 
 
 class RegistryTests(unittest.TestCase):
@@ -105,7 +100,7 @@ class ClientMaxBitsTests(_Loopback, unittest.TestCase):
         self.assertEqual(parser.parse_args(["dh", "--max-bits", "8192"]).max_bits, 8192)
         for bad, message in [("1024", "must be between 2048 and 8192, not 1024"),
                              ("8193", "must be between 2048 and 8192, not 8193"),
-                             ("lots", "not a whole number: 'lots'")]:
+                             ("lots", "not a number: 'lots'")]:
             err = io.StringIO()
             with self.assertRaises(SystemExit), contextlib.redirect_stderr(err):
                 parser.parse_args(["dh", "--max-bits", bad])

@@ -112,7 +112,7 @@ def build_parser():
     dh.add_argument("--json", action="store_true",
                     help="print one JSON object (group, bits, shared_secret, "
                          "session_key, fingerprint) instead of text")
-    dh.add_argument("--max-bits", type=_max_bits, default=groups.DEFAULT_MAX_BITS, metavar="N",
+    dh.add_argument("--max-bits", type=ffdh.bits_argument, default=groups.DEFAULT_MAX_BITS, metavar="N",
                     help="refuse a finite-field group of more than N bits from the "
                          f"server, before checking it ({ffdh.MIN_BITS} to {ffdh.MAX_BITS}) "
                          f"[default: {groups.DEFAULT_MAX_BITS}]")
@@ -190,17 +190,6 @@ def _host(text):
     else:
         hint = ""
     raise argparse.ArgumentTypeError(f"{NOT_A_HOST.format(text)}{hint}")
-
-
-def _max_bits(text):
-    try:
-        bits = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not ffdh.MIN_BITS <= bits <= ffdh.MAX_BITS:
-        raise argparse.ArgumentTypeError(
-            f"must be between {ffdh.MIN_BITS} and {ffdh.MAX_BITS}, not {bits}")
-    return bits
 
 
 def _positive(text):

@@ -28,6 +28,7 @@ when there is one and silences that single deprecation warning here, and
 nowhere else.
 """
 
+import argparse
 import secrets
 import warnings
 from dataclasses import dataclass, field
@@ -228,12 +229,7 @@ def parse_public_key_pem(data):
     if len(data) > MAX_PUBLIC_KEY_PEM:
         raise InvalidPublicKey("public key is too large")
     try:
-        _, der = asn1.pem_decode(data, (PUBLIC_KEY_LABEL,))
-        outer = asn1.Reader(der)
-        spki = outer.read_sequence()
-        outer.expect_end()
-        algorithm = spki.read_sequence()
-        algorithm_oid = algorithm.read_oid()
+        algorithm_oid, algorithm, key_bits = asn1.read_public_key_pem(data, PUBLIC_KEY_LABEL)
         if algorithm_oid == _OID_PKCS3_DH:
             flavour = "pkcs3"
         elif algorithm_oid == _OID_X942_DH:
@@ -242,13 +238,25 @@ def parse_public_key_pem(data):
             raise InvalidPublicKey("not a Diffie-Hellman public key")
         p, g, q = _read_domain_parameters(algorithm.read_sequence(), flavour)
         algorithm.expect_end()
-        key = asn1.Reader(spki.read_bit_string())
+        key = asn1.Reader(key_bits)
         y = key.read_integer()
         key.expect_end()
-        spki.expect_end()
     except asn1.DecodeError as e:
         raise InvalidPublicKey(f"not a PEM public key: {e}") from None
     return p, g, q, y
+
+
+def bits_argument(text):
+    """An ``argparse`` type: a modulus size, :data:`MIN_BITS` to :data:`MAX_BITS`
+    (``keyx-admin genparams --bits``, ``keyx-client dh --max-bits``)."""
+    try:
+        bits = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not MIN_BITS <= bits <= MAX_BITS:
+        raise argparse.ArgumentTypeError(
+            f"must be between {MIN_BITS} and {MAX_BITS}, not {bits}")
+    return bits
 
 
 def encode_parameters_pem(p, g, q=None):

@@ -80,16 +80,10 @@ def parse_public_key_pem(data):
     if len(data) > MAX_PUBLIC_KEY_PEM:
         raise groupapi.InvalidPublicKey("public key is too large")
     try:
-        _, der = asn1.pem_decode(data, (PUBLIC_KEY_LABEL,))
-        outer = asn1.Reader(der)
-        spki = outer.read_sequence()
-        outer.expect_end()
-        algorithm = spki.read_sequence()
-        if algorithm.read_oid() != OID_X25519:
+        algorithm_oid, parameters, raw = asn1.read_public_key_pem(data, PUBLIC_KEY_LABEL)
+        if algorithm_oid != OID_X25519:
             raise groupapi.InvalidPublicKey("not an X25519 public key")
-        algorithm.expect_end()  # RFC 8410 section 3: parameters MUST be absent
-        raw = spki.read_bit_string()
-        spki.expect_end()
+        parameters.expect_end()  # RFC 8410 section 3: parameters MUST be absent
     except asn1.DecodeError as e:
         raise groupapi.InvalidPublicKey(f"not a PEM public key: {e}") from None
     if len(raw) != KEY_LENGTH:
