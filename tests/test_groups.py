@@ -226,3 +226,4 @@ class X942SafePrimeTests(unittest.TestCase):
         machine.receive(messages.HEY_THERE)
         message5 = machine.receive(read_data("dhx-2048-safe-q.pem"))
         self.assertTrue(message5.startswith(messages.CLIENT_KEY_PREFIX + b"-----BEGIN PUBLIC KEY"))
+
