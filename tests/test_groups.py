@@ -63,8 +63,7 @@ class MaxBitsTests(unittest.TestCase):
         def fail(*args):
             raise AssertionError("checked a group it should have refused first")
 
-        self.patch(ffdh, "_openssl_check", fail)
-        self.patch(ffdh, "_gmp_check", fail)
+        self.patch(ffdh, "_check_parameters", fail)
         for pem, max_bits in [(ffdh.encode_parameters_pem(2**5000 + 1, 2), 4096),
                               (ffdh.named_group("ffdhe4096").parameters_message, 3072),
                               (ffdh.named_group("ffdhe3072").parameters_message, 2048)]:
@@ -184,6 +183,27 @@ class CustomGroupTests(unittest.TestCase):
         expected = pow(group.g, SERVER_X * CLIENT_X, group.p).to_bytes(256, "big")
         self.assertEqual(server.result.shared_secret, expected)
         self.assertEqual(client_machine.result.shared_secret, expected)
+
+    def test_valid_parameters_need_no_openssl(self):
+        def fail(*args):
+            raise AssertionError("OpenSSL's check ran for valid parameters")
+
+        self.patch(ffdh, "_openssl_check", fail)
+        for name in ("dhparam-2048.pem", "dhx-2048.pem", "dhx-2048-safe-q.pem"):
+            groups.load_parameters_file(data_path(name))
+
+    def test_gmp_refuses_what_openssl_accepts(self):
+        # Both refuse a composite p; OpenSSL's reason is the one given.
+        pem = ffdh.encode_parameters_pem(2**2047 + 1, 2)
+        with self.assertRaises(ffdh.ParameterError) as caught:
+            groups.from_parameters_message(pem)
+        self.assertIn("failed OpenSSL's safety checks", str(caught.exception))
+        # Where OpenSSL would accept, GMP's reason stands.
+        self.patch(ffdh, "_openssl_check", lambda p, g, q: None)
+        with self.assertRaises(ffdh.ParameterError) as caught:
+            groups.from_parameters_message(pem)
+        self.assertEqual(str(caught.exception),
+                         "the parameters failed the safety checks: p is not a safe prime")
 
     def test_gmp_checks(self):
         p, g, q, _ = ffdh.parse_parameters_pem(read_data("dhx-2048.pem"))
