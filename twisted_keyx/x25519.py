@@ -11,10 +11,9 @@ handshake); only these differ:
   HKDF of every group.
 
 A peer key whose u-coordinate is a point of low order is refused before the
-exchange (RFC 7748 section 6.1 asks to check for the all-zero output; the
-u-coordinates that give it are known, so they are refused up front, with the
-all-zero check after the exchange as well).  The scalar multiplication is
-cryptography's.
+exchange, and an all-zero output after it (RFC 7748 section 6.1 allows
+aborting on an all-zero K; the u-coordinates that give it are known, so they
+are refused up front as well).  The scalar multiplication is cryptography's.
 """
 
 import hmac
