@@ -41,9 +41,11 @@ DEFAULT_MAX_BITS = 4096
 _REGISTRY = {name: functools.partial(ffdh.named_group, name) for name in ffdh.NAMED_GROUP_PRIMES}
 _REGISTRY["x25519"] = lambda: x25519.GROUP
 
-#: Message 4 of the groups announced by an exact token rather than a PEM
-#: parameter block (the unframed wire's splitter needs them).
-PARAMETERS_TOKENS = (x25519.PARAMETERS_MESSAGE,)
+#: The groups whose message 4 is an exact token rather than a PEM parameter
+#: block, by token (a new such group registers here and in _REGISTRY).
+_TOKEN_GROUPS = {x25519.PARAMETERS_MESSAGE: x25519.GROUP}
+#: Their tokens (the unframed wire's splitter needs them).
+PARAMETERS_TOKENS = tuple(_TOKEN_GROUPS)
 
 #: Largest message 4 and largest public key message of any group a client
 #: may meet (bounds for the client's framings).
@@ -85,6 +87,7 @@ def from_parameters_message(payload, max_bits=DEFAULT_MAX_BITS):
     a named group is recognised by its parameters; any other is checked as
     a parameter file would be.  Raises :class:`GroupError`.
     """
-    if payload == x25519.PARAMETERS_MESSAGE:
-        return x25519.GROUP
+    group = _TOKEN_GROUPS.get(payload)
+    if group is not None:
+        return group
     return ffdh.group_from_parameters_pem(payload, max_bits=max_bits)
