@@ -173,6 +173,18 @@ class ClientTests(_Loopback, unittest.TestCase):
                 "the server closed the connection while awaiting the server's public key")
         return defer.Deferred.fromCoroutine(run())
 
+    def test_x942_parameters_with_q_half_of_p(self):
+        # X9.42 parameters with q = (p - 1) / 2 pass OpenSSL's check, but
+        # OpenSSL's key generation fails for them: the client printed an
+        # InternalError.  Its keys are GMP's now; it answers with message 5.
+        async def run():
+            outcome = await self.scripted(
+                [HEY_THERE, read_data("dhx-2048-safe-q.pem"), CLOSE])
+            self.assertOneLineError(
+                outcome, 3,
+                "the server closed the connection while awaiting the server's public key")
+        return defer.Deferred.fromCoroutine(run())
+
     def test_invalid_server_key(self):
         async def run():
             bad_key = b"Server public key:" + dh_spki_pem(GROUP.p, 2, 1, GROUP.q)

@@ -113,8 +113,7 @@ class ParameterFileTests(unittest.TestCase):
         self.assertIs(ffdh.group_from_parameters_pem(x942), ffdh.named_group("ffdhe2048"))
 
     def test_exchange_in_file_groups(self):
-        # One key load per group: cryptography re-checks custom parameters
-        # (about 0.3 s) every time.
+        # A file's group is checked once, when loaded; its keys are GMP's.
         for name in ("dhparam-2048.pem", "dhx-2048.pem"):
             group = ffdh.load_parameters_file(data_path(name))
             server = group.private_key_from_value(SERVER_X)

@@ -94,6 +94,12 @@ class Session(Protocol):
         self.peer = None
         self.ended = False
 
+    def replaceHandshake(self, machine):
+        """Run ``machine`` instead of the one given (before the connection is made)."""
+        if self.framing is not None:
+            raise RuntimeError("the session has started")
+        self.machine = self.handshake = machine
+
     @property
     def observer(self):
         return self._observer if self._observer is not None else self.factory

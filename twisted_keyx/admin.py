@@ -149,17 +149,6 @@ def _add_users_option(parser):
     )
 
 
-def _bits(text):
-    try:
-        bits = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not ffdh.MIN_BITS <= bits <= ffdh.MAX_BITS:
-        raise argparse.ArgumentTypeError(
-            f"must be between {ffdh.MIN_BITS} and {ffdh.MAX_BITS}, not {bits}")
-    return bits
-
-
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keyx-admin", description="Make the files the twisted-keyx daemon reads.",
@@ -180,7 +169,7 @@ def build_parser():
             "group is for study."
         ),
     )
-    genparams.add_argument("--bits", type=_bits, default=2048,
+    genparams.add_argument("--bits", type=ffdh.bits_argument, default=2048,
                            help=f"size of the prime, {ffdh.MIN_BITS} to {ffdh.MAX_BITS} "
                                 "[default: 2048]")
     genparams.add_argument("-o", "--output", required=True, metavar="FILE",

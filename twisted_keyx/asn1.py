@@ -16,6 +16,7 @@ peer key against the group before any expensive work.
 
 import base64
 import binascii
+import math
 
 SEQUENCE = 0x30
 INTEGER = 0x02
@@ -144,6 +145,31 @@ def pem_encode(label, der):
         + [line + b"\n" for line in lines]
         + [b"-----END " + label + b"-----\n"]
     )
+
+
+def read_public_key_pem(data, label=b"PUBLIC KEY"):
+    """Read a PEM SubjectPublicKeyInfo (RFC 5280 4.1.2.7) strictly.
+
+    Returns ``(algorithm_oid, parameters, key)``: the OID's contents (compare
+    with :func:`oid`), a :class:`Reader` over what follows the OID in the
+    AlgorithmIdentifier (the caller reads the parameters, if any, and calls
+    ``expect_end``), and the BIT STRING's bytes.  Raises :class:`DecodeError`.
+    """
+    _, der = pem_decode(data, (label,))
+    outer = Reader(der)
+    spki = outer.read_sequence()
+    outer.expect_end()
+    parameters = spki.read_sequence()
+    algorithm_oid = parameters.read_oid()
+    key = spki.read_bit_string()
+    spki.expect_end()
+    return algorithm_oid, parameters, key
+
+
+def pem_length_bound(der_bound):
+    """Upper bound on the PEM size of ``der_bound`` bytes of DER (CRLF allowed)."""
+    body = 4 * math.ceil(der_bound / 3)
+    return body + 2 * math.ceil(body / 64) + 96
 
 
 def pem_decode(data, labels):

@@ -7,6 +7,7 @@ connection lost before the server answered); 130 interrupted (Ctrl-C).
 """
 
 import argparse
+import functools
 import ipaddress
 import json
 import re
@@ -14,7 +15,7 @@ import sys
 
 from twisted.internet import defer, endpoints, error, fdesc, stdio, task
 
-from twisted_keyx import __version__
+from twisted_keyx import __version__, ffdh, groups
 from twisted_keyx.dh.handshake import BadResponse
 from twisted_keyx.dh.protocol import DHClientFactory
 from twisted_keyx.dh.raw import RawDHClientFactory
@@ -111,6 +112,10 @@ def build_parser():
     dh.add_argument("--json", action="store_true",
                     help="print one JSON object (group, bits, shared_secret, "
                          "session_key, fingerprint) instead of text")
+    dh.add_argument("--max-bits", type=ffdh.bits_argument, default=groups.DEFAULT_MAX_BITS, metavar="N",
+                    help="refuse a finite-field group of more than N bits from the "
+                         f"server, before checking it ({ffdh.MIN_BITS} to {ffdh.MAX_BITS}) "
+                         f"[default: {groups.DEFAULT_MAX_BITS}]")
     dh.add_argument("--raw", action="store_true",
                     help="speak the socket tutorial's unframed wire format (each "
                          "message sent as is, no length prefix), for a daemon "
@@ -257,8 +262,15 @@ OTHER_FRAMING_HINT = {
 }
 
 
+def dh_client_factory(raw=False, max_bits=groups.DEFAULT_MAX_BITS):
+    """The DH client factory for one framing, whose handshakes refuse groups
+    of more than ``max_bits`` bits from the server."""
+    accept = functools.partial(groups.from_parameters_message, max_bits=max_bits)
+    return (RawDHClientFactory if raw else DHClientFactory)(accept_parameters=accept)
+
+
 async def run_dh(reactor, args, out):
-    factory = RawDHClientFactory() if args.raw else DHClientFactory()
+    factory = dh_client_factory(args.raw, args.max_bits)
     protocol = await connect(reactor, args, factory)
     result = await await_handshake(
         reactor, args.timeout, protocol.finished,

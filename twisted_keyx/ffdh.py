@@ -1,10 +1,26 @@
-"""Finite-field Diffie-Hellman: every FFDH call in twisted_keyx is in this module.
+"""Finite-field Diffie-Hellman: the FFDH groups of the registry.
 
 A :class:`Group` is a validated set of domain parameters (p, g and, when it is
 known, the order q of the subgroup g generates).  It makes key pairs,
 serialises public keys, checks a peer's public key and computes the shared
-secret.  Groups are either the RFC 7919 named groups built in here or a PEM
-parameter file checked once at start-up.
+secret (docs/protocols.rst, Groups).  Groups are either the RFC 7919 named
+groups built in here or a PEM parameter file checked once, when it is loaded.
+
+Parameters from a file or a server are checked once, when loaded, with GMP
+(gmpy2's ``is_prime``, ``powmod``); when they fail, OpenSSL's DH_check (via
+cryptography) is asked too, for its more detailed reason.  Peer keys
+are checked with our parser and GMP (``jacobi`` for safe primes, ``powmod``
+otherwise).  The arithmetic on private exponents is then:
+
+- for a custom group, GMP's constant-time ``powmod_sec`` on our own key
+  objects: cryptography would re-run DH_check for every key object it
+  builds in a group OpenSSL does not know (~0.25 s at 2048 bits);
+- for the RFC 7919 named groups, OpenSSL's (:class:`OpenSSLGroup`): OpenSSL
+  knows them, so nothing is re-checked, and its exponentiation measured 1.6
+  times faster than ``powmod_sec`` for ffdhe2048.
+
+benchmarks/bench_groups.py measures both; a handshake in a 2048-bit
+``openssl dhparam`` group costs under twice one in ffdhe2048.
 
 cryptography 50 deprecates FFDH and a later release moves it to
 ``cryptography.hazmat.decrepit.asymmetric.dh``.  This project exists to show
@@ -13,15 +29,16 @@ when there is one and silences that single deprecation warning here, and
 nowhere else.
 """
 
-import dataclasses
-import math
+import argparse
+import secrets
 import warnings
 from dataclasses import dataclass, field
 
+import gmpy2
 from cryptography.hazmat.primitives import serialization
 from cryptography.utils import CryptographyDeprecationWarning
 
-from twisted_keyx import asn1
+from twisted_keyx import asn1, groupapi
 
 _FFDH_DEPRECATION = "Diffie-Hellman over finite fields"
 
@@ -48,6 +65,18 @@ MAX_BITS = 8192
 #: Smallest subgroup order accepted: NIST SP 800-56A rev. 3, 5.5.1.1 (FB set,
 #: 2048-bit p, 224-bit q).  OpenSSL's check accepts any prime q, even 3.
 MIN_SUBGROUP_BITS = 224
+
+#: Length in bits of a private exponent, by modulus size: at least twice the
+#: security strength of the group (NIST SP 800-56A rev. 3, 5.6.1.1.4, with the
+#: strengths of SP 800-57 part 1 table 2), as RFC 7919 appendix A lists them.
+#: A modulus between two sizes takes the longer exponent.
+PRIVATE_EXPONENT_BITS = ((2048, 225), (3072, 275), (4096, 325), (6144, 375), (8192, 400))
+
+#: The ``reps`` of gmpy2.is_prime for the one-time checks of p and q: GMP's
+#: mpz_probab_prime_p runs trial division, Baillie-PSW (no composite known
+#: to pass it), then reps - 24 Miller-Rabin rounds with random bases.
+#: 32 costs about 0.5 s of CPU for a 4096-bit safe prime (64: 1.9 s).
+PRIME_CHECK_ROUNDS = 32
 
 # OIDs of the two SubjectPublicKeyInfo / parameter flavours (RFC 3279 2.3.3).
 _OID_PKCS3_DH = asn1.oid("1.2.840.113549.1.3.1")  # dhKeyAgreement, PKCS #3
@@ -113,33 +142,31 @@ NAMED_GROUP_PRIMES = {
 DEFAULT_GROUP = "ffdhe2048"
 
 
-class ParameterError(ValueError):
+class ParameterError(groupapi.GroupError):
     """Domain parameters (from a file or from a server) are unusable."""
 
 
-class InvalidPublicKey(ValueError):
-    """A peer's public key is not a valid key in our group; the message says why."""
+#: A peer's public key is not a valid key in our group; the message says why.
+InvalidPublicKey = groupapi.InvalidPublicKey
 
 
 def jacobi(a, n):
     """The Jacobi symbol (a/n) for odd n > 0; for prime n it is Legendre's.
 
     For a safe prime p = 2q + 1, y lies in the subgroup of order q exactly
-    when y is a quadratic residue, i.e. (y/p) = 1.  This costs ~0.4 ms for
-    2048 bits against ~27 ms for ``pow(y, q, p)`` in Python.  y is public, so
-    its timing leaks nothing.
+    when y is a quadratic residue, i.e. (y/p) = 1.  GMP computes it in a few
+    microseconds at 2048 bits.  y is public, so its timing leaks nothing.
     """
-    a %= n
-    result = 1
-    while a:
-        twos = (a & -a).bit_length() - 1
-        a >>= twos
-        if twos & 1 and n & 7 in (3, 5):
-            result = -result
-        if a & 3 == 3 and n & 3 == 3:
-            result = -result
-        a, n = n % a, a
-    return result if n == 1 else 0
+    return int(gmpy2.jacobi(a, n))
+
+
+def private_exponent_bits(bits):
+    """Bits of a private exponent for a modulus of ``bits`` bits
+    (:data:`PRIVATE_EXPONENT_BITS`)."""
+    for modulus_bits, exponent_bits in PRIVATE_EXPONENT_BITS:
+        if bits <= modulus_bits:
+            return exponent_bits
+    raise ValueError(f"no private exponent length for a {bits}-bit modulus")
 
 
 def _der_length_bound(bits, integers):
@@ -148,10 +175,7 @@ def _der_length_bound(bits, integers):
     return integers * ((bits + 7) // 8 + 6) + 64
 
 
-def pem_length_bound(der_bound):
-    """Upper bound on the PEM size of ``der_bound`` bytes of DER (CRLF allowed)."""
-    body = 4 * math.ceil(der_bound / 3)
-    return body + 2 * math.ceil(body / 64) + 96
+pem_length_bound = asn1.pem_length_bound
 
 
 #: Largest PEM public key (X9.42: p, g, q, y) any accepted group can produce.
@@ -208,12 +232,7 @@ def parse_public_key_pem(data):
     if len(data) > MAX_PUBLIC_KEY_PEM:
         raise InvalidPublicKey("public key is too large")
     try:
-        _, der = asn1.pem_decode(data, (PUBLIC_KEY_LABEL,))
-        outer = asn1.Reader(der)
-        spki = outer.read_sequence()
-        outer.expect_end()
-        algorithm = spki.read_sequence()
-        algorithm_oid = algorithm.read_oid()
+        algorithm_oid, algorithm, key_bits = asn1.read_public_key_pem(data, PUBLIC_KEY_LABEL)
         if algorithm_oid == _OID_PKCS3_DH:
             flavour = "pkcs3"
         elif algorithm_oid == _OID_X942_DH:
@@ -222,13 +241,25 @@ def parse_public_key_pem(data):
             raise InvalidPublicKey("not a Diffie-Hellman public key")
         p, g, q = _read_domain_parameters(algorithm.read_sequence(), flavour)
         algorithm.expect_end()
-        key = asn1.Reader(spki.read_bit_string())
+        key = asn1.Reader(key_bits)
         y = key.read_integer()
         key.expect_end()
-        spki.expect_end()
     except asn1.DecodeError as e:
         raise InvalidPublicKey(f"not a PEM public key: {e}") from None
     return p, g, q, y
+
+
+def bits_argument(text):
+    """An ``argparse`` type: a modulus size, :data:`MIN_BITS` to :data:`MAX_BITS`
+    (``keyx-admin genparams --bits``, ``keyx-client dh --max-bits``)."""
+    try:
+        bits = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not MIN_BITS <= bits <= MAX_BITS:
+        raise argparse.ArgumentTypeError(
+            f"must be between {MIN_BITS} and {MAX_BITS}, not {bits}")
+    return bits
 
 
 def encode_parameters_pem(p, g, q=None):
@@ -242,8 +273,26 @@ def encode_parameters_pem(p, g, q=None):
     return asn1.pem_encode(X942_LABEL, der)
 
 
+@dataclass(frozen=True, eq=False, repr=False)
+class PrivateKey:
+    """A private exponent x and its public value y = g^x mod p."""
+
+    x: object
+    y: object
+
+    def __repr__(self):
+        return "<ffdh.PrivateKey>"  # never the exponent
+
+
+@dataclass(frozen=True)
+class PeerKey:
+    """A peer's public value y, checked against the group."""
+
+    y: object
+
+
 @dataclass(frozen=True, eq=False)
-class Group:
+class Group(groupapi.Group):
     """Validated FFDH domain parameters, and the operations on them.
 
     Build one with :func:`named_group`, :func:`load_parameters_file` or
@@ -259,8 +308,30 @@ class Group:
     q: int | None
     #: Message 4 of the handshake, computed once.
     parameters_pem: bytes
-    _parameter_numbers: object = field(repr=False)
-    _parameters: object = field(repr=False)
+    #: The q written into public keys (X9.42 ``dhpublicnumber``), or None
+    #: for PKCS #3 ``dhKeyAgreement`` keys with p and g only: what OpenSSL
+    #: writes for the same parameters.
+    key_q: int | None = None
+    _p: object = field(init=False, repr=False)
+    _exponent_bound: object = field(init=False, repr=False)
+    _algorithm_der: bytes = field(init=False, repr=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "_p", gmpy2.mpz(self.p))
+        # NIST SP 800-56A rev. 3, 5.6.1.1.4: x in [1, M - 1] with
+        # M = min(2^N, q); here x >= 2, so that y is never g itself.
+        bound = 1 << private_exponent_bits(self.bits)
+        if self.q is not None:
+            bound = min(bound, self.q)
+        object.__setattr__(self, "_exponent_bound", bound)
+        if self.key_q is None:
+            oid, parameters = _OID_PKCS3_DH, (self.p, self.g)
+        else:
+            oid, parameters = _OID_X942_DH, (self.p, self.g, self.key_q)
+        object.__setattr__(self, "_algorithm_der", asn1.encode_sequence(
+            asn1.encode(asn1.OBJECT_IDENTIFIER, oid),
+            asn1.encode_sequence(*map(asn1.encode_integer, parameters)),
+        ))
 
     @property
     def bits(self):
@@ -271,13 +342,22 @@ class Group:
         """Length of the shared secret: len(p) in bytes."""
         return (self.bits + 7) // 8
 
+    secret_length = byte_length
+
+    @property
+    def parameters_message(self):
+        return self.parameters_pem
+
     @property
     def max_public_key_pem(self):
         """Largest PEM public key a peer can legitimately send in this group."""
         return pem_length_bound(_der_length_bound(self.bits, 4))
 
+    max_public_key_message = max_public_key_pem
+
     def generate_private_key(self):
-        return self._parameters.generate_private_key()
+        x = 2 + secrets.randbelow(self._exponent_bound - 2)
+        return self._key(gmpy2.mpz(x))
 
     def private_key_from_value(self, x):
         """The private key whose secret value is ``x``.
@@ -287,13 +367,15 @@ class Group:
         """
         if not 1 < x < (self.q or self.p - 1):
             raise ValueError("the private value is out of range")
-        public_numbers = _PublicNumbers(pow(self.g, x, self.p), self._parameter_numbers)
-        return _PrivateNumbers(x, public_numbers).private_key()
+        return self._key(gmpy2.mpz(x))
+
+    def _key(self, x):
+        return PrivateKey(x, gmpy2.powmod_sec(self.g, x, self._p))
 
     def public_key_pem(self, private_key):
-        return private_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        """PEM SubjectPublicKeyInfo (RFC 3279 2.3.3), as OpenSSL writes it."""
+        public_key = asn1.encode(asn1.BIT_STRING, b"\0" + asn1.encode_integer(int(private_key.y)))
+        return asn1.pem_encode(PUBLIC_KEY_LABEL, asn1.encode_sequence(self._algorithm_der, public_key))
 
     def load_peer_key(self, pem):
         """Check a peer's PEM public key against this group and load it.
@@ -310,27 +392,102 @@ class Group:
             raise InvalidPublicKey("key is on another group")
         if not 1 < y < self.p - 1:
             raise InvalidPublicKey("public value out of range")
+        y = gmpy2.mpz(y)
         if not self.in_subgroup(y):
             raise InvalidPublicKey("public value is not in the prime-order subgroup")
-        return _PublicNumbers(y, self._parameter_numbers).public_key()
+        return PeerKey(y)
 
     def in_subgroup(self, y):
         if self.q is None:
             return True
         if 2 * self.q + 1 == self.p:
-            return jacobi(y, self.p) == 1
-        return pow(y, self.q, self.p) == 1
+            return gmpy2.jacobi(y, self._p) == 1
+        return gmpy2.powmod(y, self.q, self._p) == 1
 
     def exchange(self, private_key, peer_key):
         """The shared secret, exactly len(p) bytes, left-padded with zeros."""
+        secret = gmpy2.powmod_sec(peer_key.y, private_key.x, self._p)
+        if secret == 1:  # cannot happen for a checked key; refuse it anyway
+            raise InvalidPublicKey("the shared secret is degenerate")
+        return int(secret).to_bytes(self.byte_length, "big")
+
+
+@dataclass(frozen=True, eq=False)
+class OpenSSLGroup(Group):
+    """A named group whose keys and exchange are OpenSSL's, via cryptography
+    (faster than GMP for these groups: see the module docstring).  Peer keys
+    get the same checks as in :class:`Group`."""
+
+    _parameter_numbers: object = field(init=False, repr=False)
+    _parameters: object = field(init=False, repr=False)
+
+    def __post_init__(self):
+        super().__post_init__()
+        # OpenSSL recognises the RFC 7919 (p, g) and knows q itself, so only
+        # p and g are handed over; that is also what keeps key loading fast.
+        numbers = _ParameterNumbers(self.p, self.g)
+        object.__setattr__(self, "_parameter_numbers", numbers)
+        object.__setattr__(self, "_parameters", numbers.parameters())
+
+    def generate_private_key(self):
+        return self._parameters.generate_private_key()
+
+    def _key(self, x):
+        public_numbers = _PublicNumbers(int(gmpy2.powmod_sec(self.g, x, self._p)),
+                                        self._parameter_numbers)
+        return _PrivateNumbers(int(x), public_numbers).private_key()
+
+    def public_key_pem(self, private_key):
+        return private_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+    def load_peer_key(self, pem):
+        y = super().load_peer_key(pem).y
+        return _PublicNumbers(int(y), self._parameter_numbers).public_key()
+
+    def exchange(self, private_key, peer_key):
         secret = private_key.exchange(peer_key)
-        if len(secret) != self.byte_length:  # cryptography pads; make sure.
-            secret = secret.rjust(self.byte_length, b"\0")
-        return secret
+        return secret.rjust(self.byte_length, b"\0")  # cryptography pads; make sure
 
 
-def _build_group(name, p, g, q, parameters_pem, q_for_openssl):
-    """Check (p, g, q) once with OpenSSL (via cryptography) and build a Group."""
+def _openssl_check(p, g, q):
+    """OpenSSL's DH_check, via cryptography: p prime, and a safe prime when q
+    is absent; q prime and g^q = 1 when q is given; 1 < g < p - 1."""
+    try:
+        _ParameterNumbers(p, g, q).parameters()
+    except ValueError as e:
+        raise ParameterError(f"the parameters failed OpenSSL's safety checks ({e})") from None
+
+
+def _check_parameters(p, g, q):
+    """Check (p, g, q) with GMP; if they fail, give OpenSSL's reason when it
+    refuses them too (it checks no more than GMP does, and takes longer:
+    4.2 s against 0.5 s for a 4096-bit safe prime)."""
+    try:
+        _gmp_check(p, g, q)
+    except ParameterError:
+        _openssl_check(p, g, q)
+        raise
+
+
+def _gmp_check(p, g, q):
+    """The checks every handshake then relies on, with GMP: p prime; q prime,
+    dividing p - 1, and the order of g (q = (p - 1) / 2 when none is given)."""
+    if q is None:
+        q = (p - 1) // 2
+        if not gmpy2.is_prime(p, PRIME_CHECK_ROUNDS) or not gmpy2.is_prime(q, PRIME_CHECK_ROUNDS):
+            raise ParameterError("the parameters failed the safety checks: p is not a safe prime")
+        return
+    if not gmpy2.is_prime(p, PRIME_CHECK_ROUNDS):
+        raise ParameterError("the parameters failed the safety checks: p is not prime")
+    if not gmpy2.is_prime(q, PRIME_CHECK_ROUNDS) or (p - 1) % q:
+        raise ParameterError("the parameters failed the safety checks: "
+                             "q is not a prime factor of p - 1")
+    if gmpy2.powmod(g, q, p) != 1:
+        raise ParameterError("the parameters failed the safety checks: g does not have order q")
+
+
+def _check_sizes(p, g, q):
     bits = p.bit_length()
     if bits < MIN_BITS:
         raise ParameterError(f"the modulus has {bits} bits; at least {MIN_BITS} are required")
@@ -345,14 +502,6 @@ def _build_group(name, p, g, q, parameters_pem, q_for_openssl):
     # the numbers; a server or a file can send any g, so say it here.
     if not 1 < g < p - 1:
         raise ParameterError("the generator g must satisfy 1 < g < p - 1")
-    numbers = _ParameterNumbers(p, g, q_for_openssl)
-    try:
-        # OpenSSL's DH_check: p prime, and a safe prime when q is absent;
-        # q prime and g^q = 1 when q is given; 1 < g < p - 1.
-        parameters = numbers.parameters()
-    except ValueError as e:
-        raise ParameterError(f"the parameters failed OpenSSL's safety checks ({e})") from None
-    return Group(name, p, g, q, parameters_pem, numbers, parameters)
 
 
 _named_groups = {}
@@ -366,36 +515,44 @@ def named_group(name):
     group = _named_groups.get(name)
     if group is None:
         p = NAMED_GROUP_PRIMES[name]
-        # OpenSSL recognises the RFC 7919 (p, g) and knows q itself, so only
-        # p and g are handed over; that is also what keeps key loading fast.
-        group = _build_group(name, p, 2, (p - 1) // 2, encode_parameters_pem(p, 2), None)
+        # RFC 7919 publishes p, g = 2 and q = (p - 1) / 2: nothing to check.
+        # OpenSSL knows the groups and writes q into their public keys.
+        q = (p - 1) // 2
+        group = OpenSSLGroup(name, p, 2, q, encode_parameters_pem(p, 2), key_q=q)
         _named_groups[name] = group
     return group
 
 
-def _group_from_parsed(name, p, g, q, label):
+def _group_from_parsed(name, p, g, q):
     for group_name, prime in NAMED_GROUP_PRIMES.items():
         if p == prime and g == 2 and q in (None, (p - 1) // 2):
             return named_group(group_name)
+    _check_sizes(p, g, q)
+    _check_parameters(p, g, q)
     if q is None:
-        group = _build_group(name, p, g, None, encode_parameters_pem(p, g), None)
-        # OpenSSL has just checked that p is a safe prime 2q' + 1.  If g is a
-        # quadratic residue it generates the subgroup of order q'; otherwise it
-        # generates the whole group and only the range check applies.
-        if jacobi(g, p) == 1:
-            group = dataclasses.replace(group, q=(p - 1) // 2)
-        return group
-    return _build_group(name, p, g, q, encode_parameters_pem(p, g, q), q)
+        # p is a safe prime 2q' + 1.  If g is a quadratic residue it
+        # generates the subgroup of order q'; otherwise it generates the
+        # whole group and only the range check applies.  Keys carry p and g
+        # only, as the parameters did.
+        subgroup = (p - 1) // 2 if jacobi(g, p) == 1 else None
+        return Group(name, p, g, subgroup, encode_parameters_pem(p, g))
+    # X9.42, q = (p - 1) / 2 included: the keys are ours, not OpenSSL's,
+    # whose key generation fails for so large a q.
+    return Group(name, p, g, q, encode_parameters_pem(p, g, q), key_q=q)
 
 
-def group_from_parameters_pem(data, name="custom"):
+def group_from_parameters_pem(data, name="custom", max_bits=MAX_BITS):
     """Build a Group from PEM parameters (a file, or message 4 from a server).
 
+    A modulus over ``max_bits`` is refused first, before any costly check.
     A named group is recognised by its (p, g) and returned as such.  Raises
     :class:`ParameterError` with a message fit for a user.
     """
-    p, g, q, label = parse_parameters_pem(data)
-    return _group_from_parsed(name, p, g, q, label)
+    p, g, q, _ = parse_parameters_pem(data)
+    if MAX_BITS >= p.bit_length() > max_bits:
+        raise ParameterError(
+            f"the modulus has {p.bit_length()} bits; at most {max_bits} are accepted (--max-bits)")
+    return _group_from_parsed(name, p, g, q)
 
 
 def load_parameters_file(path):

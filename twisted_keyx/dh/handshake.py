@@ -4,8 +4,8 @@ Each machine is fed one message at a time (bytes, already unframed) and
 answers with the message to send back, or raises :class:`HandshakeFailed`.
 Which message is legal in which state is written down once, in the
 ``TRANSITIONS`` table of each class; everything else is refused.  The
-framing (:mod:`twisted_keyx.dh.protocol`) and the crypto
-(:mod:`twisted_keyx.ffdh`) live elsewhere.
+framing (:mod:`twisted_keyx.dh.protocol`) and the crypto (the groups of
+:mod:`twisted_keyx.groups`) live elsewhere; every group runs the same machines.
 
 Server states, with the tutorial's state numbers (protocols.md 1.1)::
 
@@ -23,7 +23,7 @@ Client states::
 import enum
 from dataclasses import dataclass
 
-from twisted_keyx import ffdh
+from twisted_keyx import groups
 from twisted_keyx.dh import messages
 from twisted_keyx.dh.messages import ClientMessage, ServerMessage
 from twisted_keyx.machine import START, HandshakeFailed, StateMachine
@@ -51,7 +51,7 @@ class BadResponse(HandshakeFailed):
 
 
 class BadParameters(HandshakeFailed):
-    """Client side: the server's DH parameters are unusable."""
+    """Client side: the server's group (message 4) is unknown or unusable."""
 
 
 class InvalidServerKey(HandshakeFailed):
@@ -60,8 +60,9 @@ class InvalidServerKey(HandshakeFailed):
 
 @dataclass(frozen=True)
 class HandshakeResult:
-    group: ffdh.Group
-    #: The DH shared secret: exactly len(p) bytes, left-padded with zeros.
+    group: groups.Group
+    #: The shared secret, ``group.secret_length`` bytes (FFDH: len(p),
+    #: left-padded with zeros; X25519: the 32-byte output).
     shared_secret: bytes
     #: HKDF-SHA256 of the shared secret with the transcript hash bound in.
     session_key: bytes
@@ -70,12 +71,12 @@ class HandshakeResult:
 
 def server_max_message_length(group):
     """The largest legal client message in ``group``: message 5."""
-    return len(messages.CLIENT_KEY_PREFIX) + group.max_public_key_pem
+    return len(messages.CLIENT_KEY_PREFIX) + group.max_public_key_message
 
 
 #: The largest legal server message for any group a client accepts.
 CLIENT_MAX_MESSAGE_LENGTH = max(
-    ffdh.MAX_PARAMETERS_PEM, len(messages.SERVER_KEY_PREFIX) + ffdh.MAX_PUBLIC_KEY_PEM
+    groups.MAX_PARAMETERS_MESSAGE, len(messages.SERVER_KEY_PREFIX) + groups.MAX_PUBLIC_KEY_MESSAGE
 )
 
 
@@ -112,6 +113,8 @@ class _Machine(StateMachine):
         return sent
 
     def _finish(self, group, private_key, peer_key):
+        # May raise groups.InvalidPublicKey (an all-zero X25519 output): the
+        # callers turn it into their side's error.
         shared_secret = group.exchange(private_key, peer_key)
         transcript_hash = self._transcript.digest()
         self.result = HandshakeResult(
@@ -171,17 +174,17 @@ class DHServerHandshake(_Machine):
         return self._exchanged(payload, messages.HEY_THERE)
 
     def _on_params_request(self, payload):
-        return self._exchanged(payload, self.group.parameters_pem)
+        return self._exchanged(payload, self.group.parameters_message)
 
     def _on_client_key(self, payload):
         try:
             peer_key = self.group.load_peer_key(payload[len(messages.CLIENT_KEY_PREFIX):])
-        except ffdh.InvalidPublicKey as e:
+            private_key = self._private_key_factory(self.group)
+            reply = self._exchanged(
+                payload, messages.SERVER_KEY_PREFIX + self.group.public_key_pem(private_key))
+            self._finish(self.group, private_key, peer_key)
+        except groups.InvalidPublicKey as e:
             raise InvalidClientKey(f"invalid client public key: {e}") from None
-        private_key = self._private_key_factory(self.group)
-        reply = self._exchanged(
-            payload, messages.SERVER_KEY_PREFIX + self.group.public_key_pem(private_key))
-        self._finish(self.group, private_key, peer_key)
         return reply
 
 
@@ -214,7 +217,7 @@ class DHClientHandshake(_Machine):
     max_message_length = CLIENT_MAX_MESSAGE_LENGTH
 
     def __init__(self, private_key_factory=_default_private_key,
-                 accept_parameters=ffdh.group_from_parameters_pem, received_form=_as_is):
+                 accept_parameters=groups.from_parameters_message, received_form=_as_is):
         super().__init__(ClientState.START, private_key_factory, received_form)
         self._accept_parameters = accept_parameters
         self.group = None
@@ -246,7 +249,7 @@ class DHClientHandshake(_Machine):
     def _on_parameters(self, payload):
         try:
             self.group = self._accept_parameters(payload)
-        except ffdh.ParameterError as e:
+        except groups.GroupError as e:
             raise BadParameters(f"unusable parameters from the server: {e}") from None
         self._private_key = self._private_key_factory(self.group)
         return self._exchanged(
@@ -255,9 +258,9 @@ class DHClientHandshake(_Machine):
     def _on_server_key(self, payload):
         try:
             peer_key = self.group.load_peer_key(payload[len(messages.SERVER_KEY_PREFIX):])
-        except ffdh.InvalidPublicKey as e:
+            self._exchanged(payload)
+            self._finish(self.group, self._private_key, peer_key)
+        except groups.InvalidPublicKey as e:
             raise InvalidServerKey(f"invalid server public key: {e}") from None
-        self._exchanged(payload)
-        self._finish(self.group, self._private_key, peer_key)
         self._private_key = None
         return None

@@ -5,12 +5,14 @@
 | 1 | C>S | ``Hello``                                        |
 | 2 | S>C | ``Hey there!``                                   |
 | 3 | C>S | ``Params?``                                      |
-| 4 | S>C | DH parameters, PEM                               |
+| 4 | S>C | the group: PEM DH parameters, or ``Group: x25519`` |
 | 5 | C>S | ``Client public key:`` + PEM SubjectPublicKeyInfo |
 | 6 | S>C | ``Server public key:`` + PEM SubjectPublicKeyInfo |
 """
 
 import enum
+
+from twisted_keyx import groups
 
 HELLO = b"Hello"
 HEY_THERE = b"Hey there!"
@@ -59,7 +61,7 @@ def classify_server_message(payload):
         return ServerMessage.HEY_THERE
     if payload.startswith(SERVER_KEY_PREFIX):
         return ServerMessage.SERVER_KEY
-    if payload.lstrip().startswith(b"-----BEGIN ") and b"PARAMETERS-----" in payload[:64]:
+    if groups.is_parameters_message(payload):
         return ServerMessage.PARAMETERS
     if payload in ERROR_REPLIES:
         return ServerMessage.ERROR

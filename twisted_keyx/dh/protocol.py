@@ -10,11 +10,12 @@ the payload), the project's default framing; :mod:`twisted_keyx.dh.raw` has
 the same over the tutorial's unframed wire.
 """
 
+import operator
+
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
-from twisted_keyx import ffdh
 from twisted_keyx.adapter import Observer, Session, hung_up
 from twisted_keyx.dh.handshake import (  # noqa: F401 (the limits are part of this API)
     CLIENT_MAX_MESSAGE_LENGTH,
@@ -29,21 +30,23 @@ from twisted_keyx.session import fingerprint
 class DHServerProtocol(Session):
     """One server connection of the DH handshake (see :class:`DHServerFactory`)."""
 
+    #: The framing class (:mod:`twisted_keyx.framing`).
+    FRAMING = Int32Framing
+
 
 class DHServerFactory(Factory, Observer):
     """Serves the DH handshake in one group; logs one line per connection.
 
-    Each connection is a :class:`DHServerProtocol` with :attr:`framing` and a
+    Each connection is a :attr:`protocol` (its ``FRAMING`` says which) with a
     fresh :class:`DHServerHandshake`; the factory is its observer.
     """
 
     protocol = DHServerProtocol
-    framing = Int32Framing
     noisy = False
     log = Logger()
 
     def __init__(self, group, show_secrets=False,
-                 private_key_factory=ffdh.Group.generate_private_key):
+                 private_key_factory=operator.methodcaller("generate_private_key")):
         self.group = group
         self.show_secrets = show_secrets
         #: Makes the server's key pair for each handshake (tests pass a fixed key).
@@ -52,10 +55,10 @@ class DHServerFactory(Factory, Observer):
 
     def newHandshake(self):
         return DHServerHandshake(self.group, self.private_key_factory,
-                                 received_form=self.framing.received_form)
+                                 received_form=self.protocol.FRAMING.received_form)
 
     def buildProtocol(self, addr):
-        protocol = self.protocol(self.framing, self.newHandshake())
+        protocol = self.protocol(self.protocol.FRAMING, self.newHandshake())
         protocol.factory = self
         return protocol
 
@@ -115,13 +118,20 @@ class DHClientProtocol(Session, Observer):
     connection ends first).  Cancelling it aborts the connection.
     """
 
-    framing = Int32Framing
+    #: The framing class (:mod:`twisted_keyx.framing`).
+    FRAMING = Int32Framing
 
     def __init__(self, handshake=None):
         if handshake is None:
-            handshake = DHClientHandshake(received_form=self.framing.received_form)
-        super().__init__(self.framing, handshake, observer=self)
+            handshake = self.newHandshake()
+        super().__init__(self.FRAMING, handshake, observer=self)
         self.finished = defer.Deferred(self._cancel)
+
+    @classmethod
+    def newHandshake(cls, **options):
+        """A client machine that hashes what it sends as this framing's peer
+        will receive it; ``options`` go to :class:`DHClientHandshake`."""
+        return DHClientHandshake(received_form=cls.FRAMING.received_form, **options)
 
     def _cancel(self, finished):
         # Cancelling ``finished`` (a timeout) is the outcome: the loss of the
@@ -140,7 +150,20 @@ class DHClientProtocol(Session, Observer):
 
 
 class DHClientFactory(Factory):
-    """Builds :class:`DHClientProtocol`; use ``protocol.finished`` for the result."""
+    """Builds :class:`DHClientProtocol`; use ``protocol.finished`` for the result.
+
+    ``handshake_options`` (``accept_parameters=``, ``private_key_factory=``)
+    go to each connection's :class:`DHClientHandshake`.
+    """
 
     protocol = DHClientProtocol
     noisy = False
+
+    def __init__(self, **handshake_options):
+        self.handshake_options = handshake_options
+
+    def buildProtocol(self, addr):
+        protocol = super().buildProtocol(addr)
+        if self.handshake_options:
+            protocol.replaceHandshake(protocol.newHandshake(**self.handshake_options))
+        return protocol

@@ -34,6 +34,7 @@ tutorial's ``sendall`` sends it.
 import re
 from dataclasses import dataclass
 
+from twisted_keyx import groups
 from twisted_keyx.dh import messages
 from twisted_keyx.dh.protocol import (
     DHClientFactory,
@@ -59,9 +60,10 @@ CLIENT_MESSAGES = MessageShapes(
     pem_prefixes=(messages.CLIENT_KEY_PREFIX,),
 )
 
-#: What the client receives: messages 2, 4 and 6, and the server's error replies.
+#: What the client receives: messages 2, 4 (PEM parameters, or a group's
+#: token such as ``Group: x25519``) and 6, and the server's error replies.
 SERVER_MESSAGES = MessageShapes(
-    tokens=(messages.HEY_THERE,) + messages.ERROR_REPLIES,
+    tokens=(messages.HEY_THERE,) + groups.PARAMETERS_TOKENS + messages.ERROR_REPLIES,
     pem_prefixes=(b"", messages.SERVER_KEY_PREFIX),
 )
 
@@ -220,18 +222,19 @@ class UnframedServerMessages(UnframedFraming):
 class RawDHServerProtocol(DHServerProtocol):
     """One server connection of the DH handshake in the tutorial's unframed format."""
 
+    FRAMING = UnframedClientMessages
+
 
 class RawDHServerFactory(DHServerFactory):
     """Serves the DH handshake in the tutorial's unframed format."""
 
     protocol = RawDHServerProtocol
-    framing = UnframedClientMessages
 
 
 class RawDHClientProtocol(DHClientProtocol):
     """The DH handshake's client side in the tutorial's unframed format."""
 
-    framing = UnframedServerMessages
+    FRAMING = UnframedServerMessages
 
 
 class RawDHClientFactory(DHClientFactory):

@@ -1,0 +1,249 @@
+"""The group registry (twisted_keyx.groups) and custom FFDH groups on GMP:
+checked once, then cheap; keys byte-identical to OpenSSL's; the client's
+--max-bits; X9.42 parameters with q = (p - 1) / 2."""
+
+import contextlib
+import io
+
+import gmpy2
+from twisted.internet import defer, reactor
+from twisted.trial import unittest
+
+from twisted_keyx import client, ffdh, groups, x25519
+from twisted_keyx.dh import messages
+from twisted_keyx.dh.handshake import BadParameters, DHClientHandshake, DHServerHandshake
+
+from .helpers import CLIENT_X, SERVER_X, TrackingDHServerFactory, data_path, fixed_key, read_data
+from .test_client import _Loopback
+from .test_dh_handshake import run_handshake
+
+
+class RegistryTests(unittest.TestCase):
+    def test_names(self):
+        self.assertEqual(groups.names(), ["ffdhe2048", "ffdhe3072", "ffdhe4096", "x25519"])
+        self.assertEqual(groups.DEFAULT, "ffdhe2048")
+        for name in groups.names():
+            self.assertEqual(groups.named(name).name, name)
+        self.assertIs(groups.named("ffdhe2048"), ffdh.named_group("ffdhe2048"))
+
+    def test_unknown(self):
+        with self.assertRaises(groups.GroupError) as caught:
+            groups.named("modp2048")
+        self.assertEqual(str(caught.exception), "unknown group 'modp2048'; known groups: "
+                                                "ffdhe2048, ffdhe3072, ffdhe4096, x25519")
+
+    def test_neutral_errors(self):
+        self.assertTrue(issubclass(ffdh.ParameterError, groups.GroupError))
+        self.assertIs(ffdh.InvalidPublicKey, groups.InvalidPublicKey)
+        for error in (groups.GroupError, groups.InvalidPublicKey):
+            self.assertNotIn("DH", error.__name__)
+
+    def test_every_group_has_the_interface(self):
+        groups_ = [groups.named(name) for name in groups.names()]
+        groups_.append(groups.load_parameters_file(data_path("dhparam-2048.pem")))
+        for group in groups_:
+            key = group.generate_private_key()
+            pem = group.public_key_pem(key)
+            self.assertTrue(pem.endswith(b"-----END PUBLIC KEY-----\n"), group.name)
+            self.assertLessEqual(len(pem), group.max_public_key_message)
+            self.assertLessEqual(len(pem), groups.MAX_PUBLIC_KEY_MESSAGE)
+            self.assertLessEqual(len(group.parameters_message), groups.MAX_PARAMETERS_MESSAGE)
+            secret = group.exchange(key, group.load_peer_key(pem))
+            self.assertEqual(len(secret), group.secret_length, group.name)
+            self.assertTrue(groups.is_parameters_message(group.parameters_message), group.name)
+
+    def test_parameters_message_shapes(self):
+        self.assertFalse(groups.is_parameters_message(b"Group: x25519\n"))
+        self.assertFalse(groups.is_parameters_message(b"Group: x448"))
+        self.assertTrue(groups.is_parameters_message(read_data("dhx-2048.pem")))
+
+
+class MaxBitsTests(unittest.TestCase):
+    def test_larger_groups_refused_before_any_check(self):
+        def fail(*args):
+            raise AssertionError("checked a group it should have refused first")
+
+        self.patch(ffdh, "_check_parameters", fail)
+        for pem, max_bits in [(ffdh.encode_parameters_pem(2**5000 + 1, 2), 4096),
+                              (ffdh.named_group("ffdhe4096").parameters_message, 3072),
+                              (ffdh.named_group("ffdhe3072").parameters_message, 2048)]:
+            bits = ffdh.parse_parameters_pem(pem)[0].bit_length()
+            with self.assertRaises(groups.GroupError) as caught:
+                groups.from_parameters_message(pem, max_bits=max_bits)
+            self.assertEqual(str(caught.exception), f"the modulus has {bits} bits; "
+                                                    f"at most {max_bits} are accepted (--max-bits)")
+
+    def test_default_is_4096(self):
+        self.assertEqual(groups.DEFAULT_MAX_BITS, 4096)
+        pem = ffdh.encode_parameters_pem(2**4097 + 1, 2)
+        self.assertRaises(groups.GroupError, groups.from_parameters_message, pem)
+        self.assertIs(groups.from_parameters_message(
+            ffdh.named_group("ffdhe4096").parameters_message), ffdh.named_group("ffdhe4096"))
+        self.assertIs(groups.from_parameters_message(b"Group: x25519", max_bits=2048),
+                      x25519.GROUP)
+
+    def test_client_machine_reports_it(self):
+        machine = DHClientHandshake()
+        machine.start()
+        machine.receive(messages.HEY_THERE)
+        with self.assertRaises(BadParameters) as caught:
+            machine.receive(ffdh.encode_parameters_pem(2**8000 + 1, 2))
+        self.assertEqual(caught.exception.reason, "unusable parameters from the server: "
+                         "the modulus has 8001 bits; at most 4096 are accepted (--max-bits)")
+
+
+class ClientMaxBitsTests(_Loopback, unittest.TestCase):
+    def test_usage(self):
+        parser = client.build_parser()
+        self.assertEqual(parser.parse_args(["dh"]).max_bits, 4096)
+        self.assertEqual(parser.parse_args(["dh", "--max-bits", "8192"]).max_bits, 8192)
+        for bad, message in [("1024", "must be between 2048 and 8192, not 1024"),
+                             ("8193", "must be between 2048 and 8192, not 8193"),
+                             ("lots", "not a number: 'lots'")]:
+            err = io.StringIO()
+            with self.assertRaises(SystemExit), contextlib.redirect_stderr(err):
+                parser.parse_args(["dh", "--max-bits", bad])
+            self.assertIn(f"argument --max-bits: {message}", err.getvalue())
+
+    def test_refused_group_is_one_line(self):
+        async def run():
+            server = TrackingDHServerFactory(ffdh.named_group("ffdhe3072"))
+            port = self.listen(server)
+            args = client.build_parser().parse_args(
+                ["dh", "--host", "127.0.0.1", "--port", str(port), "--max-bits", "2048"])
+            out, err = io.StringIO(), io.StringIO()
+            status = await client.run(reactor, args, out, err)
+            await defer.gatherResults([c.lost for c in self.clients if c.transport])
+            await server.allLost()
+            self.assertEqual((status, out.getvalue()), (1, ""))
+            self.assertEqual(err.getvalue(), "keyx-client: unusable parameters from the server: "
+                             "the modulus has 3072 bits; at most 2048 are accepted (--max-bits)\n")
+        return defer.Deferred.fromCoroutine(run())
+
+
+class ExponentTests(unittest.TestCase):
+    def test_table(self):
+        # RFC 7919 appendix A: 225, 275, 325, 375, 400 bits.
+        for bits, expected in [(2048, 225), (2049, 275), (3072, 275), (4096, 325),
+                               (6144, 375), (8192, 400)]:
+            self.assertEqual(ffdh.private_exponent_bits(bits), expected, bits)
+        self.assertRaises(ValueError, ffdh.private_exponent_bits, 8193)
+
+    def test_generated_exponents(self):
+        safe = groups.load_parameters_file(data_path("dhparam-2048.pem"))
+        dhx = groups.load_parameters_file(data_path("dhx-2048.pem"))
+        for group, bound in [(safe, 2**225), (dhx, dhx.q)]:
+            xs = [int(group.generate_private_key().x) for _ in range(32)]
+            self.assertTrue(all(1 < x < bound for x in xs), group.name)
+            # 32 draws all below bound / 2^5 would have probability 2^-160.
+            self.assertGreater(max(xs), bound >> 5, group.name)
+            self.assertEqual(len(set(xs)), 32)
+        for x in (0, 1, dhx.q):
+            self.assertRaises(ValueError, dhx.private_key_from_value, x)
+
+    def test_key_repr_hides_the_exponent(self):
+        key = groups.load_parameters_file(data_path("dhparam-2048.pem")).private_key_from_value(
+            SERVER_X)
+        self.assertNotIn(str(SERVER_X), repr(key))
+        self.assertNotIn(hex(SERVER_X)[2:], repr(key))
+
+
+class CustomGroupTests(unittest.TestCase):
+    def test_public_keys_are_what_openssl_writes(self):
+        # tests/data/*-public-5e12.pem: written by cryptography (OpenSSL)
+        # for the private value SERVER_X; see tests/data/README.
+        for fixture, group in [
+                ("ffdhe2048", groups.named("ffdhe2048")),
+                ("dhparam-2048", groups.load_parameters_file(data_path("dhparam-2048.pem"))),
+                ("dhx-2048", groups.load_parameters_file(data_path("dhx-2048.pem")))]:
+            self.assertEqual(group.public_key_pem(group.private_key_from_value(SERVER_X)),
+                             read_data(f"{fixture}-public-5e12.pem"), fixture)
+
+    def test_checked_once_then_no_cryptography_per_handshake(self):
+        group = groups.load_parameters_file(data_path("dhparam-2048.pem"))
+
+        def fail(*args, **kwargs):
+            raise AssertionError("cryptography's FFDH used during a handshake")
+
+        for name in ("_ParameterNumbers", "_PublicNumbers", "_PrivateNumbers"):
+            self.patch(ffdh, name, fail)
+        self.patch(gmpy2, "is_prime", fail)
+        server = DHServerHandshake(group)
+        # The client trusts the group it knows: no re-check on its side either.
+        client_machine = DHClientHandshake(accept_parameters=lambda payload: group)
+        run_handshake(server, client_machine)
+        self.assertEqual(server.result.shared_secret, client_machine.result.shared_secret)
+        self.assertEqual(len(server.result.shared_secret), 256)
+
+    def test_exchange_matches_the_arithmetic(self):
+        group = groups.load_parameters_file(data_path("dhx-2048.pem"))
+        server = DHServerHandshake(group, fixed_key(SERVER_X))
+        client_machine = DHClientHandshake(fixed_key(CLIENT_X))
+        run_handshake(server, client_machine)
+        expected = pow(group.g, SERVER_X * CLIENT_X, group.p).to_bytes(256, "big")
+        self.assertEqual(server.result.shared_secret, expected)
+        self.assertEqual(client_machine.result.shared_secret, expected)
+
+    def test_valid_parameters_need_no_openssl(self):
+        def fail(*args):
+            raise AssertionError("OpenSSL's check ran for valid parameters")
+
+        self.patch(ffdh, "_openssl_check", fail)
+        for name in ("dhparam-2048.pem", "dhx-2048.pem", "dhx-2048-safe-q.pem"):
+            groups.load_parameters_file(data_path(name))
+
+    def test_gmp_refuses_what_openssl_accepts(self):
+        # Both refuse a composite p; OpenSSL's reason is the one given.
+        pem = ffdh.encode_parameters_pem(2**2047 + 1, 2)
+        with self.assertRaises(ffdh.ParameterError) as caught:
+            groups.from_parameters_message(pem)
+        self.assertIn("failed OpenSSL's safety checks", str(caught.exception))
+        # Where OpenSSL would accept, GMP's reason stands.
+        self.patch(ffdh, "_openssl_check", lambda p, g, q: None)
+        with self.assertRaises(ffdh.ParameterError) as caught:
+            groups.from_parameters_message(pem)
+        self.assertEqual(str(caught.exception),
+                         "the parameters failed the safety checks: p is not a safe prime")
+
+    def test_gmp_checks(self):
+        p, g, q, _ = ffdh.parse_parameters_pem(read_data("dhx-2048.pem"))
+        safe_p = ffdh.parse_parameters_pem(read_data("dhparam-2048.pem"))[0]
+        ffdh._gmp_check(p, g, q)
+        ffdh._gmp_check(safe_p, 2, None)
+        ffdh._gmp_check(safe_p, 2, (safe_p - 1) // 2)
+        for numbers, reason in [((p + 2, g, q), "p is not prime"),
+                                ((p, g, None), "p is not a safe prime"),
+                                ((p, g, q + 2), "q is not a prime factor of p - 1"),
+                                ((p, 3, q), "g does not have order q")]:
+            with self.assertRaises(ffdh.ParameterError) as caught:
+                ffdh._gmp_check(*numbers)
+            self.assertIn(reason, str(caught.exception))
+
+
+class X942SafePrimeTests(unittest.TestCase):
+    """X9.42 parameters whose q is (p - 1) / 2 (tests/data/dhx-2048-safe-q.pem):
+    OpenSSL's check accepts them, but OpenSSL's key generation fails for them
+    (an InternalError at every handshake, before): the keys are GMP's now."""
+
+    def test_loaded_as_a_safe_prime_group(self):
+        group = groups.load_parameters_file(data_path("dhx-2048-safe-q.pem"))
+        self.assertEqual(group.q, (group.p - 1) // 2)
+        self.assertEqual(group.bits, 2048)
+
+    def test_handshake(self):
+        group = groups.load_parameters_file(data_path("dhx-2048-safe-q.pem"))
+        server = DHServerHandshake(group)
+        # The client builds the group from message 4, as from any server.
+        client_machine = DHClientHandshake()
+        run_handshake(server, client_machine)
+        self.assertEqual(server.result.shared_secret, client_machine.result.shared_secret)
+        self.assertEqual(server.result.session_key, client_machine.result.session_key)
+        self.assertEqual(client_machine.group.q, group.q)
+
+    def test_a_server_announcing_them(self):
+        machine = DHClientHandshake()
+        machine.start()
+        machine.receive(messages.HEY_THERE)
+        message5 = machine.receive(read_data("dhx-2048-safe-q.pem"))
+        self.assertTrue(message5.startswith(messages.CLIENT_KEY_PREFIX + b"-----BEGIN PUBLIC KEY"))
+
