@@ -91,6 +91,14 @@ class AdminUserTests(unittest.TestCase):
         self.assertEqual(status, 1)
         self.assertTrue(err.startswith(f"keyx-admin: {self.users}: not JSON"))
 
+    def test_deeply_nested_user_file(self):
+        with open(self.users, "wb") as f:
+            f.write(b"[" * 100000)
+        for command in (self.adduser, lambda: self.admin("listusers", "--users", self.users),
+                        lambda: self.admin("deluser", "alice", "--users", self.users)):
+            self.assertEqual(command(), (1, "", f"keyx-admin: {self.users}: nested more than "
+                                                f"{userstore.MAX_DEPTH} levels deep\n"))
+
     def test_adduser_prompts_twice(self):
         answers = iter(["pw one", "pw one"])
         prompts = []
