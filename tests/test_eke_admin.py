@@ -5,6 +5,8 @@ import io
 import os
 import stat
 import sys
+import threading
+import time
 
 from twisted.trial import unittest
 
@@ -164,6 +166,60 @@ class AdminUserTests(unittest.TestCase):
         status, out, err = self.admin("listusers", "--users", self.users)
         self.assertEqual((status, out, err),
                          (1, "", f"keyx-admin: cannot read {self.users}: no such file\n"))
+
+    def race(self, *commands):
+        """Run each ``keyx-admin`` command line in its own thread, at once,
+        with the write slowed down so that the unlocked read-modify-writes
+        would overlap."""
+        real_serialize = userstore.serialize_users
+
+        def slow_serialize(users):
+            time.sleep(0.05)
+            return real_serialize(users)
+
+        self.patch(userstore, "serialize_users", slow_serialize)
+        results = [None] * len(commands)
+        start = threading.Barrier(len(commands))
+
+        def one(index, argv):
+            start.wait()
+            results[index] = self.admin(*argv)
+
+        threads = [threading.Thread(target=one, args=(i, argv)) for i, argv in enumerate(commands)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return results
+
+    def test_concurrent_addusers_keep_every_user(self):
+        names = [f"user{i}" for i in range(6)]
+        results = self.race(*[("adduser", name, "--users", self.users,
+                               "--password-file", self.password_file) for name in names])
+        self.assertEqual([status for status, _, _ in results], [0] * len(names))
+        self.assertEqual(sorted(userstore.read_users(self.users)), names)
+        self.assertTrue(os.path.exists(self.users + ".lock"))
+
+    def test_concurrent_deluser_and_adduser(self):
+        self.adduser("alice")
+        self.race(("deluser", "alice", "--users", self.users),
+                  ("adduser", "bob", "--users", self.users,
+                   "--password-file", self.password_file))
+        self.assertEqual(list(userstore.read_users(self.users)), ["bob"])
+
+    def test_adduser_rechecks_under_the_lock(self):
+        """Two adds of one name: one wins, the other says the user exists."""
+        results = self.race(*[("adduser", "alice", "--users", self.users,
+                               "--password-file", self.password_file)] * 2)
+        self.assertEqual(sorted(status for status, _, _ in results), [0, 1])
+        [(_, _, err)] = [r for r in results if r[0] == 1]
+        self.assertTrue(err.startswith(f"keyx-admin: user 'alice' already exists in {self.users}"))
+
+    def test_lock_that_cannot_be_taken(self):
+        os.mkdir(self.users + ".lock")
+        status, out, err = self.admin("deluser", "alice", "--users", self.users)
+        self.assertEqual((status, err),
+                         (1, f"keyx-admin: cannot lock {self.users}.lock: Is a directory\n"))
 
     def test_default_path(self):
         directory = self.mktemp()

@@ -5,6 +5,7 @@ Exit status: 0 success, 1 failure (message on stderr), 2 usage error,
 """
 
 import argparse
+import contextlib
 import os
 import sys
 import threading
@@ -98,20 +99,27 @@ def _read_users(path, missing_ok=False):
         raise AdminError(str(e)) from None
 
 
-def _write_users(path, users):
+@contextlib.contextmanager
+def _editing_users(path, missing_ok=False):
+    """The users of ``path`` to change, locked from read to write."""
     try:
-        userstore.write_users(path, users)
+        with userstore.editing_users(path, missing_ok=missing_ok) as users:
+            yield users
     except userstore.UserFileError as e:
         raise AdminError(str(e)) from None
 
 
-def cmd_adduser(args, out, err):
-    users = _read_users(args.users, missing_ok=True)
+def _refuse_existing(users, args):
     if args.name in users:
         raise AdminError(
             f"user {args.name!r} already exists in {args.users}; "
             "remove it first with keyx-admin deluser"
         )
+
+
+def cmd_adduser(args, out, err):
+    # Checked before asking for the password, and again under the lock.
+    _refuse_existing(_read_users(args.users, missing_ok=True), args)
     try:
         if args.password_file:
             password = read_password_file(args.password_file)
@@ -119,18 +127,19 @@ def cmd_adduser(args, out, err):
             password = ask_password(f"Password for {args.name}: ", confirm=True)
     except PasswordError as e:
         raise AdminError(str(e)) from None
+    # scrypt before taking the lock, so that the lock is held briefly.
     record = userstore.new_user(args.name, password)
-    users[args.name] = record
-    _write_users(args.users, users)
+    with _editing_users(args.users, missing_ok=True) as users:
+        _refuse_existing(users, args)
+        users[args.name] = record
     out.write(f"added user {args.name} to {args.users} ({record.kdf})\n")
 
 
 def cmd_deluser(args, out, err):
-    users = _read_users(args.users)
-    if args.name not in users:
-        raise AdminError(f"no user {printable(args.name)!r} in {args.users}")
-    del users[args.name]
-    _write_users(args.users, users)
+    with _editing_users(args.users) as users:
+        if args.name not in users:
+            raise AdminError(f"no user {printable(args.name)!r} in {args.users}")
+        del users[args.name]
     out.write(f"removed user {args.name} from {args.users}\n")
 
 

@@ -1,5 +1,7 @@
 """File helpers shared by the admin tool and the daemon."""
 
+import contextlib
+import fcntl
 import os
 import tempfile
 
@@ -33,3 +35,19 @@ def write_file_atomically(path, data, mode=0o644):
         pass
     finally:
         os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def locked(path):
+    """Hold an exclusive lock for ``path`` (``fcntl.flock`` on ``PATH.lock``,
+    created mode 0600 and left in place) for the ``with`` block: a
+    read-modify-write of ``path`` inside it cannot interleave with another
+    one.  Readers need no lock, since :func:`write_file_atomically` replaces
+    the file whole.  The lock file, not ``path`` itself, because the rename
+    gives ``path`` a new inode at every write.  Raises OSError."""
+    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

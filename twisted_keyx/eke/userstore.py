@@ -16,6 +16,7 @@ user in it (but does not learn the passwords themselves).  Keep it private.
 daemon reads it through :class:`UserFile`, which notices when it changes.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -26,7 +27,7 @@ from twisted.logger import Logger
 
 from twisted_keyx.eke import crypto, messages
 from twisted_keyx.eke.messages import MalformedLine
-from twisted_keyx.fileutil import write_file_atomically
+from twisted_keyx.fileutil import locked, write_file_atomically
 
 FORMAT_VERSION = 1
 DEFAULT_USER_FILE = "keyx-users.json"
@@ -204,6 +205,22 @@ def write_users(path, users):
         write_file_atomically(path, serialize_users(users), mode=0o600)
     except OSError as e:
         raise UserFileError(f"cannot write {path}: {_describe(e)}") from None
+
+
+@contextlib.contextmanager
+def editing_users(path, missing_ok=False):
+    """``with editing_users(path) as users:`` change the dict ``users``; it is
+    written back when the block ends without an exception.  The whole
+    read-modify-write holds the file's lock (:func:`~twisted_keyx.fileutil.locked`),
+    so two ``keyx-admin`` runs at once cannot lose each other's change."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(locked(path))
+        except OSError as e:
+            raise UserFileError(f"cannot lock {path}.lock: {_describe(e)}") from None
+        users = read_users(path, missing_ok=missing_ok)
+        yield users
+        write_users(path, users)
 
 
 class DecoyUsers:
