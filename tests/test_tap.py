@@ -264,7 +264,8 @@ class MakeServiceTests(unittest.TestCase):
             f"twisted-keyx {tap.__version__}: EKE handshake and chat on tcp:7003; users from "
             f"{os.path.abspath('users.json')} (file not found: no users yet)",
             "Limits (0: none): handshake timeout 30 s, idle timeout 300 s, 64 connections "
-            f"per IP, 10000 in all; open-file limit {limits.raise_open_file_limit(0)}",
+            "per source (IPv4 /32, IPv6 /64), 10000 in all; "
+            f"open-file limit {limits.raise_open_file_limit(0)}",
         ])
 
     def test_serves_on_a_real_unix_socket(self):

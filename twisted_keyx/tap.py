@@ -148,11 +148,18 @@ class Options(usage.Options):
          "Seconds an EKE chat may stay silent before it is cut off (0: no "
          "limit). The DH handshake closes as soon as it is done.", float],
         ["max-per-ip", None, limits.Limits.max_per_ip,
-         "Open connections allowed from one IP address; more are closed at "
-         "once (0: no limit).", int],
+         "Open connections allowed from one source (an IPv4 address, an IPv6 "
+         "/64: see --ipv4-prefix), and at most a quarter of --max-connections; "
+         "more are closed at once (0: no limit).", int],
         ["max-connections", None, limits.Limits.max_connections,
          "Open connections allowed in all; more are closed at once "
          "(0: no limit).", int],
+        ["ipv4-prefix", None, limits.Limits.ipv4_prefix,
+         "IPv4 addresses that share this many leading bits are one source "
+         "for --max-per-ip (0 to 32).", int],
+        ["ipv6-prefix", None, limits.Limits.ipv6_prefix,
+         "IPv6 addresses that share this many leading bits are one source "
+         "for --max-per-ip (0 to 128).", int],
         ["users", None, DEFAULT_USER_FILE,
          "EKE user file, made with keyx-admin adduser; re-read when it changes. "
          "A missing file means no users yet."],
@@ -200,9 +207,13 @@ class Options(usage.Options):
             # not (x >= 0) also refuses nan, which would break every timer.
             if not (0 <= self[name] < math.inf):
                 raise usage.UsageError(f"--{name} must be a number, 0 (no limit) or more")
+        for name, longest in (("ipv4-prefix", 32), ("ipv6-prefix", 128)):
+            if not 0 <= self[name] <= longest:
+                raise usage.UsageError(f"--{name} must be 0 to {longest}")
         self["limits"] = limits.Limits(
             timeout=self["timeout"], idle_timeout=self["idle-timeout"],
             max_per_ip=self["max-per-ip"], max_connections=self["max-connections"],
+            ipv4_prefix=self["ipv4-prefix"], ipv6_prefix=self["ipv6-prefix"],
         )
         if self["params"] and self["group"]:
             raise usage.UsageError("give either --group or --params, not both")
@@ -297,9 +308,11 @@ class KeyxService(service.MultiService):
         files = limits.raise_open_file_limit(wanted)
         self.log.info(
             "Limits (0: none): handshake timeout {timeout:g} s, idle timeout {idle:g} s, "
-            "{per_ip} connections per IP, {total} in all; open-file limit {files}",
+            "{per_ip} connections per source (IPv4 /{v4}, IPv6 /{v6}), {total} in all; "
+            "open-file limit {files}",
             timeout=self.limits.timeout, idle=self.limits.idle_timeout,
-            per_ip=self.limits.max_per_ip, total=self.limits.max_connections, files=files,
+            per_ip=self.limits.per_source, v4=self.limits.ipv4_prefix,
+            v6=self.limits.ipv6_prefix, total=self.limits.max_connections, files=files,
         )
         if self.limits.max_connections and self.limits.max_connections + 64 > files:
             self.log.warn(
