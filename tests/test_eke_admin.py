@@ -22,6 +22,7 @@ class AdminUserTests(unittest.TestCase):
         self.password_file = self.mktemp()
         with open(self.password_file, "w") as f:
             f.write("s3cret p\u00e4ss\n")
+        os.chmod(self.password_file, 0o600)  # a looser file is warned about
         # adduser runs the real (32 MiB) scrypt; make it cheap for tests.
         self.patch(crypto, "DEFAULT_SCRYPT", TEST_KDF)
 
@@ -131,6 +132,26 @@ class AdminUserTests(unittest.TestCase):
         status, out, err = self.admin("adduser", "alice", "--users", self.users)
         self.assertEqual((status, out, err), (130, "", "keyx-admin: interrupted\n"))
         self.assertFalse(os.path.exists(self.users))
+
+    def test_password_file_readable_by_others_is_warned_about(self):
+        os.chmod(self.password_file, 0o644)
+        status, out, err = self.adduser()
+        self.assertEqual((status, err), (0, (
+            f"keyx-admin: warning: {self.password_file} is readable by group or others "
+            f"(mode 0644); chmod 600 {self.password_file}\n")))
+
+    def test_user_file_readable_by_others_is_warned_about(self):
+        self.adduser("alice")
+        os.chmod(self.users, 0o640)
+        status, out, err = self.admin("listusers", "--users", self.users)
+        self.assertEqual((status, out), (0, "alice  scrypt n=16 r=2 p=1\n"))
+        self.assertEqual(err, (
+            f"keyx-admin: warning: {self.users} is readable by group or others (mode 0640): "
+            f"its keys log in without the passwords; chmod 600 {self.users}\n"))
+        # adduser and deluser write it back with mode 0600.
+        self.adduser("bob")
+        self.assertEqual(stat.S_IMODE(os.stat(self.users).st_mode), 0o600)
+        self.assertEqual(self.admin("listusers", "--users", self.users)[2], "")
 
     def test_deluser(self):
         self.adduser("alice")

@@ -38,6 +38,7 @@ class ClientProcessTests(unittest.TestCase):
         self.password_file = os.path.abspath(self.mktemp())
         with open(self.password_file, "w") as f:
             f.write("open sesame\n")
+        os.chmod(self.password_file, 0o600)  # a looser file is warned about
         self.factory = TrackedServerFactory(users())
         self.port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
         self.addCleanup(self.port.stopListening)
@@ -91,6 +92,16 @@ class ClientProcessTests(unittest.TestCase):
                               "keyx-client: line longer than 4096 bytes; not sent\n")
 
     @defer.inlineCallbacks
+    def test_password_file_readable_by_others_is_warned_about(self):
+        os.chmod(self.password_file, 0o604)
+        status, out, err = yield self.run_client(
+            b"quit\n", "--user", "alice", "--password-file", self.password_file
+        )
+        self.assertEqual((status, err), (0, (
+            f"keyx-client: warning: {self.password_file} is readable by group or others "
+            f"(mode 0604); chmod 600 {self.password_file}\n")))
+
+    @defer.inlineCallbacks
     def test_wrong_password(self):
         with open(self.password_file, "w") as f:
             f.write("open sesame!\n")
@@ -133,6 +144,7 @@ class HandshakeOutcomeTests(unittest.TestCase):
         self.password_file = os.path.abspath(self.mktemp())
         with open(self.password_file, "w") as f:
             f.write("open sesame\n")
+        os.chmod(self.password_file, 0o600)
         self.clients = []
         clients = self.clients
 

@@ -4,18 +4,20 @@ import importlib.metadata
 import io
 import os
 import re
+import stat
 import sys
 import sysconfig
 
 from twisted.application.service import IServiceMaker
 from twisted.internet import defer, endpoints, error, reactor, utils
 from twisted.internet.testing import MemoryReactor
-from twisted.logger import capturedLogs, formatEvent
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.trial import unittest
 
 from twisted_keyx import limits, ffdh, tap
+from twisted_keyx.eke import userstore
 from twisted_keyx.dh.protocol import DHClientProtocol, DHServerFactory
 from twisted_keyx.eke.protocol import EKEServerFactory
 
@@ -267,6 +269,36 @@ class MakeServiceTests(unittest.TestCase):
             "per source (IPv4 /32, IPv6 /64), 10000 in all; "
             f"open-file limit {limits.raise_open_file_limit(0)}",
         ])
+
+    def test_user_file_readable_by_others_is_warned_about_at_start_up(self):
+        users = os.path.abspath("users.json")
+        userstore.write_users(users, {})
+        for mode, warned in ((0o600, False), (0o640, True), (0o604, True), (0o620, False)):
+            os.chmod(users, mode)
+            with capturedLogs() as events:
+                self.make("--dh", "tcp:7001", "--eke", "tcp:7003", "--users", users)
+            lines = [formatEvent(e) for e in events if e.get("log_level") == LogLevel.warn]
+            self.assertEqual(lines, [
+                f"user file {users} is readable by group or others (mode 0{mode:o}): "
+                f"its keys log in without the passwords; chmod 600 {users}"] if warned else [])
+
+    def test_unix_sockets_are_private_unless_the_endpoint_says(self):
+        self.assertEqual(tap._private_unix("unix:/tmp/k.sock"), "unix:/tmp/k.sock:mode=600")
+        self.assertEqual(tap._private_unix("unix:address=k.sock:lockfile=0"),
+                         "unix:address=k.sock:lockfile=0:mode=600")
+        # An escaped colon is part of the path, not a field.
+        self.assertEqual(tap._private_unix("unix:k\\:mode=1.sock"), "unix:k\\:mode=1.sock:mode=600")
+        for kept in ("unix:/tmp/k.sock:mode=660", "unix:/tmp/k.sock:666", "tcp:7777"):
+            self.assertEqual(tap._private_unix(kept), kept)
+        folder = self.mktemp()  # relative: a socket path has at most 107 bytes
+        os.mkdir(folder)
+        private, shared = os.path.join(folder, "dh.sock"), os.path.join(folder, "eke.sock")
+        service = tap.makeService(parse("--dh", f"unix:{private}", "--eke", f"unix:{shared}:mode=660"))
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual(stat.S_IMODE(os.stat(private).st_mode), 0o600)
+        self.assertEqual(stat.S_IMODE(os.stat(shared).st_mode), 0o660)
 
     def test_serves_on_a_real_unix_socket(self):
         # The real reactor: the service listens where it was told and a

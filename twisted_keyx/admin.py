@@ -17,6 +17,7 @@ from twisted_keyx.eke.messages import printable
 from twisted_keyx.eke.password import (
     PasswordError,
     ask_password,
+    password_file_warning,
     read_password_file,
     user_name_argument,
 )
@@ -28,6 +29,11 @@ EXIT_INTERRUPTED = 130
 
 class AdminError(Exception):
     """A failure to report in one line on stderr."""
+
+
+def _warn(err, warning):
+    if warning:
+        err.write(f"keyx-admin: warning: {warning}\n")
 
 
 def _with_progress(work, label, err, interval=0.5):
@@ -123,6 +129,7 @@ def cmd_adduser(args, out, err):
     try:
         if args.password_file:
             password = read_password_file(args.password_file)
+            _warn(err, password_file_warning(args.password_file))
         else:
             password = ask_password(f"Password for {args.name}: ", confirm=True)
     except PasswordError as e:
@@ -145,6 +152,7 @@ def cmd_deluser(args, out, err):
 
 def cmd_listusers(args, out, err):
     users = _read_users(args.users)
+    _warn(err, userstore.user_file_warning(args.users))
     if not users:
         err.write(f"keyx-admin: no users in {args.users}\n")
     for name, record in sorted(users.items()):

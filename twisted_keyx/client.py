@@ -24,6 +24,7 @@ from twisted_keyx.eke.handshake import AuthenticationFailed
 from twisted_keyx.eke.password import (
     PasswordError,
     ask_password,
+    password_file_warning,
     read_password_file,
     user_name_argument,
 )
@@ -286,7 +287,11 @@ async def run_dh(reactor, args, out):
 def _read_password(args):
     try:
         if args.password_file:
-            return read_password_file(args.password_file)
+            password = read_password_file(args.password_file)
+            warning = password_file_warning(args.password_file)
+            if warning:
+                sys.stderr.write(f"keyx-client: warning: {warning}\n")
+            return password
         return ask_password(f"Password for {args.user}: ")
     except PasswordError as e:
         raise ClientError(str(e), EXIT_USAGE)

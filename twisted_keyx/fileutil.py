@@ -3,6 +3,7 @@
 import contextlib
 import fcntl
 import os
+import stat
 import tempfile
 
 
@@ -51,3 +52,17 @@ def locked(path):
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def exposure_warning(path, consequence=""):
+    """A warning if group or others may read ``path`` (its permission bits
+    allow it), else None: ``PATH is readable by group or others (mode
+    0644)CONSEQUENCE; chmod 600 PATH``.  A file that cannot be stat'ed gets
+    no warning; reading it will say why."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return None
+    if not mode & (stat.S_IRGRP | stat.S_IROTH):
+        return None
+    return f"{path} is readable by group or others (mode {mode:04o}){consequence}; chmod 600 {path}"

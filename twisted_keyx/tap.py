@@ -17,6 +17,7 @@ from twisted_keyx import __version__, ffdh, limits
 from twisted_keyx.dh.protocol import DHServerFactory
 from twisted_keyx.dh.raw import RawDHServerFactory
 from twisted_keyx.eke.protocol import EKEServerFactory
+from twisted_keyx.eke import userstore
 from twisted_keyx.eke.userstore import DEFAULT_USER_FILE, UserFile, UserFileError
 from twisted_keyx.peers import host_port
 
@@ -75,6 +76,20 @@ def _listening_address(description):
     if kind == "unix":
         return ("unix", keywords.get("address", positional[0] if positional else ""))
     return None
+
+
+def _private_unix(description):
+    """``description`` with ``:mode=600`` added if it is a ``unix:`` endpoint
+    that gives no mode (Twisted's default is 0666, which lets every local
+    user connect)."""
+    fields = re.split(r"(?<!\\):", description)
+    if fields[0].lower() != "unix":
+        return description
+    positional = [f for f in fields[1:] if "=" not in f]
+    keywords = [f.split("=", 1)[0] for f in fields[1:] if "=" in f]
+    if "mode" in keywords or len(positional) > 1:  # unix:PATH:MODE
+        return description
+    return description + ":mode=600"
 
 
 def _clash(a, b):
@@ -300,6 +315,10 @@ class KeyxService(service.MultiService):
                 users="file not found: no users yet" if self.user_count is None
                 else f"{self.user_count} user(s)",
             )
+        warning = userstore.user_file_warning(self.user_file) if self.eke_endpoints else None
+        if warning:
+            # Not "warning=": the legacy log bridge takes that key for a Python warning.
+            self.log.warn("user file {problem}", problem=warning)
         self._logLimits()
         super().startService()
 
@@ -338,12 +357,12 @@ def makeService(options, reactor=None):
     policy.setServiceParent(top)
     dh_factory = DHServerFactory(group, show_secrets=options["show-secrets"])
     for description in options["dh"]:
-        strports.service(description, policy.wrap(dh_factory),
+        strports.service(_private_unix(description), policy.wrap(dh_factory),
                          reactor=reactor).setServiceParent(top)
     if options["dh-raw"]:
         raw_factory = RawDHServerFactory(group, show_secrets=options["show-secrets"])
         for description in options["dh-raw"]:
-            strports.service(description, policy.wrap(raw_factory),
+            strports.service(_private_unix(description), policy.wrap(raw_factory),
                              reactor=reactor).setServiceParent(top)
     eke_factory = EKEServerFactory(
         options["user-file"],
@@ -351,6 +370,6 @@ def makeService(options, reactor=None):
         show_secrets=options["show-secrets"],
     )
     for description in options["eke"]:
-        strports.service(description, policy.wrap(eke_factory),
+        strports.service(_private_unix(description), policy.wrap(eke_factory),
                          reactor=reactor).setServiceParent(top)
     return top

@@ -8,6 +8,7 @@ import getpass
 import warnings
 
 from twisted_keyx.eke.messages import MalformedLine, check_user_name, printable
+from twisted_keyx.fileutil import exposure_warning
 
 
 def user_name_argument(text):
@@ -38,6 +39,12 @@ def read_password_file(path):
     if not password:
         raise PasswordError(f"{path}: the password is empty")
     return password
+
+
+def password_file_warning(path):
+    """A warning for the tools to print if group or others may read the
+    password file, else None."""
+    return exposure_warning(path)
 
 
 def ask_password(prompt="Password: ", confirm=False):

@@ -27,7 +27,7 @@ from twisted.logger import Logger
 
 from twisted_keyx.eke import crypto, messages
 from twisted_keyx.eke.messages import MalformedLine
-from twisted_keyx.fileutil import locked, write_file_atomically
+from twisted_keyx.fileutil import exposure_warning, locked, write_file_atomically
 
 FORMAT_VERSION = 1
 DEFAULT_USER_FILE = "keyx-users.json"
@@ -205,6 +205,12 @@ def write_users(path, users):
         write_file_atomically(path, serialize_users(users), mode=0o600)
     except OSError as e:
         raise UserFileError(f"cannot write {path}: {_describe(e)}") from None
+
+
+def user_file_warning(path):
+    """A warning if group or others may read the user file, else None: its
+    keys are password-equivalent."""
+    return exposure_warning(path, ": its keys log in without the passwords")
 
 
 @contextlib.contextmanager
