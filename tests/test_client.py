@@ -130,6 +130,16 @@ class ClientTests(_Loopback, unittest.TestCase):
                                     f"cannot connect to 127.0.0.1:{number}: connection refused")
         return defer.Deferred.fromCoroutine(run())
 
+    def test_ipv6_address_in_brackets(self):
+        async def run():
+            port = reactor.listenTCP(0, Factory(), interface="::1")
+            number = port.getHost().port
+            await port.stopListening()
+            self.assertOneLineError(
+                await self.run_client(number, "--host", "::1"), 3,
+                f"cannot connect to [::1]:{number}: connection refused")
+        return defer.Deferred.fromCoroutine(run())
+
     def test_connect_timeout(self):
         if not sys.platform.startswith("linux"):
             raise unittest.SkipTest("relies on Linux dropping SYNs when the backlog is full")

@@ -183,10 +183,25 @@ class AdminUserTests(unittest.TestCase):
         self.assertEqual((status, out, err), (0, "", f"keyx-admin: no users in {self.users}\n"))
 
     def test_listusers_missing_file(self):
-        # Unchanged: a missing file is an error, which names the path.
+        # As README says: a file not made yet has no users (deluser still
+        # says it cannot read it).
         status, out, err = self.admin("listusers", "--users", self.users)
-        self.assertEqual((status, out, err),
-                         (1, "", f"keyx-admin: cannot read {self.users}: no such file\n"))
+        self.assertEqual((status, out, err), (0, "", f"keyx-admin: no users in {self.users}\n"))
+        self.assertFalse(os.path.exists(self.users))
+
+    def test_long_user_name_is_cut_in_messages(self):
+        self.adduser("alice")
+        name = "x" * 1000
+        status, out, err = self.admin("deluser", name, "--users", self.users)
+        self.assertEqual((status, err), (1, (
+            f"keyx-admin: no user '{'x' * 80}'... (1000 characters) in {self.users}\n")))
+        stderr = io.StringIO()
+        self.patch(sys, "stderr", stderr)
+        with self.assertRaises(SystemExit):
+            self.adduser(name)
+        self.assertEqual(stderr.getvalue().splitlines()[-1], (
+            f"keyx-admin adduser: error: argument NAME: bad user name '{'x' * 80}'... "
+            "(1000 characters): a user name has 1 to 64 bytes, not 1000"))
 
     def race(self, *commands):
         """Run each ``keyx-admin`` command line in its own thread, at once,

@@ -43,6 +43,13 @@ class OptionsTests(unittest.TestCase):
         self.assertEqual(options["dh"], ["tcp:7001", "unix:/tmp/keyx-test.sock",
                                          "tcp:7002:interface=127.0.0.1"])
 
+    def test_help_prints_defaults_as_readme_does(self):
+        text = tap.Options().getUsage()
+        self.assertIn("[default: 30]", text)
+        self.assertIn("[default: 300]", text)
+        self.assertNotIn(".0]", text)
+        self.assertEqual(parse()["timeout"], 30.0)
+
     def test_defaults_are_not_shared(self):
         parse("--dh", "tcp:7001")
         self.assertEqual(parse()["dh"], ["tcp:7777"])

@@ -13,12 +13,12 @@ import time
 
 from twisted_keyx import __version__, ffdh
 from twisted_keyx.eke import userstore
-from twisted_keyx.eke.messages import printable
 from twisted_keyx.eke.password import (
     PasswordError,
     ask_password,
     password_file_warning,
     read_password_file,
+    shown_name,
     user_name_argument,
 )
 from twisted_keyx.fileutil import write_file_atomically
@@ -145,13 +145,13 @@ def cmd_adduser(args, out, err):
 def cmd_deluser(args, out, err):
     with _editing_users(args.users) as users:
         if args.name not in users:
-            raise AdminError(f"no user {printable(args.name)!r} in {args.users}")
+            raise AdminError(f"no user {shown_name(args.name)} in {args.users}")
         del users[args.name]
     out.write(f"removed user {args.name} from {args.users}\n")
 
 
 def cmd_listusers(args, out, err):
-    users = _read_users(args.users)
+    users = _read_users(args.users, missing_ok=True)
     _warn(err, userstore.user_file_warning(args.users))
     if not users:
         err.write(f"keyx-admin: no users in {args.users}\n")

@@ -30,6 +30,7 @@ from twisted_keyx.eke.password import (
 )
 from twisted_keyx.eke.protocol import EKEClientFactory
 from twisted_keyx.machine import HandshakeFailed, ServerHungUp
+from twisted_keyx.peers import host_port
 from twisted_keyx.session import fingerprint
 
 EXIT_OK = 0
@@ -202,7 +203,7 @@ async def connect(reactor, args, factory):
     """Connect ``factory``'s protocol to ``args.host``/``args.port`` and
     return it; raise :class:`ClientError`."""
     endpoint = endpoints.HostnameEndpoint(reactor, args.host, args.port, timeout=args.timeout)
-    where = f"{args.host}:{args.port}"
+    where = host_port(args.host, args.port)
     try:
         return await endpoint.connect(factory)
     except error.ConnectionRefusedError:

@@ -126,6 +126,15 @@ def _check_distinct_listeners(listeners, defaulted=()):
         seen.append((option, description, address))
 
 
+class _Number(float):
+    """A float default that ``--help`` prints as README writes it (30, not 30.0)."""
+
+    def __str__(self):
+        return f"{float(self):g}"
+
+    __format__ = lambda self, spec: format(float(self), spec) if spec else str(self)
+
+
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
@@ -156,10 +165,10 @@ class Options(usage.Options):
          "'X9.42 DH PARAMETERS' from openssl genpkey -genparam), checked once "
          "at start-up; instead of --group. Custom groups are slow: cryptography "
          "re-checks them for every client key (about 0.3 s at 2048 bits)."],
-        ["timeout", None, limits.Limits.timeout,
+        ["timeout", None, _Number(limits.Limits.timeout),
          "Seconds a client has to finish its handshake; then it is cut off "
          "(0: no limit).", float],
-        ["idle-timeout", None, limits.Limits.idle_timeout,
+        ["idle-timeout", None, _Number(limits.Limits.idle_timeout),
          "Seconds an EKE chat may stay silent before it is cut off (0: no "
          "limit). The DH handshake closes as soon as it is done.", float],
         ["max-per-ip", None, limits.Limits.max_per_ip,
