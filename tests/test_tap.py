@@ -50,6 +50,18 @@ class OptionsTests(unittest.TestCase):
         self.assertNotIn(".0]", text)
         self.assertEqual(parse()["timeout"], 30.0)
 
+    def test_twistd_option_after_keyx_says_where_it_goes(self):
+        for argv, option in ((["-n"], "-n"), (["--logfile", "k.log"], "--logfile"),
+                             (["--dh", "tcp:0", "--pidfile=k.pid"], "--pidfile")):
+            with self.assertRaises(usage.UsageError) as caught:
+                parse(*argv)
+            self.assertEqual(str(caught.exception), (
+                f"option {option} not recognized: twistd's own options go before "
+                f"keyx, as in: twistd {option} ... keyx"))
+        with self.assertRaises(usage.UsageError) as caught:
+            parse("--no-such-option")
+        self.assertEqual(str(caught.exception), "option --no-such-option not recognized")
+
     def test_defaults_are_not_shared(self):
         parse("--dh", "tcp:7001")
         self.assertEqual(parse()["dh"], ["tcp:7777"])

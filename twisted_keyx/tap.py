@@ -214,6 +214,15 @@ class Options(usage.Options):
         print(f"twisted-keyx {__version__}")
         raise SystemExit(0)
 
+    def parseOptions(self, options=None):
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            hint = _twistd_option_hint(str(e))
+            if hint is None:
+                raise
+            raise usage.UsageError(f"{e}: {hint}") from None
+
     def postOptions(self):
         defaulted = []
         if not self["dh"]:
@@ -259,6 +268,23 @@ class Options(usage.Options):
             self["user-count"] = self["user-file"].load()
         except UserFileError as e:
             raise usage.UsageError(str(e)) from None
+
+
+_NOT_RECOGNIZED = re.compile(r"option (-{1,2})([^ ]+) not recognized\Z")
+
+
+def _twistd_option_hint(message):
+    """For "option -n not recognized" where -n is one of twistd's own
+    options (``twistd keyx -n``): where it goes instead, else None."""
+    match = _NOT_RECOGNIZED.match(message)
+    if match is None:
+        return None
+    from twisted.scripts.twistd import ServerOptions
+
+    dashes, name = match.groups()
+    if name not in ServerOptions().synonyms:
+        return None
+    return f"twistd's own options go before keyx, as in: twistd {dashes}{name} ... keyx"
 
 
 class StartupError(Exception):
