@@ -433,6 +433,60 @@ class HostTests(_UsageErrors, unittest.TestCase):
         return defer.Deferred.fromCoroutine(run())
 
 
+class EarlyInterruptTests(unittest.TestCase):
+    """Ctrl-C before the reactor runs (while Python imports the client or
+    parses its arguments) is one line and status 130, as later."""
+
+    def setUp(self):
+        self.err = io.StringIO()
+        self.patch(sys, "stderr", self.err)
+
+    def interrupt_import_of(self, name):
+        """Make importing ``name`` raise KeyboardInterrupt, as Ctrl-C does
+        in the middle of it; the loaded module is put back afterwards."""
+        saved = sys.modules.pop(name)
+        self.addCleanup(sys.modules.__setitem__, name, saved)
+
+        class Interrupting:
+            def find_spec(self, fullname, path=None, target=None):
+                if fullname == name:
+                    raise KeyboardInterrupt
+                return None
+
+        finder = Interrupting()
+        sys.meta_path.insert(0, finder)
+        self.addCleanup(sys.meta_path.remove, finder)
+
+    def test_during_imports(self):
+        from twisted_keyx import scripts
+
+        for entry, module, program in ((scripts.keyx_client, "twisted_keyx.client", "keyx-client"),
+                                       (scripts.keyx_admin, "twisted_keyx.admin", "keyx-admin")):
+            self.err.truncate(0)
+            self.err.seek(0)
+            self.interrupt_import_of(module)
+            self.assertEqual(entry(), 130)
+            self.assertEqual(self.err.getvalue(), f"{program}: interrupted\n")
+
+    def test_during_argument_parsing(self):
+        def interrupted():
+            raise KeyboardInterrupt
+
+        self.patch(client, "build_parser", interrupted)
+        self.assertEqual(client.main(["dh"]), 130)
+        self.assertEqual(self.err.getvalue(), "keyx-client: interrupted\n")
+
+    def test_entry_points_are_the_launchers(self):
+        import configparser
+
+        setup = configparser.ConfigParser()
+        setup.read(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
+            twisted_keyx.__file__))), "setup.cfg"))
+        scripts = setup["options.entry_points"]["console_scripts"].split()
+        self.assertEqual(scripts, ["keyx-client", "=", "twisted_keyx.scripts:keyx_client",
+                                   "keyx-admin", "=", "twisted_keyx.scripts:keyx_admin"])
+
+
 class SigintTests(unittest.TestCase):
     """A real ``keyx-client dh`` waiting for a server that never answers
     gets SIGINT, as from Ctrl-C."""

@@ -243,8 +243,8 @@ def build_parser():
 def main(argv=None, out=None, err=None):
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         args.run(args, out, err)
     except AdminError as e:
         err.write(f"keyx-admin: {e}\n")

@@ -376,7 +376,11 @@ async def run(reactor, args, out, err, interruption=None):
 def main(argv=None, out=None, err=None):
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:  # before task.react has its own SIGINT handling
+        err.write(Interruption.MESSAGE)
+        return EXIT_INTERRUPTED
     interruption = Interruption(err)
     status = []
 
