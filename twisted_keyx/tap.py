@@ -7,6 +7,8 @@ import :class:`Options` and :func:`makeService` directly.
 import math
 import os
 import re
+import socket
+import sys
 
 from twisted.application import service, strports
 from twisted.internet import endpoints, error
@@ -311,12 +313,15 @@ class KeyxService(service.MultiService):
 
     def privilegedStartService(self):
         # strports services listen here, synchronously: a port in use is a
-        # user mistake, so say it in one line instead of a traceback.
+        # user mistake, so say it in one line instead of a traceback.  Every
+        # address is tried first, so that nothing listens, not even for a
+        # moment, when one of them cannot be had.
         try:
+            for description in self.dh_endpoints + self.dh_raw_endpoints + self.eke_endpoints:
+                _check_can_listen(description)
             super().privilegedStartService()
         except error.CannotListenError as e:
-            where = host_port(e.interface or "*", e.port)
-            self._cannotStart(f"cannot listen on {where}: {e.socketError}")
+            self._cannotStart(_describe_cannot_listen(e))
         except OSError as e:  # a unix: socket's lock file, say
             where = e.filename2 or e.filename
             self._cannotStart(f"cannot listen: {e.strerror}" + (f": {where}" if where else ""))
@@ -325,9 +330,14 @@ class KeyxService(service.MultiService):
         if self.daemon:
             # twistd's daemon mode reports an ordinary exception to the
             # waiting parent ("An error has occurred: ..."); SystemExit would
-            # leave the parent waiting forever.
+            # leave the parent waiting forever.  The exception then ends the
+            # process, and Python would print its traceback to stderr, which
+            # is the log file by then: the log gets this one line instead.
+            self.log.error("twistd keyx: {reason}", reason=message)
+            sys.excepthook = _quiet_about(StartupError, sys.excepthook)
             raise StartupError(message) from None
         raise SystemExit(f"twistd keyx: {message}") from None
+
 
     def startService(self):
         endpoints = ", ".join(self.dh_endpoints)
@@ -376,6 +386,71 @@ class KeyxService(service.MultiService):
             )
 
 
+
+def _quiet_about(kind, excepthook):
+    """An excepthook that prints nothing for an uncaught ``kind`` (already
+    logged) and hands anything else to ``excepthook``."""
+
+    def hook(exc_type, value, tb):
+        if not issubclass(exc_type, kind):
+            excepthook(exc_type, value, tb)
+
+    return hook
+
+
+def _unescape(field):
+    return re.sub(r"\\(.)", r"\1", field)
+
+
+def _check_can_listen(description):
+    """Raise :class:`~twisted.internet.error.CannotListenError` if the TCP
+    port or unix socket ``description`` names is taken, without listening:
+    a TCP socket is bound (as Twisted binds it, with SO_REUSEADDR) and
+    closed; a unix socket path that answers a connection is in use.  Port 0,
+    other endpoint types and what cannot be told are left to Twisted."""
+    address = _listening_address(description)
+    if address is None:
+        return
+    if address[0] == "unix":
+        path = _unescape(address[1])
+        probe = socket.socket(socket.AF_UNIX)
+        try:
+            probe.connect(path)
+        except OSError:
+            return  # nothing there, or nothing answering: Twisted decides
+        finally:
+            probe.close()
+        raise error.CannotListenError(None, path, "another server is listening there")
+    _, port, interface = address
+    interface = _unescape(interface)
+    if port == 0:
+        return
+    kind = description.split(":", 1)[0].lower()
+    if kind == "tcp6":
+        family, interface = socket.AF_INET6, interface or "::"
+    else:  # tcp, ssl: IPv6 only for an IPv6 interface, as twisted.internet.tcp.Port
+        family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((interface, port))
+    except socket.gaierror:
+        return  # an interface name Twisted will refuse in its own words
+    except OSError as e:
+        raise error.CannotListenError(interface, port, e) from None
+    finally:
+        probe.close()
+
+
+def _describe_cannot_listen(e):
+    """One line for a CannotListenError: ``cannot listen on WHERE: WHY``."""
+    if isinstance(e.port, (bytes, str)):  # a unix socket: port is its path
+        path = os.fsdecode(e.port)
+        why = e.socketError
+        if why == "Cannot acquire lock":
+            why = f"its lock file {path}.lock is held by another process"
+        return f"cannot listen on unix:{path}: {why}"
+    return f"cannot listen on {host_port(e.interface or '*', e.port)}: {e.socketError}"
 
 def makeService(options, reactor=None):
     """The service twistd runs; ``reactor`` is for tests (default: the global one)."""
