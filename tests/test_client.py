@@ -12,7 +12,7 @@ import socket
 import sys
 
 from twisted.internet import defer, reactor, utils
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, Protocol
 from twisted.trial import unittest
 
 import twisted_keyx
@@ -20,6 +20,7 @@ from twisted_keyx import client, ffdh
 from twisted_keyx.dh.protocol import CLIENT_MAX_MESSAGE_LENGTH, DHClientProtocol
 from twisted_keyx.session import fingerprint
 
+from .eke_helpers import TrackedServerFactory, Users
 from .helpers import (
     CLOSE,
     CollectingProcess,
@@ -162,10 +163,42 @@ class ClientTests(_Loopback, unittest.TestCase):
         async def run():
             outcome = await self.scripted([None], "--timeout", "0.3")
             self.assertOneLineError(outcome, 3,
-                                    "the handshake did not finish within 0.3 seconds")
+                                    "the handshake did not finish within 0.3 seconds"
+                                    + client.SILENT_SERVER_HINT)
             # The timeout aborted the connection; its socket is closed before
             # the command returns, not left for a reactor turn that never comes.
             self.assertEqual(self.closed_on_return, [True])
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_dh_against_an_eke_port_asks_if_it_is_one(self):
+        async def run():
+            server = TrackedServerFactory(Users())
+            outcome = await self.run_client(self.listen(server), "--timeout", "0.5")
+            await server.connections_lost
+            self.assertOneLineError(outcome, 3, (
+                "the handshake did not finish within 0.5 seconds; the server sent "
+                "nothing: is this an EKE port? (an EKE server waits for a user name)"))
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_dh_against_a_line_server_asks_if_it_is_an_eke_port(self):
+        """A server that answers with an EKE refusal line at once."""
+        lost = defer.Deferred()
+
+        class Refusing(Protocol):
+            def connectionMade(self):
+                self.transport.write(b"authentication failed\n")
+                self.transport.loseConnection()
+
+            def connectionLost(self, reason):
+                lost.callback(None)
+
+        async def run():
+            status, out, err = await self.run_client(self.listen(Factory.forProtocol(Refusing)))
+            await lost
+            self.assertEqual((status, out), (1, ""))
+            self.assertTrue(err.startswith("keyx-client: "), err)
+            self.assertTrue(err.endswith(
+                ": is this an EKE port? (the server answered with a line, as EKE does)\n"), err)
         return defer.Deferred.fromCoroutine(run())
 
     def test_server_hangs_up_at_once(self):
@@ -444,8 +477,9 @@ class EarlyInterruptTests(unittest.TestCase):
     def interrupt_import_of(self, name):
         """Make importing ``name`` raise KeyboardInterrupt, as Ctrl-C does
         in the middle of it; the loaded module is put back afterwards."""
-        saved = sys.modules.pop(name)
-        self.addCleanup(sys.modules.__setitem__, name, saved)
+        saved = sys.modules.pop(name, None)
+        if saved is not None:
+            self.addCleanup(sys.modules.__setitem__, name, saved)
 
         class Interrupting:
             def find_spec(self, fullname, path=None, target=None):
