@@ -10,7 +10,8 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from twisted.internet import defer
 
-from twisted_keyx.eke import crypto, userstore
+from twisted_keyx import asn1
+from twisted_keyx.eke import crypto, messages, userstore
 from twisted_keyx.eke.protocol import EKEServerFactory, EKEServerProtocol
 
 #: Cheap scrypt for tests (4 KiB), and client limits that accept it.
@@ -27,6 +28,18 @@ def rsa_key():
     if not _RSA_KEYS:
         _RSA_KEYS.append(crypto.generate_rsa_key())
     return _RSA_KEYS[0]
+
+
+def unknown_algorithm_spki(size=messages.RSA_PUBLIC_KEY_DER_SIZE):
+    """A DER SubjectPublicKeyInfo of ``size`` bytes whose algorithm is the
+    OID 1.2.3.4, which cryptography does not know (it raises
+    UnsupportedAlgorithm, not ValueError)."""
+    algorithm = asn1.encode_sequence(asn1.encode(asn1.OBJECT_IDENTIFIER, asn1.oid("1.2.3.4")))
+    for filler in range(size):
+        der = asn1.encode_sequence(algorithm, asn1.encode(asn1.BIT_STRING, bytes(1 + filler)))
+        if len(der) == size:
+            return der
+    raise ValueError(f"no SubjectPublicKeyInfo of {size} bytes")
 
 
 class RecordingRandom:

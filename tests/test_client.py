@@ -12,7 +12,7 @@ import socket
 import sys
 
 from twisted.internet import defer, reactor, utils
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, Protocol
 from twisted.trial import unittest
 
 import twisted_keyx
@@ -20,6 +20,7 @@ from twisted_keyx import client, ffdh
 from twisted_keyx.dh.protocol import CLIENT_MAX_MESSAGE_LENGTH, DHClientProtocol
 from twisted_keyx.session import fingerprint
 
+from .eke_helpers import TrackedServerFactory, Users
 from .helpers import (
     CLOSE,
     CollectingProcess,
@@ -130,6 +131,16 @@ class ClientTests(_Loopback, unittest.TestCase):
                                     f"cannot connect to 127.0.0.1:{number}: connection refused")
         return defer.Deferred.fromCoroutine(run())
 
+    def test_ipv6_address_in_brackets(self):
+        async def run():
+            port = reactor.listenTCP(0, Factory(), interface="::1")
+            number = port.getHost().port
+            await port.stopListening()
+            self.assertOneLineError(
+                await self.run_client(number, "--host", "::1"), 3,
+                f"cannot connect to [::1]:{number}: connection refused")
+        return defer.Deferred.fromCoroutine(run())
+
     def test_connect_timeout(self):
         if not sys.platform.startswith("linux"):
             raise unittest.SkipTest("relies on Linux dropping SYNs when the backlog is full")
@@ -152,10 +163,42 @@ class ClientTests(_Loopback, unittest.TestCase):
         async def run():
             outcome = await self.scripted([None], "--timeout", "0.3")
             self.assertOneLineError(outcome, 3,
-                                    "the handshake did not finish within 0.3 seconds")
+                                    "the handshake did not finish within 0.3 seconds"
+                                    + client.SILENT_SERVER_HINT)
             # The timeout aborted the connection; its socket is closed before
             # the command returns, not left for a reactor turn that never comes.
             self.assertEqual(self.closed_on_return, [True])
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_dh_against_an_eke_port_asks_if_it_is_one(self):
+        async def run():
+            server = TrackedServerFactory(Users())
+            outcome = await self.run_client(self.listen(server), "--timeout", "0.5")
+            await server.connections_lost
+            self.assertOneLineError(outcome, 3, (
+                "the handshake did not finish within 0.5 seconds; the server sent "
+                "nothing: is this an EKE port? (an EKE server waits for a user name)"))
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_dh_against_a_line_server_asks_if_it_is_an_eke_port(self):
+        """A server that answers with an EKE refusal line at once."""
+        lost = defer.Deferred()
+
+        class Refusing(Protocol):
+            def connectionMade(self):
+                self.transport.write(b"authentication failed\n")
+                self.transport.loseConnection()
+
+            def connectionLost(self, reason):
+                lost.callback(None)
+
+        async def run():
+            status, out, err = await self.run_client(self.listen(Factory.forProtocol(Refusing)))
+            await lost
+            self.assertEqual((status, out), (1, ""))
+            self.assertTrue(err.startswith("keyx-client: "), err)
+            self.assertTrue(err.endswith(
+                ": is this an EKE port? (the server answered with a line, as EKE does)\n"), err)
         return defer.Deferred.fromCoroutine(run())
 
     def test_server_hangs_up_at_once(self):
@@ -433,6 +476,61 @@ class HostTests(_UsageErrors, unittest.TestCase):
             self.assertEqual((status, out.getvalue(), err.getvalue()), (
                 2, "", "keyx-client: not a host name or an IP address: '\u2603.net'\n"))
         return defer.Deferred.fromCoroutine(run())
+
+
+class EarlyInterruptTests(unittest.TestCase):
+    """Ctrl-C before the reactor runs (while Python imports the client or
+    parses its arguments) is one line and status 130, as later."""
+
+    def setUp(self):
+        self.err = io.StringIO()
+        self.patch(sys, "stderr", self.err)
+
+    def interrupt_import_of(self, name):
+        """Make importing ``name`` raise KeyboardInterrupt, as Ctrl-C does
+        in the middle of it; the loaded module is put back afterwards."""
+        saved = sys.modules.pop(name, None)
+        if saved is not None:
+            self.addCleanup(sys.modules.__setitem__, name, saved)
+
+        class Interrupting:
+            def find_spec(self, fullname, path=None, target=None):
+                if fullname == name:
+                    raise KeyboardInterrupt
+                return None
+
+        finder = Interrupting()
+        sys.meta_path.insert(0, finder)
+        self.addCleanup(sys.meta_path.remove, finder)
+
+    def test_during_imports(self):
+        from twisted_keyx import scripts
+
+        for entry, module, program in ((scripts.keyx_client, "twisted_keyx.client", "keyx-client"),
+                                       (scripts.keyx_admin, "twisted_keyx.admin", "keyx-admin")):
+            self.err.truncate(0)
+            self.err.seek(0)
+            self.interrupt_import_of(module)
+            self.assertEqual(entry(), 130)
+            self.assertEqual(self.err.getvalue(), f"{program}: interrupted\n")
+
+    def test_during_argument_parsing(self):
+        def interrupted():
+            raise KeyboardInterrupt
+
+        self.patch(client, "build_parser", interrupted)
+        self.assertEqual(client.main(["dh"]), 130)
+        self.assertEqual(self.err.getvalue(), "keyx-client: interrupted\n")
+
+    def test_entry_points_are_the_launchers(self):
+        import configparser
+
+        setup = configparser.ConfigParser()
+        setup.read(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
+            twisted_keyx.__file__))), "setup.cfg"))
+        scripts = setup["options.entry_points"]["console_scripts"].split()
+        self.assertEqual(scripts, ["keyx-client", "=", "twisted_keyx.scripts:keyx_client",
+                                   "keyx-admin", "=", "twisted_keyx.scripts:keyx_admin"])
 
 
 class SigintTests(unittest.TestCase):

@@ -13,11 +13,18 @@ from twisted.trial import unittest
 
 import twisted_keyx
 from twisted_keyx import client as client_module
+from twisted_keyx import ffdh
 from twisted_keyx.eke import crypto, password
 from twisted_keyx.eke.userstore import new_user
 
 from tests.eke_helpers import TrackedServerFactory, Users
-from tests.helpers import CLOSE, CollectingProcess, ScriptedFactory, ScriptedLineServer
+from tests.helpers import (
+    CLOSE,
+    CollectingProcess,
+    ScriptedFactory,
+    ScriptedLineServer,
+    TrackingDHServerFactory,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(twisted_keyx.__file__)))
 
@@ -38,6 +45,7 @@ class ClientProcessTests(unittest.TestCase):
         self.password_file = os.path.abspath(self.mktemp())
         with open(self.password_file, "w") as f:
             f.write("open sesame\n")
+        os.chmod(self.password_file, 0o600)  # a looser file is warned about
         self.factory = TrackedServerFactory(users())
         self.port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
         self.addCleanup(self.port.stopListening)
@@ -91,6 +99,16 @@ class ClientProcessTests(unittest.TestCase):
                               "keyx-client: line longer than 4096 bytes; not sent\n")
 
     @defer.inlineCallbacks
+    def test_password_file_readable_by_others_is_warned_about(self):
+        os.chmod(self.password_file, 0o604)
+        status, out, err = yield self.run_client(
+            b"quit\n", "--user", "alice", "--password-file", self.password_file
+        )
+        self.assertEqual((status, err), (0, (
+            f"keyx-client: warning: {self.password_file} is readable by group or others "
+            f"(mode 0604); chmod 600 {self.password_file}\n")))
+
+    @defer.inlineCallbacks
     def test_wrong_password(self):
         with open(self.password_file, "w") as f:
             f.write("open sesame!\n")
@@ -133,6 +151,7 @@ class HandshakeOutcomeTests(unittest.TestCase):
         self.password_file = os.path.abspath(self.mktemp())
         with open(self.password_file, "w") as f:
             f.write("open sesame\n")
+        os.chmod(self.password_file, 0o600)
         self.clients = []
         clients = self.clients
 
@@ -176,6 +195,24 @@ class HandshakeOutcomeTests(unittest.TestCase):
     def test_bad_response_has_no_framing_hint(self):
         return self.assertOutcome(
             [b"maybe"], 1, "bad response from the server while awaiting yes or no (step 2)")
+
+    def test_eke_against_a_dh_port_asks_if_it_is_one(self):
+        async def run():
+            server = TrackingDHServerFactory(ffdh.named_group("ffdhe2048"))
+            port = reactor.listenTCP(0, server, interface="127.0.0.1")
+            self.addCleanup(port.stopListening)
+            args = client_module.build_parser().parse_args([
+                "eke", "--host", "127.0.0.1", "--port", str(port.getHost().port),
+                "--user", "alice", "--password-file", self.password_file])
+            out, err = io.StringIO(), io.StringIO()
+            status = await client_module.run(reactor, args, out, err)
+            await defer.gatherResults([c.disconnected for c in self.clients])
+            await server.allLost()
+            self.assertEqual((status, out.getvalue(), err.getvalue()), (3, "", (
+                "keyx-client: the server closed the connection while awaiting yes or no "
+                "(step 2): is this a DH port? (the server answered in the DH "
+                "handshake's framing)\n")))
+        return defer.Deferred.fromCoroutine(run())
 
     def test_server_refusal_is_an_authentication_failure(self):
         return self.assertOutcome(

@@ -11,7 +11,7 @@ from twisted_keyx.chat.records import RecordCipher, RecordError
 from twisted_keyx.eke import crypto, messages
 from twisted_keyx.eke.messages import MalformedLine
 
-from tests.eke_helpers import rsa_key
+from tests.eke_helpers import rsa_key, unknown_algorithm_spki
 
 
 class ScryptTests(unittest.TestCase):
@@ -80,6 +80,12 @@ class RSAKeyTests(unittest.TestCase):
         with self.assertRaises(crypto.CryptoError) as caught:
             crypto.load_rsa_public_key(b"\x30\x03junk")
         self.assertTrue(str(caught.exception).startswith("not a public key"))
+
+    def test_refuses_an_algorithm_cryptography_does_not_know(self):
+        # cryptography raises UnsupportedAlgorithm, neither ValueError nor TypeError.
+        with self.assertRaises(crypto.CryptoError) as caught:
+            crypto.load_rsa_public_key(unknown_algorithm_spki())
+        self.assertEqual(str(caught.exception), "not a public key: unknown key algorithm")
 
     def test_oaep_round_trip(self):
         ciphertext = crypto.rsa_encrypt(rsa_key().public_key(), b"k" * 32)

@@ -33,6 +33,7 @@ from tests.eke_helpers import (
     make_user,
     open_expected_box,
     rsa_key,
+    unknown_algorithm_spki,
 )
 
 ALICE = make_user("alice")
@@ -376,6 +377,16 @@ class MalformedServerInputTests(unittest.TestCase):
         with self.assertRaises(AuthenticationFailed) as caught:
             s.receive(line)
         self.assertTrue(caught.exception.reason.startswith("step 3: "))
+        self.assertIs(s.state, ServerState.FAILED)
+
+    def test_public_key_of_an_algorithm_cryptography_does_not_know(self):
+        """An unknown algorithm OID in step 3 is a refusal, not a traceback."""
+        s = self.at_step(3)
+        line = expected_box(ALICE.key, 3, "alice", unknown_algorithm_spki(), bytes(12))
+        with self.assertRaises(AuthenticationFailed) as caught:
+            s.receive(line)
+        self.assertEqual(caught.exception.reason,
+                         "step 3: not a public key: unknown key algorithm")
         self.assertIs(s.state, ServerState.FAILED)
 
 

@@ -57,6 +57,14 @@ class EKEOptionsTests(unittest.TestCase):
             parse("--users", "users.json")
         self.assertIn("users.json: top level: expected an object", str(caught.exception))
 
+    def test_deeply_nested_user_file_is_a_usage_error(self):
+        with open("users.json", "w") as f:
+            f.write("[" * 100000)
+        with self.assertRaises(usage.UsageError) as caught:
+            parse("--users", "users.json")
+        self.assertEqual(str(caught.exception), os.path.abspath("users.json")
+                         + f": nested more than {userstore.MAX_DEPTH} levels deep")
+
     def test_make_service(self):
         options = parse("--hide-unknown-users", "--show-secrets",
                         "--eke", "tcp:0:interface=127.0.0.1", "--dh", "tcp:0:interface=127.0.0.1")

@@ -125,6 +125,29 @@ class FormatTests(unittest.TestCase):
                 userstore.parse_users(data)
             self.assertIn(message, str(caught.exception))
 
+    def test_deep_nesting_is_a_broken_file(self):
+        """json.loads recurses once per level: 100,000 levels would raise
+        RecursionError, a traceback wherever the file is read."""
+        deep = b"[" * 100000 + b"]" * 100000
+        inside = b'{"version": 1, "users": {"alice": ' + deep + b"}}"
+        for data in (deep, inside, b"{" * 100000):
+            with self.assertRaises(UserFileError) as caught:
+                userstore.parse_users(data)
+            self.assertEqual(str(caught.exception),
+                             f"nested more than {userstore.MAX_DEPTH} levels deep")
+
+    def test_brackets_inside_strings_do_not_count(self):
+        name = "[" * 40 + "\\\"" + "{" * 20
+        userstore.write_users(self.path, {name: make_user(name)})
+        self.assertEqual(list(userstore.read_users(self.path)), [name])
+
+    def test_size_is_bounded(self):
+        self.patch(userstore, "MAX_FILE_SIZE", 1000)
+        userstore.write_users(self.path, {f"user{i}": make_user(f"user{i}") for i in range(10)})
+        with self.assertRaises(UserFileError) as caught:
+            userstore.read_users(self.path)
+        self.assertEqual(str(caught.exception), f"{self.path}: larger than 1000 bytes")
+
     def test_new_user_checks(self):
         self.assertRaises(ValueError, userstore.new_user, "alice", "", kdf=TEST_KDF)
         self.assertRaises(ValueError, userstore.new_user, "a b", "pw", kdf=TEST_KDF)
@@ -198,6 +221,27 @@ class UserFileTests(unittest.TestCase):
             self.assertIsNone(users.lookup("alice"))
             self.assertIsNotNone(users.lookup("bob"))
         self.assertEqual(log_text(events), [f"reloaded user file {self.path}: 1 user(s)"])
+
+    def test_deeply_nested_file_on_reload_keeps_the_users(self):
+        userstore.write_users(self.path, {"alice": make_user()})
+        users = UserFile(self.path)
+        users.load()
+        with open(self.path, "wb") as f:
+            f.write(b"[" * 100000 + b"]" * 100000)
+        with capturedLogs() as events:
+            self.assertIsNotNone(users.lookup("alice"))
+            self.assertIsNotNone(users.lookup("alice"))
+        self.assertEqual(log_text(events), [
+            f"{self.path}: nested more than {userstore.MAX_DEPTH} levels deep; "
+            "keeping the 1 user(s) loaded before"])
+
+    def test_deeply_nested_file_at_start_up(self):
+        with open(self.path, "wb") as f:
+            f.write(b"{" * 100000)
+        with self.assertRaises(UserFileError) as caught:
+            UserFile(self.path).load()
+        self.assertEqual(str(caught.exception),
+                         f"{self.path}: nested more than {userstore.MAX_DEPTH} levels deep")
 
     def test_file_removed_while_running(self):
         userstore.write_users(self.path, {"alice": make_user()})

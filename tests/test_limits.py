@@ -1,7 +1,7 @@
 """Connection limits and timeouts (twisted_keyx.limits), on a fake clock."""
 
 from twisted.internet import protocol
-from twisted.internet.address import IPv4Address, UNIXAddress
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -279,6 +279,55 @@ class ConnectionLimitTests(unittest.TestCase):
         self.assertEqual(logged.lines()[1], "Refused 1 connection(s) from 198.51.100.7 over 0.0 s")
         self.assertEqual(logged.clock.getDelayedCalls(), [])
 
+    def test_ipv6_sources_are_grouped_by_64(self):
+        logged = LoggedPolicy(self, max_per_ip=2, timeout=0)
+        factory = logged.policy.wrap(CountingFactory())
+        same = [connect(factory, IPv6Address("TCP", f"2001:db8:1:2::{i}", 5)) for i in (1, 2, 3)]
+        _, other = connect(factory, IPv6Address("TCP", "2001:db8:1:3::1", 5))
+        self.assertEqual([t.disconnected for _, t in same], [False, False, True])
+        self.assertFalse(other.disconnecting)
+        self.assertEqual(logged.policy.per_ip, {"2001:db8:1:2::/64": 2, "2001:db8:1:3::/64": 1})
+        self.assertEqual(logged.lines(), [
+            "Refusing new connections: 2 connections open from 2001:db8:1:2::/64 "
+            "(first refused: [2001:db8:1:2::3]:5)"])
+        for proto, _ in same[:2]:
+            close(proto)
+        self.assertEqual(logged.policy.per_ip, {"2001:db8:1:3::/64": 1})
+
+    def test_prefix_lengths_are_configurable(self):
+        """The review's case: eight loopback addresses, one source once
+        IPv4 is grouped by /8."""
+        logged = LoggedPolicy(self, max_per_ip=64, max_connections=500, ipv4_prefix=8,
+                              ipv6_prefix=128, timeout=0)
+        factory = logged.policy.wrap(CountingFactory())
+        conns = [connect(factory, address(f"127.0.0.{1 + i % 8}", i)) for i in range(500)]
+        self.assertEqual(sum(not t.disconnected for _, t in conns), 64)
+        self.assertEqual(logged.policy.per_ip, {"127.0.0.0/8": 64})
+        v6 = [connect(factory, IPv6Address("TCP", f"2001:db8::{i}", 5)) for i in (1, 2)]
+        self.assertFalse(any(t.disconnecting for _, t in v6))
+        self.assertEqual(logged.policy.per_ip["2001:db8::1"], 1)
+
+    def test_ipv4_mapped_ipv6_counts_as_ipv4(self):
+        logged = LoggedPolicy(self, max_per_ip=1, timeout=0)
+        factory = logged.policy.wrap(CountingFactory())
+        connect(factory, address("192.0.2.1"))
+        _, mapped = connect(factory, IPv6Address("TCP", "::ffff:192.0.2.1", 5))
+        self.assertTrue(mapped.disconnected)
+        self.assertEqual(logged.policy.per_ip, {"192.0.2.1": 1})
+
+    def test_no_source_holds_more_than_a_share_of_the_total(self):
+        logged = LoggedPolicy(self, max_per_ip=64, max_connections=8, timeout=0)
+        self.assertEqual(logged.policy.limits.per_source, 2)  # 8 * 1/4
+        factory = logged.policy.wrap(CountingFactory())
+        conns = [connect(factory, address("192.0.2.1", i)) for i in range(3)]
+        self.assertEqual([t.disconnected for _, t in conns], [False, False, True])
+        self.assertEqual(logged.lines(), [
+            "Refusing new connections: 2 connections open from 192.0.2.1 "
+            "(first refused: 192.0.2.1:2)"])
+        self.assertEqual(limits.Limits(max_per_ip=64, max_connections=3).per_source, 1)
+        self.assertEqual(limits.Limits(max_per_ip=64, max_connections=0).per_source, 64)
+        self.assertEqual(limits.Limits(max_per_ip=0, max_connections=8).per_source, 0)
+
     def test_limits_are_shared_by_every_wrapped_factory(self):
         logged = LoggedPolicy(self, max_connections=2, max_per_ip=0)
         first = logged.policy.wrap(CountingFactory())
@@ -337,6 +386,22 @@ class OptionsTests(unittest.TestCase):
             options["limits"],
             limits.Limits(timeout=2.5, idle_timeout=0, max_per_ip=0, max_connections=7),
         )
+
+    def test_prefix_options(self):
+        options = tap.Options()
+        options.parseOptions(["--dh", "tcp:0:interface=127.0.0.1", "--ipv4-prefix", "24",
+                              "--ipv6-prefix", "48"])
+        self.assertEqual((options["limits"].ipv4_prefix, options["limits"].ipv6_prefix), (24, 48))
+        self.assertEqual((limits.Limits().ipv4_prefix, limits.Limits().ipv6_prefix), (32, 64))
+        from twisted.python.usage import UsageError
+
+        for argv, message in [
+            (["--ipv4-prefix", "33"], "--ipv4-prefix must be 0 to 32"),
+            (["--ipv6-prefix", "-1"], "--ipv6-prefix must be 0 to 128"),
+        ]:
+            with self.assertRaises(UsageError) as caught:
+                tap.Options().parseOptions(argv)
+            self.assertEqual(str(caught.exception), message)
 
     def test_negative_and_junk_are_usage_errors(self):
         from twisted.python.usage import UsageError

@@ -4,18 +4,21 @@ import importlib.metadata
 import io
 import os
 import re
+import socket
+import stat
 import sys
 import sysconfig
 
 from twisted.application.service import IServiceMaker
 from twisted.internet import defer, endpoints, error, reactor, utils
 from twisted.internet.testing import MemoryReactor
-from twisted.logger import capturedLogs, formatEvent
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.trial import unittest
 
 from twisted_keyx import limits, ffdh, tap
+from twisted_keyx.eke import userstore
 from twisted_keyx.dh.protocol import DHClientProtocol, DHServerFactory
 from twisted_keyx.eke.protocol import EKEServerFactory
 
@@ -40,6 +43,25 @@ class OptionsTests(unittest.TestCase):
                         "--dh=tcp:7002:interface=127.0.0.1")
         self.assertEqual(options["dh"], ["tcp:7001", "unix:/tmp/keyx-test.sock",
                                          "tcp:7002:interface=127.0.0.1"])
+
+    def test_help_prints_defaults_as_readme_does(self):
+        text = tap.Options().getUsage()
+        self.assertIn("[default: 30]", text)
+        self.assertIn("[default: 300]", text)
+        self.assertNotIn(".0]", text)
+        self.assertEqual(parse()["timeout"], 30.0)
+
+    def test_twistd_option_after_keyx_says_where_it_goes(self):
+        for argv, option in ((["-n"], "-n"), (["--logfile", "k.log"], "--logfile"),
+                             (["--dh", "tcp:0", "--pidfile=k.pid"], "--pidfile")):
+            with self.assertRaises(usage.UsageError) as caught:
+                parse(*argv)
+            self.assertEqual(str(caught.exception), (
+                f"option {option} not recognized: twistd's own options go before "
+                f"keyx, as in: twistd {option} ... keyx"))
+        with self.assertRaises(usage.UsageError) as caught:
+            parse("--no-such-option")
+        self.assertEqual(str(caught.exception), "option --no-such-option not recognized")
 
     def test_defaults_are_not_shared(self):
         parse("--dh", "tcp:7001")
@@ -196,6 +218,9 @@ class MakeServiceTests(unittest.TestCase):
                 raise error.CannotListenError(
                     interface, port, OSError(98, "Address already in use"))
 
+        # What the reactor says, even if the check before it passed.
+        self.patch(tap, "_check_can_listen", lambda description: None)
+
         for description, where in (
             ("tcp:7777", "*:7777"),
             ("tcp:7777:interface=127.0.0.1", "127.0.0.1:7777"),
@@ -223,13 +248,79 @@ class MakeServiceTests(unittest.TestCase):
         options = parse("--dh", "tcp:7777", "--eke", "unix:eke.sock")
         options.parent = {"nodaemon": False}  # what twistd's ServerOptions sets
         service = tap.makeService(options, reactor=Busy())
-        with self.assertRaises(tap.StartupError) as caught:
-            service.privilegedStartService()
+        printed = []
+        self.patch(sys, "excepthook", lambda *exc_info: printed.append(exc_info[0]))
+        self.patch(tap, "_check_can_listen", lambda description: None)  # 7777 may be taken
+        with capturedLogs() as events:
+            with self.assertRaises(tap.StartupError) as caught:
+                service.privilegedStartService()
         self.assertEqual(str(caught.exception),
                          "cannot listen on *:7777: [Errno 98] Address already in use")
+        # The log gets one line, and the uncaught exception no traceback.
+        self.assertEqual([formatEvent(e) for e in events], [
+            "twistd keyx: cannot listen on *:7777: [Errno 98] Address already in use"])
+        sys.excepthook(tap.StartupError, caught.exception, None)
+        sys.excepthook(ValueError, ValueError(), None)
+        self.assertEqual(printed, [ValueError])
         options.parent = {"nodaemon": True}
         service = tap.makeService(options, reactor=Busy())
         self.assertRaises(SystemExit, service.privilegedStartService)
+
+    def busy_tcp_port(self):
+        """A port on 127.0.0.1 that another socket listens on."""
+        busy = socket.socket()
+        self.addCleanup(busy.close)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        return busy.getsockname()[1]
+
+    def free_tcp_port(self):
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        return port
+
+    def test_port_in_use_is_found_before_anything_listens(self):
+        """README: a start-up error comes before anything listens.  DH comes
+        first; with EKE's port taken, DH must not have listened either."""
+        busy, free = self.busy_tcp_port(), self.free_tcp_port()
+        memory = MemoryReactor()
+        service = tap.makeService(parse("--dh", f"tcp:{free}:interface=127.0.0.1",
+                                        "--eke", f"tcp:{busy}:interface=127.0.0.1"),
+                                  reactor=memory)
+        with self.assertRaises(SystemExit) as caught:
+            service.privilegedStartService()
+        self.assertEqual(caught.exception.code, f"twistd keyx: cannot listen on 127.0.0.1:{busy}: "
+                                                "[Errno 98] Address already in use")
+        self.assertEqual(memory.tcpServers, [])
+
+    def test_unix_socket_in_use_is_named_as_a_path(self):
+        path = "keyx-busy.sock"
+        busy = socket.socket(socket.AF_UNIX)
+        self.addCleanup(busy.close)
+        busy.bind(path)
+        busy.listen()
+        memory = MemoryReactor()
+        service = tap.makeService(parse("--dh", "tcp:0", "--eke", f"unix:{path}"), reactor=memory)
+        with self.assertRaises(SystemExit) as caught:
+            service.privilegedStartService()
+        self.assertEqual(caught.exception.code, f"twistd keyx: cannot listen on unix:{path}: "
+                                                "another server is listening there")
+        self.assertEqual((memory.tcpServers, memory.unixServers), ([], []))
+
+    def test_unix_lock_held_is_named_as_a_path(self):
+        # What Twisted raises when another daemon holds the socket's lock file.
+        class Locked(MemoryReactor):
+            def listenUNIX(self, address, factory, backlog=50, mode=0o666, wantPID=0):
+                raise error.CannotListenError(None, address.encode(), "Cannot acquire lock")
+
+        service = tap.makeService(parse("--dh", "unix:keyx.sock"), reactor=Locked())
+        with self.assertRaises(SystemExit) as caught:
+            service.privilegedStartService()
+        self.assertEqual(caught.exception.code, (
+            "twistd keyx: cannot listen on unix:keyx.sock: its lock file keyx.sock.lock "
+            "is held by another process"))
 
     def test_unix_socket_in_missing_folder_is_one_line(self):
         # Refused when the options are parsed...
@@ -264,8 +355,39 @@ class MakeServiceTests(unittest.TestCase):
             f"twisted-keyx {tap.__version__}: EKE handshake and chat on tcp:7003; users from "
             f"{os.path.abspath('users.json')} (file not found: no users yet)",
             "Limits (0: none): handshake timeout 30 s, idle timeout 300 s, 64 connections "
-            f"per IP, 10000 in all; open-file limit {limits.raise_open_file_limit(0)}",
+            "per source (IPv4 /32, IPv6 /64), 10000 in all; "
+            f"open-file limit {limits.raise_open_file_limit(0)}",
         ])
+
+    def test_user_file_readable_by_others_is_warned_about_at_start_up(self):
+        users = os.path.abspath("users.json")
+        userstore.write_users(users, {})
+        for mode, warned in ((0o600, False), (0o640, True), (0o604, True), (0o620, False)):
+            os.chmod(users, mode)
+            with capturedLogs() as events:
+                self.make("--dh", "tcp:7001", "--eke", "tcp:7003", "--users", users)
+            lines = [formatEvent(e) for e in events if e.get("log_level") == LogLevel.warn]
+            self.assertEqual(lines, [
+                f"user file {users} is readable by group or others (mode 0{mode:o}): "
+                f"its keys log in without the passwords; chmod 600 {users}"] if warned else [])
+
+    def test_unix_sockets_are_private_unless_the_endpoint_says(self):
+        self.assertEqual(tap._private_unix("unix:/tmp/k.sock"), "unix:/tmp/k.sock:mode=600")
+        self.assertEqual(tap._private_unix("unix:address=k.sock:lockfile=0"),
+                         "unix:address=k.sock:lockfile=0:mode=600")
+        # An escaped colon is part of the path, not a field.
+        self.assertEqual(tap._private_unix("unix:k\\:mode=1.sock"), "unix:k\\:mode=1.sock:mode=600")
+        for kept in ("unix:/tmp/k.sock:mode=660", "unix:/tmp/k.sock:666", "tcp:7777"):
+            self.assertEqual(tap._private_unix(kept), kept)
+        folder = self.mktemp()  # relative: a socket path has at most 107 bytes
+        os.mkdir(folder)
+        private, shared = os.path.join(folder, "dh.sock"), os.path.join(folder, "eke.sock")
+        service = tap.makeService(parse("--dh", f"unix:{private}", "--eke", f"unix:{shared}:mode=660"))
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual(stat.S_IMODE(os.stat(private).st_mode), 0o600)
+        self.assertEqual(stat.S_IMODE(os.stat(shared).st_mode), 0o660)
 
     def test_serves_on_a_real_unix_socket(self):
         # The real reactor: the service listens where it was told and a
@@ -285,6 +407,42 @@ class MakeServiceTests(unittest.TestCase):
                 await service.stopService()
             self.assertEqual(len(result.shared_secret), 256)
             self.assertFalse(os.path.exists(socket))
+
+        return defer.Deferred.fromCoroutine(run())
+
+
+class DaemonModeTests(unittest.TestCase):
+    """``twistd keyx`` without ``-n``, in a separate interpreter, on the
+    checkout's dropin."""
+
+    timeout = 60
+
+    def test_port_in_use_is_one_line_in_the_log(self):
+        busy = socket.socket()
+        self.addCleanup(busy.close)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        folder = os.path.abspath(self.mktemp())
+        os.mkdir(folder)
+        log = os.path.join(folder, "keyx.log")
+        root = os.path.dirname(os.path.dirname(os.path.abspath(tap.__file__)))
+
+        async def run():
+            out, err, code = await utils.getProcessOutputAndValue(
+                sys.executable,
+                ["-c", "from twisted.scripts.twistd import run; run()",
+                 "--logfile", log, "--pidfile", os.path.join(folder, "keyx.pid"),
+                 "keyx", "--dh", f"tcp:{port}:interface=127.0.0.1", "--eke", "tcp:0"],
+                env=dict(os.environ, PYTHONPATH=root), path=folder)
+            message = f"cannot listen on 127.0.0.1:{port}: [Errno 98] Address already in use"
+            self.assertEqual(code, 1)
+            self.assertIn(message.encode(), err)
+            with open(log) as f:
+                lines = f.read().splitlines()
+            self.assertEqual([line for line in lines if "Traceback" in line], [])
+            self.assertEqual(len([line for line in lines if message in line]), 1, lines)
+            self.assertFalse(os.path.exists(os.path.join(folder, "keyx.pid")))
 
         return defer.Deferred.fromCoroutine(run())
 

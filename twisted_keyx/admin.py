@@ -5,6 +5,7 @@ Exit status: 0 success, 1 failure (message on stderr), 2 usage error,
 """
 
 import argparse
+import contextlib
 import os
 import sys
 import threading
@@ -12,11 +13,12 @@ import time
 
 from twisted_keyx import __version__, ffdh
 from twisted_keyx.eke import userstore
-from twisted_keyx.eke.messages import printable
 from twisted_keyx.eke.password import (
     PasswordError,
     ask_password,
+    password_file_warning,
     read_password_file,
+    shown_name,
     user_name_argument,
 )
 from twisted_keyx.fileutil import write_file_atomically
@@ -27,6 +29,11 @@ EXIT_INTERRUPTED = 130
 
 class AdminError(Exception):
     """A failure to report in one line on stderr."""
+
+
+def _warn(err, warning):
+    if warning:
+        err.write(f"keyx-admin: warning: {warning}\n")
 
 
 def _with_progress(work, label, err, interval=0.5):
@@ -98,44 +105,54 @@ def _read_users(path, missing_ok=False):
         raise AdminError(str(e)) from None
 
 
-def _write_users(path, users):
+@contextlib.contextmanager
+def _editing_users(path, missing_ok=False):
+    """The users of ``path`` to change, locked from read to write."""
     try:
-        userstore.write_users(path, users)
+        with userstore.editing_users(path, missing_ok=missing_ok) as users:
+            yield users
     except userstore.UserFileError as e:
         raise AdminError(str(e)) from None
 
 
-def cmd_adduser(args, out, err):
-    users = _read_users(args.users, missing_ok=True)
+def _refuse_existing(users, args):
     if args.name in users:
         raise AdminError(
             f"user {args.name!r} already exists in {args.users}; "
             "remove it first with keyx-admin deluser"
         )
+
+
+def cmd_adduser(args, out, err):
+    # Checked before asking for the password, and again under the lock.
+    _refuse_existing(_read_users(args.users, missing_ok=True), args)
     try:
         if args.password_file:
             password = read_password_file(args.password_file)
+            _warn(err, password_file_warning(args.password_file))
         else:
             password = ask_password(f"Password for {args.name}: ", confirm=True)
     except PasswordError as e:
         raise AdminError(str(e)) from None
+    # scrypt before taking the lock, so that the lock is held briefly.
     record = userstore.new_user(args.name, password)
-    users[args.name] = record
-    _write_users(args.users, users)
+    with _editing_users(args.users, missing_ok=True) as users:
+        _refuse_existing(users, args)
+        users[args.name] = record
     out.write(f"added user {args.name} to {args.users} ({record.kdf})\n")
 
 
 def cmd_deluser(args, out, err):
-    users = _read_users(args.users)
-    if args.name not in users:
-        raise AdminError(f"no user {printable(args.name)!r} in {args.users}")
-    del users[args.name]
-    _write_users(args.users, users)
+    with _editing_users(args.users) as users:
+        if args.name not in users:
+            raise AdminError(f"no user {shown_name(args.name)} in {args.users}")
+        del users[args.name]
     out.write(f"removed user {args.name} from {args.users}\n")
 
 
 def cmd_listusers(args, out, err):
-    users = _read_users(args.users)
+    users = _read_users(args.users, missing_ok=True)
+    _warn(err, userstore.user_file_warning(args.users))
     if not users:
         err.write(f"keyx-admin: no users in {args.users}\n")
     for name, record in sorted(users.items()):
@@ -215,8 +232,8 @@ def build_parser():
 def main(argv=None, out=None, err=None):
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         args.run(args, out, err)
     except AdminError as e:
         err.write(f"keyx-admin: {e}\n")

@@ -25,11 +25,13 @@ from twisted_keyx.eke.handshake import AuthenticationFailed
 from twisted_keyx.eke.password import (
     PasswordError,
     ask_password,
+    password_file_warning,
     read_password_file,
     user_name_argument,
 )
 from twisted_keyx.eke.protocol import EKEClientFactory
 from twisted_keyx.machine import HandshakeFailed, ServerHungUp
+from twisted_keyx.peers import host_port
 from twisted_keyx.session import fingerprint
 
 EXIT_OK = 0
@@ -206,7 +208,7 @@ async def connect(reactor, args, factory):
     """Connect ``factory``'s protocol to ``args.host``/``args.port`` and
     return it; raise :class:`ClientError`."""
     endpoint = endpoints.HostnameEndpoint(reactor, args.host, args.port, timeout=args.timeout)
-    where = f"{args.host}:{args.port}"
+    where = host_port(args.host, args.port)
     try:
         return await endpoint.connect(factory)
     except error.ConnectionRefusedError:
@@ -230,29 +232,98 @@ async def aborted(reactor):
     await task.deferLater(reactor, 0, lambda: None)
 
 
-async def await_handshake(reactor, timeout, outcome, wording=None):
+async def await_handshake(reactor, timeout, outcome, wording=None, hint=None):
     """Wait at most ``timeout`` seconds for the handshake's ``outcome`` (a
     Deferred); return its result or raise :class:`ClientError`.
 
     A :class:`HandshakeFailed` is reported as its reason, or as the format
     string ``wording`` gives for its class (``{}`` is the reason).
+    ``hint(timed_out)``, if given, says what to add to a failure (e.g. that
+    this looks like the other handshake's port); a hint replaces ``wording``.
     """
+    hint = hint or (lambda timed_out: "")
     try:
         return await outcome.addTimeout(timeout, reactor)
     except defer.TimeoutError:
         await aborted(reactor)
         raise ClientError(
-            f"the handshake did not finish within {timeout:g} seconds", EXIT_NETWORK
+            f"the handshake did not finish within {timeout:g} seconds{hint(True)}", EXIT_NETWORK
         )
     except ServerHungUp as e:
-        raise ClientError(e.reason, EXIT_NETWORK)
+        raise ClientError(e.reason + hint(False), EXIT_NETWORK)
     except HandshakeFailed as e:
         message = e.reason
-        for kind, template in (wording or {}).items():
+        extra = hint(False)
+        for kind, template in (wording or {}).items() if not extra else ():
             if isinstance(e, kind):
                 message = template.format(e.reason)
                 break
-        raise ClientError(message, EXIT_HANDSHAKE_FAILED)
+        raise ClientError(message + extra, EXIT_HANDSHAKE_FAILED)
+
+
+#: How many of the server's first bytes the client keeps to tell the two
+#: handshakes apart.
+_FIRST_BYTES = 64
+
+
+def recording_first_bytes(factory):
+    """``factory``, its protocols keeping the server's first bytes in
+    ``first_bytes``: which handshake they look like says whether the user
+    gave the other handshake's port."""
+    base = factory.protocol
+
+    class Recording(base):
+        first_bytes = b""
+
+        def dataReceived(self, data):
+            if len(self.first_bytes) < _FIRST_BYTES:
+                self.first_bytes += data[: _FIRST_BYTES - len(self.first_bytes)]
+            super().dataReceived(data)
+
+    Recording.__name__ = base.__name__
+    factory.protocol = Recording
+    return factory
+
+
+SILENT_SERVER_HINT = ("; the server sent nothing: is this an EKE port? "
+                      "(an EKE server waits for a user name)")
+LINE_SERVER_HINT = ": is this an EKE port? (the server answered with a line, as EKE does)"
+FRAMED_SERVER_HINT = ": is this a DH port? (the server answered in the DH handshake's framing)"
+UNFRAMED_SERVER_HINT = ": is this a DH port? (the server answered as an unframed DH server does)"
+
+
+def _looks_like_a_line(first_bytes):
+    """What an EKE server sends: printable ASCII up to a newline."""
+    line, newline, _ = first_bytes.partition(b"\n")
+    return bool(newline and line) and all(32 <= b < 127 for b in line.rstrip(b"\r"))
+
+
+def dh_port_hint(protocol):
+    """For ``keyx-client dh``: a hint when the server seems to speak EKE."""
+
+    def hint(timed_out):
+        if timed_out and not protocol.first_bytes:
+            return SILENT_SERVER_HINT
+        return LINE_SERVER_HINT if _looks_like_a_line(protocol.first_bytes) else ""
+
+    return hint
+
+
+def eke_port_hint(protocol):
+    """For ``keyx-client eke``: a hint when the server seems to speak DH:
+    a framed DH message starts with its 4-byte length, whose first byte is
+    0 (no DH message is 16 MiB); an unframed DH server refuses the user
+    name with its ``I do not understand you``."""
+
+    def hint(timed_out):
+        first = protocol.first_bytes
+        if first[:1] == b"\0":
+            return FRAMED_SERVER_HINT
+        if first.startswith(b"I do not understand you"):
+            return UNFRAMED_SERVER_HINT
+        return ""
+
+    return hint
 
 
 #: A bad response is most often the other framing: say what to try.
@@ -271,10 +342,10 @@ def dh_client_factory(raw=False, max_bits=groups.DEFAULT_MAX_BITS):
 
 async def run_dh(reactor, args, out):
     factory = dh_client_factory(args.raw, args.max_bits)
-    protocol = await connect(reactor, args, factory)
+    protocol = await connect(reactor, args, recording_first_bytes(factory))
     result = await await_handshake(
         reactor, args.timeout, protocol.finished,
-        {BadResponse: "{}" + OTHER_FRAMING_HINT[args.raw]},
+        {BadResponse: "{}" + OTHER_FRAMING_HINT[args.raw]}, hint=dh_port_hint(protocol),
     )
     report = {
         "group": result.group.name,
@@ -298,7 +369,11 @@ async def run_dh(reactor, args, out):
 def _read_password(args):
     try:
         if args.password_file:
-            return read_password_file(args.password_file)
+            password = read_password_file(args.password_file)
+            warning = password_file_warning(args.password_file)
+            if warning:
+                sys.stderr.write(f"keyx-client: warning: {warning}\n")
+            return password
         return ask_password(f"Password for {args.user}: ")
     except PasswordError as e:
         raise ClientError(str(e), EXIT_USAGE)
@@ -311,12 +386,11 @@ def _read_password(args):
 async def run_eke(reactor, args, out):
     password = _read_password(args)
     console = ChatConsole()
-    protocol = await connect(
-        reactor, args, EKEClientFactory(args.user, password, reply_received=console.show)
-    )
+    protocol = await connect(reactor, args, recording_first_bytes(
+        EKEClientFactory(args.user, password, reply_received=console.show)))
     result = await await_handshake(
         reactor, args.timeout, protocol.authenticated,
-        {AuthenticationFailed: "authentication failed ({})"},
+        {AuthenticationFailed: "authentication failed ({})"}, hint=eke_port_hint(protocol),
     )
     out.write(
         f"Authentication success (session key fingerprint {fingerprint(result.session_key)})\n"
@@ -382,7 +456,11 @@ async def run(reactor, args, out, err, interruption=None):
 def main(argv=None, out=None, err=None):
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:  # before task.react has its own SIGINT handling
+        err.write(Interruption.MESSAGE)
+        return EXIT_INTERRUPTED
     interruption = Interruption(err)
     status = []
 

@@ -1,6 +1,9 @@
 """File helpers shared by the admin tool and the daemon."""
 
+import contextlib
+import fcntl
 import os
+import stat
 import tempfile
 
 
@@ -33,3 +36,33 @@ def write_file_atomically(path, data, mode=0o644):
         pass
     finally:
         os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def locked(path):
+    """Hold an exclusive lock for ``path`` (``fcntl.flock`` on ``PATH.lock``,
+    created mode 0600 and left in place) for the ``with`` block: a
+    read-modify-write of ``path`` inside it cannot interleave with another
+    one.  Readers need no lock, since :func:`write_file_atomically` replaces
+    the file whole.  The lock file, not ``path`` itself, because the rename
+    gives ``path`` a new inode at every write.  Raises OSError."""
+    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def exposure_warning(path, consequence=""):
+    """A warning if group or others may read ``path`` (its permission bits
+    allow it), else None: ``PATH is readable by group or others (mode
+    0644)CONSEQUENCE; chmod 600 PATH``.  A file that cannot be stat'ed gets
+    no warning; reading it will say why."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return None
+    if not mode & (stat.S_IRGRP | stat.S_IROTH):
+        return None
+    return f"{path} is readable by group or others (mode {mode:04o}){consequence}; chmod 600 {path}"

@@ -10,8 +10,10 @@ factory (DH framed, DH raw, EKE...) behind it, so that:
 - a session that goes on after its handshake (the EKE chat) is aborted after
   ``idle_timeout`` seconds without data from the peer; the wrapped protocol
   says when its handshake is over with :func:`handshake_finished`;
-- beyond ``max_connections`` open connections, or ``max_per_ip`` from one
-  address, a new connection is closed at once.  Refusals are logged per
+- beyond ``max_connections`` open connections, or :attr:`Limits.per_source`
+  from one source, a new connection is closed at once.  A source is an IPv4
+  address or an IPv6 /64 (``ipv4_prefix``, ``ipv6_prefix``): one host
+  usually has a whole /64 to draw addresses from.  Refusals are logged per
   burst: one line when the burst starts and one with the count when it has
   been quiet for ``BURST_QUIET`` seconds, never one per connection.
 
@@ -28,6 +30,7 @@ guard calls it just before it aborts the connection, so the protocol can log
 the timeout in its own words (its state) instead of the guard's generic line.
 """
 
+import ipaddress
 import resource
 from dataclasses import dataclass
 
@@ -53,14 +56,46 @@ class Limits:
     timeout: float = 30.0
     #: Seconds without data from the peer once the handshake is over.
     idle_timeout: float = 300.0
-    #: Open connections from one IP address.  64 leaves room for a NAT'd
-    #: office or a busy client host, and keeps one address from taking more
-    #: than a small share of ``max_connections``.
+    #: Open connections from one source (see ``ipv4_prefix``).  64 leaves
+    #: room for a NAT'd office or a busy client host.
     max_per_ip: int = 64
     #: Open connections in all.  10,000 stalled connections cost the daemon
     #: about 40 MB (docs/benchmarks.rst); the open-file limit is raised to
     #: match at start-up when the system allows it (:func:`raise_open_file_limit`).
     max_connections: int = 10000
+    #: Sources are grouped by these prefixes: an IPv4 address (/32) is one
+    #: source, an IPv6 /64 is one (the smallest block a site is given).
+    ipv4_prefix: int = 32
+    ipv6_prefix: int = 64
+    #: The largest share of ``max_connections`` one source may hold, however
+    #: high ``max_per_ip`` is.
+    max_share: float = 0.25
+
+    @property
+    def per_source(self):
+        """Open connections allowed from one source: ``max_per_ip``, and at
+        most ``max_share`` of ``max_connections`` (at least 1); 0 if
+        ``max_per_ip`` is 0 (no limit per source)."""
+        if not self.max_per_ip or not self.max_connections:
+            return self.max_per_ip
+        return min(self.max_per_ip, max(1, int(self.max_connections * self.max_share)))
+
+    def source_of(self, host):
+        """The source group ``host`` (an IP address, as a string) belongs
+        to: the address itself at full length (``192.0.2.1``), else its
+        network (``2001:db8::/64``).  An IPv4-mapped IPv6 address is its
+        IPv4 address."""
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return host
+        if ip.version == 6 and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        prefix = self.ipv4_prefix if ip.version == 4 else self.ipv6_prefix
+        network = ipaddress.ip_network((int(ip), prefix), strict=False)
+        if prefix == ip.max_prefixlen:
+            return str(network.network_address)  # no scope, no "/32"
+        return str(network)
 
 
 def handshake_finished(transport):
@@ -171,7 +206,8 @@ class GuardedFactory(WrappingFactory):
         self.policy = policy
 
     def buildProtocol(self, addr):
-        ip = getattr(addr, "host", None)
+        host = getattr(addr, "host", None)
+        ip = None if host is None else self.policy.limits.source_of(host)
         if not self.policy._admit(ip, addr):
             return _Refused()
         inner = self.wrappedFactory.buildProtocol(addr)
@@ -206,7 +242,8 @@ class ConnectionPolicy(service.Service):
         self.limits = limits
         self.clock = clock
         self.open_connections = 0
-        #: Open connections per IP address (only addresses with some).
+        #: Open connections per source (only sources with some), keyed by
+        #: :meth:`Limits.source_of`.
         self.per_ip = {}
         self._bursts = {}
         self._guarded = {}
@@ -224,9 +261,10 @@ class ConnectionPolicy(service.Service):
         if limits.max_connections and self.open_connections >= limits.max_connections:
             self._refuse(None, addr, f"{limits.max_connections} connections open")
             return False
-        if ip is not None and limits.max_per_ip:
-            if self.per_ip.get(ip, 0) >= limits.max_per_ip:
-                self._refuse(ip, addr, f"{limits.max_per_ip} connections open from {ip}")
+        per_source = limits.per_source
+        if ip is not None and per_source:
+            if self.per_ip.get(ip, 0) >= per_source:
+                self._refuse(ip, addr, f"{per_source} connections open from {ip}")
                 return False
         self.open_connections += 1
         if ip is not None:

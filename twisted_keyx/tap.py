@@ -7,6 +7,8 @@ import :class:`Options` and :func:`makeService` directly.
 import math
 import os
 import re
+import socket
+import sys
 
 from twisted.application import service, strports
 from twisted.internet import endpoints, error
@@ -17,6 +19,7 @@ from twisted_keyx import __version__, groups, limits
 from twisted_keyx.dh.protocol import DHServerFactory
 from twisted_keyx.dh.raw import RawDHServerFactory
 from twisted_keyx.eke.protocol import EKEServerFactory
+from twisted_keyx.eke import userstore
 from twisted_keyx.eke.userstore import DEFAULT_USER_FILE, UserFile, UserFileError
 from twisted_keyx.peers import host_port
 
@@ -77,6 +80,20 @@ def _listening_address(description):
     return None
 
 
+def _private_unix(description):
+    """``description`` with ``:mode=600`` added if it is a ``unix:`` endpoint
+    that gives no mode (Twisted's default is 0666, which lets every local
+    user connect)."""
+    fields = re.split(r"(?<!\\):", description)
+    if fields[0].lower() != "unix":
+        return description
+    positional = [f for f in fields[1:] if "=" not in f]
+    keywords = [f.split("=", 1)[0] for f in fields[1:] if "=" in f]
+    if "mode" in keywords or len(positional) > 1:  # unix:PATH:MODE
+        return description
+    return description + ":mode=600"
+
+
 def _clash(a, b):
     if a[0] != b[0] or a[1] != b[1]:
         return False
@@ -111,6 +128,15 @@ def _check_distinct_listeners(listeners, defaulted=()):
         seen.append((option, description, address))
 
 
+class _Number(float):
+    """A float default that ``--help`` prints as README writes it (30, not 30.0)."""
+
+    def __str__(self):
+        return f"{float(self):g}"
+
+    __format__ = lambda self, spec: format(float(self), spec) if spec else str(self)
+
+
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
@@ -141,18 +167,25 @@ class Options(usage.Options):
          "'X9.42 DH PARAMETERS' from openssl genpkey -genparam), checked once "
          "at start-up; instead of --group. Once checked, a handshake in it "
          "costs the server less than twice one in the named group of its size."],
-        ["timeout", None, limits.Limits.timeout,
+        ["timeout", None, _Number(limits.Limits.timeout),
          "Seconds a client has to finish its handshake; then it is cut off "
          "(0: no limit).", float],
-        ["idle-timeout", None, limits.Limits.idle_timeout,
+        ["idle-timeout", None, _Number(limits.Limits.idle_timeout),
          "Seconds an EKE chat may stay silent before it is cut off (0: no "
          "limit). The DH handshake closes as soon as it is done.", float],
         ["max-per-ip", None, limits.Limits.max_per_ip,
-         "Open connections allowed from one IP address; more are closed at "
-         "once (0: no limit).", int],
+         "Open connections allowed from one source (an IPv4 address, an IPv6 "
+         "/64: see --ipv4-prefix), and at most a quarter of --max-connections; "
+         "more are closed at once (0: no limit).", int],
         ["max-connections", None, limits.Limits.max_connections,
          "Open connections allowed in all; more are closed at once "
          "(0: no limit).", int],
+        ["ipv4-prefix", None, limits.Limits.ipv4_prefix,
+         "IPv4 addresses that share this many leading bits are one source "
+         "for --max-per-ip (0 to 32).", int],
+        ["ipv6-prefix", None, limits.Limits.ipv6_prefix,
+         "IPv6 addresses that share this many leading bits are one source "
+         "for --max-per-ip (0 to 128).", int],
         ["users", None, DEFAULT_USER_FILE,
          "EKE user file, made with keyx-admin adduser; re-read when it changes. "
          "A missing file means no users yet."],
@@ -183,6 +216,15 @@ class Options(usage.Options):
         print(f"twisted-keyx {__version__}")
         raise SystemExit(0)
 
+    def parseOptions(self, options=None):
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            hint = _twistd_option_hint(str(e))
+            if hint is None:
+                raise
+            raise usage.UsageError(f"{e}: {hint}") from None
+
     def postOptions(self):
         defaulted = []
         if not self["dh"]:
@@ -200,9 +242,13 @@ class Options(usage.Options):
             # not (x >= 0) also refuses nan, which would break every timer.
             if not (0 <= self[name] < math.inf):
                 raise usage.UsageError(f"--{name} must be a number, 0 (no limit) or more")
+        for name, longest in (("ipv4-prefix", 32), ("ipv6-prefix", 128)):
+            if not 0 <= self[name] <= longest:
+                raise usage.UsageError(f"--{name} must be 0 to {longest}")
         self["limits"] = limits.Limits(
             timeout=self["timeout"], idle_timeout=self["idle-timeout"],
             max_per_ip=self["max-per-ip"], max_connections=self["max-connections"],
+            ipv4_prefix=self["ipv4-prefix"], ipv6_prefix=self["ipv6-prefix"],
         )
         if self["params"] and self["group"]:
             raise usage.UsageError("give either --group or --params, not both")
@@ -224,6 +270,23 @@ class Options(usage.Options):
             self["user-count"] = self["user-file"].load()
         except UserFileError as e:
             raise usage.UsageError(str(e)) from None
+
+
+_NOT_RECOGNIZED = re.compile(r"option (-{1,2})([^ ]+) not recognized\Z")
+
+
+def _twistd_option_hint(message):
+    """For "option -n not recognized" where -n is one of twistd's own
+    options (``twistd keyx -n``): where it goes instead, else None."""
+    match = _NOT_RECOGNIZED.match(message)
+    if match is None:
+        return None
+    from twisted.scripts.twistd import ServerOptions
+
+    dashes, name = match.groups()
+    if name not in ServerOptions().synonyms:
+        return None
+    return f"twistd's own options go before keyx, as in: twistd {dashes}{name} ... keyx"
 
 
 class StartupError(Exception):
@@ -250,12 +313,15 @@ class KeyxService(service.MultiService):
 
     def privilegedStartService(self):
         # strports services listen here, synchronously: a port in use is a
-        # user mistake, so say it in one line instead of a traceback.
+        # user mistake, so say it in one line instead of a traceback.  Every
+        # address is tried first, so that nothing listens, not even for a
+        # moment, when one of them cannot be had.
         try:
+            for description in self.dh_endpoints + self.dh_raw_endpoints + self.eke_endpoints:
+                _check_can_listen(description)
             super().privilegedStartService()
         except error.CannotListenError as e:
-            where = host_port(e.interface or "*", e.port)
-            self._cannotStart(f"cannot listen on {where}: {e.socketError}")
+            self._cannotStart(_describe_cannot_listen(e))
         except OSError as e:  # a unix: socket's lock file, say
             where = e.filename2 or e.filename
             self._cannotStart(f"cannot listen: {e.strerror}" + (f": {where}" if where else ""))
@@ -264,9 +330,14 @@ class KeyxService(service.MultiService):
         if self.daemon:
             # twistd's daemon mode reports an ordinary exception to the
             # waiting parent ("An error has occurred: ..."); SystemExit would
-            # leave the parent waiting forever.
+            # leave the parent waiting forever.  The exception then ends the
+            # process, and Python would print its traceback to stderr, which
+            # is the log file by then: the log gets this one line instead.
+            self.log.error("twistd keyx: {reason}", reason=message)
+            sys.excepthook = _quiet_about(StartupError, sys.excepthook)
             raise StartupError(message) from None
         raise SystemExit(f"twistd keyx: {message}") from None
+
 
     def startService(self):
         endpoints = ", ".join(self.dh_endpoints)
@@ -289,6 +360,10 @@ class KeyxService(service.MultiService):
                 users="file not found: no users yet" if self.user_count is None
                 else f"{self.user_count} user(s)",
             )
+        warning = userstore.user_file_warning(self.user_file) if self.eke_endpoints else None
+        if warning:
+            # Not "warning=": the legacy log bridge takes that key for a Python warning.
+            self.log.warn("user file {problem}", problem=warning)
         self._logLimits()
         super().startService()
 
@@ -297,9 +372,11 @@ class KeyxService(service.MultiService):
         files = limits.raise_open_file_limit(wanted)
         self.log.info(
             "Limits (0: none): handshake timeout {timeout:g} s, idle timeout {idle:g} s, "
-            "{per_ip} connections per IP, {total} in all; open-file limit {files}",
+            "{per_ip} connections per source (IPv4 /{v4}, IPv6 /{v6}), {total} in all; "
+            "open-file limit {files}",
             timeout=self.limits.timeout, idle=self.limits.idle_timeout,
-            per_ip=self.limits.max_per_ip, total=self.limits.max_connections, files=files,
+            per_ip=self.limits.per_source, v4=self.limits.ipv4_prefix,
+            v6=self.limits.ipv6_prefix, total=self.limits.max_connections, files=files,
         )
         if self.limits.max_connections and self.limits.max_connections + 64 > files:
             self.log.warn(
@@ -309,6 +386,71 @@ class KeyxService(service.MultiService):
             )
 
 
+
+def _quiet_about(kind, excepthook):
+    """An excepthook that prints nothing for an uncaught ``kind`` (already
+    logged) and hands anything else to ``excepthook``."""
+
+    def hook(exc_type, value, tb):
+        if not issubclass(exc_type, kind):
+            excepthook(exc_type, value, tb)
+
+    return hook
+
+
+def _unescape(field):
+    return re.sub(r"\\(.)", r"\1", field)
+
+
+def _check_can_listen(description):
+    """Raise :class:`~twisted.internet.error.CannotListenError` if the TCP
+    port or unix socket ``description`` names is taken, without listening:
+    a TCP socket is bound (as Twisted binds it, with SO_REUSEADDR) and
+    closed; a unix socket path that answers a connection is in use.  Port 0,
+    other endpoint types and what cannot be told are left to Twisted."""
+    address = _listening_address(description)
+    if address is None:
+        return
+    if address[0] == "unix":
+        path = _unescape(address[1])
+        probe = socket.socket(socket.AF_UNIX)
+        try:
+            probe.connect(path)
+        except OSError:
+            return  # nothing there, or nothing answering: Twisted decides
+        finally:
+            probe.close()
+        raise error.CannotListenError(None, path, "another server is listening there")
+    _, port, interface = address
+    interface = _unescape(interface)
+    if port == 0:
+        return
+    kind = description.split(":", 1)[0].lower()
+    if kind == "tcp6":
+        family, interface = socket.AF_INET6, interface or "::"
+    else:  # tcp, ssl: IPv6 only for an IPv6 interface, as twisted.internet.tcp.Port
+        family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((interface, port))
+    except socket.gaierror:
+        return  # an interface name Twisted will refuse in its own words
+    except OSError as e:
+        raise error.CannotListenError(interface, port, e) from None
+    finally:
+        probe.close()
+
+
+def _describe_cannot_listen(e):
+    """One line for a CannotListenError: ``cannot listen on WHERE: WHY``."""
+    if isinstance(e.port, (bytes, str)):  # a unix socket: port is its path
+        path = os.fsdecode(e.port)
+        why = e.socketError
+        if why == "Cannot acquire lock":
+            why = f"its lock file {path}.lock is held by another process"
+        return f"cannot listen on unix:{path}: {why}"
+    return f"cannot listen on {host_port(e.interface or '*', e.port)}: {e.socketError}"
 
 def makeService(options, reactor=None):
     """The service twistd runs; ``reactor`` is for tests (default: the global one)."""
@@ -325,12 +467,12 @@ def makeService(options, reactor=None):
     policy.setServiceParent(top)
     dh_factory = DHServerFactory(group, show_secrets=options["show-secrets"])
     for description in options["dh"]:
-        strports.service(description, policy.wrap(dh_factory),
+        strports.service(_private_unix(description), policy.wrap(dh_factory),
                          reactor=reactor).setServiceParent(top)
     if options["dh-raw"]:
         raw_factory = RawDHServerFactory(group, show_secrets=options["show-secrets"])
         for description in options["dh-raw"]:
-            strports.service(description, policy.wrap(raw_factory),
+            strports.service(_private_unix(description), policy.wrap(raw_factory),
                              reactor=reactor).setServiceParent(top)
     eke_factory = EKEServerFactory(
         options["user-file"],
@@ -338,6 +480,6 @@ def makeService(options, reactor=None):
         show_secrets=options["show-secrets"],
     )
     for description in options["eke"]:
-        strports.service(description, policy.wrap(eke_factory),
+        strports.service(_private_unix(description), policy.wrap(eke_factory),
                          reactor=reactor).setServiceParent(top)
     return top

@@ -18,7 +18,7 @@ import os
 import unicodedata
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -169,6 +169,9 @@ def load_rsa_public_key(der):
     e = 65537, in its one canonical encoding."""
     try:
         key = serialization.load_der_public_key(der)
+    except UnsupportedAlgorithm:
+        # An algorithm OID cryptography does not know; a peer can send any.
+        raise CryptoError("not a public key: unknown key algorithm") from None
     except (ValueError, TypeError) as e:
         raise CryptoError(f"not a public key: {e}") from None
     if not isinstance(key, rsa.RSAPublicKey):

@@ -8,6 +8,20 @@ import getpass
 import warnings
 
 from twisted_keyx.eke.messages import MalformedLine, check_user_name, printable
+from twisted_keyx.fileutil import exposure_warning
+
+
+#: How much of a user name a message echoes.
+SHOWN_NAME_LENGTH = 80
+
+
+def shown_name(text):
+    """``text`` for a message: quoted, control characters escaped, cut at
+    :data:`SHOWN_NAME_LENGTH` characters and marked so (a name given on the
+    command line may be of any length)."""
+    if len(text) <= SHOWN_NAME_LENGTH:
+        return repr(printable(text))
+    return f"{printable(text[:SHOWN_NAME_LENGTH])!r}... ({len(text)} characters)"
 
 
 def user_name_argument(text):
@@ -15,7 +29,7 @@ def user_name_argument(text):
     try:
         return check_user_name(text)
     except MalformedLine as e:
-        raise argparse.ArgumentTypeError(f"bad user name {printable(text)!r}: {e}") from None
+        raise argparse.ArgumentTypeError(f"bad user name {shown_name(text)}: {e}") from None
 
 
 class PasswordError(Exception):
@@ -38,6 +52,12 @@ def read_password_file(path):
     if not password:
         raise PasswordError(f"{path}: the password is empty")
     return password
+
+
+def password_file_warning(path):
+    """A warning for the tools to print if group or others may read the
+    password file, else None."""
+    return exposure_warning(path)
 
 
 def ask_password(prompt="Password: ", confirm=False):

@@ -16,18 +16,29 @@ user in it (but does not learn the passwords themselves).  Keep it private.
 daemon reads it through :class:`UserFile`, which notices when it changes.
 """
 
+import contextlib
 import json
 import os
+import re
 from dataclasses import dataclass
+from itertools import accumulate
 
 from twisted.logger import Logger
 
 from twisted_keyx.eke import crypto, messages
 from twisted_keyx.eke.messages import MalformedLine
-from twisted_keyx.fileutil import write_file_atomically
+from twisted_keyx.fileutil import exposure_warning, locked, write_file_atomically
 
 FORMAT_VERSION = 1
 DEFAULT_USER_FILE = "keyx-users.json"
+
+#: The format nests 4 levels deep (top level, users, a user, its kdf).
+#: json.loads recurses once per level, so a hostile file nested 100,000
+#: deep would raise RecursionError: the depth is checked before it parses.
+MAX_DEPTH = 16
+#: About 40,000 users; the daemon reads and parses the file whole, on its
+#: reactor thread, when it changes.
+MAX_FILE_SIZE = 8 << 20
 
 
 class UserFileError(Exception):
@@ -112,14 +123,38 @@ def _record(name, entry):
     )
 
 
+# Linear-time steps only (no backtracking), for any file up to MAX_FILE_SIZE:
+# drop each escape (a backslash and the next character, RFC 8259 section 7),
+# then each string, then everything that is not a bracket.
+_ESCAPE = re.compile(r"\\.", re.DOTALL)
+_STRING = re.compile(r'"[^"]*"')
+_NOT_A_BRACKET = re.compile(r"[^\[\]{}]+")
+_DEPTH_CHANGE = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def _check_depth(text):
+    """Refuse ``text`` nested deeper than :data:`MAX_DEPTH`, without recursion."""
+    brackets = _NOT_A_BRACKET.sub("", _STRING.sub("", _ESCAPE.sub("", text)))
+    depths = accumulate(map(_DEPTH_CHANGE.__getitem__, brackets.encode()))
+    if any(map(MAX_DEPTH.__lt__, depths)):  # stops at the first level too deep
+        raise UserFileError(f"nested more than {MAX_DEPTH} levels deep")
+
+
 def parse_users(data):
     """``{name: UserRecord}`` from the file's bytes, or :class:`UserFileError`."""
+    if len(data) > MAX_FILE_SIZE:
+        raise UserFileError(f"larger than {MAX_FILE_SIZE} bytes")
     try:
-        document = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates)
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise UserFileError("not UTF-8") from None
+    _check_depth(text)
+    try:
+        document = json.loads(text, object_pairs_hook=_no_duplicates)
     except ValueError as e:
         raise UserFileError(f"not JSON: {e}") from None
+    except RecursionError:  # not expected after _check_depth; never a traceback
+        raise UserFileError(f"nested more than {MAX_DEPTH} levels deep") from None
     _exact_keys(document, ("version", "users"), "top level")
     if type(document["version"]) is not int or document["version"] != FORMAT_VERSION:
         raise UserFileError(f"unsupported version {document['version']!r}")
@@ -151,7 +186,7 @@ def read_users(path, missing_ok=False):
     """Read the file; a missing file is ``{}`` if ``missing_ok``."""
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            data = f.read(MAX_FILE_SIZE + 1)
     except FileNotFoundError:
         if missing_ok:
             return {}
@@ -170,6 +205,28 @@ def write_users(path, users):
         write_file_atomically(path, serialize_users(users), mode=0o600)
     except OSError as e:
         raise UserFileError(f"cannot write {path}: {_describe(e)}") from None
+
+
+def user_file_warning(path):
+    """A warning if group or others may read the user file, else None: its
+    keys are password-equivalent."""
+    return exposure_warning(path, ": its keys log in without the passwords")
+
+
+@contextlib.contextmanager
+def editing_users(path, missing_ok=False):
+    """``with editing_users(path) as users:`` change the dict ``users``; it is
+    written back when the block ends without an exception.  The whole
+    read-modify-write holds the file's lock (:func:`~twisted_keyx.fileutil.locked`),
+    so two ``keyx-admin`` runs at once cannot lose each other's change."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(locked(path))
+        except OSError as e:
+            raise UserFileError(f"cannot lock {path}.lock: {_describe(e)}") from None
+        users = read_users(path, missing_ok=missing_ok)
+        yield users
+        write_users(path, users)
 
 
 class DecoyUsers:
@@ -233,7 +290,7 @@ class UserFile:
                 signature = _signature(os.fstat(f.fileno()))
                 if signature == self._signature:
                     return
-                data = f.read()
+                data = f.read(MAX_FILE_SIZE + 1)
         except FileNotFoundError:
             if self._signature != self._MISSING:
                 self._signature = self._MISSING
