@@ -186,7 +186,9 @@ def _bits(text):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="keyx-admin", description="Make the files the twisted-keyx daemon reads.",
+        prog="keyx-admin",
+        description="Make the files the twisted-keyx daemon reads; print the state "
+                    "diagrams of its handshakes.",
         epilog="Exit status: 0 done; 1 the command failed; 2 usage error; "
                "130 interrupted (Ctrl-C).",
     )
