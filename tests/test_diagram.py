@@ -140,7 +140,8 @@ class DotTests(unittest.TestCase):
                 and source != "__initial"
             )
             table = collections.Counter(
-                (state.name, target.name, f"{event.value}\n{handler}")
+                (state.name, target.name,
+                 f"{event.value}\n{getattr(handler, '__name__', handler)}")
                 for (state, event), (handler, target) in cls.TRANSITIONS.items()
             )
             self.assertEqual(drawn, table, name)

@@ -112,6 +112,12 @@ def _position(member):
     return list(type(member)).index(member)
 
 
+def handler_name(handler):
+    """A table's handler as the diagram names it: the method name, whether
+    the table holds the name or the function."""
+    return getattr(handler, "__name__", str(handler))
+
+
 @dataclass(frozen=True)
 class Edge:
     source: object
@@ -123,7 +129,7 @@ class Edge:
 def table_edges(cls):
     """The table's transitions as :class:`Edge` objects, in a stable order."""
     edges = [
-        Edge(state, target, event, handler)
+        Edge(state, target, event, handler_name(handler))
         for (state, event), (handler, target) in cls.TRANSITIONS.items()
     ]
     return sorted(edges, key=lambda e: (_position(e.source), _position(e.event)))
@@ -174,21 +180,26 @@ def class_dot(cls, name, title, start=None):
         '  "__initial" [shape=point, width=0.15, label=""];',
     ]
     for state in shown:
-        attributes = [f"label={_quote(state.name + chr(10) + str(state.value))}"]
+        label = f"{state.name}\n{state.value}"
+        attributes = [f"label={_quote(label)}"]
         if state is cls.DONE:
             attributes.append("shape=doubleoctagon")
         elif state is cls.FAILED:
             attributes.append("color=gray40, fontcolor=gray40")
         lines.append(f"  {_quote(state.name)} [{', '.join(attributes)}];")
     lines.append(f'  "__initial" -> {_quote(initial.name)};')
-    if start is not None and not any(e.source is initial for e in edges):
+    # A start() the table already lists (as an event) needs no edge of its own.
+    if start is not None and any(e.source is initial for e in edges):
+        start = None
+    if start is not None:
         lines.append(
             f"  {_quote(initial.name)} -> {_quote(start.name)} "
             '[label="start()", style=dotted];'
         )
     loops = {}
     for e in edges:
-        attributes = f"label={_quote(e.event.value + chr(10) + e.handler)}"
+        label = f"{e.event.value}\n{e.handler}"
+        attributes = f"label={_quote(label)}"
         if e.source is e.target:
             # Graphviz stacks the labels of several loops on one side of a
             # node over each other: put every second loop on the other side.
