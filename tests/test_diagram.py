@@ -1,4 +1,6 @@
-"""The state diagrams: drawn from the tables, and the committed ones still true.
+"""The state diagrams: drawn from the tables, and the committed ones still
+true; and docs/protocols.rst, which they illustrate, still quoting the code's
+wire constants and sizes.
 
 The DOT is read back here with a small parser of its own (one edge per line,
 ``"A" -> "B" [... label="..."]``), and the committed SVGs with an XML parser,
@@ -17,8 +19,11 @@ import xml.etree.ElementTree as ElementTree
 from twisted.trial import unittest
 
 from twisted_keyx import admin, diagram, ffdh
+from twisted_keyx.dh import messages as dh_messages
+from twisted_keyx.dh import protocol as dh_protocol
 from twisted_keyx.dh.handshake import DHClientHandshake, DHServerHandshake
 from twisted_keyx.eke import crypto
+from twisted_keyx.eke import messages as eke_messages
 from twisted_keyx.eke.chat import ClientChat, ServerChat
 from twisted_keyx.eke.handshake import EKEClientHandshake, EKEServerHandshake
 from twisted_keyx.machine import StateMachine
@@ -317,3 +322,82 @@ class DiagramMainTests(unittest.TestCase):
         self.assertEqual(diagram.main(["nope"], out=out, err=err), 2)
         self.assertEqual(out.getvalue(), "")
         self.assertIn("unknown machine 'nope'; known machines: chat-client", err.getvalue())
+
+
+class ProtocolsDocumentTests(unittest.TestCase):
+    """docs/protocols.rst, which the diagrams illustrate, quotes the wire
+    constants and sizes of the code; these fail when one of them changes
+    without the document."""
+
+    def setUp(self):
+        path = os.path.join(os.path.dirname(DIAGRAMS), "protocols.rst")
+        with open(path, encoding="utf-8") as f:
+            self.text = f.read()
+        # Words wrapped over lines read as one line.
+        self.flat = re.sub(r"\s+", " ", self.text)
+
+    def assertSays(self, snippet):
+        """The document holds ``snippet`` (line breaks in it read as spaces);
+        a failure names the snippet, not the whole document."""
+        if snippet not in self.text and snippet not in self.flat:
+            self.fail(f"docs/protocols.rst does not say {snippet!r}")
+
+    def assertQuoted(self, value):
+        if isinstance(value, bytes):
+            value = value.decode("ascii")
+        self.assertSays(f"``{value}``")
+
+    def test_sections_that_docstrings_cite(self):
+        titles = re.findall(r"^(.+)\n=+\n", self.text, re.MULTILINE)
+        for title in ("DH handshake", "Groups", "Unframed wire", "EKE", "Chat",
+                      "Host key", "OPAQUE", "State diagrams"):
+            self.assertIn(title, titles)
+
+    def test_dh_messages_and_replies(self):
+        for token in (dh_messages.HELLO, dh_messages.HEY_THERE, dh_messages.PARAMS_REQUEST,
+                      dh_messages.CLIENT_KEY_PREFIX, dh_messages.SERVER_KEY_PREFIX):
+            self.assertQuoted(token)
+        for reply in dh_messages.ERROR_REPLIES:
+            self.assertSays(f"``{reply.decode()}`` ({len(reply)} bytes)")
+        self.assertSays(f'"{dh_messages.SESSION_KEY_LABEL.decode()}"')
+
+    def test_dh_sizes(self):
+        bounds = [dh_protocol.server_max_message_length(ffdh.named_group(name))
+                  for name in ("ffdhe2048", "ffdhe3072", "ffdhe4096")]
+        self.assertSays(
+            "{:,} bytes in ffdhe2048, {:,} in ffdhe3072, {:,} in ffdhe4096".format(*bounds))
+        self.assertSays(f"({dh_protocol.CLIENT_MAX_MESSAGE_LENGTH:,} bytes today")
+        sizes = [len(ffdh.named_group(name).parameters_pem)
+                 for name in ("ffdhe2048", "ffdhe3072", "ffdhe4096")]
+        self.assertSays("{}, {} and {} bytes".format(*sizes))
+
+    def test_eke_steps(self):
+        rows = dict(
+            (int(step), (int(decoded), int(chars)))
+            for step, decoded, chars in re.findall(
+                r"^([3-8]) +[US]→[US] .*? (\d+) +(\d+)$", self.text, re.MULTILINE)
+        )
+        self.assertEqual(rows, {
+            step: (size, eke_messages.base64_length(size))
+            for step, size in eke_messages.BOX_SIZES.items()
+        })
+        self.assertSays(f"≤ {eke_messages.MAX_ANSWER_LINE}")
+        self.assertQuoted(eke_messages.FAILURE_REPLY)
+        self.assertQuoted(eke_messages.SUCCESS)
+        self.assertSays(f"{eke_messages.MAX_CLIENT_RECORD_LINE:,} characters")
+        self.assertSays(f"{eke_messages.MAX_SERVER_RECORD_LINE:,} from the server")
+
+    def test_eke_labels(self):
+        for label in (crypto._BOX_LABEL, crypto._CLIENT_TO_SERVER_LABEL,
+                      crypto._SERVER_TO_CLIENT_LABEL, crypto._DECOY_SALT_LABEL):
+            self.assertSays(label.decode())
+        limits = crypto.DEFAULT_KDF_LIMITS
+        self.assertSays(
+            f"N ≤ 2^{limits.max_n.bit_length() - 1}, r ≤ {limits.max_r}, p ≤ {limits.max_p}, "
+            f"and memory 128·N·r between {limits.min_memory >> 20} MiB and "
+            f"{limits.max_memory >> 20} MiB")
+
+    def test_every_diagram_is_linked(self):
+        for name in diagram.names():
+            self.assertSays(f"<diagrams/{name}.svg>")
+            self.assertSays(f"<diagrams/{name}.dot>")
