@@ -401,3 +401,48 @@ class ProtocolsDocumentTests(unittest.TestCase):
         for name in diagram.names():
             self.assertSays(f"<diagrams/{name}.svg>")
             self.assertSays(f"<diagrams/{name}.dot>")
+
+    def chart(self, heading, end):
+        start = self.text.index(f"{heading}\n{'-' * len(heading)}\n")
+        return self.text[start:self.text.index(end, start)]
+
+    def assertChartStates(self, chart, *state_enums):
+        """Every state the chart names is a member of one of the enums, and
+        each side's states first appear in the order of its enum (the order
+        a handshake goes through them)."""
+        named = re.findall(r"\b(?:AWAIT_[A-Z_]+|START|DONE|FAILED|OPEN|QUITTING|CLOSED)\b", chart)
+        members = {member.name for state_enum in state_enums for member in state_enum}
+        self.assertEqual([name for name in named if name not in members], [])
+        for state_enum in state_enums:
+            order = [member.name for member in state_enum]
+            first = sorted({name for name in named if name in order}, key=named.index)
+            self.assertEqual(first, sorted(first, key=order.index), state_enum.__name__)
+            self.assertGreaterEqual(len(first), 3, state_enum.__name__)
+
+    def test_dh_chart(self):
+        from twisted_keyx.dh import handshake
+
+        chart = self.chart("DH sequence chart", "State diagrams:")
+        self.assertChartStates(chart, handshake.ServerState, handshake.ClientState)
+        numbered = re.findall(r"\b([1-6]) (Hello|Hey there!|Params\?|PEM parameters"
+                              r"|Client public key:|Server public key:)", chart)
+        self.assertEqual([number for number, _ in numbered], list("123456"))
+        for reply in dh_messages.ERROR_REPLIES:
+            self.assertIn(reply.decode(), chart)
+        self.assertIn(dh_messages.SESSION_KEY_LABEL.decode(), chart)
+
+    def test_eke_chart(self):
+        from twisted_keyx.eke import handshake
+
+        chart = self.chart("EKE sequence chart", "State diagrams:")
+        self.assertChartStates(chart, handshake.ServerState, handshake.ClientState)
+        steps = re.findall(r"(?:^|\s)([1-8]) (?:alice|yes|E_pw|E_Ks)", chart)
+        self.assertEqual(steps, list("12345678"))
+        self.assertIn(eke_messages.SUCCESS.decode(), chart)
+
+    def test_chat_chart(self):
+        from twisted_keyx.eke import chat
+
+        start = self.text.index("Chat\n====\n")
+        chart = self.text[start:self.text.index("State diagrams:", start)]
+        self.assertChartStates(chart[chart.index("::\n\n    user"):], chat.ChatState)
