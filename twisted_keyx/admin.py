@@ -1,4 +1,5 @@
-"""``keyx-admin``: make the files the daemon reads (DH parameters, EKE users).
+"""``keyx-admin``: make the files the daemon reads (DH parameters, EKE users),
+and print the state diagrams of the handshakes (docs/protocols.rst).
 
 Exit status: 0 success, 1 failure (message on stderr), 2 usage error,
 130 interrupted (Ctrl-C; 128 + SIGINT, as for keyx-client).
@@ -159,6 +160,29 @@ def cmd_listusers(args, out, err):
         out.write(f"{name}  {record.kdf}\n")
 
 
+def cmd_diagram(args, out, err):
+    # Imported here: the other commands do not need the machine modules.
+    from twisted_keyx import diagram
+
+    if args.list:
+        for name in diagram.names():
+            out.write(f"{name}  {diagram.entry(name).title}\n")
+        return
+    out.write(diagram.machine_dot(args.name))
+
+
+def _machine_name(text):
+    """An argparse ``type``: an unknown machine is a usage error (exit 2)
+    that lists the known ones."""
+    from twisted_keyx import diagram
+
+    try:
+        diagram.entry(text)
+    except diagram.UnknownMachine as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def _add_users_option(parser):
     parser.add_argument(
         "--users", metavar="FILE", default=userstore.DEFAULT_USER_FILE,
@@ -168,7 +192,9 @@ def _add_users_option(parser):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="keyx-admin", description="Make the files the twisted-keyx daemon reads.",
+        prog="keyx-admin",
+        description="Make the files the twisted-keyx daemon reads; print the state "
+                    "diagrams of its handshakes.",
         epilog="Exit status: 0 done; 1 the command failed; 2 usage error; "
                "130 interrupted (Ctrl-C).",
     )
@@ -226,7 +252,29 @@ def build_parser():
     )
     _add_users_option(listusers)
     listusers.set_defaults(run=cmd_listusers)
+
+    diagram = commands.add_parser(
+        "diagram", help="print a handshake's state diagram (Graphviz DOT)",
+        description=(
+            "Print the state diagram of one handshake machine as Graphviz DOT, "
+            "drawn from the machine's own transition table; render it with, for "
+            "instance, 'keyx-admin diagram dh-server | dot -Tsvg > dh-server.svg'. "
+            "--list names the machines."
+        ),
+    )
+    diagram.add_argument("name", metavar="NAME", nargs="?", type=_machine_name,
+                         help="the machine: dh-server, dh-client, eke-server, ...")
+    diagram.add_argument("--list", action="store_true", help="list the machines")
+    diagram.set_defaults(
+        run=cmd_diagram, check=lambda args: _check_diagram_arguments(diagram, args))
     return parser
+
+
+def _check_diagram_arguments(parser, args):
+    if args.list and args.name is not None:
+        parser.error("give NAME or --list, not both")
+    if not args.list and args.name is None:
+        parser.error("give NAME (see keyx-admin diagram --list)")
 
 
 def main(argv=None, out=None, err=None):
@@ -234,6 +282,8 @@ def main(argv=None, out=None, err=None):
     err = err if err is not None else sys.stderr
     try:
         args = build_parser().parse_args(argv)
+        if hasattr(args, "check"):
+            args.check(args)
         args.run(args, out, err)
     except AdminError as e:
         err.write(f"keyx-admin: {e}\n")
