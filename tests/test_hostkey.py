@@ -7,18 +7,20 @@ here are also checked with it.
 
 import base64
 import hashlib
+import io
 import os
 import shutil
 import stat
 import subprocess
 import struct
+import sys
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.trial import unittest
 
-from twisted_keyx import hostkey
-from twisted_keyx.dh import hostauth
+from twisted_keyx import admin, hostkey
+from twisted_keyx.dh import hostauth, messages
 
 from .helpers import data_path, read_data
 
@@ -417,8 +419,6 @@ class SignatureMessageTests(unittest.TestCase):
 
     def test_request_is_no_prefix_of_hello_nor_hello_of_it(self):
         # The unframed splitter needs this (docs/hostkey.rst, "Asking").
-        from twisted_keyx.dh import messages
-
         others = (messages.HELLO, messages.PARAMS_REQUEST, messages.CLIENT_KEY_PREFIX)
         for other in others:
             self.assertFalse(other.startswith(hostauth.HOST_KEY_REQUEST))
@@ -427,3 +427,115 @@ class SignatureMessageTests(unittest.TestCase):
         for other in server_messages:
             self.assertFalse(other.startswith(hostauth.SIGNATURE_PREFIX))
             self.assertFalse(hostauth.SIGNATURE_PREFIX.startswith(other))
+
+
+class AdminHostkeyTests(unittest.TestCase):
+    """``keyx-admin hostkey``: the conventions of the other keyx-admin commands
+    (tests/test_admin.py): one line on stderr and exit 1 for a failure."""
+
+    def setUp(self):
+        self.directory = self.mktemp()
+        os.mkdir(self.directory)
+        self.output = os.path.join(self.directory, "keyx-host-key")
+        self.generated = []
+        real_generate = hostkey.generate_private_key
+
+        def generate():
+            self.generated.append(True)
+            return real_generate()
+
+        self.patch(hostkey, "generate_private_key", generate)
+
+    def admin(self, *argv):
+        out, err = io.StringIO(), io.StringIO()
+        status = admin.main(list(argv), out=out, err=err)
+        return status, out.getvalue(), err.getvalue()
+
+    def test_writes_the_key_and_prints_its_fingerprint(self):
+        status, out, err = self.admin("hostkey", "-o", self.output)
+        self.assertEqual((status, err), (0, ""))
+        loaded = hostkey.load_host_key(self.output)
+        self.assertEqual(out, (
+            f"wrote {self.output} (mode 0600) and {self.output}.pub; "
+            f"use it with: twistd -n keyx --host-key {self.output}\n"
+            f"ED25519 key fingerprint is {loaded.fingerprint}\n"))
+        self.assertEqual(stat.S_IMODE(os.stat(self.output).st_mode), 0o600)
+        self.assertEqual(stat.S_IMODE(os.stat(self.output + ".pub").st_mode), 0o644)
+        with open(self.output + ".pub", "rb") as f:
+            self.assertEqual(f.read().split()[1], base64.b64encode(loaded.blob))
+        self.assertEqual(sorted(os.listdir(self.directory)),
+                         ["keyx-host-key", "keyx-host-key.pub"])
+
+    def test_fingerprint_as_ssh_keygen_prints_it(self):
+        if SSH_KEYGEN is None:
+            raise unittest.SkipTest("ssh-keygen is not installed (apt-get install openssh-client)")
+        _, out, _ = self.admin("hostkey", "-o", self.output)
+        listed = subprocess.run([SSH_KEYGEN, "-lf", self.output], capture_output=True,
+                                timeout=30)
+        self.assertEqual(out.splitlines()[1],
+                         f"ED25519 key fingerprint is {listed.stdout.split()[1].decode()}")
+
+    def test_no_secret_printed(self):
+        _, out, err = self.admin("hostkey", "-o", self.output)
+        with open(self.output, "rb") as f:
+            private = f.read()
+        body = b"".join(private.splitlines()[1:-1]).decode()
+        for chunk in (body[i:i + 16] for i in range(0, len(body) - 16, 16)):
+            self.assertNotIn(chunk, out + err)
+
+    def test_existing_files_are_kept(self):
+        for existing in (self.output, self.output + ".pub"):
+            with open(existing, "wb") as f:
+                f.write(b"precious")
+            status, out, err = self.admin("hostkey", "-o", self.output)
+            self.assertEqual((status, out, err),
+                             (1, "", f"keyx-admin: {existing} exists; use --force to replace it\n"))
+            with open(existing, "rb") as f:
+                self.assertEqual(f.read(), b"precious")
+            os.unlink(existing)
+        self.assertEqual(self.generated, [])
+
+    def test_force_replaces_both(self):
+        for existing in (self.output, self.output + ".pub"):
+            with open(existing, "wb") as f:
+                f.write(b"old")
+        status, _, err = self.admin("hostkey", "--force", "-o", self.output)
+        self.assertEqual((status, err), (0, ""))
+        hostkey.load_host_key(self.output)
+        with open(self.output + ".pub", "rb") as f:
+            self.assertTrue(f.read().startswith(b"ssh-ed25519 AAAA"))
+
+    def test_directory(self):
+        for force in ([], ["--force"]):
+            status, out, err = self.admin("hostkey", "-o", self.directory, *force)
+            self.assertEqual((status, out, err), (
+                1, "", f"keyx-admin: cannot write {self.directory}: it is a directory\n"))
+        os.mkdir(self.output + ".pub")
+        status, out, err = self.admin("hostkey", "-o", self.output, "--force")
+        self.assertEqual((status, out, err), (
+            1, "", f"keyx-admin: cannot write {self.output}.pub: it is a directory\n"))
+        self.assertEqual(self.generated, [])
+
+    def test_missing_directory(self):
+        output = os.path.join(self.directory, "missing", "key")
+        status, out, err = self.admin("hostkey", "-o", output)
+        self.assertEqual((status, out, err), (
+            1, "", f"keyx-admin: cannot write {output}: no directory "
+                   f"{os.path.abspath(os.path.dirname(output))}\n"))
+
+    def test_write_error(self):
+        def refuse(path, data, mode=0o644):
+            raise PermissionError(13, "Permission denied", path)
+
+        self.patch(hostkey, "write_file_atomically", refuse)
+        status, out, err = self.admin("hostkey", "-o", self.output)
+        self.assertEqual((status, out, err), (
+            1, "", f"keyx-admin: cannot write {self.output}: Permission denied\n"))
+
+    def test_output_is_required(self):
+        stderr = io.StringIO()
+        self.patch(sys, "stderr", stderr)
+        with self.assertRaises(SystemExit) as caught:
+            self.admin("hostkey")
+        self.assertEqual(caught.exception.code, 2)
+        self.assertIn("the following arguments are required: -o/--output", stderr.getvalue())
