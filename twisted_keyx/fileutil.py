@@ -33,3 +33,16 @@ def write_file_atomically(path, data, mode=0o644):
         pass
     finally:
         os.close(dir_fd)
+
+
+def read_at_most(fd, limit):
+    """Read from file descriptor ``fd`` until its end or ``limit`` bytes: a
+    caller asks for one byte more than it accepts, to tell a file too large."""
+    chunks = []
+    while limit > 0:
+        chunk = os.read(fd, limit)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        limit -= len(chunk)
+    return b"".join(chunks)

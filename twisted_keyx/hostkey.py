@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from twisted_keyx import asn1
-from twisted_keyx.fileutil import write_file_atomically
+from twisted_keyx.fileutil import read_at_most, write_file_atomically
 
 #: The SSH name of the only host key type (RFC 8709 section 4).
 KEY_TYPE = b"ssh-ed25519"
@@ -257,7 +257,7 @@ def load_host_key(path):
             raise HostKeyError(
                 f"host key {path} is accessible by group or others (mode {mode:04o}); "
                 f"it must be private to its owner: chmod 600 {path}")
-        data = _read_at_most(fd, MAX_KEY_FILE_SIZE + 1)
+        data = read_at_most(fd, MAX_KEY_FILE_SIZE + 1)
     except OSError as e:
         raise HostKeyError(f"cannot read host key {path}: {e.strerror}") from None
     finally:
@@ -266,14 +266,3 @@ def load_host_key(path):
         raise HostKeyError(f"host key {path} is not an OpenSSH private key "
                            f"(larger than {MAX_KEY_FILE_SIZE} bytes)")
     return parse_host_key(data, path)
-
-
-def _read_at_most(fd, limit):
-    chunks = []
-    while limit > 0:
-        chunk = os.read(fd, limit)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        limit -= len(chunk)
-    return b"".join(chunks)
