@@ -665,3 +665,40 @@ class UnframedMessageSevenTests(unittest.TestCase):
                 self.assertIsNone(splitter.next_message(), (message, i))
             splitter.feed(message[-1:])
             self.assertEqual(splitter.next_message(), message)
+
+
+class DocumentedVectorTests(unittest.TestCase):
+    """The example in docs/hostkey.rst ("What is signed"), from the fixture key."""
+
+    SIGNED = bytes.fromhex(
+        "00000025747769737465642d6b65797820646820686f7374206b6579207369676e6174757265207631"
+        "00000006783235353139"
+        "000000330000000b7373682d6564323535313900000020"
+        "d18f13cc1fae65bdce9b68639f64423c8d36b27357e1fe9dff2e16ef49b1b0c3"
+        "00000020000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f")
+    SIGNATURE = bytes.fromhex(
+        "aa2ac6a5afa6eec5218fcd389eb50486fb75ae537da074b0d270353a5d506cf7"
+        "3ff054b2f9aae5e727ba9482226375a069fd8a858d9cd71070eb6de8b8475303")
+    MESSAGE = (
+        b"Host key signature:-----BEGIN KEYX HOST KEY SIGNATURE-----\n"
+        b"AAAAMwAAAAtzc2gtZWQyNTUxOQAAACDRjxPMH65lvc6baGOfZEI8jTayc1fh/p3/\n"
+        b"LhbvSbGwwwAAAFMAAAALc3NoLWVkMjU1MTkAAABAqirGpa+m7sUhj804nrUEhvt1\n"
+        b"rlN9oHSw0nA1Ol1QbPc/8FSy+arl5ye6lIIiY3Wgaf2KhY2c1xBw623ouEdTAw==\n"
+        b"-----END KEYX HOST KEY SIGNATURE-----\n")
+
+    def test_vector(self):
+        key = hostkey.load_host_key(private_copy(self, "ed25519-host-key"))
+        transcript_hash = bytes(range(32))
+        self.assertEqual(len(self.SIGNED), 142)
+        self.assertEqual(hostauth.signed_data("x25519", key.blob, transcript_hash), self.SIGNED)
+        self.assertEqual(hostauth.sign(key, "x25519", transcript_hash), self.SIGNATURE)
+        self.assertEqual(hostauth.signature_message(key, self.SIGNATURE), self.MESSAGE)
+
+    def test_the_document_shows_the_vector(self):
+        docs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs")
+        with open(os.path.join(docs, "hostkey.rst"), "rb") as f:
+            text = f.read()
+        for line in self.MESSAGE.splitlines():
+            self.assertIn(b"    " + line + b"\n", text)
+        for half in (self.SIGNATURE[:32], self.SIGNATURE[32:]):
+            self.assertIn(half.hex().encode(), text)
