@@ -168,6 +168,59 @@ class WriteTests(unittest.TestCase):
                          listed.stdout.split()[1].decode())
 
 
+class LoadOrCreateTests(unittest.TestCase):
+    """The daemon's first start: the host key is made if missing, never replaced."""
+
+    def setUp(self):
+        self.directory = self.mktemp()
+        os.mkdir(self.directory)
+        self.path = os.path.join(self.directory, "keyx-host-key")
+
+    def test_creates_then_loads(self):
+        created, was_created = hostkey.load_or_create_host_key(self.path, comment="c")
+        self.assertTrue(was_created)
+        self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o600)
+        self.assertEqual(stat.S_IMODE(os.stat(self.path + ".pub").st_mode), 0o644)
+        self.assertEqual(sorted(os.listdir(self.directory)),
+                         ["keyx-host-key", "keyx-host-key.pub"])
+        loaded, was_created = hostkey.load_or_create_host_key(self.path)
+        self.assertFalse(was_created)
+        self.assertEqual(loaded.fingerprint, created.fingerprint)
+
+    def test_existing_key_is_checked_not_replaced(self):
+        shutil.copyfile(data_path("ed25519-host-key"), self.path)
+        os.chmod(self.path, 0o644)
+        with self.assertRaises(hostkey.HostKeyError) as caught:
+            hostkey.load_or_create_host_key(self.path)
+        self.assertIn("is accessible by group or others", str(caught.exception))
+        self.assertEqual(os.listdir(self.directory), ["keyx-host-key"])
+
+    def test_another_process_wins_the_race(self):
+        # Between the check and the link, another daemon made the file: its
+        # key is the one loaded, and ours is thrown away.
+        real_link = os.link
+
+        def link_after_the_other(source, destination):
+            shutil.copyfile(data_path("ed25519-host-key"), destination)
+            os.chmod(destination, 0o600)
+            return real_link(source, destination)
+
+        self.patch(os, "link", link_after_the_other)
+        loaded, was_created = hostkey.load_or_create_host_key(self.path)
+        self.assertEqual((loaded.fingerprint, was_created), (FIXTURE_FINGERPRINT, False))
+        self.assertEqual(os.listdir(self.directory), ["keyx-host-key"])
+
+    def test_unwritable_directory(self):
+        def refuse(**kwargs):
+            raise PermissionError(13, "Permission denied")
+
+        self.patch(hostkey.tempfile, "mkstemp", refuse)
+        with self.assertRaises(hostkey.HostKeyError) as caught:
+            hostkey.load_or_create_host_key(self.path)
+        self.assertEqual(str(caught.exception),
+                         f"cannot create host key {self.path}: Permission denied")
+
+
 class LoadRefusalTests(unittest.TestCase):
     """Every refusal is a HostKeyError with one sentence that names the file."""
 
@@ -252,6 +305,15 @@ class LoadRefusalTests(unittest.TestCase):
         with open(path, "wb") as f:
             f.write(hostkey.asn1.pem_encode(b"OPENSSH PRIVATE KEY", damaged))
         self.assertRefused(path, f"host key {path} is damaged: it cannot be loaded")
+
+    def test_more_than_one_key(self):
+        path = private_copy(self, "ed25519-host-key")
+        blob = base64.b64decode(FIXTURE_PUB.split()[1])
+        raw = (b"openssh-key-v1\0" + ssh_string(b"none") + ssh_string(b"none") + ssh_string(b"")
+               + struct.pack(">I", 2) + ssh_string(blob) + ssh_string(blob))
+        with open(path, "wb") as f:
+            f.write(hostkey.asn1.pem_encode(b"OPENSSH PRIVATE KEY", raw))
+        self.assertRefused(path, f"host key {path} holds 2 keys, not one")
 
     def test_too_large(self):
         path = private_copy(self, "ed25519-host-key")
@@ -530,7 +592,21 @@ class AdminHostkeyTests(unittest.TestCase):
         self.patch(hostkey, "write_file_atomically", refuse)
         status, out, err = self.admin("hostkey", "-o", self.output)
         self.assertEqual((status, out, err), (
-            1, "", f"keyx-admin: cannot write {self.output}: Permission denied\n"))
+            1, "", f"keyx-admin: cannot write host key {self.output}: Permission denied\n"))
+
+    def test_public_key_write_error(self):
+        real_write = hostkey.write_file_atomically
+
+        def refuse_pub(path, data, mode=0o644):
+            if path.endswith(".pub"):
+                raise OSError(28, "No space left on device", path)
+            real_write(path, data, mode)
+
+        self.patch(hostkey, "write_file_atomically", refuse_pub)
+        status, out, err = self.admin("hostkey", "-o", self.output)
+        self.assertEqual((status, out, err), (
+            1, "", f"keyx-admin: wrote host key {self.output} but cannot write "
+                   f"{self.output}.pub: No space left on device\n"))
 
     def test_output_is_required(self):
         stderr = io.StringIO()

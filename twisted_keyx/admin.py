@@ -105,8 +105,8 @@ def cmd_hostkey(args, out, err):
     _check_output(args.output, args.force, companions=(public_path,))
     try:
         written = hostkey.write_host_key(args.output, hostkey.generate_private_key())
-    except OSError as e:
-        raise AdminError(f"cannot write {e.filename or args.output}: {e.strerror}") from None
+    except hostkey.HostKeyError as e:
+        raise AdminError(str(e)) from None
     out.write(f"wrote {args.output} (mode 0600) and {public_path}; "
               f"use it with: twistd -n keyx --host-key {args.output}\n")
     out.write(f"{hostkey.KEY_TYPE_DISPLAY} key fingerprint is {written.fingerprint}\n")

@@ -23,6 +23,7 @@ import hashlib
 import os
 import socket
 import stat
+import tempfile
 from dataclasses import dataclass
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -159,19 +160,66 @@ class HostKey:
         return f"<HostKey {KEY_TYPE_DISPLAY} {self.fingerprint}>"
 
 
+def _write_public_key(path, host_key, comment):
+    public_path = path + ".pub"
+    try:
+        write_file_atomically(public_path, public_key_line(host_key.public_key, comment),
+                              mode=0o644)
+    except OSError as e:
+        raise HostKeyError(f"wrote host key {path} but cannot write {public_path}: "
+                           f"{e.strerror}") from None
+
+
 def write_host_key(path, private_key, comment=None):
-    """Write ``path`` (mode 0600) and ``path.pub`` (mode 0644), each atomically.
+    """Write ``path`` (mode 0600) and ``path.pub`` (mode 0644), each
+    atomically, replacing what is there; return the :class:`HostKey`.
 
     The private file goes first, so a ``.pub`` never names a key that was not
-    written.  Raises OSError; the caller decides about existing files.
+    written.  Raises :class:`HostKeyError` naming the file that failed.
     """
-    if comment is None:
-        comment = default_comment()
+    comment = default_comment() if comment is None else comment
     host_key = HostKey.from_private_key(private_key)
-    write_file_atomically(path, private_key_file_bytes(private_key), mode=0o600)
-    write_file_atomically(path + ".pub", public_key_line(host_key.public_key, comment),
-                          mode=0o644)
+    try:
+        write_file_atomically(path, private_key_file_bytes(private_key), mode=0o600)
+    except OSError as e:
+        raise HostKeyError(f"cannot write host key {path}: {e.strerror}") from None
+    _write_public_key(path, host_key, comment)
     return host_key
+
+
+def load_or_create_host_key(path, comment=None):
+    """``(HostKey, created)``: the key in ``path``, made first if the file
+    does not exist (the daemon's first start, as sshd's host keys).
+
+    Creating never replaces a file: the key is written to a temporary file
+    and hard-linked to ``path``, which fails if another process made ``path``
+    in between; that key is then loaded.  Raises :class:`HostKeyError`.
+    """
+    if os.path.lexists(path):
+        return load_host_key(path), False
+    comment = default_comment() if comment is None else comment
+    private_key = generate_private_key()
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=".keyx-", dir=directory)
+    except OSError as e:
+        raise HostKeyError(f"cannot create host key {path}: {e.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(private_key_file_bytes(private_key))
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(temporary, path)
+    except FileExistsError:
+        return load_host_key(path), False
+    except OSError as e:
+        raise HostKeyError(f"cannot create host key {path}: {e.strerror}") from None
+    finally:
+        os.unlink(temporary)
+    host_key = HostKey.from_private_key(private_key)
+    _write_public_key(path, host_key, comment)
+    return host_key, True
 
 
 def _printable(data):
