@@ -450,3 +450,54 @@ class DecideTests(unittest.TestCase):
             Action.WARN, knownhosts.unauthenticated_text("[127.0.0.1]:7778")))
         self.assertEqual(self.decide(7778, None, require_host_key=True), knownhosts.Decision(
             Action.REFUSE, knownhosts.require_host_key_text("[127.0.0.1]:7778")))
+
+
+class TerminalTests(unittest.TestCase):
+    """The question on a real pseudo-terminal, as a user would see it."""
+
+    def setUp(self):
+        import pty
+
+        self.master, slave = pty.openpty()
+        self.slave_path = os.ttyname(slave)
+        os.close(slave)
+        self.addCleanup(os.close, self.master)
+
+    def read_screen(self, expected_length):
+        import select
+
+        data = b""
+        while len(data) < expected_length:
+            ready, _, _ = select.select([self.master], [], [], 10)
+            if not ready:
+                self.fail(f"the terminal showed only {data!r}")
+            data += os.read(self.master, 4096)
+        return data
+
+    def test_asks_on_the_terminal(self):
+        import threading
+
+        terminal = knownhosts.open_terminal(self.slave_path)
+        self.assertIsNotNone(terminal)
+        self.addCleanup(terminal.close)
+        prompt = knownhosts.first_contact_prompt("[127.0.0.1]:7777", FIXTURE_KEY)
+        result = []
+        asking = threading.Thread(target=lambda: result.append(knownhosts.ask_first_contact(
+            "[127.0.0.1]:7777", FIXTURE_KEY, terminal.read_line, terminal.write)),
+            daemon=True)  # never keeps the test run alive if the test fails
+        asking.start()
+        # The terminal shows LF as CRLF.
+        screen = self.read_screen(len(prompt) + prompt.count("\n"))
+        self.assertEqual(screen.decode(), prompt.replace("\n", "\r\n"))
+        os.write(self.master, b"maybe\n")
+        screen = self.read_screen(len("maybe\r\n") + len(knownhosts.REASK))
+        self.assertEqual(screen.decode(), "maybe\r\n" + knownhosts.REASK)
+        os.write(self.master, b"yes\n")
+        asking.join(10)
+        self.assertEqual(result, [True])
+
+    def test_no_terminal(self):
+        self.assertIsNone(knownhosts.open_terminal(os.path.join(self.mktemp(), "no-tty")))
+        path = self.mktemp()
+        open(path, "w").close()
+        self.assertIsNone(knownhosts.open_terminal(path))  # a file is no terminal

@@ -19,8 +19,9 @@ CHANGED or REVOKED and the file and line that decided it, and appends with
 ``HashKnownHosts yes``), creating the file with mode 0600 and its folder
 with mode 0700.  The texts a user sees (the first-contact question, the
 changed-key refusal) are OpenSSH's, adapted; :func:`ask_first_contact` asks
-with injectable input and output, and :func:`decide` holds the client's
-policy (docs/hostkey.rst, "The client"), all without I/O of their own.
+with injectable input and output (:func:`open_terminal` gives the real
+ones), and :func:`decide` holds the client's policy (docs/hostkey.rst, "The
+client"), without I/O of its own.
 """
 
 import base64
@@ -402,6 +403,45 @@ def confirm(prompt, read_line, write):
 def ask_first_contact(name, public_key, read_line, write):
     """Ask whether to trust a NEW host; True to go on (then :meth:`KnownHosts.record`)."""
     return confirm(first_contact_prompt(name, public_key), read_line, write)
+
+
+class Terminal:
+    """The controlling terminal, where OpenSSH asks (``/dev/tty``, not stdin
+    or stdout, so that a pipe can neither answer nor swallow the question)."""
+
+    def __init__(self, fd):
+        self._fd = fd
+
+    def read_line(self):
+        """One line as typed, or ``""`` at the end of input (Ctrl-D)."""
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = os.read(self._fd, 1024)
+            if not chunk:
+                break
+            data += chunk
+        return data.decode("utf-8", "replace")
+
+    def write(self, text):
+        data = text.encode("utf-8")
+        while data:
+            data = data[os.write(self._fd, data):]
+
+    def close(self):
+        os.close(self._fd)
+
+
+def open_terminal(path="/dev/tty"):
+    """A :class:`Terminal`, or None when the process has none (a script,
+    CI): then a NEW host is refused unless --accept-new."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        return None
+    if not os.isatty(fd):
+        os.close(fd)
+        return None
+    return Terminal(fd)
 
 
 class Action(enum.Enum):
