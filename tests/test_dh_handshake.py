@@ -2,7 +2,7 @@
 
 from twisted.trial import unittest
 
-from twisted_keyx import ffdh
+from twisted_keyx import ffdh, groups
 from twisted_keyx.dh import messages
 from twisted_keyx.dh.handshake import (
     ClientState,
@@ -62,3 +62,40 @@ class ClientCancelTests(unittest.TestCase):
         protocol.connectionLost(Failure(ConnectionAborted()))
         self.assertEqual(len(failures), 1)
         self.assertTrue(failures[0].check(defer.CancelledError))
+
+
+class ByteExactTranscriptTests(unittest.TestCase):
+    """The session key is bound to the exact bytes of every message: a
+    message changed only in its whitespace on the way gives the two sides
+    different keys (the transcript strips nothing; docs/protocols.rst,
+    "DH handshake").  Before, the transcript stripped whitespace around each
+    message, so such a change went unnoticed."""
+
+    def keys(self, tamper=lambda message: message):
+        """(client's, server's) session key after a handshake whose messages
+        ``tamper`` changes on the way, in both directions."""
+        from tests.helpers import CLIENT_X, SERVER_X, fixed_key
+
+        server = DHServerHandshake(groups.named("ffdhe2048"), fixed_key(SERVER_X))
+        client = DHClientHandshake(private_key_factory=fixed_key(CLIENT_X))
+        message = client.start()
+        while message is not None:
+            message = client.receive(tamper(server.receive(tamper(message))))
+        return client.result.session_key, server.result.session_key
+
+    def test_transcript_hashes_every_byte(self):
+        from twisted_keyx.session import Transcript
+
+        a, b = Transcript(), Transcript()
+        a.add(b"\x01key")
+        b.add(b" \x01key")
+        self.assertNotEqual(a.digest(), b.digest())
+
+    def test_whitespace_changed_on_the_way_gives_different_keys(self):
+        client_key, server_key = self.keys()
+        self.assertEqual(client_key, server_key)
+        # One more newline after each PEM block (messages 4, 5, 6): every
+        # parser accepts it, only the transcript tells.
+        client_key, server_key = self.keys(
+            lambda m: m + b"\n" if m.endswith(b"-----\n") else m)
+        self.assertNotEqual(client_key, server_key)

@@ -1,5 +1,5 @@
-"""``keyx-admin``: make the files the daemon reads (DH parameters, EKE users),
-and print the state diagrams of the handshakes (docs/protocols.rst).
+"""``keyx-admin``: make the files the daemon reads (DH parameters, host keys,
+EKE users), and print the state diagrams of the handshakes (docs/protocols.rst).
 
 Exit status: 0 success, 1 failure (message on stderr), 2 usage error,
 130 interrupted (Ctrl-C; 128 + SIGINT, as for keyx-client).
@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 
-from twisted_keyx import __version__, ffdh
+from twisted_keyx import __version__, ffdh, hostkey
 from twisted_keyx.eke import userstore
 from twisted_keyx.eke.password import (
     PasswordError,
@@ -76,18 +76,26 @@ def _with_progress(work, label, err, interval=0.5):
     return outcome["value"]
 
 
-def cmd_genparams(args, out, err):
-    # Everything that can be checked is checked before the slow part.
-    if os.path.isdir(args.output):
-        raise AdminError(f"cannot write {args.output}: it is a directory")
-    if os.path.exists(args.output) and not args.force:
-        raise AdminError(f"{args.output} exists; use --force to replace it")
-    directory = os.path.dirname(os.path.abspath(args.output))
+def _check_output(path, force, companions=()):
+    """Refuse, before any work, an output file ``path`` that cannot or may
+    not be written; ``companions`` are files written beside it."""
+    for target in (path,) + tuple(companions):
+        if os.path.isdir(target):
+            raise AdminError(f"cannot write {target}: it is a directory")
+    for target in (path,) + tuple(companions):
+        if os.path.exists(target) and not force:
+            raise AdminError(f"{target} exists; use --force to replace it")
+    directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
-        raise AdminError(f"cannot write {args.output}: no directory {directory}")
+        raise AdminError(f"cannot write {path}: no directory {directory}")
     # The file is written as a temporary in the same directory, then renamed.
     if not os.access(directory, os.W_OK | os.X_OK):
-        raise AdminError(f"cannot write {args.output}: directory {directory} is not writable")
+        raise AdminError(f"cannot write {path}: directory {directory} is not writable")
+
+
+def cmd_genparams(args, out, err):
+    # Everything that can be checked is checked before the slow part.
+    _check_output(args.output, args.force)
     label = f"generating a {args.bits}-bit safe prime (this takes a while)"
     try:
         pem = _with_progress(lambda: ffdh.generate_parameters_pem(args.bits), label, err)
@@ -97,6 +105,18 @@ def cmd_genparams(args, out, err):
     except OSError as e:
         raise AdminError(f"cannot write {args.output}: {e.strerror}") from None
     out.write(f"wrote {args.output}; use it with: twistd -n keyx --params {args.output}\n")
+
+
+def cmd_hostkey(args, out, err):
+    public_path = args.output + ".pub"
+    _check_output(args.output, args.force, companions=(public_path,))
+    try:
+        written = hostkey.write_host_key(args.output, hostkey.generate_private_key())
+    except hostkey.HostKeyError as e:
+        raise AdminError(str(e)) from None
+    out.write(f"wrote {args.output} (mode 0600) and {public_path}; "
+              f"use it with: twistd -n keyx --host-key {args.output}\n")
+    out.write(f"{hostkey.KEY_TYPE_DISPLAY} key fingerprint is {written.fingerprint}\n")
 
 
 def _read_users(path, missing_ok=False):
@@ -219,6 +239,24 @@ def build_parser():
                            help="where to write the parameters")
     genparams.add_argument("--force", action="store_true", help="replace FILE if it exists")
     genparams.set_defaults(run=cmd_genparams)
+
+    hostkey_command = commands.add_parser(
+        "hostkey",
+        help="generate an Ed25519 host key for twistd keyx --host-key",
+        description=(
+            "Generate a fresh Ed25519 host key and write it to FILE in OpenSSH's "
+            "private key format, unencrypted, mode 0600 (a daemon cannot ask for a "
+            "passphrase), and its public key to FILE.pub in OpenSSH's public key "
+            "format. Both are replaced atomically. Prints the key's fingerprint, "
+            "as ssh-keygen -lf prints it, for clients to compare on first contact. "
+            "A key from ssh-keygen -t ed25519 -N '' works as well."
+        ),
+    )
+    hostkey_command.add_argument("-o", "--output", required=True, metavar="FILE",
+                                 help="where to write the private key (FILE.pub: the public key)")
+    hostkey_command.add_argument("--force", action="store_true",
+                                 help="replace FILE and FILE.pub if they exist")
+    hostkey_command.set_defaults(run=cmd_hostkey)
 
     adduser = commands.add_parser(
         "adduser",

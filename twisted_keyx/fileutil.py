@@ -66,3 +66,16 @@ def exposure_warning(path, consequence=""):
     if not mode & (stat.S_IRGRP | stat.S_IROTH):
         return None
     return f"{path} is readable by group or others (mode {mode:04o}){consequence}; chmod 600 {path}"
+
+
+def read_at_most(fd, limit):
+    """Read from file descriptor ``fd`` until its end or ``limit`` bytes: a
+    caller asks for one byte more than it accepts, to tell a file too large."""
+    chunks = []
+    while limit > 0:
+        chunk = os.read(fd, limit)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        limit -= len(chunk)
+    return b"".join(chunks)
