@@ -5,7 +5,7 @@ objects the daemon will use (vector sources: tests/data/README)."""
 from twisted.trial import unittest
 
 from tests.opaque_helpers import ScriptedRandom, load_json, opaque_vectors, unhex
-from twisted_keyx.opaque import credentials, group, oprf
+from twisted_keyx.opaque import OpaqueError, ake, credentials, envelope, group, oprf, primitives
 from twisted_keyx.opaque.ksf import IDENTITY, FixedKsf
 from twisted_keyx.opaque.login import ClientLogin, ServerLogin
 from twisted_keyx.opaque.messages import Envelope
@@ -128,6 +128,39 @@ class RealVectorTests(unittest.TestCase):
             self.assertTrue(client_rng.done() and server_rng.done())
 
 
+    def test_intermediates(self):
+        """randomized_password, auth_key and the 3DH key schedule's
+        handshake_secret, server_mac_key (Km2) and client_mac_key (Km3)."""
+        for vector in self.vectors:
+            inputs, mids, outputs = vector["inputs"], vector["intermediates"], vector["outputs"]
+            server_identity, client_identity = _identities(inputs)
+            password = unhex(inputs, "password")
+            blind = unhex(inputs, "blind_registration")
+            evaluated = bytes.fromhex(outputs["registration_response"])[:32]
+            rwd = credentials.randomized_password(password, blind, evaluated, IDENTITY)
+            self.assertEqual(rwd.hex(), mids["randomized_password"])
+            auth_key = primitives.expand(rwd, unhex(inputs, "envelope_nonce") + b"AuthKey", 64)
+            self.assertEqual(auth_key.hex(), mids["auth_key"])
+
+            ke1, ke2 = unhex(outputs, "KE1"), unhex(outputs, "KE2")
+            private_keyshare, public_keyshare = envelope.derive_diffie_hellman_key_pair(
+                unhex(inputs, "server_keyshare_seed"))
+            client_public_key = unhex(mids, "client_public_key")
+            ikm = ake.server_ikm(private_keyshare, unhex(inputs, "server_private_key"),
+                                 ke1[64:], client_public_key)
+            preamble = ake.preamble(
+                unhex(vector["config"], "Context"), client_identity or client_public_key, ke1,
+                server_identity or unhex(inputs, "server_public_key"), ke2[:192], ke2[192:224],
+                public_keyshare,
+            )
+            self.assertEqual(public_keyshare, ke2[224:256])
+            keys = ake.derive_keys(ikm, preamble)
+            self.assertEqual(keys.handshake_secret.hex(), mids["handshake_secret"])
+            self.assertEqual(keys.km2.hex(), mids["server_mac_key"])
+            self.assertEqual(keys.km3.hex(), mids["client_mac_key"])
+            self.assertEqual(keys.server_mac, ke2[256:])
+
+
 class FakeVectorTests(unittest.TestCase):
     """RFC 9807 appendix C.2, fake vector 1 (ristretto255): the KE2 for a
     user without a record, from the setup's fake record."""
@@ -150,3 +183,22 @@ class FakeVectorTests(unittest.TestCase):
                              rng, server_identity, client_identity)
         self.assertEqual(server.respond(unhex(inputs, "KE1")).hex(), vector["outputs"]["KE2"])
         self.assertTrue(rng.done())
+
+
+class ExpandMessageTests(unittest.TestCase):
+    """RFC 9380 appendix K.3: expand_message_xmd with SHA-512."""
+
+    def test_vectors(self):
+        suite = load_json("expand-message-xmd-sha512-rfc9380.json")
+        self.assertEqual(len(suite["tests"]), 10)
+        dst = suite["DST"].encode("ascii")
+        for vector in suite["tests"]:
+            length = int(vector["len_in_bytes"], 16)
+            out = group.expand_message_xmd(vector["msg"].encode("ascii"), dst, length)
+            self.assertEqual(out.hex(), vector["uniform_bytes"])
+
+    def test_limits(self):
+        """ell <= 255, len_in_bytes <= 65535, DST <= 255 bytes."""
+        self.assertEqual(len(group.expand_message_xmd(b"", b"D", 255 * 64)), 255 * 64)
+        self.assertRaises(OpaqueError, group.expand_message_xmd, b"", b"D", 255 * 64 + 1)
+        self.assertRaises(OpaqueError, group.expand_message_xmd, b"", b"D" * 256, 32)
