@@ -78,6 +78,12 @@ class LoginTests(unittest.TestCase):
         result = login(self.setup, record, "cafe\u0301", name=b"bob")[4]
         self.assertIsInstance(result, tuple)
 
+    def test_text_name(self):
+        """A credential identifier given as text is its UTF-8."""
+        record, _ = register("pw", self.setup, "bj\u00f6rn", rng=CountingRandom(5))
+        result = login(self.setup, record, "pw", name="bj\u00f6rn".encode("utf-8"))[4]
+        self.assertIsInstance(result, tuple)
+
     def test_wrong_password_client(self):
         """A wrong password fails at the client, on KE2."""
         _, server, _, _, result = login(self.setup, self.record, "wrong horse")

@@ -16,7 +16,10 @@ _OPRF_KEY_INFO = b"OPAQUE-DeriveKeyPair"
 
 def oprf_key(oprf_seed, credential_identifier):
     """seed = Expand(oprf_seed, credential_identifier || "OprfKey", Nok);
-    DeriveKeyPair(seed, "OPAQUE-DeriveKeyPair") (RFC 9807 section 5.2.2)."""
+    DeriveKeyPair(seed, "OPAQUE-DeriveKeyPair") (RFC 9807 section 5.2.2).
+    A user name given as text is its UTF-8."""
+    if isinstance(credential_identifier, str):
+        credential_identifier = credential_identifier.encode("utf-8")
     if not isinstance(credential_identifier, bytes) or len(credential_identifier) > 0xFFFF:
         raise OpaqueError("the credential identifier must be bytes, at most 65535")
     seed = primitives.expand(oprf_seed, credential_identifier + b"OprfKey", NOK)
