@@ -14,14 +14,18 @@ How the cost travels and why a hostile server gains nothing from it
   :meth:`Argon2idParameters.encode`).  A fake record's cost is the server's
   default, which is also what ``keyx-admin adduser`` registers with, so the
   header does not tell registered users from unknown ones.
-- The client accepts it only within its :class:`KsfLimits`: the ceiling stops
-  a server from exhausting it; the floor stops a fake server from asking for
-  a cheap function (which would make the offline guessing it can do against
-  KE3 cheap).  A fake server can still choose any cost between the bounds;
-  that is the risk, and the floor is its price.
+- The client accepts it only within its :class:`KsfLimits`.  The ceiling
+  stops a hostile server from exhausting the client.  A cheaper cost gains
+  a fake server nothing in OPAQUE: the envelope opens only with the cost
+  the record was made with, and the client sends KE3 only after the
+  server's MAC, which needs the envelope's contents.  The floor is policy:
+  the client refuses to use a record that would be cheap to crack if the
+  server's files were stolen, and says so.
 - The encoded cost is appended to the preamble's context on both sides
-  (RFC 9807 section 6.4.2.1), so a cost changed in transit fails the server
-  MAC in KE2 even before the envelope's MAC would.
+  (RFC 9807 section 6.4.2.1), so both MACs cover it.  A cost changed in
+  transit already fails the envelope (the stretched password changes);
+  the binding keeps that true for any future KSF whose header would not
+  change its output.
 
 :data:`IDENTITY` (Stretch(msg) = msg) exists only for RFC 9807's test
 vectors; its header is empty.
@@ -151,7 +155,8 @@ class KsfLimits:
 
     The ceilings stop a hostile server from making the client spend
     gigabytes, minutes or threads; the floors (memory and total work =
-    memory * passes) stop a fake server from asking for a cheap function.
+    memory * passes) refuse records that would be cheap to crack if the
+    server's files were stolen.
     The defaults accept :data:`DEFAULT_ARGON2ID` and the OWASP minimum
     (19 MiB, 2 passes) but nothing cheaper.
     """
