@@ -176,6 +176,8 @@ class RecordAndSetupTests(unittest.TestCase):
             dict(good, masking_key="not base64!"),
             dict(good, client_public_key="A" * 43 + "="),  # the identity
             dict(good, ksf={"name": "scrypt"}),
+            dict(good, ksf={"name": "identity"}),
+            dict(good, ksf="argon2id"),
             dict(good, ksf={"name": "argon2id", "memory_cost": 64, "iterations": 1}),
             dict(good, ksf={"name": "argon2id", "memory_cost": "64", "iterations": 1, "lanes": 1}),
             dict(good, ksf={"name": "argon2id", "memory_cost": 4, "iterations": 1, "lanes": 1}),

@@ -132,7 +132,8 @@ DEFAULT_ARGON2ID = Argon2idParameters(memory_cost=64 * MiB, iterations=3, lanes=
 
 
 def from_json(obj):
-    """A KSF from its :meth:`to_json` form (a user record's ``ksf``)."""
+    """A KSF from its :meth:`to_json` form (a user record's ``ksf``): only
+    Argon2id; a stored record never has the identity KSF."""
     if not isinstance(obj, dict):
         raise OpaqueError("ksf must be an object")
     name = obj.get("name")
@@ -145,7 +146,7 @@ def from_json(obj):
             raise OpaqueError("argon2id parameters must be integers")
         return Argon2idParameters(*values).check()
     if name == "identity":
-        return IDENTITY
+        raise OpaqueError("the identity KSF is for test vectors only")
     raise OpaqueError(f"unknown key stretching function {name!r}")
 
 
