@@ -97,6 +97,15 @@ class ClientLogin:
         if self._state != "await KE2":
             raise OpaqueError("KE2 is not expected now")
         self._state = "failed"
+        try:
+            result = self._finish(ke2_message)
+        finally:
+            # RFC 9807 section 6: the client state is erased after the protocol.
+            del self._password, self._blind, self._client_secret
+        self._state = "done"
+        return result
+
+    def _finish(self, ke2_message):
         if not isinstance(ke2_message, (bytes, bytearray)) or len(ke2_message) != self.ke2_size:
             raise OpaqueError(f"KE2 must be {self.ke2_size} bytes")
         ke2_message = bytes(ke2_message)
@@ -116,8 +125,6 @@ class ClientLogin:
         keys = ake.derive_keys(ikm, preamble)
         if not primitives.ct_equal(ke2.server_mac, keys.server_mac):
             raise OpaqueError("the server's MAC did not verify")
-        self._state = "done"
-        del self._password, self._blind, self._client_secret
         return LoginResult(KE3(keys.client_mac).to_bytes(), keys.session_key, export_key,
                            creds.server_public_key)
 
@@ -178,8 +185,10 @@ class ServerLogin:
         if self._state != "await KE3":
             raise OpaqueError("KE3 is not expected now")
         self._state = "failed"
+        expected, session_key = self._expected_client_mac, self._session_key
+        del self._expected_client_mac, self._session_key
         ke3 = KE3.from_bytes(ke3)
-        if not primitives.ct_equal(ke3.client_mac, self._expected_client_mac):
+        if not primitives.ct_equal(ke3.client_mac, expected):
             raise OpaqueError("the client's MAC did not verify")
         self._state = "done"
-        return self._session_key
+        return session_key
