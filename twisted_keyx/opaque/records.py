@@ -91,7 +91,8 @@ def fake_record(ksf, rng=os.urandom):
     """A record for users that do not exist (RFC 9807 section 6.3.2.2): a
     random client public key, a random masking key, an all-zero envelope."""
     client_public_key = group.scalar_mult_gen(group.random_scalar(rng))
-    return RegistrationRecord(client_public_key, rng(NH), Envelope.from_bytes(bytes(ENVELOPE_SIZE)), ksf)
+    zero_envelope = Envelope.from_bytes(bytes(ENVELOPE_SIZE))
+    return RegistrationRecord(client_public_key, rng(NH), zero_envelope, ksf)
 
 
 @dataclass(frozen=True, repr=False)
@@ -119,7 +120,9 @@ class ServerSetup:
         if len(self.oprf_seed) != OPRF_SEED_SIZE:
             raise OpaqueError(f"oprf_seed must be {OPRF_SEED_SIZE} bytes")
         private = group.deserialize_scalar(self.server_private_key)
-        if group.is_zero_scalar(private) or group.scalar_mult_gen(private) != self.server_public_key:
+        if group.is_zero_scalar(private) or (
+            group.scalar_mult_gen(private) != self.server_public_key
+        ):
             raise OpaqueError("the server's private and public keys do not match")
         return self
 
