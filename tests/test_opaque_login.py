@@ -111,12 +111,25 @@ class LoginTests(unittest.TestCase):
         """Each object runs once, in order: any other call is OpaqueError."""
         client = ClientLogin("pw", CHEAP_LIMITS, CountingRandom(1))
         self.assertRaises(OpaqueError, client.finish, b"\0" * client.ke2_size)
+        self.assertEqual(client.state, "new")
         ke1 = client.start()
+        self.assertEqual(client.state, "await KE2")
         self.assertRaises(OpaqueError, client.start)
         server = ServerLogin(self.setup, self.record, b"alice", rng=CountingRandom(2))
         self.assertRaises(OpaqueError, server.finish, b"\0" * 64)
         server.respond(ke1)
+        self.assertEqual(server.state, "await KE3")
         self.assertRaises(OpaqueError, server.respond, ke1)
+
+    def test_states_at_the_end(self):
+        client, server, _, _, result = login(self.setup, self.record, "correct horse")
+        self.assertEqual(client.state, "done")
+        server.finish(result.ke3)
+        self.assertEqual(server.state, "done")
+        client, server, _, _, result = login(self.setup, self.record, "wrong")
+        self.assertEqual(client.state, "failed")
+        self.assertRaises(OpaqueError, server.finish, b"\0" * 64)
+        self.assertEqual(server.state, "failed")
 
     def test_failed_client_stays_failed(self):
         client, _, _, ke2, result = login(self.setup, self.record, "wrong horse")
@@ -201,6 +214,8 @@ class RecordAndSetupTests(unittest.TestCase):
             json.dumps(dict(obj, format="other")).encode(),
             json.dumps(dict(obj, server_public_key=other["server_public_key"])).encode(),
             json.dumps(dict(obj, oprf_seed="AAAA")).encode(),
+            json.dumps(dict(obj, server_private_key="A" * 43 + "=")).encode(),
+            json.dumps(dict(obj, server_private_key="/" * 43 + "=")).encode(),
         ]
         for data in bad:
             self.assertRaises(OpaqueError, ServerSetup.loads, data)

@@ -80,6 +80,11 @@ class ClientLogin:
         self._state = "new"
         self.ke2_size = ke2_message_size(ksf_limits)
 
+    @property
+    def state(self):
+        """"new", then "await KE2", then "done" or "failed"."""
+        return self._state
+
     def start(self):
         """GenerateKE1: the 96 bytes of KE1."""
         if self._state != "new":
@@ -151,12 +156,16 @@ class ServerLogin:
         self._state = "new"
         self.ke2_size = ke2_message_size(self._record.ksf)
 
+    @property
+    def state(self):
+        """"new", then "await KE3", then "done" or "failed"."""
+        return self._state
+
     def respond(self, ke1):
         """GenerateKE2: the KE2 message (KSF header and RFC KE2)."""
         if self._state != "new":
             raise OpaqueError("KE1 is not expected now")
         self._state = "failed"
-        ke1_message = ke1
         ke1 = KE1.from_bytes(ke1)
         setup, record = self._setup, self._record
         response = credentials.create_credential_response(
@@ -168,7 +177,7 @@ class ServerLogin:
         server_nonce, private_keyshare, public_keyshare = ake.server_keyshare(self._rng)
         header = record.ksf.encode()
         preamble = ake.preamble(
-            self._context + header, creds.client_identity, bytes(ke1_message),
+            self._context + header, creds.client_identity, ke1.to_bytes(),
             creds.server_identity, response.to_bytes(), server_nonce, public_keyshare,
         )
         ikm = ake.server_ikm(private_keyshare, setup.server_private_key,
