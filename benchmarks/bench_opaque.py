@@ -1,0 +1,147 @@
+"""How much one OPAQUE login costs each side, without the network.
+
+Runs ClientLogin against ServerLogin (twisted_keyx.opaque.login) and times
+the calls of each side separately, in CPU seconds of this process
+(time.process_time) and wall time: the server's respond + finish (OPRF
+evaluation, masking, 3DH; it never runs Argon2id), the same for an unknown
+user (the fake record), and the client's start + finish (dominated by
+Argon2id), with a cheap cost and the default one.  Then the same for EKE
+(twisted_keyx.eke.handshake, default scrypt) in the same run, for comparison.
+
+    python benchmarks/bench_opaque.py [--rounds N] [--client-rounds N] [--eke-rounds N]
+"""
+
+import argparse
+import statistics
+import time
+
+from twisted_keyx.eke.handshake import EKEClientHandshake, EKEServerHandshake
+from twisted_keyx.eke.userstore import new_user
+from twisted_keyx.opaque import (
+    DEFAULT_ARGON2ID,
+    Argon2idParameters,
+    ClientLogin,
+    KsfLimits,
+    OpaqueError,
+    ServerLogin,
+    ServerSetup,
+    register,
+)
+
+CHEAP = Argon2idParameters(memory_cost=64, iterations=1, lanes=1)
+ANY = KsfLimits(min_memory_cost=8, min_work=8)
+
+
+def timed(call, *args):
+    c, w = time.process_time(), time.perf_counter()
+    result = call(*args)
+    return result, time.process_time() - c, time.perf_counter() - w
+
+
+def one_login(setup, record, name):
+    client = ClientLogin("open sesame", ANY)
+    server = ServerLogin(setup, record, name)
+    ke1, c1, w1 = timed(client.start)
+    ke2, s1, v1 = timed(server.respond, ke1)
+    try:
+        result, c2, w2 = timed(client.finish, ke2)
+    except OpaqueError:
+        # The fake record: the client fails; time the server's refusal.
+        _, s2, v2 = timed(_refuse, server)
+        return None, (s1 + s2, v1 + v2)
+    session_key, s2, v2 = timed(server.finish, result.ke3)
+    assert session_key == result.session_key
+    return (c1 + c2, w1 + w2), (s1 + s2, v1 + v2)
+
+
+def _refuse(server):
+    try:
+        server.finish(b"\0" * 64)
+    except OpaqueError:
+        pass
+
+
+def one_eke_handshake(users):
+    """Both EKE machines against each other: (client cpu, server cpu)."""
+    server = EKEServerHandshake(users.get)
+    client = EKEClientHandshake("alice", "open sesame")
+    line, client_cpu, _ = timed(client.start)
+    server_cpu = 0.0
+    while line is not None:
+        line, spent, _ = timed(server.receive, line)
+        server_cpu += spent
+        line, spent, _ = timed(client.receive, line)
+        client_cpu += spent
+    assert server.finished and client.finished
+    return client_cpu, server_cpu
+
+
+def _record(lists, client, server):
+    client_cpu, client_wall, server_cpu, server_wall = lists
+    if client:
+        client_cpu.append(client[0])
+        client_wall.append(client[1])
+    server_cpu.append(server[0])
+    server_wall.append(server[1])
+
+
+def ms(values):
+    return f"{1000 * statistics.median(values):8.3f} ms"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=200, help="server logins timed")
+    parser.add_argument("--client-rounds", type=int, default=5,
+                        help="client logins timed with the default Argon2id")
+    parser.add_argument("--eke-rounds", type=int, default=10,
+                        help="EKE handshakes timed (default scrypt); 0 to skip")
+    args = parser.parse_args()
+
+    setup = ServerSetup.generate(CHEAP)
+    cheap_record, _ = register("open sesame", setup, b"alice", CHEAP)
+    t = time.perf_counter()
+    default_record, _ = register("open sesame", setup, b"bob", DEFAULT_ARGON2ID)
+    print(f"registration ({DEFAULT_ARGON2ID}): {1000 * (time.perf_counter() - t):.1f} ms")
+
+    # Registered and unknown users alternate, round by round, so that a
+    # busy machine slows both alike and their difference stays meaningful.
+    cases = [
+        ("registered user, cheap", cheap_record, b"alice"),
+        ("unknown user (fake)", None, b"nobody"),
+    ]
+    samples = {label: ([], [], [], []) for label, _, _ in cases}
+    for _ in range(args.rounds):
+        for label, record, name in cases:
+            client, server = one_login(setup, record, name)
+            _record(samples[label], client, server)
+    slow = ([], [], [], [])
+    for _ in range(args.client_rounds):
+        _record(slow, *one_login(setup, default_record, b"bob"))
+    cases.append(("registered user, default", default_record, b"bob"))
+    samples["registered user, default"] = slow
+
+    for label, record, _ in cases:
+        client_cpu, client_wall, server_cpu, server_wall = samples[label]
+        ksf = record.ksf if record else setup.default_ksf
+        print(f"{label} ({ksf}), median of {len(server_cpu)}:")
+        print(f"  server respond+finish: cpu {ms(server_cpu)}  wall {ms(server_wall)}"
+              f"  ({1 / statistics.median(server_cpu):.0f} logins/s per core)")
+        if client_cpu:
+            print(f"  client start+finish:   cpu {ms(client_cpu)}  wall {ms(client_wall)}")
+    real, fake = (statistics.median(samples[label][2]) for label, _, _ in cases[:2])
+    print(f"server cpu, unknown minus registered user: {1e6 * (fake - real):+.1f} us "
+          f"({100 * (fake - real) / real:+.1f}%)")
+
+    if args.eke_rounds:
+        users = {"alice": new_user("alice", "open sesame")}
+        runs = [one_eke_handshake(users) for _ in range(args.eke_rounds)]
+        print(f"EKE (default scrypt), median of {args.eke_rounds}:")
+        server_cpu = [r[1] for r in runs]
+        print(f"  server, whole handshake: cpu {ms(server_cpu)}"
+              f"  ({1 / statistics.median(server_cpu):.0f} logins/s per core)")
+        print(f"  client, whole handshake: cpu {ms([r[0] for r in runs])}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,9 @@
+"""The one exception of the OPAQUE layer (docs/protocols.rst, OPAQUE)."""
+
+
+class OpaqueError(Exception):
+    """A message, key, record or parameter is unusable, or a MAC did not
+    verify.  Every failure a peer can cause is this one type; its text says
+    what failed, never a secret, and callers should answer a peer with one
+    generic failure whatever the text (RFC 9807 section 9.3, error
+    considerations)."""
