@@ -101,10 +101,11 @@ def main(argv=None):
 
 
 def drive(server, client, port, group="ffdhe2048", concurrency=50, seconds=20.0, warmup=2.0,
-          tls_ca=None):
+          tls_ca=None, on_phase=None):
     """Run the load generator against ``server`` (a
     :class:`~keyxbench.process.ServerProcess`) and return its result, with
-    the server's CPU over the measured window added."""
+    the server's CPU over the measured window added.  ``on_phase("measuring")``
+    and ``on_phase("stopped")`` are called as the window opens and closes."""
     command = process.python_module(
         "keyxbench.load", "--client", client, "--port", port, "--group", group,
         "--concurrency", concurrency, "--seconds", seconds, "--warmup", warmup,
@@ -115,6 +116,8 @@ def drive(server, client, port, group="ffdhe2048", concurrency=50, seconds=20.0,
         message = json.loads(line)
         if message.get("phase") in ("measuring", "stopped"):
             cpu[message["phase"]] = server.cpu_seconds()
+            if on_phase is not None:
+                on_phase(message["phase"])
         else:
             result = message
     if child.wait() != 0 or result is None:
