@@ -157,9 +157,13 @@ def parser():
     p.add_argument("--profile", metavar="FILE",
                    help="run the daemon under cProfile, stats saved to FILE")
     p.add_argument("--py-spy", metavar="FILE", dest="py_spy",
-                   help="sample the daemon of the first twistd keyx mode with py-spy over its "
-                        "measured window: a flame graph if FILE ends in .svg, else collapsed "
-                        "stacks (needs py-spy, and the right to trace: root or ptrace_scope 0)")
+                   help="sample the server with py-spy over the measured window: a flame graph "
+                        "if FILE ends in .svg, else collapsed stacks, summed up by "
+                        "'python -m keyxbench.spy' (needs py-spy, and the right to trace: root "
+                        "or ptrace_scope 0)")
+    p.add_argument("--py-spy-modes", metavar="MODES", default="dh",
+                   help="the modes to sample; with more than one, each writes FILE with -MODE "
+                        "before its extension [default: dh]")
     p.add_argument("--json", metavar="FILE", help="also write every result to FILE as JSON")
     return p
 
@@ -194,14 +198,21 @@ def main():
               flush=True)
 
     results = {}
-    profile_to = args.py_spy
+    spied = [m for m in args.py_spy_modes.split(",") if m in names] if args.py_spy else []
     for name in names:
-        profiled = profile_to if modes.MODES[name].server.is_ours else None
+        profiled = None
+        if name in spied:
+            stem, ext = os.path.splitext(args.py_spy)
+            profiled = args.py_spy if len(spied) == 1 else f"{stem}-{name}{ext}"
         results[name] = r = run_mode(name, args, profile_to=profiled)
+        show(r)
         if profiled:
             r["py_spy"] = profiled
-            profile_to = None
-        show(r)
+            print(f"  py-spy samples: {profiled}", flush=True)
+            if not profiled.endswith(".svg") and os.path.exists(profiled):
+                subprocess.run([sys.executable, "-m", "keyxbench.spy", profiled, "--top", "0",
+                                "--cpu-ms", f"{r['server_cpu_ms']:.4f}"],
+                               env=process.environment())
         if name == "canned":
             best = floors["floor"] / (floors["floor"] + r["server_cpu_ms"] / 1e3)
             print(f"  so on this stack floor / CPU can be at most about {best:.3f}", flush=True)
