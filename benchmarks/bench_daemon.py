@@ -82,7 +82,7 @@ def run_mode(name, args, profile_to=None):
         log, last_line = running.stop()
         for p in spy:
             p.wait(30)
-    result.update(label=mode.label.format(group=group), ours=mode.server.is_ours,
+    result.update(mode=name, label=mode.label.format(group=group), ours=mode.server.is_ours,
                   log_tracebacks=log.count("Traceback"),
                   log_finished=log.count("finished (") + log.count("authenticated;"))
     if last_line.startswith("{"):
@@ -90,7 +90,44 @@ def run_mode(name, args, profile_to=None):
     return result
 
 
-def show(r):
+def measure_floors(group, eke=False):
+    """The floors, measured in this process on the server core."""
+    process.pin_self(process.SERVER_CORE)
+    floors = {"group": group, "floor": floor.cryptography_floor(group),
+              "group_crypto": floor.group_crypto(group)}
+    if eke:
+        floors["eke"] = floor.eke_floor()
+    process.pin_self(None)
+    print(f"floor ({group}, cryptography's own work per server handshake: load the key, "
+          f"keygen, serialise, exchange): {1e3 * floors['floor']:.3f} ms "
+          f"= {1 / floors['floor']:.0f} handshakes/s", flush=True)
+    print(f"  the same through the project's group (its key checks included): "
+          f"{1e3 * floors['group_crypto']:.3f} ms", flush=True)
+    if eke:
+        print(f"floor (EKE, server work per handshake and quit): {1e3 * floors['eke']:.3f} ms",
+              flush=True)
+    return floors
+
+
+def median_round(rounds):
+    """One (floors, results) from several rounds: each floor's median, and
+    for each mode the round whose server CPU per handshake is the median."""
+    def middle(values):
+        return sorted(values)[(len(values) - 1) // 2]
+
+    floors = dict(rounds[0][0])
+    for key in ("floor", "group_crypto", "eke"):
+        if key in floors:
+            floors[key] = middle([f[key] for f, _ in rounds])
+    results = {}
+    for name in rounds[0][1]:
+        runs = [r[name] for _, r in rounds]
+        cpu = middle([r["server_cpu_ms"] for r in runs])
+        results[name] = next(r for r in runs if r["server_cpu_ms"] == cpu)
+    return floors, results
+
+
+def show(r, floors):
     kinds = f" {r['failure_kinds']}" if r["failure_kinds"] else ""
     p50 = "-" if r["p50_ms"] is None else f"{r['p50_ms']:.1f}"
     p99 = "-" if r["p99_ms"] is None else f"{r['p99_ms']:.1f}"
@@ -106,6 +143,14 @@ def show(r):
     if "server_report" in r:
         print(f"; server says {r['server_report']}", end="")
     print(flush=True)
+    mode = r["mode"]
+    if mode == "canned":
+        best = floors["floor"] / (floors["floor"] + r["server_cpu_ms"] / 1e3)
+        print(f"  so on this stack floor / CPU can be at most about {best:.3f}", flush=True)
+    elif modes.MODES[mode].client.startswith("dh-"):
+        print(f"  floor / CPU = {1e3 * floors['floor'] / r['server_cpu_ms']:.3f}", flush=True)
+    elif mode == "eke":
+        print(f"  EKE floor / CPU = {1e3 * floors['eke'] / r['server_cpu_ms']:.3f}", flush=True)
 
 
 def table(results, floors):
@@ -164,6 +209,9 @@ def parser():
     p.add_argument("--py-spy-modes", metavar="MODES", default="dh",
                    help="the modes to sample; with more than one, each writes FILE with -MODE "
                         "before its extension [default: dh]")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="measure every mode this many times, interleaved, and report each "
+                        "mode's median (a shared machine drifts) [default: 1]")
     p.add_argument("--json", metavar="FILE", help="also write every result to FILE as JSON")
     return p
 
@@ -181,47 +229,34 @@ def main():
           f"{versions()}; pinning: "
           f"{'server core 0, load core 1' if process.can_pin() else 'none'}", flush=True)
 
-    process.pin_self(process.SERVER_CORE)
-    floors = {"group": args.group,
-              "floor": floor.cryptography_floor(args.group),
-              "group_crypto": floor.group_crypto(args.group)}
-    if "eke" in names:
-        floors["eke"] = floor.eke_floor()
-    process.pin_self(None)
-    print(f"floor ({args.group}, cryptography's own work per server handshake: load the key, "
-          f"keygen, serialise, exchange): {1e3 * floors['floor']:.3f} ms "
-          f"= {1 / floors['floor']:.0f} handshakes/s", flush=True)
-    print(f"  the same through the project's group (its key checks included): "
-          f"{1e3 * floors['group_crypto']:.3f} ms", flush=True)
-    if "eke" in floors:
-        print(f"floor (EKE, server work per handshake and quit): {1e3 * floors['eke']:.3f} ms",
-              flush=True)
-
-    results = {}
+    rounds = []  # per round: (floors, {mode: result})
     spied = [m for m in args.py_spy_modes.split(",") if m in names] if args.py_spy else []
-    for name in names:
-        profiled = None
-        if name in spied:
-            stem, ext = os.path.splitext(args.py_spy)
-            profiled = args.py_spy if len(spied) == 1 else f"{stem}-{name}{ext}"
-        results[name] = r = run_mode(name, args, profile_to=profiled)
-        show(r)
-        if profiled:
-            r["py_spy"] = profiled
-            print(f"  py-spy samples: {profiled}", flush=True)
-            if not profiled.endswith(".svg") and os.path.exists(profiled):
-                subprocess.run([sys.executable, "-m", "keyxbench.spy", profiled, "--top", "0",
-                                "--cpu-ms", f"{r['server_cpu_ms']:.4f}"],
-                               env=process.environment())
-        if name == "canned":
-            best = floors["floor"] / (floors["floor"] + r["server_cpu_ms"] / 1e3)
-            print(f"  so on this stack floor / CPU can be at most about {best:.3f}", flush=True)
-        elif name in ("dh", "raw", "naive"):
-            print(f"  floor / CPU = {1e3 * floors['floor'] / r['server_cpu_ms']:.3f}", flush=True)
-        elif name == "eke":
-            print(f"  EKE floor / CPU = {1e3 * floors['eke'] / r['server_cpu_ms']:.3f}", flush=True)
+    for number in range(1, args.rounds + 1):
+        if args.rounds > 1:
+            print(f"-- round {number} of {args.rounds}", flush=True)
+        floors = measure_floors(args.group, eke="eke" in names)
+        results = {}
+        for name in names:
+            profiled = None
+            if name in spied and number == 1:
+                stem, ext = os.path.splitext(args.py_spy)
+                profiled = args.py_spy if len(spied) == 1 else f"{stem}-{name}{ext}"
+            results[name] = r = run_mode(name, args, profile_to=profiled)
+            show(r, floors)
+            if profiled:
+                r["py_spy"] = profiled
+                print(f"  py-spy samples: {profiled}", flush=True)
+                if not profiled.endswith(".svg") and os.path.exists(profiled):
+                    subprocess.run([sys.executable, "-m", "keyxbench.spy", profiled, "--top", "0",
+                                    "--cpu-ms", f"{r['server_cpu_ms']:.4f}"],
+                                   env=process.environment())
+        rounds.append((floors, results))
 
+    floors, results = median_round(rounds)
     print()
+    if args.rounds > 1:
+        print(f"medians over {args.rounds} rounds (each mode's round with the median server CPU "
+              f"per handshake; the floors' medians):")
     for text, value in ratios(results, floors):
         print(f"{text}: {value:.3f}")
     print()
@@ -246,7 +281,8 @@ def main():
               f"tracebacks in log: {s['log_tracebacks']}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"floors": floors, "results": results, "argv": sys.argv}, f, indent=1)
+            json.dump({"floors": floors, "results": results, "argv": sys.argv,
+                       "rounds": rounds}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -31,3 +31,7 @@ def parameters_message(group):
     """Message 4 of the DH handshake for ``group``, as the daemon sends it."""
     message = getattr(group, "parameters_message", None)
     return group.parameters_pem if message is None else message
+
+
+__all__ = ["CLIENT_MAX_MESSAGE_LENGTH", "DEFAULT_GROUP", "SERVER_MESSAGES", "MessageSplitter",
+           "MessageTooLong", "messages", "named_group", "parameters_message"]
