@@ -90,13 +90,13 @@ def run_mode(name, args, profile_to=None):
     return result
 
 
-def measure_floors(group, eke=False):
+def measure_floors(group, eke=False, seconds=3.0):
     """The floors, measured in this process on the server core."""
     process.pin_self(process.SERVER_CORE)
-    floors = {"group": group, "floor": floor.cryptography_floor(group),
-              "group_crypto": floor.group_crypto(group)}
+    floors = {"group": group, "floor": floor.cryptography_floor(group, seconds),
+              "group_crypto": floor.group_crypto(group, seconds)}
     if eke:
-        floors["eke"] = floor.eke_floor()
+        floors["eke"] = floor.eke_floor(seconds)
     process.pin_self(None)
     print(f"floor ({group}, cryptography's own work per server handshake: load the key, "
           f"keygen, serialise, exchange): {1e3 * floors['floor']:.3f} ms "
@@ -234,7 +234,8 @@ def main():
     for number in range(1, args.rounds + 1):
         if args.rounds > 1:
             print(f"-- round {number} of {args.rounds}", flush=True)
-        floors = measure_floors(args.group, eke="eke" in names)
+        # Quick runs get quick floors (3 s each by default).
+        floors = measure_floors(args.group, eke="eke" in names, seconds=min(3.0, args.seconds / 2))
         results = {}
         for name in names:
             profiled = None

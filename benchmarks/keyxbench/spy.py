@@ -23,15 +23,27 @@ def frame_name(frame):
     return _FRAME_LINE.sub(")", frame.strip())
 
 
-def read_stacks(lines):
-    """[(frames, count)] from collapsed-stack lines."""
+def read_stacks(lines, keep_lines=False):
+    """[(frames, count)] from collapsed-stack lines (frames without their
+    line numbers unless ``keep_lines``)."""
     stacks = []
     for line in lines:
         match = _LINE.match(line.rstrip("\n"))
         if match:
-            frames = [frame_name(f) for f in match["stack"].split(";") if f.strip()]
+            frames = [f.strip() if keep_lines else frame_name(f)
+                      for f in match["stack"].split(";") if f.strip()]
             stacks.append((frames, int(match["count"])))
     return stacks
+
+
+def by_line(stacks, pattern):
+    """Samples by the line of the innermost frame whose name holds
+    ``pattern`` (stacks read with ``keep_lines``); the rest: "elsewhere"."""
+    out = collections.Counter()
+    for frames, count in stacks:
+        hits = [f for f in frames if pattern in f]
+        out[hits[-1] if hits else "elsewhere"] += count
+    return out
 
 
 def shares(stacks):
@@ -88,6 +100,9 @@ def main(argv=None):
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("file")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--by-line", metavar="FUNCTION",
+                        help="also split the samples by the line of FUNCTION they were on "
+                             "(e.g. NaiveDH.stringReceived, where the naive peer does all its work)")
     parser.add_argument("--cpu-ms", type=float,
                         help="the server's CPU per handshake, to turn shares into ms")
     args = parser.parse_args(argv)
@@ -99,6 +114,13 @@ def main(argv=None):
     for name, count in categorise(stacks).most_common():
         ms = f"  {args.cpu_ms * count / total:.3f} ms/handshake" if args.cpu_ms else ""
         print(f"  {100 * count / total:5.1f}%  {name}{ms}")
+    if args.by_line:
+        with open(args.file) as f:
+            lines = by_line(read_stacks(f, keep_lines=True), args.by_line)
+        print(f"\nby line of {args.by_line}:")
+        for name, count in lines.most_common():
+            ms = f"  {args.cpu_ms * count / total:.3f} ms/handshake" if args.cpu_ms else ""
+            print(f"  {100 * count / total:5.1f}%  {name}{ms}")
     for title, counter in (("self", own), ("inclusive", inclusive)) if args.top else ():
         print(f"\ntop {args.top} by {title} samples:")
         for name, count in counter.most_common(args.top):
