@@ -184,20 +184,16 @@ class EKEClient(_OneHandshake, LineReceiver):
     MAX_LENGTH = 4096
 
     def connectionMade(self):
-        from twisted_keyx.eke.handshake import EKEClientHandshake
-
         self.transport.setTcpNoDelay(True)
         self.chat = None
         settings, recorder = self.factory.settings, self.factory.recorder
         recorder.started += 1
         key = settings.rsa_pool[recorder.started % len(settings.rsa_pool)]
-        self.handshake = EKEClientHandshake(EKE_USER, EKE_PASSWORD, kdf_limits=settings.cheap_kdf,
+        self.handshake = project.eke.EKEClientHandshake(EKE_USER, EKE_PASSWORD, kdf_limits=settings.cheap_kdf,
                                             rsa_key_factory=lambda: key)
         self.sendLine(self.handshake.start())
 
     def lineReceived(self, line):
-        from twisted_keyx.eke.chat import ClientChat
-
         if self.done:
             return
         try:
@@ -213,7 +209,7 @@ class EKEClient(_OneHandshake, LineReceiver):
             self.sendLine(reply)
         if self.handshake.finished:
             self.factory.recorder.succeeded(self.factory.began)
-            self.chat = ClientChat(self.handshake.result)
+            self.chat = project.eke.ClientChat(self.handshake.result)
             self.sendLine(self.chat.quit())
 
 
@@ -281,8 +277,7 @@ class Settings:
             context.minimum_version = ssl.TLSVersion.TLSv1_3
             self.tls_context = context
         if eke:
-            from twisted_keyx.eke import crypto
-
+            crypto = project.eke.crypto
             # A real client makes an RSA key per session (about 50 ms), which
             # would make the load generator the bottleneck; the server cannot
             # tell the difference.

@@ -80,34 +80,31 @@ def eke_floor(seconds=3.0):
     """Seconds of server work per EKE handshake and its quit: the server's
     four steps and the chat's quit, timed alone (the client's work between
     them is not counted)."""
-    from twisted_keyx.eke import crypto, userstore
-    from twisted_keyx.eke.chat import ClientChat, ServerChat
-    from twisted_keyx.eke.handshake import EKEClientHandshake, EKEServerHandshake
-
     from keyxbench.clients import EKE_PASSWORD, EKE_USER
 
-    kdf = crypto.ScryptParameters(n=16, r=2, p=1)
-    users = {EKE_USER: userstore.new_user(EKE_USER, EKE_PASSWORD, kdf=kdf)}
+    eke = project.eke
+    crypto = eke.crypto
+    users = project.bench_users(EKE_USER, EKE_PASSWORD)
     rsa_pool = [crypto.generate_rsa_key() for _ in range(4)]
     cheap = crypto.KdfLimits(min_memory=1)
     spent = 0.0
     runs = 0
     while spent < seconds:
         key = rsa_pool[runs % len(rsa_pool)]
-        client = EKEClientHandshake(EKE_USER, EKE_PASSWORD, kdf_limits=cheap,
+        client = eke.EKEClientHandshake(EKE_USER, EKE_PASSWORD, kdf_limits=cheap,
                                     rsa_key_factory=lambda: key)
         line = client.start()
         t = time.process_time()
-        server = EKEServerHandshake(users.get)
+        server = eke.EKEServerHandshake(users.get)
         spent += time.process_time() - t
         while line is not None:
             t = time.process_time()
             reply = server.receive(line)
             spent += time.process_time() - t
             line = client.receive(reply)
-        quit_line = ClientChat(client.result).quit()
+        quit_line = eke.ClientChat(client.result).quit()
         t = time.process_time()
-        ServerChat(server.result).receive(quit_line)
+        eke.ServerChat(server.result).receive(quit_line)
         spent += time.process_time() - t
         runs += 1
     return spent / runs

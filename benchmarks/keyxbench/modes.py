@@ -46,11 +46,8 @@ class Running:
 def eke_bench_user(directory):
     """A user file with one user whose scrypt is cheap: the server never runs
     scrypt, and a cheap one keeps the load generator from being the limit."""
-    from twisted_keyx.eke import crypto, userstore
-
-    kdf = crypto.ScryptParameters(n=16, r=2, p=1)
     path = os.path.join(directory, "users.json")
-    userstore.write_users(path, {EKE_USER: userstore.new_user(EKE_USER, EKE_PASSWORD, kdf=kdf)})
+    project.write_user_file(path, EKE_USER, EKE_PASSWORD)
     return path
 
 

@@ -33,5 +33,53 @@ def parameters_message(group):
     return group.parameters_pem if message is None else message
 
 
+def dh_client_protocol():
+    """The library's framed DH client protocol (``.finished`` fires with the result)."""
+    from twisted_keyx.dh.protocol import DHClientProtocol
+
+    return DHClientProtocol
+
+
+class _EKE:
+    """The EKE pieces, imported when first asked for: the chat may live in
+    ``twisted_keyx.chat`` or in ``twisted_keyx.eke.chat``."""
+
+    def __getattr__(self, name):
+        from twisted_keyx.eke import crypto, userstore
+        from twisted_keyx.eke.handshake import EKEClientHandshake, EKEServerHandshake
+
+        try:
+            from twisted_keyx.chat import ClientChat, ServerChat
+        except ImportError:
+            from twisted_keyx.eke.chat import ClientChat, ServerChat
+        self.__dict__.update(crypto=crypto, userstore=userstore, ClientChat=ClientChat,
+                             ServerChat=ServerChat, EKEClientHandshake=EKEClientHandshake,
+                             EKEServerHandshake=EKEServerHandshake)
+        return self.__dict__[name]
+
+
+#: ``eke.crypto``, ``eke.userstore``, ``eke.EKEClientHandshake``,
+#: ``eke.EKEServerHandshake``, ``eke.ClientChat``, ``eke.ServerChat``.
+eke = _EKE()
+
+
+def cheap_scrypt():
+    """scrypt parameters that cost next to nothing (the server never runs
+    scrypt; a cheap one keeps the load generator from being the limit)."""
+    return eke.crypto.ScryptParameters(n=16, r=2, p=1)
+
+
+def write_user_file(path, user, password):
+    """A user file with one user whose scrypt is cheap."""
+    users = eke.userstore
+    users.write_users(path, {user: users.new_user(user, password, kdf=cheap_scrypt())})
+
+
+def bench_users(user, password):
+    """An in-memory user lookup table with one cheap user."""
+    return {user: eke.userstore.new_user(user, password, kdf=cheap_scrypt())}
+
+
 __all__ = ["CLIENT_MAX_MESSAGE_LENGTH", "DEFAULT_GROUP", "SERVER_MESSAGES", "MessageSplitter",
-           "MessageTooLong", "messages", "named_group", "parameters_message"]
+           "MessageTooLong", "bench_users", "cheap_scrypt", "dh_client_protocol", "eke",
+           "messages", "named_group", "parameters_message", "write_user_file"]

@@ -34,8 +34,7 @@ def main(argv=None):
     from twisted.protocols.basic import Int32StringReceiver
 
     from keyxbench.clients import is_parameters_message
-    from keyxbench.project import messages
-    from twisted_keyx.dh.protocol import DHClientProtocol
+    from keyxbench.project import dh_client_protocol, messages
 
     held = []
     lost = [0]
@@ -73,7 +72,7 @@ def main(argv=None):
         await task.deferLater(reactor, args.settle)
         t1 = time.perf_counter()
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", args.port, timeout=10)
-        client = await connectProtocol(endpoint, DHClientProtocol())
+        client = await connectProtocol(endpoint, dh_client_protocol()())
         await client.finished
         out["fresh_handshake_ms"] = 1e3 * (time.perf_counter() - t1)
         out["still_held"] = len(held) - lost[0]
