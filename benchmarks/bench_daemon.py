@@ -34,7 +34,7 @@ import time
 BENCHMARKS = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(BENCHMARKS), BENCHMARKS]
 
-from keyxbench import floor, load, modes, process, stall  # noqa: E402
+from keyxbench import floor, load, modes, process, project, stall  # noqa: E402
 from keyxbench.process import mb  # noqa: E402
 
 #: Options of ``twistd keyx`` for the throughput runs: no connection limits
@@ -82,7 +82,7 @@ def run_mode(name, args, profile_to=None):
         log, last_line = running.stop()
         for p in spy:
             p.wait(30)
-    result.update(mode=name, label=mode.label.format(group=group), ours=mode.server.is_ours,
+    result.update(mode=name, group=group, label=mode.label.format(group=group), ours=mode.server.is_ours,
                   log_tracebacks=log.count("Traceback"),
                   log_finished=log.count("finished (") + log.count("authenticated;"))
     if last_line.startswith("{"):
@@ -90,22 +90,30 @@ def run_mode(name, args, profile_to=None):
     return result
 
 
-def measure_floors(group, eke=False, seconds=3.0):
-    """The floors, measured in this process on the server core."""
+def floor_key(floors, group, what="floor"):
+    """Where ``floors`` keeps ``what`` for ``group``: "floor" for the run's
+    group, "floor:x25519" for another."""
+    return what if group == floors["group"] else f"{what}:{group}"
+
+
+def measure_floors(group, others=(), eke=False, seconds=3.0):
+    """The floors, measured in this process on the server core: for the
+    run's ``group`` and for the ``others`` some modes fix."""
     process.pin_self(process.SERVER_CORE)
-    floors = {"group": group, "floor": floor.cryptography_floor(group, seconds),
-              "group_crypto": floor.group_crypto(group, seconds)}
+    floors = {"group": group}
+    for g in [group, *(o for o in others if o != group)]:
+        floors[floor_key(floors, g)] = floor.cryptography_floor(g, seconds)
+        floors[floor_key(floors, g, "group_crypto")] = floor.group_crypto(g, seconds)
+        print(f"floor ({g}, cryptography's own work per server handshake: load the key, "
+              f"keygen, serialise, exchange): {1e3 * floors[floor_key(floors, g)]:.3f} ms "
+              f"= {1 / floors[floor_key(floors, g)]:.0f} handshakes/s", flush=True)
+        print(f"  the same through the project's group (its key checks included): "
+              f"{1e3 * floors[floor_key(floors, g, 'group_crypto')]:.3f} ms", flush=True)
     if eke:
         floors["eke"] = floor.eke_floor(seconds)
-    process.pin_self(None)
-    print(f"floor ({group}, cryptography's own work per server handshake: load the key, "
-          f"keygen, serialise, exchange): {1e3 * floors['floor']:.3f} ms "
-          f"= {1 / floors['floor']:.0f} handshakes/s", flush=True)
-    print(f"  the same through the project's group (its key checks included): "
-          f"{1e3 * floors['group_crypto']:.3f} ms", flush=True)
-    if eke:
         print(f"floor (EKE, server work per handshake and quit): {1e3 * floors['eke']:.3f} ms",
               flush=True)
+    process.pin_self(None)
     return floors
 
 
@@ -116,8 +124,8 @@ def median_round(rounds):
         return sorted(values)[(len(values) - 1) // 2]
 
     floors = dict(rounds[0][0])
-    for key in ("floor", "group_crypto", "eke"):
-        if key in floors:
+    for key in floors:
+        if key != "group":
             floors[key] = middle([f[key] for f, _ in rounds])
     results = {}
     for name in rounds[0][1]:
@@ -144,11 +152,12 @@ def show(r, floors):
         print(f"; server says {r['server_report']}", end="")
     print(flush=True)
     mode = r["mode"]
+    mode_floor = floors[floor_key(floors, r["group"])]
     if mode == "canned":
-        best = floors["floor"] / (floors["floor"] + r["server_cpu_ms"] / 1e3)
+        best = mode_floor / (mode_floor + r["server_cpu_ms"] / 1e3)
         print(f"  so on this stack floor / CPU can be at most about {best:.3f}", flush=True)
     elif modes.MODES[mode].client.startswith("dh-"):
-        print(f"  floor / CPU = {1e3 * floors['floor'] / r['server_cpu_ms']:.3f}", flush=True)
+        print(f"  floor / CPU = {1e3 * mode_floor / r['server_cpu_ms']:.3f}", flush=True)
     elif mode == "eke":
         print(f"  EKE floor / CPU = {1e3 * floors['eke'] / r['server_cpu_ms']:.3f}", flush=True)
 
@@ -156,10 +165,15 @@ def show(r, floors):
 def table(results, floors):
     """The results as a reStructuredText table (for docs/benchmarks.rst)."""
     rows = [("server", "handshakes/s", "p50 ms", "p99 ms", "failures", "CPU ms/hs")]
-    rows.append((f"floor: cryptography's own work, {floors['group']}", "-", "-", "-", "-",
-                 f"{1e3 * floors['floor']:.3f}"))
-    rows.append((f"project group ops, {floors['group']} (in process)", "-", "-", "-", "-",
-                 f"{1e3 * floors['group_crypto']:.3f}"))
+    for key, value in floors.items():
+        what, _, group = key.partition(":")
+        group = group or floors["group"]
+        if what == "floor":
+            rows.append((f"floor: cryptography's own work, {group}", "-", "-", "-", "-",
+                         f"{1e3 * value:.3f}"))
+        elif what == "group_crypto":
+            rows.append((f"project group ops, {group} (in process)", "-", "-", "-", "-",
+                         f"{1e3 * value:.3f}"))
     for name, r in results.items():
         rows.append((r["label"], f"{r['per_second']:.0f}",
                      "-" if r["p50_ms"] is None else f"{r['p50_ms']:.0f}",
@@ -174,7 +188,7 @@ def table(results, floors):
 
 def ratios(results, floors):
     cpu = {name: r["server_cpu_ms"] / 1e3 for name, r in results.items() if r["handshakes"]}
-    cpu["floor"] = floors["floor"]
+    cpu.update((key, value) for key, value in floors.items() if key.startswith("floor"))
     out = []
     for text, top, bottom in modes.RATIOS:
         if top in cpu and bottom in cpu:
@@ -211,7 +225,8 @@ def parser():
                         "before its extension [default: dh]")
     p.add_argument("--rounds", type=int, default=1,
                    help="measure every mode this many times, interleaved, and report each "
-                        "mode's median (a shared machine drifts) [default: 1]")
+                        "mode's median (the lower middle one for an even N; a shared machine drifts) "
+                        "[default: 1]")
     p.add_argument("--json", metavar="FILE", help="also write every result to FILE as JSON")
     return p
 
@@ -224,6 +239,14 @@ def main():
         parser().error(f"unknown mode(s) {', '.join(unknown)}; known: {', '.join(modes.MODES)}")
     if "canned" not in names:
         names.insert(0, "canned")
+    for name in list(names):
+        group = modes.MODES[name].group
+        if group:
+            try:
+                project.named_group(group)
+            except ValueError as e:
+                print(f"skipping mode {name}: this checkout has no group {group} ({e})")
+                names.remove(name)
     process.raise_fd_limit()
     print(f"twisted-keyx benchmark: {time.strftime('%Y-%m-%d %H:%M %Z')}, {os.cpu_count()} cores, "
           f"{versions()}; pinning: "
@@ -235,7 +258,8 @@ def main():
         if args.rounds > 1:
             print(f"-- round {number} of {args.rounds}", flush=True)
         # Quick runs get quick floors (3 s each by default).
-        floors = measure_floors(args.group, eke="eke" in names, seconds=min(3.0, args.seconds / 2))
+        floors = measure_floors(args.group, [modes.MODES[n].group for n in names if modes.MODES[n].group],
+                                eke="eke" in names, seconds=min(3.0, args.seconds / 2))
         results = {}
         for name in names:
             profiled = None
