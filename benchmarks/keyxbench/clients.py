@@ -1,0 +1,323 @@
+"""The load generator's clients: one handshake per connection, in lock step
+(send, wait for the reply, send the next), as a real client does.
+
+The wire is read with what the project and Twisted already have: Twisted's
+``Int32StringReceiver`` for framed DH, the project's unframed
+:class:`~twisted_keyx.dh.raw.MessageSplitter` for the tutorial's format,
+``LineReceiver`` for EKE, and the ``ssl`` module's memory BIOs for TLS.  The
+decisions of a DH client are in :class:`DHSteps`, with no I/O, so they can be
+tested alone (tests/test_bench_helpers.py).
+
+The clients do as little work as they can, so that the load generator is not
+the bottleneck: DH keys come from a pool made before the clock starts and
+only every 50th server key is loaded and checked; EKE reuses a few RSA keys
+and a cheap scrypt.
+"""
+
+import ssl
+import time
+
+from twisted.internet import protocol
+from twisted.protocols.basic import Int32StringReceiver, LineReceiver
+
+from keyxbench import project
+from keyxbench.project import messages
+
+EKE_USER, EKE_PASSWORD = "bench", "bench password"
+
+#: One server key in this many is loaded and checked by the DH clients.
+CHECK_EVERY = 50
+
+
+class BadReply(Exception):
+    """The server's reply is not the one the handshake expects."""
+
+
+class Recorder:
+    """What a load run counts: latencies while measuring, failures by kind."""
+
+    def __init__(self):
+        self.measuring = False
+        self.stopping = False
+        self.latencies = []
+        self.failures = 0
+        self.failure_kinds = {}
+        self.started = 0  # handshakes begun (picks keys from the pools)
+        self.checked = 0
+
+    def succeeded(self, began):
+        if self.measuring:
+            self.latencies.append(time.perf_counter() - began)
+
+    def failed(self, kind):
+        if self.measuring:
+            self.failures += 1
+            self.failure_kinds[kind] = self.failure_kinds.get(kind, 0) + 1
+
+
+def is_parameters_message(payload):
+    """Message 4 has the shape of a PEM parameters block (any group's)."""
+    payload = payload.strip()
+    return (payload.startswith(b"-----BEGIN ") and payload.endswith(b"-----")
+            and b"PARAMETERS-----" in payload[:64]) or payload.startswith(b"Group: ")
+
+
+class DHSteps:
+    """The client side of one DH handshake, as the load generator runs it.
+
+    :meth:`start` gives message 1; :meth:`receive` takes each reply and gives
+    the next message, or None once message 6 has arrived; a wrong reply
+    raises :class:`BadReply` naming it.  ``check`` is None or the group, to
+    load and check the server's key with.
+    """
+
+    def __init__(self, key_message, check=None):
+        self.key_message = key_message
+        self.check = check
+        self.replies = 0
+        self.finished = False
+
+    def start(self):
+        return messages.HELLO
+
+    def receive(self, payload):
+        self.replies += 1
+        if payload in messages.ERROR_REPLIES:
+            raise BadReply(f"error reply {payload.decode()!r}")
+        if self.replies == 1:
+            if payload != messages.HEY_THERE:
+                raise BadReply("greeting")
+            return messages.PARAMS_REQUEST
+        if self.replies == 2:
+            if not is_parameters_message(payload):
+                raise BadReply("parameters")
+            return self.key_message
+        if self.replies == 3 and payload.startswith(messages.SERVER_KEY_PREFIX):
+            if self.check is not None:
+                self.check.load_peer_key(payload[len(messages.SERVER_KEY_PREFIX):].strip() + b"\n")
+            self.finished = True
+            return None
+        raise BadReply("server key")
+
+
+class _OneHandshake:
+    """What every client protocol does at the end: count, close, next."""
+
+    done = False
+
+    def succeed(self):
+        self.done = True
+        self.factory.recorder.succeeded(self.factory.began)
+        self.transport.loseConnection()
+
+    def bad(self, kind):
+        self.done = True
+        self.factory.recorder.failed(f"bad {kind}")
+        self.transport.abortConnection()
+
+    def connectionLost(self, reason):
+        if not self.done:
+            self.factory.recorder.failed("connection lost")
+        self.factory.next()
+
+
+class _DHClient(_OneHandshake):
+    def connectionMade(self):
+        self.transport.setTcpNoDelay(True)
+        self.steps = self.factory.settings.dh_steps(self.factory.recorder)
+        self.send(self.steps.start())
+
+    def handle(self, payload):
+        try:
+            reply = self.steps.receive(payload)
+        except BadReply as e:
+            return self.bad(str(e))
+        except ValueError as e:  # the server's key failed the check
+            return self.bad(f"server key ({e})")
+        if reply is not None:
+            self.send(reply)
+        elif self.steps.finished:
+            self.succeed()
+
+
+class FramedDHClient(_DHClient, Int32StringReceiver):
+    """DH over Int32 framing (``twistd keyx --dh``, the naive peer)."""
+
+    MAX_LENGTH = project.CLIENT_MAX_MESSAGE_LENGTH
+
+    def send(self, payload):
+        self.sendString(payload)
+
+    def stringReceived(self, payload):
+        if not self.done:
+            self.handle(payload)
+
+
+class RawDHClient(_DHClient, protocol.Protocol):
+    """DH in the tutorial's unframed format (``twistd keyx --dh-raw``): each
+    message in one write, replies cut by the project's splitter."""
+
+    def connectionMade(self):
+        self.splitter = project.MessageSplitter(project.SERVER_MESSAGES,
+                                                project.CLIENT_MAX_MESSAGE_LENGTH)
+        super().connectionMade()
+
+    def send(self, payload):
+        self.transport.write(payload)
+
+    def dataReceived(self, data):
+        self.splitter.feed(data)
+        while not self.done:
+            try:
+                payload = self.splitter.next_message()
+            except project.MessageTooLong as e:
+                return self.bad(str(e))
+            if payload is None:
+                return
+            self.handle(payload)
+
+
+class EKEClient(_OneHandshake, LineReceiver):
+    """One EKE handshake, then the chat's quit; the latency is to step 8."""
+
+    delimiter = b"\n"
+    MAX_LENGTH = 4096
+
+    def connectionMade(self):
+        self.transport.setTcpNoDelay(True)
+        self.chat = None
+        settings, recorder = self.factory.settings, self.factory.recorder
+        recorder.started += 1
+        key = settings.rsa_pool[recorder.started % len(settings.rsa_pool)]
+        self.handshake = project.eke.EKEClientHandshake(EKE_USER, EKE_PASSWORD, kdf_limits=settings.cheap_kdf,
+                                            rsa_key_factory=lambda: key)
+        self.sendLine(self.handshake.start())
+
+    def lineReceived(self, line):
+        if self.done:
+            return
+        try:
+            if self.chat is not None:
+                self.chat.receive(line)
+                self.done = True
+                self.transport.loseConnection()
+                return
+            reply = self.handshake.receive(line)
+        except Exception as e:  # HandshakeFailed, ChatFailed and the like
+            return self.bad(type(e).__name__)
+        if reply is not None:
+            self.sendLine(reply)
+        if self.handshake.finished:
+            self.factory.recorder.succeeded(self.factory.began)
+            self.chat = project.eke.ClientChat(self.handshake.result)
+            self.sendLine(self.chat.quit())
+
+
+#: What the TLS client sends once the handshake is done, and the reply it
+#: waits for: one round trip of application data, so that the server has
+#: finished its side of the handshake too.
+TLS_REQUEST, TLS_REPLY = b"Hello", b"Hey there!"
+
+
+class TLSClient(_OneHandshake, protocol.Protocol):
+    """A full TLS handshake on a fresh connection (no session resumption),
+    through the ``ssl`` module's memory BIOs, then one request and reply."""
+
+    def connectionMade(self):
+        self.transport.setTcpNoDelay(True)
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = self.factory.settings.tls_context.wrap_bio(
+            self.incoming, self.outgoing, server_hostname="localhost")
+        self.handshaken = False
+        self.reply = b""
+        self.advance()
+
+    def flush(self):
+        data = self.outgoing.read()
+        if data:
+            self.transport.write(data)
+
+    def advance(self):
+        try:
+            if not self.handshaken:
+                self.tls.do_handshake()
+                self.handshaken = True
+                self.tls.write(TLS_REQUEST)
+            while True:
+                data = self.tls.read(4096)
+                if not data:
+                    return self.bad("TLS: closed before the reply")
+                self.reply += data
+                if self.reply == TLS_REPLY:
+                    self.flush()
+                    return self.succeed()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            self.flush()
+        except ssl.SSLError as e:
+            self.flush()
+            self.bad(f"TLS: {e.reason or e}")
+
+    def dataReceived(self, data):
+        if not self.done:
+            self.incoming.write(data)
+            self.advance()
+
+
+class Settings:
+    """What the clients of one run share, made before the clock starts."""
+
+    def __init__(self, group_name=project.DEFAULT_GROUP, tls_ca=None, eke=False):
+        self.group = project.named_group(group_name)
+        self.key_messages = [
+            messages.CLIENT_KEY_PREFIX + self.group.public_key_pem(self.group.generate_private_key())
+            for _ in range(64)
+        ]
+        if tls_ca:
+            context = ssl.create_default_context(cafile=tls_ca)
+            context.minimum_version = ssl.TLSVersion.TLSv1_3
+            self.tls_context = context
+        if eke:
+            crypto = project.eke.crypto
+            # A real client makes an RSA key per session (about 50 ms), which
+            # would make the load generator the bottleneck; the server cannot
+            # tell the difference.
+            self.rsa_pool = [crypto.generate_rsa_key() for _ in range(8)]
+            self.cheap_kdf = crypto.KdfLimits(min_memory=1)
+
+    def dh_steps(self, recorder):
+        recorder.started += 1
+        check = None
+        if recorder.started % CHECK_EVERY == 0:
+            check = self.group
+            recorder.checked += 1
+        return DHSteps(self.key_messages[recorder.started % len(self.key_messages)], check)
+
+
+#: Client protocols by the name a mode gives (keyxbench.modes).
+CLIENTS = {
+    "dh-framed": FramedDHClient,
+    "dh-raw": RawDHClient,
+    "eke": EKEClient,
+    "tls": TLSClient,
+}
+
+
+class HandshakeFactory(protocol.ClientFactory):
+    """One client slot: a handshake, and when its connection is gone, the next."""
+
+    def __init__(self, reactor, port, client, settings, recorder):
+        self.reactor = reactor
+        self.port = port
+        self.protocol = CLIENTS[client]
+        self.settings = settings
+        self.recorder = recorder
+
+    def next(self):
+        if not self.recorder.stopping:
+            self.began = time.perf_counter()
+            self.reactor.connectTCP("127.0.0.1", self.port, self)
+
+    def clientConnectionFailed(self, connector, reason):
+        self.recorder.failed("connect failed")
+        self.next()
+

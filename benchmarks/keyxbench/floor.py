@@ -1,0 +1,110 @@
+"""The crypto of one handshake, timed in this process (CPU time, one core).
+
+- :func:`cryptography_floor`: cryptography's own work for the server's side
+  of one DH handshake (load the client's PEM key with cryptography's loader,
+  make a key pair, serialise its public key, exchange): no server can do
+  less, so it is "the floor" the servers are compared with;
+- :func:`group_crypto`: the same four steps through the project's group
+  (``Group.load_peer_key`` adds the strict PEM/DER parse, the same-group and
+  range checks and the subgroup check);
+- :func:`eke_floor`: the EKE server's four steps and the chat's quit.
+"""
+
+import time
+import warnings
+
+from keyxbench import project
+
+
+def per_call(function, inputs, seconds):
+    """CPU seconds per ``function(x)``, cycling through ``inputs`` for about
+    ``seconds`` of process time after one warm-up round."""
+    for x in inputs:
+        function(x)
+    runs = 0
+    start = time.process_time()
+    while time.process_time() - start < seconds:
+        for x in inputs:
+            function(x)
+        runs += len(inputs)
+    return (time.process_time() - start) / runs
+
+
+def _client_keys(group, n=16):
+    return [group.public_key_pem(group.generate_private_key()) for _ in range(n)]
+
+
+def cryptography_floor(group_name=project.DEFAULT_GROUP, seconds=3.0):
+    """Seconds of cryptography's own work per server-side handshake."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.utils import CryptographyDeprecationWarning
+
+    group = project.named_group(group_name)
+    pems = _client_keys(group)
+    pem_format = (serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if group_name == "x25519":
+        from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+        generate = X25519PrivateKey.generate
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            parameters = serialization.load_pem_parameters(project.parameters_message(group))
+        generate = parameters.generate_private_key
+
+    def one(pem):
+        peer = serialization.load_pem_public_key(pem)
+        key = generate()
+        key.public_key().public_bytes(*pem_format)
+        key.exchange(peer)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        return per_call(one, pems, seconds)
+
+
+def group_crypto(group_name=project.DEFAULT_GROUP, seconds=3.0):
+    """Seconds per server-side handshake of the project's group operations."""
+    group = project.named_group(group_name)
+
+    def one(pem):
+        peer = group.load_peer_key(pem)
+        key = group.generate_private_key()
+        group.public_key_pem(key)
+        group.exchange(key, peer)
+
+    return per_call(one, _client_keys(group), seconds)
+
+
+def eke_floor(seconds=3.0):
+    """Seconds of server work per EKE handshake and its quit: the server's
+    four steps and the chat's quit, timed alone (the client's work between
+    them is not counted)."""
+    from keyxbench.clients import EKE_PASSWORD, EKE_USER
+
+    eke = project.eke
+    crypto = eke.crypto
+    users = project.bench_users(EKE_USER, EKE_PASSWORD)
+    rsa_pool = [crypto.generate_rsa_key() for _ in range(4)]
+    cheap = crypto.KdfLimits(min_memory=1)
+    spent = 0.0
+    runs = 0
+    while spent < seconds:
+        key = rsa_pool[runs % len(rsa_pool)]
+        client = eke.EKEClientHandshake(EKE_USER, EKE_PASSWORD, kdf_limits=cheap,
+                                    rsa_key_factory=lambda: key)
+        line = client.start()
+        t = time.process_time()
+        server = eke.EKEServerHandshake(users.get)
+        spent += time.process_time() - t
+        while line is not None:
+            t = time.process_time()
+            reply = server.receive(line)
+            spent += time.process_time() - t
+            line = client.receive(reply)
+        quit_line = eke.ClientChat(client.result).quit()
+        t = time.process_time()
+        eke.ServerChat(server.result).receive(quit_line)
+        spent += time.process_time() - t
+        runs += 1
+    return spent / runs

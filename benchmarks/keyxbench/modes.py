@@ -1,0 +1,176 @@
+"""What the benchmark can measure: one entry of :data:`MODES` per mode.
+
+A mode is a server (started by the benchmark itself, pinned to the server
+core) and the client the load generator runs against it.  Adding a mode is
+one entry; ``x25519`` below is one (``twistd keyx --group x25519``, once the
+group registry has it), and a host key, once the daemon has ``--host-key``,
+would be::
+
+    "hostkey": Mode("DH framed, host key", Keyx("--dh", prepare=host_key_options),
+                    "dh-framed"),
+
+where ``host_key_options(directory)`` makes the key file there and returns
+``["--host-key", path]`` (the client then has to expect what the host key
+adds to the handshake: see keyxbench.clients.DHSteps).
+
+:data:`RATIOS` lists the comparisons printed at the end, by mode name
+(``floor``: cryptography's own work, :func:`keyxbench.floor.cryptography_floor`).
+"""
+
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+
+from keyxbench import process, project
+from keyxbench.clients import EKE_PASSWORD, EKE_USER
+
+
+@dataclass
+class Running:
+    """A started server: its process, and what the client needs to know."""
+
+    server: process.ServerProcess
+    directory: str
+    client_options: dict = field(default_factory=dict)
+
+    def stop(self):
+        """Stop it; return (its log's text, its last stdout line or "")."""
+        log = self.server.stop()
+        out = self.server.process.stdout.read() if self.server.process.stdout else ""
+        shutil.rmtree(self.directory, ignore_errors=True)
+        return log, out.strip().splitlines()[-1] if out.strip() else ""
+
+
+def eke_bench_user(directory):
+    """A user file with one user whose scrypt is cheap: the server never runs
+    scrypt, and a cheap one keeps the load generator from being the limit."""
+    path = os.path.join(directory, "users.json")
+    project.write_user_file(path, EKE_USER, EKE_PASSWORD)
+    return path
+
+
+class Keyx:
+    """``twistd -n keyx`` serving every handshake on ports of its own; the
+    load goes to the one named by ``endpoint`` (``--dh``, ``--dh-raw``,
+    ``--eke``).  ``options`` are more ``twistd keyx`` options; ``prepare``,
+    if given, makes files in the run's directory and returns more options.
+
+    twistd finds the dropin ``twisted/plugins/keyx_plugin.py`` of this
+    checkout through PYTHONPATH (keyxbench.process.environment), so no
+    install is needed.
+    """
+
+    is_ours = True
+
+    def __init__(self, endpoint, *options, prepare=None):
+        self.endpoint = endpoint
+        self.options = list(options)
+        self.prepare = prepare
+
+    def start(self, group, run_options=(), profile=None):
+        directory = tempfile.mkdtemp(prefix="keyx-bench-")
+        ports = {name: process.free_port() for name in ("--dh", "--dh-raw", "--eke")}
+        log = os.path.join(directory, "twistd.log")
+        command = process.pin_prefix(process.SERVER_CORE) + [
+            sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+            "-n", "--logfile", log, "--pidfile", "", "--reactor", "epoll",
+        ]
+        if profile:
+            command += ["--profiler", "cprofile", "--profile", profile, "--savestats"]
+        command += ["keyx"]
+        for name, port in ports.items():
+            command += [name, f"tcp:{port}:interface=127.0.0.1:backlog=1024"]
+        command += ["--users", eke_bench_user(directory), "--group", group,
+                    *self.options, *run_options]
+        if self.prepare is not None:
+            command += self.prepare(directory)
+        # The daemon raises its own soft limit on open files at start-up.
+        server = process.ServerProcess(command, ports[self.endpoint], cwd=directory, log=log)
+        return Running(server, directory)
+
+
+class NaivePeer:
+    """``benchmarks/peer_naive.py``, serving the daemon's own message 4."""
+
+    is_ours = False
+
+    def start(self, group, run_options=(), profile=None):
+        directory = tempfile.mkdtemp(prefix="keyx-bench-naive-")
+        params = os.path.join(directory, "params.pem")
+        with open(params, "wb") as f:
+            f.write(project.parameters_message(project.named_group(group)))
+        port, log = process.free_port(), os.path.join(directory, "naive.log")
+        command = process.pin_prefix(process.SERVER_CORE) + [
+            sys.executable, os.path.join(process.BENCHMARKS, "peer_naive.py"),
+            "--port", str(port), "--params", params, "--log", log]
+        return Running(process.ServerProcess(command, port, log=log), directory)
+
+
+class TLSPeer:
+    """``benchmarks/peer_tls.py``; the client verifies its certificate."""
+
+    is_ours = False
+
+    def start(self, group, run_options=(), profile=None):
+        import subprocess
+
+        directory = tempfile.mkdtemp(prefix="keyx-bench-tls-")
+        port = process.free_port()
+        command = process.pin_prefix(process.SERVER_CORE) + [
+            sys.executable, os.path.join(process.BENCHMARKS, "peer_tls.py"),
+            "--port", str(port), "--directory", directory]
+        server = process.ServerProcess(command, port, stdout=subprocess.PIPE)
+        return Running(server, directory, {"tls_ca": os.path.join(directory, "cert.pem")})
+
+
+class Canned:
+    """keyxbench.canned: replies made in advance (the framework alone)."""
+
+    is_ours = False
+
+    def start(self, group, run_options=(), profile=None):
+        port = process.free_port()
+        command = process.python_module("keyxbench.canned", "--port", port, "--group", group,
+                                        core=process.SERVER_CORE)
+        return Running(process.ServerProcess(command, port), tempfile.mkdtemp())
+
+
+@dataclass
+class Mode:
+    #: What the output calls it; ``{group}`` is replaced by the run's group.
+    label: str
+    server: object
+    #: The load generator's client (keyxbench.clients.CLIENTS).
+    client: str
+    #: The group of the run, when the mode fixes it (else ``--group``).
+    group: str | None = None
+
+
+#: Every mode, in the order a run measures them.
+MODES = {
+    "canned": Mode("framework only (canned replies, no crypto, no log)", Canned(), "dh-framed"),
+    "dh": Mode("DH framed, {group} (twistd keyx)", Keyx("--dh"), "dh-framed"),
+    "raw": Mode("DH raw, {group} (twistd keyx)", Keyx("--dh-raw"), "dh-raw"),
+    "eke": Mode("EKE, handshake + quit (twistd keyx)", Keyx("--eke"), "eke"),
+    "naive": Mode("naive Twisted DH server, {group} (peer_naive.py)", NaivePeer(), "dh-framed"),
+    "tls": Mode("Twisted TLS 1.3, Ed25519 + X25519 (peer_tls.py)", TLSPeer(), "tls"),
+    "x25519": Mode("DH framed, x25519 (twistd keyx)", Keyx("--dh"), "dh-framed", group="x25519"),
+}
+
+#: Modes run when ``--modes`` is not given ("canned" always runs first).
+DEFAULT_MODES = ("dh", "raw", "eke", "naive", "tls")
+
+#: The comparisons printed: (what it says, numerator, denominator), each a
+#: mode's server CPU per handshake, or "floor" (cryptography's own work for
+#: the run's group; "floor:x25519" for a group a mode fixes).
+RATIOS = (
+    ("ours / naive server CPU per handshake (target <= 1)", "dh", "naive"),
+    ("floor / ours (target >= 0.75)", "floor", "dh"),
+    ("floor / naive", "floor", "naive"),
+    ("TLS 1.3 / ours", "tls", "dh"),
+    ("ours raw / ours framed", "raw", "dh"),
+    ("floor:x25519 / ours x25519", "floor:x25519", "x25519"),
+    ("ours x25519 / TLS 1.3 (target <= 0.67, once authenticated)", "x25519", "tls"),
+)
