@@ -1,0 +1,167 @@
+"""The session adapter (twisted_keyx.adapter) with a toy machine: what it
+sends, what it tells its observer, and what it keeps once it has hung up."""
+
+import enum
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial import unittest
+
+from twisted_keyx import limits
+from twisted_keyx.adapter import Observer, Session
+from twisted_keyx.framing import Int32Framing, LineFraming
+from twisted_keyx.machine import ProtocolFailed, StateMachine
+
+PEER = IPv4Address("TCP", "192.0.2.9", 4000)
+
+
+class State(enum.Enum):
+    AWAIT_PING = "awaiting ping"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Event(enum.Enum):
+    PING = "ping"
+    OTHER = "other"
+
+
+class Refused(ProtocolFailed):
+    reply = b"no"
+
+
+class PingMachine(StateMachine):
+    """Answers ``ping`` with ``pong`` and is done; anything else is refused."""
+
+    TRANSITIONS = {(State.AWAIT_PING, Event.PING): ("_on_ping", State.DONE)}
+    INITIAL = State.AWAIT_PING
+    DONE = State.DONE
+    FAILED = State.FAILED
+    PEER = "client"
+    max_message_length = 10
+
+    def receive(self, payload):
+        return self._dispatch(Event.PING if payload == b"ping" else Event.OTHER, payload)
+
+    def _on_ping(self, payload):
+        self.result = "pinged"
+        return b"pong"
+
+    def _unexpected(self, event, payload):
+        return Refused(f"{event.value} while {self.state.value}")
+
+    def _too_long(self, reason):
+        return Refused(reason)
+
+
+class Recorder(Observer):
+    """Records what the session says, as tuples; ``following`` is handed
+    over when the first machine finishes."""
+
+    def __init__(self, following=None):
+        self.events = []
+        self.following = following
+
+    def machineStepped(self, session, machine, payload, reply):
+        self.events.append(("stepped", payload, reply))
+
+    def machineFinished(self, session, machine):
+        self.events.append(("finished", session.peer, machine.result))
+        following, self.following = self.following, None
+        return following
+
+    def machineStarted(self, session, machine):
+        self.events.append(("started", type(machine).__name__))
+
+    def machineFailed(self, session, machine, failure):
+        self.events.append(("rejected", session.peer, failure.reason))
+
+    def sessionTimedOut(self, session, machine, seconds):
+        self.events.append(("timed out", session.peer, seconds, machine.state.value))
+
+    def sessionLost(self, session, machine, reason):
+        self.events.append(("abandoned", session.peer, machine.state.value))
+
+
+def connect(framing=LineFraming, following=None):
+    observer = Recorder(following)
+    session = Session(framing, PingMachine(), observer)
+    transport = StringTransport(peerAddress=PEER)
+    session.makeConnection(transport)
+    return session, transport, observer
+
+
+class SessionTests(unittest.TestCase):
+    def test_finished(self):
+        session, transport, observer = connect()
+        session.dataReceived(b"ping\n")
+        self.assertEqual(transport.value(), b"pong\n")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(observer.events, [("stepped", b"ping", b"pong"),
+                                           ("finished", "192.0.2.9:4000", "pinged")])
+
+    def test_rejected_sends_the_reply_and_closes(self):
+        session, transport, observer = connect()
+        session.dataReceived(b"pong\nping\n")
+        self.assertEqual(transport.value(), b"no\n")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(observer.events,
+                         [("rejected", "192.0.2.9:4000", "other while awaiting ping")])
+        self.assertIs(session.machine.state, State.FAILED)
+        # Hung up: nothing more is read, nothing is kept.
+        session.dataReceived(b"ping\n" * 100)
+        self.assertEqual(transport.value(), b"no\n")
+        self.assertEqual(session.buffered, 0)
+        self.assertIsNone(session.framing)
+
+    def test_too_long_in_the_framing_words(self):
+        session, transport, observer = connect(Int32Framing)
+        self.assertEqual(session.MAX_LENGTH, 10)
+        session.dataReceived((11).to_bytes(4, "big") + b"x" * 11)
+        self.assertEqual(observer.events, [
+            ("rejected", "192.0.2.9:4000", "frame of 11 bytes exceeds the limit of 10")])
+        self.assertEqual(transport.value(), (2).to_bytes(4, "big") + b"no")
+
+    def test_abandoned(self):
+        session, transport, observer = connect()
+        session.dataReceived(b"pi")
+        session.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(observer.events, [("abandoned", "192.0.2.9:4000", "awaiting ping")])
+        session.connectionLost(Failure(ConnectionDone()))  # told once
+        self.assertEqual(len(observer.events), 1)
+
+    def test_timed_out_is_told_once(self):
+        session, transport, observer = connect()
+        session.connectionTimedOut(limits.HANDSHAKE, 30)
+        session.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(observer.events,
+                         [("timed out", "192.0.2.9:4000", 30, "awaiting ping")])
+
+    def test_the_next_machine_takes_over(self):
+        following = PingMachine()
+        session, transport, observer = connect(following=following)
+        session.dataReceived(b"ping\nping\n")
+        self.assertEqual(transport.value(), b"pong\npong\n")
+        self.assertIs(session.machine, following)
+        self.assertIsNot(session.handshake, following)
+        self.assertEqual([e[0] for e in observer.events],
+                         ["stepped", "finished", "started", "stepped", "finished"])
+        self.assertTrue(transport.disconnecting)
+
+    def test_send_and_perform_after_the_end_send_nothing(self):
+        session, transport, observer = connect()
+        session.close()
+        session.send(b"late")
+        session.perform(lambda: b"late")
+        self.assertEqual(transport.value(), b"")
+
+    def test_replace_handshake_only_before_the_connection(self):
+        session, transport, observer = connect()
+        self.assertRaises(RuntimeError, session.replaceHandshake, PingMachine())
+        fresh = Session(LineFraming, PingMachine(), Recorder())
+        other = PingMachine()
+        fresh.replaceHandshake(other)
+        self.assertIs(fresh.machine, other)
+        self.assertIs(fresh.handshake, other)
