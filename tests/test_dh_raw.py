@@ -1,6 +1,7 @@
-"""The DH handshake without framing (protocols.md 1.3): the splitter alone, the
-raw protocols on a StringTransport, the daemon and client options, and
-interoperation over real TCP with blocking peers written like the tutorial's."""
+"""The DH handshake without framing (docs/protocols.rst, Unframed wire): the
+splitter alone, the raw protocols on a StringTransport, the daemon and client
+options, and interoperation over real TCP with blocking peers written like
+the tutorial's."""
 
 import json
 import os
@@ -512,7 +513,7 @@ class OptionsTests(unittest.TestCase):
         top = tap.makeService(self.parse("--dh-raw", "tcp:7777", "--dh", "tcp:7778"))
         # Every listener's factory is behind the daemon's connection policy.
         factories = [type(s.factory.wrappedFactory) for s in top if hasattr(s, "factory")]
-        # EKE is served by default next to DH (issue 3).
+        # EKE is served by default next to DH.
         self.assertEqual(factories, [DHServerFactory, RawDHServerFactory, EKEServerFactory])
         events = []
         top.log = Logger(observer=events.append)
@@ -531,7 +532,7 @@ class OptionsTests(unittest.TestCase):
         self.assertFalse(parser.parse_args(["dh"]).raw)
 
 
-# Blocking peers written from protocols.md 1.3, like the tutorial's scripts:
+# Blocking peers written from docs/protocols.rst, Unframed wire, like the tutorial's scripts:
 # each message in one sendall, each read with one recv(3072) and strip().
 # One recv per message is the tutorial's own assumption, kept on purpose: on
 # loopback each of our single writes (at most 1,171 bytes for ffdhe2048)

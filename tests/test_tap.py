@@ -179,7 +179,7 @@ class MakeServiceTests(unittest.TestCase):
 
     def test_default_tcp(self):
         _, memory = self.make()
-        # DH on 7777 and, since issue 3, EKE on 8088 by default.
+        # DH on 7777 and EKE on 8088 by default (docs/protocols.rst, EKE).
         [(port, factory, _, interface), (eke_port, eke_factory, _, _)] = memory.tcpServers
         # Every factory is behind the daemon's connection policy (limits.py).
         factory, eke_factory = factory.wrappedFactory, eke_factory.wrappedFactory
