@@ -230,7 +230,7 @@ def fuzz_eke(parts, cuts):
     from twisted.logger import Logger
     from twisted.python.failure import Failure
 
-    from tests.eke_helpers import Users, make_user
+    from tests.helpers import Users, make_user
     from twisted_keyx import limits
 
     users = fuzz_eke.users = getattr(fuzz_eke, "users", None) or Users(alice=make_user("alice"))

@@ -28,7 +28,6 @@ from twisted_keyx.dh.protocol import (
     CLIENT_MAX_MESSAGE_LENGTH,
     DHClientProtocol,
     DHServerFactory,
-    DHServerProtocol,
     server_max_message_length,
 )
 from twisted_keyx.dh.raw import (
@@ -42,6 +41,8 @@ from twisted_keyx.dh.raw import (
 )
 from twisted_keyx.eke.protocol import EKEServerFactory
 from twisted_keyx.session import fingerprint
+
+from .helpers import RecordingDHServerFactory, RecordingRawDHServerFactory, tracked, tracking
 
 GROUP = ffdh.named_group("ffdhe2048")
 #: ``openssl dhparam -out tests/data/dh2048.pem 2048``: the kind of file the
@@ -595,61 +596,20 @@ def tutorial_server(listener, group):
         return received, group.exchange(private_key, client_key)
 
 
-class _TrackedServer:
-    def connectionLost(self, reason):
-        super().connectionLost(reason)
-        self.factory.closed.callback(None)
-
-
-class _TrackedServerProtocol(_TrackedServer, RawDHServerProtocol):
-    pass
-
-
-class _TrackedFramedServerProtocol(_TrackedServer, DHServerProtocol):
-    pass
-
-
-class _TrackedClient:
-    """Lets a test wait until the client's connection is closed."""
-
-    def __init__(self):
-        super().__init__()
-        self.closed = defer.Deferred()
-        self.instances.append(self)
-
-    def connectionLost(self, reason):
-        super().connectionLost(reason)
-        self.closed.callback(None)
-
-
-class _TrackedClientProtocol(_TrackedClient, RawDHClientProtocol):
-    instances = []
-
-
-class _TrackedFramedClientProtocol(_TrackedClient, DHClientProtocol):
-    instances = []
+_TrackedClientProtocol = tracked(RawDHClientProtocol)
+_TrackedFramedClientProtocol = tracked(DHClientProtocol)
 
 
 class LoopbackInteropTests(unittest.TestCase):
     """Real TCP on 127.0.0.1; the blocking peer runs in a thread."""
 
     def serve(self, group=GROUP, framed=False):
-        factory = (DHServerFactory if framed else RawDHServerFactory)(group)
-        factory.protocol = _TrackedFramedServerProtocol if framed else _TrackedServerProtocol
-        factory.closed = defer.Deferred()
+        factory = tracking(RecordingDHServerFactory if framed else RecordingRawDHServerFactory)(group)
         factory.events = []
         factory.log = Logger(observer=factory.events.append)
-        results = []
-        original = factory.handshakeFinished
-
-        def finished(peer, result):
-            results.append(result)
-            original(peer, result)
-
-        factory.handshakeFinished = finished
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
-        return factory, port.getHost().port, results
+        return factory, port.getHost().port, factory.results
 
     def blocking_server(self, group):
         listener = socket.create_server(("127.0.0.1", 0))
@@ -661,7 +621,7 @@ class LoopbackInteropTests(unittest.TestCase):
     def test_tutorial_client_against_raw_server(self):
         factory, port, results = self.serve()
         secret = yield threads.deferToThread(tutorial_client, port)
-        yield factory.closed
+        yield factory.allLost()
         self.assertEqual(len(secret), 256)
         self.assertEqual(secret, results[0].shared_secret)
 
@@ -669,7 +629,7 @@ class LoopbackInteropTests(unittest.TestCase):
     def test_tutorial_client_out_of_turn(self):
         factory, port, results = self.serve()
         reply, after = yield threads.deferToThread(tutorial_out_of_turn_client, port)
-        yield factory.closed
+        yield factory.allLost()
         self.assertEqual(reply, UNEXPECTED)
         self.assertEqual(after, b"")  # the server hung up
         self.assertEqual(results, [])
@@ -684,7 +644,7 @@ class LoopbackInteropTests(unittest.TestCase):
         protocol = yield endpoints.connectProtocol(endpoint, _TrackedClientProtocol())
         result = yield protocol.finished
         received, secret = yield served
-        yield protocol.closed
+        yield protocol.lost
         self.assertEqual(result.shared_secret, secret)
         self.assertEqual(result.group.p, group.p)
         # One recv per message, each exactly one of our writes.
@@ -697,7 +657,7 @@ class LoopbackInteropTests(unittest.TestCase):
     def test_keyx_client_raw_json_against_raw_server(self):
         factory, port, results = self.serve()
         status, output = yield self.run_client(port, "--raw", "--json")
-        yield factory.closed
+        yield factory.allLost()
         self.assertEqual(status, client.EXIT_OK)
         report = json.loads(output)
         self.assertEqual(report["shared_secret"], results[0].shared_secret.hex())
@@ -718,21 +678,21 @@ class LoopbackInteropTests(unittest.TestCase):
         except client.ClientError as e:
             status, out = e.status, StringIO(str(e))
         tracked = _TrackedClientProtocol if args.raw else _TrackedFramedClientProtocol
-        yield tracked.instances[-1].closed
+        yield tracked.instances[-1].lost
         return status, out.getvalue()
 
     @defer.inlineCallbacks
     def test_wrong_framing_gets_a_hint(self):
         factory, port, results = self.serve()
         status, message = yield self.run_client(port)
-        yield factory.closed
+        yield factory.allLost()
         self.assertEqual(status, client.EXIT_HANDSHAKE_FAILED)
         self.assertTrue(message.startswith("the server sent a frame of "), message)
         self.assertIn("needs --raw", message)
 
         factory, port, results = self.serve(framed=True)
         status, message = yield self.run_client(port, "--raw")
-        yield factory.closed
+        yield factory.allLost()
         self.assertEqual(status, client.EXIT_HANDSHAKE_FAILED)
         self.assertEqual(
             message,

@@ -10,7 +10,7 @@ from twisted_keyx import tap
 from twisted_keyx.eke import userstore
 from twisted_keyx.eke.protocol import EKEServerFactory
 
-from tests.eke_helpers import make_user
+from tests.helpers import make_user
 
 
 def parse(*argv):

@@ -11,7 +11,7 @@ from twisted.trial import unittest
 from twisted_keyx.eke import crypto, userstore
 from twisted_keyx.eke.userstore import UserFile, UserFileError
 
-from tests.eke_helpers import PASSWORD, TEST_KDF, expected_password_key, make_user
+from tests.helpers import PASSWORD, TEST_KDF, expected_password_key, make_user
 
 
 def log_text(events):

@@ -40,7 +40,7 @@ from twisted_keyx.dh.protocol import (
 from twisted_keyx.machine import ServerHungUp
 
 from . import dh_strategies as ds
-from .helpers import guarded_connection
+from .helpers import frame, guarded_connection
 
 PEER = IPv4Address("TCP", "198.51.100.20", 50000)
 SERVER_MAX = server_max_message_length(ds.GROUP)
@@ -123,7 +123,7 @@ class HostileClientTests(unittest.TestCase):
         items = data.draw(ds.conversations([ds.HELLO, ds.PARAMS_REQUEST,
                                             data.draw(ds.client_keys)], ds.client_items))
         tail = data.draw(ds.tails)
-        stream = b"".join(ds.frame(item.payload) for item in items) + tail
+        stream = b"".join(frame(item.payload) for item in items) + tail
         chunks = data.draw(ds.deliveries(stream))
         replies, outcome, decisive = expect_server(items, tail)
 
@@ -233,7 +233,7 @@ class HostileServerTests(unittest.TestCase):
         items = data.draw(ds.conversations(
             [ds.GREETING, data.draw(ds.server_parameters), server_key], ds.server_items))
         tail = data.draw(ds.tails)
-        stream = b"".join(ds.frame(item.payload) for item in items) + tail
+        stream = b"".join(frame(item.payload) for item in items) + tail
         chunks = data.draw(ds.deliveries(stream))
         sent, outcome, decisive = expect_client(items, tail)
 

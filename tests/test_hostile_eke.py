@@ -31,7 +31,7 @@ from twisted_keyx.chat.machine import ClientChat
 from twisted_keyx.eke.handshake import EKEClientHandshake, HandshakeFailed
 from twisted_keyx.eke.protocol import EKEServerFactory
 
-from .eke_helpers import PASSWORD, TEST_LIMITS, Users, make_user, rsa_key
+from .helpers import PASSWORD, TEST_LIMITS, Users, make_user, rsa_key
 from .test_hostile_dh import FailureCatcher
 
 PEER = IPv4Address("TCP", "198.51.100.22", 50002)
