@@ -19,12 +19,13 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from twisted.internet import defer
 from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.logger import formatEvent
 from twisted.protocols.basic import Int32StringReceiver, LineReceiver
 
 from twisted_keyx import asn1
 from twisted_keyx.adapter import Observer
 from twisted_keyx.dh.protocol import DHServerFactory
-from twisted_keyx.dh.raw import RawDHServerFactory
+from twisted_keyx.dh.raw import SERVER_MESSAGES, MessageSplitter, RawDHServerFactory
 from twisted_keyx.eke import crypto, userstore
 from twisted_keyx.eke import messages as eke_messages
 from twisted_keyx.eke.protocol import EKEServerFactory
@@ -53,6 +54,39 @@ def read_data(name):
 def frame(payload):
     """``payload`` as ``Int32StringReceiver`` sends it: 4-byte big-endian length first."""
     return struct.pack(">I", len(payload)) + payload
+
+
+def unframe(data):
+    """Split what a side wrote into payloads; it must be whole frames."""
+    frames = []
+    while data:
+        length = int.from_bytes(data[:4], "big")
+        assert len(data) >= 4 + length, "a side wrote a partial frame"
+        frames.append(data[4:4 + length])
+        data = data[4 + length:]
+    return frames
+
+
+def split_replies(data):
+    """Our own unframed server's output, cut with the client's splitter."""
+    splitter = MessageSplitter(SERVER_MESSAGES, 1 << 20)
+    splitter.feed(data)
+    replies = []
+    while (message := splitter.next_message()) is not None:
+        replies.append(message)
+    return replies
+
+
+def take_lines(transport):
+    """The LF-terminated lines written to ``transport`` since the last call."""
+    data = transport.value()
+    transport.clear()
+    return data.split(b"\n")[:-1] if data else []
+
+
+def log_text(events):
+    """Log events as the daemon's log shows them (for the documented lines)."""
+    return [formatEvent(event) for event in events]
 
 
 def dh_spki_der(p, g, y, q=None):

@@ -6,7 +6,6 @@ from twisted.trial import unittest
 
 from twisted_keyx.chat import records
 
-from twisted_keyx.eke import crypto, messages
 from twisted_keyx.chat.machine import ChatFailed, ChatState, ClientChat, ServerChat
 from twisted_keyx.eke.handshake import EKEResult
 

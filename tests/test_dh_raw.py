@@ -42,7 +42,13 @@ from twisted_keyx.dh.raw import (
 from twisted_keyx.eke.protocol import EKEServerFactory
 from twisted_keyx.session import fingerprint
 
-from .helpers import RecordingDHServerFactory, RecordingRawDHServerFactory, tracked, tracking
+from .helpers import (
+    RecordingDHServerFactory,
+    RecordingRawDHServerFactory,
+    log_text,
+    tracked,
+    tracking,
+)
 
 GROUP = ffdh.named_group("ffdhe2048")
 #: ``openssl dhparam -out tests/data/dh2048.pem 2048``: the kind of file the
@@ -259,10 +265,6 @@ def connect_server(group=GROUP, show_secrets=False):
     return protocol, transport, events
 
 
-def logged(events):
-    return [formatEvent(e) for e in events]
-
-
 class RawServerProtocolTests(unittest.TestCase):
     def test_handshake_exact_bytes(self):
         protocol, transport, events = connect_server(show_secrets=True)
@@ -288,7 +290,7 @@ class RawServerProtocolTests(unittest.TestCase):
         secret = protocol.handshake.result.shared_secret
         self.assertEqual(secret, peer.result.shared_secret)
         self.assertEqual(protocol.handshake.result.session_key, peer.result.session_key)
-        [line] = logged(events)
+        [line] = log_text(events)
         self.assertIn("127.0.0.1:40404 finished", line)
         self.assertIn(f"Shared Secret: {secret.hex()}", line)
 
@@ -302,7 +304,7 @@ class RawServerProtocolTests(unittest.TestCase):
             self.assertEqual(transport.writes[:2], [b"Hey there!", GROUP.parameters_pem])
             self.assertTrue(transport.writes[2].startswith(b"Server public key:"))
             self.assertFalse(transport.connected)
-            self.assertIn("finished", logged(events)[0])
+            self.assertIn("finished", log_text(events)[0])
 
     def test_out_of_order(self):
         protocol, transport, events = connect_server()
@@ -310,7 +312,7 @@ class RawServerProtocolTests(unittest.TestCase):
         protocol.dataReceived(b"Params?Hello")
         self.assertEqual(transport.writes, [UNEXPECTED])
         self.assertFalse(transport.connected)
-        [line] = logged(events)
+        [line] = log_text(events)
         self.assertIn("rejected: Params? message while awaiting Hello", line)
 
     def test_garbage(self):
@@ -318,7 +320,7 @@ class RawServerProtocolTests(unittest.TestCase):
         protocol.dataReceived(b"GET / HTTP/1.0\r\n\r\n")
         self.assertEqual(transport.writes, [UNEXPECTED])
         self.assertFalse(transport.connected)
-        self.assertIn("rejected: unknown message while awaiting Hello", logged(events)[0])
+        self.assertIn("rejected: unknown message while awaiting Hello", log_text(events)[0])
 
     def test_invalid_client_key(self):
         protocol, transport, events = connect_server()
@@ -327,7 +329,7 @@ class RawServerProtocolTests(unittest.TestCase):
         protocol.dataReceived(b"Client public key:" + dh_public_key_pem(GROUP.p, GROUP.g, 1))
         self.assertEqual(transport.writes[2:], [INVALID_KEY])
         self.assertFalse(transport.connected)
-        self.assertIn("invalid client public key: public value out of range", logged(events)[0])
+        self.assertIn("invalid client public key: public value out of range", log_text(events)[0])
 
     def test_a_larger_groups_key_is_too_long(self):
         # As with framing: the bound is the largest key in the server's group.
@@ -335,7 +337,7 @@ class RawServerProtocolTests(unittest.TestCase):
         other_group_key, _ = legal_exchange(ffdh.named_group("ffdhe4096"))
         protocol.dataReceived(b"HelloParams?" + other_group_key[2])
         self.assertEqual(transport.writes[2:], [UNEXPECTED])
-        self.assertIn("exceed the limit", logged(events)[0])
+        self.assertIn("exceed the limit", log_text(events)[0])
 
     def test_pem_garbage_after_the_prefix_is_an_invalid_key(self):
         protocol, transport, events = connect_server()
@@ -353,7 +355,7 @@ class RawServerProtocolTests(unittest.TestCase):
             protocol.dataReceived(stream[i:i + 1000])
         self.assertEqual(transport.writes[2:], [UNEXPECTED])
         self.assertFalse(transport.connected)
-        self.assertIn(f"exceed the limit of {limit}", logged(events)[0])
+        self.assertIn(f"exceed the limit of {limit}", log_text(events)[0])
 
     def test_nothing_is_kept_after_hanging_up(self):
         # Without the daemon's connection policy in front, the protocol itself
@@ -378,7 +380,7 @@ class RawServerProtocolTests(unittest.TestCase):
         protocol.dataReceived(b"Hello\nParams")  # the second message incomplete
         transport.loseConnection()
         self.assertEqual(transport.writes, [b"Hey there!"])
-        self.assertIn("abandoned by the peer while awaiting Params?", logged(events)[0])
+        self.assertIn("abandoned by the peer while awaiting Params?", log_text(events)[0])
 
     def test_factory_is_the_framed_one_with_another_protocol(self):
         factory = RawDHServerFactory(GROUP)

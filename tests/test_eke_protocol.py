@@ -7,7 +7,7 @@ from twisted.internet import defer, endpoints, reactor, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
-from twisted.logger import capturedLogs, formatEvent
+from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
@@ -43,8 +43,10 @@ from tests.helpers import (
     TrackingEKEServerFactory,
     Users,
     flip,
+    log_text,
     make_user,
     rsa_key,
+    take_lines as take,
 )
 
 USERS = Users(alice=make_user("alice"), bob=make_user("bob", password="bob's password"))
@@ -61,17 +63,6 @@ def connect(protocol):
     transport.protocol = protocol
     protocol.makeConnection(transport)
     return transport
-
-
-def take(transport):
-    """The lines written since the last call."""
-    data = transport.value()
-    transport.clear()
-    return data.split(b"\n")[:-1] if data else []
-
-
-def log_text(events):
-    return [formatEvent(event) for event in events]
 
 
 class ServerProtocolTests(unittest.TestCase):
