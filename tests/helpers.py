@@ -325,6 +325,43 @@ def guarded_connection(factory, peer, clock, timeout=30):
     return guard, transport, guard.wrappedProtocol, policy
 
 
+
+def fed_server(factory, peer, chunks):
+    """A hostile peer's ``chunks`` fed to ``factory`` behind the connection
+    policy (:func:`guarded_connection`, on a fake clock), the factory's log
+    silenced (its outcomes are what a :class:`RecordingObserver` records).
+    Returns the guard, the transport, the session, the policy and the clock."""
+    from twisted.internet.task import Clock
+    from twisted.logger import Logger
+
+    clock = Clock()
+    factory.log = Logger(observer=lambda event: None)
+    proto, transport, session, policy = guarded_connection(factory, peer, clock)
+    for chunk in chunks:
+        proto.dataReceived(chunk)
+    return proto, transport, session, policy, clock
+
+
+def connect_on_string_transport(protocol, peer=None):
+    """Connect ``protocol`` to a StringTransportWithDisconnection (from
+    ``peer``, if given), so that its ``loseConnection`` reaches the protocol."""
+    from twisted.internet.testing import StringTransportWithDisconnection
+
+    transport = (StringTransportWithDisconnection(peerAddress=peer) if peer is not None
+                 else StringTransportWithDisconnection())
+    transport.protocol = protocol
+    protocol.makeConnection(transport)
+    return transport
+
+
+def tap_options(*argv):
+    """``twistd keyx`` options parsed from ``argv``."""
+    from twisted_keyx import tap
+
+    options = tap.Options()
+    options.parseOptions(list(argv))
+    return options
+
 # -- EKE ---------------------------------------------------------------------
 
 #: Cheap scrypt for tests (4 KiB), and client limits that accept it.

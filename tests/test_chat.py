@@ -20,6 +20,12 @@ def pair():
     return ServerChat(result()), ClientChat(result())
 
 
+def forged(key_byte, plaintext):
+    """A record line sealed under ``key_byte * 32`` (b"c": client to server,
+    b"s": server to client) by a fresh cipher (its counter starts at 0)."""
+    return base64.b64encode(records.RecordCipher(key_byte * 32).seal(plaintext))
+
+
 class ChatTests(unittest.TestCase):
     def test_say_receive_quit(self):
         server, client = pair()
@@ -105,7 +111,7 @@ class ChatTests(unittest.TestCase):
 
     def test_not_utf8(self):
         server, _ = pair()
-        record = base64.b64encode(records.RecordCipher(b"c" * 32).seal(b"\xff"))
+        record = forged(b"c", b"\xff")
         with self.assertRaises(ChatFailed) as caught:
             server.receive(record)
         self.assertEqual(caught.exception.reason, "a chat record that is not UTF-8")
@@ -115,12 +121,12 @@ class ChatTests(unittest.TestCase):
         limit = "x" * records.MAX_CHAT_TEXT_BYTES
         self.assertEqual(client.receive(server.receive(client.say(limit))), "receive " + limit)
         self.assertRaises(ValueError, client.say, limit + "x")
-        record = base64.b64encode(records.RecordCipher(b"c" * 32).seal(limit.encode() + b"x"))
+        record = forged(b"c", limit.encode() + b"x")
         self.assertRaises(ChatFailed, ServerChat(result()).receive, record)
 
     def test_unsolicited_quit_from_the_server(self):
         server, client = pair()
-        fake = base64.b64encode(records.RecordCipher(b"s" * 32).seal(b"quit"))
+        fake = forged(b"s", b"quit")
         with self.assertRaises(ChatFailed) as caught:
             client.receive(fake)
         self.assertEqual(caught.exception.reason, "quit while chatting")
@@ -129,14 +135,14 @@ class ChatTests(unittest.TestCase):
         server, client = pair()
         client.say("one")  # never reaches the server
         client.quit()
-        fake = base64.b64encode(records.RecordCipher(b"s" * 32).seal(b"quit"))
+        fake = forged(b"s", b"quit")
         with self.assertRaises(ChatFailed) as caught:
             client.receive(fake)
         self.assertEqual(caught.exception.reason, "quit confirmed with 1 line(s) unanswered")
 
     def test_reply_to_no_line(self):
         _, client = pair()
-        fake = base64.b64encode(records.RecordCipher(b"s" * 32).seal(b"receive x"))
+        fake = forged(b"s", b"receive x")
         with self.assertRaises(ChatFailed) as caught:
             client.receive(fake)
         self.assertEqual(caught.exception.reason, "a reply to no line")
@@ -144,7 +150,7 @@ class ChatTests(unittest.TestCase):
     def test_something_else_from_the_server(self):
         server, client = pair()
         client.say("one")
-        fake = base64.b64encode(records.RecordCipher(b"s" * 32).seal(b"hello"))
+        fake = forged(b"s", b"hello")
         with self.assertRaises(ChatFailed) as caught:
             client.receive(fake)
         self.assertEqual(caught.exception.reason, "neither receive <line> nor quit while chatting")

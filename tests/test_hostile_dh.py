@@ -16,9 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
-from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import Logger, formatEvent, globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
@@ -39,7 +38,7 @@ from twisted_keyx.dh.protocol import (
 from twisted_keyx.machine import ServerHungUp
 
 from . import dh_strategies as ds
-from .helpers import RecordingDHServerFactory, frame, guarded_connection, unframe
+from .helpers import RecordingDHServerFactory, fed_server, frame, unframe
 
 PEER = IPv4Address("TCP", "198.51.100.20", 50000)
 SERVER_MAX = server_max_message_length(ds.GROUP)
@@ -115,12 +114,8 @@ class HostileClientTests(unittest.TestCase):
         chunks = data.draw(ds.deliveries(stream))
         replies, outcome, decisive = expect_server(items, tail)
 
-        clock = Clock()
         dh_factory = RecordingDHServerFactory(ds.GROUP)
-        dh_factory.log = Logger(observer=lambda e: None)
-        proto, transport, session, policy = guarded_connection(dh_factory, PEER, clock)
-        for chunk in chunks:
-            proto.dataReceived(chunk)
+        proto, transport, session, policy, clock = fed_server(dh_factory, PEER, chunks)
 
         written = unframe(transport.value())
         if outcome == "either":

@@ -14,15 +14,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
-from twisted.internet.task import Clock
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from twisted_keyx.dh import messages
 
 from . import dh_strategies as ds
-from .helpers import RecordingRawDHServerFactory, guarded_connection, split_replies
+from .helpers import RecordingRawDHServerFactory, fed_server, split_replies
 from .test_hostile_dh import FailureCatcher
 
 PEER = IPv4Address("TCP", "198.51.100.21", 50001)
@@ -48,12 +46,8 @@ class HostileRawClientTests(unittest.TestCase):
         stream = b"".join(item.payload + data.draw(separators) for item in items)
         chunks = data.draw(ds.deliveries(stream))
 
-        clock = Clock()
         factory = RecordingRawDHServerFactory(ds.GROUP)
-        factory.log = Logger(observer=lambda e: None)
-        proto, transport, session, policy = guarded_connection(factory, PEER, clock)
-        for chunk in chunks:
-            proto.dataReceived(chunk)
+        proto, transport, session, policy, clock = fed_server(factory, PEER, chunks)
 
         replies = split_replies(transport.value())
         legal_replies = [messages.HEY_THERE, ds.GROUP.parameters_pem.strip()]

@@ -22,13 +22,10 @@ from twisted_keyx.eke import userstore
 from twisted_keyx.dh.protocol import DHClientProtocol, DHServerFactory
 from twisted_keyx.eke.protocol import EKEServerFactory
 
-from .helpers import data_path, read_data, tracked
+from .helpers import data_path, read_data, tap_options, tracked
 
 
-def parse(*args):
-    options = tap.Options()
-    options.parseOptions(list(args))
-    return options
+parse = tap_options
 
 
 class OptionsTests(unittest.TestCase):
