@@ -27,6 +27,12 @@ def forged(key_byte, plaintext):
 
 
 class ChatTests(unittest.TestCase):
+    def assertRefused(self, chat, record, reason):
+        """``chat.receive(record)`` raises ChatFailed whose reason is ``reason``."""
+        with self.assertRaises(ChatFailed) as caught:
+            chat.receive(record)
+        self.assertEqual(caught.exception.reason, reason)
+
     def test_say_receive_quit(self):
         server, client = pair()
         reply = server.receive(client.say("hello"))
@@ -100,9 +106,7 @@ class ChatTests(unittest.TestCase):
 
     def test_garbage_record(self):
         server, client = pair()
-        with self.assertRaises(ChatFailed) as caught:
-            server.receive(b"hello")
-        self.assertEqual(caught.exception.reason, "not base64")
+        self.assertRefused(server, b"hello", "not base64")
 
     def test_records_of_the_other_direction_do_not_open(self):
         server, client = pair()
@@ -112,9 +116,7 @@ class ChatTests(unittest.TestCase):
     def test_not_utf8(self):
         server, _ = pair()
         record = forged(b"c", b"\xff")
-        with self.assertRaises(ChatFailed) as caught:
-            server.receive(record)
-        self.assertEqual(caught.exception.reason, "a chat record that is not UTF-8")
+        self.assertRefused(server, record, "a chat record that is not UTF-8")
 
     def test_too_long(self):
         server, client = pair()
@@ -127,33 +129,25 @@ class ChatTests(unittest.TestCase):
     def test_unsolicited_quit_from_the_server(self):
         server, client = pair()
         fake = forged(b"s", b"quit")
-        with self.assertRaises(ChatFailed) as caught:
-            client.receive(fake)
-        self.assertEqual(caught.exception.reason, "quit while chatting")
+        self.assertRefused(client, fake, "quit while chatting")
 
     def test_quit_confirmed_too_early_means_lines_were_dropped(self):
         server, client = pair()
         client.say("one")  # never reaches the server
         client.quit()
         fake = forged(b"s", b"quit")
-        with self.assertRaises(ChatFailed) as caught:
-            client.receive(fake)
-        self.assertEqual(caught.exception.reason, "quit confirmed with 1 line(s) unanswered")
+        self.assertRefused(client, fake, "quit confirmed with 1 line(s) unanswered")
 
     def test_reply_to_no_line(self):
         _, client = pair()
         fake = forged(b"s", b"receive x")
-        with self.assertRaises(ChatFailed) as caught:
-            client.receive(fake)
-        self.assertEqual(caught.exception.reason, "a reply to no line")
+        self.assertRefused(client, fake, "a reply to no line")
 
     def test_something_else_from_the_server(self):
         server, client = pair()
         client.say("one")
         fake = forged(b"s", b"hello")
-        with self.assertRaises(ChatFailed) as caught:
-            client.receive(fake)
-        self.assertEqual(caught.exception.reason, "neither receive <line> nor quit while chatting")
+        self.assertRefused(client, fake, "neither receive <line> nor quit while chatting")
 
     def test_replies_still_arrive_after_quit(self):
         server, client = pair()
@@ -173,6 +167,4 @@ class ChatTests(unittest.TestCase):
         cipher = records.RecordCipher(b"c" * 32)
         cipher.seal(b"quit")  # record 0, already sent
         after = base64.b64encode(cipher.seal(b"more"))
-        with self.assertRaises(ChatFailed) as caught:
-            server.receive(after)
-        self.assertEqual(caught.exception.reason, "a record while closed after quit")
+        self.assertRefused(server, after, "a record while closed after quit")

@@ -18,6 +18,7 @@ from .helpers import (
     SERVER_X,
     RecordingDHServerFactory,
     RecordingObserver,
+    connect_on_string_transport,
     fixed_key,
     frame,
     guarded_connection,
@@ -39,9 +40,7 @@ class RecordingObserverTests(unittest.TestCase):
 
     def connect(self, factory):
         protocol = factory.buildProtocol(PEER)
-        transport = StringTransport(peerAddress=PEER)
-        protocol.makeConnection(transport)
-        return protocol, transport
+        return protocol, connect_on_string_transport(protocol, PEER)
 
     def test_finished(self):
         factory = self.factory()
