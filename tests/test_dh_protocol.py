@@ -120,6 +120,15 @@ class LogCapture:
         return [formatEvent(e) for e in self.events]
 
 
+def states_through(protocol, messages):
+    """The handshake's state at first and after each of ``messages`` (framed)."""
+    states = [protocol.handshake.state]
+    for message in messages:
+        protocol.dataReceived(frame(message))
+        states.append(protocol.handshake.state)
+    return states
+
+
 class ServerTestsMixin:
     def setUp(self):
         self.factory = DHServerFactory(GROUP, private_key_factory=fixed_key(SERVER_X))
@@ -169,10 +178,7 @@ class ServerHandshakeTests(ServerTestsMixin, unittest.TestCase):
 
     def test_states(self):
         protocol, transport = self.connect()
-        states = [protocol.handshake.state]
-        for message in (HELLO, PARAMS, CLIENT_KEY):
-            protocol.dataReceived(frame(message))
-            states.append(protocol.handshake.state)
+        states = states_through(protocol, (HELLO, PARAMS, CLIENT_KEY))
         self.assertEqual(states, [ServerState.AWAIT_HELLO, ServerState.AWAIT_PARAMS_REQUEST,
                                   ServerState.AWAIT_CLIENT_KEY, ServerState.DONE])
 
@@ -462,10 +468,7 @@ class ClientHandshakeTests(ClientTestsMixin, unittest.TestCase):
 
     def test_states(self):
         protocol, _ = self.connect()
-        states = [protocol.handshake.state]
-        for message in (HEY_THERE, PARAMETERS, SERVER_KEY):
-            protocol.dataReceived(frame(message))
-            states.append(protocol.handshake.state)
+        states = states_through(protocol, (HEY_THERE, PARAMETERS, SERVER_KEY))
         self.assertEqual(states, [ClientState.AWAIT_GREETING, ClientState.AWAIT_PARAMETERS,
                                   ClientState.AWAIT_SERVER_KEY, ClientState.DONE])
 
