@@ -57,6 +57,7 @@ else:
     from twisted_keyx.eke import protocol as eke_protocol
 
 from tests import dh_strategies as ds  # noqa: E402
+from tests.helpers import frame  # noqa: E402
 
 _near_valid = st.one_of(
     ds.client_keys, ds.server_keys, ds.server_parameters, ds.client_items, ds.server_items,
@@ -156,7 +157,7 @@ def fuzz_framing(messages, cuts, raw):
 
     from twisted_keyx import limits
 
-    stream = b"".join(m if raw else ds.frame(m) for m in messages)
+    stream = b"".join(m if raw else frame(m) for m in messages)
     edges = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
     chunks = [stream[a:b] for a, b in zip(edges, edges[1:])]
     addr = IPv4Address("TCP", "192.0.2.1", 1)
@@ -230,7 +231,7 @@ def fuzz_eke(parts, cuts):
     from twisted.logger import Logger
     from twisted.python.failure import Failure
 
-    from tests.eke_helpers import Users, make_user
+    from tests.helpers import Users, make_user
     from twisted_keyx import limits
 
     users = fuzz_eke.users = getattr(fuzz_eke, "users", None) or Users(alice=make_user("alice"))

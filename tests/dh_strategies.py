@@ -170,10 +170,6 @@ def conversations(draw, legal, any_item):
     return legal[:at] + [replacement] + legal[at + 1:] + draw(st.lists(any_item, max_size=2))
 
 
-def frame(payload):
-    return len(payload).to_bytes(4, "big") + payload
-
-
 #: What may follow the last whole frame: nothing, half a frame, or a length
 #: prefix far beyond any limit (the bytes of it may never come).
 tails = st.one_of(

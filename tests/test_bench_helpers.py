@@ -16,6 +16,8 @@ if BENCHMARKS not in sys.path:
 from keyxbench import clients, load, spy  # noqa: E402
 from keyxbench.project import messages  # noqa: E402
 
+from .helpers import frame  # noqa: E402
+
 PARAMS = b"-----BEGIN DH PARAMETERS-----\nMIIBCAKCAQEA\n-----END DH PARAMETERS-----\n"
 SERVER_KEY = messages.SERVER_KEY_PREFIX + b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"
 KEY_MESSAGE = messages.CLIENT_KEY_PREFIX + b"-----BEGIN PUBLIC KEY-----\nBBBB\n-----END PUBLIC KEY-----\n"
@@ -96,10 +98,6 @@ def connect(protocol_class):
     transport.protocol = client
     client.makeConnection(transport)
     return client, transport, factory
-
-
-def frame(payload):
-    return len(payload).to_bytes(4, "big") + payload
 
 
 class ClientWireTests(unittest.TestCase):

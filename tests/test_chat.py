@@ -6,7 +6,6 @@ from twisted.trial import unittest
 
 from twisted_keyx.chat import records
 
-from twisted_keyx.eke import crypto, messages
 from twisted_keyx.chat.machine import ChatFailed, ChatState, ClientChat, ServerChat
 from twisted_keyx.eke.handshake import EKEResult
 
@@ -21,7 +20,19 @@ def pair():
     return ServerChat(result()), ClientChat(result())
 
 
+def forged(key_byte, plaintext):
+    """A record line sealed under ``key_byte * 32`` (b"c": client to server,
+    b"s": server to client) by a fresh cipher (its counter starts at 0)."""
+    return base64.b64encode(records.RecordCipher(key_byte * 32).seal(plaintext))
+
+
 class ChatTests(unittest.TestCase):
+    def assertRefused(self, chat, record, reason):
+        """``chat.receive(record)`` raises ChatFailed whose reason is ``reason``."""
+        with self.assertRaises(ChatFailed) as caught:
+            chat.receive(record)
+        self.assertEqual(caught.exception.reason, reason)
+
     def test_say_receive_quit(self):
         server, client = pair()
         reply = server.receive(client.say("hello"))
@@ -95,9 +106,7 @@ class ChatTests(unittest.TestCase):
 
     def test_garbage_record(self):
         server, client = pair()
-        with self.assertRaises(ChatFailed) as caught:
-            server.receive(b"hello")
-        self.assertEqual(caught.exception.reason, "not base64")
+        self.assertRefused(server, b"hello", "not base64")
 
     def test_records_of_the_other_direction_do_not_open(self):
         server, client = pair()
@@ -106,49 +115,39 @@ class ChatTests(unittest.TestCase):
 
     def test_not_utf8(self):
         server, _ = pair()
-        record = base64.b64encode(records.RecordCipher(b"c" * 32).seal(b"\xff"))
-        with self.assertRaises(ChatFailed) as caught:
-            server.receive(record)
-        self.assertEqual(caught.exception.reason, "a chat record that is not UTF-8")
+        record = forged(b"c", b"\xff")
+        self.assertRefused(server, record, "a chat record that is not UTF-8")
 
     def test_too_long(self):
         server, client = pair()
         limit = "x" * records.MAX_CHAT_TEXT_BYTES
         self.assertEqual(client.receive(server.receive(client.say(limit))), "receive " + limit)
         self.assertRaises(ValueError, client.say, limit + "x")
-        record = base64.b64encode(records.RecordCipher(b"c" * 32).seal(limit.encode() + b"x"))
+        record = forged(b"c", limit.encode() + b"x")
         self.assertRaises(ChatFailed, ServerChat(result()).receive, record)
 
     def test_unsolicited_quit_from_the_server(self):
         server, client = pair()
-        fake = base64.b64encode(records.RecordCipher(b"s" * 32).seal(b"quit"))
-        with self.assertRaises(ChatFailed) as caught:
-            client.receive(fake)
-        self.assertEqual(caught.exception.reason, "quit while chatting")
+        fake = forged(b"s", b"quit")
+        self.assertRefused(client, fake, "quit while chatting")
 
     def test_quit_confirmed_too_early_means_lines_were_dropped(self):
         server, client = pair()
         client.say("one")  # never reaches the server
         client.quit()
-        fake = base64.b64encode(records.RecordCipher(b"s" * 32).seal(b"quit"))
-        with self.assertRaises(ChatFailed) as caught:
-            client.receive(fake)
-        self.assertEqual(caught.exception.reason, "quit confirmed with 1 line(s) unanswered")
+        fake = forged(b"s", b"quit")
+        self.assertRefused(client, fake, "quit confirmed with 1 line(s) unanswered")
 
     def test_reply_to_no_line(self):
         _, client = pair()
-        fake = base64.b64encode(records.RecordCipher(b"s" * 32).seal(b"receive x"))
-        with self.assertRaises(ChatFailed) as caught:
-            client.receive(fake)
-        self.assertEqual(caught.exception.reason, "a reply to no line")
+        fake = forged(b"s", b"receive x")
+        self.assertRefused(client, fake, "a reply to no line")
 
     def test_something_else_from_the_server(self):
         server, client = pair()
         client.say("one")
-        fake = base64.b64encode(records.RecordCipher(b"s" * 32).seal(b"hello"))
-        with self.assertRaises(ChatFailed) as caught:
-            client.receive(fake)
-        self.assertEqual(caught.exception.reason, "neither receive <line> nor quit while chatting")
+        fake = forged(b"s", b"hello")
+        self.assertRefused(client, fake, "neither receive <line> nor quit while chatting")
 
     def test_replies_still_arrive_after_quit(self):
         server, client = pair()
@@ -168,6 +167,4 @@ class ChatTests(unittest.TestCase):
         cipher = records.RecordCipher(b"c" * 32)
         cipher.seal(b"quit")  # record 0, already sent
         after = base64.b64encode(cipher.seal(b"more"))
-        with self.assertRaises(ChatFailed) as caught:
-            server.receive(after)
-        self.assertEqual(caught.exception.reason, "a record while closed after quit")
+        self.assertRefused(server, after, "a record while closed after quit")

@@ -20,7 +20,7 @@ from twisted_keyx import client, ffdh
 from twisted_keyx.dh.protocol import CLIENT_MAX_MESSAGE_LENGTH, DHClientProtocol
 from twisted_keyx.session import fingerprint
 
-from .eke_helpers import TrackedServerFactory, Users
+from .helpers import TrackingEKEServerFactory, Users
 from .helpers import (
     CLOSE,
     CollectingProcess,
@@ -172,9 +172,9 @@ class ClientTests(_Loopback, unittest.TestCase):
 
     def test_dh_against_an_eke_port_asks_if_it_is_one(self):
         async def run():
-            server = TrackedServerFactory(Users())
+            server = TrackingEKEServerFactory(Users())
             outcome = await self.run_client(self.listen(server), "--timeout", "0.5")
-            await server.connections_lost
+            await server.allLost()
             self.assertOneLineError(outcome, 3, (
                 "the handshake did not finish within 0.5 seconds; the server sent "
                 "nothing: is this an EKE port? (an EKE server waits for a user name)"))

@@ -10,7 +10,7 @@ import hmac
 
 from twisted.internet import defer, error
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
+from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial import unittest
@@ -34,7 +34,15 @@ from twisted_keyx.dh.protocol import (
 from twisted_keyx.machine import ServerHungUp
 from twisted_keyx.session import fingerprint
 
-from .helpers import CLIENT_X, SERVER_X, dh_spki_pem, fixed_key, frame, read_data
+from .helpers import (
+    CLIENT_X,
+    SERVER_X,
+    connect_on_string_transport,
+    dh_spki_pem,
+    fixed_key,
+    frame,
+    read_data,
+)
 
 GROUP = ffdh.named_group("ffdhe2048")
 P, Q = GROUP.p, GROUP.q
@@ -112,6 +120,15 @@ class LogCapture:
         return [formatEvent(e) for e in self.events]
 
 
+def states_through(protocol, messages):
+    """The handshake's state at first and after each of ``messages`` (framed)."""
+    states = [protocol.handshake.state]
+    for message in messages:
+        protocol.dataReceived(frame(message))
+        states.append(protocol.handshake.state)
+    return states
+
+
 class ServerTestsMixin:
     def setUp(self):
         self.factory = DHServerFactory(GROUP, private_key_factory=fixed_key(SERVER_X))
@@ -120,10 +137,7 @@ class ServerTestsMixin:
     def connect(self, factory=None, peer=PEER):
         factory = factory or self.factory
         protocol = factory.buildProtocol(peer)
-        transport = StringTransportWithDisconnection(peerAddress=peer)
-        transport.protocol = protocol
-        protocol.makeConnection(transport)
-        return protocol, transport
+        return protocol, connect_on_string_transport(protocol, peer)
 
     def advance(self, state):
         """A connection whose server has answered its way to ``state``."""
@@ -164,10 +178,7 @@ class ServerHandshakeTests(ServerTestsMixin, unittest.TestCase):
 
     def test_states(self):
         protocol, transport = self.connect()
-        states = [protocol.handshake.state]
-        for message in (HELLO, PARAMS, CLIENT_KEY):
-            protocol.dataReceived(frame(message))
-            states.append(protocol.handshake.state)
+        states = states_through(protocol, (HELLO, PARAMS, CLIENT_KEY))
         self.assertEqual(states, [ServerState.AWAIT_HELLO, ServerState.AWAIT_PARAMS_REQUEST,
                                   ServerState.AWAIT_CLIENT_KEY, ServerState.DONE])
 
@@ -409,10 +420,7 @@ class ClientTestsMixin:
     def connect(self, **handshake_options):
         handshake_options.setdefault("private_key_factory", fixed_key(CLIENT_X))
         protocol = DHClientProtocol(DHClientHandshake(**handshake_options))
-        transport = StringTransportWithDisconnection()
-        transport.protocol = protocol
-        protocol.makeConnection(transport)
-        return protocol, transport
+        return protocol, connect_on_string_transport(protocol)
 
     def advance(self, state):
         protocol, transport = self.connect()
@@ -460,10 +468,7 @@ class ClientHandshakeTests(ClientTestsMixin, unittest.TestCase):
 
     def test_states(self):
         protocol, _ = self.connect()
-        states = [protocol.handshake.state]
-        for message in (HEY_THERE, PARAMETERS, SERVER_KEY):
-            protocol.dataReceived(frame(message))
-            states.append(protocol.handshake.state)
+        states = states_through(protocol, (HEY_THERE, PARAMETERS, SERVER_KEY))
         self.assertEqual(states, [ClientState.AWAIT_GREETING, ClientState.AWAIT_PARAMETERS,
                                   ClientState.AWAIT_SERVER_KEY, ClientState.DONE])
 

@@ -1,6 +1,7 @@
-"""The DH handshake without framing (protocols.md 1.3): the splitter alone, the
-raw protocols on a StringTransport, the daemon and client options, and
-interoperation over real TCP with blocking peers written like the tutorial's."""
+"""The DH handshake without framing (docs/protocols.rst, Unframed wire): the
+splitter alone, the raw protocols on a StringTransport, the daemon and client
+options, and interoperation over real TCP with blocking peers written like
+the tutorial's."""
 
 import json
 import os
@@ -27,7 +28,6 @@ from twisted_keyx.dh.protocol import (
     CLIENT_MAX_MESSAGE_LENGTH,
     DHClientProtocol,
     DHServerFactory,
-    DHServerProtocol,
     server_max_message_length,
 )
 from twisted_keyx.dh.raw import (
@@ -41,6 +41,14 @@ from twisted_keyx.dh.raw import (
 )
 from twisted_keyx.eke.protocol import EKEServerFactory
 from twisted_keyx.session import fingerprint
+
+from .helpers import (
+    RecordingDHServerFactory,
+    RecordingRawDHServerFactory,
+    log_text,
+    tracked,
+    tracking,
+)
 
 GROUP = ffdh.named_group("ffdhe2048")
 #: ``openssl dhparam -out tests/data/dh2048.pem 2048``: the kind of file the
@@ -257,10 +265,6 @@ def connect_server(group=GROUP, show_secrets=False):
     return protocol, transport, events
 
 
-def logged(events):
-    return [formatEvent(e) for e in events]
-
-
 class RawServerProtocolTests(unittest.TestCase):
     def test_handshake_exact_bytes(self):
         protocol, transport, events = connect_server(show_secrets=True)
@@ -286,7 +290,7 @@ class RawServerProtocolTests(unittest.TestCase):
         secret = protocol.handshake.result.shared_secret
         self.assertEqual(secret, peer.result.shared_secret)
         self.assertEqual(protocol.handshake.result.session_key, peer.result.session_key)
-        [line] = logged(events)
+        [line] = log_text(events)
         self.assertIn("127.0.0.1:40404 finished", line)
         self.assertIn(f"Shared Secret: {secret.hex()}", line)
 
@@ -300,7 +304,7 @@ class RawServerProtocolTests(unittest.TestCase):
             self.assertEqual(transport.writes[:2], [b"Hey there!", GROUP.parameters_pem])
             self.assertTrue(transport.writes[2].startswith(b"Server public key:"))
             self.assertFalse(transport.connected)
-            self.assertIn("finished", logged(events)[0])
+            self.assertIn("finished", log_text(events)[0])
 
     def test_out_of_order(self):
         protocol, transport, events = connect_server()
@@ -308,7 +312,7 @@ class RawServerProtocolTests(unittest.TestCase):
         protocol.dataReceived(b"Params?Hello")
         self.assertEqual(transport.writes, [UNEXPECTED])
         self.assertFalse(transport.connected)
-        [line] = logged(events)
+        [line] = log_text(events)
         self.assertIn("rejected: Params? message while awaiting Hello", line)
 
     def test_garbage(self):
@@ -316,7 +320,7 @@ class RawServerProtocolTests(unittest.TestCase):
         protocol.dataReceived(b"GET / HTTP/1.0\r\n\r\n")
         self.assertEqual(transport.writes, [UNEXPECTED])
         self.assertFalse(transport.connected)
-        self.assertIn("rejected: unknown message while awaiting Hello", logged(events)[0])
+        self.assertIn("rejected: unknown message while awaiting Hello", log_text(events)[0])
 
     def test_invalid_client_key(self):
         protocol, transport, events = connect_server()
@@ -325,7 +329,7 @@ class RawServerProtocolTests(unittest.TestCase):
         protocol.dataReceived(b"Client public key:" + dh_public_key_pem(GROUP.p, GROUP.g, 1))
         self.assertEqual(transport.writes[2:], [INVALID_KEY])
         self.assertFalse(transport.connected)
-        self.assertIn("invalid client public key: public value out of range", logged(events)[0])
+        self.assertIn("invalid client public key: public value out of range", log_text(events)[0])
 
     def test_a_larger_groups_key_is_too_long(self):
         # As with framing: the bound is the largest key in the server's group.
@@ -333,7 +337,7 @@ class RawServerProtocolTests(unittest.TestCase):
         other_group_key, _ = legal_exchange(ffdh.named_group("ffdhe4096"))
         protocol.dataReceived(b"HelloParams?" + other_group_key[2])
         self.assertEqual(transport.writes[2:], [UNEXPECTED])
-        self.assertIn("exceed the limit", logged(events)[0])
+        self.assertIn("exceed the limit", log_text(events)[0])
 
     def test_pem_garbage_after_the_prefix_is_an_invalid_key(self):
         protocol, transport, events = connect_server()
@@ -351,7 +355,7 @@ class RawServerProtocolTests(unittest.TestCase):
             protocol.dataReceived(stream[i:i + 1000])
         self.assertEqual(transport.writes[2:], [UNEXPECTED])
         self.assertFalse(transport.connected)
-        self.assertIn(f"exceed the limit of {limit}", logged(events)[0])
+        self.assertIn(f"exceed the limit of {limit}", log_text(events)[0])
 
     def test_nothing_is_kept_after_hanging_up(self):
         # Without the daemon's connection policy in front, the protocol itself
@@ -376,7 +380,7 @@ class RawServerProtocolTests(unittest.TestCase):
         protocol.dataReceived(b"Hello\nParams")  # the second message incomplete
         transport.loseConnection()
         self.assertEqual(transport.writes, [b"Hey there!"])
-        self.assertIn("abandoned by the peer while awaiting Params?", logged(events)[0])
+        self.assertIn("abandoned by the peer while awaiting Params?", log_text(events)[0])
 
     def test_factory_is_the_framed_one_with_another_protocol(self):
         factory = RawDHServerFactory(GROUP)
@@ -512,7 +516,7 @@ class OptionsTests(unittest.TestCase):
         top = tap.makeService(self.parse("--dh-raw", "tcp:7777", "--dh", "tcp:7778"))
         # Every listener's factory is behind the daemon's connection policy.
         factories = [type(s.factory.wrappedFactory) for s in top if hasattr(s, "factory")]
-        # EKE is served by default next to DH (issue 3).
+        # EKE is served by default next to DH.
         self.assertEqual(factories, [DHServerFactory, RawDHServerFactory, EKEServerFactory])
         events = []
         top.log = Logger(observer=events.append)
@@ -531,7 +535,7 @@ class OptionsTests(unittest.TestCase):
         self.assertFalse(parser.parse_args(["dh"]).raw)
 
 
-# Blocking peers written from protocols.md 1.3, like the tutorial's scripts:
+# Blocking peers written from docs/protocols.rst, Unframed wire, like the tutorial's scripts:
 # each message in one sendall, each read with one recv(3072) and strip().
 # One recv per message is the tutorial's own assumption, kept on purpose: on
 # loopback each of our single writes (at most 1,171 bytes for ffdhe2048)
@@ -594,61 +598,20 @@ def tutorial_server(listener, group):
         return received, group.exchange(private_key, client_key)
 
 
-class _TrackedServer:
-    def connectionLost(self, reason):
-        super().connectionLost(reason)
-        self.factory.closed.callback(None)
-
-
-class _TrackedServerProtocol(_TrackedServer, RawDHServerProtocol):
-    pass
-
-
-class _TrackedFramedServerProtocol(_TrackedServer, DHServerProtocol):
-    pass
-
-
-class _TrackedClient:
-    """Lets a test wait until the client's connection is closed."""
-
-    def __init__(self):
-        super().__init__()
-        self.closed = defer.Deferred()
-        self.instances.append(self)
-
-    def connectionLost(self, reason):
-        super().connectionLost(reason)
-        self.closed.callback(None)
-
-
-class _TrackedClientProtocol(_TrackedClient, RawDHClientProtocol):
-    instances = []
-
-
-class _TrackedFramedClientProtocol(_TrackedClient, DHClientProtocol):
-    instances = []
+_TrackedClientProtocol = tracked(RawDHClientProtocol)
+_TrackedFramedClientProtocol = tracked(DHClientProtocol)
 
 
 class LoopbackInteropTests(unittest.TestCase):
     """Real TCP on 127.0.0.1; the blocking peer runs in a thread."""
 
     def serve(self, group=GROUP, framed=False):
-        factory = (DHServerFactory if framed else RawDHServerFactory)(group)
-        factory.protocol = _TrackedFramedServerProtocol if framed else _TrackedServerProtocol
-        factory.closed = defer.Deferred()
+        factory = tracking(RecordingDHServerFactory if framed else RecordingRawDHServerFactory)(group)
         factory.events = []
         factory.log = Logger(observer=factory.events.append)
-        results = []
-        original = factory.handshakeFinished
-
-        def finished(peer, result):
-            results.append(result)
-            original(peer, result)
-
-        factory.handshakeFinished = finished
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
-        return factory, port.getHost().port, results
+        return factory, port.getHost().port, factory.results
 
     def blocking_server(self, group):
         listener = socket.create_server(("127.0.0.1", 0))
@@ -660,7 +623,7 @@ class LoopbackInteropTests(unittest.TestCase):
     def test_tutorial_client_against_raw_server(self):
         factory, port, results = self.serve()
         secret = yield threads.deferToThread(tutorial_client, port)
-        yield factory.closed
+        yield factory.allLost()
         self.assertEqual(len(secret), 256)
         self.assertEqual(secret, results[0].shared_secret)
 
@@ -668,7 +631,7 @@ class LoopbackInteropTests(unittest.TestCase):
     def test_tutorial_client_out_of_turn(self):
         factory, port, results = self.serve()
         reply, after = yield threads.deferToThread(tutorial_out_of_turn_client, port)
-        yield factory.closed
+        yield factory.allLost()
         self.assertEqual(reply, UNEXPECTED)
         self.assertEqual(after, b"")  # the server hung up
         self.assertEqual(results, [])
@@ -683,7 +646,7 @@ class LoopbackInteropTests(unittest.TestCase):
         protocol = yield endpoints.connectProtocol(endpoint, _TrackedClientProtocol())
         result = yield protocol.finished
         received, secret = yield served
-        yield protocol.closed
+        yield protocol.lost
         self.assertEqual(result.shared_secret, secret)
         self.assertEqual(result.group.p, group.p)
         # One recv per message, each exactly one of our writes.
@@ -696,7 +659,7 @@ class LoopbackInteropTests(unittest.TestCase):
     def test_keyx_client_raw_json_against_raw_server(self):
         factory, port, results = self.serve()
         status, output = yield self.run_client(port, "--raw", "--json")
-        yield factory.closed
+        yield factory.allLost()
         self.assertEqual(status, client.EXIT_OK)
         report = json.loads(output)
         self.assertEqual(report["shared_secret"], results[0].shared_secret.hex())
@@ -717,21 +680,21 @@ class LoopbackInteropTests(unittest.TestCase):
         except client.ClientError as e:
             status, out = e.status, StringIO(str(e))
         tracked = _TrackedClientProtocol if args.raw else _TrackedFramedClientProtocol
-        yield tracked.instances[-1].closed
+        yield tracked.instances[-1].lost
         return status, out.getvalue()
 
     @defer.inlineCallbacks
     def test_wrong_framing_gets_a_hint(self):
         factory, port, results = self.serve()
         status, message = yield self.run_client(port)
-        yield factory.closed
+        yield factory.allLost()
         self.assertEqual(status, client.EXIT_HANDSHAKE_FAILED)
         self.assertTrue(message.startswith("the server sent a frame of "), message)
         self.assertIn("needs --raw", message)
 
         factory, port, results = self.serve(framed=True)
         status, message = yield self.run_client(port, "--raw")
-        yield factory.closed
+        yield factory.allLost()
         self.assertEqual(status, client.EXIT_HANDSHAKE_FAILED)
         self.assertEqual(
             message,

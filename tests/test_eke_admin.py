@@ -13,7 +13,7 @@ from twisted.trial import unittest
 from twisted_keyx import admin
 from twisted_keyx.eke import crypto, userstore
 
-from tests.eke_helpers import TEST_KDF, expected_password_key
+from tests.helpers import TEST_KDF, expected_password_key
 
 
 class AdminUserTests(unittest.TestCase):

@@ -17,7 +17,7 @@ from twisted_keyx import ffdh
 from twisted_keyx.eke import crypto, password
 from twisted_keyx.eke.userstore import new_user
 
-from tests.eke_helpers import TrackedServerFactory, Users
+from tests.helpers import TrackingEKEServerFactory, Users
 from tests.helpers import (
     CLOSE,
     CollectingProcess,
@@ -46,7 +46,7 @@ class ClientProcessTests(unittest.TestCase):
         with open(self.password_file, "w") as f:
             f.write("open sesame\n")
         os.chmod(self.password_file, 0o600)  # a looser file is warned about
-        self.factory = TrackedServerFactory(users())
+        self.factory = TrackingEKEServerFactory(users())
         self.port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
         self.addCleanup(self.port.stopListening)
 
@@ -60,7 +60,7 @@ class ClientProcessTests(unittest.TestCase):
         reactor.spawnProcess(process, sys.executable, args, env=env)
         status = yield process.ended
         if expect_server_connection:
-            yield self.factory.connections_lost
+            yield self.factory.allLost()
         return status, process.out.decode(), process.err.decode()
 
     @defer.inlineCallbacks
@@ -117,7 +117,7 @@ class ClientProcessTests(unittest.TestCase):
         )
         self.assertEqual((status, out), (1, ""))
         self.assertEqual(err, "keyx-client: authentication failed (wrong password or unknown user)\n")
-        [server] = self.factory.lost
+        [server] = self.factory.connections
         self.assertIsNone(server.chat)
 
     @defer.inlineCallbacks

@@ -11,7 +11,7 @@ from twisted_keyx.chat.records import RecordCipher, RecordError
 from twisted_keyx.eke import crypto, messages
 from twisted_keyx.eke.messages import MalformedLine
 
-from tests.eke_helpers import rsa_key, unknown_algorithm_spki
+from tests.helpers import rsa_key, unknown_algorithm_spki
 
 
 class ScryptTests(unittest.TestCase):

@@ -22,7 +22,7 @@ from twisted_keyx.eke.handshake import (
 from twisted_keyx.eke.userstore import DecoyUsers
 from twisted_keyx.session import Transcript, derive_session_key
 
-from tests.eke_helpers import (
+from tests.helpers import (
     PASSWORD,
     TEST_LIMITS,
     RecordingRandom,

@@ -7,7 +7,7 @@ from twisted.internet import defer, endpoints, reactor, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
-from twisted.logger import capturedLogs, formatEvent
+from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
@@ -36,15 +36,17 @@ from twisted_keyx.eke.userstore import DecoyUsers
 from twisted_keyx.machine import ServerHungUp
 from twisted_keyx.session import fingerprint
 
-from tests.eke_helpers import (
+from tests.helpers import (
     PASSWORD,
     TEST_LIMITS,
     RecordingRandom,
-    TrackedServerFactory,
+    TrackingEKEServerFactory,
     Users,
     flip,
+    log_text,
     make_user,
     rsa_key,
+    take_lines as take,
 )
 
 USERS = Users(alice=make_user("alice"), bob=make_user("bob", password="bob's password"))
@@ -61,17 +63,6 @@ def connect(protocol):
     transport.protocol = protocol
     protocol.makeConnection(transport)
     return transport
-
-
-def take(transport):
-    """The lines written since the last call."""
-    data = transport.value()
-    transport.clear()
-    return data.split(b"\n")[:-1] if data else []
-
-
-def log_text(events):
-    return [formatEvent(event) for event in events]
 
 
 class ServerProtocolTests(unittest.TestCase):
@@ -467,12 +458,12 @@ class LoopbackTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_session_chats_and_quits(self):
-        factory = TrackedServerFactory(USERS)
+        factory = TrackingEKEServerFactory(USERS)
         port = yield defer.ensureDeferred(self.serve(factory))
         client = yield defer.ensureDeferred(self.open_client(port))
         with capturedLogs() as events:
             replies = yield defer.ensureDeferred(self.chat(client, ["hello", "\u00e7a va ?"]))
-            yield factory.connections_lost
+            yield factory.allLost()
         self.assertEqual(replies, ["receive hello", "receive \u00e7a va ?"])
         text = log_text(events)
         self.assertTrue(text[0].startswith("EKE: user alice from 127.0.0.1:"))
@@ -482,7 +473,7 @@ class LoopbackTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_several_sessions_at_once(self):
-        factory = TrackedServerFactory(USERS, expected=6)
+        factory = TrackingEKEServerFactory(USERS)
         port = yield defer.ensureDeferred(self.serve(factory))
         clients = []
         for i in range(6):
@@ -493,7 +484,7 @@ class LoopbackTests(unittest.TestCase):
             for i, client in enumerate(clients)
         ]
         results = yield defer.gatherResults(sessions)
-        yield factory.connections_lost
+        yield factory.allLost()
         for i, replies in enumerate(results):
             self.assertEqual(replies, [f"receive line {i}.{j}" for j in range(3)])
         keys = {c.handshake.result.session_key for c in clients}
@@ -501,19 +492,19 @@ class LoopbackTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_wrong_password_fails_at_the_nonce_step(self):
-        factory = TrackedServerFactory(USERS)
+        factory = TrackingEKEServerFactory(USERS)
         port = yield defer.ensureDeferred(self.serve(factory))
         client = yield defer.ensureDeferred(self.open_client(port, password="guess"))
         with capturedLogs() as events:
             with self.assertRaises(AuthenticationFailed):
                 yield client.authenticated
-            yield factory.connections_lost
+            yield factory.allLost()
         # yes / random step 4 / the failure, after the client's step 5.
         self.assertEqual(len(client.received_lines), 3)
         self.assertTrue(client.received_lines[0].startswith(b"yes "))
         self.assertEqual(len(client.received_lines[1]), 380)
         self.assertEqual(client.received_lines[2], b"authentication failed")
-        [server] = factory.lost
+        [server] = factory.connections
         self.assertIsNone(server.chat)
         self.assertEqual(log_text(events)[0].split(": ", 1)[1],
                          "wrong password for user 'alice' (step 3 does not decrypt under the "
@@ -522,7 +513,7 @@ class LoopbackTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_hidden_unknown_user_looks_like_a_wrong_password(self):
-        factory = TrackedServerFactory(USERS, hide_unknown_users=True, expected=2)
+        factory = TrackingEKEServerFactory(USERS, hide_unknown_users=True)
         port = yield defer.ensureDeferred(self.serve(factory))
         shapes = []
         for user, password in [("alice", "guess"), ("nobody", "guess")]:
@@ -536,5 +527,5 @@ class LoopbackTests(unittest.TestCase):
             yield client.disconnected
             shapes.append([len(line) for line in client.received_lines[1:]])
             self.assertEqual(client.received_lines[-1], b"authentication failed")
-        yield factory.connections_lost
+        yield factory.allLost()
         self.assertEqual(shapes[0], shapes[1])

@@ -10,13 +10,10 @@ from twisted_keyx import tap
 from twisted_keyx.eke import userstore
 from twisted_keyx.eke.protocol import EKEServerFactory
 
-from tests.eke_helpers import make_user
+from tests.helpers import make_user, tap_options
 
 
-def parse(*argv):
-    options = tap.Options()
-    options.parseOptions(list(argv))
-    return options
+parse = tap_options
 
 
 class EKEOptionsTests(unittest.TestCase):

@@ -5,17 +5,13 @@ import json
 import os
 import stat
 
-from twisted.logger import capturedLogs, formatEvent
+from twisted.logger import capturedLogs
 from twisted.trial import unittest
 
 from twisted_keyx.eke import crypto, userstore
 from twisted_keyx.eke.userstore import UserFile, UserFileError
 
-from tests.eke_helpers import PASSWORD, TEST_KDF, expected_password_key, make_user
-
-
-def log_text(events):
-    return [formatEvent(event) for event in events]
+from tests.helpers import PASSWORD, TEST_KDF, expected_password_key, log_text, make_user
 
 
 class FormatTests(unittest.TestCase):

@@ -19,11 +19,9 @@ from twisted_keyx.dh import messages
 from twisted_keyx.dh.handshake import HandshakeResult
 from twisted_keyx.dh.protocol import DHClientProtocol, DHServerFactory
 
+from .helpers import frame
+
 GROUP = ffdh.named_group("ffdhe2048")
-
-
-def frame(payload):
-    return len(payload).to_bytes(4, "big") + payload
 
 
 def client_key_message():
@@ -218,7 +216,7 @@ class OtherHandshakeFaultTests(unittest.TestCase):
         from twisted_keyx.dh.raw import RawDHServerFactory
         from twisted_keyx.eke.protocol import EKEServerFactory
 
-        from tests.eke_helpers import Users, make_user
+        from tests.helpers import Users, make_user
 
         self.lines = []
 
@@ -243,7 +241,7 @@ class OtherHandshakeFaultTests(unittest.TestCase):
     def test_raw_deadline_and_eke_idle_timeout(self):
         from twisted_keyx.eke.protocol import EKEClientFactory
 
-        from tests.eke_helpers import PASSWORD, TEST_LIMITS, rsa_key
+        from tests.helpers import PASSWORD, TEST_LIMITS, rsa_key
 
         async def run():
             raw = await connectProtocol(self.ports["raw"], protocol.Protocol())

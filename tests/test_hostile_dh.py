@@ -16,9 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
-from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import Logger, formatEvent, globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
@@ -34,27 +33,15 @@ from twisted_keyx.dh.handshake import (
 from twisted_keyx.dh.protocol import (
     CLIENT_MAX_MESSAGE_LENGTH,
     DHClientProtocol,
-    DHServerFactory,
     server_max_message_length,
 )
 from twisted_keyx.machine import ServerHungUp
 
 from . import dh_strategies as ds
-from .helpers import guarded_connection
+from .helpers import RecordingDHServerFactory, fed_server, frame, unframe
 
 PEER = IPv4Address("TCP", "198.51.100.20", 50000)
 SERVER_MAX = server_max_message_length(ds.GROUP)
-
-
-def unframe(data):
-    """Split what a side wrote into payloads; it must be whole frames."""
-    frames = []
-    while data:
-        length = int.from_bytes(data[:4], "big")
-        assert len(data) >= 4 + length, "a side wrote a partial frame"
-        frames.append(data[4:4 + length])
-        data = data[4 + length:]
-    return frames
 
 
 def overlong_prefix(tail, limit):
@@ -123,17 +110,12 @@ class HostileClientTests(unittest.TestCase):
         items = data.draw(ds.conversations([ds.HELLO, ds.PARAMS_REQUEST,
                                             data.draw(ds.client_keys)], ds.client_items))
         tail = data.draw(ds.tails)
-        stream = b"".join(ds.frame(item.payload) for item in items) + tail
+        stream = b"".join(frame(item.payload) for item in items) + tail
         chunks = data.draw(ds.deliveries(stream))
         replies, outcome, decisive = expect_server(items, tail)
 
-        lines = []
-        clock = Clock()
-        dh_factory = DHServerFactory(ds.GROUP)
-        dh_factory.log = Logger(observer=lambda e: lines.append(formatEvent(e)))
-        proto, transport, session, policy = guarded_connection(dh_factory, PEER, clock)
-        for chunk in chunks:
-            proto.dataReceived(chunk)
+        dh_factory = RecordingDHServerFactory(ds.GROUP)
+        proto, transport, session, policy, clock = fed_server(dh_factory, PEER, chunks)
 
         written = unframe(transport.value())
         if outcome == "either":
@@ -162,9 +144,8 @@ class HostileClientTests(unittest.TestCase):
             self.assertEqual(session.buffered, 0)
 
         proto.connectionLost(Failure(ConnectionDone()))
-        self.assertEqual(len(lines), 1, lines)
         word = {"finished": "finished", "rejected": "rejected", "pending": "abandoned"}[outcome]
-        self.assertIn(word, lines[0])
+        self.assertEqual(dh_factory.kinds, [word], dh_factory.outcomes)
         self.assertEqual(clock.getDelayedCalls(), [])
         self.assertEqual((policy.open_connections, policy.per_ip), (0, {}))
         self.assertEqual(self.catcher.failures, [])
@@ -233,7 +214,7 @@ class HostileServerTests(unittest.TestCase):
         items = data.draw(ds.conversations(
             [ds.GREETING, data.draw(ds.server_parameters), server_key], ds.server_items))
         tail = data.draw(ds.tails)
-        stream = b"".join(ds.frame(item.payload) for item in items) + tail
+        stream = b"".join(frame(item.payload) for item in items) + tail
         chunks = data.draw(ds.deliveries(stream))
         sent, outcome, decisive = expect_client(items, tail)
 

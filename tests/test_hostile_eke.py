@@ -4,7 +4,7 @@ A real client machine runs the handshake and the chat; at each of its lines
 a plan says what actually goes out: the line, a mutant of it (one byte
 changed, cut, or a newline slipped in), garbage, or nothing more; sometimes a
 garbage line rides along in the same delivery.  Deliveries are cut at
-arbitrary places.  The oracle follows protocols.md 2 and issue 3: anything
+arbitrary places.  The oracle follows docs/protocols.rst, EKE and Chat: anything
 but the legal line at a handshake step ends the connection with ``no`` (step
 1) or the one failure reply, except a well-formed but wrong step-3 box, which
 the server answers with a decoy and refuses at step 5; in the chat, anything
@@ -31,7 +31,7 @@ from twisted_keyx.chat.machine import ClientChat
 from twisted_keyx.eke.handshake import EKEClientHandshake, HandshakeFailed
 from twisted_keyx.eke.protocol import EKEServerFactory
 
-from .eke_helpers import PASSWORD, TEST_LIMITS, Users, make_user, rsa_key
+from .helpers import PASSWORD, TEST_LIMITS, Users, make_user, rsa_key
 from .test_hostile_dh import FailureCatcher
 
 PEER = IPv4Address("TCP", "198.51.100.22", 50002)

@@ -14,30 +14,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
-from twisted.internet.task import Clock
-from twisted.logger import Logger, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from twisted_keyx.dh import messages
-from twisted_keyx.dh.raw import SERVER_MESSAGES, MessageSplitter, RawDHServerFactory
 
 from . import dh_strategies as ds
-from .helpers import guarded_connection
+from .helpers import RecordingRawDHServerFactory, fed_server, split_replies
 from .test_hostile_dh import FailureCatcher
 
 PEER = IPv4Address("TCP", "198.51.100.21", 50001)
 separators = st.sampled_from([b"", b"\n", b"\r\n", b" \n ", b"\t"])
-
-
-def split_replies(data):
-    """Our own server's output, cut with the client's splitter."""
-    splitter = MessageSplitter(SERVER_MESSAGES, 1 << 20)
-    splitter.feed(data)
-    replies = []
-    while (message := splitter.next_message()) is not None:
-        replies.append(message)
-    return replies
 
 
 def pem_shaped(item):
@@ -59,13 +46,8 @@ class HostileRawClientTests(unittest.TestCase):
         stream = b"".join(item.payload + data.draw(separators) for item in items)
         chunks = data.draw(ds.deliveries(stream))
 
-        lines = []
-        clock = Clock()
-        factory = RawDHServerFactory(ds.GROUP)
-        factory.log = Logger(observer=lambda e: lines.append(formatEvent(e)))
-        proto, transport, session, policy = guarded_connection(factory, PEER, clock)
-        for chunk in chunks:
-            proto.dataReceived(chunk)
+        factory = RecordingRawDHServerFactory(ds.GROUP)
+        proto, transport, session, policy, clock = fed_server(factory, PEER, chunks)
 
         replies = split_replies(transport.value())
         legal_replies = [messages.HEY_THERE, ds.GROUP.parameters_pem.strip()]
@@ -102,13 +84,8 @@ class HostileRawClientTests(unittest.TestCase):
             self.assertEqual(replies, [messages.UNEXPECTED_MESSAGE_REPLY])
 
         proto.connectionLost(Failure(ConnectionDone()))
-        self.assertEqual(len(lines), 1, lines)
-        if finished:
-            self.assertIn("finished", lines[0])
-        elif ended:
-            self.assertIn("rejected", lines[0])
-        else:
-            self.assertIn("abandoned", lines[0])
+        word = "finished" if finished else "rejected" if ended else "abandoned"
+        self.assertEqual(factory.kinds, [word], factory.outcomes)
         self.assertEqual(clock.getDelayedCalls(), [])
         self.assertEqual((policy.open_connections, policy.per_ip), (0, {}))
         self.assertEqual(self.catcher.failures, [])

@@ -16,6 +16,8 @@ from twisted_keyx.dh.protocol import DHServerFactory
 from twisted_keyx.dh.raw import RawDHServerFactory
 from twisted_keyx.eke.protocol import EKEServerFactory
 
+from .helpers import frame
+
 
 def address(host="192.0.2.1", port=40000):
     return IPv4Address("TCP", host, port)
@@ -45,10 +47,6 @@ def connect(factory, addr):
 
 def close(proto):
     proto.connectionLost(Failure(ConnectionDone()))
-
-
-def frame(payload):
-    return len(payload).to_bytes(4, "big") + payload
 
 
 class CountingFactory(protocol.Factory):
@@ -486,7 +484,7 @@ class EKETimeoutTests(unittest.TestCase):
     chat its idle timeout, each logged once in EKE's words."""
 
     def setUp(self):
-        from tests.eke_helpers import Users, make_user
+        from tests.helpers import Users, make_user
 
         self.logged = LoggedPolicy(self, timeout=30, idle_timeout=60)
         self.eke = EKEServerFactory(Users(alice=make_user("alice")))
@@ -504,7 +502,7 @@ class EKETimeoutTests(unittest.TestCase):
         from twisted_keyx.chat.machine import ClientChat
         from twisted_keyx.eke.handshake import EKEClientHandshake
 
-        from tests.eke_helpers import PASSWORD, TEST_LIMITS, rsa_key
+        from tests.helpers import PASSWORD, TEST_LIMITS, rsa_key
 
         client = EKEClientHandshake("alice", PASSWORD, kdf_limits=TEST_LIMITS,
                                     rsa_key_factory=rsa_key)

@@ -22,13 +22,10 @@ from twisted_keyx.eke import userstore
 from twisted_keyx.dh.protocol import DHClientProtocol, DHServerFactory
 from twisted_keyx.eke.protocol import EKEServerFactory
 
-from .helpers import data_path, read_data, tracked
+from .helpers import data_path, read_data, tap_options, tracked
 
 
-def parse(*args):
-    options = tap.Options()
-    options.parseOptions(list(args))
-    return options
+parse = tap_options
 
 
 class OptionsTests(unittest.TestCase):
@@ -179,7 +176,7 @@ class MakeServiceTests(unittest.TestCase):
 
     def test_default_tcp(self):
         _, memory = self.make()
-        # DH on 7777 and, since issue 3, EKE on 8088 by default.
+        # DH on 7777 and EKE on 8088 by default (docs/protocols.rst, EKE).
         [(port, factory, _, interface), (eke_port, eke_factory, _, _)] = memory.tcpServers
         # Every factory is behind the daemon's connection policy (limits.py).
         factory, eke_factory = factory.wrappedFactory, eke_factory.wrappedFactory

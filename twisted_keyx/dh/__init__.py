@@ -1,1 +1,1 @@
-"""The Diffie-Hellman handshake of the socket tutorial (protocols.md section 1)."""
+"""The Diffie-Hellman handshake of the socket tutorial (docs/protocols.rst, DH handshake)."""

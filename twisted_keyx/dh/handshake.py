@@ -7,7 +7,7 @@ Which message is legal in which state is written down once, in the
 framing (:mod:`twisted_keyx.dh.protocol`) and the crypto (the groups of
 :mod:`twisted_keyx.groups`) live elsewhere; every group runs the same machines.
 
-Server states, with the tutorial's state numbers (protocols.md 1.1)::
+Server states, with the tutorial's state numbers (docs/protocols.rst, DH handshake)::
 
     AWAIT_HELLO --Hello--> AWAIT_PARAMS_REQUEST --Params?--> AWAIT_CLIENT_KEY
       (0)                     (1)                              (2)

@@ -1,4 +1,4 @@
-"""The DH handshake's messages, byte for byte (protocols.md 1.1).
+"""The DH handshake's messages, byte for byte (docs/protocols.rst, DH handshake).
 
 | # | dir | payload                                          |
 |---|-----|--------------------------------------------------|

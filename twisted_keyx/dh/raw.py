@@ -1,6 +1,6 @@
 """The DH handshake without framing: the socket tutorial's own wire format.
 
-In the tutorial (protocols.md 1.3) each message is one ``sendall`` with no
+In the tutorial (docs/protocols.rst, Unframed wire) each message is one ``sendall`` with no
 length and no delimiter, and the reader does one ``recv(3072)`` and strips
 whitespace.  TCP promises no such thing: a message may arrive in pieces and
 two may arrive together.  So here the boundaries come from the content, which

@@ -6,7 +6,7 @@ legal moves are the ``TRANSITIONS`` table of each class (dispatch in
 :mod:`twisted_keyx.machine`); the line formats are in
 :mod:`twisted_keyx.eke.messages`, the primitives in :mod:`twisted_keyx.eke.crypto`.
 
-Server states, with the steps of protocols.md 2.1 (received / sent)::
+Server states, with the steps of docs/protocols.rst, EKE (received / sent)::
 
     AWAIT_USER_NAME --1 / 2--> AWAIT_SEALED_PUBLIC_KEY --3 / 4--> AWAIT_CLIENT_NONCE
     AWAIT_CLIENT_NONCE --5 / 6--> AWAIT_SERVER_NONCE --7 / 8--> DONE
