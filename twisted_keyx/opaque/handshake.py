@@ -175,9 +175,8 @@ class OPAQUEServerHandshake(StateMachine):
         try:
             session_key = self._login.finish(ke3)
         except OpaqueError:
-            why = "wrong password" if self.known_user else "unknown user"
-            raise AuthenticationFailed(f"{why} for user {self.user!r} (KE3 does not verify)"
-                                       ) from None
+            why = "wrong password for user" if self.known_user else "unknown user"
+            raise AuthenticationFailed(f"{why} {self.user!r} (KE3 does not verify)") from None
         self._transcript.add(line)
         self._transcript.add(OK)
         self.result = _result(self.user, session_key, self._transcript,
