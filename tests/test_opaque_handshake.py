@@ -233,3 +233,35 @@ class LoopbackTests(unittest.TestCase):
     def test_record_types(self):
         self.assertIsInstance(users()["alice"], OpaqueUser)
         self.assertEqual(len(base64.b64decode(hs.first_line(bytes(96), "a")[:128])), 96)
+
+
+class HostileServerTests(unittest.TestCase):
+    """Whatever a client sends, the factory answers with the generic reply
+    (or keeps reading an incomplete line), logs no traceback, and serves the
+    next connection."""
+
+    @settings(max_examples=40, deadline=None)
+    @given(chunks=st.lists(st.binary(max_size=300), max_size=4))
+    def test_garbage_then_a_good_login(self, chunks):
+        from twisted.logger import capturedLogs, formatEvent
+
+        factory = OPAQUEServerFactory(users(), SETUP)
+        with capturedLogs() as events:
+            server = factory.buildProtocol(None)
+            transport = StringTransport()
+            server.makeConnection(transport)
+            for chunk in chunks:
+                server.dataReceived(chunk)
+            sent = transport.value()
+            # Nothing, the generic reply, or (a valid KE1 by chance) a KE2 line.
+            self.assertTrue(sent in (b"", b"authentication failed\n") or len(sent) == 445, sent)
+            client, client_transport = (factory.buildProtocol(None), StringTransport())
+            client.makeConnection(client_transport)
+            machine = hs.OPAQUEClientHandshake("alice", PASSWORD, ksf_limits=CHEAP_LIMITS)
+            client.dataReceived(machine.start() + b"\n")
+            ke3 = machine.receive(client_transport.value()[:-1])
+            client_transport.clear()
+            client.dataReceived(ke3 + b"\n")
+            self.assertEqual(client_transport.value(), b"ok\n")
+        self.assertFalse([e for e in events if "log_failure" in e])
+        self.assertFalse([formatEvent(e) for e in events if PASSWORD in formatEvent(e)])
