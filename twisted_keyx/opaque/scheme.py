@@ -14,7 +14,7 @@ import os
 import stat
 from dataclasses import dataclass
 
-from twisted_keyx.fileutil import exposure_warning, write_file_atomically
+from twisted_keyx.fileutil import write_file_atomically
 from twisted_keyx.opaque.errors import OpaqueError
 from twisted_keyx.opaque.records import RegistrationRecord, ServerSetup
 from twisted_keyx.opaque.registration import register
@@ -110,5 +110,4 @@ def load_or_create_key_file(path):
 
 
 __all__ = ["OpaqueUser", "SCHEME", "new_user", "KeyFileError", "load_key_file",
-           "create_key_file", "load_or_create_key_file", "DEFAULT_KEY_FILE",
-           "exposure_warning"]
+           "create_key_file", "load_or_create_key_file", "DEFAULT_KEY_FILE"]

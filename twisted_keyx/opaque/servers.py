@@ -44,8 +44,7 @@ def _read(path):
 def check_and_remember(host, port, public_key, path=None):
     """("new" | "same" | "changed", previous fingerprint or None); the
     file then holds this key for ``host:port``.  A file that cannot be
-    written is not an error (the caller is told by ``None`` as status
-    'unsaved' is not needed: the check still works)."""
+    written is not an error: the check against what was read still holds."""
     path = path or default_path()
     where = f"{host}:{port}"
     fingerprint = server_key_fingerprint(public_key)
