@@ -16,6 +16,7 @@ from twisted.logger import Logger, formatEvent
 from twisted.python import usage
 from twisted.trial import unittest
 
+from twisted_keyx.opaque.protocol import OPAQUEServerFactory
 from twisted_keyx import asn1, client, ffdh, tap
 from twisted_keyx.framing import UnframedFraming
 from twisted_keyx.dh.handshake import (
@@ -517,7 +518,8 @@ class OptionsTests(unittest.TestCase):
         # Every listener's factory is behind the daemon's connection policy.
         factories = [type(s.factory.wrappedFactory) for s in top if hasattr(s, "factory")]
         # EKE is served by default next to DH.
-        self.assertEqual(factories, [DHServerFactory, RawDHServerFactory, EKEServerFactory])
+        self.assertEqual(factories, [DHServerFactory, RawDHServerFactory, EKEServerFactory,
+                                     OPAQUEServerFactory])
         events = []
         top.log = Logger(observer=events.append)
         top.services = []  # log the start without listening

@@ -33,10 +33,13 @@ from twisted_keyx.machine import StateMachine
 
 DIAGRAMS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                         "docs", "diagrams")
+from twisted_keyx.opaque.handshake import OPAQUEClientHandshake, OPAQUEServerHandshake
+
 REGENERATE = "python -m twisted_keyx.diagram --write docs/diagrams --svg"
 
 EXPECTED_NAMES = [
     "chat-client", "chat-server", "dh-client", "dh-server", "eke-client", "eke-server",
+    "opaque-client", "opaque-server",
 ]
 
 _EDGE = re.compile(r'^  "([^"]+)" -> "([^"]+)"(?: \[(.*)\])?;$')
@@ -130,6 +133,8 @@ def _new_machines():
         "dh-client": DHClientHandshake,
         "eke-server": lambda: EKEServerHandshake(lambda name: None),
         "eke-client": lambda: EKEClientHandshake("alice", "a password"),
+        "opaque-server": lambda: OPAQUEServerHandshake(None, lambda name: None),
+        "opaque-client": lambda: OPAQUEClientHandshake("alice", "a password"),
         "chat-server": lambda: ServerChat(Result()),
         "chat-client": lambda: ClientChat(Result()),
     }
@@ -186,7 +191,7 @@ class DotTests(unittest.TestCase):
     def test_start_edge_is_where_start_goes(self):
         machines = _new_machines()
         started = {}
-        for name in ("dh-client", "eke-client"):
+        for name in ("dh-client", "eke-client", "opaque-client"):
             machines[name].start()
             started[name] = machines[name].state.name
         for name in diagram.names():

@@ -144,7 +144,7 @@ class AdminUserTests(unittest.TestCase):
         self.adduser("alice")
         os.chmod(self.users, 0o640)
         status, out, err = self.admin("listusers", "--users", self.users)
-        self.assertEqual((status, out), (0, "alice  scrypt n=16 r=2 p=1\n"))
+        self.assertEqual((status, out), (0, "alice  eke, scrypt n=16 r=2 p=1\n"))
         self.assertEqual(err, (
             f"keyx-admin: warning: {self.users} is readable by group or others (mode 0640): "
             f"its keys log in without the passwords; chmod 600 {self.users}\n"))
@@ -174,7 +174,7 @@ class AdminUserTests(unittest.TestCase):
         self.adduser("alice")
         status, out, err = self.admin("listusers", "--users", self.users)
         self.assertEqual(status, 0)
-        self.assertEqual(out, "alice  scrypt n=16 r=2 p=1\nbob  scrypt n=16 r=2 p=1\n")
+        self.assertEqual(out, "alice  eke, scrypt n=16 r=2 p=1\nbob  eke, scrypt n=16 r=2 p=1\n")
 
     def test_listusers_no_users(self):
         self.adduser("alice")

@@ -69,8 +69,8 @@ class EKEOptionsTests(unittest.TestCase):
         # Every listener's factory is behind the daemon's connection policy.
         factories = [child.factory.wrappedFactory for child in service
                      if hasattr(child, "factory")]
-        self.assertEqual(len(factories), 2)
-        [eke] = [f for f in factories if isinstance(f, EKEServerFactory)]
+        self.assertEqual(len(factories), 3)  # DH, EKE and the default OPAQUE
+        [eke] = [f for f in factories if type(f) is EKEServerFactory]
         self.assertTrue(eke.hide_unknown_users)
         self.assertTrue(eke.show_secrets)
         self.assertIsNotNone(eke.decoys)

@@ -10,6 +10,7 @@ from twisted.protocols.basic import Int32StringReceiver
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
+from twisted_keyx.opaque.protocol import OPAQUEServerFactory
 from twisted_keyx import ffdh, limits, tap
 from twisted_keyx.dh import messages
 from twisted_keyx.dh.protocol import DHServerFactory
@@ -423,7 +424,8 @@ class OptionsTests(unittest.TestCase):
             self.assertIs(listener.factory.policy, policies[0])
         self.assertEqual(
             [type(listener.factory.wrappedFactory) for listener in listeners],
-            [DHServerFactory, DHServerFactory, RawDHServerFactory, EKEServerFactory],
+            [DHServerFactory, DHServerFactory, RawDHServerFactory, EKEServerFactory,
+             OPAQUEServerFactory],
         )
 
 

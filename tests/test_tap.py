@@ -17,6 +17,8 @@ from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.trial import unittest
 
+from twisted_keyx.opaque.protocol import OPAQUEServerFactory
+from twisted_keyx.opaque.servers import server_key_fingerprint
 from twisted_keyx import limits, ffdh, tap
 from twisted_keyx.eke import userstore
 from twisted_keyx.dh.protocol import DHClientProtocol, DHServerFactory
@@ -176,11 +178,13 @@ class MakeServiceTests(unittest.TestCase):
 
     def test_default_tcp(self):
         _, memory = self.make()
-        # DH on 7777 and EKE on 8088 by default (docs/protocols.rst, EKE).
-        [(port, factory, _, interface), (eke_port, eke_factory, _, _)] = memory.tcpServers
+        # DH on 7777, EKE on 8088 and OPAQUE on 8089 by default.
+        [(port, factory, _, interface), (eke_port, eke_factory, _, _),
+         (opaque_port, opaque_factory, _, _)] = memory.tcpServers
         # Every factory is behind the daemon's connection policy (limits.py).
         factory, eke_factory = factory.wrappedFactory, eke_factory.wrappedFactory
-        self.assertEqual((port, interface, eke_port), (7777, "", 8088))
+        self.assertEqual((port, interface, eke_port, opaque_port), (7777, "", 8088, 8089))
+        self.assertIsInstance(opaque_factory.wrappedFactory, OPAQUEServerFactory)
         self.assertIsInstance(eke_factory, EKEServerFactory)
         self.assertIsInstance(factory, DHServerFactory)
         self.assertIs(factory.group, ffdh.named_group("ffdhe2048"))
@@ -193,7 +197,8 @@ class MakeServiceTests(unittest.TestCase):
             "--dh", "ssl:7443:privateKey=" + data_path("tls-server.pem"),
             "--group", "ffdhe3072", "--show-secrets", "--eke", "tcp:8001",
         )
-        [(tcp_port, tcp_factory, _, interface), (eke_port, eke_factory, _, _)] = memory.tcpServers
+        [(tcp_port, tcp_factory, _, interface), (eke_port, eke_factory, _, _),
+         _opaque] = memory.tcpServers
         eke_factory = eke_factory.wrappedFactory  # behind the connection policy
         self.assertEqual(eke_port, 8001)
         self.assertIsInstance(eke_factory, EKEServerFactory)
@@ -342,8 +347,10 @@ class MakeServiceTests(unittest.TestCase):
 
     def test_startup_log_line(self):
         with capturedLogs() as events:
-            self.make("--dh", "tcp:7001", "--dh", "tcp:7002", "--group", "ffdhe4096",
-                      "--eke", "tcp:7003", "--users", os.path.abspath("users.json"))
+            service, _ = self.make("--dh", "tcp:7001", "--dh", "tcp:7002", "--group", "ffdhe4096",
+                                   "--eke", "tcp:7003", "--users", os.path.abspath("users.json"),
+                                   "--opaque", "tcp:7004", "--opaque-key", "startup-key")
+        path, setup, _ = service.opaque_key
         lines = [formatEvent(e) for e in events
                  if e.get("log_namespace", "").startswith("twisted_keyx.tap")]
         self.assertEqual(lines, [
@@ -351,6 +358,9 @@ class MakeServiceTests(unittest.TestCase):
             "with group ffdhe4096 (4096 bits)",
             f"twisted-keyx {tap.__version__}: EKE handshake and chat on tcp:7003; users from "
             f"{os.path.abspath('users.json')} (file not found: no users yet)",
+            f"twisted-keyx {tap.__version__}: OPAQUE handshake and chat on tcp:7004; key file "
+            f"{path} (created now, no OPAQUE users yet), server key fingerprint "
+            f"{server_key_fingerprint(setup.server_public_key)}",
             "Limits (0: none): handshake timeout 30 s, idle timeout 300 s, 64 connections "
             "per source (IPv4 /32, IPv6 /64), 10000 in all; "
             f"open-file limit {limits.raise_open_file_limit(0)}",

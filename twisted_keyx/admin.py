@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 
-from twisted_keyx import __version__, ffdh, hostkey
+from twisted_keyx import __version__, ffdh, hostkey, schemes
 from twisted_keyx.eke import userstore
 from twisted_keyx.eke.password import (
     PasswordError,
@@ -155,12 +155,25 @@ def cmd_adduser(args, out, err):
             password = ask_password(f"Password for {args.name}: ", confirm=True)
     except PasswordError as e:
         raise AdminError(str(e)) from None
-    # scrypt before taking the lock, so that the lock is held briefly.
-    record = userstore.new_user(args.name, password)
+    # The KSF before taking the lock, so that the lock is held briefly.
+    if args.scheme == "opaque":
+        from twisted_keyx.opaque import scheme as opaque_scheme
+
+        try:
+            setup, created = opaque_scheme.load_or_create_key_file(args.opaque_key)
+        except opaque_scheme.KeyFileError as e:
+            raise AdminError(str(e)) from None
+        if created:
+            err.write(f"keyx-admin: created the OPAQUE key file {args.opaque_key} (mode 0600)\n")
+        record = opaque_scheme.new_user(args.name, password, setup)
+        detail = f"opaque, {record.record.ksf}"
+    else:
+        record = userstore.new_user(args.name, password)
+        detail = str(record.kdf)
     with _editing_users(args.users, missing_ok=True) as users:
         _refuse_existing(users, args)
         users[args.name] = record
-    out.write(f"added user {args.name} to {args.users} ({record.kdf})\n")
+    out.write(f"added user {args.name} to {args.users} ({detail})\n")
 
 
 def cmd_deluser(args, out, err):
@@ -177,7 +190,7 @@ def cmd_listusers(args, out, err):
     if not users:
         err.write(f"keyx-admin: no users in {args.users}\n")
     for name, record in sorted(users.items()):
-        out.write(f"{name}  {record.kdf}\n")
+        out.write(f"{name}  {schemes.named(record.scheme).describe(record)}\n")
 
 
 def cmd_diagram(args, out, err):
@@ -260,9 +273,9 @@ def build_parser():
 
     adduser = commands.add_parser(
         "adduser",
-        help="add an EKE user",
+        help="add a user (EKE or OPAQUE)",
         description=(
-            "Add a user to the EKE user file (created if missing, mode 0600, "
+            "Add a user to the user file (created if missing, mode 0600, "
             "replaced atomically). The file keeps a random salt, the scrypt "
             "parameters and scrypt(password, salt), never the password; the "
             "daemon picks the change up without a restart. Without "
@@ -274,19 +287,25 @@ def build_parser():
     _add_users_option(adduser)
     adduser.add_argument("--password-file", metavar="F",
                          help="read the password from the first line of F")
+    adduser.add_argument("--scheme", choices=schemes.names(), default=schemes.names()[0],
+                         help="the password handshake the user logs in with "
+                              f"[default: {schemes.names()[0]}]")
+    adduser.add_argument("--opaque-key", metavar="FILE", default="keyx-opaque-key",
+                         help="the OPAQUE server key file, created (mode 0600) if missing "
+                              "[default: keyx-opaque-key]")
     adduser.set_defaults(run=cmd_adduser)
 
     deluser = commands.add_parser(
-        "deluser", help="remove an EKE user",
-        description="Remove a user from the EKE user file.",
+        "deluser", help="remove a user (any scheme)",
+        description="Remove a user from the user file.",
     )
     deluser.add_argument("name", metavar="NAME")
     _add_users_option(deluser)
     deluser.set_defaults(run=cmd_deluser)
 
     listusers = commands.add_parser(
-        "listusers", help="list the EKE users",
-        description="Print each user of the EKE user file and its scrypt parameters.",
+        "listusers", help="list the users and their schemes",
+        description="Print each user of the user file, its scheme and its KDF cost.",
     )
     _add_users_option(listusers)
     listusers.set_defaults(run=cmd_listusers)

@@ -148,6 +148,27 @@ def build_parser():
                      help="seconds to wait for the connection, for the handshake, "
                           "and for the server to confirm quit [default: 10]")
     eke.set_defaults(run=run_eke)
+
+    opaque = commands.add_parser(
+        "opaque",
+        help="the OPAQUE password handshake (RFC 9807), then an encrypted chat",
+        description=(
+            "Log in with the OPAQUE password handshake, then chat as with eke. "
+            "Prints the server key's fingerprint and warns when a host shows "
+            "another one than last time. Exit statuses as for eke."
+        ),
+    )
+    opaque.add_argument("--user", required=True, type=user_name_argument, metavar="NAME",
+                        help="the user name")
+    opaque.add_argument("--host", type=_host, default="localhost", help=HOST_HELP)
+    opaque.add_argument("--port", type=_port, default=8089, help="server port [default: 8089]")
+    opaque.add_argument("--password-file", metavar="F",
+                        help="read the password from the first line of F; without it "
+                             "the password is asked on the terminal")
+    opaque.add_argument("--timeout", type=_positive, default=10.0,
+                        help="seconds to wait for the connection, for the handshake, "
+                             "and for the server to confirm quit [default: 10]")
+    opaque.set_defaults(run=run_opaque)
     return parser
 
 
@@ -388,13 +409,46 @@ async def run_eke(reactor, args, out):
     console = ChatConsole()
     protocol = await connect(reactor, args, recording_first_bytes(
         EKEClientFactory(args.user, password, reply_received=console.show)))
-    result = await await_handshake(
-        reactor, args.timeout, protocol.authenticated,
-        {AuthenticationFailed: "authentication failed ({})"}, hint=eke_port_hint(protocol),
-    )
+    return await _password_session(reactor, args, out, console, protocol,
+                                   {AuthenticationFailed: "authentication failed ({})"},
+                                   eke_port_hint(protocol))
+
+
+async def run_opaque(reactor, args, out):
+    from twisted_keyx.opaque.handshake import AuthenticationFailed as OPAQUEAuthenticationFailed
+    from twisted_keyx.opaque.protocol import OPAQUEClientFactory
+    from twisted_keyx.opaque.servers import check_and_remember, server_key_fingerprint
+
+    password = _read_password(args)
+    console = ChatConsole()
+    protocol = await connect(reactor, args, recording_first_bytes(
+        OPAQUEClientFactory(args.user, password, reply_received=console.show)))
+
+    def server_key(result):
+        key = result.server_public_key
+        out.write(f"Server key fingerprint {server_key_fingerprint(key)}\n")
+        status, previous = check_and_remember(args.host, args.port, key)
+        if status == "changed":
+            sys.stderr.write(
+                f"keyx-client: warning: the server key of {args.host}:{args.port} changed "
+                f"(was {previous}): a new key file on the server, or another server\n")
+
+    return await _password_session(reactor, args, out, console, protocol,
+                                   {OPAQUEAuthenticationFailed: "authentication failed ({})"},
+                                   eke_port_hint(protocol), authenticated=server_key)
+
+
+async def _password_session(reactor, args, out, console, protocol, failures, hint,
+                            authenticated=None):
+    """What ``keyx-client eke`` and ``opaque`` share once connected: await
+    the handshake, say so, then the chat on standard input until quit."""
+    result = await await_handshake(reactor, args.timeout, protocol.authenticated,
+                                   failures, hint=hint)
     out.write(
         f"Authentication success (session key fingerprint {fingerprint(result.session_key)})\n"
     )
+    if authenticated is not None:
+        authenticated(result)
     out.flush()
 
     quit_timer = []

@@ -80,6 +80,11 @@ MACHINES = {
     "eke-client": MachineEntry(
         "twisted_keyx.eke.handshake:EKEClientHandshake", "EKE handshake, client side",
         start="AWAIT_ANSWER"),
+    "opaque-server": MachineEntry(
+        "twisted_keyx.opaque.handshake:OPAQUEServerHandshake", "OPAQUE handshake, server side"),
+    "opaque-client": MachineEntry(
+        "twisted_keyx.opaque.handshake:OPAQUEClientHandshake", "OPAQUE handshake, client side",
+        start="AWAIT_KE2"),
     "chat-server": MachineEntry("twisted_keyx.chat.machine:ServerChat", "Chat, server side"),
     "chat-client": MachineEntry("twisted_keyx.chat.machine:ClientChat", "Chat, client side"),
 }

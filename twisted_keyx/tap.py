@@ -19,12 +19,15 @@ from twisted_keyx import __version__, groups, limits
 from twisted_keyx.dh.protocol import DHServerFactory
 from twisted_keyx.dh.raw import RawDHServerFactory
 from twisted_keyx.eke.protocol import EKEServerFactory
+from twisted_keyx.opaque.protocol import OPAQUEServerFactory
+from twisted_keyx.opaque.servers import server_key_fingerprint
 from twisted_keyx.eke import userstore
 from twisted_keyx.eke.userstore import DEFAULT_USER_FILE, UserFile, UserFileError
 from twisted_keyx.peers import host_port
 
 DEFAULT_DH_ENDPOINT = "tcp:7777"
 DEFAULT_EKE_ENDPOINT = "tcp:8088"
+DEFAULT_OPAQUE_ENDPOINT = "tcp:8089"
 
 
 def _check_endpoint(description):
@@ -186,6 +189,10 @@ class Options(usage.Options):
         ["ipv6-prefix", None, limits.Limits.ipv6_prefix,
          "IPv6 addresses that share this many leading bits are one source "
          "for --max-per-ip (0 to 128).", int],
+        ["opaque-key", None, "keyx-opaque-key",
+         "OPAQUE key file (the OPRF seed and the server's key pair), mode 0600, "
+         "made by keyx-admin adduser --scheme opaque.  Missing with no OPAQUE "
+         "users: a fresh one is written.  Missing with OPAQUE users: an error."],
         ["users", None, DEFAULT_USER_FILE,
          "EKE user file, made with keyx-admin adduser; re-read when it changes. "
          "A missing file means no users yet."],
@@ -196,6 +203,12 @@ class Options(usage.Options):
         self["dh"] = []
         self["dh-raw"] = []
         self["eke"] = []
+        self["opaque"] = []
+
+    def opt_opaque(self, description):
+        # One line: usage.Options would keep a line break's indentation.
+        """Serve the OPAQUE password handshake and chat on ENDPOINT; may be repeated [default: tcp:8089]"""
+        self["opaque"].append(description)
 
     def opt_dh(self, description):
         """Serve the framed DH handshake on ENDPOINT; may be repeated [default: tcp:7777]"""
@@ -233,7 +246,11 @@ class Options(usage.Options):
         if not self["eke"]:
             self["eke"] = [DEFAULT_EKE_ENDPOINT]
             defaulted.append("--eke")
+        if not self["opaque"]:
+            self["opaque"] = [DEFAULT_OPAQUE_ENDPOINT]
+            defaulted.append("--opaque")
         listeners = [("--dh", d) for d in self["dh"]] + [("--eke", d) for d in self["eke"]]
+        listeners += [("--opaque", d) for d in self["opaque"]]
         listeners += [("--dh-raw", d) for d in self["dh-raw"]]
         for _, description in listeners:
             _check_endpoint(description)
@@ -270,6 +287,28 @@ class Options(usage.Options):
             self["user-count"] = self["user-file"].load()
         except UserFileError as e:
             raise usage.UsageError(str(e)) from None
+        self["opaque-setup"], self["opaque-key-created"] = _opaque_setup(
+            os.path.abspath(self["opaque-key"]), self["user-file"].count("opaque"))
+
+
+def _opaque_setup(path, opaque_users):
+    """(setup, created) for --opaque-key: the file's; a fresh one written
+    there when it does not exist and no user needs the old one; a usage
+    error when OPAQUE users exist without it (their records open only with
+    its OPRF seed), or when it is unusable or readable by others."""
+    from twisted_keyx.opaque import scheme as opaque_scheme
+
+    try:
+        if not os.path.exists(path):
+            if opaque_users:
+                raise usage.UsageError(
+                    f"--opaque-key {path}: no such file, but the user file has "
+                    f"{opaque_users} OPAQUE user(s), who can log in only with the key "
+                    "file they were registered with; restore it, or give its path")
+            return opaque_scheme.create_key_file(path), True
+        return opaque_scheme.load_key_file(path), False
+    except opaque_scheme.KeyFileError as e:
+        raise usage.UsageError(f"--opaque-key: {e}") from None
 
 
 _NOT_RECOGNIZED = re.compile(r"option (-{1,2})([^ ]+) not recognized\Z")
@@ -300,8 +339,11 @@ class KeyxService(service.MultiService):
 
     def __init__(self, group, dh_endpoints, dh_raw_endpoints=(), eke_endpoints=(),
                  user_file=None, user_count=None, connection_limits=limits.Limits(),
-                 daemon=False):
+                 daemon=False, opaque_endpoints=(), opaque_key=None):
         super().__init__()
+        self.opaque_endpoints = list(opaque_endpoints)
+        #: (path, setup, created) of the OPAQUE key file.
+        self.opaque_key = opaque_key
         self.daemon = daemon
         self.group = group
         self.dh_endpoints = dh_endpoints
@@ -317,7 +359,8 @@ class KeyxService(service.MultiService):
         # address is tried first, so that nothing listens, not even for a
         # moment, when one of them cannot be had.
         try:
-            for description in self.dh_endpoints + self.dh_raw_endpoints + self.eke_endpoints:
+            for description in (self.dh_endpoints + self.dh_raw_endpoints + self.eke_endpoints
+                                + self.opaque_endpoints):
                 _check_can_listen(description)
             super().privilegedStartService()
         except error.CannotListenError as e:
@@ -359,6 +402,15 @@ class KeyxService(service.MultiService):
                 path=self.user_file,
                 users="file not found: no users yet" if self.user_count is None
                 else f"{self.user_count} user(s)",
+            )
+        if self.opaque_endpoints and self.opaque_key is not None:
+            path, setup, created = self.opaque_key
+            self.log.info(
+                "twisted-keyx {version}: OPAQUE handshake and chat on {endpoints}; "
+                "key file {path} ({state}), server key fingerprint {fingerprint}",
+                version=__version__, endpoints=", ".join(self.opaque_endpoints), path=path,
+                state="created now, no OPAQUE users yet" if created else "loaded",
+                fingerprint=server_key_fingerprint(setup.server_public_key),
             )
         warning = userstore.user_file_warning(self.user_file) if self.eke_endpoints else None
         if warning:
@@ -460,7 +512,11 @@ def makeService(options, reactor=None):
     parent = getattr(options, "parent", None) or {}
     top = KeyxService(group, options["dh"], options["dh-raw"], options["eke"],
                       options["user-file"].path, options["user-count"], connection_limits,
-                      daemon=bool(parent) and not parent.get("nodaemon", True))
+                      daemon=bool(parent) and not parent.get("nodaemon", True),
+                      opaque_endpoints=options.get("opaque", []),
+                      opaque_key=(os.path.abspath(options["opaque-key"]), options["opaque-setup"],
+                                  options["opaque-key-created"])
+                      if options.get("opaque") else None)
     # One policy for every endpoint of every handshake: the limits are the
     # daemon's, not one listener's.
     policy = limits.ConnectionPolicy(connection_limits, reactor)
@@ -482,4 +538,10 @@ def makeService(options, reactor=None):
     for description in options["eke"]:
         strports.service(_private_unix(description), policy.wrap(eke_factory),
                          reactor=reactor).setServiceParent(top)
+    if options.get("opaque"):
+        opaque_factory = OPAQUEServerFactory(
+            options["user-file"], options["opaque-setup"], show_secrets=options["show-secrets"])
+        for description in options["opaque"]:
+            strports.service(_private_unix(description), policy.wrap(opaque_factory),
+                             reactor=reactor).setServiceParent(top)
     return top

@@ -8,6 +8,11 @@ Format (JSON, UTF-8, written with mode 0600)::
                          "kdf": {"name": "scrypt", "n": 32768, "r": 8, "p": 1},
                          "key": "<32 bytes, base64>"}}}
 
+Each user's object is a record of its password scheme
+(:mod:`twisted_keyx.schemes`): one with a ``"scheme"`` field is that
+scheme's (``"opaque"``: :mod:`twisted_keyx.opaque.scheme`), one without is
+EKE's, as above.
+
 The key is scrypt(password, salt): for EKE it is *password-equivalent*, since
 the server needs it to run E_pw, anyone who reads this file can log in as any
 user in it (but does not learn the passwords themselves).  Keep it private.
@@ -25,6 +30,7 @@ from itertools import accumulate
 
 from twisted.logger import Logger
 
+from twisted_keyx import schemes
 from twisted_keyx.eke import crypto, messages
 from twisted_keyx.eke.messages import MalformedLine
 from twisted_keyx.fileutil import exposure_warning, locked, write_file_atomically
@@ -47,6 +53,7 @@ class UserFileError(Exception):
 
 @dataclass(frozen=True, repr=False)
 class UserRecord:
+    scheme = "eke"
     name: str
     salt: bytes
     kdf: crypto.ScryptParameters
@@ -100,11 +107,23 @@ def _base64(value, size, where):
 
 
 def _record(name, entry):
+    """A user's object: the record of its scheme (:mod:`twisted_keyx.schemes`)."""
     where = f"user {name!r}"
     try:
         messages.check_user_name(name)
     except MalformedLine as e:
         raise UserFileError(f"{where}: {e}") from None
+    if not isinstance(entry, dict):
+        raise UserFileError(f"{where}: not an object")
+    try:
+        return schemes.parse_record(name, entry)
+    except ValueError as e:
+        raise UserFileError(f"{where}: {e}") from None
+
+
+def eke_record(name, entry):
+    """EKE's record from its fields (the scheme's ``parse``)."""
+    where = f"user {name!r}"
     _exact_keys(entry, ("salt", "kdf", "key"), where)
     kdf = entry["kdf"]
     _exact_keys(kdf, ("name", "n", "r", "p"), f"{where}, kdf")
@@ -167,15 +186,19 @@ def serialize_users(users):
     document = {
         "version": FORMAT_VERSION,
         "users": {
-            name: {
-                "salt": messages.encode_item(record.salt).decode("ascii"),
-                "kdf": {"name": "scrypt", "n": record.kdf.n, "r": record.kdf.r, "p": record.kdf.p},
-                "key": messages.encode_item(record.key).decode("ascii"),
-            }
-            for name, record in sorted(users.items())
+            name: schemes.serialise_record(record) for name, record in sorted(users.items())
         },
     }
     return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def eke_fields(record):
+    """The fields stored for an EKE record (the scheme's ``serialise``)."""
+    return {
+        "salt": messages.encode_item(record.salt).decode("ascii"),
+        "kdf": {"name": "scrypt", "n": record.kdf.n, "r": record.kdf.r, "p": record.kdf.p},
+        "key": messages.encode_item(record.key).decode("ascii"),
+    }
 
 
 def _describe(error):
@@ -270,7 +293,9 @@ class UserFile:
         self._reload(report=False)
         return None if self._signature == self._MISSING else len(self.users)
 
-    def lookup(self, name):
+    def lookup(self, name, scheme="eke"):
+        """The record of user ``name`` if it is of ``scheme``, else None: a
+        server of one scheme does not see the users of another."""
         try:
             signature = _signature(os.stat(self.path))
         except FileNotFoundError:
@@ -282,7 +307,12 @@ class UserFile:
                 self._reload(report=True)
             except UserFileError:
                 pass  # reported in _reload; keep the users we had
-        return self.users.get(name)
+        record = self.users.get(name)
+        return record if record is not None and record.scheme == scheme else None
+
+    def count(self, scheme):
+        """How many users of ``scheme`` were loaded."""
+        return sum(1 for record in self.users.values() if record.scheme == scheme)
 
     def _reload(self, report):
         try:

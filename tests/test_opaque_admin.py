@@ -1,0 +1,141 @@
+"""keyx-admin adduser/listusers/deluser with both schemes, the OPAQUE key
+file, twistd keyx --opaque options, the known-servers file."""
+
+import io
+import json
+import os
+
+from twisted.python import usage
+from twisted.trial import unittest
+
+from tests.eke_helpers import TEST_KDF
+from tests.opaque_helpers import cheap_setup
+from twisted_keyx import admin, schemes, tap
+from twisted_keyx.eke import crypto, userstore
+from twisted_keyx.opaque import scheme as opaque_scheme
+from twisted_keyx.opaque.servers import check_and_remember, server_key_fingerprint
+
+
+class AdminSchemeTests(unittest.TestCase):
+    def setUp(self):
+        self.dir = self.mktemp()
+        os.mkdir(self.dir)
+        self.users = os.path.join(self.dir, "users.json")
+        self.key = os.path.join(self.dir, "opaque-key")
+        self.password_file = os.path.join(self.dir, "pw")
+        with open(self.password_file, "w") as f:
+            f.write("pw\n")
+        os.chmod(self.password_file, 0o600)
+        self.patch(crypto, "DEFAULT_SCRYPT", TEST_KDF)
+        # A cheap Argon2id default for the key file keyx-admin creates.
+        setup = cheap_setup()
+        with open(self.key, "wb") as f:
+            f.write(setup.dumps())
+        os.chmod(self.key, 0o600)
+
+    def admin(self, *argv):
+        out, err = io.StringIO(), io.StringIO()
+        status = admin.main(list(argv), out, err)
+        return status, out.getvalue(), err.getvalue()
+
+    def add(self, name, *scheme):
+        return self.admin("adduser", name, "--users", self.users, "--opaque-key", self.key,
+                          "--password-file", self.password_file, *scheme)
+
+    def test_both_schemes(self):
+        self.assertEqual(self.add("alice")[0], 0)
+        status, out, err = self.add("bob", "--scheme", "opaque")
+        self.assertEqual((status, out, err),
+                         (0, f"added user bob to {self.users} (opaque, argon2id m=64 KiB t=1 p=1)\n",
+                          ""))
+        status, out, _ = self.admin("listusers", "--users", self.users)
+        self.assertEqual(out, "alice  eke, scrypt n=16 r=2 p=1\n"
+                              "bob  opaque, argon2id m=64 KiB t=1 p=1\n")
+        with open(self.users) as f:
+            document = json.load(f)
+        self.assertNotIn("scheme", document["users"]["alice"])  # as before schemes
+        self.assertEqual(document["users"]["bob"]["scheme"], "opaque")
+        self.assertNotIn("pw", json.dumps(document))
+        for name in ("alice", "bob"):
+            self.assertEqual(self.admin("deluser", name, "--users", self.users)[0], 0)
+        self.assertEqual(userstore.read_users(self.users), {})
+
+    def test_key_file_created_when_first_needed(self):
+        os.remove(self.key)
+        self.patch(opaque_scheme, "create_key_file",
+                   lambda path: _write(path, cheap_setup()))
+        status, out, err = self.add("bob", "--scheme", "opaque")
+        self.assertEqual(status, 0)
+        self.assertEqual(err, f"keyx-admin: created the OPAQUE key file {self.key} (mode 0600)\n")
+
+    def test_open_key_file_refused(self):
+        os.chmod(self.key, 0o644)
+        status, _, err = self.add("bob", "--scheme", "opaque")
+        self.assertEqual(status, 1)
+        self.assertIn("readable by group or others", err)
+
+    def test_lookup_by_scheme(self):
+        self.add("alice")
+        self.add("bob", "--scheme", "opaque")
+        users = userstore.UserFile(self.users)
+        users.load()
+        self.assertIsNotNone(users.lookup("alice"))
+        self.assertIsNone(users.lookup("bob"))  # EKE does not see OPAQUE users
+        self.assertIsNotNone(users.lookup("bob", scheme="opaque"))
+        self.assertIsNone(users.lookup("alice", scheme="opaque"))
+        self.assertEqual((users.count("eke"), users.count("opaque")), (1, 1))
+
+    def test_unknown_scheme_refused(self):
+        with open(self.users, "w") as f:
+            json.dump({"version": 1, "users": {"x": {"scheme": "pake9"}}}, f)
+        self.assertRaises(userstore.UserFileError, userstore.read_users, self.users)
+
+    def test_registry(self):
+        self.assertEqual(schemes.names(), ["eke", "opaque"])
+        self.assertRaises(schemes.UnknownScheme, schemes.named, "nope")
+
+    # --- twistd keyx --opaque ---------------------------------------------------
+
+    def parse(self, *argv):
+        options = tap.Options()
+        options.parseOptions(["--users", self.users, *argv])
+        return options
+
+    def test_tap_options(self):
+        options = self.parse("--opaque", "tcp:9001", "--opaque-key", self.key)
+        self.assertEqual(options["opaque"], ["tcp:9001"])
+        self.assertFalse(options["opaque-key-created"])
+
+    def test_tap_missing_key_without_users_is_created(self):
+        path = os.path.join(self.dir, "fresh-key")
+        options = self.parse("--opaque-key", path)
+        self.assertTrue(options["opaque-key-created"])
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+
+    def test_tap_missing_key_with_users_is_an_error(self):
+        self.add("bob", "--scheme", "opaque")
+        with self.assertRaises(usage.UsageError) as caught:
+            self.parse("--opaque-key", os.path.join(self.dir, "gone"))
+        self.assertIn("1 OPAQUE user(s)", str(caught.exception))
+
+    def test_tap_open_key_refused(self):
+        os.chmod(self.key, 0o640)
+        self.assertRaises(usage.UsageError, self.parse, "--opaque-key", self.key)
+
+    # --- the client's known servers -------------------------------------------
+
+    def test_known_servers(self):
+        path = os.path.join(self.dir, "cfg", "opaque_servers")
+        self.assertEqual(check_and_remember("h", 1, b"a" * 32, path), ("new", None))
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+        first = server_key_fingerprint(b"a" * 32)
+        self.assertEqual(check_and_remember("h", 1, b"a" * 32, path), ("same", first))
+        self.assertEqual(check_and_remember("h", 1, b"b" * 32, path), ("changed", first))
+        self.assertEqual(check_and_remember("h", 2, b"a" * 32, path), ("new", None))
+
+
+def _write(path, setup):
+    with open(path, "wb") as f:
+        f.write(setup.dumps())
+    os.chmod(path, 0o600)
+    return setup

@@ -1,0 +1,107 @@
+"""keyx-client opaque, run as a real process against an OPAQUE server in the
+test's reactor on 127.0.0.1 (users with the default Argon2id, which the
+real client insists on)."""
+
+import os
+import sys
+
+from twisted.internet import defer, reactor
+from twisted.logger import capturedLogs, formatEvent
+from twisted.trial import unittest
+
+import twisted_keyx
+from twisted_keyx.opaque.protocol import OPAQUEServerFactory
+from twisted_keyx.opaque.records import ServerSetup
+from twisted_keyx.opaque.scheme import new_user
+from twisted_keyx.opaque.servers import server_key_fingerprint
+
+from tests.helpers import CollectingProcess
+from tests.test_opaque_handshake import Users
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(twisted_keyx.__file__)))
+_STATE = []
+
+
+def state():
+    if not _STATE:
+        setup = ServerSetup.generate()
+        _STATE.append((setup, Users(alice=new_user("alice", "open sesame", setup))))
+    return _STATE[0]
+
+
+class OPAQUEClientProcessTests(unittest.TestCase):
+    timeout = 120
+
+    def setUp(self):
+        self.password_file = os.path.abspath(self.mktemp())
+        with open(self.password_file, "w") as f:
+            f.write("open sesame\n")
+        os.chmod(self.password_file, 0o600)
+        self.config = os.path.abspath(self.mktemp())
+        self.failures = []
+        self.listen(*state())
+
+    def listen(self, setup, users):
+        self.factory = OPAQUEServerFactory(users, setup,
+                                           login_failed=lambda u, p: self.failures.append(u))
+        self.port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+
+    @defer.inlineCallbacks
+    def run_client(self, stdin, *argv):
+        process = CollectingProcess(stdin)
+        env = dict(os.environ, PYTHONPATH=ROOT, PYTHONWARNINGS="error",
+                   XDG_CONFIG_HOME=self.config)
+        args = [sys.executable, "-m", "twisted_keyx.client", "opaque", "--host", "127.0.0.1",
+                "--port", str(self.port.getHost().port), *argv]
+        reactor.spawnProcess(process, sys.executable, args, env=env)
+        status = yield process.ended
+        return status, process.out.decode(), process.err.decode()
+
+    @defer.inlineCallbacks
+    def test_login_chat_quit(self):
+        setup, _ = state()
+        with capturedLogs() as events:
+            status, out, err = yield self.run_client(
+                b"hello\nquit\n", "--user", "alice", "--password-file", self.password_file)
+        self.assertEqual((status, err), (0, ""))
+        first, key_line, *rest = out.splitlines()
+        self.assertTrue(first.startswith("Authentication success (session key fingerprint "))
+        self.assertEqual(key_line, "Server key fingerprint "
+                                   + server_key_fingerprint(setup.server_public_key))
+        self.assertEqual(rest, ["receive hello"])
+        log = [formatEvent(e) for e in events]
+        self.assertIn("User alice say: hello", log)
+        self.assertFalse([line for line in log if "Traceback" in line or "open sesame" in line])
+        path = os.path.join(self.config, "twisted-keyx", "opaque_servers")
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+
+    @defer.inlineCallbacks
+    def test_wrong_password_and_unknown_user_look_the_same(self):
+        with open(self.password_file, "w") as f:
+            f.write("guess\n")
+        wrong = yield self.run_client(b"", "--user", "alice", "--password-file",
+                                      self.password_file)
+        unknown = yield self.run_client(b"", "--user", "mallory", "--password-file",
+                                        self.password_file)
+        self.assertEqual(wrong, (1, "", "keyx-client: authentication failed "
+                                        "(wrong password or unknown user)\n"))
+        self.assertEqual(unknown, wrong)
+        self.assertEqual(self.failures, ["alice", "mallory"])
+
+    @defer.inlineCallbacks
+    def test_changed_server_key_is_warned_about(self):
+        status, _, err = yield self.run_client(b"quit\n", "--user", "alice",
+                                               "--password-file", self.password_file)
+        self.assertEqual((status, err), (0, ""))
+        port = self.port.getHost().port
+        yield self.port.stopListening()
+        other = ServerSetup.generate()
+        users = Users(alice=new_user("alice", "open sesame", other))
+        self.factory = OPAQUEServerFactory(users, other)
+        self.port = reactor.listenTCP(port, self.factory, interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+        status, _, err = yield self.run_client(b"quit\n", "--user", "alice",
+                                               "--password-file", self.password_file)
+        self.assertEqual(status, 0)
+        self.assertIn(f"the server key of 127.0.0.1:{port} changed", err)

@@ -1,0 +1,284 @@
+"""OPAQUE-3DH on the wire: two state machines, one per side, with no I/O
+(docs/protocols.rst, OPAQUE).  The cryptography is
+:mod:`twisted_keyx.opaque.login`; this module only frames it.
+
+Lines (LF-terminated, like EKE's), base64 strict and of exact sizes::
+
+    client                                         server
+    base64(KE1) SP user-name        (1)  ----->    96 bytes -> 128 characters, then the name
+                                    (2)  <-----    base64(KE2): KSF header + RFC KE2
+    base64(KE3)                     (3)  ----->    64 bytes -> 88 characters
+                                    (4)  <-----    "ok", or "authentication failed"
+
+Server states::
+
+    AWAIT_KE1 --1 / 2--> AWAIT_KE3 --3 / 4--> DONE
+
+Client states::
+
+    START --start(): 1--> AWAIT_KE2 --2 / 3--> AWAIT_OK --4--> DONE
+
+Anything else gets the one generic reply ``authentication failed`` and the
+server hangs up.  An unknown user gets KE2 from the server's fake record
+(same sizes, same work) and fails at KE3 like a wrong password.  A client
+whose envelope does not open (wrong password, unknown user) sends 64 random
+bytes as KE3, so the server decides and both sides say the same.
+"""
+
+import enum
+import os
+from dataclasses import dataclass
+
+from twisted_keyx.b64 import MalformedLine, decode_item, encode_item
+from twisted_keyx.chat.records import ChatKeys, derive_chat_keys
+from twisted_keyx.eke import messages as eke_messages
+from twisted_keyx.machine import START, HandshakeFailed, StateMachine
+from twisted_keyx.opaque.errors import OpaqueError
+from twisted_keyx.opaque.ksf import DEFAULT_KSF_LIMITS
+from twisted_keyx.opaque.login import ClientLogin, ServerLogin
+from twisted_keyx.opaque.messages import KE1_SIZE, KE3_SIZE
+from twisted_keyx.session import Transcript
+
+FAILURE_REPLY = eke_messages.FAILURE_REPLY
+OK = b"ok"
+CHAT_LABEL = b"twisted-keyx opaque chat"
+MAX_USER_NAME_BYTES = eke_messages.MAX_USER_NAME_BYTES
+
+
+def b64_length(size):
+    return 4 * ((size + 2) // 3)
+
+
+KE1_LINE = b64_length(KE1_SIZE)
+KE3_LINE = b64_length(KE3_SIZE)
+FIRST_LINE_LIMIT = KE1_LINE + 1 + MAX_USER_NAME_BYTES
+
+
+def first_line(ke1, user):
+    return encode_item(ke1) + b" " + user.encode("utf-8")
+
+
+class AuthenticationFailed(HandshakeFailed):
+    """The generic failure: the server replies ``authentication failed``."""
+
+    reply = FAILURE_REPLY
+
+
+class BadResponse(HandshakeFailed):
+    """Client side: the server sent something no step allows."""
+
+
+@dataclass(frozen=True, repr=False)
+class OPAQUEResult:
+    user: str
+    session_key: bytes
+    transcript_hash: bytes
+    chat_keys: ChatKeys
+    #: The server's AKE public key (from the envelope, on the client).
+    server_public_key: bytes
+
+    def __repr__(self):
+        return f"OPAQUEResult(user={self.user!r}, <secrets>)"
+
+
+def _result(user, session_key, transcript, server_public_key):
+    digest = transcript.digest()
+    return OPAQUEResult(user, session_key, digest,
+                        derive_chat_keys(session_key, digest, CHAT_LABEL), server_public_key)
+
+
+class LineEvent(enum.Enum):
+    LINE = "a line"
+
+
+class ServerReply(enum.Enum):
+    LINE = "a line"
+    OK = "ok"
+    FAILED = "authentication failed"
+
+
+class ServerState(enum.Enum):
+    AWAIT_KE1 = "awaiting KE1 and the user name (1)"
+    AWAIT_KE3 = "awaiting KE3 (3)"
+    DONE = "authenticated"
+    FAILED = "failed"
+
+
+class OPAQUEServerHandshake(StateMachine):
+    """The server side.  ``lookup_user(name)`` returns the user's
+    :class:`~twisted_keyx.opaque.scheme.OpaqueUser` or None; ``setup`` is
+    the :class:`~twisted_keyx.opaque.records.ServerSetup`."""
+
+    TRANSITIONS = {
+        (ServerState.AWAIT_KE1, LineEvent.LINE): ("_on_ke1", ServerState.AWAIT_KE3),
+        (ServerState.AWAIT_KE3, LineEvent.LINE): ("_on_ke3", ServerState.DONE),
+    }
+    INITIAL = ServerState.AWAIT_KE1
+    DONE = ServerState.DONE
+    FAILED = ServerState.FAILED
+    PEER = "client"
+
+    LIMITS = {ServerState.AWAIT_KE1: FIRST_LINE_LIMIT, ServerState.AWAIT_KE3: KE3_LINE}
+
+    def __init__(self, setup, lookup_user, rng=os.urandom):
+        super().__init__()
+        self._setup = setup
+        self._lookup_user = lookup_user
+        self._rng = rng
+        self._transcript = Transcript()
+        self._login = None
+        self.user = None
+        #: Whether the name is a user (for the log; never sent).
+        self.known_user = None
+        self.result = None
+
+    def receive(self, line):
+        return self._dispatch(LineEvent.LINE, line)
+
+    @property
+    def max_message_length(self):
+        return self.LIMITS.get(self.state, 0)
+
+    def _unexpected(self, event, payload):
+        return AuthenticationFailed(f"a line while {self.state.value}")
+
+    def _too_long(self, reason):
+        return AuthenticationFailed(f"{reason} while {self.state.value}")
+
+    def _on_ke1(self, line):
+        if len(line) < KE1_LINE + 2 or line[KE1_LINE:KE1_LINE + 1] != b" ":
+            raise AuthenticationFailed("(1): not base64(KE1), a space and a user name")
+        try:
+            ke1 = decode_item(line[:KE1_LINE], KE1_SIZE)
+            name = eke_messages.parse_user_name(line[KE1_LINE + 1:])
+        except MalformedLine as e:
+            raise AuthenticationFailed(f"(1): {e}") from None
+        self.user = name
+        user = self._lookup_user(name)
+        self.known_user = user is not None
+        self._login = ServerLogin(self._setup, user.record if user is not None else None,
+                                  name.encode("utf-8"), rng=self._rng)
+        try:
+            ke2 = self._login.respond(ke1)
+        except OpaqueError as e:
+            raise AuthenticationFailed(f"(1): {e}") from None
+        reply = encode_item(ke2)
+        self._transcript.add(line)
+        self._transcript.add(reply)
+        return reply
+
+    def _on_ke3(self, line):
+        try:
+            ke3 = decode_item(line, KE3_SIZE)
+        except MalformedLine as e:
+            raise AuthenticationFailed(f"(3): {e}") from None
+        try:
+            session_key = self._login.finish(ke3)
+        except OpaqueError:
+            why = "wrong password for user" if self.known_user else "unknown user"
+            raise AuthenticationFailed(f"{why} {self.user!r} (KE3 does not verify)") from None
+        self._transcript.add(line)
+        self._transcript.add(OK)
+        self.result = _result(self.user, session_key, self._transcript,
+                              self._setup.server_public_key)
+        return OK
+
+
+class ClientState(enum.Enum):
+    START = "not started"
+    AWAIT_KE2 = "awaiting KE2 (2)"
+    AWAIT_OK = "awaiting ok (4)"
+    DONE = "authenticated"
+    FAILED = "failed"
+
+
+def classify_server_line(line):
+    if line == OK:
+        return ServerReply.OK
+    if line == FAILURE_REPLY:
+        return ServerReply.FAILED
+    return ServerReply.LINE
+
+
+class OPAQUEClientHandshake(StateMachine):
+    """The client side.  ``ksf_limits`` bounds the Argon2id cost the server
+    may ask for (:class:`~twisted_keyx.opaque.ksf.KsfLimits`)."""
+
+    TRANSITIONS = {
+        (ClientState.START, START): ("_on_start", ClientState.AWAIT_KE2),
+        (ClientState.AWAIT_KE2, ServerReply.LINE): ("_on_ke2", ClientState.AWAIT_OK),
+        (ClientState.AWAIT_OK, ServerReply.OK): ("_on_ok", ClientState.DONE),
+    }
+    INITIAL = ClientState.START
+    DONE = ClientState.DONE
+    FAILED = ClientState.FAILED
+    PEER = "server"
+
+    def __init__(self, user, password, ksf_limits=DEFAULT_KSF_LIMITS, rng=os.urandom):
+        super().__init__()
+        self.user = eke_messages.check_user_name(user)
+        self._login = ClientLogin(password, ksf_limits=ksf_limits, rng=rng)
+        self._ksf_limits = ksf_limits
+        self._rng = rng
+        self._transcript = Transcript()
+        self._doomed = None
+        self._login_result = None
+        self.ke2_line = b64_length(self._login.ke2_size)
+        self.result = None
+
+    def start(self):
+        return self._start()
+
+    def receive(self, line):
+        return self._dispatch(classify_server_line(line), line)
+
+    @property
+    def max_message_length(self):
+        return {
+            ClientState.AWAIT_KE2: max(self.ke2_line, len(FAILURE_REPLY)),
+            ClientState.AWAIT_OK: len(FAILURE_REPLY),
+        }.get(self.state, 0)
+
+    def _too_long(self, reason):
+        return BadResponse(reason)
+
+    def _unexpected(self, event, payload):
+        if event is ServerReply.FAILED:
+            return AuthenticationFailed(self._doomed or
+                                        f"the server refused while {self.state.value}")
+        return BadResponse(f"bad response from the server while {self.state.value}")
+
+    def _on_start(self, payload):
+        line = first_line(self._login.start(), self.user)
+        self._transcript.add(line)
+        return line
+
+    def _on_ke2(self, line):
+        try:
+            ke2 = decode_item(line, self._login.ke2_size)
+        except MalformedLine as e:
+            raise BadResponse(f"(2): {e}") from None
+        try:
+            self._ksf_limits.accept(ke2[: self._ksf_limits.header_size])
+        except OpaqueError as e:
+            raise BadResponse(f"the server asks for an unacceptable KSF: {e}") from None
+        try:
+            self._login_result = self._login.finish(ke2)
+        except OpaqueError:
+            # Wrong password or unknown user: let the server say so at KE3.
+            self._doomed = "wrong password or unknown user"
+            reply = encode_item(self._rng(KE3_SIZE))
+        else:
+            reply = encode_item(self._login_result.ke3)
+        self._transcript.add(line)
+        self._transcript.add(reply)
+        return reply
+
+    def _on_ok(self, line):
+        if self._doomed is not None:
+            raise BadResponse("the server accepted a KE3 it cannot have verified")
+        self._transcript.add(line)
+        result = self._login_result
+        self.result = _result(self.user, result.session_key, self._transcript,
+                              result.server_public_key)
+        return None

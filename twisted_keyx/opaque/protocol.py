@@ -1,0 +1,132 @@
+"""Twisted protocols and factories for the OPAQUE handshake and its chat
+(docs/protocols.rst, OPAQUE).
+
+The machines are :mod:`twisted_keyx.opaque.handshake`; a connection is a
+:class:`twisted_keyx.adapter.Session` over
+:class:`~twisted_keyx.framing.LineFraming`, as for EKE, and the chat after
+it is the same (:mod:`twisted_keyx.chat`).  The server factory observes its
+sessions and logs as the EKE factory does, with "OPAQUE" for "EKE"; the
+client protocol is EKE's with OPAQUE's machine.
+"""
+
+from twisted.internet.protocol import Factory
+
+from twisted_keyx.eke import messages
+from twisted_keyx.eke.protocol import EKEClientProtocol, EKEServerFactory, EKEServerProtocol
+from twisted_keyx.framing import LineFraming
+from twisted_keyx.opaque.handshake import OPAQUEClientHandshake, OPAQUEServerHandshake
+from twisted_keyx.session import fingerprint
+
+
+class OPAQUEServerProtocol(EKEServerProtocol):
+    """One server connection: the handshake, then, after KE3 only, the chat."""
+
+
+class OPAQUEServerFactory(EKEServerFactory):
+    """Serves OPAQUE to the users of ``users`` (anything with
+    ``lookup(name, scheme)``, such as :class:`~twisted_keyx.eke.userstore.UserFile`:
+    only records of the ``opaque`` scheme are users here) with the server
+    setup ``setup``; logs one line per event of a connection.
+
+    ``login_failed(user, peer)`` is called once for every failed login (a
+    KE3 that does not verify: wrong password or unknown user; the two are
+    not told apart to it): the hook for an online-guessing throttle.
+    """
+
+    protocol = OPAQUEServerProtocol
+
+    def __init__(self, users, setup, show_secrets=False, rng=None, login_failed=None):
+        super().__init__(users, show_secrets=show_secrets)
+        self.setup = setup
+        self._rng_options = {} if rng is None else {"rng": rng}
+        self.login_failed = login_failed
+
+    def lookupUser(self, name):
+        return self.users.lookup(name, scheme="opaque")
+
+    def newHandshake(self):
+        return OPAQUEServerHandshake(self.setup, self.lookupUser, **self._rng_options)
+
+    def buildProtocol(self, addr):
+        protocol = self.protocol(LineFraming, self.newHandshake())
+        protocol.factory = self
+        return protocol
+
+    def machineFailed(self, session, machine, failure):
+        if machine is session.handshake and machine.user is not None:
+            # The one place a failed login is reported, with user and source.
+            self.loginFailed(session.peer, machine.user)
+        super().machineFailed(session, machine, failure)
+
+    def loginFailed(self, peer, user):
+        if self.login_failed is not None:
+            self.login_failed(user, peer)
+
+    # --- the log lines: EKE's, worded for OPAQUE -------------------------------
+
+    def userAuthenticated(self, peer, result):
+        if self.show_secrets:
+            self.log.info(
+                "OPAQUE: user {user} from {peer} authenticated; session key: {session_key}",
+                user=result.user, peer=peer, session_key=result.session_key.hex(),
+            )
+        else:
+            self.log.info(
+                "OPAQUE: user {user} from {peer} authenticated; "
+                "session key fingerprint {fingerprint}",
+                user=result.user, peer=peer, fingerprint=fingerprint(result.session_key),
+            )
+
+    def chatEnded(self, peer, user):
+        self.log.info("OPAQUE: user {user} from {peer} quit", user=user, peer=peer)
+
+    def chatFailed(self, peer, user, reason):
+        self.log.info("OPAQUE: chat with user {user} from {peer} broken, closing: {reason}",
+                      user=user, peer=peer, reason=reason)
+
+    def chatCutShort(self, peer, user):
+        self.log.info("OPAQUE: connection of user {user} from {peer} closed without quit "
+                      "(possibly cut short)", user=user, peer=peer)
+
+    def handshakeRejected(self, peer, reason):
+        self.log.info("OPAQUE handshake with {peer} failed: {reason}",
+                      peer=peer, reason=messages.printable(reason))
+
+    def handshakeTimedOut(self, peer, seconds, state):
+        self.log.info("OPAQUE handshake with {peer} timed out after {seconds:g} s while {state}",
+                      peer=peer, seconds=seconds, state=state)
+
+    def chatIdle(self, peer, user, seconds):
+        self.log.info("OPAQUE: chat with user {user} from {peer} silent for {seconds:g} s, "
+                      "closing", user=user, peer=peer, seconds=seconds)
+
+    def handshakeAbandoned(self, peer, state):
+        self.log.info("OPAQUE handshake with {peer} abandoned by the peer while {state}",
+                      peer=peer, state=state)
+
+
+class OPAQUEClientProtocol(EKEClientProtocol):
+    """The client side, as :class:`~twisted_keyx.eke.protocol.EKEClientProtocol`
+    (``authenticated``, ``finished``, ``disconnected``, :meth:`say`,
+    :meth:`quit`); ``authenticated`` fires with the
+    :class:`~twisted_keyx.opaque.handshake.OPAQUEResult`."""
+
+
+class OPAQUEClientFactory(Factory):
+    """Builds :class:`OPAQUEClientProtocol` for ``user`` and ``password``;
+    other keyword arguments go to :class:`OPAQUEClientHandshake`."""
+
+    protocol = OPAQUEClientProtocol
+    noisy = False
+
+    def __init__(self, user, password, reply_received=None, **handshake_options):
+        self.user = user
+        self.password = password
+        self.reply_received = reply_received
+        self.handshake_options = handshake_options
+
+    def buildProtocol(self, addr):
+        handshake = OPAQUEClientHandshake(self.user, self.password, **self.handshake_options)
+        protocol = self.protocol(handshake, reply_received=self.reply_received)
+        protocol.factory = self
+        return protocol

@@ -1,0 +1,113 @@
+"""OPAQUE as a password scheme of the user file (:mod:`twisted_keyx.schemes`),
+and the daemon's key file (the :class:`~twisted_keyx.opaque.records.ServerSetup`).
+
+A user's object in the user file::
+
+    "bob": {"scheme": "opaque", "client_public_key": "...", "masking_key": "...",
+            "envelope": "...", "ksf": {"name": "argon2id", ...}}
+
+Nothing in it logs in: it is the RFC 9807 registration record, which opens
+only with the password and the server's OPRF seed (in the key file).
+"""
+
+import os
+import stat
+from dataclasses import dataclass
+
+from twisted_keyx.fileutil import write_file_atomically
+from twisted_keyx.opaque.errors import OpaqueError
+from twisted_keyx.opaque.records import RegistrationRecord, ServerSetup
+from twisted_keyx.opaque.registration import register
+
+DEFAULT_KEY_FILE = "keyx-opaque-key"
+#: A server setup is about 1 KiB of JSON.
+MAX_KEY_FILE_SIZE = 64 * 1024
+
+
+@dataclass(frozen=True, repr=False)
+class OpaqueUser:
+    scheme = "opaque"
+    name: str
+    record: RegistrationRecord
+
+    def __repr__(self):
+        return f"OpaqueUser(name={self.name!r}, {self.record.ksf})"
+
+
+class OpaqueScheme:
+    name = "opaque"
+    description = "OPAQUE (RFC 9807, Argon2id; nothing stored logs in)"
+
+    def parse(self, name, fields):
+        keys = {"client_public_key", "masking_key", "envelope", "ksf"}
+        if set(fields) != keys:
+            raise ValueError(f"expected an object with exactly {', '.join(sorted(keys))}, scheme")
+        try:
+            return OpaqueUser(name, RegistrationRecord.from_json(fields))
+        except OpaqueError as e:
+            raise ValueError(str(e)) from None
+
+    def serialise(self, user):
+        return user.record.to_json()
+
+    def describe(self, user):
+        return f"opaque, {user.record.ksf}"
+
+
+SCHEME = OpaqueScheme()
+
+
+def new_user(name, password, setup):
+    """Run registration locally (RFC 9807 section 5): the record for
+    ``name``; the password is used here and dropped."""
+    record, _export_key = register(password, setup, name.encode("utf-8"))
+    return OpaqueUser(name, record)
+
+
+class KeyFileError(Exception):
+    """The key file is missing, too open, or not a server setup."""
+
+
+def load_key_file(path):
+    """The :class:`ServerSetup` in ``path``; :class:`KeyFileError` if it does
+    not exist, is readable by group or others, or is not one."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise KeyFileError(f"no OPAQUE key file {path}") from None
+    except OSError as e:
+        raise KeyFileError(f"cannot read {path}: {e.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise KeyFileError(
+                f"{path} is readable by group or others (mode {mode:04o}): it holds "
+                f"the server's OPRF seed and private key; chmod 600 {path}")
+        data = f.read(MAX_KEY_FILE_SIZE + 1)
+    if len(data) > MAX_KEY_FILE_SIZE:
+        raise KeyFileError(f"{path}: larger than {MAX_KEY_FILE_SIZE} bytes")
+    try:
+        return ServerSetup.loads(data)
+    except OpaqueError as e:
+        raise KeyFileError(f"{path}: {e}") from None
+
+
+def create_key_file(path, default_ksf=None):
+    """Write a fresh :class:`ServerSetup` to ``path`` (mode 0600) and return it."""
+    setup = ServerSetup.generate() if default_ksf is None else ServerSetup.generate(default_ksf)
+    try:
+        write_file_atomically(path, setup.dumps(), mode=0o600)
+    except OSError as e:
+        raise KeyFileError(f"cannot write {path}: {e.strerror}") from None
+    return setup
+
+
+def load_or_create_key_file(path):
+    """(setup, created): the setup in ``path``, made first if it does not exist."""
+    if not os.path.exists(path):
+        return create_key_file(path), True
+    return load_key_file(path), False
+
+
+__all__ = ["OpaqueUser", "SCHEME", "new_user", "KeyFileError", "load_key_file",
+           "create_key_file", "load_or_create_key_file", "DEFAULT_KEY_FILE"]
