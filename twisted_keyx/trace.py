@@ -271,8 +271,11 @@ class FileTracer(Recorder):
         super().__init__()
         self.path = path
         self._file = None
+        self._closed = False
 
     def message(self, session, direction, machine, before, after, payload):
+        if self._closed:
+            return  # the handshake is over: what follows is not recorded
         super().message(session, direction, machine, before, after, payload)
         if self._file is None:
             self._file = open(self.path, "w", encoding="ascii")
@@ -286,6 +289,7 @@ class FileTracer(Recorder):
         self._file.flush()
 
     def close(self):
+        self._closed = True
         if self._file is not None:
             self._file.close()
             self._file = None
