@@ -9,7 +9,9 @@ from twisted.internet import defer, endpoints, reactor
 from twisted.trial import unittest
 
 from twisted_keyx import groups, lab, trace
-from twisted_keyx.dh.protocol import DHClientFactory, DHServerFactory
+from twisted_keyx.dh.handshake import DHClientHandshake
+from twisted_keyx.dh.protocol import DHClientFactory, DHClientProtocol, DHServerFactory
+from twisted_keyx.machine import HandshakeFailed
 from twisted_keyx.eke.protocol import EKEClientFactory, EKEServerFactory
 
 from tests.eke_helpers import PASSWORD, TEST_KDF, TEST_LIMITS, make_user
@@ -132,6 +134,41 @@ class MitmTests(unittest.TestCase):
             await defer.Deferred(lambda d: None).addTimeout(0.05, reactor).addErrback(
                 lambda f: None)
         self.assertIn("with the SERVER", out.getvalue())
+
+
+class AsksHostKey(DHClientHandshake):
+    """A client whose message 1 is docs/hostkey.rst's ``Host key?``."""
+
+    def _on_start(self, payload):
+        super()._on_start(payload)
+        return b"Host key?"
+
+
+class MitmHostKeyTests(unittest.TestCase):
+    timeout = 30
+
+    async def test_host_key_request_refused(self):
+        group = groups.named("x25519")
+        daemon_port = await listen(DHServerFactory(group))
+        self.addCleanup(daemon_port.stopListening)
+        out = io.StringIO()
+        middle = lab.mitm_factory(reactor, ("127.0.0.1", daemon_port.getHost().port), group, out)
+        middle_port = await listen(middle)
+        self.addCleanup(middle_port.stopListening)
+        factory = DHClientFactory()
+        factory.protocol = type("P", (DHClientProtocol,), {
+            "newHandshake": classmethod(lambda cls, **o: AsksHostKey())})
+        protocol = await connect(middle_port, factory)
+        with self.assertRaises(HandshakeFailed):
+            await protocol.finished
+        text = out.getvalue()
+        self.assertIn("'Host key?'", text)
+        self.assertIn("refused", text)
+        self.assertIn("stops here", text)
+        # Let the lab's own handshake with the daemon end before the ports close.
+        while "with the SERVER" not in out.getvalue():
+            await defer.Deferred(lambda d: None).addTimeout(0.05, reactor).addErrback(
+                lambda f: None)
 
 
 class LoopbackOnlyTests(unittest.TestCase):

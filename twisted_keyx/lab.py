@@ -4,10 +4,11 @@
   of the unauthenticated DH handshake.  It serves the client one handshake
   and runs another with the daemon, and prints the secrets it now shares with
   each side: nothing in the DH handshake tells either end that the other end
-  is not who it thinks.  A message the DH machines do not know (such as the
-  host-key request of docs/hostkey.rst, message 7) is shown and refused,
-  which is what stripping it looks like: a client that pins the server's
-  host key then refuses to go on.
+  is not who it thinks.  A client that asks for the server's host key (its
+  message 1 is ``Host key?``, which asks for the signature of message 7,
+  docs/hostkey.rst) is refused, traced, by the lab's machines: the lab has
+  no host key to sign with, so a client that pins the server's key stops
+  there instead of being intercepted.
 - ``keyx-lab crack --trace-file F --wordlist W``: the offline dictionary
   attack on a recorded EKE handshake (``keyx-client eke --trace-file F``).
   Step 2 gives the salt and the scrypt cost, step 3 the box E_pw(pk); for
@@ -255,8 +256,9 @@ def mitm_factory(reactor, target, group, out, raw=False, done=None):
                 done(peer)
 
         def handshakeRejected(self, peer, reason):
-            out.write(f"client {peer}: refused: {reason} (a host-key request is "
-                      "stripped this way: a client that pins the host key stops here)\n")
+            out.write(f"client {peer}: refused: {reason} (if the client asked Host key?, "
+                      "the lab has no host key to sign message 7 with: a client that "
+                      "pins the server's host key stops here, not intercepted)\n")
             out.flush()
 
     return Intercepting(group)

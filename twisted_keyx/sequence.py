@@ -22,7 +22,8 @@ from twisted.internet import defer, endpoints
 
 from twisted_keyx import trace
 
-WIDTH = 34
+#: The narrowest a side's column is.
+WIDTH = 20
 
 
 def _pair(client_events, server_events):
@@ -38,16 +39,18 @@ def _pair(client_events, server_events):
 def chart(title, client_events, server_events, kind_of, notes=()):
     """The chart as text: one block per message, numbered, with its kind
     (``kind_of(event) -> str``) and both sides' state changes."""
+    pairs = _pair(client_events, server_events)
+    width = max([WIDTH] + [len(f"{e.before} -> {e.after}") for pair in pairs for e in pair])
     lines = [title, "=" * len(title), "",
-             f"{'client':<{WIDTH}}{'':^14}{'server':>{WIDTH}}"]
-    for number, (c, s) in enumerate(_pair(client_events, server_events), 1):
+             f"{'client':<{width}}{'':^15}{'server':>{width}}"]
+    for number, (c, s) in enumerate(pairs, 1):
         label = f"{number}. {kind_of(c)}"
         if c.direction == "out":
             arrow = "-" * 12 + ">"
         else:
             arrow = "<" + "-" * 12
-        lines.append(f"{c.before + ' -> ' + c.after:<{WIDTH}} {arrow} "
-                     f"{s.before + ' -> ' + s.after:>{WIDTH}}")
+        lines.append(f"{c.before + ' -> ' + c.after:<{width}} {arrow} "
+                     f"{s.before + ' -> ' + s.after:>{width}}")
         lines.append(f"    {label}")
     lines.append("")
     lines.extend(notes)
