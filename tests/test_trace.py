@@ -134,3 +134,73 @@ class TracerTests(unittest.TestCase):
         with open(path, "w") as f:
             f.write('{"format": "something else"}\n')
         self.assertRaises(trace.TraceFormatError, trace.read_trace, path)
+
+
+class ClientTraceTests(unittest.TestCase):
+    """keyx-client dh --trace --trace-file against a real server on 127.0.0.1."""
+
+    timeout = 30
+
+    async def test_dh(self):
+        import sys
+
+        from twisted.internet import endpoints
+
+        from twisted_keyx import client
+        from twisted_keyx.dh.protocol import DHServerFactory
+
+        port = await endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+            DHServerFactory(groups.named("x25519")))
+        self.addCleanup(port.stopListening)
+        path = self.mktemp()
+        err = io.StringIO()
+        self.patch(sys, "stderr", err)
+        args = client.build_parser().parse_args(
+            ["dh", "--host", "127.0.0.1", "--port", str(port.getHost().port), "--trace",
+             "--show-secrets", "--trace-file", path])
+        out = io.StringIO()
+        status = await client.run(reactor, args, out, err)
+        self.assertEqual(status, client.EXIT_OK, err.getvalue())
+        lines = [line for line in err.getvalue().splitlines() if line.startswith("trace: ")]
+        self.assertEqual(len(lines), 6)
+        self.assertIn("'Group: x25519'", lines[3])
+        session_key = [line for line in out.getvalue().splitlines()
+                       if line.startswith("Session key: ")][0].split(": ")[1]
+        self.assertIn(f"session key: {session_key}", lines[5])
+        events = trace.read_trace(path)
+        self.assertEqual([e.direction for e in events], ["out", "in"] * 3)
+        self.assertEqual(events[0].payload, b"Hello")
+
+
+class DaemonTraceTests(unittest.TestCase):
+    def test_option(self):
+        from twisted_keyx import tap
+        from twisted_keyx.dh.protocol import DHServerFactory
+
+        options = tap.Options()
+        options.parseOptions(["--trace"])
+        self.assertTrue(options["trace"])
+        factory = tap._traced(options, DHServerFactory(groups.named("x25519")))
+        first, second = factory.buildProtocol(None), factory.buildProtocol(None)
+        self.assertIsInstance(first.tracer, trace.TextTracer)
+        self.assertIsNone(first.tracer.out)  # into the log
+        self.assertNotEqual(first.tracer.connection, second.tracer.connection)
+
+    def test_log_line(self):
+        from twisted.logger import globalLogPublisher
+
+        logged = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+
+        class Session:
+            peer = "127.0.0.1:5"
+
+        tracer = trace.TextTracer(connection=7)
+        tracer.message(Session, "in", DHServerHandshake(groups.named("x25519")),
+                       "AWAIT_HELLO", "AWAIT_PARAMS_REQUEST", b"Hello")
+        from twisted.logger import formatEvent
+        self.assertEqual(
+            [formatEvent(e) for e in logged if e.get("log_namespace", "").endswith("TextTracer")],
+            ["trace #7 127.0.0.1:5: <- DHServerHandshake AWAIT_HELLO -> AWAIT_PARAMS_REQUEST "
+             "[5 bytes] 'Hello'"])
