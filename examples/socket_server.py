@@ -9,7 +9,6 @@ It listens on 127.0.0.1 only.  It prints the port it listens on (useful
 with port 0), then each session key.
 """
 
-import hashlib
 import socket
 import sys
 

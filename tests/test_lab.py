@@ -88,7 +88,8 @@ class CrackTests(unittest.TestCase):
         with open(wordlist, "w") as f:
             f.write("guess\n")
         out = io.StringIO()
-        status = lab.main(["crack", "--trace-file", path, "--wordlist", wordlist], out, io.StringIO())
+        status = lab.main(["crack", "--trace-file", path, "--wordlist", wordlist],
+                          out, io.StringIO())
         self.assertEqual(status, lab.EXIT_NOT_FOUND)
         self.assertIn("nothing here to test a guess against", out.getvalue())
 

@@ -109,9 +109,8 @@ def describe(machine, payload):
 
 def describe_event(event):
     """The summary of a recorded :class:`Event` (its machine known by name)."""
-    for key in (event.machine,):
-        if key in _REGISTRY:
-            return _REGISTRY[key](event.payload)
+    if event.machine in _REGISTRY:
+        return _REGISTRY[event.machine](event.payload)
     return describe_bytes(event.payload)
 
 
