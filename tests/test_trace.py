@@ -204,3 +204,26 @@ class DaemonTraceTests(unittest.TestCase):
             [formatEvent(e) for e in logged if e.get("log_namespace", "").endswith("TextTracer")],
             ["trace #7 127.0.0.1:5: <- DHServerHandshake AWAIT_HELLO -> AWAIT_PARAMS_REQUEST "
              "[5 bytes] 'Hello'"])
+
+
+class AdapterHookTests(unittest.TestCase):
+    """The session adapter reports a refused message and the refusal."""
+
+    def test_refusal(self):
+        import struct
+
+        from twisted.internet.testing import StringTransport
+
+        from twisted_keyx.dh.protocol import DHServerFactory
+
+        protocol = DHServerFactory(groups.named("x25519")).buildProtocol(None)
+        recorder = trace.Recorder()
+        protocol.tracer = recorder
+        protocol.makeConnection(StringTransport())
+        protocol.dataReceived(struct.pack(">I", 5) + b"Hello" + struct.pack(">I", 3) + b"Hi!")
+        self.assertEqual(
+            [(e.direction, e.before, e.after, e.payload) for e in recorder.events],
+            [("in", "AWAIT_HELLO", "AWAIT_PARAMS_REQUEST", b"Hello"),
+             ("out", "AWAIT_HELLO", "AWAIT_PARAMS_REQUEST", b"Hey there!"),
+             ("in", "AWAIT_PARAMS_REQUEST", "FAILED", b"Hi!"),
+             ("out", "FAILED", "FAILED", b"I do not understand you, hanging up")])

@@ -175,6 +175,7 @@ class Session(Protocol):
     def send(self, payload):
         """Send one message (a chat line the local user typed, say)."""
         if not self.ended:
+            self._trace("out", self.machine, self.machine.state, payload)
             self.framing.send(payload)
 
     def perform(self, action, *args):
