@@ -530,7 +530,8 @@ class EarlyInterruptTests(unittest.TestCase):
             twisted_keyx.__file__))), "setup.cfg"))
         scripts = setup["options.entry_points"]["console_scripts"].split()
         self.assertEqual(scripts, ["keyx-client", "=", "twisted_keyx.scripts:keyx_client",
-                                   "keyx-admin", "=", "twisted_keyx.scripts:keyx_admin"])
+                                   "keyx-admin", "=", "twisted_keyx.scripts:keyx_admin",
+                                   "keyx-lab", "=", "twisted_keyx.scripts:keyx_lab"])
 
 
 class SigintTests(unittest.TestCase):

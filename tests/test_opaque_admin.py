@@ -8,7 +8,7 @@ import os
 from twisted.python import usage
 from twisted.trial import unittest
 
-from tests.eke_helpers import TEST_KDF
+from tests.helpers import TEST_KDF
 from tests.opaque_helpers import cheap_setup
 from twisted_keyx import admin, schemes, tap
 from twisted_keyx.eke import crypto, userstore

@@ -97,7 +97,7 @@ class MachineTests(unittest.TestCase):
         self.assertEqual(wrong[3], unknown[3])
 
     def test_eke_user_is_unknown(self):
-        from tests.eke_helpers import make_user
+        from tests.helpers import make_user
 
         store = Users(alice=make_user("alice"))
         server = hs.OPAQUEServerHandshake(SETUP, lambda n: store.lookup(n, "opaque"))

@@ -20,6 +20,11 @@ tells the connection policy that the handshake is over
 there is none, the session closes.  When the machine fails, its failure's
 ``reply`` (if any) is sent, the observer is told, and the session closes.
 
+A session may carry a ``tracer`` (:mod:`twisted_keyx.trace`): it is told
+of every message in and out, with the machine and its state before and after
+(``tracer.message(session, direction, machine, before, after, payload)``,
+``direction`` ``"in"`` or ``"out"``; docs/protocols.rst, "Traces").
+
 Once closed, a session reads nothing more: what the peer still sends is
 dropped unread, and the framing, with whatever it had buffered, is let go.
 """
@@ -84,7 +89,12 @@ class Session(Protocol):
     framing; ``observer`` defaults to the factory, set by ``buildProtocol``.
     """
 
-    def __init__(self, framing, machine, observer=None):
+    #: Told of every message in and out (:mod:`twisted_keyx.trace`), or None.
+    tracer = None
+
+    def __init__(self, framing, machine, observer=None, tracer=None):
+        if tracer is not None:
+            self.tracer = tracer
         self._framing_factory = framing
         self.machine = machine
         #: The first machine: the handshake (the chat, if any, comes after).
@@ -165,6 +175,7 @@ class Session(Protocol):
     def send(self, payload):
         """Send one message (a chat line the local user typed, say)."""
         if not self.ended:
+            self._trace("out", self.machine, self.machine.state, payload)
             self.framing.send(payload)
 
     def perform(self, action, *args):
@@ -178,6 +189,7 @@ class Session(Protocol):
         if self.ended:
             return
         if failure.reply is not None:
+            self._trace("out", self.machine, self.machine.state, failure.reply)
             self.framing.send(failure.reply)
         self.close()
         self.observer.machineFailed(self, self.machine, failure)
@@ -200,15 +212,21 @@ class Session(Protocol):
 
     def _step(self, action, payload, from_peer):
         machine = self.machine
+        before = machine.state
         try:
             reply = action(payload)
         except ProtocolFailed as failure:
+            if from_peer:
+                self._trace("in", machine, before, payload)
             if machine is self.machine:
                 self.fail(failure)
             return
+        if from_peer:
+            self._trace("in", machine, before, payload)
         if self.ended or machine is not self.machine:
             return
         if reply is not None:
+            self._trace("out", machine, before, reply)
             self.framing.send(reply)
         if from_peer:
             self.observer.machineStepped(self, machine, payload, reply)
@@ -228,6 +246,10 @@ class Session(Protocol):
             self.observer.machineStarted(self, following)
             return
         self._updateLimit()
+
+    def _trace(self, direction, machine, before, payload):
+        if self.tracer is not None:
+            self.tracer.message(self, direction, machine, before, machine.state, payload)
 
     def _dropFraming(self):
         if self.framing is not None:

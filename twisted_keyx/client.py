@@ -15,7 +15,7 @@ import sys
 
 from twisted.internet import defer, endpoints, error, fdesc, stdio, task
 
-from twisted_keyx import __version__, ffdh, groups
+from twisted_keyx import __version__, ffdh, groups, trace
 from twisted_keyx.dh.handshake import BadResponse
 from twisted_keyx.dh.protocol import DHClientFactory
 from twisted_keyx.dh.raw import RawDHClientFactory
@@ -169,7 +169,35 @@ def build_parser():
                         help="seconds to wait for the connection, for the handshake, "
                              "and for the server to confirm quit [default: 10]")
     opaque.set_defaults(run=run_opaque)
+    for command in (dh, eke, opaque):
+        add_trace_options(command)
     return parser
+
+
+def add_trace_options(command):
+    """``--trace``, ``--show-secrets`` and ``--trace-file`` (docs/protocols.rst, Traces)."""
+    command.add_argument("--trace", action="store_true",
+                         help="print every message on stderr as it crosses the wire: "
+                              "direction, state before and after, size, summary")
+    command.add_argument("--show-secrets", action="store_true",
+                         help="with --trace: also print the session key (and DH "
+                              "shared secret) when the handshake finishes")
+    command.add_argument("--trace-file", metavar="FILE",
+                         help="write the exact bytes of every message to FILE as JSON "
+                              "lines (docs/protocols.rst, Traces), which keyx-lab reads")
+
+
+def with_tracing(args, factory, err=None):
+    """``factory`` with the tracers ``args`` asks for; returns it and the
+    file tracer (or None), to close."""
+    err = err if err is not None else sys.stderr
+    file_tracer = trace.FileTracer(args.trace_file) if getattr(args, "trace_file", None) else None
+    text = trace.TextTracer(err, show_secrets=args.show_secrets) if getattr(
+        args, "trace", False) else None
+    if file_tracer is not None or text is not None:
+        tracer = trace.Tracers(text, file_tracer)
+        trace.traced(factory, lambda protocol: tracer)
+    return factory, file_tracer
 
 
 def _port(text):
@@ -362,12 +390,16 @@ def dh_client_factory(raw=False, max_bits=groups.DEFAULT_MAX_BITS):
 
 
 async def run_dh(reactor, args, out):
-    factory = dh_client_factory(args.raw, args.max_bits)
-    protocol = await connect(reactor, args, recording_first_bytes(factory))
-    result = await await_handshake(
-        reactor, args.timeout, protocol.finished,
-        {BadResponse: "{}" + OTHER_FRAMING_HINT[args.raw]}, hint=dh_port_hint(protocol),
-    )
+    factory, file_tracer = with_tracing(args, dh_client_factory(args.raw, args.max_bits))
+    try:
+        protocol = await connect(reactor, args, recording_first_bytes(factory))
+        result = await await_handshake(
+            reactor, args.timeout, protocol.finished,
+            {BadResponse: "{}" + OTHER_FRAMING_HINT[args.raw]}, hint=dh_port_hint(protocol),
+        )
+    finally:
+        if file_tracer is not None:
+            file_tracer.close()
     report = {
         "group": result.group.name,
         "bits": result.group.bits,
@@ -407,11 +439,10 @@ def _read_password(args):
 async def run_eke(reactor, args, out):
     password = _read_password(args)
     console = ChatConsole()
-    protocol = await connect(reactor, args, recording_first_bytes(
-        EKEClientFactory(args.user, password, reply_received=console.show)))
-    return await _password_session(reactor, args, out, console, protocol,
-                                   {AuthenticationFailed: "authentication failed ({})"},
-                                   eke_port_hint(protocol))
+    return await _password_session(
+        reactor, args, out, console,
+        EKEClientFactory(args.user, password, reply_received=console.show),
+        {AuthenticationFailed: "authentication failed ({})"})
 
 
 async def run_opaque(reactor, args, out):
@@ -421,8 +452,6 @@ async def run_opaque(reactor, args, out):
 
     password = _read_password(args)
     console = ChatConsole()
-    protocol = await connect(reactor, args, recording_first_bytes(
-        OPAQUEClientFactory(args.user, password, reply_received=console.show)))
 
     def server_key(result):
         key = result.server_public_key
@@ -433,17 +462,25 @@ async def run_opaque(reactor, args, out):
                 f"keyx-client: warning: the server key of {args.host}:{args.port} changed "
                 f"(was {previous}): a new key file on the server, or another server\n")
 
-    return await _password_session(reactor, args, out, console, protocol,
-                                   {OPAQUEAuthenticationFailed: "authentication failed ({})"},
-                                   eke_port_hint(protocol), authenticated=server_key)
+    return await _password_session(
+        reactor, args, out, console,
+        OPAQUEClientFactory(args.user, password, reply_received=console.show),
+        {OPAQUEAuthenticationFailed: "authentication failed ({})"}, authenticated=server_key)
 
 
-async def _password_session(reactor, args, out, console, protocol, failures, hint,
+async def _password_session(reactor, args, out, console, factory, failures,
                             authenticated=None):
-    """What ``keyx-client eke`` and ``opaque`` share once connected: await
-    the handshake, say so, then the chat on standard input until quit."""
-    result = await await_handshake(reactor, args.timeout, protocol.authenticated,
-                                   failures, hint=hint)
+    """What ``keyx-client eke`` and ``opaque`` share: connect with
+    ``factory`` (traced as ``args`` asks), await the handshake, say so, then
+    the chat on standard input until quit."""
+    factory, file_tracer = with_tracing(args, factory)
+    try:
+        protocol = await connect(reactor, args, recording_first_bytes(factory))
+        result = await await_handshake(reactor, args.timeout, protocol.authenticated,
+                                       failures, hint=eke_port_hint(protocol))
+    finally:
+        if file_tracer is not None:
+            file_tracer.close()
     out.write(
         f"Authentication success (session key fingerprint {fingerprint(result.session_key)})\n"
     )

@@ -29,3 +29,7 @@ def keyx_client():
 
 def keyx_admin():
     return _run("twisted_keyx.admin", "keyx-admin")
+
+
+def keyx_lab():
+    return _run("twisted_keyx.lab", "keyx-lab")

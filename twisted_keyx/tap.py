@@ -15,7 +15,7 @@ from twisted.internet import endpoints, error
 from twisted.logger import Logger
 from twisted.python import usage
 
-from twisted_keyx import __version__, groups, limits
+from twisted_keyx import trace, __version__, groups, limits
 from twisted_keyx.dh.protocol import DHServerFactory
 from twisted_keyx.dh.raw import RawDHServerFactory
 from twisted_keyx.eke.protocol import EKEServerFactory
@@ -155,6 +155,11 @@ class Options(usage.Options):
          "Log each shared secret and session key in hex, as the tutorial's "
          "server printed them, and each EKE session key Ks. Without it only a "
          "short fingerprint of the session key is logged."],
+        ["trace", None,
+         "Log every handshake message as it crosses the wire: a connection "
+         "id, its direction, the state before and after, its size and a "
+         "summary (docs/protocols.rst, Traces); secrets only with "
+         "--show-secrets."],
         ["hide-unknown-users", None,
          "EKE: answer yes to every well-formed user name and let an unknown "
          "name fail at the nonce step exactly like a wrong password, so that "
@@ -504,6 +509,14 @@ def _describe_cannot_listen(e):
         return f"cannot listen on unix:{path}: {why}"
     return f"cannot listen on {host_port(e.interface or '*', e.port)}: {e.socketError}"
 
+def _traced(options, factory):
+    """``factory``, tracing into the log with ``--trace``."""
+    if options.get("trace"):
+        show = options["show-secrets"]
+        trace.traced(factory, lambda protocol: trace.TextTracer(show_secrets=show))
+    return factory
+
+
 def makeService(options, reactor=None):
     """The service twistd runs; ``reactor`` is for tests (default: the global one)."""
     group = options["dh-group"]
@@ -521,26 +534,27 @@ def makeService(options, reactor=None):
     # daemon's, not one listener's.
     policy = limits.ConnectionPolicy(connection_limits, reactor)
     policy.setServiceParent(top)
-    dh_factory = DHServerFactory(group, show_secrets=options["show-secrets"])
+    dh_factory = _traced(options, DHServerFactory(group, show_secrets=options["show-secrets"]))
     for description in options["dh"]:
         strports.service(_private_unix(description), policy.wrap(dh_factory),
                          reactor=reactor).setServiceParent(top)
     if options["dh-raw"]:
-        raw_factory = RawDHServerFactory(group, show_secrets=options["show-secrets"])
+        raw_factory = _traced(options, RawDHServerFactory(
+            group, show_secrets=options["show-secrets"]))
         for description in options["dh-raw"]:
             strports.service(_private_unix(description), policy.wrap(raw_factory),
                              reactor=reactor).setServiceParent(top)
-    eke_factory = EKEServerFactory(
+    eke_factory = _traced(options, EKEServerFactory(
         options["user-file"],
         hide_unknown_users=options["hide-unknown-users"],
         show_secrets=options["show-secrets"],
-    )
+    ))
     for description in options["eke"]:
         strports.service(_private_unix(description), policy.wrap(eke_factory),
                          reactor=reactor).setServiceParent(top)
     if options.get("opaque"):
-        opaque_factory = OPAQUEServerFactory(
-            options["user-file"], options["opaque-setup"], show_secrets=options["show-secrets"])
+        opaque_factory = _traced(options, OPAQUEServerFactory(
+            options["user-file"], options["opaque-setup"], show_secrets=options["show-secrets"]))
         for description in options["opaque"]:
             strports.service(_private_unix(description), policy.wrap(opaque_factory),
                              reactor=reactor).setServiceParent(top)
