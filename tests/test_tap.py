@@ -346,12 +346,13 @@ class MakeServiceTests(unittest.TestCase):
     def test_startup_log_line(self):
         with capturedLogs() as events:
             self.make("--dh", "tcp:7001", "--dh", "tcp:7002", "--group", "ffdhe4096",
-                      "--eke", "tcp:7003", "--users", os.path.abspath("users.json"))
+                      "--eke", "tcp:7003", "--users", os.path.abspath("users.json"),
+                      "--no-host-key")
         lines = [formatEvent(e) for e in events
                  if e.get("log_namespace", "").startswith("twisted_keyx.tap")]
         self.assertEqual(lines, [
             f"twisted-keyx {tap.__version__}: DH handshake on tcp:7001, tcp:7002 "
-            "with group ffdhe4096 (4096 bits)",
+            "with group ffdhe4096 (4096 bits); no host key (unauthenticated only)",
             f"twisted-keyx {tap.__version__}: EKE handshake and chat on tcp:7003; users from "
             f"{os.path.abspath('users.json')} (file not found: no users yet)",
             "Limits (0: none): handshake timeout 30 s, idle timeout 300 s, 64 connections "

@@ -48,6 +48,11 @@ class ServerRefused(HandshakeFailed):
     """Client side: the server sent one of its error replies."""
 
 
+class HostKeyRequestRefused(ServerRefused):
+    """Client side: the server answered ``Host key?`` with its error reply:
+    it has no host key (the tutorial's, or ``--no-host-key``)."""
+
+
 class BadResponse(HandshakeFailed):
     """Client side: the server sent something other than the expected reply."""
 
@@ -293,6 +298,11 @@ class DHClientHandshake(_Machine):
         return BadResponse(reason)
 
     def _unexpected(self, kind, payload):
+        if (kind is ServerMessage.ERROR and self.ask_host_key
+                and self.state is ClientState.AWAIT_GREETING
+                and payload == messages.UNEXPECTED_MESSAGE_REPLY):
+            return HostKeyRequestRefused(
+                f"the server refused Host key?: {payload.decode('ascii')}")
         if kind is ServerMessage.ERROR:
             return ServerRefused(f"the server refused: {payload.decode('ascii')}")
         return BadResponse(f"bad response from the server while {self.state.value}")
