@@ -1,13 +1,20 @@
 """The DH handshake with the server's host key signature (docs/hostkey.rst):
 the machines, tampering, loopback framed and unframed, a man in the middle."""
 
-import socket
+import functools
+import io
+import json
+import os
+import stat
 
-from twisted.internet import defer, endpoints, protocol, reactor, threads
+from twisted.internet import defer, endpoints, protocol, reactor, task, threads
 from twisted.internet.testing import StringTransport
+from twisted.logger import Logger, formatEvent
+from twisted.protocols.basic import Int32StringReceiver
+from twisted.python import usage
 from twisted.trial import unittest
 
-from twisted_keyx import asn1, groups, hostkey
+from twisted_keyx import client, groups, hostkey, knownhosts, tap
 from twisted_keyx.dh import hostauth, messages
 from twisted_keyx.dh.handshake import (
     ClientState,
@@ -19,7 +26,6 @@ from twisted_keyx.dh.handshake import (
 )
 from twisted_keyx.dh.protocol import DHClientProtocol, DHServerFactory
 from twisted_keyx.dh.raw import RawDHClientProtocol, RawDHServerFactory
-from twisted_keyx.framing import UnframedFraming
 from twisted_keyx.machine import HandshakeFailed
 
 from .helpers import data_path, read_data, tracked
@@ -294,3 +300,288 @@ class LoopbackTests(unittest.TestCase):
         yield defer.gatherResults([c.lost for c in connections])
         self.assertEqual(len(secret), 256)
         self.assertEqual(secret, connections[0].handshake.result.shared_secret)
+
+
+# --- the daemon: twistd keyx --host-key / --no-host-key ----------------------
+
+class TapHostKeyTests(unittest.TestCase):
+    def setUp(self):
+        self.directory = os.path.abspath(self.mktemp())
+        os.mkdir(self.directory)
+        cwd = os.getcwd()
+        os.chdir(self.directory)
+        self.addCleanup(os.chdir, cwd)
+
+    def parse(self, *args):
+        options = tap.Options()
+        options.parseOptions(["--users", os.path.join(self.directory, "users.json"), *args])
+        return options
+
+    def test_default_key_created_once_with_mode_0600(self):
+        options = self.parse()
+        self.assertTrue(options["host-key-created"])
+        path = os.path.join(self.directory, tap.DEFAULT_HOST_KEY)
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+        self.assertTrue(os.path.exists(path + ".pub"))
+        again = self.parse()
+        self.assertFalse(again["host-key-created"])
+        self.assertEqual(again["host-key-loaded"].fingerprint,
+                         options["host-key-loaded"].fingerprint)
+
+    def test_start_up_line_names_the_fingerprint(self):
+        options = self.parse("--dh", "tcp:0", "--eke", "tcp:0")
+        service = tap.KeyxService(options["dh-group"], ["tcp:0"],
+                                  host_key=options["host-key-loaded"], host_key_created=True)
+        events = []
+        service.log = Logger(observer=events.append)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertIn(f"; host key {options['host-key-loaded'].fingerprint} (created now)",
+                      formatEvent(events[0]))
+
+    def test_given_key_loaded(self):
+        path = os.path.join(self.directory, "key")
+        with open(path, "wb") as f:
+            f.write(read_data("ed25519-host-key"))
+        os.chmod(path, 0o600)
+        self.assertEqual(self.parse("--host-key", path)["host-key-loaded"].fingerprint,
+                         HOST_KEY.fingerprint)
+        self.assertFalse(os.path.exists(tap.DEFAULT_HOST_KEY))
+
+    def assertUsageError(self, args, *words):
+        with self.assertRaises(usage.UsageError) as e:
+            self.parse(*args)
+        for word in words:
+            self.assertIn(word, str(e.exception))
+
+    def test_missing_given_key(self):
+        self.assertUsageError(["--host-key", "nothere"], "--host-key", "nothere",
+                              "does not exist")
+        self.assertFalse(os.path.exists("nothere"))
+
+    def test_readable_by_others(self):
+        path = os.path.join(self.directory, "key")
+        with open(path, "wb") as f:
+            f.write(read_data("ed25519-host-key"))
+        for mode in (0o640, 0o604):
+            os.chmod(path, mode)
+            self.assertUsageError(["--host-key", path], "group or others", "chmod 600")
+
+    def test_not_ed25519(self):
+        path = os.path.join(self.directory, "key")
+        with open(path, "wb") as f:
+            f.write(read_data("rsa-host-key"))
+        os.chmod(path, 0o600)
+        self.assertUsageError(["--host-key", path], "--host-key", path)
+
+    def test_no_host_key(self):
+        options = self.parse("--no-host-key")
+        self.assertIsNone(options["host-key-loaded"])
+        self.assertFalse(os.path.exists(tap.DEFAULT_HOST_KEY))
+        self.assertUsageError(["--no-host-key", "--host-key", "x"], "not both")
+
+
+# --- the client: known hosts, TOFU, a man in the middle ----------------------
+
+class _Relay(Int32StringReceiver):
+    """A man in the middle, framed: runs its own x25519 keys with each side
+    (swaps the keys in messages 5 and 6), and relays or strips message 7;
+    ``mode`` "refuse" answers Host key? as a server without a host key would,
+    then relays the plain handshake unchanged."""
+
+    def connectionMade(self):
+        self.factory.connections.append(self)
+        self.pending = []
+        self.upstream = None
+        self.from_client = self.from_server = 0
+        self.group = groups.named("x25519")
+        self.key = self.group.generate_private_key()
+        factory = protocol.ClientFactory()
+        factory.protocol = _Upstream
+        factory.relay = self
+        reactor.connectTCP("127.0.0.1", self.factory.target, factory)
+
+    def stringReceived(self, string):
+        self.from_client += 1
+        if self.from_client == 1 and string == b"Host key?" and self.factory.mode == "refuse":
+            self.sendString(messages.UNEXPECTED_MESSAGE_REPLY)
+            self.transport.loseConnection()
+            return
+        if self.from_client == 3 and self.factory.mode != "refuse":
+            string = messages.CLIENT_KEY_PREFIX + self.group.public_key_pem(self.key)
+        if self.upstream is None:
+            self.pending.append(string)
+        else:
+            self.upstream.sendString(string)
+
+    def fromServer(self, string):
+        self.from_server += 1
+        if self.factory.mode != "refuse":
+            if self.from_server == 3:
+                string = messages.SERVER_KEY_PREFIX + self.group.public_key_pem(self.key)
+            if self.from_server == 4 and self.factory.mode == "strip":
+                self.transport.loseConnection()
+                return
+        self.sendString(string)
+
+    def connectionLost(self, reason):
+        if self.upstream is not None:
+            self.upstream.transport.loseConnection()
+
+
+class _Upstream(Int32StringReceiver):
+    def connectionMade(self):
+        relay = self.factory.relay
+        relay.upstream = self
+        for string in relay.pending:
+            self.sendString(string)
+
+    def stringReceived(self, string):
+        self.factory.relay.fromServer(string)
+
+    def connectionLost(self, reason):
+        self.factory.relay.transport.loseConnection()
+
+
+class ClientHostKeyTests(unittest.TestCase):
+    def setUp(self):
+        self.known_hosts = os.path.abspath(os.path.join(self.mktemp(), "sub", "known_hosts"))
+        self.port = self.listen(DHServerFactory(groups.named("x25519"), host_key=HOST_KEY))
+
+    def listen(self, factory):
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return port.getHost().port
+
+    def run_client(self, port, *options, terminal=None):
+        args = client.build_parser().parse_args(
+            ["dh", "--host", "127.0.0.1", "--port", str(port),
+             "--known-hosts", self.known_hosts, *options])
+        out, err = io.StringIO(), io.StringIO()
+        self.patch(knownhosts, "open_terminal", lambda: terminal)
+        self.patch(client, "check_host_key", functools.partial(
+            client.check_host_key, open_terminal=lambda: terminal))
+
+        async def run():
+            status = await client.run(reactor, args, out, err)
+            await task.deferLater(reactor, 0.05, lambda: None)  # sockets close
+            return status, out.getvalue(), err.getvalue()
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_accept_new_records_then_known(self):
+        async def run():
+            status, out, err = await self.run_client(self.port, "--accept-new", "--json")
+            self.assertEqual(status, 0)
+            self.assertEqual(json.loads(out)["host_key_fingerprint"], HOST_KEY.fingerprint)
+            self.assertEqual(err, knownhosts.added_text(f"[127.0.0.1]:{self.port}"))
+            self.assertEqual(stat.S_IMODE(os.stat(self.known_hosts).st_mode), 0o600)
+            self.assertEqual(
+                stat.S_IMODE(os.stat(os.path.dirname(self.known_hosts)).st_mode), 0o700)
+            status, out, err = await self.run_client(self.port)
+            self.assertEqual((status, err), (0, ""))
+            self.assertIn(f"Host key fingerprint: {HOST_KEY.fingerprint}\n", out)
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_no_terminal_refuses_in_one_line(self):
+        async def run():
+            status, out, err = await self.run_client(self.port)
+            self.assertEqual((status, out), (1, ""))
+            self.assertEqual(err, "keyx-client: " + knownhosts.no_terminal_text(
+                f"[127.0.0.1]:{self.port}", HOST_KEY.public_key, self.known_hosts))
+            self.assertEqual(err.count("\n"), 1)
+            self.assertFalse(os.path.exists(self.known_hosts))
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_first_contact_asks_on_the_terminal(self):
+        class Terminal:
+            def __init__(self, answer):
+                self.written, self.answer = [], answer
+
+            def read_line(self):
+                return self.answer
+
+            def write(self, text):
+                self.written.append(text)
+
+            def close(self):
+                pass
+
+        async def run():
+            name = f"[127.0.0.1]:{self.port}"
+            no = Terminal("no\n")
+            status, out, err = await self.run_client(self.port, terminal=no)
+            self.assertEqual((status, out), (1, ""))
+            self.assertEqual(no.written,
+                             [knownhosts.first_contact_prompt(name, HOST_KEY.public_key)])
+            self.assertIn(
+                "The authenticity of host '" + name + "' can't be established.\n"
+                f"ED25519 key fingerprint is {HOST_KEY.fingerprint}.\n"
+                "Are you sure you want to continue connecting (yes/no)? ", no.written)
+            yes = Terminal("yes\n")
+            status, out, err = await self.run_client(self.port, terminal=yes)
+            self.assertEqual((status, err), (0, knownhosts.added_text(name)))
+            self.assertEqual(knownhosts.KnownHosts(self.known_hosts).check(
+                "127.0.0.1", self.port, HOST_KEY.public_key).status, knownhosts.KNOWN)
+        return defer.Deferred.fromCoroutine(run())
+
+    def know(self, port, key=HOST_KEY):
+        knownhosts.KnownHosts(self.known_hosts).record("127.0.0.1", port, key.public_key)
+
+    def test_changed_key_refused_naming_file_and_line(self):
+        async def run():
+            self.know(self.port, OTHER_KEY)
+            status, out, err = await self.run_client(self.port, "--accept-new")
+            self.assertEqual((status, out), (1, ""))
+            self.assertIn(f"{self.known_hosts}:1", err)
+            self.assertIn("HOST IDENTIFICATION HAS CHANGED", err.upper())
+        return defer.Deferred.fromCoroutine(run())
+
+    def mitm(self, mode):
+        relay = protocol.Factory()
+        relay.protocol = _Relay
+        relay.target = self.port
+        relay.mode = mode
+        relay.connections = []
+        return self.listen(relay)
+
+    def test_mitm_swapping_keys_refused(self):
+        async def run():
+            port = self.mitm("relay")
+            self.know(port)
+            status, out, err = await self.run_client(port, "--accept-new")
+            self.assertEqual((status, out), (1, ""))
+            self.assertIn("host key verification failed", err)
+            self.assertIn("does not verify", err)
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_mitm_stripping_message_7_refused(self):
+        async def run():
+            port = self.mitm("strip")
+            self.know(port)
+            status, out, err = await self.run_client(port)
+            self.assertEqual(out, "")
+            self.assertNotEqual(status, 0)
+            self.assertIn("host key signature", err)
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_mitm_refusing_host_key_request_refused_for_known_host(self):
+        async def run():
+            port = self.mitm("refuse")
+            self.know(port)
+            status, out, err = await self.run_client(port)
+            self.assertEqual((status, out), (1, ""))
+            self.assertIn("KNOWN HOST OFFERED NO HOST KEY SIGNATURE", err)
+            self.assertIn(f"{self.known_hosts}:1", err)
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_require_host_key(self):
+        async def run():
+            port = self.listen(DHServerFactory(groups.named("x25519")))
+            status, out, err = await self.run_client(port, "--require-host-key")
+            self.assertEqual((status, out), (1, ""))
+            self.assertIn("--require-host-key", err)
+            status, out, err = await self.run_client(port)
+            self.assertEqual(status, 0)
+            self.assertIn("unauthenticated", err)
+            self.assertIn("Host key fingerprint: none (unauthenticated)", out)
+        return defer.Deferred.fromCoroutine(run())
