@@ -552,6 +552,8 @@ class ClientHostKeyTests(unittest.TestCase):
             self.assertEqual((status, out), (1, ""))
             self.assertIn("host key verification failed", err)
             self.assertIn("does not verify", err)
+            self.assertIn(f"{self.known_hosts}:1", err)
+            self.assertEqual(err.count("\n"), 1)
         return defer.Deferred.fromCoroutine(run())
 
     def test_mitm_stripping_message_7_refused(self):

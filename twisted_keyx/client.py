@@ -362,14 +362,31 @@ def _no_host_key(failure):
     raise _NoHostKey()
 
 
+def _bad_signature(args):
+    """A message 7 that does not verify: refused, naming the known_hosts
+    entry the host has, if any."""
+    def refuse(failure):
+        failure.trap(HostKeyVerificationFailed)
+        name = knownhosts.host_name(args.host, args.port)
+        text = knownhosts.bad_signature_text(name, failure.value.reason).rstrip("\n")
+        known = knownhosts.KnownHosts(args.known_hosts)
+        try:
+            line = known.find(args.host, args.port)
+        except knownhosts.KnownHostsError:
+            line = None
+        if line is not None:
+            text += f" (its key is known in {known.path}:{line})"
+        raise ClientError(text, EXIT_HANDSHAKE_FAILED)
+    return refuse
+
+
 async def _dh_handshake(reactor, args, ask_host_key):
     factory = dh_client_factory(args.raw, args.max_bits, ask_host_key)
     protocol = await connect(reactor, args, recording_first_bytes(factory))
-    name = knownhosts.host_name(args.host, args.port)
+    outcome = protocol.finished.addErrback(_no_host_key).addErrback(_bad_signature(args))
     return await await_handshake(
-        reactor, args.timeout, protocol.finished.addErrback(_no_host_key),
-        {BadResponse: "{}" + OTHER_FRAMING_HINT[args.raw],
-         HostKeyVerificationFailed: knownhosts.bad_signature_text(name, "{}").rstrip("\n")},
+        reactor, args.timeout, outcome,
+        {BadResponse: "{}" + OTHER_FRAMING_HINT[args.raw]},
         hint=dh_port_hint(protocol),
     )
 
