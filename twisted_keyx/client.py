@@ -113,7 +113,7 @@ def build_parser():
                          "handshake [default: 10]")
     dh.add_argument("--json", action="store_true",
                     help="print one JSON object (group, bits, shared_secret, "
-                         "session_key, fingerprint) instead of text")
+                         "session_key, fingerprint, host_key_fingerprint) instead of text")
     dh.add_argument("--max-bits", type=ffdh.bits_argument, default=groups.DEFAULT_MAX_BITS, metavar="N",
                     help="refuse a finite-field group of more than N bits from the "
                          f"server, before checking it ({ffdh.MIN_BITS} to {ffdh.MAX_BITS}) "
