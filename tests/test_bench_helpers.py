@@ -165,3 +165,40 @@ class SpyTests(unittest.TestCase):
     def test_categories_from_the_innermost_frame(self):
         categories = spy.categorise(spy.read_stacks(self.LINES))
         self.assertEqual(categories, {"subgroup check (jacobi)": 8, "log line": 2})
+
+
+class HostKeyDHStepsTests(unittest.TestCase):
+    """The load client with a host key verifies message 7 against the
+    library's server machine, and refuses a tampered one."""
+
+    def run_steps(self, tamper=lambda message: message):
+        from twisted_keyx import groups, hostkey
+        from twisted_keyx.dh.handshake import DHServerHandshake
+
+        from .helpers import read_data
+        group = groups.named("x25519")
+        server = DHServerHandshake(
+            group, host_key=hostkey.parse_host_key(read_data("ed25519-host-key")))
+        key_message = messages.CLIENT_KEY_PREFIX + group.public_key_pem(
+            group.generate_private_key())
+        steps = clients.HostKeyDHSteps(key_message, "x25519")
+        message = steps.start()
+        self.assertEqual(message, b"Host key?")
+        while message is not None:
+            replies = server.receive(message)
+            replies = replies if isinstance(replies, tuple) else (replies,)
+            message = None
+            for reply in replies:
+                if reply.startswith(b"Host key signature:"):
+                    reply = tamper(reply)
+                message = steps.receive(reply) or message
+        return steps
+
+    def test_verifies(self):
+        steps = self.run_steps()
+        self.assertTrue(steps.finished and steps.verified)
+
+    def test_tampered_signature_refused(self):
+        with self.assertRaises(clients.BadReply):
+            self.run_steps(lambda reply: reply[:60] + (b"B" if reply[60:61] != b"B" else b"C")
+                           + reply[61:])

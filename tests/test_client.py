@@ -16,7 +16,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.trial import unittest
 
 import twisted_keyx
-from twisted_keyx import client, ffdh
+from twisted_keyx import client, ffdh, knownhosts
 from twisted_keyx.dh.protocol import CLIENT_MAX_MESSAGE_LENGTH, DHClientProtocol
 from twisted_keyx.session import fingerprint
 
@@ -36,6 +36,11 @@ from .helpers import (
 GROUP = ffdh.named_group("ffdhe2048")
 PARAMETERS = read_data("ffdhe2048.pem")
 HEY_THERE = b"Hey there!"
+
+
+def unauthenticated(port):
+    """The warning for a server on 127.0.0.1 without a host key."""
+    return "keyx-client: " + knownhosts.unauthenticated_text(f"[127.0.0.1]:{port}")
 
 
 class _Loopback:
@@ -94,11 +99,14 @@ class ClientTests(_Loopback, unittest.TestCase):
     def test_text_output(self):
         async def run():
             server = TrackingDHServerFactory(GROUP)
-            status, out, err = await self.run_client(self.listen(server), server=server)
+            port = self.listen(server)
+            status, out, err = await self.run_client(port, server=server)
             [result] = server.results
-            self.assertEqual((status, err), (0, ""))
+            # No host key: Host key? refused, then plain Hello, with a warning.
+            self.assertEqual((status, err), (0, unauthenticated(port)))
             self.assertEqual(out, (
                 "Group: ffdhe2048 (2048 bits)\n"
+                "Host key fingerprint: none (unauthenticated)\n"
                 f"Shared Secret: {result.shared_secret.hex()}\n"
                 f"Session key: {result.session_key.hex()}\n"
                 f"Session key fingerprint: {fingerprint(result.session_key)}\n"
@@ -108,10 +116,10 @@ class ClientTests(_Loopback, unittest.TestCase):
     def test_json_output(self):
         async def run():
             server = TrackingDHServerFactory(ffdh.named_group("ffdhe3072"))
-            status, out, err = await self.run_client(self.listen(server), "--json",
-                                                     server=server)
+            port = self.listen(server)
+            status, out, err = await self.run_client(port, "--json", server=server)
             [result] = server.results
-            self.assertEqual((status, err), (0, ""))
+            self.assertEqual((status, err), (0, unauthenticated(port)))
             self.assertEqual(out.count("\n"), 1)
             self.assertEqual(json.loads(out), {
                 "group": "ffdhe3072",
@@ -119,6 +127,7 @@ class ClientTests(_Loopback, unittest.TestCase):
                 "shared_secret": result.shared_secret.hex(),
                 "session_key": result.session_key.hex(),
                 "fingerprint": fingerprint(result.session_key),
+                "host_key_fingerprint": None,
             })
         return defer.Deferred.fromCoroutine(run())
 
@@ -238,9 +247,14 @@ class ClientTests(_Loopback, unittest.TestCase):
 
     def test_server_refuses(self):
         async def run():
+            # Host key? refused: the fallback's second connection with Hello
+            # is refused as well.
             outcome = await self.scripted([b"I do not understand you, hanging up"])
-            self.assertOneLineError(
-                outcome, 1, "the server refused: I do not understand you, hanging up")
+            status, out, err = outcome
+            self.assertEqual((status, out), (1, ""))
+            self.assertTrue(err.endswith(
+                "keyx-client: the server refused: I do not understand you, hanging up\n"))
+            self.assertIn("offered no host key signature", err)
         return defer.Deferred.fromCoroutine(run())
 
     def test_bad_response(self):
@@ -355,7 +369,8 @@ class InterruptionTests(_Loopback, unittest.TestCase):
             status = await client.run(reactor, args, out, err, interruption)
             await server.allLost()
             interruption.reactorStopping()  # task.react stopping the reactor
-            self.assertEqual((status, err.getvalue(), interruption.happened), (0, "", False))
+            self.assertEqual((status, err.getvalue(), interruption.happened),
+                             (0, unauthenticated(args.port), False))
         return defer.Deferred.fromCoroutine(run())
 
     def test_watch_uses_the_before_shutdown_trigger(self):
@@ -413,10 +428,11 @@ class MainTests(unittest.TestCase):
             server = TrackingDHServerFactory(GROUP)
             port = reactor.listenTCP(0, server, interface="127.0.0.1")
             self.addCleanup(port.stopListening)
+            number = port.getHost().port
             out, err, code = await self.keyx_client(
-                "dh", "--host", "127.0.0.1", "--port", str(port.getHost().port), "--json")
+                "dh", "--host", "127.0.0.1", "--port", str(number), "--json")
             await server.allLost()
-            self.assertEqual((code, err), (0, b""))
+            self.assertEqual((code, err), (0, unauthenticated(number).encode("ascii")))
             [result] = server.results
             self.assertEqual(json.loads(out)["shared_secret"], result.shared_secret.hex())
         return defer.Deferred.fromCoroutine(run())

@@ -17,7 +17,7 @@ from twisted.python import usage
 from twisted.trial import unittest
 
 from twisted_keyx.opaque.protocol import OPAQUEServerFactory
-from twisted_keyx import asn1, client, ffdh, tap
+from twisted_keyx import asn1, client, ffdh, hostkey, tap
 from twisted_keyx.framing import UnframedFraming
 from twisted_keyx.dh.handshake import (
     BadResponse,
@@ -44,6 +44,7 @@ from twisted_keyx.eke.protocol import EKEServerFactory
 from twisted_keyx.session import fingerprint
 
 from .helpers import (
+    read_data,
     RecordingDHServerFactory,
     RecordingRawDHServerFactory,
     log_text,
@@ -607,8 +608,9 @@ _TrackedFramedClientProtocol = tracked(DHClientProtocol)
 class LoopbackInteropTests(unittest.TestCase):
     """Real TCP on 127.0.0.1; the blocking peer runs in a thread."""
 
-    def serve(self, group=GROUP, framed=False):
-        factory = tracking(RecordingDHServerFactory if framed else RecordingRawDHServerFactory)(group)
+    def serve(self, group=GROUP, framed=False, host_key=None):
+        factory = tracking(RecordingDHServerFactory if framed else RecordingRawDHServerFactory)(
+            group, host_key=host_key)
         factory.events = []
         factory.log = Logger(observer=factory.events.append)
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")
@@ -659,14 +661,18 @@ class LoopbackInteropTests(unittest.TestCase):
 
     @defer.inlineCallbacks
     def test_keyx_client_raw_json_against_raw_server(self):
-        factory, port, results = self.serve()
-        status, output = yield self.run_client(port, "--raw", "--json")
+        # With a host key, so that the client's one connection is signed.
+        host_key = hostkey.parse_host_key(read_data("ed25519-host-key"))
+        factory, port, results = self.serve(host_key=host_key)
+        status, output = yield self.run_client(
+            port, "--raw", "--json", "--accept-new", "--known-hosts", self.mktemp())
         yield factory.allLost()
         self.assertEqual(status, client.EXIT_OK)
         report = json.loads(output)
         self.assertEqual(report["shared_secret"], results[0].shared_secret.hex())
         self.assertEqual(report["fingerprint"], fingerprint(results[0].session_key))
         self.assertEqual(report["group"], "ffdhe2048")
+        self.assertEqual(report["host_key_fingerprint"], host_key.fingerprint)
 
     @defer.inlineCallbacks
     def run_client(self, port, *options):

@@ -349,13 +349,14 @@ class MakeServiceTests(unittest.TestCase):
         with capturedLogs() as events:
             service, _ = self.make("--dh", "tcp:7001", "--dh", "tcp:7002", "--group", "ffdhe4096",
                                    "--eke", "tcp:7003", "--users", os.path.abspath("users.json"),
-                                   "--opaque", "tcp:7004", "--opaque-key", "startup-key")
+                                   "--opaque", "tcp:7004", "--opaque-key", "startup-key",
+                                   "--no-host-key")
         path, setup, _ = service.opaque_key
         lines = [formatEvent(e) for e in events
                  if e.get("log_namespace", "").startswith("twisted_keyx.tap")]
         self.assertEqual(lines, [
             f"twisted-keyx {tap.__version__}: DH handshake on tcp:7001, tcp:7002 "
-            "with group ffdhe4096 (4096 bits)",
+            "with group ffdhe4096 (4096 bits); no host key (unauthenticated only)",
             f"twisted-keyx {tap.__version__}: EKE handshake and chat on tcp:7003; users from "
             f"{os.path.abspath('users.json')} (file not found: no users yet)",
             f"twisted-keyx {tap.__version__}: OPAQUE handshake and chat on tcp:7004; key file "

@@ -149,27 +149,34 @@ class ClientTraceTests(unittest.TestCase):
         from twisted_keyx import client
         from twisted_keyx.dh.protocol import DHServerFactory
 
+        from twisted_keyx import hostkey
+
+        from .helpers import read_data
+
+        host_key = hostkey.parse_host_key(read_data("ed25519-host-key"))
         port = await endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
-            DHServerFactory(groups.named("x25519")))
+            DHServerFactory(groups.named("x25519"), host_key=host_key))
         self.addCleanup(port.stopListening)
         path = self.mktemp()
         err = io.StringIO()
         self.patch(sys, "stderr", err)
         args = client.build_parser().parse_args(
             ["dh", "--host", "127.0.0.1", "--port", str(port.getHost().port), "--trace",
-             "--show-secrets", "--trace-file", path])
+             "--show-secrets", "--trace-file", path, "--accept-new",
+             "--known-hosts", self.mktemp()])
         out = io.StringIO()
         status = await client.run(reactor, args, out, err)
         self.assertEqual(status, client.EXIT_OK, err.getvalue())
         lines = [line for line in err.getvalue().splitlines() if line.startswith("trace: ")]
-        self.assertEqual(len(lines), 6)
+        # Messages 1-6, then 7: the host key's signature, which ends it.
+        self.assertEqual(len(lines), 7)
         self.assertIn("'Group: x25519'", lines[3])
         session_key = [line for line in out.getvalue().splitlines()
                        if line.startswith("Session key: ")][0].split(": ")[1]
-        self.assertIn(f"session key: {session_key}", lines[5])
+        self.assertIn(f"session key: {session_key}", lines[6])
         events = trace.read_trace(path)
-        self.assertEqual([e.direction for e in events], ["out", "in"] * 3)
-        self.assertEqual(events[0].payload, b"Hello")
+        self.assertEqual([e.direction for e in events], ["out", "in"] * 3 + ["in"])
+        self.assertEqual(events[0].payload, b"Host key?")
 
 
 class DaemonTraceTests(unittest.TestCase):

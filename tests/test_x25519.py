@@ -26,7 +26,7 @@ from twisted_keyx.dh.raw import SERVER_MESSAGES, MessageSplitter, RawDHClientPro
 from twisted_keyx.session import fingerprint
 
 from .helpers import SERVER_X, TrackingDHServerFactory, frame, read_data, tracked
-from .test_client import _Loopback
+from .test_client import _Loopback, unauthenticated
 
 GROUP = x25519.GROUP
 h = bytes.fromhex
@@ -333,7 +333,9 @@ class ClientReportTests(_Loopback, unittest.TestCase):
         await defer.gatherResults([c.lost for c in self.clients if c.transport])
         await server.allLost()
         [result] = server.results
-        return status, out.getvalue(), err.getvalue(), result
+        # No host key: the client falls back to Hello and warns (docs/hostkey.rst).
+        self.assertTrue(err.getvalue().startswith(unauthenticated(port)))
+        return status, out.getvalue(), err.getvalue()[len(unauthenticated(port)):], result
 
     def test_text(self):
         async def run():
@@ -341,6 +343,7 @@ class ClientReportTests(_Loopback, unittest.TestCase):
             self.assertEqual((status, err), (0, ""))
             self.assertEqual(out, (
                 "Group: x25519 (255 bits)\n"
+                "Host key fingerprint: none (unauthenticated)\n"
                 f"Shared Secret: {result.shared_secret.hex()}\n"
                 f"Session key: {result.session_key.hex()}\n"
                 f"Session key fingerprint: {fingerprint(result.session_key)}\n"
@@ -358,6 +361,7 @@ class ClientReportTests(_Loopback, unittest.TestCase):
                 "shared_secret": result.shared_secret.hex(),
                 "session_key": result.session_key.hex(),
                 "fingerprint": fingerprint(result.session_key),
+                "host_key_fingerprint": None,
             })
         return defer.Deferred.fromCoroutine(run())
 

@@ -7,7 +7,8 @@ no protocol logic of its own:
   back;
 - a sans-I/O **machine** (:mod:`twisted_keyx.machine`): ``feed(payload)``
   returns the reply (or None), ``start()`` gives a client's first message,
-  ``finished``, ``result``, ``max_message_length`` (the longest message it
+  ``finished``, ``result`` (a reply may be a tuple of messages, sent in
+  order), ``max_message_length`` (the longest message it
   may legally receive next) and a ``state`` whose ``.value`` reads well in a
   log;
 - an **observer**, told of each outcome (see :class:`Observer`): the
@@ -225,9 +226,12 @@ class Session(Protocol):
             self._trace("in", machine, before, payload)
         if self.ended or machine is not self.machine:
             return
-        if reply is not None:
-            self._trace("out", machine, before, reply)
-            self.framing.send(reply)
+        # Several messages may answer one event (messages 6 and 7 of the DH
+        # handshake with a host key): each goes out as its own message.
+        for message in (reply if isinstance(reply, tuple) else (reply,)):
+            if message is not None:
+                self._trace("out", machine, before, message)
+                self.framing.send(message)
         if from_peer:
             self.observer.machineStepped(self, machine, payload, reply)
             if self.ended or machine is not self.machine:

@@ -15,8 +15,8 @@ import sys
 
 from twisted.internet import defer, endpoints, error, fdesc, stdio, task
 
-from twisted_keyx import __version__, ffdh, groups, trace
-from twisted_keyx.dh.handshake import BadResponse
+from twisted_keyx import __version__, ffdh, groups, knownhosts, trace
+from twisted_keyx.dh.handshake import BadResponse, HostKeyRequestRefused, HostKeyVerificationFailed
 from twisted_keyx.dh.protocol import DHClientFactory
 from twisted_keyx.dh.raw import RawDHClientFactory
 from twisted_keyx.chat.machine import ChatFailed
@@ -113,7 +113,7 @@ def build_parser():
                          "handshake [default: 10]")
     dh.add_argument("--json", action="store_true",
                     help="print one JSON object (group, bits, shared_secret, "
-                         "session_key, fingerprint) instead of text")
+                         "session_key, fingerprint, host_key_fingerprint) instead of text")
     dh.add_argument("--max-bits", type=ffdh.bits_argument, default=groups.DEFAULT_MAX_BITS, metavar="N",
                     help="refuse a finite-field group of more than N bits from the "
                          f"server, before checking it ({ffdh.MIN_BITS} to {ffdh.MAX_BITS}) "
@@ -122,6 +122,17 @@ def build_parser():
                     help="speak the socket tutorial's unframed wire format (each "
                          "message sent as is, no length prefix), for a daemon "
                          "listening with --dh-raw or for the tutorial's own server")
+    dh.add_argument("--known-hosts", metavar="FILE", default=None,
+                    help="known hosts file, OpenSSH format: the host keys this client "
+                         "trusts (docs/hostkey.rst) [default: "
+                         "$XDG_CONFIG_HOME/twisted-keyx/known_hosts, i.e. "
+                         "~/.config/twisted-keyx/known_hosts]")
+    dh.add_argument("--accept-new", action="store_true",
+                    help="record the host key of a server not yet known without asking "
+                         "(for scripts); a changed key is still refused")
+    dh.add_argument("--require-host-key", action="store_true",
+                    help="refuse a server that does not sign the handshake with a host key "
+                         "(the tutorial's server, twistd keyx --no-host-key)")
     dh.set_defaults(run=run_dh)
 
     eke = commands.add_parser(
@@ -382,36 +393,131 @@ OTHER_FRAMING_HINT = {
 }
 
 
-def dh_client_factory(raw=False, max_bits=groups.DEFAULT_MAX_BITS):
+def dh_client_factory(raw=False, max_bits=groups.DEFAULT_MAX_BITS, ask_host_key=False):
     """The DH client factory for one framing, whose handshakes refuse groups
-    of more than ``max_bits`` bits from the server."""
+    of more than ``max_bits`` bits from the server and, with
+    ``ask_host_key``, ask for the host key signature (docs/hostkey.rst)."""
     accept = functools.partial(groups.from_parameters_message, max_bits=max_bits)
-    return (RawDHClientFactory if raw else DHClientFactory)(accept_parameters=accept)
+    return (RawDHClientFactory if raw else DHClientFactory)(
+        accept_parameters=accept, ask_host_key=ask_host_key)
 
 
-async def run_dh(reactor, args, out):
-    factory, file_tracer = with_tracing(args, dh_client_factory(args.raw, args.max_bits))
+class _NoHostKey(Exception):
+    """The server answered ``Host key?`` with its error reply."""
+
+
+def _no_host_key(failure):
+    failure.trap(HostKeyRequestRefused)
+    raise _NoHostKey()
+
+
+def _bad_signature(args):
+    """A message 7 that does not verify: refused, naming the known_hosts
+    entry the host has, if any."""
+    def refuse(failure):
+        failure.trap(HostKeyVerificationFailed)
+        name = knownhosts.host_name(args.host, args.port)
+        text = knownhosts.bad_signature_text(name, failure.value.reason).rstrip("\n")
+        known = knownhosts.KnownHosts(args.known_hosts)
+        try:
+            line = known.find(args.host, args.port)
+        except knownhosts.KnownHostsError:
+            line = None
+        if line is not None:
+            text += f" (its key is known in {known.path}:{line})"
+        raise ClientError(text, EXIT_HANDSHAKE_FAILED)
+    return refuse
+
+
+async def _dh_handshake(reactor, args, ask_host_key):
+    factory, file_tracer = with_tracing(
+        args, dh_client_factory(args.raw, args.max_bits, ask_host_key))
     try:
         protocol = await connect(reactor, args, recording_first_bytes(factory))
-        result = await await_handshake(
-            reactor, args.timeout, protocol.finished,
-            {BadResponse: "{}" + OTHER_FRAMING_HINT[args.raw]}, hint=dh_port_hint(protocol),
+        outcome = protocol.finished.addErrback(_no_host_key).addErrback(_bad_signature(args))
+        return await await_handshake(
+            reactor, args.timeout, outcome,
+            {BadResponse: "{}" + OTHER_FRAMING_HINT[args.raw]},
+            hint=dh_port_hint(protocol),
         )
     finally:
         if file_tracer is not None:
             file_tracer.close()
+
+
+def _refuse(text):
+    raise ClientError(text.rstrip("\n"), EXIT_HANDSHAKE_FAILED)
+
+
+def check_host_key(args, result, err, open_terminal=knownhosts.open_terminal):
+    """Carry out :func:`twisted_keyx.knownhosts.decide` for a handshake whose
+    message 7 verified; raise :class:`ClientError` to refuse."""
+    known = knownhosts.KnownHosts(args.known_hosts)
+    terminal = None if args.accept_new else open_terminal()
+    try:
+        decision = knownhosts.decide(
+            known, args.host, args.port, result.host_public_key,
+            accept_new=args.accept_new, require_host_key=args.require_host_key,
+            interactive=terminal is not None)
+        action = decision.action
+        if action is knownhosts.Action.REFUSE:
+            _refuse(decision.text)
+        if action is knownhosts.Action.ASK:
+            name = knownhosts.host_name(args.host, args.port)
+            if not knownhosts.ask_first_contact(name, result.host_public_key,
+                                                terminal.read_line, terminal.write):
+                _refuse("host key verification failed: not accepted")
+            action = knownhosts.Action.RECORD
+            decision = knownhosts.Decision(action, knownhosts.added_text(name))
+        if action is knownhosts.Action.RECORD:
+            known.record(args.host, args.port, result.host_public_key)
+            err.write(decision.text)
+    except knownhosts.KnownHostsError as e:
+        raise ClientError(str(e), EXIT_HANDSHAKE_FAILED) from None
+    finally:
+        if terminal is not None:
+            terminal.close()
+
+
+def check_unsigned(args, err):
+    """A server that offered no signature: refuse if the host is known or
+    --require-host-key, else warn (docs/hostkey.rst, "The client")."""
+    known = knownhosts.KnownHosts(args.known_hosts)
+    try:
+        decision = knownhosts.decide(known, args.host, args.port, None,
+                                     require_host_key=args.require_host_key)
+    except knownhosts.KnownHostsError as e:
+        raise ClientError(str(e), EXIT_HANDSHAKE_FAILED) from None
+    if decision.action is knownhosts.Action.REFUSE:
+        _refuse(decision.text)
+    err.write("keyx-client: " + decision.text)
+
+
+async def run_dh(reactor, args, out):
+    err = getattr(args, "err", sys.stderr)
+    try:
+        result = await _dh_handshake(reactor, args, ask_host_key=True)
+    except _NoHostKey:
+        # A server without a host key (the tutorial's, --no-host-key): the
+        # design's fallback, a new connection with plain Hello.
+        check_unsigned(args, err)
+        result = await _dh_handshake(reactor, args, ask_host_key=False)
+    else:
+        check_host_key(args, result, err)
     report = {
         "group": result.group.name,
         "bits": result.group.bits,
         "shared_secret": result.shared_secret.hex(),
         "session_key": result.session_key.hex(),
         "fingerprint": fingerprint(result.session_key),
+        "host_key_fingerprint": result.host_key_fingerprint,
     }
     if args.json:
         out.write(json.dumps(report) + "\n")
     else:
         out.write(
             f"Group: {report['group']} ({report['bits']} bits)\n"
+            f"Host key fingerprint: {report['host_key_fingerprint'] or 'none (unauthenticated)'}\n"
             f"Shared Secret: {report['shared_secret']}\n"
             f"Session key: {report['session_key']}\n"
             f"Session key fingerprint: {report['fingerprint']}\n"
@@ -529,6 +635,7 @@ async def run(reactor, args, out, err, interruption=None):
     ``interruption`` (an :class:`Interruption`) has happened, what follows
     is its consequence, not the server's doing: it is not reported.
     """
+    args.err = err  # for warnings that are not the outcome (keyx-client dh)
     try:
         status = await args.run(reactor, args, out)
     except ClientError as e:

@@ -15,7 +15,7 @@ from twisted.internet import endpoints, error
 from twisted.logger import Logger
 from twisted.python import usage
 
-from twisted_keyx import trace, __version__, groups, limits
+from twisted_keyx import __version__, groups, hostkey, limits, trace
 from twisted_keyx.dh.protocol import DHServerFactory
 from twisted_keyx.dh.raw import RawDHServerFactory
 from twisted_keyx.eke.protocol import EKEServerFactory
@@ -140,6 +140,29 @@ class _Number(float):
     __format__ = lambda self, spec: format(float(self), spec) if spec else str(self)
 
 
+#: The host key used when --host-key is not given; made on first start.
+DEFAULT_HOST_KEY = "keyx-host-key"
+
+
+def _load_host_key(options):
+    """Set ``options["host-key-loaded"]`` (a HostKey or None) and
+    ``options["host-key-created"]``; every problem is a UsageError."""
+    options["host-key-loaded"], options["host-key-created"] = None, False
+    if options["no-host-key"]:
+        if options["host-key"]:
+            raise usage.UsageError("give either --host-key or --no-host-key, not both")
+        return
+    try:
+        if options["host-key"]:
+            options["host-key-loaded"] = hostkey.load_host_key(options["host-key"])
+        else:
+            options["host-key-loaded"], options["host-key-created"] = \
+                hostkey.load_or_create_host_key(os.path.abspath(DEFAULT_HOST_KEY))
+    except hostkey.HostKeyError as e:
+        option = "--host-key" if options["host-key"] else f"host key ({DEFAULT_HOST_KEY})"
+        raise usage.UsageError(f"{option}: {e}") from None
+
+
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
@@ -165,11 +188,19 @@ class Options(usage.Options):
          "name fail at the nonce step exactly like a wrong password, so that "
          "probing cannot list user names. Without it an unknown user gets no "
          "and the connection closes, as in the original."],
+        ["no-host-key", None,
+         "Serve the DH handshake without a host key: a client that asks for the "
+         "host key signature (Host key?) is refused as the tutorial's server "
+         "refuses it, and falls back to the unauthenticated handshake."],
     ]
     optParameters = [
         ["group", None, None,
          "Group for the DH handshake: the RFC 7919 groups or X25519 (RFC 7748): "
          + ", ".join(groups.names()) + f" [default: {groups.DEFAULT}]"],
+        ["host-key", None, None,
+         "Ed25519 host key (OpenSSH private key format, mode 0600) that signs "
+         "the DH handshake for clients that ask (docs/hostkey.rst) "
+         f"[default: {DEFAULT_HOST_KEY}, created on first start]"],
         ["params", None, None,
          "PEM file of DH parameters ('DH PARAMETERS' from openssl dhparam or "
          "'X9.42 DH PARAMETERS' from openssl genpkey -genparam), checked once "
@@ -281,6 +312,7 @@ class Options(usage.Options):
                 self["dh-group"] = groups.named(self["group"] or groups.DEFAULT)
         except groups.GroupError as e:
             raise usage.UsageError(str(e)) from None
+        _load_host_key(self)
         # Absolute, so that a daemon that changes directory still finds it.
         users = os.path.abspath(self["users"])
         # A missing file means no users yet; a missing folder is a typo.
@@ -344,12 +376,15 @@ class KeyxService(service.MultiService):
 
     def __init__(self, group, dh_endpoints, dh_raw_endpoints=(), eke_endpoints=(),
                  user_file=None, user_count=None, connection_limits=limits.Limits(),
-                 daemon=False, opaque_endpoints=(), opaque_key=None):
+                 daemon=False, opaque_endpoints=(), opaque_key=None, host_key=None,
+                 host_key_created=False):
         super().__init__()
         self.opaque_endpoints = list(opaque_endpoints)
         #: (path, setup, created) of the OPAQUE key file.
         self.opaque_key = opaque_key
         self.daemon = daemon
+        self.host_key = host_key
+        self.host_key_created = host_key_created
         self.group = group
         self.dh_endpoints = dh_endpoints
         self.dh_raw_endpoints = list(dh_raw_endpoints)
@@ -393,11 +428,17 @@ class KeyxService(service.MultiService):
             endpoints += "; unframed (the tutorial's wire format) on " + ", ".join(
                 self.dh_raw_endpoints
             )
+        if self.host_key is None:
+            host = "no host key (unauthenticated only)"
+        else:
+            host = f"host key {self.host_key.fingerprint}"
+            if self.host_key_created:
+                host += " (created now)"
         self.log.info(
             "twisted-keyx {version}: DH handshake on {endpoints} with group {group} "
-            "({bits} bits)",
+            "({bits} bits); {host}",
             version=__version__, endpoints=endpoints,
-            group=self.group.name, bits=self.group.bits,
+            group=self.group.name, bits=self.group.bits, host=host,
         )
         if self.eke_endpoints:
             self.log.info(
@@ -529,18 +570,22 @@ def makeService(options, reactor=None):
                       opaque_endpoints=options.get("opaque", []),
                       opaque_key=(os.path.abspath(options["opaque-key"]), options["opaque-setup"],
                                   options["opaque-key-created"])
-                      if options.get("opaque") else None)
+                      if options.get("opaque") else None,
+                      host_key=options.get("host-key-loaded"),
+                      host_key_created=options.get("host-key-created", False))
     # One policy for every endpoint of every handshake: the limits are the
     # daemon's, not one listener's.
     policy = limits.ConnectionPolicy(connection_limits, reactor)
     policy.setServiceParent(top)
-    dh_factory = _traced(options, DHServerFactory(group, show_secrets=options["show-secrets"]))
+    host_key = options.get("host-key-loaded")
+    dh_factory = _traced(options, DHServerFactory(
+        group, show_secrets=options["show-secrets"], host_key=host_key))
     for description in options["dh"]:
         strports.service(_private_unix(description), policy.wrap(dh_factory),
                          reactor=reactor).setServiceParent(top)
     if options["dh-raw"]:
         raw_factory = _traced(options, RawDHServerFactory(
-            group, show_secrets=options["show-secrets"]))
+            group, show_secrets=options["show-secrets"], host_key=host_key))
         for description in options["dh-raw"]:
             strports.service(_private_unix(description), policy.wrap(raw_factory),
                              reactor=reactor).setServiceParent(top)

@@ -100,6 +100,38 @@ class DHSteps:
         raise BadReply("server key")
 
 
+class HostKeyDHSteps(DHSteps):
+    """:class:`DHSteps` asking for the host key signature (``Host key?``):
+    after message 6 it takes message 7 and verifies it over the transcript of
+    messages 1 to 6, as ``keyx-client dh`` does (docs/hostkey.rst)."""
+
+    def __init__(self, key_message, group_name, check=None):
+        super().__init__(key_message, check)
+        self.group_name = group_name
+        self.transcript = project.Transcript()
+
+    def start(self):
+        self.transcript.add(project.hostauth.HOST_KEY_REQUEST)
+        return project.hostauth.HOST_KEY_REQUEST
+
+    def receive(self, payload):
+        if self.finished and self.replies == 3:
+            self.replies += 1
+            hostauth = project.hostauth
+            try:
+                public_key, signature = hostauth.parse_signature_message(payload)
+                hostauth.verify(public_key, self.group_name, self.transcript.digest(), signature)
+            except hostauth.BadHostKeySignature as e:
+                raise BadReply(f"host key signature ({e})") from None
+            self.verified = True
+            return None
+        self.transcript.add(payload)
+        reply = super().receive(payload)
+        if reply is not None:
+            self.transcript.add(reply)
+        return reply
+
+
 class _OneHandshake:
     """What every client protocol does at the end: count, close, next."""
 
@@ -122,9 +154,14 @@ class _OneHandshake:
 
 
 class _DHClient(_OneHandshake):
+    #: Ask for the host key signature and verify it (HostKeyDHSteps).
+    ASK_HOST_KEY = False
+
     def connectionMade(self):
         self.transport.setTcpNoDelay(True)
-        self.steps = self.factory.settings.dh_steps(self.factory.recorder)
+        settings, recorder = self.factory.settings, self.factory.recorder
+        self.steps = (settings.dh_steps(recorder, host_key=True) if self.ASK_HOST_KEY
+                      else settings.dh_steps(recorder))
         self.send(self.steps.start())
 
     def handle(self, payload):
@@ -136,7 +173,7 @@ class _DHClient(_OneHandshake):
             return self.bad(f"server key ({e})")
         if reply is not None:
             self.send(reply)
-        elif self.steps.finished:
+        elif self.steps.finished and getattr(self.steps, "verified", True):
             self.succeed()
 
 
@@ -284,18 +321,29 @@ class Settings:
             self.rsa_pool = [crypto.generate_rsa_key() for _ in range(8)]
             self.cheap_kdf = crypto.KdfLimits(min_memory=1)
 
-    def dh_steps(self, recorder):
+    def dh_steps(self, recorder, host_key=False):
         recorder.started += 1
         check = None
         if recorder.started % CHECK_EVERY == 0:
             check = self.group
             recorder.checked += 1
-        return DHSteps(self.key_messages[recorder.started % len(self.key_messages)], check)
+        key_message = self.key_messages[recorder.started % len(self.key_messages)]
+        if host_key:
+            return HostKeyDHSteps(key_message, project.hostauth.signed_group_name(self.group),
+                                  check)
+        return DHSteps(key_message, check)
+
+
+class FramedHostKeyDHClient(FramedDHClient):
+    """Framed DH asking for and verifying the host key signature."""
+
+    ASK_HOST_KEY = True
 
 
 #: Client protocols by the name a mode gives (keyxbench.modes).
 CLIENTS = {
     "dh-framed": FramedDHClient,
+    "dh-framed-hostkey": FramedHostKeyDHClient,
     "dh-raw": RawDHClient,
     "eke": EKEClient,
     "tls": TLSClient,

@@ -2,16 +2,10 @@
 
 A mode is a server (started by the benchmark itself, pinned to the server
 core) and the client the load generator runs against it.  Adding a mode is
-one entry; ``x25519`` below is one (``twistd keyx --group x25519``, once the
-group registry has it), and a host key, once the daemon has ``--host-key``,
-would be::
-
-    "hostkey": Mode("DH framed, host key", Keyx("--dh", prepare=host_key_options),
-                    "dh-framed"),
-
-where ``host_key_options(directory)`` makes the key file there and returns
-``["--host-key", path]`` (the client then has to expect what the host key
-adds to the handshake: see keyxbench.clients.DHSteps).
+one entry; ``x25519`` below is one (``twistd keyx --group x25519``), and
+``dh-hostkey``/``x25519-hostkey`` another pair: the daemon makes its host key
+in the run's directory on first start, and the client
+(keyxbench.clients.HostKeyDHSteps) asks for the signature and verifies it.
 
 :data:`RATIOS` lists the comparisons printed at the end, by mode name
 (``floor``: cryptography's own work, :func:`keyxbench.floor.cryptography_floor`).
@@ -157,6 +151,12 @@ MODES = {
     "naive": Mode("naive Twisted DH server, {group} (peer_naive.py)", NaivePeer(), "dh-framed"),
     "tls": Mode("Twisted TLS 1.3, Ed25519 + X25519 (peer_tls.py)", TLSPeer(), "tls"),
     "x25519": Mode("DH framed, x25519 (twistd keyx)", Keyx("--dh"), "dh-framed", group="x25519"),
+    # With a host key (made by the daemon in its directory on first start),
+    # the client asking for it and verifying message 7 (docs/hostkey.rst).
+    "dh-hostkey": Mode("DH framed, {group}, host key signed (twistd keyx)", Keyx("--dh"),
+                       "dh-framed-hostkey"),
+    "x25519-hostkey": Mode("DH framed, x25519, host key signed (twistd keyx)", Keyx("--dh"),
+                           "dh-framed-hostkey", group="x25519"),
 }
 
 #: Modes run when ``--modes`` is not given ("canned" always runs first).
@@ -173,4 +173,6 @@ RATIOS = (
     ("ours raw / ours framed", "raw", "dh"),
     ("floor:x25519 / ours x25519", "floor:x25519", "x25519"),
     ("ours x25519 / TLS 1.3 (target <= 0.67, once authenticated)", "x25519", "tls"),
+    ("TLS 1.3 / ours x25519 with host key (target >= 1.5)", "tls", "x25519-hostkey"),
+    ("TLS 1.3 / ours ffdhe with host key", "tls", "dh-hostkey"),
 )

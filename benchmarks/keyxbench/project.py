@@ -6,6 +6,9 @@ from twisted_keyx.dh import messages  # noqa: F401  (re-exported)
 from twisted_keyx.dh.protocol import CLIENT_MAX_MESSAGE_LENGTH  # noqa: F401
 from twisted_keyx.dh.raw import SERVER_MESSAGES, MessageSplitter, MessageTooLong  # noqa: F401
 
+from twisted_keyx.dh import hostauth  # noqa: F401  (re-exported)
+from twisted_keyx.session import Transcript  # noqa: F401  (re-exported)
+
 DEFAULT_GROUP = groups.DEFAULT
 
 

@@ -20,11 +20,13 @@ Client states::
     AWAIT_SERVER_KEY --Server public key:...--> DONE
 """
 
+import dataclasses
 import enum
 from dataclasses import dataclass
 
 from twisted_keyx import groups
-from twisted_keyx.dh import messages
+from twisted_keyx import hostkey
+from twisted_keyx.dh import hostauth, messages
 from twisted_keyx.dh.messages import ClientMessage, ServerMessage
 from twisted_keyx.machine import START, HandshakeFailed, StateMachine
 from twisted_keyx.session import Transcript, derive_session_key
@@ -46,6 +48,11 @@ class ServerRefused(HandshakeFailed):
     """Client side: the server sent one of its error replies."""
 
 
+class HostKeyRequestRefused(ServerRefused):
+    """Client side: the server answered ``Host key?`` with its error reply:
+    it has no host key (the tutorial's, or ``--no-host-key``)."""
+
+
 class BadResponse(HandshakeFailed):
     """Client side: the server sent something other than the expected reply."""
 
@@ -58,6 +65,11 @@ class InvalidServerKey(HandshakeFailed):
     """Client side: message 6 carries a key that cannot be used."""
 
 
+class HostKeyVerificationFailed(HandshakeFailed):
+    """Client side: message 7 is malformed or its signature does not verify
+    (docs/hostkey.rst)."""
+
+
 @dataclass(frozen=True)
 class HandshakeResult:
     group: groups.Group
@@ -67,6 +79,11 @@ class HandshakeResult:
     #: HKDF-SHA256 of the shared secret with the transcript hash bound in.
     session_key: bytes
     transcript_hash: bytes
+    #: The server's Ed25519 host public key whose signature over the
+    #: transcript verified (message 7), or None: unauthenticated.
+    host_public_key: object = None
+    #: ``SHA256:...`` of ``host_public_key``, or None.
+    host_key_fingerprint: str = None
 
 
 def server_max_message_length(group):
@@ -74,9 +91,11 @@ def server_max_message_length(group):
     return len(messages.CLIENT_KEY_PREFIX) + group.max_public_key_message
 
 
-#: The largest legal server message for any group a client accepts.
+#: The largest legal server message for any group a client accepts
+#: (message 7 is shorter than these).
 CLIENT_MAX_MESSAGE_LENGTH = max(
-    groups.MAX_PARAMETERS_MESSAGE, len(messages.SERVER_KEY_PREFIX) + groups.MAX_PUBLIC_KEY_MESSAGE
+    groups.MAX_PARAMETERS_MESSAGE, len(messages.SERVER_KEY_PREFIX) + groups.MAX_PUBLIC_KEY_MESSAGE,
+    hostauth.MAX_SIGNATURE_MESSAGE_LENGTH,
 )
 
 
@@ -141,6 +160,8 @@ class DHServerHandshake(_Machine):
     TRANSITIONS = {
         (ServerState.AWAIT_HELLO, ClientMessage.HELLO):
             ("_on_hello", ServerState.AWAIT_PARAMS_REQUEST),
+        (ServerState.AWAIT_HELLO, ClientMessage.HOST_KEY_REQUEST):
+            ("_on_host_key_request", ServerState.AWAIT_PARAMS_REQUEST),
         (ServerState.AWAIT_PARAMS_REQUEST, ClientMessage.PARAMS_REQUEST):
             ("_on_params_request", ServerState.AWAIT_CLIENT_KEY),
         (ServerState.AWAIT_CLIENT_KEY, ClientMessage.CLIENT_KEY):
@@ -152,9 +173,13 @@ class DHServerHandshake(_Machine):
     PEER = "client"
 
     def __init__(self, group, private_key_factory=_default_private_key,
-                 received_form=_as_is):
+                 received_form=_as_is, host_key=None):
         super().__init__(ServerState.AWAIT_HELLO, private_key_factory, received_form)
         self.group = group
+        #: A :class:`twisted_keyx.hostkey.HostKey`, or None: ``Host key?`` is
+        #: then refused as the tutorial's server refuses it.
+        self.host_key = host_key
+        self._asked_for_host_key = False
 
     @property
     def max_message_length(self):
@@ -173,6 +198,12 @@ class DHServerHandshake(_Machine):
     def _on_hello(self, payload):
         return self._exchanged(payload, messages.HEY_THERE)
 
+    def _on_host_key_request(self, payload):
+        if self.host_key is None:
+            raise UnexpectedMessage("Host key? message, and this server has no host key")
+        self._asked_for_host_key = True
+        return self._on_hello(payload)
+
     def _on_params_request(self, payload):
         return self._exchanged(payload, self.group.parameters_message)
 
@@ -185,7 +216,23 @@ class DHServerHandshake(_Machine):
             self._finish(self.group, private_key, peer_key)
         except groups.InvalidPublicKey as e:
             raise InvalidClientKey(f"invalid client public key: {e}") from None
-        return reply
+        if not self._asked_for_host_key:
+            return reply
+        # Message 7, right after message 6 (docs/hostkey.rst).
+        host_key = self.host_key
+        signature = hostauth.sign(host_key, hostauth.signed_group_name(self.group),
+                                  self.result.transcript_hash)
+        self.result = dataclasses.replace(
+            self.result, host_public_key=host_key.public_key,
+            host_key_fingerprint=host_key.fingerprint)
+        return reply, hostauth.signature_message(host_key, signature)
+
+
+class HostKeyAsked(enum.Enum):
+    """Client side: message 6 when this client asked for the host key
+    signature (``Host key?``): message 7 must follow."""
+
+    SERVER_KEY = "Server public key (host key asked)"
 
 
 class ClientState(enum.Enum):
@@ -193,6 +240,7 @@ class ClientState(enum.Enum):
     AWAIT_GREETING = "awaiting Hey there!"
     AWAIT_PARAMETERS = "awaiting the parameters"
     AWAIT_SERVER_KEY = "awaiting the server's public key"
+    AWAIT_HOST_KEY_SIGNATURE = "awaiting the host key signature"
     DONE = "done"
     FAILED = "failed"
 
@@ -209,6 +257,10 @@ class DHClientHandshake(_Machine):
             ("_on_parameters", ClientState.AWAIT_SERVER_KEY),
         (ClientState.AWAIT_SERVER_KEY, ServerMessage.SERVER_KEY):
             ("_on_server_key", ClientState.DONE),
+        (ClientState.AWAIT_SERVER_KEY, HostKeyAsked.SERVER_KEY):
+            ("_on_server_key", ClientState.AWAIT_HOST_KEY_SIGNATURE),
+        (ClientState.AWAIT_HOST_KEY_SIGNATURE, ServerMessage.HOST_KEY_SIGNATURE):
+            ("_on_host_key_signature", ClientState.DONE),
     }
     INITIAL = ClientState.START
     FAILED = ClientState.FAILED
@@ -217,9 +269,12 @@ class DHClientHandshake(_Machine):
     max_message_length = CLIENT_MAX_MESSAGE_LENGTH
 
     def __init__(self, private_key_factory=_default_private_key,
-                 accept_parameters=groups.from_parameters_message, received_form=_as_is):
+                 accept_parameters=groups.from_parameters_message, received_form=_as_is,
+                 ask_host_key=False):
         super().__init__(ClientState.START, private_key_factory, received_form)
         self._accept_parameters = accept_parameters
+        #: Send ``Host key?`` instead of ``Hello`` and require message 7.
+        self.ask_host_key = ask_host_key
         self.group = None
         self._private_key = None
 
@@ -228,17 +283,26 @@ class DHClientHandshake(_Machine):
         return self._start()
 
     def _on_start(self, payload):
-        self._transcript.add(self._received_form(messages.HELLO))
-        return messages.HELLO
+        first = hostauth.HOST_KEY_REQUEST if self.ask_host_key else messages.HELLO
+        self._transcript.add(self._received_form(first))
+        return first
 
     def receive(self, payload):
         """Take one server message; return the next message to send, or None."""
-        return self._dispatch(messages.classify_server_message(payload), payload)
+        kind = messages.classify_server_message(payload)
+        if self.ask_host_key and kind is ServerMessage.SERVER_KEY:
+            kind = HostKeyAsked.SERVER_KEY
+        return self._dispatch(kind, payload)
 
     def _too_long(self, reason):
         return BadResponse(reason)
 
     def _unexpected(self, kind, payload):
+        if (kind is ServerMessage.ERROR and self.ask_host_key
+                and self.state is ClientState.AWAIT_GREETING
+                and payload == messages.UNEXPECTED_MESSAGE_REPLY):
+            return HostKeyRequestRefused(
+                f"the server refused Host key?: {payload.decode('ascii')}")
         if kind is ServerMessage.ERROR:
             return ServerRefused(f"the server refused: {payload.decode('ascii')}")
         return BadResponse(f"bad response from the server while {self.state.value}")
@@ -263,4 +327,17 @@ class DHClientHandshake(_Machine):
         except groups.InvalidPublicKey as e:
             raise InvalidServerKey(f"invalid server public key: {e}") from None
         self._private_key = None
+        return None
+
+    def _on_host_key_signature(self, payload):
+        try:
+            public_key, signature = hostauth.parse_signature_message(payload)
+            hostauth.verify(public_key, hostauth.signed_group_name(self.group),
+                            self.result.transcript_hash, signature)
+        except hostauth.BadHostKeySignature as e:
+            self.result = None
+            raise HostKeyVerificationFailed(str(e)) from None
+        self.result = dataclasses.replace(
+            self.result, host_public_key=public_key,
+            host_key_fingerprint=hostkey.fingerprint(public_key))
         return None

@@ -55,6 +55,16 @@ SIGNATURE_BLOB_LENGTH = 4 + len(KEY_TYPE) + 4 + SIGNATURE_LENGTH
 _BODY_LENGTH = 4 + BLOB_LENGTH + 4 + SIGNATURE_BLOB_LENGTH
 
 
+def signed_group_name(group):
+    """The group name both sides sign and verify: a registered group's name
+    (``ffdhe2048``, ``x25519``), else ``custom``.  The server's ``--params``
+    group is ``file:PATH`` locally and ``custom`` to the client, which only
+    knows message 4; a file holding an RFC 7919 group is that group on both
+    sides (docs/hostkey.rst, "What is signed")."""
+    from twisted_keyx import groups
+    return group.name if group.name in groups.names() else "custom"
+
+
 class BadHostKeySignature(Exception):
     """Message 7 is malformed, or its signature does not verify for this
     group, host key and transcript.  ``str()`` says which, for the user."""

@@ -8,6 +8,9 @@
 | 4 | S>C | the group: PEM DH parameters, or ``Group: x25519`` |
 | 5 | C>S | ``Client public key:`` + PEM SubjectPublicKeyInfo |
 | 6 | S>C | ``Server public key:`` + PEM SubjectPublicKeyInfo |
+| 7 | S>C | ``Host key signature:`` + PEM (asked: message 1 ``Host key?``) |
+
+Messages 1 ``Host key?`` and 7: docs/hostkey.rst.
 """
 
 import enum
@@ -19,6 +22,10 @@ HEY_THERE = b"Hey there!"
 PARAMS_REQUEST = b"Params?"
 CLIENT_KEY_PREFIX = b"Client public key:"
 SERVER_KEY_PREFIX = b"Server public key:"
+#: docs/hostkey.rst: message 1 of a client asking for the host key
+#: signature, and the prefix of message 7.
+HOST_KEY_REQUEST = b"Host key?"
+HOST_KEY_SIGNATURE_PREFIX = b"Host key signature:"
 
 #: The server's error replies; it closes the connection after sending one.
 UNEXPECTED_MESSAGE_REPLY = b"I do not understand you, hanging up"
@@ -33,6 +40,7 @@ class ClientMessage(enum.Enum):
     """What a message from the client is, judged by its bytes alone."""
 
     HELLO = "Hello"
+    HOST_KEY_REQUEST = "Host key?"
     PARAMS_REQUEST = "Params?"
     CLIENT_KEY = "Client public key"
     UNKNOWN = "unknown"
@@ -42,6 +50,7 @@ class ServerMessage(enum.Enum):
     HEY_THERE = "Hey there!"
     PARAMETERS = "parameters"
     SERVER_KEY = "Server public key"
+    HOST_KEY_SIGNATURE = "Host key signature"
     ERROR = "error reply"
     UNKNOWN = "unknown"
 
@@ -49,6 +58,8 @@ class ServerMessage(enum.Enum):
 def classify_client_message(payload):
     if payload == HELLO:
         return ClientMessage.HELLO
+    if payload == HOST_KEY_REQUEST:
+        return ClientMessage.HOST_KEY_REQUEST
     if payload == PARAMS_REQUEST:
         return ClientMessage.PARAMS_REQUEST
     if payload.startswith(CLIENT_KEY_PREFIX):
@@ -61,6 +72,8 @@ def classify_server_message(payload):
         return ServerMessage.HEY_THERE
     if payload.startswith(SERVER_KEY_PREFIX):
         return ServerMessage.SERVER_KEY
+    if payload.startswith(HOST_KEY_SIGNATURE_PREFIX):
+        return ServerMessage.HOST_KEY_SIGNATURE
     if groups.is_parameters_message(payload):
         return ServerMessage.PARAMETERS
     if payload in ERROR_REPLIES:

@@ -46,8 +46,12 @@ class DHServerFactory(Factory, Observer):
     log = Logger()
 
     def __init__(self, group, show_secrets=False,
-                 private_key_factory=operator.methodcaller("generate_private_key")):
+                 private_key_factory=operator.methodcaller("generate_private_key"),
+                 host_key=None):
         self.group = group
+        #: A :class:`twisted_keyx.hostkey.HostKey` to sign with when a client
+        #: asks (``Host key?``), or None (docs/hostkey.rst).
+        self.host_key = host_key
         self.show_secrets = show_secrets
         #: Makes the server's key pair for each handshake (tests pass a fixed key).
         self.private_key_factory = private_key_factory
@@ -55,7 +59,8 @@ class DHServerFactory(Factory, Observer):
 
     def newHandshake(self):
         return DHServerHandshake(self.group, self.private_key_factory,
-                                 received_form=self.protocol.FRAMING.received_form)
+                                 received_form=self.protocol.FRAMING.received_form,
+                                 host_key=self.host_key)
 
     def buildProtocol(self, addr):
         protocol = self.protocol(self.protocol.FRAMING, self.newHandshake())
@@ -152,8 +157,8 @@ class DHClientProtocol(Session, Observer):
 class DHClientFactory(Factory):
     """Builds :class:`DHClientProtocol`; use ``protocol.finished`` for the result.
 
-    ``handshake_options`` (``accept_parameters=``, ``private_key_factory=``)
-    go to each connection's :class:`DHClientHandshake`.
+    ``handshake_options`` (``accept_parameters=``, ``private_key_factory=``,
+    ``ask_host_key=``) go to each connection's :class:`DHClientHandshake`.
     """
 
     protocol = DHClientProtocol

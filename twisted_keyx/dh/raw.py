@@ -54,17 +54,17 @@ class MessageShapes:
     pem_prefixes: tuple
 
 
-#: What the server receives: messages 1, 3 and 5.
+#: What the server receives: messages 1 (``Hello`` or ``Host key?``), 3 and 5.
 CLIENT_MESSAGES = MessageShapes(
-    tokens=(messages.HELLO, messages.PARAMS_REQUEST),
+    tokens=(messages.HELLO, messages.HOST_KEY_REQUEST, messages.PARAMS_REQUEST),
     pem_prefixes=(messages.CLIENT_KEY_PREFIX,),
 )
 
 #: What the client receives: messages 2, 4 (PEM parameters, or a group's
-#: token such as ``Group: x25519``) and 6, and the server's error replies.
+#: token such as ``Group: x25519``), 6 and 7, and the server's error replies.
 SERVER_MESSAGES = MessageShapes(
     tokens=(messages.HEY_THERE,) + groups.PARAMETERS_TOKENS + messages.ERROR_REPLIES,
-    pem_prefixes=(b"", messages.SERVER_KEY_PREFIX),
+    pem_prefixes=(b"", messages.SERVER_KEY_PREFIX, messages.HOST_KEY_SIGNATURE_PREFIX),
 )
 
 
