@@ -92,6 +92,8 @@ class Limits:
         if ip.version == 6 and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
         prefix = self.ipv4_prefix if ip.version == 4 else self.ipv6_prefix
+        if prefix == 32 and ip.version == 4:
+            return str(ip)  # the default, once per connection: no network to build
         network = ipaddress.ip_network((int(ip), prefix), strict=False)
         if prefix == ip.max_prefixlen:
             return str(network.network_address)  # no scope, no "/32"

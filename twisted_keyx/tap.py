@@ -15,7 +15,7 @@ from twisted.internet import endpoints, error
 from twisted.logger import Logger
 from twisted.python import usage
 
-from twisted_keyx import __version__, groups, hostkey, limits, trace
+from twisted_keyx import __version__, groups, hostkey, limits, trace, workers
 from twisted_keyx.dh.protocol import DHServerFactory
 from twisted_keyx.dh.raw import RawDHServerFactory
 from twisted_keyx.eke.protocol import EKEServerFactory
@@ -229,6 +229,12 @@ class Options(usage.Options):
          "OPAQUE key file (the OPRF seed and the server's key pair), mode 0600, "
          "made by keyx-admin adduser --scheme opaque.  Missing with no OPAQUE "
          "users: a fresh one is written.  Missing with OPAQUE users: an error."],
+        ["workers", None, "1",
+         "Serve every endpoint from this many processes (auto: one per CPU). The "
+         "parent binds the sockets (tcp, tcp6, ssl, unix endpoints only), the "
+         "workers share them, and each worker's log lines come to the one log "
+         "marked [worker N]. Each worker allows --max-connections / N and "
+         "--max-per-ip / N (rounded up): the limits are divided, not shared."],
         ["users", None, DEFAULT_USER_FILE,
          "EKE user file, made with keyx-admin adduser; re-read when it changes. "
          "A missing file means no users yet."],
@@ -266,6 +272,8 @@ class Options(usage.Options):
         raise SystemExit(0)
 
     def parseOptions(self, options=None):
+        # The workers of --workers parse the same options again.
+        self["argv"] = list(sys.argv[1:] if options is None else options)
         try:
             super().parseOptions(options)
         except usage.UsageError as e:
@@ -291,6 +299,11 @@ class Options(usage.Options):
         for _, description in listeners:
             _check_endpoint(description)
         _check_distinct_listeners(listeners, defaulted)
+        self["workers"] = workers.parse_workers(self["workers"])
+        if self["workers"] > 1:
+            for _, description in listeners:
+                workers.check_description(description)
+        self["listeners"] = listeners
         for name in ("timeout", "idle-timeout", "max-per-ip", "max-connections"):
             # not (x >= 0) also refuses nan, which would break every timer.
             if not (0 <= self[name] < math.inf):
@@ -558,12 +571,32 @@ def _traced(options, factory):
     return factory
 
 
-def makeService(options, reactor=None):
-    """The service twistd runs; ``reactor`` is for tests (default: the global one)."""
+def makeService(options, reactor=None, listen=None):
+    """The service twistd runs; ``reactor`` is for tests (default: the global one).
+
+    With ``--workers`` N > 1 it is the parent of N workers
+    (:mod:`twisted_keyx.workers`); each of them calls this again with
+    ``listen``, which makes the service listening on ``description`` with
+    ``factory`` (default: the endpoint's own, through strports)."""
     group = options["dh-group"]
     connection_limits = options.get("limits", limits.Limits())
-    # twistd's own options are the parent of ours; without -n it daemonizes.
     parent = getattr(options, "parent", None) or {}
+    if listen is None and options.get("workers", 1) > 1:
+        top = KeyxService(group, options["dh"], options["dh-raw"], options["eke"],
+                          options["user-file"].path, options["user-count"], connection_limits,
+                          daemon=bool(parent) and not parent.get("nodaemon", True))
+        # In the order makeService listens (the workers match them up by it).
+        order = ["--dh", "--dh-raw", "--eke", "--opaque"]
+        listeners = sorted(((o, _private_unix(d)) for o, d in options["listeners"]),
+                           key=lambda listener: order.index(listener[0]))
+        workers.WorkerPool(options["workers"], listeners,
+                           workers.strip_workers_option(options["argv"]),
+                           reactor=reactor).setServiceParent(top)
+        return top
+    if listen is None:
+        def listen(description, factory):
+            return strports.service(_private_unix(description), factory, reactor=reactor)
+    # twistd's own options are the parent of ours; without -n it daemonizes.
     top = KeyxService(group, options["dh"], options["dh-raw"], options["eke"],
                       options["user-file"].path, options["user-count"], connection_limits,
                       daemon=bool(parent) and not parent.get("nodaemon", True),
@@ -581,26 +614,22 @@ def makeService(options, reactor=None):
     dh_factory = _traced(options, DHServerFactory(
         group, show_secrets=options["show-secrets"], host_key=host_key))
     for description in options["dh"]:
-        strports.service(_private_unix(description), policy.wrap(dh_factory),
-                         reactor=reactor).setServiceParent(top)
+        listen(description, policy.wrap(dh_factory)).setServiceParent(top)
     if options["dh-raw"]:
         raw_factory = _traced(options, RawDHServerFactory(
             group, show_secrets=options["show-secrets"], host_key=host_key))
         for description in options["dh-raw"]:
-            strports.service(_private_unix(description), policy.wrap(raw_factory),
-                             reactor=reactor).setServiceParent(top)
+            listen(description, policy.wrap(raw_factory)).setServiceParent(top)
     eke_factory = _traced(options, EKEServerFactory(
         options["user-file"],
         hide_unknown_users=options["hide-unknown-users"],
         show_secrets=options["show-secrets"],
     ))
     for description in options["eke"]:
-        strports.service(_private_unix(description), policy.wrap(eke_factory),
-                         reactor=reactor).setServiceParent(top)
+        listen(description, policy.wrap(eke_factory)).setServiceParent(top)
     if options.get("opaque"):
         opaque_factory = _traced(options, OPAQUEServerFactory(
             options["user-file"], options["opaque-setup"], show_secrets=options["show-secrets"]))
         for description in options["opaque"]:
-            strports.service(_private_unix(description), policy.wrap(opaque_factory),
-                             reactor=reactor).setServiceParent(top)
+            listen(description, policy.wrap(opaque_factory)).setServiceParent(top)
     return top

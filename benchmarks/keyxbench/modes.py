@@ -58,16 +58,20 @@ class Keyx:
 
     is_ours = True
 
-    def __init__(self, endpoint, *options, prepare=None):
+    def __init__(self, endpoint, *options, prepare=None, workers=None):
         self.endpoint = endpoint
         self.options = list(options)
         self.prepare = prepare
+        #: ``--workers``: with 2 or more the server is not pinned (each
+        #: worker may run on any core, the load generator's included).
+        self.workers = workers
 
     def start(self, group, run_options=(), profile=None):
         directory = tempfile.mkdtemp(prefix="keyx-bench-")
         ports = {name: process.free_port() for name in ("--dh", "--dh-raw", "--eke")}
         log = os.path.join(directory, "twistd.log")
-        command = process.pin_prefix(process.SERVER_CORE) + [
+        pin = process.pin_prefix(process.SERVER_CORE) if (self.workers or 1) < 2 else []
+        command = pin + [
             sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
             "-n", "--logfile", log, "--pidfile", "", "--reactor", "epoll",
         ]
@@ -76,6 +80,8 @@ class Keyx:
         command += ["keyx"]
         for name, port in ports.items():
             command += [name, f"tcp:{port}:interface=127.0.0.1:backlog=1024"]
+        if self.workers:
+            command += ["--workers", str(self.workers)]
         command += ["--users", eke_bench_user(directory), "--group", group,
                     *self.options, *run_options]
         if self.prepare is not None:
@@ -157,6 +163,15 @@ MODES = {
                        "dh-framed-hostkey"),
     "x25519-hostkey": Mode("DH framed, x25519, host key signed (twistd keyx)", Keyx("--dh"),
                            "dh-framed-hostkey", group="x25519"),
+    # --workers: CPU per handshake summed over the parent and its workers.
+    # With 2 workers the server is not pinned: on 2 cores the workers and the
+    # load generator compete for them.
+    "dh-w1": Mode("DH framed, {group} (twistd keyx --workers 1)", Keyx("--dh", workers=1),
+                  "dh-framed"),
+    "dh-w2": Mode("DH framed, {group} (twistd keyx --workers 2, unpinned)",
+                  Keyx("--dh", workers=2), "dh-framed"),
+    "x25519-w2": Mode("DH framed, x25519 (twistd keyx --workers 2, unpinned)",
+                      Keyx("--dh", workers=2), "dh-framed", group="x25519"),
 }
 
 #: Modes run when ``--modes`` is not given ("canned" always runs first).
@@ -175,4 +190,6 @@ RATIOS = (
     ("ours x25519 / TLS 1.3 (target <= 0.67, once authenticated)", "x25519", "tls"),
     ("TLS 1.3 / ours x25519 with host key (target >= 1.5)", "tls", "x25519-hostkey"),
     ("TLS 1.3 / ours ffdhe with host key", "tls", "dh-hostkey"),
+    ("--workers 2 / --workers 1, CPU per handshake (target <= 1)", "dh-w2", "dh-w1"),
+    ("x25519 --workers 2 / x25519, CPU per handshake", "x25519-w2", "x25519"),
 )

@@ -73,6 +73,38 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def descendants(pid):
+    """``pid``'s children, their children... (read from each process's
+    ``/proc/PID/stat``, field 4, its parent)."""
+    parents = {}
+    for path in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(path) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(path.split("/")[2]))
+    found, todo = [], [pid]
+    while todo:
+        kids = parents.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def tree_cpu_seconds(pid):
+    """CPU seconds of ``pid`` and of its live descendants (the workers of
+    ``twistd keyx --workers N``); a descendant that ends between the
+    listing and the reading counts 0."""
+    total = cpu_seconds(pid)
+    for child in descendants(pid):
+        try:
+            total += cpu_seconds(child)
+        except OSError:
+            pass
+    return total
+
+
 def status_bytes(pid, field):
     """A ``kB`` field of ``/proc/PID/status`` (VmRSS, VmHWM), in bytes."""
     with open(f"/proc/{pid}/status") as f:
@@ -112,7 +144,8 @@ class ServerProcess:
         raise SystemExit(f"the server did not start listening: {self.process.args}")
 
     def cpu_seconds(self):
-        return cpu_seconds(self.pid)
+        """The server's CPU seconds, its worker processes' included."""
+        return tree_cpu_seconds(self.pid)
 
     def rss(self):
         return status_bytes(self.pid, "VmRSS")

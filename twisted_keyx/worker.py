@@ -1,0 +1,136 @@
+"""One worker of ``twistd keyx --workers N``: ``python -m twisted_keyx.worker
+INDEX COUNT SPEC -- KEYX-OPTIONS``, started by :class:`twisted_keyx.workers.WorkerPool`.
+
+SPEC is JSON: ``[[option, description, fd, family], ...]``, the listening
+sockets the parent bound, inherited on those file descriptors.  The worker
+parses the keyx options as ``twistd keyx`` does, divides the connection
+limits by COUNT (:func:`twisted_keyx.workers.worker_limits`), adopts each
+socket, and writes its log to stdout, one ``LEVEL text`` line per event, for
+the parent to log as ``[worker INDEX]``.  See docs in
+:mod:`twisted_keyx.workers`.
+"""
+
+import ctypes
+import json
+import os
+import signal
+import socket
+import sys
+import traceback
+
+from twisted.application import service
+from twisted.logger import formatEvent, globalLogBeginner
+
+#: prctl(2) option: the signal this process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
+
+
+class AdoptedPort(service.Service):
+    """Serve ``factory`` on the listening socket ``fd`` (inherited), with
+    TLS for an ``ssl:`` description."""
+
+    def __init__(self, reactor, description, fd, family, factory):
+        self.reactor = reactor
+        self.description = description
+        self.fd = fd
+        self.family = family
+        self.factory = factory
+        self.port = None
+
+    def startService(self):
+        super().startService()
+        factory = self.factory
+        if self.description.split(":", 1)[0].lower() == "ssl":
+            from twisted.internet import endpoints
+            from twisted.protocols.tls import TLSMemoryBIOFactory
+
+            endpoint = endpoints.serverFromString(self.reactor, self.description)
+            factory = TLSMemoryBIOFactory(endpoint._sslContextFactory, False, factory)
+        self.port = self.reactor.adoptStreamPort(self.fd, self.family, factory)
+        os.close(self.fd)  # adoptStreamPort listens on a duplicate
+        # The socket is shared: closing this worker's copy must not shut it
+        # down for the others (Twisted's Port calls shutdown() first), and
+        # the unix socket's path is the parent's to remove.
+        self.port._shouldShutdown = False
+        if self.family == socket.AF_UNIX:
+            self.port._bindPath = b"\0"
+
+    def stopService(self):
+        super().stopService()
+        if self.port is not None:
+            return self.port.stopListening()
+
+
+def _observer(stream):
+    def observe(event):
+        text = formatEvent(event)
+        failure = event.get("log_failure")
+        if failure is not None:
+            text += "\n" + failure.getTraceback()
+        level = event.get("log_level")
+        name = level.name if level is not None else "info"
+        for line in text.splitlines() or [""]:
+            stream.write(f"{name} {line}\n")
+        stream.flush()
+
+    return observe
+
+
+def _die_with_parent():
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the parent's SIGTERM still stops it
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    index, count, spec = int(argv[0]), int(argv[1]), json.loads(argv[2])
+    keyx_argv = argv[4:] if argv[3:4] == ["--"] else argv[3:]
+    parent = os.getppid()
+    _die_with_parent()
+    if os.getppid() != parent:  # the parent died before prctl
+        return 1
+
+    from twisted.internet import epollreactor
+
+    try:
+        epollreactor.install()
+    except Exception:
+        pass  # a reactor is installed already
+    from twisted.internet import reactor
+
+    from twisted_keyx import tap, workers
+
+    globalLogBeginner.beginLoggingTo([_observer(sys.stdout)], redirectStandardIO=False)
+    options = tap.Options()
+    options.parseOptions(keyx_argv)
+    options["limits"] = workers.worker_limits(options["limits"], count)
+    # Two options may give the same description (tcp:0 for --eke and
+    # --opaque): each gets its own socket, in the order makeService asks.
+    adopted = {}
+    for _, description, fd, family in spec:
+        adopted.setdefault(description, []).append((fd, family))
+
+    def listen(description, factory):
+        fd, family = adopted[tap._private_unix(description)].pop(0)
+        return AdoptedPort(reactor, description, fd, family, factory)
+
+    top = tap.makeService(options, reactor=reactor, listen=listen)
+    # The parent bound the sockets: no privileged start (it would test that
+    # the ports are free, and they are not).
+    reactor.callWhenRunning(top.startService)
+    reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
+    reactor.run()
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except SystemExit:
+        raise
+    except BaseException:
+        traceback.print_exc()
+        sys.exit(1)
