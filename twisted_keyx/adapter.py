@@ -22,10 +22,21 @@ there is none, the session closes.  When the machine fails, its failure's
 
 Once closed, a session reads nothing more: what the peer still sends is
 dropped unread, and the framing, with whatever it had buffered, is let go.
+
+Back-pressure: a session is a streaming producer on its transport (Twisted's
+producers and consumers).  When the transport's send buffer is full (the peer
+does not read its replies), the transport pauses the session, which stops
+reading from the peer until the buffer has drained: a peer that sends and
+never reads costs one buffer's worth of replies, not all of them.  An
+observer may also hold a session's replies back for a while
+(:meth:`Session.holdReplies`, the guess throttle): it reads nothing
+meanwhile either.
 """
 
 from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
+from zope.interface import implementer
 
 from twisted_keyx import limits
 from twisted_keyx.machine import ProtocolFailed, ServerHungUp
@@ -76,6 +87,7 @@ def hung_up(reason, during):
     return ServerHungUp(f"{why} {during}")
 
 
+@implementer(IPushProducer)
 class Session(Protocol):
     """One connection: a framing, a machine, an observer.
 
@@ -93,6 +105,14 @@ class Session(Protocol):
         self.framing = None
         self.peer = None
         self.ended = False
+        #: Why reading is paused (``"transport"``: its buffer is full;
+        #: ``"held"``: replies are held back); reading resumes when empty.
+        self.paused = set()
+        self._held = None
+        self._holdTimer = None
+        self._closeAfterHold = False
+        #: The clock of :meth:`holdReplies` (the reactor unless set).
+        self.clock = None
 
     def replaceHandshake(self, machine):
         """Run ``machine`` instead of the one given (before the connection is made)."""
@@ -125,6 +145,7 @@ class Session(Protocol):
         self.peer = describe_peer(self.transport.getPeer())
         self.framing = self._framing_factory(self, self.machine.max_message_length)
         self.framing.attach(self.transport)
+        self.transport.registerProducer(self, True)
         self.observer.sessionStarted(self)
         start = getattr(self.machine, "start", None)
         if start is not None:
@@ -136,10 +157,67 @@ class Session(Protocol):
         self.framing.dataReceived(data)
 
     def connectionLost(self, reason):
+        self._cancelHold()
         if not self.ended:
             self.ended = True
             self._dropFraming()
             self.observer.sessionLost(self, self.machine, reason)
+
+    # --- the transport's side, as a consumer of our replies --------------------
+
+    def pauseProducing(self):
+        """The transport's buffer is full: stop reading until it drains."""
+        self._pause("transport")
+
+    def resumeProducing(self):
+        self._resume("transport")
+
+    def stopProducing(self):
+        pass  # the connection is going: connectionLost follows
+
+    def _pause(self, why):
+        if not self.paused and not self.ended:
+            self.transport.pauseProducing()
+        self.paused.add(why)
+
+    def _resume(self, why):
+        self.paused.discard(why)
+        if not self.paused and not self.ended:
+            self.transport.resumeProducing()
+
+    def holdReplies(self, seconds):
+        """Send nothing and read nothing for ``seconds`` (on :attr:`clock`):
+        what the session sends meanwhile, failure reply and hang-up
+        included, goes out when they have passed.  Never blocks."""
+        if self.ended or seconds <= 0 or self._held is not None:
+            return
+        clock = self.clock
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self._held = []
+        self._pause("held")
+        self._holdTimer = clock.callLater(seconds, self._releaseHeld)
+
+    def _releaseHeld(self):
+        self._holdTimer = None
+        held, self._held = self._held, None
+        framing = self.framing or getattr(self, "_heldFraming", None)
+        for payload in held:
+            framing.send(payload)
+        if self._closeAfterHold:
+            self._closeAfterHold = False
+            self._heldFraming = None
+            self.transport.unregisterProducer()
+            self.transport.loseConnection()
+            return
+        self._resume("held")
+
+    def _cancelHold(self):
+        if self._holdTimer is not None and self._holdTimer.active():
+            self._holdTimer.cancel()
+        self._holdTimer = None
+        self._held = None
+        self._heldFraming = None
 
     def connectionTimedOut(self, phase, seconds):
         """Called by :mod:`twisted_keyx.limits` just before it aborts a peer
@@ -165,6 +243,12 @@ class Session(Protocol):
     def send(self, payload):
         """Send one message (a chat line the local user typed, say)."""
         if not self.ended:
+            self._send(payload)
+
+    def _send(self, payload):
+        if self._held is not None:
+            self._held.append(payload)
+        else:
             self.framing.send(payload)
 
     def perform(self, action, *args):
@@ -178,7 +262,7 @@ class Session(Protocol):
         if self.ended:
             return
         if failure.reply is not None:
-            self.framing.send(failure.reply)
+            self._send(failure.reply)
         self.close()
         self.observer.machineFailed(self, self.machine, failure)
 
@@ -186,11 +270,21 @@ class Session(Protocol):
         """Hang up (gracefully: what was sent is delivered first)."""
         if not self.ended:
             self.ended = True
+            if self._held is not None:
+                # Held replies go first, then the hang-up (see holdReplies).
+                self._heldFraming = self.framing
+                self._closeAfterHold = True
+                self.framing.detach()
+                self.framing = None
+                return
             self._dropFraming()
+            # A paused producer would keep a graceful close waiting forever.
+            self.transport.unregisterProducer()
             self.transport.loseConnection()
 
     def abort(self):
         """Hang up at once (a cancelled client handshake)."""
+        self._cancelHold()
         if not self.ended:
             self.ended = True
             self._dropFraming()
@@ -209,7 +303,7 @@ class Session(Protocol):
         if self.ended or machine is not self.machine:
             return
         if reply is not None:
-            self.framing.send(reply)
+            self._send(reply)
         if from_peer:
             self.observer.machineStepped(self, machine, payload, reply)
             if self.ended or machine is not self.machine:
