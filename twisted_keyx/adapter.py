@@ -53,6 +53,11 @@ class Observer:
     def sessionStarted(self, session):
         """The connection is made; ``session.peer`` is known."""
 
+    def machineReceiving(self, session, machine, payload):
+        """``machine`` is about to take ``payload`` from the peer: the
+        observer may hold the reply back (:meth:`Session.holdReplies`) or
+        end the session (:meth:`Session.fail`) first."""
+
     def machineStepped(self, session, machine, payload, reply):
         """``machine`` took ``payload`` from the peer and answered ``reply``
         (None: nothing)."""
@@ -294,6 +299,10 @@ class Session(Protocol):
 
     def _step(self, action, payload, from_peer):
         machine = self.machine
+        if from_peer:
+            self.observer.machineReceiving(self, machine, payload)
+            if self.ended or machine is not self.machine:
+                return
         try:
             reply = action(payload)
         except ProtocolFailed as failure:

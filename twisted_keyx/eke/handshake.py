@@ -55,6 +55,17 @@ class UnknownUser(AuthenticationFailed):
     reply = messages.NO
 
 
+class WrongPassword(AuthenticationFailed):
+    """Server side: the refusal at step 5 of a session doomed at step 3 (the
+    password key did not open the box, or the user is a decoy)."""
+
+
+class GuessRefused(AuthenticationFailed):
+    """Server side: refused at step 3 without looking at the password, as
+    too many guesses for this user or from this source are waiting
+    (:mod:`twisted_keyx.throttle`)."""
+
+
 class MalformedMessage(AuthenticationFailed):
     """Server side: a line that is not what its step allows."""
 
@@ -190,6 +201,12 @@ class EKEServerHandshake(_EKEHandshake):
         self._doomed = None
         self._server_nonce = None
 
+    @property
+    def wrong_guess(self):
+        """Why this session will fail at step 5 (a wrong password, an unknown
+        user), once step 3 has shown it; else None."""
+        return self._doomed
+
     def receive(self, line):
         """Take one client line; return the line to send."""
         return self._dispatch(ClientMessage.LINE, line)
@@ -245,7 +262,7 @@ class EKEServerHandshake(_EKEHandshake):
     def _on_client_nonce(self, line):
         box = self._box(line, 5)
         if self._doomed is not None:
-            raise AuthenticationFailed(f"{self._doomed}; refused at the nonce step")
+            raise WrongPassword(f"{self._doomed}; refused at the nonce step")
         client_nonce = self._open(5, box)
         self._server_nonce = self._random(messages.CHALLENGE_SIZE)
         return self._answer(
