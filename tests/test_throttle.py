@@ -147,3 +147,42 @@ class EKEThrottleTests(unittest.TestCase):
             transport, _ = self.attempt("guess")
         self.assertEqual(transport.value(), b"authentication failed\n")
         self.assertFalse(transport.connected)
+
+
+class ChatLogTests(unittest.TestCase):
+    """Log flooding: chat lines are cut and rate-limited per connection."""
+
+    def setUp(self):
+        from tests.test_eke_protocol import ServerProtocolTests
+
+        self.helper = ServerProtocolTests()
+        self.clock = task.Clock()
+        self.helper.factory = EKEServerFactory(
+            USERS, random_bytes=RecordingRandom(b"s"),
+            throttle=GuessThrottle(GuessLimits(), self.clock))
+
+    def test_a_long_chat_line_is_cut_in_the_log(self):
+        from twisted_keyx.chat.machine import ClientChat
+
+        protocol, transport, client, _ = self.helper.authenticate()
+        chat = ClientChat(client.result)
+        with capturedLogs() as events:
+            protocol.dataReceived(chat.say("x" * 4000) + b"\n")
+        [line] = log_text(events)
+        self.assertEqual(line, "User alice say: " + "x" * 200 + "... (3800 more characters)")
+
+    def test_a_flood_of_chat_lines_is_summarised(self):
+        from twisted_keyx.chat.machine import ClientChat
+
+        protocol, transport, client, _ = self.helper.authenticate()
+        chat = ClientChat(client.result)
+        with capturedLogs() as events:
+            for i in range(1000):
+                protocol.dataReceived(chat.say(f"line {i}") + b"\n")
+            self.clock.advance(1)
+            protocol.dataReceived(chat.say("later") + b"\n")
+        text = log_text(events)
+        self.assertEqual(len(text), 22)
+        self.assertEqual(text[20], "EKE: 980 chat line(s) of user alice from 192.0.2.7:4242 "
+                                   "not logged (more than 20 at once)")
+        self.assertEqual(text[21], "User alice say: later")

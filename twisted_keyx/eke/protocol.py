@@ -30,11 +30,29 @@ from twisted_keyx.framing import LineFraming
 from twisted_keyx.session import fingerprint
 
 
+#: Chat lines are logged cut to this many characters (marked).
+LOG_LINE_CHARACTERS = 200
+#: Chat lines one connection may log at once, then one per LOG_EVERY seconds.
+LOG_BURST = 20
+LOG_EVERY = 1.0
+
+
+def shorten(text, limit=LOG_LINE_CHARACTERS):
+    """``text`` cut to ``limit`` characters, marked, for the log."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
 class EKEServerProtocol(Session):
     """One server connection: the handshake, then, after step 8 only, the chat."""
 
     #: Set once a wrong guess has been counted (and logged) at step 3.
     guess_counted = False
+    #: Chat lines this connection may still log now (see EKEServerFactory.userSaid).
+    log_budget = None
+    log_updated = 0.0
+    not_logged = 0
 
     @property
     def chat(self):
@@ -98,7 +116,7 @@ class EKEServerFactory(Factory, Observer):
     def machineStepped(self, session, machine, payload, reply):
         if machine is not session.handshake:
             if not machine.finished:
-                self.userSaid(session.peer, session.handshake.user, machine.said)
+                self.machineSaid(session, machine.said)
             return
         if (machine.state is ServerState.AWAIT_CLIENT_NONCE and machine.wrong_guess
                 and not session.guess_counted):
@@ -157,8 +175,39 @@ class EKEServerFactory(Factory, Observer):
                 user=result.user, peer=peer, fingerprint=fingerprint(result.session_key),
             )
 
+    def _clock(self):
+        if self.throttle is not None:
+            return self.throttle.clock
+        from twisted.internet import reactor
+        return reactor
+
+    def _mayLog(self, session):
+        """A connection logs at most LOG_BURST chat lines at once, then one
+        per LOG_EVERY seconds; the others are counted."""
+        now = self._clock().seconds()
+        if session.log_budget is None:
+            session.log_budget, session.log_updated = LOG_BURST, now
+        session.log_budget = min(
+            LOG_BURST, session.log_budget + (now - session.log_updated) / LOG_EVERY)
+        session.log_updated = now
+        if session.log_budget >= 1:
+            session.log_budget -= 1
+            return True
+        session.not_logged += 1
+        return False
+
+    def machineSaid(self, session, text):
+        if not self._mayLog(session):
+            return
+        if session.not_logged:
+            self.log.info("EKE: {count} chat line(s) of user {user} from {peer} not logged "
+                          "(more than {burst} at once)", count=session.not_logged,
+                          user=session.handshake.user, peer=session.peer, burst=LOG_BURST)
+            session.not_logged = 0
+        self.userSaid(session.peer, session.handshake.user, text)
+
     def userSaid(self, peer, user, text):
-        self.log.info("User {user} say: {line}", user=user, line=messages.printable(text))
+        self.log.info("User {user} say: {line}", user=user, line=shorten(messages.printable(text)))
 
     def chatEnded(self, peer, user):
         self.log.info("EKE: user {user} from {peer} quit", user=user, peer=peer)
