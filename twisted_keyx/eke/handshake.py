@@ -225,38 +225,44 @@ class EKEServerHandshake(_EKEHandshake):
         name = self._parse(1, messages.parse_user_name, line)
         self.user = name
         record = self._lookup_user(name)
+        if self._decoys is not None:
+            # The same work for a user and a decoy (a timing would tell them apart).
+            decoy = self._decoys.record_for(name)
         if record is None:
             if self._decoys is None:
                 raise UnknownUser(f"unknown user {name!r}")
-            record = self._decoys.record_for(name)
+            record = decoy
             self._doomed = f"unknown user {name!r} (hidden)"
         self._record = record
         return self._answer(line, messages.format_yes(record.salt, record.kdf))
 
     def _on_sealed_public_key(self, line):
         box = self._box(line, 3)
-        public_key = None
-        if self._doomed is None:
-            try:
-                der = crypto.open_box(self._record.key, 3, self.user, box)
-            except crypto.CryptoError:
+        # A decoy's key opens nothing, but the open runs all the same.
+        try:
+            der = crypto.open_box(self._record.key, 3, self.user, box)
+        except crypto.CryptoError:
+            der = None
+            if self._doomed is None:
                 self._doomed = (
                     f"wrong password for user {self.user!r} "
                     "(step 3 does not decrypt under the password key)"
                 )
-            else:
-                try:
-                    public_key = crypto.load_rsa_public_key(der)
-                except crypto.CryptoError as e:
-                    raise AuthenticationFailed(f"step 3: {e}") from None
-        if public_key is None:
-            # Looks like a real step 4 to anyone without the password key.
-            reply = messages.encode_item(self._random(messages.BOX_SIZES[4]))
-        else:
-            self._session_key = self._random(messages.SESSION_KEY_SIZE)
-            reply = self._seal(
-                self._record.key, 4, crypto.rsa_encrypt(public_key, self._session_key)
-            )
+        if self._doomed is not None:
+            # The same RSA and AES work as a real step 4, to a per-process
+            # key; to anyone without the password key it looks like one.
+            der = crypto.dummy_rsa_public_key_der()
+        try:
+            public_key = crypto.load_rsa_public_key(der)
+        except crypto.CryptoError as e:
+            raise AuthenticationFailed(f"step 3: {e}") from None
+        session_key = self._random(messages.SESSION_KEY_SIZE)
+        # Doomed: sealed under a key nobody has, so that even the right
+        # password key (a step 3 altered in transit) opens nothing.
+        key = self._record.key if self._doomed is None else crypto.DOOMED_BOX_KEY
+        reply = self._seal(key, 4, crypto.rsa_encrypt(public_key, session_key))
+        if self._doomed is None:
+            self._session_key = session_key
         return self._answer(line, reply)
 
     def _on_client_nonce(self, line):
