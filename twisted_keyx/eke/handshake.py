@@ -22,7 +22,8 @@ only in ``DONE``: no chat without step 8.
 Where a wrong password shows.  With an authenticated cipher the server
 already knows at step 3 that the client's password key is not the user's
 (the box does not decrypt).  It does not say so there: it answers step 3 with
-random bytes of the exact size of a real step 4, and fails at step 5 with the
+a step 4 of the exact size of a real one, made with the same work (RSA to a
+per-process key, sealed under a key nobody has), and fails at step 5 with the
 generic reply.  A server that hides unknown users (``decoys``) takes the same
 path for them, so a prober sees the same lines, of the same sizes, for a
 wrong password and for a name that does not exist.  The client, which
