@@ -127,9 +127,10 @@ class ServerProtocolTests(unittest.TestCase):
         self.assertEqual(replies, [b"authentication failed"])
         self.assertFalse(transport.connected)
         self.assertIsNone(protocol.chat)
+        # Logged once, at step 3, where the server knows: not again at step 5.
         self.assertEqual(log_text(events), [
-            "EKE handshake with 192.0.2.7:4242 failed: wrong password for user 'alice' "
-            "(step 3 does not decrypt under the password key); refused at the nonce step"
+            "Failed guess for user 'alice' from 192.0.2.7:4242: EKE, wrong password for "
+            "user 'alice' (step 3 does not decrypt under the password key)"
         ])
 
     def test_unknown_user(self):
@@ -149,15 +150,15 @@ class ServerProtocolTests(unittest.TestCase):
             answer,
             b"yes " + base64.b64encode(crypto.decoy_salt(b"x" * 32, "carol")) + b" scrypt 32768 8 1",
         )
-        [step4] = self.send(protocol, transport, base64.b64encode(bytes(messages.BOX_SIZES[3])))
-        self.assertEqual(len(step4), 380)
         with capturedLogs() as events:
+            [step4] = self.send(
+                protocol, transport, base64.b64encode(bytes(messages.BOX_SIZES[3])))
+            self.assertEqual(len(step4), 380)
             replies = self.send(protocol, transport, base64.b64encode(bytes(messages.BOX_SIZES[5])))
         self.assertEqual(replies, [b"authentication failed"])
         self.assertFalse(transport.connected)
         self.assertEqual(log_text(events), [
-            "EKE handshake with 192.0.2.7:4242 failed: unknown user 'carol' (hidden); "
-            "refused at the nonce step"
+            "Failed guess for user 'carol' from 192.0.2.7:4242: EKE, unknown user 'carol' (hidden)"
         ])
 
     def test_hide_unknown_users_makes_its_own_decoys(self):
@@ -507,8 +508,8 @@ class LoopbackTests(unittest.TestCase):
         [server] = factory.connections
         self.assertIsNone(server.chat)
         self.assertEqual(log_text(events)[0].split(": ", 1)[1],
-                         "wrong password for user 'alice' (step 3 does not decrypt under the "
-                         "password key); refused at the nonce step")
+                         "EKE, wrong password for user 'alice' (step 3 does not decrypt under "
+                         "the password key)")
         self.assertEqual(len(log_text(events)), 1)
 
     @defer.inlineCallbacks

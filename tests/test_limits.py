@@ -418,7 +418,8 @@ class OptionsTests(unittest.TestCase):
         policies = [s for s in top if isinstance(s, limits.ConnectionPolicy)]
         self.assertEqual(len(policies), 1)
         self.assertEqual(policies[0].limits.max_connections, 9)
-        listeners = [s for s in top if not isinstance(s, limits.ConnectionPolicy)]
+        listeners = [s for s in top if not isinstance(s, limits.ConnectionPolicy)
+                     and s is not top.guess_throttle]
         for listener in listeners:
             self.assertIsInstance(listener.factory, limits.GuardedFactory)
             self.assertIs(listener.factory.policy, policies[0])

@@ -28,10 +28,21 @@ of every message in and out, with the machine and its state before and after
 
 Once closed, a session reads nothing more: what the peer still sends is
 dropped unread, and the framing, with whatever it had buffered, is let go.
+
+Back-pressure: a session is a streaming producer on its transport (Twisted's
+producers and consumers).  When the transport's send buffer is full (the peer
+does not read its replies), the transport pauses the session, which stops
+reading from the peer until the buffer has drained: a peer that sends and
+never reads costs one buffer's worth of replies, not all of them.  An
+observer may also hold a session's replies back for a while
+(:meth:`Session.holdReplies`, the guess throttle): it reads nothing
+meanwhile either.
 """
 
 from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
+from zope.interface import implementer
 
 from twisted_keyx import limits
 from twisted_keyx.machine import ProtocolFailed, ServerHungUp
@@ -47,6 +58,11 @@ class Observer:
 
     def sessionStarted(self, session):
         """The connection is made; ``session.peer`` is known."""
+
+    def machineReceiving(self, session, machine, payload):
+        """``machine`` is about to take ``payload`` from the peer: the
+        observer may hold the reply back (:meth:`Session.holdReplies`) or
+        end the session (:meth:`Session.fail`) first."""
 
     def machineStepped(self, session, machine, payload, reply):
         """``machine`` took ``payload`` from the peer and answered ``reply``
@@ -82,6 +98,7 @@ def hung_up(reason, during):
     return ServerHungUp(f"{why} {during}")
 
 
+@implementer(IPushProducer)
 class Session(Protocol):
     """One connection: a framing, a machine, an observer.
 
@@ -104,6 +121,17 @@ class Session(Protocol):
         self.framing = None
         self.peer = None
         self.ended = False
+        #: Why reading is paused (``"transport"``: its buffer is full;
+        #: ``"held"``: replies are held back); reading resumes when empty.
+        self.paused = set()
+        #: What arrived while paused, and whether the transport was paused.
+        self._incoming = b""
+        self._transportPaused = False
+        self._held = None
+        self._holdTimer = None
+        self._closeAfterHold = False
+        #: The clock of :meth:`holdReplies` (the reactor unless set).
+        self.clock = None
 
     def replaceHandshake(self, machine):
         """Run ``machine`` instead of the one given (before the connection is made)."""
@@ -136,21 +164,94 @@ class Session(Protocol):
         self.peer = describe_peer(self.transport.getPeer())
         self.framing = self._framing_factory(self, self.machine.max_message_length)
         self.framing.attach(self.transport)
+        self.transport.registerProducer(self, True)
         self.observer.sessionStarted(self)
         start = getattr(self.machine, "start", None)
         if start is not None:
             self._step(lambda payload: start(), None, from_peer=False)
 
+    #: Bytes kept unread while paused before the transport itself is paused.
+    #: A TLS transport pauses its producer until its own handshake is done,
+    #: and would never finish it if we stopped it reading then.
+    INCOMING_LIMIT = 65536
+
     def dataReceived(self, data):
         if self.ended:
             return  # hung up: what the peer still sends is dropped unread
+        if self.paused:
+            self._incoming += data
+            if len(self._incoming) > self.INCOMING_LIMIT and not self._transportPaused:
+                self._transportPaused = True
+                self.transport.pauseProducing()
+            return
         self.framing.dataReceived(data)
 
     def connectionLost(self, reason):
+        self._cancelHold()
         if not self.ended:
             self.ended = True
             self._dropFraming()
             self.observer.sessionLost(self, self.machine, reason)
+
+    # --- the transport's side, as a consumer of our replies --------------------
+
+    def pauseProducing(self):
+        """The transport's buffer is full: stop reading until it drains."""
+        self._pause("transport")
+
+    def resumeProducing(self):
+        self._resume("transport")
+
+    def stopProducing(self):
+        pass  # the connection is going: connectionLost follows
+
+    def _pause(self, why):
+        self.paused.add(why)
+
+    def _resume(self, why):
+        self.paused.discard(why)
+        if self.paused or self.ended:
+            return
+        if self._transportPaused:
+            self._transportPaused = False
+            self.transport.resumeProducing()
+        incoming, self._incoming = self._incoming, b""
+        if incoming:
+            self.dataReceived(incoming)
+
+    def holdReplies(self, seconds):
+        """Send nothing and read nothing for ``seconds`` (on :attr:`clock`):
+        what the session sends meanwhile, failure reply and hang-up
+        included, goes out when they have passed.  Never blocks."""
+        if self.ended or seconds <= 0 or self._held is not None:
+            return
+        clock = self.clock
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self._held = []
+        self._pause("held")
+        self._holdTimer = clock.callLater(seconds, self._releaseHeld)
+
+    def _releaseHeld(self):
+        self._holdTimer = None
+        held, self._held = self._held, None
+        framing = self.framing or getattr(self, "_heldFraming", None)
+        for payload in held:
+            framing.send(payload)
+        if self._closeAfterHold:
+            self._closeAfterHold = False
+            self._heldFraming = None
+            self.transport.unregisterProducer()
+            self.transport.loseConnection()
+            return
+        self._resume("held")
+
+    def _cancelHold(self):
+        if self._holdTimer is not None and self._holdTimer.active():
+            self._holdTimer.cancel()
+        self._holdTimer = None
+        self._held = None
+        self._heldFraming = None
 
     def connectionTimedOut(self, phase, seconds):
         """Called by :mod:`twisted_keyx.limits` just before it aborts a peer
@@ -177,6 +278,12 @@ class Session(Protocol):
         """Send one message (a chat line the local user typed, say)."""
         if not self.ended:
             self._trace("out", self.machine, self.machine.state, payload)
+            self._send(payload)
+
+    def _send(self, payload):
+        if self._held is not None:
+            self._held.append(payload)
+        else:
             self.framing.send(payload)
 
     def perform(self, action, *args):
@@ -191,7 +298,7 @@ class Session(Protocol):
             return
         if failure.reply is not None:
             self._trace("out", self.machine, self.machine.state, failure.reply)
-            self.framing.send(failure.reply)
+            self._send(failure.reply)
         self.close()
         self.observer.machineFailed(self, self.machine, failure)
 
@@ -199,11 +306,21 @@ class Session(Protocol):
         """Hang up (gracefully: what was sent is delivered first)."""
         if not self.ended:
             self.ended = True
+            if self._held is not None:
+                # Held replies go first, then the hang-up (see holdReplies).
+                self._heldFraming = self.framing
+                self._closeAfterHold = True
+                self.framing.detach()
+                self.framing = None
+                return
             self._dropFraming()
+            # A paused producer would keep a graceful close waiting forever.
+            self.transport.unregisterProducer()
             self.transport.loseConnection()
 
     def abort(self):
         """Hang up at once (a cancelled client handshake)."""
+        self._cancelHold()
         if not self.ended:
             self.ended = True
             self._dropFraming()
@@ -213,6 +330,10 @@ class Session(Protocol):
 
     def _step(self, action, payload, from_peer):
         machine = self.machine
+        if from_peer:
+            self.observer.machineReceiving(self, machine, payload)
+            if self.ended or machine is not self.machine:
+                return
         before = machine.state
         try:
             reply = action(payload)
@@ -231,7 +352,7 @@ class Session(Protocol):
         for message in (reply if isinstance(reply, tuple) else (reply,)):
             if message is not None:
                 self._trace("out", machine, before, message)
-                self.framing.send(message)
+                self._send(message)
         if from_peer:
             self.observer.machineStepped(self, machine, payload, reply)
             if self.ended or machine is not self.machine:
@@ -256,6 +377,7 @@ class Session(Protocol):
             self.tracer.message(self, direction, machine, before, machine.state, payload)
 
     def _dropFraming(self):
+        self._incoming = b""
         if self.framing is not None:
             self.framing.detach()
             self.framing = None

@@ -15,7 +15,7 @@ from twisted.internet import endpoints, error
 from twisted.logger import Logger
 from twisted.python import usage
 
-from twisted_keyx import __version__, groups, hostkey, limits, trace, workers
+from twisted_keyx import __version__, groups, hostkey, limits, throttle, trace, workers
 from twisted_keyx.dh.protocol import DHServerFactory
 from twisted_keyx.dh.raw import RawDHServerFactory
 from twisted_keyx.eke.protocol import EKEServerFactory
@@ -235,6 +235,14 @@ class Options(usage.Options):
          "workers share them, and each worker's log lines come to the one log "
          "marked [worker N]. Each worker allows --max-connections / N and "
          "--max-per-ip / N (rounded up): the limits are divided, not shared."],
+        ["max-guesses", None, throttle.GuessLimits.free,
+         "Failed password guesses per user (and per source) answered at "
+         "once; beyond them the answers are held back, at most one per "
+         "--guess-delay seconds, until the failures are forgotten (one a "
+         "minute) or the user logs in. No lockout.", int],
+        ["guess-delay", None, _Number(throttle.GuessLimits.delay),
+         "Seconds between answers to the guesses of a throttled user or "
+         "source (0: no throttle).", float],
         ["users", None, DEFAULT_USER_FILE,
          "EKE user file, made with keyx-admin adduser; re-read when it changes. "
          "A missing file means no users yet."],
@@ -308,6 +316,11 @@ class Options(usage.Options):
             # not (x >= 0) also refuses nan, which would break every timer.
             if not (0 <= self[name] < math.inf):
                 raise usage.UsageError(f"--{name} must be a number, 0 (no limit) or more")
+        if self["max-guesses"] < 0 or not (0 <= self["guess-delay"] <= 60):
+            raise usage.UsageError(
+                "--max-guesses must be 0 or more, --guess-delay 0 to 60 seconds")
+        self["guess-limits"] = throttle.GuessLimits(
+            free=self["max-guesses"], delay=self["guess-delay"])
         for name, longest in (("ipv4-prefix", 32), ("ipv6-prefix", 128)):
             if not 0 <= self[name] <= longest:
                 raise usage.UsageError(f"--{name} must be 0 to {longest}")
@@ -620,10 +633,17 @@ def makeService(options, reactor=None, listen=None):
             group, show_secrets=options["show-secrets"], host_key=host_key))
         for description in options["dh-raw"]:
             listen(description, policy.wrap(raw_factory)).setServiceParent(top)
+    # One throttle for every password handshake: a user's guesses count
+    # together whichever endpoint or protocol they come through.
+    guesses = throttle.GuessThrottle(options.get("guess-limits", throttle.GuessLimits()),
+                                     reactor)
+    guesses.setServiceParent(top)
+    top.guess_throttle = guesses
     eke_factory = _traced(options, EKEServerFactory(
         options["user-file"],
         hide_unknown_users=options["hide-unknown-users"],
         show_secrets=options["show-secrets"],
+        throttle=guesses, source_of=connection_limits.source_of,
     ))
     for description in options["eke"]:
         listen(description, policy.wrap(eke_factory)).setServiceParent(top)

@@ -130,6 +130,28 @@ def decoy_salt(secret, name):
     return digest.digest()[: messages.SALT_SIZE]
 
 
+_DECOY_KEY_LABEL = b"twisted-keyx eke decoy key v1"
+
+
+def decoy_key(secret, name):
+    """A password key for a user that does not exist: no password gives it."""
+    return hmac.new(secret, _DECOY_KEY_LABEL + name.encode("utf-8"), hashlib.sha256).digest()
+
+
+#: Seals a doomed session's step 4 (per process; nobody has it).
+DOOMED_BOX_KEY = os.urandom(PASSWORD_KEY_SIZE)
+
+_DUMMY_RSA = []
+
+
+def dummy_rsa_public_key_der():
+    """A per-process RSA-2048 public key (DER), for the doomed path of step 3
+    to do the same RSA work as the real one."""
+    if not _DUMMY_RSA:
+        _DUMMY_RSA.append(public_key_der(generate_rsa_key()))
+    return _DUMMY_RSA[0]
+
+
 # --- boxes: E_pw and E_Ks ---------------------------------------------------
 
 

@@ -22,7 +22,8 @@ only in ``DONE``: no chat without step 8.
 Where a wrong password shows.  With an authenticated cipher the server
 already knows at step 3 that the client's password key is not the user's
 (the box does not decrypt).  It does not say so there: it answers step 3 with
-random bytes of the exact size of a real step 4, and fails at step 5 with the
+a step 4 of the exact size of a real one, made with the same work (RSA to a
+per-process key, sealed under a key nobody has), and fails at step 5 with the
 generic reply.  A server that hides unknown users (``decoys``) takes the same
 path for them, so a prober sees the same lines, of the same sizes, for a
 wrong password and for a name that does not exist.  The client, which
@@ -53,6 +54,17 @@ class UnknownUser(AuthenticationFailed):
     """Step 1 names no user and the server does not hide it: it says ``no``."""
 
     reply = messages.NO
+
+
+class WrongPassword(AuthenticationFailed):
+    """Server side: the refusal at step 5 of a session doomed at step 3 (the
+    password key did not open the box, or the user is a decoy)."""
+
+
+class GuessRefused(AuthenticationFailed):
+    """Server side: refused at step 3 without looking at the password, as
+    too many guesses for this user or from this source are waiting
+    (:mod:`twisted_keyx.throttle`)."""
 
 
 class MalformedMessage(AuthenticationFailed):
@@ -190,6 +202,12 @@ class EKEServerHandshake(_EKEHandshake):
         self._doomed = None
         self._server_nonce = None
 
+    @property
+    def wrong_guess(self):
+        """Why this session will fail at step 5 (a wrong password, an unknown
+        user), once step 3 has shown it; else None."""
+        return self._doomed
+
     def receive(self, line):
         """Take one client line; return the line to send."""
         return self._dispatch(ClientMessage.LINE, line)
@@ -208,44 +226,50 @@ class EKEServerHandshake(_EKEHandshake):
         name = self._parse(1, messages.parse_user_name, line)
         self.user = name
         record = self._lookup_user(name)
+        if self._decoys is not None:
+            # The same work for a user and a decoy (a timing would tell them apart).
+            decoy = self._decoys.record_for(name)
         if record is None:
             if self._decoys is None:
                 raise UnknownUser(f"unknown user {name!r}")
-            record = self._decoys.record_for(name)
+            record = decoy
             self._doomed = f"unknown user {name!r} (hidden)"
         self._record = record
         return self._answer(line, messages.format_yes(record.salt, record.kdf))
 
     def _on_sealed_public_key(self, line):
         box = self._box(line, 3)
-        public_key = None
-        if self._doomed is None:
-            try:
-                der = crypto.open_box(self._record.key, 3, self.user, box)
-            except crypto.CryptoError:
+        # A decoy's key opens nothing, but the open runs all the same.
+        try:
+            der = crypto.open_box(self._record.key, 3, self.user, box)
+        except crypto.CryptoError:
+            der = None
+            if self._doomed is None:
                 self._doomed = (
                     f"wrong password for user {self.user!r} "
                     "(step 3 does not decrypt under the password key)"
                 )
-            else:
-                try:
-                    public_key = crypto.load_rsa_public_key(der)
-                except crypto.CryptoError as e:
-                    raise AuthenticationFailed(f"step 3: {e}") from None
-        if public_key is None:
-            # Looks like a real step 4 to anyone without the password key.
-            reply = messages.encode_item(self._random(messages.BOX_SIZES[4]))
-        else:
-            self._session_key = self._random(messages.SESSION_KEY_SIZE)
-            reply = self._seal(
-                self._record.key, 4, crypto.rsa_encrypt(public_key, self._session_key)
-            )
+        if self._doomed is not None:
+            # The same RSA and AES work as a real step 4, to a per-process
+            # key; to anyone without the password key it looks like one.
+            der = crypto.dummy_rsa_public_key_der()
+        try:
+            public_key = crypto.load_rsa_public_key(der)
+        except crypto.CryptoError as e:
+            raise AuthenticationFailed(f"step 3: {e}") from None
+        session_key = self._random(messages.SESSION_KEY_SIZE)
+        # Doomed: sealed under a key nobody has, so that even the right
+        # password key (a step 3 altered in transit) opens nothing.
+        key = self._record.key if self._doomed is None else crypto.DOOMED_BOX_KEY
+        reply = self._seal(key, 4, crypto.rsa_encrypt(public_key, session_key))
+        if self._doomed is None:
+            self._session_key = session_key
         return self._answer(line, reply)
 
     def _on_client_nonce(self, line):
         box = self._box(line, 5)
         if self._doomed is not None:
-            raise AuthenticationFailed(f"{self._doomed}; refused at the nonce step")
+            raise WrongPassword(f"{self._doomed}; refused at the nonce step")
         client_nonce = self._open(5, box)
         self._server_nonce = self._random(messages.CHALLENGE_SIZE)
         return self._answer(

@@ -20,14 +20,39 @@ from twisted_keyx.eke.handshake import (  # noqa: F401 (the limits are part of t
     SERVER_LINE_LIMITS,
     EKEClientHandshake,
     EKEServerHandshake,
+    GuessRefused,
+    ServerState,
+    WrongPassword,
 )
+from twisted_keyx.limits import Limits
 from twisted_keyx.eke.userstore import DecoyUsers
 from twisted_keyx.framing import LineFraming
 from twisted_keyx.session import fingerprint
 
 
+#: Chat lines are logged cut to this many characters (marked).
+LOG_LINE_CHARACTERS = 200
+#: Chat lines one connection may log at once, then one per LOG_EVERY seconds.
+LOG_BURST = 20
+LOG_EVERY = 1.0
+
+
+def shorten(text, limit=LOG_LINE_CHARACTERS):
+    """``text`` cut to ``limit`` characters, marked, for the log."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
 class EKEServerProtocol(Session):
     """One server connection: the handshake, then, after step 8 only, the chat."""
+
+    #: Set once a wrong guess has been counted (and logged) at step 3.
+    guess_counted = False
+    #: Chat lines this connection may still log now (see EKEServerFactory.userSaid).
+    log_budget = None
+    log_updated = 0.0
+    not_logged = 0
 
     @property
     def chat(self):
@@ -45,8 +70,11 @@ class EKEServerFactory(Factory, Observer):
     log = Logger()
 
     def __init__(self, users, hide_unknown_users=False, show_secrets=False,
-                 decoys=None, random_bytes=None):
+                 decoys=None, random_bytes=None, throttle=None, source_of=None):
         self.users = users
+        #: A :class:`~twisted_keyx.throttle.GuessThrottle`, or None.
+        self.throttle = throttle
+        self.source_of = source_of if source_of is not None else Limits().source_of
         self.hide_unknown_users = hide_unknown_users
         self.show_secrets = show_secrets
         if hide_unknown_users and decoys is None:
@@ -60,16 +88,52 @@ class EKEServerFactory(Factory, Observer):
     def buildProtocol(self, addr):
         protocol = self.protocol(LineFraming, self.newHandshake())
         protocol.factory = self
+        if self.throttle is not None:
+            protocol.clock = self.throttle.clock
         return protocol
+
+    def _source(self, session):
+        host = getattr(session.transport.getPeer(), "host", None)
+        return self.source_of(host) if isinstance(host, str) else session.peer
+
+    # --- the guess throttle (twisted_keyx.throttle) ----------------------------
+
+    def machineReceiving(self, session, machine, payload):
+        # Step 4 tells a guesser whether the password was right: pace it.
+        if (self.throttle is None or machine is not session.handshake
+                or machine.state is not ServerState.AWAIT_SEALED_PUBLIC_KEY):
+            return
+        delay = self.throttle.delay_for(machine.user, self._source(session))
+        if delay is None:
+            session.fail(machine._failed(GuessRefused(
+                f"too many guesses waiting for user {machine.user!r} or from this "
+                "source; refused at step 3 unchecked")))
+        else:
+            session.holdReplies(delay)
 
     # --- the observer: one log line per event -----------------------------------
 
     def machineStepped(self, session, machine, payload, reply):
-        if machine is not session.handshake and not machine.finished:
-            self.userSaid(session.peer, session.handshake.user, machine.said)
+        if machine is not session.handshake:
+            if not machine.finished:
+                self.machineSaid(session, machine.said)
+            return
+        if (machine.state is ServerState.AWAIT_CLIENT_NONCE and machine.wrong_guess
+                and not session.guess_counted):
+            session.guess_counted = True
+            self.guessFailed(session, machine.user, machine.wrong_guess)
+
+    def guessFailed(self, session, user, why):
+        if self.throttle is not None:
+            self.throttle.failed(user, self._source(session), session.peer, f"EKE, {why}")
+        else:
+            self.log.info("Failed guess for user {user} from {peer}: EKE, {why}",
+                          user=repr(user), peer=session.peer, why=why)
 
     def machineFinished(self, session, machine):
         if machine is session.handshake:
+            if self.throttle is not None:
+                self.throttle.succeeded(machine.user, self._source(session))
             self.userAuthenticated(session.peer, machine.result)
             return ServerChat(machine.result)
         self.chatEnded(session.peer, session.handshake.user)
@@ -77,7 +141,10 @@ class EKEServerFactory(Factory, Observer):
 
     def machineFailed(self, session, machine, failure):
         if machine is session.handshake:
-            self.handshakeRejected(session.peer, failure.reason)
+            if isinstance(failure, GuessRefused) and self.throttle is not None:
+                self.throttle.refused(machine.user, self._source(session))
+            elif not (isinstance(failure, WrongPassword) and session.guess_counted):
+                self.handshakeRejected(session.peer, failure.reason)
         else:
             self.chatFailed(session.peer, session.handshake.user, failure.reason)
 
@@ -89,6 +156,8 @@ class EKEServerFactory(Factory, Observer):
 
     def sessionLost(self, session, machine, reason):
         if machine is session.handshake:
+            if session.guess_counted:
+                return  # logged as a failed guess; the guesser left with the answer
             self.handshakeAbandoned(session.peer, machine.state.value)
         else:
             self.chatCutShort(session.peer, session.handshake.user)
@@ -106,8 +175,39 @@ class EKEServerFactory(Factory, Observer):
                 user=result.user, peer=peer, fingerprint=fingerprint(result.session_key),
             )
 
+    def _clock(self):
+        if self.throttle is not None:
+            return self.throttle.clock
+        from twisted.internet import reactor
+        return reactor
+
+    def _mayLog(self, session):
+        """A connection logs at most LOG_BURST chat lines at once, then one
+        per LOG_EVERY seconds; the others are counted."""
+        now = self._clock().seconds()
+        if session.log_budget is None:
+            session.log_budget, session.log_updated = LOG_BURST, now
+        session.log_budget = min(
+            LOG_BURST, session.log_budget + (now - session.log_updated) / LOG_EVERY)
+        session.log_updated = now
+        if session.log_budget >= 1:
+            session.log_budget -= 1
+            return True
+        session.not_logged += 1
+        return False
+
+    def machineSaid(self, session, text):
+        if not self._mayLog(session):
+            return
+        if session.not_logged:
+            self.log.info("EKE: {count} chat line(s) of user {user} from {peer} not logged "
+                          "(more than {burst} at once)", count=session.not_logged,
+                          user=session.handshake.user, peer=session.peer, burst=LOG_BURST)
+            session.not_logged = 0
+        self.userSaid(session.peer, session.handshake.user, text)
+
     def userSaid(self, peer, user, text):
-        self.log.info("User {user} say: {line}", user=user, line=messages.printable(text))
+        self.log.info("User {user} say: {line}", user=user, line=shorten(messages.printable(text)))
 
     def chatEnded(self, peer, user):
         self.log.info("EKE: user {user} from {peer} quit", user=user, peer=peer)

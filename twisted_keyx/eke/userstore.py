@@ -57,7 +57,8 @@ class UserRecord:
     name: str
     salt: bytes
     kdf: crypto.ScryptParameters
-    #: scrypt(password, salt); None for a decoy (see :class:`DecoyUsers`).
+    #: scrypt(password, salt); for a decoy (see :class:`DecoyUsers`) a key
+    #: from the per-process secret, which no password gives.
     key: bytes
 
     def __repr__(self):
@@ -254,8 +255,10 @@ def editing_users(path, missing_ok=False):
 
 class DecoyUsers:
     """Records for names that are not users (``--hide-unknown-users``): a salt
-    from a per-process secret and the name, the default KDF, no key.  The
-    same name gets the same answer for as long as the server runs."""
+    from a per-process secret and the name, the default KDF, and a key from
+    the secret (so that step 3 opens the box with it as it would a user's:
+    the same work, the same time).  The same name gets the same answer for
+    as long as the server runs."""
 
     def __init__(self, secret=None, kdf=crypto.DEFAULT_SCRYPT):
         self._secret = secret if secret is not None else os.urandom(32)
@@ -263,7 +266,8 @@ class DecoyUsers:
 
     def record_for(self, name):
         return UserRecord(
-            name=name, salt=crypto.decoy_salt(self._secret, name), kdf=self._kdf, key=None
+            name=name, salt=crypto.decoy_salt(self._secret, name), kdf=self._kdf,
+            key=crypto.decoy_key(self._secret, name),
         )
 
 
