@@ -649,7 +649,8 @@ def makeService(options, reactor=None, listen=None):
         listen(description, policy.wrap(eke_factory)).setServiceParent(top)
     if options.get("opaque"):
         opaque_factory = _traced(options, OPAQUEServerFactory(
-            options["user-file"], options["opaque-setup"], show_secrets=options["show-secrets"]))
+            options["user-file"], options["opaque-setup"], show_secrets=options["show-secrets"],
+            throttle=guesses, source_of=connection_limits.source_of))
         for description in options["opaque"]:
             listen(description, policy.wrap(opaque_factory)).setServiceParent(top)
     return top

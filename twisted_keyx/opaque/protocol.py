@@ -12,14 +12,22 @@ client protocol is EKE's with OPAQUE's machine.
 from twisted.internet.protocol import Factory
 
 from twisted_keyx.eke import messages
+from twisted_keyx.eke.handshake import GuessRefused
 from twisted_keyx.eke.protocol import EKEClientProtocol, EKEServerFactory, EKEServerProtocol
 from twisted_keyx.framing import LineFraming
-from twisted_keyx.opaque.handshake import OPAQUEClientHandshake, OPAQUEServerHandshake
+from twisted_keyx.opaque.handshake import (
+    OPAQUEClientHandshake,
+    OPAQUEServerHandshake,
+    ServerState,
+)
 from twisted_keyx.session import fingerprint
 
 
 class OPAQUEServerProtocol(EKEServerProtocol):
     """One server connection: the handshake, then, after KE3 only, the chat."""
+
+    #: The user name a refused guess was for (refused before KE2).
+    guess_user = None
 
 
 class OPAQUEServerFactory(EKEServerFactory):
@@ -30,13 +38,21 @@ class OPAQUEServerFactory(EKEServerFactory):
 
     ``login_failed(user, peer)`` is called once for every failed login (a
     KE3 that does not verify: wrong password or unknown user; the two are
-    not told apart to it): the hook for an online-guessing throttle.
+    not told apart to it).
+
+    ``throttle`` (a :class:`~twisted_keyx.throttle.GuessThrottle`, the one
+    EKE uses) paces guesses as for EKE.  Here KE2 is the answer that tells a
+    guesser whether the password was right (the client opens its envelope
+    with it), so KE2 is what is held back; a failed guess is a KE3 that does
+    not verify, or a client that leaves after KE2 without sending KE3.
     """
 
     protocol = OPAQUEServerProtocol
 
-    def __init__(self, users, setup, show_secrets=False, rng=None, login_failed=None):
-        super().__init__(users, show_secrets=show_secrets)
+    def __init__(self, users, setup, show_secrets=False, rng=None, login_failed=None,
+                 throttle=None, source_of=None):
+        super().__init__(users, show_secrets=show_secrets, throttle=throttle,
+                         source_of=source_of)
         self.setup = setup
         self._rng_options = {} if rng is None else {"rng": rng}
         self.login_failed = login_failed
@@ -50,13 +66,71 @@ class OPAQUEServerFactory(EKEServerFactory):
     def buildProtocol(self, addr):
         protocol = self.protocol(LineFraming, self.newHandshake())
         protocol.factory = self
+        if self.throttle is not None:
+            protocol.clock = self.throttle.clock
         return protocol
 
+    # --- the guess throttle (twisted_keyx.throttle) ----------------------------
+
+    def machineReceiving(self, session, machine, payload):
+        if (self.throttle is None or machine is not session.handshake
+                or machine.state is not ServerState.AWAIT_KE1):
+            return
+        # Message 1 is base64(KE1), a space, the user name: the name decides
+        # the pace before KE2, the answer, is computed.  A malformed line is
+        # refused by the machine whatever its "name" here.
+        user = payload.rpartition(b" ")[2].decode("utf-8", "replace")
+        delay = self.throttle.delay_for(user, self._source(session))
+        if delay is None:
+            session.guess_user = user
+            session.fail(machine._failed(GuessRefused(
+                f"too many guesses waiting for user {user!r} or from this "
+                "source; refused before KE2")))
+        else:
+            session.holdReplies(delay)
+
+    def machineStepped(self, session, machine, payload, reply):
+        if machine is not session.handshake:
+            super().machineStepped(session, machine, payload, reply)
+
     def machineFailed(self, session, machine, failure):
-        if machine is session.handshake and machine.user is not None:
+        if machine is not session.handshake:
+            super().machineFailed(session, machine, failure)
+            return
+        if isinstance(failure, GuessRefused):
+            if self.throttle is not None:
+                self.throttle.refused(session.guess_user, self._source(session))
+            return
+        if machine.user is not None:
             # The one place a failed login is reported, with user and source.
             self.loginFailed(session.peer, machine.user)
-        super().machineFailed(session, machine, failure)
+            if self.throttle is not None:
+                session.guess_counted = True
+                self.throttle.failed(machine.user, self._source(session), session.peer,
+                                     "OPAQUE, KE3 does not verify")
+                return
+        self.handshakeRejected(session.peer, failure.reason)
+
+    def sessionLost(self, session, machine, reason):
+        if self._leftAfterKE2(session, machine):
+            return
+        super().sessionLost(session, machine, reason)
+
+    def sessionTimedOut(self, session, machine, seconds):
+        if self._leftAfterKE2(session, machine):
+            return
+        super().sessionTimedOut(session, machine, seconds)
+
+    def _leftAfterKE2(self, session, machine):
+        """A client that got KE2 and never sent KE3 may have learnt from it
+        that its guess was wrong: counted as a failed guess."""
+        if (self.throttle is None or machine is not session.handshake
+                or machine.state is not ServerState.AWAIT_KE3):
+            return False
+        self.loginFailed(session.peer, machine.user)
+        self.throttle.failed(machine.user, self._source(session), session.peer,
+                             "OPAQUE, left after KE2 without KE3")
+        return True
 
     def loginFailed(self, peer, user):
         if self.login_failed is not None:
