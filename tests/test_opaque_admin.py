@@ -1,6 +1,7 @@
 """keyx-admin adduser/listusers/deluser with both schemes, the OPAQUE key
 file, twistd keyx --opaque options, the known-servers file."""
 
+import base64
 import io
 import json
 import os
@@ -16,6 +17,9 @@ from twisted_keyx.opaque import scheme as opaque_scheme
 from twisted_keyx.opaque.servers import check_and_remember, server_key_fingerprint
 
 
+#: Long and unlike base64, so that finding it in a file means it was stored.
+PASSWORD = "a password never stored"
+
 class AdminSchemeTests(unittest.TestCase):
     def setUp(self):
         self.dir = self.mktemp()
@@ -24,7 +28,7 @@ class AdminSchemeTests(unittest.TestCase):
         self.key = os.path.join(self.dir, "opaque-key")
         self.password_file = os.path.join(self.dir, "pw")
         with open(self.password_file, "w") as f:
-            f.write("pw\n")
+            f.write(PASSWORD + "\n")
         os.chmod(self.password_file, 0o600)
         self.patch(crypto, "DEFAULT_SCRYPT", TEST_KDF)
         # A cheap Argon2id default for the key file keyx-admin creates.
@@ -55,7 +59,11 @@ class AdminSchemeTests(unittest.TestCase):
             document = json.load(f)
         self.assertNotIn("scheme", document["users"]["alice"])  # as before schemes
         self.assertEqual(document["users"]["bob"]["scheme"], "opaque")
-        self.assertNotIn("pw", json.dumps(document))
+        # Not the password, nor its base64 (a two-letter password turned up
+        # by chance inside a random base64 field).
+        text = json.dumps(document)
+        self.assertNotIn(PASSWORD, text)
+        self.assertNotIn(base64.b64encode(PASSWORD.encode()).decode().rstrip("="), text)
         for name in ("alice", "bob"):
             self.assertEqual(self.admin("deluser", name, "--users", self.users)[0], 0)
         self.assertEqual(userstore.read_users(self.users), {})
