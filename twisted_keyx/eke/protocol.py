@@ -68,6 +68,8 @@ class EKEServerFactory(Factory, Observer):
     protocol = EKEServerProtocol
     noisy = False
     log = Logger()
+    #: The handshake's name in the log lines (OPAQUE's factory says OPAQUE).
+    NAME = "EKE"
 
     def __init__(self, users, hide_unknown_users=False, show_secrets=False,
                  decoys=None, random_bytes=None, throttle=None, source_of=None):
@@ -125,7 +127,7 @@ class EKEServerFactory(Factory, Observer):
 
     def guessFailed(self, session, user, why):
         if self.throttle is not None:
-            self.throttle.failed(user, self._source(session), session.peer, f"EKE, {why}")
+            self.throttle.failed(user, self._source(session), session.peer, f"{self.NAME}, {why}")
         else:
             self.log.info("Failed guess for user {user} from {peer}: EKE, {why}",
                           user=repr(user), peer=session.peer, why=why)
@@ -200,7 +202,7 @@ class EKEServerFactory(Factory, Observer):
         if not self._mayLog(session):
             return
         if session.not_logged:
-            self.log.info("EKE: {count} chat line(s) of user {user} from {peer} not logged "
+            self.log.info(self.NAME + ": {count} chat line(s) of user {user} from {peer} not logged "
                           "(more than {burst} at once)", count=session.not_logged,
                           user=session.handshake.user, peer=session.peer, burst=LOG_BURST)
             session.not_logged = 0
@@ -210,42 +212,42 @@ class EKEServerFactory(Factory, Observer):
         self.log.info("User {user} say: {line}", user=user, line=shorten(messages.printable(text)))
 
     def chatEnded(self, peer, user):
-        self.log.info("EKE: user {user} from {peer} quit", user=user, peer=peer)
+        self.log.info(self.NAME + ": user {user} from {peer} quit", user=user, peer=peer)
 
     def chatFailed(self, peer, user, reason):
         self.log.info(
-            "EKE: chat with user {user} from {peer} broken, closing: {reason}",
+            self.NAME + ": chat with user {user} from {peer} broken, closing: {reason}",
             user=user, peer=peer, reason=reason,
         )
 
     def chatCutShort(self, peer, user):
         self.log.info(
-            "EKE: connection of user {user} from {peer} closed without quit "
+            self.NAME + ": connection of user {user} from {peer} closed without quit "
             "(possibly cut short)",
             user=user, peer=peer,
         )
 
     def handshakeRejected(self, peer, reason):
         self.log.info(
-            "EKE handshake with {peer} failed: {reason}",
+            self.NAME + " handshake with {peer} failed: {reason}",
             peer=peer, reason=messages.printable(reason),
         )
 
     def handshakeTimedOut(self, peer, seconds, state):
         self.log.info(
-            "EKE handshake with {peer} timed out after {seconds:g} s while {state}",
+            self.NAME + " handshake with {peer} timed out after {seconds:g} s while {state}",
             peer=peer, seconds=seconds, state=state,
         )
 
     def chatIdle(self, peer, user, seconds):
         self.log.info(
-            "EKE: chat with user {user} from {peer} silent for {seconds:g} s, closing",
+            self.NAME + ": chat with user {user} from {peer} silent for {seconds:g} s, closing",
             user=user, peer=peer, seconds=seconds,
         )
 
     def handshakeAbandoned(self, peer, state):
         self.log.info(
-            "EKE handshake with {peer} abandoned by the peer while {state}",
+            self.NAME + " handshake with {peer} abandoned by the peer while {state}",
             peer=peer, state=state,
         )
 

@@ -11,7 +11,6 @@ client protocol is EKE's with OPAQUE's machine.
 
 from twisted.internet.protocol import Factory
 
-from twisted_keyx.eke import messages
 from twisted_keyx.eke.handshake import GuessRefused
 from twisted_keyx.eke.protocol import EKEClientProtocol, EKEServerFactory, EKEServerProtocol
 from twisted_keyx.framing import LineFraming
@@ -48,6 +47,7 @@ class OPAQUEServerFactory(EKEServerFactory):
     """
 
     protocol = OPAQUEServerProtocol
+    NAME = "OPAQUE"
 
     def __init__(self, users, setup, show_secrets=False, rng=None, login_failed=None,
                  throttle=None, source_of=None):
@@ -136,7 +136,7 @@ class OPAQUEServerFactory(EKEServerFactory):
         if self.login_failed is not None:
             self.login_failed(user, peer)
 
-    # --- the log lines: EKE's, worded for OPAQUE -------------------------------
+    # --- the log lines are EKE's, with NAME; this one names the key otherwise ---
 
     def userAuthenticated(self, peer, result):
         if self.show_secrets:
@@ -150,33 +150,6 @@ class OPAQUEServerFactory(EKEServerFactory):
                 "session key fingerprint {fingerprint}",
                 user=result.user, peer=peer, fingerprint=fingerprint(result.session_key),
             )
-
-    def chatEnded(self, peer, user):
-        self.log.info("OPAQUE: user {user} from {peer} quit", user=user, peer=peer)
-
-    def chatFailed(self, peer, user, reason):
-        self.log.info("OPAQUE: chat with user {user} from {peer} broken, closing: {reason}",
-                      user=user, peer=peer, reason=reason)
-
-    def chatCutShort(self, peer, user):
-        self.log.info("OPAQUE: connection of user {user} from {peer} closed without quit "
-                      "(possibly cut short)", user=user, peer=peer)
-
-    def handshakeRejected(self, peer, reason):
-        self.log.info("OPAQUE handshake with {peer} failed: {reason}",
-                      peer=peer, reason=messages.printable(reason))
-
-    def handshakeTimedOut(self, peer, seconds, state):
-        self.log.info("OPAQUE handshake with {peer} timed out after {seconds:g} s while {state}",
-                      peer=peer, seconds=seconds, state=state)
-
-    def chatIdle(self, peer, user, seconds):
-        self.log.info("OPAQUE: chat with user {user} from {peer} silent for {seconds:g} s, "
-                      "closing", user=user, peer=peer, seconds=seconds)
-
-    def handshakeAbandoned(self, peer, state):
-        self.log.info("OPAQUE handshake with {peer} abandoned by the peer while {state}",
-                      peer=peer, state=state)
 
 
 class OPAQUEClientProtocol(EKEClientProtocol):
