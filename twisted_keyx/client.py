@@ -148,16 +148,7 @@ def build_parser():
             "interrupted (Ctrl-C)."
         ),
     )
-    eke.add_argument("--user", required=True, type=user_name_argument, metavar="NAME",
-                     help="the user name")
-    eke.add_argument("--host", type=_host, default="localhost", help=HOST_HELP)
-    eke.add_argument("--port", type=_port, default=8088, help="server port [default: 8088]")
-    eke.add_argument("--password-file", metavar="F",
-                     help="read the password from the first line of F; without it "
-                          "the password is asked on the terminal")
-    eke.add_argument("--timeout", type=_positive, default=10.0,
-                     help="seconds to wait for the connection, for the handshake, "
-                          "and for the server to confirm quit [default: 10]")
+    _password_command_arguments(eke, 8088)
     eke.set_defaults(run=run_eke)
 
     opaque = commands.add_parser(
@@ -169,16 +160,7 @@ def build_parser():
             "another one than last time. Exit statuses as for eke."
         ),
     )
-    opaque.add_argument("--user", required=True, type=user_name_argument, metavar="NAME",
-                        help="the user name")
-    opaque.add_argument("--host", type=_host, default="localhost", help=HOST_HELP)
-    opaque.add_argument("--port", type=_port, default=8089, help="server port [default: 8089]")
-    opaque.add_argument("--password-file", metavar="F",
-                        help="read the password from the first line of F; without it "
-                             "the password is asked on the terminal")
-    opaque.add_argument("--timeout", type=_positive, default=10.0,
-                        help="seconds to wait for the connection, for the handshake, "
-                             "and for the server to confirm quit [default: 10]")
+    _password_command_arguments(opaque, 8089)
     opaque.set_defaults(run=run_opaque)
     for command in (dh, eke, opaque):
         add_trace_options(command)
@@ -209,6 +191,21 @@ def with_tracing(args, factory, err=None):
         tracer = trace.Tracers(text, file_tracer)
         trace.traced(factory, lambda protocol: tracer)
     return factory, file_tracer
+
+
+def _password_command_arguments(command, port):
+    """The options ``eke`` and ``opaque`` share."""
+    command.add_argument("--user", required=True, type=user_name_argument, metavar="NAME",
+                         help="the user name")
+    command.add_argument("--host", type=_host, default="localhost", help=HOST_HELP)
+    command.add_argument("--port", type=_port, default=port,
+                         help=f"server port [default: {port}]")
+    command.add_argument("--password-file", metavar="F",
+                         help="read the password from the first line of F; without it "
+                              "the password is asked on the terminal")
+    command.add_argument("--timeout", type=_positive, default=10.0,
+                         help="seconds to wait for the connection, for the handshake, "
+                              "and for the server to confirm quit [default: 10]")
 
 
 def _port(text):

@@ -327,9 +327,10 @@ def _ignore(text):
 
 class EKEClientFactory(Factory):
     """Builds :class:`EKEClientProtocol` for ``user`` and ``password``;
-    other keyword arguments go to :class:`EKEClientHandshake`."""
+    other keyword arguments go to :attr:`handshake` (:class:`EKEClientHandshake`)."""
 
     protocol = EKEClientProtocol
+    handshake = EKEClientHandshake
     noisy = False
 
     def __init__(self, user, password, reply_received=None, **handshake_options):
@@ -339,7 +340,7 @@ class EKEClientFactory(Factory):
         self.handshake_options = handshake_options
 
     def buildProtocol(self, addr):
-        handshake = EKEClientHandshake(self.user, self.password, **self.handshake_options)
+        handshake = self.handshake(self.user, self.password, **self.handshake_options)
         protocol = self.protocol(handshake, reply_received=self.reply_received)
         protocol.factory = self
         return protocol

@@ -9,10 +9,13 @@ sessions and logs as the EKE factory does, with "OPAQUE" for "EKE"; the
 client protocol is EKE's with OPAQUE's machine.
 """
 
-from twisted.internet.protocol import Factory
-
 from twisted_keyx.eke.handshake import GuessRefused
-from twisted_keyx.eke.protocol import EKEClientProtocol, EKEServerFactory, EKEServerProtocol
+from twisted_keyx.eke.protocol import (
+    EKEClientFactory,
+    EKEClientProtocol,
+    EKEServerFactory,
+    EKEServerProtocol,
+)
 from twisted_keyx.framing import LineFraming
 from twisted_keyx.opaque.handshake import (
     OPAQUEClientHandshake,
@@ -159,21 +162,9 @@ class OPAQUEClientProtocol(EKEClientProtocol):
     :class:`~twisted_keyx.opaque.handshake.OPAQUEResult`."""
 
 
-class OPAQUEClientFactory(Factory):
+class OPAQUEClientFactory(EKEClientFactory):
     """Builds :class:`OPAQUEClientProtocol` for ``user`` and ``password``;
     other keyword arguments go to :class:`OPAQUEClientHandshake`."""
 
     protocol = OPAQUEClientProtocol
-    noisy = False
-
-    def __init__(self, user, password, reply_received=None, **handshake_options):
-        self.user = user
-        self.password = password
-        self.reply_received = reply_received
-        self.handshake_options = handshake_options
-
-    def buildProtocol(self, addr):
-        handshake = OPAQUEClientHandshake(self.user, self.password, **self.handshake_options)
-        protocol = self.protocol(handshake, reply_received=self.reply_received)
-        protocol.factory = self
-        return protocol
+    handshake = OPAQUEClientHandshake
