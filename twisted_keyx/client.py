@@ -16,7 +16,12 @@ import sys
 from twisted.internet import defer, endpoints, error, fdesc, stdio, task
 
 from twisted_keyx import __version__, ffdh, groups, knownhosts, trace
-from twisted_keyx.dh.handshake import BadResponse, HostKeyRequestRefused, HostKeyVerificationFailed
+from twisted_keyx.dh.handshake import (
+    BadResponse,
+    ClientState,
+    HostKeyRequestRefused,
+    HostKeyVerificationFailed,
+)
 from twisted_keyx.dh.protocol import DHClientFactory
 from twisted_keyx.dh.raw import RawDHClientFactory
 from twisted_keyx.chat.machine import ChatFailed
@@ -426,12 +431,32 @@ def _bad_signature(args):
     return refuse
 
 
+def _cut_before_signature(args, protocol):
+    """The connection ended after message 6, before message 7: for a known
+    host (or --require-host-key) that is a stripped signature, refused as
+    loudly as a missing one; otherwise the hang-up it is."""
+    def check(failure):
+        failure.trap(ServerHungUp)
+        if protocol.handshake.state is ClientState.AWAIT_HOST_KEY_SIGNATURE:
+            check_unsigned(args, _QuietWarnings())
+        return failure
+    return check
+
+
+class _QuietWarnings:
+    """Where check_unsigned's warning goes when the hang-up is reported instead."""
+
+    def write(self, text):
+        pass
+
+
 async def _dh_handshake(reactor, args, ask_host_key):
     factory, file_tracer = with_tracing(
         args, dh_client_factory(args.raw, args.max_bits, ask_host_key))
     try:
         protocol = await connect(reactor, args, recording_first_bytes(factory))
         outcome = protocol.finished.addErrback(_no_host_key).addErrback(_bad_signature(args))
+        outcome.addErrback(_cut_before_signature(args, protocol))
         return await await_handshake(
             reactor, args.timeout, outcome,
             {BadResponse: "{}" + OTHER_FRAMING_HINT[args.raw]},
