@@ -20,7 +20,6 @@ from twisted_keyx import client, ffdh, knownhosts
 from twisted_keyx.dh.protocol import CLIENT_MAX_MESSAGE_LENGTH, DHClientProtocol
 from twisted_keyx.session import fingerprint
 
-from .helpers import TrackingEKEServerFactory, Users
 from .helpers import (
     CLOSE,
     CollectingProcess,
@@ -28,6 +27,8 @@ from .helpers import (
     ScriptedFramedServer,
     ScriptedLineServer,
     TrackingDHServerFactory,
+    TrackingEKEServerFactory,
+    Users,
     dh_spki_pem,
     read_data,
     tracked,

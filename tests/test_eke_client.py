@@ -17,13 +17,14 @@ from twisted_keyx import ffdh
 from twisted_keyx.eke import crypto, password
 from twisted_keyx.eke.userstore import new_user
 
-from tests.helpers import TrackingEKEServerFactory, Users
 from tests.helpers import (
     CLOSE,
     CollectingProcess,
     ScriptedFactory,
     ScriptedLineServer,
     TrackingDHServerFactory,
+    TrackingEKEServerFactory,
+    Users,
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(twisted_keyx.__file__)))
