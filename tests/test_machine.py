@@ -134,6 +134,13 @@ class FailureTests(unittest.TestCase):
         self.assertEqual(failure.reason, "a frame of 9 bytes")
         self.assertIs(machine.state, State.FAILED)
 
+    def test_refuse_from_outside_fails_the_machine(self):
+        machine = Toy()
+        machine.start()
+        failure = ProtocolFailed("throttled")
+        self.assertIs(machine.refuse(failure), failure)
+        self.assertIs(machine.state, State.FAILED)
+
     def test_start_twice_is_a_programming_error(self):
         machine = Toy()
         machine.start()

@@ -143,6 +143,11 @@ class StateMachine:
         session with; the machine has failed."""
         return self._failed(self._too_long(reason))
 
+    def refuse(self, failure):
+        """Fail the machine from outside it (the guess throttle refusing a
+        guess before the machine sees it); return ``failure``."""
+        return self._failed(failure)
+
     def _failed(self, failure):
         """The one place a machine moves to ``FAILED``."""
         self.state = self.FAILED

@@ -105,11 +105,17 @@ class EKEServerFactory(Factory, Observer):
         if (self.throttle is None or machine is not session.handshake
                 or machine.state is not ServerState.AWAIT_SEALED_PUBLIC_KEY):
             return
-        delay = self.throttle.delay_for(machine.user, self._source(session))
+        self._paceAnswer(session, machine, machine.user, "at step 3")
+
+    def _paceAnswer(self, session, machine, user, where):
+        """Hold the answer to ``user``'s guess back as the throttle says, or
+        refuse the guess unchecked (``where``: the step, for the log)."""
+        delay = self.throttle.delay_for(user, self._source(session))
         if delay is None:
-            session.fail(machine._failed(GuessRefused(
-                f"too many guesses waiting for user {machine.user!r} or from this "
-                "source; refused at step 3 unchecked")))
+            session.guess_user = user
+            session.fail(machine.refuse(GuessRefused(
+                f"too many guesses waiting for user {user!r} or from this "
+                f"source; refused {where} unchecked")))
         else:
             session.holdReplies(delay)
 

@@ -83,14 +83,7 @@ class OPAQUEServerFactory(EKEServerFactory):
         # the pace before KE2, the answer, is computed.  A malformed line is
         # refused by the machine whatever its "name" here.
         user = payload.rpartition(b" ")[2].decode("utf-8", "replace")
-        delay = self.throttle.delay_for(user, self._source(session))
-        if delay is None:
-            session.guess_user = user
-            session.fail(machine._failed(GuessRefused(
-                f"too many guesses waiting for user {user!r} or from this "
-                "source; refused before KE2")))
-        else:
-            session.holdReplies(delay)
+        self._paceAnswer(session, machine, user, "before KE2")
 
     def machineStepped(self, session, machine, payload, reply):
         if machine is not session.handshake:
