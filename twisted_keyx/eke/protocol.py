@@ -70,6 +70,8 @@ class EKEServerFactory(Factory, Observer):
     log = Logger()
     #: The handshake's name in the log lines (OPAQUE's factory says OPAQUE).
     NAME = "EKE"
+    #: What the session key is called when it is logged (--show-secrets).
+    SESSION_KEY_NAME = "Ks"
 
     def __init__(self, users, hide_unknown_users=False, show_secrets=False,
                  decoys=None, random_bytes=None, throttle=None, source_of=None):
@@ -173,12 +175,13 @@ class EKEServerFactory(Factory, Observer):
     def userAuthenticated(self, peer, result):
         if self.show_secrets:
             self.log.info(
-                "EKE: user {user} from {peer} authenticated; Ks: {session_key}",
+                self.NAME + ": user {user} from {peer} authenticated; "
+                + self.SESSION_KEY_NAME + ": {session_key}",
                 user=result.user, peer=peer, session_key=result.session_key.hex(),
             )
         else:
             self.log.info(
-                "EKE: user {user} from {peer} authenticated; "
+                self.NAME + ": user {user} from {peer} authenticated; "
                 "session key fingerprint {fingerprint}",
                 user=result.user, peer=peer, fingerprint=fingerprint(result.session_key),
             )

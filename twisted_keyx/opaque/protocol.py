@@ -22,7 +22,6 @@ from twisted_keyx.opaque.handshake import (
     OPAQUEServerHandshake,
     ServerState,
 )
-from twisted_keyx.session import fingerprint
 
 
 class OPAQUEServerProtocol(EKEServerProtocol):
@@ -50,7 +49,9 @@ class OPAQUEServerFactory(EKEServerFactory):
     """
 
     protocol = OPAQUEServerProtocol
+    #: The log lines are EKE's, with these words.
     NAME = "OPAQUE"
+    SESSION_KEY_NAME = "session key"
 
     def __init__(self, users, setup, show_secrets=False, rng=None, login_failed=None,
                  throttle=None, source_of=None):
@@ -131,21 +132,6 @@ class OPAQUEServerFactory(EKEServerFactory):
     def loginFailed(self, peer, user):
         if self.login_failed is not None:
             self.login_failed(user, peer)
-
-    # --- the log lines are EKE's, with NAME; this one names the key otherwise ---
-
-    def userAuthenticated(self, peer, result):
-        if self.show_secrets:
-            self.log.info(
-                "OPAQUE: user {user} from {peer} authenticated; session key: {session_key}",
-                user=result.user, peer=peer, session_key=result.session_key.hex(),
-            )
-        else:
-            self.log.info(
-                "OPAQUE: user {user} from {peer} authenticated; "
-                "session key fingerprint {fingerprint}",
-                user=result.user, peer=peer, fingerprint=fingerprint(result.session_key),
-            )
 
 
 class OPAQUEClientProtocol(EKEClientProtocol):
