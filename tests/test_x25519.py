@@ -135,6 +135,27 @@ class KeyTests(unittest.TestCase):
         self.assertLessEqual(len(GROUP.public_key_pem(key).replace(b"\n", b"\r\n")),
                              GROUP.max_public_key_message)
 
+    def test_encoding_is_cryptographys_for_random_keys(self):
+        from cryptography.hazmat.primitives import serialization
+        for _ in range(50):
+            key = GROUP.generate_private_key()
+            self.assertEqual(GROUP.public_key_pem(key), key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+
+    def test_canonical_fast_path_agrees_with_the_der_reader(self):
+        # The canonical PEM is read without the general DER reader; every
+        # other spelling of the same key goes through it, with the same answer.
+        for _ in range(20):
+            raw = raw_public(GROUP.generate_private_key())
+            pem = spki(raw)
+            self.assertEqual(len(pem), x25519.CANONICAL_PEM_LENGTH)
+            self.assertEqual(x25519._canonical_raw(pem), raw)
+            for other in (pem.replace(b"\n", b"\r\n"), b"  " + pem, pem + b"\n"):
+                self.assertIsNone(x25519._canonical_raw(other))
+                self.assertEqual(x25519.parse_public_key_pem(other), raw)
+        self.assertIsNone(x25519._canonical_raw(pem[:30] + b"*" + pem[31:]))
+        self.assertInvalid(pem[:30] + b"*" + pem[31:], "not valid base64")
+
     def test_fixed_key(self):
         key = GROUP.private_key_from_value(SERVER_X)
         self.assertEqual(GROUP.public_key_pem(key),

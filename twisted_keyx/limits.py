@@ -30,6 +30,7 @@ guard calls it just before it aborts the connection, so the protocol can log
 the timeout in its own words (its state) instead of the guard's generic line.
 """
 
+import functools
 import ipaddress
 import resource
 from dataclasses import dataclass
@@ -85,19 +86,30 @@ class Limits:
         to: the address itself at full length (``192.0.2.1``), else its
         network (``2001:db8::/64``).  An IPv4-mapped IPv6 address is its
         IPv4 address."""
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            return host
-        if ip.version == 6 and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        prefix = self.ipv4_prefix if ip.version == 4 else self.ipv6_prefix
-        if prefix == 32 and ip.version == 4:
-            return str(ip)  # the default, once per connection: no network to build
-        network = ipaddress.ip_network((int(ip), prefix), strict=False)
-        if prefix == ip.max_prefixlen:
-            return str(network.network_address)  # no scope, no "/32"
-        return str(network)
+        return _source_group(host, self.ipv4_prefix, self.ipv6_prefix)
+
+
+#: Source groups remembered (a host asks once per connection; peers repeat).
+SOURCE_CACHE_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=SOURCE_CACHE_SIZE)
+def _source_group(host, ipv4_prefix, ipv6_prefix):
+    """:meth:`Limits.source_of`, cached: parsing an address costs more than
+    the rest of the connection policy."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    prefix = ipv4_prefix if ip.version == 4 else ipv6_prefix
+    if prefix == 32 and ip.version == 4:
+        return str(ip)
+    network = ipaddress.ip_network((int(ip), prefix), strict=False)
+    if prefix == ip.max_prefixlen:
+        return str(network.network_address)  # no scope, no "/32"
+    return str(network)
 
 
 def handshake_finished(transport):

@@ -52,4 +52,4 @@ def fingerprint(key):
 
     Safe to log: it lets two sides compare keys without revealing them.
     """
-    return hmac.new(key, b"twisted-keyx fingerprint", hashlib.sha256).hexdigest()[:16]
+    return hmac.digest(key, b"twisted-keyx fingerprint", "sha256")[:8].hex()

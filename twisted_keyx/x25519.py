@@ -16,10 +16,11 @@ aborting on an all-zero K; the u-coordinates that give it are known, so they
 are refused up front as well).  The scalar multiplication is cryptography's.
 """
 
+import base64
+import binascii
 import hmac
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import x25519 as _x25519
 
 from twisted_keyx import asn1, groupapi
@@ -69,13 +70,45 @@ def is_low_order(raw):
     return decode_u(raw) in LOW_ORDER_U or int.from_bytes(raw, "little") % P in LOW_ORDER_U
 
 
+#: The DER of an X25519 SubjectPublicKeyInfo before its 32 key bytes:
+#: SEQUENCE (42 bytes) { SEQUENCE (5) { OID 1.3.101.110 }, BIT STRING (33,
+#: no unused bits) } -- RFC 8410 section 10.1 shows the same bytes.
+SPKI_PREFIX = bytes.fromhex("302a300506032b656e032100")
+_PEM_BEGIN = b"-----BEGIN PUBLIC KEY-----\n"
+_PEM_END = b"\n-----END PUBLIC KEY-----\n"
+#: The PEM that OpenSSL (and :func:`encode_public_key_pem`) writes: 44
+#: bytes of DER are one 60-character base64 line.
+CANONICAL_PEM_LENGTH = len(_PEM_BEGIN) + 60 + len(_PEM_END)
+
+
+def _canonical_raw(data):
+    """The key bytes of ``data`` if it is exactly the canonical PEM (what
+    every client here sends), else None: the general parser decides."""
+    if (len(data) != CANONICAL_PEM_LENGTH or not data.startswith(_PEM_BEGIN)
+            or not data.endswith(_PEM_END)):
+        return None
+    try:
+        der = base64.b64decode(data[len(_PEM_BEGIN):-len(_PEM_END)], validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(der) != len(SPKI_PREFIX) + KEY_LENGTH or not der.startswith(SPKI_PREFIX):
+        return None
+    return der[len(SPKI_PREFIX):]
+
+
 def parse_public_key_pem(data):
     """The 32 raw bytes of a PEM X25519 SubjectPublicKeyInfo (RFC 8410).
 
     Strict: one PEM block, DER with no trailing bytes, the id-X25519 OID with
     no parameters, a BIT STRING of exactly 32 bytes.  Raises
-    :class:`twisted_keyx.groupapi.InvalidPublicKey`.
+    :class:`twisted_keyx.groupapi.InvalidPublicKey`.  The canonical form
+    (one base64 line of the 12 fixed bytes and the key) is recognised
+    directly; anything else goes through the general DER reader.
     """
+    data = bytes(data)
+    raw = _canonical_raw(data)
+    if raw is not None:
+        return raw
     if len(data) > MAX_PUBLIC_KEY_PEM:
         raise groupapi.InvalidPublicKey("public key is too large")
     try:
@@ -91,9 +124,11 @@ def parse_public_key_pem(data):
 
 
 def encode_public_key_pem(raw):
-    algorithm = asn1.encode_sequence(asn1.encode(asn1.OBJECT_IDENTIFIER, OID_X25519))
-    der = asn1.encode_sequence(algorithm, asn1.encode(asn1.BIT_STRING, b"\0" + raw))
-    return asn1.pem_encode(PUBLIC_KEY_LABEL, der)
+    """The canonical PEM of the 32-byte key ``raw``, byte for byte what
+    OpenSSL writes."""
+    if len(raw) != KEY_LENGTH:
+        raise ValueError(f"an X25519 key has {KEY_LENGTH} bytes, not {len(raw)}")
+    return _PEM_BEGIN + base64.b64encode(SPKI_PREFIX + raw) + _PEM_END
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,8 +153,7 @@ class X25519Group(groupapi.Group):
         return self.private_key_from_bytes(x.to_bytes(KEY_LENGTH, "little"))
 
     def public_key_pem(self, private_key):
-        return private_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        return encode_public_key_pem(private_key.public_key().public_bytes_raw())
 
     def load_peer_key(self, pem):
         """Parse and check a peer's key; refuses the low-order points."""
