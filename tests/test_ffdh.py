@@ -379,3 +379,76 @@ class JacobiTests(unittest.TestCase):
         self.assertEqual(ffdh.jacobi(0, 7), 0)
         self.assertEqual(ffdh.jacobi(14, 7), 0)
         self.assertEqual(ffdh.jacobi(2, ffdh.FFDHE2048_P), 1)  # p = 7 mod 8
+
+
+#: Run in a fresh interpreter whose cryptography has no FFDH: the modules
+#: are made unimportable after cryptography's own imports, as a release that
+#: removed them would be.  Prints what the named group ran on and the bytes
+#: of a handshake with fixed keys.
+WITHOUT_FFDH = r"""
+import json, sys
+import cryptography.hazmat.primitives.serialization  # imports dh itself
+import cryptography.hazmat.primitives.asymmetric as asymmetric
+if hasattr(asymmetric, "dh"):
+    delattr(asymmetric, "dh")
+sys.modules["cryptography.hazmat.primitives.asymmetric.dh"] = None
+sys.modules["cryptography.hazmat.decrepit.asymmetric.dh"] = None
+from twisted_keyx import admin, ffdh, groups
+from twisted_keyx.dh.handshake import DHClientHandshake, DHServerHandshake
+group = groups.named("ffdhe2048")
+server = DHServerHandshake(group, lambda g: g.private_key_from_value(int(sys.argv[1])))
+client = DHClientHandshake(lambda g: g.private_key_from_value(int(sys.argv[2])))
+sent = [client.start()]
+while True:
+    sent.append(server.receive(sent[-1]))
+    reply = client.receive(sent[-1])
+    if reply is None:
+        break
+    sent.append(reply)
+try:
+    ffdh.generate_parameters_pem(2048)
+    genparams = None
+except ffdh.ParameterError as e:
+    genparams = str(e)
+print(json.dumps({"openssl": ffdh.OPENSSL_FFDH, "kind": type(group).__name__,
+                  "messages": [m.hex() for m in sent],
+                  "server_key": server.result.session_key.hex(),
+                  "client_key": client.result.session_key.hex(),
+                  "genparams": genparams}))
+"""
+
+
+class WithoutCryptographyFFDHTests(unittest.TestCase):
+    """If cryptography drops FFDH, the named groups run on GMP, on the same
+    wire with the same keys."""
+
+    def test_named_groups_fall_back_to_gmp(self):
+        import json
+        import subprocess
+        import sys
+
+        from twisted_keyx import groups
+        from twisted_keyx.dh.handshake import DHClientHandshake, DHServerHandshake
+
+        done = subprocess.run([sys.executable, "-W", "error", "-c", WITHOUT_FFDH,
+                               str(SERVER_X), str(CLIENT_X)],
+                              capture_output=True, text=True, timeout=60)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        without = json.loads(done.stdout)
+        self.assertEqual((without["openssl"], without["kind"]), (False, "Group"))
+        self.assertIn("openssl dhparam", without["genparams"])
+
+        group = groups.named("ffdhe2048")
+        self.assertIsInstance(group, ffdh.OpenSSLGroup)  # here, cryptography has FFDH
+        server = DHServerHandshake(group, lambda g: g.private_key_from_value(SERVER_X))
+        client = DHClientHandshake(lambda g: g.private_key_from_value(CLIENT_X))
+        sent = [client.start()]
+        while True:
+            sent.append(server.receive(sent[-1]))
+            reply = client.receive(sent[-1])
+            if reply is None:
+                break
+            sent.append(reply)
+        self.assertEqual(without["messages"], [m.hex() for m in sent])
+        self.assertEqual(without["server_key"], server.result.session_key.hex())
+        self.assertEqual(without["client_key"], server.result.session_key.hex())

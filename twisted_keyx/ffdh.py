@@ -26,7 +26,11 @@ cryptography 50 deprecates FFDH and a later release moves it to
 ``cryptography.hazmat.decrepit.asymmetric.dh``.  This project exists to show
 FFDH handshakes, so it uses them on purpose: it imports from the new location
 when there is one and silences that single deprecation warning here, and
-nowhere else.
+nowhere else.  If a release of cryptography has FFDH in neither place,
+nothing here stops working: the named groups then run on GMP like custom
+ones (:data:`OPENSSL_FFDH` is False; same wire, same keys, slower), and only
+``keyx-admin genparams`` says it cannot generate parameters (``openssl
+dhparam`` can).
 """
 
 import argparse
@@ -51,11 +55,18 @@ with warnings.catch_warnings():
     try:
         from cryptography.hazmat.decrepit.asymmetric import dh as _dh
     except ImportError:
-        from cryptography.hazmat.primitives.asymmetric import dh as _dh
-    _ParameterNumbers = _dh.DHParameterNumbers
-    _PublicNumbers = _dh.DHPublicNumbers
-    _PrivateNumbers = _dh.DHPrivateNumbers
-    _generate_parameters = _dh.generate_parameters
+        try:
+            from cryptography.hazmat.primitives.asymmetric import dh as _dh
+        except ImportError:
+            _dh = None
+    if _dh is not None:
+        _ParameterNumbers = _dh.DHParameterNumbers
+        _PublicNumbers = _dh.DHPublicNumbers
+        _PrivateNumbers = _dh.DHPrivateNumbers
+        _generate_parameters = _dh.generate_parameters
+
+#: Whether this cryptography still has FFDH (see the module docstring).
+OPENSSL_FFDH = _dh is not None
 
 #: Smallest and largest modulus accepted from a file or from a server.
 #: RFC 7919 section 5.1 and NIST SP 800-56A rev. 3 put the floor at 2048 bits;
@@ -452,7 +463,10 @@ class OpenSSLGroup(Group):
 
 def _openssl_check(p, g, q):
     """OpenSSL's DH_check, via cryptography: p prime, and a safe prime when q
-    is absent; q prime and g^q = 1 when q is given; 1 < g < p - 1."""
+    is absent; q prime and g^q = 1 when q is given; 1 < g < p - 1.  Without
+    FFDH in cryptography, nothing to add to GMP's reason."""
+    if not OPENSSL_FFDH:
+        return
     try:
         _ParameterNumbers(p, g, q).parameters()
     except ValueError as e:
@@ -518,7 +532,8 @@ def named_group(name):
         # RFC 7919 publishes p, g = 2 and q = (p - 1) / 2: nothing to check.
         # OpenSSL knows the groups and writes q into their public keys.
         q = (p - 1) // 2
-        group = OpenSSLGroup(name, p, 2, q, encode_parameters_pem(p, 2), key_q=q)
+        kind = OpenSSLGroup if OPENSSL_FFDH else Group
+        group = kind(name, p, 2, q, encode_parameters_pem(p, 2), key_q=q)
         _named_groups[name] = group
     return group
 
@@ -573,11 +588,20 @@ def load_parameters_file(path):
         raise ParameterError(f"{path}: {e}") from None
 
 
+def cryptography_version():
+    import cryptography
+    return cryptography.__version__
+
+
 def generate_parameters_pem(bits, generator=2):
     """Generate fresh safe-prime parameters (slow: tens of seconds at 2048 bits)
     and return them as PKCS #3 PEM, the format ``openssl dhparam`` writes."""
     if not MIN_BITS <= bits <= MAX_BITS:
         raise ParameterError(f"bits must be between {MIN_BITS} and {MAX_BITS}")
+    if not OPENSSL_FFDH:
+        raise ParameterError(
+            f"this cryptography ({cryptography_version()}) cannot generate DH parameters; "
+            f"use: openssl dhparam -out FILE {bits}")
     with warnings.catch_warnings():
         # Deliberate, as at import: generating FFDH parameters is the point.
         warnings.filterwarnings(
