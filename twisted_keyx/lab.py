@@ -374,7 +374,7 @@ def explain_pinned_refusal(number, client_result, daemon_result, signature_messa
         "    host key does is refused too by a client whose known_hosts lists this host\n"
         "    (it expects a signature); only a client meeting the host for the first time\n"
         "    falls back to an unauthenticated Hello, with a warning.\n"
-        f"  So the client hangs up, and the session key the lab holds with it\n"
+        "  So the client hangs up, and the session key the lab holds with it\n"
         "  (above) protects nothing: nothing was sent under it.\n")
 
 
