@@ -4,17 +4,23 @@ against real handshakes on 127.0.0.1 (cheap scrypt for the recorded users)."""
 import contextlib
 import io
 import json
+import os
+import sys
 
 from twisted.internet import defer, endpoints, reactor
 from twisted.trial import unittest
 
-from twisted_keyx import groups, lab, trace
-from twisted_keyx.dh.handshake import DHClientHandshake
+import twisted_keyx
+from twisted_keyx import groups, hostkey, knownhosts, lab, trace
+from twisted_keyx.dh.handshake import DHClientHandshake, HostKeyRequestRefused
 from twisted_keyx.dh.protocol import DHClientFactory, DHClientProtocol, DHServerFactory
+from twisted_keyx.dh.raw import RawDHServerFactory
 from twisted_keyx.machine import HandshakeFailed
 from twisted_keyx.eke.protocol import EKEClientFactory, EKEServerFactory
 
-from tests.helpers import PASSWORD, TEST_KDF, TEST_LIMITS, make_user
+from tests.helpers import PASSWORD, TEST_KDF, TEST_LIMITS, CollectingProcess, make_user
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(twisted_keyx.__file__)))
 
 
 class Users:
@@ -140,36 +146,177 @@ class MitmTests(unittest.TestCase):
 class AsksHostKey(DHClientHandshake):
     """A client whose message 1 is docs/hostkey.rst's ``Host key?``."""
 
-    def _on_start(self, payload):
-        super()._on_start(payload)
-        return b"Host key?"
+    def __init__(self, **options):
+        super().__init__(ask_host_key=True, **options)
+
+
+def new_host_key():
+    return hostkey.HostKey.from_private_key(hostkey.generate_private_key())
+
+
+async def _sleep(seconds):
+    await defer.Deferred(lambda d: None).addTimeout(seconds, reactor).addErrback(
+        lambda f: None)
+
+
+class RelayingMachineTests(unittest.TestCase):
+    """The lab's side of the client's handshake, without I/O."""
+
+    def setUp(self):
+        self.group = groups.named("x25519")
+        self.machine = lab._relaying_handshake_class()(self.group)
+        self.client = DHClientHandshake(ask_host_key=True)
+
+    def test_relayed_in_order(self):
+        self.assertIsNone(self.machine.receive(self.client.start()))  # waits for the daemon
+        self.assertIs(self.machine.state, lab.RelayState.AWAIT_DAEMON_GREETING)
+        hey = self.machine.daemon_greeted()
+        self.assertEqual(hey, b"Hey there!")
+        parameters = self.machine.receive(self.client.receive(hey))
+        message6 = self.machine.receive(self.client.receive(parameters))
+        self.assertTrue(message6.startswith(b"Server public key:"))  # 6 alone: no 7 of its own
+        self.assertIs(self.machine.state, lab.RelayState.AWAIT_DAEMON_SIGNATURE)
+        self.assertIsNone(self.client.receive(message6))
+        self.assertFalse(self.machine.finished)
+        # Whatever message 7 the daemon sent goes on unchanged.
+        self.assertEqual(self.machine.relay_signature(b"Host key signature:..."),
+                         b"Host key signature:...")
+        self.assertTrue(self.machine.finished)
+        # Both ends of the client's handshake hashed the same messages.
+        self.assertEqual(self.machine.result.transcript_hash,
+                         self.client._transcript.digest())
+
+    def test_nothing_before_the_daemon_answers(self):
+        self.machine.receive(b"Host key?")
+        with self.assertRaises(HandshakeFailed):
+            self.machine.receive(b"Params?")
+
+    def test_hello_is_not_held(self):
+        self.assertEqual(self.machine.receive(b"Hello"), b"Hey there!")
+        self.assertFalse(self.machine.relaying)
 
 
 class MitmHostKeyTests(unittest.TestCase):
-    timeout = 30
+    """A client that asks ``Host key?`` through the lab, against a real daemon
+    factory with a host key: the lab relays the question and the daemon's
+    message 7, which does not verify for the client."""
 
-    async def test_host_key_request_refused(self):
-        group = groups.named("x25519")
-        daemon_port = await listen(DHServerFactory(group))
+    timeout = 60
+
+    async def setUpLab(self, daemon_host_key, lab_host_key=None, raw=False):
+        self.daemon_results = []
+        daemon = (RawDHServerFactory if raw else DHServerFactory)(
+            groups.named("x25519"), host_key=daemon_host_key)
+        daemon.handshakeFinished = lambda peer, result: self.daemon_results.append(result)
+        daemon_port = await listen(daemon)
         self.addCleanup(daemon_port.stopListening)
-        out = io.StringIO()
-        middle = lab.mitm_factory(reactor, ("127.0.0.1", daemon_port.getHost().port), group, out)
-        middle_port = await listen(middle)
-        self.addCleanup(middle_port.stopListening)
+        self.out = io.StringIO()
+        self.intercepted = defer.Deferred()  # the first client's handshake with the lab
+
+        def done(peer):
+            if not self.intercepted.called:
+                self.intercepted.callback(peer)
+
+        middle = lab.mitm_factory(reactor, ("127.0.0.1", daemon_port.getHost().port),
+                                  groups.named("x25519"), self.out,
+                                  raw=raw, done=done, host_key=lab_host_key)
+        self.middle_port = await listen(middle)
+        self.addCleanup(self.middle_port.stopListening)
+        self.known_hosts = os.path.abspath(self.mktemp())
+
+    def pin(self, key):
+        knownhosts.KnownHosts(self.known_hosts).record(
+            "127.0.0.1", self.middle_port.getHost().port, key.public_key)
+
+    async def keyx_client(self, *argv):
+        process = CollectingProcess()
+        args = [sys.executable, "-m", "twisted_keyx.client", "dh", "--host", "127.0.0.1",
+                "--port", str(self.middle_port.getHost().port),
+                "--known-hosts", self.known_hosts, *argv]
+        reactor.spawnProcess(process, sys.executable, args,
+                             env=dict(os.environ, PYTHONPATH=ROOT, PYTHONWARNINGS="error"))
+        status = await process.ended
+        return status, process.out.decode(), process.err.decode()
+
+    async def test_pinned_client_refuses_unframed(self):
+        daemon_key = new_host_key()
+        await self.setUpLab(daemon_key, raw=True)
+        self.pin(daemon_key)
+        status, out, err = await self.keyx_client("--raw")
+        self.assertEqual((status, out), (1, ""), err)
+        self.assertIn("host key signature does not verify", err)
+        await self.intercepted
+        self.assertIn("it verifies over H_daemon: yes; over H_client: NO.", self.out.getvalue())
+
+    async def test_pinned_client_refuses(self):
+        daemon_key = new_host_key()
+        await self.setUpLab(daemon_key)
+        self.pin(daemon_key)
+        status, out, err = await self.keyx_client()
+        self.assertEqual((status, out), (1, ""), err)
+        port = self.middle_port.getHost().port
+        self.assertEqual(
+            err, f"keyx-client: host key verification failed for [127.0.0.1]:{port}: the "
+            "server's host key signature does not verify: the handshake was tampered with, "
+            "or the server does not hold the key it names (its key is known in "
+            f"{self.known_hosts}:1)\n")
+        await self.intercepted
+        # The daemon signed its own handshake with the lab, with its key.
+        [daemon_result] = self.daemon_results
+        self.assertEqual(daemon_result.host_key_fingerprint, daemon_key.fingerprint)
+        text = self.out.getvalue()
+        self.assertIn("the client asked 'Host key?'", text)
+        self.assertIn("asks the daemon the same question", text)
+        self.assertIn("trace: -> LabToDaemonHandshake START -> AWAIT_GREETING [9 bytes] 'Host key?'",
+                      text)
+        self.assertIn(f"the daemon proved its host key {daemon_key.fingerprint}", text)
+        self.assertIn("passed the daemon's message 7 on to the client, unchanged", text)
+        self.assertIn(daemon_result.transcript_hash.hex()[:32], text)
+        self.assertIn("The signature binds the daemon's key to the\n"
+                      "    messages the daemon saw, which are not the ones the client saw", text)
+        self.assertIn("it verifies over H_daemon: yes; over H_client: NO.", text)
+        self.assertNotIn("Traceback", text + err)
+
+    async def test_daemon_without_host_key(self):
+        """The daemon refuses Host key?: so does the lab, with the daemon's
+        reply, and the client falls back to an unauthenticated Hello."""
+        await self.setUpLab(None)
         factory = DHClientFactory()
         factory.protocol = type("P", (DHClientProtocol,), {
             "newHandshake": classmethod(lambda cls, **o: AsksHostKey())})
-        protocol = await connect(middle_port, factory)
-        with self.assertRaises(HandshakeFailed):
+        protocol = await connect(self.middle_port, factory)
+        with self.assertRaises(HostKeyRequestRefused):
             await protocol.finished
-        text = out.getvalue()
-        self.assertIn("'Host key?'", text)
-        self.assertIn("refused", text)
-        self.assertIn("stops here", text)
-        # Let the lab's own handshake with the daemon end before the ports close.
-        while "with the SERVER" not in out.getvalue():
-            await defer.Deferred(lambda d: None).addTimeout(0.05, reactor).addErrback(
-                lambda f: None)
+        text = self.out.getvalue()
+        self.assertIn("the handshake with the server failed: the server refused Host key?", text)
+        self.assertIn("refused: relayed: the daemon did not complete the handshake", text)
+        status, out, err = await self.keyx_client()
+        self.assertEqual(status, 0, err)
+        self.assertIn("offered no host key signature: this handshake is unauthenticated", err)
+        self.assertIn("Host key fingerprint: none (unauthenticated)", out)
+        await self.intercepted
+        self.assertIn("neither side can tell", self.out.getvalue())
+
+    async def test_first_contact_accepts_the_labs_key(self):
+        """With a host key of its own, the lab fools a client that has never
+        met the host (--accept-new) and not one that pinned the daemon's key."""
+        daemon_key, lab_key = new_host_key(), new_host_key()
+        await self.setUpLab(daemon_key, lab_host_key=lab_key)
+        status, out, err = await self.keyx_client("--accept-new")
+        self.assertEqual(status, 0, err)
+        self.assertIn(f"Host key fingerprint: {lab_key.fingerprint}", out)
+        self.assertIn("Permanently added", err)
+        await self.intercepted
+        text = self.out.getvalue()
+        self.assertIn(f"signs message 7 with its OWN host key {lab_key.fingerprint}", text)
+        self.assertIn("That is trust on first\n  use", text)
+        # The same lab against a client that pinned the daemon's key.
+        os.remove(self.known_hosts)
+        self.pin(daemon_key)
+        status, out, err = await self.keyx_client()
+        self.assertEqual((status, out), (1, ""))
+        self.assertIn("REMOTE HOST IDENTIFICATION HAS CHANGED", err)
+        self.assertNotIn("Traceback", err)
 
 
 class LoopbackOnlyTests(unittest.TestCase):
@@ -189,6 +336,14 @@ class LoopbackOnlyTests(unittest.TestCase):
         args = lab.build_parser().parse_args(
             ["mitm", "--listen", "tcp:7000:interface=127.0.0.1", "--target", "[::1]:7777"])
         self.assertEqual(args.target, ("::1", 7777))
+
+    def test_host_key_file_refused_in_one_line(self):
+        err = io.StringIO()
+        status = lab.main(["mitm", "--listen", "tcp:0:interface=127.0.0.1", "--target",
+                           "127.0.0.1:7777", "--host-key", self.mktemp()], io.StringIO(), err)
+        self.assertEqual(status, lab.EXIT_USAGE)
+        self.assertTrue(err.getvalue().startswith("keyx-lab: "), err.getvalue())
+        self.assertEqual(err.getvalue().count("\n"), 1)
 
     def test_help_says_so(self):
         self.assertIn("loopback only", lab.build_parser().format_help())

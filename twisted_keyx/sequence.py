@@ -3,15 +3,14 @@
 Each chart in docs/sequences/ comes from a handshake run over loopback TCP
 (127.0.0.1) with a :class:`twisted_keyx.trace.Recorder` on each side: the
 messages in the order they crossed the wire, each with the sender's and the
-receiver's state before and after.  ``tests/test_sequence.py`` runs them
-again and compares them with the committed files, so the charts cannot drift
-from the code.  Regenerate them with::
+receiver's state before and after.  ``tests/test_trace.py`` (``ChartTests``)
+runs every one of them again and compares it with the committed file, so the
+charts cannot drift from the code.  Regenerate them with::
 
     python -m twisted_keyx.sequence --write docs/sequences
 
 Every chart has a name in :data:`CHARTS`; a new handshake adds a recipe
-there (host key and OPAQUE are announced as slots until their factories
-exist).
+there (and its file, which the test then checks).
 """
 
 import argparse
@@ -57,13 +56,18 @@ def chart(title, client_events, server_events, kind_of, notes=()):
     return "\n".join(lines).rstrip() + "\n"
 
 
-async def _run(reactor, server_factory, client_factory, outcome):
+async def _run(reactor, server_factory, client_factory, outcome, listening=None):
+    """Serve ``server_factory`` on 127.0.0.1, connect ``client_factory`` to
+    it and await ``outcome(client protocol)``; ``listening(port number)``, if
+    given, is called before the client connects.  Returns both sides' events."""
     server_recorder, client_recorder = trace.Recorder(), trace.Recorder()
     trace.traced(server_factory, lambda protocol: server_recorder)
     trace.traced(client_factory, lambda protocol: client_recorder)
     port = await endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
         server_factory)
     try:
+        if listening is not None:
+            listening(port.getHost().port)
         client = await endpoints.TCP4ClientEndpoint(
             reactor, "127.0.0.1", port.getHost().port).connect(client_factory)
         await outcome(client)
@@ -116,8 +120,82 @@ async def eke_chart(reactor):
                         "(quit, and its confirmation) under the per-direction chat keys."])
 
 
-#: name -> coroutine function ``(reactor) -> chart text``; None: a slot for
-#: a handshake whose factories are not on this branch yet.
+async def dh_hostkey_chart(reactor):
+    """DH in X25519 with a host key: the client asks ``Host key?``, verifies
+    message 7 and finds the key pinned in a known_hosts file
+    (docs/hostkey.rst)."""
+    import tempfile
+
+    from twisted_keyx import groups, hostkey, knownhosts
+    from twisted_keyx.dh.protocol import DHClientFactory, DHServerFactory
+
+    host_key = hostkey.HostKey.from_private_key(hostkey.generate_private_key())
+    server = DHServerFactory(groups.named("x25519"), host_key=host_key)
+    client = DHClientFactory(ask_host_key=True)
+    with tempfile.TemporaryDirectory() as folder:
+        known = knownhosts.KnownHosts(os.path.join(folder, "known_hosts"))
+        where = []
+
+        def pin(port):
+            # What a first contact with --accept-new, or the operator, wrote.
+            where.append(port)
+            known.record("127.0.0.1", port, host_key.public_key)
+
+        async def verified(protocol):
+            result = await protocol.finished
+            decision = knownhosts.decide(known, "127.0.0.1", where[0], result.host_public_key)
+            if decision.action is not knownhosts.Action.PROCEED:
+                raise RuntimeError(f"the pinned host key was not accepted: {decision.text}")
+
+        events = await _run(reactor, server, client, verified, listening=pin)
+    return chart("DH handshake with a host key, group x25519", *events,
+                 kind_of=lambda e: trace.describe_event(e).kind,
+                 notes=["Message 1 'Host key?' asks for message 7; the server sends 6 and 7",
+                        "in one flight.  Message 7 carries the server's Ed25519 host key",
+                        "and its signature over the group name, that key and H, the",
+                        "transcript hash of messages 1 to 6 (docs/hostkey.rst).  The client",
+                        "verifies it with its own H, then finds the key pinned in its",
+                        "known_hosts file; session key = HKDF-SHA256(secret, info =",
+                        "'twisted-keyx dh session key v1' || H), as without a host key."])
+
+
+async def opaque_chart(reactor):
+    """An OPAQUE login then quit, for a user registered in the recipe with
+    the cheapest Argon2id cost the client accepts by default."""
+    from twisted_keyx.opaque.ksf import MiB, Argon2idParameters
+    from twisted_keyx.opaque.protocol import OPAQUEClientFactory, OPAQUEServerFactory
+    from twisted_keyx.opaque.records import ServerSetup
+    from twisted_keyx.opaque.scheme import new_user
+
+    # The client's floor (twisted_keyx.opaque.ksf.KsfLimits): 19 MiB, and
+    # 38 MiB of memory * passes.
+    floor = Argon2idParameters(memory_cost=19 * MiB, iterations=2, lanes=1)
+    setup = ServerSetup.generate(floor)
+    user = new_user("alice", "correct horse", setup)
+
+    class Users:
+        def lookup(self, name, scheme):
+            return user if (name, scheme) == (user.name, "opaque") else None
+
+    server = OPAQUEServerFactory(Users(), setup)
+    client = OPAQUEClientFactory("alice", "correct horse")
+
+    async def login_and_quit(protocol):
+        await protocol.authenticated
+        protocol.quit()
+        await protocol.finished
+
+    events = await _run(reactor, server, client, login_and_quit)
+    return chart("OPAQUE login, then quit", *events,
+                 kind_of=lambda e: trace.describe_event(e).kind,
+                 notes=["Messages 1 to 4 are the login (RFC 9807's KE1, KE2 with the",
+                        "record's Argon2id cost in front, KE3, then ok); 5 and 6 are chat",
+                        "records (quit, and its confirmation) under the per-direction chat",
+                        "keys.  No message depends on the password alone: the client blinds",
+                        "it (OPRF) and only the server's OPRF key completes it."])
+
+
+#: name -> coroutine function ``(reactor) -> chart text``.
 CHARTS = {
     "dh-ffdhe2048": lambda reactor: dh_chart(reactor, "ffdhe2048"),
     "dh-ffdhe3072": lambda reactor: dh_chart(reactor, "ffdhe3072"),
@@ -125,13 +203,13 @@ CHARTS = {
     "dh-x25519": lambda reactor: dh_chart(reactor, "x25519"),
     "dh-x25519-unframed": lambda reactor: dh_chart(reactor, "x25519", raw=True),
     "eke": eke_chart,
-    "dh-hostkey": None,
-    "opaque": None,
+    "dh-hostkey": dh_hostkey_chart,
+    "opaque": opaque_chart,
 }
 
 
 def names():
-    return [name for name, recipe in CHARTS.items() if recipe is not None]
+    return list(CHARTS)
 
 
 async def generate(reactor, name):

@@ -135,6 +135,38 @@ def _describe_chat(payload):
                    f"(ciphertext {max(len(record) - 16, 0)} + tag 16)")
 
 
+def _b64(data):
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _describe_opaque(payload):
+    """OPAQUE's lines (docs/protocols.rst, OPAQUE): KE1 and the user name,
+    KE2 behind its KSF header, KE3."""
+    from twisted_keyx.opaque import messages
+    from twisted_keyx.opaque.ksf import Argon2idParameters
+
+    head, space, name = payload.partition(b" ")
+    ke = _b64(head)
+    if ke is None:
+        return describe_bytes(payload)
+    if space and len(ke) == messages.KE1_SIZE and _printable(name):
+        return Summary(f"base64(KE1, {len(ke)} bytes) and the user name "
+                       f"{name.decode('ascii')!r}")
+    if not space and len(ke) == messages.KE3_SIZE:
+        return Summary(f"base64(KE3, {len(ke)} bytes)")
+    header = Argon2idParameters.header_size
+    if not space and len(ke) == header + messages.KE2_SIZE:
+        params = Argon2idParameters.decode(ke[:header])
+        return Summary(f"base64(KSF header, {header} bytes: {params}; "
+                       f"KE2, {messages.KE2_SIZE} bytes)")
+    return describe_bytes(payload)
+
+
+for _name in ("OPAQUEClientHandshake", "OPAQUEServerHandshake"):
+    register(_name)(_describe_opaque)
 for _name in ("EKEClientHandshake", "EKEServerHandshake"):
     register(_name)(_describe_eke)
 for _name in ("ClientChat", "ServerChat"):
