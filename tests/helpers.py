@@ -109,6 +109,18 @@ def dh_spki_pem(p, g, y, q=None):
     return asn1.pem_encode(b"PUBLIC KEY", dh_spki_der(p, g, y, q))
 
 
+def run_machines(client, server):
+    """Run a client and a server machine against each other, no I/O; the
+    messages in the order sent."""
+    sent = [client.start()]
+    while True:
+        sent.append(server.receive(sent[-1]))
+        reply = client.receive(sent[-1])
+        if reply is None:
+            return sent
+        sent.append(reply)
+
+
 def fixed_key(x):
     """A ``private_key_factory`` that always returns the key with value ``x``."""
     return lambda group: group.private_key_from_value(x)

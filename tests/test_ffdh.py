@@ -8,7 +8,9 @@ from twisted.trial import unittest
 from twisted_keyx import asn1, ffdh
 from twisted_keyx.ffdh import InvalidPublicKey, ParameterError
 
-from .helpers import CLIENT_X, SERVER_X, data_path, dh_spki_pem, read_data
+from .helpers import CLIENT_X, SERVER_X, data_path, dh_spki_pem, read_data, run_machines
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def floor_e_times_power_of_two(k):
@@ -393,18 +395,14 @@ if hasattr(asymmetric, "dh"):
     delattr(asymmetric, "dh")
 sys.modules["cryptography.hazmat.primitives.asymmetric.dh"] = None
 sys.modules["cryptography.hazmat.decrepit.asymmetric.dh"] = None
+sys.path.insert(0, sys.argv[3])
 from twisted_keyx import admin, ffdh, groups
 from twisted_keyx.dh.handshake import DHClientHandshake, DHServerHandshake
+from tests.helpers import run_machines
 group = groups.named("ffdhe2048")
 server = DHServerHandshake(group, lambda g: g.private_key_from_value(int(sys.argv[1])))
 client = DHClientHandshake(lambda g: g.private_key_from_value(int(sys.argv[2])))
-sent = [client.start()]
-while True:
-    sent.append(server.receive(sent[-1]))
-    reply = client.receive(sent[-1])
-    if reply is None:
-        break
-    sent.append(reply)
+sent = run_machines(client, server)
 try:
     ffdh.generate_parameters_pem(2048)
     genparams = None
@@ -431,7 +429,7 @@ class WithoutCryptographyFFDHTests(unittest.TestCase):
         from twisted_keyx.dh.handshake import DHClientHandshake, DHServerHandshake
 
         done = subprocess.run([sys.executable, "-W", "error", "-c", WITHOUT_FFDH,
-                               str(SERVER_X), str(CLIENT_X)],
+                               str(SERVER_X), str(CLIENT_X), ROOT],
                               capture_output=True, text=True, timeout=60)
         self.assertEqual(done.returncode, 0, done.stderr)
         without = json.loads(done.stdout)
@@ -442,13 +440,7 @@ class WithoutCryptographyFFDHTests(unittest.TestCase):
         self.assertIsInstance(group, ffdh.OpenSSLGroup)  # here, cryptography has FFDH
         server = DHServerHandshake(group, lambda g: g.private_key_from_value(SERVER_X))
         client = DHClientHandshake(lambda g: g.private_key_from_value(CLIENT_X))
-        sent = [client.start()]
-        while True:
-            sent.append(server.receive(sent[-1]))
-            reply = client.receive(sent[-1])
-            if reply is None:
-                break
-            sent.append(reply)
+        sent = run_machines(client, server)
         self.assertEqual(without["messages"], [m.hex() for m in sent])
         self.assertEqual(without["server_key"], server.result.session_key.hex())
         self.assertEqual(without["client_key"], server.result.session_key.hex())
