@@ -27,6 +27,7 @@ from twisted_keyx.dh.handshake import (  # noqa: F401 (the limits are part of th
 from twisted_keyx.dh.messages import ServerMessage, classify_server_message
 from twisted_keyx.framing import Int32Framing
 from twisted_keyx.groups import GroupError
+from twisted_keyx.limits import PeerLogging
 from twisted_keyx.session import fingerprint
 
 
@@ -37,8 +38,9 @@ class DHServerProtocol(Session):
     FRAMING = Int32Framing
 
 
-class DHServerFactory(Factory, Observer):
-    """Serves the DH handshake in one group; logs one line per connection.
+class DHServerFactory(Factory, Observer, PeerLogging):
+    """Serves the DH handshake in one group; logs one line per connection
+    (bounded per source behind a connection policy: :class:`~twisted_keyx.limits.PeerLines`).
 
     Each connection is a :attr:`protocol` (its ``FRAMING`` says which) with a
     fresh :class:`DHServerHandshake`; the factory is its observer.
@@ -73,17 +75,21 @@ class DHServerFactory(Factory, Observer):
     # --- the observer: one log line per outcome --------------------------------
 
     def machineFinished(self, session, machine):
-        self.handshakeFinished(session.peer, machine.result)
+        if self.peerMayLog(session, "finished"):
+            self.handshakeFinished(session.peer, machine.result)
         return None
 
     def machineFailed(self, session, machine, failure):
-        self.handshakeRejected(session.peer, failure.reason)
+        if self.peerMayLog(session, "rejected"):
+            self.handshakeRejected(session.peer, failure.reason)
 
     def sessionTimedOut(self, session, machine, seconds):
-        self.handshakeTimedOut(session.peer, seconds, machine.state.value)
+        if self.peerMayLog(session, "timed out"):
+            self.handshakeTimedOut(session.peer, seconds, machine.state.value)
 
     def sessionLost(self, session, machine, reason):
-        self.handshakeAbandoned(session.peer, machine.state.value)
+        if self.peerMayLog(session, "abandoned"):
+            self.handshakeAbandoned(session.peer, machine.state.value)
 
     def handshakeFinished(self, peer, result):
         if self.show_secrets:

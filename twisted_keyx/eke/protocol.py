@@ -24,7 +24,7 @@ from twisted_keyx.eke.handshake import (  # noqa: F401 (the limits are part of t
     ServerState,
     WrongPassword,
 )
-from twisted_keyx.limits import Limits
+from twisted_keyx.limits import Limits, PeerLogging
 from twisted_keyx.eke.userstore import DecoyUsers
 from twisted_keyx.framing import LineFraming
 from twisted_keyx.session import fingerprint
@@ -60,10 +60,13 @@ class EKEServerProtocol(Session):
         return self.machine if self.machine is not self.handshake else None
 
 
-class EKEServerFactory(Factory, Observer):
+class EKEServerFactory(Factory, Observer, PeerLogging):
     """Serves EKE to the users of ``users`` (anything with ``lookup(name)``,
     such as :class:`~twisted_keyx.eke.userstore.UserFile`); logs one line per
-    event of a connection."""
+    event of a connection.  Behind a connection policy, the lines about a
+    handshake that does not log in (rejected, timed out, abandoned) are
+    bounded per source (:class:`~twisted_keyx.limits.PeerLines`); a
+    logged-in user's are not."""
 
     protocol = EKEServerProtocol
     noisy = False
@@ -154,13 +157,15 @@ class EKEServerFactory(Factory, Observer):
             if isinstance(failure, GuessRefused) and self.throttle is not None:
                 self.throttle.refused(machine.user, self._source(session))
             elif not (isinstance(failure, WrongPassword) and session.guess_counted):
-                self.handshakeRejected(session.peer, failure.reason)
+                if self.peerMayLog(session, "rejected"):
+                    self.handshakeRejected(session.peer, failure.reason)
         else:
             self.chatFailed(session.peer, session.handshake.user, failure.reason)
 
     def sessionTimedOut(self, session, machine, seconds):
         if machine is session.handshake:
-            self.handshakeTimedOut(session.peer, seconds, machine.state.value)
+            if self.peerMayLog(session, "timed out"):
+                self.handshakeTimedOut(session.peer, seconds, machine.state.value)
         else:
             self.chatIdle(session.peer, session.handshake.user, seconds)
 
@@ -168,7 +173,8 @@ class EKEServerFactory(Factory, Observer):
         if machine is session.handshake:
             if session.guess_counted:
                 return  # logged as a failed guess; the guesser left with the answer
-            self.handshakeAbandoned(session.peer, machine.state.value)
+            if self.peerMayLog(session, "abandoned"):
+                self.handshakeAbandoned(session.peer, machine.state.value)
         else:
             self.chatCutShort(session.peer, session.handshake.user)
 
