@@ -149,6 +149,7 @@ class EKEServerFactory(Factory, Observer, PeerLogging):
                 self.throttle.succeeded(machine.user, self._source(session))
             self.userAuthenticated(session.peer, machine.result)
             return ServerChat(machine.result)
+        self._notLogged(session)
         self.chatEnded(session.peer, session.handshake.user)
         return None
 
@@ -160,6 +161,7 @@ class EKEServerFactory(Factory, Observer, PeerLogging):
                 if self.peerMayLog(session, "rejected"):
                     self.handshakeRejected(session.peer, failure.reason)
         else:
+            self._notLogged(session)
             self.chatFailed(session.peer, session.handshake.user, failure.reason)
 
     def sessionTimedOut(self, session, machine, seconds):
@@ -167,6 +169,7 @@ class EKEServerFactory(Factory, Observer, PeerLogging):
             if self.peerMayLog(session, "timed out"):
                 self.handshakeTimedOut(session.peer, seconds, machine.state.value)
         else:
+            self._notLogged(session)
             self.chatIdle(session.peer, session.handshake.user, seconds)
 
     def sessionLost(self, session, machine, reason):
@@ -176,6 +179,7 @@ class EKEServerFactory(Factory, Observer, PeerLogging):
             if self.peerMayLog(session, "abandoned"):
                 self.handshakeAbandoned(session.peer, machine.state.value)
         else:
+            self._notLogged(session)
             self.chatCutShort(session.peer, session.handshake.user)
 
     def userAuthenticated(self, peer, result):
@@ -216,12 +220,17 @@ class EKEServerFactory(Factory, Observer, PeerLogging):
     def machineSaid(self, session, text):
         if not self._mayLog(session):
             return
+        self._notLogged(session)
+        self.userSaid(session.peer, session.handshake.user, text)
+
+    def _notLogged(self, session):
+        """Say how many chat lines were counted and not logged, if any (before
+        the next one logged, or when the chat ends)."""
         if session.not_logged:
             self.log.info(self.NAME + ": {count} chat line(s) of user {user} from {peer} not logged "
                           "(more than {burst} at once)", count=session.not_logged,
                           user=session.handshake.user, peer=session.peer, burst=LOG_BURST)
             session.not_logged = 0
-        self.userSaid(session.peer, session.handshake.user, text)
 
     def userSaid(self, peer, user, text):
         self.log.info("User {user} say: {line}", user=user, line=shorten(messages.printable(text)))
