@@ -7,8 +7,11 @@ secret (docs/protocols.rst, Groups).  Groups are either the RFC 7919 named
 groups built in here or a PEM parameter file checked once, when it is loaded.
 
 Parameters from a file or a server are checked once, when loaded, with GMP
-(gmpy2's ``is_prime``, ``powmod``); when they fail, OpenSSL's DH_check (via
-cryptography) is asked too, for its more detailed reason.  Peer keys
+(gmpy2's ``is_prime``, ``powmod``: :mod:`twisted_keyx.primecheck`); when
+they fail, OpenSSL's DH_check (via cryptography) is asked too, for its more
+detailed reason.  :func:`read_parameters_pem` is the cheap half (encoding,
+sizes, named groups); ``keyx-client dh`` runs the costly half in a child
+process (:mod:`twisted_keyx.groupcheck`).  Peer keys
 are checked with our parser and GMP (``jacobi`` for safe primes, ``powmod``
 otherwise).  The arithmetic on private exponents is then:
 
