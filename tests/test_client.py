@@ -317,11 +317,16 @@ class ClientTests(_Loopback, unittest.TestCase):
 
     def test_custom_group_checked_in_a_child(self):
         async def run():
-            server = TrackingDHServerFactory(ffdh.load_parameters_file(data_path("dhparam-2048.pem")))
+            group = ffdh.load_parameters_file(data_path("dhparam-2048.pem"))
+            server = TrackingDHServerFactory(group)
             checks = []
             check_in_child = groupcheck.check_in_child
-            self.patch(groupcheck, "check_in_child",
-                       lambda *args, **kwargs: checks.append(args) or check_in_child(*args, **kwargs))
+
+            def counted(*args, **kwargs):
+                checks.append(args)
+                return check_in_child(*args, **kwargs)
+
+            self.patch(groupcheck, "check_in_child", counted)
             status, out, err = await self.run_client(self.listen(server), server=server)
             [result] = server.results
             self.assertEqual(status, 0)
