@@ -11,12 +11,12 @@ import os
 import socket
 import sys
 
-from twisted.internet import defer, reactor, utils
+from twisted.internet import defer, reactor, task, utils
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial import unittest
 
 import twisted_keyx
-from twisted_keyx import client, ffdh, knownhosts
+from twisted_keyx import client, ffdh, groupcheck, groups, knownhosts
 from twisted_keyx.dh.protocol import CLIENT_MAX_MESSAGE_LENGTH, DHClientProtocol
 from twisted_keyx.session import fingerprint
 
@@ -29,6 +29,7 @@ from .helpers import (
     TrackingDHServerFactory,
     TrackingEKEServerFactory,
     Users,
+    data_path,
     dh_spki_pem,
     read_data,
     tracked,
@@ -36,6 +37,7 @@ from .helpers import (
 
 GROUP = ffdh.named_group("ffdhe2048")
 PARAMETERS = read_data("ffdhe2048.pem")
+CUSTOM_PARAMETERS = read_data("dhparam-2048.pem")
 HEY_THERE = b"Hey there!"
 
 
@@ -274,6 +276,63 @@ class ClientTests(_Loopback, unittest.TestCase):
                 outcome, 1,
                 "unusable parameters from the server: the modulus has 1024 bits; "
                 "at least 2048 are required")
+        return defer.Deferred.fromCoroutine(run())
+
+    def hold_group_checks(self):
+        """Hold every check of a custom group (the child process's part):
+        the list of (parameters, Deferred) and of the checks cancelled."""
+        held, cancelled = [], []
+
+        def check_in_child(parameters, reactor=None, argv=None):
+            held.append((parameters, defer.Deferred(cancelled.append)))
+            return held[-1][1]
+
+        self.patch(groupcheck, "check_in_child", check_in_child)
+        return held, cancelled
+
+    def test_timeout_holds_while_the_group_is_checked(self):
+        async def run():
+            held, cancelled = self.hold_group_checks()
+            outcome = await self.scripted([HEY_THERE, CUSTOM_PARAMETERS, None],
+                                          "--timeout", "0.3")
+            self.assertOneLineError(outcome, 3,
+                                    "the handshake did not finish within 0.3 seconds")
+            [(parameters, check)] = held
+            self.assertEqual(parameters.p.bit_length(), 2048)
+            self.assertEqual(cancelled, [check])  # the child is killed
+            self.assertEqual(self.closed_on_return, [True])
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_the_group_check_decides(self):
+        async def run():
+            held, cancelled = self.hold_group_checks()
+            server = ScriptedFactory(ScriptedFramedServer, [HEY_THERE, CUSTOM_PARAMETERS, None])
+            done = self.run_client(self.listen(server), server=server)
+            while not held:
+                await task.deferLater(reactor, 0.01, lambda: None)
+            held[0][1].errback(groups.GroupError("p is not a safe prime"))
+            self.assertOneLineError(await done, 1,
+                                    "unusable parameters from the server: p is not a safe prime")
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_custom_group_checked_in_a_child(self):
+        async def run():
+            group = ffdh.load_parameters_file(data_path("dhparam-2048.pem"))
+            server = TrackingDHServerFactory(group)
+            checks = []
+            check_in_child = groupcheck.check_in_child
+
+            def counted(*args, **kwargs):
+                checks.append(args)
+                return check_in_child(*args, **kwargs)
+
+            self.patch(groupcheck, "check_in_child", counted)
+            status, out, err = await self.run_client(self.listen(server), server=server)
+            [result] = server.results
+            self.assertEqual(status, 0)
+            self.assertIn("Group: custom (2048 bits)\n", out)
+            self.assertIn(f"Session key: {result.session_key.hex()}\n", out)
+            self.assertEqual(len(checks), 1)
         return defer.Deferred.fromCoroutine(run())
 
     def test_oversized_frame(self):

@@ -31,6 +31,7 @@ from twisted_keyx.dh.protocol import (
     DHServerFactory,
     server_max_message_length,
 )
+from twisted_keyx.groups import GroupError
 from twisted_keyx.machine import ServerHungUp
 from twisted_keyx.session import fingerprint
 
@@ -42,6 +43,7 @@ from .helpers import (
     fixed_key,
     frame,
     read_data,
+    unframe,
 )
 
 GROUP = ffdh.named_group("ffdhe2048")
@@ -603,3 +605,65 @@ class ClientErrorTests(ClientTestsMixin, unittest.TestCase):
         protocol.dataReceived(frame(PARAMETERS))
         protocol.connectionLost(Failure(error.ConnectionAborted()))
         self.assertEqual(transport.value(), b"")
+
+
+class ClientGroupCheckTests(ClientTestsMixin, unittest.TestCase):
+    """A client whose ``check_parameters`` checks message 4 elsewhere (in a
+    child process: twisted_keyx.groupcheck): the session waits for it,
+    reading nothing, and its verdict decides."""
+
+    def held(self):
+        protocol, transport = self.advance(ClientState.AWAIT_PARAMETERS)
+        checks = []
+        self.cancelled = []
+
+        def check(payload):
+            checks.append((payload, defer.Deferred(self.cancelled.append)))
+            return checks[-1][1]
+
+        protocol.check_parameters = check
+        return protocol, transport, checks
+
+    def test_waits_for_the_check_and_keeps_what_follows(self):
+        protocol, transport, checks = self.held()
+        # Message 4 and, in the same chunk, message 6 (pipelined): nothing
+        # is answered or read until the check is done.
+        protocol.dataReceived(frame(PARAMETERS) + frame(SERVER_KEY))
+        protocol.dataReceived(b"more")
+        [(payload, check)] = checks
+        self.assertEqual(payload, PARAMETERS)
+        self.assertEqual(transport.value(), b"")
+        self.assertIs(protocol.handshake.state, ClientState.AWAIT_PARAMETERS)
+        self.assertEqual(protocol.paused, {"checking"})
+        check.callback(GROUP)
+        self.assertEqual(unframe(transport.value())[0], CLIENT_KEY)
+        self.assertIs(protocol.handshake.state, ClientState.DONE)
+        self.assertEqual(self.successResultOf(protocol.finished).shared_secret, SHARED_SECRET)
+
+    def test_a_refusal_fails_the_handshake(self):
+        protocol, transport, checks = self.held()
+        protocol.dataReceived(frame(PARAMETERS))
+        checks[0][1].errback(GroupError("p is not a safe prime"))
+        self.assertFailedWith(protocol, transport, BadParameters,
+                              "unusable parameters from the server: p is not a safe prime")
+
+    def test_cancelling_stops_the_check(self):
+        protocol, transport, checks = self.held()
+        protocol.dataReceived(frame(PARAMETERS))
+        protocol.finished.cancel()  # the client's timeout
+        self.failureResultOf(protocol.finished, defer.CancelledError)
+        self.assertEqual(self.cancelled, [checks[0][1]])
+        self.assertEqual(transport.value(), b"")
+
+    def test_hang_up_stops_the_check(self):
+        protocol, transport, checks = self.held()
+        protocol.dataReceived(frame(PARAMETERS))
+        protocol.connectionLost(Failure(error.ConnectionDone()))
+        self.failureResultOf(protocol.finished, ServerHungUp)
+        self.assertEqual(self.cancelled, [checks[0][1]])
+
+    def test_other_messages_are_not_checked(self):
+        protocol, transport, checks = self.held()
+        protocol.dataReceived(frame(HEY_THERE))
+        self.assertEqual(checks, [])
+        self.failureResultOf(protocol.finished, BadResponse)

@@ -7,7 +7,7 @@ from twisted.internet import defer, endpoints, reactor, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport, StringTransportWithDisconnection
-from twisted.logger import capturedLogs
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
@@ -530,3 +530,23 @@ class LoopbackTests(unittest.TestCase):
             self.assertEqual(client.received_lines[-1], b"authentication failed")
         yield factory.allLost()
         self.assertEqual(shapes[0], shapes[1])
+
+
+class ChatLogEndTests(unittest.TestCase):
+    """The chat lines counted and not logged are said when the chat ends,
+    not only before the next line logged."""
+
+    def test_counted_lines_are_said_when_the_user_leaves(self):
+        helper = ServerProtocolTests()
+        helper.factory = EKEServerFactory(USERS, random_bytes=RecordingRandom(b"s"))
+        protocol, transport, client, _ = helper.authenticate()
+        chat = ClientChat(client.result)
+        with capturedLogs() as events:
+            for i in range(50):
+                protocol.dataReceived(chat.say(f"line {i}") + b"\n")
+            protocol.connectionLost(Failure(ConnectionDone()))
+        text = [formatEvent(event) for event in events]
+        self.assertEqual(len(text), 22)
+        self.assertEqual(text[20], "EKE: 30 chat line(s) of user alice from 192.0.2.7:4242 "
+                                   "not logged (more than 20 at once)")
+        self.assertIn("closed without quit", text[21])

@@ -544,3 +544,98 @@ class EKETimeoutTests(unittest.TestCase):
             "EKE: chat with user alice from 192.0.2.1:40000 silent for 60 s, closing",
         ])
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class PeerLinesTests(unittest.TestCase):
+    """What strangers make the daemon log is bounded per source
+    (limits.PeerLines): a burst's first PEER_LINES lines, then a summary
+    every BURST_QUIET seconds."""
+
+    def rejected(self, f, host, port=40000):
+        proto, transport = connect(f.factory, address(host, port))
+        proto.dataReceived(frame(b"garbage"))
+        self.assertTrue(transport.disconnecting)
+        close(proto)
+
+    def test_a_failing_source_gets_a_bounded_number_of_lines(self):
+        f = DHFixture(self, timeout=30)
+        for i in range(200):
+            self.rejected(f, "192.0.2.9", 1000 + i)
+        lines = f.lines()
+        self.assertEqual(len(lines), limits.PEER_LINES + 1)
+        self.assertTrue(all("192.0.2.9" in line and "rejected" in line
+                            for line in lines[:limits.PEER_LINES]))
+        self.assertEqual(lines[-1], "Many connections from 192.0.2.9: their lines are now "
+                                    "summarised, one every 10 s")
+        # Another source still gets its own line, at once.
+        self.rejected(f, "192.0.2.10")
+        self.assertEqual(len(f.lines()), limits.PEER_LINES + 2)
+        self.assertIn("192.0.2.10:40000 rejected", f.lines()[-1])
+        f.clock.advance(limits.BURST_QUIET)
+        self.assertEqual(f.lines()[limits.PEER_LINES + 2:], [
+            f"Connections from 192.0.2.9: {200 - limits.PEER_LINES} more line(s) "
+            "not logged over 0.0 s (190 rejected)"])
+        self.assertEqual(f.clock.getDelayedCalls(), [])
+        # Quiet for BURST_QUIET: the next one is logged again.
+        self.rejected(f, "192.0.2.9")
+        self.assertIn("192.0.2.9:40000 rejected", f.lines()[-1])
+
+    def test_summaries_while_a_burst_lasts_say_the_kinds(self):
+        f = DHFixture(self, timeout=5)
+        for second in range(30):
+            self.rejected(f, "2001:db8::1", second)
+            proto, transport = connect(f.factory, IPv6Address("TCP", "2001:db8::2", second))
+            close(proto)  # abandoned
+            f.clock.advance(1)
+        summaries = [line for line in f.lines() if line.startswith("Connections from")]
+        # One every 10 s while the burst lasts, the source a /64.
+        self.assertEqual(summaries, [
+            "Connections from 2001:db8::/64: 10 more line(s) not logged over 10.0 s "
+            "(5 abandoned, 5 rejected)",
+        ] + 2 * [
+            "Connections from 2001:db8::/64: 20 more line(s) not logged over 10.0 s "
+            "(10 abandoned, 10 rejected)",
+        ])
+        self.assertEqual(len(f.lines()), limits.PEER_LINES + 1 + 3)
+        self.rejected(f, "2001:db8::1")
+        f.policy.stopService()  # the daemon stops: what is counted is said
+        self.assertEqual(f.lines()[-1], "Connections from 2001:db8::/64: 1 more line(s) "
+                                        "not logged over 0.0 s (1 rejected)")
+        self.assertEqual(f.clock.getDelayedCalls(), [])
+
+    def test_a_logged_in_users_lines_are_not_counted(self):
+        from tests.helpers import Users, make_user
+
+        logged = LoggedPolicy(self, timeout=30)
+        eke = EKEServerFactory(Users(alice=make_user("alice")))
+        eke.log = Logger(observer=logged.events.append)
+        factory = logged.policy.wrap(eke)
+        for port in range(3 * limits.PEER_LINES):  # a flood of bad step 1 lines
+            proto, transport = connect(factory, address(port=port))
+            proto.dataReceived(b"\xff\n")
+            close(proto)
+        self.assertEqual(len(logged.lines()), limits.PEER_LINES + 1)
+        # The real user, from the same source, mid-burst.
+        test = EKETimeoutTests("test_handshake_deadline")
+        test.proto, test.transport = connect(factory, address(port=9999))
+        chat = test.authenticate()
+        test.exchange(chat.say("hello"))
+        test.exchange(chat.quit())
+        lines = logged.lines()[limits.PEER_LINES + 1:]
+        self.assertEqual(len(lines), 3)
+        self.assertIn("EKE: user alice from 192.0.2.1:9999 authenticated", lines[0])
+        self.assertEqual(lines[1:], ["User alice say: hello",
+                                     "EKE: user alice from 192.0.2.1:9999 quit"])
+
+    def test_bursts_are_bounded_in_number(self):
+        events = []
+        bursts = limits.Bursts(Clock(), lambda key, burst, final: events.append(
+            (key, burst.counted)), allowance=1, max_keys=3)
+        for host in ("a", "b", "c", "d"):
+            self.assertTrue(bursts.event(host))
+        # d, e and f come beyond max_keys: one burst for them all, under None.
+        self.assertFalse(bursts.event("e"))
+        self.assertFalse(bursts.event("f"))
+        self.assertEqual(len(bursts), 3 + 1)
+        bursts.stop()
+        self.assertEqual(events, [(None, 2)])

@@ -15,7 +15,7 @@ import sys
 
 from twisted.internet import defer, endpoints, error, fdesc, stdio, task
 
-from twisted_keyx import __version__, ffdh, groups, knownhosts, trace
+from twisted_keyx import __version__, ffdh, groupcheck, groups, knownhosts, trace
 from twisted_keyx.dh.handshake import (
     BadResponse,
     ClientState,
@@ -395,13 +395,19 @@ OTHER_FRAMING_HINT = {
 }
 
 
-def dh_client_factory(raw=False, max_bits=groups.DEFAULT_MAX_BITS, ask_host_key=False):
+def dh_client_factory(raw=False, max_bits=groups.DEFAULT_MAX_BITS, ask_host_key=False,
+                      reactor=None):
     """The DH client factory for one framing, whose handshakes refuse groups
     of more than ``max_bits`` bits from the server and, with
-    ``ask_host_key``, ask for the host key signature (docs/hostkey.rst)."""
+    ``ask_host_key``, ask for the host key signature (docs/hostkey.rst).
+    A custom group is checked in a child process
+    (:mod:`twisted_keyx.groupcheck`), so that the reactor, and with it
+    ``--timeout``, runs on meanwhile."""
     accept = functools.partial(groups.from_parameters_message, max_bits=max_bits)
+    check = functools.partial(groupcheck.check_parameters_message, max_bits=max_bits,
+                              reactor=reactor)
     return (RawDHClientFactory if raw else DHClientFactory)(
-        accept_parameters=accept, ask_host_key=ask_host_key)
+        check_parameters=check, accept_parameters=accept, ask_host_key=ask_host_key)
 
 
 class _NoHostKey(Exception):
@@ -452,7 +458,7 @@ class _QuietWarnings:
 
 async def _dh_handshake(reactor, args, ask_host_key):
     factory, file_tracer = with_tracing(
-        args, dh_client_factory(args.raw, args.max_bits, ask_host_key))
+        args, dh_client_factory(args.raw, args.max_bits, ask_host_key, reactor))
     try:
         protocol = await connect(reactor, args, recording_first_bytes(factory))
         outcome = protocol.finished.addErrback(_no_host_key).addErrback(_bad_signature(args))

@@ -7,8 +7,11 @@ secret (docs/protocols.rst, Groups).  Groups are either the RFC 7919 named
 groups built in here or a PEM parameter file checked once, when it is loaded.
 
 Parameters from a file or a server are checked once, when loaded, with GMP
-(gmpy2's ``is_prime``, ``powmod``); when they fail, OpenSSL's DH_check (via
-cryptography) is asked too, for its more detailed reason.  Peer keys
+(gmpy2's ``is_prime``, ``powmod``: :mod:`twisted_keyx.primecheck`); when
+they fail, OpenSSL's DH_check (via cryptography) is asked too, for its more
+detailed reason.  :func:`read_parameters_pem` is the cheap half (encoding,
+sizes, named groups); ``keyx-client dh`` runs the costly half in a child
+process (:mod:`twisted_keyx.groupcheck`).  Peer keys
 are checked with our parser and GMP (``jacobi`` for safe primes, ``powmod``
 otherwise).  The arithmetic on private exponents is then:
 
@@ -42,7 +45,7 @@ import gmpy2
 from cryptography.hazmat.primitives import serialization
 from cryptography.utils import CryptographyDeprecationWarning
 
-from twisted_keyx import asn1, groupapi
+from twisted_keyx import asn1, groupapi, primecheck
 
 _FFDH_DEPRECATION = "Diffie-Hellman over finite fields"
 
@@ -83,11 +86,9 @@ MIN_SUBGROUP_BITS = 224
 #: A modulus between two sizes takes the longer exponent.
 PRIVATE_EXPONENT_BITS = ((2048, 225), (3072, 275), (4096, 325), (6144, 375), (8192, 400))
 
-#: The ``reps`` of gmpy2.is_prime for the one-time checks of p and q: GMP's
-#: mpz_probab_prime_p runs trial division, Baillie-PSW (no composite known
-#: to pass it), then reps - 24 Miller-Rabin rounds with random bases.
-#: 32 costs about 0.5 s of CPU for a 4096-bit safe prime (64: 1.9 s).
-PRIME_CHECK_ROUNDS = 32
+#: The ``reps`` of gmpy2.is_prime for the one-time checks of p and q
+#: (:mod:`twisted_keyx.primecheck`).
+PRIME_CHECK_ROUNDS = primecheck.PRIME_CHECK_ROUNDS
 
 # OIDs of the two SubjectPublicKeyInfo / parameter flavours (RFC 3279 2.3.3).
 _OID_PKCS3_DH = asn1.oid("1.2.840.113549.1.3.1")  # dhKeyAgreement, PKCS #3
@@ -485,20 +486,11 @@ def _check_parameters(p, g, q):
 
 
 def _gmp_check(p, g, q):
-    """The checks every handshake then relies on, with GMP: p prime; q prime,
-    dividing p - 1, and the order of g (q = (p - 1) / 2 when none is given)."""
-    if q is None:
-        q = (p - 1) // 2
-        if not gmpy2.is_prime(p, PRIME_CHECK_ROUNDS) or not gmpy2.is_prime(q, PRIME_CHECK_ROUNDS):
-            raise ParameterError("the parameters failed the safety checks: p is not a safe prime")
-        return
-    if not gmpy2.is_prime(p, PRIME_CHECK_ROUNDS):
-        raise ParameterError("the parameters failed the safety checks: p is not prime")
-    if not gmpy2.is_prime(q, PRIME_CHECK_ROUNDS) or (p - 1) % q:
-        raise ParameterError("the parameters failed the safety checks: "
-                             "q is not a prime factor of p - 1")
-    if gmpy2.powmod(g, q, p) != 1:
-        raise ParameterError("the parameters failed the safety checks: g does not have order q")
+    """The checks every handshake then relies on, with GMP
+    (:func:`twisted_keyx.primecheck.gmp_problem`)."""
+    problem = primecheck.gmp_problem(p, g, q)
+    if problem is not None:
+        raise ParameterError(problem)
 
 
 def _check_sizes(p, g, q):
@@ -538,22 +530,51 @@ def named_group(name):
     return group
 
 
-def _group_from_parsed(name, p, g, q):
+@dataclass(frozen=True)
+class UncheckedParameters:
+    """Custom parameters whose encoding and sizes are fine and whose costly
+    check (p and q prime: 0.5 s of CPU at 4096 bits) is still to come:
+    :meth:`check` is it, and :meth:`group` the group once it has passed.
+    A client checks a server's in another process
+    (:mod:`twisted_keyx.groupcheck`)."""
+
+    name: str
+    p: int
+    g: int
+    q: int | None
+
+    def check(self):
+        """Raise :class:`ParameterError` unless the parameters are safe."""
+        _check_parameters(self.p, self.g, self.q)
+
+    def group(self):
+        """The group, for parameters that passed :meth:`check`."""
+        p, g, q = self.p, self.g, self.q
+        if q is None:
+            # p is a safe prime 2q' + 1.  If g is a quadratic residue it
+            # generates the subgroup of order q'; otherwise it generates the
+            # whole group and only the range check applies.  Keys carry p and g
+            # only, as the parameters did.
+            subgroup = (p - 1) // 2 if jacobi(g, p) == 1 else None
+            return Group(self.name, p, g, subgroup, encode_parameters_pem(p, g))
+        # X9.42, q = (p - 1) / 2 included: the keys are ours, not OpenSSL's,
+        # whose key generation fails for so large a q.
+        return Group(self.name, p, g, q, encode_parameters_pem(p, g, q), key_q=q)
+
+
+def read_parameters_pem(data, name="custom", max_bits=MAX_BITS):
+    """The cheap half of :func:`group_from_parameters_pem`: a named group
+    recognised by its (p, g), or :class:`UncheckedParameters` whose sizes
+    have been checked.  Raises :class:`ParameterError`."""
+    p, g, q, _ = parse_parameters_pem(data)
+    if MAX_BITS >= p.bit_length() > max_bits:
+        raise ParameterError(
+            f"the modulus has {p.bit_length()} bits; at most {max_bits} are accepted (--max-bits)")
     for group_name, prime in NAMED_GROUP_PRIMES.items():
         if p == prime and g == 2 and q in (None, (p - 1) // 2):
             return named_group(group_name)
     _check_sizes(p, g, q)
-    _check_parameters(p, g, q)
-    if q is None:
-        # p is a safe prime 2q' + 1.  If g is a quadratic residue it
-        # generates the subgroup of order q'; otherwise it generates the
-        # whole group and only the range check applies.  Keys carry p and g
-        # only, as the parameters did.
-        subgroup = (p - 1) // 2 if jacobi(g, p) == 1 else None
-        return Group(name, p, g, subgroup, encode_parameters_pem(p, g))
-    # X9.42, q = (p - 1) / 2 included: the keys are ours, not OpenSSL's,
-    # whose key generation fails for so large a q.
-    return Group(name, p, g, q, encode_parameters_pem(p, g, q), key_q=q)
+    return UncheckedParameters(name, p, g, q)
 
 
 def group_from_parameters_pem(data, name="custom", max_bits=MAX_BITS):
@@ -563,11 +584,11 @@ def group_from_parameters_pem(data, name="custom", max_bits=MAX_BITS):
     A named group is recognised by its (p, g) and returned as such.  Raises
     :class:`ParameterError` with a message fit for a user.
     """
-    p, g, q, _ = parse_parameters_pem(data)
-    if MAX_BITS >= p.bit_length() > max_bits:
-        raise ParameterError(
-            f"the modulus has {p.bit_length()} bits; at most {max_bits} are accepted (--max-bits)")
-    return _group_from_parsed(name, p, g, q)
+    parameters = read_parameters_pem(data, name, max_bits)
+    if isinstance(parameters, UncheckedParameters):
+        parameters.check()
+        return parameters.group()
+    return parameters
 
 
 def load_parameters_file(path):

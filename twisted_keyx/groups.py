@@ -20,13 +20,14 @@ Every group implements :class:`Group`.  Errors are neutral:
 import functools
 
 from twisted_keyx import ffdh, x25519
+from twisted_keyx.ffdh import UncheckedParameters
 from twisted_keyx.groupapi import Group, GroupError, InvalidPublicKey
 
 __all__ = [
     "DEFAULT", "DEFAULT_MAX_BITS", "Group", "GroupError", "InvalidPublicKey",
     "MAX_PARAMETERS_MESSAGE", "MAX_PUBLIC_KEY_MESSAGE", "PARAMETERS_TOKENS",
-    "from_parameters_message", "is_parameters_message", "load_parameters_file",
-    "named", "names",
+    "UncheckedParameters", "from_parameters_message", "is_parameters_message",
+    "load_parameters_file", "named", "names", "read_parameters_message",
 ]
 
 #: The group served when neither --group nor --params is given.
@@ -91,3 +92,14 @@ def from_parameters_message(payload, max_bits=DEFAULT_MAX_BITS):
     if group is not None:
         return group
     return ffdh.group_from_parameters_pem(payload, max_bits=max_bits)
+
+
+def read_parameters_message(payload, max_bits=DEFAULT_MAX_BITS):
+    """The cheap half of :func:`from_parameters_message`: the group, or
+    :class:`UncheckedParameters` whose ``check()`` (the costly half) is
+    still to run; raises :class:`GroupError`.  ``keyx-client dh`` runs the
+    check in another process (:mod:`twisted_keyx.groupcheck`)."""
+    group = _TOKEN_GROUPS.get(payload)
+    if group is not None:
+        return group
+    return ffdh.read_parameters_pem(payload, max_bits=max_bits)

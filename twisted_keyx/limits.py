@@ -15,7 +15,15 @@ factory (DH framed, DH raw, EKE...) behind it, so that:
   address or an IPv6 /64 (``ipv4_prefix``, ``ipv6_prefix``): one host
   usually has a whole /64 to draw addresses from.  Refusals are logged per
   burst: one line when the burst starts and one with the count when it has
-  been quiet for ``BURST_QUIET`` seconds, never one per connection.
+  been quiet for ``BURST_QUIET`` seconds, never one per connection;
+- what strangers make the factories log (a handshake rejected, timed out,
+  abandoned, or a DH handshake finished: a line per connection) is bounded
+  per source (:class:`PeerLines`): the first ``PEER_LINES`` of a burst are
+  logged, the rest counted in a summary every ``BURST_QUIET`` seconds.  A
+  logged-in user's lines (EKE, OPAQUE) are not counted there.
+
+Both go through one mechanism, :class:`Bursts` (the guess throttle,
+:mod:`twisted_keyx.throttle`, keeps its own summaries for now).
 
 Why not :mod:`twisted.protocols.policies`?  ``TimeoutMixin`` is an idle timer
 (reset by every byte, so a slow peer holds the connection forever);
@@ -124,15 +132,196 @@ def handshake_finished(transport):
 
 
 class _Burst:
-    """One run of refusals for one reason, logged at its start and its end."""
+    """One run of events of one key (see :class:`Bursts`)."""
 
-    __slots__ = ("refused", "started", "last", "timer")
+    __slots__ = ("events", "passed", "counted", "kinds", "started", "last", "reported",
+                 "timer")
 
     def __init__(self, now):
-        self.refused = 0
-        self.started = now
-        self.last = now
+        #: Events in all; those let through; those counted since the last summary.
+        self.events = self.passed = self.counted = 0
+        #: The counted events by kind, since the last summary.
+        self.kinds = {}
+        self.started = self.last = self.reported = now
         self.timer = None
+
+
+#: Bursts open at once at most (keys are sources: a peer's choice); the
+#: events of further keys are counted together, under the key None.
+MAX_BURSTS = 10000
+
+
+class Bursts:
+    """Events per key (a source, say), logged while they are rare and
+    summarised when they come in bursts: the one mechanism behind the
+    refusal lines and :class:`PeerLines`.
+
+    :meth:`event` says whether an event is one of the first ``allowance``
+    of its key's burst (the caller logs it) or not (it is counted).  A burst
+    ends ``quiet`` seconds after its last event.  ``summarise(key, burst,
+    final)`` is called at its end (``final`` True) if it counted events, or
+    for every burst with ``always``; and every ``every`` seconds while it
+    lasts and has counted events, if ``every`` is given.  ``burst`` has
+    ``events``, ``passed``, ``counted`` (since the last summary), ``kinds``
+    (the counted ones by kind), ``started``, ``last`` and ``reported``
+    (clock seconds).  ``overflowing(key)``, if given, is called at the first
+    counted event of a burst.
+
+    A burst holds a timer only when it will be summarised: one whose events
+    were all let through is forgotten lazily.  :meth:`stop` ends every burst
+    (the daemon is stopping).
+    """
+
+    def __init__(self, clock, summarise, allowance=1, quiet=BURST_QUIET, every=None,
+                 always=False, overflowing=None, max_keys=MAX_BURSTS):
+        self.clock = clock
+        self.summarise = summarise
+        self.allowance = allowance
+        self.quiet = quiet
+        self.every = every
+        self.always = always
+        self.overflowing = overflowing
+        self.max_keys = max_keys
+        self._open = {}
+
+    def __len__(self):
+        return len(self._open)
+
+    def event(self, key, kind=None):
+        """An event of ``key``: True if the caller should log it."""
+        now = self.clock.seconds()
+        burst = self._current(key, now)
+        if burst is None and len(self._open) >= self.max_keys:
+            self._prune(now)
+            if len(self._open) >= self.max_keys:
+                key = None
+                burst = self._current(key, now)
+        if burst is None:
+            burst = self._open[key] = _Burst(now)
+            if self.always:
+                self._schedule(key, burst, now)
+        burst.events += 1
+        burst.last = now
+        if burst.passed < self.allowance:
+            burst.passed += 1
+            return True
+        if burst.events == burst.passed + 1:
+            if burst.timer is None:
+                self._schedule(key, burst, now)
+            if self.overflowing is not None:
+                self.overflowing(key)
+        burst.counted += 1
+        if kind is not None:
+            burst.kinds[kind] = burst.kinds.get(kind, 0) + 1
+        return False
+
+    def _current(self, key, now):
+        """``key``'s burst, if one is still running."""
+        burst = self._open.get(key)
+        if burst is not None and burst.timer is None and now - burst.last >= self.quiet:
+            del self._open[key]  # over, and nothing to summarise
+            return None
+        return burst
+
+    def _prune(self, now):
+        for key in [k for k, b in self._open.items()
+                    if b.timer is None and now - b.last >= self.quiet]:
+            del self._open[key]
+
+    def _schedule(self, key, burst, now):
+        due = burst.last + self.quiet
+        if self.every is not None:
+            due = min(due, burst.reported + self.every)
+        burst.timer = self.clock.callLater(max(0.0, due - now), self._check, key)
+
+    def _check(self, key):
+        burst = self._open[key]
+        burst.timer = None
+        now = self.clock.seconds()
+        if now - burst.last >= self.quiet:
+            self._end(key)
+            return
+        if self.every is not None and now - burst.reported >= self.every:
+            if burst.counted:
+                self.summarise(key, burst, False)
+            burst.counted, burst.kinds, burst.reported = 0, {}, now
+        self._schedule(key, burst, now)
+
+    def _end(self, key):
+        burst = self._open.pop(key)
+        if burst.timer is not None and burst.timer.active():
+            burst.timer.cancel()
+        burst.timer = None
+        if burst.counted or self.always:
+            self.summarise(key, burst, True)
+
+    def stop(self):
+        for key in list(self._open):
+            self._end(key)
+
+
+#: Lines about one source's connections logged at the start of a burst;
+#: the rest are summarised (see :class:`PeerLines`).
+PEER_LINES = 10
+
+
+class PeerLines:
+    """Bounds what strangers make the daemon log, per source.
+
+    Each connection logs one line for its handshake's outcome (rejected,
+    timed out, abandoned; finished, for DH): :meth:`admit` says whether that
+    line goes to the log.  The first ``allowance`` lines of a source's burst
+    do; the rest are counted, by kind, and summarised in one line every
+    ``BURST_QUIET`` seconds while the burst lasts.  Factories get one from
+    :meth:`ConnectionPolicy.wrap` (their ``peer_lines``); lines of logged-in
+    users never come here.
+    """
+
+    def __init__(self, limits, clock, owner, allowance=PEER_LINES):
+        self.limits = limits
+        #: Whose ``log`` the summaries go to (the connection policy's).
+        self.owner = owner
+        self.bursts = Bursts(clock, self._summary, allowance=allowance,
+                             every=BURST_QUIET, overflowing=self._overflowing)
+
+    def source(self, address):
+        host = getattr(address, "host", None)
+        return self.limits.source_of(host) if isinstance(host, str) else describe_peer(address)
+
+    def admit(self, address, kind):
+        """Whether the line of ``kind`` (``"rejected"``...) about a
+        connection from ``address`` is to be logged."""
+        return self.bursts.event(self.source(address), kind)
+
+    @staticmethod
+    def _whom(key):
+        return f"from {key}" if key is not None else "from other sources"
+
+    def _overflowing(self, key):
+        self.owner.log.warn(
+            "Many connections {whom}: their lines are now summarised, one every "
+            "{seconds:g} s", whom=self._whom(key), seconds=BURST_QUIET)
+
+    def _summary(self, key, burst, final):
+        kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(burst.kinds.items()))
+        end = burst.last if final else self.bursts.clock.seconds()
+        self.owner.log.info(
+            "Connections {whom}: {count} more line(s) not logged over {seconds:.1f} s ({kinds})",
+            whom=self._whom(key), count=burst.counted, seconds=end - burst.reported, kinds=kinds)
+
+
+class PeerLogging:
+    """For a server factory: its lines about a connection go through
+    ``peer_lines`` (a :class:`PeerLines`, set by
+    :meth:`ConnectionPolicy.wrap`; None: all are logged)."""
+
+    peer_lines = None
+
+    def peerMayLog(self, session, kind):
+        """Whether the line of ``kind`` about ``session``'s connection is logged."""
+        if self.peer_lines is None:
+            return True
+        return self.peer_lines.admit(session.transport.getPeer(), kind)
 
 
 class _Refused(Protocol):
@@ -259,15 +448,20 @@ class ConnectionPolicy(service.Service):
         #: Open connections per source (only sources with some), keyed by
         #: :meth:`Limits.source_of`.
         self.per_ip = {}
-        self._bursts = {}
+        self._refusals = Bursts(self.clock, self._refusalsOver, always=True)
+        #: What the factories log about strangers' connections, bounded.
+        self.peer_lines = PeerLines(limits, self.clock, self)
         self._guarded = {}
 
     def wrap(self, factory):
         """The factory behind this policy; one wrapper per factory, however
-        many endpoints it serves."""
+        many endpoints it serves.  A :class:`PeerLogging` factory logs
+        through :attr:`peer_lines`."""
         guarded = self._guarded.get(factory)
         if guarded is None:
             guarded = self._guarded[factory] = GuardedFactory(self, factory)
+            if isinstance(factory, PeerLogging):
+                factory.peer_lines = self.peer_lines
         return guarded
 
     def _admit(self, ip, addr):
@@ -295,39 +489,22 @@ class ConnectionPolicy(service.Service):
                 del self.per_ip[ip]
 
     def _refuse(self, key, addr, why):
-        now = self.clock.seconds()
-        burst = self._bursts.get(key)
-        if burst is None:
-            burst = self._bursts[key] = _Burst(now)
-            burst.timer = self.clock.callLater(BURST_QUIET, self._burstQuiet, key)
+        if self._refusals.event(key):
             self.log.warn(
                 "Refusing new connections: {why} (first refused: {peer})",
                 why=why, peer=describe_peer(addr),
             )
-        burst.refused += 1
-        burst.last = now
 
-    def _burstQuiet(self, key):
-        burst = self._bursts[key]
-        quiet_since = self.clock.seconds() - burst.last
-        if quiet_since < BURST_QUIET:
-            burst.timer = self.clock.callLater(BURST_QUIET - quiet_since, self._burstQuiet, key)
-            return
-        self._endBurst(key)
-
-    def _endBurst(self, key):
-        burst = self._bursts.pop(key)
-        if burst.timer is not None and burst.timer.active():
-            burst.timer.cancel()
+    def _refusalsOver(self, key, burst, final):
         self.log.info(
             "Refused {count} connection(s) {whom}over {seconds:.1f} s",
-            count=burst.refused, whom=f"from {key} " if key else "",
+            count=burst.events, whom=f"from {key} " if key else "",
             seconds=burst.last - burst.started,
         )
 
     def stopService(self):
-        for key in list(self._bursts):
-            self._endBurst(key)
+        self._refusals.stop()
+        self.peer_lines.bursts.stop()
         return super().stopService()
 
 

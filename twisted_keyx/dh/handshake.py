@@ -277,6 +277,7 @@ class DHClientHandshake(_Machine):
         self.ask_host_key = ask_host_key
         self.group = None
         self._private_key = None
+        self._checked = None
 
     def start(self):
         """Return message 1."""
@@ -310,9 +311,29 @@ class DHClientHandshake(_Machine):
     def _on_greeting(self, payload):
         return self._exchanged(payload, messages.PARAMS_REQUEST)
 
+    @property
+    def awaiting_parameters(self):
+        """Whether the next message is message 4 (the group)."""
+        return self.state is ClientState.AWAIT_PARAMETERS
+
+    def parameters_checked(self, payload, outcome):
+        """Hand over the outcome of checking message 4 ``payload`` elsewhere
+        (off the reactor: :class:`twisted_keyx.dh.protocol.DHClientProtocol`):
+        the group, or the :class:`~twisted_keyx.groups.GroupError`.  Receiving
+        that payload next uses it instead of ``accept_parameters``."""
+        self._checked = (payload, outcome)
+
+    def _accepted(self, payload):
+        checked, self._checked = self._checked, None
+        if checked is None or checked[0] != payload:
+            return self._accept_parameters(payload)
+        if isinstance(checked[1], groups.GroupError):
+            raise checked[1]
+        return checked[1]
+
     def _on_parameters(self, payload):
         try:
-            self.group = self._accept_parameters(payload)
+            self.group = self._accepted(payload)
         except groups.GroupError as e:
             raise BadParameters(f"unusable parameters from the server: {e}") from None
         self._private_key = self._private_key_factory(self.group)

@@ -15,6 +15,7 @@ import operator
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from twisted_keyx.adapter import Observer, Session, hung_up
 from twisted_keyx.dh.handshake import (  # noqa: F401 (the limits are part of this API)
@@ -23,7 +24,10 @@ from twisted_keyx.dh.handshake import (  # noqa: F401 (the limits are part of th
     DHServerHandshake,
     server_max_message_length,
 )
+from twisted_keyx.dh.messages import ServerMessage, classify_server_message
 from twisted_keyx.framing import Int32Framing
+from twisted_keyx.groups import GroupError
+from twisted_keyx.limits import PeerLogging
 from twisted_keyx.session import fingerprint
 
 
@@ -34,8 +38,9 @@ class DHServerProtocol(Session):
     FRAMING = Int32Framing
 
 
-class DHServerFactory(Factory, Observer):
-    """Serves the DH handshake in one group; logs one line per connection.
+class DHServerFactory(Factory, Observer, PeerLogging):
+    """Serves the DH handshake in one group; logs one line per connection
+    (bounded per source behind a connection policy: :class:`~twisted_keyx.limits.PeerLines`).
 
     Each connection is a :attr:`protocol` (its ``FRAMING`` says which) with a
     fresh :class:`DHServerHandshake`; the factory is its observer.
@@ -70,17 +75,21 @@ class DHServerFactory(Factory, Observer):
     # --- the observer: one log line per outcome --------------------------------
 
     def machineFinished(self, session, machine):
-        self.handshakeFinished(session.peer, machine.result)
+        if self.peerMayLog(session, "finished"):
+            self.handshakeFinished(session.peer, machine.result)
         return None
 
     def machineFailed(self, session, machine, failure):
-        self.handshakeRejected(session.peer, failure.reason)
+        if self.peerMayLog(session, "rejected"):
+            self.handshakeRejected(session.peer, failure.reason)
 
     def sessionTimedOut(self, session, machine, seconds):
-        self.handshakeTimedOut(session.peer, seconds, machine.state.value)
+        if self.peerMayLog(session, "timed out"):
+            self.handshakeTimedOut(session.peer, seconds, machine.state.value)
 
     def sessionLost(self, session, machine, reason):
-        self.handshakeAbandoned(session.peer, machine.state.value)
+        if self.peerMayLog(session, "abandoned"):
+            self.handshakeAbandoned(session.peer, machine.state.value)
 
     def handshakeFinished(self, peer, result):
         if self.show_secrets:
@@ -126,11 +135,60 @@ class DHClientProtocol(Session, Observer):
     #: The framing class (:mod:`twisted_keyx.framing`).
     FRAMING = Int32Framing
 
+    #: Checks the group of message 4 off the reactor: ``check(payload)``
+    #: returns a Deferred that fires with the group or fails with a
+    #: :class:`~twisted_keyx.groups.GroupError`, and cancelling it stops the
+    #: check (:func:`twisted_keyx.groupcheck.check_parameters_message`).  None:
+    #: the machine checks it itself, on the reactor.
+    check_parameters = None
+
     def __init__(self, handshake=None):
         if handshake is None:
             handshake = self.newHandshake()
         super().__init__(self.FRAMING, handshake, observer=self)
         self.finished = defer.Deferred(self._cancel)
+        #: The check of message 4 under way, and the messages that arrived
+        #: after it meanwhile (the session reads nothing more until it ends).
+        self._check = None
+        self._afterCheck = []
+
+    def messageReceived(self, payload):
+        if self._check is not None:
+            self._afterCheck.append(payload)
+            return
+        machine = self.machine
+        if (self.check_parameters is None or self.ended or machine is not self.handshake
+                or not machine.awaiting_parameters
+                or classify_server_message(payload) is not ServerMessage.PARAMETERS):
+            super().messageReceived(payload)
+            return
+        self._pause("checking")
+        self._check = self.check_parameters(payload)
+        self._check.addCallbacks(self._checked, self._checked, callbackArgs=(payload,),
+                                 errbackArgs=(payload,))
+
+    def _checked(self, outcome, payload):
+        self._check = None
+        waiting, self._afterCheck = self._afterCheck, []
+        if self.ended:
+            return None  # cancelled, or the connection is gone: nothing to say
+        if isinstance(outcome, Failure):
+            outcome.trap(GroupError)
+            outcome = outcome.value
+        self.machine.parameters_checked(payload, outcome)
+        super().messageReceived(payload)
+        for message in waiting:
+            self.messageReceived(message)
+        self._resume("checking")
+        return None
+
+    def _stopCheck(self):
+        if self._check is not None:
+            self._check.cancel()
+
+    def connectionLost(self, reason):
+        super().connectionLost(reason)
+        self._stopCheck()  # after: the hang-up is the outcome, not the check
 
     @classmethod
     def newHandshake(cls, **options):
@@ -142,6 +200,7 @@ class DHClientProtocol(Session, Observer):
         # Cancelling ``finished`` (a timeout) is the outcome: the loss of the
         # connection, which the reactor reports later, must not errback it again.
         self.abort()
+        self._stopCheck()
 
     def machineFinished(self, session, machine):
         self.finished.callback(machine.result)
@@ -158,17 +217,22 @@ class DHClientFactory(Factory):
     """Builds :class:`DHClientProtocol`; use ``protocol.finished`` for the result.
 
     ``handshake_options`` (``accept_parameters=``, ``private_key_factory=``,
-    ``ask_host_key=``) go to each connection's :class:`DHClientHandshake`.
+    ``ask_host_key=``) go to each connection's :class:`DHClientHandshake`;
+    ``check_parameters`` becomes each protocol's
+    :attr:`DHClientProtocol.check_parameters`.
     """
 
     protocol = DHClientProtocol
     noisy = False
 
-    def __init__(self, **handshake_options):
+    def __init__(self, check_parameters=None, **handshake_options):
+        self.check_parameters = check_parameters
         self.handshake_options = handshake_options
 
     def buildProtocol(self, addr):
         protocol = super().buildProtocol(addr)
+        if self.check_parameters is not None:
+            protocol.check_parameters = self.check_parameters
         if self.handshake_options:
             protocol.replaceHandshake(protocol.newHandshake(**self.handshake_options))
         return protocol

@@ -24,7 +24,7 @@ from twisted_keyx.eke.handshake import (  # noqa: F401 (the limits are part of t
     ServerState,
     WrongPassword,
 )
-from twisted_keyx.limits import Limits
+from twisted_keyx.limits import Limits, PeerLogging
 from twisted_keyx.eke.userstore import DecoyUsers
 from twisted_keyx.framing import LineFraming
 from twisted_keyx.session import fingerprint
@@ -60,10 +60,13 @@ class EKEServerProtocol(Session):
         return self.machine if self.machine is not self.handshake else None
 
 
-class EKEServerFactory(Factory, Observer):
+class EKEServerFactory(Factory, Observer, PeerLogging):
     """Serves EKE to the users of ``users`` (anything with ``lookup(name)``,
     such as :class:`~twisted_keyx.eke.userstore.UserFile`); logs one line per
-    event of a connection."""
+    event of a connection.  Behind a connection policy, the lines about a
+    handshake that does not log in (rejected, timed out, abandoned) are
+    bounded per source (:class:`~twisted_keyx.limits.PeerLines`); a
+    logged-in user's are not."""
 
     protocol = EKEServerProtocol
     noisy = False
@@ -146,6 +149,7 @@ class EKEServerFactory(Factory, Observer):
                 self.throttle.succeeded(machine.user, self._source(session))
             self.userAuthenticated(session.peer, machine.result)
             return ServerChat(machine.result)
+        self._notLogged(session)
         self.chatEnded(session.peer, session.handshake.user)
         return None
 
@@ -154,22 +158,28 @@ class EKEServerFactory(Factory, Observer):
             if isinstance(failure, GuessRefused) and self.throttle is not None:
                 self.throttle.refused(machine.user, self._source(session))
             elif not (isinstance(failure, WrongPassword) and session.guess_counted):
-                self.handshakeRejected(session.peer, failure.reason)
+                if self.peerMayLog(session, "rejected"):
+                    self.handshakeRejected(session.peer, failure.reason)
         else:
+            self._notLogged(session)
             self.chatFailed(session.peer, session.handshake.user, failure.reason)
 
     def sessionTimedOut(self, session, machine, seconds):
         if machine is session.handshake:
-            self.handshakeTimedOut(session.peer, seconds, machine.state.value)
+            if self.peerMayLog(session, "timed out"):
+                self.handshakeTimedOut(session.peer, seconds, machine.state.value)
         else:
+            self._notLogged(session)
             self.chatIdle(session.peer, session.handshake.user, seconds)
 
     def sessionLost(self, session, machine, reason):
         if machine is session.handshake:
             if session.guess_counted:
                 return  # logged as a failed guess; the guesser left with the answer
-            self.handshakeAbandoned(session.peer, machine.state.value)
+            if self.peerMayLog(session, "abandoned"):
+                self.handshakeAbandoned(session.peer, machine.state.value)
         else:
+            self._notLogged(session)
             self.chatCutShort(session.peer, session.handshake.user)
 
     def userAuthenticated(self, peer, result):
@@ -210,12 +220,17 @@ class EKEServerFactory(Factory, Observer):
     def machineSaid(self, session, text):
         if not self._mayLog(session):
             return
+        self._notLogged(session)
+        self.userSaid(session.peer, session.handshake.user, text)
+
+    def _notLogged(self, session):
+        """Say how many chat lines were counted and not logged, if any (before
+        the next one logged, or when the chat ends)."""
         if session.not_logged:
             self.log.info(self.NAME + ": {count} chat line(s) of user {user} from {peer} not logged "
                           "(more than {burst} at once)", count=session.not_logged,
                           user=session.handshake.user, peer=session.peer, burst=LOG_BURST)
             session.not_logged = 0
-        self.userSaid(session.peer, session.handshake.user, text)
 
     def userSaid(self, peer, user, text):
         self.log.info("User {user} say: {line}", user=user, line=shorten(messages.printable(text)))

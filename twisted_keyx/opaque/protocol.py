@@ -106,7 +106,8 @@ class OPAQUEServerFactory(EKEServerFactory):
                 self.throttle.failed(machine.user, self._source(session), session.peer,
                                      "OPAQUE, KE3 does not verify")
                 return
-        self.handshakeRejected(session.peer, failure.reason)
+        if self.peerMayLog(session, "rejected"):
+            self.handshakeRejected(session.peer, failure.reason)
 
     def sessionLost(self, session, machine, reason):
         if self._leftAfterKE2(session, machine):
