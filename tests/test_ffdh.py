@@ -310,6 +310,39 @@ class PeerKeyTests(unittest.TestCase):
         self.assertInvalid(pem + b" " * ffdh.MAX_PUBLIC_KEY_PEM, "too large")
 
 
+class OwnKeyFastPathTests(unittest.TestCase):
+    """Keys in this group's own encoding are read without decoding p, g, q;
+    the answer is the general parser's, and anything else goes to it."""
+
+    def test_same_y_as_the_general_parser(self):
+        for name in ("ffdhe2048", "ffdhe3072"):
+            group = ffdh.named_group(name)
+            for _ in range(10):
+                pem = group.public_key_pem(group.generate_private_key())
+                y = group._read_own_key(pem)
+                self.assertIsNotNone(y)
+                self.assertEqual(y, ffdh.parse_public_key_pem(pem)[3])
+                self.assertEqual(group._read_own_key(pem.replace(b"\n", b"\r\n")), y)
+
+    def test_other_encodings_go_to_the_general_parser(self):
+        group = ffdh.named_group("ffdhe2048")
+        y = group._read_own_key(group.public_key_pem(group.generate_private_key()))
+        pkcs3 = dh_spki_pem(group.p, group.g, y)  # no q: not this group's own form
+        self.assertIsNone(group._read_own_key(pkcs3))
+        self.assertEqual(int(group.load_peer_key(pkcs3).public_numbers().y), y)
+        other = ffdh.named_group("ffdhe3072")
+        foreign = other.public_key_pem(other.generate_private_key())
+        self.assertIsNone(group._read_own_key(foreign))
+        with self.assertRaisesRegex(InvalidPublicKey, "another group"):
+            group.load_peer_key(foreign)
+        der = asn1.pem_decode(group.public_key_pem(group.private_key_from_value(SERVER_X)),
+                              (b"PUBLIC KEY",))[1]
+        trailing = asn1.pem_encode(b"PUBLIC KEY", der + b"\0")
+        self.assertIsNone(group._read_own_key(trailing))
+        with self.assertRaisesRegex(InvalidPublicKey, "trailing"):
+            group.load_peer_key(trailing)
+
+
 class KeyTests(unittest.TestCase):
     def test_private_key_from_value(self):
         group = ffdh.named_group("ffdhe2048")

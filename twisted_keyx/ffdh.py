@@ -327,6 +327,7 @@ class Group(groupapi.Group):
     _p: object = field(init=False, repr=False)
     _exponent_bound: object = field(init=False, repr=False)
     _algorithm_der: bytes = field(init=False, repr=False)
+    _algorithm_contents: bytes = field(init=False, repr=False)
 
     def __post_init__(self):
         object.__setattr__(self, "_p", gmpy2.mpz(self.p))
@@ -344,6 +345,8 @@ class Group(groupapi.Group):
             asn1.encode(asn1.OBJECT_IDENTIFIER, oid),
             asn1.encode_sequence(*map(asn1.encode_integer, parameters)),
         ))
+        object.__setattr__(self, "_algorithm_contents",
+                           asn1.Reader(self._algorithm_der).read(asn1.SEQUENCE))
 
     @property
     def bits(self):
@@ -397,17 +400,42 @@ class Group(groupapi.Group):
         order q when q is known (NIST SP 800-56A rev. 3, 5.6.2.3.1).  Raises
         :class:`InvalidPublicKey` with the reason.
         """
-        p, g, q, y = parse_public_key_pem(pem)
-        if p != self.p or g != self.g:
-            raise InvalidPublicKey("key is on another group")
-        if q is not None and self.q is not None and q != self.q:
-            raise InvalidPublicKey("key is on another group")
+        y = self._read_own_key(pem)
+        if y is None:
+            p, g, q, y = parse_public_key_pem(pem)
+            if p != self.p or g != self.g:
+                raise InvalidPublicKey("key is on another group")
+            if q is not None and self.q is not None and q != self.q:
+                raise InvalidPublicKey("key is on another group")
         if not 1 < y < self.p - 1:
             raise InvalidPublicKey("public value out of range")
         y = gmpy2.mpz(y)
         if not self.in_subgroup(y):
             raise InvalidPublicKey("public value is not in the prime-order subgroup")
         return PeerKey(y)
+
+    def _read_own_key(self, pem):
+        """y, if ``pem`` is a strict DER key whose AlgorithmIdentifier is
+        byte for byte the one this group writes (as every client here and
+        OpenSSL write it), read without decoding p, g and q again; else None,
+        and the general parser decides (and says what is wrong)."""
+        if len(pem) > self.max_public_key_pem:
+            return None
+        try:
+            _, der = asn1.pem_decode(pem, (PUBLIC_KEY_LABEL,))
+            outer = asn1.Reader(der)
+            spki = outer.read_sequence()
+            outer.expect_end()
+            tag, algorithm = spki.read_element()
+            if tag != asn1.SEQUENCE or algorithm != self._algorithm_contents:
+                return None
+            key = asn1.Reader(spki.read_bit_string())
+            spki.expect_end()
+            y = key.read_integer()
+            key.expect_end()
+        except asn1.DecodeError:
+            return None
+        return y
 
     def in_subgroup(self, y):
         if self.q is None:
