@@ -167,6 +167,38 @@ class SpyTests(unittest.TestCase):
         categories = spy.categorise(spy.read_stacks(self.LINES))
         self.assertEqual(categories, {"subgroup check (jacobi)": 8, "log line": 2})
 
+    def test_password_crypto_claims_the_library_calls_under_it(self):
+        lines = [
+            # HMAC under OPAQUE's key schedule: not "session key, transcript".
+            "run (t.py:1);respond (twisted_keyx/opaque/login.py:9);"
+            "mac (twisted_keyx/opaque/primitives.py:3);digest (hmac.py:7) 3\n",
+            # A scalar multiplication inside 3DH: the group, not the logic.
+            "run (t.py:1);server_ikm (twisted_keyx/opaque/ake.py:2);"
+            "scalar_mult (twisted_keyx/opaque/group.py:5);"
+            "crypto_scalarmult_ristretto255 (rbcl/rbcl.py:1) 4\n",
+            "run (t.py:1);respond (twisted_keyx/opaque/login.py:9) 1\n",
+            "run (t.py:1);_on_sealed_public_key (twisted_keyx/eke/handshake.py:1);"
+            "rsa_encrypt (twisted_keyx/eke/crypto.py:2);encrypt (cryptography/x.py:1) 2\n",
+            "run (t.py:1);_result (twisted_keyx/opaque/handshake.py:1);"
+            "derive_chat_keys (twisted_keyx/chat/records.py:1);"
+            "hkdf_sha256 (twisted_keyx/session.py:1) 5\n",
+            # Not crypto: the transcript, the adapter, a log line from the factory.
+            "run (t.py:1);add (twisted_keyx/session.py:1) 6\n",
+            "run (t.py:1);dataReceived (twisted/x.py:1);_step (twisted_keyx/adapter.py:1) 7\n",
+            "run (t.py:1);machineFinished (twisted_keyx/eke/protocol.py:1);"
+            "Logger.info (twisted/logger/_logger.py:1) 8\n",
+        ]
+        self.assertEqual(spy.categorise(spy.read_stacks(lines)), {
+            "OPAQUE HKDF, HMAC, SHA-512 (key schedule, masking)": 3,
+            "OPAQUE ristretto255: scalar mults, hash to group (rbcl)": 4,
+            "OPAQUE login logic (oprf, ake, credentials, login, messages)": 1,
+            "EKE crypto (RSA-OAEP, AES-GCM boxes)": 2,
+            "chat keys and records (HKDF, AES-GCM)": 5,
+            "session key, transcript, fingerprint": 6,
+            "session adapter and the factory's observers": 7,
+            "log line": 8,
+        })
+
 
 class HostKeyDHStepsTests(unittest.TestCase):
     """The load client with a host key verifies message 7 against the
