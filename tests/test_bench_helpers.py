@@ -14,7 +14,7 @@ BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 if BENCHMARKS not in sys.path:
     sys.path.insert(0, BENCHMARKS)
 
-from keyxbench import clients, load, modes, project, spy  # noqa: E402
+from keyxbench import clients, floor, load, modes, project, spy  # noqa: E402
 from keyxbench.project import messages  # noqa: E402
 
 from .helpers import frame  # noqa: E402
@@ -125,6 +125,20 @@ class ClientWireTests(unittest.TestCase):
         wire = messages.HEY_THERE + PARAMS + SERVER_KEY
         self.check(clients.RawDHClient, [wire[:5], wire[5:40], wire[40:]],
                    [messages.HELLO, messages.PARAMS_REQUEST, KEY_MESSAGE])
+
+    def test_lines_for_the_canned_line_server(self):
+        client, transport, factory = connect(clients.FiveLinesClient)
+        for _ in range(4):
+            self.assertEqual(transport.value(), clients.LinesClient.LINE + b"\n")
+            transport.clear()
+            client.dataReceived(b"reply\n")
+            self.assertEqual(factory.recorder.latencies, [])
+        transport.clear()
+        client.dataReceived(b"reply\n")
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual(len(factory.recorder.latencies), 1)
+        self.assertFalse(transport.connected)
+        self.assertEqual(factory.nexts, 1)
 
     def test_a_wrong_reply_is_a_failure(self):
         client, transport, factory = connect(clients.FramedDHClient)
@@ -411,3 +425,17 @@ class OpaqueModeFilesTests(unittest.TestCase):
         steps = clients.OpaquePool(0).take()
         run_opaque(steps, OpaqueLogin(setup, user))
         self.assertTrue(steps.finished)
+
+
+class MedianOfSlicesTests(unittest.TestCase):
+    def test_a_burst_does_not_move_the_floor(self):
+        # Every 300th login costs 50 times the others: the slices it lands
+        # in are not the median one.
+        calls = [0]
+
+        def one():
+            calls[0] += 1
+            return 0.05 if calls[0] % 300 == 0 else 0.001
+
+        self.assertAlmostEqual(floor.median_of_slices(one, seconds=0.7, slices=7), 0.001)
+        self.assertGreaterEqual(calls[0], 600)

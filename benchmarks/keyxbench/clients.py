@@ -363,6 +363,38 @@ class OPAQUEClient(_OneHandshake, LineReceiver):
             self.transport.loseConnection()
 
 
+class LinesClient(_OneHandshake, LineReceiver):
+    """For the canned line server (``keyxbench.canned --lines N``): sends a
+    line, waits for a reply line, :attr:`ROUNDS` times, and is done when the
+    server closes after the last; no crypto, no checks."""
+
+    delimiter = b"\n"
+    MAX_LENGTH = 4096
+    ROUNDS = 3
+    #: About the size of OPAQUE's line (1).
+    LINE = b"x" * 140
+
+    def connectionMade(self):
+        self.transport.setTcpNoDelay(True)
+        self.replies = 0
+        self.sendLine(self.LINE)
+
+    def lineReceived(self, line):
+        if self.done:
+            return
+        self.replies += 1
+        if self.replies < self.ROUNDS:
+            self.sendLine(self.LINE)
+        elif self.replies == self.ROUNDS:
+            self.factory.recorder.succeeded(self.factory.began)
+            self.done = True
+            self.transport.loseConnection()
+
+
+class FiveLinesClient(LinesClient):
+    ROUNDS = 5
+
+
 #: What the TLS client sends once the handshake is done, and the reply it
 #: waits for: one round trip of application data, so that the server has
 #: finished its side of the handshake too.
@@ -468,6 +500,8 @@ CLIENTS = {
     "dh-raw": RawDHClient,
     "eke": EKEClient,
     "opaque": OPAQUEClient,
+    "lines-3": LinesClient,
+    "lines-5": FiveLinesClient,
     "tls": TLSClient,
 }
 

@@ -133,14 +133,18 @@ class TLSPeer:
 
 
 class Canned:
-    """keyxbench.canned: replies made in advance (the framework alone)."""
+    """keyxbench.canned: replies made in advance (the framework alone); with
+    ``lines``, that many LF lines each way, then the server closes."""
 
     is_ours = False
+
+    def __init__(self, lines=0):
+        self.lines = lines
 
     def start(self, group, run_options=(), profile=None):
         port = process.free_port()
         command = process.python_module("keyxbench.canned", "--port", port, "--group", group,
-                                        core=process.SERVER_CORE)
+                                        "--lines", self.lines, core=process.SERVER_CORE)
         return Running(process.ServerProcess(command, port), tempfile.mkdtemp())
 
 
@@ -162,6 +166,12 @@ MODES = {
     "raw": Mode("DH raw, {group} (twistd keyx)", Keyx("--dh-raw"), "dh-raw"),
     "eke": Mode("EKE, handshake + quit (twistd keyx)", Keyx("--eke"), "eke"),
     "opaque": Mode("OPAQUE, login + quit (twistd keyx)", Keyx("--opaque"), "opaque"),
+    # The I/O of an OPAQUE login and quit (3 lines each way) and of EKE's
+    # (5), with canned replies: run after "canned" when opaque or eke is.
+    "canned-opaque": Mode("framework only, 3 lines each way (OPAQUE's I/O, canned)",
+                          Canned(lines=3), "lines-3"),
+    "canned-eke": Mode("framework only, 5 lines each way (EKE's I/O, canned)",
+                       Canned(lines=5), "lines-5"),
     "naive": Mode("naive Twisted DH server, {group} (peer_naive.py)", NaivePeer(), "dh-framed"),
     "tls": Mode("Twisted TLS 1.3, Ed25519 + X25519 (peer_tls.py)", TLSPeer(), "tls"),
     "x25519": Mode("DH framed, x25519 (twistd keyx)", Keyx("--dh"), "dh-framed", group="x25519"),
@@ -205,5 +215,9 @@ RATIOS = (
     ("EKE: ours / floor:eke, server CPU per login (target <= 1.5)", "eke", "floor:eke"),
     ("OPAQUE: ours / floor:opaque, server CPU per login (target <= 1.5)", "opaque",
      "floor:opaque"),
+    ("EKE: canned-eke / floor:eke (so the best ours / floor:eke is 1 + this)", "canned-eke",
+     "floor:eke"),
+    ("OPAQUE: canned-opaque / floor:opaque (so the best ours / floor:opaque is 1 + this)",
+     "canned-opaque", "floor:opaque"),
     ("OPAQUE / EKE, server CPU per login", "opaque", "eke"),
 )
