@@ -4,8 +4,9 @@ What it does, in one run (each piece is a module of benchmarks/keyxbench/):
 
 1. The floors, in this process on the server core: cryptography's own work
    for the server's side of one DH handshake (the floor), the same through
-   the project's group (with its checks), and for EKE the server's four
-   steps and the chat's quit (keyxbench.floor).
+   the project's group (with its checks), and for EKE and OPAQUE the
+   server's side of one login (its machine) and the chat's quit, with
+   OPAQUE's crypto alone beside it (keyxbench.floor).
 2. For each mode (keyxbench.modes): starts the server as its own process on
    core 0 (``twistd -n keyx`` with this checkout on PYTHONPATH, or a peer:
    ``benchmarks/peer_naive.py``, ``benchmarks/peer_tls.py``, or the
@@ -96,9 +97,18 @@ def floor_key(floors, group, what="floor"):
     return what if group == floors["group"] else f"{what}:{group}"
 
 
-def measure_floors(group, others=(), eke=False, seconds=3.0):
+#: The password handshakes' floors: (key in the floors, what it is), by mode.
+LOGIN_FLOORS = {
+    "eke": (("floor:eke", "EKE login, server machine + quit"),),
+    "opaque": (("floor:opaque", "OPAQUE login, server machine + quit"),
+               ("crypto:opaque", "OPAQUE crypto only (ServerLogin, chat keys, quit)")),
+}
+
+
+def measure_floors(group, others=(), eke=False, opaque=False, seconds=3.0):
     """The floors, measured in this process on the server core: for the
-    run's ``group`` and for the ``others`` some modes fix."""
+    run's ``group`` and for the ``others`` some modes fix; for EKE and
+    OPAQUE if asked."""
     process.pin_self(process.SERVER_CORE)
     floors = {"group": group}
     for g in [group, *(o for o in others if o != group)]:
@@ -109,10 +119,13 @@ def measure_floors(group, others=(), eke=False, seconds=3.0):
               f"= {1 / floors[floor_key(floors, g)]:.0f} handshakes/s", flush=True)
         print(f"  the same through the project's group (its key checks included): "
               f"{1e3 * floors[floor_key(floors, g, 'group_crypto')]:.3f} ms", flush=True)
-    if eke:
-        floors["eke"] = floor.eke_floor(seconds)
-        print(f"floor (EKE, server work per handshake and quit): {1e3 * floors['eke']:.3f} ms",
-              flush=True)
+    measure = {"floor:eke": floor.eke_floor, "floor:opaque": floor.opaque_floor,
+               "crypto:opaque": floor.opaque_crypto}
+    for mode, wanted in (("eke", eke), ("opaque", opaque)):
+        for key, text in LOGIN_FLOORS[mode] if wanted else ():
+            floors[key] = measure[key](seconds)
+            print(f"{'  ' if key.startswith('crypto') else 'floor '}({text}): "
+                  f"{1e3 * floors[key]:.3f} ms", flush=True)
     process.pin_self(None)
     return floors
 
@@ -135,7 +148,9 @@ def median_round(rounds):
     return floors, results
 
 
-def show(r, floors):
+def show(r, floors, canned=None):
+    """Print one mode's result; ``canned`` is the round's results so far
+    (the canned-reply servers' among them)."""
     kinds = f" {r['failure_kinds']}" if r["failure_kinds"] else ""
     p50 = "-" if r["p50_ms"] is None else f"{r['p50_ms']:.1f}"
     p99 = "-" if r["p99_ms"] is None else f"{r['p99_ms']:.1f}"
@@ -158,17 +173,31 @@ def show(r, floors):
         print(f"  so on this stack floor / CPU can be at most about {best:.3f}", flush=True)
     elif modes.MODES[mode].client.startswith("dh-"):
         print(f"  floor / CPU = {1e3 * mode_floor / r['server_cpu_ms']:.3f}", flush=True)
-    elif mode == "eke":
-        print(f"  EKE floor / CPU = {1e3 * floors['eke'] / r['server_cpu_ms']:.3f}", flush=True)
+    elif mode in LOGIN_FLOORS and f"floor:{mode}" in floors:
+        login_floor = 1e3 * floors[f"floor:{mode}"]
+        print(f"  CPU / floor:{mode} = {r['server_cpu_ms'] / login_floor:.3f} (target <= 1.5)",
+              flush=True)
+        same_io = (canned or {}).get(f"canned-{mode}")
+        if same_io is not None:
+            best = (login_floor + same_io["server_cpu_ms"]) / login_floor
+            print(f"  (floor:{mode} + canned-{mode}) / floor:{mode} = {best:.3f}: the best "
+                  f"this stack can do with {mode}'s I/O", flush=True)
+    if "opaque_started_live" in r:
+        print(f"  OPAQUE logins started before the clock: {r['opaque_prestarted']}, "
+              f"on the spot: {r['opaque_started_live']}", flush=True)
 
 
 def table(results, floors):
     """The results as a reStructuredText table (for docs/benchmarks.rst)."""
     rows = [("server", "handshakes/s", "p50 ms", "p99 ms", "failures", "CPU ms/hs")]
+    logins = {key: text for texts in LOGIN_FLOORS.values() for key, text in texts}
     for key, value in floors.items():
         what, _, group = key.partition(":")
         group = group or floors["group"]
-        if what == "floor":
+        if key in logins:
+            rows.append((f"{'floor: ' if what == 'floor' else ''}{logins[key]} (in process)",
+                         "-", "-", "-", "-", f"{1e3 * value:.3f}"))
+        elif what == "floor":
             rows.append((f"floor: cryptography's own work, {group}", "-", "-", "-", "-",
                          f"{1e3 * value:.3f}"))
         elif what == "group_crypto":
@@ -239,6 +268,10 @@ def main():
         parser().error(f"unknown mode(s) {', '.join(unknown)}; known: {', '.join(modes.MODES)}")
     if "canned" not in names:
         names.insert(0, "canned")
+    for login in ("opaque", "eke"):
+        # The same I/O with canned replies, for the login's best possible ratio.
+        if login in names and f"canned-{login}" not in names:
+            names.insert(1, f"canned-{login}")
     for name in list(names):
         group = modes.MODES[name].group
         if group:
@@ -259,7 +292,8 @@ def main():
             print(f"-- round {number} of {args.rounds}", flush=True)
         # Quick runs get quick floors (3 s each by default).
         floors = measure_floors(args.group, [modes.MODES[n].group for n in names if modes.MODES[n].group],
-                                eke="eke" in names, seconds=min(3.0, args.seconds / 2))
+                                eke="eke" in names, opaque="opaque" in names,
+                                seconds=min(3.0, args.seconds / 2))
         results = {}
         for name in names:
             profiled = None
@@ -267,7 +301,7 @@ def main():
                 stem, ext = os.path.splitext(args.py_spy)
                 profiled = args.py_spy if len(spied) == 1 else f"{stem}-{name}{ext}"
             results[name] = r = run_mode(name, args, profile_to=profiled)
-            show(r, floors)
+            show(r, floors, results)
             if profiled:
                 r["py_spy"] = profiled
                 print(f"  py-spy samples: {profiled}", flush=True)

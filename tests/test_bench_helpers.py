@@ -1,7 +1,8 @@
 """The benchmark's helpers (benchmarks/keyxbench), without timing anything:
-the DH load client's decisions, its reading of framed and unframed replies,
-the load summary, and the reading of py-spy's collapsed stacks.  Results of
-the benchmark itself: docs/benchmarks.rst."""
+the DH and OPAQUE load clients' decisions, their reading of framed,
+unframed and line replies, the OPAQUE mode's user and key files, the load
+summary, and the reading of py-spy's collapsed stacks.  Results of the
+benchmark itself: docs/benchmarks.rst."""
 
 import os
 import sys
@@ -13,7 +14,7 @@ BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 if BENCHMARKS not in sys.path:
     sys.path.insert(0, BENCHMARKS)
 
-from keyxbench import clients, load, spy  # noqa: E402
+from keyxbench import clients, floor, load, modes, project, spy  # noqa: E402
 from keyxbench.project import messages  # noqa: E402
 
 from .helpers import frame  # noqa: E402
@@ -125,6 +126,20 @@ class ClientWireTests(unittest.TestCase):
         self.check(clients.RawDHClient, [wire[:5], wire[5:40], wire[40:]],
                    [messages.HELLO, messages.PARAMS_REQUEST, KEY_MESSAGE])
 
+    def test_lines_for_the_canned_line_server(self):
+        client, transport, factory = connect(clients.FiveLinesClient)
+        for _ in range(4):
+            self.assertEqual(transport.value(), clients.LinesClient.LINE + b"\n")
+            transport.clear()
+            client.dataReceived(b"reply\n")
+            self.assertEqual(factory.recorder.latencies, [])
+        transport.clear()
+        client.dataReceived(b"reply\n")
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual(len(factory.recorder.latencies), 1)
+        self.assertFalse(transport.connected)
+        self.assertEqual(factory.nexts, 1)
+
     def test_a_wrong_reply_is_a_failure(self):
         client, transport, factory = connect(clients.FramedDHClient)
         client.dataReceived(frame(b"Hey there?"))
@@ -166,6 +181,38 @@ class SpyTests(unittest.TestCase):
         categories = spy.categorise(spy.read_stacks(self.LINES))
         self.assertEqual(categories, {"subgroup check (jacobi)": 8, "log line": 2})
 
+    def test_password_crypto_claims_the_library_calls_under_it(self):
+        lines = [
+            # HMAC under OPAQUE's key schedule: not "session key, transcript".
+            "run (t.py:1);respond (twisted_keyx/opaque/login.py:9);"
+            "mac (twisted_keyx/opaque/primitives.py:3);digest (hmac.py:7) 3\n",
+            # A scalar multiplication inside 3DH: the group, not the logic.
+            "run (t.py:1);server_ikm (twisted_keyx/opaque/ake.py:2);"
+            "scalar_mult (twisted_keyx/opaque/group.py:5);"
+            "crypto_scalarmult_ristretto255 (rbcl/rbcl.py:1) 4\n",
+            "run (t.py:1);respond (twisted_keyx/opaque/login.py:9) 1\n",
+            "run (t.py:1);_on_sealed_public_key (twisted_keyx/eke/handshake.py:1);"
+            "rsa_encrypt (twisted_keyx/eke/crypto.py:2);encrypt (cryptography/x.py:1) 2\n",
+            "run (t.py:1);_result (twisted_keyx/opaque/handshake.py:1);"
+            "derive_chat_keys (twisted_keyx/chat/records.py:1);"
+            "hkdf_sha256 (twisted_keyx/session.py:1) 5\n",
+            # Not crypto: the transcript, the adapter, a log line from the factory.
+            "run (t.py:1);add (twisted_keyx/session.py:1) 6\n",
+            "run (t.py:1);dataReceived (twisted/x.py:1);_step (twisted_keyx/adapter.py:1) 7\n",
+            "run (t.py:1);machineFinished (twisted_keyx/eke/protocol.py:1);"
+            "Logger.info (twisted/logger/_logger.py:1) 8\n",
+        ]
+        self.assertEqual(spy.categorise(spy.read_stacks(lines)), {
+            "OPAQUE HKDF, HMAC, SHA-512 (key schedule, masking)": 3,
+            "OPAQUE ristretto255: scalar mults, hash to group (rbcl)": 4,
+            "OPAQUE login logic (oprf, ake, credentials, login, messages)": 1,
+            "EKE crypto (RSA-OAEP, AES-GCM boxes)": 2,
+            "chat keys and records (HKDF, AES-GCM)": 5,
+            "session key, transcript, fingerprint": 6,
+            "session adapter and the factory's observers": 7,
+            "log line": 8,
+        })
+
 
 class HostKeyDHStepsTests(unittest.TestCase):
     """The load client with a host key verifies message 7 against the
@@ -202,3 +249,193 @@ class HostKeyDHStepsTests(unittest.TestCase):
         with self.assertRaises(clients.BadReply):
             self.run_steps(lambda reply: reply[:60] + (b"B" if reply[60:61] != b"B" else b"C")
                            + reply[61:])
+
+
+class OpaqueLogin:
+    """A server for the OPAQUE load client: the library's server machine
+    and chat, with a user registered at the benchmark's cheap cost."""
+
+    def __init__(self, setup=None, user=None):
+        self.setup = setup or project.opaque.ServerSetup.generate(project.cheap_argon2id())
+        self.user = user or project.opaque_bench_user(clients.OPAQUE_USER, clients.OPAQUE_PASSWORD,
+                                                      self.setup)
+        self.handshake = project.opaque.OPAQUEServerHandshake(
+            self.setup, {clients.OPAQUE_USER: self.user}.get)
+        self.chat = None
+
+    def receive(self, line):
+        """The reply to ``line``; a refusal is ``authentication failed``,
+        as the daemon sends it."""
+        if self.chat is None:
+            try:
+                reply = self.handshake.receive(line)
+            except project.opaque.ProtocolFailed:
+                return project.opaque.FAILURE_REPLY
+            if self.handshake.finished:
+                self.chat = project.eke.ServerChat(self.handshake.result)
+            return reply
+        return self.chat.receive(line)
+
+
+def run_opaque(steps, server, tamper=lambda number, line: line):
+    """Lines between ``steps`` and ``server`` until ``steps`` has no more;
+    ``tamper(number, line)`` may change the server's line number 1, 2, 3."""
+    line, number = steps.start(), 0
+    while line is not None:
+        number += 1
+        line = steps.receive(tamper(number, server.receive(line)))
+    return number
+
+
+class OpaqueStepsTests(unittest.TestCase):
+    """The OPAQUE load client runs a real login (the server's machine
+    verifies KE3) and a real quit, and names the step a wrong line came at."""
+
+    def setUp(self):
+        self.pool = clients.OpaquePool(0)
+
+    def test_a_login_and_its_quit(self):
+        server = OpaqueLogin()
+        steps = self.pool.take()
+        self.assertEqual(run_opaque(steps, server), 3)
+        self.assertTrue(steps.authenticated and steps.finished)
+        self.assertTrue(server.handshake.finished)
+        self.assertTrue(server.chat.finished)
+        self.assertEqual(server.handshake.result.user, clients.OPAQUE_USER)
+
+    def test_a_refusal_instead_of_KE2(self):
+        steps = self.pool.take()
+        steps.start()
+        with self.assertRaises(clients.BadReply) as caught:
+            steps.receive(project.opaque.FAILURE_REPLY)
+        self.assertTrue(str(caught.exception).startswith("KE2: "))
+        self.assertFalse(steps.authenticated)
+
+    def test_another_server_is_refused_at_ok(self):
+        # A server with another setup: the envelope does not open, the
+        # client sends a random KE3, the server refuses it.
+        stranger = OpaqueLogin(setup=project.opaque.ServerSetup.generate(project.cheap_argon2id()),
+                               user=OpaqueLogin().user)
+        steps = self.pool.take()
+        with self.assertRaises(clients.BadReply) as caught:
+            run_opaque(steps, stranger)
+        self.assertTrue(str(caught.exception).startswith("ok: "), str(caught.exception))
+        self.assertFalse(steps.authenticated or stranger.handshake.finished)
+
+    def test_a_tampered_KE2_is_refused(self):
+        def tamper(number, line):
+            return line[:-5] + (b"A" if line[-5:-4] != b"A" else b"B") + line[-4:] \
+                if number == 1 else line
+
+        with self.assertRaises(clients.BadReply):
+            run_opaque(self.pool.take(), OpaqueLogin(), tamper)
+
+    def test_the_quit_must_be_confirmed(self):
+        server = OpaqueLogin()
+
+        def tamper(number, line):
+            if number != 3:
+                return line
+            # The server's first record, but the reply to a line, not to quit.
+            result = server.handshake.result
+            return project.eke.ServerChat(result).receive(project.eke.ClientChat(result).say("hi"))
+
+        steps = self.pool.take()
+        with self.assertRaises(clients.BadReply) as caught:
+            run_opaque(steps, server, tamper)
+        self.assertEqual(str(caught.exception), "quit: a reply to no line")
+        self.assertTrue(steps.authenticated)
+        self.assertFalse(steps.finished)
+
+    def test_nothing_after_the_quit(self):
+        steps = self.pool.take()
+        run_opaque(steps, OpaqueLogin())
+        with self.assertRaises(clients.BadReply):
+            steps.receive(b"ok")
+
+
+class OpaquePoolTests(unittest.TestCase):
+    def test_started_in_advance_then_on_the_spot(self):
+        pool = clients.OpaquePool(2)
+        lines = [pool.take().start() for _ in range(3)]
+        self.assertEqual(pool.live, 1)
+        # Each login its own blind and key share: no line (1) repeats.
+        self.assertEqual(len(set(lines)), 3)
+        self.assertTrue(all(line.endswith(b" " + clients.OPAQUE_USER.encode()) for line in lines))
+
+    def test_how_many_the_load_generator_starts(self):
+        args = load.parser().parse_args(["--client", "opaque", "--port", "1", "--seconds", "10",
+                                         "--warmup", "2"])
+        self.assertEqual(load.opaque_prestart(args), 13 * load.OPAQUE_RATE)
+        args.opaque_prestart = 5
+        self.assertEqual(load.opaque_prestart(args), 5)
+        args.client = "eke"
+        self.assertEqual(load.opaque_prestart(args), 0)
+
+
+class OpaqueSettings:
+    def __init__(self):
+        self.pool = clients.OpaquePool(1)
+
+    def opaque_steps(self, recorder):
+        return self.pool.take()
+
+
+class OPAQUEClientWireTests(unittest.TestCase):
+    def test_a_login_over_lines_in_pieces(self):
+        factory = FakeFactory()
+        factory.settings = OpaqueSettings()
+        client = clients.OPAQUEClient()
+        client.factory = factory
+        transport = Transport()
+        transport.protocol = client
+        client.makeConnection(transport)
+        server = OpaqueLogin()
+        while transport.connected and transport.value():
+            sent, _ = transport.value(), transport.clear()
+            self.assertTrue(sent.endswith(b"\n"))
+            reply = server.receive(sent[:-1]) + b"\n"
+            for i in range(0, len(reply), 50):
+                client.dataReceived(reply[i:i + 50])
+        self.assertTrue(server.chat.finished)
+        self.assertFalse(transport.connected)
+        self.assertEqual(factory.recorder.failures, 0)
+        self.assertEqual(len(factory.recorder.latencies), 1)
+        self.assertEqual(factory.nexts, 1)
+
+
+class OpaqueModeFilesTests(unittest.TestCase):
+    """The OPAQUE mode's daemon gets files its own loaders accept, with a
+    user the load client logs in as."""
+
+    def test_the_user_file_and_the_key_file(self):
+        from twisted_keyx.eke.userstore import UserFile
+
+        directory = self.mktemp()
+        os.mkdir(directory)
+        options = modes.bench_users(directory)
+        self.assertEqual(options[0::2], ["--users", "--opaque-key"])
+        users = UserFile(options[1])
+        self.assertEqual(users.load(), 2)
+        self.assertIsNotNone(users.lookup(clients.EKE_USER))
+        user = users.lookup(clients.OPAQUE_USER, scheme="opaque")
+        self.assertEqual(user.record.ksf, project.cheap_argon2id())
+        setup = project.opaque.scheme.load_key_file(options[3])
+        self.assertEqual(setup.default_ksf, project.cheap_argon2id())
+        steps = clients.OpaquePool(0).take()
+        run_opaque(steps, OpaqueLogin(setup, user))
+        self.assertTrue(steps.finished)
+
+
+class MedianOfSlicesTests(unittest.TestCase):
+    def test_a_burst_does_not_move_the_floor(self):
+        # Every 300th login costs 50 times the others: the slices it lands
+        # in are not the median one.
+        calls = [0]
+
+        def one():
+            calls[0] += 1
+            return 0.05 if calls[0] % 300 == 0 else 0.001
+
+        self.assertAlmostEqual(floor.median_of_slices(one, seconds=0.7, slices=7), 0.001)
+        self.assertGreaterEqual(calls[0], 600)

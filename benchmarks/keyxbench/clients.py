@@ -4,16 +4,22 @@
 The wire is read with what the project and Twisted already have: Twisted's
 ``Int32StringReceiver`` for framed DH, the project's unframed
 :class:`~twisted_keyx.dh.raw.MessageSplitter` for the tutorial's format,
-``LineReceiver`` for EKE, and the ``ssl`` module's memory BIOs for TLS.  The
-decisions of a DH client are in :class:`DHSteps`, with no I/O, so they can be
-tested alone (tests/test_bench_helpers.py).
+``LineReceiver`` for EKE and OPAQUE, and the ``ssl`` module's memory BIOs
+for TLS.  The decisions of a DH client are in :class:`DHSteps`, an OPAQUE
+client's in :class:`OpaqueSteps`, with no I/O, so they can be tested alone
+(tests/test_bench_helpers.py).
 
 The clients do as little work as they can, so that the load generator is not
 the bottleneck: DH keys come from a pool made before the clock starts and
 only every 50th server key is loaded and checked; EKE reuses a few RSA keys
-and a cheap scrypt.
+and a cheap scrypt; OPAQUE logins are started before the clock
+(:class:`OpaquePool`: the OPRF blind and the client's key share of each
+login, each used once) against a record with the cheapest Argon2id, and
+finished for real (unblind, Argon2id, envelope, 3DH, the server's MAC
+checked, KE3 the server verifies).
 """
 
+import collections
 import ssl
 import time
 
@@ -24,6 +30,7 @@ from keyxbench import project
 from keyxbench.project import messages
 
 EKE_USER, EKE_PASSWORD = "bench", "bench password"
+OPAQUE_USER, OPAQUE_PASSWORD = "bench-opaque", "bench opaque password"
 
 #: One server key in this many is loaded and checked by the DH clients.
 CHECK_EVERY = 50
@@ -45,9 +52,11 @@ class Recorder:
         self.started = 0  # handshakes begun (picks keys from the pools)
         self.checked = 0
 
-    def succeeded(self, began):
+    def succeeded(self, began, ended=None):
+        """One handshake done; its latency runs from ``began`` to ``ended``
+        (default: now)."""
         if self.measuring:
-            self.latencies.append(time.perf_counter() - began)
+            self.latencies.append((time.perf_counter() if ended is None else ended) - began)
 
     def failed(self, kind):
         if self.measuring:
@@ -250,6 +259,142 @@ class EKEClient(_OneHandshake, LineReceiver):
             self.sendLine(self.chat.quit())
 
 
+class OpaqueSteps:
+    """The client side of one OPAQUE login and its ``quit``, as the load
+    generator runs it (docs/protocols.rst, OPAQUE; the machine is the
+    project's :class:`~twisted_keyx.opaque.handshake.OPAQUEClientHandshake`,
+    which runs :class:`~twisted_keyx.opaque.login.ClientLogin`).
+
+    ``handshake`` has been started already and ``first_line`` is what its
+    ``start()`` gave, line (1).  :meth:`receive` takes each server line and
+    gives the next one: KE2 gives KE3, ``ok`` gives the chat's ``quit``
+    record (then :attr:`authenticated`), the server's ``quit`` record gives
+    None (then :attr:`finished`).  Anything the handshake or the chat
+    refuses raises :class:`BadReply` naming the step.
+    """
+
+    def __init__(self, handshake, first_line):
+        self.handshake = handshake
+        self.first_line = first_line
+        self.replies = 0
+        self.chat = None
+        self.authenticated = False
+        self.finished = False
+
+    def start(self):
+        return self.first_line
+
+    def receive(self, line):
+        self.replies += 1
+        step = {1: "KE2", 2: "ok", 3: "quit"}.get(self.replies, "a line after quit")
+        if self.replies > 3:
+            raise BadReply(step)
+        try:
+            if self.chat is None:
+                reply = self.handshake.receive(line)
+                if reply is not None or self.replies != 2:
+                    return reply
+                self.authenticated = True
+                self.chat = project.eke.ClientChat(self.handshake.result)
+                return self.chat.quit()
+            self.chat.receive(line)
+        except project.opaque.ProtocolFailed as e:
+            raise BadReply(f"{step}: {e.reason}") from None
+        if not self.chat.finished:
+            raise BadReply("quit: a record that is not its confirmation")
+        self.finished = True
+        return None
+
+
+class OpaquePool:
+    """OPAQUE logins started before the clock: ``size`` client machines
+    (``OPAQUEClientHandshake``, the cheap KSF limits) whose ``start()`` has
+    run (the OPRF blind of the password and the client's key share, fresh
+    for each), each used by one login.  Once they are used up, :meth:`take`
+    starts one on the spot and counts it in :attr:`live`."""
+
+    def __init__(self, size, user=OPAQUE_USER, password=OPAQUE_PASSWORD, ksf_limits=None):
+        self.user, self.password = user, password
+        self.ksf_limits = ksf_limits if ksf_limits is not None else project.cheap_ksf_limits()
+        self.size = size
+        self._ready = collections.deque(self._start() for _ in range(size))
+        self.live = 0
+
+    def _start(self):
+        handshake = project.opaque.OPAQUEClientHandshake(self.user, self.password,
+                                                         ksf_limits=self.ksf_limits)
+        return handshake, handshake.start()
+
+    def take(self):
+        """The :class:`OpaqueSteps` of the next login."""
+        if self._ready:
+            return OpaqueSteps(*self._ready.popleft())
+        self.live += 1
+        return OpaqueSteps(*self._start())
+
+
+class OPAQUEClient(_OneHandshake, LineReceiver):
+    """One OPAQUE login, then the chat's quit; the latency is to ``ok``
+    (as EKE's is to step 8), the login counted once its quit is confirmed."""
+
+    delimiter = b"\n"
+    MAX_LENGTH = 4096
+
+    def connectionMade(self):
+        self.transport.setTcpNoDelay(True)
+        self.logged_in_at = None
+        self.steps = self.factory.settings.opaque_steps(self.factory.recorder)
+        self.sendLine(self.steps.start())
+
+    def lineReceived(self, line):
+        if self.done:
+            return
+        try:
+            reply = self.steps.receive(line)
+        except BadReply as e:
+            return self.bad(str(e))
+        if self.steps.authenticated and self.logged_in_at is None:
+            self.logged_in_at = time.perf_counter()
+        if reply is not None:
+            self.sendLine(reply)
+        elif self.steps.finished:
+            self.done = True
+            self.factory.recorder.succeeded(self.factory.began, self.logged_in_at)
+            self.transport.loseConnection()
+
+
+class LinesClient(_OneHandshake, LineReceiver):
+    """For the canned line server (``keyxbench.canned --lines N``): sends a
+    line, waits for a reply line, :attr:`ROUNDS` times, and is done when the
+    server closes after the last; no crypto, no checks."""
+
+    delimiter = b"\n"
+    MAX_LENGTH = 4096
+    ROUNDS = 3
+    #: About the size of OPAQUE's line (1).
+    LINE = b"x" * 140
+
+    def connectionMade(self):
+        self.transport.setTcpNoDelay(True)
+        self.replies = 0
+        self.sendLine(self.LINE)
+
+    def lineReceived(self, line):
+        if self.done:
+            return
+        self.replies += 1
+        if self.replies < self.ROUNDS:
+            self.sendLine(self.LINE)
+        elif self.replies == self.ROUNDS:
+            self.factory.recorder.succeeded(self.factory.began)
+            self.done = True
+            self.transport.loseConnection()
+
+
+class FiveLinesClient(LinesClient):
+    ROUNDS = 5
+
+
 #: What the TLS client sends once the handshake is done, and the reply it
 #: waits for: one round trip of application data, so that the server has
 #: finished its side of the handshake too.
@@ -303,7 +448,7 @@ class TLSClient(_OneHandshake, protocol.Protocol):
 class Settings:
     """What the clients of one run share, made before the clock starts."""
 
-    def __init__(self, group_name=project.DEFAULT_GROUP, tls_ca=None, eke=False):
+    def __init__(self, group_name=project.DEFAULT_GROUP, tls_ca=None, eke=False, opaque_logins=0):
         self.group = project.named_group(group_name)
         self.key_messages = [
             messages.CLIENT_KEY_PREFIX + self.group.public_key_pem(self.group.generate_private_key())
@@ -320,6 +465,14 @@ class Settings:
             # tell the difference.
             self.rsa_pool = [crypto.generate_rsa_key() for _ in range(8)]
             self.cheap_kdf = crypto.KdfLimits(min_memory=1)
+        #: OPAQUE logins started in advance (OpaquePool), if any.
+        self.opaque_pool = OpaquePool(opaque_logins) if opaque_logins else None
+
+    def opaque_steps(self, recorder):
+        recorder.started += 1
+        if self.opaque_pool is None:
+            self.opaque_pool = OpaquePool(0)
+        return self.opaque_pool.take()
 
     def dh_steps(self, recorder, host_key=False):
         recorder.started += 1
@@ -346,6 +499,9 @@ CLIENTS = {
     "dh-framed-hostkey": FramedHostKeyDHClient,
     "dh-raw": RawDHClient,
     "eke": EKEClient,
+    "opaque": OPAQUEClient,
+    "lines-3": LinesClient,
+    "lines-5": FiveLinesClient,
     "tls": TLSClient,
 }
 

@@ -52,14 +52,32 @@ def summary(recorder, elapsed, cpu_seconds):
 
 def parser():
     p = argparse.ArgumentParser(prog="python -m keyxbench.load", description=__doc__.split("\n\n")[0])
-    p.add_argument("--client", required=True, help="dh-framed, dh-raw, eke or tls")
+    p.add_argument("--client", required=True, help="dh-framed, dh-raw, eke, opaque or tls")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--group", default="ffdhe2048")
     p.add_argument("--concurrency", type=int, default=50)
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--tls-ca", metavar="PEM", help="the TLS server's certificate, to verify it")
+    p.add_argument("--opaque-prestart", type=int, metavar="N",
+                   help="OPAQUE logins to start before the clock (keyxbench.clients.OpaquePool); "
+                        "more are started on the spot and counted "
+                        f"[default: {OPAQUE_RATE} per second of warm-up and run, plus one second]")
     return p
+
+
+#: The most OPAQUE logins a second the load generator can finish on its
+#: core (about 1 ms of its CPU each), so the most it needs started.
+OPAQUE_RATE = 1000
+
+
+def opaque_prestart(args):
+    """How many OPAQUE logins to start before the clock (0 for other clients)."""
+    if args.client != "opaque":
+        return 0
+    if args.opaque_prestart is not None:
+        return args.opaque_prestart
+    return int(OPAQUE_RATE * (args.warmup + args.seconds + 1))
 
 
 def main(argv=None):
@@ -72,7 +90,8 @@ def main(argv=None):
 
     from keyxbench.clients import HandshakeFactory, Recorder, Settings
 
-    settings = Settings(args.group, tls_ca=args.tls_ca, eke=args.client == "eke")
+    settings = Settings(args.group, tls_ca=args.tls_ca, eke=args.client == "eke",
+                        opaque_logins=opaque_prestart(args))
     recorder = Recorder()
     window = {}
 
@@ -97,7 +116,11 @@ def main(argv=None):
     reactor.callLater(args.warmup + args.seconds, stop)
     cpu = time.process_time()
     reactor.run()
-    say(summary(recorder, window["elapsed"], time.process_time() - cpu))
+    result = summary(recorder, window["elapsed"], time.process_time() - cpu)
+    if settings.opaque_pool is not None:
+        result["opaque_prestarted"] = settings.opaque_pool.size
+        result["opaque_started_live"] = settings.opaque_pool.live
+    say(result)
 
 
 def drive(server, client, port, group="ffdhe2048", concurrency=50, seconds=20.0, warmup=2.0,

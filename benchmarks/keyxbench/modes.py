@@ -8,7 +8,9 @@ in the run's directory on first start, and the client
 (keyxbench.clients.HostKeyDHSteps) asks for the signature and verifies it.
 
 :data:`RATIOS` lists the comparisons printed at the end, by mode name
-(``floor``: cryptography's own work, :func:`keyxbench.floor.cryptography_floor`).
+(``floor``: cryptography's own work, :func:`keyxbench.floor.cryptography_floor`;
+``floor:eke`` and ``floor:opaque``: the server's side of one login and its
+quit, :func:`keyxbench.floor.eke_floor` and :func:`keyxbench.floor.opaque_floor`).
 """
 
 import os
@@ -18,7 +20,7 @@ import tempfile
 from dataclasses import dataclass, field
 
 from keyxbench import process, project
-from keyxbench.clients import EKE_PASSWORD, EKE_USER
+from keyxbench.clients import EKE_PASSWORD, EKE_USER, OPAQUE_PASSWORD, OPAQUE_USER
 
 
 @dataclass
@@ -37,18 +39,24 @@ class Running:
         return log, out.strip().splitlines()[-1] if out.strip() else ""
 
 
-def eke_bench_user(directory):
-    """A user file with one user whose scrypt is cheap: the server never runs
-    scrypt, and a cheap one keeps the load generator from being the limit."""
-    path = os.path.join(directory, "users.json")
-    project.write_user_file(path, EKE_USER, EKE_PASSWORD)
-    return path
+def bench_users(directory):
+    """The run's user file and OPAQUE key file, in ``directory``: one EKE
+    user whose scrypt is cheap, and one OPAQUE user registered (as
+    ``keyx-admin adduser --scheme opaque`` does) with a key file whose
+    default Argon2id is the cheapest (so the fake record's is too).  The
+    server never runs scrypt or Argon2id; cheap ones keep the load
+    generator from being the limit.  Returns the options for both files."""
+    users, key = os.path.join(directory, "users.json"), os.path.join(directory, "opaque-key")
+    setup = project.create_opaque_key_file(key)
+    project.write_user_file(users, EKE_USER, EKE_PASSWORD,
+                            [project.opaque_bench_user(OPAQUE_USER, OPAQUE_PASSWORD, setup)])
+    return ["--users", users, "--opaque-key", key]
 
 
 class Keyx:
     """``twistd -n keyx`` serving every handshake on ports of its own; the
     load goes to the one named by ``endpoint`` (``--dh``, ``--dh-raw``,
-    ``--eke``).  ``options`` are more ``twistd keyx`` options; ``prepare``,
+    ``--eke``, ``--opaque``).  ``options`` are more ``twistd keyx`` options; ``prepare``,
     if given, makes files in the run's directory and returns more options.
 
     twistd finds the dropin ``twisted/plugins/keyx_plugin.py`` of this
@@ -68,7 +76,7 @@ class Keyx:
 
     def start(self, group, run_options=(), profile=None):
         directory = tempfile.mkdtemp(prefix="keyx-bench-")
-        ports = {name: process.free_port() for name in ("--dh", "--dh-raw", "--eke")}
+        ports = {name: process.free_port() for name in ("--dh", "--dh-raw", "--eke", "--opaque")}
         log = os.path.join(directory, "twistd.log")
         pin = process.pin_prefix(process.SERVER_CORE) if (self.workers or 1) < 2 else []
         command = pin + [
@@ -82,8 +90,7 @@ class Keyx:
             command += [name, f"tcp:{port}:interface=127.0.0.1:backlog=1024"]
         if self.workers:
             command += ["--workers", str(self.workers)]
-        command += ["--users", eke_bench_user(directory), "--group", group,
-                    *self.options, *run_options]
+        command += [*bench_users(directory), "--group", group, *self.options, *run_options]
         if self.prepare is not None:
             command += self.prepare(directory)
         # The daemon raises its own soft limit on open files at start-up.
@@ -126,14 +133,18 @@ class TLSPeer:
 
 
 class Canned:
-    """keyxbench.canned: replies made in advance (the framework alone)."""
+    """keyxbench.canned: replies made in advance (the framework alone); with
+    ``lines``, that many LF lines each way, then the server closes."""
 
     is_ours = False
+
+    def __init__(self, lines=0):
+        self.lines = lines
 
     def start(self, group, run_options=(), profile=None):
         port = process.free_port()
         command = process.python_module("keyxbench.canned", "--port", port, "--group", group,
-                                        core=process.SERVER_CORE)
+                                        "--lines", self.lines, core=process.SERVER_CORE)
         return Running(process.ServerProcess(command, port), tempfile.mkdtemp())
 
 
@@ -154,6 +165,13 @@ MODES = {
     "dh": Mode("DH framed, {group} (twistd keyx)", Keyx("--dh"), "dh-framed"),
     "raw": Mode("DH raw, {group} (twistd keyx)", Keyx("--dh-raw"), "dh-raw"),
     "eke": Mode("EKE, handshake + quit (twistd keyx)", Keyx("--eke"), "eke"),
+    "opaque": Mode("OPAQUE, login + quit (twistd keyx)", Keyx("--opaque"), "opaque"),
+    # The I/O of an OPAQUE login and quit (3 lines each way) and of EKE's
+    # (5), with canned replies: run after "canned" when opaque or eke is.
+    "canned-opaque": Mode("framework only, 3 lines each way (OPAQUE's I/O, canned)",
+                          Canned(lines=3), "lines-3"),
+    "canned-eke": Mode("framework only, 5 lines each way (EKE's I/O, canned)",
+                       Canned(lines=5), "lines-5"),
     "naive": Mode("naive Twisted DH server, {group} (peer_naive.py)", NaivePeer(), "dh-framed"),
     "tls": Mode("Twisted TLS 1.3, Ed25519 + X25519 (peer_tls.py)", TLSPeer(), "tls"),
     "x25519": Mode("DH framed, x25519 (twistd keyx)", Keyx("--dh"), "dh-framed", group="x25519"),
@@ -192,4 +210,14 @@ RATIOS = (
     ("TLS 1.3 / ours ffdhe with host key", "tls", "dh-hostkey"),
     ("--workers 2 / --workers 1, CPU per handshake (target <= 1)", "dh-w2", "dh-w1"),
     ("x25519 --workers 2 / x25519, CPU per handshake", "x25519-w2", "x25519"),
+    # floor:eke and floor:opaque: the server's machine and the chat's quit,
+    # in process (keyxbench.floor.eke_floor, keyxbench.floor.opaque_floor).
+    ("EKE: ours / floor:eke, server CPU per login (target <= 1.5)", "eke", "floor:eke"),
+    ("OPAQUE: ours / floor:opaque, server CPU per login (target <= 1.5)", "opaque",
+     "floor:opaque"),
+    ("EKE: canned-eke / floor:eke (so the best ours / floor:eke is 1 + this)", "canned-eke",
+     "floor:eke"),
+    ("OPAQUE: canned-opaque / floor:opaque (so the best ours / floor:opaque is 1 + this)",
+     "canned-opaque", "floor:opaque"),
+    ("OPAQUE / EKE, server CPU per login", "opaque", "eke"),
 )
