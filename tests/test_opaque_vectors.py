@@ -202,3 +202,19 @@ class ExpandMessageTests(unittest.TestCase):
         self.assertEqual(len(group.expand_message_xmd(b"", b"D", 255 * 64)), 255 * 64)
         self.assertRaises(OpaqueError, group.expand_message_xmd, b"", b"D", 255 * 64 + 1)
         self.assertRaises(OpaqueError, group.expand_message_xmd, b"", b"D" * 256, 32)
+
+
+class PrimitiveTests(unittest.TestCase):
+    def test_xor_matches_bytewise(self):
+        import os
+
+        for length in (0, 1, 31, 32, 128):
+            a, b = os.urandom(length), os.urandom(length)
+            self.assertEqual(primitives.xor(a, b), bytes(x ^ y for x, y in zip(a, b)))
+        self.assertEqual(primitives.xor(b"\0\xff", b"\0\x0f"), b"\0\xf0")  # leading zeros kept
+        with self.assertRaises(ValueError):
+            primitives.xor(b"ab", b"a")
+
+    def test_derive_secret_key_is_derive_key_pairs_first_half(self):
+        seed = bytes(range(32))
+        self.assertEqual(oprf.derive_secret_key(seed, b"info"), oprf.derive_key_pair(seed, b"info")[0])

@@ -23,8 +23,7 @@ def oprf_key(oprf_seed, credential_identifier):
     if not isinstance(credential_identifier, bytes) or len(credential_identifier) > 0xFFFF:
         raise OpaqueError("the credential identifier must be bytes, at most 65535")
     seed = primitives.expand(oprf_seed, credential_identifier + b"OprfKey", NOK)
-    key, _ = oprf.derive_key_pair(seed, _OPRF_KEY_INFO)
-    return key
+    return oprf.derive_secret_key(seed, _OPRF_KEY_INFO)
 
 
 def randomized_password(password, blind, evaluated_element, ksf):

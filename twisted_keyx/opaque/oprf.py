@@ -27,8 +27,9 @@ def _i2osp2(n):
     return n.to_bytes(2, "big")
 
 
-def derive_key_pair(seed, info):
-    """DeriveKeyPair(seed, info), RFC 9497 section 3.2.1: (skS, pkS)."""
+def derive_secret_key(seed, info):
+    """skS of DeriveKeyPair(seed, info), RFC 9497 section 3.2.1, without
+    computing pkS (the server's OPRF key per user needs only skS)."""
     if len(seed) != group.SCALAR_SIZE:
         raise OpaqueError(f"DeriveKeyPair seed is {group.SCALAR_SIZE} bytes")
     if len(info) > 0xFFFF:
@@ -37,8 +38,14 @@ def derive_key_pair(seed, info):
     for counter in range(256):
         sk = group.hash_to_scalar(derive_input + bytes([counter]), _DERIVE_KEY_PAIR_DST)
         if not group.is_zero_scalar(sk):
-            return sk, group.scalar_mult_gen(sk)
+            return sk
     raise OpaqueError("DeriveKeyPairError")  # pragma: no cover (probability 2^-2000)
+
+
+def derive_key_pair(seed, info):
+    """DeriveKeyPair(seed, info), RFC 9497 section 3.2.1: (skS, pkS)."""
+    sk = derive_secret_key(seed, info)
+    return sk, group.scalar_mult_gen(sk)
 
 
 def hash_to_group(data):
