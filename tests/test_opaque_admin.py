@@ -130,6 +130,19 @@ class AdminSchemeTests(unittest.TestCase):
         os.chmod(self.key, 0o640)
         self.assertRaises(usage.UsageError, self.parse, "--opaque-key", self.key)
 
+    def test_deeply_nested_key_file(self):
+        """One clear error, no RecursionError traceback, from keyx-admin and
+        twistd keyx; the file is well under the size limit."""
+        with open(self.key, "wb") as f:
+            f.write(b"[" * 30000 + b"]" * 30000)
+        status, out, err = self.add("bob", "--scheme", "opaque")
+        self.assertEqual(status, 1)
+        self.assertEqual(err, f"keyx-admin: {self.key}: the OPAQUE server setup is nested "
+                         "too deeply\n")
+        with self.assertRaises(usage.UsageError) as caught:
+            self.parse("--opaque-key", self.key)
+        self.assertIn("nested too deeply", str(caught.exception))
+
     # --- the client's known servers -------------------------------------------
 
     def test_known_servers(self):
