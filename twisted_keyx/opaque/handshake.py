@@ -130,6 +130,9 @@ class OPAQUEServerHandshake(StateMachine):
         self.user = None
         #: Whether the name is a user (for the log; never sent).
         self.known_user = None
+        #: Whether KE2 was sent: only then can a failure be a guess (the
+        #: client may have learnt from KE2 whether its password was right).
+        self.answered = False
         self.result = None
 
     def receive(self, line):
@@ -165,6 +168,7 @@ class OPAQUEServerHandshake(StateMachine):
         reply = encode_item(ke2)
         self._transcript.add(line)
         self._transcript.add(reply)
+        self.answered = True
         return reply
 
     def _on_ke3(self, line):
