@@ -155,6 +155,34 @@ class AdminSchemeTests(unittest.TestCase):
         self.assertEqual(check_and_remember("h", 2, b"a" * 32, path), ("new", None))
 
 
+    def test_known_servers_concurrent_clients_lose_nothing(self):
+        """Clients run at once (a script logging in to several servers):
+        each adds its servers; none rewrites the file from a stale read
+        (8 processes of 30 servers each kept 38 of 240 entries)."""
+        import subprocess
+        import sys
+        path = os.path.join(self.dir, "cfg", "opaque_servers")
+        code = ("import os, sys; from twisted_keyx.opaque.servers import check_and_remember\n"
+                "for port in range(30): check_and_remember(sys.argv[2], port, os.urandom(32), "
+                "sys.argv[1])")
+        children = [subprocess.Popen([sys.executable, "-c", code, path, f"h{i}"])
+                    for i in range(8)]
+        self.assertEqual([child.wait() for child in children], [0] * 8)
+        with open(path) as f:
+            entries = f.read().splitlines()
+        self.assertEqual(len(entries), 240)
+
+    def test_known_servers_too_large_is_not_cut(self):
+        path = os.path.join(self.dir, "opaque_servers")
+        lines = [f"h:{port} SHA256:{'x' * 43}\n" for port in range(30000)]
+        data = "".join(lines).encode()
+        self.assertGreater(len(data), 1 << 20)
+        with open(path, "wb") as f:
+            f.write(data)
+        check_and_remember("new", 1, b"a" * 32, path)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), data)  # not rewritten from its first MiB
+
 def _write(path, setup):
     with open(path, "wb") as f:
         f.write(setup.dumps())
