@@ -239,6 +239,22 @@ class CheckTests(unittest.TestCase):
         os.mkdir(self.path)
         self.assertUnreadable(f"known hosts file {self.path} is not a regular file")
 
+    def test_fifo(self):
+        """A named pipe with no writer is refused, not waited on forever
+        (opening it for reading blocked keyx-client dh before its check
+        that the file is a regular one).  In a child process, so that the
+        old code fails by running out of time."""
+        os.mkfifo(self.path)
+        code = ("import sys; from twisted_keyx.knownhosts import KnownHosts, KnownHostsError\n"
+                "try: KnownHosts(sys.argv[1]).find('127.0.0.1', 7777)\n"
+                "except KnownHostsError as e: print(e)")
+        try:
+            result = subprocess.run([sys.executable, "-c", code, self.path],
+                                    capture_output=True, text=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            self.fail("reading a named pipe did not return within 30 s")
+        self.assertEqual(result.stdout, f"known hosts file {self.path} is not a regular file\n")
+
     def test_too_large(self):
         self.patch(knownhosts, "MAX_FILE_SIZE", 100)
         self.write(b"#" * 101)

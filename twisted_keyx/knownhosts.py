@@ -235,7 +235,9 @@ class KnownHosts:
 
     def _entries(self):
         try:
-            fd = os.open(self.path, os.O_RDONLY)
+            # O_NONBLOCK: opening a named pipe with no writer returns at once
+            # (then refused below) instead of waiting; a regular file ignores it.
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
             return []
         except OSError as e:
