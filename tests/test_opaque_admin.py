@@ -76,6 +76,25 @@ class AdminSchemeTests(unittest.TestCase):
         self.assertEqual(status, 0)
         self.assertEqual(err, f"keyx-admin: created the OPAQUE key file {self.key} (mode 0600)\n")
 
+    def test_key_file_never_replaced(self):
+        """Two keyx-admin adduser runs that both find no key file: the
+        second used to replace the first's file (os.replace), and the users
+        registered against the first could never log in (6 runs at once:
+        2 key files made, 1 of 6 users locked out).  Creating never replaces
+        a file; the one who comes second uses the first one's."""
+        with open(self.key, "rb") as f:
+            first = f.read()
+        with self.assertRaises(opaque_scheme.KeyFileError):
+            opaque_scheme.create_key_file(self.key)
+        with open(self.key, "rb") as f:
+            self.assertEqual(f.read(), first)
+        # The race: the file appears after the check that it is missing.
+        self.patch(opaque_scheme.os.path, "exists", lambda path: False)
+        setup, created = opaque_scheme.load_or_create_key_file(self.key)
+        self.assertFalse(created)
+        self.assertEqual(setup.dumps(), first)
+        self.assertEqual(sorted(os.listdir(self.dir)), ["opaque-key", "pw"])  # no temporary left
+
     def test_open_key_file_refused(self):
         os.chmod(self.key, 0o644)
         status, _, err = self.add("bob", "--scheme", "opaque")
