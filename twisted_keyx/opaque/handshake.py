@@ -36,7 +36,7 @@ from twisted_keyx.machine import START, HandshakeFailed, StateMachine
 from twisted_keyx.opaque.errors import OpaqueError
 from twisted_keyx.opaque.ksf import DEFAULT_KSF_LIMITS
 from twisted_keyx.opaque.login import ClientLogin, ServerLogin
-from twisted_keyx.opaque.messages import KE1_SIZE, KE3_SIZE
+from twisted_keyx.opaque.messages import KE1_SIZE, KE2, KE3_SIZE
 from twisted_keyx.session import Transcript
 
 FAILURE_REPLY = eke_messages.FAILURE_REPLY
@@ -266,6 +266,12 @@ class OPAQUEClientHandshake(StateMachine):
             self._ksf_limits.accept(ke2[: self._ksf_limits.header_size])
         except OpaqueError as e:
             raise BadResponse(f"the server asks for an unacceptable KSF: {e}") from None
+        try:
+            # Its elements first: a KE2 that is not one is the server's
+            # mistake, not a wrong password (which only the envelope shows).
+            KE2.from_bytes(ke2[self._ksf_limits.header_size:])
+        except OpaqueError as e:
+            raise BadResponse(f"(2): {e}") from None
         try:
             self._login_result = self._login.finish(ke2)
         except OpaqueError:
