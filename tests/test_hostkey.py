@@ -115,6 +115,116 @@ class BlobTests(unittest.TestCase):
             self.assertEqual(str(caught.exception), reason, blob)
 
 
+# Ed25519 arithmetic, written out here only to find the points of small
+# order independently of the code under test (RFC 8032 section 5.1).
+_P = 2**255 - 19
+_L = 2**252 + 27742317777372353535851937790883648493
+_D = -121665 * pow(121666, -1, _P) % _P
+
+
+def _x_of(y):
+    xx = (y * y - 1) * pow(_D * y * y + 1, -1, _P) % _P
+    x = pow(xx, (_P + 3) // 8, _P)
+    if (x * x - xx) % _P:
+        x = x * pow(2, (_P - 1) // 4, _P) % _P
+    return x if (x * x - xx) % _P == 0 else None
+
+
+def _add(a, b):
+    (x1, y1), (x2, y2) = a, b
+    t = _D * x1 * x2 * y1 * y2 % _P
+    return ((x1 * y2 + x2 * y1) * pow(1 + t, -1, _P) % _P,
+            (y1 * y2 + x1 * x2) * pow(1 - t, -1, _P) % _P)
+
+
+def _times(k, point):
+    result = (0, 1)
+    while k:
+        if k & 1:
+            result = _add(result, point)
+        point, k = _add(point, point), k >> 1
+    return result
+
+
+def small_order_points():
+    """The eight points of order dividing 8, as (x, y): [k L] P for k = 1..8
+    of a curve point P whose torsion part has order 8."""
+    y = 2
+    while True:
+        y += 1
+        x = _x_of(y)
+        if x is None:
+            continue
+        torsion = {_times(k * _L, (x, y)) for k in range(1, 9)}
+        if len(torsion) == 8:
+            return torsion
+
+
+def encode_point(x, y, sign=None):
+    sign = x & 1 if sign is None else sign
+    return (y | sign << 255).to_bytes(32, "little")
+
+
+class WeakKeyTests(unittest.TestCase):
+    """A public key of small order lets anyone make a signature that verifies
+    (the identity point with R = identity and S = 0 verifies any message in
+    cryptography): such keys, and any non-canonical encoding, are refused."""
+
+    IDENTITY = encode_point(0, 1)
+
+    def blob(self, raw):
+        return ssh_string(b"ssh-ed25519") + ssh_string(raw)
+
+    def test_the_forgery_is_real(self):
+        # Why the check is needed: cryptography verifies this "signature"
+        # for any message, made without any private key.
+        key = ed25519.Ed25519PublicKey.from_public_bytes(self.IDENTITY)
+        for message in (b"", b"any", hostauth.signed_data(GROUP, self.blob(self.IDENTITY),
+                                                          TRANSCRIPT_HASH)):
+            key.verify(self.IDENTITY + bytes(32), message)
+
+    def test_small_order_keys_refused(self):
+        points = small_order_points()
+        self.assertEqual(len(points), 8)
+        encodings = set()
+        for x, y in points:
+            encodings.update(encode_point(x, y, sign) for sign in (0, 1))
+            if y + _P < 2**255:
+                encodings.update(encode_point(x, y + _P, sign) for sign in (0, 1))
+        self.assertIn(self.IDENTITY, encodings)
+        for raw in sorted(encodings):
+            with self.assertRaises(hostkey.InvalidHostKey) as caught:
+                hostkey.public_key_from_blob(self.blob(raw))
+            self.assertEqual(str(caught.exception),
+                             "host key is not a valid Ed25519 key (a point of small order "
+                             "or not canonically encoded)", raw.hex())
+
+    def test_non_canonical_refused(self):
+        # y >= p is not a canonical encoding (RFC 8032 section 5.1.3).
+        for y in (_P, _P + 2, 2**255 - 1):
+            with self.assertRaises(hostkey.InvalidHostKey):
+                hostkey.public_key_from_blob(self.blob(y.to_bytes(32, "little")))
+
+    def test_real_keys_pass(self):
+        for seed in range(1, 40):
+            public = fixed_key(seed).public_key()
+            self.assertEqual(hostkey.public_key_blob(
+                hostkey.public_key_from_blob(hostkey.public_key_blob(public))),
+                hostkey.public_key_blob(public))
+
+    def test_forged_message_seven_refused(self):
+        # Message 7 naming the identity key with the universal signature.
+        body = (ssh_string(self.blob(self.IDENTITY))
+                + ssh_string(ssh_string(b"ssh-ed25519") + ssh_string(self.IDENTITY + bytes(32))))
+        lines = base64.b64encode(body)
+        lines = b"".join(lines[i:i + 64] + b"\n" for i in range(0, len(lines), 64))
+        message = (b"Host key signature:-----BEGIN KEYX HOST KEY SIGNATURE-----\n" + lines
+                   + b"-----END KEYX HOST KEY SIGNATURE-----\n")
+        with self.assertRaises(hostauth.BadHostKeySignature) as caught:
+            hostauth.parse_signature_message(message)
+        self.assertIn("not a valid Ed25519 key", str(caught.exception))
+
+
 class WriteTests(unittest.TestCase):
     def setUp(self):
         self.directory = self.mktemp()

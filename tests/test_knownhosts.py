@@ -14,6 +14,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
@@ -132,6 +133,49 @@ class CheckTests(unittest.TestCase):
         self.assertEqual(self.check("10.0.0.7", 7778).status, NEW)
         self.assertEqual(self.check("10.0.0.77", 7777).status, NEW)
 
+    def test_patterns_as_openssh_matches_them(self):
+        """'*' any run, '?' one byte, all else literal, against a reference
+        written here as a regular expression, on every pattern of up to 5
+        bytes of 'a', 'b', '*', '?' and names of up to 5 bytes of 'a', 'b'."""
+        import itertools
+
+        def reference(pattern, name):
+            regex = b"".join(b".*" if c == b"*" else b"." if c == b"?" else re.escape(c)
+                             for c in (pattern[i:i + 1] for i in range(len(pattern))))
+            return re.fullmatch(regex, name, re.DOTALL) is not None
+
+        def words(alphabet, longest):
+            for n in range(longest + 1):
+                yield from (bytes(w) for w in itertools.product(alphabet, repeat=n))
+
+        names = list(words(b"ab", 5))
+        for pattern in words(b"ab*?", 5):
+            for name in names:
+                self.assertEqual(knownhosts._glob_match(pattern, name),
+                                 reference(pattern, name), (pattern, name))
+
+    def test_hostile_patterns_do_not_hang(self):
+        """A pattern of many '*' made the regular expression backtrack
+        exponentially (12 took 0.25 s, each 2 more about three times as
+        long): a 100-byte line hung keyx-client dh.  A 4 MiB line was
+        compiled into a regular expression whole.  Run in a child process,
+        so that the old code fails by running out of time."""
+        self.write(b"*" * 60 + b"x ssh-ed25519 " + self.blob,
+                   b"*a" * 30 + b"*x ssh-ed25519 " + self.blob,
+                   b"a" * (4 << 20) + b" ssh-ed25519 " + self.blob,
+                   b"*" * (4 << 20) + b"[127.0.0.1]:7777 ssh-ed25519 " + self.blob)
+        code = ("import sys; from cryptography.hazmat.primitives.serialization import "
+                "load_ssh_public_key as load; from twisted_keyx.knownhosts import KnownHosts; "
+                "check = KnownHosts(sys.argv[1]).check('127.0.0.1', 7777, "
+                "load(open(sys.argv[2], 'rb').read())); print(check.status.value, check.line)")
+        try:
+            result = subprocess.run([sys.executable, "-c", code, self.path,
+                                     data_path("ed25519-host-key.pub")],
+                                    capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            self.fail("checking the file did not finish within 60 s")
+        self.assertEqual((result.stdout, result.stderr), ("known 4\n", ""))
+
     def test_revoked_wins_wherever_it_is(self):
         known = b"[127.0.0.1]:7777 ssh-ed25519 " + self.blob
         revoked = b"@revoked * ssh-ed25519 " + self.blob
@@ -194,6 +238,22 @@ class CheckTests(unittest.TestCase):
     def test_directory(self):
         os.mkdir(self.path)
         self.assertUnreadable(f"known hosts file {self.path} is not a regular file")
+
+    def test_fifo(self):
+        """A named pipe with no writer is refused, not waited on forever
+        (opening it for reading blocked keyx-client dh before its check
+        that the file is a regular one).  In a child process, so that the
+        old code fails by running out of time."""
+        os.mkfifo(self.path)
+        code = ("import sys; from twisted_keyx.knownhosts import KnownHosts, KnownHostsError\n"
+                "try: KnownHosts(sys.argv[1]).find('127.0.0.1', 7777)\n"
+                "except KnownHostsError as e: print(e)")
+        try:
+            result = subprocess.run([sys.executable, "-c", code, self.path],
+                                    capture_output=True, text=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            self.fail("reading a named pipe did not return within 30 s")
+        self.assertEqual(result.stdout, f"known hosts file {self.path} is not a regular file\n")
 
     def test_too_large(self):
         self.patch(knownhosts, "MAX_FILE_SIZE", 100)

@@ -76,6 +76,25 @@ class AdminSchemeTests(unittest.TestCase):
         self.assertEqual(status, 0)
         self.assertEqual(err, f"keyx-admin: created the OPAQUE key file {self.key} (mode 0600)\n")
 
+    def test_key_file_never_replaced(self):
+        """Two keyx-admin adduser runs that both find no key file: the
+        second used to replace the first's file (os.replace), and the users
+        registered against the first could never log in (6 runs at once:
+        2 key files made, 1 of 6 users locked out).  Creating never replaces
+        a file; the one who comes second uses the first one's."""
+        with open(self.key, "rb") as f:
+            first = f.read()
+        with self.assertRaises(opaque_scheme.KeyFileError):
+            opaque_scheme.create_key_file(self.key)
+        with open(self.key, "rb") as f:
+            self.assertEqual(f.read(), first)
+        # The race: the file appears after the check that it is missing.
+        self.patch(opaque_scheme.os.path, "exists", lambda path: False)
+        setup, created = opaque_scheme.load_or_create_key_file(self.key)
+        self.assertFalse(created)
+        self.assertEqual(setup.dumps(), first)
+        self.assertEqual(sorted(os.listdir(self.dir)), ["opaque-key", "pw"])  # no temporary left
+
     def test_open_key_file_refused(self):
         os.chmod(self.key, 0o644)
         status, _, err = self.add("bob", "--scheme", "opaque")
@@ -130,6 +149,19 @@ class AdminSchemeTests(unittest.TestCase):
         os.chmod(self.key, 0o640)
         self.assertRaises(usage.UsageError, self.parse, "--opaque-key", self.key)
 
+    def test_deeply_nested_key_file(self):
+        """One clear error, no RecursionError traceback, from keyx-admin and
+        twistd keyx; the file is well under the size limit."""
+        with open(self.key, "wb") as f:
+            f.write(b"[" * 30000 + b"]" * 30000)
+        status, out, err = self.add("bob", "--scheme", "opaque")
+        self.assertEqual(status, 1)
+        self.assertEqual(err, f"keyx-admin: {self.key}: the OPAQUE server setup is nested "
+                         "too deeply\n")
+        with self.assertRaises(usage.UsageError) as caught:
+            self.parse("--opaque-key", self.key)
+        self.assertIn("nested too deeply", str(caught.exception))
+
     # --- the client's known servers -------------------------------------------
 
     def test_known_servers(self):
@@ -141,6 +173,34 @@ class AdminSchemeTests(unittest.TestCase):
         self.assertEqual(check_and_remember("h", 1, b"b" * 32, path), ("changed", first))
         self.assertEqual(check_and_remember("h", 2, b"a" * 32, path), ("new", None))
 
+
+    def test_known_servers_concurrent_clients_lose_nothing(self):
+        """Clients run at once (a script logging in to several servers):
+        each adds its servers; none rewrites the file from a stale read
+        (8 processes of 30 servers each kept 38 of 240 entries)."""
+        import subprocess
+        import sys
+        path = os.path.join(self.dir, "cfg", "opaque_servers")
+        code = ("import os, sys; from twisted_keyx.opaque.servers import check_and_remember\n"
+                "for port in range(30): check_and_remember(sys.argv[2], port, os.urandom(32), "
+                "sys.argv[1])")
+        children = [subprocess.Popen([sys.executable, "-c", code, path, f"h{i}"])
+                    for i in range(8)]
+        self.assertEqual([child.wait() for child in children], [0] * 8)
+        with open(path) as f:
+            entries = f.read().splitlines()
+        self.assertEqual(len(entries), 240)
+
+    def test_known_servers_too_large_is_not_cut(self):
+        path = os.path.join(self.dir, "opaque_servers")
+        lines = [f"h:{port} SHA256:{'x' * 43}\n" for port in range(30000)]
+        data = "".join(lines).encode()
+        self.assertGreater(len(data), 1 << 20)
+        with open(path, "wb") as f:
+            f.write(data)
+        check_and_remember("new", 1, b"a" * 32, path)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), data)  # not rewritten from its first MiB
 
 def _write(path, setup):
     with open(path, "wb") as f:

@@ -169,6 +169,27 @@ class HostileTests(unittest.TestCase):
         self.assertRaises(hs.AuthenticationFailed, server.receive, ke3)
 
 
+class MalformedKE2Tests(unittest.TestCase):
+    def test_invalid_element_is_a_bad_response(self):
+        """A KE2 whose evaluated element or key share is not a ristretto255
+        point is a malformed message, refused as one (docs/protocols.rst,
+        OPAQUE: any element that is not a canonical, non-identity encoding);
+        it was taken for a wrong password, the client answering a random KE3
+        and the user told to check a password that was right."""
+        import base64
+        header = CHEAP_LIMITS.header_size
+        for offset in (header, header + 32 + 32 + 128 + 32):  # evaluated, key share
+            for element in (bytes(32), b"\xff" * 32):
+                server, client = machines()
+                ke2 = bytearray(base64.b64decode(server.receive(client.start())))
+                ke2[offset:offset + 32] = element
+                with self.assertRaises(hs.BadResponse) as caught:
+                    client.receive(base64.b64encode(bytes(ke2)))
+                self.assertTrue(caught.exception.reason.startswith("(2): "),
+                                caught.exception.reason)
+                self.assertTrue(client.failed)
+
+
 class LoopbackTests(unittest.TestCase):
     def connect(self, user="alice", password=PASSWORD, failures=None):
         replies = []

@@ -66,3 +66,25 @@ class OPAQUEThrottleTests(unittest.TestCase):
         self.start(PASSWORD)
         server, transport, client = self.start(PASSWORD)
         self.assertEqual(transport.value(), b"")  # held
+
+    def test_malformed_ke1_is_no_guess(self):
+        """A KE1 whose elements are not ristretto255 points gets no KE2, so
+        its sender learns nothing: it is a malformed message, logged as one,
+        not a failed guess (nor a failed login) for the user it names."""
+        failed_logins = []
+        self.factory.login_failed = lambda user, peer: failed_logins.append(user)
+        identity = b"A" * 128  # base64 of 96 zero bytes: the identity, refused
+        with capturedLogs() as events:
+            for _ in range(5):
+                server = self.factory.buildProtocol(PEER)
+                transport = StringTransport(peerAddress=PEER)
+                server.makeConnection(transport)
+                server.dataReceived(identity + b" alice\n")
+                self.assertEqual(transport.value(), b"authentication failed\n")
+        lines = [formatEvent(e) for e in events]
+        self.assertEqual([line for line in lines if "guess" in line.lower()], [])
+        self.assertEqual(failed_logins, [])
+        self.assertEqual(len([line for line in lines if "(1): " in line]), 5, lines)
+        # alice is not throttled: her next login is answered at once.
+        server, transport, client = self.start(PASSWORD)
+        self.assertEqual(len(transport.value()), 445)

@@ -94,6 +94,39 @@ class SummaryTests(unittest.TestCase):
         self.assertEqual(str(trace.describe(Registered(), b"Hello")), "registered")
 
 
+class HostileSummaryTests(unittest.TestCase):
+    """A peer's bytes in a trace line cannot drive the terminal (--trace
+    writes to stderr) nor forge log lines (twistd keyx --trace): every
+    character that is not printable is escaped, whichever summary let it
+    through (a PEM label was shown as sent, and EKE's scrypt words)."""
+
+    HOSTILE = [
+        (DHClientHandshake, b"Server public key:-----BEGIN \x1b]0;pwned\x07\x1b[2J PUBLIC KEY"
+                            b"-----\nAAAA\n-----END PUBLIC KEY-----\n"),
+        (DHClientHandshake, b"-----BEGIN X\n2026-12-01T00:00:00+0000 [forged] root logged in"
+                            b"\n PARAMETERS-----\nAAAA\n-----END X-----\n"),
+        (DHServerHandshake, "Client public key:-----BEGIN \x9b2J\u202e-----\n".encode("utf-8")),
+        ("EKEClientHandshake", b"yes AAAA scrypt \x1b[2J\r\nforged 8 1"),
+    ]
+
+    def machine(self, kind):
+        if kind == "EKEClientHandshake":
+            from twisted_keyx.eke.handshake import EKEClientHandshake
+            return EKEClientHandshake("alice", "pw")
+        return kind() if kind is DHClientHandshake else kind(groups.named("x25519"))
+
+    def test_no_control_characters(self):
+        for kind, payload in self.HOSTILE:
+            line = trace.format_event(self.machine(kind), "in", "A", "B", payload)
+            self.assertTrue(line.isprintable(), (line, payload))
+
+    def test_printable_text_unchanged(self):
+        machine = DHClientHandshake()
+        group = groups.named("ffdhe2048")
+        self.assertTrue(trace.format_event(machine, "in", "A", "B", group.parameters_message)
+                        .endswith("DH PARAMETERS: ffdhe2048 (2048 bits) (424 bytes)"))
+
+
 class TracerTests(unittest.TestCase):
     def traced_handshake(self, *tracers):
         """A DH handshake between two machines, each message reported as the

@@ -101,7 +101,32 @@ def public_key_from_blob(blob):
         raise InvalidHostKey(f"host key type {_printable(key_type)!r} is not ssh-ed25519")
     if len(raw) != PUBLIC_KEY_LENGTH or pos != len(blob):
         raise InvalidHostKey("host key blob has the wrong length for Ed25519")
+    if _weak_point(raw):
+        raise InvalidHostKey("host key is not a valid Ed25519 key (a point of small order "
+                             "or not canonically encoded)")
     return ed25519.Ed25519PublicKey.from_public_bytes(raw)
+
+
+_FIELD_PRIME = 2**255 - 19
+#: The y-coordinates of Ed25519's eight points of small order (the identity,
+#: order 2, 4 and 8), as libsodium's ``ge25519_has_small_order`` lists them.
+_SMALL_ORDER_Y = frozenset(int.from_bytes(bytes.fromhex(y), "little") for y in (
+    "0000000000000000000000000000000000000000000000000000000000000000",
+    "0100000000000000000000000000000000000000000000000000000000000000",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+))
+
+
+def _weak_point(raw):
+    """Whether a 32-byte Ed25519 public key is of small order or not
+    canonical (y >= p, RFC 8032 section 5.1.3).  OpenSSL verifies signatures
+    under such keys, and under the identity point R = identity, S = 0
+    verifies every message: a key anyone can sign with
+    (docs/hostkey.rst, "The client")."""
+    y = int.from_bytes(raw, "little") & ((1 << 255) - 1)
+    return y >= _FIELD_PRIME or y in _SMALL_ORDER_Y
 
 
 def fingerprint(public_key):

@@ -108,11 +108,51 @@ def host_name(host, port):
     return host if port == SSH_PORT else f"[{host}]:{port}"
 
 
-def _pattern_regex(pattern):
-    # OpenSSH's match_pattern (match.c): '*' any run, '?' any one byte.
-    parts = (b".*" if c == b"*" else b"." if c == b"?" else re.escape(c)
-             for c in (pattern[i:i + 1] for i in range(len(pattern))))
-    return re.compile(b"".join(parts) + rb"\Z", re.DOTALL)
+_STARS = re.compile(rb"\*+")
+
+
+def _segment_at(segment, name, at):
+    """Whether ``segment`` (no '*'; '?' is any one byte) matches ``name``
+    at ``at`` exactly."""
+    if at < 0 or at + len(segment) > len(name):
+        return False
+    if b"?" not in segment:
+        return name.startswith(segment, at)
+    return all(p == 63 or p == c for p, c in zip(segment, name[at:at + len(segment)]))
+
+
+def _find_segment(segment, name, start, end):
+    """The first position in ``name[start:end]`` where ``segment`` matches, or -1."""
+    if b"?" not in segment:
+        return name.find(segment, start, end)
+    for at in range(start, end - len(segment) + 1):
+        if _segment_at(segment, name, at):
+            return at
+    return -1
+
+
+def _glob_match(pattern, name):
+    """OpenSSH's match_pattern (match.c): '*' any run, '?' any one byte,
+    all else literal.  Without backtracking: the parts between the stars
+    are found leftmost, one after the other, so the time is linear in the
+    pattern whatever the known_hosts file holds (a run of stars made a
+    regular expression take exponential time)."""
+    if b"*" not in pattern:
+        return len(pattern) == len(name) and _segment_at(pattern, name, 0)
+    pattern = _STARS.sub(b"*", pattern)
+    if len(pattern) - pattern.count(b"*") > len(name):
+        return False  # the bytes that are not stars cannot fit
+    first, *middle, last = pattern.split(b"*")
+    end = len(name) - len(last)
+    if not (_segment_at(first, name, 0) and _segment_at(last, name, end)):
+        return False
+    at = len(first)
+    for segment in middle:
+        found = _find_segment(segment, name, at, end)
+        if found < 0:
+            return False
+        at = found + len(segment)
+    return True
 
 
 def _patterns_match(patterns, name):
@@ -122,7 +162,7 @@ def _patterns_match(patterns, name):
         negated = pattern.startswith(b"!")
         if negated:
             pattern = pattern[1:]
-        if pattern and _pattern_regex(pattern).match(name):
+        if pattern and _glob_match(pattern, name):
             if negated:
                 return False
             matched = True
@@ -195,7 +235,9 @@ class KnownHosts:
 
     def _entries(self):
         try:
-            fd = os.open(self.path, os.O_RDONLY)
+            # O_NONBLOCK: opening a named pipe with no writer returns at once
+            # (then refused below) instead of waiting; a regular file ignores it.
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
             return []
         except OSError as e:

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 
 from twisted.logger import Logger
 
+from twisted_keyx.peers import printable
+
 #: The first line of a trace file; a reader refuses any other.
 FILE_FORMAT = "twisted-keyx trace v1"
 
@@ -248,8 +250,11 @@ def secrets_line(machine):
 
 def format_event(machine, direction, before, after, payload, show_secrets=False):
     """The one line of a trace: direction, machine, states, size, summary."""
+    # A summary may quote the peer's bytes (a PEM label, EKE's scrypt
+    # words): escaped, so they can neither drive a terminal nor forge log lines.
+    summary = printable(str(describe(machine, payload)))
     line = (f"{ARROWS[direction]} {type(machine).__name__} {_state(before)} -> "
-            f"{_state(after)} [{len(payload)} bytes] {describe(machine, payload)}")
+            f"{_state(after)} [{len(payload)} bytes] {summary}")
     if show_secrets and getattr(machine, "finished", False):
         secrets = secrets_line(machine)
         if secrets:

@@ -36,7 +36,7 @@ from twisted_keyx.machine import START, HandshakeFailed, StateMachine
 from twisted_keyx.opaque.errors import OpaqueError
 from twisted_keyx.opaque.ksf import DEFAULT_KSF_LIMITS
 from twisted_keyx.opaque.login import ClientLogin, ServerLogin
-from twisted_keyx.opaque.messages import KE1_SIZE, KE3_SIZE
+from twisted_keyx.opaque.messages import KE1_SIZE, KE2, KE3_SIZE
 from twisted_keyx.session import Transcript
 
 FAILURE_REPLY = eke_messages.FAILURE_REPLY
@@ -130,6 +130,9 @@ class OPAQUEServerHandshake(StateMachine):
         self.user = None
         #: Whether the name is a user (for the log; never sent).
         self.known_user = None
+        #: Whether KE2 was sent: only then can a failure be a guess (the
+        #: client may have learnt from KE2 whether its password was right).
+        self.answered = False
         self.result = None
 
     def receive(self, line):
@@ -165,6 +168,7 @@ class OPAQUEServerHandshake(StateMachine):
         reply = encode_item(ke2)
         self._transcript.add(line)
         self._transcript.add(reply)
+        self.answered = True
         return reply
 
     def _on_ke3(self, line):
@@ -262,6 +266,12 @@ class OPAQUEClientHandshake(StateMachine):
             self._ksf_limits.accept(ke2[: self._ksf_limits.header_size])
         except OpaqueError as e:
             raise BadResponse(f"the server asks for an unacceptable KSF: {e}") from None
+        try:
+            # Its elements first: a KE2 that is not one is the server's
+            # mistake, not a wrong password (which only the envelope shows).
+            KE2.from_bytes(ke2[self._ksf_limits.header_size:])
+        except OpaqueError as e:
+            raise BadResponse(f"(2): {e}") from None
         try:
             self._login_result = self._login.finish(ke2)
         except OpaqueError:

@@ -98,8 +98,10 @@ class OPAQUEServerFactory(EKEServerFactory):
             if self.throttle is not None:
                 self.throttle.refused(session.guess_user, self._source(session))
             return
-        if machine.user is not None:
-            # The one place a failed login is reported, with user and source.
+        if machine.answered:
+            # After KE2 (before it, a malformed KE1 taught the client
+            # nothing): the one place a failed login is reported, with user
+            # and source.
             self.loginFailed(session.peer, machine.user)
             if self.throttle is not None:
                 session.guess_counted = True

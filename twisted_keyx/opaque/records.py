@@ -158,6 +158,8 @@ class ServerSetup:
             obj = json.loads(data)
         except (ValueError, UnicodeDecodeError):
             raise OpaqueError("the OPAQUE server setup is not JSON") from None
+        except RecursionError:  # e.g. 30,000 "[": one line, never a traceback
+            raise OpaqueError("the OPAQUE server setup is nested too deeply") from None
         return cls.from_json(obj)
 
     def __repr__(self):

@@ -12,9 +12,9 @@ only with the password and the server's OPRF seed (in the key file).
 
 import os
 import stat
+import tempfile
 from dataclasses import dataclass
 
-from twisted_keyx.fileutil import write_file_atomically
 from twisted_keyx.opaque.errors import OpaqueError
 from twisted_keyx.opaque.records import RegistrationRecord, ServerSetup
 from twisted_keyx.opaque.registration import register
@@ -92,22 +92,48 @@ def load_key_file(path):
         raise KeyFileError(f"{path}: {e}") from None
 
 
+class KeyFileExists(KeyFileError):
+    """:func:`create_key_file` found the file made by someone else first."""
+
+
 def create_key_file(path, default_ksf=None):
-    """Write a fresh :class:`ServerSetup` to ``path`` (mode 0600) and return it."""
+    """Write a fresh :class:`ServerSetup` to ``path`` (mode 0600) and return
+    it.  Never replaces a file: the setup is written to a temporary file
+    and hard-linked to ``path``, which fails if ``path`` exists
+    (:class:`KeyFileExists`), as the host key is made; replacing it would
+    lock out every user registered against the other setup."""
     setup = ServerSetup.generate() if default_ksf is None else ServerSetup.generate(default_ksf)
+    directory = os.path.dirname(os.path.abspath(path))
     try:
-        write_file_atomically(path, setup.dumps(), mode=0o600)
+        fd, temporary = tempfile.mkstemp(prefix=".keyx-", dir=directory)
     except OSError as e:
         raise KeyFileError(f"cannot write {path}: {e.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(setup.dumps())
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(temporary, path)
+    except FileExistsError:
+        raise KeyFileExists(f"{path} exists already; it was not replaced") from None
+    except OSError as e:
+        raise KeyFileError(f"cannot write {path}: {e.strerror}") from None
+    finally:
+        os.unlink(temporary)
     return setup
 
 
 def load_or_create_key_file(path):
-    """(setup, created): the setup in ``path``, made first if it does not exist."""
+    """(setup, created): the setup in ``path``, made first if it does not
+    exist; if another process makes it in between, that one."""
     if not os.path.exists(path):
-        return create_key_file(path), True
+        try:
+            return create_key_file(path), True
+        except KeyFileExists:
+            pass
     return load_key_file(path), False
 
 
 __all__ = ["OpaqueUser", "SCHEME", "new_user", "KeyFileError", "load_key_file",
-           "create_key_file", "load_or_create_key_file", "DEFAULT_KEY_FILE"]
+           "create_key_file", "KeyFileExists", "load_or_create_key_file", "DEFAULT_KEY_FILE"]

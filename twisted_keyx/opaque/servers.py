@@ -11,7 +11,7 @@ import base64
 import hashlib
 import os
 
-from twisted_keyx.fileutil import write_file_atomically
+from twisted_keyx.fileutil import locked, write_file_atomically
 
 MAX_FILE_SIZE = 1 << 20
 
@@ -28,35 +28,49 @@ def default_path():
 
 
 def _read(path):
+    """(host:port -> fingerprint, whether the file was read whole)."""
     try:
         with open(path, "rb") as f:
-            data = f.read(MAX_FILE_SIZE)
+            data = f.read(MAX_FILE_SIZE + 1)
     except OSError:
-        return {}
+        return {}, True
     known = {}
-    for line in data.decode("utf-8", "replace").splitlines():
+    for line in data[:MAX_FILE_SIZE].decode("utf-8", "replace").splitlines():
         fields = line.split()
         if len(fields) == 2:
             known[fields[0]] = fields[1]
-    return known
+    return known, len(data) <= MAX_FILE_SIZE
 
 
 def check_and_remember(host, port, public_key, path=None):
     """("new" | "same" | "changed", previous fingerprint or None); the
     file then holds this key for ``host:port``.  A file that cannot be
-    written is not an error: the check against what was read still holds."""
+    written is not an error: the check against what was read still holds.
+    The read-modify-write holds ``PATH.lock`` (:func:`~twisted_keyx.fileutil.locked`),
+    so that clients run at once lose none of each other's entries; a file
+    larger than ``MAX_FILE_SIZE`` is checked against its start and not
+    rewritten."""
     path = path or default_path()
     where = f"{host}:{port}"
     fingerprint = server_key_fingerprint(public_key)
-    known = _read(path)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+        with locked(path):
+            return _check_and_remember(path, where, fingerprint)
+    except OSError:  # no folder or lock: check, and write if we can
+        return _check_and_remember(path, where, fingerprint)
+
+
+def _check_and_remember(path, where, fingerprint):
+    known, whole = _read(path)
     previous = known.get(where)
     if previous == fingerprint:
         return "same", previous
     known[where] = fingerprint
-    try:
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        data = "".join(f"{k} {v}\n" for k, v in sorted(known.items())).encode("utf-8")
-        write_file_atomically(path, data, mode=0o600)
-    except OSError:
-        pass
+    if whole:
+        try:
+            data = "".join(f"{k} {v}\n" for k, v in sorted(known.items())).encode("utf-8")
+            write_file_atomically(path, data, mode=0o600)
+        except OSError:
+            pass
     return ("new" if previous is None else "changed"), previous
