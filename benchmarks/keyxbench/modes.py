@@ -68,7 +68,9 @@ class Keyx:
 
     def start(self, group, run_options=(), profile=None):
         directory = tempfile.mkdtemp(prefix="keyx-bench-")
-        ports = {name: process.free_port() for name in ("--dh", "--dh-raw", "--eke")}
+        # Every endpoint on a free port (--opaque too: its default, tcp:8089,
+        # may be another run's on a shared machine).
+        ports = {name: process.free_port() for name in ("--dh", "--dh-raw", "--eke", "--opaque")}
         log = os.path.join(directory, "twistd.log")
         pin = process.pin_prefix(process.SERVER_CORE) if (self.workers or 1) < 2 else []
         command = pin + [
