@@ -6,8 +6,9 @@ sockets the parent bound, inherited on those file descriptors.  The worker
 parses the keyx options as ``twistd keyx`` does, divides the connection
 limits by COUNT (:func:`twisted_keyx.workers.worker_limits`), adopts each
 socket, and writes its log to stdout, one ``LEVEL text`` line per event, for
-the parent to log as ``[worker INDEX]``.  See docs in
-:mod:`twisted_keyx.workers`.
+the parent to log as ``[worker INDEX]``.  Its guess throttle's messages go
+to stdout too, as ``guess`` lines; the other workers' come in on stdin, one
+per line.  See docs in :mod:`twisted_keyx.workers`.
 """
 
 import ctypes
@@ -15,11 +16,14 @@ import json
 import os
 import signal
 import socket
+import stat
 import sys
 import traceback
 
 from twisted.application import service
 from twisted.logger import formatEvent, globalLogBeginner
+
+from twisted_keyx import throttle, workers
 
 #: prctl(2) option: the signal this process gets when its parent dies.
 PR_SET_PDEATHSIG = 1
@@ -76,6 +80,41 @@ def _observer(stream):
     return observe
 
 
+class _FromParent:
+    """Reads the parent's guess throttle messages, one per line, from stdin
+    (:func:`twisted_keyx.throttle.encode`), into ``guesses``; a line that
+    is not one is dropped."""
+
+    MAX_LINE = 65536
+
+    def __init__(self, guesses):
+        self.guesses = guesses
+        self.buffer = b""
+
+    def childDataReceived(self, name, data):
+        *lines, self.buffer = (self.buffer + data).split(b"\n")
+        if len(self.buffer) > self.MAX_LINE:
+            self.buffer = b""
+        for line in lines:
+            try:
+                self.guesses.apply(throttle.decode(line.decode("ascii")))
+            except (UnicodeDecodeError, throttle.BadMessage):
+                pass
+
+    def childConnectionLost(self, name, reason):
+        pass  # the parent is gone; its death signal stops this process
+
+
+def _share(stream, guesses):
+    """Let ``guesses`` tell the parent, on ``stream`` (the log's), what the
+    other workers must count."""
+    def share(message):
+        stream.write(f"{workers.GUESS} {throttle.encode(message)}\n")
+        stream.flush()
+
+    guesses.share = share
+
+
 def _die_with_parent():
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -101,7 +140,9 @@ def main(argv=None):
         pass  # a reactor is installed already
     from twisted.internet import reactor
 
-    from twisted_keyx import tap, workers
+    from twisted.internet import process
+
+    from twisted_keyx import tap
 
     globalLogBeginner.beginLoggingTo([_observer(sys.stdout)], redirectStandardIO=False)
     options = tap.Options()
@@ -118,6 +159,11 @@ def main(argv=None):
         return AdoptedPort(reactor, description, fd, family, factory)
 
     top = tap.makeService(options, reactor=reactor, listen=listen)
+    # One guess throttle for the daemon: this worker's failures go to the
+    # parent, which passes them on to the others, whose come in on stdin.
+    _share(sys.stdout, top.guess_throttle)
+    if stat.S_ISFIFO(os.fstat(0).st_mode):  # the parent's pipe (not a test's terminal)
+        process.ProcessReader(reactor, _FromParent(top.guess_throttle), "stdin", 0)
     # The parent bound the sockets: no privileged start (it would test that
     # the ports are free, and they are not).
     reactor.callWhenRunning(top.startService)
