@@ -9,11 +9,11 @@ import sys
 import time
 
 from twisted.internet import defer, reactor, task, utils
-from twisted.logger import capturedLogs, formatEvent
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python import usage
 from twisted.trial import unittest
 
-from twisted_keyx import limits, tap, throttle, workers
+from twisted_keyx import limits, tap, throttle, worker, workers
 from twisted_keyx.eke import userstore
 
 from tests.helpers import make_user
@@ -145,6 +145,75 @@ class GuessRelayTests(unittest.TestCase):
         messages = [throttle.decode(data[:-1].decode()) for _, data in sent[0].stdin]
         self.assertEqual(sorted(m[1] for m in messages), ["source", "user"])
         self.assertEqual({m[3] for m in messages}, {4.0})
+
+
+class ToParentTests(unittest.TestCase):
+    """A worker's side of the pipe to the parent: log lines kept a moment
+    and written together; a guess throttle message written at once."""
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.read_fd, write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        self.addCleanup(os.close, self.read_fd)
+        self.addCleanup(os.close, write_fd)
+        self.writes = []
+        real_write = os.write
+
+        def write(fd, data):
+            if fd == write_fd:
+                self.writes.append(data)
+            return real_write(fd, data)
+
+        self.patch(worker.os, "write", write)
+        self.pipe = worker._ToParent(write_fd, self.clock)
+
+    def read(self):
+        try:
+            return os.read(self.read_fd, 1 << 20)
+        except BlockingIOError:
+            return b""
+
+    def event(self, text, level=LogLevel.info):
+        self.pipe.observe({"log_format": "{text}", "text": text, "log_level": level})
+
+    def test_lines_wait_then_go_in_one_write(self):
+        for i in range(5):
+            self.event(f"line {i}")
+        self.event("two\nlines", LogLevel.warn)
+        self.assertEqual(self.read(), b"")
+        self.clock.advance(worker.LOG_FLUSH_DELAY)
+        self.assertEqual(self.read(), b"".join(b"info line %d\n" % i for i in range(5))
+                         + b"warn two\nwarn lines\n")
+        self.assertEqual(len(self.writes), 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_a_guess_message_goes_at_once_after_the_lines_before_it(self):
+        self.event("before")
+        self.pipe.send("guess [1]")
+        self.assertEqual(self.read(), b"info before\nguess [1]\n")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_many_lines_go_before_the_delay(self):
+        for i in range(worker.LOG_FLUSH_BYTES // 100 + 1):
+            self.event("x" * 100)
+        self.assertGreater(len(self.read()), worker.LOG_FLUSH_BYTES)
+        self.assertEqual(len(self.writes), 1)
+
+    def test_a_traceback_goes_with_its_event(self):
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            from twisted.python.failure import Failure
+
+            failure = Failure()
+        self.pipe.observe({"log_format": "oops", "log_failure": failure,
+                           "log_level": LogLevel.critical})
+        self.pipe.flush()
+        lines = self.read().decode().splitlines()
+        self.assertEqual(lines[0], "critical oops")
+        self.assertIn("critical builtins.ZeroDivisionError", "\n".join(lines))
+        self.assertTrue(all(line.startswith("critical ") for line in lines))
 
 
 def free_port():

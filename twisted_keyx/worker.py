@@ -5,8 +5,9 @@ SPEC is JSON: ``[[option, description, fd, family], ...]``, the listening
 sockets the parent bound, inherited on those file descriptors.  The worker
 parses the keyx options as ``twistd keyx`` does, divides the connection
 limits by COUNT (:func:`twisted_keyx.workers.worker_limits`), adopts each
-socket, and writes its log to stdout, one ``LEVEL text`` line per event, for
-the parent to log as ``[worker INDEX]``.  Its guess throttle's messages go
+socket, and writes its log to stdout, one ``LEVEL text`` line per event
+(written together every :data:`LOG_FLUSH_DELAY` seconds), for the parent to
+log as ``[worker INDEX]``.  Its guess throttle's messages go
 to stdout too, as ``guess`` lines; the other workers' come in on stdin, one
 per line.  See docs in :mod:`twisted_keyx.workers`.
 """
@@ -18,6 +19,7 @@ import signal
 import socket
 import stat
 import sys
+import threading
 import traceback
 
 from twisted.application import service
@@ -65,8 +67,29 @@ class AdoptedPort(service.Service):
             return self.port.stopListening()
 
 
-def _observer(stream):
-    def observe(event):
+#: Seconds a worker keeps its log lines before it writes them to the parent,
+#: all in one write: the parent wakes up once for them, not once a line.
+LOG_FLUSH_DELAY = 0.1
+#: A worker writes its log lines at once when they are this many bytes.
+LOG_FLUSH_BYTES = 32768
+
+
+class _ToParent:
+    """What a worker writes to the parent on ``fd`` (its stdout): its log
+    events, one ``LEVEL text`` line each, kept up to :data:`LOG_FLUSH_DELAY`
+    seconds (or :data:`LOG_FLUSH_BYTES`) and written together, and its
+    guess throttle's messages, written at once after the lines before them.
+    ``clock``: the reactor (None: every line written at once)."""
+
+    def __init__(self, fd, clock=None):
+        self.fd = fd
+        self.clock = clock
+        self.pending = []
+        self.size = 0
+        self.timer = None
+        self.thread = threading.get_ident()
+
+    def observe(self, event):
         text = formatEvent(event)
         failure = event.get("log_failure")
         if failure is not None:
@@ -74,10 +97,34 @@ def _observer(stream):
         level = event.get("log_level")
         name = level.name if level is not None else "info"
         for line in text.splitlines() or [""]:
-            stream.write(f"{name} {line}\n")
-        stream.flush()
+            self.pending.append(f"{name} {line}\n")
+            self.size += len(line)
+        if (self.clock is None or self.size >= LOG_FLUSH_BYTES
+                or threading.get_ident() != self.thread):
+            self.flush()
+        elif self.timer is None:
+            self.timer = self.clock.callLater(LOG_FLUSH_DELAY, self.flush)
 
-    return observe
+    def send(self, line):
+        """``line`` now, after the log lines before it."""
+        self.pending.append(line + "\n")
+        self.flush()
+
+    def flush(self):
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+        if not self.pending:
+            return
+        data = "".join(self.pending).encode("utf-8", "surrogateescape")
+        self.pending, self.size = [], 0
+        while data:
+            try:
+                data = data[os.write(self.fd, data):]
+            except InterruptedError:
+                continue
+            except OSError:  # the parent is gone; its death signal stops this process
+                return
 
 
 class _FromParent:
@@ -105,12 +152,11 @@ class _FromParent:
         pass  # the parent is gone; its death signal stops this process
 
 
-def _share(stream, guesses):
-    """Let ``guesses`` tell the parent, on ``stream`` (the log's), what the
-    other workers must count."""
+def _share(to_parent, guesses):
+    """Let ``guesses`` tell the parent, through ``to_parent`` (a
+    :class:`_ToParent`), what the other workers must count."""
     def share(message):
-        stream.write(f"{workers.GUESS} {throttle.encode(message)}\n")
-        stream.flush()
+        to_parent.send(f"{workers.GUESS} {throttle.encode(message)}")
 
     guesses.share = share
 
@@ -144,7 +190,8 @@ def main(argv=None):
 
     from twisted_keyx import tap
 
-    globalLogBeginner.beginLoggingTo([_observer(sys.stdout)], redirectStandardIO=False)
+    to_parent = _ToParent(sys.stdout.fileno(), reactor)
+    globalLogBeginner.beginLoggingTo([to_parent.observe], redirectStandardIO=False)
     options = tap.Options()
     options.parseOptions(keyx_argv)
     options["limits"] = workers.worker_limits(options["limits"], count)
@@ -161,14 +208,17 @@ def main(argv=None):
     top = tap.makeService(options, reactor=reactor, listen=listen)
     # One guess throttle for the daemon: this worker's failures go to the
     # parent, which passes them on to the others, whose come in on stdin.
-    _share(sys.stdout, top.guess_throttle)
+    _share(to_parent, top.guess_throttle)
     if stat.S_ISFIFO(os.fstat(0).st_mode):  # the parent's pipe (not a test's terminal)
         process.ProcessReader(reactor, _FromParent(top.guess_throttle), "stdin", 0)
     # The parent bound the sockets: no privileged start (it would test that
     # the ports are free, and they are not).
     reactor.callWhenRunning(top.startService)
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
-    reactor.run()
+    try:
+        reactor.run()
+    finally:
+        to_parent.flush()
     return 0
 
 

@@ -13,10 +13,17 @@ kernel hands each new connection to one of the workers that wait in
 
 What holds across workers:
 
-- the log: a worker writes each event as one line to its stdout, a pipe to
-  the parent, which logs it with the system ``worker N``; twistd's log then
-  shows ``[worker 2] DH handshake with ... finished``.  What a worker writes
-  to stderr (a crash) is logged the same way, as errors;
+- the log: a worker formats each event as one line (``LEVEL text``) for its
+  stdout, a pipe to the parent, which logs it with the system ``worker N``
+  through twistd's own log (so ``--logfile``, its rotation and ``-`` stay
+  twistd's); twistd's log then shows ``[worker 2] DH handshake with ...
+  finished``.  A worker keeps its lines up to
+  :data:`twisted_keyx.worker.LOG_FLUSH_DELAY` seconds (0.1) and writes them
+  together, so that the parent wakes up a few times a second, not once a
+  handshake (its CPU per handshake fell from about 0.28 to 0.09 ms: see
+  docs/benchmarks.rst); a line's time in the log is when the parent got
+  it, and a worker killed by SIGKILL loses its last 0.1 s of lines.  What
+  a worker writes to stderr (a crash) is logged the same way, as errors;
 - connection limits: divided, not shared.  Each worker allows
   ``--max-connections`` / N and ``--max-per-ip`` / N (rounded up, so a limit
   never becomes 0, which would mean none), counted by itself
