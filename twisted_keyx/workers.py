@@ -20,9 +20,9 @@ What holds across workers:
   finished``.  A worker keeps its lines up to
   :data:`twisted_keyx.worker.LOG_FLUSH_DELAY` seconds (0.1) and writes them
   together, so that the parent wakes up a few times a second, not once a
-  handshake (its CPU per handshake fell from about 0.28 to 0.09 ms: see
-  docs/benchmarks.rst); a line's time in the log is when the parent got
-  it, and a worker killed by SIGKILL loses its last 0.1 s of lines.  What
+  handshake (what that saves: docs/benchmarks.rst, "the log relay"); a
+  line's time in the log is when the parent got it, and a worker killed
+  by SIGKILL loses its last 0.1 s of lines.  What
   a worker writes to stderr (a crash) is logged the same way, as errors;
 - connection limits: divided, not shared.  Each worker allows
   ``--max-connections`` / N and ``--max-per-ip`` / N (rounded up, so a limit
