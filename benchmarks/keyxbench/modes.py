@@ -184,6 +184,8 @@ MODES = {
                         Keyx("--dh", workers=2, pinned=True), "dh-framed"),
     "x25519-w2": Mode("DH framed, x25519 (twistd keyx --workers 2, unpinned)",
                       Keyx("--dh", workers=2), "dh-framed", group="x25519"),
+    "x25519-w2-core0": Mode("DH framed, x25519 (twistd keyx --workers 2, all on the server core)",
+                            Keyx("--dh", workers=2, pinned=True), "dh-framed", group="x25519"),
 }
 
 #: Modes run when ``--modes`` is not given ("canned" always runs first).
@@ -206,4 +208,5 @@ RATIOS = (
     ("--workers 2 on one core / --workers 1, CPU per handshake (target <= 1)",
      "dh-w2-core0", "dh-w1"),
     ("x25519 --workers 2 / x25519, CPU per handshake", "x25519-w2", "x25519"),
+    ("x25519 --workers 2 on one core / x25519, CPU per handshake", "x25519-w2-core0", "x25519"),
 )
