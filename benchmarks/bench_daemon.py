@@ -163,6 +163,9 @@ def show(r, floors, canned=None):
     if r["ours"]:
         print(f"; handshakes logged {r['log_finished']}; tracebacks in log: {r['log_tracebacks']}",
               end="")
+    if (modes.MODES[r["mode"]].server.is_ours and (modes.MODES[r["mode"]].server.workers or 1) > 1
+            and "parent_cpu_ms" in r):
+        print(f"; of the CPU per handshake, the parent's {r['parent_cpu_ms']:.3f} ms", end="")
     if "server_report" in r:
         print(f"; server says {r['server_report']}", end="")
     print(flush=True)

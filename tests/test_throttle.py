@@ -7,8 +7,9 @@ from twisted.internet.testing import StringTransportWithDisconnection
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
+from twisted_keyx import throttle as throttle_module
 from twisted_keyx.eke.protocol import EKEServerFactory
-from twisted_keyx.throttle import SUMMARY_EVERY, GuessLimits, GuessThrottle
+from twisted_keyx.throttle import SUMMARY_EVERY, BadMessage, GuessLimits, GuessThrottle, decode, encode
 
 from tests.helpers import PASSWORD, RecordingRandom, Users, make_user
 from tests.test_eke_protocol import client_machine
@@ -93,6 +94,116 @@ class ThrottleTests(unittest.TestCase):
             self.throttle.stopService()
         self.assertTrue(any("failed guess(es)" in line for line in log_text(events)))
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class SharedThrottleTests(unittest.TestCase):
+    """Throttles of several processes (``--workers``): two workers' and the
+    parent's, wired as twisted_keyx.workers wires them, through the wire
+    encoding."""
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.parent = GuessThrottle(GuessLimits(), self.clock)
+        self.sent = {1: [], 2: []}
+        self.workers = {i: GuessThrottle(GuessLimits(), self.clock, share=self.sent[i].append)
+                        for i in (1, 2)}
+
+    def relay(self):
+        """What each worker sent: to the parent, and to the other worker."""
+        for index, sent in self.sent.items():
+            while sent:
+                message = decode(encode(sent.pop(0)))
+                self.parent.apply(message, system=f"worker {index}")
+                if message[0] != "refused":
+                    self.workers[3 - index].apply(message)
+
+    def test_failures_in_one_worker_throttle_the_other(self):
+        for _ in range(3):
+            self.workers[1].failed("alice", "192.0.2.1", "192.0.2.1:1000", "EKE")
+        self.assertEqual(self.workers[2].delay_for("alice", "198.51.100.1"), 0)  # not yet told
+        self.relay()
+        self.assertEqual(self.workers[2].delay_for("alice", "198.51.100.1"), 0)  # the slot of now
+        self.relay()
+        # The slot worker 2 took is worker 1's too.
+        self.assertEqual(self.workers[1].delay_for("alice", "198.51.100.2"), 1)
+        self.relay()
+        self.assertEqual(self.workers[2].delay_for("alice", "198.51.100.3"), 2)
+
+    def test_only_the_parent_logs_failures_and_bursts_once(self):
+        with capturedLogs() as events:
+            for i in range(6):
+                self.workers[1 + i % 2].failed("alice", "192.0.2.1", f"192.0.2.1:{1000 + i}",
+                                               "EKE")
+                self.relay()
+        systems = [(event.get("log_system"), formatEvent(event)) for event in events]
+        self.assertEqual([s for s, line in systems if line.startswith("Failed guess")],
+                         ["worker 1", "worker 2", "worker 1"])
+        self.assertEqual(sum(line.startswith("Guessing user 'alice': more than 3") for _, line
+                             in systems), 1)
+        self.assertEqual({id(event["log_source"]) for event in events}, {id(self.parent)})
+        self.clock.advance(3 * SUMMARY_EVERY)
+        for worker in self.workers.values():
+            worker.stopService()
+        self.parent.stopService()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_a_login_in_one_worker_resets_the_user_in_the_other(self):
+        for _ in range(5):
+            self.workers[1].failed("alice", "192.0.2.1")
+        self.workers[1].succeeded("alice", "192.0.2.1")
+        self.relay()
+        self.assertEqual(self.workers[2].delay_for("alice", "198.51.100.1"), 0)
+        self.assertEqual(self.workers[2].delay_for("alice", "198.51.100.1"), 0)
+
+    def test_a_refusal_counts_in_the_parents_summary(self):
+        for _ in range(4):
+            self.workers[1].failed("alice", "192.0.2.1")
+        self.workers[1].refused("alice", "192.0.2.1")
+        self.relay()
+        with capturedLogs() as events:
+            self.clock.advance(SUMMARY_EVERY)
+        self.assertTrue(any("1 more refused unchecked" in line for line in log_text(events)))
+
+    def test_a_new_worker_starts_from_the_parents_state(self):
+        for _ in range(3):
+            self.workers[1].failed("alice", "192.0.2.1")
+        self.workers[1].delay_for("alice", "192.0.2.1")
+        self.relay()
+        new = GuessThrottle(GuessLimits(), self.clock, share=[].append)
+        for message in self.parent.state():
+            new.apply(decode(encode(message)))
+        self.assertEqual(new.delay_for("alice", "198.51.100.1"), 1)
+
+
+class MessageTests(unittest.TestCase):
+    """The wire form of the throttle's messages between processes."""
+
+    def test_every_message_round_trips(self):
+        for message in [("failed", "al\nice \u00e9\udcff", "2001:db8::/64", "[::1]:5", "EKE, x"),
+                        ("succeeded", "alice", "192.0.2.1"), ("refused", "", "x"),
+                        ("held", "user", "alice", 1764590400.25),
+                        ("state", "source", "192.0.2.1", 2.5, 0.0)]:
+            line = encode(message)
+            self.assertNotIn("\n", line)
+            self.assertEqual(line, line.encode("ascii").decode())
+            self.assertEqual(decode(line), message)
+
+    def test_what_is_not_a_message_is_refused(self):
+        for line in ["", "not json", "{}", "[]", '["failed"]', '["nope", "a", "b"]',
+                     '["failed", "a", "b", "c"]', '["failed", "a", 1, "c", "d"]',
+                     '["held", "user", "a", "soon"]', '["held", "user", "a", NaN]',
+                     '["held", "user", "a", Infinity]', '["held", "user", "a", true]',
+                     '["held", "group", "a", 1]', '["state", "user", "a", 1]',
+                     "[" * 100000, '"failed"', b"\xff".decode("latin-1")]:
+            with self.assertRaises(BadMessage, msg=line):
+                decode(line)
+
+    def test_a_held_time_may_be_an_integer(self):
+        self.assertEqual(decode('["held","source","x",5]'), ("held", "source", "x", 5.0))
+
+    def test_the_kinds_are_documented(self):
+        for kind in throttle_module._MESSAGES:
+            self.assertIn(f'("{kind}"', throttle_module.__doc__)
 
 
 class EKEThrottleTests(unittest.TestCase):

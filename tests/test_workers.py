@@ -9,10 +9,15 @@ import sys
 import time
 
 from twisted.internet import defer, reactor, task, utils
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python import usage
 from twisted.trial import unittest
 
-from twisted_keyx import limits, tap, workers
+from twisted_keyx import limits, tap, throttle, worker, workers
+from twisted_keyx.eke import userstore
+
+from tests.helpers import make_user
+from tests.test_eke_protocol import client_machine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(tap.__file__)))
 
@@ -56,6 +61,161 @@ class OptionTests(unittest.TestCase):
             ["--dh", "tcp:1", "--timeout", "5"])
 
 
+class _FakeTransport:
+    def __init__(self):
+        self.stdin = []
+
+    def writeToChild(self, fd, data):
+        self.stdin.append((fd, data))
+
+
+class _FakeChild:
+    def __init__(self):
+        self.transport = _FakeTransport()
+
+
+class GuessRelayTests(unittest.TestCase):
+    """The parent's side of the shared guess throttle: a worker's messages
+    counted once and passed on to the other workers; anything else a worker
+    writes neither crashes the parent nor reaches the others."""
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.guesses = throttle.GuessThrottle(throttle.GuessLimits(), self.clock)
+        self.pool = workers.WorkerPool(3, [], [], reactor=self.clock, guesses=self.guesses)
+        self.pool.processes = {i: _FakeChild() for i in (1, 2, 3)}
+
+    def stdin(self, index):
+        return self.pool.processes[index].transport.stdin
+
+    def test_a_failure_is_logged_once_and_sent_to_the_other_workers(self):
+        line = throttle.encode(("failed", "alice", "192.0.2.1", "192.0.2.1:5", "EKE, wrong"))
+        with capturedLogs() as events:
+            self.pool.workerLine(2, 1, f"{workers.GUESS} {line}")
+        self.assertEqual([formatEvent(e) for e in events],
+                         ["Failed guess for user 'alice' from 192.0.2.1:5: EKE, wrong"])
+        self.assertEqual(events[0]["log_system"], "worker 2")
+        self.assertEqual(self.stdin(1), [(0, line.encode() + b"\n")])
+        self.assertEqual(self.stdin(2), [])
+        self.assertEqual(self.stdin(3), [(0, line.encode() + b"\n")])
+
+    def test_a_refusal_stays_with_the_parent(self):
+        self.pool.workerLine(1, 1, f"{workers.GUESS} " + throttle.encode(("refused", "a", "b")))
+        self.assertEqual(self.stdin(2) + self.stdin(3), [])
+
+    def test_malformed_lines_are_logged_and_dropped(self):
+        bad = ["", "not json", '["state", "user", "a", 1, 2]', '["held", "user", "a", NaN]',
+               "[" * 100000, '["failed", "a", "b", "c", 5]', "\ufffd\ufffd"]
+        with capturedLogs() as events:
+            for line in bad:
+                self.pool.workerLine(1, 1, f"{workers.GUESS} {line}")
+        text = [formatEvent(e) for e in events]
+        self.assertEqual(len(text), len(bad))
+        for line in text:
+            self.assertIn("worker 1 sent a bad guess throttle message", line)
+            self.assertLess(len(line), 400)
+        self.assertEqual(self.stdin(2) + self.stdin(3), [])
+        self.assertEqual(self.guesses._entries, {})
+
+    def test_a_log_line_is_still_a_log_line(self):
+        with capturedLogs() as events:
+            self.pool.workerLine(1, 1, "info guess what")
+        self.assertEqual([formatEvent(e) for e in events], ["guess what"])
+        self.assertEqual(self.stdin(2), [])
+
+    def test_a_new_worker_is_told_what_the_others_counted(self):
+        for _ in range(4):
+            self.guesses.failed("alice", "192.0.2.1")
+        sent = []
+        self.pool.workers = 1
+        self.pool.sockets = []
+        self.pool.python = "python"
+
+        class Reactor:
+            def seconds(self):
+                return 0
+
+            def spawnProcess(self, child, *args, **kwargs):
+                child.transport = _FakeTransport()
+                child.transport.pid = 1
+                sent.append(child.transport)
+
+        self.pool._reactor = Reactor()
+        self.pool.spawn(1)
+        messages = [throttle.decode(data[:-1].decode()) for _, data in sent[0].stdin]
+        self.assertEqual(sorted(m[1] for m in messages), ["source", "user"])
+        self.assertEqual({m[3] for m in messages}, {4.0})
+
+
+class ToParentTests(unittest.TestCase):
+    """A worker's side of the pipe to the parent: log lines kept a moment
+    and written together; a guess throttle message written at once."""
+
+    def setUp(self):
+        self.clock = task.Clock()
+        self.read_fd, write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        self.addCleanup(os.close, self.read_fd)
+        self.addCleanup(os.close, write_fd)
+        self.writes = []
+        real_write = os.write
+
+        def write(fd, data):
+            if fd == write_fd:
+                self.writes.append(data)
+            return real_write(fd, data)
+
+        self.patch(worker.os, "write", write)
+        self.pipe = worker._ToParent(write_fd, self.clock)
+
+    def read(self):
+        try:
+            return os.read(self.read_fd, 1 << 20)
+        except BlockingIOError:
+            return b""
+
+    def event(self, text, level=LogLevel.info):
+        self.pipe.observe({"log_format": "{text}", "text": text, "log_level": level})
+
+    def test_lines_wait_then_go_in_one_write(self):
+        for i in range(5):
+            self.event(f"line {i}")
+        self.event("two\nlines", LogLevel.warn)
+        self.assertEqual(self.read(), b"")
+        self.clock.advance(worker.LOG_FLUSH_DELAY)
+        self.assertEqual(self.read(), b"".join(b"info line %d\n" % i for i in range(5))
+                         + b"warn two\nwarn lines\n")
+        self.assertEqual(len(self.writes), 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_a_guess_message_goes_at_once_after_the_lines_before_it(self):
+        self.event("before")
+        self.pipe.send("guess [1]")
+        self.assertEqual(self.read(), b"info before\nguess [1]\n")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_many_lines_go_before_the_delay(self):
+        for i in range(worker.LOG_FLUSH_BYTES // 100 + 1):
+            self.event("x" * 100)
+        self.assertGreater(len(self.read()), worker.LOG_FLUSH_BYTES)
+        self.assertEqual(len(self.writes), 1)
+
+    def test_a_traceback_goes_with_its_event(self):
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            from twisted.python.failure import Failure
+
+            failure = Failure()
+        self.pipe.observe({"log_format": "oops", "log_failure": failure,
+                           "log_level": LogLevel.critical})
+        self.pipe.flush()
+        lines = self.read().decode().splitlines()
+        self.assertEqual(lines[0], "critical oops")
+        self.assertIn("critical builtins.ZeroDivisionError", "\n".join(lines))
+        self.assertTrue(all(line.startswith("critical ") for line in lines))
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -64,6 +224,25 @@ def free_port():
 
 def sleep(seconds):
     return task.deferLater(reactor, seconds, lambda: None)
+
+
+def eke_guess(port, password="wrong guess"):
+    """One EKE login attempt with ``password`` on 127.0.0.1:``port``, up to
+    the server's step 4 (where a guess is answered); the seconds that answer
+    took."""
+    client = client_machine(password)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        stream = s.makefile("rwb")
+        stream.write(client.start() + b"\n")
+        stream.flush()
+        step3 = client.receive(stream.readline()[:-1])
+        stream.write(step3 + b"\n")
+        stream.flush()
+        started = time.monotonic()
+        answer = stream.readline()
+        took = time.monotonic() - started
+    assert answer.endswith(b"\n"), answer
+    return took
 
 
 class DaemonTests(unittest.TestCase):
@@ -75,15 +254,18 @@ class DaemonTests(unittest.TestCase):
         self.folder = os.path.abspath(self.mktemp())
         os.mkdir(self.folder)
         self.log = os.path.join(self.folder, "keyx.log")
-        self.port = free_port()
+        self.port, self.eke_port = free_port(), free_port()
+        users = os.path.join(self.folder, "users.json")
+        userstore.write_users(users, {"alice": make_user("alice")})
         env = dict(os.environ, PYTHONPATH=ROOT)
         import subprocess
 
         self.daemon = subprocess.Popen(
             [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
              "-n", "--logfile", self.log, "--pidfile", "", "keyx", "--workers", "2",
-             "--dh", f"tcp:{self.port}:interface=127.0.0.1", "--eke", "tcp:0:interface=127.0.0.1",
-             "--opaque", "tcp:0:interface=127.0.0.1", "--users", os.path.join(self.folder, "users.json")],
+             "--dh", f"tcp:{self.port}:interface=127.0.0.1",
+             "--eke", f"tcp:{self.eke_port}:interface=127.0.0.1",
+             "--opaque", "tcp:0:interface=127.0.0.1", "--users", users],
             env=env, cwd=self.folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.addCleanup(self._kill)
 
@@ -153,6 +335,61 @@ class DaemonTests(unittest.TestCase):
             self.assertEqual([line for line in self.lines() if "Traceback" in line], [])
 
         return defer.Deferred.fromCoroutine(run())
+
+    def test_guesses_spread_over_both_workers_are_paced_as_in_one_process(self):
+        """Three failed guesses on worker 1, two on worker 2, one on worker
+        1, one on worker 2 (the other worker stopped each time, so that the
+        kernel hands the connection to the one that runs).  As in one
+        process: the fourth failure (the first with more than 3, a little
+        of the first three forgotten meanwhile) starts the throttle, the
+        fifth guess takes the slot of now, the sixth and seventh wait their
+        second, though each worker saw fewer than four failures itself."""
+        port = self.eke_port
+
+        async def run():
+            await self.wait_for(lambda: sum("EKEServerFactory (GuardedFactory) starting on" in line
+                                            for line in self.lines()) >= 2)
+            first, second = self.worker_pids()
+            self.addCleanup(self._continue, first, second)
+
+            def on(pid):
+                os.kill(pid, signal.SIGCONT)
+                os.kill(second if pid == first else first, signal.SIGSTOP)
+
+            def failed():
+                return [line for line in self.lines() if "Failed guess for user 'alice'" in line]
+
+            on(first)
+            waits = [eke_guess(port) for _ in range(3)]
+            await self.wait_for(lambda: len(failed()) == 3)  # the parent passed them on
+            on(second)
+            waits += [eke_guess(port), eke_guess(port)]
+            await sleep(0.2)  # the slot worker 2 took, passed on to worker 1
+            on(first)
+            waits.append(eke_guess(port))
+            await sleep(0.2)
+            on(second)
+            waits.append(eke_guess(port))
+            self._continue(first, second)
+            self.assertLess(max(waits[:5]), 0.5, waits)
+            self.assertGreater(waits[5], 0.5, waits)
+            self.assertGreater(waits[6], 0.5, waits)
+            self.assertEqual([line.split("] ")[0].split("[")[1] for line in failed()],
+                             ["worker 1"] * 3 + ["worker 2"])
+            self.assertEqual(sum("Guessing user 'alice': more than 3" in line
+                                 for line in self.lines()), 1, self.lines())
+            self.assertEqual([line for line in self.lines() if "Traceback" in line
+                              or "bad guess throttle message" in line], [])
+
+        return defer.Deferred.fromCoroutine(run())
+
+    @staticmethod
+    def _continue(*pids):
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except OSError:
+                pass
 
     def test_killed_worker_is_restarted(self):
         async def run():

@@ -234,7 +234,8 @@ class Options(usage.Options):
          "parent binds the sockets (tcp, tcp6, ssl, unix endpoints only), the "
          "workers share them, and each worker's log lines come to the one log "
          "marked [worker N]. Each worker allows --max-connections / N and "
-         "--max-per-ip / N (rounded up): the limits are divided, not shared."],
+         "--max-per-ip / N (rounded up): the limits are divided, not shared. The "
+         "guess throttle is shared: each failed guess counts in every worker."],
         ["max-guesses", None, throttle.GuessLimits.free,
          "Failed password guesses per user (and per source) answered at "
          "once; beyond them the answers are held back, at most one per "
@@ -602,9 +603,14 @@ def makeService(options, reactor=None, listen=None):
         order = ["--dh", "--dh-raw", "--eke", "--opaque"]
         listeners = sorted(((o, _private_unix(d)) for o, d in options["listeners"]),
                            key=lambda listener: order.index(listener[0]))
+        # The daemon's guess throttle: it logs what the workers count.
+        guesses = throttle.GuessThrottle(options.get("guess-limits", throttle.GuessLimits()),
+                                         reactor)
+        guesses.setServiceParent(top)
+        top.guess_throttle = guesses
         workers.WorkerPool(options["workers"], listeners,
                            workers.strip_workers_option(options["argv"]),
-                           reactor=reactor).setServiceParent(top)
+                           reactor=reactor, guesses=guesses).setServiceParent(top)
         return top
     if listen is None:
         def listen(description, factory):

@@ -28,8 +28,26 @@ Every failed guess is logged as one line (user, peer, why) until a burst is
 running for its user or source; then one summary line per
 ``SUMMARY_EVERY`` seconds, and one when it has been quiet ``SUMMARY_EVERY``
 seconds, as the connection policy logs refusals.
+
+Shared between processes (``twistd keyx --workers N``,
+:mod:`twisted_keyx.workers`): a throttle made with ``share`` hands every
+change the other processes must know to ``share`` as a message (a tuple,
+:func:`encode` / :func:`decode` for the wire) and logs nothing itself; the
+messages of the others come in through :meth:`GuessThrottle.apply` and count
+as its own.  The parent keeps one plain throttle fed with every message,
+which logs the failed guesses and the bursts once for the daemon.
+Messages::
+
+    ("failed", user, source, peer, why)   # a failed guess
+    ("succeeded", user, source)           # a login
+    ("refused", user, source)             # refused unchecked (for the summaries)
+    ("held", kind, name, next_answer)     # a slot reserved: no answer before
+                                          # next_answer (the epoch clock)
+    ("state", kind, name, failures, next_answer)  # for a new process
 """
 
+import json
+import math
 from dataclasses import dataclass
 
 from twisted.application import service
@@ -80,17 +98,69 @@ def _user_name(user):
     return repr(printable(user))
 
 
+#: What each message carries after its kind: a tuple of types.
+_MESSAGES = {
+    "failed": (str, str, str, str),
+    "succeeded": (str, str),
+    "refused": (str, str),
+    "held": (str, str, float),
+    "state": (str, str, float, float),
+}
+_KINDS = ("user", "source")
+
+
+class BadMessage(ValueError):
+    """A line that is not a throttle message."""
+
+
+def encode(message):
+    """``message`` (a tuple, see the module docstring) as one line of text,
+    without its line end."""
+    return json.dumps(message, ensure_ascii=True, separators=(",", ":"))
+
+
+def decode(line):
+    """The message tuple ``line`` holds; :class:`BadMessage` if it is not
+    one (not JSON, an unknown kind, a wrong field, a number not finite)."""
+    try:
+        message = json.loads(line)
+    except (ValueError, RecursionError) as e:
+        raise BadMessage(f"not JSON: {e}") from None
+    if not isinstance(message, list) or not message or message[0] not in _MESSAGES:
+        raise BadMessage("not a throttle message")
+    kind, fields = message[0], message[1:]
+    types = _MESSAGES[kind]
+    if len(fields) != len(types):
+        raise BadMessage(f"{kind}: {len(fields)} fields, not {len(types)}")
+    out = [kind]
+    for value, wanted in zip(fields, types):
+        if wanted is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value):
+                raise BadMessage(f"{kind}: {value!r} is not a finite number")
+            value = float(value)
+        elif not isinstance(value, str):
+            raise BadMessage(f"{kind}: {value!r} is not a string")
+        out.append(value)
+    if kind in ("held", "state") and out[1] not in _KINDS:
+        raise BadMessage(f"{kind}: {out[1]!r} is neither user nor source")
+    return tuple(out)
+
+
 class GuessThrottle(service.Service):
     """Counts failed guesses and paces answers; see the module docstring.
     A service so that stopping the daemon logs the bursts still open."""
 
     log = Logger()
 
-    def __init__(self, limits=GuessLimits(), clock=None):
+    def __init__(self, limits=GuessLimits(), clock=None, share=None):
         if clock is None:
             from twisted.internet import reactor as clock
         self.limits = limits
         self.clock = clock
+        #: Called with each message the other processes must see; None:
+        #: this throttle is the daemon's only one, or its log (the parent's).
+        self.share = share
         self._entries = {}
 
     # --- bookkeeping -----------------------------------------------------------
@@ -131,9 +201,10 @@ class GuessThrottle(service.Service):
         if not self.limits.delay:
             return 0
         now = self.clock.seconds()
-        entries = [e for e in (self._entry(("user", user), False),
-                               self._entry(("source", source), False))
-                   if self._throttled(e)]
+        keyed = [(key, e) for key, e in
+                 ((key, self._entry(key, False)) for key in (("user", user), ("source", source)))
+                 if self._throttled(e)]
+        entries = [e for _, e in keyed]
         if not entries:
             return 0
         answer = max([now] + [e.next_answer for e in entries])
@@ -141,27 +212,39 @@ class GuessThrottle(service.Service):
             return None
         for entry in entries:
             entry.next_answer = answer + self.limits.delay
+        if self.share is not None:
+            for key, entry in keyed:
+                self.share(("held", *key, answer + self.limits.delay))
         return answer - now
 
-    def failed(self, user, source, peer=None, why=None):
-        """A failed guess: counted for ``user`` and ``source``, logged."""
+    def failed(self, user, source, peer=None, why=None, system=None):
+        """A failed guess: counted for ``user`` and ``source``, logged
+        (``system``: the log's system for its lines, a worker's name; not
+        logged but shared if this throttle has ``share``)."""
         user_entry = self._entry(("user", user), True)
         source_entry = self._entry(("source", source), True)
         user_entry.failures += 1
         source_entry.failures += 1
         peer = peer if peer is not None else source
+        if self.share is not None:
+            self.share(("failed", user, source, str(peer), why or ""))
+            return
+        extra = {} if system is None else {"log_system": system}
         if user_entry.burst is None and source_entry.burst is None:
             self.log.info(
                 "Failed guess for user {user} from {peer}{why}",
-                user=_user_name(user), peer=peer, why=f": {why}" if why else "",
+                user=_user_name(user), peer=peer, why=f": {why}" if why else "", **extra,
             )
         for key, entry in ((("user", user), user_entry), (("source", source), source_entry)):
             if self._throttled(entry):
-                self._count(key, entry, peer)
+                self._count(key, entry, peer, extra)
 
     def refused(self, user, source):
         """A guess refused unchecked (``delay_for`` said None): counted in
         the summaries only."""
+        if self.share is not None:
+            self.share(("refused", user, source))
+            return
         for key in (("user", user), ("source", source)):
             entry = self._entries.get(key)
             if entry is not None and entry.burst is not None:
@@ -173,10 +256,56 @@ class GuessThrottle(service.Service):
         entry = self._entries.get(("user", user))
         if entry is not None:
             entry.failures = 0.0
+        if self.share is not None:
+            self.share(("succeeded", user, source))
+
+    # --- between processes -------------------------------------------------------
+
+    def apply(self, message, system=None):
+        """A message (:func:`decode`) from another process, counted as if
+        it happened here, and not shared again.  Only a throttle without
+        ``share`` (the parent's) logs failures, with ``system``."""
+        kind = message[0]
+        share, self.share = self.share, None
+        try:
+            if kind == "failed":
+                _, user, source, peer, why = message
+                if share is None:
+                    self.failed(user, source, peer, why or None, system=system)
+                else:
+                    for key in (("user", user), ("source", source)):
+                        self._entry(key, True).failures += 1
+            elif kind == "succeeded":
+                self.succeeded(message[1], message[2])
+            elif kind == "refused":
+                if share is None:
+                    self.refused(message[1], message[2])
+            elif kind == "held":
+                _, what, name, next_answer = message
+                entry = self._entry((what, name), True)
+                entry.next_answer = max(entry.next_answer, next_answer)
+            elif kind == "state":
+                _, what, name, failures, next_answer = message
+                entry = self._entry((what, name), True)
+                entry.failures = max(entry.failures, failures)
+                entry.next_answer = max(entry.next_answer, next_answer)
+        finally:
+            self.share = share
+
+    def state(self):
+        """Messages that bring a new process to what this throttle knows:
+        each entry with failures not yet forgotten or a slot still reserved."""
+        now = self.clock.seconds()
+        out = []
+        for (what, name) in list(self._entries):
+            entry = self._entry((what, name), False)
+            if entry.failures > 0 or entry.next_answer > now:
+                out.append(("state", what, name, entry.failures, entry.next_answer))
+        return out
 
     # --- bursts ------------------------------------------------------------------
 
-    def _count(self, key, entry, peer):
+    def _count(self, key, entry, peer, extra):
         now = self.clock.seconds()
         if entry.burst is None:
             entry.burst = _Burst(now)
@@ -184,7 +313,7 @@ class GuessThrottle(service.Service):
             self.log.warn(
                 "Guessing {what}: more than {free} failed guesses; answers now "
                 "held back, at most one per {delay:g} s",
-                what=self._what(key), free=self.limits.free, delay=self.limits.delay,
+                what=self._what(key), free=self.limits.free, delay=self.limits.delay, **extra,
             )
         burst = entry.burst
         burst.count += 1

@@ -5,9 +5,11 @@ SPEC is JSON: ``[[option, description, fd, family], ...]``, the listening
 sockets the parent bound, inherited on those file descriptors.  The worker
 parses the keyx options as ``twistd keyx`` does, divides the connection
 limits by COUNT (:func:`twisted_keyx.workers.worker_limits`), adopts each
-socket, and writes its log to stdout, one ``LEVEL text`` line per event, for
-the parent to log as ``[worker INDEX]``.  See docs in
-:mod:`twisted_keyx.workers`.
+socket, and writes its log to stdout, one ``LEVEL text`` line per event
+(written together every :data:`LOG_FLUSH_DELAY` seconds), for the parent to
+log as ``[worker INDEX]``.  Its guess throttle's messages go
+to stdout too, as ``guess`` lines; the other workers' come in on stdin, one
+per line.  See docs in :mod:`twisted_keyx.workers`.
 """
 
 import ctypes
@@ -15,11 +17,15 @@ import json
 import os
 import signal
 import socket
+import stat
 import sys
+import threading
 import traceback
 
 from twisted.application import service
 from twisted.logger import formatEvent, globalLogBeginner
+
+from twisted_keyx import throttle, workers
 
 #: prctl(2) option: the signal this process gets when its parent dies.
 PR_SET_PDEATHSIG = 1
@@ -61,8 +67,29 @@ class AdoptedPort(service.Service):
             return self.port.stopListening()
 
 
-def _observer(stream):
-    def observe(event):
+#: Seconds a worker keeps its log lines before it writes them to the parent,
+#: all in one write: the parent wakes up once for them, not once a line.
+LOG_FLUSH_DELAY = 0.1
+#: A worker writes its log lines at once when they are this many bytes.
+LOG_FLUSH_BYTES = 32768
+
+
+class _ToParent:
+    """What a worker writes to the parent on ``fd`` (its stdout): its log
+    events, one ``LEVEL text`` line each, kept up to :data:`LOG_FLUSH_DELAY`
+    seconds (or :data:`LOG_FLUSH_BYTES`) and written together, and its
+    guess throttle's messages, written at once after the lines before them.
+    ``clock``: the reactor (None: every line written at once)."""
+
+    def __init__(self, fd, clock=None):
+        self.fd = fd
+        self.clock = clock
+        self.pending = []
+        self.size = 0
+        self.timer = None
+        self.thread = threading.get_ident()
+
+    def observe(self, event):
         text = formatEvent(event)
         failure = event.get("log_failure")
         if failure is not None:
@@ -70,10 +97,68 @@ def _observer(stream):
         level = event.get("log_level")
         name = level.name if level is not None else "info"
         for line in text.splitlines() or [""]:
-            stream.write(f"{name} {line}\n")
-        stream.flush()
+            self.pending.append(f"{name} {line}\n")
+            self.size += len(line)
+        if (self.clock is None or self.size >= LOG_FLUSH_BYTES
+                or threading.get_ident() != self.thread):
+            self.flush()
+        elif self.timer is None:
+            self.timer = self.clock.callLater(LOG_FLUSH_DELAY, self.flush)
 
-    return observe
+    def send(self, line):
+        """``line`` now, after the log lines before it."""
+        self.pending.append(line + "\n")
+        self.flush()
+
+    def flush(self):
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+        if not self.pending:
+            return
+        data = "".join(self.pending).encode("utf-8", "surrogateescape")
+        self.pending, self.size = [], 0
+        while data:
+            try:
+                data = data[os.write(self.fd, data):]
+            except InterruptedError:
+                continue
+            except OSError:  # the parent is gone; its death signal stops this process
+                return
+
+
+class _FromParent:
+    """Reads the parent's guess throttle messages, one per line, from stdin
+    (:func:`twisted_keyx.throttle.encode`), into ``guesses``; a line that
+    is not one is dropped."""
+
+    MAX_LINE = 65536
+
+    def __init__(self, guesses):
+        self.guesses = guesses
+        self.buffer = b""
+
+    def childDataReceived(self, name, data):
+        *lines, self.buffer = (self.buffer + data).split(b"\n")
+        if len(self.buffer) > self.MAX_LINE:
+            self.buffer = b""
+        for line in lines:
+            try:
+                self.guesses.apply(throttle.decode(line.decode("ascii")))
+            except (UnicodeDecodeError, throttle.BadMessage):
+                pass
+
+    def childConnectionLost(self, name, reason):
+        pass  # the parent is gone; its death signal stops this process
+
+
+def _share(to_parent, guesses):
+    """Let ``guesses`` tell the parent, through ``to_parent`` (a
+    :class:`_ToParent`), what the other workers must count."""
+    def share(message):
+        to_parent.send(f"{workers.GUESS} {throttle.encode(message)}")
+
+    guesses.share = share
 
 
 def _die_with_parent():
@@ -101,9 +186,12 @@ def main(argv=None):
         pass  # a reactor is installed already
     from twisted.internet import reactor
 
-    from twisted_keyx import tap, workers
+    from twisted.internet import process
 
-    globalLogBeginner.beginLoggingTo([_observer(sys.stdout)], redirectStandardIO=False)
+    from twisted_keyx import tap
+
+    to_parent = _ToParent(sys.stdout.fileno(), reactor)
+    globalLogBeginner.beginLoggingTo([to_parent.observe], redirectStandardIO=False)
     options = tap.Options()
     options.parseOptions(keyx_argv)
     options["limits"] = workers.worker_limits(options["limits"], count)
@@ -118,11 +206,19 @@ def main(argv=None):
         return AdoptedPort(reactor, description, fd, family, factory)
 
     top = tap.makeService(options, reactor=reactor, listen=listen)
+    # One guess throttle for the daemon: this worker's failures go to the
+    # parent, which passes them on to the others, whose come in on stdin.
+    _share(to_parent, top.guess_throttle)
+    if stat.S_ISFIFO(os.fstat(0).st_mode):  # the parent's pipe (not a test's terminal)
+        process.ProcessReader(reactor, _FromParent(top.guess_throttle), "stdin", 0)
     # The parent bound the sockets: no privileged start (it would test that
     # the ports are free, and they are not).
     reactor.callWhenRunning(top.startService)
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
-    reactor.run()
+    try:
+        reactor.run()
+    finally:
+        to_parent.flush()
     return 0
 
 

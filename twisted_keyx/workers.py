@@ -13,10 +13,17 @@ kernel hands each new connection to one of the workers that wait in
 
 What holds across workers:
 
-- the log: a worker writes each event as one line to its stdout, a pipe to
-  the parent, which logs it with the system ``worker N``; twistd's log then
-  shows ``[worker 2] DH handshake with ... finished``.  What a worker writes
-  to stderr (a crash) is logged the same way, as errors;
+- the log: a worker formats each event as one line (``LEVEL text``) for its
+  stdout, a pipe to the parent, which logs it with the system ``worker N``
+  through twistd's own log (so ``--logfile``, its rotation and ``-`` stay
+  twistd's); twistd's log then shows ``[worker 2] DH handshake with ...
+  finished``.  A worker keeps its lines up to
+  :data:`twisted_keyx.worker.LOG_FLUSH_DELAY` seconds (0.1) and writes them
+  together, so that the parent wakes up a few times a second, not once a
+  handshake (what that saves: docs/benchmarks.rst, "the log relay"); a
+  line's time in the log is when the parent got it, and a worker killed
+  by SIGKILL loses its last 0.1 s of lines.  What
+  a worker writes to stderr (a crash) is logged the same way, as errors;
 - connection limits: divided, not shared.  Each worker allows
   ``--max-connections`` / N and ``--max-per-ip`` / N (rounded up, so a limit
   never becomes 0, which would mean none), counted by itself
@@ -24,10 +31,24 @@ What holds across workers:
   only roughly, so a source may be refused by a busy worker a little before
   it holds its whole share; and in all the daemon allows at most N - 1 more
   than the option says;
-- guessing throttles: per worker, like the connection counters (a guesser
-  gets at most N times the single-process rate); a throttle that needs one
-  count for the daemon would be kept by the parent: the hook is
-  :meth:`WorkerPool.workerLine`, where a worker's lines already arrive;
+- the guess throttle (:mod:`twisted_keyx.throttle`; README.rst, ``--max-guesses``):
+  shared.  Each worker keeps its own :class:`~twisted_keyx.throttle.GuessThrottle`
+  and decides the pacing itself, on its own clock, without asking anyone;
+  what the others must count -- a failed guess, a login, an answer slot
+  taken ("held"), a refusal -- it writes to its stdout as a ``guess`` line
+  (:func:`twisted_keyx.throttle.encode`) among its log lines.  The parent
+  (:meth:`WorkerPool.guessLine`) counts each in the daemon's own throttle,
+  which logs the failed guesses and the bursts once for the daemon (a
+  failed guess as ``[worker N] Failed guess ...``), and writes it to every
+  other worker's stdin, where the worker's throttle counts it as its own.
+  A new or restarted worker gets the parent's counts first.  A line that is
+  not a message is logged and dropped.  Only throttle events cross
+  processes, none per ordinary handshake.  The race accepted: a message
+  takes a pass through the parent's reactor to reach the others (well under
+  a millisecond on an idle machine, more on a loaded one); guesses that
+  reach two workers within that window are not yet counted against each
+  other, so they may share one answer slot or both be answered free --
+  at most N - 1 answers more than one process gives, per window;
 - the user file: each worker stats and re-reads it as one daemon does;
 - stopping: SIGTERM or Ctrl-C to the parent stops every worker (SIGTERM to
   each; a worker that is still there after :data:`STOP_GRACE` seconds is
@@ -52,7 +73,7 @@ from twisted.internet import defer, protocol
 from twisted.logger import Logger, LogLevel
 from twisted.python import usage
 
-from twisted_keyx import limits
+from twisted_keyx import limits, throttle
 
 #: Seconds before the first restart of a worker that died.
 RESTART_DELAY = 0.5
@@ -167,6 +188,13 @@ def unix_path(description):
     return keywords.get("address", positional[0] if positional else "")
 
 
+#: The first word of a worker's stdout line that is a guess throttle message
+#: (:func:`twisted_keyx.throttle.encode`) and not a log line.
+GUESS = "guess"
+#: The messages a worker may send; those the other workers get too.
+FROM_WORKERS = ("failed", "succeeded", "refused", "held")
+FORWARDED = ("failed", "succeeded", "held")
+
 _LEVELS = {level.name: level for level in
            (LogLevel.debug, LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical)}
 
@@ -206,8 +234,13 @@ class WorkerPool(service.Service):
 
     log = Logger()
 
-    def __init__(self, workers, listeners, argv, reactor=None, python=sys.executable):
+    def __init__(self, workers, listeners, argv, reactor=None, python=sys.executable,
+                 guesses=None):
         self.workers = workers
+        #: The daemon's guess throttle (:class:`~twisted_keyx.throttle.GuessThrottle`,
+        #: without ``share``): fed every worker's messages, it logs the
+        #: failed guesses and the bursts once.
+        self.guesses = guesses
         self.listeners = list(listeners)
         self.argv = list(argv)
         self.python = python
@@ -260,6 +293,9 @@ class WorkerPool(service.Service):
         self.reactor.spawnProcess(child, self.python, args, env=os.environ.copy(),
                                   childFDs={0: "w", 1: "r", 2: "r", **fds})
         self.log.info("worker {index} started (pid {pid})", index=index, pid=child.transport.pid)
+        if self.guesses is not None:  # what the others counted so far
+            for message in self.guesses.state():
+                self._send(child, throttle.encode(message))
 
     def workerLine(self, index, fd, line):
         """A line from worker ``index``: its log (stdout: ``LEVEL text``) or
@@ -269,9 +305,38 @@ class WorkerPool(service.Service):
             name, _, rest = line.partition(" ")
             if name in _LEVELS:
                 level, text = _LEVELS[name], rest
+            elif name == GUESS:
+                self.guessLine(index, rest)
+                return
         if not text.strip():
             return
         self.log.emit(level, "{text}", text=text, log_system=f"worker {index}")
+
+    def guessLine(self, index, text):
+        """A guess throttle message from worker ``index``: counted by the
+        daemon's throttle (which logs it) and passed on to the other
+        workers; a line that is not one is logged and dropped."""
+        try:
+            message = throttle.decode(text)
+            if message[0] not in FROM_WORKERS:
+                raise throttle.BadMessage(f"{message[0]} is not a worker's message")
+        except throttle.BadMessage as e:
+            self.log.warn("worker {index} sent a bad guess throttle message ({why}): {line}",
+                          index=index, why=e, line=repr(text[:200]), log_system=f"worker {index}")
+            return
+        if self.guesses is not None:
+            self.guesses.apply(message, system=f"worker {index}")
+        if message[0] in FORWARDED:
+            for other, child in self.processes.items():
+                if other != index:
+                    self._send(child, text)
+
+    @staticmethod
+    def _send(child, line):
+        try:
+            child.transport.writeToChild(0, line.encode("ascii", "replace") + b"\n")
+        except Exception:  # the pipe is gone: the worker is ending
+            pass
 
     def workerEnded(self, child, reason):
         index = child.index

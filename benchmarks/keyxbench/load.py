@@ -134,11 +134,12 @@ def drive(server, client, port, group="ffdhe2048", concurrency=50, seconds=20.0,
         "--concurrency", concurrency, "--seconds", seconds, "--warmup", warmup,
         *(["--tls-ca", tls_ca] if tls_ca else []), core=process.LOAD_CORE)
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=process.environment())
-    cpu, result = {}, None
+    cpu, parent, result = {}, {}, None
     for line in child.stdout:
         message = json.loads(line)
         if message.get("phase") in ("measuring", "stopped"):
             cpu[message["phase"]] = server.cpu_seconds()
+            parent[message["phase"]] = process.cpu_seconds(server.pid)
             if on_phase is not None:
                 on_phase(message["phase"])
         else:
@@ -148,6 +149,9 @@ def drive(server, client, port, group="ffdhe2048", concurrency=50, seconds=20.0,
     result["server_cpu_s"] = cpu["stopped"] - cpu["measuring"]
     result["server_cpu_ms"] = 1e3 * result["server_cpu_s"] / max(result["handshakes"], 1)
     result["server_busy"] = result["server_cpu_s"] / result["elapsed"]
+    # The server's own process alone (with --workers: the parent's share).
+    result["parent_cpu_ms"] = (1e3 * (parent["stopped"] - parent["measuring"])
+                               / max(result["handshakes"], 1))
     return result
 
 

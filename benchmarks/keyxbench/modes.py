@@ -66,19 +66,25 @@ class Keyx:
 
     is_ours = True
 
-    def __init__(self, endpoint, *options, prepare=None, workers=None):
+    def __init__(self, endpoint, *options, prepare=None, workers=None, pinned=False):
         self.endpoint = endpoint
         self.options = list(options)
         self.prepare = prepare
         #: ``--workers``: with 2 or more the server is not pinned (each
-        #: worker may run on any core, the load generator's included).
+        #: worker may run on any core, the load generator's included)...
         self.workers = workers
+        #: ... unless ``pinned``: the parent and every worker on the server
+        #: core, which measures what the workers cost, not what they gain.
+        self.pinned = pinned
 
     def start(self, group, run_options=(), profile=None):
         directory = tempfile.mkdtemp(prefix="keyx-bench-")
+        # Every endpoint on a free port (--opaque too: its default, tcp:8089,
+        # may be another run's on a shared machine).
         ports = {name: process.free_port() for name in ("--dh", "--dh-raw", "--eke", "--opaque")}
         log = os.path.join(directory, "twistd.log")
-        pin = process.pin_prefix(process.SERVER_CORE) if (self.workers or 1) < 2 else []
+        pinned = self.pinned or (self.workers or 1) < 2
+        pin = process.pin_prefix(process.SERVER_CORE) if pinned else []
         command = pin + [
             sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
             "-n", "--logfile", log, "--pidfile", "", "--reactor", "epoll",
@@ -188,8 +194,16 @@ MODES = {
                   "dh-framed"),
     "dh-w2": Mode("DH framed, {group} (twistd keyx --workers 2, unpinned)",
                   Keyx("--dh", workers=2), "dh-framed"),
+    # The parent and both workers on the server core: no core gained, so
+    # what CPU per handshake grows by is what the workers cost (the relay
+    # of their log lines, two processes on one core), without the fight for
+    # the load generator's core that dh-w2 has on a 2-core machine.
+    "dh-w2-core0": Mode("DH framed, {group} (twistd keyx --workers 2, all on the server core)",
+                        Keyx("--dh", workers=2, pinned=True), "dh-framed"),
     "x25519-w2": Mode("DH framed, x25519 (twistd keyx --workers 2, unpinned)",
                       Keyx("--dh", workers=2), "dh-framed", group="x25519"),
+    "x25519-w2-core0": Mode("DH framed, x25519 (twistd keyx --workers 2, all on the server core)",
+                            Keyx("--dh", workers=2, pinned=True), "dh-framed", group="x25519"),
 }
 
 #: Modes run when ``--modes`` is not given ("canned" always runs first).
@@ -209,7 +223,10 @@ RATIOS = (
     ("TLS 1.3 / ours x25519 with host key (target >= 1.5)", "tls", "x25519-hostkey"),
     ("TLS 1.3 / ours ffdhe with host key", "tls", "dh-hostkey"),
     ("--workers 2 / --workers 1, CPU per handshake (target <= 1)", "dh-w2", "dh-w1"),
+    ("--workers 2 on one core / --workers 1, CPU per handshake (target <= 1)",
+     "dh-w2-core0", "dh-w1"),
     ("x25519 --workers 2 / x25519, CPU per handshake", "x25519-w2", "x25519"),
+    ("x25519 --workers 2 on one core / x25519, CPU per handshake", "x25519-w2-core0", "x25519"),
     # floor:eke and floor:opaque: the server's machine and the chat's quit,
     # in process (keyxbench.floor.eke_floor, keyxbench.floor.opaque_floor).
     ("EKE: ours / floor:eke, server CPU per login (target <= 1.5)", "eke", "floor:eke"),
