@@ -94,6 +94,13 @@ async def dh_chart(reactor, group_name, raw=False):
                         "info = 'twisted-keyx dh session key v1' || H)."])
 
 
+async def _login_and_quit(protocol):
+    """A password client's outcome for a chart: log in, then quit."""
+    await protocol.authenticated
+    protocol.quit()
+    await protocol.finished
+
+
 async def eke_chart(reactor):
     from twisted_keyx.eke import crypto, userstore
     from twisted_keyx.eke.protocol import EKEClientFactory, EKEServerFactory
@@ -108,12 +115,7 @@ async def eke_chart(reactor):
     server = EKEServerFactory(Users())
     client = EKEClientFactory("alice", "correct horse")
 
-    async def login_and_quit(protocol):
-        await protocol.authenticated
-        protocol.quit()
-        await protocol.finished
-
-    events = await _run(reactor, server, client, login_and_quit)
+    events = await _run(reactor, server, client, _login_and_quit)
     return chart("EKE handshake, then quit", *events,
                  kind_of=lambda e: trace.describe_event(e).kind,
                  notes=["Messages 1 to 8 are the handshake; 9 and 10 are chat records",
@@ -180,12 +182,7 @@ async def opaque_chart(reactor):
     server = OPAQUEServerFactory(Users(), setup)
     client = OPAQUEClientFactory("alice", "correct horse")
 
-    async def login_and_quit(protocol):
-        await protocol.authenticated
-        protocol.quit()
-        await protocol.finished
-
-    events = await _run(reactor, server, client, login_and_quit)
+    events = await _run(reactor, server, client, _login_and_quit)
     return chart("OPAQUE login, then quit", *events,
                  kind_of=lambda e: trace.describe_event(e).kind,
                  notes=["Messages 1 to 4 are the login (RFC 9807's KE1, KE2 with the",

@@ -108,6 +108,28 @@ def group_crypto(group_name=project.DEFAULT_GROUP, seconds=3.0):
     return per_call(one, _client_keys(group), seconds)
 
 
+def _server_login_cpu(client, new_server, check=False):
+    """CPU seconds of the server's side of one login (its machine, made by
+    ``new_server()``) and of the chat's quit, the client's work not counted;
+    with ``check``, a login that did not finish on both sides is an error."""
+    eke = project.eke
+    line = client.start()
+    t = time.process_time()
+    server = new_server()
+    spent = time.process_time() - t
+    while line is not None:
+        t = time.process_time()
+        reply = server.receive(line)
+        spent += time.process_time() - t
+        line = client.receive(reply)
+    if check and not (server.finished and client.finished):
+        raise RuntimeError("the floor's login failed")
+    quit_line = eke.ClientChat(client.result).quit()
+    t = time.process_time()
+    eke.ServerChat(server.result).receive(quit_line)
+    return spent + time.process_time() - t
+
+
 def eke_floor(seconds=3.0):
     """Seconds of server work per EKE handshake and its quit: the server's
     four steps and the chat's quit, timed alone (the client's work between
@@ -126,19 +148,7 @@ def eke_floor(seconds=3.0):
         runs[0] += 1
         client = eke.EKEClientHandshake(EKE_USER, EKE_PASSWORD, kdf_limits=cheap,
                                         rsa_key_factory=lambda: key)
-        line = client.start()
-        t = time.process_time()
-        server = eke.EKEServerHandshake(users.get)
-        spent = time.process_time() - t
-        while line is not None:
-            t = time.process_time()
-            reply = server.receive(line)
-            spent += time.process_time() - t
-            line = client.receive(reply)
-        quit_line = eke.ClientChat(client.result).quit()
-        t = time.process_time()
-        eke.ServerChat(server.result).receive(quit_line)
-        return spent + time.process_time() - t
+        return _server_login_cpu(client, lambda: eke.EKEServerHandshake(users.get))
 
     return median_of_slices(one, seconds)
 
@@ -158,27 +168,14 @@ def opaque_floor(seconds=3.0):
     machine for a real user and the chat's quit, timed alone."""
     from keyxbench.clients import OPAQUE_PASSWORD, OPAQUE_USER
 
-    opaque, eke = project.opaque, project.eke
+    opaque = project.opaque
     setup, user, limits = _opaque_login_parts()
     users = {OPAQUE_USER: user}
 
     def one():
         client = opaque.OPAQUEClientHandshake(OPAQUE_USER, OPAQUE_PASSWORD, ksf_limits=limits)
-        line = client.start()
-        t = time.process_time()
-        server = opaque.OPAQUEServerHandshake(setup, users.get)
-        spent = time.process_time() - t
-        while line is not None:
-            t = time.process_time()
-            reply = server.receive(line)
-            spent += time.process_time() - t
-            line = client.receive(reply)
-        if not (server.finished and client.finished):
-            raise RuntimeError("the OPAQUE floor's login failed")
-        quit_line = eke.ClientChat(client.result).quit()
-        t = time.process_time()
-        eke.ServerChat(server.result).receive(quit_line)
-        return spent + time.process_time() - t
+        return _server_login_cpu(client, lambda: opaque.OPAQUEServerHandshake(setup, users.get),
+                                 check=True)
 
     return median_of_slices(one, seconds)
 
