@@ -72,7 +72,7 @@ class CrackTests(unittest.TestCase):
     async def test_found(self):
         status, out, err = await self.crack(["123456", "password", PASSWORD, "later"])
         self.assertEqual(status, lab.EXIT_OK)
-        self.assertIn(f"password found after 3 guesses", out)
+        self.assertIn("password found after 3 guesses", out)
         self.assertTrue(out.endswith(f": {PASSWORD}\n"), out)
         self.assertIn(f"{TEST_KDF}", out)
         self.assertIn("3/4", err)

@@ -171,7 +171,7 @@ def _die_with_parent():
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    index, count, spec = int(argv[0]), int(argv[1]), json.loads(argv[2])
+    _index, count, spec = int(argv[0]), int(argv[1]), json.loads(argv[2])  # the index: for ps
     keyx_argv = argv[4:] if argv[3:4] == ["--"] else argv[3:]
     parent = os.getppid()
     _die_with_parent()
