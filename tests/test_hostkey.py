@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.trial import unittest
 
-from twisted_keyx import admin, hostkey
+from twisted_keyx import admin, fileutil, hostkey
 from twisted_keyx.dh import hostauth, messages
 
 from .helpers import data_path, read_data
@@ -324,7 +324,7 @@ class LoadOrCreateTests(unittest.TestCase):
         def refuse(**kwargs):
             raise PermissionError(13, "Permission denied")
 
-        self.patch(hostkey.tempfile, "mkstemp", refuse)
+        self.patch(fileutil.tempfile, "mkstemp", refuse)
         with self.assertRaises(hostkey.HostKeyError) as caught:
             hostkey.load_or_create_host_key(self.path)
         self.assertEqual(str(caught.exception),

@@ -7,11 +7,9 @@ import stat
 import tempfile
 
 
-def write_file_atomically(path, data, mode=0o644):
-    """Write ``data`` to ``path`` through a temporary file in the same
-    directory, fsync it and rename it over ``path``: a crash leaves either the
-    old file or the new one, never half of one."""
-    directory = os.path.dirname(os.path.abspath(path))
+def _write_temporary(directory, data, mode):
+    """A new file in ``directory`` holding ``data`` with ``mode``, fsynced;
+    its path.  Raises OSError (nothing is left behind)."""
     fd, temporary = tempfile.mkstemp(prefix=".keyx-", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -19,6 +17,19 @@ def write_file_atomically(path, data, mode=0o644):
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+    except BaseException:
+        os.unlink(temporary)
+        raise
+    return temporary
+
+
+def write_file_atomically(path, data, mode=0o644):
+    """Write ``data`` to ``path`` through a temporary file in the same
+    directory, fsync it and rename it over ``path``: a crash leaves either the
+    old file or the new one, never half of one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    temporary = _write_temporary(directory, data, mode)
+    try:
         os.replace(temporary, path)
     except BaseException:
         try:
@@ -36,6 +47,18 @@ def write_file_atomically(path, data, mode=0o644):
         pass
     finally:
         os.close(dir_fd)
+
+
+def create_file_exclusively(path, data, mode=0o600):
+    """Make ``path`` holding ``data``, whole or not at all, and never in
+    place of a file that exists: written to a temporary file and hard-linked
+    to ``path``, which raises FileExistsError if another process made
+    ``path`` first.  Raises OSError otherwise."""
+    temporary = _write_temporary(os.path.dirname(os.path.abspath(path)), data, mode)
+    try:
+        os.link(temporary, path)
+    finally:
+        os.unlink(temporary)
 
 
 @contextlib.contextmanager

@@ -23,7 +23,6 @@ import hashlib
 import os
 import socket
 import stat
-import tempfile
 from dataclasses import dataclass
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -31,7 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from twisted_keyx import asn1
-from twisted_keyx.fileutil import read_at_most, write_file_atomically
+from twisted_keyx.fileutil import create_file_exclusively, read_at_most, write_file_atomically
 
 #: The SSH name of the only host key type (RFC 8709 section 4).
 KEY_TYPE = b"ssh-ed25519"
@@ -224,24 +223,12 @@ def load_or_create_host_key(path, comment=None):
         return load_host_key(path), False
     comment = default_comment() if comment is None else comment
     private_key = generate_private_key()
-    directory = os.path.dirname(os.path.abspath(path))
     try:
-        fd, temporary = tempfile.mkstemp(prefix=".keyx-", dir=directory)
-    except OSError as e:
-        raise HostKeyError(f"cannot create host key {path}: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o600)
-            f.write(private_key_file_bytes(private_key))
-            f.flush()
-            os.fsync(f.fileno())
-        os.link(temporary, path)
+        create_file_exclusively(path, private_key_file_bytes(private_key))
     except FileExistsError:
         return load_host_key(path), False
     except OSError as e:
         raise HostKeyError(f"cannot create host key {path}: {e.strerror}") from None
-    finally:
-        os.unlink(temporary)
     host_key = HostKey.from_private_key(private_key)
     _write_public_key(path, host_key, comment)
     return host_key, True

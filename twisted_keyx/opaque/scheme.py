@@ -12,9 +12,9 @@ only with the password and the server's OPRF seed (in the key file).
 
 import os
 import stat
-import tempfile
 from dataclasses import dataclass
 
+from twisted_keyx.fileutil import create_file_exclusively
 from twisted_keyx.opaque.errors import OpaqueError
 from twisted_keyx.opaque.records import RegistrationRecord, ServerSetup
 from twisted_keyx.opaque.registration import register
@@ -103,24 +103,12 @@ def create_key_file(path, default_ksf=None):
     (:class:`KeyFileExists`), as the host key is made; replacing it would
     lock out every user registered against the other setup."""
     setup = ServerSetup.generate() if default_ksf is None else ServerSetup.generate(default_ksf)
-    directory = os.path.dirname(os.path.abspath(path))
     try:
-        fd, temporary = tempfile.mkstemp(prefix=".keyx-", dir=directory)
-    except OSError as e:
-        raise KeyFileError(f"cannot write {path}: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o600)
-            f.write(setup.dumps())
-            f.flush()
-            os.fsync(f.fileno())
-        os.link(temporary, path)
+        create_file_exclusively(path, setup.dumps())
     except FileExistsError:
         raise KeyFileExists(f"{path} exists already; it was not replaced") from None
     except OSError as e:
         raise KeyFileError(f"cannot write {path}: {e.strerror}") from None
-    finally:
-        os.unlink(temporary)
     return setup
 
 
