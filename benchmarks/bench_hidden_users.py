@@ -99,22 +99,13 @@ class Prober:
         self.port = port
         self.step3 = {}
 
-    def _line(self, sock, buffer):
-        while b"\n" not in buffer[0]:
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("the server hung up")
-            buffer[0] += chunk
-        line, _, buffer[0] = buffer[0].partition(b"\n")
-        return line
-
     def probe(self, name):
         with socket.create_connection(("127.0.0.1", self.port)) as sock:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             buffer = [b""]
             t0 = time.perf_counter()
             sock.sendall(name.encode() + b"\n")
-            step2 = self._line(sock, buffer)
+            step2 = process.read_line(sock, buffer)
             t1 = time.perf_counter()
             step3 = self.step3.get(name)
             if step3 is None:
@@ -123,7 +114,7 @@ class Prober:
                 step3 = self.step3[name] = client.receive(step2)
             t2 = time.perf_counter()
             sock.sendall(step3 + b"\n")
-            self._line(sock, buffer)
+            process.read_line(sock, buffer)
             t3 = time.perf_counter()
         return t1 - t0, t3 - t2
 

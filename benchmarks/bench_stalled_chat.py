@@ -33,16 +33,6 @@ def mib(n):
     return f"{n / 2 ** 20:.2f} MiB"
 
 
-def read_line(sock, buffer):
-    while b"\n" not in buffer[0]:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise SystemExit("the server hung up during the login")
-        buffer[0] += chunk
-    line, _, buffer[0] = buffer[0].partition(b"\n")
-    return line
-
-
 def log_in(port):
     """A logged-in connection and its client chat machine."""
     crypto = project.eke.crypto
@@ -53,7 +43,11 @@ def log_in(port):
     line = handshake.start()
     while line is not None:
         sock.sendall(line + b"\n")
-        line = handshake.receive(read_line(sock, buffer))
+        try:
+            reply = process.read_line(sock, buffer)
+        except ConnectionError:
+            raise SystemExit("the server hung up during the login") from None
+        line = handshake.receive(reply)
     assert handshake.finished
     return sock, project.eke.ClientChat(handshake.result)
 

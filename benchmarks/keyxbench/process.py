@@ -172,3 +172,16 @@ class ServerProcess:
 
 def mb(n):
     return f"{n / 2 ** 20:.1f} MB"
+
+
+def read_line(sock, buffer):
+    """The next LF-terminated line from a blocking socket, without its LF;
+    ``buffer`` is a one-item list holding what was read past it.  Raises
+    ConnectionError if the server hangs up first."""
+    while b"\n" not in buffer[0]:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server hung up")
+        buffer[0] += chunk
+    line, _, buffer[0] = buffer[0].partition(b"\n")
+    return line
