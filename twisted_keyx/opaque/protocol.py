@@ -16,7 +16,6 @@ from twisted_keyx.eke.protocol import (
     EKEServerFactory,
     EKEServerProtocol,
 )
-from twisted_keyx.framing import LineFraming
 from twisted_keyx.opaque.handshake import (
     OPAQUEClientHandshake,
     OPAQUEServerHandshake,
@@ -66,13 +65,6 @@ class OPAQUEServerFactory(EKEServerFactory):
 
     def newHandshake(self):
         return OPAQUEServerHandshake(self.setup, self.lookupUser, **self._rng_options)
-
-    def buildProtocol(self, addr):
-        protocol = self.protocol(LineFraming, self.newHandshake())
-        protocol.factory = self
-        if self.throttle is not None:
-            protocol.clock = self.throttle.clock
-        return protocol
 
     # --- the guess throttle (twisted_keyx.throttle) ----------------------------
 
