@@ -120,7 +120,7 @@ def measure_floors(group, others=(), eke=False, opaque=False, seconds=3.0):
     OPAQUE if asked."""
     process.pin_self(process.SERVER_CORE)
     floors = {"group": group}
-    for g in [group, *(o for o in others if o != group)]:
+    for g in dict.fromkeys([group, *others]):  # each group once, in order
         floors[floor_key(floors, g)] = floor.cryptography_floor(g, seconds)
         floors[floor_key(floors, g, "group_crypto")] = floor.group_crypto(g, seconds)
         print(f"floor ({g}, cryptography's own work per server handshake: load the key, "

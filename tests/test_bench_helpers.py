@@ -4,6 +4,8 @@ unframed and line replies, the OPAQUE mode's user and key files, the load
 summary, and the reading of py-spy's collapsed stacks.  Results of the
 benchmark itself: docs/benchmarks.rst."""
 
+import contextlib
+import io
 import os
 import sys
 
@@ -14,7 +16,7 @@ BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 if BENCHMARKS not in sys.path:
     sys.path.insert(0, BENCHMARKS)
 
-from keyxbench import clients, floor, load, modes, project, spy  # noqa: E402
+from keyxbench import clients, floor, load, modes, process, project, spy  # noqa: E402
 from keyxbench.project import messages  # noqa: E402
 
 from .helpers import frame  # noqa: E402
@@ -439,3 +441,59 @@ class MedianOfSlicesTests(unittest.TestCase):
 
         self.assertAlmostEqual(floor.median_of_slices(one, seconds=0.7, slices=7), 0.001)
         self.assertGreaterEqual(calls[0], 600)
+
+
+class FakeServer:
+    def __init__(self, port, cpu, rss):
+        self.port, self.pid, self.cpu, self.memory = port, port + 1000, cpu, rss
+
+    def cpu_seconds(self):
+        return self.cpu
+
+    def rss(self):
+        return self.memory
+
+    def peak_rss(self):
+        return self.memory * 2
+
+
+class SeveralServersTests(unittest.TestCase):
+    """The peer of ``--workers 2``: two separate daemons measured as one."""
+
+    def test_ports_argument(self):
+        self.assertEqual(load.ports_argument("8123"), [8123])
+        self.assertEqual(load.ports_argument("8123,8124"), [8123, 8124])
+        for bad in ("", "x", "8123,", "0", "65536"):
+            self.assertRaises(load.argparse.ArgumentTypeError, load.ports_argument, bad)
+
+    def test_the_clients_are_spread_over_the_ports(self):
+        args = load.parser().parse_args(["--client", "dh-framed", "--port", "7,8"])
+        self.assertEqual(args.port, [7, 8])
+
+    def test_cpu_and_memory_are_summed(self):
+        servers = process.ServerSet([FakeServer(7, 1.5, 10), FakeServer(8, 2.0, 20)])
+        self.assertEqual(servers.port, [7, 8])
+        self.assertEqual(servers.cpu_seconds(), 3.5)
+        self.assertEqual(servers.own_cpu_seconds(), 3.5)
+        self.assertEqual((servers.rss(), servers.peak_rss()), (30, 60))
+
+    def test_the_mode_starts_unpinned_single_processes(self):
+        peer = modes.MODES["dh-2x1"].server
+        self.assertIsInstance(peer, modes.Independent)
+        self.assertEqual((peer.copies, peer.server.workers, peer.server.pinned), (2, None, False))
+
+
+class FloorsTests(unittest.TestCase):
+    def test_each_group_is_measured_once(self):
+        import bench_daemon
+
+        measured = []
+        self.patch(bench_daemon.floor, "cryptography_floor",
+                   lambda group, seconds: measured.append(group) or 0.001)
+        self.patch(bench_daemon.floor, "group_crypto", lambda group, seconds: 0.001)
+        self.patch(bench_daemon.process, "pin_self", lambda core: None)
+        with contextlib.redirect_stdout(io.StringIO()):
+            floors = bench_daemon.measure_floors("ffdhe2048", ["x25519", "x25519", "ffdhe2048"])
+        self.assertEqual(measured, ["ffdhe2048", "x25519"])
+        self.assertEqual(set(floors), {"group", "floor", "group_crypto", "floor:x25519",
+                                       "group_crypto:x25519"})

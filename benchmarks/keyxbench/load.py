@@ -50,10 +50,23 @@ def summary(recorder, elapsed, cpu_seconds):
     }
 
 
+def ports_argument(text):
+    """``--port``: one port, or several comma-separated."""
+    try:
+        ports = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port or a comma-separated list of ports: {text!r}")
+    if not all(0 < port < 65536 for port in ports):
+        raise argparse.ArgumentTypeError(f"a port is out of range: {text!r}")
+    return ports
+
+
 def parser():
     p = argparse.ArgumentParser(prog="python -m keyxbench.load", description=__doc__.split("\n\n")[0])
     p.add_argument("--client", required=True, help="dh-framed, dh-raw, eke, opaque or tls")
-    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--port", type=ports_argument, required=True,
+                   help="the server's port; or ports, comma-separated: client i uses the "
+                        "(i mod n)th, for n servers that share the load")
     p.add_argument("--group", default="ffdhe2048")
     p.add_argument("--concurrency", type=int, default=50)
     p.add_argument("--seconds", type=float, default=20.0)
@@ -110,8 +123,9 @@ def main(argv=None):
         say({"phase": "stopped"})
         reactor.callLater(1.0, reactor.stop)  # let the handshakes under way end
 
-    for _ in range(args.concurrency):
-        HandshakeFactory(reactor, args.port, args.client, settings, recorder).next()
+    for i in range(args.concurrency):
+        port = args.port[i % len(args.port)]
+        HandshakeFactory(reactor, port, args.client, settings, recorder).next()
     reactor.callLater(args.warmup, start_measuring)
     reactor.callLater(args.warmup + args.seconds, stop)
     cpu = time.process_time()
@@ -129,6 +143,8 @@ def drive(server, client, port, group="ffdhe2048", concurrency=50, seconds=20.0,
     :class:`~keyxbench.process.ServerProcess`) and return its result, with
     the server's CPU over the measured window added.  ``on_phase("measuring")``
     and ``on_phase("stopped")`` are called as the window opens and closes."""
+    if isinstance(port, (list, tuple)):
+        port = ",".join(map(str, port))
     command = process.python_module(
         "keyxbench.load", "--client", client, "--port", port, "--group", group,
         "--concurrency", concurrency, "--seconds", seconds, "--warmup", warmup,
@@ -139,7 +155,7 @@ def drive(server, client, port, group="ffdhe2048", concurrency=50, seconds=20.0,
         message = json.loads(line)
         if message.get("phase") in ("measuring", "stopped"):
             cpu[message["phase"]] = server.cpu_seconds()
-            parent[message["phase"]] = process.cpu_seconds(server.pid)
+            parent[message["phase"]] = server.own_cpu_seconds()
             if on_phase is not None:
                 on_phase(message["phase"])
         else:

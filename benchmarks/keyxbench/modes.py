@@ -66,7 +66,7 @@ class Keyx:
 
     is_ours = True
 
-    def __init__(self, endpoint, *options, prepare=None, workers=None, pinned=False):
+    def __init__(self, endpoint, *options, prepare=None, workers=None, pinned=None):
         self.endpoint = endpoint
         self.options = list(options)
         self.prepare = prepare
@@ -75,6 +75,7 @@ class Keyx:
         self.workers = workers
         #: ... unless ``pinned``: the parent and every worker on the server
         #: core, which measures what the workers cost, not what they gain.
+        #: ``pinned=False`` leaves a single process unpinned too (Independent).
         self.pinned = pinned
 
     def start(self, group, run_options=(), profile=None):
@@ -83,7 +84,7 @@ class Keyx:
         # may be another run's on a shared machine).
         ports = {name: process.free_port() for name in ("--dh", "--dh-raw", "--eke", "--opaque")}
         log = os.path.join(directory, "twistd.log")
-        pinned = self.pinned or (self.workers or 1) < 2
+        pinned = self.pinned if self.pinned is not None else (self.workers or 1) < 2
         pin = process.pin_prefix(process.SERVER_CORE) if pinned else []
         command = pin + [
             sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
@@ -102,6 +103,45 @@ class Keyx:
         # The daemon raises its own soft limit on open files at start-up.
         server = process.ServerProcess(command, ports[self.endpoint], cwd=directory, log=log)
         return Running(server, directory)
+
+
+class Independent:
+    """``copies`` separate daemons (``server``, a :class:`Keyx` that is not
+    pinned), each one process on ports of its own, the load generator's
+    clients spread over them, CPU summed: what as many processes as
+    ``--workers N`` has cost on this machine without sharing anything, the
+    peer ``--workers N`` is measured against."""
+
+    is_ours = True
+    workers = None
+
+    def __init__(self, server, copies=2):
+        self.server = server
+        self.copies = copies
+
+    def start(self, group, run_options=(), profile=None):
+        runs = []
+        try:
+            for _ in range(self.copies):
+                runs.append(self.server.start(group, run_options))
+        except BaseException:
+            for running in runs:
+                running.stop()
+            raise
+        return RunningSet(runs)
+
+
+class RunningSet:
+    """Several :class:`Running` servers as one (:class:`Independent`)."""
+
+    def __init__(self, runs):
+        self.runs = runs
+        self.server = process.ServerSet(running.server for running in runs)
+        self.client_options = runs[0].client_options
+
+    def stop(self):
+        logs = [running.stop()[0] for running in self.runs]
+        return "".join(logs), ""
 
 
 class NaivePeer:
@@ -200,6 +240,14 @@ MODES = {
     # the load generator's core that dh-w2 has on a 2-core machine.
     "dh-w2-core0": Mode("DH framed, {group} (twistd keyx --workers 2, all on the server core)",
                         Keyx("--dh", workers=2, pinned=True), "dh-framed"),
+    "x25519-w1": Mode("DH framed, x25519 (twistd keyx --workers 1)", Keyx("--dh", workers=1),
+                      "dh-framed", group="x25519"),
+    # Two single-process daemons side by side, unpinned like --workers 2:
+    # what two processes cost on this machine when they share nothing.
+    "dh-2x1": Mode("DH framed, {group} (two separate twistd keyx, unpinned)",
+                   Independent(Keyx("--dh", pinned=False)), "dh-framed"),
+    "x25519-2x1": Mode("DH framed, x25519 (two separate twistd keyx, unpinned)",
+                       Independent(Keyx("--dh", pinned=False)), "dh-framed", group="x25519"),
     "x25519-w2": Mode("DH framed, x25519 (twistd keyx --workers 2, unpinned)",
                       Keyx("--dh", workers=2), "dh-framed", group="x25519"),
     "x25519-w2-core0": Mode("DH framed, x25519 (twistd keyx --workers 2, all on the server core)",
@@ -226,6 +274,11 @@ RATIOS = (
     ("--workers 2 on one core / --workers 1, CPU per handshake (target <= 1)",
      "dh-w2-core0", "dh-w1"),
     ("x25519 --workers 2 / x25519, CPU per handshake", "x25519-w2", "x25519"),
+    ("x25519 --workers 2 / --workers 1, CPU per handshake", "x25519-w2", "x25519-w1"),
+    ("--workers 2 / two separate daemons, CPU per handshake", "dh-w2", "dh-2x1"),
+    ("two separate daemons / one, CPU per handshake", "dh-2x1", "dh"),
+    ("x25519 --workers 2 / two separate daemons, CPU per handshake", "x25519-w2", "x25519-2x1"),
+    ("x25519 two separate daemons / one, CPU per handshake", "x25519-2x1", "x25519"),
     ("x25519 --workers 2 on one core / x25519, CPU per handshake", "x25519-w2-core0", "x25519"),
     # floor:eke and floor:opaque: the server's machine and the chat's quit,
     # in process (keyxbench.floor.eke_floor, keyxbench.floor.opaque_floor).

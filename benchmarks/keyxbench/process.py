@@ -147,6 +147,10 @@ class ServerProcess:
         """The server's CPU seconds, its worker processes' included."""
         return tree_cpu_seconds(self.pid)
 
+    def own_cpu_seconds(self):
+        """The CPU seconds of the server's own process (with --workers: the parent's)."""
+        return cpu_seconds(self.pid)
+
     def rss(self):
         return status_bytes(self.pid, "VmRSS")
 
@@ -168,6 +172,28 @@ class ServerProcess:
                 with open(path, errors="replace") as f:
                     text += f.read()
         return text
+
+
+class ServerSet:
+    """Several :class:`ServerProcess` measured as one: CPU and memory summed;
+    ``port`` is their ports, for a load generator that spreads its clients
+    over them (keyxbench.load ``--port P1,P2``)."""
+
+    def __init__(self, servers):
+        self.servers = list(servers)
+        self.port = [server.port for server in self.servers]
+        self.pid = self.servers[0].pid
+
+    def cpu_seconds(self):
+        return sum(server.cpu_seconds() for server in self.servers)
+
+    own_cpu_seconds = cpu_seconds
+
+    def rss(self):
+        return sum(server.rss() or 0 for server in self.servers)
+
+    def peak_rss(self):
+        return sum(server.peak_rss() or 0 for server in self.servers)
 
 
 def mb(n):
