@@ -64,14 +64,19 @@ class OptionTests(unittest.TestCase):
 class _FakeTransport:
     def __init__(self):
         self.stdin = []
+        self.producer = None
 
     def writeToChild(self, fd, data):
         self.stdin.append((fd, data))
 
+    def registerProducer(self, producer, streaming):
+        self.producer = (producer, streaming)
 
-class _FakeChild:
-    def __init__(self):
-        self.transport = _FakeTransport()
+
+def _fake_child(pool, index):
+    child = workers._WorkerProcess(pool, index)
+    child.transport = _FakeTransport()
+    return child
 
 
 class GuessRelayTests(unittest.TestCase):
@@ -83,7 +88,7 @@ class GuessRelayTests(unittest.TestCase):
         self.clock = task.Clock()
         self.guesses = throttle.GuessThrottle(throttle.GuessLimits(), self.clock)
         self.pool = workers.WorkerPool(3, [], [], reactor=self.clock, guesses=self.guesses)
-        self.pool.processes = {i: _FakeChild() for i in (1, 2, 3)}
+        self.pool.processes = {i: _fake_child(self.pool, i) for i in (1, 2, 3)}
 
     def stdin(self, index):
         return self.pool.processes[index].transport.stdin
@@ -145,6 +150,48 @@ class GuessRelayTests(unittest.TestCase):
         messages = [throttle.decode(data[:-1].decode()) for _, data in sent[0].stdin]
         self.assertEqual(sorted(m[1] for m in messages), ["source", "user"])
         self.assertEqual({m[3] for m in messages}, {4.0})
+        self.assertEqual(sent[0].producer, (self.pool.processes[1], True))
+
+    def test_a_worker_that_does_not_read_gets_nothing_until_it_does(self):
+        line = throttle.encode(("failed", "alice", "192.0.2.1", "192.0.2.1:5", "EKE, wrong"))
+        self.pool.processes[1].pauseProducing()  # what Twisted does when its buffer is full
+        with capturedLogs() as events:
+            for _ in range(3):
+                self.pool.workerLine(2, 1, f"{workers.GUESS} {line}")
+        self.assertEqual(self.stdin(1), [])
+        self.assertEqual(len(self.stdin(3)), 3)
+        warnings = [formatEvent(e) for e in events if formatEvent(e).startswith("worker 1 ")]
+        self.assertEqual(warnings, ["worker 1 is not reading its standard input: guess "
+                                    "throttle messages for it are dropped until it does"])
+        with capturedLogs() as events:
+            self.pool.processes[1].resumeProducing()
+            self.pool.workerLine(2, 1, f"{workers.GUESS} {line}")
+        self.assertEqual([formatEvent(e) for e in events if formatEvent(e).startswith("worker 1 ")],
+                         ["worker 1 reads its standard input again; 3 guess throttle "
+                          "messages for it were dropped"])
+        self.assertEqual(self.stdin(1), [(0, line.encode() + b"\n")])
+
+
+class StuckWorkerTests(unittest.TestCase):
+    """A real child that never reads its stdin: what the parent keeps for it
+    stays near Twisted's buffer size however much the others send."""
+
+    def test_the_parent_buffers_a_bounded_amount(self):
+        pool = workers.WorkerPool(2, [], [])
+        pool.stopping = True  # its end is not a worker to restart
+        child = workers._WorkerProcess(pool, 1)
+        reactor.spawnProcess(child, sys.executable,
+                             [sys.executable, "-c", "import time; time.sleep(60)"],
+                             env=os.environ.copy(), childFDs={0: "w", 1: "r", 2: "r"})
+        child.transport.registerProducer(child, True)
+        line = throttle.encode(("failed", "u" * 80, "192.0.2.1", "192.0.2.1:5", "EKE, wrong"))
+        with capturedLogs():
+            for _ in range(40000):  # about 5 MB
+                child.send(line)
+        self.assertGreater(child.dropped, 30000)
+        self.assertLess(child.sent, 2 * 65536 + 1000)
+        child.transport.signalProcess("KILL")
+        return child.ended
 
 
 class ToParentTests(unittest.TestCase):

@@ -48,7 +48,12 @@ What holds across workers:
   a millisecond on an idle machine, more on a loaded one); guesses that
   reach two workers within that window are not yet counted against each
   other, so they may share one answer slot or both be answered free --
-  at most N - 1 answers more than one process gives, per window;
+  at most N - 1 answers more than one process gives, per window.  A
+  worker that stops reading its stdin (stopped, stuck) is sent nothing
+  beyond Twisted's 64 KiB buffer: its messages are dropped and counted,
+  and both ends of the gap are logged, so the parent's memory stays
+  bounded; that worker's throttle then counts fewer guesses than the
+  others' until it is restarted;
 - the user file: each worker stats and re-reads it as one daemon does;
 - stopping: SIGTERM or Ctrl-C to the parent stops every worker (SIGTERM to
   each; a worker that is still there after :data:`STOP_GRACE` seconds is
@@ -70,8 +75,10 @@ import sys
 
 from twisted.application import service
 from twisted.internet import defer, protocol
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger, LogLevel
 from twisted.python import usage
+from zope.interface import implementer
 
 from twisted_keyx import limits, throttle
 
@@ -199,14 +206,57 @@ _LEVELS = {level.name: level for level in
            (LogLevel.debug, LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical)}
 
 
+@implementer(IPushProducer)
 class _WorkerProcess(protocol.ProcessProtocol):
-    """One worker, as the parent sees it: its lines go to the log."""
+    """One worker, as the parent sees it: its lines go to the log; and the
+    producer of what goes to its stdin (the other workers' guess throttle
+    messages, :meth:`send`).  Twisted keeps at most its buffer size (64 KiB)
+    of those for a worker that does not read them (stopped, or stuck)
+    and then pauses this producer; until the worker reads again, its
+    messages are dropped and counted, so that such a worker cannot grow the
+    parent's memory, and both ends of the gap are logged."""
 
     def __init__(self, pool, index):
         self.pool = pool
         self.index = index
         self.buffers = {1: b"", 2: b""}
         self.ended = defer.Deferred()
+        #: The worker's stdin takes more (Twisted has not paused us).
+        self.reading = True
+        #: Messages dropped since it stopped reading.
+        self.dropped = 0
+        #: Bytes handed to its stdin.
+        self.sent = 0
+
+    def send(self, line):
+        """Write one line to the worker's stdin, unless it is not reading."""
+        if not self.reading:
+            if not self.dropped:
+                self.pool.log.warn("worker {index} is not reading its standard input: "
+                                   "guess throttle messages for it are dropped until it does",
+                                   index=self.index)
+            self.dropped += 1
+            return
+        data = line.encode("ascii", "replace") + b"\n"
+        try:
+            self.transport.writeToChild(0, data)
+        except Exception:  # the pipe is gone: the worker is ending
+            return
+        self.sent += len(data)
+
+    def pauseProducing(self):
+        self.reading = False
+
+    def resumeProducing(self):
+        self.reading = True
+        if self.dropped:
+            self.pool.log.warn("worker {index} reads its standard input again; "
+                               "{count} guess throttle messages for it were dropped",
+                               index=self.index, count=self.dropped)
+            self.dropped = 0
+
+    def stopProducing(self):
+        self.reading = False
 
     def childDataReceived(self, fd, data):
         if fd not in self.buffers:
@@ -292,10 +342,11 @@ class WorkerPool(service.Service):
         self.started[index] = self.reactor.seconds()
         self.reactor.spawnProcess(child, self.python, args, env=os.environ.copy(),
                                   childFDs={0: "w", 1: "r", 2: "r", **fds})
+        child.transport.registerProducer(child, True)
         self.log.info("worker {index} started (pid {pid})", index=index, pid=child.transport.pid)
         if self.guesses is not None:  # what the others counted so far
             for message in self.guesses.state():
-                self._send(child, throttle.encode(message))
+                child.send(throttle.encode(message))
 
     def workerLine(self, index, fd, line):
         """A line from worker ``index``: its log (stdout: ``LEVEL text``) or
@@ -329,14 +380,7 @@ class WorkerPool(service.Service):
         if message[0] in FORWARDED:
             for other, child in self.processes.items():
                 if other != index:
-                    self._send(child, text)
-
-    @staticmethod
-    def _send(child, line):
-        try:
-            child.transport.writeToChild(0, line.encode("ascii", "replace") + b"\n")
-        except Exception:  # the pipe is gone: the worker is ending
-            pass
+                    child.send(text)
 
     def workerEnded(self, child, reason):
         index = child.index
