@@ -3,6 +3,7 @@ sends, what it tells its observer, and what it keeps once it has hung up."""
 
 import enum
 
+from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
@@ -165,3 +166,140 @@ class SessionTests(unittest.TestCase):
         fresh.replaceHandshake(other)
         self.assertIs(fresh.machine, other)
         self.assertIs(fresh.handshake, other)
+
+
+class SlowPingMachine(PingMachine):
+    """PingMachine whose ``ping`` is a slow step."""
+
+    SLOW_STATES = frozenset({State.AWAIT_PING})
+
+
+class HeldWorker:
+    """A session's ``worker`` whose steps wait until the test lets them run."""
+
+    def __init__(self):
+        self.waiting = []
+
+    def __call__(self, function, payload):
+        d = defer.Deferred()
+        self.waiting.append((d, function, payload))
+        return d
+
+    def run_next(self):
+        d, function, payload = self.waiting.pop(0)
+        try:
+            result = function(payload)
+        except Exception:
+            d.errback()
+        else:
+            d.callback(result)
+
+
+def connect_slow(following=None):
+    worker = HeldWorker()
+    observer = Recorder(following)
+    session = Session(LineFraming, SlowPingMachine(), observer, worker=worker)
+    transport = StringTransport(peerAddress=PEER)
+    session.makeConnection(transport)
+    return session, transport, observer, worker
+
+
+class SlowStepTests(unittest.TestCase):
+    """A machine's slow step (SLOW_STATES) goes to the session's worker: the
+    session reads nothing meanwhile, then carries on in order."""
+
+    def test_the_reply_waits_for_the_worker(self):
+        following = PingMachine()
+        session, transport, observer, worker = connect_slow(following)
+        session.dataReceived(b"ping\nping\n")
+        self.assertEqual((transport.value(), observer.events), (b"", []))
+        self.assertEqual(len(worker.waiting), 1)  # the second ping waits unread
+        self.assertIs(session.machine.state, State.AWAIT_PING)
+        worker.run_next()
+        # Then the second ping, for the next machine (not slow), at once.
+        self.assertEqual(transport.value(), b"pong\npong\n")
+        self.assertEqual([e[0] for e in observer.events],
+                         ["stepped", "finished", "started", "stepped", "finished"])
+
+    def test_a_failure_in_the_worker_is_the_machines(self):
+        session, transport, observer, worker = connect_slow()
+        session.dataReceived(b"pang\n")
+        worker.run_next()
+        self.assertEqual(transport.value(), b"no\n")
+        self.assertEqual(observer.events,
+                         [("rejected", "192.0.2.9:4000", "other while awaiting ping")])
+
+    def test_a_hang_up_during_the_step_is_told_after_it(self):
+        # A server that refuses, then closes: the refusal is the outcome.
+        session, transport, observer, worker = connect_slow()
+        session.dataReceived(b"pang\n")
+        session.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(observer.events, [])
+        worker.run_next()
+        self.assertEqual(observer.events,
+                         [("rejected", "192.0.2.9:4000", "other while awaiting ping")])
+
+    def test_a_hang_up_after_a_good_step_is_abandoned_after_it(self):
+        session, transport, observer, worker = connect_slow(following=SlowPingMachine())
+        session.dataReceived(b"ping\n")
+        session.connectionLost(Failure(ConnectionDone()))
+        worker.run_next()
+        self.assertEqual([e[0] for e in observer.events],
+                         ["stepped", "finished", "started", "abandoned"])
+
+    def test_a_timeout_during_the_step_drops_its_outcome(self):
+        session, transport, observer, worker = connect_slow()
+        session.dataReceived(b"ping\n")
+        session.connectionTimedOut(limits.HANDSHAKE, 5)
+        session.connectionLost(Failure(ConnectionDone()))
+        worker.run_next()
+        self.assertEqual(observer.events, [("timed out", "192.0.2.9:4000", 5, "awaiting ping")])
+        self.assertEqual(transport.value(), b"")
+
+    def test_a_bug_in_the_step_is_logged_and_aborts(self):
+        session, transport, observer, worker = connect_slow()
+        self.patch(session.machine, "_on_ping", lambda payload: 1 / 0)
+        session.dataReceived(b"ping\n")
+        worker.run_next()
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertTrue(session.ended)
+        self.assertEqual(transport.value(), b"")
+
+    def test_without_a_worker_the_step_runs_at_once(self):
+        session = Session(LineFraming, SlowPingMachine(), Recorder())
+        transport = StringTransport(peerAddress=PEER)
+        session.makeConnection(transport)
+        session.dataReceived(b"ping\n")
+        self.assertEqual(transport.value(), b"pong\n")
+
+    def test_in_a_thread(self):
+        """With deferToThread, the reactor runs while the step does."""
+        import threading
+        import time
+
+        from twisted.internet import reactor, threads
+
+        ran_in = []
+
+        def slow_ping(payload):
+            ran_in.append(threading.current_thread())
+            time.sleep(0.3)
+            self.result = "pinged"
+            return b"pong"
+
+        session = Session(LineFraming, SlowPingMachine(), Recorder(), worker=threads.deferToThread)
+        self.patch(session.machine, "_on_ping", slow_ping)
+        transport = StringTransport(peerAddress=PEER)
+        session.makeConnection(transport)
+        ticks = []
+        tick = task.LoopingCall(lambda: ticks.append(transport.value()))
+        tick.start(0.05)
+        session.dataReceived(b"ping\n")
+        done = task.deferLater(reactor, 0.6, tick.stop)
+
+        def check(result):
+            self.assertIsNot(ran_in[0], threading.current_thread())
+            self.assertGreaterEqual(ticks.count(b""), 3)  # ticks while it slept
+            self.assertEqual(transport.value(), b"pong\n")
+
+        return done.addCallback(check)

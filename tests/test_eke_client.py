@@ -5,6 +5,7 @@ import getpass
 import io
 import os
 import sys
+import threading
 import warnings
 
 from twisted.internet import defer, protocol, reactor
@@ -14,7 +15,7 @@ from twisted.trial import unittest
 import twisted_keyx
 from twisted_keyx import client as client_module
 from twisted_keyx import ffdh
-from twisted_keyx.eke import crypto, password
+from twisted_keyx.eke import crypto, messages, password
 from twisted_keyx.eke.userstore import new_user
 
 from tests.helpers import (
@@ -188,6 +189,27 @@ class HandshakeOutcomeTests(unittest.TestCase):
     def test_timeout(self):
         return self.assertOutcome(
             [None], 3, "the handshake did not finish within 0.3 seconds", "--timeout", "0.3")
+
+    def test_timeout_while_the_password_is_stretched(self):
+        """scrypt runs in a thread: --timeout fires while it does."""
+        release, finished = threading.Event(), []
+        real = crypto.derive_password_key
+
+        def held(*args):
+            release.wait(5)  # the old code waited here on the reactor thread
+            finished.append(True)
+            return real(*args)
+
+        self.patch(crypto, "derive_password_key", held)
+        self.addCleanup(release.set)
+        yes = messages.format_yes(b"s" * messages.SALT_SIZE, crypto.ScryptParameters(2**14, 8, 1))
+
+        async def run():
+            outcome = await self.scripted([yes, None], "--timeout", "0.3")
+            self.assertEqual(finished, [])  # the client gave up while scrypt ran
+            self.assertEqual(outcome, (
+                3, "", "keyx-client: the handshake did not finish within 0.3 seconds\n"))
+        return defer.Deferred.fromCoroutine(run())
 
     def test_server_hangs_up(self):
         return self.assertOutcome(

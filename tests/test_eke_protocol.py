@@ -2,6 +2,7 @@
 replies), then over real TCP on 127.0.0.1."""
 
 import base64
+import threading
 
 from twisted.internet import defer, endpoints, reactor, task
 from twisted.internet.address import IPv4Address
@@ -471,6 +472,29 @@ class LoopbackTests(unittest.TestCase):
         self.assertEqual(text[1:3], ["User alice say: hello", "User alice say: \u00e7a va ?"])
         self.assertTrue(text[3].endswith(" quit"))
         self.assertEqual(len(text), 4)
+
+    @defer.inlineCallbacks
+    def test_the_factorys_client_runs_scrypt_in_a_thread(self):
+        threads = []
+        real = crypto.derive_password_key
+
+        def recorded(*args):
+            threads.append(threading.current_thread())
+            return real(*args)
+
+        self.patch(crypto, "derive_password_key", recorded)
+        factory = TrackingEKEServerFactory(USERS)
+        port = yield defer.ensureDeferred(self.serve(factory))
+        client = EKEClientFactory("alice", PASSWORD, kdf_limits=TEST_LIMITS).buildProtocol(None)
+        endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        yield endpoints.connectProtocol(endpoint, client)
+        result = yield client.authenticated
+        client.quit()
+        yield client.finished
+        yield factory.allLost()
+        self.assertEqual(result.user, "alice")
+        self.assertEqual(len(threads), 1)
+        self.assertIsNot(threads[0], threading.main_thread())
 
     @defer.inlineCallbacks
     def test_several_sessions_at_once(self):

@@ -91,6 +91,20 @@ class DefinitionTests(unittest.TestCase):
                        _on_ping=lambda self, payload: None, **{missing: None})
             self.assertIn(missing, str(caught.exception))
 
+    def test_slow_states_must_be_the_tables(self):
+        class Other(enum.Enum):
+            ELSEWHERE = "elsewhere"
+
+        table = {(State.START, Event.PING): ("_on_ping", State.DONE)}
+        with self.assertRaises(MachineDefinitionError) as caught:
+            define(table, _on_ping=lambda self, payload: None, SLOW_STATES={Other.ELSEWHERE})
+        self.assertIn("SLOW_STATES", str(caught.exception))
+        machine = define(table, _on_ping=lambda self, payload: None,
+                         SLOW_STATES=frozenset({State.START}))()
+        self.assertTrue(machine.slow)
+        machine.state = State.DONE
+        self.assertFalse(machine.slow)
+
     def test_a_base_without_a_table_is_allowed(self):
         self.assertEqual(type("Base", (StateMachine,), {}).TRANSITIONS, {})
 

@@ -2,8 +2,10 @@
 factories on the session adapter (twisted_keyx.opaque.protocol)."""
 
 import base64
+import threading
 
 from hypothesis import given, settings, strategies as st
+from twisted.internet import defer, endpoints, reactor
 from twisted.internet.testing import StringTransport
 from twisted.test import iosim
 from twisted.trial import unittest
@@ -11,7 +13,7 @@ from twisted.trial import unittest
 from tests.opaque_helpers import CHEAP_LIMITS, CountingRandom, cheap_setup
 from twisted_keyx.chat.records import derive_chat_keys
 from twisted_keyx.machine import HandshakeFailed
-from twisted_keyx.opaque import handshake as hs
+from twisted_keyx.opaque import handshake as hs, ksf
 from twisted_keyx.opaque.protocol import OPAQUEClientFactory, OPAQUEServerFactory
 from twisted_keyx.opaque.scheme import OpaqueUser, new_user
 
@@ -197,12 +199,35 @@ class LoopbackTests(unittest.TestCase):
                                              login_failed=lambda u, p: failures.append((u, p))
                                              if failures is not None else None)
         client_factory = OPAQUEClientFactory(user, password, reply_received=replies.append,
-                                             ksf_limits=CHEAP_LIMITS)
+                                             ksf_limits=CHEAP_LIMITS, worker=None)
         server = server_factory.buildProtocol(None)
         client = client_factory.buildProtocol(None)
         pump = iosim.connect(server, iosim.makeFakeServer(server),
                              client, iosim.makeFakeClient(client))
         return server, client, pump, replies
+
+    @defer.inlineCallbacks
+    def test_the_factorys_client_runs_argon2id_in_a_thread(self):
+        threads = []
+        real = ksf.Argon2idParameters.stretch
+
+        def recorded(parameters, data):
+            threads.append(threading.current_thread())
+            return real(parameters, data)
+
+        self.patch(ksf.Argon2idParameters, "stretch", recorded)
+        port = reactor.listenTCP(0, OPAQUEServerFactory(users(), SETUP), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        client = OPAQUEClientFactory("alice", PASSWORD, ksf_limits=CHEAP_LIMITS).buildProtocol(None)
+        endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+        yield endpoints.connectProtocol(endpoint, client)
+        result = yield client.authenticated
+        client.quit()
+        yield client.finished
+        yield client.disconnected
+        self.assertEqual(result.user, "alice")
+        self.assertEqual(len(threads), 1)
+        self.assertIsNot(threads[0], threading.main_thread())
 
     def test_login_chat_quit(self):
         server, client, pump, replies = self.connect()

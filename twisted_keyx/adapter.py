@@ -37,16 +37,27 @@ never reads costs one buffer's worth of replies, not all of them.  An
 observer may also hold a session's replies back for a while
 (:meth:`Session.holdReplies`, the guess throttle): it reads nothing
 meanwhile either.
+
+Slow steps: a machine names the states whose next input takes long
+(``SLOW_STATES``: a client's scrypt or Argon2id).  A session given a
+``worker`` (``twisted.internet.threads.deferToThread``) feeds that input in
+a thread and reads nothing until it is done, so that the reactor, and the
+client's ``--timeout``, run on meanwhile; if the session ended in between,
+the step's outcome is dropped.
 """
 
+from twisted.internet import defer
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from twisted_keyx import limits
 from twisted_keyx.machine import ProtocolFailed, ServerHungUp
 from twisted_keyx.peers import describe_peer
+
+_log = Logger()
 
 
 class Observer:
@@ -109,10 +120,18 @@ class Session(Protocol):
 
     #: Told of every message in and out (:mod:`twisted_keyx.trace`), or None.
     tracer = None
+    #: Runs a slow step (the machine's ``slow``: a client's password key
+    #: stretching) off the reactor thread: ``worker(function, payload)``
+    #: returns a Deferred of ``function(payload)``, as
+    #: :func:`twisted.internet.threads.deferToThread` does; None: every step
+    #: runs here, at once.
+    worker = None
 
-    def __init__(self, framing, machine, observer=None, tracer=None):
+    def __init__(self, framing, machine, observer=None, tracer=None, worker=None):
         if tracer is not None:
             self.tracer = tracer
+        if worker is not None:
+            self.worker = worker
         self._framing_factory = framing
         self.machine = machine
         #: The first machine: the handshake (the chat, if any, comes after).
@@ -122,7 +141,8 @@ class Session(Protocol):
         self.peer = None
         self.ended = False
         #: Why reading is paused (``"transport"``: its buffer is full;
-        #: ``"held"``: replies are held back); reading resumes when empty.
+        #: ``"held"``: replies are held back; ``"working"``: a slow step
+        #: runs in a thread); reading resumes when empty.
         self.paused = set()
         #: What arrived while paused, and whether the transport was paused.
         self._incoming = b""
@@ -130,6 +150,10 @@ class Session(Protocol):
         self._held = None
         self._holdTimer = None
         self._closeAfterHold = False
+        #: The connection's end, when it came during a slow step, and the
+        #: messages that came then (None: no slow step runs).
+        self._lostWhileWorking = None
+        self._queued = None
         #: The clock of :meth:`holdReplies` (the reactor unless set).
         self.clock = None
 
@@ -188,6 +212,14 @@ class Session(Protocol):
 
     def connectionLost(self, reason):
         self._cancelHold()
+        if "working" in self.paused and not self.ended:
+            # A slow step is running: it, and what came before the close,
+            # are handled first (a server's refusal, then its hang-up).
+            self._lostWhileWorking = reason
+            return
+        self._lost(reason)
+
+    def _lost(self, reason):
         if not self.ended:
             self.ended = True
             self._dropFraming()
@@ -264,8 +296,13 @@ class Session(Protocol):
     # --- the framing's side ----------------------------------------------------
 
     def messageReceived(self, payload):
-        if not self.ended:
-            self._step(self.machine.feed, payload, from_peer=True)
+        if self.ended:
+            return
+        if self._queued is not None:
+            # A slow step runs; the framing had more in the same read.
+            self._queued.append(payload)
+            return
+        self._step(self.machine.feed, payload, from_peer=True)
 
     def messageTooLong(self, length, limit):
         """The framing found a message longer than the machine allows."""
@@ -335,14 +372,67 @@ class Session(Protocol):
             if self.ended or machine is not self.machine:
                 return
         before = machine.state
+        if from_peer and self.worker is not None and machine.slow:
+            # Off the reactor thread; nothing is read meanwhile, and the
+            # machine is not touched here until the step is done.
+            self._pause("working")
+            self._queued = []
+            outcome = defer.maybeDeferred(self.worker, action, payload)
+            outcome.addCallbacks(self._workDone, self._workFailed,
+                                 callbackArgs=(machine, before, payload),
+                                 errbackArgs=(machine, before, payload))
+            return
         try:
             reply = action(payload)
         except ProtocolFailed as failure:
-            if from_peer:
-                self._trace("in", machine, before, payload)
-            if machine is self.machine:
-                self.fail(failure)
+            self._stepFailed(machine, before, payload, from_peer, failure)
             return
+        self._stepped(machine, before, payload, from_peer, reply)
+
+    def _workDone(self, reply, machine, before, payload):
+        # If the session ended meanwhile (timed out, cancelled), there is
+        # nothing to say.
+        if not self.ended and machine is self.machine:
+            self._stepped(machine, before, payload, True, reply)
+        self._afterWork()
+
+    def _workFailed(self, reason, machine, before, payload):
+        if reason.check(ProtocolFailed):
+            if not self.ended and machine is self.machine:
+                self._stepFailed(machine, before, payload, True, reason.value)
+        else:
+            _log.failure("a slow step of {machine} failed", reason,
+                         machine=type(machine).__name__)
+            if not self.ended:
+                self.abort()
+        self._afterWork()
+
+    def _afterWork(self):
+        """After a slow step: what arrived meanwhile, in order (messages the
+        framing had already cut, then the bytes kept unread), then the
+        connection's end if it came; another slow step among them stops
+        this until it is done."""
+        lost, self._lostWhileWorking = self._lostWhileWorking, None
+        queued, self._queued = self._queued, None
+        self.paused.discard("working")
+        while queued and not self.ended:
+            self.messageReceived(queued.pop(0))
+            if self._queued is not None:  # another slow step began
+                self._queued, self._lostWhileWorking = queued, lost
+                return
+        self._resume("working")
+        if "working" in self.paused:
+            self._lostWhileWorking = lost
+        elif lost is not None:
+            self._lost(lost)
+
+    def _stepFailed(self, machine, before, payload, from_peer, failure):
+        if from_peer:
+            self._trace("in", machine, before, payload)
+        if machine is self.machine:
+            self.fail(failure)
+
+    def _stepped(self, machine, before, payload, from_peer, reply):
         if from_peer:
             self._trace("in", machine, before, payload)
         if self.ended or machine is not self.machine:

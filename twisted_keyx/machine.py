@@ -71,6 +71,12 @@ class StateMachine:
     #: Who sends what this machine receives: ``"client"`` or ``"server"``
     #: (framings word an over-long message for them).
     PEER = None
+    #: States whose next input may take long and needs nothing of the
+    #: reactor: a client's password key stretching (scrypt, Argon2id; up to
+    #: seconds, and they release the GIL).  A session with a ``worker``
+    #: (:class:`twisted_keyx.adapter.Session`) feeds that input in a thread,
+    #: so that its timeouts still fire.
+    SLOW_STATES = frozenset()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -89,6 +95,13 @@ class StateMachine:
                 raise MachineDefinitionError(
                     f"{cls.__name__}.TRANSITIONS[{state}, {event}] names the handler "
                     f"{handler!r}, which {cls.__name__} does not define")
+        states = {cls.INITIAL, cls.DONE, cls.FAILED}
+        for (state, _), (_, following) in cls.TRANSITIONS.items():
+            states.update((state, following))
+        if not set(cls.SLOW_STATES) <= states:
+            raise MachineDefinitionError(
+                f"{cls.__name__}.SLOW_STATES names states its table does not have: "
+                f"{sorted(map(str, set(cls.SLOW_STATES) - states))}")
 
     def __init__(self, initial_state=None):
         self.state = self.INITIAL if initial_state is None else initial_state
@@ -100,6 +113,11 @@ class StateMachine:
     @property
     def failed(self):
         return self.state is self.FAILED
+
+    @property
+    def slow(self):
+        """Whether the next input may take long (:data:`SLOW_STATES`)."""
+        return self.state in self.SLOW_STATES
 
     def feed(self, payload):
         """What the session adapter calls for each message from the peer:

@@ -335,6 +335,8 @@ class EKEClientHandshake(_EKEHandshake):
     DONE = ClientState.DONE
     PEER = "server"
     Malformed = BadResponse
+    #: Step 2's answer runs scrypt over the password (:meth:`_on_yes`).
+    SLOW_STATES = frozenset({ClientState.AWAIT_ANSWER})
 
     def __init__(self, user, password, kdf_limits=crypto.DEFAULT_KDF_LIMITS,
                  random_bytes=crypto.random_bytes, rsa_key_factory=crypto.generate_rsa_key):

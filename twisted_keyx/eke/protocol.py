@@ -8,7 +8,7 @@ observes it and logs; it hands the chat over once step 8 has succeeded.  On
 the client the protocol observes itself and fires its Deferreds.
 """
 
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
@@ -288,8 +288,8 @@ class EKEClientProtocol(Session, Observer):
     whatever happened.
     """
 
-    def __init__(self, handshake, reply_received=None):
-        super().__init__(LineFraming, handshake, observer=self)
+    def __init__(self, handshake, reply_received=None, worker=None):
+        super().__init__(LineFraming, handshake, observer=self, worker=worker)
         self._replyReceived = reply_received if reply_received is not None else _ignore
         self.authenticated = defer.Deferred(self._cancel)
         self.finished = defer.Deferred(self._cancel)
@@ -351,20 +351,30 @@ def _ignore(text):
 
 class EKEClientFactory(Factory):
     """Builds :class:`EKEClientProtocol` for ``user`` and ``password``;
-    other keyword arguments go to :attr:`handshake` (:class:`EKEClientHandshake`)."""
+    other keyword arguments go to :attr:`handshake` (:class:`EKEClientHandshake`).
+
+    ``worker`` runs the step that stretches the password (scrypt here,
+    Argon2id for OPAQUE: up to seconds) off the reactor thread, so that the
+    program, and a timeout on ``authenticated``, run on meanwhile; the
+    default is :func:`twisted.internet.threads.deferToThread`.  ``None``
+    runs it on the reactor thread (tests that pump by hand).
+    """
 
     protocol = EKEClientProtocol
     handshake = EKEClientHandshake
     noisy = False
 
-    def __init__(self, user, password, reply_received=None, **handshake_options):
+    def __init__(self, user, password, reply_received=None, worker=threads.deferToThread,
+                 **handshake_options):
         self.user = user
         self.password = password
         self.reply_received = reply_received
+        self.worker = worker
         self.handshake_options = handshake_options
 
     def buildProtocol(self, addr):
         handshake = self.handshake(self.user, self.password, **self.handshake_options)
-        protocol = self.protocol(handshake, reply_received=self.reply_received)
+        protocol = self.protocol(handshake, reply_received=self.reply_received,
+                                 worker=self.worker)
         protocol.factory = self
         return protocol

@@ -217,6 +217,8 @@ class OPAQUEClientHandshake(StateMachine):
     DONE = ClientState.DONE
     FAILED = ClientState.FAILED
     PEER = "server"
+    #: KE2 runs Argon2id over the OPRF output (:meth:`_on_ke2`).
+    SLOW_STATES = frozenset({ClientState.AWAIT_KE2})
 
     def __init__(self, user, password, ksf_limits=DEFAULT_KSF_LIMITS, rng=os.urandom):
         super().__init__()
