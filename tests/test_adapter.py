@@ -303,3 +303,16 @@ class SlowStepTests(unittest.TestCase):
             self.assertEqual(transport.value(), b"pong\n")
 
         return done.addCallback(check)
+
+    def test_in_daemon_thread(self):
+        import threading
+
+        from twisted_keyx.adapter import in_daemon_thread
+
+        def where(x):
+            return threading.current_thread() is not threading.main_thread(), \
+                threading.current_thread().daemon, x
+
+        ok = in_daemon_thread(where, 5).addCallback(self.assertEqual, (True, True, 5))
+        failed = self.assertFailure(in_daemon_thread(lambda: 1 / 0), ZeroDivisionError)
+        return defer.gatherResults([ok, failed])

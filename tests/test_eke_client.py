@@ -6,6 +6,7 @@ import io
 import os
 import sys
 import threading
+import time
 import warnings
 
 from twisted.internet import defer, protocol, reactor
@@ -64,6 +65,26 @@ class ClientProcessTests(unittest.TestCase):
         if expect_server_connection:
             yield self.factory.allLost()
         return status, process.out.decode(), process.err.decode()
+
+    @defer.inlineCallbacks
+    def test_a_client_that_gave_up_does_not_wait_for_scrypt(self):
+        # scrypt made to take 20 s: the client says it timed out, and exits.
+        code = ("import sys, time; from twisted_keyx.eke import crypto; "
+                "crypto.derive_password_key = lambda *args: time.sleep(20); "
+                "from twisted_keyx import client; sys.exit(client.main(sys.argv[1:]))")
+        process = CollectingProcess(b"")
+        env = dict(os.environ, PYTHONPATH=ROOT, PYTHONWARNINGS="error")
+        args = [sys.executable, "-c", code, "eke", "--host", "127.0.0.1",
+                "--port", str(self.port.getHost().port), "--user", "alice",
+                "--password-file", self.password_file, "--timeout", "0.5"]
+        started = time.monotonic()
+        reactor.spawnProcess(process, sys.executable, args, env=env)
+        status = yield process.ended
+        elapsed = time.monotonic() - started
+        yield self.factory.allLost()
+        self.assertEqual((status, process.err.decode()),
+                         (3, "keyx-client: the handshake did not finish within 0.5 seconds\n"))
+        self.assertLess(elapsed, 15)
 
     @defer.inlineCallbacks
     def test_chat_through_a_pipe(self):

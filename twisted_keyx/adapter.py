@@ -40,8 +40,7 @@ meanwhile either.
 
 Slow steps: a machine names the states whose next input takes long
 (``SLOW_STATES``: a client's scrypt or Argon2id).  A session given a
-``worker`` (``twisted.internet.threads.deferToThread``) feeds that input in
-a thread and reads nothing until it is done, so that the reactor, and the
+``worker`` (:func:`in_daemon_thread`) feeds that input in a thread and reads nothing until it is done, so that the reactor, and the
 client's ``--timeout``, run on meanwhile; if the session ended in between,
 the step's outcome is dropped.
 """
@@ -58,6 +57,34 @@ from twisted_keyx.machine import ProtocolFailed, ServerHungUp
 from twisted_keyx.peers import describe_peer
 
 _log = Logger()
+
+
+def in_daemon_thread(function, *args):
+    """A session's ``worker`` (:attr:`Session.worker`): ``function(*args)``
+    in a thread of its own, its outcome a Deferred fired on the reactor.
+
+    A daemon thread, not the reactor's thread pool: a program that gives up
+    on a handshake (its timeout) and exits does not wait for a password's
+    key stretching (seconds, at the client's ceiling) to finish first.  Only
+    for pure computation, which may then be cut off at exit.
+    """
+    import threading
+
+    from twisted.internet import reactor
+    from twisted.python.failure import Failure
+
+    done = defer.Deferred()
+
+    def run():
+        try:
+            result = function(*args)
+        except BaseException:
+            reactor.callFromThread(done.errback, Failure())
+        else:
+            reactor.callFromThread(done.callback, result)
+
+    threading.Thread(target=run, name="twisted-keyx slow step", daemon=True).start()
+    return done
 
 
 class Observer:
@@ -122,8 +149,9 @@ class Session(Protocol):
     tracer = None
     #: Runs a slow step (the machine's ``slow``: a client's password key
     #: stretching) off the reactor thread: ``worker(function, payload)``
-    #: returns a Deferred of ``function(payload)``, as
-    #: :func:`twisted.internet.threads.deferToThread` does; None: every step
+    #: returns a Deferred of ``function(payload)``, as :func:`in_daemon_thread`
+    #: (the client factories' default) and
+    #: :func:`twisted.internet.threads.deferToThread` do; None: every step
     #: runs here, at once.
     worker = None
 

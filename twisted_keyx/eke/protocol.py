@@ -8,11 +8,11 @@ observes it and logs; it hands the chat over once step 8 has succeeded.  On
 the client the protocol observes itself and fires its Deferreds.
 """
 
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
-from twisted_keyx.adapter import Observer, Session, hung_up
+from twisted_keyx.adapter import Observer, Session, hung_up, in_daemon_thread
 from twisted_keyx.chat.machine import ClientChat, ServerChat
 from twisted_keyx.eke import messages
 from twisted_keyx.eke.handshake import (  # noqa: F401 (the limits are part of this API)
@@ -356,15 +356,16 @@ class EKEClientFactory(Factory):
     ``worker`` runs the step that stretches the password (scrypt here,
     Argon2id for OPAQUE: up to seconds) off the reactor thread, so that the
     program, and a timeout on ``authenticated``, run on meanwhile; the
-    default is :func:`twisted.internet.threads.deferToThread`.  ``None``
-    runs it on the reactor thread (tests that pump by hand).
+    default, :func:`twisted_keyx.adapter.in_daemon_thread`, also lets a
+    program that gave up exit without waiting for it.  ``None`` runs it on
+    the reactor thread (tests that pump by hand).
     """
 
     protocol = EKEClientProtocol
     handshake = EKEClientHandshake
     noisy = False
 
-    def __init__(self, user, password, reply_received=None, worker=threads.deferToThread,
+    def __init__(self, user, password, reply_received=None, worker=in_daemon_thread,
                  **handshake_options):
         self.user = user
         self.password = password
