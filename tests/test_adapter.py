@@ -277,32 +277,41 @@ class SlowStepTests(unittest.TestCase):
         import threading
         import time
 
-        from twisted.internet import reactor, threads
+        from twisted.internet import threads
 
+        machine = SlowPingMachine()
         ran_in = []
 
         def slow_ping(payload):
             ran_in.append(threading.current_thread())
             time.sleep(0.3)
-            self.result = "pinged"
+            machine.result = "pinged"
             return b"pong"
 
-        session = Session(LineFraming, SlowPingMachine(), Recorder(), worker=threads.deferToThread)
-        self.patch(session.machine, "_on_ping", slow_ping)
+        self.patch(machine, "_on_ping", slow_ping)
+        finished = defer.Deferred()
+
+        class Told(Recorder):
+            def machineFinished(self, session, machine):
+                following = super().machineFinished(session, machine)
+                finished.callback(None)
+                return following
+
+        session = Session(LineFraming, machine, Told(), worker=threads.deferToThread)
         transport = StringTransport(peerAddress=PEER)
         session.makeConnection(transport)
         ticks = []
         tick = task.LoopingCall(lambda: ticks.append(transport.value()))
         tick.start(0.05)
         session.dataReceived(b"ping\n")
-        done = task.deferLater(reactor, 0.6, tick.stop)
 
         def check(result):
+            tick.stop()
             self.assertIsNot(ran_in[0], threading.current_thread())
             self.assertGreaterEqual(ticks.count(b""), 3)  # ticks while it slept
             self.assertEqual(transport.value(), b"pong\n")
 
-        return done.addCallback(check)
+        return finished.addCallback(check)
 
     def test_in_daemon_thread(self):
         import threading
