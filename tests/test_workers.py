@@ -194,6 +194,39 @@ class StuckWorkerTests(unittest.TestCase):
         return child.ended
 
 
+class RestartedWorkerTests(unittest.TestCase):
+    """A worker started again is told everything the others counted, however
+    much that is: the producer is only for what comes after."""
+
+    def test_all_of_the_state_reaches_a_new_worker(self):
+        clock = task.Clock()
+        guesses = throttle.GuessThrottle(throttle.GuessLimits(), clock)
+        with capturedLogs():
+            for i in range(2000):  # about 200 KB of state, past Twisted's 64 KiB buffer
+                guesses.failed(f"user-{i:04d}-" + "u" * 60, f"192.0.2.{i % 250}")
+        state = [throttle.encode(m) for m in guesses.state()]
+        pool = workers.WorkerPool(1, [], [], guesses=guesses)
+
+        class Reactor:  # the real reactor, a child that reads its stdin for a worker
+            def seconds(self):
+                return reactor.seconds()
+
+            def spawnProcess(self, child, python, args, env, childFDs):
+                return reactor.spawnProcess(
+                    child, sys.executable,
+                    [sys.executable, "-c", "import sys; sys.stdin.buffer.read()"],
+                    env=env, childFDs={0: "w", 1: "r", 2: "r"})
+
+        pool._reactor = Reactor()
+        with capturedLogs():
+            pool.spawn(1)
+        pool.stopping = True  # its end is not a worker to restart
+        child = pool.processes[1]
+        self.addCleanup(lambda: workers._signal(child, "KILL") or child.ended)
+        self.assertEqual((child.dropped, child.sent),
+                         (0, sum(len(line) + 1 for line in state)))
+
+
 class ToParentTests(unittest.TestCase):
     """A worker's side of the pipe to the parent: log lines kept a moment
     and written together; a guess throttle message written at once."""

@@ -342,11 +342,14 @@ class WorkerPool(service.Service):
         self.started[index] = self.reactor.seconds()
         self.reactor.spawnProcess(child, self.python, args, env=os.environ.copy(),
                                   childFDs={0: "w", 1: "r", 2: "r", **fds})
-        child.transport.registerProducer(child, True)
         self.log.info("worker {index} started (pid {pid})", index=index, pid=child.transport.pid)
         if self.guesses is not None:  # what the others counted so far
             for message in self.guesses.state():
                 child.send(throttle.encode(message))
+        # Only now: all of that state goes out (it is bounded by the
+        # throttle's MAX_ENTRIES), however far past Twisted's buffer, even
+        # though the new worker has not had the time to read any of it.
+        child.transport.registerProducer(child, True)
 
     def workerLine(self, index, fd, line):
         """A line from worker ``index``: its log (stdout: ``LEVEL text``) or
