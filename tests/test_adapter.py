@@ -265,6 +265,22 @@ class SlowStepTests(unittest.TestCase):
         self.assertTrue(session.ended)
         self.assertEqual(transport.value(), b"")
 
+    def test_a_bug_in_the_step_is_told_as_the_connection_failing(self):
+        # As a bug in a step on the reactor thread is (Twisted drops the
+        # connection with it as the reason): the client's outcome fails now,
+        # it does not wait for a timeout that may never come.
+        for hang_up_first in (False, True):
+            session, transport, observer, worker = connect_slow()
+            self.patch(session.machine, "_on_ping", lambda payload: 1 / 0)
+            session.dataReceived(b"ping\n")
+            if hang_up_first:
+                session.connectionLost(Failure(ConnectionDone()))
+            worker.run_next()
+            session.connectionLost(Failure(ConnectionDone()))  # after abortConnection
+            self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+            self.assertEqual(observer.events, [("abandoned", "192.0.2.9:4000", "awaiting ping")])
+            self.assertEqual(transport.value(), b"")
+
     def test_without_a_worker_the_step_runs_at_once(self):
         session = Session(LineFraming, SlowPingMachine(), Recorder())
         transport = StringTransport(peerAddress=PEER)

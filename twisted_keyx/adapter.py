@@ -432,6 +432,10 @@ class Session(Protocol):
             _log.failure("a slow step of {machine} failed", reason,
                          machine=type(machine).__name__)
             if not self.ended:
+                # As Twisted ends a connection whose step on its thread
+                # raised: lost, with the bug as the reason, so that the
+                # observer (a client's outcome) is told now.
+                self._lost(reason)
                 self.abort()
         self._afterWork()
 
