@@ -281,6 +281,29 @@ class SlowStepTests(unittest.TestCase):
             self.assertEqual(observer.events, [("abandoned", "192.0.2.9:4000", "awaiting ping")])
             self.assertEqual(transport.value(), b"")
 
+    def outcome_without_a_worker(self, data, following):
+        observer = Recorder(following)
+        session = Session(LineFraming, SlowPingMachine(), observer)
+        transport = StringTransport(peerAddress=PEER)
+        session.makeConnection(transport)
+        session.dataReceived(data)
+        return transport.value(), observer.events
+
+    def test_a_line_too_long_behind_the_step_waits_for_it(self):
+        # The framing cuts on through the read the step's message came in:
+        # an over-long line there is refused after the step, by the machine
+        # then in place, and the step's machine is not touched meanwhile.
+        data = b"ping\n" + b"x" * 20 + b"\n"
+        session, transport, observer, worker = connect_slow(following=PingMachine())
+        session.dataReceived(data)
+        self.assertEqual((transport.value(), observer.events), (b"", []))
+        self.assertIs(session.machine.state, State.AWAIT_PING)
+        worker.run_next()
+        self.assertEqual((transport.value(), observer.events),
+                         self.outcome_without_a_worker(data, PingMachine()))
+        self.assertEqual(observer.events[-1],
+                         ("rejected", "192.0.2.9:4000", "a line longer than 10 bytes"))
+
     def test_without_a_worker_the_step_runs_at_once(self):
         session = Session(LineFraming, SlowPingMachine(), Recorder())
         transport = StringTransport(peerAddress=PEER)

@@ -179,7 +179,8 @@ class Session(Protocol):
         self._holdTimer = None
         self._closeAfterHold = False
         #: The connection's end, when it came during a slow step, and the
-        #: messages that came then (None: no slow step runs).
+        #: messages that came then (a tuple: an over-long one's length and
+        #: limit; None: no slow step runs).
         self._lostWhileWorking = None
         self._queued = None
         #: The clock of :meth:`holdReplies` (the reactor unless set).
@@ -334,6 +335,11 @@ class Session(Protocol):
 
     def messageTooLong(self, length, limit):
         """The framing found a message longer than the machine allows."""
+        if self._queued is not None:
+            # A slow step runs, and its machine is not to be touched here:
+            # this is refused after the step, in order.
+            self._queued.append((length, limit))
+            return
         template = self.framing.TOO_LONG[self.machine.PEER]
         self.fail(self.machine.too_long(template.format(length=length, limit=limit)))
 
@@ -448,7 +454,11 @@ class Session(Protocol):
         queued, self._queued = self._queued, None
         self.paused.discard("working")
         while queued and not self.ended:
-            self.messageReceived(queued.pop(0))
+            item = queued.pop(0)
+            if isinstance(item, tuple):  # what messageTooLong queued
+                self.messageTooLong(*item)
+            else:
+                self.messageReceived(item)
             if self._queued is not None:  # another slow step began
                 self._queued, self._lostWhileWorking = queued, lost
                 return
