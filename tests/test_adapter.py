@@ -304,6 +304,19 @@ class SlowStepTests(unittest.TestCase):
         self.assertEqual(observer.events[-1],
                          ("rejected", "192.0.2.9:4000", "a line longer than 10 bytes"))
 
+    def test_lines_behind_the_step_are_held_to_the_next_states_limit(self):
+        class ShortPing(PingMachine):
+            max_message_length = 4
+
+        data = b"ping\n" + b"pingping\n"  # within the step's limit, not the next one's
+        session, transport, observer, worker = connect_slow(following=ShortPing())
+        session.dataReceived(data)
+        worker.run_next()
+        self.assertEqual((transport.value(), observer.events),
+                         self.outcome_without_a_worker(data, ShortPing()))
+        self.assertEqual(observer.events[-1],
+                         ("rejected", "192.0.2.9:4000", "a line longer than 4 bytes"))
+
     def test_without_a_worker_the_step_runs_at_once(self):
         session = Session(LineFraming, SlowPingMachine(), Recorder())
         transport = StringTransport(peerAddress=PEER)

@@ -457,6 +457,10 @@ class Session(Protocol):
             item = queued.pop(0)
             if isinstance(item, tuple):  # what messageTooLong queued
                 self.messageTooLong(*item)
+            elif len(item) > self.MAX_LENGTH:
+                # Cut under the limit before the step; the state now is
+                # the one to allow it or not, as the framing would have.
+                self.messageTooLong(len(item), self.MAX_LENGTH)
             else:
                 self.messageReceived(item)
             if self._queued is not None:  # another slow step began
