@@ -281,6 +281,29 @@ class SlowStepTests(unittest.TestCase):
             self.assertEqual(observer.events, [("abandoned", "192.0.2.9:4000", "awaiting ping")])
             self.assertEqual(transport.value(), b"")
 
+    def test_a_bug_after_the_step_is_told_as_the_connection_failing(self):
+        # An observer (or tracer) that raises on the step's outcome: as when
+        # it does on the reactor thread, the connection fails with it, and
+        # no error is left in a Deferred nobody holds, no "working" pause.
+        class Broken(Recorder):
+            def machineStepped(self, session, machine, payload, reply):
+                super().machineStepped(session, machine, payload, reply)
+                raise RuntimeError("observer bug")
+
+        worker = HeldWorker()
+        observer = Broken(PingMachine())
+        session = Session(LineFraming, SlowPingMachine(), observer, worker=worker)
+        transport = StringTransport(peerAddress=PEER)
+        session.makeConnection(transport)
+        session.dataReceived(b"ping\n")
+        session.connectionLost(Failure(ConnectionDone()))
+        worker.run_next()
+        self.assertEqual(observer.events, [("stepped", b"ping", b"pong"),
+                                           ("abandoned", "192.0.2.9:4000", "done")])
+        self.assertEqual(session.paused, set())
+        self.assertTrue(session.ended)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
     def outcome_without_a_worker(self, data, following):
         observer = Recorder(following)
         session = Session(LineFraming, SlowPingMachine(), observer)

@@ -415,6 +415,7 @@ class Session(Protocol):
             outcome.addCallbacks(self._workDone, self._workFailed,
                                  callbackArgs=(machine, before, payload),
                                  errbackArgs=(machine, before, payload))
+            outcome.addErrback(self._workBroke)
             return
         try:
             reply = action(payload)
@@ -443,6 +444,16 @@ class Session(Protocol):
                 # observer (a client's outcome) is told now.
                 self._lost(reason)
                 self.abort()
+        self._afterWork()
+
+    def _workBroke(self, reason):
+        # A bug in what handled the step's outcome (an observer, the tracer,
+        # a message that came meanwhile): as Twisted ends a connection whose
+        # dataReceived raised, and nothing is left paused for the step.
+        _log.failure("handling a slow step's outcome failed", reason)
+        if not self.ended:
+            self._lost(reason)
+            self.abort()
         self._afterWork()
 
     def _afterWork(self):
