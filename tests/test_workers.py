@@ -8,9 +8,10 @@ import socket
 import sys
 import time
 
-from twisted.internet import defer, reactor, task, utils
+from twisted.internet import defer, error, reactor, task, utils
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python import usage
+from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from twisted_keyx import limits, tap, throttle, worker, workers
@@ -170,6 +171,29 @@ class GuessRelayTests(unittest.TestCase):
                          ["worker 1 reads its standard input again; 3 guess throttle "
                           "messages for it were dropped"])
         self.assertEqual(self.stdin(1), [(0, line.encode() + b"\n")])
+
+
+    def test_a_worker_whose_stdin_closed_is_not_called_stuck(self):
+        line = throttle.encode(("failed", "alice", "192.0.2.1", "192.0.2.1:5", "EKE, wrong"))
+        self.pool.processes[1].stopProducing()  # what Twisted does when the pipe closes
+        with capturedLogs() as events:
+            self.pool.workerLine(2, 1, f"{workers.GUESS} {line}")
+        self.assertEqual([formatEvent(e) for e in events if formatEvent(e).startswith("worker 1 ")],
+                         [])
+        self.assertEqual(self.stdin(1), [])
+
+    def test_a_stuck_worker_that_ends_says_what_it_missed(self):
+        line = throttle.encode(("failed", "alice", "192.0.2.1", "192.0.2.1:5", "EKE, wrong"))
+        child = self.pool.processes[1]
+        child.pauseProducing()
+        with capturedLogs():
+            for _ in range(2):
+                self.pool.workerLine(2, 1, f"{workers.GUESS} {line}")
+        self.pool.stopping = True  # no restart to schedule
+        with capturedLogs() as events:
+            child.processEnded(Failure(error.ProcessTerminated(signal=9)))
+        self.assertEqual([formatEvent(e) for e in events if formatEvent(e).startswith("worker 1 ")],
+                         ["worker 1 ended; 2 guess throttle messages for it had been dropped"])
 
 
 class StuckWorkerTests(unittest.TestCase):

@@ -227,9 +227,13 @@ class _WorkerProcess(protocol.ProcessProtocol):
         self.dropped = 0
         #: Bytes handed to its stdin.
         self.sent = 0
+        #: Its stdin is closed for good.
+        self.gone = False
 
     def send(self, line):
         """Write one line to the worker's stdin, unless it is not reading."""
+        if self.gone:
+            return  # its stdin is closed: it is ending, and will be restarted
         if not self.reading:
             if not self.dropped:
                 self.pool.log.warn("worker {index} is not reading its standard input: "
@@ -256,7 +260,9 @@ class _WorkerProcess(protocol.ProcessProtocol):
             self.dropped = 0
 
     def stopProducing(self):
+        """Its stdin is closed (the worker is ending)."""
         self.reading = False
+        self.gone = True
 
     def childDataReceived(self, fd, data):
         if fd not in self.buffers:
@@ -273,6 +279,10 @@ class _WorkerProcess(protocol.ProcessProtocol):
         for fd, rest in self.buffers.items():
             if rest:
                 self.pool.workerLine(self.index, fd, rest.decode("utf-8", "replace"))
+        if self.dropped:
+            self.pool.log.warn("worker {index} ended; {count} guess throttle messages "
+                               "for it had been dropped", index=self.index, count=self.dropped)
+            self.dropped = 0
         self.pool.workerEnded(self, reason)
         self.ended.callback(None)
 
