@@ -153,7 +153,7 @@ class GuessRelayTests(unittest.TestCase):
         self.assertEqual({m[3] for m in messages}, {4.0})
         self.assertEqual(sent[0].producer, (self.pool.processes[1], True))
 
-    def test_a_worker_that_does_not_read_gets_nothing_until_it_does(self):
+    def test_a_worker_that_does_not_read_gets_its_messages_late(self):
         line = throttle.encode(("failed", "alice", "192.0.2.1", "192.0.2.1:5", "EKE, wrong"))
         self.pool.processes[1].pauseProducing()  # what Twisted does when its buffer is full
         with capturedLogs() as events:
@@ -161,17 +161,28 @@ class GuessRelayTests(unittest.TestCase):
                 self.pool.workerLine(2, 1, f"{workers.GUESS} {line}")
         self.assertEqual(self.stdin(1), [])
         self.assertEqual(len(self.stdin(3)), 3)
-        warnings = [formatEvent(e) for e in events if formatEvent(e).startswith("worker 1 ")]
-        self.assertEqual(warnings, ["worker 1 is not reading its standard input: guess "
-                                    "throttle messages for it are dropped until it does"])
+        self.assertEqual([formatEvent(e) for e in events if formatEvent(e).startswith("worker 1 ")],
+                         [])
+        self.pool.processes[1].resumeProducing()
+        self.pool.workerLine(2, 1, f"{workers.GUESS} {line}")
+        self.assertEqual(self.stdin(1), [(0, line.encode() + b"\n")] * 4)
+
+    def test_past_the_backlog_messages_are_dropped_and_counted(self):
+        line = throttle.encode(("failed", "alice", "192.0.2.1", "192.0.2.1:5", "EKE, wrong"))
+        self.patch(workers, "MAX_BACKLOG", 2 * (len(line) + 1))
+        self.pool.processes[1].pauseProducing()
+        with capturedLogs() as events:
+            for _ in range(5):
+                self.pool.workerLine(2, 1, f"{workers.GUESS} {line}")
+        self.assertEqual([formatEvent(e) for e in events if formatEvent(e).startswith("worker 1 ")],
+                         ["worker 1 is not reading its standard input: guess "
+                          "throttle messages for it are dropped until it does"])
         with capturedLogs() as events:
             self.pool.processes[1].resumeProducing()
-            self.pool.workerLine(2, 1, f"{workers.GUESS} {line}")
         self.assertEqual([formatEvent(e) for e in events if formatEvent(e).startswith("worker 1 ")],
                          ["worker 1 reads its standard input again; 3 guess throttle "
                           "messages for it were dropped"])
-        self.assertEqual(self.stdin(1), [(0, line.encode() + b"\n")])
-
+        self.assertEqual(self.stdin(1), [(0, line.encode() + b"\n")] * 2)  # the kept two
 
     def test_a_worker_whose_stdin_closed_is_not_called_stuck(self):
         line = throttle.encode(("failed", "alice", "192.0.2.1", "192.0.2.1:5", "EKE, wrong"))
@@ -184,6 +195,7 @@ class GuessRelayTests(unittest.TestCase):
 
     def test_a_stuck_worker_that_ends_says_what_it_missed(self):
         line = throttle.encode(("failed", "alice", "192.0.2.1", "192.0.2.1:5", "EKE, wrong"))
+        self.patch(workers, "MAX_BACKLOG", 0)
         child = self.pool.processes[1]
         child.pauseProducing()
         with capturedLogs():
@@ -198,7 +210,7 @@ class GuessRelayTests(unittest.TestCase):
 
 class StuckWorkerTests(unittest.TestCase):
     """A real child that never reads its stdin: what the parent keeps for it
-    stays near Twisted's buffer size however much the others send."""
+    stays within Twisted's buffer and MAX_BACKLOG however much the others send."""
 
     def test_the_parent_buffers_a_bounded_amount(self):
         pool = workers.WorkerPool(2, [], [])
@@ -212,8 +224,9 @@ class StuckWorkerTests(unittest.TestCase):
         with capturedLogs():
             for _ in range(40000):  # about 5 MB
                 child.send(line)
-        self.assertGreater(child.dropped, 30000)
+        self.assertGreater(child.dropped, 25000)
         self.assertLess(child.sent, 2 * 65536 + 1000)
+        self.assertLessEqual(child.backlog_bytes, workers.MAX_BACKLOG)
         child.transport.signalProcess("KILL")
         return child.ended
 

@@ -49,11 +49,12 @@ What holds across workers:
   reach two workers within that window are not yet counted against each
   other, so they may share one answer slot or both be answered free --
   at most N - 1 answers more than one process gives, per window.  A
-  worker that stops reading its stdin (stopped, stuck) is sent nothing
-  beyond Twisted's 64 KiB buffer: its messages are dropped and counted,
-  and both ends of the gap are logged, so the parent's memory stays
-  bounded; that worker's throttle then counts fewer guesses than the
-  others' until it is restarted;
+  worker that does not read its stdin for a while gets its messages late
+  (the parent keeps up to :data:`MAX_BACKLOG`, 1 MiB, beyond Twisted's
+  64 KiB buffer); one that stops reading (stopped, stuck) past that gets
+  its messages dropped and counted, and both ends of the gap are logged,
+  so the parent's memory stays bounded; that worker's throttle then counts
+  fewer guesses than the others' until it is restarted;
 - the user file: each worker stats and re-reads it as one daemon does;
 - stopping: SIGTERM or Ctrl-C to the parent stops every worker (SIGTERM to
   each; a worker that is still there after :data:`STOP_GRACE` seconds is
@@ -65,6 +66,7 @@ What holds across workers:
   :data:`STABLE_SECONDS` of their start.
 """
 
+import collections
 import json
 import math
 import os
@@ -206,15 +208,21 @@ _LEVELS = {level.name: level for level in
            (LogLevel.debug, LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical)}
 
 
+#: Bytes of guess messages the parent keeps for a worker beyond Twisted's
+#: buffer (64 KiB) while that worker does not read: a burst is delivered
+#: late, not lost; past this much, the worker is taken to be stuck.
+MAX_BACKLOG = 1 << 20
+
+
 @implementer(IPushProducer)
 class _WorkerProcess(protocol.ProcessProtocol):
     """One worker, as the parent sees it: its lines go to the log; and the
     producer of what goes to its stdin (the other workers' guess throttle
-    messages, :meth:`send`).  Twisted keeps at most its buffer size (64 KiB)
-    of those for a worker that does not read them (stopped, or stuck)
-    and then pauses this producer; until the worker reads again, its
-    messages are dropped and counted, so that such a worker cannot grow the
-    parent's memory, and both ends of the gap are logged."""
+    messages, :meth:`send`).  When Twisted's buffer for its stdin is full
+    (64 KiB), Twisted pauses this producer, and its messages wait here, up
+    to :data:`MAX_BACKLOG` bytes, until it reads again; past that (a worker
+    stopped or stuck) they are dropped and counted, so that such a worker
+    cannot grow the parent's memory, and both ends of the gap are logged."""
 
     def __init__(self, pool, index):
         self.pool = pool
@@ -223,7 +231,10 @@ class _WorkerProcess(protocol.ProcessProtocol):
         self.ended = defer.Deferred()
         #: The worker's stdin takes more (Twisted has not paused us).
         self.reading = True
-        #: Messages dropped since it stopped reading.
+        #: What waits for it to read again, and its size in bytes.
+        self.backlog = collections.deque()
+        self.backlog_bytes = 0
+        #: Messages dropped since the backlog filled.
         self.dropped = 0
         #: Bytes handed to its stdin.
         self.sent = 0
@@ -231,17 +242,25 @@ class _WorkerProcess(protocol.ProcessProtocol):
         self.gone = False
 
     def send(self, line):
-        """Write one line to the worker's stdin, unless it is not reading."""
+        """Write one line to the worker's stdin, or keep it while the
+        worker does not read (dropped once :data:`MAX_BACKLOG` is kept)."""
         if self.gone:
             return  # its stdin is closed: it is ending, and will be restarted
-        if not self.reading:
+        data = line.encode("ascii", "replace") + b"\n"
+        if not self.reading or self.backlog:
+            if self.backlog_bytes + len(data) <= MAX_BACKLOG:
+                self.backlog.append(data)
+                self.backlog_bytes += len(data)
+                return
             if not self.dropped:
                 self.pool.log.warn("worker {index} is not reading its standard input: "
                                    "guess throttle messages for it are dropped until it does",
                                    index=self.index)
             self.dropped += 1
             return
-        data = line.encode("ascii", "replace") + b"\n"
+        self._write(data)
+
+    def _write(self, data):
         try:
             self.transport.writeToChild(0, data)
         except Exception:  # the pipe is gone: the worker is ending
@@ -253,6 +272,10 @@ class _WorkerProcess(protocol.ProcessProtocol):
 
     def resumeProducing(self):
         self.reading = True
+        while self.backlog and self.reading and not self.gone:
+            data = self.backlog.popleft()
+            self.backlog_bytes -= len(data)
+            self._write(data)
         if self.dropped:
             self.pool.log.warn("worker {index} reads its standard input again; "
                                "{count} guess throttle messages for it were dropped",
@@ -263,6 +286,8 @@ class _WorkerProcess(protocol.ProcessProtocol):
         """Its stdin is closed (the worker is ending)."""
         self.reading = False
         self.gone = True
+        self.backlog.clear()
+        self.backlog_bytes = 0
 
     def childDataReceived(self, fd, data):
         if fd not in self.buffers:
