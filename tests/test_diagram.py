@@ -167,7 +167,17 @@ class DotTests(unittest.TestCase):
             for (state, _), (_, target) in cls.TRANSITIONS.items():
                 states.update((state, target))
             for state in states:
-                self.assertEqual(nodes.get(state.name), f"{state.name}\n{state.value}", name)
+                label = f"{state.name}\n{state.value}"
+                if state in cls.SLOW_STATES:
+                    label += "\n(next message: in a thread)"
+                self.assertEqual(nodes.get(state.name), label, name)
+
+    def test_the_clients_password_steps_are_marked_slow(self):
+        marked = {name: [state for state, label in parse_dot(diagram.machine_dot(name))[0].items()
+                         if label.endswith("(next message: in a thread)")]
+                  for name in diagram.names()}
+        self.assertEqual({name: states for name, states in marked.items() if states},
+                         {"eke-client": ["AWAIT_ANSWER"], "opaque-client": ["AWAIT_KE2"]})
 
     def test_every_other_state_can_fail(self):
         for name in diagram.names():

@@ -8,6 +8,8 @@ a DOT digraph, so a diagram cannot say more or less than the code does:
 - one node per state that the table, ``DONE`` or ``FAILED`` names, labelled
   with the member's name and its ``value`` (the description the logs use);
   the initial state (``INITIAL``) has an arrow in from a dot; ``DONE`` is a double octagon, ``FAILED`` grey;
+  a state of ``SLOW_STATES`` says that its next message is handled in a
+  thread (a client's password stretching);
 - one solid edge per table entry, labelled with the event's ``value`` and
   the handler that runs (every second loop on a state drawn on its left, so
   that Graphviz does not print their labels over each other);
@@ -186,6 +188,8 @@ def class_dot(cls, name, title, start=None):
     ]
     for state in shown:
         label = f"{state.name}\n{state.value}"
+        if state in cls.SLOW_STATES:
+            label += "\n(next message: in a thread)"
         attributes = [f"label={_quote(label)}"]
         if state is cls.DONE:
             attributes.append("shape=doubleoctagon")
