@@ -85,7 +85,8 @@ def run_mode(name, args, profile_to=None):
         rss_before = server.rss()
         result = load.drive(server, mode.client, server.port, group=group,
                             concurrency=args.concurrency, seconds=args.seconds,
-                            warmup=args.warmup, on_phase=on_phase, **running.client_options)
+                            warmup=args.warmup, on_phase=on_phase, **running.client_options,
+                            **mode.load_options)
         result.update(rss_before=rss_before, rss_after=server.rss(), rss_peak=server.peak_rss())
     finally:
         log, last_line = running.stop()

@@ -497,3 +497,40 @@ class FloorsTests(unittest.TestCase):
         self.assertEqual(measured, ["ffdhe2048", "x25519"])
         self.assertEqual(set(floors), {"group", "floor", "group_crypto", "floor:x25519",
                                        "group_crypto:x25519"})
+
+
+class SourcesTests(unittest.TestCase):
+    """Clients from many loopback addresses (modes dh-sources, naive-sources)."""
+
+    def test_addresses(self):
+        addresses = load.source_addresses(300)
+        self.assertEqual(addresses[:2] + addresses[-1:], ["127.1.0.0", "127.1.0.1", "127.1.1.43"])
+        self.assertEqual(len(set(addresses)), 300)
+        self.assertRaises(ValueError, load.source_addresses, 0)
+        self.assertRaises(ValueError, load.source_addresses, (1 << 16) + 1)
+
+    def test_option_and_modes(self):
+        args = load.parser().parse_args(["--client", "dh-framed", "--port", "7", "--sources", "9"])
+        self.assertEqual(args.sources, 9)
+        self.assertEqual(load.parser().parse_args(["--client", "x", "--port", "7"]).sources, 0)
+        for name in ("dh-sources", "naive-sources"):
+            self.assertEqual(modes.MODES[name].load_options, {"sources": 16384})
+        self.assertEqual(modes.MODES["dh"].load_options, {})
+
+    def test_each_connection_binds_the_next_source(self):
+        class Reactor:
+            def __init__(self):
+                self.binds = []
+
+            def connectTCP(self, host, port, factory, bindAddress=None):
+                self.binds.append(bindAddress)
+
+        reactor = Reactor()
+        sources = iter(["127.1.0.0", "127.1.0.1"])
+        factory = clients.HandshakeFactory(reactor, 7, "dh-framed", None, clients.Recorder(),
+                                           sources)
+        factory.next()
+        factory.next()
+        plain = clients.HandshakeFactory(reactor, 7, "dh-framed", None, clients.Recorder())
+        plain.next()
+        self.assertEqual(reactor.binds, [("127.1.0.0", 0), ("127.1.0.1", 0), None])

@@ -509,17 +509,21 @@ CLIENTS = {
 class HandshakeFactory(protocol.ClientFactory):
     """One client slot: a handshake, and when its connection is gone, the next."""
 
-    def __init__(self, reactor, port, client, settings, recorder):
+    def __init__(self, reactor, port, client, settings, recorder, sources=None):
         self.reactor = reactor
         self.port = port
         self.protocol = CLIENTS[client]
         self.settings = settings
         self.recorder = recorder
+        #: An endless iterator of loopback addresses to connect from, in
+        #: turn (shared by the slots), or None: the kernel's choice.
+        self.sources = sources
 
     def next(self):
         if not self.recorder.stopping:
             self.began = time.perf_counter()
-            self.reactor.connectTCP("127.0.0.1", self.port, self)
+            bind = None if self.sources is None else (next(self.sources), 0)
+            self.reactor.connectTCP("127.0.0.1", self.port, self, bindAddress=bind)
 
     def clientConnectionFailed(self, connector, reason):
         self.recorder.failed("connect failed")

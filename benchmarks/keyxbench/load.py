@@ -14,6 +14,7 @@ only.
 """
 
 import argparse
+import itertools
 import json
 import statistics
 import subprocess
@@ -50,6 +51,13 @@ def summary(recorder, elapsed, cpu_seconds):
     }
 
 
+def source_addresses(count):
+    """``count`` loopback addresses, 127.1.0.0 and up (all of 127/8 is local)."""
+    if not 0 < count <= 1 << 16:
+        raise ValueError(f"between 1 and 65536 sources, not {count}")
+    return [f"127.1.{i >> 8}.{i & 255}" for i in range(count)]
+
+
 def ports_argument(text):
     """``--port``: one port, or several comma-separated."""
     try:
@@ -72,6 +80,9 @@ def parser():
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--tls-ca", metavar="PEM", help="the TLS server's certificate, to verify it")
+    p.add_argument("--sources", type=int, default=0, metavar="N",
+                   help="connect from N loopback addresses in turn (127.1.0.0 and up), so "
+                        "that the server sees N sources [default: 0, from 127.0.0.1 only]")
     p.add_argument("--opaque-prestart", type=int, metavar="N",
                    help="OPAQUE logins to start before the clock (keyxbench.clients.OpaquePool); "
                         "more are started on the spot and counted "
@@ -123,9 +134,10 @@ def main(argv=None):
         say({"phase": "stopped"})
         reactor.callLater(1.0, reactor.stop)  # let the handshakes under way end
 
+    sources = itertools.cycle(source_addresses(args.sources)) if args.sources else None
     for i in range(args.concurrency):
         port = args.port[i % len(args.port)]
-        HandshakeFactory(reactor, port, args.client, settings, recorder).next()
+        HandshakeFactory(reactor, port, args.client, settings, recorder, sources).next()
     reactor.callLater(args.warmup, start_measuring)
     reactor.callLater(args.warmup + args.seconds, stop)
     cpu = time.process_time()
@@ -138,7 +150,7 @@ def main(argv=None):
 
 
 def drive(server, client, port, group="ffdhe2048", concurrency=50, seconds=20.0, warmup=2.0,
-          tls_ca=None, on_phase=None):
+          tls_ca=None, on_phase=None, sources=0):
     """Run the load generator against ``server`` (a
     :class:`~keyxbench.process.ServerProcess`) and return its result, with
     the server's CPU over the measured window added.  ``on_phase("measuring")``
@@ -148,7 +160,8 @@ def drive(server, client, port, group="ffdhe2048", concurrency=50, seconds=20.0,
     command = process.python_module(
         "keyxbench.load", "--client", client, "--port", port, "--group", group,
         "--concurrency", concurrency, "--seconds", seconds, "--warmup", warmup,
-        *(["--tls-ca", tls_ca] if tls_ca else []), core=process.LOAD_CORE)
+        *(["--tls-ca", tls_ca] if tls_ca else []), *(["--sources", sources] if sources else []),
+        core=process.LOAD_CORE)
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=process.environment())
     cpu, parent, result = {}, {}, None
     for line in child.stdout:

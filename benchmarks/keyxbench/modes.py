@@ -203,6 +203,8 @@ class Mode:
     client: str
     #: The group of the run, when the mode fixes it (else ``--group``).
     group: str | None = None
+    #: More for the load generator (:func:`keyxbench.load.drive`): ``sources``.
+    load_options: dict = field(default_factory=dict)
 
 
 #: Every mode, in the order a run measures them.
@@ -219,6 +221,13 @@ MODES = {
     "canned-eke": Mode("framework only, 5 lines each way (EKE's I/O, canned)",
                        Canned(lines=5), "lines-5"),
     "naive": Mode("naive Twisted DH server, {group} (peer_naive.py)", NaivePeer(), "dh-framed"),
+    # Clients from many loopback addresses: each source makes a handshake or
+    # two a round, so the daemon logs every one (its per-source summaries,
+    # twisted_keyx.limits.PeerLines, never start), as the naive server does.
+    "dh-sources": Mode("DH framed, {group} (twistd keyx), clients from 16384 sources",
+                       Keyx("--dh"), "dh-framed", load_options={"sources": 16384}),
+    "naive-sources": Mode("naive Twisted DH server, {group}, clients from 16384 sources",
+                          NaivePeer(), "dh-framed", load_options={"sources": 16384}),
     "tls": Mode("Twisted TLS 1.3, Ed25519 + X25519 (peer_tls.py)", TLSPeer(), "tls"),
     "x25519": Mode("DH framed, x25519 (twistd keyx)", Keyx("--dh"), "dh-framed", group="x25519"),
     # With a host key (made by the daemon in its directory on first start),
@@ -262,6 +271,8 @@ DEFAULT_MODES = ("dh", "raw", "eke", "naive", "tls")
 #: the run's group; "floor:x25519" for a group a mode fixes).
 RATIOS = (
     ("ours / naive server CPU per handshake (target <= 1)", "dh", "naive"),
+    ("ours / naive, clients from 16384 sources (both log every handshake)", "dh-sources",
+     "naive-sources"),
     ("floor / ours (target >= 0.75)", "floor", "dh"),
     ("floor / naive", "floor", "naive"),
     ("TLS 1.3 / ours", "tls", "dh"),
