@@ -639,3 +639,28 @@ class PeerLinesTests(unittest.TestCase):
         self.assertEqual(len(bursts), 3 + 1)
         bursts.stop()
         self.assertEqual(events, [(None, 2)])
+
+    def test_a_full_table_is_not_scanned_for_every_new_source(self):
+        # Many sources within the quiet time: the table is full of bursts
+        # still open, and a scan finds nothing to forget.  It is scanned
+        # again only after PRUNE_PAUSE, not once per connection.
+        clock = Clock()
+        bursts = limits.Bursts(clock, lambda *args: None, allowance=1, max_keys=3)
+        scans = []
+        real = bursts._prune
+        self.patch(bursts, "_prune", lambda now: scans.append(now) or real(now))
+        for host in ("a", "b", "c"):
+            bursts.event(host)
+        self.assertTrue(bursts.event("d"))  # the first under None
+        for host in ("e", "f", "g"):
+            self.assertFalse(bursts.event(host))  # counted together, under None
+        self.assertEqual(scans, [0])
+        clock.advance(limits.PRUNE_PAUSE)
+        bursts.event("h")
+        self.assertEqual(scans, [0, limits.PRUNE_PAUSE])
+        # Once the old ones are quiet, a scan forgets them, and new sources
+        # have bursts of their own again.
+        clock.advance(limits.BURST_QUIET)
+        self.assertTrue(bursts.event("i"))
+        self.assertTrue(bursts.event("j"))
+        self.assertEqual(len(scans), 3)

@@ -149,6 +149,10 @@ class _Burst:
 #: Bursts open at once at most (keys are sources: a peer's choice); the
 #: events of further keys are counted together, under the key None.
 MAX_BURSTS = 10000
+#: Seconds between two scans for bursts to forget while they are all still
+#: open: a scan reads every one (about 0.6 ms at MAX_BURSTS), so a peer with
+#: many sources must not get one per connection.
+PRUNE_PAUSE = 1.0
 
 
 class Bursts:
@@ -183,6 +187,8 @@ class Bursts:
         self.overflowing = overflowing
         self.max_keys = max_keys
         self._open = {}
+        #: When the bursts may be scanned again (see :data:`PRUNE_PAUSE`).
+        self._next_prune = None
 
     def __len__(self):
         return len(self._open)
@@ -192,7 +198,10 @@ class Bursts:
         now = self.clock.seconds()
         burst = self._current(key, now)
         if burst is None and len(self._open) >= self.max_keys:
-            self._prune(now)
+            if self._next_prune is None or now >= self._next_prune:
+                self._prune(now)
+                full = len(self._open) >= self.max_keys
+                self._next_prune = now + PRUNE_PAUSE if full else None
             if len(self._open) >= self.max_keys:
                 key = None
                 burst = self._current(key, now)
