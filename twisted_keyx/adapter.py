@@ -432,25 +432,24 @@ class Session(Protocol):
         self._afterWork()
 
     def _workFailed(self, reason, machine, before, payload):
-        if reason.check(ProtocolFailed):
-            if not self.ended and machine is self.machine:
-                self._stepFailed(machine, before, payload, True, reason.value)
-        else:
-            _log.failure("a slow step of {machine} failed", reason,
-                         machine=type(machine).__name__)
-            if not self.ended:
-                # As Twisted ends a connection whose step on its thread
-                # raised: lost, with the bug as the reason, so that the
-                # observer (a client's outcome) is told now.
-                self._lost(reason)
-                self.abort()
+        if not reason.check(ProtocolFailed):
+            self._broke(reason, "a slow step of {machine} failed", machine=type(machine).__name__)
+            return
+        if not self.ended and machine is self.machine:
+            self._stepFailed(machine, before, payload, True, reason.value)
         self._afterWork()
 
     def _workBroke(self, reason):
         # A bug in what handled the step's outcome (an observer, the tracer,
-        # a message that came meanwhile): as Twisted ends a connection whose
-        # dataReceived raised, and nothing is left paused for the step.
-        _log.failure("handling a slow step's outcome failed", reason)
+        # a message that came meanwhile).
+        self._broke(reason, "handling a slow step's outcome failed")
+
+    def _broke(self, reason, text, **fields):
+        """A bug around a slow step: as Twisted ends a connection whose
+        handler raised, lost with the bug as the reason (so that the
+        observer, a client's outcome, is told now), and nothing is left
+        paused for the step."""
+        _log.failure(text, reason, **fields)
         if not self.ended:
             self._lost(reason)
             self.abort()

@@ -35,9 +35,14 @@ def _pair(client_events, server_events):
     return list(zip(client_events, server_events))
 
 
-def chart(title, client_events, server_events, kind_of, notes=()):
+def _kind(event):
+    return trace.describe_event(event).kind
+
+
+def chart(title, client_events, server_events, kind_of=_kind, notes=()):
     """The chart as text: one block per message, numbered, with its kind
-    (``kind_of(event) -> str``) and both sides' state changes."""
+    (``kind_of(event) -> str``; by default what the trace says it is) and
+    both sides' state changes."""
     pairs = _pair(client_events, server_events)
     width = max([WIDTH] + [len(f"{e.before} -> {e.after}") for pair in pairs for e in pair])
     lines = [title, "=" * len(title), "",
@@ -88,7 +93,7 @@ async def dh_chart(reactor, group_name, raw=False):
     client = (RawDHClientFactory if raw else DHClientFactory)()
     events = await _run(reactor, server, client, lambda protocol: protocol.finished)
     title = f"DH handshake, group {group_name}" + (" (unframed wire)" if raw else "")
-    return chart(title, *events, kind_of=lambda e: trace.describe_event(e).kind,
+    return chart(title, *events,
                  notes=["Both sides: shared secret; H = SHA-256 of the transcript of",
                         "messages 1 to 6; session key = HKDF-SHA256(secret,",
                         "info = 'twisted-keyx dh session key v1' || H)."])
@@ -117,7 +122,6 @@ async def eke_chart(reactor):
 
     events = await _run(reactor, server, client, _login_and_quit)
     return chart("EKE handshake, then quit", *events,
-                 kind_of=lambda e: trace.describe_event(e).kind,
                  notes=["Messages 1 to 8 are the handshake; 9 and 10 are chat records",
                         "(quit, and its confirmation) under the per-direction chat keys."])
 
@@ -151,7 +155,6 @@ async def dh_hostkey_chart(reactor):
 
         events = await _run(reactor, server, client, verified, listening=pin)
     return chart("DH handshake with a host key, group x25519", *events,
-                 kind_of=lambda e: trace.describe_event(e).kind,
                  notes=["Message 1 'Host key?' asks for message 7; the server sends 6 and 7",
                         "in one flight.  Message 7 carries the server's Ed25519 host key",
                         "and its signature over the group name, that key and H, the",
@@ -184,7 +187,6 @@ async def opaque_chart(reactor):
 
     events = await _run(reactor, server, client, _login_and_quit)
     return chart("OPAQUE login, then quit", *events,
-                 kind_of=lambda e: trace.describe_event(e).kind,
                  notes=["Messages 1 to 4 are the login (RFC 9807's KE1, KE2 with the",
                         "record's Argon2id cost in front, KE3, then ok); 5 and 6 are chat",
                         "records (quit, and its confirmation) under the per-direction chat",
