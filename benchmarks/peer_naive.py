@@ -15,31 +15,18 @@ import argparse
 import sys
 import warnings
 
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.utils import CryptographyDeprecationWarning
 
-# cryptography deprecates finite-field DH; the comparison is about it.
-warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--params", required=True, help="PEM DH parameters of the group")
-    parser.add_argument("--log", help="log file [default: standard output]")
-    args = parser.parse_args()
-
-    from twisted.internet import epollreactor
-
-    epollreactor.install()
-    from twisted.internet import protocol, reactor
-    from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
+def naive_protocol(parameters_pem, log):
+    """The naive server's protocol class, serving ``parameters_pem`` (message
+    4) and logging one line per handshake to ``log`` (a twisted.logger
+    Logger).  Imports no reactor: keyxbench.inproc builds it in process.
+    cryptography's FFDH deprecation warnings are the caller's to silence
+    (:func:`main` does)."""
     from twisted.protocols.basic import Int32StringReceiver
 
-    out = open(args.log, "a") if args.log else sys.stdout
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(out)], redirectStandardIO=False)
-    log = Logger()
-    with open(args.params, "rb") as f:
-        parameters_pem = f.read()  # message 4, as the file has it
     parameters = serialization.load_pem_parameters(parameters_pem)
     numbers = parameters.parameter_numbers()
 
@@ -74,7 +61,29 @@ def main():
                 self.sendString(b"I do not understand you, hanging up")
                 self.transport.loseConnection()
 
-    reactor.listenTCP(args.port, protocol.Factory.forProtocol(NaiveDH),
+    return NaiveDH
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--params", required=True, help="PEM DH parameters of the group")
+    parser.add_argument("--log", help="log file [default: standard output]")
+    args = parser.parse_args()
+    # cryptography deprecates finite-field DH; the comparison is about it.
+    warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+
+    from twisted.internet import epollreactor
+
+    epollreactor.install()
+    from twisted.internet import protocol, reactor
+    from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
+
+    out = open(args.log, "a") if args.log else sys.stdout
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(out)], redirectStandardIO=False)
+    with open(args.params, "rb") as f:
+        parameters_pem = f.read()  # message 4, as the file has it
+    reactor.listenTCP(args.port, protocol.Factory.forProtocol(naive_protocol(parameters_pem, Logger())),
                       interface="127.0.0.1", backlog=1024)
     reactor.run()
 

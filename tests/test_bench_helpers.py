@@ -534,3 +534,104 @@ class SourcesTests(unittest.TestCase):
         plain = clients.HandshakeFactory(reactor, 7, "dh-framed", None, clients.Recorder())
         plain.next()
         self.assertEqual(reactor.binds, [("127.1.0.0", 0), ("127.1.0.1", 0), None])
+
+
+class InProcessTests(unittest.TestCase):
+    """keyxbench.inproc, the servers' side that bench_instructions.py counts."""
+
+    def setUp(self):
+        from keyxbench import inproc
+
+        self.inproc = inproc
+        self.messages = inproc.client_messages(project.named_group("ffdhe2048"))
+
+    def ours(self):
+        from twisted.internet.task import Clock
+        from twisted.logger import globalLogPublisher
+
+        directory = self.mktemp()
+        os.mkdir(directory)
+        lines = []
+
+        def observer(event):
+            if event.get("log_namespace") == "twisted_keyx.dh.protocol.DHServerFactory":
+                lines.append(event)
+
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        return self.inproc.ours_factory("ffdhe2048", Clock(), directory), lines, directory
+
+    def test_ours_logs_every_handshake_only_from_many_sources(self):
+        factory, lines, directory = self.ours()
+        self.inproc.Handshakes(factory, self.messages).run(15)
+        # One source: its first 10 lines, then they are counted (limits.PeerLines).
+        self.assertEqual(len(lines), 10)
+        self.inproc.Handshakes(factory, self.messages, sources=20).run(15)
+        self.assertEqual(len(lines), 25)
+        self.assertTrue(os.path.exists(os.path.join(directory, "keyx-host-key")))
+
+    def test_naive_logs_every_handshake(self):
+        import warnings
+
+        from cryptography.utils import CryptographyDeprecationWarning
+        from twisted.logger import Logger
+
+        events = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            factory = self.inproc.naive_factory("ffdhe2048", Logger(observer=events.append))
+            self.inproc.Handshakes(factory, self.messages).run(3)
+        self.assertEqual([e["peer"] for e in events], ["127.0.0.1"] * 3)
+
+    def test_a_handshake_without_the_servers_key_is_an_error(self):
+        factory, _, _ = self.ours()
+        wrong = self.messages[:2] + [frame(b"Client public key:nonsense")]
+        with self.assertRaises(RuntimeError) as caught:
+            self.inproc.Handshakes(factory, wrong).run(1)
+        self.assertIn("Invalid client public key", str(caught.exception))
+
+
+class InstructionSplitTests(unittest.TestCase):
+    """bench_instructions.py's reading of callgrind_annotate."""
+
+    ANNOTATION = """\
+--------------------------------------------------------------------------------
+Ir
+--------------------------------------------------------------------------------
+1,000 (100.0%)  PROGRAM TOTALS
+  600 (60.00%)  ???:bn_mul_mont [/v/site-packages/cryptography/hazmat/bindings/_rust.abi3.so]
+  200 (20.00%)  /b/Python-3.11.7/Python/ceval.c:_PyEval_EvalFrameDefault [/p/libpython3.11.so.1.0]
+   50 ( 5.00%)  /b/Python-3.11.7/Modules/gcmodule.c:visit_reachable
+   40 ( 4.00%)  ./malloc/./malloc/malloc.c:_int_free [/usr/lib/x86_64-linux-gnu/libc.so.6]
+   30 ( 3.00%)  ./malloc/./malloc/malloc.c:malloc
+   20 ( 2.00%)  ???:__gmpn_hgcd2_jacobi [/v/gmpy2.libs/libgmp-a6f47472.so.10.5.0]
+   10 ( 1.00%)  ./elf/./elf/dl-lookup.c:do_lookup_x [/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2]
+"""
+
+    def setUp(self):
+        import bench_instructions
+
+        self.bench = bench_instructions
+
+    def test_split_by_where_the_code_is(self):
+        found = self.bench.split(self.ANNOTATION)
+        self.assertEqual(found, {
+            "total": 950,
+            "cryptography (its OpenSSL)": 600,
+            "Python interpreter and C modules": 200,
+            "Python's cyclic garbage collector": 50,
+            "libc (malloc, memcpy...)": 70,
+            "GMP (gmpy2)": 20,
+            "other": 10,
+        })
+
+    def test_per_handshake_is_the_difference_over_the_extra_handshakes(self):
+        low, high = {"total": 1000, "GMP (gmpy2)": 10}, {"total": 5000, "GMP (gmpy2)": 410}
+        self.assertEqual(self.bench.per_handshake(low, high, (100, 300)),
+                         {"total": 20.0, "GMP (gmpy2)": 2.0})
+
+    def test_bad_counts_are_refused(self):
+        for counts in ("100", "100,100", "a,b"):
+            with self.assertRaises(SystemExit) as caught:
+                self.bench.main(["--counts", counts])
+            self.assertIsInstance(caught.exception.code, str)
