@@ -366,6 +366,39 @@ class ConnectionLimitTests(unittest.TestCase):
         self.assertEqual((logged.policy.open_connections, logged.policy.per_ip), (0, {}))
 
 
+class SourceGroupTests(unittest.TestCase):
+    """Limits.source_of: which peers count together."""
+
+    def setUp(self):
+        limits._source_group.cache_clear()
+        self.addCleanup(limits._source_group.cache_clear)
+
+    def test_groups(self):
+        self.assertEqual(limits.Limits().source_of("192.0.2.1"), "192.0.2.1")
+        self.assertEqual(limits.Limits().source_of("::ffff:192.0.2.1"), "192.0.2.1")
+        self.assertEqual(limits.Limits().source_of("2001:db8::1"), "2001:db8::/64")
+        self.assertEqual(limits.Limits(ipv4_prefix=24).source_of("192.0.2.1"), "192.0.2.0/24")
+        self.assertEqual(limits.Limits().source_of("not an address"), "not an address")
+
+    def test_an_ipv4_address_at_full_length_is_not_parsed(self):
+        # Peers from more addresses than the cache holds miss it at every
+        # connection: each must not cost a parse (bench_instructions.py).
+        def parse(host):
+            parsed.append(host)
+            return real(host)
+
+        parsed, real = [], limits.ipaddress.ip_address
+        self.patch(limits.ipaddress, "ip_address", parse)
+        for n in range(limits.SOURCE_CACHE_SIZE + 10):
+            host = f"10.{n >> 16}.{(n >> 8) & 255}.{n & 255}"
+            self.assertEqual(limits.Limits().source_of(host), host)
+        self.assertEqual(parsed, [])
+        # Not as the system writes it, or in a shorter prefix: parsed.
+        self.assertEqual(limits.Limits(ipv4_prefix=24).source_of("192.0.2.1"), "192.0.2.0/24")
+        self.assertEqual(limits.Limits().source_of("::ffff:192.0.2.1"), "192.0.2.1")
+        self.assertEqual(parsed, ["192.0.2.1", "::ffff:192.0.2.1"])
+
+
 class OptionsTests(unittest.TestCase):
     def test_defaults(self):
         options = tap.Options()

@@ -41,6 +41,7 @@ the timeout in its own words (its state) instead of the guard's generic line.
 import functools
 import ipaddress
 import resource
+import socket
 from dataclasses import dataclass
 
 from twisted.application import service
@@ -97,6 +98,16 @@ class Limits:
         return _source_group(host, self.ipv4_prefix, self.ipv6_prefix)
 
 
+def _is_plain_ipv4(host):
+    """Whether ``host`` is an IPv4 address written as the system writes one,
+    as every IPv4 peer address from Twisted is.  Two C calls: about an
+    eighth of the cost of parsing it with :mod:`ipaddress`."""
+    try:
+        return socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, host)) == host
+    except (OSError, TypeError, ValueError):
+        return False
+
+
 #: Source groups remembered (a host asks once per connection; peers repeat).
 SOURCE_CACHE_SIZE = 4096
 
@@ -104,7 +115,11 @@ SOURCE_CACHE_SIZE = 4096
 @functools.lru_cache(maxsize=SOURCE_CACHE_SIZE)
 def _source_group(host, ipv4_prefix, ipv6_prefix):
     """:meth:`Limits.source_of`, cached: parsing an address costs more than
-    the rest of the connection policy."""
+    the rest of the connection policy.  An IPv4 address at /32 is its own
+    group and is not parsed, so that peers from more addresses than the
+    cache holds (each connection a miss) do not each cost a parse."""
+    if ipv4_prefix == 32 and _is_plain_ipv4(host):
+        return host
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
