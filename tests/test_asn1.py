@@ -254,6 +254,16 @@ class PEMTests(unittest.TestCase):
         pem = b"\r\n \t" + asn1.pem_encode(PUBLIC_KEY, self.der) + b"\n\n  \r\n"
         self.assertEqual(asn1.pem_decode(pem, (PUBLIC_KEY,)), (PUBLIC_KEY, self.der))
 
+    def test_spaces_around_body_lines(self):
+        lines = asn1.pem_encode(PUBLIC_KEY, self.der).splitlines()
+        pem = b"\n".join([lines[0]] + [b" " + line + b" \t" for line in lines[1:-1]] + lines[-1:])
+        self.assertEqual(asn1.pem_decode(pem, (PUBLIC_KEY,)), (PUBLIC_KEY, self.der))
+
+    def test_a_space_inside_a_body_line_is_refused(self):
+        lines = asn1.pem_encode(PUBLIC_KEY, self.der).splitlines()
+        lines[1] = lines[1][:10] + b" " + lines[1][10:]
+        self.assertRefused(b"\n".join(lines), "not valid base64")
+
     def assertRefused(self, pem, message):
         with self.assertRaises(DecodeError) as caught:
             asn1.pem_decode(pem, (PUBLIC_KEY,))

@@ -190,11 +190,16 @@ def pem_decode(data, labels):
         raise DecodeError(f"unexpected PEM label {label.decode('ascii', 'replace')!r}")
     if end != b"-----END " + label + b"-----":
         raise DecodeError("PEM block does not end with the matching END line")
-    body = b"".join(line.strip() for line in lines[1:-1])
     try:
-        der = base64.b64decode(body, validate=True)
+        # As written (no line has spaces around it), the lines joined are
+        # the body; else the body is the lines stripped.
+        der = base64.b64decode(b"".join(lines[1:-1]), validate=True)
     except (binascii.Error, ValueError):
-        raise DecodeError("PEM body is not valid base64") from None
+        body = b"".join(line.strip() for line in lines[1:-1])
+        try:
+            der = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise DecodeError("PEM body is not valid base64") from None
     if not der:
         raise DecodeError("empty PEM body")
     return label, der

@@ -328,9 +328,13 @@ class Group(groupapi.Group):
     _exponent_bound: object = field(init=False, repr=False)
     _algorithm_der: bytes = field(init=False, repr=False)
     _algorithm_contents: bytes = field(init=False, repr=False)
+    _max_public_key_pem: int = field(init=False, repr=False)
 
     def __post_init__(self):
         object.__setattr__(self, "_p", gmpy2.mpz(self.p))
+        # Asked for at every message (the server's length limit): once.
+        object.__setattr__(self, "_max_public_key_pem",
+                           pem_length_bound(_der_length_bound(self.bits, 4)))
         # NIST SP 800-56A rev. 3, 5.6.1.1.4: x in [1, M - 1] with
         # M = min(2^N, q); here x >= 2, so that y is never g itself.
         bound = 1 << private_exponent_bits(self.bits)
@@ -366,7 +370,7 @@ class Group(groupapi.Group):
     @property
     def max_public_key_pem(self):
         """Largest PEM public key a peer can legitimately send in this group."""
-        return pem_length_bound(_der_length_bound(self.bits, 4))
+        return self._max_public_key_pem
 
     max_public_key_message = max_public_key_pem
 
