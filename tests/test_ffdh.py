@@ -343,6 +343,37 @@ class OwnKeyFastPathTests(unittest.TestCase):
             group.load_peer_key(trailing)
 
 
+    def own_key(self, group, contents):
+        """A key in ``group``'s own layout whose INTEGER contents are ``contents``."""
+        der = asn1.encode_sequence(group._algorithm_der, asn1.encode(
+            asn1.BIT_STRING, b"\0" + asn1.encode(asn1.INTEGER, contents)))
+        return asn1.pem_encode(b"PUBLIC KEY", der)
+
+    def test_the_usual_lengths_need_no_der_reader(self):
+        group = ffdh.named_group("ffdhe2048")
+        high, low = 2 ** 2047 + 5, 2 ** 2040 + 5  # 257 and 256 bytes of contents
+        keys = {y: dh_spki_pem(group.p, group.g, y, group.q) for y in (high, low)}
+
+        class NoReader:
+            def __init__(self, data):
+                raise AssertionError("the general DER reader was used")
+
+        self.patch(ffdh.asn1, "Reader", NoReader)
+        for y, pem in keys.items():
+            self.assertEqual(group._read_own_key(pem), y)
+
+    def test_a_bad_integer_in_the_usual_layout_goes_to_the_general_parser(self):
+        group = ffdh.named_group("ffdhe2048")
+        y = 2 ** 2040 + 5
+        for contents, reason in ((b"\0" + y.to_bytes(256, "big"), "non-minimal INTEGER"),
+                                 (b"\x80" + bytes(255), "negative INTEGER")):
+            pem = self.own_key(group, contents)
+            self.assertIn(len(asn1.pem_decode(pem, (b"PUBLIC KEY",))[1]), group._key_layouts)
+            self.assertIsNone(group._read_own_key(pem))
+            with self.assertRaisesRegex(InvalidPublicKey, reason):
+                group.load_peer_key(pem)
+
+
 class KeyTests(unittest.TestCase):
     def test_private_key_from_value(self):
         group = ffdh.named_group("ffdhe2048")

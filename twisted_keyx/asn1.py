@@ -80,14 +80,7 @@ class Reader:
 
     def read_integer(self):
         """Read a non-negative INTEGER in minimal encoding."""
-        contents = self.read(INTEGER)
-        if not contents:
-            raise DecodeError("empty INTEGER")
-        if contents[0] & 0x80:
-            raise DecodeError("negative INTEGER")
-        if len(contents) > 1 and contents[0] == 0 and not contents[1] & 0x80:
-            raise DecodeError("non-minimal INTEGER")
-        return int.from_bytes(contents, "big")
+        return integer_from_contents(self.read(INTEGER))
 
     def read_oid(self):
         """Return the raw contents of an OBJECT IDENTIFIER (compare with :func:`oid`)."""
@@ -98,6 +91,17 @@ class Reader:
         if not contents or contents[0] != 0:
             raise DecodeError("BIT STRING with unused bits")
         return contents[1:]
+
+
+def integer_from_contents(contents):
+    """The value of a non-negative INTEGER's contents in minimal encoding."""
+    if not contents:
+        raise DecodeError("empty INTEGER")
+    if contents[0] & 0x80:
+        raise DecodeError("negative INTEGER")
+    if len(contents) > 1 and contents[0] == 0 and not contents[1] & 0x80:
+        raise DecodeError("non-minimal INTEGER")
+    return int.from_bytes(contents, "big")
 
 
 def oid(dotted):

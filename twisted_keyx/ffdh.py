@@ -329,6 +329,7 @@ class Group(groupapi.Group):
     _algorithm_der: bytes = field(init=False, repr=False)
     _algorithm_contents: bytes = field(init=False, repr=False)
     _max_public_key_pem: int = field(init=False, repr=False)
+    _key_layouts: dict = field(init=False, repr=False)
 
     def __post_init__(self):
         object.__setattr__(self, "_p", gmpy2.mpz(self.p))
@@ -351,6 +352,21 @@ class Group(groupapi.Group):
         ))
         object.__setattr__(self, "_algorithm_contents",
                            asn1.Reader(self._algorithm_der).read(asn1.SEQUENCE))
+        object.__setattr__(self, "_key_layouts", self._own_key_layouts())
+
+    def _own_key_layouts(self):
+        """How this group writes a key whose y takes ``len(p)`` or one more
+        bytes of INTEGER contents (all but about 1 in 256 keys), keyed by the
+        DER's length: the bytes before y (the SPKI's header, this group's
+        AlgorithmIdentifier, the BIT STRING's and the INTEGER's headers) and
+        the contents' length.  :meth:`_read_own_key` compares with them."""
+        layouts = {}
+        for length in (self.byte_length, self.byte_length + 1):
+            contents = bytes(length)
+            der = asn1.encode_sequence(self._algorithm_der, asn1.encode(
+                asn1.BIT_STRING, b"\0" + asn1.encode(asn1.INTEGER, contents)))
+            layouts[len(der)] = (der[:-length], length)
+        return layouts
 
     @property
     def bits(self):
@@ -427,6 +443,10 @@ class Group(groupapi.Group):
             return None
         try:
             _, der = asn1.pem_decode(pem, (PUBLIC_KEY_LABEL,))
+            layout = self._key_layouts.get(len(der))
+            if layout is not None and der.startswith(layout[0]):
+                # Byte for byte our layout up to y: only y's contents to check.
+                return asn1.integer_from_contents(der[-layout[1]:])
             outer = asn1.Reader(der)
             spki = outer.read_sequence()
             outer.expect_end()
