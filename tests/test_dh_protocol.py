@@ -5,6 +5,7 @@ wire, the shared secret and the session key are known in advance and are
 computed here independently of the code under test.
 """
 
+import dataclasses
 import hashlib
 import hmac
 
@@ -348,6 +349,22 @@ class ServerLogTests(ServerTestsMixin, unittest.TestCase):
             f"session key fingerprint {fingerprint(SESSION_KEY)}"
         ])
         self.assertNoSecret(self.log.events)
+
+    def test_the_finished_line_is_written_whole_with_its_fields_beside(self):
+        # Made before twisted.logger sees it (the hot line): braces in a
+        # group's name stay as they are, and observers still get the fields.
+        group = dataclasses.replace(GROUP, name="odd {group} name")
+        factory = DHServerFactory(group, private_key_factory=fixed_key(SERVER_X))
+        log = LogCapture(self, factory)
+        self.handshake(factory)
+        [event] = log.events
+        self.assertEqual(log.lines, [
+            "DH handshake with 192.0.2.7:40123 finished (odd {group} name); "
+            f"session key fingerprint {fingerprint(SESSION_KEY)}"
+        ])
+        self.assertEqual((event["peer"], event["group"], event["fingerprint"]),
+                         ("192.0.2.7:40123", "odd {group} name", fingerprint(SESSION_KEY)))
+        self.assertNotIn("{peer}", event["log_format"])
 
     def test_finished_with_secrets(self):
         factory = DHServerFactory(GROUP, show_secrets=True,

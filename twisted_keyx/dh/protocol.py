@@ -31,6 +31,11 @@ from twisted_keyx.limits import PeerLogging
 from twisted_keyx.session import fingerprint
 
 
+def _literal(text):
+    """``text`` as a twisted.logger format that formats to itself."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
 class DHServerProtocol(Session):
     """One server connection of the DH handshake (see :class:`DHServerFactory`)."""
 
@@ -100,11 +105,15 @@ class DHServerFactory(Factory, Observer, PeerLogging):
                 secret=result.shared_secret.hex(), session_key=result.session_key.hex(),
             )
         else:
+            # The daemon's most frequent line, one per handshake: its text is
+            # made here, so that twisted.logger's formatter (pure Python,
+            # about a fifth of the line's cost with these fields) has none to
+            # look up.  The fields stay in the event for other observers.
+            group, key = result.group.name, fingerprint(result.session_key)
             self.log.info(
-                "DH handshake with {peer} finished ({group}); "
-                "session key fingerprint {fingerprint}",
-                peer=peer, group=result.group.name,
-                fingerprint=fingerprint(result.session_key),
+                _literal(f"DH handshake with {peer} finished ({group}); "
+                         f"session key fingerprint {key}"),
+                peer=peer, group=group, fingerprint=key,
             )
 
     def handshakeRejected(self, peer, reason):
