@@ -1,5 +1,6 @@
 """Groups, parameter files, peer-key validation and the exchange (twisted_keyx.ffdh)."""
 
+import dataclasses
 import os
 import random
 
@@ -361,6 +362,28 @@ class OwnKeyFastPathTests(unittest.TestCase):
         self.patch(ffdh.asn1, "Reader", NoReader)
         for y, pem in keys.items():
             self.assertEqual(group._read_own_key(pem), y)
+
+    def test_mutated_keys_read_as_the_der_reader_reads_them(self):
+        # The layout comparison against the DER reader it stands in for, on
+        # keys of the usual lengths with one byte changed anywhere.
+        group = ffdh.named_group("ffdhe2048")
+        reader_only = dataclasses.replace(group)
+        object.__setattr__(reader_only, "_key_layouts", {})
+        rng = random.Random(7)
+        checked = 0
+        for y in (2 ** 2047 + 5, 2 ** 2040 + 5, 2 ** 2040 - 1):
+            der = asn1.pem_decode(dh_spki_pem(group.p, group.g, y, group.q), (b"PUBLIC KEY",))[1]
+            start = len(der) - (y.bit_length() // 8 + 1)  # where y's contents start
+            # The headers at each end of the layout, y's first bytes, and some anywhere.
+            positions = [*range(8), *range(start - 12, start + 3), *rng.sample(range(len(der)), 25)]
+            for position in positions:
+                for value in (0x00, 0x80, 0xFF, der[position] ^ 1, rng.randrange(256)):
+                    mutated = der[:position] + bytes([value]) + der[position + 1:]
+                    pem = asn1.pem_encode(b"PUBLIC KEY", mutated)
+                    self.assertEqual(group._read_own_key(pem), reader_only._read_own_key(pem),
+                                     (y, position, value))
+                    checked += 1
+        self.assertEqual(checked, 3 * 48 * 5)
 
     def test_a_bad_integer_in_the_usual_layout_goes_to_the_general_parser(self):
         group = ffdh.named_group("ffdhe2048")
