@@ -27,7 +27,8 @@ import sys
 import tempfile
 
 BENCHMARKS = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(BENCHMARKS)
+#: keyxbench.inproc's servers.
+SERVERS = ("ours", "naive")
 
 #: Where instructions ran, by the source file or the library of the code
 #: (first match wins).
@@ -116,20 +117,19 @@ def main(argv=None):
     for tool in ("valgrind", "callgrind_annotate"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed (apt-get install valgrind)")
-    runs = [(server, sources, count) for sources in cases for server in ("ours", "naive")
+    runs = [(server, count, sources) for sources in cases for server in SERVERS
             for count in counts]
     with tempfile.TemporaryDirectory(prefix="keyx-instructions-") as directory:
         with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
-            futures = {run: pool.submit(counted, *run[:1], run[2], run[1], args.group, directory)
-                       for run in runs}
+            futures = {run: pool.submit(counted, *run, args.group, directory) for run in runs}
             splits = {run: future.result() for run, future in futures.items()}
     print(f"instructions per handshake, server side, {args.group}; counts {counts[0]} and "
           f"{counts[1]}; valgrind {subprocess.run(['valgrind', '--version'], capture_output=True, text=True).stdout.strip()}")
     names = [name for name, _ in CATEGORIES] + [OTHER, TOTAL]
     for sources in cases:
-        result = {server: per_handshake(splits[(server, sources, counts[0])],
-                                        splits[(server, sources, counts[1])], counts)
-                  for server in ("ours", "naive")}
+        result = {server: per_handshake(splits[(server, counts[0], sources)],
+                                        splits[(server, counts[1], sources)], counts)
+                  for server in SERVERS}
         where = f"from {sources} sources" if sources else "from one source"
         print(f"\n{where}:")
         print(f"  {'':34s} {'ours':>12s} {'naive':>12s} {'ours-naive':>12s}")
