@@ -298,6 +298,30 @@ class ServerProtocolTests(unittest.TestCase):
         self.assertEqual(log_text(events), ["User alice say: a\\x1b[2Jb\\nforged"])
         self.assertEqual(chat.receive(reply), "receive a\x1b[2Jb\nforged")
 
+    def test_a_login_lines_are_written_whole_with_their_fields_beside(self):
+        # A login's lines (authenticated, each chat line, quit) are made
+        # before twisted.logger sees them: braces a user typed stay as they
+        # are, and observers still get the fields.
+        with capturedLogs() as events:
+            protocol, transport, client, _ = self.authenticate()
+            chat = ClientChat(client.result)
+            self.send(protocol, transport, chat.say("{user} {0} {"))
+            self.send(protocol, transport, chat.quit())
+        ks = protocol.handshake.result.session_key
+        self.assertEqual(log_text(events), [
+            "EKE: user alice from 192.0.2.7:4242 authenticated; "
+            f"session key fingerprint {fingerprint(ks)}",
+            "User alice say: {user} {0} {",
+            "EKE: user alice from 192.0.2.7:4242 quit",
+        ])
+        authenticated, said, quit = events
+        self.assertEqual((authenticated["user"], authenticated["peer"], authenticated["fingerprint"]),
+                         ("alice", "192.0.2.7:4242", fingerprint(ks)))
+        self.assertEqual((said["user"], said["line"]), ("alice", "{user} {0} {"))
+        self.assertEqual((quit["user"], quit["peer"]), ("alice", "192.0.2.7:4242"))
+        for event in events:
+            self.assertNotIn("{user}", event["log_format"].replace("{{user}}", ""))
+
 
 class ClientProtocolTests(unittest.TestCase):
     def start(self, password=PASSWORD, user="alice"):

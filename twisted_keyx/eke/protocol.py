@@ -25,6 +25,7 @@ from twisted_keyx.eke.handshake import (  # noqa: F401 (the limits are part of t
     WrongPassword,
 )
 from twisted_keyx.limits import Limits, PeerLogging
+from twisted_keyx.logtext import literal
 from twisted_keyx.eke.userstore import DecoyUsers
 from twisted_keyx.framing import LineFraming
 from twisted_keyx.session import fingerprint
@@ -190,10 +191,13 @@ class EKEServerFactory(Factory, Observer, PeerLogging):
                 user=result.user, peer=peer, session_key=result.session_key.hex(),
             )
         else:
+            # This line, the chat's and the quit are a login's usual lines:
+            # their text is made here (twisted_keyx.logtext).
+            user, key = result.user, fingerprint(result.session_key)
             self.log.info(
-                self.NAME + ": user {user} from {peer} authenticated; "
-                "session key fingerprint {fingerprint}",
-                user=result.user, peer=peer, fingerprint=fingerprint(result.session_key),
+                literal(f"{self.NAME}: user {user} from {peer} authenticated; "
+                        f"session key fingerprint {key}"),
+                user=user, peer=peer, fingerprint=key,
             )
 
     def _clock(self):
@@ -233,10 +237,11 @@ class EKEServerFactory(Factory, Observer, PeerLogging):
             session.not_logged = 0
 
     def userSaid(self, peer, user, text):
-        self.log.info("User {user} say: {line}", user=user, line=shorten(messages.printable(text)))
+        line = shorten(messages.printable(text))
+        self.log.info(literal(f"User {user} say: {line}"), user=user, line=line)
 
     def chatEnded(self, peer, user):
-        self.log.info(self.NAME + ": user {user} from {peer} quit", user=user, peer=peer)
+        self.log.info(literal(f"{self.NAME}: user {user} from {peer} quit"), user=user, peer=peer)
 
     def chatFailed(self, peer, user, reason):
         self.log.info(
