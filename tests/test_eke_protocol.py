@@ -92,14 +92,16 @@ class ServerProtocolTests(unittest.TestCase):
             line = client.receive(replies[0])
         return protocol, transport, client, []
 
-    def test_success_then_chat_then_quit(self):
+    def login_say_quit(self, text):
+        """Log in, say ``text``, quit; check the replies and the three log
+        lines; return the log events and the session key."""
         with capturedLogs() as events:
             protocol, transport, client, _ = self.authenticate()
             self.assertIsNotNone(protocol.chat)
             self.assertTrue(transport.connected)
             chat = ClientChat(client.result)
-            [reply] = self.send(protocol, transport, chat.say("hello"))
-            self.assertEqual(chat.receive(reply), "receive hello")
+            [reply] = self.send(protocol, transport, chat.say(text))
+            self.assertEqual(chat.receive(reply), "receive " + text)
             [confirmation] = self.send(protocol, transport, chat.quit())
             self.assertIsNone(chat.receive(confirmation))
             self.assertFalse(transport.connected)
@@ -107,9 +109,13 @@ class ServerProtocolTests(unittest.TestCase):
         self.assertEqual(log_text(events), [
             "EKE: user alice from 192.0.2.7:4242 authenticated; "
             f"session key fingerprint {fingerprint(ks)}",
-            "User alice say: hello",
+            f"User alice say: {text}",
             "EKE: user alice from 192.0.2.7:4242 quit",
         ])
+        return events, ks
+
+    def test_success_then_chat_then_quit(self):
+        events, ks = self.login_say_quit("hello")
         self.assertNotIn(ks.hex(), " ".join(log_text(events)))
 
     def test_show_secrets_logs_ks(self):
@@ -302,18 +308,7 @@ class ServerProtocolTests(unittest.TestCase):
         # A login's lines (authenticated, each chat line, quit) are made
         # before twisted.logger sees them: braces a user typed stay as they
         # are, and observers still get the fields.
-        with capturedLogs() as events:
-            protocol, transport, client, _ = self.authenticate()
-            chat = ClientChat(client.result)
-            self.send(protocol, transport, chat.say("{user} {0} {"))
-            self.send(protocol, transport, chat.quit())
-        ks = protocol.handshake.result.session_key
-        self.assertEqual(log_text(events), [
-            "EKE: user alice from 192.0.2.7:4242 authenticated; "
-            f"session key fingerprint {fingerprint(ks)}",
-            "User alice say: {user} {0} {",
-            "EKE: user alice from 192.0.2.7:4242 quit",
-        ])
+        events, ks = self.login_say_quit("{user} {0} {")
         authenticated, said, quit = events
         self.assertEqual((authenticated["user"], authenticated["peer"], authenticated["fingerprint"]),
                          ("alice", "192.0.2.7:4242", fingerprint(ks)))
