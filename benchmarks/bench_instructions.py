@@ -6,7 +6,10 @@ retired do not.  Each server runs the server's side of ffdhe2048 handshakes
 in a child process (keyxbench.inproc: the real factories, no sockets, one
 canned client) under ``valgrind --tool=callgrind``, twice, with two counts of
 handshakes; the difference divided by the difference of the counts is the
-cost of one handshake, start-up excluded.  It is split by where the
+cost of one handshake, start-up excluded.  ``--servers ours,naive,flat``
+adds ours without its layers (keyxbench.flat: our checks, transcript,
+session key and line in the naive server's shape), to tell what the checks
+cost from what the layers do.  It is split by where the
 instructions ran (the Python interpreter, cryptography's OpenSSL, the
 system's OpenSSL behind hashlib and hmac, GMP, libc).
 
@@ -27,8 +30,9 @@ import sys
 import tempfile
 
 BENCHMARKS = os.path.dirname(os.path.abspath(__file__))
-#: keyxbench.inproc's servers.
-SERVERS = ("ours", "naive")
+#: keyxbench.inproc's servers; each is compared with the naive one.
+SERVERS = ("ours", "naive", "flat")
+BASELINE = "naive"
 
 #: Where instructions ran, by the source file or the library of the code
 #: (first match wins).
@@ -100,6 +104,9 @@ def parser():
                    help="source addresses, per case: 0 (all from 127.0.0.1: ours summarises its "
                         "lines) and 16384 (ours logs every handshake, as the naive server always "
                         "does) [0,16384]")
+    p.add_argument("--servers", default="ours,naive",
+                   help="which of " + ", ".join(SERVERS) + " (flat: ours' checks, transcript, "
+                        "session key and line in the naive server's shape) [ours,naive]")
     p.add_argument("--group", default="ffdhe2048")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="children at once")
     return p
@@ -114,10 +121,15 @@ def main(argv=None):
         sys.exit("--counts and --sources take comma-separated whole numbers")
     if len(counts) != 2 or counts[0] == counts[1] or counts[0] < 0:
         sys.exit("--counts takes two different numbers of handshakes, such as 100,300")
+    servers = [server for server in SERVERS if server in args.servers.split(",")]
+    unknown = set(args.servers.split(",")) - set(SERVERS)
+    if unknown or BASELINE not in servers or len(servers) < 2:
+        sys.exit(f"--servers takes {BASELINE} and one or more of "
+                 f"{', '.join(s for s in SERVERS if s != BASELINE)}, comma-separated")
     for tool in ("valgrind", "callgrind_annotate"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed (apt-get install valgrind)")
-    runs = [(server, count, sources) for sources in cases for server in SERVERS
+    runs = [(server, count, sources) for sources in cases for server in servers
             for count in counts]
     with tempfile.TemporaryDirectory(prefix="keyx-instructions-") as directory:
         with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
@@ -129,15 +141,20 @@ def main(argv=None):
     for sources in cases:
         result = {server: per_handshake(splits[(server, counts[0], sources)],
                                         splits[(server, counts[1], sources)], counts)
-                  for server in SERVERS}
+                  for server in servers}
+        others = [server for server in servers if server != BASELINE]
         where = f"from {sources} sources" if sources else "from one source"
         print(f"\n{where}:")
-        print(f"  {'':34s} {'ours':>12s} {'naive':>12s} {'ours-naive':>12s}")
+        print(f"  {'':34s}" + "".join(f" {server:>12s}" for server in servers)
+              + "".join(f" {server + '-' + BASELINE:>12s}" for server in others))
         for name in names:
-            ours, naive = result["ours"].get(name, 0), result["naive"].get(name, 0)
-            print(f"  {name:34s} {ours:12,.0f} {naive:12,.0f} {ours - naive:+12,.0f}")
-        if result["naive"][TOTAL]:
-            print(f"  ours / naive, instructions: {result['ours'][TOTAL] / result['naive'][TOTAL]:.3f}")
+            counted_here = {server: result[server].get(name, 0) for server in servers}
+            print(f"  {name:34s}" + "".join(f" {counted_here[s]:12,.0f}" for s in servers)
+                  + "".join(f" {counted_here[s] - counted_here[BASELINE]:+12,.0f}" for s in others))
+        if result[BASELINE][TOTAL]:
+            for server in others:
+                print(f"  {server} / {BASELINE}, instructions: "
+                      f"{result[server][TOTAL] / result[BASELINE][TOTAL]:.3f}")
 
 
 if __name__ == "__main__":

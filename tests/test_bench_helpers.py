@@ -19,7 +19,7 @@ if BENCHMARKS not in sys.path:
 from keyxbench import clients, floor, load, modes, process, project, spy  # noqa: E402
 from keyxbench.project import messages  # noqa: E402
 
-from .helpers import frame  # noqa: E402
+from .helpers import frame, unframe  # noqa: E402
 
 PARAMS = b"-----BEGIN DH PARAMETERS-----\nMIIBCAKCAQEA\n-----END DH PARAMETERS-----\n"
 SERVER_KEY = messages.SERVER_KEY_PREFIX + b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"
@@ -582,6 +582,59 @@ class InProcessTests(unittest.TestCase):
             factory = self.inproc.naive_factory("ffdhe2048", Logger(observer=events.append))
             self.inproc.Handshakes(factory, self.messages).run(3)
         self.assertEqual([e["peer"] for e in events], ["127.0.0.1"] * 3)
+
+    def flat(self):
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+        from twisted.logger import Logger
+
+        events = []
+        factory = self.inproc.flat_factory("ffdhe2048", Logger(observer=events.append))
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 4242))
+        protocol.makeConnection(transport)
+        return protocol, transport, events
+
+    def test_flat_is_ours_on_the_wire(self):
+        # The library's client finishes a handshake with it, and the line is
+        # the daemon's, with the session key the client derived.
+        from twisted.logger import formatEvent
+
+        from twisted_keyx.dh.handshake import DHClientHandshake
+        from twisted_keyx.session import fingerprint
+
+        protocol, transport, events = self.flat()
+        client = DHClientHandshake()
+        message = client.start()
+        while message is not None:
+            protocol.dataReceived(frame(message))
+            [reply] = unframe(transport.value())
+            transport.clear()
+            message = client.receive(reply)
+        self.assertTrue(client.finished)
+        self.assertTrue(transport.disconnecting)
+        [event] = events
+        self.assertEqual(formatEvent(event), "DH handshake with 192.0.2.7:4242 finished "
+                         f"(ffdhe2048); session key fingerprint "
+                         f"{fingerprint(client.result.session_key)}")
+
+    def test_flat_refuses_as_ours_does(self):
+        from keyxbench import flat
+
+        group = project.named_group("ffdhe2048")
+        bad_key = group.public_key_pem(group.generate_private_key()).replace(b"A", b"B", 1)
+        for sent, reply in [
+            ([b"Params?"], flat.UNEXPECTED),
+            ([b"Hello", b"Hello"], flat.UNEXPECTED),
+            ([b"Hello", b"Params?", messages.CLIENT_KEY_PREFIX + b"nonsense"], flat.INVALID_KEY),
+            ([b"Hello", b"Params?", messages.CLIENT_KEY_PREFIX + bad_key], flat.INVALID_KEY),
+        ]:
+            protocol, transport, events = self.flat()
+            for message in sent:
+                protocol.dataReceived(frame(message))
+            self.assertEqual(unframe(transport.value())[-1], reply, sent)
+            self.assertTrue(transport.disconnecting)
+            self.assertEqual(events, [])
 
     def test_a_handshake_without_the_servers_key_is_an_error(self):
         factory, _, _ = self.ours()

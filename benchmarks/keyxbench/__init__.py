@@ -18,6 +18,10 @@
   and the server's side of one EKE or OPAQUE login;
 - :mod:`keyxbench.modes`: the table of what can be measured (one entry per
   mode: which server, which client).
+- :mod:`keyxbench.inproc`: the server's side of DH handshakes in process,
+  which ``benchmarks/bench_instructions.py`` counts under valgrind;
+- :mod:`keyxbench.flat`: ours without its layers (our checks, transcript,
+  session key and line in the naive server's shape), counted beside it.
 
 The peers compared against are scripts of their own:
 ``benchmarks/peer_naive.py`` and ``benchmarks/peer_tls.py``.  Results and how

@@ -8,7 +8,9 @@ line), the client none.  The servers:
 
 - ``ours``: the daemon's DH factory as ``twistd keyx --dh`` builds it
   (``tap.makeService``), behind its connection policy;
-- ``naive``: ``benchmarks/peer_naive.py``'s protocol.
+- ``naive``: ``benchmarks/peer_naive.py``'s protocol;
+- ``flat``: ours without its layers (:mod:`keyxbench.flat`): the daemon's
+  checks, transcript, session key and line in the naive server's shape.
 
 Both log to ``log_path`` through twisted.logger's text observer into a
 twisted ``LogFile``, as twistd does.  ``sources`` > 0 makes connections come
@@ -38,7 +40,7 @@ from twisted.python.failure import Failure  # noqa: E402
 
 from keyxbench import load, project  # noqa: E402
 
-SERVERS = ("ours", "naive")
+SERVERS = ("ours", "naive", "flat")
 #: Handshakes run before counting starts (imports, caches, first calls).
 WARMUP = 50
 
@@ -82,6 +84,14 @@ def naive_factory(group_name, log):
 
     group = project.named_group(group_name)
     return Factory.forProtocol(peer_naive.naive_protocol(project.parameters_message(group), log))
+
+
+def flat_factory(group_name, log):
+    from twisted.internet.protocol import Factory
+
+    from keyxbench import flat
+
+    return Factory.forProtocol(flat.flat_protocol(project.named_group(group_name), log))
 
 
 class Handshakes:
@@ -138,6 +148,8 @@ def main(argv=None):
     start_logging(args.log)
     if args.server == "ours":
         factory = ours_factory(args.group, reactor, os.path.dirname(os.path.abspath(args.log)))
+    elif args.server == "flat":
+        factory = flat_factory(args.group, Logger(namespace="flat"))
     else:
         factory = naive_factory(args.group, Logger(namespace="naive"))
     handshakes = Handshakes(factory, client_messages(project.named_group(args.group)),

@@ -8,6 +8,10 @@ from twisted_keyx.dh.raw import SERVER_MESSAGES, MessageSplitter, MessageTooLong
 
 from twisted_keyx.dh import hostauth  # noqa: F401  (re-exported)
 from twisted_keyx.session import Transcript  # noqa: F401  (re-exported)
+from twisted_keyx.groups import InvalidPublicKey  # noqa: F401  (re-exported)
+from twisted_keyx.logtext import literal  # noqa: F401  (re-exported)
+from twisted_keyx.peers import describe_peer  # noqa: F401  (re-exported)
+from twisted_keyx.session import derive_session_key, fingerprint  # noqa: F401  (re-exported)
 
 DEFAULT_GROUP = groups.DEFAULT
 
