@@ -636,6 +636,39 @@ class InProcessTests(unittest.TestCase):
             self.assertTrue(transport.disconnecting)
             self.assertEqual(events, [])
 
+    def test_interleaved_cpu_takes_the_servers_in_turn(self):
+        calls = []
+
+        class Runs:
+            def __init__(self, name):
+                self.name = name
+
+            def run(self, count):
+                calls.append((self.name, count))
+
+        times = self.inproc.interleaved_cpu({"a": Runs("a"), "b": Runs("b")}, 3, 7)
+        self.assertEqual(calls, [("a", 7), ("b", 7)] * 3)
+        self.assertEqual({name: len(values) for name, values in times.items()}, {"a": 3, "b": 3})
+
+    def test_bench_inproc_prints_each_server_and_its_ratio(self):
+        import bench_inproc
+
+        # Not twistd's observer in this process: trial keeps its own log.
+        self.patch(self.inproc, "start_logging", lambda path: None)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            bench_inproc.main(["--batches", "2", "--size", "3", "--core", "-1",
+                               "--sources", "20"])
+        text = out.getvalue()
+        self.assertIn("from 20 sources; 2 batches of 3 each", text)
+        for name in ("ours", "naive", "flat"):
+            self.assertRegex(text, rf"\n  {name} +median \d+\.\d{{3}} ms")
+        self.assertRegex(text, r"ours / naive: \d+\.\d{3}")
+        self.assertRegex(text, r"flat / naive: \d+\.\d{3}")
+        with self.assertRaises(SystemExit) as caught:
+            bench_inproc.main(["--servers", "ours,flat"])
+        self.assertIn("--servers takes naive", str(caught.exception))
+
     def test_a_handshake_without_the_servers_key_is_an_error(self):
         factory, _, _ = self.ours()
         wrong = self.messages[:2] + [frame(b"Client public key:nonsense")]

@@ -19,7 +19,8 @@
 - :mod:`keyxbench.modes`: the table of what can be measured (one entry per
   mode: which server, which client).
 - :mod:`keyxbench.inproc`: the server's side of DH handshakes in process,
-  which ``benchmarks/bench_instructions.py`` counts under valgrind;
+  which ``benchmarks/bench_instructions.py`` counts under valgrind and
+  ``benchmarks/bench_inproc.py`` times;
 - :mod:`keyxbench.flat`: ours without its layers (our checks, transcript,
   session key and line in the naive server's shape), counted beside it.
 

@@ -122,6 +122,23 @@ class Handshakes:
             self.one()
 
 
+def interleaved_cpu(runs, batches, size):
+    """CPU milliseconds per handshake of each of ``runs`` (name ->
+    :class:`Handshakes`), measured in turn: ``batches`` rounds of ``size``
+    handshakes each, this process's CPU time (``time.process_time``) around
+    every batch, so that a busy moment of the machine falls on every server
+    alike.  Returns name -> the list of per-batch means, in order."""
+    import time
+
+    times = {name: [] for name in runs}
+    for _ in range(batches):
+        for name, handshakes in runs.items():
+            start = time.process_time()
+            handshakes.run(size)
+            times[name].append((time.process_time() - start) / size * 1000)
+    return times
+
+
 def start_logging(log_path):
     """twistd's observer: text lines into a ``LogFile`` (never rotated here)."""
     from twisted.logger import globalLogBeginner, textFileLogObserver
