@@ -41,10 +41,13 @@ class OPAQUEClientProcessTests(unittest.TestCase):
         self.failures = []
         self.listen(*state())
 
-    def listen(self, setup, users):
+    #: Where the server listens and the client connects.
+    host = "127.0.0.1"
+
+    def listen(self, setup, users, port=0):
         self.factory = OPAQUEServerFactory(users, setup,
                                            login_failed=lambda u, p: self.failures.append(u))
-        self.port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
+        self.port = reactor.listenTCP(port, self.factory, interface=self.host)
         self.addCleanup(self.port.stopListening)
 
     @defer.inlineCallbacks
@@ -52,7 +55,7 @@ class OPAQUEClientProcessTests(unittest.TestCase):
         process = CollectingProcess(stdin)
         env = dict(os.environ, PYTHONPATH=ROOT, PYTHONWARNINGS="error",
                    XDG_CONFIG_HOME=self.config)
-        args = [sys.executable, "-m", "twisted_keyx.client", "opaque", "--host", "127.0.0.1",
+        args = [sys.executable, "-m", "twisted_keyx.client", "opaque", "--host", self.host,
                 "--port", str(self.port.getHost().port), *argv]
         reactor.spawnProcess(process, sys.executable, args, env=env)
         status = yield process.ended
@@ -90,18 +93,30 @@ class OPAQUEClientProcessTests(unittest.TestCase):
         self.assertEqual(self.failures, ["alice", "mallory"])
 
     @defer.inlineCallbacks
-    def test_changed_server_key_is_warned_about(self):
+    def changed_key_warning(self):
+        """Log in, give the server another key on the same port, log in
+        again; return the port and what the client wrote on stderr."""
         status, _, err = yield self.run_client(b"quit\n", "--user", "alice",
                                                "--password-file", self.password_file)
         self.assertEqual((status, err), (0, ""))
         port = self.port.getHost().port
         yield self.port.stopListening()
         other = ServerSetup.generate()
-        users = Users(alice=new_user("alice", "open sesame", other))
-        self.factory = OPAQUEServerFactory(users, other)
-        self.port = reactor.listenTCP(port, self.factory, interface="127.0.0.1")
-        self.addCleanup(self.port.stopListening)
+        self.listen(other, Users(alice=new_user("alice", "open sesame", other)), port)
         status, _, err = yield self.run_client(b"quit\n", "--user", "alice",
                                                "--password-file", self.password_file)
         self.assertEqual(status, 0)
+        return port, err
+
+    @defer.inlineCallbacks
+    def test_changed_server_key_is_warned_about(self):
+        port, err = yield self.changed_key_warning()
         self.assertIn(f"the server key of 127.0.0.1:{port} changed", err)
+
+    @defer.inlineCallbacks
+    def test_changed_server_key_of_an_ipv6_host_names_it_in_brackets(self):
+        self.port.stopListening()
+        self.host = "::1"
+        self.listen(*state())
+        port, err = yield self.changed_key_warning()
+        self.assertIn(f"the server key of [::1]:{port} changed", err)

@@ -592,8 +592,9 @@ async def run_opaque(reactor, args, out):
         out.write(f"Server key fingerprint {server_key_fingerprint(key)}\n")
         status, previous = check_and_remember(args.host, args.port, key)
         if status == "changed":
+            where = host_port(args.host, args.port)
             sys.stderr.write(
-                f"keyx-client: warning: the server key of {args.host}:{args.port} changed "
+                f"keyx-client: warning: the server key of {where} changed "
                 f"(was {previous}): a new key file on the server, or another server\n")
 
     return await _password_session(
