@@ -317,6 +317,19 @@ class ServerProtocolTests(unittest.TestCase):
         for event in events:
             self.assertNotIn("{user}", event["log_format"].replace("{{user}}", ""))
 
+    def test_a_user_name_with_braces_is_logged_as_it_is(self):
+        # Printable names may hold braces; the lines are made before
+        # twisted.logger formats them, so they must not be read as fields.
+        result = type("Result", (), {"user": "{peer}{0}", "session_key": bytes(32)})()
+        with capturedLogs() as events:
+            self.factory.userAuthenticated("192.0.2.7:4242", result)
+            self.factory.chatEnded("192.0.2.7:4242", "{peer}{0}")
+        self.assertEqual(log_text(events), [
+            "EKE: user {peer}{0} from 192.0.2.7:4242 authenticated; "
+            f"session key fingerprint {fingerprint(bytes(32))}",
+            "EKE: user {peer}{0} from 192.0.2.7:4242 quit",
+        ])
+
 
 class ClientProtocolTests(unittest.TestCase):
     def start(self, password=PASSWORD, user="alice"):
