@@ -14,7 +14,7 @@ With ``--sources 16384`` (the default) ours logs every handshake, as the
 naive server always does; ``--sources 0``: all from 127.0.0.1, ours then
 summarises its lines.  No network, no load generator: this is the servers'
 own work per handshake, not the daemon's CPU under load
-(``bench_daemon.py`` measures that).  About 30 seconds.  Results:
+(``bench_daemon.py`` measures that).  About 15 seconds.  Results:
 docs/benchmarks.rst.
 """
 
@@ -25,11 +25,12 @@ import sys
 import tempfile
 import warnings
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+BENCHMARKS = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(BENCHMARKS), BENCHMARKS]
 
 from keyxbench import inproc, project  # noqa: E402
 
-BASELINE = "naive"
+BASELINE = inproc.BASELINE
 
 
 def parser():
@@ -48,16 +49,9 @@ def parser():
 
 def build(servers, group_name, sources, directory):
     """name -> Handshakes, each warmed up."""
-    from twisted.internet import reactor  # not run: the policy's clock
-    from twisted.logger import Logger
-
-    factories = {
-        "ours": lambda: inproc.ours_factory(group_name, reactor, directory),
-        "naive": lambda: inproc.naive_factory(group_name, Logger(namespace="naive")),
-        "flat": lambda: inproc.flat_factory(group_name, Logger(namespace="flat")),
-    }
     messages = inproc.client_messages(project.named_group(group_name))
-    runs = {name: inproc.Handshakes(factories[name](), messages, sources) for name in servers}
+    runs = {name: inproc.Handshakes(inproc.factory(name, group_name, directory), messages, sources)
+            for name in servers}
     for handshakes in runs.values():
         handshakes.run(inproc.WARMUP)
     return runs
@@ -65,11 +59,10 @@ def build(servers, group_name, sources, directory):
 
 def main(argv=None):
     args = parser().parse_args(argv)
-    servers = [s for s in inproc.SERVERS if s in args.servers.split(",")]
-    if set(args.servers.split(",")) - set(inproc.SERVERS) or BASELINE not in servers \
-            or len(servers) < 2:
-        sys.exit(f"--servers takes {BASELINE} and one or more of "
-                 f"{', '.join(s for s in inproc.SERVERS if s != BASELINE)}, comma-separated")
+    try:
+        servers = inproc.servers_argument(args.servers)
+    except ValueError as e:
+        sys.exit(str(e))
     if args.batches < 1 or args.size < 1 or args.sources < 0:
         sys.exit("--batches and --size take a positive number, --sources 0 or more")
     if args.core >= 0:

@@ -30,9 +30,9 @@ import sys
 import tempfile
 
 BENCHMARKS = os.path.dirname(os.path.abspath(__file__))
-#: keyxbench.inproc's servers; each is compared with the naive one.
-SERVERS = ("ours", "naive", "flat")
-BASELINE = "naive"
+sys.path[:0] = [os.path.dirname(BENCHMARKS), BENCHMARKS]
+
+from keyxbench.inproc import BASELINE, SERVERS, servers_argument  # noqa: E402
 
 #: Where instructions ran, by the source file or the library of the code
 #: (first match wins).
@@ -121,11 +121,10 @@ def main(argv=None):
         sys.exit("--counts and --sources take comma-separated whole numbers")
     if len(counts) != 2 or counts[0] == counts[1] or counts[0] < 0:
         sys.exit("--counts takes two different numbers of handshakes, such as 100,300")
-    servers = [server for server in SERVERS if server in args.servers.split(",")]
-    unknown = set(args.servers.split(",")) - set(SERVERS)
-    if unknown or BASELINE not in servers or len(servers) < 2:
-        sys.exit(f"--servers takes {BASELINE} and one or more of "
-                 f"{', '.join(s for s in SERVERS if s != BASELINE)}, comma-separated")
+    try:
+        servers = servers_argument(args.servers)
+    except ValueError as e:
+        sys.exit(str(e))
     for tool in ("valgrind", "callgrind_annotate"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed (apt-get install valgrind)")

@@ -35,7 +35,7 @@ def flat_protocol(group, log):
             self.transcript = project.Transcript()
 
         def stringReceived(self, message):
-            transcript = self.transcript
+            peer_key = None
             if self.received == 0 and message == _m.HELLO:
                 reply = _m.HEY_THERE
             elif self.received == 1 and message == _m.PARAMS_REQUEST:
@@ -48,26 +48,25 @@ def flat_protocol(group, log):
                     return
                 private_key = group.generate_private_key()
                 reply = _m.SERVER_KEY_PREFIX + group.public_key_pem(private_key)
-                transcript.add(message)
-                transcript.add(reply)
-                self.sendString(reply)
-                session_key = project.derive_session_key(
-                    group.exchange(private_key, peer_key), _m.SESSION_KEY_LABEL,
-                    transcript.digest())
-                peer, key = project.describe_peer(self.transport.getPeer()), \
-                    project.fingerprint(session_key)
-                log.info(project.literal(f"DH handshake with {peer} finished ({group.name}); "
-                                         f"session key fingerprint {key}"),
-                         peer=peer, group=group.name, fingerprint=key)
-                self.transport.loseConnection()
-                return
             else:
                 self.hangUp(UNEXPECTED)
                 return
-            transcript.add(message)
-            transcript.add(reply)
+            self.transcript.add(message)
+            self.transcript.add(reply)
             self.sendString(reply)
             self.received += 1
+            if peer_key is not None:
+                self.finish(group.exchange(private_key, peer_key))
+
+        def finish(self, shared_secret):
+            session_key = project.derive_session_key(
+                shared_secret, _m.SESSION_KEY_LABEL, self.transcript.digest())
+            peer = project.describe_peer(self.transport.getPeer())
+            key = project.fingerprint(session_key)
+            log.info(project.literal(f"DH handshake with {peer} finished ({group.name}); "
+                                     f"session key fingerprint {key}"),
+                     peer=peer, group=group.name, fingerprint=key)
+            self.transport.loseConnection()
 
         def hangUp(self, reply):
             self.sendString(reply)

@@ -41,6 +41,8 @@ from twisted.python.failure import Failure  # noqa: E402
 from keyxbench import load, project  # noqa: E402
 
 SERVERS = ("ours", "naive", "flat")
+#: What the others are compared with.
+BASELINE = "naive"
 #: Handshakes run before counting starts (imports, caches, first calls).
 WARMUP = 50
 
@@ -92,6 +94,30 @@ def flat_factory(group_name, log):
     from keyxbench import flat
 
     return Factory.forProtocol(flat.flat_protocol(project.named_group(group_name), log))
+
+
+def factory(server, group_name, directory):
+    """The factory of ``server`` (one of :data:`SERVERS`); ours makes its
+    key files in ``directory``."""
+    from twisted.internet import reactor  # not run: the policy's clock
+    from twisted.logger import Logger
+
+    if server == "ours":
+        return ours_factory(group_name, reactor, directory)
+    if server == "flat":
+        return flat_factory(group_name, Logger(namespace="flat"))
+    return naive_factory(group_name, Logger(namespace="naive"))
+
+
+def servers_argument(text):
+    """The servers a ``--servers`` list names, in :data:`SERVERS`' order;
+    ValueError unless it names :data:`BASELINE` and another, and nothing else."""
+    named = text.split(",")
+    servers = [server for server in SERVERS if server in named]
+    if set(named) - set(SERVERS) or BASELINE not in servers or len(servers) < 2:
+        raise ValueError(f"--servers takes {BASELINE} and one or more of "
+                         f"{', '.join(s for s in SERVERS if s != BASELINE)}, comma-separated")
+    return servers
 
 
 class Handshakes:
@@ -159,18 +185,10 @@ def main(argv=None):
     args = p.parse_args(argv)
     # The naive server uses cryptography's deprecated FFDH, as in its own main().
     warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-    from twisted.internet import reactor  # not run: the policy's clock
-    from twisted.logger import Logger
-
     start_logging(args.log)
-    if args.server == "ours":
-        factory = ours_factory(args.group, reactor, os.path.dirname(os.path.abspath(args.log)))
-    elif args.server == "flat":
-        factory = flat_factory(args.group, Logger(namespace="flat"))
-    else:
-        factory = naive_factory(args.group, Logger(namespace="naive"))
-    handshakes = Handshakes(factory, client_messages(project.named_group(args.group)),
-                            args.sources)
+    handshakes = Handshakes(factory(args.server, args.group,
+                                    os.path.dirname(os.path.abspath(args.log))),
+                            client_messages(project.named_group(args.group)), args.sources)
     handshakes.run(WARMUP + args.count)
 
 
