@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 
-from twisted_keyx import ffdh
+from twisted_keyx.groups import ffdh
 from twisted_keyx.dh import messages
 
 
@@ -95,7 +95,7 @@ class Server(threading.Thread):
 
 
 def run_client(port, timeout, home):
-    argv = [sys.executable, "-m", "twisted_keyx.client", "dh", "--host", "127.0.0.1",
+    argv = [sys.executable, "-m", "twisted_keyx.cli.client", "dh", "--host", "127.0.0.1",
             "--port", str(port), "--max-bits", "8192", "--timeout", str(timeout),
             "--known-hosts", os.path.join(home, "known_hosts")]
     start = time.perf_counter()

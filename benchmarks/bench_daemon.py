@@ -46,7 +46,7 @@ THROUGHPUT_OPTIONS = ("--max-per-ip", "0", "--max-connections", "0")
 
 def summarised_finished(log):
     """Handshakes the daemon counted in its per-source summaries instead of
-    logging a line each (twisted_keyx.limits.PeerLines: after the first
+    logging a line each (twisted_keyx.service.limits.PeerLines: after the first
     lines of a burst from one source)."""
     return sum(int(n) for n in re.findall(r"not logged over [0-9.]+ s \([^)]*?(\d+) finished", log))
 

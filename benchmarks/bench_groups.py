@@ -3,7 +3,7 @@
 What one handshake costs the server in the group's own work: load and
 check the client's key, make a key pair, serialise the public key (message
 6), compute the shared secret.  Each group is measured as the daemon runs
-it, through :mod:`twisted_keyx.groups` (OpenSSL via cryptography for the
+it, through :mod:`twisted_keyx.groups.registry` (OpenSSL via cryptography for the
 named groups and X25519, GMP via gmpy2 for a parameter file), and the two
 2048-bit FFDH groups the other way as well: ffdhe2048 on GMP, and the file's
 group on cryptography's FFDH objects, as twisted_keyx ran custom groups
@@ -25,7 +25,8 @@ import warnings
 from cryptography.hazmat.primitives import serialization
 from cryptography.utils import CryptographyDeprecationWarning
 
-from twisted_keyx import ffdh, groups
+from twisted_keyx.groups import ffdh
+from twisted_keyx.groups import registry as groups
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_PARAMS = os.path.join(HERE, "..", "tests", "data", "dhparam-2048.pem")

@@ -25,7 +25,8 @@ import statistics
 import sys
 import time
 
-from twisted_keyx.eke import crypto, userstore
+from twisted_keyx.eke import crypto
+from twisted_keyx.service import userfile as userstore
 from twisted_keyx.eke.handshake import EKEClientHandshake, EKEServerHandshake
 
 KDF = crypto.ScryptParameters(n=2**15, r=8, p=1)

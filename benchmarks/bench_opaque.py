@@ -16,7 +16,7 @@ import statistics
 import time
 
 from twisted_keyx.eke.handshake import EKEClientHandshake, EKEServerHandshake
-from twisted_keyx.eke.userstore import new_user
+from twisted_keyx.service.userfile import new_user
 from twisted_keyx.opaque import (
     DEFAULT_ARGON2ID,
     Argon2idParameters,

@@ -15,7 +15,7 @@ import time
 from twisted_keyx.eke import crypto
 from twisted_keyx.chat.machine import ClientChat, ServerChat
 from twisted_keyx.eke.handshake import EKEClientHandshake, EKEServerHandshake
-from twisted_keyx.eke.userstore import new_user
+from twisted_keyx.service.userfile import new_user
 
 
 def one_handshake(users, password):

@@ -17,7 +17,7 @@ import sys
 from twisted.internet import defer, endpoints, task
 
 from twisted_keyx.dh.protocol import DHClientFactory
-from twisted_keyx.session import fingerprint
+from twisted_keyx.core.transcript import fingerprint
 
 
 async def run(reactor, description):

@@ -29,10 +29,10 @@ import sys
 
 from twisted.internet import defer, endpoints, error, task
 
-from twisted_keyx.machine import ProtocolFailed
+from twisted_keyx.core.machine import ProtocolFailed
 from twisted_keyx.opaque.protocol import OPAQUEClientFactory
-from twisted_keyx.opaque.servers import server_key_fingerprint
-from twisted_keyx.session import fingerprint
+from twisted_keyx.trust.knownservers import server_key_fingerprint
+from twisted_keyx.core.transcript import fingerprint
 
 PROGRAM = "opaque_login.py"
 

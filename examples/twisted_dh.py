@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from twisted.internet import defer, endpoints, task
 
 from twisted_keyx.dh.protocol import DHClientFactory
-from twisted_keyx.session import fingerprint, hkdf_sha256
+from twisted_keyx.core.transcript import fingerprint, hkdf_sha256
 
 #: Our own label: a key for this program only.
 AEAD_LABEL = b"examples/twisted_dh.py message key v1"

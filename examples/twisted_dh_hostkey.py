@@ -28,10 +28,11 @@ import sys
 
 from twisted.internet import defer, endpoints, error, task
 
-from twisted_keyx import hostkey, knownhosts
+from twisted_keyx.trust import hostkey
+from twisted_keyx.trust import knownhosts
 from twisted_keyx.dh.protocol import DHClientFactory
-from twisted_keyx.machine import HandshakeFailed
-from twisted_keyx.session import fingerprint
+from twisted_keyx.core.machine import HandshakeFailed
+from twisted_keyx.core.transcript import fingerprint
 
 # The key derivation and the sealing are twisted_dh.py's (same folder).
 from twisted_dh import message_key, open_sealed, seal

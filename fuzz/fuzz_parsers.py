@@ -44,13 +44,15 @@ from hypothesis import strategies as st  # noqa: E402
 
 if atheris is not None:
     with atheris.instrument_imports(include=["twisted_keyx"]):
-        from twisted_keyx import asn1, ffdh
+        from twisted_keyx.groups import asn1
+        from twisted_keyx.groups import ffdh
         from twisted_keyx.dh import protocol as dh_protocol
         from twisted_keyx.dh import raw as dh_raw
         from twisted_keyx.eke import messages as eke_messages
         from twisted_keyx.eke import protocol as eke_protocol
 else:
-    from twisted_keyx import asn1, ffdh
+    from twisted_keyx.groups import asn1
+    from twisted_keyx.groups import ffdh
     from twisted_keyx.dh import protocol as dh_protocol
     from twisted_keyx.dh import raw as dh_raw
     from twisted_keyx.eke import messages as eke_messages
@@ -155,7 +157,7 @@ def fuzz_framing(messages, cuts, raw):
     from twisted.logger import Logger
     from twisted.python.failure import Failure
 
-    from twisted_keyx import limits
+    from twisted_keyx.service import limits
 
     stream = b"".join(m if raw else frame(m) for m in messages)
     edges = sorted({0, len(stream), *(c % (len(stream) + 1) for c in cuts)})
@@ -232,7 +234,7 @@ def fuzz_eke(parts, cuts):
     from twisted.python.failure import Failure
 
     from tests.helpers import Users, make_user
-    from twisted_keyx import limits
+    from twisted_keyx.service import limits
 
     users = fuzz_eke.users = getattr(fuzz_eke, "users", None) or Users(alice=make_user("alice"))
     factory = eke_protocol.EKEServerFactory(users)

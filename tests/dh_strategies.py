@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 from hypothesis import strategies as st
 
-from twisted_keyx import asn1, ffdh
+from twisted_keyx.groups import asn1
+from twisted_keyx.groups import ffdh
 from twisted_keyx.dh import messages
 
 GROUP = ffdh.named_group("ffdhe2048")

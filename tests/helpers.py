@@ -6,7 +6,7 @@ to check the wire bytes against).
 
 Nothing here imports cryptography's DH module (it is deprecated and warns);
 malformed keys are built by encoding SubjectPublicKeyInfo with
-:mod:`twisted_keyx.asn1`, independently of the code under test.
+:mod:`twisted_keyx.groups.asn1`, independently of the code under test.
 """
 
 import base64
@@ -22,11 +22,12 @@ from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.logger import formatEvent
 from twisted.protocols.basic import Int32StringReceiver, LineReceiver
 
-from twisted_keyx import asn1
-from twisted_keyx.adapter import Observer
+from twisted_keyx.groups import asn1
+from twisted_keyx.core.adapter import Observer
 from twisted_keyx.dh.protocol import DHServerFactory
 from twisted_keyx.dh.raw import SERVER_MESSAGES, MessageSplitter, RawDHServerFactory
-from twisted_keyx.eke import crypto, userstore
+from twisted_keyx.eke import crypto
+from twisted_keyx.service import userfile as userstore
 from twisted_keyx.eke import messages as eke_messages
 from twisted_keyx.eke.protocol import EKEServerFactory
 
@@ -184,7 +185,7 @@ def tracking(factory_class):
 
 
 class RecordingObserver(Observer):
-    """An observer (:class:`twisted_keyx.adapter.Observer`) that records each
+    """An observer (:class:`twisted_keyx.core.adapter.Observer`) that records each
     outcome as a tuple in ``outcomes``, for tests to compare instead of log
     text where the log is not the point:
 
@@ -328,7 +329,7 @@ def guarded_connection(factory, peer, clock, timeout=30):
     (its counters)."""
     from twisted.internet.testing import StringTransport
 
-    from twisted_keyx import limits
+    from twisted_keyx.service import limits
 
     policy = limits.ConnectionPolicy(limits.Limits(timeout=timeout), clock)
     guard = policy.wrap(factory).buildProtocol(peer)
@@ -368,7 +369,7 @@ def connect_on_string_transport(protocol, peer=None):
 
 def tap_options(*argv):
     """``twistd keyx`` options parsed from ``argv``."""
-    from twisted_keyx import tap
+    from twisted_keyx.service import tap
 
     options = tap.Options()
     options.parseOptions(list(argv))

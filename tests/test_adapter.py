@@ -1,4 +1,4 @@
-"""The session adapter (twisted_keyx.adapter) with a toy machine: what it
+"""The session adapter (twisted_keyx.core.adapter) with a toy machine: what it
 sends, what it tells its observer, and what it keeps once it has hung up."""
 
 import enum
@@ -10,10 +10,10 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from twisted_keyx import limits
-from twisted_keyx.adapter import Observer, Session
-from twisted_keyx.framing import Int32Framing, LineFraming
-from twisted_keyx.machine import ProtocolFailed, StateMachine
+from twisted_keyx.service import limits
+from twisted_keyx.core.adapter import Observer, Session
+from twisted_keyx.core.framing import Int32Framing, LineFraming
+from twisted_keyx.core.machine import ProtocolFailed, StateMachine
 
 PEER = IPv4Address("TCP", "192.0.2.9", 4000)
 
@@ -391,7 +391,7 @@ class SlowStepTests(unittest.TestCase):
     def test_in_daemon_thread(self):
         import threading
 
-        from twisted_keyx.adapter import in_daemon_thread
+        from twisted_keyx.core.adapter import in_daemon_thread
 
         def where(x):
             return threading.current_thread() is not threading.main_thread(), \

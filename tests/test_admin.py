@@ -18,7 +18,10 @@ import time
 
 from twisted.trial import unittest
 
-from twisted_keyx import admin, ffdh, fileutil, tap
+from twisted_keyx.cli import admin
+from twisted_keyx.groups import ffdh
+from twisted_keyx.core import fileutil
+from twisted_keyx.service import tap
 
 from .helpers import read_data
 

@@ -1,4 +1,4 @@
-"""The strict DER reader and the PEM codec (twisted_keyx.asn1)."""
+"""The strict DER reader and the PEM codec (twisted_keyx.groups.asn1)."""
 
 import base64
 
@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
-from twisted_keyx import asn1
-from twisted_keyx.asn1 import DecodeError, Reader
+from twisted_keyx.groups import asn1
+from twisted_keyx.groups.asn1 import DecodeError, Reader
 
 from .helpers import read_data
 

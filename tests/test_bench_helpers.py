@@ -167,8 +167,8 @@ class SummaryTests(unittest.TestCase):
 
 class SpyTests(unittest.TestCase):
     LINES = [
-        "run (twistd.py:35);doRead (tcp.py:10);jacobi (twisted_keyx/ffdh.py:130) 6\n",
-        "run (twistd.py:35);doRead (tcp.py:10);jacobi (twisted_keyx/ffdh.py:131) 2\n",
+        "run (twistd.py:35);doRead (tcp.py:10);jacobi (twisted_keyx/groups/ffdh.py:130) 6\n",
+        "run (twistd.py:35);doRead (tcp.py:10);jacobi (twisted_keyx/groups/ffdh.py:131) 2\n",
         "run (twistd.py:35);Logger.emit (twisted/logger/_logger.py:1);untilConcludes (u.py:3) 2\n",
         "not a stack line\n",
     ]
@@ -176,7 +176,7 @@ class SpyTests(unittest.TestCase):
     def test_shares_add_lines_of_a_function(self):
         total, own, inclusive = spy.shares(spy.read_stacks(self.LINES))
         self.assertEqual(total, 10)
-        self.assertEqual(own["jacobi (twisted_keyx/ffdh.py)"], 8)
+        self.assertEqual(own["jacobi (twisted_keyx/groups/ffdh.py)"], 8)
         self.assertEqual(inclusive["run (twistd.py)"], 10)
 
     def test_categories_from_the_innermost_frame(self):
@@ -197,10 +197,10 @@ class SpyTests(unittest.TestCase):
             "rsa_encrypt (twisted_keyx/eke/crypto.py:2);encrypt (cryptography/x.py:1) 2\n",
             "run (t.py:1);_result (twisted_keyx/opaque/handshake.py:1);"
             "derive_chat_keys (twisted_keyx/chat/records.py:1);"
-            "hkdf_sha256 (twisted_keyx/session.py:1) 5\n",
+            "hkdf_sha256 (twisted_keyx/core/transcript.py:1) 5\n",
             # Not crypto: the transcript, the adapter, a log line from the factory.
-            "run (t.py:1);add (twisted_keyx/session.py:1) 6\n",
-            "run (t.py:1);dataReceived (twisted/x.py:1);_step (twisted_keyx/adapter.py:1) 7\n",
+            "run (t.py:1);add (twisted_keyx/core/transcript.py:1) 6\n",
+            "run (t.py:1);dataReceived (twisted/x.py:1);_step (twisted_keyx/core/adapter.py:1) 7\n",
             "run (t.py:1);machineFinished (twisted_keyx/eke/protocol.py:1);"
             "Logger.info (twisted/logger/_logger.py:1) 8\n",
         ]
@@ -221,7 +221,8 @@ class HostKeyDHStepsTests(unittest.TestCase):
     library's server machine, and refuses a tampered one."""
 
     def run_steps(self, tamper=lambda message: message):
-        from twisted_keyx import groups, hostkey
+        from twisted_keyx.groups import registry as groups
+        from twisted_keyx.trust import hostkey
         from twisted_keyx.dh.handshake import DHServerHandshake
 
         from .helpers import read_data
@@ -411,7 +412,7 @@ class OpaqueModeFilesTests(unittest.TestCase):
     user the load client logs in as."""
 
     def test_the_user_file_and_the_key_file(self):
-        from twisted_keyx.eke.userstore import UserFile
+        from twisted_keyx.service.userfile import UserFile
 
         directory = self.mktemp()
         os.mkdir(directory)
@@ -601,7 +602,7 @@ class InProcessTests(unittest.TestCase):
         from twisted.logger import formatEvent
 
         from twisted_keyx.dh.handshake import DHClientHandshake
-        from twisted_keyx.session import fingerprint
+        from twisted_keyx.core.transcript import fingerprint
 
         protocol, transport, events = self.flat()
         client = DHClientHandshake()

@@ -16,9 +16,13 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.trial import unittest
 
 import twisted_keyx
-from twisted_keyx import client, ffdh, groupcheck, groups, knownhosts
+from twisted_keyx.cli import client
+from twisted_keyx.groups import ffdh
+from twisted_keyx.groups import check as groupcheck
+from twisted_keyx.groups import registry as groups
+from twisted_keyx.trust import knownhosts
 from twisted_keyx.dh.protocol import CLIENT_MAX_MESSAGE_LENGTH, DHClientProtocol
-from twisted_keyx.session import fingerprint
+from twisted_keyx.core.transcript import fingerprint
 
 from .helpers import (
     CLOSE,
@@ -480,7 +484,7 @@ class MainTests(unittest.TestCase):
         cwd = self.mktemp()
         os.mkdir(cwd)
         return utils.getProcessOutputAndValue(
-            sys.executable, ["-W", "error", "-m", "twisted_keyx.client", *argv],
+            sys.executable, ["-W", "error", "-m", "twisted_keyx.cli.client", *argv],
             env=env, path=cwd)
 
     def test_json_and_exit_0(self):
@@ -580,10 +584,10 @@ class EarlyInterruptTests(unittest.TestCase):
         self.addCleanup(sys.meta_path.remove, finder)
 
     def test_during_imports(self):
-        from twisted_keyx import scripts
+        from twisted_keyx.cli import scripts
 
-        for entry, module, program in ((scripts.keyx_client, "twisted_keyx.client", "keyx-client"),
-                                       (scripts.keyx_admin, "twisted_keyx.admin", "keyx-admin")):
+        for entry, module, program in ((scripts.keyx_client, "twisted_keyx.cli.client", "keyx-client"),
+                                       (scripts.keyx_admin, "twisted_keyx.cli.admin", "keyx-admin")):
             self.err.truncate(0)
             self.err.seek(0)
             self.interrupt_import_of(module)
@@ -605,9 +609,9 @@ class EarlyInterruptTests(unittest.TestCase):
         setup.read(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
             twisted_keyx.__file__))), "setup.cfg"))
         scripts = setup["options.entry_points"]["console_scripts"].split()
-        self.assertEqual(scripts, ["keyx-client", "=", "twisted_keyx.scripts:keyx_client",
-                                   "keyx-admin", "=", "twisted_keyx.scripts:keyx_admin",
-                                   "keyx-lab", "=", "twisted_keyx.scripts:keyx_lab"])
+        self.assertEqual(scripts, ["keyx-client", "=", "twisted_keyx.cli.scripts:keyx_client",
+                                   "keyx-admin", "=", "twisted_keyx.cli.scripts:keyx_admin",
+                                   "keyx-lab", "=", "twisted_keyx.cli.scripts:keyx_lab"])
 
 
 class SigintTests(unittest.TestCase):
@@ -625,7 +629,7 @@ class SigintTests(unittest.TestCase):
             process = CollectingProcess()
             transport = reactor.spawnProcess(
                 process, sys.executable,
-                [sys.executable, "-W", "error", "-m", "twisted_keyx.client", "dh",
+                [sys.executable, "-W", "error", "-m", "twisted_keyx.cli.client", "dh",
                  "--host", "127.0.0.1", "--port", str(port.getHost().port)],
                 env=dict(os.environ, PYTHONPATH=root))
             await server.heard  # the Hello: the client's reactor is running

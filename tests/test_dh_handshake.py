@@ -2,7 +2,8 @@
 
 from twisted.trial import unittest
 
-from twisted_keyx import ffdh, groups
+from twisted_keyx.groups import ffdh
+from twisted_keyx.groups import registry as groups
 from twisted_keyx.dh import messages
 from twisted_keyx.dh.handshake import (
     ClientState,
@@ -84,7 +85,7 @@ class ByteExactTranscriptTests(unittest.TestCase):
         return client.result.session_key, server.result.session_key
 
     def test_transcript_hashes_every_byte(self):
-        from twisted_keyx.session import Transcript
+        from twisted_keyx.core.transcript import Transcript
 
         a, b = Transcript(), Transcript()
         a.add(b"\x01key")

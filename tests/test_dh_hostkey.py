@@ -14,7 +14,11 @@ from twisted.protocols.basic import Int32StringReceiver
 from twisted.python import usage
 from twisted.trial import unittest
 
-from twisted_keyx import client, groups, hostkey, knownhosts, tap
+from twisted_keyx.cli import client
+from twisted_keyx.groups import registry as groups
+from twisted_keyx.trust import hostkey
+from twisted_keyx.trust import knownhosts
+from twisted_keyx.service import tap
 from twisted_keyx.dh import hostauth, messages
 from twisted_keyx.dh.handshake import (
     ClientState,
@@ -26,7 +30,7 @@ from twisted_keyx.dh.handshake import (
 )
 from twisted_keyx.dh.protocol import DHClientProtocol, DHServerFactory
 from twisted_keyx.dh.raw import RawDHClientProtocol, RawDHServerFactory
-from twisted_keyx.machine import HandshakeFailed
+from twisted_keyx.core.machine import HandshakeFailed
 
 from .helpers import data_path, read_data, tracked
 from .test_dh_raw import tutorial_client

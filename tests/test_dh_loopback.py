@@ -3,7 +3,7 @@
 from twisted.internet import defer, endpoints, reactor
 from twisted.trial import unittest
 
-from twisted_keyx import ffdh
+from twisted_keyx.groups import ffdh
 from twisted_keyx.dh.protocol import DHClientProtocol
 
 from .helpers import TrackingDHServerFactory, data_path, tracked

@@ -16,7 +16,7 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from twisted_keyx import ffdh
+from twisted_keyx.groups import ffdh
 from twisted_keyx.dh.handshake import (
     BadParameters,
     BadResponse,
@@ -32,9 +32,9 @@ from twisted_keyx.dh.protocol import (
     DHServerFactory,
     server_max_message_length,
 )
-from twisted_keyx.groups import GroupError
-from twisted_keyx.machine import ServerHungUp
-from twisted_keyx.session import fingerprint
+from twisted_keyx.groups.registry import GroupError
+from twisted_keyx.core.machine import ServerHungUp
+from twisted_keyx.core.transcript import fingerprint
 
 from .helpers import (
     CLIENT_X,
@@ -626,7 +626,7 @@ class ClientErrorTests(ClientTestsMixin, unittest.TestCase):
 
 class ClientGroupCheckTests(ClientTestsMixin, unittest.TestCase):
     """A client whose ``check_parameters`` checks message 4 elsewhere (in a
-    child process: twisted_keyx.groupcheck): the session waits for it,
+    child process: twisted_keyx.groups.check): the session waits for it,
     reading nothing, and its verdict decides."""
 
     def held(self):

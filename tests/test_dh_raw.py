@@ -17,8 +17,12 @@ from twisted.python import usage
 from twisted.trial import unittest
 
 from twisted_keyx.opaque.protocol import OPAQUEServerFactory
-from twisted_keyx import asn1, client, ffdh, hostkey, tap
-from twisted_keyx.framing import UnframedFraming
+from twisted_keyx.groups import asn1
+from twisted_keyx.cli import client
+from twisted_keyx.groups import ffdh
+from twisted_keyx.trust import hostkey
+from twisted_keyx.service import tap
+from twisted_keyx.core.framing import UnframedFraming
 from twisted_keyx.dh.handshake import (
     BadResponse,
     DHClientHandshake,
@@ -41,7 +45,7 @@ from twisted_keyx.dh.raw import (
     RawDHServerProtocol,
 )
 from twisted_keyx.eke.protocol import EKEServerFactory
-from twisted_keyx.session import fingerprint
+from twisted_keyx.core.transcript import fingerprint
 
 from .helpers import (
     read_data,
@@ -542,7 +546,7 @@ class OptionsTests(unittest.TestCase):
 # each message in one sendall, each read with one recv(3072) and strip().
 # One recv per message is the tutorial's own assumption, kept on purpose: on
 # loopback each of our single writes (at most 1,171 bytes for ffdhe2048)
-# arrives whole.  Their DH math goes through twisted_keyx.ffdh.
+# arrives whole.  Their DH math goes through twisted_keyx.groups.ffdh.
 
 def tutorial_client(port):
     """Returns the shared secret, or the bytes of an unexpected reply."""

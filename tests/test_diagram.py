@@ -19,9 +19,11 @@ import xml.etree.ElementTree as ElementTree
 from twisted.trial import unittest
 
 from twisted_keyx.chat import records
-from twisted_keyx.machine import LocalEvent
+from twisted_keyx.core.machine import LocalEvent
 
-from twisted_keyx import admin, diagram, ffdh
+from twisted_keyx.cli import admin
+from twisted_keyx.observe import diagram
+from twisted_keyx.groups import ffdh
 from twisted_keyx.dh import messages as dh_messages
 from twisted_keyx.dh import protocol as dh_protocol
 from twisted_keyx.dh.handshake import DHClientHandshake, DHServerHandshake
@@ -29,13 +31,13 @@ from twisted_keyx.eke import crypto
 from twisted_keyx.eke import messages as eke_messages
 from twisted_keyx.chat.machine import ClientChat, ServerChat
 from twisted_keyx.eke.handshake import EKEClientHandshake, EKEServerHandshake
-from twisted_keyx.machine import StateMachine
+from twisted_keyx.core.machine import StateMachine
 
 DIAGRAMS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                         "docs", "diagrams")
 from twisted_keyx.opaque.handshake import OPAQUEClientHandshake, OPAQUEServerHandshake
 
-REGENERATE = "python -m twisted_keyx.diagram --write docs/diagrams --svg"
+REGENERATE = "python -m twisted_keyx.observe.diagram --write docs/diagrams --svg"
 
 EXPECTED_NAMES = [
     "chat-client", "chat-server", "dh-client", "dh-server", "eke-client", "eke-server",

@@ -10,8 +10,9 @@ import time
 
 from twisted.trial import unittest
 
-from twisted_keyx import admin
-from twisted_keyx.eke import crypto, userstore
+from twisted_keyx.cli import admin
+from twisted_keyx.eke import crypto
+from twisted_keyx.service import userfile as userstore
 
 from tests.helpers import TEST_KDF, expected_password_key
 

@@ -14,10 +14,10 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
 import twisted_keyx
-from twisted_keyx import client as client_module
-from twisted_keyx import ffdh
+from twisted_keyx.cli import client as client_module
+from twisted_keyx.groups import ffdh
 from twisted_keyx.eke import crypto, messages, password
-from twisted_keyx.eke.userstore import new_user
+from twisted_keyx.service.userfile import new_user
 
 from tests.helpers import (
     CLOSE,
@@ -58,7 +58,7 @@ class ClientProcessTests(unittest.TestCase):
         port = port or self.port.getHost().port
         process = CollectingProcess(stdin)
         env = dict(os.environ, PYTHONPATH=ROOT, PYTHONWARNINGS="error")
-        args = [sys.executable, "-m", "twisted_keyx.client", "eke", "--host", "127.0.0.1",
+        args = [sys.executable, "-m", "twisted_keyx.cli.client", "eke", "--host", "127.0.0.1",
                 "--port", str(port), *argv]
         reactor.spawnProcess(process, sys.executable, args, env=env)
         status = yield process.ended
@@ -71,7 +71,7 @@ class ClientProcessTests(unittest.TestCase):
         # scrypt made to take 20 s: the client says it timed out, and exits.
         code = ("import sys, time; from twisted_keyx.eke import crypto; "
                 "crypto.derive_password_key = lambda *args: time.sleep(20); "
-                "from twisted_keyx import client; sys.exit(client.main(sys.argv[1:]))")
+                "from twisted_keyx.cli import client; sys.exit(client.main(sys.argv[1:]))")
         process = CollectingProcess(b"")
         env = dict(os.environ, PYTHONPATH=ROOT, PYTHONWARNINGS="error")
         args = [sys.executable, "-c", code, "eke", "--host", "127.0.0.1",

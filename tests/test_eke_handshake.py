@@ -19,8 +19,8 @@ from twisted_keyx.eke.handshake import (
     ServerState,
     UnknownUser,
 )
-from twisted_keyx.eke.userstore import DecoyUsers
-from twisted_keyx.session import Transcript, derive_session_key
+from twisted_keyx.service.userfile import DecoyUsers
+from twisted_keyx.core.transcript import Transcript, derive_session_key
 
 from tests.helpers import (
     PASSWORD,

@@ -33,9 +33,9 @@ from twisted_keyx.eke.protocol import (
     EKEClientProtocol,
     EKEServerFactory,
 )
-from twisted_keyx.eke.userstore import DecoyUsers
-from twisted_keyx.machine import ServerHungUp
-from twisted_keyx.session import fingerprint
+from twisted_keyx.service.userfile import DecoyUsers
+from twisted_keyx.core.machine import ServerHungUp
+from twisted_keyx.core.transcript import fingerprint
 
 from tests.helpers import (
     PASSWORD,

@@ -6,8 +6,8 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.python import usage
 from twisted.trial import unittest
 
-from twisted_keyx import tap
-from twisted_keyx.eke import userstore
+from twisted_keyx.service import tap
+from twisted_keyx.service import userfile as userstore
 from twisted_keyx.eke.protocol import EKEServerFactory
 
 from tests.helpers import make_user, tap_options

@@ -8,8 +8,9 @@ import stat
 from twisted.logger import capturedLogs
 from twisted.trial import unittest
 
-from twisted_keyx.eke import crypto, userstore
-from twisted_keyx.eke.userstore import UserFile, UserFileError
+from twisted_keyx.eke import crypto
+from twisted_keyx.service import userfile as userstore
+from twisted_keyx.service.userfile import UserFile, UserFileError
 
 from tests.helpers import PASSWORD, TEST_KDF, expected_password_key, log_text, make_user
 

@@ -13,10 +13,12 @@ from twisted.internet import defer, endpoints, reactor, utils
 from twisted.internet.error import ConnectionRefusedError
 from twisted.trial import unittest
 
-from twisted_keyx import groups, hostkey, knownhosts
+from twisted_keyx.groups import registry as groups
+from twisted_keyx.trust import hostkey
+from twisted_keyx.trust import knownhosts
 from twisted_keyx.dh.protocol import DHServerFactory
 from twisted_keyx.dh.raw import RawDHClientFactory, RawDHServerFactory
-from twisted_keyx.session import fingerprint
+from twisted_keyx.core.transcript import fingerprint
 
 from tests.helpers import CollectingProcess, data_path
 
@@ -171,7 +173,7 @@ class ExampleTests(unittest.TestCase):
         from twisted_keyx.opaque.protocol import OPAQUEServerFactory
         from twisted_keyx.opaque.records import ServerSetup
         from twisted_keyx.opaque.scheme import new_user
-        from twisted_keyx.opaque.servers import server_key_fingerprint
+        from twisted_keyx.trust.knownservers import server_key_fingerprint
 
         from tests.test_opaque_handshake import Users
 

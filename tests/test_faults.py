@@ -14,7 +14,8 @@ from twisted.logger import Logger, formatEvent
 from twisted.protocols.basic import Int32StringReceiver
 from twisted.trial import unittest
 
-from twisted_keyx import ffdh, limits
+from twisted_keyx.groups import ffdh
+from twisted_keyx.service import limits
 from twisted_keyx.dh import messages
 from twisted_keyx.dh.handshake import HandshakeResult
 from twisted_keyx.dh.protocol import DHClientProtocol, DHServerFactory

@@ -1,4 +1,4 @@
-"""Groups, parameter files, peer-key validation and the exchange (twisted_keyx.ffdh)."""
+"""Groups, parameter files, peer-key validation and the exchange (twisted_keyx.groups.ffdh)."""
 
 import dataclasses
 import os
@@ -6,8 +6,9 @@ import random
 
 from twisted.trial import unittest
 
-from twisted_keyx import asn1, ffdh
-from twisted_keyx.ffdh import InvalidPublicKey, ParameterError
+from twisted_keyx.groups import asn1
+from twisted_keyx.groups import ffdh
+from twisted_keyx.groups.ffdh import InvalidPublicKey, ParameterError
 
 from .helpers import CLIENT_X, SERVER_X, data_path, dh_spki_pem, read_data, run_machines
 
@@ -483,7 +484,9 @@ if hasattr(asymmetric, "dh"):
 sys.modules["cryptography.hazmat.primitives.asymmetric.dh"] = None
 sys.modules["cryptography.hazmat.decrepit.asymmetric.dh"] = None
 sys.path.insert(0, sys.argv[3])
-from twisted_keyx import admin, ffdh, groups
+from twisted_keyx.cli import admin
+from twisted_keyx.groups import ffdh
+from twisted_keyx.groups import registry as groups
 from twisted_keyx.dh.handshake import DHClientHandshake, DHServerHandshake
 from tests.helpers import run_machines
 group = groups.named("ffdhe2048")
@@ -512,7 +515,7 @@ class WithoutCryptographyFFDHTests(unittest.TestCase):
         import subprocess
         import sys
 
-        from twisted_keyx import groups
+        from twisted_keyx.groups import registry as groups
         from twisted_keyx.dh.handshake import DHClientHandshake, DHServerHandshake
 
         done = subprocess.run([sys.executable, "-W", "error", "-c", WITHOUT_FFDH,

@@ -1,5 +1,5 @@
 """keyx-client dh checks a server's custom group in a child process
-(twisted_keyx.groupcheck, twisted_keyx.primecheck): the verdict, and the
+(twisted_keyx.groups.check, twisted_keyx.groups.primecheck): the verdict, and the
 child killed when the check is cancelled."""
 
 import sys
@@ -7,7 +7,10 @@ import sys
 from twisted.internet import defer, error
 from twisted.trial import unittest
 
-from twisted_keyx import ffdh, groupcheck, groups, primecheck
+from twisted_keyx.groups import ffdh
+from twisted_keyx.groups import check as groupcheck
+from twisted_keyx.groups import registry as groups
+from twisted_keyx.groups import primecheck
 
 from .helpers import read_data
 

@@ -1,4 +1,4 @@
-"""The group registry (twisted_keyx.groups) and custom FFDH groups on GMP:
+"""The group registry (twisted_keyx.groups.registry) and custom FFDH groups on GMP:
 checked once, then cheap; keys byte-identical to OpenSSL's; the client's
 --max-bits; X9.42 parameters with q = (p - 1) / 2."""
 
@@ -9,7 +9,10 @@ import gmpy2
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
-from twisted_keyx import client, ffdh, groups, x25519
+from twisted_keyx.cli import client
+from twisted_keyx.groups import ffdh
+from twisted_keyx.groups import registry as groups
+from twisted_keyx.groups import x25519
 from twisted_keyx.dh import messages
 from twisted_keyx.dh.handshake import BadParameters, DHClientHandshake, DHServerHandshake
 

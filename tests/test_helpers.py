@@ -10,7 +10,7 @@ from twisted.logger import Logger, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from twisted_keyx import ffdh
+from twisted_keyx.groups import ffdh
 from twisted_keyx.dh import messages
 
 from .helpers import (

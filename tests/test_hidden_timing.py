@@ -3,7 +3,8 @@ steps 1 and 3 (the times are measured by benchmarks/bench_hidden_users.py)."""
 
 from twisted.trial import unittest
 
-from twisted_keyx.eke import crypto, userstore
+from twisted_keyx.eke import crypto
+from twisted_keyx.service import userfile as userstore
 from twisted_keyx.eke.handshake import EKEServerHandshake
 
 from tests.helpers import Users, make_user

@@ -35,7 +35,7 @@ from twisted_keyx.dh.protocol import (
     DHClientProtocol,
     server_max_message_length,
 )
-from twisted_keyx.machine import ServerHungUp
+from twisted_keyx.core.machine import ServerHungUp
 
 from . import dh_strategies as ds
 from .helpers import RecordingDHServerFactory, fed_server, frame, unframe
@@ -267,7 +267,7 @@ class FoundByHypothesisTests(unittest.TestCase):
     def test_generator_below_two_is_a_parameter_error(self):
         # cryptography's DHParameterNumbers raises ValueError for g < 2 before
         # OpenSSL checks anything; it used to escape the client as a crash.
-        from twisted_keyx import ffdh
+        from twisted_keyx.groups import ffdh
 
         for g in (0, 1):
             with self.assertRaises(ffdh.ParameterError):

@@ -25,7 +25,7 @@ from twisted.logger import Logger, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from twisted_keyx import limits
+from twisted_keyx.service import limits
 from twisted_keyx.eke import messages
 from twisted_keyx.chat.machine import ClientChat
 from twisted_keyx.eke.handshake import EKEClientHandshake, HandshakeFailed

@@ -19,7 +19,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.trial import unittest
 
-from twisted_keyx import admin, fileutil, hostkey
+from twisted_keyx.cli import admin
+from twisted_keyx.core import fileutil
+from twisted_keyx.trust import hostkey
 from twisted_keyx.dh import hostauth, messages
 
 from .helpers import data_path, read_data
@@ -733,9 +735,9 @@ def _signed_handshake(tamper_index=None, tamper=None):
     the client verifies with its own.  Returns what the client concluded:
     "verified", "refused" (the signature did not verify) or "failed" (the
     handshake itself failed)."""
-    from twisted_keyx import ffdh
+    from twisted_keyx.groups import ffdh
     from twisted_keyx.dh.handshake import DHClientHandshake, DHServerHandshake
-    from twisted_keyx.machine import HandshakeFailed
+    from twisted_keyx.core.machine import HandshakeFailed
 
     from .helpers import CLIENT_X, SERVER_X, fixed_key as fixed_dh_key
 

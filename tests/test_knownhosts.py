@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 from twisted.trial import unittest
 
-from twisted_keyx import knownhosts
-from twisted_keyx.knownhosts import CHANGED, KNOWN, NEW, REVOKED, Action, KnownHosts
+from twisted_keyx.trust import knownhosts
+from twisted_keyx.trust.knownhosts import CHANGED, KNOWN, NEW, REVOKED, Action, KnownHosts
 
 from .helpers import data_path, read_data
 
@@ -165,7 +165,7 @@ class CheckTests(unittest.TestCase):
                    b"a" * (4 << 20) + b" ssh-ed25519 " + self.blob,
                    b"*" * (4 << 20) + b"[127.0.0.1]:7777 ssh-ed25519 " + self.blob)
         code = ("import sys; from cryptography.hazmat.primitives.serialization import "
-                "load_ssh_public_key as load; from twisted_keyx.knownhosts import KnownHosts; "
+                "load_ssh_public_key as load; from twisted_keyx.trust.knownhosts import KnownHosts; "
                 "check = KnownHosts(sys.argv[1]).check('127.0.0.1', 7777, "
                 "load(open(sys.argv[2], 'rb').read())); print(check.status.value, check.line)")
         try:
@@ -245,7 +245,7 @@ class CheckTests(unittest.TestCase):
         that the file is a regular one).  In a child process, so that the
         old code fails by running out of time."""
         os.mkfifo(self.path)
-        code = ("import sys; from twisted_keyx.knownhosts import KnownHosts, KnownHostsError\n"
+        code = ("import sys; from twisted_keyx.trust.knownhosts import KnownHosts, KnownHostsError\n"
                 "try: KnownHosts(sys.argv[1]).find('127.0.0.1', 7777)\n"
                 "except KnownHostsError as e: print(e)")
         try:

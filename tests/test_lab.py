@@ -11,11 +11,15 @@ from twisted.internet import defer, endpoints, reactor
 from twisted.trial import unittest
 
 import twisted_keyx
-from twisted_keyx import groups, hostkey, knownhosts, lab, trace
+from twisted_keyx.groups import registry as groups
+from twisted_keyx.trust import hostkey
+from twisted_keyx.trust import knownhosts
+from twisted_keyx.cli import lab
+from twisted_keyx.observe import trace
 from twisted_keyx.dh.handshake import DHClientHandshake, HostKeyRequestRefused
 from twisted_keyx.dh.protocol import DHClientFactory, DHClientProtocol, DHServerFactory
 from twisted_keyx.dh.raw import RawDHServerFactory
-from twisted_keyx.machine import HandshakeFailed
+from twisted_keyx.core.machine import HandshakeFailed
 from twisted_keyx.eke.protocol import EKEClientFactory, EKEServerFactory
 
 from tests.helpers import PASSWORD, TEST_KDF, TEST_LIMITS, CollectingProcess, make_user
@@ -230,7 +234,7 @@ class MitmHostKeyTests(unittest.TestCase):
 
     async def keyx_client(self, *argv):
         process = CollectingProcess()
-        args = [sys.executable, "-m", "twisted_keyx.client", "dh", "--host", "127.0.0.1",
+        args = [sys.executable, "-m", "twisted_keyx.cli.client", "dh", "--host", "127.0.0.1",
                 "--port", str(self.middle_port.getHost().port),
                 "--known-hosts", self.known_hosts, *argv]
         reactor.spawnProcess(process, sys.executable, args,

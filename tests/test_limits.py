@@ -1,4 +1,4 @@
-"""Connection limits and timeouts (twisted_keyx.limits), on a fake clock."""
+"""Connection limits and timeouts (twisted_keyx.service.limits), on a fake clock."""
 
 from twisted.internet import protocol
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -11,7 +11,9 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from twisted_keyx.opaque.protocol import OPAQUEServerFactory
-from twisted_keyx import ffdh, limits, tap
+from twisted_keyx.groups import ffdh
+from twisted_keyx.service import limits
+from twisted_keyx.service import tap
 from twisted_keyx.dh import messages
 from twisted_keyx.dh.protocol import DHServerFactory
 from twisted_keyx.dh.raw import RawDHServerFactory

@@ -1,4 +1,4 @@
-"""The machine base (twisted_keyx.machine): tables checked when a class is
+"""The machine base (twisted_keyx.core.machine): tables checked when a class is
 defined, one place that moves a machine to FAILED, no Twisted."""
 
 import enum
@@ -7,7 +7,7 @@ import sys
 
 from twisted.trial import unittest
 
-from twisted_keyx.machine import (
+from twisted_keyx.core.machine import (
     START,
     MachineDefinitionError,
     ProtocolFailed,
@@ -111,7 +111,7 @@ class DefinitionTests(unittest.TestCase):
     def test_every_machine_of_the_project_is_defined(self):
         # Importing them is the check; this names them so that a table whose
         # handler is renamed fails here too.
-        from twisted_keyx import diagram
+        from twisted_keyx.observe import diagram
 
         for name in diagram.names():
             cls = diagram.machine_class(name)
@@ -164,7 +164,7 @@ class FailureTests(unittest.TestCase):
 
 class NoTwistedTests(unittest.TestCase):
     def test_the_machine_base_imports_no_twisted(self):
-        code = ("import sys, twisted_keyx.machine; "
+        code = ("import sys, twisted_keyx.core.machine; "
                 "print(sorted(m for m in sys.modules if m.split('.')[0] == 'twisted'))")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              check=True).stdout

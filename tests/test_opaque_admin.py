@@ -11,10 +11,13 @@ from twisted.trial import unittest
 
 from tests.helpers import TEST_KDF
 from tests.opaque_helpers import cheap_setup
-from twisted_keyx import admin, schemes, tap
-from twisted_keyx.eke import crypto, userstore
+from twisted_keyx.cli import admin
+from twisted_keyx.core import schemes
+from twisted_keyx.service import tap
+from twisted_keyx.eke import crypto
+from twisted_keyx.service import userfile as userstore
 from twisted_keyx.opaque import scheme as opaque_scheme
-from twisted_keyx.opaque.servers import check_and_remember, server_key_fingerprint
+from twisted_keyx.trust.knownservers import check_and_remember, server_key_fingerprint
 
 
 #: Long and unlike base64, so that finding it in a file means it was stored.
@@ -181,7 +184,7 @@ class AdminSchemeTests(unittest.TestCase):
         import subprocess
         import sys
         path = os.path.join(self.dir, "cfg", "opaque_servers")
-        code = ("import os, sys; from twisted_keyx.opaque.servers import check_and_remember\n"
+        code = ("import os, sys; from twisted_keyx.trust.knownservers import check_and_remember\n"
                 "for port in range(30): check_and_remember(sys.argv[2], port, os.urandom(32), "
                 "sys.argv[1])")
         children = [subprocess.Popen([sys.executable, "-c", code, path, f"h{i}"])

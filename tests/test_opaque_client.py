@@ -13,7 +13,7 @@ import twisted_keyx
 from twisted_keyx.opaque.protocol import OPAQUEServerFactory
 from twisted_keyx.opaque.records import ServerSetup
 from twisted_keyx.opaque.scheme import new_user
-from twisted_keyx.opaque.servers import server_key_fingerprint
+from twisted_keyx.trust.knownservers import server_key_fingerprint
 
 from tests.helpers import CollectingProcess
 from tests.test_opaque_handshake import Users
@@ -55,7 +55,7 @@ class OPAQUEClientProcessTests(unittest.TestCase):
         process = CollectingProcess(stdin)
         env = dict(os.environ, PYTHONPATH=ROOT, PYTHONWARNINGS="error",
                    XDG_CONFIG_HOME=self.config)
-        args = [sys.executable, "-m", "twisted_keyx.client", "opaque", "--host", self.host,
+        args = [sys.executable, "-m", "twisted_keyx.cli.client", "opaque", "--host", self.host,
                 "--port", str(self.port.getHost().port), *argv]
         reactor.spawnProcess(process, sys.executable, args, env=env)
         status = yield process.ended

@@ -12,7 +12,7 @@ from twisted.trial import unittest
 
 from tests.opaque_helpers import CHEAP_LIMITS, CountingRandom, cheap_setup
 from twisted_keyx.chat.records import derive_chat_keys
-from twisted_keyx.machine import HandshakeFailed
+from twisted_keyx.core.machine import HandshakeFailed
 from twisted_keyx.opaque import handshake as hs, ksf
 from twisted_keyx.opaque.protocol import OPAQUEClientFactory, OPAQUEServerFactory
 from twisted_keyx.opaque.scheme import OpaqueUser, new_user

@@ -1,4 +1,4 @@
-"""The guess throttle (twisted_keyx.throttle) on the OPAQUE server: KE2,
+"""The guess throttle (twisted_keyx.service.throttle) on the OPAQUE server: KE2,
 the answer that tells a guesser whether its password was right, is held
 back once a user has failed too often; a KE3 that does not verify, or a
 client that leaves after KE2, counts as a failed guess."""
@@ -13,7 +13,7 @@ from twisted.trial import unittest
 
 from tests.opaque_helpers import CHEAP_LIMITS
 from tests.test_opaque_handshake import PASSWORD, SETUP, users
-from twisted_keyx import throttle
+from twisted_keyx.service import throttle
 from twisted_keyx.opaque import handshake as hs
 from twisted_keyx.opaque.protocol import OPAQUEServerFactory
 

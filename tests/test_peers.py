@@ -1,9 +1,9 @@
-"""How peers are named in the logs (twisted_keyx.peers)."""
+"""How peers are named in the logs (twisted_keyx.core.peers)."""
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.trial import unittest
 
-from twisted_keyx.peers import describe_peer
+from twisted_keyx.core.peers import describe_peer
 
 
 class DescribePeerTests(unittest.TestCase):

@@ -18,9 +18,11 @@ from twisted.python import usage
 from twisted.trial import unittest
 
 from twisted_keyx.opaque.protocol import OPAQUEServerFactory
-from twisted_keyx.opaque.servers import server_key_fingerprint
-from twisted_keyx import limits, ffdh, tap
-from twisted_keyx.eke import userstore
+from twisted_keyx.trust.knownservers import server_key_fingerprint
+from twisted_keyx.service import limits
+from twisted_keyx.groups import ffdh
+from twisted_keyx.service import tap
+from twisted_keyx.service import userfile as userstore
 from twisted_keyx.dh.protocol import DHClientProtocol, DHServerFactory
 from twisted_keyx.eke.protocol import EKEServerFactory
 
@@ -353,7 +355,7 @@ class MakeServiceTests(unittest.TestCase):
                                    "--no-host-key")
         path, setup, _ = service.opaque_key
         lines = [formatEvent(e) for e in events
-                 if e.get("log_namespace", "").startswith("twisted_keyx.tap")]
+                 if e.get("log_namespace", "").startswith("twisted_keyx.service.tap")]
         self.assertEqual(lines, [
             f"twisted-keyx {tap.__version__}: DH handshake on tcp:7001, tcp:7002 "
             "with group ffdhe4096 (4096 bits); no host key (unauthenticated only)",
@@ -434,7 +436,7 @@ class DaemonModeTests(unittest.TestCase):
         folder = os.path.abspath(self.mktemp())
         os.mkdir(folder)
         log = os.path.join(folder, "keyx.log")
-        root = os.path.dirname(os.path.dirname(os.path.abspath(tap.__file__)))
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(tap.__file__))))
 
         async def run():
             out, err, code = await utils.getProcessOutputAndValue(

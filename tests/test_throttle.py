@@ -1,4 +1,4 @@
-"""The guess throttle (twisted_keyx.throttle), alone and behind EKE, on a
+"""The guess throttle (twisted_keyx.service.throttle), alone and behind EKE, on a
 task.Clock: no real waiting."""
 
 from twisted.internet import task
@@ -7,9 +7,9 @@ from twisted.internet.testing import StringTransportWithDisconnection
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
-from twisted_keyx import throttle as throttle_module
+from twisted_keyx.service import throttle as throttle_module
 from twisted_keyx.eke.protocol import EKEServerFactory
-from twisted_keyx.throttle import SUMMARY_EVERY, BadMessage, GuessLimits, GuessThrottle, decode, encode
+from twisted_keyx.service.throttle import SUMMARY_EVERY, BadMessage, GuessLimits, GuessThrottle, decode, encode
 
 from tests.helpers import PASSWORD, RecordingRandom, Users, make_user
 from tests.test_eke_protocol import client_machine
@@ -98,7 +98,7 @@ class ThrottleTests(unittest.TestCase):
 
 class SharedThrottleTests(unittest.TestCase):
     """Throttles of several processes (``--workers``): two workers' and the
-    parent's, wired as twisted_keyx.workers wires them, through the wire
+    parent's, wired as twisted_keyx.service.workers wires them, through the wire
     encoding."""
 
     def setUp(self):

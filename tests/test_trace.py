@@ -1,5 +1,5 @@
-"""Wire traces (twisted_keyx.trace) and the sequence charts drawn from them
-(twisted_keyx.sequence): the committed charts in docs/sequences/ are what a
+"""Wire traces (twisted_keyx.observe.trace) and the sequence charts drawn from them
+(twisted_keyx.observe.sequence): the committed charts in docs/sequences/ are what a
 real loopback handshake traces today."""
 
 import io
@@ -8,7 +8,9 @@ import os
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
-from twisted_keyx import groups, sequence, trace
+from twisted_keyx.groups import registry as groups
+from twisted_keyx.observe import sequence
+from twisted_keyx.observe import trace
 from twisted_keyx.dh.handshake import DHClientHandshake, DHServerHandshake
 
 SEQUENCES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -25,7 +27,7 @@ class ChartTests(unittest.TestCase):
                 self.assertEqual(
                     text, f.read(),
                     f"docs/sequences/{name}.txt is stale: "
-                    "python -m twisted_keyx.sequence --write docs/sequences")
+                    "python -m twisted_keyx.observe.sequence --write docs/sequences")
         return defer.Deferred.fromCoroutine(check())
 
     def test_every_chart(self):
@@ -194,10 +196,10 @@ class ClientTraceTests(unittest.TestCase):
 
         from twisted.internet import endpoints
 
-        from twisted_keyx import client
+        from twisted_keyx.cli import client
         from twisted_keyx.dh.protocol import DHServerFactory
 
-        from twisted_keyx import hostkey
+        from twisted_keyx.trust import hostkey
 
         from .helpers import read_data
 
@@ -229,7 +231,7 @@ class ClientTraceTests(unittest.TestCase):
 
 class DaemonTraceTests(unittest.TestCase):
     def test_option(self):
-        from twisted_keyx import tap
+        from twisted_keyx.service import tap
         from twisted_keyx.dh.protocol import DHServerFactory
 
         options = tap.Options()

@@ -1,4 +1,4 @@
-"""``twistd keyx --workers N`` (twisted_keyx.workers): options, and a real
+"""``twistd keyx --workers N`` (twisted_keyx.service.workers): options, and a real
 two-worker daemon in its own interpreter."""
 
 import os
@@ -14,13 +14,17 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from twisted_keyx import limits, tap, throttle, worker, workers
-from twisted_keyx.eke import userstore
+from twisted_keyx.service import limits
+from twisted_keyx.service import tap
+from twisted_keyx.service import throttle
+from twisted_keyx.service import workerprocess as worker
+from twisted_keyx.service import workers
+from twisted_keyx.service import userfile as userstore
 
 from tests.helpers import make_user
 from tests.test_eke_protocol import client_machine
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(tap.__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(tap.__file__))))
 
 
 def parse(*args):
@@ -416,7 +420,7 @@ class DaemonTests(unittest.TestCase):
 
     async def handshake(self):
         out, err, code = await utils.getProcessOutputAndValue(
-            sys.executable, ["-m", "twisted_keyx.client", "dh", "--host", "127.0.0.1",
+            sys.executable, ["-m", "twisted_keyx.cli.client", "dh", "--host", "127.0.0.1",
                              "--port", str(self.port), "--timeout", "30", "--accept-new",
                              "--known-hosts", os.path.join(self.folder, "known_hosts")],
             env=dict(os.environ, PYTHONPATH=ROOT))

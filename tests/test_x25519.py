@@ -1,4 +1,4 @@
-"""The X25519 group (twisted_keyx.x25519): vectors, keys, low-order points,
+"""The X25519 group (twisted_keyx.groups.x25519): vectors, keys, low-order points,
 and the DH handshake in it, framed and unframed, with keyx-client and twistd."""
 
 import io
@@ -12,7 +12,11 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
-from twisted_keyx import asn1, client, groups, tap, x25519
+from twisted_keyx.groups import asn1
+from twisted_keyx.cli import client
+from twisted_keyx.groups import registry as groups
+from twisted_keyx.service import tap
+from twisted_keyx.groups import x25519
 from twisted_keyx.dh import messages
 from twisted_keyx.dh.handshake import (
     DHClientHandshake,
@@ -23,7 +27,7 @@ from twisted_keyx.dh.handshake import (
 )
 from twisted_keyx.dh.protocol import DHClientProtocol, DHServerFactory
 from twisted_keyx.dh.raw import SERVER_MESSAGES, MessageSplitter, RawDHClientProtocol, RawDHServerFactory
-from twisted_keyx.session import fingerprint
+from twisted_keyx.core.transcript import fingerprint
 
 from .helpers import SERVER_X, TrackingDHServerFactory, frame, read_data, tracked
 from .test_client import _Loopback, unauthenticated

@@ -60,7 +60,7 @@ def ours_factory(group_name, clock, directory):
     the daemon's files (its host key, OPAQUE key) in ``directory``."""
     from twisted.application.service import Service
 
-    from twisted_keyx import tap
+    from twisted_keyx.service import tap
 
     factories = {}
 

@@ -223,7 +223,7 @@ MODES = {
     "naive": Mode("naive Twisted DH server, {group} (peer_naive.py)", NaivePeer(), "dh-framed"),
     # Clients from many loopback addresses: each source makes a handshake or
     # two a round, so the daemon logs every one (its per-source summaries,
-    # twisted_keyx.limits.PeerLines, never start), as the naive server does.
+    # twisted_keyx.service.limits.PeerLines, never start), as the naive server does.
     "dh-sources": Mode("DH framed, {group} (twistd keyx), clients from 16384 sources",
                        Keyx("--dh"), "dh-framed", load_options={"sources": 16384}),
     "naive-sources": Mode("naive Twisted DH server, {group}, clients from 16384 sources",

@@ -1,17 +1,17 @@
 """What the benchmark uses from twisted_keyx, in one module, so that the
 rest of the benchmark names no module of the library."""
 
-from twisted_keyx import groups
+from twisted_keyx.groups import registry as groups
 from twisted_keyx.dh import messages  # noqa: F401  (re-exported)
 from twisted_keyx.dh.protocol import CLIENT_MAX_MESSAGE_LENGTH  # noqa: F401
 from twisted_keyx.dh.raw import SERVER_MESSAGES, MessageSplitter, MessageTooLong  # noqa: F401
 
 from twisted_keyx.dh import hostauth  # noqa: F401  (re-exported)
-from twisted_keyx.session import Transcript  # noqa: F401  (re-exported)
-from twisted_keyx.groups import InvalidPublicKey  # noqa: F401  (re-exported)
-from twisted_keyx.logtext import literal  # noqa: F401  (re-exported)
-from twisted_keyx.peers import describe_peer  # noqa: F401  (re-exported)
-from twisted_keyx.session import derive_session_key, fingerprint  # noqa: F401  (re-exported)
+from twisted_keyx.core.transcript import Transcript  # noqa: F401  (re-exported)
+from twisted_keyx.groups.registry import InvalidPublicKey  # noqa: F401  (re-exported)
+from twisted_keyx.core.logtext import literal  # noqa: F401  (re-exported)
+from twisted_keyx.core.peers import describe_peer  # noqa: F401  (re-exported)
+from twisted_keyx.core.transcript import derive_session_key, fingerprint  # noqa: F401  (re-exported)
 
 DEFAULT_GROUP = groups.DEFAULT
 
@@ -37,7 +37,8 @@ class _EKE:
     """The EKE pieces, imported when first asked for."""
 
     def __getattr__(self, name):
-        from twisted_keyx.eke import crypto, userstore
+        from twisted_keyx.eke import crypto
+        from twisted_keyx.service import userfile as userstore
         from twisted_keyx.eke.handshake import EKEClientHandshake, EKEServerHandshake
 
         from twisted_keyx.chat.machine import ClientChat, ServerChat
@@ -58,7 +59,7 @@ class _OPAQUE:
     def __getattr__(self, name):
         from twisted_keyx import opaque
         from twisted_keyx.chat.records import derive_chat_keys
-        from twisted_keyx.machine import ProtocolFailed
+        from twisted_keyx.core.machine import ProtocolFailed
         from twisted_keyx.opaque import handshake, scheme
 
         self.__dict__.update(

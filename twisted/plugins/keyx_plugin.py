@@ -2,7 +2,7 @@ from twisted.application.service import ServiceMaker
 
 keyx = ServiceMaker(
     "twisted-keyx",
-    "twisted_keyx.tap",
+    "twisted_keyx.service.tap",
     "Key-exchange handshakes (Diffie-Hellman, EKE) as a network service.",
     "keyx",
 )

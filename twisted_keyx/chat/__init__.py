@@ -8,7 +8,7 @@ own); the chat does not know which handshake ran.  The parts:
   per direction, implicit counters, the line sizes;
 - :mod:`twisted_keyx.chat.machine`: the two sides as state machines
   (``receive <line>``, ``quit``);
-- :mod:`twisted_keyx.chat.console`: the client's terminal.
+- :mod:`twisted_keyx.cli.console`: the client's terminal.
 
 docs/protocols.rst, "Chat", describes it on the wire.
 """

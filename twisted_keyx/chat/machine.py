@@ -25,9 +25,9 @@ handshake (or from its result, which carries them as ``chat_keys``).
 
 import enum
 
-from twisted_keyx.b64 import MalformedLine, decode_item, encode_item
+from twisted_keyx.core.b64 import MalformedLine, decode_item, encode_item
 from twisted_keyx.chat import records
-from twisted_keyx.machine import ProtocolFailed, StateMachine
+from twisted_keyx.core.machine import ProtocolFailed, StateMachine
 
 
 class ChatFailed(ProtocolFailed):

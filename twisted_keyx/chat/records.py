@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from twisted_keyx.b64 import base64_length
-from twisted_keyx.session import derive_session_key
+from twisted_keyx.core.b64 import base64_length
+from twisted_keyx.core.transcript import derive_session_key
 
 #: Chat words (inside the records).
 QUIT = "quit"

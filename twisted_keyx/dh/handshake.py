@@ -5,7 +5,7 @@ answers with the message to send back, or raises :class:`HandshakeFailed`.
 Which message is legal in which state is written down once, in the
 ``TRANSITIONS`` table of each class; everything else is refused.  The
 framing (:mod:`twisted_keyx.dh.protocol`) and the crypto (the groups of
-:mod:`twisted_keyx.groups`) live elsewhere; every group runs the same machines.
+:mod:`twisted_keyx.groups.registry`) live elsewhere; every group runs the same machines.
 
 Server states, with the tutorial's state numbers (docs/protocols.rst, DH handshake)::
 
@@ -24,12 +24,12 @@ import dataclasses
 import enum
 from dataclasses import dataclass
 
-from twisted_keyx import groups
-from twisted_keyx import hostkey
+from twisted_keyx.groups import registry as groups
+from twisted_keyx.trust import hostkey
 from twisted_keyx.dh import hostauth, messages
 from twisted_keyx.dh.messages import ClientMessage, ServerMessage
-from twisted_keyx.machine import START, HandshakeFailed, StateMachine
-from twisted_keyx.session import Transcript, derive_session_key
+from twisted_keyx.core.machine import START, HandshakeFailed, StateMachine
+from twisted_keyx.core.transcript import Transcript, derive_session_key
 
 
 class UnexpectedMessage(HandshakeFailed):
@@ -109,7 +109,7 @@ def _as_is(message):
 
 class _Machine(StateMachine):
     """What both DH sides share: the transcript and the key derivation (the
-    table-driven dispatch is :class:`twisted_keyx.machine.StateMachine`)."""
+    table-driven dispatch is :class:`twisted_keyx.core.machine.StateMachine`)."""
 
     def __init__(self, initial_state, private_key_factory, received_form):
         super().__init__(initial_state)
@@ -176,7 +176,7 @@ class DHServerHandshake(_Machine):
                  received_form=_as_is, host_key=None):
         super().__init__(ServerState.AWAIT_HELLO, private_key_factory, received_form)
         self.group = group
-        #: A :class:`twisted_keyx.hostkey.HostKey`, or None: ``Host key?`` is
+        #: A :class:`twisted_keyx.trust.hostkey.HostKey`, or None: ``Host key?`` is
         #: then refused as the tutorial's server refuses it.
         self.host_key = host_key
         self._asked_for_host_key = False
@@ -319,7 +319,7 @@ class DHClientHandshake(_Machine):
     def parameters_checked(self, payload, outcome):
         """Hand over the outcome of checking message 4 ``payload`` elsewhere
         (off the reactor: :class:`twisted_keyx.dh.protocol.DHClientProtocol`):
-        the group, or the :class:`~twisted_keyx.groups.GroupError`.  Receiving
+        the group, or the :class:`~twisted_keyx.groups.registry.GroupError`.  Receiving
         that payload next uses it instead of ``accept_parameters``."""
         self._checked = (payload, outcome)
 

@@ -14,7 +14,7 @@ where K_S is the host public key blob (RFC 8709 section 4) and signature is
 ``string "ssh-ed25519" || string sig`` (RFC 8709 section 6), the two fields
 SSH's KEXDH_REPLY carries (RFC 4253 section 8).  ``sig`` is Ed25519 (RFC 8032)
 over :func:`signed_data`: a context label, the group's name, K_S and the
-transcript hash of messages 1 to 6 (:class:`twisted_keyx.session.Transcript`),
+transcript hash of messages 1 to 6 (:class:`twisted_keyx.core.transcript.Transcript`),
 each as an RFC 4251 ``string``.
 
 A server that cannot sign (the tutorial's, or ours without a host key)
@@ -24,8 +24,8 @@ to any unexpected message; a client that never asks is never sent message 7.
 
 from cryptography.exceptions import InvalidSignature
 
-from twisted_keyx import asn1
-from twisted_keyx.hostkey import (
+from twisted_keyx.groups import asn1
+from twisted_keyx.trust.hostkey import (
     BLOB_LENGTH,
     KEY_TYPE,
     SIGNATURE_LENGTH,
@@ -61,7 +61,7 @@ def signed_group_name(group):
     group is ``file:PATH`` locally and ``custom`` to the client, which only
     knows message 4; a file holding an RFC 7919 group is that group on both
     sides (docs/hostkey.rst, "What is signed")."""
-    from twisted_keyx import groups
+    from twisted_keyx.groups import registry as groups
     return group.name if group.name in groups.names() else "custom"
 
 
@@ -85,7 +85,7 @@ def signed_data(group_name, host_key_blob, transcript_hash):
 
 def sign(host_key, group_name, transcript_hash):
     """The server's 64-byte Ed25519 signature; ``host_key`` is a
-    :class:`twisted_keyx.hostkey.HostKey`."""
+    :class:`twisted_keyx.trust.hostkey.HostKey`."""
     return host_key.private_key.sign(signed_data(group_name, host_key.blob, transcript_hash))
 
 

@@ -15,7 +15,7 @@ Messages 1 ``Host key?`` and 7: docs/hostkey.rst.
 
 import enum
 
-from twisted_keyx import groups
+from twisted_keyx.groups import registry as groups
 
 HELLO = b"Hello"
 HEY_THERE = b"Hey there!"

@@ -1,11 +1,11 @@
 """Twisted protocols and factories for the DH handshake.
 
 The handshake logic is in :mod:`twisted_keyx.dh.handshake`; a connection is a
-:class:`twisted_keyx.adapter.Session` that owns a framing, one of those
+:class:`twisted_keyx.core.adapter.Session` that owns a framing, one of those
 machines and an observer.  On the server the observer is the factory, which
 logs each outcome; on the client it is the protocol itself, which fires
 ``finished``.  :class:`DHServerFactory` and :class:`DHClientProtocol` use
-:class:`~twisted_keyx.framing.Int32Framing` (a 4-byte big-endian length, then
+:class:`~twisted_keyx.core.framing.Int32Framing` (a 4-byte big-endian length, then
 the payload), the project's default framing; :mod:`twisted_keyx.dh.raw` has
 the same over the tutorial's unframed wire.
 """
@@ -17,7 +17,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_keyx.adapter import Observer, Session, hung_up
+from twisted_keyx.core.adapter import Observer, Session, hung_up
 from twisted_keyx.dh.handshake import (  # noqa: F401 (the limits are part of this API)
     CLIENT_MAX_MESSAGE_LENGTH,
     DHClientHandshake,
@@ -25,23 +25,23 @@ from twisted_keyx.dh.handshake import (  # noqa: F401 (the limits are part of th
     server_max_message_length,
 )
 from twisted_keyx.dh.messages import ServerMessage, classify_server_message
-from twisted_keyx.framing import Int32Framing
-from twisted_keyx.groups import GroupError
-from twisted_keyx.limits import PeerLogging
-from twisted_keyx.logtext import literal
-from twisted_keyx.session import fingerprint
+from twisted_keyx.core.framing import Int32Framing
+from twisted_keyx.groups.registry import GroupError
+from twisted_keyx.service.limits import PeerLogging
+from twisted_keyx.core.logtext import literal
+from twisted_keyx.core.transcript import fingerprint
 
 
 class DHServerProtocol(Session):
     """One server connection of the DH handshake (see :class:`DHServerFactory`)."""
 
-    #: The framing class (:mod:`twisted_keyx.framing`).
+    #: The framing class (:mod:`twisted_keyx.core.framing`).
     FRAMING = Int32Framing
 
 
 class DHServerFactory(Factory, Observer, PeerLogging):
     """Serves the DH handshake in one group; logs one line per connection
-    (bounded per source behind a connection policy: :class:`~twisted_keyx.limits.PeerLines`).
+    (bounded per source behind a connection policy: :class:`~twisted_keyx.service.limits.PeerLines`).
 
     Each connection is a :attr:`protocol` (its ``FRAMING`` says which) with a
     fresh :class:`DHServerHandshake`; the factory is its observer.
@@ -55,7 +55,7 @@ class DHServerFactory(Factory, Observer, PeerLogging):
                  private_key_factory=operator.methodcaller("generate_private_key"),
                  host_key=None):
         self.group = group
-        #: A :class:`twisted_keyx.hostkey.HostKey` to sign with when a client
+        #: A :class:`twisted_keyx.trust.hostkey.HostKey` to sign with when a client
         #: asks (``Host key?``), or None (docs/hostkey.rst).
         self.host_key = host_key
         self.show_secrets = show_secrets
@@ -102,7 +102,7 @@ class DHServerFactory(Factory, Observer, PeerLogging):
             )
         else:
             # The daemon's most frequent line, one per handshake: its text is
-            # made here (twisted_keyx.logtext).
+            # made here (twisted_keyx.core.logtext).
             group, key = result.group.name, fingerprint(result.session_key)
             self.log.info(
                 literal(f"DH handshake with {peer} finished ({group}); "
@@ -135,13 +135,13 @@ class DHClientProtocol(Session, Observer):
     connection ends first).  Cancelling it aborts the connection.
     """
 
-    #: The framing class (:mod:`twisted_keyx.framing`).
+    #: The framing class (:mod:`twisted_keyx.core.framing`).
     FRAMING = Int32Framing
 
     #: Checks the group of message 4 off the reactor: ``check(payload)``
     #: returns a Deferred that fires with the group or fails with a
-    #: :class:`~twisted_keyx.groups.GroupError`, and cancelling it stops the
-    #: check (:func:`twisted_keyx.groupcheck.check_parameters_message`).  None:
+    #: :class:`~twisted_keyx.groups.registry.GroupError`, and cancelling it stops the
+    #: check (:func:`twisted_keyx.groups.check.check_parameters_message`).  None:
     #: the machine checks it itself, on the reactor.
     check_parameters = None
 

@@ -15,7 +15,7 @@ works because no message of the handshake is a prefix of another:
 - whitespace around a message is not part of it, as the tutorial's
   ``strip()`` has it: the splitter removes it before a machine sees the
   message, and the machines hash what they send in that form too
-  (:attr:`twisted_keyx.framing.UnframedFraming.received_form`).
+  (:attr:`twisted_keyx.core.framing.UnframedFraming.received_form`).
 
 Bytes that cannot be the start of any legal message are handed over as a
 message at once, for the state machine to refuse with the usual reply.  More
@@ -34,7 +34,7 @@ tutorial's ``sendall`` sends it.
 import re
 from dataclasses import dataclass
 
-from twisted_keyx import groups
+from twisted_keyx.groups import registry as groups
 from twisted_keyx.dh import messages
 from twisted_keyx.dh.protocol import (
     DHClientFactory,
@@ -42,7 +42,7 @@ from twisted_keyx.dh.protocol import (
     DHServerFactory,
     DHServerProtocol,
 )
-from twisted_keyx.framing import UnframedFraming
+from twisted_keyx.core.framing import UnframedFraming
 
 
 @dataclass(frozen=True)

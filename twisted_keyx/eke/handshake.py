@@ -3,7 +3,7 @@
 Each machine is fed one line at a time (the delimiter already removed) and
 answers with the line to send back, or raises :class:`HandshakeFailed`.  The
 legal moves are the ``TRANSITIONS`` table of each class (dispatch in
-:mod:`twisted_keyx.machine`); the line formats are in
+:mod:`twisted_keyx.core.machine`); the line formats are in
 :mod:`twisted_keyx.eke.messages`, the primitives in :mod:`twisted_keyx.eke.crypto`.
 
 Server states, with the steps of docs/protocols.rst, EKE (received / sent)::
@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from twisted_keyx.chat.records import ChatKeys
 from twisted_keyx.eke import crypto, messages
 from twisted_keyx.eke.messages import ClientMessage, MalformedLine, ServerMessage
-from twisted_keyx.machine import START, HandshakeFailed, StateMachine
-from twisted_keyx.session import Transcript
+from twisted_keyx.core.machine import START, HandshakeFailed, StateMachine
+from twisted_keyx.core.transcript import Transcript
 
 
 class AuthenticationFailed(HandshakeFailed):
@@ -64,7 +64,7 @@ class WrongPassword(AuthenticationFailed):
 class GuessRefused(AuthenticationFailed):
     """Server side: refused at step 3 without looking at the password, as
     too many guesses for this user or from this source are waiting
-    (:mod:`twisted_keyx.throttle`)."""
+    (:mod:`twisted_keyx.service.throttle`)."""
 
 
 class MalformedMessage(AuthenticationFailed):
@@ -85,7 +85,7 @@ class EKEResult:
     user: str
     #: Ks, chosen by the server at step 4.
     session_key: bytes
-    #: SHA-256 over the eight handshake lines (see :class:`~twisted_keyx.session.Transcript`).
+    #: SHA-256 over the eight handshake lines (see :class:`~twisted_keyx.core.transcript.Transcript`).
     transcript_hash: bytes
     chat_keys: ChatKeys
 

@@ -27,8 +27,8 @@ After step 8 the chat (:mod:`twisted_keyx.chat`) carries on over the same lines.
 
 import enum
 
-from twisted_keyx.b64 import MalformedLine, base64_length, decode_item, encode_item  # noqa: F401
-from twisted_keyx.peers import printable  # noqa: F401 (for the EKE logs)
+from twisted_keyx.core.b64 import MalformedLine, base64_length, decode_item, encode_item  # noqa: F401
+from twisted_keyx.core.peers import printable  # noqa: F401 (for the EKE logs)
 
 YES = b"yes"
 NO = b"no"

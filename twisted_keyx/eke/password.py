@@ -8,7 +8,7 @@ import getpass
 import warnings
 
 from twisted_keyx.eke.messages import MalformedLine, check_user_name, printable
-from twisted_keyx.fileutil import exposure_warning
+from twisted_keyx.core.fileutil import exposure_warning
 
 
 #: How much of a user name a message echoes.

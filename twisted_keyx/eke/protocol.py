@@ -1,8 +1,8 @@
 """Twisted protocols and factories for the EKE handshake and its chat.
 
 The logic is in :mod:`twisted_keyx.eke.handshake` and :mod:`twisted_keyx.chat`;
-a connection is a :class:`twisted_keyx.adapter.Session` over
-:class:`~twisted_keyx.framing.LineFraming` (LF-delimited lines, each bounded
+a connection is a :class:`twisted_keyx.core.adapter.Session` over
+:class:`~twisted_keyx.core.framing.LineFraming` (LF-delimited lines, each bounded
 by the longest one legal in the current state).  On the server the factory
 observes it and logs; it hands the chat over once step 8 has succeeded.  On
 the client the protocol observes itself and fires its Deferreds.
@@ -12,7 +12,7 @@ from twisted.internet import defer
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
-from twisted_keyx.adapter import Observer, Session, hung_up, in_daemon_thread
+from twisted_keyx.core.adapter import Observer, Session, hung_up, in_daemon_thread
 from twisted_keyx.chat.machine import ClientChat, ServerChat
 from twisted_keyx.eke import messages
 from twisted_keyx.eke.handshake import (  # noqa: F401 (the limits are part of this API)
@@ -24,11 +24,11 @@ from twisted_keyx.eke.handshake import (  # noqa: F401 (the limits are part of t
     ServerState,
     WrongPassword,
 )
-from twisted_keyx.limits import Limits, PeerLogging
-from twisted_keyx.logtext import literal
-from twisted_keyx.eke.userstore import DecoyUsers
-from twisted_keyx.framing import LineFraming
-from twisted_keyx.session import fingerprint
+from twisted_keyx.service.limits import Limits, PeerLogging
+from twisted_keyx.core.logtext import literal
+from twisted_keyx.service.userfile import DecoyUsers
+from twisted_keyx.core.framing import LineFraming
+from twisted_keyx.core.transcript import fingerprint
 
 
 #: Chat lines are logged cut to this many characters (marked).
@@ -63,10 +63,10 @@ class EKEServerProtocol(Session):
 
 class EKEServerFactory(Factory, Observer, PeerLogging):
     """Serves EKE to the users of ``users`` (anything with ``lookup(name)``,
-    such as :class:`~twisted_keyx.eke.userstore.UserFile`); logs one line per
+    such as :class:`~twisted_keyx.service.userfile.UserFile`); logs one line per
     event of a connection.  Behind a connection policy, the lines about a
     handshake that does not log in (rejected, timed out, abandoned) are
-    bounded per source (:class:`~twisted_keyx.limits.PeerLines`); a
+    bounded per source (:class:`~twisted_keyx.service.limits.PeerLines`); a
     logged-in user's are not."""
 
     protocol = EKEServerProtocol
@@ -80,7 +80,7 @@ class EKEServerFactory(Factory, Observer, PeerLogging):
     def __init__(self, users, hide_unknown_users=False, show_secrets=False,
                  decoys=None, random_bytes=None, throttle=None, source_of=None):
         self.users = users
-        #: A :class:`~twisted_keyx.throttle.GuessThrottle`, or None.
+        #: A :class:`~twisted_keyx.service.throttle.GuessThrottle`, or None.
         self.throttle = throttle
         self.source_of = source_of if source_of is not None else Limits().source_of
         self.hide_unknown_users = hide_unknown_users
@@ -104,7 +104,7 @@ class EKEServerFactory(Factory, Observer, PeerLogging):
         host = getattr(session.transport.getPeer(), "host", None)
         return self.source_of(host) if isinstance(host, str) else session.peer
 
-    # --- the guess throttle (twisted_keyx.throttle) ----------------------------
+    # --- the guess throttle (twisted_keyx.service.throttle) ----------------------------
 
     def machineReceiving(self, session, machine, payload):
         # Step 4 tells a guesser whether the password was right: pace it.
@@ -192,7 +192,7 @@ class EKEServerFactory(Factory, Observer, PeerLogging):
             )
         else:
             # This line, the chat's and the quit are a login's usual lines:
-            # their text is made here (twisted_keyx.logtext).
+            # their text is made here (twisted_keyx.core.logtext).
             user, key = result.user, fingerprint(result.session_key)
             self.log.info(
                 literal(f"{self.NAME}: user {user} from {peer} authenticated; "
@@ -361,7 +361,7 @@ class EKEClientFactory(Factory):
     ``worker`` runs the step that stretches the password (scrypt here,
     Argon2id for OPAQUE: up to seconds) off the reactor thread, so that the
     program, and a timeout on ``authenticated``, run on meanwhile; the
-    default, :func:`twisted_keyx.adapter.in_daemon_thread`, also lets a
+    default, :func:`twisted_keyx.core.adapter.in_daemon_thread`, also lets a
     program that gave up exit without waiting for it.  ``None`` runs it on
     the reactor thread (tests that pump by hand).
     """

@@ -29,15 +29,15 @@ import enum
 import os
 from dataclasses import dataclass
 
-from twisted_keyx.b64 import MalformedLine, decode_item, encode_item
+from twisted_keyx.core.b64 import MalformedLine, decode_item, encode_item
 from twisted_keyx.chat.records import ChatKeys, derive_chat_keys
 from twisted_keyx.eke import messages as eke_messages
-from twisted_keyx.machine import START, HandshakeFailed, StateMachine
+from twisted_keyx.core.machine import START, HandshakeFailed, StateMachine
 from twisted_keyx.opaque.errors import OpaqueError
 from twisted_keyx.opaque.ksf import DEFAULT_KSF_LIMITS
 from twisted_keyx.opaque.login import ClientLogin, ServerLogin
 from twisted_keyx.opaque.messages import KE1_SIZE, KE2, KE3_SIZE
-from twisted_keyx.session import Transcript
+from twisted_keyx.core.transcript import Transcript
 
 FAILURE_REPLY = eke_messages.FAILURE_REPLY
 OK = b"ok"

@@ -2,8 +2,8 @@
 (docs/protocols.rst, OPAQUE).
 
 The machines are :mod:`twisted_keyx.opaque.handshake`; a connection is a
-:class:`twisted_keyx.adapter.Session` over
-:class:`~twisted_keyx.framing.LineFraming`, as for EKE, and the chat after
+:class:`twisted_keyx.core.adapter.Session` over
+:class:`~twisted_keyx.core.framing.LineFraming`, as for EKE, and the chat after
 it is the same (:mod:`twisted_keyx.chat`).  The server factory observes its
 sessions and logs as the EKE factory does, with "OPAQUE" for "EKE"; the
 client protocol is EKE's with OPAQUE's machine.
@@ -32,7 +32,7 @@ class OPAQUEServerProtocol(EKEServerProtocol):
 
 class OPAQUEServerFactory(EKEServerFactory):
     """Serves OPAQUE to the users of ``users`` (anything with
-    ``lookup(name, scheme)``, such as :class:`~twisted_keyx.eke.userstore.UserFile`:
+    ``lookup(name, scheme)``, such as :class:`~twisted_keyx.service.userfile.UserFile`:
     only records of the ``opaque`` scheme are users here) with the server
     setup ``setup``; logs one line per event of a connection.
 
@@ -40,7 +40,7 @@ class OPAQUEServerFactory(EKEServerFactory):
     KE3 that does not verify: wrong password or unknown user; the two are
     not told apart to it).
 
-    ``throttle`` (a :class:`~twisted_keyx.throttle.GuessThrottle`, the one
+    ``throttle`` (a :class:`~twisted_keyx.service.throttle.GuessThrottle`, the one
     EKE uses) paces guesses as for EKE.  Here KE2 is the answer that tells a
     guesser whether the password was right (the client opens its envelope
     with it), so KE2 is what is held back; a failed guess is a KE3 that does
@@ -66,7 +66,7 @@ class OPAQUEServerFactory(EKEServerFactory):
     def newHandshake(self):
         return OPAQUEServerHandshake(self.setup, self.lookupUser, **self._rng_options)
 
-    # --- the guess throttle (twisted_keyx.throttle) ----------------------------
+    # --- the guess throttle (twisted_keyx.service.throttle) ----------------------------
 
     def machineReceiving(self, session, machine, payload):
         if (self.throttle is None or machine is not session.handshake

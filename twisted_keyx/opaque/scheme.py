@@ -1,4 +1,4 @@
-"""OPAQUE as a password scheme of the user file (:mod:`twisted_keyx.schemes`),
+"""OPAQUE as a password scheme of the user file (:mod:`twisted_keyx.core.schemes`),
 and the daemon's key file (the :class:`~twisted_keyx.opaque.records.ServerSetup`).
 
 A user's object in the user file::
@@ -14,7 +14,7 @@ import os
 import stat
 from dataclasses import dataclass
 
-from twisted_keyx.fileutil import create_file_exclusively
+from twisted_keyx.core.fileutil import create_file_exclusively
 from twisted_keyx.opaque.errors import OpaqueError
 from twisted_keyx.opaque.records import RegistrationRecord, ServerSetup
 from twisted_keyx.opaque.registration import register

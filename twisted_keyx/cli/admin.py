@@ -1,0 +1,358 @@
+"""``keyx-admin``: make the files the daemon reads (DH parameters, host keys,
+EKE users), and print the state diagrams of the handshakes (docs/protocols.rst).
+
+Exit status: 0 success, 1 failure (message on stderr), 2 usage error,
+130 interrupted (Ctrl-C; 128 + SIGINT, as for keyx-client).
+"""
+
+import argparse
+import contextlib
+import os
+import sys
+import threading
+import time
+
+from twisted_keyx import __version__
+from twisted_keyx.groups import ffdh
+from twisted_keyx.trust import hostkey
+from twisted_keyx.core import schemes
+from twisted_keyx.service import userfile as userstore
+from twisted_keyx.eke.password import (
+    PasswordError,
+    ask_password,
+    password_file_warning,
+    read_password_file,
+    shown_name,
+    user_name_argument,
+)
+from twisted_keyx.core.fileutil import write_file_atomically
+
+
+EXIT_INTERRUPTED = 130
+
+
+class AdminError(Exception):
+    """A failure to report in one line on stderr."""
+
+
+def _warn(err, warning):
+    if warning:
+        err.write(f"keyx-admin: warning: {warning}\n")
+
+
+def _with_progress(work, label, err, interval=0.5):
+    """Run ``work()`` in a thread while showing elapsed time on ``err``."""
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = work()
+        except BaseException as e:  # handed to the caller below
+            outcome["error"] = e
+
+    thread = threading.Thread(target=target, daemon=True)
+    started = time.monotonic()
+    thread.start()
+    interactive = getattr(err, "isatty", lambda: False)()
+    ticks = 0
+    try:
+        while thread.is_alive():
+            thread.join(interval)
+            ticks += 1
+            elapsed = time.monotonic() - started
+            if interactive:
+                err.write(f"\r{label}... {elapsed:4.0f} s")
+            elif ticks % 10 == 0:
+                err.write(f"{label}... {elapsed:.0f} s\n")
+            err.flush()
+    except KeyboardInterrupt:
+        # Ctrl-C: end the progress line, so that the message starts a line.
+        if interactive and ticks:
+            err.write("\n")
+        raise
+    elapsed = time.monotonic() - started
+    prefix = "\r" if interactive else ""
+    if "error" in outcome:
+        err.write(f"{prefix}{label}: failed after {elapsed:.1f} s\n")
+        raise outcome["error"]
+    err.write(f"{prefix}{label}: done in {elapsed:.1f} s\n")
+    return outcome["value"]
+
+
+def _check_output(path, force, companions=()):
+    """Refuse, before any work, an output file ``path`` that cannot or may
+    not be written; ``companions`` are files written beside it."""
+    for target in (path,) + tuple(companions):
+        if os.path.isdir(target):
+            raise AdminError(f"cannot write {target}: it is a directory")
+    for target in (path,) + tuple(companions):
+        if os.path.exists(target) and not force:
+            raise AdminError(f"{target} exists; use --force to replace it")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise AdminError(f"cannot write {path}: no directory {directory}")
+    # The file is written as a temporary in the same directory, then renamed.
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise AdminError(f"cannot write {path}: directory {directory} is not writable")
+
+
+def cmd_genparams(args, out, err):
+    # Everything that can be checked is checked before the slow part.
+    _check_output(args.output, args.force)
+    label = f"generating a {args.bits}-bit safe prime (this takes a while)"
+    try:
+        pem = _with_progress(lambda: ffdh.generate_parameters_pem(args.bits), label, err)
+        write_file_atomically(args.output, pem)
+    except ffdh.ParameterError as e:
+        raise AdminError(str(e)) from None
+    except OSError as e:
+        raise AdminError(f"cannot write {args.output}: {e.strerror}") from None
+    out.write(f"wrote {args.output}; use it with: twistd -n keyx --params {args.output}\n")
+
+
+def cmd_hostkey(args, out, err):
+    public_path = args.output + ".pub"
+    _check_output(args.output, args.force, companions=(public_path,))
+    try:
+        written = hostkey.write_host_key(args.output, hostkey.generate_private_key())
+    except hostkey.HostKeyError as e:
+        raise AdminError(str(e)) from None
+    out.write(f"wrote {args.output} (mode 0600) and {public_path}; "
+              f"use it with: twistd -n keyx --host-key {args.output}\n")
+    out.write(f"{hostkey.KEY_TYPE_DISPLAY} key fingerprint is {written.fingerprint}\n")
+
+
+def _read_users(path, missing_ok=False):
+    try:
+        return userstore.read_users(path, missing_ok=missing_ok)
+    except userstore.UserFileError as e:
+        raise AdminError(str(e)) from None
+
+
+@contextlib.contextmanager
+def _editing_users(path, missing_ok=False):
+    """The users of ``path`` to change, locked from read to write."""
+    try:
+        with userstore.editing_users(path, missing_ok=missing_ok) as users:
+            yield users
+    except userstore.UserFileError as e:
+        raise AdminError(str(e)) from None
+
+
+def _refuse_existing(users, args):
+    if args.name in users:
+        raise AdminError(
+            f"user {args.name!r} already exists in {args.users}; "
+            "remove it first with keyx-admin deluser"
+        )
+
+
+def cmd_adduser(args, out, err):
+    # Checked before asking for the password, and again under the lock.
+    _refuse_existing(_read_users(args.users, missing_ok=True), args)
+    try:
+        if args.password_file:
+            password = read_password_file(args.password_file)
+            _warn(err, password_file_warning(args.password_file))
+        else:
+            password = ask_password(f"Password for {args.name}: ", confirm=True)
+    except PasswordError as e:
+        raise AdminError(str(e)) from None
+    # The KSF before taking the lock, so that the lock is held briefly.
+    if args.scheme == "opaque":
+        from twisted_keyx.opaque import scheme as opaque_scheme
+
+        try:
+            setup, created = opaque_scheme.load_or_create_key_file(args.opaque_key)
+        except opaque_scheme.KeyFileError as e:
+            raise AdminError(str(e)) from None
+        if created:
+            err.write(f"keyx-admin: created the OPAQUE key file {args.opaque_key} (mode 0600)\n")
+        record = opaque_scheme.new_user(args.name, password, setup)
+        detail = f"opaque, {record.record.ksf}"
+    else:
+        record = userstore.new_user(args.name, password)
+        detail = str(record.kdf)
+    with _editing_users(args.users, missing_ok=True) as users:
+        _refuse_existing(users, args)
+        users[args.name] = record
+    out.write(f"added user {args.name} to {args.users} ({detail})\n")
+
+
+def cmd_deluser(args, out, err):
+    with _editing_users(args.users) as users:
+        if args.name not in users:
+            raise AdminError(f"no user {shown_name(args.name)} in {args.users}")
+        del users[args.name]
+    out.write(f"removed user {args.name} from {args.users}\n")
+
+
+def cmd_listusers(args, out, err):
+    users = _read_users(args.users, missing_ok=True)
+    _warn(err, userstore.user_file_warning(args.users))
+    if not users:
+        err.write(f"keyx-admin: no users in {args.users}\n")
+    for name, record in sorted(users.items()):
+        out.write(f"{name}  {schemes.named(record.scheme).describe(record)}\n")
+
+
+def cmd_diagram(args, out, err):
+    # Imported here: the other commands do not need the machine modules.
+    from twisted_keyx.observe import diagram
+
+    if args.list:
+        for name in diagram.names():
+            out.write(f"{name}  {diagram.entry(name).title}\n")
+        return
+    out.write(diagram.machine_dot(args.name))
+
+
+def _machine_name(text):
+    """An argparse ``type``: an unknown machine is a usage error (exit 2)
+    that lists the known ones."""
+    from twisted_keyx.observe import diagram
+
+    try:
+        diagram.entry(text)
+    except diagram.UnknownMachine as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def _add_users_option(parser):
+    parser.add_argument(
+        "--users", metavar="FILE", default=userstore.DEFAULT_USER_FILE,
+        help=f"the EKE user file [default: {userstore.DEFAULT_USER_FILE}]",
+    )
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="keyx-admin",
+        description="Make the files the twisted-keyx daemon reads; print the state "
+                    "diagrams of its handshakes.",
+        epilog="Exit status: 0 done; 1 the command failed; 2 usage error; "
+               "130 interrupted (Ctrl-C).",
+    )
+    parser.add_argument("--version", action="version", version=f"twisted-keyx {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    genparams = commands.add_parser(
+        "genparams",
+        help="generate a DH parameter file for twistd keyx --params",
+        description=(
+            "Generate fresh Diffie-Hellman parameters (a safe prime, generator 2) "
+            "and write them as PEM 'DH PARAMETERS', the format of openssl dhparam. "
+            "This takes tens of seconds at 2048 bits and minutes above. The "
+            "built-in RFC 7919 groups are faster to use and as safe; a custom "
+            "group is for study."
+        ),
+    )
+    genparams.add_argument("--bits", type=ffdh.bits_argument, default=2048,
+                           help=f"size of the prime, {ffdh.MIN_BITS} to {ffdh.MAX_BITS} "
+                                "[default: 2048]")
+    genparams.add_argument("-o", "--output", required=True, metavar="FILE",
+                           help="where to write the parameters")
+    genparams.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    genparams.set_defaults(run=cmd_genparams)
+
+    hostkey_command = commands.add_parser(
+        "hostkey",
+        help="generate an Ed25519 host key for twistd keyx --host-key",
+        description=(
+            "Generate a fresh Ed25519 host key and write it to FILE in OpenSSH's "
+            "private key format, unencrypted, mode 0600 (a daemon cannot ask for a "
+            "passphrase), and its public key to FILE.pub in OpenSSH's public key "
+            "format. Both are replaced atomically. Prints the key's fingerprint, "
+            "as ssh-keygen -lf prints it, for clients to compare on first contact. "
+            "A key from ssh-keygen -t ed25519 -N '' works as well."
+        ),
+    )
+    hostkey_command.add_argument("-o", "--output", required=True, metavar="FILE",
+                                 help="where to write the private key (FILE.pub: the public key)")
+    hostkey_command.add_argument("--force", action="store_true",
+                                 help="replace FILE and FILE.pub if they exist")
+    hostkey_command.set_defaults(run=cmd_hostkey)
+
+    adduser = commands.add_parser(
+        "adduser",
+        help="add a user (EKE or OPAQUE)",
+        description=(
+            "Add a user to the user file (created if missing, mode 0600, "
+            "replaced atomically). The file keeps a random salt, the scrypt "
+            "parameters and scrypt(password, salt), never the password; the "
+            "daemon picks the change up without a restart. Without "
+            "--password-file the password is asked twice on the terminal."
+        ),
+    )
+    adduser.add_argument("name", metavar="NAME", type=user_name_argument,
+                         help="1 to 64 bytes of UTF-8, printable, no whitespace")
+    _add_users_option(adduser)
+    adduser.add_argument("--password-file", metavar="F",
+                         help="read the password from the first line of F")
+    adduser.add_argument("--scheme", choices=schemes.names(), default=schemes.names()[0],
+                         help="the password handshake the user logs in with "
+                              f"[default: {schemes.names()[0]}]")
+    adduser.add_argument("--opaque-key", metavar="FILE", default="keyx-opaque-key",
+                         help="the OPAQUE server key file, created (mode 0600) if missing "
+                              "[default: keyx-opaque-key]")
+    adduser.set_defaults(run=cmd_adduser)
+
+    deluser = commands.add_parser(
+        "deluser", help="remove a user (any scheme)",
+        description="Remove a user from the user file.",
+    )
+    deluser.add_argument("name", metavar="NAME")
+    _add_users_option(deluser)
+    deluser.set_defaults(run=cmd_deluser)
+
+    listusers = commands.add_parser(
+        "listusers", help="list the users and their schemes",
+        description="Print each user of the user file, its scheme and its KDF cost.",
+    )
+    _add_users_option(listusers)
+    listusers.set_defaults(run=cmd_listusers)
+
+    diagram = commands.add_parser(
+        "diagram", help="print a handshake's state diagram (Graphviz DOT)",
+        description=(
+            "Print the state diagram of one handshake machine as Graphviz DOT, "
+            "drawn from the machine's own transition table; render it with, for "
+            "instance, 'keyx-admin diagram dh-server | dot -Tsvg > dh-server.svg'. "
+            "--list names the machines."
+        ),
+    )
+    diagram.add_argument("name", metavar="NAME", nargs="?", type=_machine_name,
+                         help="the machine: dh-server, dh-client, eke-server, ...")
+    diagram.add_argument("--list", action="store_true", help="list the machines")
+    diagram.set_defaults(
+        run=cmd_diagram, check=lambda args: _check_diagram_arguments(diagram, args))
+    return parser
+
+
+def _check_diagram_arguments(parser, args):
+    if args.list and args.name is not None:
+        parser.error("give NAME or --list, not both")
+    if not args.list and args.name is None:
+        parser.error("give NAME (see keyx-admin diagram --list)")
+
+
+def main(argv=None, out=None, err=None):
+    out = out if out is not None else sys.stdout
+    err = err if err is not None else sys.stderr
+    try:
+        args = build_parser().parse_args(argv)
+        if hasattr(args, "check"):
+            args.check(args)
+        args.run(args, out, err)
+    except AdminError as e:
+        err.write(f"keyx-admin: {e}\n")
+        return 1
+    except KeyboardInterrupt:
+        err.write("keyx-admin: interrupted\n")
+        return EXIT_INTERRUPTED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""The password-scheme registry: what a user record in the user file is.
+
+Each record in the user file (:mod:`twisted_keyx.service.userfile`) names its
+scheme in a ``"scheme"`` field; a record without one is EKE's (the format
+before schemes existed, which keeps reading unchanged).  A scheme knows how
+to turn its part of a record into an object and back:
+
+- ``name``: the string stored in the record (``"eke"``, ``"opaque"``);
+- ``description``: for ``keyx-admin`` (``"EKE (scrypt)"``);
+- ``parse(name, fields) -> record``: ``fields`` is the record's JSON object
+  without ``"scheme"``; raises ``ValueError`` (or a subclass) if unusable;
+- ``serialise(record) -> dict``: the fields to store (without ``"scheme"``);
+- ``describe(record) -> str``: one line for ``keyx-admin listusers``.
+
+Every record object has a ``scheme`` attribute naming its scheme; servers
+ask the user file for the records of their own scheme only, so an EKE
+server treats an OPAQUE user as unknown and vice versa.
+
+Adding a scheme is a module defining ``SCHEME`` and one line in
+:data:`SCHEME_MODULES` (docs/protocols.rst, OPAQUE).
+"""
+
+import importlib
+
+#: The modules that define a ``SCHEME``: loaded the first time the
+#: registry is asked.  The first one is the default of ``keyx-admin adduser``.
+SCHEME_MODULES = (
+    "twisted_keyx.eke.scheme",
+    "twisted_keyx.opaque.scheme",
+)
+
+#: A record without a "scheme" field is EKE's.
+IMPLICIT_SCHEME = "eke"
+
+_schemes = {}
+
+
+class UnknownScheme(ValueError):
+    """A record names a scheme no module registers."""
+
+
+def register(scheme):
+    """Add ``scheme`` (see the module docstring) to the registry."""
+    if scheme.name in _schemes and _schemes[scheme.name] is not scheme:
+        raise ValueError(f"scheme {scheme.name!r} is registered twice")
+    _schemes[scheme.name] = scheme
+    return scheme
+
+
+def _load():
+    if len(_schemes) < len(SCHEME_MODULES):
+        for module in SCHEME_MODULES:
+            register(importlib.import_module(module).SCHEME)
+
+
+def named(name):
+    """The scheme called ``name``, or :class:`UnknownScheme`."""
+    _load()
+    try:
+        return _schemes[name]
+    except KeyError:
+        raise UnknownScheme(f"unknown password scheme {name!r}") from None
+
+
+def names():
+    """The registered schemes' names, the default first."""
+    _load()
+    return list(_schemes)
+
+
+def parse_record(name, fields):
+    """The record object for one user's JSON object (a dict)."""
+    fields = dict(fields)
+    scheme_name = fields.pop("scheme", IMPLICIT_SCHEME)
+    if not isinstance(scheme_name, str):
+        raise UnknownScheme("scheme: not a string")
+    return named(scheme_name).parse(name, fields)
+
+
+def serialise_record(record):
+    """The JSON object stored for ``record``: EKE's without a "scheme"
+    field (as before schemes existed), every other with one."""
+    fields = named(record.scheme).serialise(record)
+    if record.scheme != IMPLICIT_SCHEME:
+        fields = {"scheme": record.scheme, **fields}
+    return fields

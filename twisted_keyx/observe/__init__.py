@@ -1,0 +1,1 @@
+"""Observability: traces of handshakes, state diagrams and sequence charts drawn from the machines."""

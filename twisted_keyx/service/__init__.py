@@ -1,0 +1,1 @@
+"""The service: twistd options and service, connection limits, the guess throttle, workers and stores."""

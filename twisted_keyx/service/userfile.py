@@ -1,0 +1,356 @@
+"""The EKE user file: for each user the salt, the scrypt parameters and the
+password key, never the password.
+
+Format (JSON, UTF-8, written with mode 0600)::
+
+    {"version": 1,
+     "users": {"alice": {"salt": "<16 bytes, base64>",
+                         "kdf": {"name": "scrypt", "n": 32768, "r": 8, "p": 1},
+                         "key": "<32 bytes, base64>"}}}
+
+Each user's object is a record of its password scheme
+(:mod:`twisted_keyx.core.schemes`): one with a ``"scheme"`` field is that
+scheme's (``"opaque"``: :mod:`twisted_keyx.opaque.scheme`), one without is
+EKE's, as above.
+
+The key is scrypt(password, salt): for EKE it is *password-equivalent*, since
+the server needs it to run E_pw, anyone who reads this file can log in as any
+user in it (but does not learn the passwords themselves).  Keep it private.
+
+``keyx-admin`` edits the file (:func:`read_users`, :func:`write_users`); the
+daemon reads it through :class:`UserFile`, which notices when it changes.
+"""
+
+import contextlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from itertools import accumulate
+
+from twisted.logger import Logger
+
+from twisted_keyx.core import schemes
+from twisted_keyx.eke import crypto, messages
+from twisted_keyx.eke.messages import MalformedLine
+from twisted_keyx.core.fileutil import exposure_warning, locked, write_file_atomically
+
+FORMAT_VERSION = 1
+DEFAULT_USER_FILE = "keyx-users.json"
+
+#: The format nests 4 levels deep (top level, users, a user, its kdf).
+#: json.loads recurses once per level, so a hostile file nested 100,000
+#: deep would raise RecursionError: the depth is checked before it parses.
+MAX_DEPTH = 16
+#: About 40,000 users; the daemon reads and parses the file whole, on its
+#: reactor thread, when it changes.
+MAX_FILE_SIZE = 8 << 20
+
+
+class UserFileError(Exception):
+    """The user file cannot be read or is not in the format above."""
+
+
+@dataclass(frozen=True, repr=False)
+class UserRecord:
+    scheme = "eke"
+    name: str
+    salt: bytes
+    kdf: crypto.ScryptParameters
+    #: scrypt(password, salt); for a decoy (see :class:`DecoyUsers`) a key
+    #: from the per-process secret, which no password gives.
+    key: bytes
+
+    def __repr__(self):
+        return f"UserRecord(name={self.name!r}, kdf={self.kdf}, <key>)"
+
+
+def new_user(name, password, kdf=None, random_bytes=crypto.random_bytes):
+    """A record for ``name`` and ``password`` (str): fresh salt, derived key,
+    with ``kdf`` or :data:`~twisted_keyx.eke.crypto.DEFAULT_SCRYPT`.
+    Raises ValueError for a bad name or an empty password."""
+    kdf = kdf if kdf is not None else crypto.DEFAULT_SCRYPT
+    messages.check_user_name(name)
+    if not password:
+        raise ValueError("the password is empty")
+    salt = random_bytes(messages.SALT_SIZE)
+    key = crypto.derive_password_key(crypto.normalize_password(password), salt, kdf.check())
+    return UserRecord(name=name, salt=salt, kdf=kdf, key=key)
+
+
+def _no_duplicates(pairs):
+    result = {}
+    for key, value in pairs:
+        if key in result:
+            raise UserFileError(f"{key!r} appears twice")
+        result[key] = value
+    return result
+
+
+def _exact_keys(obj, keys, where):
+    if not isinstance(obj, dict) or set(obj) != set(keys):
+        raise UserFileError(f"{where}: expected an object with exactly {', '.join(keys)}")
+
+
+def _integer(value, where):
+    if type(value) is not int:
+        raise UserFileError(f"{where}: not an integer")
+    return value
+
+
+def _base64(value, size, where):
+    if not isinstance(value, str):
+        raise UserFileError(f"{where}: not a string")
+    try:
+        return messages.decode_item(value.encode("ascii"), size)
+    except (UnicodeEncodeError, MalformedLine) as e:
+        raise UserFileError(f"{where}: {e}") from None
+
+
+def _record(name, entry):
+    """A user's object: the record of its scheme (:mod:`twisted_keyx.core.schemes`)."""
+    where = f"user {name!r}"
+    try:
+        messages.check_user_name(name)
+    except MalformedLine as e:
+        raise UserFileError(f"{where}: {e}") from None
+    if not isinstance(entry, dict):
+        raise UserFileError(f"{where}: not an object")
+    try:
+        return schemes.parse_record(name, entry)
+    except ValueError as e:
+        raise UserFileError(f"{where}: {e}") from None
+
+
+def eke_record(name, entry):
+    """EKE's record from its fields (the scheme's ``parse``)."""
+    where = f"user {name!r}"
+    _exact_keys(entry, ("salt", "kdf", "key"), where)
+    kdf = entry["kdf"]
+    _exact_keys(kdf, ("name", "n", "r", "p"), f"{where}, kdf")
+    if kdf["name"] != "scrypt":
+        raise UserFileError(f"{where}: unknown KDF {kdf['name']!r}")
+    params = crypto.ScryptParameters(*(_integer(kdf[k], f"{where}, kdf {k}") for k in "nrp"))
+    try:
+        params.check()
+    except ValueError as e:
+        raise UserFileError(f"{where}: {e}") from None
+    return UserRecord(
+        name=name,
+        salt=_base64(entry["salt"], messages.SALT_SIZE, f"{where}, salt"),
+        kdf=params,
+        key=_base64(entry["key"], crypto.PASSWORD_KEY_SIZE, f"{where}, key"),
+    )
+
+
+# Linear-time steps only (no backtracking), for any file up to MAX_FILE_SIZE:
+# drop each escape (a backslash and the next character, RFC 8259 section 7),
+# then each string, then everything that is not a bracket.
+_ESCAPE = re.compile(r"\\.", re.DOTALL)
+_STRING = re.compile(r'"[^"]*"')
+_NOT_A_BRACKET = re.compile(r"[^\[\]{}]+")
+_DEPTH_CHANGE = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def _check_depth(text):
+    """Refuse ``text`` nested deeper than :data:`MAX_DEPTH`, without recursion."""
+    brackets = _NOT_A_BRACKET.sub("", _STRING.sub("", _ESCAPE.sub("", text)))
+    depths = accumulate(map(_DEPTH_CHANGE.__getitem__, brackets.encode()))
+    if any(map(MAX_DEPTH.__lt__, depths)):  # stops at the first level too deep
+        raise UserFileError(f"nested more than {MAX_DEPTH} levels deep")
+
+
+def parse_users(data):
+    """``{name: UserRecord}`` from the file's bytes, or :class:`UserFileError`."""
+    if len(data) > MAX_FILE_SIZE:
+        raise UserFileError(f"larger than {MAX_FILE_SIZE} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserFileError("not UTF-8") from None
+    _check_depth(text)
+    try:
+        document = json.loads(text, object_pairs_hook=_no_duplicates)
+    except ValueError as e:
+        raise UserFileError(f"not JSON: {e}") from None
+    except RecursionError:  # not expected after _check_depth; never a traceback
+        raise UserFileError(f"nested more than {MAX_DEPTH} levels deep") from None
+    _exact_keys(document, ("version", "users"), "top level")
+    if type(document["version"]) is not int or document["version"] != FORMAT_VERSION:
+        raise UserFileError(f"unsupported version {document['version']!r}")
+    if not isinstance(document["users"], dict):
+        raise UserFileError("users: not an object")
+    return {name: _record(name, entry) for name, entry in document["users"].items()}
+
+
+def serialize_users(users):
+    document = {
+        "version": FORMAT_VERSION,
+        "users": {
+            name: schemes.serialise_record(record) for name, record in sorted(users.items())
+        },
+    }
+    return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def eke_fields(record):
+    """The fields stored for an EKE record (the scheme's ``serialise``)."""
+    return {
+        "salt": messages.encode_item(record.salt).decode("ascii"),
+        "kdf": {"name": "scrypt", "n": record.kdf.n, "r": record.kdf.r, "p": record.kdf.p},
+        "key": messages.encode_item(record.key).decode("ascii"),
+    }
+
+
+def _describe(error):
+    return error.strerror or str(error)
+
+
+def read_users(path, missing_ok=False):
+    """Read the file; a missing file is ``{}`` if ``missing_ok``."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_SIZE + 1)
+    except FileNotFoundError:
+        if missing_ok:
+            return {}
+        raise UserFileError(f"cannot read {path}: no such file") from None
+    except OSError as e:
+        raise UserFileError(f"cannot read {path}: {_describe(e)}") from None
+    try:
+        return parse_users(data)
+    except UserFileError as e:
+        raise UserFileError(f"{path}: {e}") from None
+
+
+def write_users(path, users):
+    """Replace the file atomically (temporary file, fsync, rename), mode 0600."""
+    try:
+        write_file_atomically(path, serialize_users(users), mode=0o600)
+    except OSError as e:
+        raise UserFileError(f"cannot write {path}: {_describe(e)}") from None
+
+
+def user_file_warning(path):
+    """A warning if group or others may read the user file, else None: its
+    keys are password-equivalent."""
+    return exposure_warning(path, ": its keys log in without the passwords")
+
+
+@contextlib.contextmanager
+def editing_users(path, missing_ok=False):
+    """``with editing_users(path) as users:`` change the dict ``users``; it is
+    written back when the block ends without an exception.  The whole
+    read-modify-write holds the file's lock (:func:`~twisted_keyx.core.fileutil.locked`),
+    so two ``keyx-admin`` runs at once cannot lose each other's change."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(locked(path))
+        except OSError as e:
+            raise UserFileError(f"cannot lock {path}.lock: {_describe(e)}") from None
+        users = read_users(path, missing_ok=missing_ok)
+        yield users
+        write_users(path, users)
+
+
+class DecoyUsers:
+    """Records for names that are not users (``--hide-unknown-users``): a salt
+    from a per-process secret and the name, the default KDF, and a key from
+    the secret (so that step 3 opens the box with it as it would a user's:
+    the same work, the same time).  The same name gets the same answer for
+    as long as the server runs."""
+
+    def __init__(self, secret=None, kdf=crypto.DEFAULT_SCRYPT):
+        self._secret = secret if secret is not None else os.urandom(32)
+        self._kdf = kdf
+
+    def record_for(self, name):
+        return UserRecord(
+            name=name, salt=crypto.decoy_salt(self._secret, name), kdf=self._kdf,
+            key=crypto.decoy_key(self._secret, name),
+        )
+
+
+def _signature(st):
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class UserFile:
+    """The daemon's user file.  Every :meth:`lookup` stats the file (one
+    system call) and reloads it when it changed, so ``keyx-admin`` edits take
+    effect without a restart.  A file that has become unreadable or broken
+    is logged once and the users loaded before are kept; a file that has
+    disappeared means no users."""
+
+    log = Logger()
+    _MISSING = "missing"
+
+    def __init__(self, path):
+        self.path = path
+        self.users = {}
+        self._signature = None
+
+    def load(self):
+        """First load, at start-up: raise :class:`UserFileError` if the file
+        exists and is unusable.  Return the number of users, or None if the
+        file does not exist."""
+        self._reload(report=False)
+        return None if self._signature == self._MISSING else len(self.users)
+
+    def lookup(self, name, scheme="eke"):
+        """The record of user ``name`` if it is of ``scheme``, else None: a
+        server of one scheme does not see the users of another."""
+        try:
+            signature = _signature(os.stat(self.path))
+        except FileNotFoundError:
+            signature = self._MISSING
+        except OSError:
+            signature = None  # let the reload say why
+        if signature is None or signature != self._signature:
+            try:
+                self._reload(report=True)
+            except UserFileError:
+                pass  # reported in _reload; keep the users we had
+        record = self.users.get(name)
+        return record if record is not None and record.scheme == scheme else None
+
+    def count(self, scheme):
+        """How many users of ``scheme`` were loaded."""
+        return sum(1 for record in self.users.values() if record.scheme == scheme)
+
+    def _reload(self, report):
+        try:
+            with open(self.path, "rb") as f:
+                signature = _signature(os.fstat(f.fileno()))
+                if signature == self._signature:
+                    return
+                data = f.read(MAX_FILE_SIZE + 1)
+        except FileNotFoundError:
+            if self._signature != self._MISSING:
+                self._signature = self._MISSING
+                self.users = {}
+                if report:
+                    self.log.warn("user file {path} not found: no EKE users", path=self.path)
+            return
+        except OSError as e:
+            self._failed(("unreadable", e.errno), f"cannot read {self.path}: {_describe(e)}",
+                         report)
+            return
+        try:
+            users = parse_users(data)
+        except UserFileError as e:
+            self._failed(signature, f"{self.path}: {e}", report)
+            return
+        self._signature = signature
+        self.users = users
+        if report:
+            self.log.info("reloaded user file {path}: {count} user(s)",
+                          path=self.path, count=len(users))
+
+    def _failed(self, signature, reason, report):
+        if not report:
+            raise UserFileError(reason)
+        if signature != self._signature:
+            self._signature = signature
+            self.log.error("{reason}; keeping the {count} user(s) loaded before",
+                           reason=reason, count=len(self.users))
