@@ -1,0 +1,91 @@
+"""The contracts between the protocols and the service: what a password
+handshake may ask of the daemon's state, declared with ``zope.interface``
+as Twisted declares its own.
+
+Every method that reads or writes state returns a Deferred, so that a store
+that answers over a network (PostgreSQL, :mod:`twisted_keyx.service.stores`)
+fits as well as a local file; nothing here may block the reactor.  A store
+that cannot answer fails the Deferred with :class:`StoreUnavailable`, which
+the protocols turn into a documented refusal ("the server cannot check
+passwords right now"), never a traceback, never "wrong password".
+
+Implementations are checked with ``zope.interface.verify.verifyObject`` in
+the tests.
+"""
+
+from zope.interface import Attribute, Interface
+
+
+class StoreUnavailable(Exception):
+    """The store did not answer (a database down, a file unreadable): the
+    request is refused, and may be tried again later."""
+
+
+class StoreConflict(Exception):
+    """A write that must not overwrite something it did not expect to (a
+    user added twice, a record replaced that had changed meanwhile)."""
+
+
+class IUserStore(Interface):
+    """The users of the password handshakes (EKE and OPAQUE records, the
+    record objects of :mod:`twisted_keyx.core.schemes`)."""
+
+    def lookup(name, scheme):
+        """Deferred firing with the record of user ``name`` if it is of
+        ``scheme`` (``"eke"``, ``"opaque"``), else None: a server of one
+        scheme does not see the users of another."""
+
+    def count(scheme):
+        """Deferred firing with the number of users of ``scheme``."""
+
+    def users():
+        """Deferred firing with a dict of every user name to its record."""
+
+    def add(name, record):
+        """Deferred: store a new user, in one transaction; fails with
+        :class:`StoreConflict` if ``name`` exists."""
+
+    def replace(name, old, new):
+        """Deferred: replace user ``name``'s record ``old`` by ``new``
+        atomically (a change of password); fails with
+        :class:`StoreConflict` if the stored record is no longer ``old``.
+        An interrupted replace leaves ``old`` in place."""
+
+    def remove(name):
+        """Deferred firing with True if user ``name`` existed and was
+        removed."""
+
+
+class IServerSetupStore(Interface):
+    """The OPAQUE server setup (OPRF seed and server key pair), made once
+    and shared by every daemon of a deployment."""
+
+    def load():
+        """Deferred firing with the
+        :class:`~twisted_keyx.opaque.records.ServerSetup`, or None if there
+        is none yet."""
+
+
+class IGuessThrottle(Interface):
+    """The daemon's guess throttle, as the password handshakes see it.
+
+    A guess is counted when its answer is about to be sent (EKE's step 4,
+    OPAQUE's KE2: the answer that lets a client test a password), before
+    the client can use it; a login that succeeds settles it as a success.
+    """
+
+    clock = Attribute("An IReactorTime whose seconds() the throttle counts in.")
+
+    def reserve(user, source, peer):
+        """Deferred firing with the seconds to hold the answer back (0: now),
+        the guess counted; or None: refuse it unchecked."""
+
+    def succeeded(user, source):
+        """The user logged in from ``source``."""
+
+    def failed(user, source, peer, why):
+        """A guess failed (wrong password, unknown user, gave up after the
+        answer)."""
+
+    def refused(user, source):
+        """A guess was refused unchecked (counted in the summaries)."""
