@@ -5,6 +5,7 @@ import functools
 import io
 import json
 import os
+import signal
 import stat
 
 from twisted.internet import defer, endpoints, protocol, reactor, task, threads
@@ -526,6 +527,38 @@ class ClientHostKeyTests(unittest.TestCase):
             self.assertEqual((status, err), (0, knownhosts.added_text(name)))
             self.assertEqual(knownhosts.KnownHosts(self.known_hosts).check(
                 "127.0.0.1", self.port, HOST_KEY.public_key).status, knownhosts.KNOWN)
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_ctrl_c_at_the_first_contact_question_interrupts(self):
+        """Ctrl-C while the question waits for an answer ends the command
+        with 130, whatever is typed after it; nothing is recorded.  (Before,
+        the reactor's handler only scheduled a stop: the question went on,
+        ``yes`` finished with 0 and the stop met a stopped reactor.)"""
+        stops = []
+        # A stand-in for the reactor's handler, as task.react installs it.
+        previous = signal.signal(signal.SIGINT, lambda number, frame: stops.append(number))
+        self.addCleanup(signal.signal, signal.SIGINT, previous)
+
+        class CtrlCThenYes:
+            written = []
+
+            def read_line(self):
+                os.kill(os.getpid(), signal.SIGINT)
+                return "yes\n"
+
+            def write(self, text):
+                self.written.append(text)
+
+            def close(self):
+                pass
+
+        async def run():
+            status, out, err = await self.run_client(self.port, terminal=CtrlCThenYes())
+            self.assertEqual((status, out, err), (130, "", "keyx-client: interrupted\n"))
+            self.assertEqual(stops, [])
+            self.assertFalse(os.path.exists(self.known_hosts))
+            # The handler in place before the question is back.
+            self.assertIs(signal.getsignal(signal.SIGINT).__class__, type(lambda: 0))
         return defer.Deferred.fromCoroutine(run())
 
     def know(self, port, key=HOST_KEY):

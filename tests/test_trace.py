@@ -229,6 +229,52 @@ class ClientTraceTests(unittest.TestCase):
         self.assertEqual(events[0].payload, b"Host key?")
 
 
+class UnwritableTraceFileTests(unittest.TestCase):
+    """keyx-client --trace-file with a path that cannot be written: one line,
+    exit 2, before any connection or password (it was a traceback from the
+    middle of the handshake, then a hang past --timeout)."""
+
+    timeout = 20
+
+    async def refused(self, command, path, *options):
+        from twisted_keyx.cli import client
+
+        from .helpers import TrackingDHServerFactory
+
+        server = TrackingDHServerFactory(groups.named("x25519"))
+        port = reactor.listenTCP(0, server, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        args = client.build_parser().parse_args(
+            [command, "--host", "127.0.0.1", "--port", str(port.getHost().port),
+             "--timeout", "3", "--trace-file", path, *options])
+        out, err = io.StringIO(), io.StringIO()
+        status = await client.run(reactor, args, out, err)
+        self.assertEqual((status, out.getvalue()), (client.EXIT_USAGE, ""))
+        self.assertTrue(err.getvalue().startswith(
+            f"keyx-client: cannot write the trace file {path}: "), err.getvalue())
+        self.assertEqual(err.getvalue().count("\n"), 1)
+        self.assertEqual(server.connections, [])  # nothing went on the wire
+        return err.getvalue()
+
+    async def test_missing_folder(self):
+        path = os.path.join(self.mktemp(), "t")
+        err = await self.refused("dh", path, "--accept-new", "--known-hosts", self.mktemp())
+        self.assertIn("No such file or directory", err)
+
+    async def test_a_folder(self):
+        path = self.mktemp()
+        os.mkdir(path)
+        err = await self.refused("dh", path, "--accept-new", "--known-hosts", self.mktemp())
+        self.assertIn("Is a directory", err)
+
+    async def test_eke_before_the_password(self):
+        # No --password-file: the password would be asked; it is not.
+        await self.refused("eke", os.path.join(self.mktemp(), "t"), "--user", "alice")
+
+    async def test_opaque(self):
+        await self.refused("opaque", os.path.join(self.mktemp(), "t"), "--user", "alice")
+
+
 class DaemonTraceTests(unittest.TestCase):
     def test_option(self):
         from twisted_keyx.service import tap

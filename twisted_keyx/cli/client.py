@@ -7,11 +7,14 @@ connection lost before the server answered); 130 interrupted (Ctrl-C).
 """
 
 import argparse
+import contextlib
 import functools
 import ipaddress
 import json
 import re
+import signal
 import sys
+import threading
 
 from twisted.internet import defer, endpoints, error, fdesc, stdio, task
 
@@ -194,13 +197,28 @@ def with_tracing(args, factory, err=None):
     """``factory`` with the tracers ``args`` asks for; returns it and the
     file tracer (or None), to close."""
     err = err if err is not None else sys.stderr
-    file_tracer = trace.FileTracer(args.trace_file) if getattr(args, "trace_file", None) else None
+    file_tracer = open_trace_file(args)
     text = trace.TextTracer(err, show_secrets=args.show_secrets) if getattr(
         args, "trace", False) else None
     if file_tracer is not None or text is not None:
         tracer = trace.Tracers(text, file_tracer)
         trace.traced(factory, lambda protocol: tracer)
     return factory, file_tracer
+
+
+def open_trace_file(args):
+    """The :class:`~twisted_keyx.observe.trace.FileTracer` ``--trace-file``
+    asks for, its file open, or None; a file that cannot be written is a
+    usage error, said in one line before anything goes on the wire."""
+    if not getattr(args, "trace_file", None):
+        return None
+    file_tracer = trace.FileTracer(args.trace_file)
+    try:
+        file_tracer.open()
+    except OSError as e:
+        raise ClientError(f"cannot write the trace file {args.trace_file}: "
+                          f"{e.strerror or e}", EXIT_USAGE) from None
+    return file_tracer
 
 
 def _password_command_arguments(command, port):
@@ -482,6 +500,23 @@ def _refuse(text):
     raise ClientError(text.rstrip("\n"), EXIT_HANDSHAKE_FAILED)
 
 
+@contextlib.contextmanager
+def ctrl_c_interrupts():
+    """Within the block, Ctrl-C raises KeyboardInterrupt, as Python's own
+    handler does.  The first-contact question reads the terminal while the
+    reactor waits; the reactor's SIGINT handler only asks the reactor to stop
+    once it gets the turn back, so the question went on as if nothing had
+    happened, and the answer then met a stopped reactor."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def check_host_key(args, result, err, open_terminal=knownhosts.open_terminal):
     """Carry out :func:`twisted_keyx.trust.knownhosts.decide` for a handshake whose
     message 7 verified; raise :class:`ClientError` to refuse."""
@@ -497,8 +532,13 @@ def check_host_key(args, result, err, open_terminal=knownhosts.open_terminal):
             _refuse(decision.text)
         if action is knownhosts.Action.ASK:
             name = knownhosts.host_name(args.host, args.port)
-            if not knownhosts.ask_first_contact(name, result.host_public_key,
-                                                terminal.read_line, terminal.write):
+            try:
+                with ctrl_c_interrupts():
+                    accepted = knownhosts.ask_first_contact(
+                        name, result.host_public_key, terminal.read_line, terminal.write)
+            except KeyboardInterrupt:
+                raise ClientError("interrupted", EXIT_INTERRUPTED) from None
+            if not accepted:
                 _refuse("host key verification failed: not accepted")
             action = knownhosts.Action.RECORD
             decision = knownhosts.Decision(action, knownhosts.added_text(name))
@@ -671,6 +711,10 @@ async def run(reactor, args, out, err, interruption=None):
     """
     args.err = err  # for warnings that are not the outcome (keyx-client dh)
     try:
+        # Before a password is asked or a connection made.
+        tracer = open_trace_file(args)
+        if tracer is not None:
+            tracer.close()
         status = await args.run(reactor, args, out)
     except ClientError as e:
         if interruption is not None and interruption.happened:

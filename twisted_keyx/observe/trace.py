@@ -310,13 +310,23 @@ class FileTracer(Recorder):
         self.path = path
         self._file = None
         self._closed = False
+        self._header_written = False
+
+    def open(self):
+        """Open the file now, so that a path that cannot be written is
+        refused before any connection (``keyx-client --trace-file``) rather
+        than in the middle of a handshake.  Raises OSError."""
+        if self._file is None:
+            self._file = open(self.path, "w", encoding="ascii")
 
     def message(self, session, direction, machine, before, after, payload):
         if self._closed:
             return  # the handshake is over: what follows is not recorded
         super().message(session, direction, machine, before, after, payload)
         if self._file is None:
-            self._file = open(self.path, "w", encoding="ascii")
+            self.open()
+        if not self._header_written:
+            self._header_written = True
             self._write({"format": FILE_FORMAT, "peer": session.peer})
         e = self.events[-1]
         self._write({"direction": e.direction, "machine": e.machine, "before": e.before,
