@@ -451,6 +451,7 @@ class _Upstream(Int32StringReceiver):
 class ClientHostKeyTests(unittest.TestCase):
     def setUp(self):
         self.known_hosts = os.path.abspath(os.path.join(self.mktemp(), "sub", "known_hosts"))
+        os.makedirs(os.path.dirname(self.known_hosts))
         self.port = self.listen(DHServerFactory(groups.named("x25519"), host_key=HOST_KEY))
 
     def listen(self, factory):
@@ -480,11 +481,21 @@ class ClientHostKeyTests(unittest.TestCase):
             self.assertEqual(json.loads(out)["host_key_fingerprint"], HOST_KEY.fingerprint)
             self.assertEqual(err, knownhosts.added_text(f"[127.0.0.1]:{self.port}"))
             self.assertEqual(stat.S_IMODE(os.stat(self.known_hosts).st_mode), 0o600)
-            self.assertEqual(
-                stat.S_IMODE(os.stat(os.path.dirname(self.known_hosts)).st_mode), 0o700)
             status, out, err = await self.run_client(self.port)
             self.assertEqual((status, err), (0, ""))
             self.assertIn(f"Host key fingerprint: {HOST_KEY.fingerprint}\n", out)
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_known_hosts_in_a_missing_folder_refused(self):
+        async def run():
+            missing = os.path.abspath(self.mktemp())
+            self.known_hosts = os.path.join(missing, "dir", "kh")
+            status, out, err = await self.run_client(self.port, "--accept-new")
+            self.assertEqual((status, out), (1, ""))
+            self.assertEqual(err, f"keyx-client: cannot write known hosts file "
+                                  f"{self.known_hosts}: no folder {os.path.dirname(self.known_hosts)}"
+                                  " (only the default file's folder is created)\n")
+            self.assertFalse(os.path.exists(missing))
         return defer.Deferred.fromCoroutine(run())
 
     def test_no_terminal_refuses_in_one_line(self):

@@ -155,10 +155,27 @@ def _glob_match(pattern, name):
     return True
 
 
+#: At most this many patterns with a wildcard in the whole file: each is
+#: matched in Python, about a microsecond each, where a line of millions of
+#: them cost seconds a check.  Patterns without one are compared in one
+#: pass whatever their number (:func:`_patterns_match`).
+MAX_WILDCARD_PATTERNS = 10000
+
+#: A pattern's start up to its first wildcard: one match per such pattern.
+_WILDCARD_PATTERN = re.compile(rb"(?:^|(?<=,))[^,*?]*[*?]")
+
+
 def _patterns_match(patterns, name):
-    """OpenSSH's match_hostname: a match of a ``!pattern`` vetoes the line."""
+    """OpenSSH's match_hostname: a match of a ``!pattern`` vetoes the line.
+    Without wildcards, one pass in C over the list (a line may hold millions
+    of names); with them, one glob each (their number is bounded by
+    :data:`MAX_WILDCARD_PATTERNS`)."""
+    patterns = patterns.lower()
+    if b"*" not in patterns and b"?" not in patterns:
+        listed = patterns.split(b",")
+        return name in listed and b"!" + name not in listed
     matched = False
-    for pattern in patterns.lower().split(b","):
+    for pattern in patterns.split(b","):
         negated = pattern.startswith(b"!")
         if negated:
             pattern = pattern[1:]
@@ -230,6 +247,10 @@ class KnownHosts:
     clients and an editor can share it)."""
 
     def __init__(self, path=None, hash_names=True):
+        #: Only the default folder is made when missing (as OpenSSH makes
+        #: ~/.ssh); a folder the user named must exist (a typo in
+        #: --known-hosts made folders anywhere, as root /nonexistent/dir).
+        self.default = path is None
         self.path = default_path() if path is None else path
         self.hash_names = hash_names
 
@@ -257,7 +278,16 @@ class KnownHosts:
                                   f"{MAX_FILE_SIZE} bytes")
         entries = (_parse_line(number, line)
                    for number, line in enumerate(data.split(b"\n"), 1))
-        return [entry for entry in entries if entry is not None]
+        entries = [entry for entry in entries if entry is not None]
+        wildcards = 0
+        for entry in entries:
+            if b"*" in entry.hosts or b"?" in entry.hosts:
+                wildcards += len(_WILDCARD_PATTERN.findall(entry.hosts))
+                if wildcards > MAX_WILDCARD_PATTERNS:
+                    raise KnownHostsError(
+                        f"known hosts file {self.path} has more than {MAX_WILDCARD_PATTERNS} "
+                        f"host patterns with * or ? (line {entry.line})")
+        return entries
 
     def check(self, host, port, public_key):
         """A :class:`HostCheck` for the Ed25519 ``public_key`` the server at
@@ -297,13 +327,17 @@ class KnownHosts:
     def record(self, host, port, public_key):
         """Append an entry for the host and key; return its line number.
 
-        The folder is created with mode 0700 and the file with mode 0600 if
-        they are missing (an existing file keeps its mode, as with OpenSSH).
-        Raises :class:`KnownHostsError`.
+        The file is created with mode 0600 if it is missing (an existing
+        file keeps its mode, as with OpenSSH); the default file's folder too,
+        with mode 0700, but no other folder.  Raises :class:`KnownHostsError`.
         """
         name = host_name(host, port)
         line = _line_for(name.encode("utf-8"), public_key_blob(public_key), self.hash_names)
         directory = os.path.dirname(os.path.abspath(self.path))
+        if not self.default and not os.path.isdir(directory):
+            raise KnownHostsError(
+                f"cannot write known hosts file {self.path}: no folder {directory} "
+                "(only the default file's folder is created)")
         try:
             if not os.path.isdir(directory):
                 os.makedirs(directory, mode=0o700)
