@@ -168,3 +168,6 @@ class LineFormatTests(unittest.TestCase):
 
     def test_printable(self):
         self.assertEqual(messages.printable("a\tb\x1b[0m\u00e9"), "a\\tb\\x1b[0m\u00e9")
+        # A backslash too: the text \x1b is not the escape character.
+        self.assertEqual(messages.printable("\\x1b\x1b"), "\\\\x1b\\x1b")
+        self.assertEqual(messages.printable("\\x1b", backslash=False), "\\x1b")

@@ -330,6 +330,28 @@ class ServerProtocolTests(unittest.TestCase):
             "EKE: user {peer}{0} from 192.0.2.7:4242 quit",
         ])
 
+    def test_a_user_name_with_a_backslash_is_logged_unambiguously(self):
+        # The legal name \x1b\n (a backslash, x, 1, b...) read like the
+        # escape character and a newline, which a chat line with those
+        # characters shows as \x1b\n: the backslash is escaped.
+        name = "\\x1b\\n"
+        self.assertEqual(len(name), 6)
+        result = type("Result", (), {"user": name, "session_key": bytes(32)})()
+        with capturedLogs() as events:
+            self.factory.userAuthenticated("192.0.2.7:4242", result)
+            self.factory.userSaid("192.0.2.7:4242", name, "\x1b\n")
+            self.factory.userSaid("192.0.2.7:4242", name, name)
+            self.factory.chatIdle("192.0.2.7:4242", name, 300)
+            self.factory.chatEnded("192.0.2.7:4242", name)
+        self.assertEqual(log_text(events), [
+            "EKE: user \\\\x1b\\\\n from 192.0.2.7:4242 authenticated; "
+            f"session key fingerprint {fingerprint(bytes(32))}",
+            "User \\\\x1b\\\\n say: \\x1b\\n",
+            "User \\\\x1b\\\\n say: \\\\x1b\\\\n",
+            "EKE: chat with user \\\\x1b\\\\n from 192.0.2.7:4242 silent for 300 s, closing",
+            "EKE: user \\\\x1b\\\\n from 192.0.2.7:4242 quit",
+        ])
+
 
 class ClientProtocolTests(unittest.TestCase):
     def start(self, password=PASSWORD, user="alice"):

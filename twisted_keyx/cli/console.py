@@ -43,7 +43,7 @@ class ChatConsole(Protocol):
     def show(self, text):
         """Print one reply (non-printable characters escaped)."""
         if self.transport is not None:
-            self.transport.write(printable(text).encode("utf-8") + b"\n")
+            self.transport.write(printable(text, backslash=False).encode("utf-8") + b"\n")
 
     def close(self):
         """Stop reading; flush and close standard output."""

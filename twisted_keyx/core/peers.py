@@ -16,8 +16,15 @@ def describe_peer(address):
     return f"unix:{name.decode() if isinstance(name, bytes) else name}" if name else "unix"
 
 
-def printable(text):
+def printable(text, backslash=True):
     """``text`` with control and other non-printable characters escaped
     (``\\t``, ``\\x1b``...), for logs and terminals: a peer's text must not
-    forge log lines or drive the operator's terminal."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    forge log lines or drive the operator's terminal.  A backslash is
+    escaped too (``\\\\``), so that the text ``\\x1b`` a user typed does not
+    read as the escape character: the result is unambiguous.  With
+    ``backslash=False`` a backslash is left as it is (for a terminal, where
+    only control characters matter, or text that is already a repr)."""
+    if text.isprintable() and (not backslash or "\\" not in text):
+        return text
+    return "".join(c if c.isprintable() and (c != "\\" or not backslash) else repr(c)[1:-1]
+                   for c in text)

@@ -7,7 +7,7 @@ import argparse
 import getpass
 import warnings
 
-from twisted_keyx.eke.messages import MalformedLine, check_user_name, printable
+from twisted_keyx.eke.messages import MalformedLine, check_user_name
 from twisted_keyx.core.fileutil import exposure_warning
 
 
@@ -20,8 +20,8 @@ def shown_name(text):
     :data:`SHOWN_NAME_LENGTH` characters and marked so (a name given on the
     command line may be of any length)."""
     if len(text) <= SHOWN_NAME_LENGTH:
-        return repr(printable(text))
-    return f"{printable(text[:SHOWN_NAME_LENGTH])!r}... ({len(text)} characters)"
+        return repr(text)  # escapes what is not printable, and a backslash
+    return f"{text[:SHOWN_NAME_LENGTH]!r}... ({len(text)} characters)"
 
 
 def user_name_argument(text):

@@ -188,12 +188,12 @@ class EKEServerFactory(Factory, Observer, PeerLogging):
             self.log.info(
                 self.NAME + ": user {user} from {peer} authenticated; "
                 + self.SESSION_KEY_NAME + ": {session_key}",
-                user=result.user, peer=peer, session_key=result.session_key.hex(),
+                user=messages.printable(result.user), peer=peer, session_key=result.session_key.hex(),
             )
         else:
             # This line, the chat's and the quit are a login's usual lines:
             # their text is made here (twisted_keyx.core.logtext).
-            user, key = result.user, fingerprint(result.session_key)
+            user, key = messages.printable(result.user), fingerprint(result.session_key)
             self.log.info(
                 literal(f"{self.NAME}: user {user} from {peer} authenticated; "
                         f"session key fingerprint {key}"),
@@ -233,23 +233,27 @@ class EKEServerFactory(Factory, Observer, PeerLogging):
         if session.not_logged:
             self.log.info(self.NAME + ": {count} chat line(s) of user {user} from {peer} not logged "
                           "(more than {burst} at once)", count=session.not_logged,
-                          user=session.handshake.user, peer=session.peer, burst=LOG_BURST)
+                          user=messages.printable(session.handshake.user), peer=session.peer,
+                          burst=LOG_BURST)
             session.not_logged = 0
 
     def userSaid(self, peer, user, text):
-        line = shorten(messages.printable(text))
+        user, line = messages.printable(user), shorten(messages.printable(text))
         self.log.info(literal(f"User {user} say: {line}"), user=user, line=line)
 
     def chatEnded(self, peer, user):
+        user = messages.printable(user)
         self.log.info(literal(f"{self.NAME}: user {user} from {peer} quit"), user=user, peer=peer)
 
     def chatFailed(self, peer, user, reason):
+        user = messages.printable(user)
         self.log.info(
             self.NAME + ": chat with user {user} from {peer} broken, closing: {reason}",
             user=user, peer=peer, reason=reason,
         )
 
     def chatCutShort(self, peer, user):
+        user = messages.printable(user)
         self.log.info(
             self.NAME + ": connection of user {user} from {peer} closed without quit "
             "(possibly cut short)",
@@ -269,6 +273,7 @@ class EKEServerFactory(Factory, Observer, PeerLogging):
         )
 
     def chatIdle(self, peer, user, seconds):
+        user = messages.printable(user)
         self.log.info(
             self.NAME + ": chat with user {user} from {peer} silent for {seconds:g} s, closing",
             user=user, peer=peer, seconds=seconds,

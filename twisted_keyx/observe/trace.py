@@ -254,7 +254,7 @@ def format_event(machine, direction, before, after, payload, show_secrets=False)
     """The one line of a trace: direction, machine, states, size, summary."""
     # A summary may quote the peer's bytes (a PEM label, EKE's scrypt
     # words): escaped, so they can neither drive a terminal nor forge log lines.
-    summary = printable(str(describe(machine, payload)))
+    summary = printable(str(describe(machine, payload)), backslash=False)
     line = (f"{ARROWS[direction]} {type(machine).__name__} {_state(before)} -> "
             f"{_state(after)} [{len(payload)} bytes] {summary}")
     if show_secrets and getattr(machine, "finished", False):

@@ -53,7 +53,6 @@ from dataclasses import dataclass
 from twisted.application import service
 from twisted.logger import Logger
 
-from twisted_keyx.core.peers import printable
 
 #: Seconds between summary lines of a burst (and the quiet that ends one).
 SUMMARY_EVERY = 10.0
@@ -95,7 +94,7 @@ class _Burst:
 
 
 def _user_name(user):
-    return repr(printable(user))
+    return repr(user)  # escapes what is not printable, and a backslash
 
 
 #: What each message carries after its kind: a tuple of types.
