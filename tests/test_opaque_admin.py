@@ -5,6 +5,7 @@ import base64
 import io
 import json
 import os
+import sys
 
 from twisted.python import usage
 from twisted.trial import unittest
@@ -50,8 +51,8 @@ class AdminSchemeTests(unittest.TestCase):
                           "--password-file", self.password_file, *scheme)
 
     def test_both_schemes(self):
-        self.assertEqual(self.add("alice")[0], 0)
-        status, out, err = self.add("bob", "--scheme", "opaque")
+        self.assertEqual(self.add("alice", "--scheme", "eke")[0], 0)
+        status, out, err = self.add("bob")  # OPAQUE by default
         self.assertEqual((status, out, err),
                          (0, f"added user bob to {self.users} (opaque, argon2id m=64 KiB t=1 p=1)\n",
                           ""))
@@ -105,7 +106,7 @@ class AdminSchemeTests(unittest.TestCase):
         self.assertIn("readable by group or others", err)
 
     def test_lookup_by_scheme(self):
-        self.add("alice")
+        self.add("alice", "--scheme", "eke")
         self.add("bob", "--scheme", "opaque")
         users = userstore.UserFile(self.users)
         users.load()
@@ -210,3 +211,58 @@ def _write(path, setup):
         f.write(setup.dumps())
     os.chmod(path, 0o600)
     return setup
+
+
+class HelpTextTests(unittest.TestCase):
+    """What --help and the descriptions say about the two password schemes
+    (issue 24 item 10): each of these left OPAQUE out or claimed scrypt."""
+
+    def help_of(self, parser_main, *argv):
+        stdout = io.StringIO()
+        self.patch(sys, "stdout", stdout)
+        with self.assertRaises(SystemExit) as caught:
+            parser_main([*argv, "--help"], io.StringIO(), io.StringIO())
+        self.assertEqual(caught.exception.code, 0)
+        return " ".join(stdout.getvalue().split())
+
+    def test_adduser_help(self):
+        text = self.help_of(admin.main, "adduser")
+        self.assertIn("for an OPAQUE user (the default) the OPAQUE registration record", text)
+        self.assertIn("for an EKE user a random salt, the scrypt parameters", text)
+        self.assertIn("[default: opaque]", text)
+        self.assertNotIn("EKE user file", text)
+        self.assertIn("the user file, which holds the EKE and the OPAQUE users", text)
+
+    def test_listusers_and_deluser_users_option(self):
+        for command in ("listusers", "deluser"):
+            self.assertNotIn("EKE user file", self.help_of(admin.main, command))
+
+    def test_twistd_keyx_help(self):
+        from twisted_keyx.service import tap
+
+        text = " ".join(str(tap.Options()).split())
+        self.assertIn("EKE on tcp:8088 and OPAQUE on tcp:8089", text)
+        self.assertNotIn("EKE user file", text)
+        self.assertIn("User file (EKE and OPAQUE users)", text)
+
+    def test_plugin_line_and_package_description(self):
+        import configparser
+
+        from twisted.plugins import keyx_plugin
+
+        for text in (keyx_plugin.keyx.description,):
+            self.assertIn("OPAQUE on 8089", text)
+        config = configparser.ConfigParser()
+        config.read(os.path.join(os.path.dirname(os.path.dirname(__file__)), "setup.cfg"))
+        self.assertIn("OPAQUE", config["metadata"]["description"])
+
+    def test_keyx_lab_version(self):
+        from twisted_keyx import __version__
+        from twisted_keyx.cli import lab
+
+        stdout = io.StringIO()
+        self.patch(sys, "stdout", stdout)
+        with self.assertRaises(SystemExit) as caught:
+            lab.main(["--version"], io.StringIO(), io.StringIO())
+        self.assertEqual((caught.exception.code, stdout.getvalue()),
+                         (0, f"twisted-keyx {__version__}\n"))

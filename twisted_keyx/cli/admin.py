@@ -222,7 +222,8 @@ def _machine_name(text):
 def _add_users_option(parser):
     parser.add_argument(
         "--users", metavar="FILE", default=userstore.DEFAULT_USER_FILE,
-        help=f"the EKE user file [default: {userstore.DEFAULT_USER_FILE}]",
+        help="the user file, which holds the EKE and the OPAQUE users "
+             f"[default: {userstore.DEFAULT_USER_FILE}]",
     )
 
 
@@ -279,10 +280,14 @@ def build_parser():
         help="add a user (EKE or OPAQUE)",
         description=(
             "Add a user to the user file (created if missing, mode 0600, "
-            "replaced atomically). The file keeps a random salt, the scrypt "
-            "parameters and scrypt(password, salt), never the password; the "
-            "daemon picks the change up without a restart. Without "
-            "--password-file the password is asked twice on the terminal."
+            "replaced atomically). It never keeps the password: for an OPAQUE "
+            "user (the default) the OPAQUE registration record (RFC 9807: the "
+            "client's public key and its envelope, made with the key file "
+            "--opaque-key and an Argon2id stretch of the password); "
+            "for an EKE user a random salt, the scrypt parameters and "
+            "scrypt(password, salt). The daemon picks the change up without a "
+            "restart. Without --password-file the password is asked twice on "
+            "the terminal."
         ),
     )
     adduser.add_argument("name", metavar="NAME", type=user_name_argument,
@@ -290,9 +295,10 @@ def build_parser():
     _add_users_option(adduser)
     adduser.add_argument("--password-file", metavar="F",
                          help="read the password from the first line of F")
-    adduser.add_argument("--scheme", choices=schemes.names(), default=schemes.names()[0],
-                         help="the password handshake the user logs in with "
-                              f"[default: {schemes.names()[0]}]")
+    adduser.add_argument("--scheme", choices=schemes.names(), default=schemes.DEFAULT_SCHEME,
+                         help="the password handshake the user logs in with: opaque "
+                              "(keyx-client opaque, port 8089) or eke (keyx-client eke, "
+                              f"port 8088) [default: {schemes.DEFAULT_SCHEME}]")
     adduser.add_argument("--opaque-key", metavar="FILE", default="keyx-opaque-key",
                          help="the OPAQUE server key file, created (mode 0600) if missing "
                               "[default: keyx-opaque-key]")

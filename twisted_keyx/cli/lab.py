@@ -33,6 +33,7 @@ import ipaddress
 import sys
 import time
 
+from twisted_keyx import __version__
 from twisted_keyx.observe import trace
 
 EXIT_OK = 0
@@ -95,6 +96,7 @@ def build_parser():
                     "of the DH handshake, and the offline dictionary attack on EKE. "
                     + LOOPBACK_ONLY,
     )
+    parser.add_argument("--version", action="version", version=f"twisted-keyx {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     mitm = commands.add_parser(
         "mitm", help="sit between a DH client and the daemon",

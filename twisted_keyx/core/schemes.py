@@ -23,11 +23,16 @@ Adding a scheme is a module defining ``SCHEME`` and one line in
 import importlib
 
 #: The modules that define a ``SCHEME``: loaded the first time the
-#: registry is asked.  The first one is the default of ``keyx-admin adduser``.
+#: registry is asked.
 SCHEME_MODULES = (
     "twisted_keyx.eke.scheme",
     "twisted_keyx.opaque.scheme",
 )
+
+#: The scheme of ``keyx-admin adduser`` without ``--scheme``: OPAQUE, whose
+#: server never shows a salt, so that a fake server cannot make one table
+#: for every client that logs in to it as EKE allows (docs/protocols.rst).
+DEFAULT_SCHEME = "opaque"
 
 #: A record without a "scheme" field is EKE's.
 IMPLICIT_SCHEME = "eke"

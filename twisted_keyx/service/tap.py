@@ -176,8 +176,9 @@ class Options(usage.Options):
     longdesc = (
         "Serve the key-exchange handshakes of twisted-keyx.  With no options it "
         "serves the framed Diffie-Hellman handshake on tcp:7777 in the RFC 7919 "
-        "group ffdhe2048, and the EKE password handshake with its encrypted chat "
-        "on tcp:8088 for the users of keyx-users.json.  ENDPOINT is any Twisted "
+        "group ffdhe2048, and the two password handshakes with their encrypted "
+        "chat for the users of keyx-users.json: EKE on tcp:8088 and OPAQUE on "
+        "tcp:8089.  ENDPOINT is any Twisted "
         "server endpoint string, for example tcp:7777, tcp:7777:interface=127.0.0.1, "
         "ssl:7443:privateKey=key.pem:certKey=cert.pem or unix:/tmp/keyx.sock."
     )
@@ -253,7 +254,8 @@ class Options(usage.Options):
          "Seconds between answers to the guesses of a throttled user or "
          "source (0: no throttle).", float],
         ["users", None, DEFAULT_USER_FILE,
-         "EKE user file, made with keyx-admin adduser; re-read when it changes. "
+         "User file (EKE and OPAQUE users), made with keyx-admin adduser; re-read "
+         "when it changes. "
          "A missing file means no users yet."],
     ]
 
