@@ -53,6 +53,12 @@ class Reader:
         if len(self.buffer) > 16384:
             raise SystemExit("the server sent too much")
 
+    def starts_with(self, text):
+        """Whether the next message starts with ``text`` (read as far as needed)."""
+        while len(self.buffer.lstrip()) < len(text):
+            self._fill()
+        return self.buffer.lstrip().startswith(text)
+
     def exactly(self, text):
         while len(self.buffer.lstrip()) < len(text):
             self._fill()
@@ -82,8 +88,15 @@ class Reader:
         return self.until_pem_end()
 
 
+USAGE = "usage: python examples/socket_client.py HOST PORT"
+
+
 def handshake(host, port):
-    sock = socket.create_connection((host, port), timeout=10)
+    try:
+        sock = socket.create_connection((host, port), timeout=10)
+    except OSError as e:
+        raise SystemExit(f"socket_client.py: cannot connect to {host}:{port}: "
+                         f"{e.strerror or e}")
     with sock:
         reader, transcript = Reader(sock), Transcript()
 
@@ -119,8 +132,14 @@ def handshake(host, port):
 
 
 def main(argv):
+    if len(argv) != 3 or not argv[2].isdigit():
+        print(USAGE, file=sys.stderr)
+        raise SystemExit(2)
     host, port = argv[1], int(argv[2])
-    name, secret, session_key = handshake(host, port)
+    try:
+        name, secret, session_key = handshake(host, port)
+    except OSError as e:  # a timeout, a reset
+        raise SystemExit(f"socket_client.py: {host}:{port}: {e.strerror or e}")
     fingerprint = hmac.new(session_key, b"twisted-keyx fingerprint", hashlib.sha256)
     print(f"Group: {name}")
     print(f"Shared Secret: {secret.hex()}")

@@ -6,7 +6,10 @@ speaks the unframed wire (docs/protocols.rst, "Unframed wire"); try it with
     python examples/socket_server.py 7778 [--once]
 
 It listens on 127.0.0.1 only.  It prints the port it listens on (useful
-with port 0), then each session key.
+with port 0), then each session key.  It has no host key: a client that
+opens with ``Host key?`` (keyx-client does) gets the tutorial's ``I do not
+understand you, hanging up``, and starts again with ``Hello``
+(docs/hostkey.rst).
 """
 
 import socket
@@ -19,6 +22,11 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from socket_client import LABEL, Reader, Transcript
 
+#: The tutorial server's answer to anything it does not expect.
+UNEXPECTED = b"I do not understand you, hanging up"
+
+USAGE = "usage: python examples/socket_server.py PORT [--once]"
+
 
 def serve_one(conn):
     reader, transcript = Reader(conn), Transcript()
@@ -27,7 +35,12 @@ def serve_one(conn):
         conn.sendall(message)
         transcript.add(message.strip())
 
-    transcript.add(reader.exactly(b"Hello"))                    # 1
+    if not reader.starts_with(b"Hello"):                        # 1
+        # "Host key?" (or anything else): no host key here.
+        conn.sendall(UNEXPECTED)
+        raise SystemExit("not Hello (a client asking for a host key?): answered "
+                         + UNEXPECTED.decode())
+    transcript.add(reader.exactly(b"Hello"))
     send(b"Hey there!")                                         # 2
     transcript.add(reader.exactly(b"Params?"))                  # 3
     send(b"Group: x25519")                                      # 4
@@ -46,9 +59,17 @@ def serve_one(conn):
 
 
 def main(argv):
+    if len(argv) not in (2, 3) or not argv[1].isdigit() or argv[2:] not in ([], ["--once"]):
+        print(USAGE, file=sys.stderr)
+        raise SystemExit(2)
     port = int(argv[1])
     once = "--once" in argv
-    with socket.create_server(("127.0.0.1", port)) as server:
+    try:
+        server = socket.create_server(("127.0.0.1", port))
+    except (OSError, OverflowError) as e:
+        raise SystemExit(f"socket_server.py: cannot listen on 127.0.0.1:{port}: "
+                         f"{getattr(e, 'strerror', None) or e}")
+    with server:
         print(f"listening on 127.0.0.1:{server.getsockname()[1]}", flush=True)
         while True:
             conn, address = server.accept()
@@ -57,6 +78,9 @@ def main(argv):
                 try:
                     session_key = serve_one(conn)
                 except SystemExit as e:
+                    print(f"{address[0]}:{address[1]}: {e}", flush=True)
+                    continue
+                except OSError as e:  # a timeout, a reset
                     print(f"{address[0]}:{address[1]}: {e}", flush=True)
                     continue
             print(f"Session key: {session_key.hex()}", flush=True)

@@ -16,7 +16,7 @@ import os
 import sys
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from twisted.internet import defer, endpoints, task
+from twisted.internet import defer, endpoints, error, task
 
 from twisted_keyx.dh.protocol import DHClientFactory
 from twisted_keyx.core.transcript import fingerprint, hkdf_sha256
@@ -39,9 +39,18 @@ def open_sealed(key, sealed):
     return AESGCM(key).decrypt(sealed[:12], sealed[12:], None).decode("utf-8")
 
 
+USAGE = "usage: python examples/twisted_dh.py ENDPOINT MESSAGE (ENDPOINT: tcp:host=H:port=P)"
+
+
 async def run(reactor, description, text):
-    endpoint = endpoints.clientFromString(reactor, description)
-    protocol = await endpoint.connect(DHClientFactory())
+    try:
+        endpoint = endpoints.clientFromString(reactor, description)
+    except (ValueError, KeyError, TypeError) as e:
+        raise SystemExit(f"twisted_dh.py: not a client endpoint {description!r}: {e}")
+    try:
+        protocol = await endpoint.connect(DHClientFactory())
+    except error.ConnectError as e:
+        raise SystemExit(f"twisted_dh.py: cannot connect to {description}: {e}")
     result = await protocol.finished.addTimeout(10, reactor)
     key = message_key(result.session_key, result.transcript_hash)
     sealed = seal(key, text)
@@ -52,6 +61,9 @@ async def run(reactor, description, text):
 
 
 def main(argv):
+    if len(argv) != 3:
+        print(USAGE, file=sys.stderr)
+        raise SystemExit(2)
     description, text = argv[1], argv[2]
     task.react(lambda reactor: defer.Deferred.fromCoroutine(run(reactor, description, text)))
 

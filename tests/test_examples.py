@@ -4,12 +4,13 @@ tests/data/tls-server.pem), its output checked against the server's side of
 the same handshake: DH with and without a host key (and a pinned key that
 is not the server's, refused), and an OPAQUE login."""
 
+import io
 import os
 import re
 import socket
 import sys
 
-from twisted.internet import defer, endpoints, reactor, utils
+from twisted.internet import defer, endpoints, protocol, reactor, utils
 from twisted.internet.error import ConnectionRefusedError
 from twisted.trial import unittest
 
@@ -102,6 +103,62 @@ class ExampleTests(unittest.TestCase):
         out, err, code = await process
         self.assertEqual((code, err), (0, b""))
         self.assertEqual(field(out.decode(), "Session key"), result.session_key.hex())
+
+    async def test_socket_server_answers_keyx_client(self):
+        """keyx-client dh --raw, as the example's docstring says to try it:
+        its Host key? gets the tutorial's reply, and the client starts again
+        with Hello (it got exit 3: the example closed without a word)."""
+        from twisted_keyx.cli import client
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            free = probe.getsockname()[1]
+        process = utils.getProcessOutputAndValue(
+            sys.executable, [os.path.join(EXAMPLES, "socket_server.py"), str(free), "--once"],
+            env=dict(os.environ, PYTHONPATH=ROOT), path=EXAMPLES)
+        for _ in range(200):  # until the child listens (at most 10 s)
+            try:
+                probe = await endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", free).connect(
+                    protocol.Factory.forProtocol(protocol.Protocol))
+                break
+            except ConnectionRefusedError:
+                await _sleep(0.05)
+        else:
+            self.fail("socket_server.py did not listen")
+        probe.transport.loseConnection()  # the server reports it and serves on
+        folder = self.mktemp()
+        os.mkdir(folder)
+        args = client.build_parser().parse_args(
+            ["dh", "--raw", "--host", "127.0.0.1", "--port", str(free),
+             "--known-hosts", os.path.join(folder, "known_hosts")])
+        out, err = io.StringIO(), io.StringIO()
+        status = await client.run(reactor, args, out, err)
+        self.assertEqual(status, 0, err.getvalue())
+        self.assertIn("unauthenticated", err.getvalue())
+        server_out, server_err, code = await process
+        self.assertEqual((code, server_err), (0, b""))
+        self.assertIn(b"answered I do not understand you, hanging up", server_out)
+        self.assertEqual(field(server_out.decode(), "Session key"),
+                         field(out.getvalue(), "Session key"))
+
+    async def test_usage_and_connection_refused_in_one_line(self):
+        with socket.socket() as probe:  # a port nobody listens on
+            probe.bind(("127.0.0.1", 0))
+            closed = probe.getsockname()[1]
+        for example, usage in [
+                ("socket_client.py", "usage: python examples/socket_client.py HOST PORT\n"),
+                ("twisted_dh.py", "usage: python examples/twisted_dh.py ENDPOINT MESSAGE "
+                                  "(ENDPOINT: tcp:host=H:port=P)\n"),
+                ("socket_server.py", "usage: python examples/socket_server.py PORT [--once]\n")]:
+            self.assertEqual(await self.example(example, status=2), usage)
+        err = await self.example("socket_client.py", "127.0.0.1", str(closed), status=1)
+        self.assertEqual(err, f"socket_client.py: cannot connect to 127.0.0.1:{closed}: "
+                              "Connection refused\n")
+        err = await self.example("twisted_dh.py", f"tcp:host=127.0.0.1:port={closed}", "m",
+                                 status=1)
+        self.assertTrue(err.startswith(f"twisted_dh.py: cannot connect to "
+                                       f"tcp:host=127.0.0.1:port={closed}: "), err)
+        self.assertEqual(err.count("\n"), 1, err)
 
     async def test_twisted_dh(self):
         daemon = recording(DHServerFactory(groups.named("x25519")))
