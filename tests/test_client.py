@@ -403,6 +403,9 @@ class InterruptionTests(_Loopback, unittest.TestCase):
         password_file = self.mktemp()
         with open(password_file, "w") as f:
             f.write("pw\n")
+        # Its warning goes where run() writes (it went to sys.stderr: a
+        # stray line in the suite's output).
+        os.chmod(password_file, 0o644)
 
         async def run():
             server = silent_server(_HeardLineServer)
@@ -419,8 +422,10 @@ class InterruptionTests(_Loopback, unittest.TestCase):
             connection.transport.loseConnection()
             self.assertEqual(await running, 130)
             await server.allLost()
-            self.assertEqual((out.getvalue(), err.getvalue()),
-                             ("", "keyx-client: interrupted\n"))
+            self.assertEqual((out.getvalue(), err.getvalue()), (
+                "", f"keyx-client: warning: {password_file} is readable by group or others "
+                    f"(mode 0644); chmod 600 {password_file}\n"
+                    "keyx-client: interrupted\n"))
         return defer.Deferred.fromCoroutine(run())
 
     def test_shutdown_after_the_command_is_not_an_interruption(self):

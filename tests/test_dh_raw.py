@@ -21,6 +21,7 @@ from twisted_keyx.groups import asn1
 from twisted_keyx.cli import client
 from twisted_keyx.groups import ffdh
 from twisted_keyx.trust import hostkey
+from twisted_keyx.trust import knownhosts
 from twisted_keyx.service import tap
 from twisted_keyx.core.framing import UnframedFraming
 from twisted_keyx.dh.handshake import (
@@ -677,6 +678,8 @@ class LoopbackInteropTests(unittest.TestCase):
         self.assertEqual(report["fingerprint"], fingerprint(results[0].session_key))
         self.assertEqual(report["group"], "ffdhe2048")
         self.assertEqual(report["host_key_fingerprint"], host_key.fingerprint)
+        self.assertEqual(self.client_err.getvalue(),
+                         knownhosts.added_text(f"[127.0.0.1]:{port}"))
 
     @defer.inlineCallbacks
     def run_client(self, port, *options):
@@ -686,7 +689,8 @@ class LoopbackInteropTests(unittest.TestCase):
         args = client.build_parser().parse_args(
             ["dh", "--host", "127.0.0.1", "--port", str(port), *options]
         )
-        out = StringIO()
+        out, args.err = StringIO(), StringIO()
+        self.client_err = args.err  # the warnings (not the test's own stderr)
         try:
             status = yield defer.Deferred.fromCoroutine(client.run_dh(reactor, args, out))
         except client.ClientError as e:

@@ -205,7 +205,7 @@ def add_trace_options(command):
 def with_tracing(args, factory, err=None):
     """``factory`` with the tracers ``args`` asks for; returns it and the
     file tracer (or None), to close."""
-    err = err if err is not None else sys.stderr
+    err = err if err is not None else _err(args)
     file_tracer = open_trace_file(args)
     text = trace.TextTracer(err, show_secrets=args.show_secrets) if getattr(
         args, "trace", False) else None
@@ -611,13 +611,18 @@ async def run_dh(reactor, args, out):
     return EXIT_OK
 
 
+def _err(args):
+    """Where warnings go: the ``err`` :func:`run` was given."""
+    return getattr(args, "err", sys.stderr)
+
+
 def _read_password(args):
     try:
         if args.password_file:
             password = read_password_file(args.password_file)
             warning = password_file_warning(args.password_file)
             if warning:
-                sys.stderr.write(f"keyx-client: warning: {warning}\n")
+                _err(args).write(f"keyx-client: warning: {warning}\n")
             return password
         return ask_password(f"Password for {args.user}: ")
     except PasswordError as e:
@@ -651,7 +656,7 @@ async def run_opaque(reactor, args, out):
         status, previous = check_and_remember(args.host, args.port, key)
         if status == "changed":
             where = host_port(args.host, args.port)
-            sys.stderr.write(
+            _err(args).write(
                 f"keyx-client: warning: the server key of {where} changed "
                 f"(was {previous}): a new key file on the server, or another server\n")
 
