@@ -253,7 +253,9 @@ class OtherHandshakeFaultTests(unittest.TestCase):
             eke = await self.ports["eke"].connect(EKEClientFactory(
                 "alice", PASSWORD, kdf_limits=TEST_LIMITS, rsa_key_factory=rsa_key))
             await eke.authenticated
-            eke.finished.addErrback(lambda failure: None)  # the server hangs up
+            closed_why = []
+            # The server says why and hangs up.
+            eke.finished.addErrback(lambda failure: closed_why.append(failure.value))
 
             client = await connectProtocol(self.ports["dh"], DHClientProtocol())
             self.assertIsInstance(await client.finished, HandshakeResult)
@@ -269,5 +271,9 @@ class OtherHandshakeFaultTests(unittest.TestCase):
                                 for line in self.lines), self.lines)
             self.assertTrue(any("EKE: chat with user alice" in line and "silent for 1 s" in line
                                 for line in self.lines), self.lines)
+            from twisted_keyx.chat.machine import ServerClosedChat
+            [why] = closed_why
+            self.assertIsInstance(why, ServerClosedChat)
+            self.assertEqual(why.reason, "no line for 1 s")
 
         return defer.ensureDeferred(run())

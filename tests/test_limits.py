@@ -568,8 +568,19 @@ class EKETimeoutTests(unittest.TestCase):
         self.assertFalse(self.transport.disconnected)
         self.assertEqual(chat.receive(self.exchange(chat.say("still here"))), "receive still here")
         self.clock.advance(59)
-        self.assertFalse(self.transport.disconnected)
+        self.assertFalse(self.transport.disconnecting)
         self.clock.advance(1)
+        # The server says why in a last record, then closes gracefully (it
+        # closed without a word: the client could only say the connection
+        # was closed).
+        self.assertTrue(self.transport.disconnecting)
+        self.assertFalse(self.transport.disconnected)
+        from twisted_keyx.chat.machine import ServerClosedChat
+        with self.assertRaises(ServerClosedChat) as raised:
+            chat.receive(self.transport.value().rstrip(b"\n"))
+        self.assertEqual(raised.exception.reason, "no line for 60 s")
+        # A client that does not read is aborted CLOSE_GRACE seconds later.
+        self.clock.advance(limits.CLOSE_GRACE)
         self.assertTrue(self.transport.disconnected)
         close(self.proto)
         lines = self.logged.lines()
@@ -579,6 +590,14 @@ class EKETimeoutTests(unittest.TestCase):
             "EKE: chat with user alice from 192.0.2.1:40000 silent for 60 s, closing",
         ])
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_closed_in_time_after_saying_why(self):
+        chat = self.authenticate()
+        self.clock.advance(60)
+        self.assertTrue(self.transport.disconnecting)
+        close(self.proto)  # the client read it and the close completed
+        self.assertEqual(self.clock.getDelayedCalls(), [])  # no abort pending
+        self.assertIsNotNone(chat)
 
 
 class PeerLinesTests(unittest.TestCase):

@@ -16,6 +16,8 @@ Client (``say`` and ``quit`` are the local user's, the rest the server's)::
     OPEN --say / record--> OPEN --receive <line>--> OPEN
     OPEN --quit / record--> QUITTING --receive <line>--> QUITTING
     QUITTING --quit (after a reply to every line)--> CLOSED
+    OPEN or QUITTING --closing <why>--> FAILED (ServerClosedChat: the server's
+        idle timeout; the server sent it with :meth:`ServerChat.closing`)
 
 Both refuse text that is not UTF-8 or longer than
 :data:`~twisted_keyx.chat.records.MAX_CHAT_TEXT_BYTES`.  Either machine is
@@ -35,6 +37,11 @@ class ChatFailed(ProtocolFailed):
     the session ends (the server closes without a reply)."""
 
 
+class ServerClosedChat(ChatFailed):
+    """The server said ``closing <why>`` (its idle timeout): the session
+    ends; :attr:`reason` is the server's why."""
+
+
 class ChatState(enum.Enum):
     OPEN = "chatting"
     QUITTING = "waiting for the server to confirm quit"
@@ -48,6 +55,7 @@ class ChatEvent(enum.Enum):
     LINE = "a line"
     RECEIVE = "receive <line>"
     QUIT = "quit"
+    CLOSING = "closing <why>"
     OTHER = "neither receive <line> nor quit"
     SAY = "say (local)"
     LOCAL_QUIT = "quit (local)"
@@ -123,12 +131,21 @@ class ServerChat(_Chat):
         self.said = text
         return self._seal(records.QUIT)
 
+    def closing(self, why):
+        """The record that tells the client why the server closes the chat
+        on its own (``closing <why>``, the idle timeout); the chat is over."""
+        record = self._seal(records.CLOSING_PREFIX + why)
+        self.state = ChatState.CLOSED
+        return record
+
 
 def _server_event(text):
     if text == records.QUIT:
         return ChatEvent.QUIT
     if text.startswith(records.RECEIVE_PREFIX):
         return ChatEvent.RECEIVE
+    if text.startswith(records.CLOSING_PREFIX):
+        return ChatEvent.CLOSING
     return ChatEvent.OTHER
 
 
@@ -141,6 +158,8 @@ class ClientChat(_Chat):
         (ChatState.OPEN, ChatEvent.RECEIVE): ("_on_receive", ChatState.OPEN),
         (ChatState.QUITTING, ChatEvent.RECEIVE): ("_on_receive", ChatState.QUITTING),
         (ChatState.QUITTING, ChatEvent.QUIT): ("_on_quit_confirmed", ChatState.CLOSED),
+        (ChatState.OPEN, ChatEvent.CLOSING): ("_on_closing", ChatState.FAILED),
+        (ChatState.QUITTING, ChatEvent.CLOSING): ("_on_closing", ChatState.FAILED),
     }
     PEER = "server"
     max_message_length = records.MAX_SERVER_RECORD_LINE
@@ -200,6 +219,9 @@ class ClientChat(_Chat):
             raise ChatFailed("a reply to no line")
         self.unanswered -= 1
         return text
+
+    def _on_closing(self, text):
+        raise ServerClosedChat(text[len(records.CLOSING_PREFIX):])
 
     def _on_quit_confirmed(self, text):
         if self.unanswered:

@@ -27,6 +27,9 @@ from twisted_keyx.core.transcript import derive_session_key
 #: Chat words (inside the records).
 QUIT = "quit"
 RECEIVE_PREFIX = "receive "
+#: The server's last record before it closes a chat on its own (the idle
+#: timeout): ``closing <why>``.
+CLOSING_PREFIX = "closing "
 MAX_CHAT_TEXT_BYTES = 4096
 
 GCM_NONCE_SIZE = 12

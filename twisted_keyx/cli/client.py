@@ -35,7 +35,7 @@ from twisted_keyx.dh.handshake import (
 )
 from twisted_keyx.dh.protocol import DHClientFactory
 from twisted_keyx.dh.raw import RawDHClientFactory
-from twisted_keyx.chat.machine import ChatFailed
+from twisted_keyx.chat.machine import ChatFailed, ServerClosedChat
 from twisted_keyx.cli.console import ChatConsole
 from twisted_keyx.eke.handshake import AuthenticationFailed
 from twisted_keyx.eke.password import (
@@ -702,6 +702,8 @@ async def _password_session(reactor, args, out, console, factory, failures,
         )
     except ServerHungUp as e:
         raise ClientError(e.reason, EXIT_NETWORK)
+    except ServerClosedChat as e:
+        raise ClientError(f"the server closed the chat: {e.reason}", EXIT_NETWORK)
     except ChatFailed as e:
         raise ClientError(f"the chat broke: {e.reason}", EXIT_HANDSHAKE_FAILED)
     finally:

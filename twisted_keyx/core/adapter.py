@@ -319,12 +319,24 @@ class Session(Protocol):
         self._heldFraming = None
 
     def connectionTimedOut(self, phase, seconds):
-        """Called by :mod:`twisted_keyx.service.limits` just before it aborts a peer
-        that took too long; the observer words it."""
-        if not self.ended:
-            self.ended = True
-            self._dropFraming()
-            self.observer.sessionTimedOut(self, self.machine, seconds)
+        """Called by :mod:`twisted_keyx.service.limits` just before it closes a
+        peer that took too long; the observer words it.  A machine that can
+        say why (the chat's ``closing``, for the idle timeout) sends that
+        last message first; then True: the guard closes gracefully, so that
+        the message is delivered, instead of aborting."""
+        if self.ended:
+            return False
+        self.ended = True
+        closing = getattr(self.machine, "closing", None)
+        said = False
+        if closing is not None and self.framing is not None and not self.machine.finished:
+            message = closing(f"no line for {seconds:g} s")
+            self._trace("out", self.machine, self.machine.state, message)
+            self._send(message)
+            said = True
+        self._dropFraming()
+        self.observer.sessionTimedOut(self, self.machine, seconds)
+        return said
 
     # --- the framing's side ----------------------------------------------------
 

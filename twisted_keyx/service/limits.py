@@ -57,6 +57,10 @@ BURST_QUIET = 10.0
 HANDSHAKE = "handshake"
 IDLE = "idle session"
 
+#: Seconds a timed-out connection that said why (the chat's ``closing``)
+#: is given to deliver it before it is aborted.
+CLOSE_GRACE = 10.0
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -399,13 +403,22 @@ class GuardedProtocol(ProtocolWrapper):
     def _timedOut(self, phase, seconds):
         self._timer = None
         hook = getattr(self.wrappedProtocol, "connectionTimedOut", None)
+        said_why = False
         if hook is not None:
-            hook(phase, seconds)
+            said_why = hook(phase, seconds)
         else:
             self.factory.policy.log.info(
                 "{peer}: {phase} timed out after {seconds:g} s; closing",
                 peer=describe_peer(self.transport.getPeer()), phase=phase, seconds=seconds,
             )
+        if said_why is True:
+            # The protocol wrote why (the chat's idle timeout): a graceful
+            # close delivers it, and an abort CLOSE_GRACE seconds later ends
+            # it anyway for a peer that does not read.
+            self.transport.loseConnection()
+            self._timer = self.factory.policy.clock.callLater(
+                CLOSE_GRACE, self.transport.abortConnection)
+            return
         # abort, not lose: a peer that does not read would keep a graceful
         # close waiting for its buffer to drain.
         self.transport.abortConnection()
