@@ -1,6 +1,7 @@
 """File helpers shared by the admin tool and the daemon."""
 
 import contextlib
+import errno
 import fcntl
 import os
 import stat
@@ -61,6 +62,38 @@ def create_file_exclusively(path, data, mode=0o600):
         os.unlink(temporary)
 
 
+def open_regular(path, follow_symlinks=True):
+    """A file descriptor open for reading on ``path``, which must be a
+    regular file: a named pipe, a device or a folder raises OSError
+    (``strerror`` "not a regular file") instead of blocking the caller (the
+    daemon's reactor) until a writer comes.  O_NONBLOCK makes the open of a
+    pipe return at once; a regular file ignores it.  With
+    ``follow_symlinks=False`` a symbolic link is refused too (ELOOP).
+    Raises OSError (FileNotFoundError for a missing file)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+    if not follow_symlinks:
+        flags |= os.O_NOFOLLOW
+    fd = os.open(path, flags)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_regular(path, limit):
+    """At most ``limit`` bytes of the regular file ``path``
+    (:func:`open_regular`); a caller asks for one byte more than it
+    accepts, to tell a file too large.  Raises OSError."""
+    fd = open_regular(path)
+    try:
+        return read_at_most(fd, limit)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def locked(path):
     """Hold an exclusive lock for ``path`` (``fcntl.flock`` on ``PATH.lock``,
@@ -68,9 +101,14 @@ def locked(path):
     read-modify-write of ``path`` inside it cannot interleave with another
     one.  Readers need no lock, since :func:`write_file_atomically` replaces
     the file whole.  The lock file, not ``path`` itself, because the rename
-    gives ``path`` a new inode at every write.  Raises OSError."""
-    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    gives ``path`` a new inode at every write.  The lock file is never a
+    symbolic link (a dangling one made its target) nor anything but a
+    regular file.  Raises OSError."""
+    fd = os.open(path + ".lock",
+                 os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path + ".lock")
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:

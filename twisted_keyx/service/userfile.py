@@ -33,7 +33,13 @@ from twisted.logger import Logger
 from twisted_keyx.core import schemes
 from twisted_keyx.eke import crypto, messages
 from twisted_keyx.eke.messages import MalformedLine
-from twisted_keyx.core.fileutil import exposure_warning, locked, write_file_atomically
+from twisted_keyx.core.fileutil import (
+    exposure_warning,
+    locked,
+    open_regular,
+    read_regular,
+    write_file_atomically,
+)
 
 FORMAT_VERSION = 1
 DEFAULT_USER_FILE = "keyx-users.json"
@@ -209,8 +215,7 @@ def _describe(error):
 def read_users(path, missing_ok=False):
     """Read the file; a missing file is ``{}`` if ``missing_ok``."""
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_FILE_SIZE + 1)
+        data = read_regular(path, MAX_FILE_SIZE + 1)
     except FileNotFoundError:
         if missing_ok:
             return {}
@@ -320,7 +325,7 @@ class UserFile:
 
     def _reload(self, report):
         try:
-            with open(self.path, "rb") as f:
+            with os.fdopen(open_regular(self.path), "rb") as f:
                 signature = _signature(os.fstat(f.fileno()))
                 if signature == self._signature:
                     return

@@ -27,14 +27,14 @@ client"), without I/O of its own.
 import base64
 import binascii
 import enum
+import errno
 import hashlib
 import hmac
 import os
 import re
-import stat
 from dataclasses import dataclass
 
-from twisted_keyx.core.fileutil import read_at_most
+from twisted_keyx.core.fileutil import open_regular, read_at_most
 from twisted_keyx.trust.hostkey import (
     KEY_TYPE,
     KEY_TYPE_DISPLAY,
@@ -256,17 +256,18 @@ class KnownHosts:
 
     def _entries(self):
         try:
-            # O_NONBLOCK: opening a named pipe with no writer returns at once
-            # (then refused below) instead of waiting; a regular file ignores it.
-            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+            # A named pipe with no writer is refused at once instead of
+            # waited on (core.fileutil.open_regular).
+            fd = open_regular(self.path)
         except FileNotFoundError:
             return []
         except OSError as e:
+            if e.errno == errno.EINVAL:
+                raise KnownHostsError(
+                    f"known hosts file {self.path} is not a regular file") from None
             raise KnownHostsError(f"cannot read known hosts file {self.path}: {e.strerror}") \
                 from None
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise KnownHostsError(f"known hosts file {self.path} is not a regular file")
             data = read_at_most(fd, MAX_FILE_SIZE + 1)
         except OSError as e:
             raise KnownHostsError(f"cannot read known hosts file {self.path}: {e.strerror}") \

@@ -11,7 +11,7 @@ import base64
 import hashlib
 import os
 
-from twisted_keyx.core.fileutil import locked, write_file_atomically
+from twisted_keyx.core.fileutil import locked, read_regular, write_file_atomically
 
 MAX_FILE_SIZE = 1 << 20
 
@@ -28,12 +28,16 @@ def default_path():
 
 
 def _read(path):
-    """(host:port -> fingerprint, whether the file was read whole)."""
+    """(host:port -> fingerprint, whether the file was read whole and may be
+    rewritten).  A named pipe or other file that is not a regular one is
+    not waited on (:func:`~twisted_keyx.core.fileutil.read_regular`), nor
+    replaced."""
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_FILE_SIZE + 1)
-    except OSError:
+        data = read_regular(path, MAX_FILE_SIZE + 1)
+    except FileNotFoundError:
         return {}, True
+    except OSError:
+        return {}, False
     known = {}
     for line in data[:MAX_FILE_SIZE].decode("utf-8", "replace").splitlines():
         fields = line.split()
