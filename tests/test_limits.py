@@ -634,6 +634,47 @@ class PeerLinesTests(unittest.TestCase):
         self.rejected(f, "192.0.2.9")
         self.assertIn("192.0.2.9:40000 rejected", f.lines()[-1])
 
+    def test_many_sources_are_bounded_in_total(self):
+        """One line per source, but from rotating sources (a peer with a
+        /64, or many addresses): the lines over all sources are bounded by
+        GlobalLines' rate, the rest counted in summaries (each source's own
+        bound let 198 KiB/s through)."""
+        f = DHFixture(self, timeout=30)
+        rate, burst = limits.GLOBAL_LINES_PER_SECOND, limits.GLOBAL_LINES_BURST
+        for second in range(60):
+            for i in range(100):  # 100 new sources a second, one line each
+                self.rejected(f, f"10.{second}.{i // 250}.{i % 250 + 1}")
+            f.clock.advance(1)
+        f.policy.stopService()
+        lines = f.lines()
+        logged = [line for line in lines if line.endswith(" rejected") or ":40000 rejected" in line]
+        # The start's burst, then the rate: 6,000 lines offered.
+        self.assertLessEqual(len(logged), burst + rate * 60 + 1)
+        self.assertGreaterEqual(len(logged), burst + rate * 59)
+        self.assertEqual(sum("Many lines about connections from many sources" in line
+                             for line in lines), 1)
+        summaries = [line for line in lines if line.startswith("Connections from all sources")]
+        self.assertGreaterEqual(len(summaries), 5)
+        counted = sum(int(line.split(": ")[1].split(" ")[0]) for line in summaries)
+        self.assertEqual(len(logged) + counted, 6000)  # every line logged or counted
+        self.assertEqual(f.clock.getDelayedCalls(), [])
+
+    def test_failed_guess_lines_go_through_the_bound(self):
+        from twisted_keyx.service import throttle
+
+        f = DHFixture(self, timeout=30)
+        guesses = throttle.GuessThrottle(throttle.GuessLimits(), f.clock)
+        guesses.log = Logger(observer=f.logged.events.append)
+        guesses.lines = f.policy.global_lines
+        for i in range(1000):  # fresh names from fresh sources, at once
+            guesses.failed(f"user{i}", f"10.0.{i // 250}.{i % 250}", why="OPAQUE")
+        failed = [line for line in f.lines() if line.startswith("Failed guess")]
+        self.assertEqual(len(failed), limits.GLOBAL_LINES_BURST)
+        f.clock.advance(limits.BURST_QUIET)
+        self.assertIn("Connections from all sources: 900 more line(s) not logged over "
+                      "10.0 s (900 failed guess)", f.lines())
+        guesses.stopService()
+
     def test_summaries_while_a_burst_lasts_say_the_kinds(self):
         f = DHFixture(self, timeout=5)
         for second in range(30):

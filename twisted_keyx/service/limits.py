@@ -21,6 +21,11 @@ factory (DH framed, DH raw, EKE...) behind it, so that:
   per source (:class:`PeerLines`): the first ``PEER_LINES`` of a burst are
   logged, the rest counted in a summary every ``BURST_QUIET`` seconds.  A
   logged-in user's lines (EKE, OPAQUE) are not counted there.
+- and in total, over all sources (:class:`GlobalLines`, with the guess
+  throttle's "Failed guess" lines): past ``GLOBAL_LINES_PER_SECOND`` (after
+  a start of ``GLOBAL_LINES_BURST``) lines are counted and summarised every
+  ``BURST_QUIET`` seconds, so that a peer with many addresses cannot grow
+  the log without bound.
 
 Both go through one mechanism, :class:`Bursts` (the guess throttle,
 :mod:`twisted_keyx.service.throttle`, keeps its own summaries for now).
@@ -292,6 +297,81 @@ class Bursts:
 #: the rest are summarised (see :class:`PeerLines`).
 PEER_LINES = 10
 
+#: Lines about strangers, all sources together (:class:`GlobalLines`): at
+#: most this many a second on average, after a start of GLOBAL_LINES_BURST.
+#: About 1.5 KiB/s at most, where rotating sources grew the log by
+#: 198 KiB/s with only the per-source bound.
+GLOBAL_LINES_PER_SECOND = 10.0
+GLOBAL_LINES_BURST = 100
+
+
+class GlobalLines:
+    """Bounds the lines about strangers in total, whatever the number of
+    sources (each source's own bound, :class:`PeerLines`, lets a peer with
+    many addresses log without end): a token bucket of ``burst`` lines
+    refilled at ``rate`` a second.  Past it a line is counted, by kind,
+    and the counts are logged in one summary every ``every`` seconds while
+    lines keep coming; the first counted line says so.  The guess
+    throttle's "Failed guess" lines come here too."""
+
+    def __init__(self, clock, owner, rate=GLOBAL_LINES_PER_SECOND, burst=GLOBAL_LINES_BURST,
+                 every=BURST_QUIET):
+        self.clock = clock
+        #: Whose ``log`` the lines go to (the connection policy's).
+        self.owner = owner
+        self.rate = rate
+        self.burst = burst
+        self.every = every
+        self.tokens = float(burst)
+        self.updated = None
+        #: Lines counted since the last summary, and by kind.
+        self.counted = 0
+        self.kinds = {}
+        self.since = None
+        self.timer = None
+
+    def admit(self, kind, count=1):
+        """Whether a line of ``kind`` may be logged; if not, it is counted
+        (``count`` lines: a summary of its own that did not fit)."""
+        now = self.clock.seconds()
+        if self.updated is not None:
+            self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        if self.timer is None:
+            self.since = now
+            self.timer = self.clock.callLater(self.every, self._summary)
+            self.owner.log.warn(
+                "Many lines about connections from many sources: more than {rate:g} a "
+                "second; the others are now counted, one summary every {seconds:g} s",
+                rate=self.rate, seconds=self.every)
+        self.counted += count
+        self.kinds[kind] = self.kinds.get(kind, 0) + count
+        return False
+
+    def _summary(self, final=False):
+        self.timer = None
+        if not self.counted:
+            return  # a quiet period: the next counted line warns again
+        kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(self.kinds.items()))
+        now = self.clock.seconds()
+        self.owner.log.info(
+            "Connections from all sources: {count} more line(s) not logged over "
+            "{seconds:.1f} s ({kinds})",
+            count=self.counted, seconds=now - self.since, kinds=kinds)
+        self.counted, self.kinds, self.since = 0, {}, now
+        if not final:
+            self.timer = self.clock.callLater(self.every, self._summary)
+
+    def stop(self):
+        """Log what is counted and cancel the timer (the daemon is stopping)."""
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self._summary(final=True)
+        self.timer = None
+
 
 class PeerLines:
     """Bounds what strangers make the daemon log, per source.
@@ -305,12 +385,14 @@ class PeerLines:
     users never come here.
     """
 
-    def __init__(self, limits, clock, owner, allowance=PEER_LINES):
+    def __init__(self, limits, clock, owner, allowance=PEER_LINES, global_lines=None):
         self.limits = limits
         #: Whose ``log`` the summaries go to (the connection policy's).
         self.owner = owner
         self.bursts = Bursts(clock, self._summary, allowance=allowance,
                              every=BURST_QUIET, overflowing=self._overflowing)
+        #: The bound over all sources (a :class:`GlobalLines`), or None.
+        self.global_lines = global_lines
 
     def source(self, address):
         host = getattr(address, "host", None)
@@ -319,18 +401,25 @@ class PeerLines:
     def admit(self, address, kind):
         """Whether the line of ``kind`` (``"rejected"``...) about a
         connection from ``address`` is to be logged."""
-        return self.bursts.event(self.source(address), kind)
+        if not self.bursts.event(self.source(address), kind):
+            return False
+        return self.global_lines is None or self.global_lines.admit(kind)
 
     @staticmethod
     def _whom(key):
         return f"from {key}" if key is not None else "from other sources"
 
     def _overflowing(self, key):
+        if self.global_lines is not None and not self.global_lines.admit("source summarised"):
+            return
         self.owner.log.warn(
             "Many connections {whom}: their lines are now summarised, one every "
             "{seconds:g} s", whom=self._whom(key), seconds=BURST_QUIET)
 
     def _summary(self, key, burst, final):
+        if self.global_lines is not None and not self.global_lines.admit(
+                "counted per source", count=burst.counted):
+            return  # the counts go into the summary over all sources
         kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(burst.kinds.items()))
         end = burst.last if final else self.bursts.clock.seconds()
         self.owner.log.info(
@@ -486,8 +575,10 @@ class ConnectionPolicy(service.Service):
         #: :meth:`Limits.source_of`.
         self.per_ip = {}
         self._refusals = Bursts(self.clock, self._refusalsOver, always=True)
+        #: What strangers make the daemon log, bounded over all sources.
+        self.global_lines = GlobalLines(self.clock, self)
         #: What the factories log about strangers' connections, bounded.
-        self.peer_lines = PeerLines(limits, self.clock, self)
+        self.peer_lines = PeerLines(limits, self.clock, self, global_lines=self.global_lines)
         self._guarded = {}
 
     def wrap(self, factory):
@@ -542,6 +633,7 @@ class ConnectionPolicy(service.Service):
     def stopService(self):
         self._refusals.stop()
         self.peer_lines.bursts.stop()
+        self.global_lines.stop()
         return super().stopService()
 
 

@@ -675,6 +675,7 @@ def makeService(options, reactor=None, listen=None):
     # together whichever endpoint or protocol they come through.
     guesses = throttle.GuessThrottle(options.get("guess-limits", throttle.GuessLimits()),
                                      reactor, store=options.get("throttle-store"))
+    guesses.lines = policy.global_lines  # one bound on strangers' lines in all
     guesses.setServiceParent(top)
     top.guess_throttle = guesses
     eke_factory = _traced(options, EKEServerFactory(

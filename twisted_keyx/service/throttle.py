@@ -294,6 +294,11 @@ class GuessThrottle(service.Service):
     that stopping the daemon logs the bursts still open."""
 
     log = Logger()
+    #: The bound on lines about strangers over all sources
+    #: (:class:`twisted_keyx.service.limits.GlobalLines`; the daemon's
+    #: connection policy's), which a "Failed guess" line goes through; None:
+    #: no bound beyond the bursts'.
+    lines = None
 
     def __init__(self, limits=GuessLimits(), clock=None, store=None):
         if clock is None:
@@ -360,7 +365,7 @@ class GuessThrottle(service.Service):
                   if b is not None]
         if not bursts and len(self._bursts) >= MAX_BURSTS and OTHERS in self._bursts:
             bursts = [self._bursts[OTHERS]]  # too many bursts to name: summed
-        if not bursts:
+        if not bursts and (self.lines is None or self.lines.admit("failed guess")):
             self.log.info("Failed guess for user {user} from {peer}{why}",
                           user=_user_name(user), peer=peer, why=f": {why}" if why else "")
         now = self.clock.seconds()
