@@ -52,12 +52,15 @@ class ClientProcessTests(unittest.TestCase):
         self.factory = TrackingEKEServerFactory(users())
         self.port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
         self.addCleanup(self.port.stopListening)
+        # The client's pins (eke_salts) and known hosts: this test's own.
+        self.config = os.path.abspath(self.mktemp())
 
     @defer.inlineCallbacks
     def run_client(self, stdin, *argv, port=None, expect_server_connection=True):
         port = port or self.port.getHost().port
         process = CollectingProcess(stdin)
-        env = dict(os.environ, PYTHONPATH=ROOT, PYTHONWARNINGS="error")
+        env = dict(os.environ, PYTHONPATH=ROOT, PYTHONWARNINGS="error",
+                   XDG_CONFIG_HOME=self.config)
         args = [sys.executable, "-m", "twisted_keyx.cli.client", "eke", "--host", "127.0.0.1",
                 "--port", str(port), *argv]
         reactor.spawnProcess(process, sys.executable, args, env=env)
@@ -73,7 +76,8 @@ class ClientProcessTests(unittest.TestCase):
                 "crypto.derive_password_key = lambda *args: time.sleep(20); "
                 "from twisted_keyx.cli import client; sys.exit(client.main(sys.argv[1:]))")
         process = CollectingProcess(b"")
-        env = dict(os.environ, PYTHONPATH=ROOT, PYTHONWARNINGS="error")
+        env = dict(os.environ, PYTHONPATH=ROOT, PYTHONWARNINGS="error",
+                   XDG_CONFIG_HOME=self.config)
         args = [sys.executable, "-c", code, "eke", "--host", "127.0.0.1",
                 "--port", str(self.port.getHost().port), "--user", "alice",
                 "--password-file", self.password_file, "--timeout", "0.5"]
@@ -302,3 +306,91 @@ class PasswordPromptTests(unittest.TestCase):
         with self.assertRaises(SystemExit) as caught:
             client_module.build_parser().parse_args(["eke", "--user", "two words"])
         self.assertEqual(caught.exception.code, 2)
+
+
+def _handshake_only(client):
+    """keyx-client's _password_session without the chat: connect, await
+    the handshake, call ``authenticated``, close."""
+
+    async def session(reactor, args, out, console, factory, failures, authenticated=None):
+        protocol = await client.connect(reactor, args, factory)
+        protocol.finished.addErrback(lambda failure: None)  # closed here, chat unused
+        try:
+            result = await client.await_handshake(reactor, args.timeout, protocol.authenticated,
+                                                  failures)
+            if authenticated is not None:
+                authenticated(result, protocol)
+        finally:
+            protocol.transport.loseConnection()
+            await protocol.disconnected
+        return client.EXIT_OK
+
+    return session
+
+
+class SaltPinTests(unittest.TestCase):
+    """A fake EKE server that shows every victim one fixed salt (to crack
+    them all from one table) is refused once the real server's salt is
+    pinned; the first login pins it (issue 24, item 13)."""
+
+    timeout = 60
+
+    def setUp(self):
+        from twisted_keyx.eke import pins
+
+        self.pins = pins
+        self.config = os.path.abspath(self.mktemp())
+        self.patch(os, "environ", dict(os.environ, XDG_CONFIG_HOME=self.config))
+        self.password_file = os.path.abspath(self.mktemp())
+        with open(self.password_file, "w") as f:
+            f.write("open sesame\n")
+        os.chmod(self.password_file, 0o600)
+
+    def serve(self, users, port=0):
+        factory = TrackingEKEServerFactory(users)
+        listening = reactor.listenTCP(port, factory, interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        return factory, listening
+
+    async def login(self, port):
+        args = client_module.build_parser().parse_args(
+            ["eke", "--user", "alice", "--password-file", self.password_file,
+             "--host", "127.0.0.1", "--port", str(port)])
+        out, err = io.StringIO(), io.StringIO()
+        self.patch(client_module, "_password_session", _handshake_only(client_module))
+        status = await client_module.run(reactor, args, out, err)
+        return status, err.getvalue()
+
+    async def test_fake_server_with_another_salt_refused(self):
+        real = users()
+        factory, listening = self.serve(real)
+        port = listening.getHost().port
+        status, err = await self.login(port)
+        self.assertEqual((status, err), (0, ""))
+        await factory.allLost()
+        pin = self.pins.EKEPins().find("127.0.0.1", port, "alice")
+        self.assertEqual((pin.salt, pin.kdf), (real.lookup("alice").salt, crypto.DEFAULT_SCRYPT))
+        self.assertEqual(pin.path, os.path.join(self.config, "twisted-keyx", "eke_salts"))
+        # A second login to the real server: the same salt, accepted.
+        self.assertEqual(await self.login(port), (0, ""))
+        await factory.allLost()
+        # The real server stops; a fake one takes its port, one salt for all.
+        await listening.stopListening()
+        fake_users = Users(alice=new_user("alice", "anything", kdf=crypto.DEFAULT_SCRYPT))
+        fake, _ = self.serve(fake_users, port)
+        status, err = await self.login(port)
+        self.assertEqual(status, 1)
+        self.assertTrue(err.startswith(f"keyx-client: REFUSED: [127.0.0.1]:{port} shows user "
+                                       "alice another salt or scrypt cost"), err)
+        self.assertIn(f"pinned in {pin.location}", err)
+        self.assertEqual(err.count("\n"), 1)
+        await fake.allLost()
+        # Nothing derived from the password reached the fake server: it
+        # waited for step 3 when the client left.
+        [connection] = fake.connections
+        self.assertEqual(connection.handshake.state.value, "awaiting E_pw(pk) (step 3)")
+
+    def test_the_floor_is_the_default_cost(self):
+        self.assertEqual(crypto.DEFAULT_KDF_LIMITS.min_memory, crypto.DEFAULT_SCRYPT.memory)
+        cheap = crypto.ScryptParameters(n=2**14, r=8, p=1)  # 16 MiB: accepted before
+        self.assertRaises(ValueError, crypto.DEFAULT_KDF_LIMITS.check, cheap)

@@ -37,7 +37,7 @@ from twisted_keyx.dh.protocol import DHClientFactory
 from twisted_keyx.dh.raw import RawDHClientFactory
 from twisted_keyx.chat.machine import ChatFailed, ServerClosedChat
 from twisted_keyx.cli.console import ChatConsole
-from twisted_keyx.eke.handshake import AuthenticationFailed
+from twisted_keyx.eke.handshake import AuthenticationFailed, PinnedSaltChanged
 from twisted_keyx.eke.password import (
     PasswordError,
     ask_password,
@@ -634,12 +634,39 @@ def _read_password(args):
 
 
 async def run_eke(reactor, args, out):
+    from twisted_keyx.eke import pins as ekepins
+
+    pins = ekepins.EKEPins(getattr(args, "eke_pins", None))
+    try:
+        pin = pins.find(args.host, args.port, args.user)
+    except ekepins.PinError as e:
+        raise ClientError(str(e), EXIT_HANDSHAKE_FAILED) from None
     password = _read_password(args)
     console = ChatConsole()
-    return await _password_session(
-        reactor, args, out, console,
-        EKEClientFactory(args.user, password, reply_received=console.show),
-        {AuthenticationFailed: "authentication failed ({})"})
+
+    def first_login(result, protocol):
+        # Pinned at the first login that succeeded: a fake server cannot
+        # finish one, so what it shows is never pinned.
+        if pin is None:
+            handshake = protocol.handshake
+            try:
+                pins.record(args.host, args.port, args.user, handshake.salt, handshake.kdf)
+            except ekepins.PinError as e:
+                _err(args).write(f"keyx-client: warning: {e}\n")
+
+    try:
+        return await _password_session(
+            reactor, args, out, console,
+            EKEClientFactory(args.user, password, reply_received=console.show,
+                             pinned=(pin.salt, pin.kdf) if pin is not None else None),
+            {AuthenticationFailed: "authentication failed ({})"}, authenticated=first_login)
+    except ClientError as e:
+        if isinstance(e.__context__, PinnedSaltChanged):  # from await_handshake
+            changed = e.__context__
+            raise ClientError(ekepins.changed_text(
+                knownhosts.host_name(args.host, args.port), args.user, pin,
+                changed.salt, changed.kdf), EXIT_HANDSHAKE_FAILED) from None
+        raise
 
 
 async def run_opaque(reactor, args, out):
@@ -650,7 +677,7 @@ async def run_opaque(reactor, args, out):
     password = _read_password(args)
     console = ChatConsole()
 
-    def server_key(result):
+    def server_key(result, protocol):
         key = result.server_public_key
         out.write(f"Server key fingerprint {server_key_fingerprint(key)}\n")
         status, previous = check_and_remember(args.host, args.port, key)
@@ -683,7 +710,7 @@ async def _password_session(reactor, args, out, console, factory, failures,
         f"Authentication success (session key fingerprint {fingerprint(result.session_key)})\n"
     )
     if authenticated is not None:
-        authenticated(result)
+        authenticated(result, protocol)
     out.flush()
 
     quit_timer = []

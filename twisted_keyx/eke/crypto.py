@@ -83,7 +83,9 @@ class KdfLimits:
     it would then receive E_pw(pk) under a key it could brute-force quickly.
     """
 
-    min_memory: int = 16 * MiB
+    #: The default cost's (32 MiB): a server whose users were added with a
+    #: cheaper one is refused (a fake server would ask for the cheapest).
+    min_memory: int = 32 * MiB
     max_memory: int = 256 * MiB
     max_n: int = 2**20
     max_r: int = 16

@@ -82,6 +82,18 @@ class BadKdfParameters(HandshakeFailed):
     :class:`~twisted_keyx.eke.crypto.KdfLimits`."""
 
 
+class PinnedSaltChanged(HandshakeFailed):
+    """Client side: step 2 shows another salt or scrypt cost than the one
+    pinned for this user at this server (:mod:`twisted_keyx.eke.pins`):
+    refused before anything is derived from the password.  ``salt`` and
+    ``kdf`` are what the server showed."""
+
+    def __init__(self, reason, salt=None, kdf=None):
+        super().__init__(reason)
+        self.salt = salt
+        self.kdf = kdf
+
+
 @dataclass(frozen=True, repr=False)
 class EKEResult:
     user: str
@@ -341,8 +353,14 @@ class EKEClientHandshake(_EKEHandshake):
     SLOW_STATES = frozenset({ClientState.AWAIT_ANSWER})
 
     def __init__(self, user, password, kdf_limits=crypto.DEFAULT_KDF_LIMITS,
-                 random_bytes=crypto.random_bytes, rsa_key_factory=crypto.generate_rsa_key):
+                 random_bytes=crypto.random_bytes, rsa_key_factory=crypto.generate_rsa_key,
+                 pinned=None):
         super().__init__(ClientState.START, random_bytes)
+        #: (salt, ScryptParameters) this client saw for the user at this
+        #: server before, or None: step 2 must show the same.
+        self._pinned = pinned
+        #: The salt of step 2.
+        self.salt = None
         self.user = messages.check_user_name(user)
         self._password = crypto.normalize_password(password)
         self._kdf_limits = kdf_limits
@@ -391,6 +409,11 @@ class EKEClientHandshake(_EKEHandshake):
             self.kdf = self._kdf_limits.check(crypto.ScryptParameters(n, r, p))
         except ValueError as e:
             raise BadKdfParameters(f"the server asks for an unacceptable KDF: {e}") from None
+        self.salt = salt
+        if self._pinned is not None and (salt, self.kdf) != tuple(self._pinned):
+            raise PinnedSaltChanged(
+                f"the server shows another salt or scrypt cost ({self.kdf}) than at the "
+                f"first login ({self._pinned[1]})", salt, self.kdf)
         self._password_key = crypto.derive_password_key(self._password, salt, self.kdf)
         self._password = None
         self._rsa_key = self._rsa_key_factory()
