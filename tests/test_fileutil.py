@@ -111,3 +111,32 @@ class LockSymlinkTests(unittest.TestCase):
         self.assertTrue(err.getvalue().startswith(f"keyx-admin: cannot lock {users}.lock: "),
                         err.getvalue())
         self.assertFalse(os.path.lexists(target))
+
+
+class KeyFilePipeTests(unittest.TestCase):
+    """The daemon's key files: a named pipe is refused at start-up, in one
+    line, instead of hanging it."""
+
+    def setUp(self):
+        self.path = os.path.join(os.path.abspath(self.mktemp()))
+        os.mkdir(self.path)
+        self.path = os.path.join(self.path, "key")
+        os.mkfifo(self.path, 0o600)
+
+    def test_host_key(self):
+        result = run_child(
+            "import sys\n"
+            "from twisted_keyx.trust.hostkey import load_host_key, HostKeyError\n"
+            "try: load_host_key(sys.argv[1])\n"
+            "except HostKeyError as e: print(e)\n", self.path)
+        self.assertEqual(result.stdout, f"host key {self.path} is not a regular file\n",
+                         result.stderr)
+
+    def test_opaque_key(self):
+        result = run_child(
+            "import sys\n"
+            "from twisted_keyx.opaque.scheme import load_key_file, KeyFileError\n"
+            "try: load_key_file(sys.argv[1])\n"
+            "except KeyFileError as e: print(e)\n", self.path)
+        self.assertEqual(result.stdout, f"cannot read {self.path}: not a regular file\n",
+                         result.stderr)

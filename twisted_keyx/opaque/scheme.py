@@ -14,7 +14,7 @@ import os
 import stat
 from dataclasses import dataclass
 
-from twisted_keyx.core.fileutil import create_file_exclusively
+from twisted_keyx.core.fileutil import create_file_exclusively, open_regular
 from twisted_keyx.opaque.errors import OpaqueError
 from twisted_keyx.opaque.records import RegistrationRecord, ServerSetup
 from twisted_keyx.opaque.registration import register
@@ -72,7 +72,7 @@ def load_key_file(path):
     """The :class:`ServerSetup` in ``path``; :class:`KeyFileError` if it does
     not exist, is readable by group or others, or is not one."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = open_regular(path)  # a named pipe is refused, not waited on
     except FileNotFoundError:
         raise KeyFileError(f"no OPAQUE key file {path}") from None
     except OSError as e:

@@ -300,7 +300,8 @@ def load_host_key(path):
     open file, so a rename in between cannot slip another file in.
     """
     try:
-        fd = os.open(path, os.O_RDONLY)
+        # O_NONBLOCK: a named pipe is refused below instead of waited on.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise HostKeyError(f"host key {path} does not exist; " + MAKE_ONE.format(path=path)) \
             from None
