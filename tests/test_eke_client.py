@@ -227,7 +227,7 @@ class HandshakeOutcomeTests(unittest.TestCase):
 
         self.patch(crypto, "derive_password_key", held)
         self.addCleanup(release.set)
-        yes = messages.format_yes(b"s" * messages.SALT_SIZE, crypto.ScryptParameters(2**14, 8, 1))
+        yes = messages.format_yes(b"s" * messages.SALT_SIZE, crypto.DEFAULT_SCRYPT)
 
         async def run():
             outcome = await self.scripted([yes, None], "--timeout", "0.3")

@@ -111,7 +111,7 @@ async def eke_chart(reactor):
     from twisted_keyx.eke import records as userstore
     from twisted_keyx.eke.protocol import EKEClientFactory, EKEServerFactory
 
-    kdf = crypto.ScryptParameters(n=2**14, r=8, p=1)  # the client's floor: 16 MiB
+    kdf = crypto.DEFAULT_SCRYPT  # the client's floor: the default cost, 32 MiB
     user = userstore.new_user("alice", "correct horse", kdf=kdf)
 
     class Users:
