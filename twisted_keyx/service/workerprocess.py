@@ -13,6 +13,7 @@ per line.  See docs in :mod:`twisted_keyx.service.workers`.
 """
 
 import ctypes
+import dataclasses
 import json
 import os
 import signal
@@ -25,6 +26,7 @@ import traceback
 from twisted.application import service
 from twisted.logger import formatEvent, globalLogBeginner
 
+from twisted_keyx.service import endpointspec
 from twisted_keyx.service import throttle
 from twisted_keyx.service import workers
 
@@ -47,7 +49,7 @@ class AdoptedPort(service.Service):
     def startService(self):
         super().startService()
         factory = self.factory
-        if self.description.split(":", 1)[0].lower() == "ssl":
+        if endpointspec.parse(self.description).kind == "ssl":
             from twisted.internet import endpoints
             from twisted.protocols.tls import TLSMemoryBIOFactory
 
@@ -195,7 +197,8 @@ def main(argv=None):
     globalLogBeginner.beginLoggingTo([to_parent.observe], redirectStandardIO=False)
     options = tap.Options()
     options.parseOptions(keyx_argv)
-    options["limits"] = workers.worker_limits(options["limits"], count)
+    options.config = dataclasses.replace(
+        options.config, limits=workers.worker_limits(options.config.limits, count))
     # Two options may give the same description (tcp:0 for --eke and
     # --opaque): each gets its own socket, in the order makeService asks.
     adopted = {}
@@ -203,7 +206,7 @@ def main(argv=None):
         adopted.setdefault(description, []).append((fd, family))
 
     def listen(description, factory):
-        fd, family = adopted[tap._private_unix(description)].pop(0)
+        fd, family = adopted[endpointspec.parse(description).private()].pop(0)
         return AdoptedPort(reactor, description, fd, family, factory)
 
     top = tap.makeService(options, reactor=reactor, listen=listen)

@@ -70,7 +70,6 @@ import collections
 import json
 import math
 import os
-import re
 import socket
 import stat
 import sys
@@ -82,6 +81,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python import usage
 from zope.interface import implementer
 
+from twisted_keyx.service import endpointspec
 from twisted_keyx.service import limits
 from twisted_keyx.service import throttle
 
@@ -141,18 +141,9 @@ def strip_workers_option(argv):
     return out
 
 
-def _fields(description):
-    fields = re.split(r"(?<!\\):", description)
-    positional = [re.sub(r"\\(.)", r"\1", f) for f in fields[1:] if "=" not in f]
-    keywords = dict(f.split("=", 1) for f in fields[1:] if "=" in f)
-    keywords = {k: re.sub(r"\\(.)", r"\1", v) for k, v in keywords.items()}
-    return fields[0].lower(), positional, keywords
-
-
 def check_description(description):
     """Raise UsageError if ``description`` is an endpoint the workers cannot share."""
-    kind, _, _ = _fields(description)
-    if kind not in ("tcp", "tcp6", "ssl", "unix"):
+    if endpointspec.parse(description).kind not in ("tcp", "tcp6", "ssl", "unix"):
         raise usage.UsageError(
             f"--workers: {description!r}: only tcp:, tcp6:, ssl: and unix: endpoints "
             "can be shared between workers")
@@ -161,11 +152,11 @@ def check_description(description):
 def bind(description):
     """A listening socket for ``description`` (tcp, tcp6, ssl, unix), bound
     as Twisted would bind it; the socket and the address family."""
-    kind, positional, keywords = _fields(description)
-    backlog = int(keywords.get("backlog", BACKLOG))
-    if kind == "unix":
-        path = keywords.get("address", positional[0] if positional else "")
-        mode = int(keywords.get("mode", positional[1] if len(positional) > 1 else "666"), 8)
+    spec = endpointspec.parse(description)
+    backlog = spec.backlog or BACKLOG
+    if spec.kind == "unix":
+        path = spec.path
+        mode = spec.mode if spec.mode is not None else 0o666
         try:
             if stat.S_ISSOCK(os.stat(path).st_mode):
                 os.unlink(path)  # a dead server's socket: nobody answers (tap checked)
@@ -177,9 +168,9 @@ def bind(description):
         s.listen(backlog)
         s.setblocking(False)  # shared by the workers' reactors
         return s, socket.AF_UNIX
-    port = int(keywords.get("port", positional[0] if positional else 0))
-    interface = keywords.get("interface", "")
-    if kind == "tcp6":
+    port = spec.port or 0
+    interface = spec.interface
+    if spec.kind == "tcp6":
         family, interface = socket.AF_INET6, interface or "::"
     else:
         family = socket.AF_INET6 if ":" in interface else socket.AF_INET
@@ -192,10 +183,7 @@ def bind(description):
 
 
 def unix_path(description):
-    kind, positional, keywords = _fields(description)
-    if kind != "unix":
-        return None
-    return keywords.get("address", positional[0] if positional else "")
+    return endpointspec.parse(description).path
 
 
 #: The first word of a worker's stdout line that is a guess throttle message
