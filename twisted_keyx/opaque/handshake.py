@@ -33,6 +33,7 @@ from twisted_keyx.core.b64 import MalformedLine, decode_item, encode_item
 from twisted_keyx.chat.records import ChatKeys, derive_chat_keys
 from twisted_keyx.eke import messages as eke_messages
 from twisted_keyx.core.machine import START, HandshakeFailed, StateMachine
+from twisted_keyx.core.refusals import refusal
 from twisted_keyx.opaque.errors import OpaqueError
 from twisted_keyx.opaque.ksf import DEFAULT_KSF_LIMITS
 from twisted_keyx.opaque.login import ClientLogin, ServerLogin
@@ -95,6 +96,7 @@ class ServerReply(enum.Enum):
     LINE = "a line"
     OK = "ok"
     FAILED = "authentication failed"
+    REFUSED = "refused unchecked (twisted_keyx.core.refusals)"
 
 
 class ServerState(enum.Enum):
@@ -201,6 +203,8 @@ def classify_server_line(line):
         return ServerReply.OK
     if line == FAILURE_REPLY:
         return ServerReply.FAILED
+    if refusal(line) is not None:
+        return ServerReply.REFUSED
     return ServerReply.LINE
 
 
@@ -249,6 +253,8 @@ class OPAQUEClientHandshake(StateMachine):
         return BadResponse(reason)
 
     def _unexpected(self, event, payload):
+        if event is ServerReply.REFUSED:
+            return refusal(payload)
         if event is ServerReply.FAILED:
             return AuthenticationFailed(self._doomed or
                                         f"the server refused while {self.state.value}")

@@ -20,13 +20,15 @@ every port has been found free.
 import math
 import os
 import re
+import shutil
 import socket
 import sys
+import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from twisted.application import service, strports
-from twisted.internet import endpoints, error
+from twisted.internet import defer, endpoints, error
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -37,7 +39,7 @@ from twisted_keyx.groups import registry as groups
 from twisted_keyx.observe import trace
 from twisted_keyx.service import endpointspec
 from twisted_keyx.service import limits
-from twisted_keyx.service import throttle
+from twisted_keyx.service import sqlstore, throttle
 from twisted_keyx.service import userfile as userstore
 from twisted_keyx.service import workers
 from twisted_keyx.service.userfile import DEFAULT_USER_FILE, UserFile, UserFileError
@@ -161,6 +163,9 @@ class KeyxConfig:
     hide_unknown_users: bool
     #: Keys made now, written once the daemon knows it can start.
     new_files: tuple = ()
+    #: A worker's: the SQLite file of the guess throttle the workers share
+    #: ("": a throttle of this process's own).
+    throttle_path: str = ""
 
     def served(self):
         """option -> [descriptions], for the options that serve something."""
@@ -522,6 +527,7 @@ class KeyxService(service.MultiService):
             for listener in self.config.listeners:
                 _check_can_listen(listener.description)
             self._writeNewFiles()
+            self._makeThrottleFolder()
             super().privilegedStartService()
         except error.CannotListenError as e:
             self._cannotStart(_describe_cannot_listen(e))
@@ -561,6 +567,7 @@ class KeyxService(service.MultiService):
         # twistd calls privilegedStartService first, which wrote them; a
         # service started without it (a program's own) writes them now.
         self._writeNewFiles()
+        self._makeThrottleFolder()
         if self.announce:
             self._announce()
         self._logLimits()
@@ -581,6 +588,32 @@ class KeyxService(service.MultiService):
         if warning:
             # Not "warning=": the legacy log bridge takes that key for a Python warning.
             self.log.warn("user file {problem}", problem=warning)
+
+    #: The parent of ``--workers``: its :class:`~twisted_keyx.service.workers.WorkerPool`.
+    worker_pool = None
+    #: A folder of the daemon's own to remove when it stops (the workers'
+    #: throttle file).
+    throttle_folder = None
+
+    def _makeThrottleFolder(self):
+        """The workers' shared guess throttle file, in a folder of the
+        daemon's own, made once the daemon knows it can start."""
+        if self.worker_pool is None or self.throttle_folder is not None:
+            return
+        self.throttle_folder = tempfile.mkdtemp(prefix="keyx-throttle-")
+        path = os.path.join(self.throttle_folder, "throttle.sqlite")
+        sqlstore.SQLThrottleStore.sqlite(path).close()
+        self.worker_pool.throttle_path = path
+
+    def stopService(self):
+        outcome = defer.maybeDeferred(super().stopService)
+        if self.throttle_folder is not None:
+            outcome.addBoth(self._removeFolder)
+        return outcome
+
+    def _removeFolder(self, result):
+        shutil.rmtree(self.throttle_folder, ignore_errors=True)
+        return result
 
     def _logLimits(self):
         bounds = self.config.limits
@@ -697,18 +730,16 @@ def makeService(options, reactor=None, listen=None):
     endpoint's own, through strports)."""
     config = options.config
     top = KeyxService(config, daemon=_daemon(options), announce=listen is None)
-    # One throttle for every password handshake: a user's guesses count
-    # together whichever endpoint or protocol they come through.  With
-    # workers, the parent's logs what the workers count.
-    guesses = throttle.GuessThrottle(config.guess_limits, reactor)
-    guesses.setServiceParent(top)
-    top.guess_throttle = guesses
     if listen is None and config.workers > 1:
         # In the order makeService listens (the workers match them up by it).
         listeners = [(f"--{l.option}", endpointspec.parse(l.description).private())
                      for l in config.listeners]
-        workers.WorkerPool(config.workers, listeners, config.worker_argv,
-                           reactor=reactor, guesses=guesses).setServiceParent(top)
+        # The workers' guess throttle: its state in one SQLite file they all
+        # charge (twisted_keyx.service.workers), in a folder of ours made
+        # when the daemon starts (KeyxService._makeThrottleFolder).
+        top.worker_pool = workers.WorkerPool(config.workers, listeners, config.worker_argv,
+                                             reactor=reactor)
+        top.worker_pool.setServiceParent(top)
         return top
     if listen is None:
         def listen(description, factory):
@@ -718,6 +749,13 @@ def makeService(options, reactor=None, listen=None):
     # daemon's, not one listener's.
     policy = limits.ConnectionPolicy(config.limits, reactor)
     policy.setServiceParent(top)
+    # One throttle for every password handshake: a user's guesses count
+    # together whichever endpoint or protocol they come through (and,
+    # through the parent's SQLite file, whichever worker).
+    store = sqlstore.SQLThrottleStore.sqlite(config.throttle_path) if config.throttle_path else None
+    guesses = throttle.GuessThrottle(config.guess_limits, reactor, store=store)
+    guesses.setServiceParent(top)
+    top.guess_throttle = guesses
     context = ServerContext(config, guesses, config.limits.source_of)
     served = config.served()
     for _, endpoint in handshakes.endpoints():
