@@ -87,6 +87,10 @@ class ToyHandshakeTests(unittest.TestCase):
     def setUp(self):
         handshakes.register(TOY)
         self.addCleanup(handshakes.unregister, "toy")
+        folder = os.path.abspath(self.mktemp())
+        os.mkdir(folder)
+        self.files = ("--users", os.path.join(folder, "users.json"),
+                      "--opaque-key", os.path.join(folder, "opaque-key"))
 
     def test_twistd_keyx_help(self):
         text = tap.Options().getUsage()
@@ -95,9 +99,7 @@ class ToyHandshakeTests(unittest.TestCase):
 
     def test_twistd_keyx_serves_it(self):
         options = tap_options("--toy", "tcp:9999", "--dh", "tcp:0", "--eke", "tcp:0",
-                              "--opaque", "tcp:0", "--no-host-key",
-                              "--users", os.path.abspath("users.json"),
-                              "--opaque-key", os.path.abspath("opaque-key"))
+                              "--opaque", "tcp:0", "--no-host-key", *self.files)
         self.assertEqual(options["toy"], ["tcp:9999"])
         memory = MemoryReactor()
         with capturedLogs() as events:
@@ -115,8 +117,7 @@ class ToyHandshakeTests(unittest.TestCase):
 
     def test_not_served_unless_asked(self):
         options = tap_options("--dh", "tcp:0", "--eke", "tcp:0", "--opaque", "tcp:0",
-                              "--no-host-key", "--users", os.path.abspath("users.json"),
-                              "--opaque-key", os.path.abspath("opaque-key"))
+                              "--no-host-key", *self.files)
         self.assertEqual(options["toy"], [])
         self.assertNotIn("toy", options.config.served())
 
@@ -339,17 +340,20 @@ class WorkersParentTests(unittest.TestCase):
     """``--workers``: the parent logs what the workers serve (it said
     "no host key" while they served with one, and left OPAQUE out)."""
 
+    def setUp(self):
+        self.folder = os.path.abspath(self.mktemp())
+        os.mkdir(self.folder)
+        self.key = os.path.join(self.folder, "host-key")
+        with open(self.key, "wb") as f:
+            f.write(read_data("ed25519-host-key"))
+        os.chmod(self.key, 0o600)
+        self.opaque_key = os.path.join(self.folder, "opaque-key")
+        create_key_file(self.opaque_key)
+
     def announced(self, *argv):
-        key = os.path.abspath("host-key")
-        if not os.path.exists(key):
-            with open(key, "wb") as f:
-                f.write(read_data("ed25519-host-key"))
-            os.chmod(key, 0o600)
-            create_key_file(os.path.abspath("opaque-key"))
         options = tap_options("--dh", "tcp:0", "--eke", "tcp:0", "--opaque", "tcp:0",
-                              "--users", os.path.abspath("users.json"),
-                              "--opaque-key", os.path.abspath("opaque-key"),
-                              "--host-key", key, *argv)
+                              "--users", os.path.join(self.folder, "users.json"),
+                              "--opaque-key", self.opaque_key, "--host-key", self.key, *argv)
         service = tap.makeService(options, reactor=MemoryReactor())
         with capturedLogs() as events:
             service._announce()
