@@ -30,7 +30,7 @@ FIXTURE_KEY = load_ssh_public_key(FIXTURE_PUB)
 OTHER_PUB = read_data("other-ed25519.pub")
 OTHER_KEY = load_ssh_public_key(OTHER_PUB)
 FIXTURE_FINGERPRINT = "SHA256:aFGkTkwV3UgZq1obgxxCV2XzClavtBr8zKx4hleXRZc"
-OTHER_FINGERPRINT = knownhosts.fingerprint(OTHER_KEY)
+OTHER_FINGERPRINT = knownhosts.host_key_fingerprint(OTHER_KEY)
 
 SSH_KEYGEN = shutil.which("ssh-keygen")
 

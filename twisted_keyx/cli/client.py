@@ -22,8 +22,8 @@ from twisted_keyx.groups import registry as groups
 from twisted_keyx.trust import knownhosts
 from twisted_keyx.observe import trace
 from twisted_keyx.dh.handshake import (
-    BadResponse,
-    ClientState,
+    UnexpectedReply,
+    DHClientState,
     HostKeyRequestRefused,
     HostKeyVerificationFailed,
 )
@@ -31,7 +31,6 @@ from twisted_keyx.dh.protocol import DHClientFactory
 from twisted_keyx.dh.raw import RawDHClientFactory
 from twisted_keyx.chat.machine import ChatFailed
 from twisted_keyx.cli.console import ChatConsole
-from twisted_keyx.eke.handshake import AuthenticationFailed
 from twisted_keyx.eke.password import (
     PasswordError,
     ask_password,
@@ -40,9 +39,9 @@ from twisted_keyx.eke.password import (
     user_name_argument,
 )
 from twisted_keyx.eke.protocol import EKEClientFactory
-from twisted_keyx.core.machine import HandshakeFailed, ServerHungUp
+from twisted_keyx.core.machine import AuthenticationFailed, HandshakeFailed, ServerHungUp
 from twisted_keyx.core.peers import host_port
-from twisted_keyx.core.transcript import fingerprint
+from twisted_keyx.core.transcript import session_key_fingerprint
 
 EXIT_OK = 0
 EXIT_HANDSHAKE_FAILED = 1
@@ -448,7 +447,7 @@ def _cut_before_signature(args, protocol):
     loudly as a missing one; otherwise the hang-up it is."""
     def check(failure):
         failure.trap(ServerHungUp)
-        if protocol.handshake.state is ClientState.AWAIT_HOST_KEY_SIGNATURE:
+        if protocol.handshake.state is DHClientState.AWAIT_HOST_KEY_SIGNATURE:
             check_unsigned(args, _QuietWarnings())
         return failure
     return check
@@ -470,7 +469,7 @@ async def _dh_handshake(reactor, args, ask_host_key):
         outcome.addErrback(_cut_before_signature(args, protocol))
         return await await_handshake(
             reactor, args.timeout, outcome,
-            {BadResponse: "{}" + OTHER_FRAMING_HINT[args.raw]},
+            {UnexpectedReply: "{}" + OTHER_FRAMING_HINT[args.raw]},
             hint=dh_port_hint(protocol),
         )
     finally:
@@ -542,7 +541,7 @@ async def run_dh(reactor, args, out):
         "bits": result.group.bits,
         "shared_secret": result.shared_secret.hex(),
         "session_key": result.session_key.hex(),
-        "fingerprint": fingerprint(result.session_key),
+        "fingerprint": session_key_fingerprint(result.session_key),
         "host_key_fingerprint": result.host_key_fingerprint,
     }
     if args.json:
@@ -585,7 +584,6 @@ async def run_eke(reactor, args, out):
 
 
 async def run_opaque(reactor, args, out):
-    from twisted_keyx.opaque.handshake import AuthenticationFailed as OPAQUEAuthenticationFailed
     from twisted_keyx.opaque.protocol import OPAQUEClientFactory
     from twisted_keyx.trust.knownservers import check_and_remember, server_key_fingerprint
 
@@ -605,7 +603,7 @@ async def run_opaque(reactor, args, out):
     return await _password_session(
         reactor, args, out, console,
         OPAQUEClientFactory(args.user, password, reply_received=console.show),
-        {OPAQUEAuthenticationFailed: "authentication failed ({})"}, authenticated=server_key)
+        {AuthenticationFailed: "authentication failed ({})"}, authenticated=server_key)
 
 
 async def _password_session(reactor, args, out, console, factory, failures,
@@ -622,7 +620,7 @@ async def _password_session(reactor, args, out, console, factory, failures,
         if file_tracer is not None:
             file_tracer.close()
     out.write(
-        f"Authentication success (session key fingerprint {fingerprint(result.session_key)})\n"
+        f"Authentication success (session key fingerprint {session_key_fingerprint(result.session_key)})\n"
     )
     if authenticated is not None:
         authenticated(result)

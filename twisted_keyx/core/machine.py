@@ -55,6 +55,24 @@ class ServerHungUp(HandshakeFailed):
     session after it) finished."""
 
 
+class UnexpectedReply(HandshakeFailed):
+    """Client side: the server sent something no step of the handshake
+    allows at this point (every handshake's client raises this one)."""
+
+
+#: The password handshakes' one refusal (EKE and OPAQUE), as sent.
+AUTHENTICATION_FAILED_REPLY = b"authentication failed"
+
+
+class AuthenticationFailed(HandshakeFailed):
+    """A password handshake's generic refusal: wrong password, unknown user
+    (when hidden), a box or MAC that does not verify.  The server replies
+    ``authentication failed`` and closes; a client that reads that reply
+    (or cannot verify the server) fails with this too."""
+
+    reply = AUTHENTICATION_FAILED_REPLY
+
+
 class MachineDefinitionError(TypeError):
     """A machine class whose table does not hold together."""
 

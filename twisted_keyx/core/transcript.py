@@ -47,7 +47,7 @@ def derive_session_key(shared_secret, label, transcript_hash):
     return hkdf_sha256(shared_secret, label + transcript_hash)
 
 
-def fingerprint(key):
+def session_key_fingerprint(key):
     """A short public name for a key: 8 bytes of HMAC-SHA256 keyed by it, in hex.
 
     Safe to log: it lets two sides compare keys without revealing them.

@@ -29,7 +29,7 @@ from twisted_keyx.core.framing import Int32Framing
 from twisted_keyx.groups.registry import GroupError
 from twisted_keyx.service.limits import PeerLogging
 from twisted_keyx.core.logtext import literal
-from twisted_keyx.core.transcript import fingerprint
+from twisted_keyx.core.transcript import session_key_fingerprint
 
 
 class DHServerProtocol(Session):
@@ -103,7 +103,7 @@ class DHServerFactory(Factory, Observer, PeerLogging):
         else:
             # The daemon's most frequent line, one per handshake: its text is
             # made here (twisted_keyx.core.logtext).
-            group, key = result.group.name, fingerprint(result.session_key)
+            group, key = result.group.name, session_key_fingerprint(result.session_key)
             self.log.info(
                 literal(f"DH handshake with {peer} finished ({group}); "
                          f"session key fingerprint {key}"),

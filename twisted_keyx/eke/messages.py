@@ -29,12 +29,13 @@ import enum
 
 from twisted_keyx.core.b64 import MalformedLine, base64_length, decode_item, encode_item  # noqa: F401
 from twisted_keyx.core.peers import printable  # noqa: F401 (for the EKE logs)
+from twisted_keyx.core.machine import AUTHENTICATION_FAILED_REPLY
 
 YES = b"yes"
 NO = b"no"
 KDF_NAME = b"scrypt"
 #: The one reply for every failure after step 1 (and for a malformed name).
-FAILURE_REPLY = b"authentication failed"
+FAILURE_REPLY = AUTHENTICATION_FAILED_REPLY
 #: Step 8's plaintext.
 SUCCESS = b"Authentication success"
 

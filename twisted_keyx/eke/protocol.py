@@ -21,14 +21,14 @@ from twisted_keyx.eke.handshake import (  # noqa: F401 (the limits are part of t
     EKEClientHandshake,
     EKEServerHandshake,
     GuessRefused,
-    ServerState,
+    EKEServerState,
     WrongPassword,
 )
 from twisted_keyx.service.limits import Limits, PeerLogging
 from twisted_keyx.core.logtext import literal
 from twisted_keyx.service.userfile import DecoyUsers
 from twisted_keyx.core.framing import LineFraming
-from twisted_keyx.core.transcript import fingerprint
+from twisted_keyx.core.transcript import session_key_fingerprint
 
 
 #: Chat lines are logged cut to this many characters (marked).
@@ -109,7 +109,7 @@ class EKEServerFactory(Factory, Observer, PeerLogging):
     def machineReceiving(self, session, machine, payload):
         # Step 4 tells a guesser whether the password was right: pace it.
         if (self.throttle is None or machine is not session.handshake
-                or machine.state is not ServerState.AWAIT_SEALED_PUBLIC_KEY):
+                or machine.state is not EKEServerState.AWAIT_SEALED_PUBLIC_KEY):
             return
         self._paceAnswer(session, machine, machine.user, "at step 3")
 
@@ -132,7 +132,7 @@ class EKEServerFactory(Factory, Observer, PeerLogging):
             if not machine.finished:
                 self.machineSaid(session, machine.said)
             return
-        if (machine.state is ServerState.AWAIT_CLIENT_NONCE and machine.wrong_guess
+        if (machine.state is EKEServerState.AWAIT_CLIENT_NONCE and machine.wrong_guess
                 and not session.guess_counted):
             session.guess_counted = True
             self.guessFailed(session, machine.user, machine.wrong_guess)
@@ -193,7 +193,7 @@ class EKEServerFactory(Factory, Observer, PeerLogging):
         else:
             # This line, the chat's and the quit are a login's usual lines:
             # their text is made here (twisted_keyx.core.logtext).
-            user, key = result.user, fingerprint(result.session_key)
+            user, key = result.user, session_key_fingerprint(result.session_key)
             self.log.info(
                 literal(f"{self.NAME}: user {user} from {peer} authenticated; "
                         f"session key fingerprint {key}"),

@@ -38,7 +38,7 @@ from twisted_keyx.core.fileutil import read_at_most
 from twisted_keyx.trust.hostkey import (
     KEY_TYPE,
     KEY_TYPE_DISPLAY,
-    fingerprint,
+    host_key_fingerprint,
     public_key_blob,
 )
 
@@ -332,7 +332,7 @@ class KnownHosts:
 def first_contact_prompt(name, public_key):
     """The question for a NEW host; ``name`` as :func:`host_name` gives it."""
     return (f"The authenticity of host '{name}' can't be established.\n"
-            f"{KEY_TYPE_DISPLAY} key fingerprint is {fingerprint(public_key)}.\n"
+            f"{KEY_TYPE_DISPLAY} key fingerprint is {host_key_fingerprint(public_key)}.\n"
             "Are you sure you want to continue connecting (yes/no)? ")
 
 
@@ -359,7 +359,7 @@ def changed_text(check, public_key):
         "Someone could be eavesdropping on you right now (man-in-the-middle attack)!\n"
         "It is also possible that a host key has just been changed.\n"
         f"The fingerprint for the {KEY_TYPE_DISPLAY} key sent by the remote host is\n"
-        f"{fingerprint(public_key)}.\n"
+        f"{host_key_fingerprint(public_key)}.\n"
         "Please contact your system administrator.\n"
         f"Add correct host key in {check.path} to get rid of this message.\n"
         f"Offending {KEY_TYPE_DISPLAY} key in {check.location}\n"
@@ -408,7 +408,7 @@ def no_terminal_text(name, public_key, path):
     """One line for a NEW host with no terminal to ask and no --accept-new."""
     return (f"host key verification failed: {name} is not in {path} and there is no "
             f"terminal to ask; if its {KEY_TYPE_DISPLAY} key fingerprint "
-            f"{fingerprint(public_key)} is the server's, record it with --accept-new\n")
+            f"{host_key_fingerprint(public_key)} is the server's, record it with --accept-new\n")
 
 
 def unauthenticated_text(name):
