@@ -33,6 +33,7 @@ from twisted_keyx.dh.protocol import (
     server_max_message_length,
 )
 from twisted_keyx.groups.registry import GroupError
+from twisted_keyx.core.adapter import PauseReason
 from twisted_keyx.core.machine import ServerHungUp
 from twisted_keyx.core.transcript import session_key_fingerprint
 
@@ -651,7 +652,7 @@ class ClientGroupCheckTests(ClientTestsMixin, unittest.TestCase):
         self.assertEqual(payload, PARAMETERS)
         self.assertEqual(transport.value(), b"")
         self.assertIs(protocol.handshake.state, DHClientState.AWAIT_PARAMETERS)
-        self.assertEqual(protocol.paused, {"checking"})
+        self.assertEqual(protocol.paused, {PauseReason.GROUP_CHECK})
         check.callback(GROUP)
         self.assertEqual(unframe(transport.value())[0], CLIENT_KEY)
         self.assertIs(protocol.handshake.state, DHClientState.DONE)

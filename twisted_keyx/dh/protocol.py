@@ -17,7 +17,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_keyx.core.adapter import Observer, Session, hung_up
+from twisted_keyx.core.adapter import Observer, PauseReason, Session, hung_up
 from twisted_keyx.dh.handshake import (  # noqa: F401 (the limits are part of this API)
     CLIENT_MAX_MESSAGE_LENGTH,
     DHClientHandshake,
@@ -165,7 +165,7 @@ class DHClientProtocol(Session, Observer):
                 or classify_server_message(payload) is not ServerMessage.PARAMETERS):
             super().messageReceived(payload)
             return
-        self._pause("checking")
+        self._pause(PauseReason.GROUP_CHECK)
         self._check = self.check_parameters(payload)
         self._check.addCallbacks(self._checked, self._checked, callbackArgs=(payload,),
                                  errbackArgs=(payload,))
@@ -182,7 +182,7 @@ class DHClientProtocol(Session, Observer):
         super().messageReceived(payload)
         for message in waiting:
             self.messageReceived(message)
-        self._resume("checking")
+        self._resume(PauseReason.GROUP_CHECK)
         return None
 
     def _stopCheck(self):

@@ -33,11 +33,13 @@ Why not :mod:`twisted.protocols.policies`?  ``TimeoutMixin`` is an idle timer
 :class:`~twisted.protocols.policies.WrappingFactory` and
 :class:`~twisted.protocols.policies.ProtocolWrapper`.
 
-A wrapped protocol may define ``connectionTimedOut(phase, seconds)``: the
+A wrapped protocol may define ``connectionTimedOut(phase, seconds)`` (phase a
+:class:`TimeoutPhase`): the
 guard calls it just before it aborts the connection, so the protocol can log
 the timeout in its own words (its state) instead of the guard's generic line.
 """
 
+import enum
 import functools
 import ipaddress
 import resource
@@ -54,8 +56,11 @@ from twisted_keyx.core.peers import describe_peer
 #: A burst of refusals is over after this many seconds without one.
 BURST_QUIET = 10.0
 
-HANDSHAKE = "handshake"
-IDLE = "idle session"
+class TimeoutPhase(enum.Enum):
+    """Which of a connection's timeouts ran out (its value is the log's word)."""
+
+    HANDSHAKE = "handshake"
+    IDLE = "idle session"
 
 
 @dataclass(frozen=True)
@@ -363,27 +368,27 @@ class GuardedProtocol(ProtocolWrapper):
     """Wraps one connection: counts it, and enforces the deadline and idle timeout."""
 
     _timer = None
-    _phase = HANDSHAKE
+    _phase = TimeoutPhase.HANDSHAKE
     _ip = None
 
     def makeConnection(self, transport):
         policy = self.factory.policy
         if policy.limits.timeout:
             self._timer = policy.clock.callLater(
-                policy.limits.timeout, self._timedOut, HANDSHAKE, policy.limits.timeout
+                policy.limits.timeout, self._timedOut, TimeoutPhase.HANDSHAKE, policy.limits.timeout
             )
         ProtocolWrapper.makeConnection(self, transport)
 
     def handshakeFinished(self):
         """See :func:`handshake_finished`."""
-        if self._phase is not HANDSHAKE:
+        if self._phase is not TimeoutPhase.HANDSHAKE:
             return
-        self._phase = IDLE
+        self._phase = TimeoutPhase.IDLE
         self._cancelTimer()
         policy = self.factory.policy
         if policy.limits.idle_timeout:
             self._timer = policy.clock.callLater(
-                policy.limits.idle_timeout, self._timedOut, IDLE, policy.limits.idle_timeout
+                policy.limits.idle_timeout, self._timedOut, TimeoutPhase.IDLE, policy.limits.idle_timeout
             )
 
     def dataReceived(self, data):
@@ -392,7 +397,7 @@ class GuardedProtocol(ProtocolWrapper):
             # close completes (TLS keeps reading) is dropped unread, so a
             # refused peer cannot make a parser buffer or work.
             return
-        if self._phase is IDLE and self._timer is not None:
+        if self._phase is TimeoutPhase.IDLE and self._timer is not None:
             self._timer.reset(self.factory.policy.limits.idle_timeout)
         self.wrappedProtocol.dataReceived(data)
 
@@ -404,7 +409,7 @@ class GuardedProtocol(ProtocolWrapper):
         else:
             self.factory.policy.log.info(
                 "{peer}: {phase} timed out after {seconds:g} s; closing",
-                peer=describe_peer(self.transport.getPeer()), phase=phase, seconds=seconds,
+                peer=describe_peer(self.transport.getPeer()), phase=phase.value, seconds=seconds,
             )
         # abort, not lose: a peer that does not read would keep a graceful
         # close waiting for its buffer to drain.
