@@ -585,7 +585,8 @@ async def run_eke(reactor, args, out):
 
 async def run_opaque(reactor, args, out):
     from twisted_keyx.opaque.protocol import OPAQUEClientFactory
-    from twisted_keyx.trust.knownservers import check_and_remember, server_key_fingerprint
+    from twisted_keyx.trust.knownservers import KnownServers, server_key_fingerprint
+    from twisted_keyx.trust.tofu import TrustStatus
 
     password = _read_password(args)
     console = ChatConsole()
@@ -593,12 +594,12 @@ async def run_opaque(reactor, args, out):
     def server_key(result):
         key = result.server_public_key
         out.write(f"Server key fingerprint {server_key_fingerprint(key)}\n")
-        status, previous = check_and_remember(args.host, args.port, key)
-        if status == "changed":
+        check = KnownServers().check_and_record(args.host, args.port, key)
+        if check.status is TrustStatus.CHANGED:
             where = host_port(args.host, args.port)
             sys.stderr.write(
                 f"keyx-client: warning: the server key of {where} changed "
-                f"(was {previous}): a new key file on the server, or another server\n")
+                f"(was {check.previous}): a new key file on the server, or another server\n")
 
     return await _password_session(
         reactor, args, out, console,

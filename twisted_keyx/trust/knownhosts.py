@@ -13,8 +13,10 @@ in lower case.  Blank lines, ``#`` comments, lines that do not parse, other
 key types and ``@cert-authority`` lines are skipped (twisted-keyx host keys
 are plain Ed25519 keys).
 
-:class:`KnownHosts` answers :meth:`~KnownHosts.check` with KNOWN, NEW,
-CHANGED or REVOKED and the file and line that decided it, and appends with
+:class:`KnownHosts` answers :meth:`~KnownHosts.check` with a
+:class:`~twisted_keyx.trust.tofu.TrustCheck`: KNOWN, NEW, CHANGED or REVOKED
+and the file and line that decided it (:mod:`twisted_keyx.trust.tofu` holds
+what it shares with the OPAQUE known servers), and appends with
 :meth:`~KnownHosts.record` (hashed names by default, as Debian's
 ``HashKnownHosts yes``), creating the file with mode 0600 and its folder
 with mode 0700.  The texts a user sees (the first-contact question, the
@@ -35,6 +37,8 @@ import stat
 from dataclasses import dataclass
 
 from twisted_keyx.core.fileutil import read_at_most
+from twisted_keyx.trust import tofu
+from twisted_keyx.trust.tofu import TrustCheck, TrustStatus
 from twisted_keyx.trust.hostkey import (
     KEY_TYPE,
     KEY_TYPE_DISPLAY,
@@ -61,44 +65,15 @@ class KnownHostsError(Exception):
     """The known_hosts file cannot be read or written; ``str()`` says why."""
 
 
-class Status(enum.Enum):
-    KNOWN = "known"
-    NEW = "new"
-    CHANGED = "changed"
-    REVOKED = "revoked"
-
-
-KNOWN, NEW, CHANGED, REVOKED = Status.KNOWN, Status.NEW, Status.CHANGED, Status.REVOKED
-
-
-@dataclass(frozen=True)
-class HostCheck:
-    """What the file says about a host's key.
-
-    ``line`` (1-based) is the entry that matched (KNOWN), the entry holding
-    another key (CHANGED), or the ``@revoked`` entry (REVOKED); None for NEW.
-    """
-
-    status: Status
-    host: str
-    path: str
-    line: int = None
-
-    @property
-    def location(self):
-        """``PATH:LINE``, as OpenSSH prints an offending entry."""
-        return f"{self.path}:{self.line}"
+#: The statuses a check answers with, by their short names.
+KNOWN, NEW, CHANGED, REVOKED = (
+    TrustStatus.KNOWN, TrustStatus.NEW, TrustStatus.CHANGED, TrustStatus.REVOKED)
 
 
 def default_path(environ=None):
-    """``$XDG_CONFIG_HOME/twisted-keyx/known_hosts``, where XDG_CONFIG_HOME
-    defaults to ``~/.config`` when unset, empty or relative (XDG Base
-    Directory Specification)."""
-    environ = os.environ if environ is None else environ
-    config = environ.get("XDG_CONFIG_HOME", "")
-    if not os.path.isabs(config):
-        config = os.path.join(os.path.expanduser("~"), ".config")
-    return os.path.join(config, "twisted-keyx", "known_hosts")
+    """``known_hosts`` in the client's folder (:func:`twisted_keyx.trust.tofu.config_folder`:
+    ``$XDG_CONFIG_HOME/twisted-keyx``, else ``~/.config/twisted-keyx``)."""
+    return tofu.default_path("known_hosts", environ)
 
 
 def host_name(host, port):
@@ -260,7 +235,7 @@ class KnownHosts:
         return [entry for entry in entries if entry is not None]
 
     def check(self, host, port, public_key):
-        """A :class:`HostCheck` for the Ed25519 ``public_key`` the server at
+        """A :class:`TrustCheck` for the Ed25519 ``public_key`` the server at
         ``host``, ``port`` proved it holds.
 
         REVOKED if an ``@revoked`` line for the host lists the key; KNOWN if
@@ -282,8 +257,8 @@ class KnownHosts:
                 found.setdefault(KNOWN if entry.blob == blob else CHANGED, entry.line)
         for status in (REVOKED, KNOWN, CHANGED):
             if status in found:
-                return HostCheck(status, name, self.path, found[status])
-        return HostCheck(NEW, name, self.path)
+                return TrustCheck(status, name, self.path, found[status])
+        return TrustCheck(NEW, name, self.path)
 
     def find(self, host, port):
         """The first line holding an Ed25519 key for the host, or None: for a
