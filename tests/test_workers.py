@@ -8,15 +8,13 @@ import socket
 import sys
 import time
 
-from twisted.internet import defer, error, reactor, task, utils
-from twisted.logger import LogLevel, capturedLogs, formatEvent
+from twisted.internet import defer, reactor, task, utils
+from twisted.logger import LogLevel
 from twisted.python import usage
-from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from twisted_keyx.service import limits
 from twisted_keyx.service import tap
-from twisted_keyx.service import throttle
 from twisted_keyx.service import workerprocess as worker
 from twisted_keyx.service import workers
 from twisted_keyx.service import userfile as userstore
@@ -64,208 +62,6 @@ class OptionTests(unittest.TestCase):
         self.assertEqual(workers.strip_workers_option(
             ["--dh", "tcp:1", "--workers", "2", "--workers=3", "--timeout", "5"]),
             ["--dh", "tcp:1", "--timeout", "5"])
-
-
-class _FakeTransport:
-    def __init__(self):
-        self.stdin = []
-        self.producer = None
-
-    def writeToChild(self, fd, data):
-        self.stdin.append((fd, data))
-
-    def registerProducer(self, producer, streaming):
-        self.producer = (producer, streaming)
-
-
-def _fake_child(pool, index):
-    child = workers._WorkerProcess(pool, index)
-    child.transport = _FakeTransport()
-    return child
-
-
-class GuessRelayTests(unittest.TestCase):
-    """The parent's side of the shared guess throttle: a worker's messages
-    counted once and passed on to the other workers; anything else a worker
-    writes neither crashes the parent nor reaches the others."""
-
-    def setUp(self):
-        self.clock = task.Clock()
-        self.guesses = throttle.GuessThrottle(throttle.GuessLimits(), self.clock)
-        self.pool = workers.WorkerPool(3, [], [], reactor=self.clock, guesses=self.guesses)
-        self.pool.processes = {i: _fake_child(self.pool, i) for i in (1, 2, 3)}
-
-    def stdin(self, index):
-        return self.pool.processes[index].transport.stdin
-
-    def test_a_failure_is_logged_once_and_sent_to_the_other_workers(self):
-        line = throttle.encode(("failed", "alice", "192.0.2.1", "192.0.2.1:5", "EKE, wrong"))
-        with capturedLogs() as events:
-            self.pool.workerLine(2, 1, f"{workers.GUESS} {line}")
-        self.assertEqual([formatEvent(e) for e in events],
-                         ["Failed guess for user 'alice' from 192.0.2.1:5: EKE, wrong"])
-        self.assertEqual(events[0]["log_system"], "worker 2")
-        self.assertEqual(self.stdin(1), [(0, line.encode() + b"\n")])
-        self.assertEqual(self.stdin(2), [])
-        self.assertEqual(self.stdin(3), [(0, line.encode() + b"\n")])
-
-    def test_a_refusal_stays_with_the_parent(self):
-        self.pool.workerLine(1, 1, f"{workers.GUESS} " + throttle.encode(("refused", "a", "b")))
-        self.assertEqual(self.stdin(2) + self.stdin(3), [])
-
-    def test_malformed_lines_are_logged_and_dropped(self):
-        bad = ["", "not json", '["state", "user", "a", 1, 2]', '["held", "user", "a", NaN]',
-               "[" * 100000, '["failed", "a", "b", "c", 5]', "\ufffd\ufffd"]
-        with capturedLogs() as events:
-            for line in bad:
-                self.pool.workerLine(1, 1, f"{workers.GUESS} {line}")
-        text = [formatEvent(e) for e in events]
-        self.assertEqual(len(text), len(bad))
-        for line in text:
-            self.assertIn("worker 1 sent a bad guess throttle message", line)
-            self.assertLess(len(line), 400)
-        self.assertEqual(self.stdin(2) + self.stdin(3), [])
-        self.assertEqual(self.guesses._entries, {})
-
-    def test_a_log_line_is_still_a_log_line(self):
-        with capturedLogs() as events:
-            self.pool.workerLine(1, 1, "info guess what")
-        self.assertEqual([formatEvent(e) for e in events], ["guess what"])
-        self.assertEqual(self.stdin(2), [])
-
-    def test_a_new_worker_is_told_what_the_others_counted(self):
-        for _ in range(4):
-            self.guesses.failed("alice", "192.0.2.1")
-        sent = []
-        self.pool.workers = 1
-        self.pool.sockets = []
-        self.pool.python = "python"
-
-        class Reactor:
-            def seconds(self):
-                return 0
-
-            def spawnProcess(self, child, *args, **kwargs):
-                child.transport = _FakeTransport()
-                child.transport.pid = 1
-                sent.append(child.transport)
-
-        self.pool._reactor = Reactor()
-        self.pool.spawn(1)
-        messages = [throttle.decode(data[:-1].decode()) for _, data in sent[0].stdin]
-        self.assertEqual(sorted(m[1] for m in messages), ["source", "user"])
-        self.assertEqual({m[3] for m in messages}, {4.0})
-        self.assertEqual(sent[0].producer, (self.pool.processes[1], True))
-
-    def test_a_worker_that_does_not_read_gets_its_messages_late(self):
-        line = throttle.encode(("failed", "alice", "192.0.2.1", "192.0.2.1:5", "EKE, wrong"))
-        self.pool.processes[1].pauseProducing()  # what Twisted does when its buffer is full
-        with capturedLogs() as events:
-            for _ in range(3):
-                self.pool.workerLine(2, 1, f"{workers.GUESS} {line}")
-        self.assertEqual(self.stdin(1), [])
-        self.assertEqual(len(self.stdin(3)), 3)
-        self.assertEqual([formatEvent(e) for e in events if formatEvent(e).startswith("worker 1 ")],
-                         [])
-        self.pool.processes[1].resumeProducing()
-        self.pool.workerLine(2, 1, f"{workers.GUESS} {line}")
-        self.assertEqual(self.stdin(1), [(0, line.encode() + b"\n")] * 4)
-
-    def test_past_the_backlog_messages_are_dropped_and_counted(self):
-        line = throttle.encode(("failed", "alice", "192.0.2.1", "192.0.2.1:5", "EKE, wrong"))
-        self.patch(workers, "MAX_BACKLOG", 2 * (len(line) + 1))
-        self.pool.processes[1].pauseProducing()
-        with capturedLogs() as events:
-            for _ in range(5):
-                self.pool.workerLine(2, 1, f"{workers.GUESS} {line}")
-        self.assertEqual([formatEvent(e) for e in events if formatEvent(e).startswith("worker 1 ")],
-                         ["worker 1 is not reading its standard input: guess "
-                          "throttle messages for it are dropped until it does"])
-        with capturedLogs() as events:
-            self.pool.processes[1].resumeProducing()
-        self.assertEqual([formatEvent(e) for e in events if formatEvent(e).startswith("worker 1 ")],
-                         ["worker 1 reads its standard input again; 3 guess throttle "
-                          "messages for it were dropped"])
-        self.assertEqual(self.stdin(1), [(0, line.encode() + b"\n")] * 2)  # the kept two
-
-    def test_a_worker_whose_stdin_closed_is_not_called_stuck(self):
-        line = throttle.encode(("failed", "alice", "192.0.2.1", "192.0.2.1:5", "EKE, wrong"))
-        self.pool.processes[1].stopProducing()  # what Twisted does when the pipe closes
-        with capturedLogs() as events:
-            self.pool.workerLine(2, 1, f"{workers.GUESS} {line}")
-        self.assertEqual([formatEvent(e) for e in events if formatEvent(e).startswith("worker 1 ")],
-                         [])
-        self.assertEqual(self.stdin(1), [])
-
-    def test_a_stuck_worker_that_ends_says_what_it_missed(self):
-        line = throttle.encode(("failed", "alice", "192.0.2.1", "192.0.2.1:5", "EKE, wrong"))
-        self.patch(workers, "MAX_BACKLOG", 0)
-        child = self.pool.processes[1]
-        child.pauseProducing()
-        with capturedLogs():
-            for _ in range(2):
-                self.pool.workerLine(2, 1, f"{workers.GUESS} {line}")
-        self.pool.stopping = True  # no restart to schedule
-        with capturedLogs() as events:
-            child.processEnded(Failure(error.ProcessTerminated(signal=9)))
-        self.assertEqual([formatEvent(e) for e in events if formatEvent(e).startswith("worker 1 ")],
-                         ["worker 1 ended; 2 guess throttle messages for it had been dropped"])
-
-
-class StuckWorkerTests(unittest.TestCase):
-    """A real child that never reads its stdin: what the parent keeps for it
-    stays within Twisted's buffer and MAX_BACKLOG however much the others send."""
-
-    def test_the_parent_buffers_a_bounded_amount(self):
-        pool = workers.WorkerPool(2, [], [])
-        pool.stopping = True  # its end is not a worker to restart
-        child = workers._WorkerProcess(pool, 1)
-        reactor.spawnProcess(child, sys.executable,
-                             [sys.executable, "-c", "import time; time.sleep(60)"],
-                             env=os.environ.copy(), childFDs={0: "w", 1: "r", 2: "r"})
-        child.transport.registerProducer(child, True)
-        line = throttle.encode(("failed", "u" * 80, "192.0.2.1", "192.0.2.1:5", "EKE, wrong"))
-        with capturedLogs():
-            for _ in range(40000):  # about 5 MB
-                child.send(line)
-        self.assertGreater(child.dropped, 25000)
-        self.assertLess(child.sent, 2 * 65536 + 1000)
-        self.assertLessEqual(child.backlog_bytes, workers.MAX_BACKLOG)
-        child.transport.signalProcess("KILL")
-        return child.ended
-
-
-class RestartedWorkerTests(unittest.TestCase):
-    """A worker started again is told everything the others counted, however
-    much that is: the producer is only for what comes after."""
-
-    def test_all_of_the_state_reaches_a_new_worker(self):
-        clock = task.Clock()
-        guesses = throttle.GuessThrottle(throttle.GuessLimits(), clock)
-        with capturedLogs():
-            for i in range(2000):  # about 200 KB of state, past Twisted's 64 KiB buffer
-                guesses.failed(f"user-{i:04d}-" + "u" * 60, f"192.0.2.{i % 250}")
-        state = [throttle.encode(m) for m in guesses.state()]
-        pool = workers.WorkerPool(1, [], [], guesses=guesses)
-
-        class Reactor:  # the real reactor, a child that reads its stdin for a worker
-            def seconds(self):
-                return reactor.seconds()
-
-            def spawnProcess(self, child, python, args, env, childFDs):
-                return reactor.spawnProcess(
-                    child, sys.executable,
-                    [sys.executable, "-c", "import sys; sys.stdin.buffer.read()"],
-                    env=env, childFDs={0: "w", 1: "r", 2: "r"})
-
-        pool._reactor = Reactor()
-        with capturedLogs():
-            pool.spawn(1)
-        pool.stopping = True  # its end is not a worker to restart
-        child = pool.processes[1]
-        self.addCleanup(lambda: workers._signal(child, "KILL") or child.ended)
-        self.assertEqual((child.dropped, child.sent),
-                         (0, sum(len(line) + 1 for line in state)))
 
 
 class ToParentTests(unittest.TestCase):
@@ -464,7 +260,8 @@ class DaemonTests(unittest.TestCase):
         process: the fourth failure (the first with more than 3, a little
         of the first three forgotten meanwhile) starts the throttle, the
         fifth guess takes the slot of now, the sixth and seventh wait their
-        second, though each worker saw fewer than four failures itself."""
+        second, though each worker saw fewer than four failures itself: the
+        workers charge every guess in one SQLite file."""
         port = self.eke_port
 
         async def run():
@@ -482,7 +279,7 @@ class DaemonTests(unittest.TestCase):
 
             on(first)
             waits = [eke_guess(port) for _ in range(3)]
-            await self.wait_for(lambda: len(failed()) == 3)  # the parent passed them on
+            await self.wait_for(lambda: len(failed()) == 3)  # charged in the shared file
             on(second)
             waits += [eke_guess(port), eke_guess(port)]
             await sleep(0.2)  # the slot worker 2 took, passed on to worker 1
@@ -497,8 +294,9 @@ class DaemonTests(unittest.TestCase):
             self.assertGreater(waits[6], 0.5, waits)
             self.assertEqual([line.split("] ")[0].split("[")[1] for line in failed()],
                              ["worker 1"] * 3 + ["worker 2"])
-            self.assertEqual(sum("Guessing user 'alice': more than 3" in line
-                                 for line in self.lines()), 1, self.lines())
+            # Each worker that meets the throttled user says so once.
+            self.assertIn(sum("Guessing user 'alice': more than 3" in line
+                              for line in self.lines()), (1, 2), self.lines())
             self.assertEqual([line for line in self.lines() if "Traceback" in line
                               or "bad guess throttle message" in line], [])
 

@@ -3,7 +3,10 @@
 Exit status: 0 success; 1 the handshake failed (the server refused, sent
 something wrong or an invalid key; for EKE also a failed authentication or a
 broken chat); 2 usage error; 3 network error (connection refused, timeout,
-connection lost before the server answered); 130 interrupted (Ctrl-C).
+connection lost before the server answered); 4 too many attempts for this
+user, refused unchecked by the server's guess throttle (the line says when to
+try again); 5 the server cannot check passwords right now (its store is
+down); 130 interrupted (Ctrl-C).
 """
 
 import argparse
@@ -40,6 +43,7 @@ from twisted_keyx.eke.password import (
 )
 from twisted_keyx.eke.protocol import EKEClientFactory
 from twisted_keyx.core.machine import AuthenticationFailed, HandshakeFailed, ServerHungUp
+from twisted_keyx.core.refusals import ServerUnavailable, TooManyAttempts
 from twisted_keyx.core.peers import host_port
 from twisted_keyx.core.transcript import session_key_fingerprint
 
@@ -47,11 +51,16 @@ EXIT_OK = 0
 EXIT_HANDSHAKE_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NETWORK = 3
+#: The server refused the attempt without checking the password
+#: (twisted_keyx.core.refusals): the guess throttle, or its store down.
+EXIT_TOO_MANY_ATTEMPTS = 4
+EXIT_SERVER_UNAVAILABLE = 5
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
 EXIT_STATUS_HELP = (
     "Exit status: 0 success; 1 the handshake failed; 2 usage error; "
-    "3 network error; 130 interrupted (Ctrl-C)."
+    "3 network error; 4 too many attempts for this user (try again later); "
+    "5 the server cannot check passwords right now; 130 interrupted (Ctrl-C)."
 )
 
 
@@ -317,6 +326,10 @@ async def await_handshake(reactor, timeout, outcome, wording=None, hint=None):
         )
     except ServerHungUp as e:
         raise ClientError(e.reason + hint(False), EXIT_NETWORK)
+    except TooManyAttempts as e:
+        raise ClientError(e.reason, EXIT_TOO_MANY_ATTEMPTS)
+    except ServerUnavailable as e:
+        raise ClientError(e.reason, EXIT_SERVER_UNAVAILABLE)
     except HandshakeFailed as e:
         message = e.reason
         extra = hint(False)

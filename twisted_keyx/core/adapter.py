@@ -115,7 +115,10 @@ class Observer:
     def machineReceiving(self, session, machine, payload):
         """``machine`` is about to take ``payload`` from the peer: the
         observer may hold the reply back (:meth:`Session.holdReplies`) or
-        end the session (:meth:`Session.fail`) first."""
+        end the session (:meth:`Session.fail`) first.  It may return a
+        Deferred (a store asked, the guess throttle's reservation): the step
+        waits for it, reading nothing meanwhile, and runs when it fires
+        unless the observer ended the session meanwhile."""
 
     def machineStepped(self, session, machine, payload, reply):
         """``machine`` took ``payload`` from the peer and answered ``reply``
@@ -197,6 +200,7 @@ class Session(Protocol):
         #: limit; None: no slow step runs).
         self._lostWhileWorking = None
         self._queued = None
+        self._slowStarted = False
         #: The clock of :meth:`holdReplies` (the reactor unless set).
         self.clock = None
 
@@ -413,18 +417,30 @@ class Session(Protocol):
 
     # --- the machine's side ----------------------------------------------------
 
-    def _step(self, action, payload, from_peer):
+    def _step(self, action, payload, from_peer, observed=False):
         machine = self.machine
-        if from_peer:
-            self.observer.machineReceiving(self, machine, payload)
+        if from_peer and not observed:
+            waiting = self.observer.machineReceiving(self, machine, payload)
             if self.ended or machine is not self.machine:
+                return
+            if isinstance(waiting, defer.Deferred) and not waiting.called:
+                # The observer asks a store first (the guess throttle):
+                # nothing is read meanwhile, as during a slow step, and the
+                # step runs when it has answered (unless it ended the session).
+                self._pause(PauseReason.WORKING)
+                self._queued = []
+                waiting.addCallbacks(self._waited, self._workBroke,
+                                     callbackArgs=(machine, action, payload))
+                waiting.addErrback(self._workBroke)
                 return
         before = machine.state
         if from_peer and self.worker is not None and machine.slow:
             # Off the reactor thread; nothing is read meanwhile, and the
             # machine is not touched here until the step is done.
             self._pause(PauseReason.WORKING)
-            self._queued = []
+            self._slowStarted = True
+            if self._queued is None:
+                self._queued = []
             outcome = defer.maybeDeferred(self.worker, action, payload)
             outcome.addCallbacks(self._workDone, self._workFailed,
                                  callbackArgs=(machine, before, payload),
@@ -437,6 +453,15 @@ class Session(Protocol):
             self._stepFailed(machine, before, payload, from_peer, failure)
             return
         self._stepped(machine, before, payload, from_peer, reply)
+
+    def _waited(self, _, machine, action, payload):
+        # The observer's Deferred fired (machineReceiving): the step now.
+        if not self.ended and machine is self.machine:
+            self._slowStarted = False
+            self._step(action, payload, True, observed=True)
+            if self._slowStarted:
+                return  # a slow step: its own end carries on
+        self._afterWork()
 
     def _workDone(self, reply, machine, before, payload):
         # If the session ended meanwhile (timed out, cancelled), there is

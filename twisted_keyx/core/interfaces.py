@@ -67,25 +67,62 @@ class IServerSetupStore(Interface):
 
 
 class IGuessThrottle(Interface):
-    """The daemon's guess throttle, as the password handshakes see it.
+    """The daemon's guess throttle, as the password handshakes see it
+    (:mod:`twisted_keyx.service.throttle`).
 
-    A guess is counted when its answer is about to be sent (EKE's step 4,
-    OPAQUE's KE2: the answer that lets a client test a password), before
-    the client can use it; a login that succeeds settles it as a success.
+    A guess is counted when its answer is reserved (EKE's step 4, OPAQUE's
+    KE2: the answer that lets a client test a password), before the client
+    can use it, as a failure; only a login that succeeds refunds it.  So a
+    guess whose connection, worker or daemon dies stays counted, and
+    guesses sent at once are counted at once.
     """
 
     clock = Attribute("An IReactorTime whose seconds() the throttle counts in.")
 
     def reserve(user, source, peer):
         """Deferred firing with the seconds to hold the answer back (0: now),
-        the guess counted; or None: refuse it unchecked."""
+        the guess counted; or failing with
+        :class:`twisted_keyx.core.refusals.TooManyAttempts` (refuse it
+        unchecked with that exception's reply: "too many attempts for this
+        user; try again in N s"; the throttle counts the refusal) or
+        :class:`StoreUnavailable` (refuse with
+        :class:`twisted_keyx.core.refusals.ServerUnavailable`).  ``source`` is
+        the peer's source group (an IPv4 address or an IPv6 /64), ``peer``
+        its address as logged."""
 
     def succeeded(user, source):
-        """The user logged in from ``source``."""
+        """The user logged in from ``source``: the guess reserved for it is
+        refunded and ``source`` is familiar to the user from now on.
+        Deferred; never fails (a store down is logged)."""
+
+    def release(user, source):
+        """The answer reserved for a guess was never made (its message was
+        malformed, the step failed before the answer): refunded, as it
+        taught the client nothing.  Deferred; never fails."""
 
     def failed(user, source, peer, why):
         """A guess failed (wrong password, unknown user, gave up after the
-        answer)."""
+        answer): logged, or counted in a summary.  It was counted when
+        reserved.  Deferred; never fails."""
 
-    def refused(user, source):
-        """A guess was refused unchecked (counted in the summaries)."""
+
+class IThrottleStore(Interface):
+    """The guess throttle's state (buckets of failures and answer slots, and
+    the sources each user logged in from), shared by every process and
+    daemon that uses the same store.  ``limits`` is the throttle's
+    :class:`~twisted_keyx.service.throttle.GuessLimits`, ``now`` seconds on
+    the epoch clock (the throttle's ``clock.seconds()``).  Each call is one
+    transaction: a charge is counted in full or not at all."""
+
+    def charge(user, source, now, limits):
+        """Deferred firing with a :class:`~twisted_keyx.service.throttle.Charge`:
+        the guess charged to its buckets and its answer's slot reserved, or
+        refused (``delay`` None, nothing charged)."""
+
+    def release(user, source, now, limits):
+        """Deferred: the guess charged for ``user`` from ``source`` made no
+        answer; its charge refunded."""
+
+    def settle(user, source, now, limits):
+        """Deferred: ``user`` logged in from ``source`` (its guess refunded
+        as the policy says, the source familiar to the user from ``now``)."""

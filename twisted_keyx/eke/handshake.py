@@ -45,6 +45,7 @@ from twisted_keyx.core.machine import (
     StateMachine,
     UnexpectedReply,
 )
+from twisted_keyx.core.refusals import TooManyAttempts, refusal
 from twisted_keyx.core.transcript import Transcript
 
 
@@ -59,10 +60,11 @@ class WrongPassword(AuthenticationFailed):
     password key did not open the box, or the user is a decoy)."""
 
 
-class GuessRefused(AuthenticationFailed):
-    """Server side: refused at step 3 without looking at the password, as
-    too many guesses for this user or from this source are waiting
-    (:mod:`twisted_keyx.service.throttle`)."""
+#: Server side: refused at step 3 without looking at the password, as too
+#: many guesses for this user or from this source are waiting
+#: (:mod:`twisted_keyx.service.throttle`); its reply is not "authentication
+#: failed" (:mod:`twisted_keyx.core.refusals`).
+GuessRefused = TooManyAttempts
 
 
 class MalformedMessage(AuthenticationFailed):
@@ -367,6 +369,9 @@ class EKEClientHandshake(_EKEHandshake):
         return UnexpectedReply(reason)
 
     def _unexpected(self, event, payload):
+        refused = refusal(payload) if isinstance(payload, bytes) else None
+        if refused is not None:
+            return refused
         if event is ServerMessage.FAILED:
             if self._doomed is not None:
                 return AuthenticationFailed(self._doomed)

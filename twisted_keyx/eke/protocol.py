@@ -20,10 +20,11 @@ from twisted_keyx.eke.handshake import (  # noqa: F401 (the limits are part of t
     SERVER_LINE_LIMITS,
     EKEClientHandshake,
     EKEServerHandshake,
-    GuessRefused,
     EKEServerState,
     WrongPassword,
 )
+from twisted_keyx.core.interfaces import StoreUnavailable
+from twisted_keyx.core.refusals import Refused, ServerUnavailable, TooManyAttempts
 from twisted_keyx.service.limits import Limits, PeerLogging
 from twisted_keyx.core.logtext import literal
 from twisted_keyx.service.userfile import DecoyUsers
@@ -50,6 +51,11 @@ class EKEServerProtocol(Session):
 
     #: Set once a wrong guess has been counted (and logged) at step 3.
     guess_counted = False
+    #: The user name of the guess reserved (or refused) with the throttle.
+    guess_user = None
+    #: The throttle reserved an answer; the step made it.
+    guess_reserved = False
+    guess_answered = False
     #: Chat lines this connection may still log now (see EKEServerFactory.userSaid).
     log_budget = None
     log_updated = 0.0
@@ -80,7 +86,7 @@ class EKEServerFactory(Factory, Observer, PeerLogging):
     def __init__(self, users, hide_unknown_users=False, show_secrets=False,
                  decoys=None, random_bytes=None, throttle=None, source_of=None):
         self.users = users
-        #: A :class:`~twisted_keyx.service.throttle.GuessThrottle`, or None.
+        #: An :class:`~twisted_keyx.core.interfaces.IGuessThrottle`, or None.
         self.throttle = throttle
         self.source_of = source_of if source_of is not None else Limits().source_of
         self.hide_unknown_users = hide_unknown_users
@@ -111,19 +117,53 @@ class EKEServerFactory(Factory, Observer, PeerLogging):
         if (self.throttle is None or machine is not session.handshake
                 or machine.state is not EKEServerState.AWAIT_SEALED_PUBLIC_KEY):
             return
-        self._paceAnswer(session, machine, machine.user, "at step 3")
+        return self._paceAnswer(session, machine, machine.user, "at step 3")
 
     def _paceAnswer(self, session, machine, user, where):
-        """Hold the answer to ``user``'s guess back as the throttle says, or
-        refuse the guess unchecked (``where``: the step, for the log)."""
-        delay = self.throttle.delay_for(user, self._source(session))
-        if delay is None:
-            session.guess_user = user
-            session.fail(machine.refuse(GuessRefused(
-                f"too many guesses waiting for user {user!r} or from this "
-                f"source; refused {where} unchecked")))
+        """Reserve the answer to ``user``'s guess with the throttle and hold
+        it back as long as it says, or refuse the guess unchecked with the
+        throttle's reply ("too many attempts ...", "the server cannot check
+        passwords right now ..."); ``where``: the step, for the log.
+        Returns the reservation's Deferred: the step waits for it."""
+        session.guess_user = user
+        outcome = self.throttle.reserve(user, self._source(session), session.peer)
+        outcome.addCallbacks(self._reserved, self._refuseGuess, callbackArgs=(session,),
+                             errbackArgs=(session, machine, user, where))
+        return outcome
+
+    def _reserved(self, delay, session):
+        session.guess_reserved = True
+        session.holdReplies(delay)
+
+    def _answered(self, session):
+        """The step after a reservation succeeded: its answer is made."""
+        if session.guess_reserved:
+            session.guess_answered = True
+
+    def _releaseUnanswered(self, session):
+        """The step a guess was reserved for failed before its answer: no
+        guess (the throttle refunds it)."""
+        if session.guess_reserved and not session.guess_answered:
+            session.guess_reserved = False
+            self.throttle.release(session.guess_user, self._source(session))
+
+    def _refuseGuess(self, reason, session, machine, user, where):
+        if session.ended:
+            return
+        if reason.check(TooManyAttempts):
+            failure = reason.value
         else:
-            session.holdReplies(delay)
+            if reason.check(StoreUnavailable):
+                if self.peerMayLog(session, "rejected"):
+                    self.log.warn(
+                        "{name}: the guess of user {user} from {peer} refused {where}: "
+                        "the store is unavailable ({why})", name=self.NAME,
+                        user=repr(user), peer=session.peer, where=where,
+                        why=reason.getErrorMessage())
+            else:
+                self.log.failure("{name}: the guess throttle failed", reason, name=self.NAME)
+            failure = ServerUnavailable()
+        session.fail(machine.refuse(failure))
 
     # --- the observer: one log line per event -----------------------------------
 
@@ -132,6 +172,7 @@ class EKEServerFactory(Factory, Observer, PeerLogging):
             if not machine.finished:
                 self.machineSaid(session, machine.said)
             return
+        self._answered(session)
         if (machine.state is EKEServerState.AWAIT_CLIENT_NONCE and machine.wrong_guess
                 and not session.guess_counted):
             session.guess_counted = True
@@ -156,9 +197,11 @@ class EKEServerFactory(Factory, Observer, PeerLogging):
 
     def machineFailed(self, session, machine, failure):
         if machine is session.handshake:
-            if isinstance(failure, GuessRefused) and self.throttle is not None:
-                self.throttle.refused(machine.user, self._source(session))
-            elif not (isinstance(failure, WrongPassword) and session.guess_counted):
+            if isinstance(failure, Refused):
+                return  # counted in the throttle's summaries (or logged unavailable)
+            if self.throttle is not None:
+                self._releaseUnanswered(session)
+            if not (isinstance(failure, WrongPassword) and session.guess_counted):
                 if self.peerMayLog(session, "rejected"):
                     self.handshakeRejected(session.peer, failure.reason)
         else:

@@ -39,6 +39,7 @@ from twisted_keyx.core.machine import (
     StateMachine,
     UnexpectedReply,
 )
+from twisted_keyx.core.refusals import refusal
 from twisted_keyx.opaque.errors import OpaqueError
 from twisted_keyx.opaque.ksf import DEFAULT_KSF_LIMITS
 from twisted_keyx.opaque.login import ClientLogin, ServerLogin
@@ -91,6 +92,7 @@ class ServerReply(enum.Enum):
     LINE = "a line"
     OK = "ok"
     FAILED = "authentication failed"
+    REFUSED = "refused unchecked (twisted_keyx.core.refusals)"
 
 
 class OPAQUEServerState(enum.Enum):
@@ -197,6 +199,8 @@ def classify_server_line(line):
         return ServerReply.OK
     if line == FAILURE_REPLY:
         return ServerReply.FAILED
+    if refusal(line) is not None:
+        return ServerReply.REFUSED
     return ServerReply.LINE
 
 
@@ -245,6 +249,8 @@ class OPAQUEClientHandshake(StateMachine):
         return UnexpectedReply(reason)
 
     def _unexpected(self, event, payload):
+        if event is ServerReply.REFUSED:
+            return refusal(payload)
         if event is ServerReply.FAILED:
             return AuthenticationFailed(self._doomed or
                                         f"the server refused while {self.state.value}")

@@ -9,7 +9,7 @@ sessions and logs as the EKE factory does, with "OPAQUE" for "EKE"; the
 client protocol is EKE's with OPAQUE's machine.
 """
 
-from twisted_keyx.eke.handshake import GuessRefused
+from twisted_keyx.core.refusals import Refused
 from twisted_keyx.eke.protocol import (
     EKEClientFactory,
     EKEClientProtocol,
@@ -25,9 +25,6 @@ from twisted_keyx.opaque.handshake import (
 
 class OPAQUEServerProtocol(EKEServerProtocol):
     """One server connection: the handshake, then, after KE3 only, the chat."""
-
-    #: The user name a refused guess was for (refused before KE2).
-    guess_user = None
 
 
 class OPAQUEServerFactory(EKEServerFactory):
@@ -76,20 +73,22 @@ class OPAQUEServerFactory(EKEServerFactory):
         # the pace before KE2, the answer, is computed.  A malformed line is
         # refused by the machine whatever its "name" here.
         user = payload.rpartition(b" ")[2].decode("utf-8", "replace")
-        self._paceAnswer(session, machine, user, "before KE2")
+        return self._paceAnswer(session, machine, user, "before KE2")
 
     def machineStepped(self, session, machine, payload, reply):
         if machine is not session.handshake:
             super().machineStepped(session, machine, payload, reply)
+        else:
+            self._answered(session)
 
     def machineFailed(self, session, machine, failure):
         if machine is not session.handshake:
             super().machineFailed(session, machine, failure)
             return
-        if isinstance(failure, GuessRefused):
-            if self.throttle is not None:
-                self.throttle.refused(session.guess_user, self._source(session))
-            return
+        if isinstance(failure, Refused):
+            return  # counted in the throttle's summaries (or logged unavailable)
+        if self.throttle is not None:
+            self._releaseUnanswered(session)
         if machine.answered:
             # After KE2 (before it, a malformed KE1 taught the client
             # nothing): the one place a failed login is reported, with user

@@ -7,11 +7,13 @@ import :class:`Options` and :func:`makeService` directly.
 import math
 import os
 import re
+import shutil
 import socket
 import sys
+import tempfile
 
 from twisted.application import service, strports
-from twisted.internet import endpoints, error
+from twisted.internet import defer, endpoints, error
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -19,7 +21,7 @@ from twisted_keyx import __version__
 from twisted_keyx.groups import registry as groups
 from twisted_keyx.trust import hostkey
 from twisted_keyx.service import limits
-from twisted_keyx.service import throttle
+from twisted_keyx.service import sqlstore, throttle
 from twisted_keyx.observe import trace
 from twisted_keyx.service import workers
 from twisted_keyx.dh.protocol import DHServerFactory
@@ -503,6 +505,20 @@ class KeyxService(service.MultiService):
         self._logLimits()
         super().startService()
 
+    #: A folder of the daemon's own to remove when it stops (the workers'
+    #: throttle file).
+    throttle_folder = None
+
+    def stopService(self):
+        outcome = defer.maybeDeferred(super().stopService)
+        if self.throttle_folder is not None:
+            outcome.addBoth(self._removeFolder)
+        return outcome
+
+    def _removeFolder(self, result):
+        shutil.rmtree(self.throttle_folder, ignore_errors=True)
+        return result
+
     def _logLimits(self):
         wanted = self.limits.max_connections + 64 if self.limits.max_connections else 1 << 20
         files = limits.raise_open_file_limit(wanted)
@@ -614,14 +630,15 @@ def makeService(options, reactor=None, listen=None):
         order = ["--dh", "--dh-raw", "--eke", "--opaque"]
         listeners = sorted(((o, _private_unix(d)) for o, d in options["listeners"]),
                            key=lambda listener: order.index(listener[0]))
-        # The daemon's guess throttle: it logs what the workers count.
-        guesses = throttle.GuessThrottle(options.get("guess-limits", throttle.GuessLimits()),
-                                         reactor)
-        guesses.setServiceParent(top)
-        top.guess_throttle = guesses
+        # The workers' guess throttle: its state in one SQLite file they
+        # all charge (twisted_keyx.service.workers), in a folder of ours.
+        folder = tempfile.mkdtemp(prefix="keyx-throttle-")
+        throttle_path = os.path.join(folder, "throttle.sqlite")
+        sqlstore.SQLThrottleStore.sqlite(throttle_path).close()
+        top.throttle_folder = folder
         workers.WorkerPool(options["workers"], listeners,
                            workers.strip_workers_option(options["argv"]),
-                           reactor=reactor, guesses=guesses).setServiceParent(top)
+                           reactor=reactor, throttle_path=throttle_path).setServiceParent(top)
         return top
     if listen is None:
         def listen(description, factory):
@@ -653,7 +670,7 @@ def makeService(options, reactor=None, listen=None):
     # One throttle for every password handshake: a user's guesses count
     # together whichever endpoint or protocol they come through.
     guesses = throttle.GuessThrottle(options.get("guess-limits", throttle.GuessLimits()),
-                                     reactor)
+                                     reactor, store=options.get("throttle-store"))
     guesses.setServiceParent(top)
     top.guess_throttle = guesses
     eke_factory = _traced(options, EKEServerFactory(

@@ -1,69 +1,93 @@
-"""The guess throttle: online password guessing, slowed and made visible.
+"""The guess throttle: online password guessing, slowed and made visible,
+without locking the real user out (docs/fleet.rst, "The guess throttle").
 
 One :class:`GuessThrottle` per daemon serves every password handshake (EKE,
-OPAQUE).  It counts failed guesses per **user name** (whether or not the
-user exists, so that ``--hide-unknown-users`` stays hidden) and per **source
-group** (:meth:`twisted_keyx.service.limits.Limits.source_of`), and once either has
-more than ``free`` recent failures it paces the answers: at most one per
-``delay`` seconds for that user (and for that source), whatever addresses
-the guesses come from.  The handshake asks before it answers the message
-whose answer tells a guesser whether the password was right (EKE: step 4),
-and holds that answer back (:meth:`twisted_keyx.core.adapter.Session.holdReplies`,
-on the reactor's clock, never blocking) for the delay it is given.  The hold
-does not depend on whether the guess is right, so its length tells nothing.
+OPAQUE) through :class:`twisted_keyx.core.interfaces.IGuessThrottle`::
 
-No lockout: failures are forgotten one per ``forget`` seconds, a success
-resets the user's count, and a guess that would have to wait longer than
-``max_wait`` is refused at once without the password being looked at
-(``delay_for`` returns None), so the queue never grows past it: the real
-user gets in within ``max_wait`` seconds of the guessing stopping.
+    delay = yield throttle.reserve(user, source, peer)  # before the answer
+    # ... hold the answer (EKE's step 4, OPAQUE's KE2) back ``delay`` seconds;
+    # TooManyAttempts: refuse unchecked, with its own reply line
+    throttle.failed(user, source, peer, why)   # logged (already counted)
+    throttle.succeeded(user, source)           # refunds the guess
 
-The API, for any password handshake::
+**A guess is counted when its answer is reserved**, before the client can
+use it: :meth:`GuessThrottle.reserve` charges it as a failure, and only a
+login that succeeds refunds it.  Sixty guesses sent at once are sixty
+failures the moment their answers are reserved, whatever happens to their
+connections, workers or daemons afterwards.
 
-    delay = throttle.delay_for(user, source)   # before the answer: None = refuse now
-    throttle.failed(user, source, peer, why)   # a wrong password (or unknown user)
-    throttle.succeeded(user, source)           # logged in
+**Buckets.**  A guess charges the buckets it belongs to; each holds failures
+(one forgotten per ``forget`` seconds) and the time its next answer may go
+out.  A bucket with ``free`` failures or more is throttled: the guess's
+answer waits for the latest of its throttled buckets' slots, and takes the
+next slot of each (one answer per ``delay`` seconds); a guess that would wait
+longer than ``max_wait`` is refused unchecked
+(:class:`~twisted_keyx.core.refusals.TooManyAttempts`, "too many attempts
+for this user; try again in N s"), not charged, and counted in the
+summaries.  The buckets:
 
-Every failed guess is logged as one line (user, peer, why) until a burst is
-running for its user or source; then one summary line per
-``SUMMARY_EVERY`` seconds, and one when it has been quiet ``SUMMARY_EVERY``
-seconds, as the connection policy logs refusals.
+- from a source the user is **familiar** with (the user logged in from it in
+  the last ``familiar_days`` days; a source is an IPv4 address or an IPv6
+  /64, :meth:`twisted_keyx.service.limits.Limits.source_of`): that pair's own
+  bucket, which only guesses from that source for that user spend;
+- from any other source: the user's bucket (every unfamiliar source
+  together) and the source's bucket (every user it guesses).
 
-Shared between processes (``twistd keyx --workers N``,
-:mod:`twisted_keyx.service.workers`): a throttle made with ``share`` hands every
-change the other processes must know to ``share`` as a message (a tuple,
-:func:`encode` / :func:`decode` for the wire) and logs nothing itself; the
-messages of the others come in through :meth:`GuessThrottle.apply` and count
-as its own.  The parent keeps one plain throttle fed with every message,
-which logs the failed guesses and the bursts once for the daemon.
-Messages::
+So while thousands of addresses guess alice's password, her unfamiliar
+bucket answers one guess a second and refuses the rest, and alice, from the
+address she logged in from yesterday, is answered at once.  A success from a
+familiar source clears that pair's failures; a success from an unfamiliar
+source refunds its own guess and makes the source familiar.
 
-    ("failed", user, source, peer, why)   # a failed guess
-    ("succeeded", user, source)           # a login
-    ("refused", user, source)             # refused unchecked (for the summaries)
-    ("held", kind, name, next_answer)     # a slot reserved: no answer before
-                                          # next_answer (the epoch clock)
-    ("state", kind, name, failures, next_answer)  # for a new process
+**State** lives in an :class:`~twisted_keyx.core.interfaces.IThrottleStore`.
+:class:`MemoryThrottleStore`, the default, bounds its memory without ever
+forgetting a failure early: the user and source buckets are counters in a
+fixed-size sketch of decaying counters (each key hashed, with a secret, to
+one counter in each of ``SKETCH_ROWS`` rows; a key reads the smallest of its
+counters), so a flood of made-up user names cannot push a real user's
+failures out of a table, it can only add to other keys' counts (a
+collision over-counts, never under-counts); familiar pairs, made only by
+logins that succeeded, are kept exactly and expire after ``familiar_days``.
+The SQL stores (:mod:`twisted_keyx.service.sqlstore`: SQLite for the workers
+of one daemon, PostgreSQL for a fleet) keep the same buckets as rows, each
+charge one transaction, so every process and daemon sharing them throttles
+as one.
+
+**Logs.**  Every failed guess is logged as one line until a burst runs for
+its user or source (its bucket throttled); then it is counted, with the
+refusals, in one summary line per ``SUMMARY_EVERY`` seconds and one when the
+burst has been quiet that long.  At most ``MAX_BURSTS`` bursts are tracked by
+name; beyond, the failures are counted in one summary for "other users and
+sources", so that every failure is logged or counted.
 """
 
-import json
-import math
+import hashlib
+import os
+from array import array
 from dataclasses import dataclass
 
 from twisted.application import service
+from twisted.internet import defer
 from twisted.logger import Logger
+from zope.interface import implementer
 
+from twisted_keyx.core.interfaces import IGuessThrottle, IThrottleStore
 from twisted_keyx.core.peers import printable
+from twisted_keyx.core.refusals import TooManyAttempts
 
 #: Seconds between summary lines of a burst (and the quiet that ends one).
 SUMMARY_EVERY = 10.0
-#: Throttle entries kept at most (user names are the peer's choice).
-MAX_ENTRIES = 100_000
+#: Bursts tracked by name at once; the others are summed as one.
+MAX_BURSTS = 1000
+#: The sketch of :class:`MemoryThrottleStore`: rows, and counters per row.
+SKETCH_ROWS = 4
+SKETCH_WIDTH = 1 << 16
+DAY = 86400.0
 
 
 @dataclass(frozen=True)
 class GuessLimits:
-    #: Failures allowed without delay, per user and per source.
+    #: Failures a bucket allows without delay.
     free: int = 3
     #: Seconds between answers once throttled (0: no throttle).
     delay: float = 1.0
@@ -71,16 +95,183 @@ class GuessLimits:
     forget: float = 60.0
     #: A guess that would wait longer is refused at once, unchecked.
     max_wait: float = 10.0
+    #: A source is familiar to a user for this many days after a login from it.
+    familiar_days: float = 30.0
 
 
-class _Entry:
-    __slots__ = ("failures", "updated", "next_answer", "burst")
+@dataclass(frozen=True)
+class Charge:
+    """What a store's :meth:`~IThrottleStore.charge` decided."""
+
+    #: Seconds to hold the answer back; None: refused unchecked.
+    delay: float | None
+    #: When refused: seconds until a guess could be accepted again.
+    retry_after: float = 0.0
+    #: The source is familiar to the user.
+    familiar: bool = False
+    #: The buckets at or over their free failures: ("user", "source", "familiar").
+    throttled: tuple = ()
+
+
+class Bucket:
+    """A bucket's state; :func:`charge_buckets` is the policy over them."""
+
+    __slots__ = ("failures", "updated", "next_answer")
+
+    def __init__(self, failures=0.0, updated=0.0, next_answer=0.0):
+        self.failures = failures
+        self.updated = updated
+        self.next_answer = next_answer
+
+    def decay(self, now, forget):
+        if forget and now > self.updated:
+            self.failures = max(0.0, self.failures - (now - self.updated) / forget)
+        self.updated = max(self.updated, now)
+
+
+def charge_buckets(buckets, now, limits):
+    """The policy (module docstring): charge one guess to ``buckets`` (a
+    dict of kind to :class:`Bucket`, changed in place) at ``now``; return
+    ``(delay or None, retry_after, throttled kinds)``."""
+    for bucket in buckets.values():
+        bucket.decay(now, limits.forget)
+    throttled = tuple(kind for kind, b in buckets.items() if b.failures >= limits.free)
+    answer = max([now] + [buckets[kind].next_answer for kind in throttled])
+    if answer - now > limits.max_wait:
+        return None, answer - now - limits.max_wait, throttled
+    for kind in throttled:
+        buckets[kind].next_answer = answer + limits.delay
+    for bucket in buckets.values():
+        bucket.failures += 1
+    return answer - now, 0.0, throttled
+
+
+class _Sketch:
+    """Decaying counters, ``rows`` x ``width``, each key on one counter per
+    row (a count-min sketch): bounded memory.  A charge adds 1 to each of
+    its key's counters and a refund takes 1 off them; every counter decays
+    as one key would, so a counter is never below the count of any key on
+    it, and a key reads the smallest of its counters: never less than its
+    true count, more only when every one of its counters is shared."""
+
+    def __init__(self, rows=SKETCH_ROWS, width=SKETCH_WIDTH):
+        self.rows, self.width = rows, width
+        size = rows * width
+        self.failures = array("d", bytes(8 * size))
+        self.updated = array("d", bytes(8 * size))
+        self.next_answer = array("d", bytes(8 * size))
+        self._secret = os.urandom(16)
+
+    def cells(self, key):
+        digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=4 * self.rows,
+                                 key=self._secret).digest()
+        return [row * self.width + int.from_bytes(digest[4 * row:4 * row + 4], "big") % self.width
+                for row in range(self.rows)]
+
+    def read(self, cells, now, forget):
+        """The :class:`Bucket` of the key on ``cells``, as estimated."""
+        for cell in cells:
+            self._decay(cell, now, forget)
+        return Bucket(min(self.failures[cell] for cell in cells), now,
+                      min(self.next_answer[cell] for cell in cells))
+
+    def _decay(self, cell, now, forget):
+        if forget and now > self.updated[cell]:
+            self.failures[cell] = max(0.0, self.failures[cell]
+                                      - (now - self.updated[cell]) / forget)
+        self.updated[cell] = max(self.updated[cell], now)
+
+    def add(self, cells, amount, now, forget, next_answer=0.0):
+        """``amount`` (1 or -1) on the key's counters, decayed to ``now``;
+        its next answer not before ``next_answer``."""
+        for cell in cells:
+            self._decay(cell, now, forget)
+            self.failures[cell] = max(0.0, self.failures[cell] + amount)
+            self.next_answer[cell] = max(self.next_answer[cell], next_answer)
+
+
+class _Familiar:
+    __slots__ = ("last_login", "bucket")
 
     def __init__(self, now):
-        self.failures = 0.0
-        self.updated = now
-        self.next_answer = now
-        self.burst = None
+        self.last_login = now
+        self.bucket = Bucket(0.0, now, now)
+
+
+@implementer(IThrottleStore)
+class MemoryThrottleStore:
+    """The throttle's state in this process (module docstring); answers at
+    once (its Deferreds have fired)."""
+
+    def __init__(self, rows=SKETCH_ROWS, width=SKETCH_WIDTH):
+        self._sketch = _Sketch(rows, width)
+        self._familiar = {}
+        self._familiar_checked = 0
+        self._prune_at = 1024
+
+    def _familiar_entry(self, user, source, now, limits):
+        entry = self._familiar.get((user, source))
+        if entry is not None and now - entry.last_login > limits.familiar_days * DAY:
+            del self._familiar[(user, source)]
+            return None
+        return entry
+
+    def _keys(self, user, source):
+        return {"user": self._sketch.cells("u " + user), "source": self._sketch.cells("s " + source)}
+
+    def charge(self, user, source, now, limits):
+        familiar = self._familiar_entry(user, source, now, limits)
+        if familiar is not None:
+            delay, retry, throttled = charge_buckets({"familiar": familiar.bucket}, now, limits)
+            return defer.succeed(Charge(delay, retry, True, throttled))
+        cells = self._keys(user, source)
+        buckets = {kind: self._sketch.read(c, now, limits.forget) for kind, c in cells.items()}
+        delay, retry, throttled = charge_buckets(buckets, now, limits)
+        if delay is not None:
+            for kind, bucket in buckets.items():
+                self._sketch.add(cells[kind], 1, now, limits.forget, bucket.next_answer)
+        return defer.succeed(Charge(delay, retry, False, throttled))
+
+    def _refund(self, user, source, now, limits):
+        for c in self._keys(user, source).values():
+            self._sketch.add(c, -1, now, limits.forget)
+
+    def release(self, user, source, now, limits):
+        familiar = self._familiar_entry(user, source, now, limits)
+        if familiar is not None:
+            familiar.bucket.decay(now, limits.forget)
+            familiar.bucket.failures = max(0.0, familiar.bucket.failures - 1)
+        else:
+            self._refund(user, source, now, limits)
+        return defer.succeed(None)
+
+    def settle(self, user, source, now, limits):
+        familiar = self._familiar_entry(user, source, now, limits)
+        if familiar is None:
+            self._refund(user, source, now, limits)
+            familiar = self._familiar[(user, source)] = _Familiar(now)
+            if len(self._familiar) >= self._prune_at:
+                self._prune(now, limits)
+        familiar.last_login = now
+        familiar.bucket.failures = 0.0
+        familiar.bucket.next_answer = now
+        return defer.succeed(None)
+
+    def _prune(self, now, limits):
+        horizon = limits.familiar_days * DAY
+        for key, entry in list(self._familiar.items()):
+            if now - entry.last_login > horizon:
+                del self._familiar[key]
+        self._prune_at = max(1024, 2 * len(self._familiar))
+
+    def familiar(self, user, source, now, limits):
+        """Deferred: whether ``source`` is familiar to ``user`` (for tests
+        and ``keyx-admin``)."""
+        return defer.succeed(self._familiar_entry(user, source, now, limits) is not None)
+
+
+def _user_name(user):
+    return repr(printable(user))
 
 
 class _Burst:
@@ -94,276 +285,153 @@ class _Burst:
         self.timer = None
 
 
-def _user_name(user):
-    return repr(printable(user))
+#: The key of the one burst that sums what MAX_BURSTS leaves out.
+OTHERS = ("others", "")
 
 
-#: What each message carries after its kind: a tuple of types.
-_MESSAGES = {
-    "failed": (str, str, str, str),
-    "succeeded": (str, str),
-    "refused": (str, str),
-    "held": (str, str, float),
-    "state": (str, str, float, float),
-}
-_KINDS = ("user", "source")
-
-
-class BadMessage(ValueError):
-    """A line that is not a throttle message."""
-
-
-def encode(message):
-    """``message`` (a tuple, see the module docstring) as one line of text,
-    without its line end."""
-    return json.dumps(message, ensure_ascii=True, separators=(",", ":"))
-
-
-def decode(line):
-    """The message tuple ``line`` holds; :class:`BadMessage` if it is not
-    one (not JSON, an unknown kind, a wrong field, a number not finite)."""
-    try:
-        message = json.loads(line)
-    except (ValueError, RecursionError) as e:
-        raise BadMessage(f"not JSON: {e}") from None
-    if not isinstance(message, list) or not message or message[0] not in _MESSAGES:
-        raise BadMessage("not a throttle message")
-    kind, fields = message[0], message[1:]
-    types = _MESSAGES[kind]
-    if len(fields) != len(types):
-        raise BadMessage(f"{kind}: {len(fields)} fields, not {len(types)}")
-    out = [kind]
-    for value, wanted in zip(fields, types):
-        if wanted is float:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not math.isfinite(value):
-                raise BadMessage(f"{kind}: {value!r} is not a finite number")
-            value = float(value)
-        elif not isinstance(value, str):
-            raise BadMessage(f"{kind}: {value!r} is not a string")
-        out.append(value)
-    if kind in ("held", "state") and out[1] not in _KINDS:
-        raise BadMessage(f"{kind}: {out[1]!r} is neither user nor source")
-    return tuple(out)
-
-
+@implementer(IGuessThrottle)
 class GuessThrottle(service.Service):
-    """Counts failed guesses and paces answers; see the module docstring.
-    A service so that stopping the daemon logs the bursts still open."""
+    """Counts guesses and paces answers (module docstring).  A service so
+    that stopping the daemon logs the bursts still open."""
 
     log = Logger()
 
-    def __init__(self, limits=GuessLimits(), clock=None, share=None):
+    def __init__(self, limits=GuessLimits(), clock=None, store=None):
         if clock is None:
             from twisted.internet import reactor as clock
         self.limits = limits
         self.clock = clock
-        #: Called with each message the other processes must see; None:
-        #: this throttle is the daemon's only one, or its log (the parent's).
-        self.share = share
-        self._entries = {}
+        self.store = store if store is not None else MemoryThrottleStore()
+        self._bursts = {}
 
-    # --- bookkeeping -----------------------------------------------------------
+    # --- IGuessThrottle ---------------------------------------------------------
 
-    def _entry(self, key, create):
-        now = self.clock.seconds()
-        entry = self._entries.get(key)
-        if entry is None:
-            if not create:
-                return None
-            if len(self._entries) >= MAX_ENTRIES:
-                self._prune(now)
-            entry = self._entries[key] = _Entry(now)
-        elif self.limits.forget:
-            forgotten = (now - entry.updated) / self.limits.forget
-            entry.failures = max(0.0, entry.failures - forgotten)
-        entry.updated = now
-        return entry
-
-    def _prune(self, now):
-        for key in list(self._entries):
-            entry = self._entries[key]
-            if entry.burst is None and entry.next_answer <= now:
-                del self._entries[key]
-        while len(self._entries) >= MAX_ENTRIES:  # all busy: drop the oldest
-            key = next(iter(self._entries))
-            self._endBurst(key, self._entries.pop(key))
-
-    def _throttled(self, entry):
-        return entry is not None and entry.failures >= self.limits.free
-
-    # --- the API -----------------------------------------------------------------
-
-    def delay_for(self, user, source):
-        """Seconds to hold the answer to this guess back, counted from now
-        (0: answer at once), the slot reserved; None: refuse it at once,
-        unchecked (the queue is longer than ``max_wait``)."""
+    def reserve(self, user, source, peer):
+        """Deferred firing with the seconds to hold the answer to this guess
+        back (0: answer now), the guess counted as a failure until
+        :meth:`succeeded`; or failing with :class:`TooManyAttempts` (refused
+        unchecked, counted in the summaries) or
+        :class:`~twisted_keyx.core.interfaces.StoreUnavailable`."""
         if not self.limits.delay:
-            return 0
-        now = self.clock.seconds()
-        keyed = [(key, e) for key, e in
-                 ((key, self._entry(key, False)) for key in (("user", user), ("source", source)))
-                 if self._throttled(e)]
-        entries = [e for _, e in keyed]
-        if not entries:
-            return 0
-        answer = max([now] + [e.next_answer for e in entries])
-        if answer - now > self.limits.max_wait:
-            return None
-        for entry in entries:
-            entry.next_answer = answer + self.limits.delay
-        if self.share is not None:
-            for key, entry in keyed:
-                self.share(("held", *key, answer + self.limits.delay))
-        return answer - now
+            return defer.succeed(0)
+        outcome = self.store.charge(user, source, self.clock.seconds(), self.limits)
+        return outcome.addCallback(self._charged, user, source, peer)
 
-    def failed(self, user, source, peer=None, why=None, system=None):
-        """A failed guess: counted for ``user`` and ``source``, logged
-        (``system``: the log's system for its lines, a worker's name; not
-        logged but shared if this throttle has ``share``)."""
-        user_entry = self._entry(("user", user), True)
-        source_entry = self._entry(("source", source), True)
-        user_entry.failures += 1
-        source_entry.failures += 1
-        peer = peer if peer is not None else source
-        if self.share is not None:
-            self.share(("failed", user, source, str(peer), why or ""))
-            return
-        extra = {} if system is None else {"log_system": system}
-        if user_entry.burst is None and source_entry.burst is None:
-            self.log.info(
-                "Failed guess for user {user} from {peer}{why}",
-                user=_user_name(user), peer=peer, why=f": {why}" if why else "", **extra,
-            )
-        for key, entry in ((("user", user), user_entry), (("source", source), source_entry)):
-            if self._throttled(entry):
-                self._count(key, entry, peer, extra)
-
-    def refused(self, user, source):
-        """A guess refused unchecked (``delay_for`` said None): counted in
-        the summaries only."""
-        if self.share is not None:
-            self.share(("refused", user, source))
-            return
-        for key in (("user", user), ("source", source)):
-            entry = self._entries.get(key)
-            if entry is not None and entry.burst is not None:
-                entry.burst.refused += 1
-                entry.burst.last = self.clock.seconds()
+    def _charged(self, charge, user, source, peer):
+        keys = [("user", user) if kind in ("user", "familiar") else ("source", source)
+                for kind in charge.throttled]
+        for key in keys:
+            self._burst(key, start=True)
+        if charge.delay is None:
+            for key in keys or [("user", user)]:
+                burst = self._burst(key, start=True)
+                burst.refused += 1
+                burst.last = self.clock.seconds()
+            raise TooManyAttempts(charge.retry_after)
+        return charge.delay
 
     def succeeded(self, user, source):
-        """``user`` logged in from ``source``: the user's count starts again."""
-        entry = self._entries.get(("user", user))
-        if entry is not None:
-            entry.failures = 0.0
-        if self.share is not None:
-            self.share(("succeeded", user, source))
+        """``user`` logged in from ``source``: its guess refunded, the
+        source familiar to the user.  Deferred (a store down is logged)."""
+        if not self.limits.delay:
+            return defer.succeed(None)
+        outcome = self.store.settle(user, source, self.clock.seconds(), self.limits)
+        return outcome.addErrback(self._settleFailed, user, source)
 
-    # --- between processes -------------------------------------------------------
+    def release(self, user, source):
+        """The answer reserved for this guess was never made (the message
+        was malformed, the step failed before it): not a guess, refunded.
+        Deferred (a store down is logged)."""
+        if not self.limits.delay:
+            return defer.succeed(None)
+        outcome = self.store.release(user, source, self.clock.seconds(), self.limits)
+        return outcome.addErrback(self._settleFailed, user, source)
 
-    def apply(self, message, system=None):
-        """A message (:func:`decode`) from another process, counted as if
-        it happened here, and not shared again.  Only a throttle without
-        ``share`` (the parent's) logs failures, with ``system``."""
-        kind = message[0]
-        share, self.share = self.share, None
-        try:
-            if kind == "failed":
-                _, user, source, peer, why = message
-                if share is None:
-                    self.failed(user, source, peer, why or None, system=system)
-                else:
-                    for key in (("user", user), ("source", source)):
-                        self._entry(key, True).failures += 1
-            elif kind == "succeeded":
-                self.succeeded(message[1], message[2])
-            elif kind == "refused":
-                if share is None:
-                    self.refused(message[1], message[2])
-            elif kind == "held":
-                _, what, name, next_answer = message
-                entry = self._entry((what, name), True)
-                entry.next_answer = max(entry.next_answer, next_answer)
-            elif kind == "state":
-                _, what, name, failures, next_answer = message
-                entry = self._entry((what, name), True)
-                entry.failures = max(entry.failures, failures)
-                entry.next_answer = max(entry.next_answer, next_answer)
-        finally:
-            self.share = share
+    def _settleFailed(self, failure, user, source):
+        self.log.warn("Guess throttle: the outcome of a guess for user {user} from {source} "
+                      "not recorded ({why})", user=_user_name(user), source=source,
+                      why=failure.getErrorMessage())
 
-    def state(self):
-        """Messages that bring a new process to what this throttle knows:
-        each entry with failures not yet forgotten or a slot still reserved."""
+    def failed(self, user, source, peer=None, why=None):
+        """A guess failed (wrong password, unknown user, left after the
+        answer): counted when reserved, logged here (one line, or counted
+        in its burst's summary)."""
+        peer = peer if peer is not None else source
+        bursts = [b for b in (self._bursts.get(("user", user)), self._bursts.get(("source", source)))
+                  if b is not None]
+        if not bursts and len(self._bursts) >= MAX_BURSTS and OTHERS in self._bursts:
+            bursts = [self._bursts[OTHERS]]  # too many bursts to name: summed
+        if not bursts:
+            self.log.info("Failed guess for user {user} from {peer}{why}",
+                          user=_user_name(user), peer=peer, why=f": {why}" if why else "")
         now = self.clock.seconds()
-        out = []
-        for (what, name) in list(self._entries):
-            entry = self._entry((what, name), False)
-            if entry.failures > 0 or entry.next_answer > now:
-                out.append(("state", what, name, entry.failures, entry.next_answer))
-        return out
+        for burst in bursts:
+            burst.count += 1
+            burst.last = now
+            if len(burst.peers) < 1000:
+                burst.peers.add(peer)
+        return defer.succeed(None)
 
     # --- bursts ------------------------------------------------------------------
 
-    def _count(self, key, entry, peer, extra):
+    def _burst(self, key, start):
+        burst = self._bursts.get(key)
+        if burst is not None or not start:
+            return burst
+        if len(self._bursts) >= MAX_BURSTS and key != OTHERS:
+            return self._burst(OTHERS, start=True)
         now = self.clock.seconds()
-        if entry.burst is None:
-            entry.burst = _Burst(now)
-            entry.burst.timer = self.clock.callLater(SUMMARY_EVERY, self._summary, key)
+        burst = self._bursts[key] = _Burst(now)
+        burst.timer = self.clock.callLater(SUMMARY_EVERY, self._summary, key)
+        if key == OTHERS:
+            self.log.warn("Guessing more than {count} users or sources at once: the others are "
+                          "summed in one summary", count=MAX_BURSTS)
+        else:
             self.log.warn(
                 "Guessing {what}: more than {free} failed guesses; answers now "
                 "held back, at most one per {delay:g} s",
-                what=self._what(key), free=self.limits.free, delay=self.limits.delay, **extra,
-            )
-        burst = entry.burst
-        burst.count += 1
-        burst.last = now
-        if len(burst.peers) < 1000:
-            burst.peers.add(peer)
+                what=self._what(key), free=self.limits.free, delay=self.limits.delay)
+        return burst
 
     @staticmethod
     def _what(key):
         kind, name = key
+        if kind == "others":
+            return "other users and sources"
         return f"user {_user_name(name)}" if kind == "user" else f"from {name}"
 
     def _summary(self, key):
-        entry = self._entries.get(key)
-        if entry is None or entry.burst is None:
+        burst = self._bursts.get(key)
+        if burst is None:
             return
-        burst = entry.burst
         burst.timer = None
         now = self.clock.seconds()
         if burst.count or burst.refused:
+            peers = len(burst.peers)
             self.log.info(
                 "Guessing {what}: {count} failed guess(es) in {seconds:.1f} s from "
                 "{peers} peer(s); {refused} more refused unchecked",
                 what=self._what(key), count=burst.count, seconds=now - burst.started,
-                peers=len(burst.peers) if len(burst.peers) < 1000 else "1000 or more",
-                refused=burst.refused,
-            )
+                peers=peers if peers < 1000 else "1000 or more", refused=burst.refused)
         if now - burst.last >= SUMMARY_EVERY:
-            entry.burst = None
+            del self._bursts[key]
             return
         burst.count = burst.refused = 0
         burst.started = now
         burst.peers = set()
         burst.timer = self.clock.callLater(SUMMARY_EVERY, self._summary, key)
 
-    def _endBurst(self, key, entry, log=False):
-        burst = entry.burst
-        if burst is not None and burst.timer is not None and burst.timer.active():
-            burst.timer.cancel()
-        if burst is not None and log and (burst.count or burst.refused):
-            self.log.info(
-                "Guessing {what}: {count} failed guess(es) in {seconds:.1f} s; "
-                "{refused} more refused unchecked",
-                what=self._what(key), count=burst.count,
-                seconds=self.clock.seconds() - burst.started, refused=burst.refused)
-        entry.burst = None
-
     def stopService(self):
         """Log what is open and cancel the timers (the daemon is stopping)."""
-        for key, entry in list(self._entries.items()):
-            if entry.burst is not None:
-                self._endBurst(key, entry, log=True)
+        for key, burst in list(self._bursts.items()):
+            if burst.timer is not None and burst.timer.active():
+                burst.timer.cancel()
+            if burst.count or burst.refused:
+                self.log.info(
+                    "Guessing {what}: {count} failed guess(es) in {seconds:.1f} s; "
+                    "{refused} more refused unchecked",
+                    what=self._what(key), count=burst.count,
+                    seconds=self.clock.seconds() - burst.started, refused=burst.refused)
+        self._bursts.clear()
         return super().stopService()
+

@@ -1,5 +1,6 @@
 """One worker of ``twistd keyx --workers N``: ``python -m twisted_keyx.service.workerprocess
-INDEX COUNT SPEC -- KEYX-OPTIONS``, started by :class:`twisted_keyx.service.workers.WorkerPool`.
+INDEX COUNT SPEC THROTTLE -- KEYX-OPTIONS``, started by
+:class:`twisted_keyx.service.workers.WorkerPool`.
 
 SPEC is JSON: ``[[option, description, fd, family], ...]``, the listening
 sockets the parent bound, inherited on those file descriptors.  The worker
@@ -7,9 +8,9 @@ parses the keyx options as ``twistd keyx`` does, divides the connection
 limits by COUNT (:func:`twisted_keyx.service.workers.worker_limits`), adopts each
 socket, and writes its log to stdout, one ``LEVEL text`` line per event
 (written together every :data:`LOG_FLUSH_DELAY` seconds), for the parent to
-log as ``[worker INDEX]``.  Its guess throttle's messages go
-to stdout too, as ``guess`` lines; the other workers' come in on stdin, one
-per line.  See docs in :mod:`twisted_keyx.service.workers`.
+log as ``[worker INDEX]``.  THROTTLE is the SQLite file of the guess
+throttle the workers share ("" : the store the options name).  See docs in
+:mod:`twisted_keyx.service.workers`.
 """
 
 import ctypes
@@ -17,7 +18,6 @@ import json
 import os
 import signal
 import socket
-import stat
 import sys
 import threading
 import traceback
@@ -25,7 +25,6 @@ import traceback
 from twisted.application import service
 from twisted.logger import formatEvent, globalLogBeginner
 
-from twisted_keyx.service import throttle
 from twisted_keyx.service import workers
 
 #: prctl(2) option: the signal this process gets when its parent dies.
@@ -78,8 +77,8 @@ LOG_FLUSH_BYTES = 32768
 class _ToParent:
     """What a worker writes to the parent on ``fd`` (its stdout): its log
     events, one ``LEVEL text`` line each, kept up to :data:`LOG_FLUSH_DELAY`
-    seconds (or :data:`LOG_FLUSH_BYTES`) and written together, and its
-    guess throttle's messages, written at once after the lines before them.
+    seconds (or :data:`LOG_FLUSH_BYTES`) and written together, and the
+    lines :meth:`send` writes at once after the lines before them.
     ``clock``: the reactor (None: every line written at once)."""
 
     def __init__(self, fd, clock=None):
@@ -128,40 +127,6 @@ class _ToParent:
                 return
 
 
-class _FromParent:
-    """Reads the parent's guess throttle messages, one per line, from stdin
-    (:func:`twisted_keyx.service.throttle.encode`), into ``guesses``; a line that
-    is not one is dropped."""
-
-    MAX_LINE = 65536
-
-    def __init__(self, guesses):
-        self.guesses = guesses
-        self.buffer = b""
-
-    def childDataReceived(self, name, data):
-        *lines, self.buffer = (self.buffer + data).split(b"\n")
-        if len(self.buffer) > self.MAX_LINE:
-            self.buffer = b""
-        for line in lines:
-            try:
-                self.guesses.apply(throttle.decode(line.decode("ascii")))
-            except (UnicodeDecodeError, throttle.BadMessage):
-                pass
-
-    def childConnectionLost(self, name, reason):
-        pass  # the parent is gone; its death signal stops this process
-
-
-def _share(to_parent, guesses):
-    """Let ``guesses`` tell the parent, through ``to_parent`` (a
-    :class:`_ToParent`), what the other workers must count."""
-    def share(message):
-        to_parent.send(f"{workers.GUESS} {throttle.encode(message)}")
-
-    guesses.share = share
-
-
 def _die_with_parent():
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -173,7 +138,8 @@ def _die_with_parent():
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     _index, count, spec = int(argv[0]), int(argv[1]), json.loads(argv[2])  # the index: for ps
-    keyx_argv = argv[4:] if argv[3:4] == ["--"] else argv[3:]
+    throttle_path = argv[3]
+    keyx_argv = argv[5:] if argv[4:5] == ["--"] else argv[4:]
     parent = os.getppid()
     _die_with_parent()
     if os.getppid() != parent:  # the parent died before prctl
@@ -187,9 +153,7 @@ def main(argv=None):
         pass  # a reactor is installed already
     from twisted.internet import reactor
 
-    from twisted.internet import process
-
-    from twisted_keyx.service import tap
+    from twisted_keyx.service import sqlstore, tap
 
     to_parent = _ToParent(sys.stdout.fileno(), reactor)
     globalLogBeginner.beginLoggingTo([to_parent.observe], redirectStandardIO=False)
@@ -206,12 +170,11 @@ def main(argv=None):
         fd, family = adopted[tap._private_unix(description)].pop(0)
         return AdoptedPort(reactor, description, fd, family, factory)
 
+    if throttle_path:
+        # The guess throttle's state is shared with the other workers
+        # through the parent's SQLite file (twisted_keyx.service.workers).
+        options["throttle-store"] = sqlstore.SQLThrottleStore.sqlite(throttle_path)
     top = tap.makeService(options, reactor=reactor, listen=listen)
-    # One guess throttle for the daemon: this worker's failures go to the
-    # parent, which passes them on to the others, whose come in on stdin.
-    _share(to_parent, top.guess_throttle)
-    if stat.S_ISFIFO(os.fstat(0).st_mode):  # the parent's pipe (not a test's terminal)
-        process.ProcessReader(reactor, _FromParent(top.guess_throttle), "stdin", 0)
     # The parent bound the sockets: no privileged start (it would test that
     # the ports are free, and they are not).
     reactor.callWhenRunning(top.startService)

@@ -32,29 +32,15 @@ What holds across workers:
   it holds its whole share; and in all the daemon allows at most N - 1 more
   than the option says;
 - the guess throttle (:mod:`twisted_keyx.service.throttle`; README.rst, ``--max-guesses``):
-  shared.  Each worker keeps its own :class:`~twisted_keyx.service.throttle.GuessThrottle`
-  and decides the pacing itself, on its own clock, without asking anyone;
-  what the others must count -- a failed guess, a login, an answer slot
-  taken ("held"), a refusal -- it writes to its stdout as a ``guess`` line
-  (:func:`twisted_keyx.service.throttle.encode`) among its log lines.  The parent
-  (:meth:`WorkerPool.guessLine`) counts each in the daemon's own throttle,
-  which logs the failed guesses and the bursts once for the daemon (a
-  failed guess as ``[worker N] Failed guess ...``), and writes it to every
-  other worker's stdin, where the worker's throttle counts it as its own.
-  A new or restarted worker gets the parent's counts first.  A line that is
-  not a message is logged and dropped.  Only throttle events cross
-  processes, none per ordinary handshake.  The race accepted: a message
-  takes a pass through the parent's reactor to reach the others (well under
-  a millisecond on an idle machine, more on a loaded one); guesses that
-  reach two workers within that window are not yet counted against each
-  other, so they may share one answer slot or both be answered free --
-  at most N - 1 answers more than one process gives, per window.  A
-  worker that does not read its stdin for a while gets its messages late
-  (the parent keeps up to :data:`MAX_BACKLOG`, 1 MiB, beyond Twisted's
-  64 KiB buffer); one that stops reading (stopped, stuck) past that gets
-  its messages dropped and counted, and both ends of the gap are logged,
-  so the parent's memory stays bounded; that worker's throttle then counts
-  fewer guesses than the others' until it is restarted;
+  shared through its store, not relayed.  Without ``--store``, the parent
+  makes a SQLite file in a private temporary folder
+  (:meth:`~twisted_keyx.service.sqlstore.SQLThrottleStore.sqlite`) and every
+  worker's throttle charges each guess there, in one transaction that
+  locks the file, so that guesses spread over the workers are counted and
+  paced as in one process, and a worker that dies has lost none of the
+  guesses it counted; with ``--store postgresql://...`` the workers share
+  the database's throttle tables as the daemons of a fleet do.  Each
+  worker logs its own failed guesses and bursts;
 - the user file: each worker stats and re-reads it as one daemon does;
 - stopping: SIGTERM or Ctrl-C to the parent stops every worker (SIGTERM to
   each; a worker that is still there after :data:`STOP_GRACE` seconds is
@@ -66,7 +52,6 @@ What holds across workers:
   :data:`STABLE_SECONDS` of their start.
 """
 
-import collections
 import json
 import math
 import os
@@ -77,13 +62,10 @@ import sys
 
 from twisted.application import service
 from twisted.internet import defer, protocol
-from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger, LogLevel
 from twisted.python import usage
-from zope.interface import implementer
 
 from twisted_keyx.service import limits
-from twisted_keyx.service import throttle
 
 #: Seconds before the first restart of a worker that died.
 RESTART_DELAY = 0.5
@@ -198,97 +180,18 @@ def unix_path(description):
     return keywords.get("address", positional[0] if positional else "")
 
 
-#: The first word of a worker's stdout line that is a guess throttle message
-#: (:func:`twisted_keyx.service.throttle.encode`) and not a log line.
-GUESS = "guess"
-#: The messages a worker may send; those the other workers get too.
-FROM_WORKERS = ("failed", "succeeded", "refused", "held")
-FORWARDED = ("failed", "succeeded", "held")
-
 _LEVELS = {level.name: level for level in
            (LogLevel.debug, LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical)}
 
 
-#: Bytes of guess messages the parent keeps for a worker beyond Twisted's
-#: buffer (64 KiB) while that worker does not read: a burst is delivered
-#: late, not lost; past this much, the worker is taken to be stuck.
-MAX_BACKLOG = 1 << 20
-
-
-@implementer(IPushProducer)
 class _WorkerProcess(protocol.ProcessProtocol):
-    """One worker, as the parent sees it: its lines go to the log; and the
-    producer of what goes to its stdin (the other workers' guess throttle
-    messages, :meth:`send`).  When Twisted's buffer for its stdin is full
-    (64 KiB), Twisted pauses this producer, and its messages wait here, up
-    to :data:`MAX_BACKLOG` bytes, until it reads again; past that (a worker
-    stopped or stuck) they are dropped and counted, so that such a worker
-    cannot grow the parent's memory, and both ends of the gap are logged."""
+    """One worker, as the parent sees it: its lines go to the log."""
 
     def __init__(self, pool, index):
         self.pool = pool
         self.index = index
         self.buffers = {1: b"", 2: b""}
         self.ended = defer.Deferred()
-        #: The worker's stdin takes more (Twisted has not paused us).
-        self.reading = True
-        #: What waits for it to read again, and its size in bytes.
-        self.backlog = collections.deque()
-        self.backlog_bytes = 0
-        #: Messages dropped since the backlog filled.
-        self.dropped = 0
-        #: Bytes handed to its stdin.
-        self.sent = 0
-        #: Its stdin is closed for good.
-        self.gone = False
-
-    def send(self, line):
-        """Write one line to the worker's stdin, or keep it while the
-        worker does not read (dropped once :data:`MAX_BACKLOG` is kept)."""
-        if self.gone:
-            return  # its stdin is closed: it is ending, and will be restarted
-        data = line.encode("ascii", "replace") + b"\n"
-        if not self.reading or self.backlog:
-            if self.backlog_bytes + len(data) <= MAX_BACKLOG:
-                self.backlog.append(data)
-                self.backlog_bytes += len(data)
-                return
-            if not self.dropped:
-                self.pool.log.warn("worker {index} is not reading its standard input: "
-                                   "guess throttle messages for it are dropped until it does",
-                                   index=self.index)
-            self.dropped += 1
-            return
-        self._write(data)
-
-    def _write(self, data):
-        try:
-            self.transport.writeToChild(0, data)
-        except Exception:  # the pipe is gone: the worker is ending
-            return
-        self.sent += len(data)
-
-    def pauseProducing(self):
-        self.reading = False
-
-    def resumeProducing(self):
-        self.reading = True
-        while self.backlog and self.reading and not self.gone:
-            data = self.backlog.popleft()
-            self.backlog_bytes -= len(data)
-            self._write(data)
-        if self.dropped:
-            self.pool.log.warn("worker {index} reads its standard input again; "
-                               "{count} guess throttle messages for it were dropped",
-                               index=self.index, count=self.dropped)
-            self.dropped = 0
-
-    def stopProducing(self):
-        """Its stdin is closed (the worker is ending)."""
-        self.reading = False
-        self.gone = True
-        self.backlog.clear()
-        self.backlog_bytes = 0
 
     def childDataReceived(self, fd, data):
         if fd not in self.buffers:
@@ -305,10 +208,6 @@ class _WorkerProcess(protocol.ProcessProtocol):
         for fd, rest in self.buffers.items():
             if rest:
                 self.pool.workerLine(self.index, fd, rest.decode("utf-8", "replace"))
-        if self.dropped:
-            self.pool.log.warn("worker {index} ended; {count} guess throttle messages "
-                               "for it had been dropped", index=self.index, count=self.dropped)
-            self.dropped = 0
         self.pool.workerEnded(self, reason)
         self.ended.callback(None)
 
@@ -321,12 +220,11 @@ class WorkerPool(service.Service):
     log = Logger()
 
     def __init__(self, workers, listeners, argv, reactor=None, python=sys.executable,
-                 guesses=None):
+                 throttle_path=""):
         self.workers = workers
-        #: The daemon's guess throttle (:class:`~twisted_keyx.service.throttle.GuessThrottle`,
-        #: without ``share``): fed every worker's messages, it logs the
-        #: failed guesses and the bursts once.
-        self.guesses = guesses
+        #: The SQLite file of the workers' guess throttle ("": they use the
+        #: store their options name).
+        self.throttle_path = throttle_path
         self.listeners = list(listeners)
         self.argv = list(argv)
         self.python = python
@@ -372,20 +270,13 @@ class WorkerPool(service.Service):
                 for i, ((option, description), (_, family))
                 in enumerate(zip(self.listeners, self.sockets))]
         args = [self.python, "-m", "twisted_keyx.service.workerprocess", str(index), str(self.workers),
-                json.dumps(spec), "--", *self.argv]
+                json.dumps(spec), self.throttle_path, "--", *self.argv]
         child = _WorkerProcess(self, index)
         self.processes[index] = child
         self.started[index] = self.reactor.seconds()
         self.reactor.spawnProcess(child, self.python, args, env=os.environ.copy(),
                                   childFDs={0: "w", 1: "r", 2: "r", **fds})
         self.log.info("worker {index} started (pid {pid})", index=index, pid=child.transport.pid)
-        if self.guesses is not None:  # what the others counted so far
-            for message in self.guesses.state():
-                child.send(throttle.encode(message))
-        # Only now: all of that state goes out (it is bounded by the
-        # throttle's MAX_ENTRIES), however far past Twisted's buffer, even
-        # though the new worker has not had the time to read any of it.
-        child.transport.registerProducer(child, True)
 
     def workerLine(self, index, fd, line):
         """A line from worker ``index``: its log (stdout: ``LEVEL text``) or
@@ -395,31 +286,9 @@ class WorkerPool(service.Service):
             name, _, rest = line.partition(" ")
             if name in _LEVELS:
                 level, text = _LEVELS[name], rest
-            elif name == GUESS:
-                self.guessLine(index, rest)
-                return
         if not text.strip():
             return
         self.log.emit(level, "{text}", text=text, log_system=f"worker {index}")
-
-    def guessLine(self, index, text):
-        """A guess throttle message from worker ``index``: counted by the
-        daemon's throttle (which logs it) and passed on to the other
-        workers; a line that is not one is logged and dropped."""
-        try:
-            message = throttle.decode(text)
-            if message[0] not in FROM_WORKERS:
-                raise throttle.BadMessage(f"{message[0]} is not a worker's message")
-        except throttle.BadMessage as e:
-            self.log.warn("worker {index} sent a bad guess throttle message ({why}): {line}",
-                          index=index, why=e, line=repr(text[:200]), log_system=f"worker {index}")
-            return
-        if self.guesses is not None:
-            self.guesses.apply(message, system=f"worker {index}")
-        if message[0] in FORWARDED:
-            for other, child in self.processes.items():
-                if other != index:
-                    child.send(text)
 
     def workerEnded(self, child, reason):
         index = child.index
