@@ -27,6 +27,7 @@ from twisted_keyx.core.interfaces import StoreUnavailable
 from twisted_keyx.core.refusals import Refused, ServerUnavailable, TooManyAttempts
 from twisted_keyx.service.limits import Limits, PeerLogging
 from twisted_keyx.core.logtext import literal
+from twisted_keyx.core.lograte import Bursts
 from twisted_keyx.service.userfile import DecoyUsers
 from twisted_keyx.core.framing import LineFraming
 from twisted_keyx.core.transcript import session_key_fingerprint
@@ -56,10 +57,6 @@ class EKEServerProtocol(Session):
     #: The throttle reserved an answer; the step made it.
     guess_reserved = False
     guess_answered = False
-    #: Chat lines this connection may still log now (see EKEServerFactory.userSaid).
-    log_budget = None
-    log_updated = 0.0
-    not_logged = 0
 
     @property
     def chat(self):
@@ -249,35 +246,37 @@ class EKEServerFactory(Factory, Observer, PeerLogging):
         from twisted.internet import reactor
         return reactor
 
-    def _mayLog(self, session):
+    #: The chat lines' log-rate limiter, per session (made at first use,
+    #: on the throttle's clock if there is one).
+    _chatLines = None
+
+    def _chatBursts(self):
         """A connection logs at most LOG_BURST chat lines at once, then one
-        per LOG_EVERY seconds; the others are counted."""
-        now = self._clock().seconds()
-        if session.log_budget is None:
-            session.log_budget, session.log_updated = LOG_BURST, now
-        session.log_budget = min(
-            LOG_BURST, session.log_budget + (now - session.log_updated) / LOG_EVERY)
-        session.log_updated = now
-        if session.log_budget >= 1:
-            session.log_budget -= 1
-            return True
-        session.not_logged += 1
-        return False
+        per LOG_EVERY seconds; the others are counted and said before the
+        next line logged, when the chat ends, or when it has been quiet
+        long enough to log LOG_BURST lines again."""
+        if self._chatLines is None:
+            self._chatLines = Bursts(self._clock(), self._chatLinesNotLogged,
+                                     allowance=LOG_BURST, refill=LOG_EVERY,
+                                     quiet=LOG_BURST * LOG_EVERY)
+        return self._chatLines
 
     def machineSaid(self, session, text):
-        if not self._mayLog(session):
+        bursts = self._chatBursts()
+        if not bursts.event(session):
             return
-        self._notLogged(session)
+        bursts.flush(session)
         self.userSaid(session.peer, session.handshake.user, text)
 
     def _notLogged(self, session):
-        """Say how many chat lines were counted and not logged, if any (before
-        the next one logged, or when the chat ends)."""
-        if session.not_logged:
-            self.log.info(self.NAME + ": {count} chat line(s) of user {user} from {peer} not logged "
-                          "(more than {burst} at once)", count=session.not_logged,
-                          user=session.handshake.user, peer=session.peer, burst=LOG_BURST)
-            session.not_logged = 0
+        """The chat ends: say how many of its lines were not logged, if any."""
+        if self._chatLines is not None:
+            self._chatLines.end(session)
+
+    def _chatLinesNotLogged(self, session, burst, final):
+        self.log.info(self.NAME + ": {count} chat line(s) of user {user} from {peer} not logged "
+                      "(more than {burst} at once)", count=burst.counted,
+                      user=session.handshake.user, peer=session.peer, burst=LOG_BURST)
 
     def userSaid(self, peer, user, text):
         line = shorten(messages.printable(text))
