@@ -36,11 +36,12 @@ from twisted_keyx.core.machine import (
     AUTHENTICATION_FAILED_REPLY,
     START,
     AuthenticationFailed,
+    HandshakeFailed,
     StateMachine,
     UnexpectedReply,
 )
 from twisted_keyx.core.refusals import refusal
-from twisted_keyx.opaque.errors import OpaqueError
+from twisted_keyx.opaque.errors import KeyStretchingFailed, OpaqueError
 from twisted_keyx.opaque.ksf import DEFAULT_KSF_LIMITS
 from twisted_keyx.opaque.login import ClientLogin, ServerLogin
 from twisted_keyx.opaque.messages import KE1_SIZE, KE2, KE3_SIZE
@@ -63,6 +64,12 @@ FIRST_LINE_LIMIT = KE1_LINE + 1 + MAX_USER_NAME_BYTES
 
 def first_line(ke1, user):
     return encode_item(ke1) + b" " + user.encode("utf-8")
+
+
+class KeyStretchingError(HandshakeFailed):
+    """Client side: the password's key stretching (Argon2id) failed on
+    this machine (memory, threads): not the server's doing, not a wrong
+    password, not the network."""
 
 
 @dataclass(frozen=True, repr=False)
@@ -278,6 +285,8 @@ class OPAQUEClientHandshake(StateMachine):
             raise UnexpectedReply(f"(2): {e}") from None
         try:
             self._login_result = self._login.finish(ke2)
+        except KeyStretchingFailed as e:
+            raise KeyStretchingError(str(e)) from None
         except OpaqueError:
             # Wrong password or unknown user: let the server say so at KE3.
             self._doomed = "wrong password or unknown user"
