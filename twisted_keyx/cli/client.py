@@ -139,7 +139,8 @@ def build_parser():
     dh.add_argument("--raw", action="store_true",
                     help="speak the socket tutorial's unframed wire format (each "
                          "message sent as is, no length prefix), for a daemon "
-                         "listening with --dh-raw or for the tutorial's own server")
+                         "listening with --dh-raw or for the tutorial's own server "
+                         "(README, \"Using the tutorial's scripts\")")
     dh.add_argument("--known-hosts", metavar="FILE", default=None,
                     help="known hosts file, OpenSSH format: the host keys this client "
                          "trusts (docs/hostkey.rst) [default: "
@@ -544,7 +545,8 @@ async def run_dh(reactor, args, out):
         result = await _dh_handshake(reactor, args, ask_host_key=True)
     except _NoHostKey:
         # A server without a host key (the tutorial's, --no-host-key): the
-        # design's fallback, a new connection with plain Hello.
+        # design's fallback, a new connection with plain Hello
+        # (docs/hostkey.rst, "Asking").
         check_unsigned(args, err)
         result = await _dh_handshake(reactor, args, ask_host_key=False)
     else:

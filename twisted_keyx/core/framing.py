@@ -13,7 +13,7 @@ receive next.  ``buffered`` says how many bytes it holds.
   (Twisted's ``Int32StringReceiver``): the DH handshake's default;
 - :class:`LineFraming`: LF-terminated lines (Twisted's ``LineReceiver``): EKE;
 - :class:`UnframedFraming`: the socket tutorial's wire, no length and no
-  delimiter: message boundaries come from the content
+  delimiter: message boundaries come from the content (docs/protocols.rst, "Unframed wire")
   (:class:`twisted_keyx.dh.raw.MessageSplitter`).
 
 ``received_form(payload)`` says what the peer's framing will hand its machine
@@ -104,8 +104,9 @@ class LineFraming(_TwistedFraming, LineReceiver):
 
 
 class UnframedFraming:
-    """The tutorial's wire: each message written as is, boundaries found by
-    ``splitter`` (a :class:`twisted_keyx.dh.raw.MessageSplitter`)."""
+    """The socket tutorial's wire (docs/protocols.rst, "Unframed wire"): each message
+    written as is, boundaries found by ``splitter`` (a
+    :class:`twisted_keyx.dh.raw.MessageSplitter`)."""
 
     TOO_LONG = {
         "client": "{length} bytes without a complete message exceed the limit of {limit}",

@@ -7,7 +7,8 @@ Which message is legal in which state is written down once, in the
 framing (:mod:`twisted_keyx.dh.protocol`) and the crypto (the groups of
 :mod:`twisted_keyx.groups.registry`) live elsewhere; every group runs the same machines.
 
-Server states, with the tutorial's state numbers (docs/protocols.rst, DH handshake)::
+Server states, with the socket tutorial's state numbers (docs/protocols.rst,
+"DH handshake", "Server states")::
 
     AWAIT_HELLO --Hello--> AWAIT_PARAMS_REQUEST --Params?--> AWAIT_CLIENT_KEY
       (0)                     (1)                              (2)
@@ -50,7 +51,8 @@ class ServerRefused(HandshakeFailed):
 
 class HostKeyRequestRefused(ServerRefused):
     """Client side: the server answered ``Host key?`` with its error reply:
-    it has no host key (the tutorial's, or ``--no-host-key``)."""
+    it has no host key (the tutorial's, or ``--no-host-key``; docs/hostkey.rst,
+    "Asking")."""
 
 
 class BadParameters(HandshakeFailed):
@@ -170,7 +172,8 @@ class DHServerHandshake(_Machine):
         super().__init__(DHServerState.AWAIT_HELLO, private_key_factory, received_form)
         self.group = group
         #: A :class:`twisted_keyx.trust.hostkey.HostKey`, or None: ``Host key?`` is
-        #: then refused as the tutorial's server refuses it.
+        #: then refused as the tutorial's server refuses it (docs/hostkey.rst,
+        #: "Asking").
         self.host_key = host_key
         self._asked_for_host_key = False
 

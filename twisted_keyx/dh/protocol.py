@@ -7,7 +7,8 @@ logs each outcome; on the client it is the protocol itself, which fires
 ``finished``.  :class:`DHServerFactory` and :class:`DHClientProtocol` use
 :class:`~twisted_keyx.core.framing.Int32Framing` (a 4-byte big-endian length, then
 the payload), the project's default framing; :mod:`twisted_keyx.dh.raw` has
-the same over the tutorial's unframed wire.
+the same over the socket tutorial's unframed wire
+(docs/protocols.rst, "Unframed wire").
 """
 
 import operator

@@ -275,7 +275,7 @@ class Options(usage.Options):
 
     def opt_dh_raw(self, description):
         # One line: usage.Options would keep a line break's indentation.
-        """Serve the DH handshake unframed (the tutorial's wire format) on ENDPOINT (repeatable)"""
+        """Serve the DH handshake unframed (the socket tutorial's wire format: README, "Using the tutorial's scripts") on ENDPOINT (repeatable)"""
         self["dh-raw"].append(description)
 
     def opt_eke(self, description):
