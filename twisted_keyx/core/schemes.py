@@ -21,6 +21,7 @@ Adding a scheme is a module defining ``SCHEME`` and one line in
 """
 
 import importlib
+from typing import Any, Dict
 
 #: The modules that define a ``SCHEME``: loaded the first time the
 #: registry is asked.  The first one is the default of ``keyx-admin adduser``.
@@ -32,7 +33,7 @@ SCHEME_MODULES = (
 #: A record without a "scheme" field is EKE's.
 IMPLICIT_SCHEME = "eke"
 
-_schemes = {}
+_schemes: Dict[str, Any] = {}
 
 
 class UnknownScheme(ValueError):

@@ -24,6 +24,7 @@ Client states::
 import dataclasses
 import enum
 from dataclasses import dataclass
+from typing import Optional
 
 from twisted_keyx.groups import registry as groups
 from twisted_keyx.trust import hostkey
@@ -81,7 +82,7 @@ class HandshakeResult:
     #: transcript verified (message 7), or None: unauthenticated.
     host_public_key: object = None
     #: ``SHA256:...`` of ``host_public_key``, or None.
-    host_key_fingerprint: str = None
+    host_key_fingerprint: Optional[str] = None
 
 
 def server_max_message_length(group):

@@ -12,6 +12,7 @@ the same over the socket tutorial's unframed wire
 """
 
 import operator
+from typing import Any, Callable, List, Optional
 
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
@@ -23,6 +24,7 @@ from twisted_keyx.dh.handshake import (  # noqa: F401 (the limits are part of th
     CLIENT_MAX_MESSAGE_LENGTH,
     DHClientHandshake,
     DHServerHandshake,
+    HandshakeResult,
     server_max_message_length,
 )
 from twisted_keyx.dh.messages import ServerMessage, classify_server_message
@@ -36,8 +38,9 @@ from twisted_keyx.core.transcript import session_key_fingerprint
 class DHServerProtocol(Session):
     """One server connection of the DH handshake (see :class:`DHServerFactory`)."""
 
-    #: The framing class (:mod:`twisted_keyx.core.framing`).
-    FRAMING = Int32Framing
+    #: The framing class (:mod:`twisted_keyx.core.framing`: Int32Framing, or
+    #: an unframed one in :mod:`twisted_keyx.dh.raw`).
+    FRAMING: Any = Int32Framing
 
 
 class DHServerFactory(Factory, Observer, PeerLogging):
@@ -136,8 +139,9 @@ class DHClientProtocol(Session, Observer):
     connection ends first).  Cancelling it aborts the connection.
     """
 
-    #: The framing class (:mod:`twisted_keyx.core.framing`).
-    FRAMING = Int32Framing
+    #: The framing class (:mod:`twisted_keyx.core.framing`: Int32Framing, or
+    #: an unframed one in :mod:`twisted_keyx.dh.raw`).
+    FRAMING: Any = Int32Framing
 
     #: Checks the group of message 4 off the reactor: ``check(payload)``
     #: returns a Deferred that fires with the group or fails with a
@@ -146,15 +150,15 @@ class DHClientProtocol(Session, Observer):
     #: the machine checks it itself, on the reactor.
     check_parameters = None
 
-    def __init__(self, handshake=None):
+    def __init__(self, handshake: Optional[DHClientHandshake] = None) -> None:
         if handshake is None:
             handshake = self.newHandshake()
         super().__init__(self.FRAMING, handshake, observer=self)
-        self.finished = defer.Deferred(self._cancel)
+        self.finished: "defer.Deferred[HandshakeResult]" = defer.Deferred(self._cancel)
         #: The check of message 4 under way, and the messages that arrived
         #: after it meanwhile (the session reads nothing more until it ends).
-        self._check = None
-        self._afterCheck = []
+        self._check: Optional[defer.Deferred[Any]] = None
+        self._afterCheck: List[bytes] = []
 
     def messageReceived(self, payload):
         if self._check is not None:
@@ -229,7 +233,9 @@ class DHClientFactory(Factory):
     protocol = DHClientProtocol
     noisy = False
 
-    def __init__(self, check_parameters=None, **handshake_options):
+    def __init__(self,
+                 check_parameters: Optional[Callable[[bytes], "defer.Deferred[Any]"]] = None,
+                 **handshake_options: Any) -> None:
         self.check_parameters = check_parameters
         self.handshake_options = handshake_options
 

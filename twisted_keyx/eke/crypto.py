@@ -17,6 +17,7 @@ import hmac
 import os
 import unicodedata
 from dataclasses import dataclass
+from typing import Any, List
 
 from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -141,7 +142,7 @@ def decoy_key(secret, name):
 #: Seals a doomed session's step 4 (per process; nobody has it).
 DOOMED_BOX_KEY = os.urandom(PASSWORD_KEY_SIZE)
 
-_DUMMY_RSA = []
+_DUMMY_RSA: List[Any] = []
 
 
 def dummy_rsa_public_key_der():

@@ -8,6 +8,8 @@ observes it and logs; it hands the chat over once step 8 has succeeded.  On
 the client the protocol observes itself and fires its Deferreds.
 """
 
+from typing import Any, Callable, Optional, Type, Union
+
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -27,6 +29,7 @@ from twisted_keyx.core.interfaces import StoreUnavailable
 from twisted_keyx.core.refusals import Refused, ServerUnavailable, TooManyAttempts
 from twisted_keyx.service.limits import Limits, PeerLogging
 from twisted_keyx.core.logtext import literal
+from twisted_keyx.core.machine import StateMachine
 from twisted_keyx.core.lograte import Bursts
 from twisted_keyx.service.userfile import DecoyUsers
 from twisted_keyx.core.framing import LineFraming
@@ -335,12 +338,15 @@ class EKEClientProtocol(Session, Observer):
     whatever happened.
     """
 
-    def __init__(self, handshake, reply_received=None, worker=None):
+    def __init__(self, handshake: StateMachine,
+                 reply_received: Optional[Callable[[str], Any]] = None,
+                 worker: Optional[Callable[..., Any]] = None) -> None:
         super().__init__(LineFraming, handshake, observer=self, worker=worker)
         self._replyReceived = reply_received if reply_received is not None else _ignore
-        self.authenticated = defer.Deferred(self._cancel)
-        self.finished = defer.Deferred(self._cancel)
-        self.disconnected = defer.Deferred()
+        #: Fires with the handshake's result (EKEResult, OPAQUEResult).
+        self.authenticated: "defer.Deferred[Any]" = defer.Deferred(self._cancel)
+        self.finished: "defer.Deferred[None]" = defer.Deferred(self._cancel)
+        self.disconnected: "defer.Deferred[None]" = defer.Deferred()
 
     @property
     def chat(self):
@@ -350,14 +356,14 @@ class EKEClientProtocol(Session, Observer):
     def _cancel(self, deferred):
         self.abort()
 
-    def say(self, text):
+    def say(self, text: str) -> None:
         """Send one chat line (str)."""
         if self.chat is None:
             raise RuntimeError("not authenticated yet")
         if not self.ended:
             self.perform(self.chat.say, text)
 
-    def quit(self):
+    def quit(self) -> None:
         """Send ``quit``; ``finished`` fires when the server confirms it."""
         if self.chat is None:
             raise RuntimeError("not authenticated yet")
@@ -409,11 +415,14 @@ class EKEClientFactory(Factory):
     """
 
     protocol = EKEClientProtocol
-    handshake = EKEClientHandshake
+    #: The client machine's class (OPAQUE's factory names its own).
+    handshake: Type[StateMachine] = EKEClientHandshake
     noisy = False
 
-    def __init__(self, user, password, reply_received=None, worker=in_daemon_thread,
-                 **handshake_options):
+    def __init__(self, user: str, password: Union[str, bytes],
+                 reply_received: Optional[Callable[[str], Any]] = None,
+                 worker: Optional[Callable[..., Any]] = in_daemon_thread,
+                 **handshake_options: Any) -> None:
         self.user = user
         self.password = password
         self.reply_received = reply_received

@@ -40,6 +40,7 @@ import argparse
 import secrets
 import warnings
 from dataclasses import dataclass, field
+from typing import Any, Dict
 
 import gmpy2
 from cryptography.hazmat.primitives import serialization
@@ -564,7 +565,7 @@ def _check_sizes(p, g, q):
         raise ParameterError("the generator g must satisfy 1 < g < p - 1")
 
 
-_named_groups = {}
+_named_groups: Dict[str, Any] = {}
 
 
 def named_group(name):

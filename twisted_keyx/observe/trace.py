@@ -32,6 +32,7 @@ import binascii
 import itertools
 import json
 from dataclasses import dataclass
+from typing import Any, Dict
 
 from twisted.logger import Logger
 
@@ -82,7 +83,7 @@ def event(direction, machine, before, after, payload):
 
 # --- summaries ---------------------------------------------------------------
 
-_REGISTRY = {}
+_REGISTRY: Dict[str, Any] = {}
 
 
 def register(machine_class):

@@ -145,7 +145,8 @@ class _Number(float):
     def __str__(self):
         return f"{float(self):g}"
 
-    __format__ = lambda self, spec: format(float(self), spec) if spec else str(self)
+    def __format__(self, spec):
+        return format(float(self), spec) if spec else str(self)
 
 
 #: The host key used when --host-key is not given; made on first start.

@@ -35,6 +35,9 @@ import os
 import re
 import stat
 from dataclasses import dataclass
+from typing import Dict, Mapping, Optional
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from twisted_keyx.core.fileutil import read_at_most
 from twisted_keyx.trust import tofu
@@ -70,13 +73,13 @@ KNOWN, NEW, CHANGED, REVOKED = (
     TrustStatus.KNOWN, TrustStatus.NEW, TrustStatus.CHANGED, TrustStatus.REVOKED)
 
 
-def default_path(environ=None):
+def default_path(environ: Optional[Mapping[str, str]] = None) -> str:
     """``known_hosts`` in the client's folder (:func:`twisted_keyx.trust.tofu.config_folder`:
     ``$XDG_CONFIG_HOME/twisted-keyx``, else ``~/.config/twisted-keyx``)."""
     return tofu.default_path("known_hosts", environ)
 
 
-def host_name(host, port):
+def host_name(host: str, port: int) -> str:
     """The name a host has in known_hosts: ``host`` for port 22, else
     ``[host]:port`` (IPv6 addresses too: ``[::1]:7777``)."""
     host = host.lower()
@@ -204,7 +207,7 @@ class KnownHosts:
     """An OpenSSH known_hosts file, read afresh by each call (so that two
     clients and an editor can share it)."""
 
-    def __init__(self, path=None, hash_names=True):
+    def __init__(self, path: Optional[str] = None, hash_names: bool = True) -> None:
         self.path = default_path() if path is None else path
         self.hash_names = hash_names
 
@@ -234,7 +237,7 @@ class KnownHosts:
                    for number, line in enumerate(data.split(b"\n"), 1))
         return [entry for entry in entries if entry is not None]
 
-    def check(self, host, port, public_key):
+    def check(self, host: str, port: int, public_key: Ed25519PublicKey) -> TrustCheck:
         """A :class:`TrustCheck` for the Ed25519 ``public_key`` the server at
         ``host``, ``port`` proved it holds.
 
@@ -246,7 +249,7 @@ class KnownHosts:
         name = host_name(host, port)
         encoded = name.encode("utf-8")
         blob = public_key_blob(public_key)
-        found = {}  # status -> first line deciding it
+        found: Dict[TrustStatus, int] = {}  # status -> first line deciding it
         for entry in self._entries():
             if entry.key_type != KEY_TYPE or not entry.matches_host(encoded):
                 continue
@@ -260,7 +263,7 @@ class KnownHosts:
                 return TrustCheck(status, name, self.path, found[status])
         return TrustCheck(NEW, name, self.path)
 
-    def find(self, host, port):
+    def find(self, host: str, port: int) -> Optional[int]:
         """The first line holding an Ed25519 key for the host, or None: for a
         server that offered no signature, is it one we know?"""
         encoded = host_name(host, port).encode("utf-8")
@@ -269,7 +272,7 @@ class KnownHosts:
                 return entry.line
         return None
 
-    def record(self, host, port, public_key):
+    def record(self, host: str, port: int, public_key: Ed25519PublicKey) -> int:
         """Append an entry for the host and key; return its line number.
 
         The folder is created with mode 0700 and the file with mode 0600 if
@@ -475,8 +478,9 @@ class Decision:
     text: str = ""
 
 
-def decide(known_hosts, host, port, public_key, accept_new=False,
-           require_host_key=False, interactive=False):
+def decide(known_hosts: KnownHosts, host: str, port: int,
+           public_key: Optional[Ed25519PublicKey], accept_new: bool = False,
+           require_host_key: bool = False, interactive: bool = False) -> "Decision":
     """The client's policy after a handshake, in one place (docs/hostkey.rst,
     "The client").  ``public_key`` is the key whose signature verified, or
     None if the server offered no signature.  Reads the file, writes nothing.

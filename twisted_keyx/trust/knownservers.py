@@ -12,6 +12,7 @@ check answers with :mod:`twisted_keyx.trust.tofu`'s
 import base64
 import hashlib
 import os
+from typing import Mapping, Optional
 
 from twisted_keyx.core.fileutil import locked, write_file_atomically
 from twisted_keyx.trust import tofu
@@ -20,13 +21,13 @@ from twisted_keyx.trust.tofu import TrustCheck, TrustStatus
 MAX_FILE_SIZE = 1 << 20
 
 
-def server_key_fingerprint(public_key):
+def server_key_fingerprint(public_key: bytes) -> str:
     """``SHA256:...`` of the server's 32-byte ristretto255 public key (safe to log)."""
     digest = hashlib.sha256(public_key).digest()
     return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
 
 
-def default_path(environ=None):
+def default_path(environ: Optional[Mapping[str, str]] = None) -> str:
     """``opaque_servers`` in the client's folder, by the same rule as
     known_hosts (:func:`twisted_keyx.trust.tofu.config_folder`)."""
     return tofu.default_path("opaque_servers", environ)
@@ -51,10 +52,10 @@ class KnownServers:
     """The known servers file at ``path`` (:func:`default_path` if None),
     read afresh by each check, as :class:`~twisted_keyx.trust.knownhosts.KnownHosts`."""
 
-    def __init__(self, path=None):
+    def __init__(self, path: Optional[str] = None) -> None:
         self.path = default_path() if path is None else path
 
-    def check_and_record(self, host, port, public_key):
+    def check_and_record(self, host: str, port: int, public_key: bytes) -> TrustCheck:
         """A :class:`~twisted_keyx.trust.tofu.TrustCheck` (KNOWN, NEW or
         CHANGED, with the fingerprint held before in ``previous``); the
         file then holds this key for ``host:port``.  A file that cannot be
