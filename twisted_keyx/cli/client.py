@@ -140,7 +140,7 @@ def build_parser():
                     help="speak the socket tutorial's unframed wire format (each "
                          "message sent as is, no length prefix), for a daemon "
                          "listening with --dh-raw or for the tutorial's own server "
-                         "(README, \"Using the tutorial's scripts\")")
+                         "(docs/howto/tutorial-scripts.rst)")
     dh.add_argument("--known-hosts", metavar="FILE", default=None,
                     help="known hosts file, OpenSSH format: the host keys this client "
                          "trusts (docs/hostkey.rst) [default: "
