@@ -332,6 +332,8 @@ class DHClientHandshake(_Machine):
     def _on_parameters(self, payload):
         try:
             self.group = self._accepted(payload)
+        except groups.GroupNotAccepted as e:
+            raise BadParameters(str(e)) from None
         except groups.GroupError as e:
             raise BadParameters(f"unusable parameters from the server: {e}") from None
         self._private_key = self._private_key_factory(self.group)
