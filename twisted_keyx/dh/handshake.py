@@ -237,7 +237,7 @@ class ClientState(enum.Enum):
     START = "not started"
     AWAIT_GREETING = "awaiting Hey there!"
     AWAIT_PARAMETERS = "awaiting the parameters"
-    AWAIT_SERVER_KEY = "awaiting the server's public key"
+    AWAIT_SERVER_KEY = "awaiting the server's public key or ciphertext"
     AWAIT_HOST_KEY_SIGNATURE = "awaiting the host key signature"
     DONE = "done"
     FAILED = "failed"

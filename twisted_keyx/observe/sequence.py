@@ -84,7 +84,23 @@ async def _run(reactor, server_factory, client_factory, outcome, listening=None)
     return client_recorder.events, server_recorder.events
 
 
-async def dh_chart(reactor, group_name, raw=False):
+#: What a chart of a DH handshake says under its messages.
+DH_NOTES = ["Both sides: shared secret; H = SHA-256 of the transcript of",
+            "messages 1 to 6; session key = HKDF-SHA256(secret,",
+            "info = 'twisted-keyx dh session key v1' || H)."]
+
+#: The same for a group that is a KEM (X-Wing): the machines are those of
+#: every group, only the contents of messages 5 and 6 change.
+KEM_NOTES = ["Message 5 carries the client's X-Wing encapsulation key (ML-KEM-768",
+             "and X25519, 1216 bytes); the server encapsulates to it and message 6",
+             "carries the ciphertext (1120 bytes): the server has no key pair of",
+             "its own.  Shared secret = X-Wing's SHA3-256 combiner of the ML-KEM",
+             "and X25519 secrets; H = SHA-256 of the transcript of messages 1",
+             "to 6; session key = HKDF-SHA256(secret, info =",
+             "'twisted-keyx dh session key v1' || H), as for every group."]
+
+
+async def dh_chart(reactor, group_name, raw=False, notes=DH_NOTES):
     from twisted_keyx.groups import registry as groups
     from twisted_keyx.dh.protocol import DHClientFactory, DHServerFactory
     from twisted_keyx.dh.raw import RawDHClientFactory, RawDHServerFactory
@@ -93,10 +109,7 @@ async def dh_chart(reactor, group_name, raw=False):
     client = (RawDHClientFactory if raw else DHClientFactory)()
     events = await _run(reactor, server, client, lambda protocol: protocol.finished)
     title = f"DH handshake, group {group_name}" + (" (unframed wire)" if raw else "")
-    return chart(title, *events,
-                 notes=["Both sides: shared secret; H = SHA-256 of the transcript of",
-                        "messages 1 to 6; session key = HKDF-SHA256(secret,",
-                        "info = 'twisted-keyx dh session key v1' || H)."])
+    return chart(title, *events, notes=notes)
 
 
 async def _login_and_quit(protocol):
@@ -204,6 +217,7 @@ CHARTS = {
     "dh-ffdhe4096": lambda reactor: dh_chart(reactor, "ffdhe4096"),
     "dh-x25519": lambda reactor: dh_chart(reactor, "x25519"),
     "dh-x25519-unframed": lambda reactor: dh_chart(reactor, "x25519", raw=True),
+    "dh-xwing": lambda reactor: dh_chart(reactor, "xwing", notes=KEM_NOTES),
     "eke": eke_chart,
     "dh-hostkey": dh_hostkey_chart,
     "opaque": opaque_chart,
