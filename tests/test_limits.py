@@ -11,6 +11,7 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from twisted_keyx.opaque.protocol import OPAQUEServerFactory
+from twisted_keyx.core import peers
 from twisted_keyx.groups import ffdh
 from twisted_keyx.service import limits
 from twisted_keyx.service import tap
@@ -389,8 +390,8 @@ class SourceGroupTests(unittest.TestCase):
             parsed.append(host)
             return real(host)
 
-        parsed, real = [], limits.ipaddress.ip_address
-        self.patch(limits.ipaddress, "ip_address", parse)
+        parsed, real = [], peers.ipaddress.ip_address
+        self.patch(peers.ipaddress, "ip_address", parse)
         for n in range(limits.SOURCE_CACHE_SIZE + 10):
             host = f"10.{n >> 16}.{(n >> 8) & 255}.{n & 255}"
             self.assertEqual(limits.Limits().source_of(host), host)
@@ -405,7 +406,7 @@ class OptionsTests(unittest.TestCase):
     def test_defaults(self):
         options = tap.Options()
         options.parseOptions(["--dh", "tcp:0:interface=127.0.0.1"])
-        self.assertEqual(options["limits"], limits.Limits())
+        self.assertEqual(options.config.limits, limits.Limits())
         self.assertEqual(
             (limits.Limits().timeout, limits.Limits().max_per_ip), (30.0, 64)
         )
@@ -417,7 +418,7 @@ class OptionsTests(unittest.TestCase):
             "--max-per-ip", "0", "--max-connections", "7",
         ])
         self.assertEqual(
-            options["limits"],
+            options.config.limits,
             limits.Limits(timeout=2.5, idle_timeout=0, max_per_ip=0, max_connections=7),
         )
 
@@ -425,7 +426,7 @@ class OptionsTests(unittest.TestCase):
         options = tap.Options()
         options.parseOptions(["--dh", "tcp:0:interface=127.0.0.1", "--ipv4-prefix", "24",
                               "--ipv6-prefix", "48"])
-        self.assertEqual((options["limits"].ipv4_prefix, options["limits"].ipv6_prefix), (24, 48))
+        self.assertEqual((options.config.limits.ipv4_prefix, options.config.limits.ipv6_prefix), (24, 48))
         self.assertEqual((limits.Limits().ipv4_prefix, limits.Limits().ipv6_prefix), (32, 64))
         from twisted.python.usage import UsageError
 
