@@ -81,10 +81,11 @@ class NamedPipeTests(unittest.TestCase):
     def test_client_known_servers_file(self):
         result = run_child(
             "import sys\n"
-            "from twisted_keyx.trust.knownservers import check_and_remember\n"
-            "print(check_and_remember('localhost', 8089, bytes(32), path=sys.argv[1]))\n",
+            "from twisted_keyx.trust.knownservers import KnownServers\n"
+            "print(KnownServers(sys.argv[1]).check_and_record('localhost', 8089, bytes(32))"
+            ".status.name)\n",
             self.path)
-        self.assertEqual(result.stdout, "('new', None)\n", result.stderr)
+        self.assertEqual(result.stdout, "NEW\n", result.stderr)
         self.assertTrue(stat_is_fifo(self.path))  # not replaced
 
 

@@ -28,6 +28,8 @@ schemes are loaded from there the first time they are asked for, in the
 registry's order, the first being the default of ``keyx-admin adduser``.
 """
 
+from typing import Any, Dict, Set
+
 from twisted_keyx.core import handshakes
 
 #: The scheme of ``keyx-admin adduser`` without ``--scheme``: OPAQUE, whose
@@ -38,7 +40,7 @@ DEFAULT_SCHEME = "opaque"
 #: A record without a "scheme" field is EKE's.
 IMPLICIT_SCHEME = "eke"
 
-_schemes = {}
+_schemes: Dict[str, Any] = {}
 
 
 class UnknownScheme(ValueError):
@@ -60,7 +62,7 @@ def _load():
             _loaded.add(entry.name)
 
 
-_loaded = set()
+_loaded: Set[str] = set()
 
 
 def named(name):
