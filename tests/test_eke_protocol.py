@@ -345,7 +345,7 @@ class ServerProtocolTests(unittest.TestCase):
             self.factory.chatEnded("192.0.2.7:4242", name)
         self.assertEqual(log_text(events), [
             "EKE: user \\\\x1b\\\\n from 192.0.2.7:4242 authenticated; "
-            f"session key fingerprint {fingerprint(bytes(32))}",
+            f"session key fingerprint {session_key_fingerprint(bytes(32))}",
             "User \\\\x1b\\\\n say: \\x1b\\n",
             "User \\\\x1b\\\\n say: \\\\x1b\\\\n",
             "EKE: chat with user \\\\x1b\\\\n from 192.0.2.7:4242 silent for 300 s, closing",

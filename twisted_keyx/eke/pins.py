@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from twisted_keyx.core.fileutil import locked, open_regular, read_at_most
 from twisted_keyx.eke import crypto
-from twisted_keyx.trust import knownhosts
+from twisted_keyx.trust import knownhosts, tofu
 
 FILE_NAME = "eke_salts"
 MAX_FILE_SIZE = 4 * 1024 * 1024
@@ -48,8 +48,9 @@ class Pin:
 
 
 def default_path(environ=None):
-    """``eke_salts`` beside the default known_hosts file."""
-    return os.path.join(os.path.dirname(knownhosts.default_path(environ)), FILE_NAME)
+    """``eke_salts`` in the client's folder, beside known_hosts and the
+    known servers, by their rule (:func:`twisted_keyx.trust.tofu.default_path`)."""
+    return tofu.default_path(FILE_NAME, environ)
 
 
 def _parse(line):
