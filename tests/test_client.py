@@ -229,7 +229,8 @@ class ClientTests(_Loopback, unittest.TestCase):
             outcome = await self.scripted([HEY_THERE, PARAMETERS, CLOSE])
             self.assertOneLineError(
                 outcome, 3,
-                "the server closed the connection while awaiting the server's public key")
+                "the server closed the connection while awaiting the server's public key or "
+                "ciphertext")
         return defer.Deferred.fromCoroutine(run())
 
     def test_x942_parameters_with_q_half_of_p(self):
@@ -241,7 +242,8 @@ class ClientTests(_Loopback, unittest.TestCase):
                 [HEY_THERE, read_data("dhx-2048-safe-q.pem"), CLOSE])
             self.assertOneLineError(
                 outcome, 3,
-                "the server closed the connection while awaiting the server's public key")
+                "the server closed the connection while awaiting the server's public key or "
+                "ciphertext")
         return defer.Deferred.fromCoroutine(run())
 
     def test_invalid_server_key(self):

@@ -137,6 +137,11 @@ def build_parser():
                     help="refuse a finite-field group of more than N bits from the "
                          f"server, before checking it ({ffdh.MIN_BITS} to {ffdh.MAX_BITS}) "
                          f"[default: {groups.DEFAULT_MAX_BITS}]")
+    dh.add_argument("--groups", type=_groups, default=None, metavar="NAME[,NAME...]",
+                    help="the groups this client accepts from the server, which picks one "
+                         "(message 4); another is refused before the client sends its key. "
+                         f"Names: {', '.join(groups.policy_names())} ({groups.CUSTOM}: "
+                         "any other finite-field group) [default: all of them]")
     dh.add_argument("--raw", action="store_true",
                     help="speak the socket tutorial's unframed wire format (each "
                          "message sent as is, no length prefix), for a daemon "
@@ -268,6 +273,13 @@ def _host(text):
     else:
         hint = ""
     raise argparse.ArgumentTypeError(f"{NOT_A_HOST.format(text)}{hint}")
+
+
+def _groups(text):
+    try:
+        return groups.parse_groups_option(text)
+    except groups.GroupError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _positive(text):
@@ -414,16 +426,18 @@ OTHER_FRAMING_HINT = {
 
 
 def dh_client_factory(raw=False, max_bits=groups.DEFAULT_MAX_BITS, ask_host_key=False,
-                      reactor=None):
+                      reactor=None, accepted=None):
     """The DH client factory for one framing, whose handshakes refuse groups
-    of more than ``max_bits`` bits from the server and, with
-    ``ask_host_key``, ask for the host key signature (docs/hostkey.rst).
+    of more than ``max_bits`` bits from the server, and any group not in
+    ``accepted`` (``--groups``; None: all), and, with ``ask_host_key``, ask
+    for the host key signature (docs/hostkey.rst).
     A custom group is checked in a child process
     (:mod:`twisted_keyx.groups.check`), so that the reactor, and with it
     ``--timeout``, runs on meanwhile."""
-    accept = functools.partial(groups.from_parameters_message, max_bits=max_bits)
+    accept = functools.partial(groups.from_parameters_message, max_bits=max_bits,
+                               accepted=accepted)
     check = functools.partial(groupcheck.check_parameters_message, max_bits=max_bits,
-                              reactor=reactor)
+                              reactor=reactor, accepted=accepted)
     return (RawDHClientFactory if raw else DHClientFactory)(
         check_parameters=check, accept_parameters=accept, ask_host_key=ask_host_key)
 
@@ -476,7 +490,8 @@ class _QuietWarnings:
 
 async def _dh_handshake(reactor, args, ask_host_key):
     factory, file_tracer = with_tracing(
-        args, dh_client_factory(args.raw, args.max_bits, ask_host_key, reactor))
+        args, dh_client_factory(args.raw, args.max_bits, ask_host_key, reactor,
+                                accepted=args.groups))
     try:
         protocol = await connect(reactor, args, recording_first_bytes(factory))
         outcome = protocol.finished.addErrback(_no_host_key).addErrback(_bad_signature(args))

@@ -237,7 +237,7 @@ class ClientState(enum.Enum):
     START = "not started"
     AWAIT_GREETING = "awaiting Hey there!"
     AWAIT_PARAMETERS = "awaiting the parameters"
-    AWAIT_SERVER_KEY = "awaiting the server's public key"
+    AWAIT_SERVER_KEY = "awaiting the server's public key or ciphertext"
     AWAIT_HOST_KEY_SIGNATURE = "awaiting the host key signature"
     DONE = "done"
     FAILED = "failed"
@@ -332,6 +332,8 @@ class DHClientHandshake(_Machine):
     def _on_parameters(self, payload):
         try:
             self.group = self._accepted(payload)
+        except groups.GroupNotAccepted as e:
+            raise BadParameters(str(e)) from None
         except groups.GroupError as e:
             raise BadParameters(f"unusable parameters from the server: {e}") from None
         self._private_key = self._private_key_factory(self.group)

@@ -33,13 +33,15 @@ def command():
 
 
 def check_parameters_message(payload, max_bits=groups.DEFAULT_MAX_BITS, reactor=None,
-                             argv=None):
+                             argv=None, accepted=None):
     """Client side: a Deferred firing with the group message 4 announces, or
     failing with :class:`~twisted_keyx.groups.registry.GroupError`.  The cheap checks
     run now; the costly one, if any, in a child process (``argv``, default
-    :func:`command`).  Cancel the Deferred to kill the child."""
+    :func:`command`).  A group not in ``accepted`` (``--groups``) is refused
+    before anything else.  Cancel the Deferred to kill the child."""
     try:
-        parameters = groups.read_parameters_message(payload, max_bits=max_bits)
+        parameters = groups.read_parameters_message(payload, max_bits=max_bits,
+                                                    accepted=accepted)
     except groups.GroupError:
         return defer.fail()
     if not isinstance(parameters, groups.UncheckedParameters):
