@@ -618,7 +618,7 @@ class InProcessTests(unittest.TestCase):
         from twisted.logger import formatEvent
 
         from twisted_keyx.dh.handshake import DHClientHandshake
-        from twisted_keyx.core.transcript import fingerprint
+        from twisted_keyx.core.transcript import session_key_fingerprint
 
         protocol, transport, events = self.flat()
         client = DHClientHandshake()
@@ -633,7 +633,7 @@ class InProcessTests(unittest.TestCase):
         [event] = events
         self.assertEqual(formatEvent(event), "DH handshake with 192.0.2.7:4242 finished "
                          f"(ffdhe2048); session key fingerprint "
-                         f"{fingerprint(client.result.session_key)}")
+                         f"{session_key_fingerprint(client.result.session_key)}")
 
     def test_flat_refuses_as_ours_does(self):
         from keyxbench import flat

@@ -25,8 +25,8 @@ from twisted_keyx.groups import registry as groups
 from twisted_keyx.trust import knownhosts
 from twisted_keyx.observe import trace
 from twisted_keyx.dh.handshake import (
-    BadResponse,
-    ClientState,
+    UnexpectedReply,
+    DHClientState,
     HostKeyRequestRefused,
     HostKeyVerificationFailed,
 )
@@ -34,7 +34,6 @@ from twisted_keyx.dh.protocol import DHClientFactory
 from twisted_keyx.dh.raw import RawDHClientFactory
 from twisted_keyx.chat.machine import ChatFailed
 from twisted_keyx.cli.console import ChatConsole
-from twisted_keyx.eke.handshake import AuthenticationFailed
 from twisted_keyx.eke.password import (
     PasswordError,
     ask_password,
@@ -43,10 +42,10 @@ from twisted_keyx.eke.password import (
     user_name_argument,
 )
 from twisted_keyx.eke.protocol import EKEClientFactory
-from twisted_keyx.core.machine import HandshakeFailed, ServerHungUp
+from twisted_keyx.core.machine import AuthenticationFailed, HandshakeFailed, ServerHungUp
 from twisted_keyx.core.refusals import ServerUnavailable, TooManyAttempts
 from twisted_keyx.core.peers import host_port
-from twisted_keyx.core.transcript import fingerprint
+from twisted_keyx.core.transcript import session_key_fingerprint
 
 EXIT_OK = 0
 EXIT_HANDSHAKE_FAILED = 1
@@ -145,7 +144,8 @@ def build_parser():
     dh.add_argument("--raw", action="store_true",
                     help="speak the socket tutorial's unframed wire format (each "
                          "message sent as is, no length prefix), for a daemon "
-                         "listening with --dh-raw or for the tutorial's own server")
+                         "listening with --dh-raw or for the tutorial's own server "
+                         "(docs/howto/tutorial-scripts.rst)")
     dh.add_argument("--known-hosts", metavar="FILE", default=None,
                     help="known hosts file, OpenSSH format: the host keys this client "
                          "trusts (docs/hostkey.rst) [default: "
@@ -475,7 +475,7 @@ def _cut_before_signature(args, protocol):
     loudly as a missing one; otherwise the hang-up it is."""
     def check(failure):
         failure.trap(ServerHungUp)
-        if protocol.handshake.state is ClientState.AWAIT_HOST_KEY_SIGNATURE:
+        if protocol.handshake.state is DHClientState.AWAIT_HOST_KEY_SIGNATURE:
             check_unsigned(args, _QuietWarnings())
         return failure
     return check
@@ -498,7 +498,7 @@ async def _dh_handshake(reactor, args, ask_host_key):
         outcome.addErrback(_cut_before_signature(args, protocol))
         return await await_handshake(
             reactor, args.timeout, outcome,
-            {BadResponse: "{}" + OTHER_FRAMING_HINT[args.raw]},
+            {UnexpectedReply: "{}" + OTHER_FRAMING_HINT[args.raw]},
             hint=dh_port_hint(protocol),
         )
     finally:
@@ -560,7 +560,8 @@ async def run_dh(reactor, args, out):
         result = await _dh_handshake(reactor, args, ask_host_key=True)
     except _NoHostKey:
         # A server without a host key (the tutorial's, --no-host-key): the
-        # design's fallback, a new connection with plain Hello.
+        # design's fallback, a new connection with plain Hello
+        # (docs/hostkey.rst, "Asking").
         check_unsigned(args, err)
         result = await _dh_handshake(reactor, args, ask_host_key=False)
     else:
@@ -570,7 +571,7 @@ async def run_dh(reactor, args, out):
         "bits": result.group.bits,
         "shared_secret": result.shared_secret.hex(),
         "session_key": result.session_key.hex(),
-        "fingerprint": fingerprint(result.session_key),
+        "fingerprint": session_key_fingerprint(result.session_key),
         "host_key_fingerprint": result.host_key_fingerprint,
     }
     if args.json:
@@ -613,9 +614,9 @@ async def run_eke(reactor, args, out):
 
 
 async def run_opaque(reactor, args, out):
-    from twisted_keyx.opaque.handshake import AuthenticationFailed as OPAQUEAuthenticationFailed
     from twisted_keyx.opaque.protocol import OPAQUEClientFactory
-    from twisted_keyx.trust.knownservers import check_and_remember, server_key_fingerprint
+    from twisted_keyx.trust.knownservers import KnownServers, server_key_fingerprint
+    from twisted_keyx.trust.tofu import TrustStatus
 
     password = _read_password(args)
     console = ChatConsole()
@@ -623,17 +624,17 @@ async def run_opaque(reactor, args, out):
     def server_key(result):
         key = result.server_public_key
         out.write(f"Server key fingerprint {server_key_fingerprint(key)}\n")
-        status, previous = check_and_remember(args.host, args.port, key)
-        if status == "changed":
+        check = KnownServers().check_and_record(args.host, args.port, key)
+        if check.status is TrustStatus.CHANGED:
             where = host_port(args.host, args.port)
             sys.stderr.write(
                 f"keyx-client: warning: the server key of {where} changed "
-                f"(was {previous}): a new key file on the server, or another server\n")
+                f"(was {check.previous}): a new key file on the server, or another server\n")
 
     return await _password_session(
         reactor, args, out, console,
         OPAQUEClientFactory(args.user, password, reply_received=console.show),
-        {OPAQUEAuthenticationFailed: "authentication failed ({})"}, authenticated=server_key)
+        {AuthenticationFailed: "authentication failed ({})"}, authenticated=server_key)
 
 
 async def _password_session(reactor, args, out, console, factory, failures,
@@ -650,7 +651,7 @@ async def _password_session(reactor, args, out, console, factory, failures,
         if file_tracer is not None:
             file_tracer.close()
     out.write(
-        f"Authentication success (session key fingerprint {fingerprint(result.session_key)})\n"
+        f"Authentication success (session key fingerprint {session_key_fingerprint(result.session_key)})\n"
     )
     if authenticated is not None:
         authenticated(result)

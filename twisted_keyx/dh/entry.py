@@ -14,7 +14,8 @@ def server_factory(context):
 
 
 def raw_server_factory(context):
-    """The unframed DH server (the tutorial's wire format) for ``--dh-raw``."""
+    """The unframed DH server (the socket tutorial's wire format:
+    docs/protocols.rst, "Unframed wire") for ``--dh-raw``."""
     from twisted_keyx.dh.raw import RawDHServerFactory
 
     return RawDHServerFactory(context.group, show_secrets=context.show_secrets,
@@ -119,8 +120,9 @@ HANDSHAKE = Handshake(
         # One line each: usage.Options would keep a line break's indentation.
         Endpoint("dh", "Serve the framed DH handshake on ENDPOINT; may be repeated "
                        "[default: tcp:7777]", server_factory, default="tcp:7777"),
-        Endpoint("dh-raw", "Serve the DH handshake unframed (the tutorial's wire format) "
-                           "on ENDPOINT (repeatable)", raw_server_factory),
+        Endpoint("dh-raw", "Serve the DH handshake unframed (the socket tutorial's wire "
+                           "format: docs/howto/tutorial-scripts.rst) on ENDPOINT "
+                           "(repeatable)", raw_server_factory),
     ),
     banner=banner,
     machines=(

@@ -45,6 +45,7 @@ import hashlib
 import hmac
 import os
 from dataclasses import dataclass
+from typing import Optional
 
 from cryptography.hazmat.primitives.asymmetric import mlkem as _mlkem
 from cryptography.hazmat.primitives.asymmetric import x25519 as _x25519
@@ -127,7 +128,7 @@ class PrivateKey:
     mlkem: object
     x25519: object
     public_key: bytes
-    seed: bytes = None
+    seed: Optional[bytes] = None
 
     def __repr__(self):
         return "<hybrid.PrivateKey>"  # never the secrets
@@ -166,7 +167,7 @@ class HybridGroup(groupapi.Group):
     public_key_label: bytes
     ciphertext_label: bytes
     #: X-Wing's key is a SubjectPublicKeyInfo with this OID; None: raw bytes.
-    public_key_oid: bytes = None
+    public_key_oid: Optional[bytes] = None
     #: X-Wing derives both halves from one 32-byte seed.
     from_seed: bool = False
     bits: int = 768

@@ -20,6 +20,7 @@ Every group implements :class:`Group`.  Errors are neutral:
 """
 
 import functools
+from typing import Any, Callable, Dict
 
 from twisted_keyx.groups import ffdh
 from twisted_keyx.groups import hybrid
@@ -45,7 +46,7 @@ DEFAULT_MAX_BITS = 4096
 
 #: Name -> how to get the group (looked up when asked: named FFDH groups
 #: are built, and cached, on first use).
-_REGISTRY = {name: functools.partial(ffdh.named_group, name) for name in ffdh.NAMED_GROUP_PRIMES}
+_REGISTRY: Dict[str, Callable[[], Any]] = {name: functools.partial(ffdh.named_group, name) for name in ffdh.NAMED_GROUP_PRIMES}
 _REGISTRY["x25519"] = lambda: x25519.GROUP
 for _group in hybrid.GROUPS:
     _REGISTRY[_group.name] = (lambda group: lambda: group)(_group)
