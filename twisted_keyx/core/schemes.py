@@ -33,44 +33,39 @@ from twisted_keyx.core import handshakes
 #: A record without a "scheme" field is EKE's.
 IMPLICIT_SCHEME = "eke"
 
-_schemes = {}
-
-
 class UnknownScheme(ValueError):
-    """A record names a scheme no module registers."""
+    """A record names a scheme no password handshake registers."""
 
 
-def register(scheme):
-    """Add ``scheme`` (see the module docstring) to the registry."""
-    if scheme.name in _schemes and _schemes[scheme.name] is not scheme:
-        raise ValueError(f"scheme {scheme.name!r} is registered twice")
-    _schemes[scheme.name] = scheme
-    return scheme
+_cache = (None, {})
 
 
-def _load():
+def _schemes():
+    """name -> scheme, for every password handshake the registry has now."""
+    global _cache
+    if _cache[0] == handshakes.generation and _cache[1]:
+        return _cache[1]
+    schemes = {}
     for entry in handshakes.password_handshakes():
-        if entry.name not in _loaded:
-            register(handshakes.load_path(entry.scheme))
-            _loaded.add(entry.name)
-
-
-_loaded = set()
+        scheme = entry.load("scheme")
+        if scheme.name in schemes:
+            raise ValueError(f"scheme {scheme.name!r} is registered twice")
+        schemes[scheme.name] = scheme
+    _cache = (handshakes.generation, schemes)
+    return schemes
 
 
 def named(name):
     """The scheme called ``name``, or :class:`UnknownScheme`."""
-    _load()
     try:
-        return _schemes[name]
+        return _schemes()[name]
     except KeyError:
         raise UnknownScheme(f"unknown password scheme {name!r}") from None
 
 
 def names():
     """The registered schemes' names, the default first."""
-    _load()
-    return list(_schemes)
+    return list(_schemes())
 
 
 def parse_record(name, fields):
