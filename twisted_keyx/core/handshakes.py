@@ -133,9 +133,6 @@ class Handshake:
     client_port: int | None = None
     #: ``keyx-client NAME --help``'s description, for a password handshake.
     client_description: str = ""
-    #: ``"module:Class"``: the failure ``keyx-client`` reports as
-    #: ``authentication failed (REASON)``.
-    authentication_failed: str | type | None = None
     #: ``"module:function"``: ``(result, host, port, out, err)``, what
     #: ``keyx-client`` does once logged in, before the chat (OPAQUE: the
     #: server key's fingerprint, checked against the last one seen).

@@ -28,6 +28,8 @@ schemes are loaded from there the first time they are asked for, in the
 registry's order, the first being the default of ``keyx-admin adduser``.
 """
 
+from typing import Any, Dict, Optional, Tuple
+
 from twisted_keyx.core import handshakes
 
 #: A record without a "scheme" field is EKE's.
@@ -37,15 +39,15 @@ class UnknownScheme(ValueError):
     """A record names a scheme no password handshake registers."""
 
 
-_cache = (None, {})
+_cache: Tuple[Optional[int], Dict[str, Any]] = (None, {})
 
 
-def _schemes():
+def _schemes() -> Dict[str, Any]:
     """name -> scheme, for every password handshake the registry has now."""
     global _cache
     if _cache[0] == handshakes.generation and _cache[1]:
         return _cache[1]
-    schemes = {}
+    schemes: Dict[str, Any] = {}
     for entry in handshakes.password_handshakes():
         scheme = entry.load("scheme")
         if scheme.name in schemes:

@@ -121,6 +121,5 @@ HANDSHAKE = Handshake(
         "breaks, 2 for a usage error, 3 for a network error, 130 if "
         "interrupted (Ctrl-C)."
     ),
-    authentication_failed="twisted_keyx.eke.handshake:AuthenticationFailed",
     recording=recording,
 )

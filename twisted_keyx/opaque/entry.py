@@ -27,14 +27,15 @@ def after_login(result, host, port, out, err):
     """``keyx-client opaque``: the server key's fingerprint, and a warning
     when this host showed another one last time (trust.knownservers)."""
     from twisted_keyx.core.peers import host_port
-    from twisted_keyx.trust.knownservers import check_and_remember, server_key_fingerprint
+    from twisted_keyx.trust.knownservers import KnownServers, server_key_fingerprint
+    from twisted_keyx.trust.tofu import TrustStatus
 
     key = result.server_public_key
     out.write(f"Server key fingerprint {server_key_fingerprint(key)}\n")
-    status, previous = check_and_remember(host, port, key)
-    if status == "changed":
+    check = KnownServers().check_and_record(host, port, key)
+    if check.status is TrustStatus.CHANGED:
         err.write(f"keyx-client: warning: the server key of {host_port(host, port)} changed "
-                  f"(was {previous}): a new key file on the server, or another server\n")
+                  f"(was {check.previous}): a new key file on the server, or another server\n")
 
 
 def banner(context, served):
@@ -152,7 +153,6 @@ HANDSHAKE = Handshake(
         "Prints the server key's fingerprint and warns when a host shows "
         "another one than last time. Exit statuses as for eke."
     ),
-    authentication_failed="twisted_keyx.opaque.handshake:AuthenticationFailed",
     after_login=after_login,
     recording=recording,
 )
