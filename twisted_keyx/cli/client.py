@@ -45,7 +45,7 @@ from twisted_keyx.eke.password import (
     read_password_file,
     user_name_argument,
 )
-from twisted_keyx.eke.protocol import EKEClientFactory
+from twisted_keyx.core import handshakes
 from twisted_keyx.core.machine import AuthenticationFailed, HandshakeFailed, ServerHungUp
 from twisted_keyx.core.refusals import ServerUnavailable, TooManyAttempts
 from twisted_keyx.core.peers import host_port
@@ -163,34 +163,14 @@ def build_parser():
                          "(the tutorial's server, twistd keyx --no-host-key)")
     dh.set_defaults(run=run_dh)
 
-    eke = commands.add_parser(
-        "eke",
-        help="the EKE password handshake, then an encrypted chat",
-        description=(
-            "Log in with the EKE password handshake, then chat: each line of "
-            "standard input (a terminal or a pipe) goes to the server, "
-            "encrypted, and each reply is printed. quit or the end of input "
-            "ends the session. Exit status 0 after a clean session, 1 if "
-            "authentication fails (wrong password or unknown user) or the chat "
-            "breaks, 2 for a usage error, 3 for a network error, 130 if "
-            "interrupted (Ctrl-C)."
-        ),
-    )
-    _password_command_arguments(eke, 8088)
-    eke.set_defaults(run=run_eke)
-
-    opaque = commands.add_parser(
-        "opaque",
-        help="the OPAQUE password handshake (RFC 9807), then an encrypted chat",
-        description=(
-            "Log in with the OPAQUE password handshake, then chat as with eke. "
-            "Prints the server key's fingerprint and warns when a host shows "
-            "another one than last time. Exit statuses as for eke."
-        ),
-    )
-    _password_command_arguments(opaque, 8089)
-    opaque.set_defaults(run=run_opaque)
-    for command in (dh, eke, opaque):
+    password_commands = []
+    for entry in handshakes.password_handshakes():
+        command = commands.add_parser(entry.name, help=entry.title,
+                                      description=entry.client_description)
+        _password_command_arguments(command, entry.client_port)
+        command.set_defaults(run=functools.partial(run_password, entry))
+        password_commands.append(command)
+    for command in (dh, *password_commands):
         add_trace_options(command)
     return parser
 
@@ -650,64 +630,68 @@ def _read_password(args):
         raise ClientError("interrupted", EXIT_INTERRUPTED)
 
 
-async def run_eke(reactor, args, out):
-    from twisted_keyx.eke import pins as ekepins
-
-    pins = ekepins.EKEPins(getattr(args, "eke_pins", None))
-    try:
-        pin = pins.find(args.host, args.port, args.user)
-    except ekepins.PinError as e:
-        raise ClientError(str(e), EXIT_HANDSHAKE_FAILED) from None
+async def run_password(entry, reactor, args, out):
+    """``keyx-client NAME`` for the password handshake ``entry`` of the
+    handshake registry (:mod:`twisted_keyx.core.handshakes`): log in, then
+    chat."""
+    # EKE's step 2 shows a salt and a cost: pinned at the first login
+    # (twisted_keyx.eke.pins), checked before the password is asked.
+    pinning = _EKEPinning(args) if entry.name == "eke" else None
     password = _read_password(args)
     console = ChatConsole()
+    after_login = entry.load("after_login")
 
-    def first_login(result, protocol):
-        # Pinned at the first login that succeeded: a fake server cannot
-        # finish one, so what it shows is never pinned.
-        if pin is None:
-            handshake = protocol.handshake
-            try:
-                pins.record(args.host, args.port, args.user, handshake.salt, handshake.kdf)
-            except ekepins.PinError as e:
-                _err(args).write(f"keyx-client: warning: {e}\n")
+    def authenticated(result, protocol):
+        if pinning is not None:
+            pinning.logged_in(protocol)
+        if after_login is not None:
+            after_login(result, args.host, args.port, out, _err(args))
 
+    extra = {} if pinning is None else {"pinned": pinning.pinned}
     try:
         return await _password_session(
             reactor, args, out, console,
-            EKEClientFactory(args.user, password, reply_received=console.show,
-                             pinned=(pin.salt, pin.kdf) if pin is not None else None),
-            {AuthenticationFailed: "authentication failed ({})"}, authenticated=first_login)
+            entry.load("client")(args.user, password, reply_received=console.show, **extra),
+            {AuthenticationFailed: "authentication failed ({})"},
+            authenticated=authenticated)
     except ClientError as e:
-        if isinstance(e.__context__, PinnedSaltChanged):  # from await_handshake
-            changed = e.__context__
-            raise ClientError(ekepins.changed_text(
-                knownhosts.host_name(args.host, args.port), args.user, pin,
-                changed.salt, changed.kdf), EXIT_HANDSHAKE_FAILED) from None
+        if pinning is not None and isinstance(e.__context__, PinnedSaltChanged):
+            raise pinning.refusal(e.__context__) from None
         raise
 
 
-async def run_opaque(reactor, args, out):
-    from twisted_keyx.opaque.protocol import OPAQUEClientFactory
-    from twisted_keyx.trust.knownservers import KnownServers, server_key_fingerprint
-    from twisted_keyx.trust.tofu import TrustStatus
+class _EKEPinning:
+    """The EKE client's pin of the salt and cost of ``args.user`` at the
+    server (:mod:`twisted_keyx.eke.pins`)."""
 
-    password = _read_password(args)
-    console = ChatConsole()
+    def __init__(self, args):
+        from twisted_keyx.eke import pins
 
-    def server_key(result, protocol):
-        key = result.server_public_key
-        out.write(f"Server key fingerprint {server_key_fingerprint(key)}\n")
-        check = KnownServers().check_and_record(args.host, args.port, key)
-        if check.status is TrustStatus.CHANGED:
-            where = host_port(args.host, args.port)
-            _err(args).write(
-                f"keyx-client: warning: the server key of {where} changed "
-                f"(was {check.previous}): a new key file on the server, or another server\n")
+        self.pins_module = pins
+        self.args = args
+        self.pins = pins.EKEPins()
+        try:
+            self.pin = self.pins.find(args.host, args.port, args.user)
+        except pins.PinError as e:
+            raise ClientError(str(e), EXIT_HANDSHAKE_FAILED) from None
+        self.pinned = (self.pin.salt, self.pin.kdf) if self.pin is not None else None
 
-    return await _password_session(
-        reactor, args, out, console,
-        OPAQUEClientFactory(args.user, password, reply_received=console.show),
-        {AuthenticationFailed: "authentication failed ({})"}, authenticated=server_key)
+    def logged_in(self, protocol):
+        # Pinned at the first login that succeeded: a fake server cannot
+        # finish one, so what it shows is never pinned.
+        if self.pin is None:
+            handshake = protocol.handshake
+            try:
+                self.pins.record(self.args.host, self.args.port, self.args.user,
+                                 handshake.salt, handshake.kdf)
+            except self.pins_module.PinError as e:
+                _err(self.args).write(f"keyx-client: warning: {e}\n")
+
+    def refusal(self, changed):
+        args = self.args
+        return ClientError(self.pins_module.changed_text(
+            knownhosts.host_name(args.host, args.port), args.user, self.pin,
+            changed.salt, changed.kdf), EXIT_HANDSHAKE_FAILED)
 
 
 async def _password_session(reactor, args, out, console, factory, failures,

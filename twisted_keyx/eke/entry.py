@@ -17,10 +17,12 @@ def server_factory(context):
                             source_of=context.source_of)
 
 
-def client_factory(user, password, reply_received=None):
+def client_factory(user, password, reply_received=None, pinned=None):
+    """``pinned``: the (salt, cost) pinned for the user at this server
+    (twisted_keyx.eke.pins), which step 2 must show."""
     from twisted_keyx.eke.protocol import EKEClientFactory
 
-    return EKEClientFactory(user, password, reply_received=reply_received)
+    return EKEClientFactory(user, password, reply_received=reply_received, pinned=pinned)
 
 
 def banner(context, served):
@@ -112,5 +114,14 @@ HANDSHAKE = Handshake(
     scheme="twisted_keyx.eke.scheme:SCHEME",
     client=client_factory,
     client_port=8088,
+    client_description=(
+        "Log in with the EKE password handshake, then chat: each line of "
+        "standard input (a terminal or a pipe) goes to the server, "
+        "encrypted, and each reply is printed. quit or the end of input "
+        "ends the session. Exit status 0 after a clean session, 1 if "
+        "authentication fails (wrong password or unknown user) or the chat "
+        "breaks, 2 for a usage error, 3 for a network error, 130 if "
+        "interrupted (Ctrl-C)."
+    ),
     recording=recording,
 )
