@@ -115,7 +115,7 @@ async def eke_chart(reactor):
     user = userstore.new_user("alice", "correct horse", kdf=kdf)
 
     class Users:
-        def lookup(self, name):
+        def lookup(self, name, scheme="eke"):
             return user if name == user.name else None
 
     server = EKEServerFactory(Users())
