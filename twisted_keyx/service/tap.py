@@ -362,7 +362,7 @@ class Options(usage.Options):
         except UserFileError as e:
             raise usage.UsageError(str(e)) from None
         self["opaque-setup"], self["opaque-key-created"] = _opaque_setup(
-            os.path.abspath(self["opaque-key"]), self["user-file"].count("opaque"))
+            os.path.abspath(self["opaque-key"]), self["user-file"].loaded_count("opaque"))
 
 
 def _opaque_setup(path, opaque_users):
