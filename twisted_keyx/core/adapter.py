@@ -38,6 +38,18 @@ observer may also hold a session's replies back for a while
 (:meth:`Session.holdReplies`, the guess throttle): it reads nothing
 meanwhile either.
 
+Questions and decisions (:mod:`twisted_keyx.core.decisions`): a machine's
+step may return, besides the messages to send, typed decisions, which the
+session acts on in order (:class:`~twisted_keyx.core.decisions.HoldReplies`)
+or tells its observer of (:meth:`Observer.machineDecided`), and it may ask
+a question it needs answered to go on (the user's record, whether a guess
+may be answered, the group of message 4).  The observer answers
+(:meth:`Observer.answer`), at once or with a Deferred (a store over a
+network); meanwhile the session reads nothing and queues what the framing
+had already cut, over-long messages included, as during a slow step: one
+pause-and-queue for both.  Observers never parse a message or look at a
+machine's state: what they must know, the machine decides and says.
+
 Slow steps: a machine names the states whose next input takes long
 (``SLOW_STATES``: a client's scrypt or Argon2id).  A session given a
 ``worker`` (:func:`in_daemon_thread`) feeds that input in a thread and reads nothing until it is done, so that the reactor, and the

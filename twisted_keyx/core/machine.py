@@ -159,6 +159,10 @@ class StateMachine:
             reply = getattr(self, handler)(payload)
         except ProtocolFailed as failure:
             raise self._failed(failure)
+        if isinstance(reply, Question):
+            # The step is not over until answered: the state moves then.
+            self._asked = (self._asked[0], self._asked[1], next_state)
+            return reply
         self.state = next_state
         return reply
 
@@ -166,8 +170,10 @@ class StateMachine:
 
     def _ask(self, question, then):
         """Return ``question`` from a step; its answer goes to ``then(answer)``,
-        whose return is the step's output (run by :meth:`answer`)."""
-        self._asked = (question, then)
+        whose return is the step's output (run by :meth:`answer`).  The
+        machine stays in the state the step began in until the step's
+        output is whole."""
+        self._asked = (question, then, None)
         return question
 
     def answer(self, question, value):
@@ -178,10 +184,16 @@ class StateMachine:
         asked, self._asked = self._asked, None
         if asked is None or asked[0] is not question:
             raise RuntimeError(f"{type(self).__name__} did not ask {question!r}")
+        _, then, next_state = asked
         try:
-            return asked[1](value)
+            output = then(value)
         except ProtocolFailed as failure:
             raise self._failed(failure)
+        if isinstance(output, Question):
+            self._asked = (self._asked[0], self._asked[1], next_state)
+        else:
+            self.state = next_state
+        return output
 
     def settle(self, output, answer):
         """``output`` with every question answered at once by
