@@ -202,3 +202,24 @@ class StoreAnswersLaterTests(unittest.TestCase):
         protocol.dataReceived(client.start() + b"\n")
         self.assertEqual([(n, s) for n, s, _ in store.asked], [("alice", "opaque")])
         self.assertEqual(transport.value(), b"")
+
+
+class ServerSetupStoreTests(unittest.TestCase):
+    def test_key_file(self):
+        from twisted_keyx.core.interfaces import IServerSetupStore
+        from twisted_keyx.opaque.scheme import create_key_file
+        from twisted_keyx.service.setupfile import KeyFileSetup, SetupInMemory
+        from tests.opaque_helpers import CHEAP_ARGON2ID
+
+        path = os.path.abspath(self.mktemp())
+        store = KeyFileSetup(path, run_in_thread=run_now)
+        self.assertTrue(verifyObject(IServerSetupStore, store))
+        self.assertIsNone(self.successResultOf(store.load()))
+        setup = create_key_file(path, CHEAP_ARGON2ID)
+        self.assertEqual(self.successResultOf(store.load()).dumps(), setup.dumps())
+        os.chmod(path, 0o644)
+        failure = self.failureResultOf(store.load(), StoreUnavailable)
+        self.assertIn("readable by group or others", str(failure.value))
+        memory = SetupInMemory(setup)
+        self.assertTrue(verifyObject(IServerSetupStore, memory))
+        self.assertIs(self.successResultOf(memory.load()), setup)
