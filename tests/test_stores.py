@@ -12,6 +12,7 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
+from twisted_keyx.core.adapter import PauseReason
 from twisted_keyx.core.interfaces import IUserStore, StoreConflict, StoreUnavailable
 from twisted_keyx.core.refusals import UNAVAILABLE_REPLY, ServerUnavailable
 from twisted_keyx.eke.protocol import EKEServerFactory
@@ -141,7 +142,7 @@ class StoreAnswersLaterTests(unittest.TestCase):
         protocol.dataReceived(client.start() + b"\n" + b"early\n")
         self.assertEqual([(n, s) for n, s, _ in store.asked], [("alice", "eke")])
         self.assertEqual(transport.value(), b"")
-        self.assertIn("working", protocol.paused)
+        self.assertIn(PauseReason.WORKING, protocol.paused)
         store.answer_all()
         # The answer, then the queued line, refused in its turn as step 3.
         self.assertEqual(transport.value().split(b"\n")[0][:4], b"yes ")

@@ -57,6 +57,8 @@ client's ``--timeout``, run on meanwhile; if the session ended in between,
 the step's outcome is dropped.
 """
 
+import enum
+
 from twisted.internet import defer
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IPushProducer
@@ -68,6 +70,19 @@ from zope.interface import implementer
 from twisted_keyx.core.decisions import HoldReplies, Question
 from twisted_keyx.core.machine import ProtocolFailed, ServerHungUp
 from twisted_keyx.core.peers import describe_peer, handshake_finished
+
+
+class PauseReason(enum.Enum):
+    """Why a session has stopped reading (:attr:`Session.paused`)."""
+
+    #: The transport's buffer is full (we are its producer).
+    TRANSPORT = "transport"
+    #: Replies are held back (:meth:`Session.holdReplies`).
+    HELD = "held"
+    #: What the step needs runs elsewhere: a slow step in a thread, or the
+    #: answer to a machine's question (a store, the group check of a DH
+    #: client): the one pause-and-queue.
+    WORKING = "working"
 
 _log = Logger()
 
@@ -193,9 +208,8 @@ class Session(Protocol):
         self.framing = None
         self.peer = None
         self.ended = False
-        #: Why reading is paused (``"transport"``: its buffer is full;
-        #: ``"held"``: replies are held back; ``"working"``: a slow step
-        #: runs in a thread); reading resumes when empty.
+        #: Why reading is paused (:class:`PauseReason` members); reading
+        #: resumes when empty.
         self.paused = set()
         #: What arrived while paused, and whether the transport was paused.
         self._incoming = b""
@@ -268,7 +282,7 @@ class Session(Protocol):
 
     def connectionLost(self, reason):
         self._cancelHold()
-        if "working" in self.paused and not self.ended:
+        if PauseReason.WORKING in self.paused and not self.ended:
             # A slow step is running: it, and what came before the close,
             # are handled first (a server's refusal, then its hang-up).
             self._lostWhileWorking = reason
@@ -292,10 +306,10 @@ class Session(Protocol):
 
     def pauseProducing(self):
         """The transport's buffer is full: stop reading until it drains."""
-        self._pause("transport")
+        self._pause(PauseReason.TRANSPORT)
 
     def resumeProducing(self):
-        self._resume("transport")
+        self._resume(PauseReason.TRANSPORT)
 
     def stopProducing(self):
         pass  # the connection is going: connectionLost follows
@@ -324,7 +338,7 @@ class Session(Protocol):
         if clock is None:
             from twisted.internet import reactor as clock
         self._held = []
-        self._pause("held")
+        self._pause(PauseReason.HELD)
         self._holdTimer = clock.callLater(seconds, self._releaseHeld)
 
     def _releaseHeld(self):
@@ -339,7 +353,7 @@ class Session(Protocol):
             self.transport.unregisterProducer()
             self.transport.loseConnection()
             return
-        self._resume("held")
+        self._resume(PauseReason.HELD)
 
     def _cancelHold(self):
         if self._holdTimer is not None and self._holdTimer.active():
@@ -465,7 +479,7 @@ class Session(Protocol):
         an answer from a store): read nothing, queue what the framing had
         already cut, until :meth:`_afterWork`.  The one pause-and-queue of
         a session."""
-        self._pause("working")
+        self._pause(PauseReason.WORKING)
         self._waiting = True
         if self._queued is None:
             self._queued = []
@@ -563,7 +577,7 @@ class Session(Protocol):
         lost, self._lostWhileWorking = self._lostWhileWorking, None
         queued, self._queued = self._queued, None
         self._waiting = False
-        self.paused.discard("working")
+        self.paused.discard(PauseReason.WORKING)
         while queued and not self.ended:
             item = queued.pop(0)
             if isinstance(item, tuple):  # what messageTooLong queued
@@ -577,8 +591,8 @@ class Session(Protocol):
             if self._queued is not None:  # another slow step began
                 self._queued, self._lostWhileWorking = queued, lost
                 return
-        self._resume("working")
-        if "working" in self.paused:
+        self._resume(PauseReason.WORKING)
+        if PauseReason.WORKING in self.paused:
             self._lostWhileWorking = lost
         elif lost is not None:
             self._lost(lost)
