@@ -180,6 +180,10 @@ def build_parser():
         ),
     )
     _password_command_arguments(opaque, 8089)
+    opaque.add_argument("--profile", type=_opaque_profile, default=None, metavar="PROFILE",
+                        help="the server's OPAQUE profile, as 'keyx-admin opaque-profile' "
+                             "prints it there: twisted-keyx-v1 (the default) or "
+                             "rfc9807,m=KiB,t=PASSES,p=LANES,context=BASE64")
     opaque.set_defaults(run=run_opaque)
     for command in (dh, eke, opaque):
         add_trace_options(command)
@@ -225,6 +229,17 @@ def _password_command_arguments(command, port):
     command.add_argument("--timeout", type=_positive, default=10.0,
                          help="seconds to wait for the connection, for the handshake, "
                               "and for the server to confirm quit [default: 10]")
+
+
+def _opaque_profile(text):
+    """An argparse ``type``: a profile's text (twisted_keyx.opaque.profile)."""
+    from twisted_keyx.opaque.errors import OpaqueError
+    from twisted_keyx.opaque.profile import Profile
+
+    try:
+        return Profile.parse(text)
+    except OpaqueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _port(text):
@@ -617,7 +632,8 @@ async def run_opaque(reactor, args, out):
 
     return await _password_session(
         reactor, args, out, console,
-        OPAQUEClientFactory(args.user, password, reply_received=console.show),
+        OPAQUEClientFactory(args.user, password, reply_received=console.show,
+                            **({"profile": args.profile} if args.profile else {})),
         {OPAQUEAuthenticationFailed: "authentication failed ({})"}, authenticated=server_key)
 
 

@@ -96,13 +96,16 @@ class KeyFileExists(KeyFileError):
     """:func:`create_key_file` found the file made by someone else first."""
 
 
-def create_key_file(path, default_ksf=None):
+def create_key_file(path, default_ksf=None, profile=None):
     """Write a fresh :class:`ServerSetup` to ``path`` (mode 0600) and return
     it.  Never replaces a file: the setup is written to a temporary file
     and hard-linked to ``path``, which fails if ``path`` exists
     (:class:`KeyFileExists`), as the host key is made; replacing it would
     lock out every user registered against the other setup."""
-    setup = ServerSetup.generate() if default_ksf is None else ServerSetup.generate(default_ksf)
+    options = {} if profile is None else {"profile": profile}
+    if default_ksf is not None:
+        options["default_ksf"] = default_ksf
+    setup = ServerSetup.generate(**options)
     try:
         create_file_exclusively(path, setup.dumps())
     except FileExistsError:

@@ -493,8 +493,10 @@ class KeyxService(service.MultiService):
             path, setup, created = self.opaque_key
             self.log.info(
                 "twisted-keyx {version}: OPAQUE handshake and chat on {endpoints}; "
-                "key file {path} ({state}), server key fingerprint {fingerprint}",
+                "key file {path} ({state}), server key fingerprint {fingerprint}, "
+                "profile {profile}",
                 version=__version__, endpoints=", ".join(self.opaque_endpoints), path=path,
+                profile=setup.profile.text(),
                 state="created now, no OPAQUE users yet" if created else "loaded",
                 fingerprint=server_key_fingerprint(setup.server_public_key),
             )
