@@ -4,7 +4,12 @@ and the daemon's key file (the :class:`~twisted_keyx.opaque.records.ServerSetup`
 A user's object in the user file::
 
     "bob": {"scheme": "opaque", "client_public_key": "...", "masking_key": "...",
-            "envelope": "...", "ksf": {"name": "argon2id", ...}}
+            "envelope": "...", "ksf": {"name": "argon2id", ...},
+            "server_key": "SHA256:..."}
+
+``server_key`` (absent in records made before it) is the fingerprint of the
+key file's public key the record was made with: ``keyx-admin adduser``
+refuses to register against another key file than the other users'.
 
 Nothing in it logs in: it is the RFC 9807 registration record, which opens
 only with the password and the server's OPRF seed (in the key file).
@@ -18,6 +23,7 @@ from twisted_keyx.core.fileutil import create_file_exclusively
 from twisted_keyx.opaque.errors import OpaqueError
 from twisted_keyx.opaque.records import RegistrationRecord, ServerSetup
 from twisted_keyx.opaque.registration import register
+from twisted_keyx.trust.knownservers import server_key_fingerprint
 
 DEFAULT_KEY_FILE = "keyx-opaque-key"
 #: A server setup is about 1 KiB of JSON.
@@ -29,6 +35,9 @@ class OpaqueUser:
     scheme = "opaque"
     name: str
     record: RegistrationRecord
+    #: :func:`~twisted_keyx.trust.knownservers.server_key_fingerprint` of the
+    #: key file's public key at registration, or None (an older record).
+    server_key: str = None
 
     def __repr__(self):
         return f"OpaqueUser(name={self.name!r}, {self.record.ksf})"
@@ -40,15 +49,25 @@ class OpaqueScheme:
 
     def parse(self, name, fields):
         keys = {"client_public_key", "masking_key", "envelope", "ksf"}
-        if set(fields) != keys:
-            raise ValueError(f"expected an object with exactly {', '.join(sorted(keys))}, scheme")
+        if set(fields) - {"server_key"} != keys:
+            raise ValueError(f"expected an object with exactly {', '.join(sorted(keys))}, "
+                             "scheme (and server_key)")
+        server_key = fields.get("server_key")
+        if server_key is not None and not (isinstance(server_key, str)
+                                           and server_key.startswith("SHA256:")
+                                           and len(server_key) == 50):
+            raise ValueError("server_key must be SHA256: and 43 base64 characters")
         try:
-            return OpaqueUser(name, RegistrationRecord.from_json(fields))
+            record = RegistrationRecord.from_json({k: fields[k] for k in keys})
         except OpaqueError as e:
             raise ValueError(str(e)) from None
+        return OpaqueUser(name, record, server_key)
 
     def serialise(self, user):
-        return user.record.to_json()
+        fields = user.record.to_json()
+        if user.server_key is not None:
+            fields["server_key"] = user.server_key
+        return fields
 
     def describe(self, user):
         return f"opaque, {user.record.ksf}"
@@ -61,7 +80,20 @@ def new_user(name, password, setup):
     """Run registration locally (RFC 9807 section 5): the record for
     ``name``; the password is used here and dropped."""
     record, _export_key = register(password, setup, name.encode("utf-8"))
-    return OpaqueUser(name, record)
+    return OpaqueUser(name, record, server_key_fingerprint(setup.server_public_key))
+
+
+def other_key_files(users, setup):
+    """The server key fingerprints of the OPAQUE users in ``users`` (a dict
+    of records) that were registered against another key file than
+    ``setup``'s: {fingerprint: [names]}."""
+    mine = server_key_fingerprint(setup.server_public_key)
+    others = {}
+    for name, user in sorted(users.items()):
+        key = getattr(user, "server_key", None)
+        if getattr(user, "scheme", None) == "opaque" and key is not None and key != mine:
+            others.setdefault(key, []).append(name)
+    return others
 
 
 class KeyFileError(Exception):
