@@ -16,7 +16,7 @@ machines will drive.
 
 The code is 160 random bits; the server keeps only ``code_hash(code)``
 (:class:`~twisted_keyx.core.interfaces.Invitation`).  Both sides derive
-the registration's keys from that hash and the two nonces:
+the registration's keys from that hash and the two nonces::
 
     keys = HKDF-SHA512(salt = client_nonce || server_nonce, ikm = code_hash,
                        info = LABEL || I2OSP(len(user), 2) || user), 96 bytes
