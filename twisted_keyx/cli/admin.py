@@ -147,23 +147,6 @@ def _refuse_existing(users, args):
         )
 
 
-def _refuse_other_key_file(users, setup, args):
-    """An OPAQUE user registered against another key file than the other
-    OPAQUE users' could never log in to the daemon that serves theirs."""
-    from twisted_keyx.opaque import scheme as opaque_scheme
-    from twisted_keyx.trust.knownservers import server_key_fingerprint
-
-    others = opaque_scheme.other_key_files(users, setup)
-    if others:
-        key, names = next(iter(others.items()))
-        raise AdminError(
-            f"the OPAQUE key file {os.path.abspath(args.opaque_key)} (server key "
-            f"{server_key_fingerprint(setup.server_public_key)}) is not the one the OPAQUE "
-            f"users of {args.users} were registered with ({', '.join(names[:3])}"
-            f"{', ...' if len(names) > 3 else ''}: server key {key}); give --opaque-key "
-            "the daemon's key file")
-
-
 def cmd_adduser(args, out, err):
     # Checked before asking for the password, and again under the lock.
     _refuse_existing(_read_users(args.users, missing_ok=True), args)
@@ -176,33 +159,23 @@ def cmd_adduser(args, out, err):
     except PasswordError as e:
         raise AdminError(str(e)) from None
     # The KSF before taking the lock, so that the lock is held briefly.
-    if args.scheme == "opaque":
-        from twisted_keyx.opaque import scheme as opaque_scheme
-
-        users = _read_users(args.users, missing_ok=True)
-        registered = sorted(n for n, u in users.items() if u.scheme == "opaque")
-        if registered and not os.path.exists(args.opaque_key):
-            raise AdminError(
-                f"no OPAQUE key file {os.path.abspath(args.opaque_key)}, but {args.users} has "
-                f"{len(registered)} OPAQUE user(s) ({', '.join(registered[:3])}), who can log "
-                "in only with the key file they were registered with; give --opaque-key "
-                "the daemon's key file")
-        try:
-            setup, created = opaque_scheme.load_or_create_key_file(args.opaque_key)
-        except opaque_scheme.KeyFileError as e:
-            raise AdminError(str(e)) from None
-        _refuse_other_key_file(users, setup, args)
-        if created:
-            err.write(f"keyx-admin: created the OPAQUE key file {args.opaque_key} (mode 0600)\n")
-        record = opaque_scheme.new_user(args.name, password, setup)
-        detail = f"opaque, {record.record.ksf}"
-    else:
-        record = userstore.new_user(args.name, password)
-        detail = str(record.kdf)
+    scheme = schemes.named(args.scheme)
+    # A scheme may refuse a new user given the others (OPAQUE: another key file).
+    check = getattr(scheme, "check_new_user", None)
+    try:
+        if check is not None:
+            check(_read_users(args.users, missing_ok=True), vars(args))
+        record, detail = scheme.add_user(args.name, password, vars(args),
+                                         lambda text: err.write(f"keyx-admin: {text}\n"))
+    except ValueError as e:
+        raise AdminError(str(e)) from None
     with _editing_users(args.users, missing_ok=True) as users:
         _refuse_existing(users, args)
-        if args.scheme == "opaque":
-            _refuse_other_key_file(users, setup, args)
+        if check is not None:
+            try:
+                check(users, vars(args), record)
+            except ValueError as e:
+                raise AdminError(str(e)) from None
         users[args.name] = record
     out.write(f"added user {args.name} to {args.users} ({detail})\n")
 
@@ -348,9 +321,9 @@ def build_parser():
     adduser.add_argument("--scheme", choices=schemes.names(), default=schemes.names()[0],
                          help="the password handshake the user logs in with "
                               f"[default: {schemes.names()[0]}]")
-    adduser.add_argument("--opaque-key", metavar="FILE", default="keyx-opaque-key",
-                         help="the OPAQUE server key file, created (mode 0600) if missing "
-                              "[default: keyx-opaque-key]")
+    for name in schemes.names():
+        for flags, keywords in schemes.named(name).add_user_options:
+            adduser.add_argument(*flags, **keywords)
     adduser.set_defaults(run=cmd_adduser)
 
     profile = commands.add_parser(

@@ -46,6 +46,13 @@ class OpaqueUser:
 class OpaqueScheme:
     name = "opaque"
     description = "OPAQUE (RFC 9807, Argon2id; nothing stored logs in)"
+    #: ``keyx-admin adduser``'s options for this scheme: (flags, argparse keywords).
+    add_user_options = (
+        (("--opaque-key",), dict(
+            metavar="FILE", default=DEFAULT_KEY_FILE,
+            help="the OPAQUE server key file, created (mode 0600) if missing "
+                 f"[default: {DEFAULT_KEY_FILE}]")),
+    )
 
     def parse(self, name, fields):
         keys = {"client_public_key", "masking_key", "envelope", "ksf"}
@@ -72,6 +79,55 @@ class OpaqueScheme:
     def describe(self, user):
         return f"opaque, {user.record.ksf}"
 
+    def add_user(self, name, password, options, say):
+        """``keyx-admin adduser``: run registration against the key file of
+        ``options["opaque_key"]`` (made first if missing; ``say`` tells the
+        user so); the record and how it is described.  ValueError for a key
+        file that cannot be used."""
+        path = options["opaque_key"]
+        try:
+            setup, created = load_or_create_key_file(path)
+        except KeyFileError as e:
+            raise ValueError(str(e)) from None
+        if created:
+            say(f"created the OPAQUE key file {path} (mode 0600)")
+        user = new_user(name, password, setup)
+        return user, f"opaque, {user.record.ksf}"
+
+    def check_new_user(self, users, options, user=None):
+        """``keyx-admin adduser``, before :meth:`add_user` (``user`` None)
+        and again under the user file's lock (``user``, the new record):
+        ValueError if ``options["opaque_key"]`` is not the key file the
+        other OPAQUE users of ``users`` were registered with (a missing one
+        while there are OPAQUE users included): the new user could never
+        log in to the daemon that serves theirs."""
+        given = options["opaque_key"]
+        path = os.path.abspath(given)
+        if user is None:
+            registered = sorted(n for n, u in users.items() if u.scheme == self.name)
+            if registered and not os.path.exists(path):
+                raise ValueError(
+                    f"no OPAQUE key file {path}, but the user file has {len(registered)} "
+                    f"OPAQUE user(s) ({', '.join(registered[:3])}), who can log in only "
+                    "with the key file they were registered with; give --opaque-key the "
+                    "daemon's key file")
+            if not os.path.exists(path):
+                return
+            try:
+                mine = server_key_fingerprint(load_key_file(given).server_public_key)
+            except KeyFileError as e:
+                raise ValueError(str(e)) from None
+        else:
+            mine = user.server_key
+        others = other_key_files(users, mine)
+        if others:
+            key, names = next(iter(others.items()))
+            raise ValueError(
+                f"the OPAQUE key file {path} (server key {mine}) is not the one the "
+                f"OPAQUE users of the user file were registered with "
+                f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}: server key "
+                f"{key}); give --opaque-key the daemon's key file")
+
 
 SCHEME = OpaqueScheme()
 
@@ -83,11 +139,10 @@ def new_user(name, password, setup):
     return OpaqueUser(name, record, server_key_fingerprint(setup.server_public_key))
 
 
-def other_key_files(users, setup):
+def other_key_files(users, mine):
     """The server key fingerprints of the OPAQUE users in ``users`` (a dict
-    of records) that were registered against another key file than
-    ``setup``'s: {fingerprint: [names]}."""
-    mine = server_key_fingerprint(setup.server_public_key)
+    of records) that were registered against another key file than the one
+    whose fingerprint is ``mine``: {fingerprint: [names]}."""
     others = {}
     for name, user in sorted(users.items()):
         key = getattr(user, "server_key", None)
@@ -137,7 +192,12 @@ def create_key_file(path, default_ksf=None, profile=None):
     options = {} if profile is None else {"profile": profile}
     if default_ksf is not None:
         options["default_ksf"] = default_ksf
-    setup = ServerSetup.generate(**options)
+    return write_new_key_file(path, ServerSetup.generate(**options))
+
+
+def write_new_key_file(path, setup):
+    """Write ``setup`` to ``path`` (mode 0600), which must not exist
+    (:class:`KeyFileExists`); return it."""
     try:
         create_file_exclusively(path, setup.dumps())
     except FileExistsError:
@@ -159,4 +219,4 @@ def load_or_create_key_file(path):
 
 
 __all__ = ["OpaqueUser", "SCHEME", "new_user", "KeyFileError", "load_key_file",
-           "create_key_file", "KeyFileExists", "load_or_create_key_file", "DEFAULT_KEY_FILE"]
+           "create_key_file", "write_new_key_file", "KeyFileExists", "load_or_create_key_file", "DEFAULT_KEY_FILE"]
