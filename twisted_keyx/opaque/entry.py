@@ -17,10 +17,47 @@ def server_factory(context):
                                source_of=context.source_of)
 
 
-def client_factory(user, password, reply_received=None):
+def client_factory(user, password, reply_received=None, profile=None):
     from twisted_keyx.opaque.protocol import OPAQUEClientFactory
 
-    return OPAQUEClientFactory(user, password, reply_received=reply_received)
+    options = {} if profile is None else {"profile": profile}
+    return OPAQUEClientFactory(user, password, reply_received=reply_received, **options)
+
+
+def _profile(text):
+    """An argparse ``type``: a profile's text (twisted_keyx.opaque.profile)."""
+    import argparse
+
+    from twisted_keyx.opaque.errors import OpaqueError
+    from twisted_keyx.opaque.profile import Profile
+
+    try:
+        return Profile.parse(text)
+    except OpaqueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+CLIENT_OPTIONS = (
+    (("--profile",), dict(
+        dest="profile", type=_profile, default=None, metavar="PROFILE",
+        help="the server's OPAQUE profile, as 'keyx-admin opaque-profile' prints it there: "
+             "twisted-keyx-v1 (the default) or rfc9807,m=KiB,t=PASSES,p=LANES,context=BASE64")),
+)
+
+
+def after_login(result, host, port, out, err):
+    """``keyx-client opaque``: the server key's fingerprint, and a warning
+    when this host showed another one last time (trust.knownservers)."""
+    from twisted_keyx.core.peers import host_port
+    from twisted_keyx.trust.knownservers import KnownServers, server_key_fingerprint
+    from twisted_keyx.trust.tofu import TrustStatus
+
+    key = result.server_public_key
+    out.write(f"Server key fingerprint {server_key_fingerprint(key)}\n")
+    check = KnownServers().check_and_record(host, port, key)
+    if check.status is TrustStatus.CHANGED:
+        err.write(f"keyx-client: warning: the server key of {host_port(host, port)} changed "
+                  f"(was {check.previous}): a new key file on the server, or another server\n")
 
 
 def banner(context, served):
@@ -135,6 +172,13 @@ HANDSHAKE = Handshake(
     charts={"opaque": chart},
     scheme="twisted_keyx.opaque.scheme:SCHEME",
     client=client_factory,
+    client_options=CLIENT_OPTIONS,
     client_port=8089,
+    client_description=(
+        "Log in with the OPAQUE password handshake, then chat as with eke. "
+        "Prints the server key's fingerprint and warns when a host shows "
+        "another one than last time. Exit statuses as for eke."
+    ),
+    after_login=after_login,
     recording=recording,
 )
