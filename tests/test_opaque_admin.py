@@ -275,3 +275,24 @@ class KeyFileMatchTests(unittest.TestCase):
             json.dump(document, f)
         self.assertIsNone(userstore.read_users(self.users)["bob"].server_key)
         self.assertEqual(self.add("carol", "--scheme", "opaque")[0], 0)
+
+
+class KeyStretchingFailureTests(unittest.TestCase):
+    setUp = AdminSchemeTests.setUp
+    admin = AdminSchemeTests.admin
+    add = AdminSchemeTests.add
+
+    def test_adduser_reports_it_in_one_line(self):
+        from twisted_keyx.opaque import ksf
+        from twisted_keyx.opaque.errors import KeyStretchingFailed
+
+        def fail(parameters, data):
+            raise KeyStretchingFailed(f"key stretching ({parameters}) failed on this machine: "
+                                      "Not enough memory to derive key")
+
+        self.patch(ksf.Argon2idParameters, "stretch", fail)
+        status, out, err = self.add("bob", "--scheme", "opaque")
+        self.assertEqual(status, 1)
+        self.assertEqual(err, "keyx-admin: key stretching (argon2id m=64 KiB t=1 p=1) failed "
+                              "on this machine: Not enough memory to derive key\n")
+        self.assertFalse(os.path.exists(self.users))

@@ -37,7 +37,7 @@ class OpaqueUser:
     record: RegistrationRecord
     #: :func:`~twisted_keyx.trust.knownservers.server_key_fingerprint` of the
     #: key file's public key at registration, or None (an older record).
-    server_key: str = None
+    server_key: str | None = None
 
     def __repr__(self):
         return f"OpaqueUser(name={self.name!r}, {self.record.ksf})"
@@ -91,7 +91,10 @@ class OpaqueScheme:
             raise ValueError(str(e)) from None
         if created:
             say(f"created the OPAQUE key file {path} (mode 0600)")
-        user = new_user(name, password, setup)
+        try:
+            user = new_user(name, password, setup)
+        except OpaqueError as e:  # the key stretching failed here, or the password
+            raise ValueError(str(e)) from None
         return user, f"opaque, {user.record.ksf}"
 
     def check_new_user(self, users, options, user=None):
