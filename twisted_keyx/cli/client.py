@@ -169,6 +169,8 @@ def build_parser():
         command = commands.add_parser(entry.name, help=entry.title,
                                       description=entry.client_description)
         _password_command_arguments(command, entry.client_port)
+        for flags, keywords in entry.client_options:
+            command.add_argument(*flags, **keywords)
         command.set_defaults(run=functools.partial(run_password, entry))
         password_commands.append(command)
     for command in (dh, *password_commands):
@@ -648,7 +650,9 @@ async def run_password(entry, reactor, args, out):
         if after_login is not None:
             after_login(result, args.host, args.port, out, _err(args))
 
-    extra = {} if pinning is None else {"pinned": pinning.pinned}
+    extra = {k["dest"]: getattr(args, k["dest"]) for _, k in entry.client_options}
+    if pinning is not None:
+        extra["pinned"] = pinning.pinned
     try:
         return await _password_session(
             reactor, args, out, console,
