@@ -243,7 +243,8 @@ class Options(usage.Options):
          "workers share them, and each worker's log lines come to the one log "
          "marked [worker N]. Each worker allows --max-connections / N and "
          "--max-per-ip / N (rounded up): the limits are divided, not shared. The "
-         "guess throttle is shared: each failed guess counts in every worker."],
+         "guess throttle is shared: every worker charges each guess in one SQLite "
+         "file (or the --store database)."],
         ["max-guesses", None, throttle.GuessLimits.free,
          "Failed password guesses per user (and per source) answered at "
          "once; beyond them the answers are held back, at most one per "
@@ -255,6 +256,12 @@ class Options(usage.Options):
         ["users", None, DEFAULT_USER_FILE,
          "EKE user file, made with keyx-admin adduser; re-read when it changes. "
          "A missing file means no users yet."],
+        ["store", None, None,
+         "postgresql://... : the users, the OPAQUE server setup and the guess "
+         "throttle's state in PostgreSQL, shared by every daemon and worker "
+         "that names it (in place of --users and --opaque-key); its schema made "
+         "by keyx-admin --store URL store-upgrade. Needs psycopg "
+         "(pip install 'twisted-keyx[postgresql]')."],
     ]
 
     def __init__(self):
@@ -348,6 +355,9 @@ class Options(usage.Options):
         except groups.GroupError as e:
             raise usage.UsageError(str(e)) from None
         _load_host_key(self)
+        if self["store"]:
+            self._useStore()
+            return
         # Absolute, so that a daemon that changes directory still finds it.
         users = os.path.abspath(self["users"])
         # A missing file means no users yet; a missing folder is a typo.
@@ -361,6 +371,31 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
         self["opaque-setup"], self["opaque-key-created"] = _opaque_setup(
             os.path.abspath(self["opaque-key"]), self["user-file"].count("opaque"))
+
+
+    def _useStore(self):
+        """--store postgresql://...: the schema checked, users and the OPAQUE
+        setup loaded (made once if missing), the throttle's state there."""
+        from twisted_keyx.service import pgstore
+
+        if not pgstore.is_url(self["store"]):
+            raise usage.UsageError(
+                f"--store {self['store']!r}: not a postgresql://... URL")
+        try:
+            deployment = pgstore.Deployment(self["store"])
+        except pgstore.StoreError as e:
+            raise usage.UsageError(str(e)) from None
+        self["deployment"] = deployment
+        self["user-file"] = deployment.snapshot
+        self["user-count"] = len(deployment.initial_users)
+        self["opaque-setup"] = deployment.setup
+        self["opaque-key"] = deployment.where
+        self["opaque-key-created"] = deployment.setup_created
+        self["throttle-store"] = deployment.throttle
+
+
+def _is_store(where):
+    return isinstance(where, str) and where.startswith(("postgresql://", "postgres://"))
 
 
 def _opaque_setup(path, opaque_users):
@@ -498,7 +533,8 @@ class KeyxService(service.MultiService):
                 state="created now, no OPAQUE users yet" if created else "loaded",
                 fingerprint=server_key_fingerprint(setup.server_public_key),
             )
-        warning = userstore.user_file_warning(self.user_file) if self.eke_endpoints else None
+        warning = (userstore.user_file_warning(self.user_file)
+                   if self.eke_endpoints and not _is_store(self.user_file) else None)
         if warning:
             # Not "warning=": the legacy log bridge takes that key for a Python warning.
             self.log.warn("user file {problem}", problem=warning)
@@ -630,12 +666,14 @@ def makeService(options, reactor=None, listen=None):
         order = ["--dh", "--dh-raw", "--eke", "--opaque"]
         listeners = sorted(((o, _private_unix(d)) for o, d in options["listeners"]),
                            key=lambda listener: order.index(listener[0]))
-        # The workers' guess throttle: its state in one SQLite file they
-        # all charge (twisted_keyx.service.workers), in a folder of ours.
-        folder = tempfile.mkdtemp(prefix="keyx-throttle-")
-        throttle_path = os.path.join(folder, "throttle.sqlite")
-        sqlstore.SQLThrottleStore.sqlite(throttle_path).close()
-        top.throttle_folder = folder
+        throttle_path = ""  # with --store: the database's, for every worker
+        if not options.get("deployment"):
+            # The workers' guess throttle: its state in one SQLite file they
+            # all charge (twisted_keyx.service.workers), in a folder of ours.
+            folder = tempfile.mkdtemp(prefix="keyx-throttle-")
+            throttle_path = os.path.join(folder, "throttle.sqlite")
+            sqlstore.SQLThrottleStore.sqlite(throttle_path).close()
+            top.throttle_folder = folder
         workers.WorkerPool(options["workers"], listeners,
                            workers.strip_workers_option(options["argv"]),
                            reactor=reactor, throttle_path=throttle_path).setServiceParent(top)
@@ -648,11 +686,15 @@ def makeService(options, reactor=None, listen=None):
                       options["user-file"].path, options["user-count"], connection_limits,
                       daemon=bool(parent) and not parent.get("nodaemon", True),
                       opaque_endpoints=options.get("opaque", []),
-                      opaque_key=(os.path.abspath(options["opaque-key"]), options["opaque-setup"],
-                                  options["opaque-key-created"])
+                      opaque_key=(options["opaque-key"] if options.get("deployment")
+                                  else os.path.abspath(options["opaque-key"]),
+                                  options["opaque-setup"], options["opaque-key-created"])
                       if options.get("opaque") else None,
                       host_key=options.get("host-key-loaded"),
                       host_key_created=options.get("host-key-created", False))
+    if options.get("deployment"):
+        # --store: the users reloaded from the database when they change.
+        options["user-file"].setServiceParent(top)
     # One policy for every endpoint of every handshake: the limits are the
     # daemon's, not one listener's.
     policy = limits.ConnectionPolicy(connection_limits, reactor)
