@@ -61,6 +61,49 @@ class RegistryTests(unittest.TestCase):
         self.assertTrue(groups.is_parameters_message(read_data("dhx-2048.pem")))
 
 
+class KEMShapeTests(unittest.TestCase):
+    """A Diffie-Hellman group through the KEM-shaped seam: the server's
+    encapsulation is a key of its own (from the factory) and its public key,
+    the client's decapsulation the exchange with that key."""
+
+    def test_dh_groups_encapsulate_with_the_factory_and_decapsulate(self):
+        for name in ("ffdhe2048", "x25519"):
+            group = groups.named(name)
+            client_key = fixed_key(CLIENT_X)(group)
+            peer = group.load_peer_key(group.public_key_pem(client_key))
+            asked = []
+
+            def factory(g):
+                asked.append(g)
+                return fixed_key(SERVER_X)(g)
+
+            reply, secret = group.encapsulate(peer, factory)
+            self.assertEqual(asked, [group], name)
+            server_key = fixed_key(SERVER_X)(group)
+            self.assertEqual(reply, group.public_key_pem(server_key), name)
+            self.assertEqual(secret, group.exchange(server_key, peer), name)
+            self.assertEqual(group.decapsulate(client_key, reply), secret, name)
+            self.assertEqual(len(secret), group.secret_length, name)
+            self.assertEqual(group.max_reply_message, group.max_public_key_message, name)
+            self.assertFalse(group.post_quantum, name)
+
+    def test_decapsulate_refuses_a_bad_reply(self):
+        group = groups.named("x25519")
+        key = group.generate_private_key()
+        low_order = x25519.encode_public_key_pem(bytes(32))
+        with self.assertRaises(groups.InvalidPublicKey):
+            group.decapsulate(key, low_order)
+        with self.assertRaises(groups.InvalidPublicKey):
+            group.decapsulate(key, b"-----BEGIN PUBLIC KEY-----\n")
+
+    def test_without_a_factory_each_encapsulation_is_fresh(self):
+        group = groups.named("x25519")
+        peer = group.load_peer_key(group.public_key_pem(group.generate_private_key()))
+        first, second = group.encapsulate(peer), group.encapsulate(peer)
+        self.assertNotEqual(first[0], second[0])
+        self.assertNotEqual(first[1], second[1])
+
+
 class MaxBitsTests(unittest.TestCase):
     def test_larger_groups_refused_before_any_check(self):
         def fail(*args):

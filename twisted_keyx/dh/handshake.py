@@ -94,7 +94,7 @@ def server_max_message_length(group):
 #: The largest legal server message for any group a client accepts
 #: (message 7 is shorter than these).
 CLIENT_MAX_MESSAGE_LENGTH = max(
-    groups.MAX_PARAMETERS_MESSAGE, len(messages.SERVER_KEY_PREFIX) + groups.MAX_PUBLIC_KEY_MESSAGE,
+    groups.MAX_PARAMETERS_MESSAGE, len(messages.SERVER_KEY_PREFIX) + groups.MAX_REPLY_MESSAGE,
     hostauth.MAX_SIGNATURE_MESSAGE_LENGTH,
 )
 
@@ -131,10 +131,7 @@ class _Machine(StateMachine):
             self._transcript.add(self._received_form(sent))
         return sent
 
-    def _finish(self, group, private_key, peer_key):
-        # May raise groups.InvalidPublicKey (an all-zero X25519 output): the
-        # callers turn it into their side's error.
-        shared_secret = group.exchange(private_key, peer_key)
+    def _finish(self, group, shared_secret):
         transcript_hash = self._transcript.digest()
         self.result = HandshakeResult(
             group=group,
@@ -210,12 +207,13 @@ class DHServerHandshake(_Machine):
     def _on_client_key(self, payload):
         try:
             peer_key = self.group.load_peer_key(payload[len(messages.CLIENT_KEY_PREFIX):])
-            private_key = self._private_key_factory(self.group)
-            reply = self._exchanged(
-                payload, messages.SERVER_KEY_PREFIX + self.group.public_key_pem(private_key))
-            self._finish(self.group, private_key, peer_key)
+            # DH: a key of the server's own and its public key; a KEM: a
+            # ciphertext to the client's key (twisted_keyx.groups.api).
+            answer, shared_secret = self.group.encapsulate(peer_key, self._private_key_factory)
         except groups.InvalidPublicKey as e:
             raise InvalidClientKey(f"invalid client public key: {e}") from None
+        reply = self._exchanged(payload, messages.SERVER_KEY_PREFIX + answer)
+        self._finish(self.group, shared_secret)
         if not self._asked_for_host_key:
             return reply
         # Message 7, right after message 6 (docs/hostkey.rst).
@@ -342,11 +340,12 @@ class DHClientHandshake(_Machine):
 
     def _on_server_key(self, payload):
         try:
-            peer_key = self.group.load_peer_key(payload[len(messages.SERVER_KEY_PREFIX):])
-            self._exchanged(payload)
-            self._finish(self.group, self._private_key, peer_key)
+            shared_secret = self.group.decapsulate(
+                self._private_key, payload[len(messages.SERVER_KEY_PREFIX):])
         except groups.InvalidPublicKey as e:
             raise InvalidServerKey(f"invalid server public key: {e}") from None
+        self._exchanged(payload)
+        self._finish(self.group, shared_secret)
         self._private_key = None
         return None
 

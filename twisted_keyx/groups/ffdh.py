@@ -306,7 +306,7 @@ class PeerKey:
 
 
 @dataclass(frozen=True, eq=False)
-class Group(groupapi.Group):
+class Group(groupapi.DiffieHellmanGroup):
     """Validated FFDH domain parameters, and the operations on them.
 
     Build one with :func:`named_group`, :func:`load_parameters_file` or

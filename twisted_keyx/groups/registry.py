@@ -22,11 +22,11 @@ import functools
 from twisted_keyx.groups import ffdh
 from twisted_keyx.groups import x25519
 from twisted_keyx.groups.ffdh import UncheckedParameters
-from twisted_keyx.groups.api import Group, GroupError, InvalidPublicKey
+from twisted_keyx.groups.api import DiffieHellmanGroup, Group, GroupError, InvalidPublicKey
 
 __all__ = [
-    "DEFAULT", "DEFAULT_MAX_BITS", "Group", "GroupError", "InvalidPublicKey",
-    "MAX_PARAMETERS_MESSAGE", "MAX_PUBLIC_KEY_MESSAGE", "PARAMETERS_TOKENS",
+    "DEFAULT", "DEFAULT_MAX_BITS", "DiffieHellmanGroup", "Group", "GroupError",
+    "InvalidPublicKey", "MAX_PARAMETERS_MESSAGE", "MAX_PUBLIC_KEY_MESSAGE", "MAX_REPLY_MESSAGE", "PARAMETERS_TOKENS",
     "UncheckedParameters", "from_parameters_message", "is_parameters_message",
     "load_parameters_file", "named", "names", "read_parameters_message",
 ]
@@ -53,6 +53,8 @@ PARAMETERS_TOKENS = tuple(_TOKEN_GROUPS)
 #: may meet (bounds for the client's framings).
 MAX_PARAMETERS_MESSAGE = max(ffdh.MAX_PARAMETERS_PEM, *map(len, PARAMETERS_TOKENS))
 MAX_PUBLIC_KEY_MESSAGE = max(ffdh.MAX_PUBLIC_KEY_PEM, x25519.MAX_PUBLIC_KEY_PEM)
+#: Largest message 6 body (a DH public key or a KEM ciphertext) of any group.
+MAX_REPLY_MESSAGE = MAX_PUBLIC_KEY_MESSAGE
 
 
 def names():

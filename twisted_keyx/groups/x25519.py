@@ -133,7 +133,7 @@ def encode_public_key_pem(raw):
 
 
 @dataclass(frozen=True, eq=False)
-class X25519Group(groupapi.Group):
+class X25519Group(groupapi.DiffieHellmanGroup):
     """The X25519 group; there is one, :data:`GROUP`."""
 
     name: str = "x25519"
