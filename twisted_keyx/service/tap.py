@@ -12,7 +12,7 @@ import socket
 import sys
 import tempfile
 
-from twisted.application import service, strports
+from twisted.application import internet, service, strports
 from twisted.internet import defer, endpoints, error
 from twisted.logger import Logger
 from twisted.python import usage
@@ -20,7 +20,7 @@ from twisted.python import usage
 from twisted_keyx import __version__
 from twisted_keyx.groups import registry as groups
 from twisted_keyx.trust import hostkey
-from twisted_keyx.service import limits
+from twisted_keyx.service import limits, proxied
 from twisted_keyx.service import sqlstore, throttle
 from twisted_keyx.observe import trace
 from twisted_keyx.service import workers
@@ -260,7 +260,7 @@ class Options(usage.Options):
          "postgresql://... : the users, the OPAQUE server setup and the guess "
          "throttle's state in PostgreSQL, shared by every daemon and worker "
          "that names it (in place of --users and --opaque-key); its schema made "
-         "by keyx-admin --store URL store-upgrade. Needs psycopg "
+         "by keyx-admin store-upgrade --store URL. Needs psycopg "
          "(pip install 'twisted-keyx[postgresql]')."],
     ]
 
@@ -680,6 +680,13 @@ def makeService(options, reactor=None, listen=None):
         return top
     if listen is None:
         def listen(description, factory):
+            if proxied.is_proxied(description):
+                # Behind HAProxy: the client's address from its PROXY header.
+                clock = reactor
+                if clock is None:
+                    from twisted.internet import reactor as clock
+                return internet.StreamServerEndpointService(
+                    proxied.endpoint(clock, description), factory)
             return strports.service(_private_unix(description), factory, reactor=reactor)
     # twistd's own options are the parent of ours; without -n it daemonizes.
     top = KeyxService(group, options["dh"], options["dh-raw"], options["eke"],
