@@ -296,6 +296,18 @@ class LoopbackTests(unittest.TestCase):
     def test_unframed_ffdhe2048(self):
         return self.check(RawDHServerFactory, RawDHClientProtocol, "ffdhe2048")
 
+    def test_framed_xwing(self):
+        return self.check(DHServerFactory, DHClientProtocol, "xwing")
+
+    def test_unframed_xwing(self):
+        return self.check(RawDHServerFactory, RawDHClientProtocol, "xwing")
+
+    def test_framed_mlkem768x25519(self):
+        return self.check(DHServerFactory, DHClientProtocol, "mlkem768x25519-sha256")
+
+    def test_unframed_mlkem768x25519(self):
+        return self.check(RawDHServerFactory, RawDHClientProtocol, "mlkem768x25519-sha256")
+
     @defer.inlineCallbacks
     def test_tutorial_client_against_raw_server_with_host_key(self):
         factory = RawDHServerFactory(groups.named("ffdhe2048"), host_key=HOST_KEY)

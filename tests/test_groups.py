@@ -23,7 +23,8 @@ from .test_dh_handshake import run_handshake
 
 class RegistryTests(unittest.TestCase):
     def test_names(self):
-        self.assertEqual(groups.names(), ["ffdhe2048", "ffdhe3072", "ffdhe4096", "x25519"])
+        self.assertEqual(groups.names(), ["ffdhe2048", "ffdhe3072", "ffdhe4096", "x25519",
+                                          "xwing", "mlkem768x25519-sha256"])
         self.assertEqual(groups.DEFAULT, "ffdhe2048")
         for name in groups.names():
             self.assertEqual(groups.named(name).name, name)
@@ -33,7 +34,8 @@ class RegistryTests(unittest.TestCase):
         with self.assertRaises(groups.GroupError) as caught:
             groups.named("modp2048")
         self.assertEqual(str(caught.exception), "unknown group 'modp2048'; known groups: "
-                                                "ffdhe2048, ffdhe3072, ffdhe4096, x25519")
+                                                "ffdhe2048, ffdhe3072, ffdhe4096, x25519, "
+                                                "xwing, mlkem768x25519-sha256")
 
     def test_neutral_errors(self):
         self.assertTrue(issubclass(ffdh.ParameterError, groups.GroupError))
@@ -47,11 +49,14 @@ class RegistryTests(unittest.TestCase):
         for group in groups_:
             key = group.generate_private_key()
             pem = group.public_key_pem(key)
-            self.assertTrue(pem.endswith(b"-----END PUBLIC KEY-----\n"), group.name)
+            self.assertTrue(pem.endswith(b" PUBLIC KEY-----\n"), group.name)
             self.assertLessEqual(len(pem), group.max_public_key_message)
             self.assertLessEqual(len(pem), groups.MAX_PUBLIC_KEY_MESSAGE)
             self.assertLessEqual(len(group.parameters_message), groups.MAX_PARAMETERS_MESSAGE)
-            secret = group.exchange(key, group.load_peer_key(pem))
+            reply, secret = group.encapsulate(group.load_peer_key(pem))
+            self.assertLessEqual(len(reply), group.max_reply_message, group.name)
+            self.assertLessEqual(len(reply), groups.MAX_REPLY_MESSAGE, group.name)
+            self.assertEqual(group.decapsulate(key, reply), secret, group.name)
             self.assertEqual(len(secret), group.secret_length, group.name)
             self.assertTrue(groups.is_parameters_message(group.parameters_message), group.name)
 

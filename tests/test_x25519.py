@@ -400,4 +400,5 @@ class TapTests(unittest.TestCase):
 
     def test_help_lists_x25519(self):
         [group_help] = [option[3] for option in tap.Options.optParameters if option[0] == "group"]
-        self.assertIn("ffdhe2048, ffdhe3072, ffdhe4096, x25519 [default: ffdhe2048]", group_help)
+        self.assertIn("ffdhe2048, ffdhe3072, ffdhe4096, x25519, xwing, mlkem768x25519-sha256 "
+                      "[default: ffdhe2048]", group_help)

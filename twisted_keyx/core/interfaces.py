@@ -13,6 +13,8 @@ Implementations are checked with ``zope.interface.verify.verifyObject`` in
 the tests.
 """
 
+from dataclasses import dataclass
+
 from zope.interface import Attribute, Interface
 
 
@@ -126,3 +128,52 @@ class IThrottleStore(Interface):
     def settle(user, source, now, limits):
         """Deferred: ``user`` logged in from ``source`` (its guess refunded
         as the policy says, the source familiar to the user from ``now``)."""
+
+
+@dataclass(frozen=True, repr=False)
+class Invitation:
+    """One invitation to register over the network (``keyx-admin invite``,
+    docs/opaque.rst, Registration).  The code itself is never stored:
+    ``code_hash`` is :func:`twisted_keyx.opaque.invitation.code_hash` of
+    it (32 bytes).  Times are POSIX seconds.  ``state`` is ``"pending"``,
+    ``"used"`` or ``"revoked"``; a pending invitation past ``expires`` is
+    expired (the store keeps it; the reader compares with its clock)."""
+
+    user: str
+    code_hash: bytes
+    created: float
+    expires: float
+    state: str = "pending"
+
+    def usable(self, now):
+        return self.state == "pending" and now < self.expires
+
+    def __repr__(self):
+        return f"<Invitation for {self.user!r}, {self.state}, expires {self.expires:.0f}>"
+
+
+class IInvitationStore(Interface):
+    """The invitations of the OPAQUE registration over the network: at most
+    one per user name (a new one replaces the old, whatever its state)."""
+
+    def invite(invitation):
+        """Deferred: store ``invitation`` (an :class:`Invitation`, pending),
+        replacing any other for its user, in one transaction."""
+
+    def lookup(name):
+        """Deferred firing with user ``name``'s :class:`Invitation` in any
+        state, or None."""
+
+    def redeem(name, code_hash, now):
+        """Deferred firing with True if user ``name`` had a pending
+        invitation with ``code_hash`` not expired at ``now``, now marked
+        used, atomically: of two redeems at once at most one gets True.
+        Else False, and nothing changes."""
+
+    def revoke(name):
+        """Deferred firing with True if user ``name`` had a pending
+        invitation, now revoked."""
+
+    def invitations():
+        """Deferred firing with a dict of every user name to its
+        :class:`Invitation` (any state), for ``keyx-admin listusers``."""

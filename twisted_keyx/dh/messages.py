@@ -1,14 +1,14 @@
-"""The DH handshake's messages, byte for byte (docs/protocols.rst, DH handshake).
+"""The DH handshake's messages, byte for byte (docs/protocols.rst, DH handshake)::
 
-| # | dir | payload                                          |
-|---|-----|--------------------------------------------------|
-| 1 | C>S | ``Hello``                                        |
-| 2 | S>C | ``Hey there!``                                   |
-| 3 | C>S | ``Params?``                                      |
-| 4 | S>C | the group: PEM DH parameters, or ``Group: x25519`` |
-| 5 | C>S | ``Client public key:`` + PEM SubjectPublicKeyInfo |
-| 6 | S>C | ``Server public key:`` + PEM SubjectPublicKeyInfo |
-| 7 | S>C | ``Host key signature:`` + PEM (asked: message 1 ``Host key?``) |
+    | # | dir | payload                                          |
+    |---|-----|--------------------------------------------------|
+    | 1 | C>S | ``Hello``                                        |
+    | 2 | S>C | ``Hey there!``                                   |
+    | 3 | C>S | ``Params?``                                      |
+    | 4 | S>C | the group: PEM DH parameters, or ``Group: x25519`` |
+    | 5 | C>S | ``Client public key:`` + PEM SubjectPublicKeyInfo |
+    | 6 | S>C | ``Server public key:`` + PEM SubjectPublicKeyInfo |
+    | 7 | S>C | ``Host key signature:`` + PEM (asked: message 1 ``Host key?``) |
 
 Messages 1 ``Host key?`` and 7: docs/hostkey.rst.
 """

@@ -9,6 +9,8 @@ framings ask this module and never name a kind of group:
 - ``ffdhe2048``, ``ffdhe3072``, ``ffdhe4096``: the RFC 7919 finite-field
   groups (:mod:`twisted_keyx.groups.ffdh`);
 - ``x25519``: RFC 7748's X25519 (:mod:`twisted_keyx.groups.x25519`);
+- ``xwing``, ``mlkem768x25519-sha256``: ML-KEM-768 and X25519 as one KEM,
+  with X-Wing's and OpenSSH's combiners (:mod:`twisted_keyx.groups.hybrid`);
 - ``file:PATH``: finite-field parameters from a PEM file (``--params``),
   checked once when loaded.
 
@@ -20,6 +22,7 @@ Every group implements :class:`Group`.  Errors are neutral:
 import functools
 
 from twisted_keyx.groups import ffdh
+from twisted_keyx.groups import hybrid
 from twisted_keyx.groups import x25519
 from twisted_keyx.groups.ffdh import UncheckedParameters
 from twisted_keyx.groups.api import DiffieHellmanGroup, Group, GroupError, InvalidPublicKey
@@ -42,19 +45,22 @@ DEFAULT_MAX_BITS = 4096
 #: are built, and cached, on first use).
 _REGISTRY = {name: functools.partial(ffdh.named_group, name) for name in ffdh.NAMED_GROUP_PRIMES}
 _REGISTRY["x25519"] = lambda: x25519.GROUP
+for _group in hybrid.GROUPS:
+    _REGISTRY[_group.name] = (lambda group: lambda: group)(_group)
 
 #: The groups whose message 4 is an exact token rather than a PEM parameter
 #: block, by token (a new such group registers here and in _REGISTRY).
-_TOKEN_GROUPS = {x25519.PARAMETERS_MESSAGE: x25519.GROUP}
+_TOKEN_GROUPS = {group.parameters_message: group for group in (x25519.GROUP, *hybrid.GROUPS)}
 #: Their tokens (the unframed wire's splitter needs them).
 PARAMETERS_TOKENS = tuple(_TOKEN_GROUPS)
 
 #: Largest message 4 and largest public key message of any group a client
 #: may meet (bounds for the client's framings).
 MAX_PARAMETERS_MESSAGE = max(ffdh.MAX_PARAMETERS_PEM, *map(len, PARAMETERS_TOKENS))
-MAX_PUBLIC_KEY_MESSAGE = max(ffdh.MAX_PUBLIC_KEY_PEM, x25519.MAX_PUBLIC_KEY_PEM)
+MAX_PUBLIC_KEY_MESSAGE = max(ffdh.MAX_PUBLIC_KEY_PEM, x25519.MAX_PUBLIC_KEY_PEM,
+                             hybrid.MAX_PUBLIC_KEY_PEM)
 #: Largest message 6 body (a DH public key or a KEM ciphertext) of any group.
-MAX_REPLY_MESSAGE = MAX_PUBLIC_KEY_MESSAGE
+MAX_REPLY_MESSAGE = max(MAX_PUBLIC_KEY_MESSAGE, hybrid.MAX_CIPHERTEXT_PEM)
 
 
 def names():

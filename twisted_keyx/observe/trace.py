@@ -183,6 +183,7 @@ def describe_pem(pem):
     """A PEM block: a group as its name and bits, a public key as its type,
     size and first bytes (parsed with the project's own readers)."""
     from twisted_keyx.groups import ffdh
+    from twisted_keyx.groups import hybrid
     from twisted_keyx.groups import registry as groups
     from twisted_keyx.groups import x25519
 
@@ -207,8 +208,23 @@ def describe_pem(pem):
                 value = x25519.parse_public_key_pem(pem)
                 kind = "PEM X25519 public key"
             except ValueError:
-                return Summary("PEM PUBLIC KEY", f"({len(pem)} bytes)")
+                try:
+                    value = hybrid.XWING.parse_public_key(pem)
+                    kind = "PEM X-Wing encapsulation key (ML-KEM-768 + X25519)"
+                except ValueError:
+                    return Summary("PEM PUBLIC KEY", f"({len(pem)} bytes)")
         return Summary(kind, f"{len(pem)} bytes, {value[:KEY_PREFIX_BYTES].hex()}...")
+    for group in hybrid.GROUPS:
+        for wanted, parse, what in (
+                (group.public_key_label, group.parse_public_key, "encapsulation key"),
+                (group.ciphertext_label, group.parse_ciphertext, "ciphertext")):
+            if label.encode("ascii", "replace") == wanted:
+                try:
+                    value = parse(pem)
+                except ValueError:
+                    return Summary(f"PEM {label}", f"({len(pem)} bytes, unreadable)")
+                return Summary(f"PEM {group.name} {what} (ML-KEM-768 + X25519)",
+                               f"{len(pem)} bytes, {value[:KEY_PREFIX_BYTES].hex()}...")
     return Summary(f"PEM {label}", f"({len(pem)} bytes)")
 
 

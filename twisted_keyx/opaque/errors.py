@@ -7,3 +7,9 @@ class OpaqueError(Exception):
     what failed, never a secret, and callers should answer a peer with one
     generic failure whatever the text (RFC 9807 section 9.3, error
     considerations)."""
+
+
+class KeyStretchingFailed(OpaqueError):
+    """The key stretching function (Argon2id) failed on this machine: not
+    enough memory, or the library refused the cost.  Nothing the peer did;
+    never reported as a wrong password or a lost connection."""

@@ -34,7 +34,7 @@ from twisted_keyx.chat.records import ChatKeys, derive_chat_keys
 from twisted_keyx.eke import messages as eke_messages
 from twisted_keyx.core.machine import START, HandshakeFailed, StateMachine
 from twisted_keyx.core.refusals import refusal
-from twisted_keyx.opaque.errors import OpaqueError
+from twisted_keyx.opaque.errors import KeyStretchingFailed, OpaqueError
 from twisted_keyx.opaque.ksf import DEFAULT_KSF_LIMITS
 from twisted_keyx.opaque.login import ClientLogin, ServerLogin
 from twisted_keyx.opaque.messages import KE1_SIZE, KE2, KE3_SIZE
@@ -67,6 +67,12 @@ class AuthenticationFailed(HandshakeFailed):
 
 class BadResponse(HandshakeFailed):
     """Client side: the server sent something no step allows."""
+
+
+class KeyStretchingError(HandshakeFailed):
+    """Client side: the password's key stretching (Argon2id) failed on
+    this machine (memory, threads): not the server's doing, not a wrong
+    password, not the network."""
 
 
 @dataclass(frozen=True, repr=False)
@@ -282,6 +288,8 @@ class OPAQUEClientHandshake(StateMachine):
             raise BadResponse(f"(2): {e}") from None
         try:
             self._login_result = self._login.finish(ke2)
+        except KeyStretchingFailed as e:
+            raise KeyStretchingError(str(e)) from None
         except OpaqueError:
             # Wrong password or unknown user: let the server say so at KE3.
             self._doomed = "wrong password or unknown user"

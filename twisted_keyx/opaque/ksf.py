@@ -32,12 +32,30 @@ vectors; its header is empty.
 """
 
 import struct
+import threading
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
-from twisted_keyx.opaque.errors import OpaqueError
+from twisted_keyx.opaque.errors import KeyStretchingFailed, OpaqueError
 from twisted_keyx.opaque.primitives import NH
+
+#: One Argon2id derivation with more than one lane at a time in this process.
+#:
+#: cryptography (50.0.2, with OpenSSL 3.2 and later) runs a derivation of p
+#: lanes on p threads of OpenSSL's per-library-context thread pool, whose
+#: size it sets to p before each derivation.  The pool counts a thread as
+#: busy until the derivation that started it joins it, and a derivation
+#: starts all p lanes of a segment before it joins any: two derivations at
+#: once each start some of their lanes, fill the pool, and each waits
+#: forever for a thread only the other would free (0 % CPU).  The pool
+#: stays full after that, so every later derivation with p > 1 in the
+#: process fails at once, which cryptography words as "Not enough memory
+#: to derive key".  Serialising the derivations avoids the deadlock; each
+#: still uses its p threads, so one derivation at a time keeps the cores
+#: busy (benchmarks/bench_opaque.py).  A derivation of one lane does not
+#: use the pool and is not serialised.
+ARGON2_LOCK = threading.Lock()
 
 #: The salt of RFC 9807 section 7's recommended Argon2id: zeroes(16).
 ARGON2_SALT = bytes(16)
@@ -104,15 +122,26 @@ class Argon2idParameters:
         return cls(*cls._HEADER.unpack(header))
 
     def stretch(self, data):
-        """Argon2id(msg, S = zeroes(16), T = Nh, m, t, p), v = 0x13."""
+        """Argon2id(msg, S = zeroes(16), T = Nh, m, t, p), v = 0x13;
+        :class:`KeyStretchingFailed` if the library cannot run it here
+        (memory, threads).  Derivations of more than one lane run one at a
+        time in the process (:data:`ARGON2_LOCK`)."""
         self.check()
-        return Argon2id(
+        kdf = Argon2id(
             salt=ARGON2_SALT,
             length=NH,
             iterations=self.iterations,
             lanes=self.lanes,
             memory_cost=self.memory_cost,
-        ).derive(data)
+        )
+        try:
+            if self.lanes == 1:
+                return kdf.derive(data)
+            with ARGON2_LOCK:
+                return kdf.derive(data)
+        except (MemoryError, Exception) as e:
+            raise KeyStretchingFailed(f"key stretching ({self}) failed on this machine: "
+                                      f"{e or type(e).__name__}") from None
 
     def to_json(self):
         return {

@@ -203,7 +203,9 @@ class Options(usage.Options):
     ]
     optParameters = [
         ["group", None, None,
-         "Group for the DH handshake: the RFC 7919 groups or X25519 (RFC 7748): "
+         "Group for the DH handshake: the RFC 7919 groups, X25519 (RFC 7748), "
+         "or ML-KEM-768 + X25519 with X-Wing's or OpenSSH's combiner (post-quantum "
+         "hybrids): "
          + ", ".join(groups.names()) + f" [default: {groups.DEFAULT}]"],
         ["host-key", None, None,
          "Ed25519 host key (OpenSSH private key format, mode 0600) that signs "
