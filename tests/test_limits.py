@@ -11,6 +11,7 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from twisted_keyx.opaque.protocol import OPAQUEServerFactory
+from twisted_keyx.core import peers
 from twisted_keyx.groups import ffdh
 from twisted_keyx.service import limits
 from twisted_keyx.service import tap
@@ -389,8 +390,8 @@ class SourceGroupTests(unittest.TestCase):
             parsed.append(host)
             return real(host)
 
-        parsed, real = [], limits.ipaddress.ip_address
-        self.patch(limits.ipaddress, "ip_address", parse)
+        parsed, real = [], peers.ipaddress.ip_address
+        self.patch(peers.ipaddress, "ip_address", parse)
         for n in range(limits.SOURCE_CACHE_SIZE + 10):
             host = f"10.{n >> 16}.{(n >> 8) & 255}.{n & 255}"
             self.assertEqual(limits.Limits().source_of(host), host)

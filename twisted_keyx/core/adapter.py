@@ -17,7 +17,7 @@ no protocol logic of its own:
 When the machine finishes, the observer may hand over the next machine (the
 chat after a password handshake: :mod:`twisted_keyx.chat`); the session then
 tells the connection policy that the handshake is over
-(:func:`twisted_keyx.service.limits.handshake_finished`) and goes on with it.  When
+(:func:`twisted_keyx.core.peers.handshake_finished`) and goes on with it.  When
 there is none, the session closes.  When the machine fails, its failure's
 ``reply`` (if any) is sent, the observer is told, and the session closes.
 
@@ -52,9 +52,8 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from twisted_keyx.service import limits
 from twisted_keyx.core.machine import ProtocolFailed, ServerHungUp
-from twisted_keyx.core.peers import describe_peer
+from twisted_keyx.core.peers import describe_peer, handshake_finished
 
 _log = Logger()
 
@@ -538,7 +537,7 @@ class Session(Protocol):
             self.machine = following
             self._updateLimit()
             # The handshake deadline stops here; the idle timeout starts.
-            limits.handshake_finished(self.transport)
+            handshake_finished(self.transport)
             self.observer.machineStarted(self, following)
             return
         self._updateLimit()

@@ -30,6 +30,17 @@ rest of the chunk it is parsing.
 from twisted.protocols.basic import Int32StringReceiver, LineReceiver
 
 
+class MessageTooLong(Exception):
+    """A peer sent more than the largest legal message without completing one."""
+
+    def __init__(self, length, limit):
+        super().__init__(
+            f"{length} bytes without a complete message exceed the limit of {limit}"
+        )
+        self.length = length
+        self.limit = limit
+
+
 def as_is(payload):
     return payload
 
@@ -105,7 +116,9 @@ class LineFraming(_TwistedFraming, LineReceiver):
 
 class UnframedFraming:
     """The tutorial's wire: each message written as is, boundaries found by
-    ``splitter`` (a :class:`twisted_keyx.dh.raw.MessageSplitter`)."""
+    ``splitter`` (a :class:`twisted_keyx.dh.raw.MessageSplitter`, or anything
+    with its ``feed``, ``next_message`` raising :class:`MessageTooLong`,
+    ``discard``, ``buffered`` and ``max_length``)."""
 
     TOO_LONG = {
         "client": "{length} bytes without a complete message exceed the limit of {limit}",
@@ -137,8 +150,6 @@ class UnframedFraming:
         self.splitter.discard()
 
     def dataReceived(self, data):
-        from twisted_keyx.dh.raw import MessageTooLong
-
         self.splitter.feed(data)
         try:
             while self.session is not None:

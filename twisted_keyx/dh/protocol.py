@@ -27,8 +27,8 @@ from twisted_keyx.dh.handshake import (  # noqa: F401 (the limits are part of th
 from twisted_keyx.dh.messages import ServerMessage, classify_server_message
 from twisted_keyx.core.framing import Int32Framing
 from twisted_keyx.groups.registry import GroupError
-from twisted_keyx.service.limits import PeerLogging
 from twisted_keyx.core.logtext import literal
+from twisted_keyx.core.peers import PeerLogging
 from twisted_keyx.core.transcript import fingerprint
 
 

@@ -42,7 +42,7 @@ from twisted_keyx.dh.protocol import (
     DHServerFactory,
     DHServerProtocol,
 )
-from twisted_keyx.core.framing import UnframedFraming
+from twisted_keyx.core.framing import MessageTooLong, UnframedFraming  # noqa: F401 (part of this API)
 
 
 @dataclass(frozen=True)
@@ -66,17 +66,6 @@ SERVER_MESSAGES = MessageShapes(
     tokens=(messages.HEY_THERE,) + groups.PARAMETERS_TOKENS + messages.ERROR_REPLIES,
     pem_prefixes=(b"", messages.SERVER_KEY_PREFIX, messages.HOST_KEY_SIGNATURE_PREFIX),
 )
-
-
-class MessageTooLong(Exception):
-    """A peer sent more than the largest legal message without completing one."""
-
-    def __init__(self, length, limit):
-        super().__init__(
-            f"{length} bytes without a complete message exceed the limit of {limit}"
-        )
-        self.length = length
-        self.limit = limit
 
 
 # Scanning a buffer gives the index just past the first message, or one of:

@@ -15,7 +15,6 @@
 import hashlib
 import hmac
 import os
-import unicodedata
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
@@ -26,6 +25,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from twisted_keyx.chat import records
 from twisted_keyx.eke import messages
+from twisted_keyx.login.password import normalize_password  # noqa: F401 (part of this API)
 
 PASSWORD_KEY_SIZE = 32
 RSA_PUBLIC_EXPONENT = 65537
@@ -104,15 +104,6 @@ class KdfLimits:
 
 
 DEFAULT_KDF_LIMITS = KdfLimits()
-
-
-def normalize_password(password):
-    """The bytes a password stands for: UTF-8 of its NFC form (as RFC 8265's
-    OpaqueString does), so the same typed password gives the same key on
-    every system."""
-    if isinstance(password, bytes):
-        password = password.decode("utf-8")
-    return unicodedata.normalize("NFC", password).encode("utf-8")
 
 
 def derive_password_key(password, salt, kdf):

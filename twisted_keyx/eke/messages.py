@@ -29,16 +29,20 @@ import enum
 
 from twisted_keyx.core.b64 import MalformedLine, base64_length, decode_item, encode_item  # noqa: F401
 from twisted_keyx.core.peers import printable  # noqa: F401 (for the EKE logs)
+# The user names and the failure line every password handshake shares.
+from twisted_keyx.login.names import (  # noqa: F401
+    FAILURE_REPLY,
+    MAX_USER_NAME_BYTES,
+    check_user_name,
+    parse_user_name,
+)
 
 YES = b"yes"
 NO = b"no"
 KDF_NAME = b"scrypt"
-#: The one reply for every failure after step 1 (and for a malformed name).
-FAILURE_REPLY = b"authentication failed"
 #: Step 8's plaintext.
 SUCCESS = b"Authentication success"
 
-MAX_USER_NAME_BYTES = 64
 SALT_SIZE = 16
 SESSION_KEY_SIZE = 32
 CHALLENGE_SIZE = 16  # NC and NS
@@ -66,32 +70,6 @@ BOX_SIZES = {
 
 def decode_box(line, step):
     return decode_item(line, BOX_SIZES[step])
-
-
-def check_user_name(name):
-    """Raise :class:`MalformedLine` unless ``name`` (str) is a legal user
-    name: 1 to 64 bytes of UTF-8, printable, without whitespace."""
-    size = len(name.encode("utf-8", "surrogatepass"))
-    if not 1 <= size <= MAX_USER_NAME_BYTES:
-        raise MalformedLine(f"a user name has 1 to {MAX_USER_NAME_BYTES} bytes, not {size}")
-    if not name.isprintable() or any(c.isspace() for c in name):
-        raise MalformedLine("a user name is printable and has no whitespace")
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        raise MalformedLine("a user name is valid UTF-8") from None
-    return name
-
-
-def parse_user_name(line):
-    """Step 1: the user name as str, or :class:`MalformedLine`."""
-    if len(line) > MAX_USER_NAME_BYTES:
-        raise MalformedLine(f"user name longer than {MAX_USER_NAME_BYTES} bytes")
-    try:
-        name = line.decode("utf-8")
-    except UnicodeDecodeError:
-        raise MalformedLine("user name is not UTF-8") from None
-    return check_user_name(name)
 
 
 def format_yes(salt, kdf):

@@ -1,7 +1,7 @@
 """EKE (scrypt) as a password scheme of the user file (:mod:`twisted_keyx.core.schemes`):
 records without a ``"scheme"`` field are these."""
 
-from twisted_keyx.service import userfile as userstore
+from twisted_keyx.eke import records as userstore
 
 
 class EKEScheme:

@@ -108,7 +108,7 @@ async def _login_and_quit(protocol):
 
 async def eke_chart(reactor):
     from twisted_keyx.eke import crypto
-    from twisted_keyx.service import userfile as userstore
+    from twisted_keyx.eke import records as userstore
     from twisted_keyx.eke.protocol import EKEClientFactory, EKEServerFactory
 
     kdf = crypto.ScryptParameters(n=2**14, r=8, p=1)  # the client's floor: 16 MiB

@@ -1,13 +1,13 @@
-"""The bytes a password stands for, as EKE uses them."""
+"""The bytes a password stands for, as every password handshake uses them."""
 
-from twisted_keyx.eke.crypto import normalize_password
+from twisted_keyx.login.password import normalize_password
 from twisted_keyx.opaque.errors import OpaqueError
 
 MAX_PASSWORD_BYTES = 4096
 
 
 def password_bytes(password):
-    """UTF-8 of the NFC form (twisted_keyx.eke.crypto.normalize_password)."""
+    """UTF-8 of the NFC form (twisted_keyx.login.password.normalize_password)."""
     try:
         data = normalize_password(password)
     except (UnicodeDecodeError, TypeError):

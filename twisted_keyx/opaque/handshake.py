@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from twisted_keyx.core.b64 import MalformedLine, decode_item, encode_item
 from twisted_keyx.chat.records import ChatKeys, derive_chat_keys
-from twisted_keyx.eke import messages as eke_messages
+from twisted_keyx.login import names
 from twisted_keyx.core.machine import START, HandshakeFailed, StateMachine
 from twisted_keyx.core.refusals import refusal
 from twisted_keyx.opaque.errors import KeyStretchingFailed, OpaqueError
@@ -40,10 +40,10 @@ from twisted_keyx.opaque.login import ClientLogin, ServerLogin
 from twisted_keyx.opaque.messages import KE1_SIZE, KE2, KE3_SIZE
 from twisted_keyx.core.transcript import Transcript
 
-FAILURE_REPLY = eke_messages.FAILURE_REPLY
+FAILURE_REPLY = names.FAILURE_REPLY
 OK = b"ok"
 CHAT_LABEL = b"twisted-keyx opaque chat"
-MAX_USER_NAME_BYTES = eke_messages.MAX_USER_NAME_BYTES
+MAX_USER_NAME_BYTES = names.MAX_USER_NAME_BYTES
 
 
 def b64_length(size):
@@ -161,7 +161,7 @@ class OPAQUEServerHandshake(StateMachine):
             raise AuthenticationFailed("(1): not base64(KE1), a space and a user name")
         try:
             ke1 = decode_item(line[:KE1_LINE], KE1_SIZE)
-            name = eke_messages.parse_user_name(line[KE1_LINE + 1:])
+            name = names.parse_user_name(line[KE1_LINE + 1:])
         except MalformedLine as e:
             raise AuthenticationFailed(f"(1): {e}") from None
         self.user = name
@@ -232,7 +232,7 @@ class OPAQUEClientHandshake(StateMachine):
 
     def __init__(self, user, password, ksf_limits=DEFAULT_KSF_LIMITS, rng=os.urandom):
         super().__init__()
-        self.user = eke_messages.check_user_name(user)
+        self.user = names.check_user_name(user)
         self._login = ClientLogin(password, ksf_limits=ksf_limits, rng=rng)
         self._ksf_limits = ksf_limits
         self._rng = rng

@@ -5,16 +5,17 @@ The machines are :mod:`twisted_keyx.opaque.handshake`; a connection is a
 :class:`twisted_keyx.core.adapter.Session` over
 :class:`~twisted_keyx.core.framing.LineFraming`, as for EKE, and the chat after
 it is the same (:mod:`twisted_keyx.chat`).  The server factory observes its
-sessions and logs as the EKE factory does, with "OPAQUE" for "EKE"; the
-client protocol is EKE's with OPAQUE's machine.
+sessions and logs as every password handshake's does
+(:mod:`twisted_keyx.login.protocol`), with "OPAQUE" in its lines; the
+client protocol is the same with OPAQUE's machine.
 """
 
 from twisted_keyx.core.refusals import Refused
-from twisted_keyx.eke.protocol import (
-    EKEClientFactory,
-    EKEClientProtocol,
-    EKEServerFactory,
-    EKEServerProtocol,
+from twisted_keyx.login.protocol import (
+    LoginClientFactory,
+    LoginClientProtocol,
+    LoginServerFactory,
+    LoginServerProtocol,
 )
 from twisted_keyx.opaque.handshake import (
     OPAQUEClientHandshake,
@@ -23,11 +24,11 @@ from twisted_keyx.opaque.handshake import (
 )
 
 
-class OPAQUEServerProtocol(EKEServerProtocol):
+class OPAQUEServerProtocol(LoginServerProtocol):
     """One server connection: the handshake, then, after KE3 only, the chat."""
 
 
-class OPAQUEServerFactory(EKEServerFactory):
+class OPAQUEServerFactory(LoginServerFactory):
     """Serves OPAQUE to the users of ``users`` (anything with
     ``lookup(name, scheme)``, such as :class:`~twisted_keyx.service.userfile.UserFile`:
     only records of the ``opaque`` scheme are users here) with the server
@@ -45,7 +46,7 @@ class OPAQUEServerFactory(EKEServerFactory):
     """
 
     protocol = OPAQUEServerProtocol
-    #: The log lines are EKE's, with these words.
+    #: The log lines are every password handshake's, with these words.
     NAME = "OPAQUE"
     SESSION_KEY_NAME = "session key"
 
@@ -128,14 +129,14 @@ class OPAQUEServerFactory(EKEServerFactory):
             self.login_failed(user, peer)
 
 
-class OPAQUEClientProtocol(EKEClientProtocol):
-    """The client side, as :class:`~twisted_keyx.eke.protocol.EKEClientProtocol`
+class OPAQUEClientProtocol(LoginClientProtocol):
+    """The client side, as :class:`~twisted_keyx.login.protocol.LoginClientProtocol`
     (``authenticated``, ``finished``, ``disconnected``, :meth:`say`,
     :meth:`quit`); ``authenticated`` fires with the
     :class:`~twisted_keyx.opaque.handshake.OPAQUEResult`."""
 
 
-class OPAQUEClientFactory(EKEClientFactory):
+class OPAQUEClientFactory(LoginClientFactory):
     """Builds :class:`OPAQUEClientProtocol` for ``user`` and ``password``;
     other keyword arguments go to :class:`OPAQUEClientHandshake`."""
 

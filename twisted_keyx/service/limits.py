@@ -38,10 +38,7 @@ guard calls it just before it aborts the connection, so the protocol can log
 the timeout in its own words (its state) instead of the guard's generic line.
 """
 
-import functools
-import ipaddress
 import resource
-import socket
 from dataclasses import dataclass
 
 from twisted.application import service
@@ -49,7 +46,13 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
-from twisted_keyx.core.peers import describe_peer
+from twisted_keyx.core.peers import (  # noqa: F401 (part of this API)
+    SOURCE_CACHE_SIZE,
+    PeerLogging,
+    describe_peer,
+    handshake_finished,
+)
+from twisted_keyx.core.peers import source_group as _source_group
 
 #: A burst of refusals is over after this many seconds without one.
 BURST_QUIET = 10.0
@@ -98,52 +101,6 @@ class Limits:
         return _source_group(host, self.ipv4_prefix, self.ipv6_prefix)
 
 
-def _is_plain_ipv4(host):
-    """Whether ``host`` is an IPv4 address written as the system writes one,
-    as every IPv4 peer address from Twisted is.  Two C calls: about an
-    eighth of the cost of parsing it with :mod:`ipaddress`."""
-    try:
-        return socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, host)) == host
-    except (OSError, TypeError, ValueError):
-        return False
-
-
-#: Source groups remembered (a host asks once per connection; peers repeat).
-SOURCE_CACHE_SIZE = 4096
-
-
-@functools.lru_cache(maxsize=SOURCE_CACHE_SIZE)
-def _source_group(host, ipv4_prefix, ipv6_prefix):
-    """:meth:`Limits.source_of`, cached: parsing an address costs more than
-    the rest of the connection policy.  An IPv4 address at /32 is its own
-    group and is not parsed, so that peers from more addresses than the
-    cache holds (each connection a miss) do not each cost a parse."""
-    if ipv4_prefix == 32 and _is_plain_ipv4(host):
-        return host
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    prefix = ipv4_prefix if ip.version == 4 else ipv6_prefix
-    if prefix == 32 and ip.version == 4:
-        return str(ip)
-    network = ipaddress.ip_network((int(ip), prefix), strict=False)
-    if prefix == ip.max_prefixlen:
-        return str(network.network_address)  # no scope, no "/32"
-    return str(network)
-
-
-def handshake_finished(transport):
-    """Tell the connection's guard, if any, that the handshake is over.
-
-    The handshake deadline stops and the idle timeout starts.  A protocol
-    whose connection ends with its handshake (DH) need not call it.
-    """
-    notify = getattr(transport, "handshakeFinished", None)
-    if notify is not None:
-        notify()
 
 
 class _Burst:
@@ -332,20 +289,6 @@ class PeerLines:
         self.owner.log.info(
             "Connections {whom}: {count} more line(s) not logged over {seconds:.1f} s ({kinds})",
             whom=self._whom(key), count=burst.counted, seconds=end - burst.reported, kinds=kinds)
-
-
-class PeerLogging:
-    """For a server factory: its lines about a connection go through
-    ``peer_lines`` (a :class:`PeerLines`, set by
-    :meth:`ConnectionPolicy.wrap`; None: all are logged)."""
-
-    peer_lines = None
-
-    def peerMayLog(self, session, kind):
-        """Whether the line of ``kind`` about ``session``'s connection is logged."""
-        if self.peer_lines is None:
-            return True
-        return self.peer_lines.admit(session.transport.getPeer(), kind)
 
 
 class _Refused(Protocol):

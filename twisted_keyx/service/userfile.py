@@ -25,14 +25,23 @@ import contextlib
 import json
 import os
 import re
-from dataclasses import dataclass
 from itertools import accumulate
 
 from twisted.logger import Logger
 
 from twisted_keyx.core import schemes
-from twisted_keyx.eke import crypto, messages
+from twisted_keyx.eke import messages
 from twisted_keyx.eke.messages import MalformedLine
+# EKE's records, from before the schemes: imported from here by older code.
+from twisted_keyx.eke.records import (  # noqa: F401
+    DecoyUsers,
+    RecordError,
+    UserRecord,
+    eke_fields,
+    eke_record,
+    exact_keys,
+    new_user,
+)
 from twisted_keyx.core.fileutil import exposure_warning, locked, write_file_atomically
 
 FORMAT_VERSION = 1
@@ -51,33 +60,6 @@ class UserFileError(Exception):
     """The user file cannot be read or is not in the format above."""
 
 
-@dataclass(frozen=True, repr=False)
-class UserRecord:
-    scheme = "eke"
-    name: str
-    salt: bytes
-    kdf: crypto.ScryptParameters
-    #: scrypt(password, salt); for a decoy (see :class:`DecoyUsers`) a key
-    #: from the per-process secret, which no password gives.
-    key: bytes
-
-    def __repr__(self):
-        return f"UserRecord(name={self.name!r}, kdf={self.kdf}, <key>)"
-
-
-def new_user(name, password, kdf=None, random_bytes=crypto.random_bytes):
-    """A record for ``name`` and ``password`` (str): fresh salt, derived key,
-    with ``kdf`` or :data:`~twisted_keyx.eke.crypto.DEFAULT_SCRYPT`.
-    Raises ValueError for a bad name or an empty password."""
-    kdf = kdf if kdf is not None else crypto.DEFAULT_SCRYPT
-    messages.check_user_name(name)
-    if not password:
-        raise ValueError("the password is empty")
-    salt = random_bytes(messages.SALT_SIZE)
-    key = crypto.derive_password_key(crypto.normalize_password(password), salt, kdf.check())
-    return UserRecord(name=name, salt=salt, kdf=kdf, key=key)
-
-
 def _no_duplicates(pairs):
     result = {}
     for key, value in pairs:
@@ -85,26 +67,6 @@ def _no_duplicates(pairs):
             raise UserFileError(f"{key!r} appears twice")
         result[key] = value
     return result
-
-
-def _exact_keys(obj, keys, where):
-    if not isinstance(obj, dict) or set(obj) != set(keys):
-        raise UserFileError(f"{where}: expected an object with exactly {', '.join(keys)}")
-
-
-def _integer(value, where):
-    if type(value) is not int:
-        raise UserFileError(f"{where}: not an integer")
-    return value
-
-
-def _base64(value, size, where):
-    if not isinstance(value, str):
-        raise UserFileError(f"{where}: not a string")
-    try:
-        return messages.decode_item(value.encode("ascii"), size)
-    except (UnicodeEncodeError, MalformedLine) as e:
-        raise UserFileError(f"{where}: {e}") from None
 
 
 def _record(name, entry):
@@ -118,29 +80,10 @@ def _record(name, entry):
         raise UserFileError(f"{where}: not an object")
     try:
         return schemes.parse_record(name, entry)
+    except RecordError as e:  # says which user and field already
+        raise UserFileError(str(e)) from None
     except ValueError as e:
         raise UserFileError(f"{where}: {e}") from None
-
-
-def eke_record(name, entry):
-    """EKE's record from its fields (the scheme's ``parse``)."""
-    where = f"user {name!r}"
-    _exact_keys(entry, ("salt", "kdf", "key"), where)
-    kdf = entry["kdf"]
-    _exact_keys(kdf, ("name", "n", "r", "p"), f"{where}, kdf")
-    if kdf["name"] != "scrypt":
-        raise UserFileError(f"{where}: unknown KDF {kdf['name']!r}")
-    params = crypto.ScryptParameters(*(_integer(kdf[k], f"{where}, kdf {k}") for k in "nrp"))
-    try:
-        params.check()
-    except ValueError as e:
-        raise UserFileError(f"{where}: {e}") from None
-    return UserRecord(
-        name=name,
-        salt=_base64(entry["salt"], messages.SALT_SIZE, f"{where}, salt"),
-        kdf=params,
-        key=_base64(entry["key"], crypto.PASSWORD_KEY_SIZE, f"{where}, key"),
-    )
 
 
 # Linear-time steps only (no backtracking), for any file up to MAX_FILE_SIZE:
@@ -175,7 +118,7 @@ def parse_users(data):
         raise UserFileError(f"not JSON: {e}") from None
     except RecursionError:  # not expected after _check_depth; never a traceback
         raise UserFileError(f"nested more than {MAX_DEPTH} levels deep") from None
-    _exact_keys(document, ("version", "users"), "top level")
+    exact_keys(document, ("version", "users"), "top level", UserFileError)
     if type(document["version"]) is not int or document["version"] != FORMAT_VERSION:
         raise UserFileError(f"unsupported version {document['version']!r}")
     if not isinstance(document["users"], dict):
@@ -191,15 +134,6 @@ def serialize_users(users):
         },
     }
     return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-
-
-def eke_fields(record):
-    """The fields stored for an EKE record (the scheme's ``serialise``)."""
-    return {
-        "salt": messages.encode_item(record.salt).decode("ascii"),
-        "kdf": {"name": "scrypt", "n": record.kdf.n, "r": record.kdf.r, "p": record.kdf.p},
-        "key": messages.encode_item(record.key).decode("ascii"),
-    }
 
 
 def _describe(error):
@@ -251,24 +185,6 @@ def editing_users(path, missing_ok=False):
         users = read_users(path, missing_ok=missing_ok)
         yield users
         write_users(path, users)
-
-
-class DecoyUsers:
-    """Records for names that are not users (``--hide-unknown-users``): a salt
-    from a per-process secret and the name, the default KDF, and a key from
-    the secret (so that step 3 opens the box with it as it would a user's:
-    the same work, the same time).  The same name gets the same answer for
-    as long as the server runs."""
-
-    def __init__(self, secret=None, kdf=crypto.DEFAULT_SCRYPT):
-        self._secret = secret if secret is not None else os.urandom(32)
-        self._kdf = kdf
-
-    def record_for(self, name):
-        return UserRecord(
-            name=name, salt=crypto.decoy_salt(self._secret, name), kdf=self._kdf,
-            key=crypto.decoy_key(self._secret, name),
-        )
 
 
 def _signature(st):

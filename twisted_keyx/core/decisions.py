@@ -1,0 +1,89 @@
+"""What a machine's step may hand its adapter besides the bytes to send.
+
+A step (``feed``, ``start``, an answer) returns its output: None, one
+message (bytes), or a tuple of messages and :class:`Decision` values, acted
+on in order by the session adapter (:mod:`twisted_keyx.core.adapter`).  A
+:class:`Question` is returned alone: the machine cannot go on without its
+answer.  The adapter asks its observer (:meth:`Observer.answer
+<twisted_keyx.core.adapter.Observer.answer>`), which may answer at once or
+later (a Deferred: a store over a network), reads nothing from the peer
+meanwhile (what arrives is queued, in order), then gives the answer to
+``machine.answer(question, value)``, whose output is handled the same way.
+An answer that failed (a :class:`~twisted_keyx.core.interfaces.StoreUnavailable`,
+a :class:`~twisted_keyx.groups.registry.GroupError`) is given as the
+exception itself; the machine decides what it means on the wire.
+
+The other decisions are told, not asked: the adapter acts on
+:class:`HoldReplies` itself and tells the observer of the rest
+(:meth:`Observer.machineDecided <twisted_keyx.core.adapter.Observer.machineDecided>`).
+No observer needs to parse a message or look at a machine's state: what it
+must know, a machine says here.
+"""
+
+from dataclasses import dataclass
+
+
+class Decision:
+    """Something a machine wants done that is not a message to the peer."""
+
+    __slots__ = ()
+
+
+class Question(Decision):
+    """A decision the machine needs answered before it goes on."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True)
+class NeedRecord(Question):
+    """"I need user ``user``'s record of ``scheme``": answered with the record
+    or None (:meth:`~twisted_keyx.core.interfaces.IUserStore.lookup`)."""
+
+    user: str
+    scheme: str
+
+
+@dataclass(frozen=True)
+class GuessAnswering(Question):
+    """"A guess for user ``user`` is about to be answered" (the answer that
+    tells a guesser whether the password was right): answered with the
+    seconds to hold the answer back (0: now), or None to refuse the guess
+    unchecked (:meth:`~twisted_keyx.core.interfaces.IGuessThrottle.reserve`)."""
+
+    user: str
+
+
+@dataclass(frozen=True)
+class CheckGroup(Question):
+    """"Check the group of this message" (a client's message 4, off the
+    reactor): answered with the group, or the
+    :class:`~twisted_keyx.groups.registry.GroupError` that refuses it."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class HoldReplies(Decision):
+    """Send nothing and read nothing for ``seconds``: what is sent meanwhile
+    goes out when they have passed (:meth:`Session.holdReplies
+    <twisted_keyx.core.adapter.Session.holdReplies>`)."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class GuessFailed(Decision):
+    """A guess for user ``user`` failed (``why``: wrong password, unknown
+    user, left after the answer); it was answered, so it counts."""
+
+    user: str
+    why: str
+
+
+@dataclass(frozen=True)
+class GuessRefusedUnchecked(Decision):
+    """A guess for user ``user`` was refused without being looked at (the
+    throttle's answer to :class:`GuessAnswering` was None)."""
+
+    user: str

@@ -1,0 +1,416 @@
+"""Twisted protocols and factories for a password handshake and its chat,
+whatever the handshake (EKE: :mod:`twisted_keyx.eke.protocol`, OPAQUE:
+:mod:`twisted_keyx.opaque.protocol`).
+
+A connection is a :class:`twisted_keyx.core.adapter.Session` over
+:class:`~twisted_keyx.core.framing.LineFraming` (LF-delimited lines, each
+bounded by the longest one legal in the current state).  On the server the
+factory observes it, answers its machine's questions (the user's record,
+from an :class:`~twisted_keyx.core.interfaces.IUserStore`) and logs; it
+hands the chat (:mod:`twisted_keyx.chat`) over once the handshake has
+succeeded.  On the client the protocol observes itself and fires its
+Deferreds.
+"""
+
+from twisted.internet import defer
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+
+from twisted_keyx.chat.machine import ClientChat, ServerChat
+from twisted_keyx.core.adapter import Observer, Session, hung_up, in_daemon_thread
+from twisted_keyx.core.framing import LineFraming
+from twisted_keyx.core.interfaces import StoreUnavailable
+from twisted_keyx.core.logtext import literal
+from twisted_keyx.core.peers import PeerLogging, printable, source_group
+from twisted_keyx.core.refusals import Refused, ServerUnavailable, TooManyAttempts
+from twisted_keyx.core.transcript import fingerprint
+
+
+#: Chat lines are logged cut to this many characters (marked).
+LOG_LINE_CHARACTERS = 200
+#: Chat lines one connection may log at once, then one per LOG_EVERY seconds.
+LOG_BURST = 20
+LOG_EVERY = 1.0
+
+
+def shorten(text, limit=LOG_LINE_CHARACTERS):
+    """``text`` cut to ``limit`` characters, marked, for the log."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
+class LoginServerProtocol(Session):
+    """One server connection: the handshake, then, once it has succeeded only, the chat."""
+
+    #: Set once a wrong guess has been counted (and logged) at step 3.
+    guess_counted = False
+    #: The user name of the guess reserved (or refused) with the throttle.
+    guess_user = None
+    #: The throttle reserved an answer; the step made it.
+    guess_reserved = False
+    guess_answered = False
+    #: Chat lines this connection may still log now (see LoginServerFactory.userSaid).
+    log_budget = None
+    log_updated = 0.0
+    not_logged = 0
+
+    @property
+    def chat(self):
+        """The chat machine once the handshake has succeeded, else None."""
+        return self.machine if self.machine is not self.handshake else None
+
+
+class LoginServerFactory(Factory, Observer, PeerLogging):
+    """Serves a password handshake (EKE, OPAQUE: a subclass says which with
+    :meth:`newHandshake` and :attr:`NAME`) to the users of ``users`` (an
+    :class:`~twisted_keyx.core.interfaces.IUserStore`, such as
+    :class:`~twisted_keyx.service.userfile.UserFile`), then the chat; logs
+    one line per event of a connection.  Behind a connection policy, the lines about a
+    handshake that does not log in (rejected, timed out, abandoned) are
+    bounded per source (:class:`~twisted_keyx.service.limits.PeerLines`); a
+    logged-in user's are not."""
+
+    protocol = LoginServerProtocol
+    noisy = False
+    log = Logger()
+    #: The handshake's name in the log lines ("EKE", "OPAQUE").
+    NAME = None
+    #: What the session key is called when it is logged (--show-secrets).
+    SESSION_KEY_NAME = "session key"
+    #: The failures that end a guess already counted and logged as failed
+    #: (EKE's refusal at step 5 of a session doomed at step 3): not logged
+    #: again as a rejected handshake.
+    COUNTED_FAILURES = ()
+
+    def __init__(self, users, show_secrets=False, throttle=None, source_of=None):
+        #: The users (an :class:`~twisted_keyx.core.interfaces.IUserStore`).
+        self.users = users
+        #: An :class:`~twisted_keyx.core.interfaces.IGuessThrottle`, or None.
+        self.throttle = throttle
+        self.source_of = source_of if source_of is not None else source_group
+        self.show_secrets = show_secrets
+
+    def newHandshake(self):
+        """A server machine for one connection (each handshake says which)."""
+        raise NotImplementedError
+
+    def buildProtocol(self, addr):
+        protocol = self.protocol(LineFraming, self.newHandshake())
+        protocol.factory = self
+        if self.throttle is not None:
+            protocol.clock = self.throttle.clock
+        return protocol
+
+    def _source(self, session):
+        host = getattr(session.transport.getPeer(), "host", None)
+        return self.source_of(host) if isinstance(host, str) else session.peer
+
+    # --- the guess throttle (twisted_keyx.service.throttle) ----------------------------
+
+    def _paceAnswer(self, session, machine, user, where):
+        """Reserve the answer to ``user``'s guess with the throttle and hold
+        it back as long as it says, or refuse the guess unchecked with the
+        throttle's reply ("too many attempts ...", "the server cannot check
+        passwords right now ..."); ``where``: the step, for the log.
+        Returns the reservation's Deferred: the step waits for it."""
+        session.guess_user = user
+        outcome = self.throttle.reserve(user, self._source(session), session.peer)
+        outcome.addCallbacks(self._reserved, self._refuseGuess, callbackArgs=(session,),
+                             errbackArgs=(session, machine, user, where))
+        return outcome
+
+    def _reserved(self, delay, session):
+        session.guess_reserved = True
+        session.holdReplies(delay)
+
+    def _answered(self, session):
+        """The step after a reservation succeeded: its answer is made."""
+        if session.guess_reserved:
+            session.guess_answered = True
+
+    def _releaseUnanswered(self, session):
+        """The step a guess was reserved for failed before its answer: no
+        guess (the throttle refunds it)."""
+        if session.guess_reserved and not session.guess_answered:
+            session.guess_reserved = False
+            self.throttle.release(session.guess_user, self._source(session))
+
+    def _refuseGuess(self, reason, session, machine, user, where):
+        if session.ended:
+            return
+        if reason.check(TooManyAttempts):
+            failure = reason.value
+        else:
+            if reason.check(StoreUnavailable):
+                if self.peerMayLog(session, "rejected"):
+                    self.log.warn(
+                        "{name}: the guess of user {user} from {peer} refused {where}: "
+                        "the store is unavailable ({why})", name=self.NAME,
+                        user=repr(user), peer=session.peer, where=where,
+                        why=reason.getErrorMessage())
+            else:
+                self.log.failure("{name}: the guess throttle failed", reason, name=self.NAME)
+            failure = ServerUnavailable()
+        session.fail(machine.refuse(failure))
+
+    # --- the observer: one log line per event -----------------------------------
+
+    def machineStepped(self, session, machine, payload, reply):
+        if machine is not session.handshake:
+            if not machine.finished:
+                self.machineSaid(session, machine.said)
+            return
+        self._answered(session)
+
+    def guessFailed(self, session, user, why):
+        if self.throttle is not None:
+            self.throttle.failed(user, self._source(session), session.peer, f"{self.NAME}, {why}")
+        else:
+            self.log.info("Failed guess for user {user} from {peer}: " + self.NAME + ", {why}",
+                          user=repr(user), peer=session.peer, why=why)
+
+    def machineFinished(self, session, machine):
+        if machine is session.handshake:
+            if self.throttle is not None:
+                self.throttle.succeeded(machine.user, self._source(session))
+            self.userAuthenticated(session.peer, machine.result)
+            return ServerChat(machine.result)
+        self._notLogged(session)
+        self.chatEnded(session.peer, session.handshake.user)
+        return None
+
+    def machineFailed(self, session, machine, failure):
+        if machine is session.handshake:
+            if isinstance(failure, Refused):
+                return  # counted in the throttle's summaries (or logged unavailable)
+            if self.throttle is not None:
+                self._releaseUnanswered(session)
+            if not (isinstance(failure, self.COUNTED_FAILURES) and session.guess_counted):
+                if self.peerMayLog(session, "rejected"):
+                    self.handshakeRejected(session.peer, failure.reason)
+        else:
+            self._notLogged(session)
+            self.chatFailed(session.peer, session.handshake.user, failure.reason)
+
+    def sessionTimedOut(self, session, machine, seconds):
+        if machine is session.handshake:
+            if self.peerMayLog(session, "timed out"):
+                self.handshakeTimedOut(session.peer, seconds, machine.state.value)
+        else:
+            self._notLogged(session)
+            self.chatIdle(session.peer, session.handshake.user, seconds)
+
+    def sessionLost(self, session, machine, reason):
+        if machine is session.handshake:
+            if session.guess_counted:
+                return  # logged as a failed guess; the guesser left with the answer
+            if self.peerMayLog(session, "abandoned"):
+                self.handshakeAbandoned(session.peer, machine.state.value)
+        else:
+            self._notLogged(session)
+            self.chatCutShort(session.peer, session.handshake.user)
+
+    def userAuthenticated(self, peer, result):
+        if self.show_secrets:
+            self.log.info(
+                self.NAME + ": user {user} from {peer} authenticated; "
+                + self.SESSION_KEY_NAME + ": {session_key}",
+                user=result.user, peer=peer, session_key=result.session_key.hex(),
+            )
+        else:
+            # This line, the chat's and the quit are a login's usual lines:
+            # their text is made here (twisted_keyx.core.logtext).
+            user, key = result.user, fingerprint(result.session_key)
+            self.log.info(
+                literal(f"{self.NAME}: user {user} from {peer} authenticated; "
+                        f"session key fingerprint {key}"),
+                user=user, peer=peer, fingerprint=key,
+            )
+
+    def _clock(self):
+        if self.throttle is not None:
+            return self.throttle.clock
+        from twisted.internet import reactor
+        return reactor
+
+    def _mayLog(self, session):
+        """A connection logs at most LOG_BURST chat lines at once, then one
+        per LOG_EVERY seconds; the others are counted."""
+        now = self._clock().seconds()
+        if session.log_budget is None:
+            session.log_budget, session.log_updated = LOG_BURST, now
+        session.log_budget = min(
+            LOG_BURST, session.log_budget + (now - session.log_updated) / LOG_EVERY)
+        session.log_updated = now
+        if session.log_budget >= 1:
+            session.log_budget -= 1
+            return True
+        session.not_logged += 1
+        return False
+
+    def machineSaid(self, session, text):
+        if not self._mayLog(session):
+            return
+        self._notLogged(session)
+        self.userSaid(session.peer, session.handshake.user, text)
+
+    def _notLogged(self, session):
+        """Say how many chat lines were counted and not logged, if any (before
+        the next one logged, or when the chat ends)."""
+        if session.not_logged:
+            self.log.info(self.NAME + ": {count} chat line(s) of user {user} from {peer} not logged "
+                          "(more than {burst} at once)", count=session.not_logged,
+                          user=session.handshake.user, peer=session.peer, burst=LOG_BURST)
+            session.not_logged = 0
+
+    def userSaid(self, peer, user, text):
+        line = shorten(printable(text))
+        self.log.info(literal(f"User {user} say: {line}"), user=user, line=line)
+
+    def chatEnded(self, peer, user):
+        self.log.info(literal(f"{self.NAME}: user {user} from {peer} quit"), user=user, peer=peer)
+
+    def chatFailed(self, peer, user, reason):
+        self.log.info(
+            self.NAME + ": chat with user {user} from {peer} broken, closing: {reason}",
+            user=user, peer=peer, reason=reason,
+        )
+
+    def chatCutShort(self, peer, user):
+        self.log.info(
+            self.NAME + ": connection of user {user} from {peer} closed without quit "
+            "(possibly cut short)",
+            user=user, peer=peer,
+        )
+
+    def handshakeRejected(self, peer, reason):
+        self.log.info(
+            self.NAME + " handshake with {peer} failed: {reason}",
+            peer=peer, reason=printable(reason),
+        )
+
+    def handshakeTimedOut(self, peer, seconds, state):
+        self.log.info(
+            self.NAME + " handshake with {peer} timed out after {seconds:g} s while {state}",
+            peer=peer, seconds=seconds, state=state,
+        )
+
+    def chatIdle(self, peer, user, seconds):
+        self.log.info(
+            self.NAME + ": chat with user {user} from {peer} silent for {seconds:g} s, closing",
+            user=user, peer=peer, seconds=seconds,
+        )
+
+    def handshakeAbandoned(self, peer, state):
+        self.log.info(
+            self.NAME + " handshake with {peer} abandoned by the peer while {state}",
+            peer=peer, state=state,
+        )
+
+
+class LoginClientProtocol(Session, Observer):
+    """The client side; it is its own observer.
+
+    ``authenticated`` fires with the handshake's result (EKE's
+    :class:`~twisted_keyx.eke.handshake.EKEResult`) once it has succeeded, or fails with a ``HandshakeFailed`` subclass (``ServerHungUp``
+    if the connection ends first).  Then :meth:`say` and :meth:`quit` send;
+    each reply is given to ``reply_received(text)``; ``finished`` fires once
+    the server has confirmed ``quit``, or fails with ``ChatFailed`` or
+    ``ServerHungUp``.  ``disconnected`` fires when the connection is closed,
+    whatever happened.
+    """
+
+    def __init__(self, handshake, reply_received=None, worker=None):
+        super().__init__(LineFraming, handshake, observer=self, worker=worker)
+        self._replyReceived = reply_received if reply_received is not None else _ignore
+        self.authenticated = defer.Deferred(self._cancel)
+        self.finished = defer.Deferred(self._cancel)
+        self.disconnected = defer.Deferred()
+
+    @property
+    def chat(self):
+        """The chat machine once the handshake has succeeded, else None."""
+        return self.machine if self.machine is not self.handshake else None
+
+    def _cancel(self, deferred):
+        self.abort()
+
+    def say(self, text):
+        """Send one chat line (str)."""
+        if self.chat is None:
+            raise RuntimeError("not authenticated yet")
+        if not self.ended:
+            self.perform(self.chat.say, text)
+
+    def quit(self):
+        """Send ``quit``; ``finished`` fires when the server confirms it."""
+        if self.chat is None:
+            raise RuntimeError("not authenticated yet")
+        if not self.ended and not self.chat.quitting:
+            self.perform(self.chat.quit)
+
+    def _outcome(self, machine):
+        return self.authenticated if machine is self.handshake else self.finished
+
+    def machineStepped(self, session, machine, payload, reply):
+        if machine is not self.handshake and not machine.finished:
+            self._replyReceived(machine.reply)
+
+    def machineFinished(self, session, machine):
+        if machine is self.handshake:
+            return ClientChat(machine.result)
+        self.finished.callback(None)
+        return None
+
+    def machineStarted(self, session, machine):
+        self.authenticated.callback(self.handshake.result)
+
+    def machineFailed(self, session, machine, failure):
+        self._outcome(machine).errback(failure)
+
+    def sessionLost(self, session, machine, reason):
+        during = f"while {machine.state.value}" if machine is self.handshake else "during the chat"
+        self._outcome(machine).errback(hung_up(reason, during))
+
+    def connectionLost(self, reason):
+        super().connectionLost(reason)
+        self.disconnected.callback(None)
+
+
+def _ignore(text):
+    pass
+
+
+class LoginClientFactory(Factory):
+    """Builds :attr:`protocol` for ``user`` and ``password``; other keyword
+    arguments go to :attr:`handshake` (the client machine: EKE's
+    :class:`~twisted_keyx.eke.handshake.EKEClientHandshake`, OPAQUE's...).
+
+    ``worker`` runs the step that stretches the password (scrypt here,
+    Argon2id for OPAQUE: up to seconds) off the reactor thread, so that the
+    program, and a timeout on ``authenticated``, run on meanwhile; the
+    default, :func:`twisted_keyx.core.adapter.in_daemon_thread`, also lets a
+    program that gave up exit without waiting for it.  ``None`` runs it on
+    the reactor thread (tests that pump by hand).
+    """
+
+    protocol = LoginClientProtocol
+    #: The client machine class (a subclass says which).
+    handshake = None
+    noisy = False
+
+    def __init__(self, user, password, reply_received=None, worker=in_daemon_thread,
+                 **handshake_options):
+        self.user = user
+        self.password = password
+        self.reply_received = reply_received
+        self.worker = worker
+        self.handshake_options = handshake_options
+
+    def buildProtocol(self, addr):
+        handshake = self.handshake(self.user, self.password, **self.handshake_options)
+        protocol = self.protocol(handshake, reply_received=self.reply_received,
+                                 worker=self.worker)
+        protocol.factory = self
+        return protocol
