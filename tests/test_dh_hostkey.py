@@ -8,7 +8,7 @@ import os
 import stat
 
 from twisted.internet import defer, endpoints, protocol, reactor, task, threads
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.logger import Logger, formatEvent
 from twisted.protocols.basic import Int32StringReceiver
 from twisted.python import usage
@@ -333,26 +333,34 @@ class TapHostKeyTests(unittest.TestCase):
         options.parseOptions(["--users", os.path.join(self.directory, "users.json"), *args])
         return options
 
+    def start(self, options):
+        """What twistd does next: the service, started as far as listening."""
+        service = tap.makeService(options, reactor=MemoryReactor())
+        service.privilegedStartService()
+        return service
+
     def test_default_key_created_once_with_mode_0600(self):
-        options = self.parse()
-        self.assertTrue(options["host-key-created"])
+        options = self.parse("--dh", "tcp:0", "--eke", "tcp:0", "--opaque", "tcp:0")
+        self.assertTrue(options.config.host_key_created)
         path = os.path.join(self.directory, tap.DEFAULT_HOST_KEY)
+        # Written when the daemon starts, not when the options are read.
+        self.assertFalse(os.path.exists(path))
+        self.start(options)
         self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
         self.assertTrue(os.path.exists(path + ".pub"))
         again = self.parse()
-        self.assertFalse(again["host-key-created"])
-        self.assertEqual(again["host-key-loaded"].fingerprint,
-                         options["host-key-loaded"].fingerprint)
+        self.assertFalse(again.config.host_key_created)
+        self.assertEqual(again.config.host_key.fingerprint,
+                         options.config.host_key.fingerprint)
 
     def test_start_up_line_names_the_fingerprint(self):
         options = self.parse("--dh", "tcp:0", "--eke", "tcp:0")
-        service = tap.KeyxService(options["dh-group"], ["tcp:0"],
-                                  host_key=options["host-key-loaded"], host_key_created=True)
+        service = tap.KeyxService(options.config)
         events = []
         service.log = Logger(observer=events.append)
         service.startService()
         self.addCleanup(service.stopService)
-        self.assertIn(f"; host key {options['host-key-loaded'].fingerprint} (created now)",
+        self.assertIn(f"; host key {options.config.host_key.fingerprint} (created now)",
                       formatEvent(events[0]))
 
     def test_given_key_loaded(self):
@@ -360,7 +368,7 @@ class TapHostKeyTests(unittest.TestCase):
         with open(path, "wb") as f:
             f.write(read_data("ed25519-host-key"))
         os.chmod(path, 0o600)
-        self.assertEqual(self.parse("--host-key", path)["host-key-loaded"].fingerprint,
+        self.assertEqual(self.parse("--host-key", path).config.host_key.fingerprint,
                          HOST_KEY.fingerprint)
         self.assertFalse(os.path.exists(tap.DEFAULT_HOST_KEY))
 
@@ -392,7 +400,7 @@ class TapHostKeyTests(unittest.TestCase):
 
     def test_no_host_key(self):
         options = self.parse("--no-host-key")
-        self.assertIsNone(options["host-key-loaded"])
+        self.assertIsNone(options.config.host_key)
         self.assertFalse(os.path.exists(tap.DEFAULT_HOST_KEY))
         self.assertUsageError(["--no-host-key", "--host-key", "x"], "not both")
 

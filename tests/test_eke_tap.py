@@ -29,9 +29,9 @@ class EKEOptionsTests(unittest.TestCase):
         self.assertEqual(options["eke"], ["tcp:8088"])
         self.assertEqual(options["dh"], ["tcp:7777"])
         self.assertEqual(options["users"], "keyx-users.json")
-        self.assertEqual(options["user-file"].path,
+        self.assertEqual(options.config.users.path,
                          os.path.join(self.directory, "keyx-users.json"))
-        self.assertIsNone(options["user-count"])
+        self.assertIsNone(options.config.user_count)
         self.assertFalse(options["hide-unknown-users"])
 
     def test_repeated_endpoints(self):
@@ -44,8 +44,8 @@ class EKEOptionsTests(unittest.TestCase):
     def test_user_file_is_loaded_at_start(self):
         userstore.write_users("users.json", {"alice": make_user()})
         options = parse("--users", "users.json")
-        self.assertEqual(options["user-count"], 1)
-        self.assertIsNotNone(options["user-file"].lookup("alice"))
+        self.assertEqual(options.config.user_count, 1)
+        self.assertIsNotNone(options.config.users.lookup("alice"))
 
     def test_broken_user_file_is_a_usage_error(self):
         with open("users.json", "w") as f:
@@ -74,7 +74,7 @@ class EKEOptionsTests(unittest.TestCase):
         self.assertTrue(eke.hide_unknown_users)
         self.assertTrue(eke.show_secrets)
         self.assertIsNotNone(eke.decoys)
-        self.assertIs(eke.users, options["user-file"])
+        self.assertIs(eke.users, options.config.users)
 
     def test_start_up_line_names_the_endpoints_and_the_user_file(self):
         options = parse("--eke", "tcp:0:interface=127.0.0.1", "--dh", "tcp:0:interface=127.0.0.1")

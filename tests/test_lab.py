@@ -91,7 +91,7 @@ class CrackTests(unittest.TestCase):
         path = self.mktemp()
         with open(path, "w") as f:
             f.write(json.dumps({"format": trace.FILE_FORMAT, "peer": "127.0.0.1:1"}) + "\n")
-            f.write(json.dumps({"direction": "out", "machine": "OpaqueClientLogin",
+            f.write(json.dumps({"direction": "out", "machine": "OPAQUEClientHandshake",
                                 "before": "START", "after": "AWAIT_KE2",
                                 "payload": "AAAA"}) + "\n")
         wordlist = self.mktemp()

@@ -406,7 +406,7 @@ class OptionsTests(unittest.TestCase):
     def test_defaults(self):
         options = tap.Options()
         options.parseOptions(["--dh", "tcp:0:interface=127.0.0.1"])
-        self.assertEqual(options["limits"], limits.Limits())
+        self.assertEqual(options.config.limits, limits.Limits())
         self.assertEqual(
             (limits.Limits().timeout, limits.Limits().max_per_ip), (30.0, 64)
         )
@@ -418,7 +418,7 @@ class OptionsTests(unittest.TestCase):
             "--max-per-ip", "0", "--max-connections", "7",
         ])
         self.assertEqual(
-            options["limits"],
+            options.config.limits,
             limits.Limits(timeout=2.5, idle_timeout=0, max_per_ip=0, max_connections=7),
         )
 
@@ -426,7 +426,7 @@ class OptionsTests(unittest.TestCase):
         options = tap.Options()
         options.parseOptions(["--dh", "tcp:0:interface=127.0.0.1", "--ipv4-prefix", "24",
                               "--ipv6-prefix", "48"])
-        self.assertEqual((options["limits"].ipv4_prefix, options["limits"].ipv6_prefix), (24, 48))
+        self.assertEqual((options.config.limits.ipv4_prefix, options.config.limits.ipv6_prefix), (24, 48))
         self.assertEqual((limits.Limits().ipv4_prefix, limits.Limits().ipv6_prefix), (32, 64))
         from twisted.python.usage import UsageError
 

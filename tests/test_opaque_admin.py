@@ -7,6 +7,7 @@ import json
 import os
 
 from twisted.python import usage
+from twisted.internet.testing import MemoryReactor
 from twisted.trial import unittest
 
 from tests.helpers import TEST_KDF
@@ -134,12 +135,16 @@ class AdminSchemeTests(unittest.TestCase):
     def test_tap_options(self):
         options = self.parse("--opaque", "tcp:9001", "--opaque-key", self.key)
         self.assertEqual(options["opaque"], ["tcp:9001"])
-        self.assertFalse(options["opaque-key-created"])
+        self.assertFalse(options.config.opaque_key_created)
 
     def test_tap_missing_key_without_users_is_created(self):
         path = os.path.join(self.dir, "fresh-key")
-        options = self.parse("--opaque-key", path)
-        self.assertTrue(options["opaque-key-created"])
+        options = self.parse("--opaque-key", path, "--dh", "tcp:0", "--eke", "tcp:0",
+                             "--opaque", "tcp:0")
+        self.assertTrue(options.config.opaque_key_created)
+        # Written when the daemon starts, not when the options are read.
+        self.assertFalse(os.path.exists(path))
+        tap.makeService(options, reactor=MemoryReactor()).privilegedStartService()
         self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
 
     def test_tap_missing_key_with_users_is_an_error(self):

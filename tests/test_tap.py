@@ -21,6 +21,7 @@ from twisted_keyx.opaque.protocol import OPAQUEServerFactory
 from twisted_keyx.trust.knownservers import server_key_fingerprint
 from twisted_keyx.service import limits
 from twisted_keyx.groups import ffdh
+from twisted_keyx.service import endpointspec
 from twisted_keyx.service import tap
 from twisted_keyx.service import userfile as userstore
 from twisted_keyx.dh.protocol import DHClientProtocol, DHServerFactory
@@ -36,7 +37,7 @@ class OptionsTests(unittest.TestCase):
     def test_defaults(self):
         options = parse()
         self.assertEqual(options["dh"], ["tcp:7777"])
-        self.assertIs(options["dh-group"], ffdh.named_group("ffdhe2048"))
+        self.assertIs(options.config.group, ffdh.named_group("ffdhe2048"))
         self.assertFalse(options["show-secrets"])
 
     def test_repeated_dh(self):
@@ -84,12 +85,12 @@ class OptionsTests(unittest.TestCase):
 
     def test_group(self):
         for name in ffdh.NAMED_GROUP_PRIMES:
-            self.assertIs(parse("--group", name)["dh-group"], ffdh.named_group(name))
+            self.assertIs(parse("--group", name).config.group, ffdh.named_group(name))
 
     def test_params(self):
         for name, label in [("dhparam-2048.pem", b"DH PARAMETERS"),
                             ("dhx-2048.pem", b"X9.42 DH PARAMETERS")]:
-            group = parse("--params", data_path(name))["dh-group"]
+            group = parse("--params", data_path(name)).config.group
             self.assertEqual(group.bits, 2048)
             self.assertTrue(group.parameters_pem.startswith(b"-----BEGIN " + label))
             self.assertEqual(group.name, "file:" + data_path(name))
@@ -319,7 +320,9 @@ class MakeServiceTests(unittest.TestCase):
             def listenUNIX(self, address, factory, backlog=50, mode=0o666, wantPID=0):
                 raise error.CannotListenError(None, address.encode(), "Cannot acquire lock")
 
-        service = tap.makeService(parse("--dh", "unix:keyx.sock"), reactor=Locked())
+        # The others on port 0: their defaults (8088, 8089) may be taken.
+        service = tap.makeService(parse("--dh", "unix:keyx.sock", "--eke", "tcp:0",
+                                        "--opaque", "tcp:0"), reactor=Locked())
         with self.assertRaises(SystemExit) as caught:
             service.privilegedStartService()
         self.assertEqual(caught.exception.code, (
@@ -337,7 +340,8 @@ class MakeServiceTests(unittest.TestCase):
         # ...and if the folder goes away before the start, the lock file fails
         # with an OSError rather than CannotListenError: still one line.
         os.mkdir(folder)
-        options = parse("--dh", f"unix:{missing}", "--eke", "unix:eke.sock")
+        options = parse("--dh", f"unix:{missing}", "--eke", "unix:eke.sock",
+                        "--opaque", "tcp:0")
         os.rmdir(folder)
         service = tap.makeService(options)
         with self.assertRaises(SystemExit) as caught:
@@ -353,7 +357,7 @@ class MakeServiceTests(unittest.TestCase):
                                    "--eke", "tcp:7003", "--users", os.path.abspath("users.json"),
                                    "--opaque", "tcp:7004", "--opaque-key", "startup-key",
                                    "--no-host-key")
-        path, setup, _ = service.opaque_key
+        path, setup = service.config.opaque_key_path, service.config.opaque_setup
         lines = [formatEvent(e) for e in events
                  if e.get("log_namespace", "").startswith("twisted_keyx.service.tap")]
         self.assertEqual(lines, [
@@ -382,17 +386,22 @@ class MakeServiceTests(unittest.TestCase):
                 f"its keys log in without the passwords; chmod 600 {users}"] if warned else [])
 
     def test_unix_sockets_are_private_unless_the_endpoint_says(self):
-        self.assertEqual(tap._private_unix("unix:/tmp/k.sock"), "unix:/tmp/k.sock:mode=600")
-        self.assertEqual(tap._private_unix("unix:address=k.sock:lockfile=0"),
+        def private(description):
+            return endpointspec.parse(description).private()
+
+        self.assertEqual(private("unix:/tmp/k.sock"), "unix:/tmp/k.sock:mode=600")
+        self.assertEqual(private("unix:address=k.sock:lockfile=0"),
                          "unix:address=k.sock:lockfile=0:mode=600")
         # An escaped colon is part of the path, not a field.
-        self.assertEqual(tap._private_unix("unix:k\\:mode=1.sock"), "unix:k\\:mode=1.sock:mode=600")
+        self.assertEqual(private("unix:k\\:mode=1.sock"), "unix:k\\:mode=1.sock:mode=600")
         for kept in ("unix:/tmp/k.sock:mode=660", "unix:/tmp/k.sock:666", "tcp:7777"):
-            self.assertEqual(tap._private_unix(kept), kept)
+            self.assertEqual(private(kept), kept)
         folder = self.mktemp()  # relative: a socket path has at most 107 bytes
         os.mkdir(folder)
         private, shared = os.path.join(folder, "dh.sock"), os.path.join(folder, "eke.sock")
-        service = tap.makeService(parse("--dh", f"unix:{private}", "--eke", f"unix:{shared}:mode=660"))
+        # OPAQUE on a socket too: its default, tcp:8089, may be taken.
+        service = tap.makeService(parse("--dh", f"unix:{private}", "--eke", f"unix:{shared}:mode=660",
+                                        "--opaque", f"unix:{private}-opaque"))
         service.privilegedStartService()
         service.startService()
         self.addCleanup(service.stopService)
@@ -404,7 +413,8 @@ class MakeServiceTests(unittest.TestCase):
         # client completes a handshake there.
         socket = self.mktemp()
         # EKE too on a socket of its own: its default, tcp:8088, may be taken.
-        service = tap.makeService(parse("--dh", f"unix:{socket}", "--eke", f"unix:{socket}-eke"))
+        service = tap.makeService(parse("--dh", f"unix:{socket}", "--eke", f"unix:{socket}-eke",
+                                        "--opaque", f"unix:{socket}-opaque"))
 
         async def run():
             service.startService()

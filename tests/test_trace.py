@@ -8,6 +8,7 @@ import os
 from twisted.internet import defer, reactor
 from twisted.trial import unittest
 
+from twisted_keyx.core import handshakes
 from twisted_keyx.groups import registry as groups
 from twisted_keyx.observe import sequence
 from twisted_keyx.observe import trace
@@ -34,8 +35,8 @@ class ChartTests(unittest.TestCase):
         """docs/sequences/ holds one file per chart, and every chart has a recipe."""
         self.assertEqual(sorted(os.listdir(SEQUENCES)),
                          sorted(f"{name}.txt" for name in sequence.names()))
-        self.assertEqual(sequence.names(), list(sequence.CHARTS))
-        self.assertNotIn(None, sequence.CHARTS.values())
+        self.assertEqual(sequence.names(), list(sequence.charts()))
+        self.assertNotIn(None, sequence.charts().values())
 
     def test_dh_hostkey_messages(self):
         """The host-key chart is the 7-message handshake of docs/hostkey.rst."""
@@ -61,8 +62,8 @@ def _chart_test(name):
     return test
 
 
-# One test per chart in sequence.CHARTS: a chart added there is checked too.
-for _name in sequence.CHARTS:
+# One test per chart in the registry: a chart added there is checked too.
+for _name in sequence.names():
     setattr(ChartTests, _chart_test(_name).__name__, _chart_test(_name))
 
 
@@ -88,12 +89,21 @@ class SummaryTests(unittest.TestCase):
 
         self.assertEqual(str(trace.describe(Own(), b"Hello")), "mine")
 
-    def test_register(self):
+    def test_registry_entry(self):
+        """A machine's summary comes from its handshake's registry entry, by
+        class name, for its subclasses too."""
         class Registered(DHClientHandshake):
             pass
 
-        trace.register(Registered)(lambda payload: trace.Summary("registered"))
+        class Sub(Registered):
+            pass
+
+        handshakes.register(handshakes.Handshake(
+            name="registered", title="a test entry",
+            summaries={"Registered": lambda payload: trace.Summary("registered")}))
+        self.addCleanup(handshakes.unregister, "registered")
         self.assertEqual(str(trace.describe(Registered(), b"Hello")), "registered")
+        self.assertEqual(str(trace.describe(Sub(), b"Hello")), "registered")
 
 
 class HostileSummaryTests(unittest.TestCase):
@@ -237,7 +247,7 @@ class DaemonTraceTests(unittest.TestCase):
         options = tap.Options()
         options.parseOptions(["--trace"])
         self.assertTrue(options["trace"])
-        factory = tap._traced(options, DHServerFactory(groups.named("x25519")))
+        factory = tap._traced(options.config, DHServerFactory(groups.named("x25519")))
         first, second = factory.buildProtocol(None), factory.buildProtocol(None)
         self.assertIsInstance(first.tracer, trace.TextTracer)
         self.assertIsNone(first.tracer.out)  # into the log

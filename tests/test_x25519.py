@@ -395,8 +395,8 @@ class TapTests(unittest.TestCase):
     def test_group_x25519(self):
         options = tap.Options()
         options.parseOptions(["--group", "x25519"])
-        self.assertIs(options["dh-group"], GROUP)
-        self.assertIs(tap.makeService(options).group, GROUP)
+        self.assertIs(options.config.group, GROUP)
+        self.assertIs(tap.makeService(options).config.group, GROUP)
 
     def test_help_lists_x25519(self):
         [group_help] = [option[3] for option in tap.Options.optParameters if option[0] == "group"]

@@ -197,20 +197,12 @@ def cmd_adduser(args, out, err):
     except PasswordError as e:
         raise AdminError(str(e)) from None
     # The KSF before taking the lock, so that the lock is held briefly.
-    if args.scheme == "opaque":
-        from twisted_keyx.opaque import scheme as opaque_scheme
-
-        try:
-            setup, created = opaque_scheme.load_or_create_key_file(args.opaque_key)
-        except opaque_scheme.KeyFileError as e:
-            raise AdminError(str(e)) from None
-        if created:
-            err.write(f"keyx-admin: created the OPAQUE key file {args.opaque_key} (mode 0600)\n")
-        record = opaque_scheme.new_user(args.name, password, setup)
-        detail = f"opaque, {record.record.ksf}"
-    else:
-        record = userstore.new_user(args.name, password)
-        detail = str(record.kdf)
+    scheme = schemes.named(args.scheme)
+    try:
+        record, detail = scheme.add_user(args.name, password, vars(args),
+                                         lambda text: err.write(f"keyx-admin: {text}\n"))
+    except ValueError as e:
+        raise AdminError(str(e)) from None
     with _editing_users(args.users, missing_ok=True) as users:
         _refuse_existing(users, args)
         users[args.name] = record
@@ -466,9 +458,9 @@ def build_parser():
     adduser.add_argument("--scheme", choices=schemes.names(), default=schemes.names()[0],
                          help="the password handshake the user logs in with "
                               f"[default: {schemes.names()[0]}]")
-    adduser.add_argument("--opaque-key", metavar="FILE", default="keyx-opaque-key",
-                         help="the OPAQUE server key file, created (mode 0600) if missing "
-                              "[default: keyx-opaque-key]")
+    for name in schemes.names():
+        for flags, keywords in schemes.named(name).add_user_options:
+            adduser.add_argument(*flags, **keywords)
     adduser.set_defaults(run=cmd_adduser)
 
     deluser = commands.add_parser(

@@ -70,15 +70,13 @@ def loopback_target(text):
 def loopback_listen(text):
     """A server endpoint string that listens on loopback only: ``unix:PATH``,
     or ``tcp:PORT:interface=ADDR`` with ADDR loopback."""
-    kind = text.partition(":")[0]
-    if kind == "unix":
+    from twisted_keyx.service import endpointspec
+
+    spec = endpointspec.parse(text)
+    if spec.kind == "unix":
         return text
-    if kind == "tcp":
-        interface = None
-        for field in text.split(":")[2:]:
-            name, _, value = field.partition("=")
-            if name == "interface":
-                interface = value.replace("\\:", ":")
+    if spec.kind == "tcp":
+        interface = spec.keywords.get("interface")
         if interface is not None and _is_loopback(interface):
             return text
         raise argparse.ArgumentTypeError(
@@ -134,35 +132,27 @@ def build_parser():
 
 # --- crack --------------------------------------------------------------------
 
-OPAQUE_EXPLANATION = """\
-This is an OPAQUE login: there is nothing here to test a guess against.
-  - The password never enters the wire, not even under a key derived from it:
-    the client blinds it (an OPRF, RFC 9497), and the blinded element is a
-    random-looking group element whatever the password is.
-  - The server's OPRF evaluation uses the server's OPRF key, which never
-    travels: without it, a guess cannot be turned into the randomized password
-    that opens the envelope.
-  - The key exchange messages are authenticated with keys that come from that
-    randomized password; a recording gives no equation in the password alone.
-Each guess needs the server's help: an online attack, one login per guess,
-which the server can count and throttle (docs/opaque.rst).
-"""
+def offline_attack(events):
+    """What the recorded handshake in ``events`` gives an offline attacker:
+    a :class:`twisted_keyx.core.handshakes.OfflineAttack`, or the text that
+    says why there is nothing to attack.  The handshake is the registry
+    entry (:mod:`twisted_keyx.core.handshakes`) whose machines recorded the
+    first message that one knows how to read."""
+    from twisted_keyx.core import handshakes
 
-
-def load_eke_recording(events):
-    """``(user, salt, kdf, box3)`` from a recorded EKE handshake."""
-    from twisted_keyx.eke import crypto, messages
-
-    eke = [e for e in events if e.machine.startswith("EKE")]
-    if len(eke) < 3:
-        raise LabError("the trace holds no EKE handshake up to step 3", EXIT_NOT_FOUND)
-    user = eke[0].payload.decode("utf-8")
+    for event in events:
+        entry = handshakes.handshake_of_machine(event.machine)
+        if entry is not None and entry.recording is not None:
+            break
+    else:
+        raise LabError("the trace holds no password handshake keyx-lab can attack",
+                       EXIT_NOT_FOUND)
+    own = [e for e in events if handshakes.handshake_of_machine(e.machine) is entry]
     try:
-        salt, n, r, p = messages.parse_yes(eke[1].payload)
-        box = messages.decode_box(eke[2].payload, 3)
-    except messages.MalformedLine as e:
-        raise LabError(f"the recorded steps 2 and 3 do not parse: {e}", EXIT_NOT_FOUND)
-    return user, salt, crypto.ScryptParameters(n, r, p), box
+        return handshakes.load_path(entry.recording)(own) if isinstance(
+            entry.recording, str) else entry.recording(own)
+    except ValueError as e:
+        raise LabError(str(e), EXIT_NOT_FOUND) from None
 
 
 def _bar(done, total, width=30):
@@ -170,21 +160,16 @@ def _bar(done, total, width=30):
     return "[" + "#" * filled + "." * (width - filled) + "]"
 
 
-def crack(user, salt, kdf, box, guesses, err, clock=time.monotonic):
-    """Try each guess; return ``(password or None, tried, seconds)``."""
-    from twisted_keyx.eke import crypto
-
+def crack(attack, guesses, err, clock=time.monotonic):
+    """Try each guess against ``attack`` (an
+    :class:`~twisted_keyx.core.handshakes.OfflineAttack`); return
+    ``(password or None, tried, seconds)``."""
     start = clock()
     tried = 0
     total = len(guesses)
     for guess in guesses:
-        key = crypto.derive_password_key(crypto.normalize_password(guess), salt, kdf)
+        found = guess if attack.test(guess) else None
         tried += 1
-        try:
-            crypto.open_box(key, 3, user, box)
-            found = guess
-        except crypto.CryptoError:
-            found = None
         elapsed = clock() - start
         rate = tried / elapsed if elapsed > 0 else 0.0
         err.write(f"\r{_bar(tried, total)} {tried}/{total} {rate:.1f} guesses/s")
@@ -201,18 +186,18 @@ def run_crack(args, out, err):
         events = trace.read_trace(args.trace_file)
     except (OSError, trace.TraceFormatError) as e:
         raise LabError(str(e))
-    if any("opaque" in e.machine.lower() for e in events):
-        out.write(OPAQUE_EXPLANATION)
+    attack = offline_attack(events)
+    if isinstance(attack, str):
+        out.write(attack)
         return EXIT_NOT_FOUND
-    user, salt, kdf, box = load_eke_recording(events)
     try:
         with open(args.wordlist, encoding="utf-8") as f:
             guesses = [line.rstrip("\r\n") for line in f if line.rstrip("\r\n")]
     except (OSError, UnicodeDecodeError) as e:
         raise LabError(f"cannot read the word list: {e}")
-    out.write(f"user {user!r}, salt {salt.hex()}, {kdf}: {len(guesses)} guesses\n")
+    out.write(f"{attack.summary}: {len(guesses)} guesses\n")
     out.flush()
-    password, tried, seconds = crack(user, salt, kdf, box, guesses, err)
+    password, tried, seconds = crack(attack, guesses, err)
     rate = tried / seconds if seconds > 0 else 0.0
     if password is None:
         out.write(f"not found in {tried} guesses ({seconds:.1f} s, {rate:.1f} guesses/s)\n")

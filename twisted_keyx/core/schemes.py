@@ -10,24 +10,25 @@ to turn its part of a record into an object and back:
 - ``parse(name, fields) -> record``: ``fields`` is the record's JSON object
   without ``"scheme"``; raises ``ValueError`` (or a subclass) if unusable;
 - ``serialise(record) -> dict``: the fields to store (without ``"scheme"``);
-- ``describe(record) -> str``: one line for ``keyx-admin listusers``.
+- ``describe(record) -> str``: one line for ``keyx-admin listusers``;
+- ``add_user(name, password, options, say) -> (record, description)``:
+  ``keyx-admin adduser``; ``options`` is a mapping of the command's options
+  (its own among them), ``say(text)`` tells the user something on the way;
+  raises ``ValueError`` with a one-line message;
+- ``add_user_options``: ``((flags, argparse keywords), ...)``, the options
+  of its own ``keyx-admin adduser`` offers.
 
 Every record object has a ``scheme`` attribute naming its scheme; servers
 ask the user file for the records of their own scheme only, so an EKE
 server treats an OPAQUE user as unknown and vice versa.
 
-Adding a scheme is a module defining ``SCHEME`` and one line in
-:data:`SCHEME_MODULES` (docs/protocols.rst, OPAQUE).
+A password handshake names its scheme in its entry of the handshake
+registry (:attr:`twisted_keyx.core.handshakes.Handshake.scheme`); the
+schemes are loaded from there the first time they are asked for, in the
+registry's order, the first being the default of ``keyx-admin adduser``.
 """
 
-import importlib
-
-#: The modules that define a ``SCHEME``: loaded the first time the
-#: registry is asked.  The first one is the default of ``keyx-admin adduser``.
-SCHEME_MODULES = (
-    "twisted_keyx.eke.scheme",
-    "twisted_keyx.opaque.scheme",
-)
+from twisted_keyx.core import handshakes
 
 #: A record without a "scheme" field is EKE's.
 IMPLICIT_SCHEME = "eke"
@@ -48,9 +49,13 @@ def register(scheme):
 
 
 def _load():
-    if len(_schemes) < len(SCHEME_MODULES):
-        for module in SCHEME_MODULES:
-            register(importlib.import_module(module).SCHEME)
+    for entry in handshakes.password_handshakes():
+        if entry.name not in _loaded:
+            register(handshakes.load_path(entry.scheme))
+            _loaded.add(entry.name)
+
+
+_loaded = set()
 
 
 def named(name):

@@ -18,7 +18,7 @@ a DOT digraph, so a diagram cannot say more or less than the code does:
   (:mod:`twisted_keyx.core.machine` does that in one place);
 - for a client, the move made by its ``start()`` method (which sends the
   first message and is not an event of the table) as a dotted edge, when
-  :data:`MACHINES` declares it.
+  its registry entry declares it (:class:`twisted_keyx.core.handshakes.Machine`).
 
 The output is deterministic: states in the order of their enum, edges in
 table order of (state, event) enum positions, nothing that depends on a hash
@@ -34,13 +34,13 @@ protocols the diagrams show.
 """
 
 import argparse
-import importlib
 import os
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 
+from twisted_keyx.core import handshakes
 from twisted_keyx.core.machine import LocalEvent
 
 
@@ -52,54 +52,26 @@ class UnknownMachine(LookupError):
         self.name = name
 
 
-@dataclass(frozen=True)
-class MachineEntry:
-    """Where a machine class lives, and what its diagram says about it."""
-
-    #: ``package.module:ClassName``, imported only when the diagram is drawn.
-    path: str
-    title: str
-    #: Name of the state ``start()`` moves to, for machines that begin by
-    #: sending (clients); None for those that begin by receiving.
-    start: str | None = None
-
-    def load(self):
-        module, _, attribute = self.path.partition(":")
-        return getattr(importlib.import_module(module), attribute)
+#: What the diagram knows of a machine: where its class lives, its title,
+#: the state its ``start()`` moves to.
+MachineEntry = handshakes.Machine
 
 
-#: Every machine that has a diagram.  The classes are imported by dotted
-#: path when a diagram is drawn, so moving one (the chat, for instance) is
-#: a change of one line here.
-MACHINES = {
-    "dh-server": MachineEntry(
-        "twisted_keyx.dh.handshake:DHServerHandshake", "DH handshake, server side"),
-    "dh-client": MachineEntry(
-        "twisted_keyx.dh.handshake:DHClientHandshake", "DH handshake, client side",
-        start="AWAIT_GREETING"),
-    "eke-server": MachineEntry(
-        "twisted_keyx.eke.handshake:EKEServerHandshake", "EKE handshake, server side"),
-    "eke-client": MachineEntry(
-        "twisted_keyx.eke.handshake:EKEClientHandshake", "EKE handshake, client side",
-        start="AWAIT_ANSWER"),
-    "opaque-server": MachineEntry(
-        "twisted_keyx.opaque.handshake:OPAQUEServerHandshake", "OPAQUE handshake, server side"),
-    "opaque-client": MachineEntry(
-        "twisted_keyx.opaque.handshake:OPAQUEClientHandshake", "OPAQUE handshake, client side",
-        start="AWAIT_KE2"),
-    "chat-server": MachineEntry("twisted_keyx.chat.machine:ServerChat", "Chat, server side"),
-    "chat-client": MachineEntry("twisted_keyx.chat.machine:ClientChat", "Chat, client side"),
-}
+def machines():
+    """Every machine that has a diagram, by name: the machines of every
+    entry of the handshake registry (:mod:`twisted_keyx.core.handshakes`),
+    whose classes are imported only when a diagram is drawn."""
+    return handshakes.machines()
 
 
 def names():
     """The machine names, sorted."""
-    return sorted(MACHINES)
+    return sorted(machines())
 
 
 def entry(name):
     try:
-        return MACHINES[name]
+        return machines()[name]
     except KeyError:
         raise UnknownMachine(name) from None
 

@@ -9,8 +9,9 @@ charts cannot drift from the code.  Regenerate them with::
 
     python -m twisted_keyx.observe.sequence --write docs/sequences
 
-Every chart has a name in :data:`CHARTS`; a new handshake adds a recipe
-there (and its file, which the test then checks).
+Every chart has a name and a recipe in its handshake's registry entry
+(:attr:`twisted_keyx.core.handshakes.Handshake.charts`); a new handshake
+adds its recipes there (and their files, which the test then checks).
 """
 
 import argparse
@@ -19,6 +20,7 @@ import sys
 
 from twisted.internet import defer, endpoints
 
+from twisted_keyx.core import handshakes
 from twisted_keyx.observe import trace
 
 #: The narrowest a side's column is.
@@ -84,138 +86,32 @@ async def _run(reactor, server_factory, client_factory, outcome, listening=None)
     return client_recorder.events, server_recorder.events
 
 
-async def dh_chart(reactor, group_name, raw=False):
-    from twisted_keyx.groups import registry as groups
-    from twisted_keyx.dh.protocol import DHClientFactory, DHServerFactory
-    from twisted_keyx.dh.raw import RawDHClientFactory, RawDHServerFactory
-
-    server = (RawDHServerFactory if raw else DHServerFactory)(groups.named(group_name))
-    client = (RawDHClientFactory if raw else DHClientFactory)()
-    events = await _run(reactor, server, client, lambda protocol: protocol.finished)
-    title = f"DH handshake, group {group_name}" + (" (unframed wire)" if raw else "")
-    return chart(title, *events,
-                 notes=["Both sides: shared secret; H = SHA-256 of the transcript of",
-                        "messages 1 to 6; session key = HKDF-SHA256(secret,",
-                        "info = 'twisted-keyx dh session key v1' || H)."])
-
-
-async def _login_and_quit(protocol):
+async def login_and_quit(protocol):
     """A password client's outcome for a chart: log in, then quit."""
     await protocol.authenticated
     protocol.quit()
     await protocol.finished
 
 
-async def eke_chart(reactor):
-    from twisted_keyx.eke import crypto
-    from twisted_keyx.eke import records as userstore
-    from twisted_keyx.eke.protocol import EKEClientFactory, EKEServerFactory
-
-    kdf = crypto.ScryptParameters(n=2**14, r=8, p=1)  # the client's floor: 16 MiB
-    user = userstore.new_user("alice", "correct horse", kdf=kdf)
-
-    class Users:
-        def lookup(self, name):
-            return user if name == user.name else None
-
-    server = EKEServerFactory(Users())
-    client = EKEClientFactory("alice", "correct horse")
-
-    events = await _run(reactor, server, client, _login_and_quit)
-    return chart("EKE handshake, then quit", *events,
-                 notes=["Messages 1 to 8 are the handshake; 9 and 10 are chat records",
-                        "(quit, and its confirmation) under the per-direction chat keys."])
+async def run(reactor, server_factory, client_factory, outcome, listening=None):
+    """What a chart recipe awaits: both sides' events (see :func:`_run`)."""
+    return await _run(reactor, server_factory, client_factory, outcome, listening)
 
 
-async def dh_hostkey_chart(reactor):
-    """DH in X25519 with a host key: the client asks ``Host key?``, verifies
-    message 7 and finds the key pinned in a known_hosts file
-    (docs/hostkey.rst)."""
-    import tempfile
-
-    from twisted_keyx.groups import registry as groups
-    from twisted_keyx.trust import hostkey
-    from twisted_keyx.trust import knownhosts
-    from twisted_keyx.dh.protocol import DHClientFactory, DHServerFactory
-
-    host_key = hostkey.HostKey.from_private_key(hostkey.generate_private_key())
-    server = DHServerFactory(groups.named("x25519"), host_key=host_key)
-    client = DHClientFactory(ask_host_key=True)
-    with tempfile.TemporaryDirectory() as folder:
-        known = knownhosts.KnownHosts(os.path.join(folder, "known_hosts"))
-        where = []
-
-        def pin(port):
-            # What a first contact with --accept-new, or the operator, wrote.
-            where.append(port)
-            known.record("127.0.0.1", port, host_key.public_key)
-
-        async def verified(protocol):
-            result = await protocol.finished
-            decision = knownhosts.decide(known, "127.0.0.1", where[0], result.host_public_key)
-            if decision.action is not knownhosts.Action.PROCEED:
-                raise RuntimeError(f"the pinned host key was not accepted: {decision.text}")
-
-        events = await _run(reactor, server, client, verified, listening=pin)
-    return chart("DH handshake with a host key, group x25519", *events,
-                 notes=["Message 1 'Host key?' asks for message 7; the server sends 6 and 7",
-                        "in one flight.  Message 7 carries the server's Ed25519 host key",
-                        "and its signature over the group name, that key and H, the",
-                        "transcript hash of messages 1 to 6 (docs/hostkey.rst).  The client",
-                        "verifies it with its own H, then finds the key pinned in its",
-                        "known_hosts file; session key = HKDF-SHA256(secret, info =",
-                        "'twisted-keyx dh session key v1' || H), as without a host key."])
-
-
-async def opaque_chart(reactor):
-    """An OPAQUE login then quit, for a user registered in the recipe with
-    the cheapest Argon2id cost the client accepts by default."""
-    from twisted_keyx.opaque.ksf import MiB, Argon2idParameters
-    from twisted_keyx.opaque.protocol import OPAQUEClientFactory, OPAQUEServerFactory
-    from twisted_keyx.opaque.records import ServerSetup
-    from twisted_keyx.opaque.scheme import new_user
-
-    # The client's floor (twisted_keyx.opaque.ksf.KsfLimits): 19 MiB, and
-    # 38 MiB of memory * passes.
-    floor = Argon2idParameters(memory_cost=19 * MiB, iterations=2, lanes=1)
-    setup = ServerSetup.generate(floor)
-    user = new_user("alice", "correct horse", setup)
-
-    class Users:
-        def lookup(self, name, scheme):
-            return user if (name, scheme) == (user.name, "opaque") else None
-
-    server = OPAQUEServerFactory(Users(), setup)
-    client = OPAQUEClientFactory("alice", "correct horse")
-
-    events = await _run(reactor, server, client, _login_and_quit)
-    return chart("OPAQUE login, then quit", *events,
-                 notes=["Messages 1 to 4 are the login (RFC 9807's KE1, KE2 with the",
-                        "record's Argon2id cost in front, KE3, then ok); 5 and 6 are chat",
-                        "records (quit, and its confirmation) under the per-direction chat",
-                        "keys.  No message depends on the password alone: the client blinds",
-                        "it (OPRF) and only the server's OPRF key completes it."])
-
-
-#: name -> coroutine function ``(reactor) -> chart text``.
-CHARTS = {
-    "dh-ffdhe2048": lambda reactor: dh_chart(reactor, "ffdhe2048"),
-    "dh-ffdhe3072": lambda reactor: dh_chart(reactor, "ffdhe3072"),
-    "dh-ffdhe4096": lambda reactor: dh_chart(reactor, "ffdhe4096"),
-    "dh-x25519": lambda reactor: dh_chart(reactor, "x25519"),
-    "dh-x25519-unframed": lambda reactor: dh_chart(reactor, "x25519", raw=True),
-    "eke": eke_chart,
-    "dh-hostkey": dh_hostkey_chart,
-    "opaque": opaque_chart,
-}
+def charts():
+    """name -> coroutine function ``(reactor, draw) -> chart text``: every
+    chart of the handshake registry (:mod:`twisted_keyx.core.handshakes`).
+    ``draw`` is this module: a recipe awaits :func:`run` and returns
+    :func:`chart`'s text."""
+    return handshakes.charts()
 
 
 def names():
-    return list(CHARTS)
+    return list(charts())
 
 
 async def generate(reactor, name):
-    return await CHARTS[name](reactor)
+    return await charts()[name](reactor, sys.modules[__name__])
 
 
 def main(argv=None):

@@ -15,12 +15,12 @@ after, payload)``.  This module has the tracers and the summaries
 A summary says what a message is without printing what it hides: a PEM group
 as its name and bits, a public key as its first bytes, a base64 box as its
 sizes.  :func:`describe` finds the summary for a machine's message: the
-machine's own ``describe(payload)`` method if it has one, else a function
-registered for its class (or a base class) with :func:`register`, else the
+machine's own ``describe(payload)`` method if it has one, else the function
+its handshake's registry entry gives for its class (or a base class) by
+name (:attr:`twisted_keyx.core.handshakes.Handshake.summaries`), else the
 generic :func:`describe_bytes`, which knows the shapes every handshake here
 uses (text, PEM, ``prefix:`` + PEM, base64 boxes).  A new handshake needs no
-edit here: it defines ``describe`` or registers a function from its own
-module.
+edit here: its entry names its summaries.
 
 Secrets never travel in the clear, so a trace holds none; with
 ``show_secrets`` the line of the message that finishes a handshake also
@@ -35,6 +35,8 @@ from dataclasses import dataclass
 
 from twisted.logger import Logger
 
+from twisted_keyx.core import handshakes
+from twisted_keyx.core.handshakes import Summary  # noqa: F401 (part of this API)
 from twisted_keyx.core.peers import printable
 
 #: The first line of a trace file; a reader refuses any other.
@@ -44,19 +46,6 @@ FILE_FORMAT = "twisted-keyx trace v1"
 KEY_PREFIX_BYTES = 8
 
 ARROWS = {"in": "<-", "out": "->"}
-
-
-@dataclass(frozen=True)
-class Summary:
-    """``kind`` is what the message is, the same in every run (sequence
-    charts use it); ``detail`` adds what differs from run to run (sizes
-    that vary, a key's first bytes)."""
-
-    kind: str
-    detail: str = ""
-
-    def __str__(self):
-        return f"{self.kind} {self.detail}".strip() if self.detail else self.kind
 
 
 @dataclass(frozen=True)
@@ -82,19 +71,9 @@ def event(direction, machine, before, after, payload):
 
 # --- summaries ---------------------------------------------------------------
 
-_REGISTRY = {}
 
-
-def register(machine_class):
-    """Decorator: ``describe(payload) -> Summary`` for ``machine_class``'s
-    messages (and its subclasses'); ``machine_class`` may be a class or a
-    class name (so that this module imports no machine)."""
-
-    def decorate(function):
-        _REGISTRY[machine_class] = function
-        return function
-
-    return decorate
+def _summary_function(machine_name):
+    return handshakes.summary_function(machine_name)
 
 
 def describe(machine, payload):
@@ -103,76 +82,18 @@ def describe(machine, payload):
     if callable(own):
         return own(payload)
     for cls in type(machine).__mro__:
-        for key in (cls, cls.__name__):
-            if key in _REGISTRY:
-                return _REGISTRY[key](payload)
+        function = _summary_function(cls.__name__)
+        if function is not None:
+            return function(payload) or describe_bytes(payload)
     return describe_bytes(payload)
 
 
 def describe_event(event):
     """The summary of a recorded :class:`Event` (its machine known by name)."""
-    if event.machine in _REGISTRY:
-        return _REGISTRY[event.machine](event.payload)
+    function = _summary_function(event.machine)
+    if function is not None:
+        return function(event.payload) or describe_bytes(event.payload)
     return describe_bytes(event.payload)
-
-
-def _describe_eke(payload):
-    words = payload.split(b" ")
-    if len(words) == 6 and words[0] == b"yes" and words[2] == b"scrypt":
-        try:
-            salt = base64.b64decode(words[1], validate=True)
-        except (binascii.Error, ValueError):
-            salt = b""
-        params = b" ".join(words[2:]).decode("ascii", "replace")
-        return Summary(f"yes <salt, {len(salt)} bytes> {params}", f"salt {salt.hex()}")
-    return describe_bytes(payload)
-
-
-def _describe_chat(payload):
-    try:
-        record = base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
-        return describe_bytes(payload)
-    return Summary(f"chat record of {len(record)} bytes "
-                   f"(ciphertext {max(len(record) - 16, 0)} + tag 16)")
-
-
-def _b64(data):
-    try:
-        return base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-
-
-def _describe_opaque(payload):
-    """OPAQUE's lines (docs/protocols.rst, OPAQUE): KE1 and the user name,
-    KE2 behind its KSF header, KE3."""
-    from twisted_keyx.opaque import messages
-    from twisted_keyx.opaque.ksf import Argon2idParameters
-
-    head, space, name = payload.partition(b" ")
-    ke = _b64(head)
-    if ke is None:
-        return describe_bytes(payload)
-    if space and len(ke) == messages.KE1_SIZE and _printable(name):
-        return Summary(f"base64(KE1, {len(ke)} bytes) and the user name "
-                       f"{name.decode('ascii')!r}")
-    if not space and len(ke) == messages.KE3_SIZE:
-        return Summary(f"base64(KE3, {len(ke)} bytes)")
-    header = Argon2idParameters.header_size
-    if not space and len(ke) == header + messages.KE2_SIZE:
-        params = Argon2idParameters.decode(ke[:header])
-        return Summary(f"base64(KSF header, {header} bytes: {params}; "
-                       f"KE2, {messages.KE2_SIZE} bytes)")
-    return describe_bytes(payload)
-
-
-for _name in ("OPAQUEClientHandshake", "OPAQUEServerHandshake"):
-    register(_name)(_describe_opaque)
-for _name in ("EKEClientHandshake", "EKEServerHandshake"):
-    register(_name)(_describe_eke)
-for _name in ("ClientChat", "ServerChat"):
-    register(_name)(_describe_chat)
 
 
 def _printable(data):

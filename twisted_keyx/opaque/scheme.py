@@ -37,6 +37,13 @@ class OpaqueUser:
 class OpaqueScheme:
     name = "opaque"
     description = "OPAQUE (RFC 9807, Argon2id; nothing stored logs in)"
+    #: ``keyx-admin adduser``'s options for this scheme: (flags, argparse keywords).
+    add_user_options = (
+        (("--opaque-key",), dict(
+            metavar="FILE", default=DEFAULT_KEY_FILE,
+            help="the OPAQUE server key file, created (mode 0600) if missing "
+                 f"[default: {DEFAULT_KEY_FILE}]")),
+    )
 
     def parse(self, name, fields):
         keys = {"client_public_key", "masking_key", "envelope", "ksf"}
@@ -52,6 +59,21 @@ class OpaqueScheme:
 
     def describe(self, user):
         return f"opaque, {user.record.ksf}"
+
+    def add_user(self, name, password, options, say):
+        """``keyx-admin adduser``: run registration against the key file of
+        ``options["opaque_key"]`` (made first if missing; ``say`` tells the
+        user so); the record and how it is described.  ValueError for a key
+        file that cannot be used."""
+        path = options["opaque_key"]
+        try:
+            setup, created = load_or_create_key_file(path)
+        except KeyFileError as e:
+            raise ValueError(str(e)) from None
+        if created:
+            say(f"created the OPAQUE key file {path} (mode 0600)")
+        user = new_user(name, password, setup)
+        return user, f"opaque, {user.record.ksf}"
 
 
 SCHEME = OpaqueScheme()
@@ -103,6 +125,12 @@ def create_key_file(path, default_ksf=None):
     (:class:`KeyFileExists`), as the host key is made; replacing it would
     lock out every user registered against the other setup."""
     setup = ServerSetup.generate() if default_ksf is None else ServerSetup.generate(default_ksf)
+    return write_new_key_file(path, setup)
+
+
+def write_new_key_file(path, setup):
+    """Write ``setup`` to ``path`` (mode 0600), which must not exist
+    (:class:`KeyFileExists`); return it."""
     try:
         create_file_exclusively(path, setup.dumps())
     except FileExistsError:
@@ -124,4 +152,4 @@ def load_or_create_key_file(path):
 
 
 __all__ = ["OpaqueUser", "SCHEME", "new_user", "KeyFileError", "load_key_file",
-           "create_key_file", "KeyFileExists", "load_or_create_key_file", "DEFAULT_KEY_FILE"]
+           "create_key_file", "write_new_key_file", "KeyFileExists", "load_or_create_key_file", "DEFAULT_KEY_FILE"]

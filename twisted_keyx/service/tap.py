@@ -1,7 +1,20 @@
-"""``twistd keyx``: the command-line options and the service they build.
+"""``twistd keyx``: the command-line options, the configuration they make,
+and the service built from it.
 
 The dropin ``twisted/plugins/keyx_plugin.py`` points here, so tests can
 import :class:`Options` and :func:`makeService` directly.
+
+:class:`Options` reads the command line into one :class:`KeyxConfig`
+(``options.config``), typed and frozen, from which :func:`makeService`
+builds the service once, whether it serves the endpoints itself or as the
+parent of ``--workers``.  The handshakes and their options (``--dh``,
+``--eke``, ``--opaque``...) come from the handshake registry
+(:mod:`twisted_keyx.core.handshakes`): nothing here names one.
+
+Nothing is written before the daemon knows it can start: a host key or an
+OPAQUE key file made on first start is made in memory while the options
+are read, and written by :meth:`KeyxService.privilegedStartService` once
+every port has been found free.
 """
 
 import math
@@ -11,6 +24,8 @@ import shutil
 import socket
 import sys
 import tempfile
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from twisted.application import internet, service, strports
 from twisted.internet import defer, endpoints, error
@@ -18,24 +33,22 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from twisted_keyx import __version__
+from twisted_keyx.core import handshakes
+from twisted_keyx.core.peers import host_port
 from twisted_keyx.groups import registry as groups
-from twisted_keyx.trust import hostkey
+from twisted_keyx.observe import trace
+from twisted_keyx.service import endpointspec
 from twisted_keyx.service import limits, proxied
 from twisted_keyx.service import sqlstore, throttle
-from twisted_keyx.observe import trace
-from twisted_keyx.service import workers
-from twisted_keyx.dh.protocol import DHServerFactory
-from twisted_keyx.dh.raw import RawDHServerFactory
-from twisted_keyx.eke.protocol import EKEServerFactory
-from twisted_keyx.opaque.protocol import OPAQUEServerFactory
-from twisted_keyx.trust.knownservers import server_key_fingerprint
 from twisted_keyx.service import userfile as userstore
+from twisted_keyx.service import workers
 from twisted_keyx.service.userfile import DEFAULT_USER_FILE, UserFile, UserFileError
-from twisted_keyx.core.peers import host_port
+from twisted_keyx.trust import hostkey
 
-DEFAULT_DH_ENDPOINT = "tcp:7777"
-DEFAULT_EKE_ENDPOINT = "tcp:8088"
-DEFAULT_OPAQUE_ENDPOINT = "tcp:8089"
+#: The host key used when --host-key is not given; made on first start.
+DEFAULT_HOST_KEY = "keyx-host-key"
+#: The OPAQUE key file used when --opaque-key is not given.
+DEFAULT_OPAQUE_KEY = "keyx-opaque-key"
 
 
 def _check_endpoint(description):
@@ -52,7 +65,8 @@ def _check_endpoint(description):
         raise usage.UsageError(f"bad endpoint {description!r}: {e}") from None
     # What parses but cannot listen: Twisted takes any integer as a port and
     # any string as a socket path, and bind() refuses them only at start.
-    address = _listening_address(description)
+    spec = endpointspec.parse(description)
+    address = spec.address()
     if address is None:
         return
     if address[0] == "tcp" and not 0 <= address[1] <= 65535:
@@ -68,51 +82,6 @@ def _check_endpoint(description):
                 f"bad endpoint {description!r}: the folder {folder} does not exist")
 
 
-_WILDCARD_INTERFACES = ("", "0.0.0.0", "::")
-
-
-def _listening_address(description):
-    """What an endpoint description listens on: ``("tcp", port, interface)``,
-    ``("unix", path)``, or None when it cannot tell (other endpoint types, a
-    port that is not a number)."""
-    fields = re.split(r"(?<!\\):", description)
-    kind = fields[0].lower()
-    positional = [f for f in fields[1:] if "=" not in f]
-    keywords = dict(f.split("=", 1) for f in fields[1:] if "=" in f)
-    if kind in ("tcp", "tcp6", "ssl"):
-        port = keywords.get("port", positional[0] if positional else "")
-        try:
-            port = int(port)
-        except ValueError:
-            return None
-        return ("tcp", port, keywords.get("interface", ""))
-    if kind == "unix":
-        return ("unix", keywords.get("address", positional[0] if positional else ""))
-    return None
-
-
-def _private_unix(description):
-    """``description`` with ``:mode=600`` added if it is a ``unix:`` endpoint
-    that gives no mode (Twisted's default is 0666, which lets every local
-    user connect)."""
-    fields = re.split(r"(?<!\\):", description)
-    if fields[0].lower() != "unix":
-        return description
-    positional = [f for f in fields[1:] if "=" not in f]
-    keywords = [f.split("=", 1)[0] for f in fields[1:] if "=" in f]
-    if "mode" in keywords or len(positional) > 1:  # unix:PATH:MODE
-        return description
-    return description + ":mode=600"
-
-
-def _clash(a, b):
-    if a[0] != b[0] or a[1] != b[1]:
-        return False
-    if a[0] == "unix":
-        return True
-    return a[2] == b[2] or a[2] in _WILDCARD_INTERFACES or b[2] in _WILDCARD_INTERFACES
-
-
 def _check_distinct_listeners(listeners, defaulted=()):
     """Refuse two endpoints that would listen on the same port or socket, which
     would otherwise fail with a traceback when the service starts.
@@ -122,13 +91,11 @@ def _check_distinct_listeners(listeners, defaulted=()):
     not give, so that the message says which one to move."""
     seen = []
     for option, description in listeners:
-        address = _listening_address(description)
-        if address is None or address[:2] == ("tcp", 0):
-            continue  # port 0: the kernel picks a free one
-        for other_option, other_description, other_address in seen:
-            if not _clash(address, other_address):
+        spec = endpointspec.parse(description)
+        for other_option, other_description, other_spec in seen:
+            if not spec.clashes(other_spec):
                 continue
-            what = "socket" if address[0] == "unix" else "port"
+            what = "socket" if spec.kind == "unix" else "port"
             message = (f"{other_option} {other_description} and {option} {description} "
                        f"would both listen on the same {what}")
             if other_option in defaulted:
@@ -136,7 +103,7 @@ def _check_distinct_listeners(listeners, defaulted=()):
                             f"give {other_option} another endpoint, for example "
                             f"{other_option} tcp:7778")
             raise usage.UsageError(message)
-        seen.append((option, description, address))
+        seen.append((option, description, spec))
 
 
 class _Number(float):
@@ -148,27 +115,82 @@ class _Number(float):
     __format__ = lambda self, spec: format(float(self), spec) if spec else str(self)
 
 
-#: The host key used when --host-key is not given; made on first start.
-DEFAULT_HOST_KEY = "keyx-host-key"
+@dataclass(frozen=True)
+class Listener:
+    """One endpoint the daemon serves: the option that asked for it
+    (``--dh``) and the endpoint description."""
+
+    option: str
+    description: str
 
 
-def _load_host_key(options):
-    """Set ``options["host-key-loaded"]`` (a HostKey or None) and
-    ``options["host-key-created"]``; every problem is a UsageError."""
-    options["host-key-loaded"], options["host-key-created"] = None, False
-    if options["no-host-key"]:
-        if options["host-key"]:
-            raise usage.UsageError("give either --host-key or --no-host-key, not both")
-        return
-    try:
-        if options["host-key"]:
-            options["host-key-loaded"] = hostkey.load_host_key(options["host-key"])
-        else:
-            options["host-key-loaded"], options["host-key-created"] = \
-                hostkey.load_or_create_host_key(os.path.abspath(DEFAULT_HOST_KEY))
-    except hostkey.HostKeyError as e:
-        option = "--host-key" if options["host-key"] else f"host key ({DEFAULT_HOST_KEY})"
-        raise usage.UsageError(f"{option}: {e}") from None
+@dataclass(frozen=True)
+class NewFile:
+    """A key made in memory while the options were read, to be written to
+    ``path`` when the daemon knows it can start (``write()``; raises
+    FileExistsError if someone made the file meanwhile, OSError or the
+    key's own error if it cannot be written)."""
+
+    path: str
+    write: Callable[[], Any]
+
+
+@dataclass(frozen=True)
+class KeyxConfig:
+    """Everything ``twistd keyx`` was told, read and checked once."""
+
+    #: The endpoints served, in the order the registry lists the options.
+    listeners: tuple
+    #: The DH group (:mod:`twisted_keyx.groups.registry`).
+    group: Any
+    #: The DH host key (None: --no-host-key), and whether it is new.
+    host_key: Any
+    host_key_created: bool
+    #: The user file (both password schemes) and its user count (None: no file yet).
+    users: UserFile
+    user_count: Any
+    #: The OPAQUE key file: its path, the server setup in it, whether it is new.
+    opaque_key_path: str
+    opaque_setup: Any
+    opaque_key_created: bool
+    limits: limits.Limits
+    guess_limits: throttle.GuessLimits
+    #: Processes that serve (``--workers``), and the options they parse.
+    workers: int
+    worker_argv: tuple
+    show_secrets: bool
+    trace: bool
+    hide_unknown_users: bool
+    #: Keys made now, written once the daemon knows it can start.
+    new_files: tuple = ()
+    #: A worker's: the SQLite file of the guess throttle the workers share
+    #: ("": a throttle of this process's own).
+    throttle_path: str = ""
+    #: --store postgresql://...: the :class:`~twisted_keyx.service.pgstore.Deployment`
+    #: (users, OPAQUE setup and throttle state in PostgreSQL), or None.
+    deployment: Any = None
+
+    def served(self):
+        """option -> [descriptions], for the options that serve something."""
+        served = {}
+        for listener in self.listeners:
+            served.setdefault(listener.option, []).append(listener.description)
+        return served
+
+
+@dataclass(frozen=True)
+class ServerContext:
+    """What a handshake's server factory is built from
+    (:meth:`twisted_keyx.core.handshakes.Endpoint.build`): the
+    configuration's fields (``context.group``, ``context.users``...) and the
+    daemon's shared guess throttle and source rule."""
+
+    config: KeyxConfig
+    throttle: Any = None
+    source_of: Any = None
+
+    def __getattr__(self, name):
+        return getattr(self.config, name)
 
 
 class Options(usage.Options):
@@ -268,29 +290,22 @@ class Options(usage.Options):
 
     def __init__(self):
         super().__init__()
-        self["dh"] = []
-        self["dh-raw"] = []
-        self["eke"] = []
-        self["opaque"] = []
+        for _, endpoint in handshakes.endpoints():
+            self[endpoint.option] = []
+        #: The configuration, once the options are parsed (:class:`KeyxConfig`).
+        self.config = None
 
-    def opt_opaque(self, description):
-        # One line: usage.Options would keep a line break's indentation.
-        """Serve the OPAQUE password handshake and chat on ENDPOINT; may be repeated [default: tcp:8089]"""
-        self["opaque"].append(description)
-
-    def opt_dh(self, description):
-        """Serve the framed DH handshake on ENDPOINT; may be repeated [default: tcp:7777]"""
-        self["dh"].append(description)
-
-    def opt_dh_raw(self, description):
-        # One line: usage.Options would keep a line break's indentation.
-        """Serve the DH handshake unframed (the tutorial's wire format) on ENDPOINT (repeatable)"""
-        self["dh-raw"].append(description)
-
-    def opt_eke(self, description):
-        # One line: usage.Options would keep a line break's indentation.
-        """Serve the EKE password handshake and chat on ENDPOINT; may be repeated [default: tcp:8088]"""
-        self["eke"].append(description)
+    def _gather_handlers(self):
+        """usage.Options' options with methods, and one option per endpoint
+        option of the handshake registry (``--dh ENDPOINT``...), repeatable."""
+        longOpt, shortOpt, docs, settings, synonyms, dispatch = super()._gather_handlers()
+        for _, endpoint in handshakes.endpoints():
+            name = endpoint.option
+            longOpt.append(name + "=")
+            docs[name] = endpoint.help
+            synonyms[name] = name
+            dispatch[name] = lambda option, value, name=name: self[name].append(value)
+        return longOpt, shortOpt, docs, settings, synonyms, dispatch
 
     def opt_version(self):
         """Print the version of twisted-keyx and exit."""
@@ -304,108 +319,187 @@ class Options(usage.Options):
             super().parseOptions(options)
         except usage.UsageError as e:
             hint = _twistd_option_hint(str(e))
-            if hint is None:
-                raise
-            raise usage.UsageError(f"{e}: {hint}") from None
+            if hint is not None:
+                e = usage.UsageError(f"{e}: {hint}")
+            if isinstance(self.parent, usage.Options):
+                # Under twistd, which would print all of --help before the
+                # one line that matters (issue 24): that line, and where
+                # the rest is.
+                _usage_error_exit(e)
+            raise e from None
 
     def postOptions(self):
-        defaulted = []
-        if not self["dh"]:
-            self["dh"] = [DEFAULT_DH_ENDPOINT]
-            defaulted.append("--dh")
-        if not self["eke"]:
-            self["eke"] = [DEFAULT_EKE_ENDPOINT]
-            defaulted.append("--eke")
-        if not self["opaque"]:
-            self["opaque"] = [DEFAULT_OPAQUE_ENDPOINT]
-            defaulted.append("--opaque")
-        listeners = [("--dh", d) for d in self["dh"]] + [("--eke", d) for d in self["eke"]]
-        listeners += [("--opaque", d) for d in self["opaque"]]
-        listeners += [("--dh-raw", d) for d in self["dh-raw"]]
-        for _, description in listeners:
-            _check_endpoint(description)
-        _check_distinct_listeners(listeners, defaulted)
-        self["workers"] = workers.parse_workers(self["workers"])
-        if self["workers"] > 1:
-            for _, description in listeners:
-                workers.check_description(description)
-        self["listeners"] = listeners
-        for name in ("timeout", "idle-timeout", "max-per-ip", "max-connections"):
-            # not (x >= 0) also refuses nan, which would break every timer.
-            if not (0 <= self[name] < math.inf):
-                raise usage.UsageError(f"--{name} must be a number, 0 (no limit) or more")
-        if self["max-guesses"] < 0 or not (0 <= self["guess-delay"] <= 60):
-            raise usage.UsageError(
-                "--max-guesses must be 0 or more, --guess-delay 0 to 60 seconds")
-        self["guess-limits"] = throttle.GuessLimits(
-            free=self["max-guesses"], delay=self["guess-delay"])
-        for name, longest in (("ipv4-prefix", 32), ("ipv6-prefix", 128)):
-            if not 0 <= self[name] <= longest:
-                raise usage.UsageError(f"--{name} must be 0 to {longest}")
-        self["limits"] = limits.Limits(
-            timeout=self["timeout"], idle_timeout=self["idle-timeout"],
-            max_per_ip=self["max-per-ip"], max_connections=self["max-connections"],
-            ipv4_prefix=self["ipv4-prefix"], ipv6_prefix=self["ipv6-prefix"],
-        )
-        if self["params"] and self["group"]:
-            raise usage.UsageError("give either --group or --params, not both")
+        self.config = _configure(self)
+
+
+def _usage_error_exit(e, err=None):
+    """Print a start-up error as one line and a hint, and exit 1 (what
+    twistd exits with for a usage error)."""
+    err = err if err is not None else sys.stderr
+    err.write(f"twistd keyx: {e}\nSee 'twistd keyx --help' for the options.\n")
+    err.flush()
+    raise SystemExit(1)
+
+
+def _listeners(options):
+    """(listeners, defaulted): every endpoint option given, or its default,
+    in registry order; the options whose endpoints are the defaults."""
+    listeners, defaulted = [], []
+    for _, endpoint in handshakes.endpoints():
+        given = options[endpoint.option]
+        if not given and endpoint.default is not None:
+            given = options[endpoint.option] = [endpoint.default]
+            defaulted.append(f"--{endpoint.option}")
+        listeners.extend(Listener(endpoint.option, d) for d in given)
+    return listeners, defaulted
+
+
+def _configure(options):
+    """The :class:`KeyxConfig` of parsed ``options``; every problem is a
+    UsageError, and nothing is written."""
+    listeners, defaulted = _listeners(options)
+    pairs = [(f"--{l.option}", l.description) for l in listeners]
+    for _, description in pairs:
+        _check_endpoint(description)
+    # The options that have a default first, so that a clash with a default
+    # the user did not give names that default.
+    has_default = {f"--{e.option}" for _, e in handshakes.endpoints() if e.default}
+    _check_distinct_listeners(sorted(pairs, key=lambda pair: pair[0] not in has_default),
+                              defaulted)
+    options["workers"] = workers.parse_workers(options["workers"])
+    if options["workers"] > 1:
+        for _, description in pairs:
+            workers.check_description(description)
+    for name in ("timeout", "idle-timeout", "max-per-ip", "max-connections"):
+        # not (x >= 0) also refuses nan, which would break every timer.
+        if not (0 <= options[name] < math.inf):
+            raise usage.UsageError(f"--{name} must be a number, 0 (no limit) or more")
+    if options["max-guesses"] < 0 or not (0 <= options["guess-delay"] <= 60):
+        raise usage.UsageError(
+            "--max-guesses must be 0 or more, --guess-delay 0 to 60 seconds")
+    for name, longest in (("ipv4-prefix", 32), ("ipv6-prefix", 128)):
+        if not 0 <= options[name] <= longest:
+            raise usage.UsageError(f"--{name} must be 0 to {longest}")
+    connection_limits = limits.Limits(
+        timeout=options["timeout"], idle_timeout=options["idle-timeout"],
+        max_per_ip=options["max-per-ip"], max_connections=options["max-connections"],
+        ipv4_prefix=options["ipv4-prefix"], ipv6_prefix=options["ipv6-prefix"],
+    )
+    if options["params"] and options["group"]:
+        raise usage.UsageError("give either --group or --params, not both")
+    try:
+        if options["params"]:
+            group = groups.load_parameters_file(options["params"])
+        else:
+            group = groups.named(options["group"] or groups.DEFAULT)
+    except groups.GroupError as e:
+        raise usage.UsageError(str(e)) from None
+    new_files = []
+    host_key, host_key_created = _host_key(options, new_files)
+    common = dict(
+        listeners=tuple(listeners), group=group, host_key=host_key,
+        host_key_created=host_key_created, limits=connection_limits,
+        guess_limits=throttle.GuessLimits(free=options["max-guesses"],
+                                          delay=options["guess-delay"]),
+        workers=options["workers"],
+        worker_argv=tuple(workers.strip_workers_option(options["argv"])),
+        show_secrets=bool(options["show-secrets"]), trace=bool(options["trace"]),
+        hide_unknown_users=bool(options["hide-unknown-users"]))
+    if options["store"]:
+        deployment = _deployment(options["store"])
+        return KeyxConfig(
+            users=deployment.snapshot, user_count=len(deployment.initial_users),
+            opaque_key_path=deployment.where, opaque_setup=deployment.setup,
+            opaque_key_created=deployment.setup_created, new_files=tuple(new_files),
+            deployment=deployment, **common)
+    # Absolute, so that a daemon that changes directory still finds it.
+    users_path = os.path.abspath(options["users"])
+    # A missing file means no users yet; a missing folder is a typo.
+    if not os.path.isdir(os.path.dirname(users_path)):
+        raise usage.UsageError(
+            f"--users {options['users']}: the folder {os.path.dirname(users_path)} "
+            "does not exist")
+    users = UserFile(users_path)
+    try:
+        user_count = users.load()
+    except UserFileError as e:
+        raise usage.UsageError(str(e)) from None
+    opaque_path = os.path.abspath(options["opaque-key"])
+    setup, opaque_created = _opaque_setup(opaque_path, users.count("opaque"), new_files)
+    return KeyxConfig(
+        listeners=tuple(listeners), group=group, host_key=host_key,
+        host_key_created=host_key_created, users=users, user_count=user_count,
+        opaque_key_path=opaque_path, opaque_setup=setup, opaque_key_created=opaque_created,
+        limits=connection_limits,
+        guess_limits=throttle.GuessLimits(free=options["max-guesses"],
+                                          delay=options["guess-delay"]),
+        workers=options["workers"],
+        worker_argv=tuple(workers.strip_workers_option(options["argv"])),
+        show_secrets=bool(options["show-secrets"]), trace=bool(options["trace"]),
+        hide_unknown_users=bool(options["hide-unknown-users"]),
+        new_files=tuple(new_files),
+    )
+
+
+def _deployment(url):
+    """--store postgresql://...: the schema checked, the users and the
+    OPAQUE setup loaded (made once if missing); a UsageError in one line."""
+    from twisted_keyx.service import pgstore
+
+    if not pgstore.is_url(url):
+        raise usage.UsageError(f"--store {url!r}: not a postgresql://... URL")
+    try:
+        return pgstore.Deployment(url)
+    except pgstore.StoreError as e:
+        raise usage.UsageError(str(e)) from None
+
+
+def _writable_folder(path):
+    """Why a new file cannot be made at ``path``, or None."""
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        return f"the folder {folder} does not exist"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"the folder {folder} is not writable"
+    return None
+
+
+def _host_key(options, new_files):
+    """(HostKey or None, created): --host-key's, or the default one, made
+    in memory if it does not exist yet (written at start: ``new_files``);
+    every problem is a UsageError."""
+    if options["no-host-key"]:
+        if options["host-key"]:
+            raise usage.UsageError("give either --host-key or --no-host-key, not both")
+        return None, False
+    if options["host-key"]:
         try:
-            if self["params"]:
-                self["dh-group"] = groups.load_parameters_file(self["params"])
-            else:
-                self["dh-group"] = groups.named(self["group"] or groups.DEFAULT)
-        except groups.GroupError as e:
-            raise usage.UsageError(str(e)) from None
-        _load_host_key(self)
-        if self["store"]:
-            self._useStore()
-            return
-        # Absolute, so that a daemon that changes directory still finds it.
-        users = os.path.abspath(self["users"])
-        # A missing file means no users yet; a missing folder is a typo.
-        if not os.path.isdir(os.path.dirname(users)):
-            raise usage.UsageError(
-                f"--users {self['users']}: the folder {os.path.dirname(users)} does not exist")
-        self["user-file"] = UserFile(users)
-        try:
-            self["user-count"] = self["user-file"].load()
-        except UserFileError as e:
-            raise usage.UsageError(str(e)) from None
-        self["opaque-setup"], self["opaque-key-created"] = _opaque_setup(
-            os.path.abspath(self["opaque-key"]), self["user-file"].count("opaque"))
+            return hostkey.load_host_key(options["host-key"]), False
+        except hostkey.HostKeyError as e:
+            raise usage.UsageError(f"--host-key: {e}") from None
+    path = os.path.abspath(DEFAULT_HOST_KEY)
+    try:
+        if os.path.lexists(path):
+            return hostkey.load_host_key(path), False
+    except hostkey.HostKeyError as e:
+        raise usage.UsageError(f"host key ({DEFAULT_HOST_KEY}): {e}") from None
+    problem = _writable_folder(path)
+    if problem:
+        raise usage.UsageError(f"host key ({DEFAULT_HOST_KEY}): cannot create host key "
+                               f"{path}: {problem}")
+    private_key = hostkey.generate_private_key()
+    new_files.append(NewFile(path, lambda: hostkey.create_host_key(path, private_key)))
+    return hostkey.HostKey.from_private_key(private_key), True
 
 
-    def _useStore(self):
-        """--store postgresql://...: the schema checked, users and the OPAQUE
-        setup loaded (made once if missing), the throttle's state there."""
-        from twisted_keyx.service import pgstore
-
-        if not pgstore.is_url(self["store"]):
-            raise usage.UsageError(
-                f"--store {self['store']!r}: not a postgresql://... URL")
-        try:
-            deployment = pgstore.Deployment(self["store"])
-        except pgstore.StoreError as e:
-            raise usage.UsageError(str(e)) from None
-        self["deployment"] = deployment
-        self["user-file"] = deployment.snapshot
-        self["user-count"] = len(deployment.initial_users)
-        self["opaque-setup"] = deployment.setup
-        self["opaque-key"] = deployment.where
-        self["opaque-key-created"] = deployment.setup_created
-        self["throttle-store"] = deployment.throttle
-
-
-def _is_store(where):
-    return isinstance(where, str) and where.startswith(("postgresql://", "postgres://"))
-
-
-def _opaque_setup(path, opaque_users):
-    """(setup, created) for --opaque-key: the file's; a fresh one written
-    there when it does not exist and no user needs the old one; a usage
-    error when OPAQUE users exist without it (their records open only with
-    its OPRF seed), or when it is unusable or readable by others."""
+def _opaque_setup(path, opaque_users, new_files):
+    """(setup, created) for --opaque-key: the file's; a fresh one made (and
+    written at start: ``new_files``) when it does not exist and no user
+    needs the old one; a usage error when OPAQUE users exist without it
+    (their records open only with its OPRF seed), or when it is unusable
+    or readable by others."""
     from twisted_keyx.opaque import scheme as opaque_scheme
+    from twisted_keyx.opaque.records import ServerSetup
 
     try:
         if not os.path.exists(path):
@@ -414,7 +508,12 @@ def _opaque_setup(path, opaque_users):
                     f"--opaque-key {path}: no such file, but the user file has "
                     f"{opaque_users} OPAQUE user(s), who can log in only with the key "
                     "file they were registered with; restore it, or give its path")
-            return opaque_scheme.create_key_file(path), True
+            problem = _writable_folder(path)
+            if problem:
+                raise usage.UsageError(f"--opaque-key: cannot write {path}: {problem}")
+            setup = ServerSetup.generate()
+            new_files.append(NewFile(path, lambda: opaque_scheme.write_new_key_file(path, setup)))
+            return setup, True
         return opaque_scheme.load_key_file(path), False
     except opaque_scheme.KeyFileError as e:
         raise usage.UsageError(f"--opaque-key: {e}") from None
@@ -447,44 +546,51 @@ StartupError.__module__ = "keyx"
 
 
 class KeyxService(service.MultiService):
-    """All the listening endpoints of one daemon; logs what it serves at start."""
+    """All the listening endpoints of one daemon (or the parent of its
+    ``--workers``), from one :class:`KeyxConfig`; logs what it serves at
+    start (``announce``: a worker leaves that to its parent)."""
 
     log = Logger()
 
-    def __init__(self, group, dh_endpoints, dh_raw_endpoints=(), eke_endpoints=(),
-                 user_file=None, user_count=None, connection_limits=limits.Limits(),
-                 daemon=False, opaque_endpoints=(), opaque_key=None, host_key=None,
-                 host_key_created=False):
+    def __init__(self, config, daemon=False, announce=True):
         super().__init__()
-        self.opaque_endpoints = list(opaque_endpoints)
-        #: (path, setup, created) of the OPAQUE key file.
-        self.opaque_key = opaque_key
+        self.config = config
         self.daemon = daemon
-        self.host_key = host_key
-        self.host_key_created = host_key_created
-        self.group = group
-        self.dh_endpoints = dh_endpoints
-        self.dh_raw_endpoints = list(dh_raw_endpoints)
-        self.eke_endpoints = list(eke_endpoints)
-        self.user_file = user_file
-        self.user_count = user_count
-        self.limits = connection_limits
+        self.announce = announce
 
     def privilegedStartService(self):
         # strports services listen here, synchronously: a port in use is a
         # user mistake, so say it in one line instead of a traceback.  Every
         # address is tried first, so that nothing listens, not even for a
-        # moment, when one of them cannot be had.
+        # moment, when one of them cannot be had; and nothing is written
+        # (a new host key...) before then.
         try:
-            for description in (self.dh_endpoints + self.dh_raw_endpoints + self.eke_endpoints
-                                + self.opaque_endpoints):
-                _check_can_listen(description)
+            for listener in self.config.listeners:
+                _check_can_listen(listener.description)
+            self._writeNewFiles()
+            self._makeThrottleFolder()
             super().privilegedStartService()
         except error.CannotListenError as e:
             self._cannotStart(_describe_cannot_listen(e))
         except OSError as e:  # a unix: socket's lock file, say
             where = e.filename2 or e.filename
             self._cannotStart(f"cannot listen: {e.strerror}" + (f": {where}" if where else ""))
+
+    #: Whether the keys made while the options were read are on disk.
+    _written = False
+
+    def _writeNewFiles(self):
+        if self._written:
+            return
+        self._written = True
+        for new in self.config.new_files:
+            try:
+                new.write()
+            except FileExistsError:
+                self._cannotStart(f"{new.path} was made by another process while this one "
+                                  "started; start again to use it")
+            except Exception as e:  # HostKeyError, KeyFileError: one line each
+                self._cannotStart(str(e))
 
     def _cannotStart(self, message):
         if self.daemon:
@@ -498,54 +604,49 @@ class KeyxService(service.MultiService):
             raise StartupError(message) from None
         raise SystemExit(f"twistd keyx: {message}") from None
 
-
     def startService(self):
-        endpoints = ", ".join(self.dh_endpoints)
-        if self.dh_raw_endpoints:
-            endpoints += "; unframed (the tutorial's wire format) on " + ", ".join(
-                self.dh_raw_endpoints
-            )
-        if self.host_key is None:
-            host = "no host key (unauthenticated only)"
-        else:
-            host = f"host key {self.host_key.fingerprint}"
-            if self.host_key_created:
-                host += " (created now)"
-        self.log.info(
-            "twisted-keyx {version}: DH handshake on {endpoints} with group {group} "
-            "({bits} bits); {host}",
-            version=__version__, endpoints=endpoints,
-            group=self.group.name, bits=self.group.bits, host=host,
-        )
-        if self.eke_endpoints:
-            self.log.info(
-                "twisted-keyx {version}: EKE handshake and chat on {endpoints}; "
-                "users from {path} ({users})",
-                version=__version__, endpoints=", ".join(self.eke_endpoints),
-                path=self.user_file,
-                users="file not found: no users yet" if self.user_count is None
-                else f"{self.user_count} user(s)",
-            )
-        if self.opaque_endpoints and self.opaque_key is not None:
-            path, setup, created = self.opaque_key
-            self.log.info(
-                "twisted-keyx {version}: OPAQUE handshake and chat on {endpoints}; "
-                "key file {path} ({state}), server key fingerprint {fingerprint}",
-                version=__version__, endpoints=", ".join(self.opaque_endpoints), path=path,
-                state="created now, no OPAQUE users yet" if created else "loaded",
-                fingerprint=server_key_fingerprint(setup.server_public_key),
-            )
-        warning = (userstore.user_file_warning(self.user_file)
-                   if self.eke_endpoints and not _is_store(self.user_file) else None)
-        if warning:
-            # Not "warning=": the legacy log bridge takes that key for a Python warning.
-            self.log.warn("user file {problem}", problem=warning)
+        # twistd calls privilegedStartService first, which wrote them; a
+        # service started without it (a program's own) writes them now.
+        self._writeNewFiles()
+        self._makeThrottleFolder()
+        if self.announce:
+            self._announce()
         self._logLimits()
         super().startService()
 
+    def _announce(self):
+        """One line per handshake served, as its registry entry words it."""
+        served = self.config.served()
+        password = False
+        for entry in handshakes.handshakes():
+            mine = {o: served[o] for o in entry.options() if o in served}
+            if not mine:
+                continue
+            password = password or entry.scheme is not None
+            for text, fields in _banner(entry, self.config, mine):
+                self.log.info("twisted-keyx {version}: " + text, version=__version__, **fields)
+        warning = (userstore.user_file_warning(self.config.users.path)
+                   if password and self.config.deployment is None else None)
+        if warning:
+            # Not "warning=": the legacy log bridge takes that key for a Python warning.
+            self.log.warn("user file {problem}", problem=warning)
+
+    #: The parent of ``--workers``: its :class:`~twisted_keyx.service.workers.WorkerPool`.
+    worker_pool = None
     #: A folder of the daemon's own to remove when it stops (the workers'
     #: throttle file).
     throttle_folder = None
+
+    def _makeThrottleFolder(self):
+        """The workers' shared guess throttle file, in a folder of the
+        daemon's own, made once the daemon knows it can start."""
+        if (self.worker_pool is None or self.throttle_folder is not None
+                or self.config.deployment is not None):
+            return  # no workers, done, or they share the --store database
+        self.throttle_folder = tempfile.mkdtemp(prefix="keyx-throttle-")
+        path = os.path.join(self.throttle_folder, "throttle.sqlite")
+        sqlstore.SQLThrottleStore.sqlite(path).close()
+        self.worker_pool.throttle_path = path
 
     def stopService(self):
         outcome = defer.maybeDeferred(super().stopService)
@@ -558,23 +659,33 @@ class KeyxService(service.MultiService):
         return result
 
     def _logLimits(self):
-        wanted = self.limits.max_connections + 64 if self.limits.max_connections else 1 << 20
+        bounds = self.config.limits
+        wanted = bounds.max_connections + 64 if bounds.max_connections else 1 << 20
         files = limits.raise_open_file_limit(wanted)
         self.log.info(
             "Limits (0: none): handshake timeout {timeout:g} s, idle timeout {idle:g} s, "
             "{per_ip} connections per source (IPv4 /{v4}, IPv6 /{v6}), {total} in all; "
             "open-file limit {files}",
-            timeout=self.limits.timeout, idle=self.limits.idle_timeout,
-            per_ip=self.limits.per_source, v4=self.limits.ipv4_prefix,
-            v6=self.limits.ipv6_prefix, total=self.limits.max_connections, files=files,
+            timeout=bounds.timeout, idle=bounds.idle_timeout,
+            per_ip=bounds.per_source, v4=bounds.ipv4_prefix,
+            v6=bounds.ipv6_prefix, total=bounds.max_connections, files=files,
         )
-        if self.limits.max_connections and self.limits.max_connections + 64 > files:
+        if bounds.max_connections and bounds.max_connections + 64 > files:
             self.log.warn(
                 "--max-connections {total} is more than the open-file limit "
                 "({files}) allows; connections beyond it will fail to be accepted",
-                total=self.limits.max_connections, files=files,
+                total=bounds.max_connections, files=files,
             )
 
+
+
+
+def _banner(entry, config, served):
+    if entry.banner is None:
+        return [("{title} on {endpoints}", dict(
+            title=entry.title, endpoints=", ".join(d for ds in served.values() for d in ds)))]
+    banner = handshakes.load_path(entry.banner) if isinstance(entry.banner, str) else entry.banner
+    return banner(ServerContext(config), served)
 
 
 def _quiet_about(kind, excepthook):
@@ -588,21 +699,18 @@ def _quiet_about(kind, excepthook):
     return hook
 
 
-def _unescape(field):
-    return re.sub(r"\\(.)", r"\1", field)
-
-
 def _check_can_listen(description):
     """Raise :class:`~twisted.internet.error.CannotListenError` if the TCP
     port or unix socket ``description`` names is taken, without listening:
     a TCP socket is bound (as Twisted binds it, with SO_REUSEADDR) and
     closed; a unix socket path that answers a connection is in use.  Port 0,
     other endpoint types and what cannot be told are left to Twisted."""
-    address = _listening_address(description)
+    spec = endpointspec.parse(description)
+    address = spec.address()
     if address is None:
         return
     if address[0] == "unix":
-        path = _unescape(address[1])
+        path = address[1]
         probe = socket.socket(socket.AF_UNIX)
         try:
             probe.connect(path)
@@ -612,11 +720,9 @@ def _check_can_listen(description):
             probe.close()
         raise error.CannotListenError(None, path, "another server is listening there")
     _, port, interface = address
-    interface = _unescape(interface)
     if port == 0:
         return
-    kind = description.split(":", 1)[0].lower()
-    if kind == "tcp6":
+    if spec.kind == "tcp6":
         family, interface = socket.AF_INET6, interface or "::"
     else:  # tcp, ssl: IPv6 only for an IPv6 interface, as twisted.internet.tcp.Port
         family = socket.AF_INET6 if ":" in interface else socket.AF_INET
@@ -642,43 +748,49 @@ def _describe_cannot_listen(e):
         return f"cannot listen on unix:{path}: {why}"
     return f"cannot listen on {host_port(e.interface or '*', e.port)}: {e.socketError}"
 
-def _traced(options, factory):
+def _traced(config, factory):
     """``factory``, tracing into the log with ``--trace``."""
-    if options.get("trace"):
-        show = options["show-secrets"]
+    if config.trace:
+        show = config.show_secrets
         trace.traced(factory, lambda protocol: trace.TextTracer(show_secrets=show))
     return factory
 
 
+def _daemon(options):
+    # twistd's own options are the parent of ours; without -n it daemonizes.
+    parent = getattr(options, "parent", None) or {}
+    return bool(parent) and not parent.get("nodaemon", True)
+
+
+def _prune(guesses, clock):
+    if clock is None:
+        from twisted.internet import reactor as clock
+    outcome = guesses.store.prune(clock.seconds(), guesses.limits)
+    outcome.addErrback(lambda failure: None)  # down: the next round prunes
+    return outcome
+
+
 def makeService(options, reactor=None, listen=None):
-    """The service twistd runs; ``reactor`` is for tests (default: the global one).
+    """The service twistd runs, built once from ``options.config``;
+    ``reactor`` is for tests (default: the global one).
 
     With ``--workers`` N > 1 it is the parent of N workers
-    (:mod:`twisted_keyx.service.workers`); each of them calls this again with
-    ``listen``, which makes the service listening on ``description`` with
-    ``factory`` (default: the endpoint's own, through strports)."""
-    group = options["dh-group"]
-    connection_limits = options.get("limits", limits.Limits())
-    parent = getattr(options, "parent", None) or {}
-    if listen is None and options.get("workers", 1) > 1:
-        top = KeyxService(group, options["dh"], options["dh-raw"], options["eke"],
-                          options["user-file"].path, options["user-count"], connection_limits,
-                          daemon=bool(parent) and not parent.get("nodaemon", True))
+    (:mod:`twisted_keyx.service.workers`), which logs what they serve; each
+    of them calls this with its own options and ``listen``, which makes the
+    service listening on ``description`` with ``factory`` (default: the
+    endpoint's own, through strports)."""
+    config = options.config
+    top = KeyxService(config, daemon=_daemon(options), announce=listen is None)
+    if listen is None and config.workers > 1:
         # In the order makeService listens (the workers match them up by it).
-        order = ["--dh", "--dh-raw", "--eke", "--opaque"]
-        listeners = sorted(((o, _private_unix(d)) for o, d in options["listeners"]),
-                           key=lambda listener: order.index(listener[0]))
-        throttle_path = ""  # with --store: the database's, for every worker
-        if not options.get("deployment"):
-            # The workers' guess throttle: its state in one SQLite file they
-            # all charge (twisted_keyx.service.workers), in a folder of ours.
-            folder = tempfile.mkdtemp(prefix="keyx-throttle-")
-            throttle_path = os.path.join(folder, "throttle.sqlite")
-            sqlstore.SQLThrottleStore.sqlite(throttle_path).close()
-            top.throttle_folder = folder
-        workers.WorkerPool(options["workers"], listeners,
-                           workers.strip_workers_option(options["argv"]),
-                           reactor=reactor, throttle_path=throttle_path).setServiceParent(top)
+        listeners = [(f"--{l.option}", endpointspec.parse(l.description).private())
+                     for l in config.listeners]
+        # The workers' guess throttle: its state in one SQLite file they all
+        # charge (twisted_keyx.service.workers), in a folder of ours made
+        # when the daemon starts (KeyxService._makeThrottleFolder).
+        top.worker_pool = workers.WorkerPool(config.workers, listeners, config.worker_argv,
+                                             reactor=reactor)
+        top.worker_pool.setServiceParent(top)
         return top
     if listen is None:
         def listen(description, factory):
@@ -689,53 +801,39 @@ def makeService(options, reactor=None, listen=None):
                     from twisted.internet import reactor as clock
                 return internet.StreamServerEndpointService(
                     proxied.endpoint(clock, description), factory)
-            return strports.service(_private_unix(description), factory, reactor=reactor)
-    # twistd's own options are the parent of ours; without -n it daemonizes.
-    top = KeyxService(group, options["dh"], options["dh-raw"], options["eke"],
-                      options["user-file"].path, options["user-count"], connection_limits,
-                      daemon=bool(parent) and not parent.get("nodaemon", True),
-                      opaque_endpoints=options.get("opaque", []),
-                      opaque_key=(options["opaque-key"] if options.get("deployment")
-                                  else os.path.abspath(options["opaque-key"]),
-                                  options["opaque-setup"], options["opaque-key-created"])
-                      if options.get("opaque") else None,
-                      host_key=options.get("host-key-loaded"),
-                      host_key_created=options.get("host-key-created", False))
-    if options.get("deployment"):
+            return strports.service(endpointspec.parse(description).private(), factory,
+                                    reactor=reactor)
+    if config.deployment is not None:
         # --store: the users reloaded from the database when they change.
-        options["user-file"].setServiceParent(top)
+        config.users.setServiceParent(top)
     # One policy for every endpoint of every handshake: the limits are the
     # daemon's, not one listener's.
-    policy = limits.ConnectionPolicy(connection_limits, reactor)
+    policy = limits.ConnectionPolicy(config.limits, reactor)
     policy.setServiceParent(top)
-    host_key = options.get("host-key-loaded")
-    dh_factory = _traced(options, DHServerFactory(
-        group, show_secrets=options["show-secrets"], host_key=host_key))
-    for description in options["dh"]:
-        listen(description, policy.wrap(dh_factory)).setServiceParent(top)
-    if options["dh-raw"]:
-        raw_factory = _traced(options, RawDHServerFactory(
-            group, show_secrets=options["show-secrets"], host_key=host_key))
-        for description in options["dh-raw"]:
-            listen(description, policy.wrap(raw_factory)).setServiceParent(top)
     # One throttle for every password handshake: a user's guesses count
-    # together whichever endpoint or protocol they come through.
-    guesses = throttle.GuessThrottle(options.get("guess-limits", throttle.GuessLimits()),
-                                     reactor, store=options.get("throttle-store"))
+    # together whichever endpoint or protocol they come through (and,
+    # through the parent's SQLite file, whichever worker).
+    if config.deployment is not None:
+        store = config.deployment.throttle
+    elif config.throttle_path:
+        store = sqlstore.SQLThrottleStore.sqlite(config.throttle_path)
+    else:
+        store = None
+    guesses = throttle.GuessThrottle(config.guess_limits, reactor, store=store)
     guesses.setServiceParent(top)
+    if hasattr(guesses.store, "prune"):
+        # SQL throttle state (--workers' SQLite file, --store): the rows that
+        # hold nothing any more deleted now and then, by every process (each
+        # DELETE is one transaction; two at once delete nothing twice).
+        internet.TimerService(
+            throttle.PRUNE_EVERY, _prune, guesses, reactor).setServiceParent(top)
     top.guess_throttle = guesses
-    eke_factory = _traced(options, EKEServerFactory(
-        options["user-file"],
-        hide_unknown_users=options["hide-unknown-users"],
-        show_secrets=options["show-secrets"],
-        throttle=guesses, source_of=connection_limits.source_of,
-    ))
-    for description in options["eke"]:
-        listen(description, policy.wrap(eke_factory)).setServiceParent(top)
-    if options.get("opaque"):
-        opaque_factory = _traced(options, OPAQUEServerFactory(
-            options["user-file"], options["opaque-setup"], show_secrets=options["show-secrets"],
-            throttle=guesses, source_of=connection_limits.source_of))
-        for description in options["opaque"]:
-            listen(description, policy.wrap(opaque_factory)).setServiceParent(top)
+    context = ServerContext(config, guesses, config.limits.source_of)
+    served = config.served()
+    for _, endpoint in handshakes.endpoints():
+        if endpoint.option not in served:
+            continue
+        factory = _traced(config, endpoint.build(context))
+        for description in served[endpoint.option]:
+            listen(description, policy.wrap(factory)).setServiceParent(top)
     return top

@@ -14,6 +14,7 @@ throttle the workers share ("" : the store the options name).  See docs in
 """
 
 import ctypes
+import dataclasses
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ import traceback
 from twisted.application import service
 from twisted.logger import formatEvent, globalLogBeginner
 
+from twisted_keyx.service import endpointspec
 from twisted_keyx.service import workers
 
 #: prctl(2) option: the signal this process gets when its parent dies.
@@ -47,7 +49,7 @@ class AdoptedPort(service.Service):
     def startService(self):
         super().startService()
         factory = self.factory
-        if self.description.split(":", 1)[0].lower() == "ssl":
+        if endpointspec.parse(self.description).kind == "ssl":
             from twisted.internet import endpoints
             from twisted.protocols.tls import TLSMemoryBIOFactory
 
@@ -176,13 +178,17 @@ def main(argv=None):
 
     from twisted.internet import process
 
-    from twisted_keyx.service import sqlstore, tap
+    from twisted_keyx.service import tap
 
     to_parent = _ToParent(sys.stdout.fileno(), reactor)
     globalLogBeginner.beginLoggingTo([to_parent.observe], redirectStandardIO=False)
     options = tap.Options()
     options.parseOptions(keyx_argv)
-    options["limits"] = workers.worker_limits(options["limits"], count)
+    # The guess throttle's state is shared with the other workers through
+    # the parent's SQLite file (twisted_keyx.service.workers).
+    options.config = dataclasses.replace(
+        options.config, limits=workers.worker_limits(options.config.limits, count),
+        throttle_path=throttle_path)
     # Two options may give the same description (tcp:0 for --eke and
     # --opaque): each gets its own socket, in the order makeService asks.
     adopted = {}
@@ -190,13 +196,9 @@ def main(argv=None):
         adopted.setdefault(description, []).append((fd, family))
 
     def listen(description, factory):
-        fd, family = adopted[tap._private_unix(description)].pop(0)
+        fd, family = adopted[endpointspec.parse(description).private()].pop(0)
         return AdoptedPort(reactor, description, fd, family, factory)
 
-    if throttle_path:
-        # The guess throttle's state is shared with the other workers
-        # through the parent's SQLite file (twisted_keyx.service.workers).
-        options["throttle-store"] = sqlstore.SQLThrottleStore.sqlite(throttle_path)
     top = tap.makeService(options, reactor=reactor, listen=listen)
     if stat.S_ISFIFO(os.fstat(0).st_mode):  # the parent's pipe (not a test's terminal)
         process.ProcessReader(reactor, _Pings(to_parent), "stdin", 0)

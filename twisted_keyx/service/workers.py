@@ -60,7 +60,6 @@ What holds across workers:
 import json
 import math
 import os
-import re
 import socket
 import stat
 import sys
@@ -70,6 +69,7 @@ from twisted.internet import defer, protocol
 from twisted.logger import Logger, LogLevel
 from twisted.python import usage
 
+from twisted_keyx.service import endpointspec
 from twisted_keyx.service import limits
 
 #: Seconds before the first restart of a worker that died.
@@ -136,18 +136,9 @@ def strip_workers_option(argv):
     return out
 
 
-def _fields(description):
-    fields = re.split(r"(?<!\\):", description)
-    positional = [re.sub(r"\\(.)", r"\1", f) for f in fields[1:] if "=" not in f]
-    keywords = dict(f.split("=", 1) for f in fields[1:] if "=" in f)
-    keywords = {k: re.sub(r"\\(.)", r"\1", v) for k, v in keywords.items()}
-    return fields[0].lower(), positional, keywords
-
-
 def check_description(description):
     """Raise UsageError if ``description`` is an endpoint the workers cannot share."""
-    kind, _, _ = _fields(description)
-    if kind not in ("tcp", "tcp6", "ssl", "unix"):
+    if endpointspec.parse(description).kind not in ("tcp", "tcp6", "ssl", "unix"):
         raise usage.UsageError(
             f"--workers: {description!r}: only tcp:, tcp6:, ssl: and unix: endpoints "
             "can be shared between workers")
@@ -156,11 +147,11 @@ def check_description(description):
 def bind(description):
     """A listening socket for ``description`` (tcp, tcp6, ssl, unix), bound
     as Twisted would bind it; the socket and the address family."""
-    kind, positional, keywords = _fields(description)
-    backlog = int(keywords.get("backlog", BACKLOG))
-    if kind == "unix":
-        path = keywords.get("address", positional[0] if positional else "")
-        mode = int(keywords.get("mode", positional[1] if len(positional) > 1 else "666"), 8)
+    spec = endpointspec.parse(description)
+    backlog = spec.backlog or BACKLOG
+    if spec.kind == "unix":
+        path = spec.path
+        mode = spec.mode if spec.mode is not None else 0o666
         try:
             if stat.S_ISSOCK(os.stat(path).st_mode):
                 os.unlink(path)  # a dead server's socket: nobody answers (tap checked)
@@ -172,9 +163,9 @@ def bind(description):
         s.listen(backlog)
         s.setblocking(False)  # shared by the workers' reactors
         return s, socket.AF_UNIX
-    port = int(keywords.get("port", positional[0] if positional else 0))
-    interface = keywords.get("interface", "")
-    if kind == "tcp6":
+    port = spec.port or 0
+    interface = spec.interface
+    if spec.kind == "tcp6":
         family, interface = socket.AF_INET6, interface or "::"
     else:
         family = socket.AF_INET6 if ":" in interface else socket.AF_INET
@@ -187,10 +178,7 @@ def bind(description):
 
 
 def unix_path(description):
-    kind, positional, keywords = _fields(description)
-    if kind != "unix":
-        return None
-    return keywords.get("address", positional[0] if positional else "")
+    return endpointspec.parse(description).path
 
 
 _LEVELS = {level.name: level for level in

@@ -221,17 +221,28 @@ def load_or_create_host_key(path, comment=None):
     """
     if os.path.lexists(path):
         return load_host_key(path), False
-    comment = default_comment() if comment is None else comment
     private_key = generate_private_key()
+    try:
+        return create_host_key(path, private_key, comment), True
+    except FileExistsError:
+        return load_host_key(path), False
+
+
+def create_host_key(path, private_key, comment=None):
+    """Write ``private_key`` to ``path`` (mode 0600), which must not exist,
+    and its public key to ``path.pub``; return the :class:`HostKey`.
+    Raises FileExistsError if ``path`` exists (it is not replaced), else
+    :class:`HostKeyError`."""
+    comment = default_comment() if comment is None else comment
     try:
         create_file_exclusively(path, private_key_file_bytes(private_key))
     except FileExistsError:
-        return load_host_key(path), False
+        raise
     except OSError as e:
         raise HostKeyError(f"cannot create host key {path}: {e.strerror}") from None
     host_key = HostKey.from_private_key(private_key)
     _write_public_key(path, host_key, comment)
-    return host_key, True
+    return host_key
 
 
 def _printable(data):

@@ -1,0 +1,367 @@
+"""The handshake registry (twisted_keyx.core.handshakes): a handshake
+registered from outside the package reaches ``twistd keyx`` (its option,
+its listening factory, its start-up line), ``keyx-admin diagram`` and the
+traces, with no edit to those modules; and the daemon's start-up errors
+and its first start (issue 24, items 5 and 6)."""
+
+import enum
+import io
+import os
+import socket
+import subprocess
+import sys
+
+from twisted.internet import protocol
+from twisted.internet.testing import MemoryReactor
+from twisted.logger import capturedLogs, formatEvent
+from twisted.python import usage
+from twisted.trial import unittest
+
+from twisted_keyx.cli import admin
+from twisted_keyx.core import handshakes, schemes
+from twisted_keyx.core.machine import HandshakeFailed, StateMachine
+from twisted_keyx.groups import registry as groups
+from twisted_keyx.observe import sequence, trace
+from twisted_keyx.opaque.scheme import create_key_file
+from twisted_keyx.service import endpointspec, tap
+
+from .helpers import read_data, tap_options
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# --- a toy handshake: one ping, one pong --------------------------------------
+
+class ToyState(enum.Enum):
+    AWAIT_PING = "waiting for ping"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class ToyEvent(enum.Enum):
+    PING = "ping"
+
+
+class ToyPongServer(StateMachine):
+    INITIAL = ToyState.AWAIT_PING
+    DONE = ToyState.DONE
+    FAILED = ToyState.FAILED
+    TRANSITIONS = {(ToyState.AWAIT_PING, ToyEvent.PING): ("_on_ping", ToyState.DONE)}
+
+    def receive(self, payload):
+        return self._dispatch(ToyEvent.PING if payload == b"ping" else None, payload)
+
+    def _on_ping(self, payload):
+        return b"pong"
+
+    def _unexpected(self, event, payload):
+        return HandshakeFailed("not a ping")
+
+
+class ToyFactory(protocol.Factory):
+    protocol = protocol.Protocol
+
+    def __init__(self, context):
+        self.context = context
+
+
+def toy_banner(context, served):
+    return [("toy pong on {endpoints} (group {group})",
+             dict(endpoints=", ".join(served["toy"]), group=context.group.name))]
+
+
+def toy_summary(payload):
+    return handshakes.Summary(f"toy {payload.decode('ascii')!r}") if payload else None
+
+
+TOY = handshakes.Handshake(
+    name="toy",
+    title="a toy ping-pong handshake",
+    endpoints=(handshakes.Endpoint("toy", "Serve the toy ping-pong on ENDPOINT", ToyFactory),),
+    banner=toy_banner,
+    machines=(handshakes.Machine("toy-server", ToyPongServer, "Toy, server side"),),
+    summaries={"ToyPongServer": toy_summary},
+)
+
+
+class ToyHandshakeTests(unittest.TestCase):
+    def setUp(self):
+        handshakes.register(TOY)
+        self.addCleanup(handshakes.unregister, "toy")
+        folder = os.path.abspath(self.mktemp())
+        os.mkdir(folder)
+        self.files = ("--users", os.path.join(folder, "users.json"),
+                      "--opaque-key", os.path.join(folder, "opaque-key"))
+
+    def test_twistd_keyx_help(self):
+        text = tap.Options().getUsage()
+        self.assertIn("--toy=", text)
+        self.assertIn("Serve the toy ping-pong on ENDPOINT", text)
+
+    def test_twistd_keyx_serves_it(self):
+        options = tap_options("--toy", "tcp:9999", "--dh", "tcp:0", "--eke", "tcp:0",
+                              "--opaque", "tcp:0", "--no-host-key", *self.files)
+        self.assertEqual(options["toy"], ["tcp:9999"])
+        memory = MemoryReactor()
+        with capturedLogs() as events:
+            service = tap.makeService(options, reactor=memory)
+            service.startService()
+            self.addCleanup(service.stopService)
+        [factory] = [f.wrappedFactory for port, f, *_ in memory.tcpServers if port == 9999]
+        self.assertIsInstance(factory, ToyFactory)
+        # The factory got the daemon's settings, and its throttle.
+        self.assertIs(factory.context.group, options.config.group)
+        self.assertIs(factory.context.throttle, service.guess_throttle)
+        lines = [formatEvent(e) for e in events]
+        self.assertIn(f"twisted-keyx {tap.__version__}: toy pong on tcp:9999 (group ffdhe2048)",
+                      lines)
+
+    def test_not_served_unless_asked(self):
+        options = tap_options("--dh", "tcp:0", "--eke", "tcp:0", "--opaque", "tcp:0",
+                              "--no-host-key", *self.files)
+        self.assertEqual(options["toy"], [])
+        self.assertNotIn("toy", options.config.served())
+
+    def test_its_endpoint_clashes_like_any_other(self):
+        with self.assertRaises(usage.UsageError) as caught:
+            tap_options("--toy", "tcp:7001", "--dh", "tcp:7001")
+        self.assertIn("would both listen on the same port", str(caught.exception))
+
+    def admin(self, *argv):
+        out, err = io.StringIO(), io.StringIO()
+        status = admin.main(list(argv), out=out, err=err)
+        return status, out.getvalue(), err.getvalue()
+
+    def test_keyx_admin_diagram(self):
+        status, out, _ = self.admin("diagram", "--list")
+        self.assertEqual(status, 0)
+        self.assertIn("toy-server  Toy, server side\n", out)
+        status, out, _ = self.admin("diagram", "toy-server")
+        self.assertEqual(status, 0)
+        self.assertIn('"AWAIT_PING" -> "DONE" [label="ping\\n_on_ping"];', out)
+
+    def test_trace(self):
+        out = io.StringIO()
+
+        class Session:
+            peer = "127.0.0.1:1"
+
+        machine = ToyPongServer()
+        trace.TextTracer(out).message(Session(), "in", machine, ToyState.AWAIT_PING,
+                                      ToyState.DONE, b"ping")
+        self.assertEqual(out.getvalue(),
+                         "trace: <- ToyPongServer AWAIT_PING -> DONE [4 bytes] toy 'ping'\n")
+        # A recording names the machine by class name, and reads the same.
+        event = trace.event("in", machine, ToyState.AWAIT_PING, ToyState.DONE, b"ping")
+        self.assertEqual(str(trace.describe_event(event)), "toy 'ping'")
+        # What the entry does not summarise gets the generic summary.
+        self.assertEqual(str(trace.describe(machine, b"")), "''")
+
+    def test_registered_twice_is_refused(self):
+        self.assertRaises(ValueError, handshakes.register, TOY)
+        clash = handshakes.Handshake(
+            name="other", title="",
+            endpoints=(handshakes.Endpoint("dh", "", ToyFactory),))
+        self.assertRaises(ValueError, handshakes.register, clash)
+
+
+class RegistryTests(unittest.TestCase):
+    def test_the_handshakes(self):
+        self.assertEqual([h.name for h in handshakes.handshakes()],
+                         ["dh", "eke", "opaque", "chat"])
+        self.assertEqual([o for h in handshakes.handshakes() for o in h.options()],
+                         ["dh", "dh-raw", "eke", "opaque"])
+
+    def test_every_reference_loads(self):
+        """Every ``module:attribute`` an entry names exists."""
+        for entry in handshakes.handshakes():
+            for endpoint in entry.endpoints:
+                self.assertTrue(callable(handshakes._resolve(endpoint.factory)))
+            for machine in entry.machines:
+                self.assertTrue(issubclass(machine.load(), StateMachine), machine)
+            for name in entry.summaries:
+                self.assertTrue(callable(entry.summary_function(name)))
+            for name, recipe in entry.charts.items():
+                self.assertIn(name, sequence.names())
+            if entry.scheme:
+                self.assertIs(handshakes.load_path(entry.scheme), schemes.named(entry.name))
+
+    def test_password_schemes_come_from_the_registry(self):
+        self.assertEqual(schemes.names(),
+                         [h.name for h in handshakes.password_handshakes()])
+
+    def test_machine_names_to_handshakes(self):
+        self.assertEqual(handshakes.handshake_of_machine("OPAQUEClientHandshake").name, "opaque")
+        self.assertEqual(handshakes.handshake_of_machine("ServerChat").name, "chat")
+        self.assertIsNone(handshakes.handshake_of_machine("Nothing"))
+
+
+class EndpointSpecTests(unittest.TestCase):
+    def test_fields(self):
+        spec = endpointspec.parse(r"tcp6:7777:interface=\:\:1:backlog=5")
+        self.assertEqual((spec.kind, spec.port, spec.interface, spec.backlog),
+                         ("tcp6", 7777, "::1", 5))
+        self.assertEqual(endpointspec.parse("tcp:port=80").port, 80)
+        self.assertIsNone(endpointspec.parse("tcp:http").port)
+        unix = endpointspec.parse(r"unix:/tmp/a\:b.sock:mode=660")
+        self.assertEqual((unix.path, unix.mode, unix.address()), ("/tmp/a:b.sock", 0o660,
+                                                                  ("unix", "/tmp/a:b.sock")))
+        self.assertEqual(endpointspec.parse("unix:/tmp/s:644").mode, 0o644)
+        self.assertIsNone(endpointspec.parse("systemd:domain=INET:index=0").address())
+
+    def test_clashes(self):
+        def clash(a, b):
+            return endpointspec.parse(a).clashes(endpointspec.parse(b))
+
+        self.assertTrue(clash("tcp:7777", "tcp:7777:interface=127.0.0.1"))
+        self.assertTrue(clash("tcp:7777:interface=127.0.0.1", "ssl:7777:interface=127.0.0.1"))
+        self.assertFalse(clash("tcp:7777:interface=127.0.0.1", "tcp:7777:interface=127.0.0.2"))
+        self.assertFalse(clash("tcp:0", "tcp:0"))
+        self.assertTrue(clash("unix:a.sock", "unix:address=a.sock"))
+
+
+# --- issue 24, items 5 and 6 --------------------------------------------------
+
+def twistd(*argv, cwd=None):
+    """Run ``twistd -n --pidfile= keyx ARGV`` from the checkout; (status, output)."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+         "-n", "--pidfile=", "keyx", *argv],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    return done.returncode, done.stdout + done.stderr
+
+
+class StartUpErrorTests(unittest.TestCase):
+    """A start-up error is its one line and where --help is, not the
+    ninety lines of options before it."""
+
+    def test_under_twistd_one_line_and_a_hint(self):
+        err = io.StringIO()
+        self.patch(sys, "stderr", err)
+        for argv, line in (
+                (["--group", "ffdhe1024"], "unknown group 'ffdhe1024'"),
+                (["--users", "/nonexistent/u.json"], "the folder /nonexistent does not exist"),
+                (["--bogus"], "option --bogus not recognized")):
+            err.seek(0)
+            err.truncate()
+            options = tap.Options()
+            options.parent = usage.Options()  # as twistd's ServerOptions is
+            with self.assertRaises(SystemExit) as caught:
+                options.parseOptions(argv)
+            self.assertEqual(caught.exception.code, 1)
+            [first, hint] = err.getvalue().splitlines()
+            self.assertTrue(first.startswith("twistd keyx: ") and line in first, first)
+            self.assertEqual(hint, "See 'twistd keyx --help' for the options.")
+
+    def test_twistd_prints_two_lines(self):
+        folder = self.mktemp()
+        os.mkdir(folder)
+        key = os.path.join(folder, "bad-key")
+        with open(key, "w") as f:
+            f.write("not a key\n")
+        os.chmod(key, 0o600)
+        status, output = twistd("--group", "ffdhe1024", "--host-key", key, cwd=folder)
+        self.assertEqual(status, 1)
+        self.assertEqual(output.splitlines(), [
+            f"twistd keyx: unknown group 'ffdhe1024'; known groups: {', '.join(groups.names())}",
+            "See 'twistd keyx --help' for the options."])
+        status, output = twistd("--host-key", key, cwd=folder)
+        self.assertEqual(status, 1)
+        [line, _] = output.splitlines()
+        self.assertTrue(line.startswith("twistd keyx: --host-key: "), line)
+        self.assertEqual(sorted(os.listdir(folder)), ["bad-key"])
+
+
+class FirstStartTests(unittest.TestCase):
+    """Nothing is written before the daemon knows it can start."""
+
+    def setUp(self):
+        self.folder = os.path.abspath(self.mktemp())
+        os.mkdir(self.folder)
+        cwd = os.getcwd()
+        os.chdir(self.folder)
+        self.addCleanup(os.chdir, cwd)
+
+    def busy_port(self):
+        busy = socket.socket()
+        self.addCleanup(busy.close)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        return busy.getsockname()[1]
+
+    def test_port_taken_writes_no_key(self):
+        busy = self.busy_port()
+        options = tap_options("--dh", "tcp:0:interface=127.0.0.1",
+                              "--eke", "tcp:0:interface=127.0.0.1",
+                              "--opaque", f"tcp:{busy}:interface=127.0.0.1")
+        self.assertTrue(options.config.host_key_created)
+        self.assertTrue(options.config.opaque_key_created)
+        service = tap.makeService(options, reactor=MemoryReactor())
+        with self.assertRaises(SystemExit) as caught:
+            service.privilegedStartService()
+        self.assertIn(f"cannot listen on 127.0.0.1:{busy}", caught.exception.code)
+        self.assertEqual(os.listdir(self.folder), [])
+
+    def test_port_taken_under_twistd_writes_no_key(self):
+        busy = self.busy_port()
+        status, output = twistd("--dh", f"tcp:{busy}:interface=127.0.0.1",
+                                "--eke", "tcp:0:interface=127.0.0.1",
+                                "--opaque", "tcp:0:interface=127.0.0.1", cwd=self.folder)
+        self.assertEqual(status, 1)
+        self.assertIn(f"twistd keyx: cannot listen on 127.0.0.1:{busy}", output)
+        self.assertEqual(os.listdir(self.folder), [])
+
+    def test_written_at_start_and_served(self):
+        options = tap_options("--dh", "tcp:0", "--eke", "tcp:0", "--opaque", "tcp:0")
+        memory = MemoryReactor()
+        service = tap.makeService(options, reactor=memory)
+        service.privilegedStartService()
+        self.assertEqual(sorted(os.listdir(self.folder)),
+                         ["keyx-host-key", "keyx-host-key.pub", "keyx-opaque-key"])
+        again = tap_options()
+        self.assertEqual(again.config.host_key.fingerprint, options.config.host_key.fingerprint)
+        self.assertEqual(again.config.opaque_setup.server_public_key,
+                         options.config.opaque_setup.server_public_key)
+        self.assertFalse(again.config.host_key_created or again.config.opaque_key_created)
+
+    def test_made_meanwhile_by_another_process(self):
+        options = tap_options("--dh", "tcp:0", "--eke", "tcp:0", "--opaque", "tcp:0")
+        with open(tap.DEFAULT_HOST_KEY, "w") as f:
+            f.write("someone else's\n")
+        service = tap.makeService(options, reactor=MemoryReactor())
+        with self.assertRaises(SystemExit) as caught:
+            service.privilegedStartService()
+        self.assertIn("was made by another process while this one started",
+                      caught.exception.code)
+
+
+class WorkersParentTests(unittest.TestCase):
+    """``--workers``: the parent logs what the workers serve (it said
+    "no host key" while they served with one, and left OPAQUE out)."""
+
+    def setUp(self):
+        self.folder = os.path.abspath(self.mktemp())
+        os.mkdir(self.folder)
+        self.key = os.path.join(self.folder, "host-key")
+        with open(self.key, "wb") as f:
+            f.write(read_data("ed25519-host-key"))
+        os.chmod(self.key, 0o600)
+        self.opaque_key = os.path.join(self.folder, "opaque-key")
+        create_key_file(self.opaque_key)
+
+    def announced(self, *argv):
+        options = tap_options("--dh", "tcp:0", "--eke", "tcp:0", "--opaque", "tcp:0",
+                              "--users", os.path.join(self.folder, "users.json"),
+                              "--opaque-key", self.opaque_key, "--host-key", self.key, *argv)
+        service = tap.makeService(options, reactor=MemoryReactor())
+        with capturedLogs() as events:
+            service._announce()
+        return [formatEvent(e) for e in events]
+
+    def test_parent_logs_what_one_process_logs(self):
+        one, parent = self.announced(), self.announced("--workers", "2")
+        self.assertEqual(parent, one)
+        self.assertEqual(len(parent), 3)
+        self.assertIn("; host key SHA256:", parent[0])
+        self.assertIn("OPAQUE handshake and chat on tcp:0", parent[2])

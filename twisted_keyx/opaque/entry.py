@@ -1,0 +1,137 @@
+"""The OPAQUE handshake's entry in the handshake registry
+(:mod:`twisted_keyx.core.handshakes`): ``twistd keyx --opaque``, its
+password scheme, ``keyx-client opaque``, the diagrams, trace summaries, the
+sequence chart and why ``keyx-lab crack`` finds nothing in a recording."""
+
+import base64
+import binascii
+
+from twisted_keyx.core.handshakes import Endpoint, Handshake, Machine, Summary
+
+
+def server_factory(context):
+    from twisted_keyx.opaque.protocol import OPAQUEServerFactory
+
+    return OPAQUEServerFactory(context.users, context.opaque_setup,
+                               show_secrets=context.show_secrets, throttle=context.throttle,
+                               source_of=context.source_of)
+
+
+def client_factory(user, password, reply_received=None):
+    from twisted_keyx.opaque.protocol import OPAQUEClientFactory
+
+    return OPAQUEClientFactory(user, password, reply_received=reply_received)
+
+
+def banner(context, served):
+    from twisted_keyx.trust.knownservers import server_key_fingerprint
+
+    return [("OPAQUE handshake and chat on {endpoints}; key file {path} ({state}), "
+             "server key fingerprint {fingerprint}",
+             dict(endpoints=", ".join(served["opaque"]), path=context.opaque_key_path,
+                  state="created now, no OPAQUE users yet" if context.opaque_key_created
+                  else "loaded",
+                  fingerprint=server_key_fingerprint(context.opaque_setup.server_public_key)))]
+
+
+def _b64(data):
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def describe(payload):
+    """OPAQUE's lines (docs/protocols.rst, OPAQUE): KE1 and the user name,
+    KE2 behind its KSF header, KE3."""
+    from twisted_keyx.opaque import messages
+    from twisted_keyx.opaque.ksf import Argon2idParameters
+
+    head, space, name = payload.partition(b" ")
+    ke = _b64(head)
+    if ke is None:
+        return None
+    if space and len(ke) == messages.KE1_SIZE and all(32 <= b < 127 for b in name):
+        return Summary(f"base64(KE1, {len(ke)} bytes) and the user name "
+                       f"{name.decode('ascii')!r}")
+    if not space and len(ke) == messages.KE3_SIZE:
+        return Summary(f"base64(KE3, {len(ke)} bytes)")
+    header = Argon2idParameters.header_size
+    if not space and len(ke) == header + messages.KE2_SIZE:
+        params = Argon2idParameters.decode(ke[:header])
+        return Summary(f"base64(KSF header, {header} bytes: {params}; "
+                       f"KE2, {messages.KE2_SIZE} bytes)")
+    return None
+
+
+NOTHING_TO_CRACK = """\
+This is an OPAQUE login: there is nothing here to test a guess against.
+  - The password never enters the wire, not even under a key derived from it:
+    the client blinds it (an OPRF, RFC 9497), and the blinded element is a
+    random-looking group element whatever the password is.
+  - The server's OPRF evaluation uses the server's OPRF key, which never
+    travels: without it, a guess cannot be turned into the randomized password
+    that opens the envelope.
+  - The key exchange messages are authenticated with keys that come from that
+    randomized password; a recording gives no equation in the password alone.
+Each guess needs the server's help: an online attack, one login per guess,
+which the server can count and throttle (docs/opaque.rst).
+"""
+
+
+def recording(events):
+    """``keyx-lab crack``: a recorded OPAQUE login gives nothing to test."""
+    return NOTHING_TO_CRACK
+
+
+async def chart(reactor, draw):
+    """An OPAQUE login then quit, for a user registered in the recipe with
+    the cheapest Argon2id cost the client accepts by default."""
+    from twisted_keyx.opaque.ksf import MiB, Argon2idParameters
+    from twisted_keyx.opaque.protocol import OPAQUEClientFactory, OPAQUEServerFactory
+    from twisted_keyx.opaque.records import ServerSetup
+    from twisted_keyx.opaque.scheme import new_user
+
+    # The client's floor (twisted_keyx.opaque.ksf.KsfLimits): 19 MiB, and
+    # 38 MiB of memory * passes.
+    floor = Argon2idParameters(memory_cost=19 * MiB, iterations=2, lanes=1)
+    setup = ServerSetup.generate(floor)
+    user = new_user("alice", "correct horse", setup)
+
+    class Users:
+        def lookup(self, name, scheme):
+            return user if (name, scheme) == (user.name, "opaque") else None
+
+    server = OPAQUEServerFactory(Users(), setup)
+    client = OPAQUEClientFactory("alice", "correct horse")
+
+    events = await draw.run(reactor, server, client, draw.login_and_quit)
+    return draw.chart("OPAQUE login, then quit", *events,
+                      notes=["Messages 1 to 4 are the login (RFC 9807's KE1, KE2 with the",
+                             "record's Argon2id cost in front, KE3, then ok); 5 and 6 are chat",
+                             "records (quit, and its confirmation) under the per-direction chat",
+                             "keys.  No message depends on the password alone: the client blinds",
+                             "it (OPRF) and only the server's OPRF key completes it."])
+
+
+HANDSHAKE = Handshake(
+    name="opaque",
+    title="the OPAQUE password handshake (RFC 9807), then an encrypted chat",
+    endpoints=(
+        Endpoint("opaque", "Serve the OPAQUE password handshake and chat on ENDPOINT; may be "
+                           "repeated [default: tcp:8089]", server_factory, default="tcp:8089"),
+    ),
+    banner=banner,
+    machines=(
+        Machine("opaque-server", "twisted_keyx.opaque.handshake:OPAQUEServerHandshake",
+                "OPAQUE handshake, server side"),
+        Machine("opaque-client", "twisted_keyx.opaque.handshake:OPAQUEClientHandshake",
+                "OPAQUE handshake, client side", start="AWAIT_KE2"),
+    ),
+    summaries={"OPAQUEClientHandshake": describe, "OPAQUEServerHandshake": describe},
+    charts={"opaque": chart},
+    scheme="twisted_keyx.opaque.scheme:SCHEME",
+    client=client_factory,
+    client_port=8089,
+    recording=recording,
+)
