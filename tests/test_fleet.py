@@ -277,6 +277,8 @@ class FleetTests(PostgreSQLTestCase):
                                  output=subprocess.PIPE)
         output = process.communicate(timeout=60)[0].decode()
         self.assertEqual(process.returncode, 1)
-        last = output.strip().splitlines()[-1]
-        self.assertRegex(last, r"the store .* has no twisted-keyx schema \(empty\); "
-                               r"run: keyx-admin store-upgrade --store")
+        lines = output.strip().splitlines()
+        self.assertEqual(len(lines), 2, output)
+        self.assertRegex(lines[0], r"^twistd keyx: the store .* has no twisted-keyx schema "
+                                   r"\(empty\); run: keyx-admin store-upgrade --store")
+        self.assertEqual(lines[1], "See 'twistd keyx --help' for the options.")

@@ -286,7 +286,7 @@ class DaemonTests(PostgreSQLTestCase):
         options = tap_options("--store", self.url, "--dh", "tcp:0:interface=127.0.0.1",
                               "--eke", "tcp:0:interface=127.0.0.1",
                               "--opaque", "tcp:0:interface=127.0.0.1")
-        self.addCleanup(options["deployment"].close)
+        self.addCleanup(options.config.deployment.close)
         ports = []
 
         def listen(description, factory):
