@@ -102,7 +102,7 @@ def main(argv=None):
 
     named = groups.named("ffdhe2048")
     # The same group on GMP, as custom groups run.
-    named_on_gmp = ffdh.Group(named.name, named.p, named.g, named.q, named.parameters_pem,
+    named_on_gmp = ffdh.FFDHGroup(named.name, named.p, named.g, named.q, named.parameters_pem,
                               key_q=named.key_q)
     custom = groups.load_parameters_file(args.params)
     custom_name = "file " + os.path.basename(args.params)

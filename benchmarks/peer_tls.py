@@ -1,7 +1,7 @@
 """A Twisted TLS 1.3 server, for comparison: an authenticated key exchange
 (X25519, the server signs with an Ed25519 certificate) as Twisted serves it.
 
-    python benchmarks/peer_tls.py --port 8124 --directory DIR
+    python benchmarks/peer_tls.py --port 8124 --directory DIR [--groups X25519MLKEM768]
 
 Makes a self-signed Ed25519 certificate for ``localhost`` in DIR
 (``cert.pem``, ``key.pem``: the load generator verifies the server against
@@ -12,6 +12,10 @@ shows the groups negotiated).  Each connection: a full handshake, then the clien
 sends ``Hello`` and the server answers ``Hey there!`` and closes.  On
 SIGINT it prints a JSON line with the protocol versions and key-exchange
 groups it negotiated, so that the benchmark can show what was measured.
+``--groups`` restricts the server's key-exchange groups (OpenSSL's list
+syntax): ``X25519MLKEM768``, the hybrid post-quantum group of TLS, which
+cryptography's bundled OpenSSL offers (the load generator's client for it
+is then pyOpenSSL's, on the same OpenSSL: keyxbench.clients.PyOpenSSLTLSClient).
 """
 
 import argparse
@@ -52,6 +56,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--directory", required=True, help="where to write the certificate")
+    parser.add_argument("--groups", metavar="LIST",
+                        help="the only key-exchange groups the server accepts, in OpenSSL's "
+                             "syntax (X25519MLKEM768) [default: OpenSSL's]")
     args = parser.parse_args()
     cert_path, key_path = make_certificate(args.directory)
 
@@ -71,6 +78,12 @@ def main():
     options = ssl.CertificateOptions(privateKey=certificate.privateKey.original,
                                      certificate=certificate.original,
                                      raiseMinimumTo=ssl.TLSVersion.TLSv1_3)
+    if args.groups:
+        from OpenSSL._util import lib
+
+        context = options.getContext()  # built once, then cached by CertificateOptions
+        if lib.SSL_CTX_set1_curves_list(context._context, args.groups.encode("ascii")) != 1:
+            parser.error(f"OpenSSL does not know the groups {args.groups!r}")
     seen = collections.Counter()
 
     class Answer(protocol.Protocol):

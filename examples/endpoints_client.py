@@ -17,7 +17,7 @@ import sys
 from twisted.internet import defer, endpoints, task
 
 from twisted_keyx.dh.protocol import DHClientFactory
-from twisted_keyx.core.transcript import fingerprint
+from twisted_keyx.core.transcript import session_key_fingerprint
 
 
 async def run(reactor, description):
@@ -25,7 +25,7 @@ async def run(reactor, description):
     result = await protocol.finished.addTimeout(10, reactor)
     print(f"Group: {result.group.name} ({result.group.bits} bits)")
     print(f"Session key: {result.session_key.hex()}")
-    print(f"Session key fingerprint: {fingerprint(result.session_key)}")
+    print(f"Session key fingerprint: {session_key_fingerprint(result.session_key)}")
 
 
 def main(argv):

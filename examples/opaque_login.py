@@ -32,7 +32,7 @@ from twisted.internet import defer, endpoints, error, task
 from twisted_keyx.core.machine import ProtocolFailed
 from twisted_keyx.opaque.protocol import OPAQUEClientFactory
 from twisted_keyx.trust.knownservers import server_key_fingerprint
-from twisted_keyx.core.transcript import fingerprint
+from twisted_keyx.core.transcript import session_key_fingerprint
 
 PROGRAM = "opaque_login.py"
 
@@ -55,7 +55,7 @@ async def run(reactor, host, port, user, password, text):
         result = await protocol.authenticated.addTimeout(30, reactor)
         print(f"Authenticated as {result.user}")
         print(f"Server key fingerprint: {server_key_fingerprint(result.server_public_key)}")
-        print(f"Session key fingerprint: {fingerprint(result.session_key)}")
+        print(f"Session key fingerprint: {session_key_fingerprint(result.session_key)}")
         protocol.say(text)
         protocol.quit()
         await protocol.finished.addTimeout(10, reactor)

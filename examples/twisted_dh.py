@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from twisted.internet import defer, endpoints, task
 
 from twisted_keyx.dh.protocol import DHClientFactory
-from twisted_keyx.core.transcript import fingerprint, hkdf_sha256
+from twisted_keyx.core.transcript import session_key_fingerprint, hkdf_sha256
 
 #: Our own label: a key for this program only.
 AEAD_LABEL = b"examples/twisted_dh.py message key v1"
@@ -46,7 +46,7 @@ async def run(reactor, description, text):
     key = message_key(result.session_key, result.transcript_hash)
     sealed = seal(key, text)
     print(f"Group: {result.group.name}")
-    print(f"Session key fingerprint: {fingerprint(result.session_key)}")
+    print(f"Session key fingerprint: {session_key_fingerprint(result.session_key)}")
     print(f"Sealed message: {sealed.hex()}")
     print(f"Opens as: {open_sealed(key, sealed)!r}")
 

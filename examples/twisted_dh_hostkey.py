@@ -32,7 +32,7 @@ from twisted_keyx.trust import hostkey
 from twisted_keyx.trust import knownhosts
 from twisted_keyx.dh.protocol import DHClientFactory
 from twisted_keyx.core.machine import HandshakeFailed
-from twisted_keyx.core.transcript import fingerprint
+from twisted_keyx.core.transcript import session_key_fingerprint
 
 # The key derivation and the sealing are twisted_dh.py's (same folder).
 from twisted_dh import message_key, open_sealed, seal
@@ -50,7 +50,7 @@ def check_pin(known, host, port, public_key, accept_new):
     """Carry out what KNOWN_HOSTS says about the key that signed."""
     check = known.check(host, port, public_key)
     name = knownhosts.host_name(host, port)
-    got = hostkey.fingerprint(public_key)
+    got = hostkey.host_key_fingerprint(public_key)
     if check.status is knownhosts.KNOWN:
         return
     if check.status is knownhosts.CHANGED:
@@ -87,7 +87,7 @@ async def run(reactor, host, port, known_hosts, text, accept_new):
     sealed = seal(key, text)
     print(f"Group: {result.group.name}")
     print(f"Host key fingerprint: {result.host_key_fingerprint}")
-    print(f"Session key fingerprint: {fingerprint(result.session_key)}")
+    print(f"Session key fingerprint: {session_key_fingerprint(result.session_key)}")
     print(f"Sealed message: {sealed.hex()}")
     print(f"Opens as: {open_sealed(key, sealed)!r}")
 

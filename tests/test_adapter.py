@@ -135,7 +135,7 @@ class SessionTests(unittest.TestCase):
 
     def test_timed_out_is_told_once(self):
         session, transport, observer = connect()
-        session.connectionTimedOut(limits.HANDSHAKE, 30)
+        session.connectionTimedOut(limits.TimeoutPhase.HANDSHAKE, 30)
         session.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(observer.events,
                          [("timed out", "192.0.2.9:4000", 30, "awaiting ping")])
@@ -250,7 +250,7 @@ class SlowStepTests(unittest.TestCase):
     def test_a_timeout_during_the_step_drops_its_outcome(self):
         session, transport, observer, worker = connect_slow()
         session.dataReceived(b"ping\n")
-        session.connectionTimedOut(limits.HANDSHAKE, 5)
+        session.connectionTimedOut(limits.TimeoutPhase.HANDSHAKE, 5)
         session.connectionLost(Failure(ConnectionDone()))
         worker.run_next()
         self.assertEqual(observer.events, [("timed out", "192.0.2.9:4000", 5, "awaiting ping")])

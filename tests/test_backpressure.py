@@ -7,6 +7,7 @@ from twisted.trial import unittest
 
 from twisted_keyx.chat.machine import ClientChat
 from twisted_keyx.chat import records
+from twisted_keyx.core.adapter import PauseReason
 
 from tests.helpers import TrackingEKEServerFactory, Users, make_user
 from tests.test_eke_protocol import PEER, _RecordingClient, client_machine
@@ -107,7 +108,7 @@ class LoopbackTests(unittest.TestCase):
             yield task.deferLater(reactor, 0.025, lambda: None)
             most = max(most, buffered())
         self.assertLess(most, 1 << 20, f"{most} bytes of replies buffered")
-        self.assertIn("transport", server.paused)
+        self.assertIn(PauseReason.TRANSPORT, server.paused)
         client.finished.addErrback(lambda failure: None)  # cut short, as meant
         client.transport.abortConnection()
         yield factory.allLost()

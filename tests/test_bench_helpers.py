@@ -56,13 +56,29 @@ class DHStepsTests(unittest.TestCase):
         checked = []
 
         class Group:
-            def load_peer_key(self, pem):
-                checked.append(pem)
+            def decapsulate(self, private_key, pem):
+                checked.append((private_key, pem))
 
-        steps = clients.DHSteps(KEY_MESSAGE, check=Group())
+        steps = clients.DHSteps(KEY_MESSAGE, check=(Group(), "the client's key"))
         for reply in (messages.HEY_THERE, PARAMS, SERVER_KEY.rstrip()):
             steps.receive(reply)
-        self.assertEqual(checked, [SERVER_KEY[len(messages.SERVER_KEY_PREFIX):]])
+        self.assertEqual(checked, [("the client's key",
+                                    SERVER_KEY[len(messages.SERVER_KEY_PREFIX):])])
+
+    def test_an_xwing_ciphertext_is_decapsulated_when_asked(self):
+        group = project.named_group("xwing")
+        key = group.generate_private_key()
+        ciphertext, _ = group.encapsulate(group.load_peer_key(group.public_key_pem(key)))
+        steps = clients.DHSteps(KEY_MESSAGE, check=(group, key))
+        for reply in (messages.HEY_THERE, b"Group: xwing"):
+            steps.receive(reply)
+        self.assertIsNone(steps.receive(messages.SERVER_KEY_PREFIX + ciphertext))
+        self.assertTrue(steps.finished)
+        broken = clients.DHSteps(KEY_MESSAGE, check=(group, key))
+        for reply in (messages.HEY_THERE, b"Group: xwing"):
+            broken.receive(reply)
+        with self.assertRaises(ValueError):
+            broken.receive(messages.SERVER_KEY_PREFIX + ciphertext[:200])
 
 
 class FakeSettings:
@@ -602,7 +618,7 @@ class InProcessTests(unittest.TestCase):
         from twisted.logger import formatEvent
 
         from twisted_keyx.dh.handshake import DHClientHandshake
-        from twisted_keyx.core.transcript import fingerprint
+        from twisted_keyx.core.transcript import session_key_fingerprint
 
         protocol, transport, events = self.flat()
         client = DHClientHandshake()
@@ -617,7 +633,7 @@ class InProcessTests(unittest.TestCase):
         [event] = events
         self.assertEqual(formatEvent(event), "DH handshake with 192.0.2.7:4242 finished "
                          f"(ffdhe2048); session key fingerprint "
-                         f"{fingerprint(client.result.session_key)}")
+                         f"{session_key_fingerprint(client.result.session_key)}")
 
     def test_flat_refuses_as_ours_does(self):
         from keyxbench import flat
@@ -722,3 +738,22 @@ Ir
             with self.assertRaises(SystemExit) as caught:
                 self.bench.main(["--counts", counts])
             self.assertIsInstance(caught.exception.code, str)
+
+
+class KEMFloorTests(unittest.TestCase):
+    """The floors of a post-quantum group: what they run is the group's
+    server side (one test that could not pass on a DH-only floor)."""
+
+    def test_xwing_floors_run_the_kem(self):
+        calls = []
+
+        def counting(function, inputs, seconds):
+            calls.append(len(inputs))
+            for x in inputs:
+                function(x)
+            return 1.0
+
+        self.patch(floor, "per_call", counting)
+        self.assertEqual(floor.cryptography_floor("xwing", seconds=0), 1.0)
+        self.assertEqual(floor.group_crypto("xwing", seconds=0), 1.0)
+        self.assertEqual(calls, [16, 16])

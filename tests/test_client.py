@@ -22,7 +22,7 @@ from twisted_keyx.groups import check as groupcheck
 from twisted_keyx.groups import registry as groups
 from twisted_keyx.trust import knownhosts
 from twisted_keyx.dh.protocol import CLIENT_MAX_MESSAGE_LENGTH, DHClientProtocol
-from twisted_keyx.core.transcript import fingerprint
+from twisted_keyx.core.transcript import session_key_fingerprint
 
 from .helpers import (
     CLOSE,
@@ -116,7 +116,7 @@ class ClientTests(_Loopback, unittest.TestCase):
                 "Host key fingerprint: none (unauthenticated)\n"
                 f"Shared Secret: {result.shared_secret.hex()}\n"
                 f"Session key: {result.session_key.hex()}\n"
-                f"Session key fingerprint: {fingerprint(result.session_key)}\n"
+                f"Session key fingerprint: {session_key_fingerprint(result.session_key)}\n"
             ))
         return defer.Deferred.fromCoroutine(run())
 
@@ -133,7 +133,7 @@ class ClientTests(_Loopback, unittest.TestCase):
                 "bits": 3072,
                 "shared_secret": result.shared_secret.hex(),
                 "session_key": result.session_key.hex(),
-                "fingerprint": fingerprint(result.session_key),
+                "fingerprint": session_key_fingerprint(result.session_key),
                 "host_key_fingerprint": None,
             })
         return defer.Deferred.fromCoroutine(run())
@@ -229,7 +229,8 @@ class ClientTests(_Loopback, unittest.TestCase):
             outcome = await self.scripted([HEY_THERE, PARAMETERS, CLOSE])
             self.assertOneLineError(
                 outcome, 3,
-                "the server closed the connection while awaiting the server's public key")
+                "the server closed the connection while awaiting the server's public key or "
+                "ciphertext")
         return defer.Deferred.fromCoroutine(run())
 
     def test_x942_parameters_with_q_half_of_p(self):
@@ -241,7 +242,8 @@ class ClientTests(_Loopback, unittest.TestCase):
                 [HEY_THERE, read_data("dhx-2048-safe-q.pem"), CLOSE])
             self.assertOneLineError(
                 outcome, 3,
-                "the server closed the connection while awaiting the server's public key")
+                "the server closed the connection while awaiting the server's public key or "
+                "ciphertext")
         return defer.Deferred.fromCoroutine(run())
 
     def test_invalid_server_key(self):

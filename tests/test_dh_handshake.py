@@ -6,10 +6,10 @@ from twisted_keyx.groups import ffdh
 from twisted_keyx.groups import registry as groups
 from twisted_keyx.dh import messages
 from twisted_keyx.dh.handshake import (
-    ClientState,
+    DHClientState,
     DHClientHandshake,
     DHServerHandshake,
-    ServerState,
+    DHServerState,
     UnexpectedMessage,
 )
 
@@ -25,8 +25,8 @@ class HandshakeTests(unittest.TestCase):
         server = DHServerHandshake(ffdh.named_group("ffdhe2048"))
         client = DHClientHandshake()
         run_handshake(server, client)
-        self.assertIs(server.state, ServerState.DONE)
-        self.assertIs(client.state, ClientState.DONE)
+        self.assertIs(server.state, DHServerState.DONE)
+        self.assertIs(client.state, DHClientState.DONE)
         self.assertEqual(server.result.shared_secret, client.result.shared_secret)
         self.assertEqual(len(server.result.shared_secret), 256)
         self.assertEqual(server.result.session_key, client.result.session_key)
@@ -37,7 +37,7 @@ class HandshakeTests(unittest.TestCase):
         with self.assertRaises(UnexpectedMessage) as caught:
             server.receive(messages.PARAMS_REQUEST)
         self.assertEqual(caught.exception.reply, b"I do not understand you, hanging up")
-        self.assertIs(server.state, ServerState.FAILED)
+        self.assertIs(server.state, DHServerState.FAILED)
 
 
 class ClientCancelTests(unittest.TestCase):

@@ -21,11 +21,11 @@ from twisted_keyx.trust import knownhosts
 from twisted_keyx.service import tap
 from twisted_keyx.dh import hostauth, messages
 from twisted_keyx.dh.handshake import (
-    ClientState,
+    DHClientState,
     DHClientHandshake,
     DHServerHandshake,
     HostKeyVerificationFailed,
-    ServerState,
+    DHServerState,
     UnexpectedMessage,
 )
 from twisted_keyx.dh.protocol import DHClientProtocol, DHServerFactory
@@ -71,7 +71,7 @@ class MachineTests(unittest.TestCase):
         for name in ("ffdhe2048", "x25519"):
             client = run_machines(groups.named(name))
             self.assertIsNone(client.error)
-            self.assertIs(client.state, ClientState.DONE)
+            self.assertIs(client.state, DHClientState.DONE)
             self.assertEqual(client.result.host_key_fingerprint, HOST_KEY.fingerprint)
             self.assertEqual(hostkey.public_key_blob(client.result.host_public_key),
                              HOST_KEY.blob)
@@ -96,7 +96,7 @@ class MachineTests(unittest.TestCase):
         with self.assertRaises(UnexpectedMessage) as e:
             server.receive(b"Host key?")
         self.assertEqual(e.exception.reply, b"I do not understand you, hanging up")
-        self.assertIs(server.state, ServerState.FAILED)
+        self.assertIs(server.state, DHServerState.FAILED)
 
     def test_client_requires_message_7(self):
         # After message 6 an asking client is not done: it waits for message 7,
@@ -108,11 +108,11 @@ class MachineTests(unittest.TestCase):
         parameters = server.receive(client.receive(b"Hey there!"))
         message6, message7 = server.receive(client.receive(parameters))
         self.assertIsNone(client.receive(message6))
-        self.assertIs(client.state, ClientState.AWAIT_HOST_KEY_SIGNATURE)
+        self.assertIs(client.state, DHClientState.AWAIT_HOST_KEY_SIGNATURE)
         self.assertFalse(client.finished)
         with self.assertRaises(HandshakeFailed):
             client.receive(message6)
-        self.assertIs(client.state, ClientState.FAILED)
+        self.assertIs(client.state, DHClientState.FAILED)
 
     def test_requests_differ_in_session_key(self):
         group = groups.named("x25519")
@@ -176,7 +176,7 @@ def _flip_every_byte(test, group_name):
                 changed[position] ^= 0x01 if changed[position] not in b"\n" else 0x24
                 return bytes(changed)
             client = run(flip)
-            verified = client.error is None and client.state is ClientState.DONE
+            verified = client.error is None and client.state is DHClientState.DONE
             test.assertFalse(verified, f"message {index}, byte {position} changed: verified")
             checked += 1
     return checked
@@ -228,7 +228,7 @@ class StringTransportTests(unittest.TestCase):
             b"Host key signature:-----BEGIN KEYX HOST KEY SIGNATURE-----\n"))
         self.assertTrue(message7.endswith(b"-----END KEYX HOST KEY SIGNATURE-----\n"))
         self.assertIsNone(client.receive(message6))
-        self.assertIs(client.state, ClientState.AWAIT_HOST_KEY_SIGNATURE)
+        self.assertIs(client.state, DHClientState.AWAIT_HOST_KEY_SIGNATURE)
         self.assertIsNone(client.receive(message7))
         self.assertEqual(client.result.host_key_fingerprint, HOST_KEY.fingerprint)
         self.assertTrue(transport.disconnecting)

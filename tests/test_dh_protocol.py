@@ -19,12 +19,12 @@ from twisted.trial import unittest
 from twisted_keyx.groups import ffdh
 from twisted_keyx.dh.handshake import (
     BadParameters,
-    BadResponse,
-    ClientState,
+    UnexpectedReply,
+    DHClientState,
     DHClientHandshake,
     InvalidServerKey,
     ServerRefused,
-    ServerState,
+    DHServerState,
 )
 from twisted_keyx.dh.protocol import (
     CLIENT_MAX_MESSAGE_LENGTH,
@@ -33,8 +33,9 @@ from twisted_keyx.dh.protocol import (
     server_max_message_length,
 )
 from twisted_keyx.groups.registry import GroupError
+from twisted_keyx.core.adapter import PauseReason
 from twisted_keyx.core.machine import ServerHungUp
-from twisted_keyx.core.transcript import fingerprint
+from twisted_keyx.core.transcript import session_key_fingerprint
 
 from .helpers import (
     CLIENT_X,
@@ -146,9 +147,9 @@ class ServerTestsMixin:
         """A connection whose server has answered its way to ``state``."""
         protocol, transport = self.connect()
         for message in {
-            ServerState.AWAIT_HELLO: [],
-            ServerState.AWAIT_PARAMS_REQUEST: [HELLO],
-            ServerState.AWAIT_CLIENT_KEY: [HELLO, PARAMS],
+            DHServerState.AWAIT_HELLO: [],
+            DHServerState.AWAIT_PARAMS_REQUEST: [HELLO],
+            DHServerState.AWAIT_CLIENT_KEY: [HELLO, PARAMS],
         }[state]:
             protocol.dataReceived(frame(message))
         self.assertIs(protocol.handshake.state, state)
@@ -182,8 +183,8 @@ class ServerHandshakeTests(ServerTestsMixin, unittest.TestCase):
     def test_states(self):
         protocol, transport = self.connect()
         states = states_through(protocol, (HELLO, PARAMS, CLIENT_KEY))
-        self.assertEqual(states, [ServerState.AWAIT_HELLO, ServerState.AWAIT_PARAMS_REQUEST,
-                                  ServerState.AWAIT_CLIENT_KEY, ServerState.DONE])
+        self.assertEqual(states, [DHServerState.AWAIT_HELLO, DHServerState.AWAIT_PARAMS_REQUEST,
+                                  DHServerState.AWAIT_CLIENT_KEY, DHServerState.DONE])
 
     def test_pipelined_messages(self):
         protocol, transport = self.connect()
@@ -199,18 +200,18 @@ class ServerHandshakeTests(ServerTestsMixin, unittest.TestCase):
                          frame(HEY_THERE) + frame(PARAMETERS) + frame(SERVER_KEY))
 
     def test_client_key_with_crlf_and_whitespace(self):
-        protocol, transport = self.advance(ServerState.AWAIT_CLIENT_KEY)
+        protocol, transport = self.advance(DHServerState.AWAIT_CLIENT_KEY)
         protocol.dataReceived(frame(CLIENT_KEY.replace(b"\n", b"\r\n") + b"  \r\n"))
         self.assertEqual(transport.value(), frame(SERVER_KEY))
         self.assertEqual(protocol.handshake.result.shared_secret, SHARED_SECRET)
 
     def test_pkcs3_client_key(self):
-        protocol, transport = self.advance(ServerState.AWAIT_CLIENT_KEY)
+        protocol, transport = self.advance(DHServerState.AWAIT_CLIENT_KEY)
         protocol.dataReceived(frame(key_message(b"Client public key:", CLIENT_Y, q=None)))
         self.assertEqual(transport.value(), frame(SERVER_KEY))
 
     def test_message_after_success_is_ignored(self):
-        protocol, transport = self.advance(ServerState.AWAIT_CLIENT_KEY)
+        protocol, transport = self.advance(DHServerState.AWAIT_CLIENT_KEY)
         protocol.dataReceived(frame(CLIENT_KEY) + frame(HELLO) + frame(b"junk"))
         self.assertEqual(transport.value(), frame(SERVER_KEY))
         protocol.dataReceived(frame(HELLO))
@@ -246,10 +247,10 @@ class ServerHandshakeTests(ServerTestsMixin, unittest.TestCase):
 class ServerErrorTests(ServerTestsMixin, unittest.TestCase):
     # Every message that is not the one the state expects.
     WRONG = {
-        ServerState.AWAIT_HELLO: [PARAMS, CLIENT_KEY, HEY_THERE, b"hello", b"Hello ",
+        DHServerState.AWAIT_HELLO: [PARAMS, CLIENT_KEY, HEY_THERE, b"hello", b"Hello ",
                                   b"unknown", b""],
-        ServerState.AWAIT_PARAMS_REQUEST: [HELLO, CLIENT_KEY, b"Params", b"unknown", b""],
-        ServerState.AWAIT_CLIENT_KEY: [HELLO, PARAMS, SERVER_KEY, b"unknown", b""],
+        DHServerState.AWAIT_PARAMS_REQUEST: [HELLO, CLIENT_KEY, b"Params", b"unknown", b""],
+        DHServerState.AWAIT_CLIENT_KEY: [HELLO, PARAMS, SERVER_KEY, b"unknown", b""],
     }
 
     def test_wrong_message_in_each_state(self):
@@ -258,7 +259,7 @@ class ServerErrorTests(ServerTestsMixin, unittest.TestCase):
                 protocol, transport = self.advance(state)
                 protocol.dataReceived(frame(message))
                 self.assertClosedAfter(transport, UNEXPECTED)
-                self.assertIs(protocol.handshake.state, ServerState.FAILED)
+                self.assertIs(protocol.handshake.state, DHServerState.FAILED)
 
     def test_oversized_length_prefix_closes_at_once(self):
         for state in self.WRONG:
@@ -269,7 +270,7 @@ class ServerErrorTests(ServerTestsMixin, unittest.TestCase):
                 self.assertClosedAfter(transport, UNEXPECTED)
 
     def test_length_prefix_at_the_limit_waits_for_the_body(self):
-        protocol, transport = self.advance(ServerState.AWAIT_CLIENT_KEY)
+        protocol, transport = self.advance(DHServerState.AWAIT_CLIENT_KEY)
         limit = server_max_message_length(GROUP)
         protocol.dataReceived(limit.to_bytes(4, "big") + b"Client public key:")
         self.assertEqual(transport.value(), b"")
@@ -281,21 +282,21 @@ class ServerErrorTests(ServerTestsMixin, unittest.TestCase):
         p = ffdh.FFDHE3072_P
         message = key_message(b"Client public key:", pow(2, CLIENT_X, p), p, 2, (p - 1) // 2)
         self.assertGreater(len(message), server_max_message_length(GROUP))
-        protocol, transport = self.advance(ServerState.AWAIT_CLIENT_KEY)
+        protocol, transport = self.advance(DHServerState.AWAIT_CLIENT_KEY)
         protocol.dataReceived(frame(message))
         self.assertClosedAfter(transport, UNEXPECTED)
 
     def test_invalid_client_keys(self):
         for description, message in invalid_keys(b"Client public key:"):
-            protocol, transport = self.advance(ServerState.AWAIT_CLIENT_KEY)
+            protocol, transport = self.advance(DHServerState.AWAIT_CLIENT_KEY)
             protocol.dataReceived(frame(message))
             self.assertEqual(transport.value(), frame(INVALID_KEY), description)
             self.assertFalse(transport.connected, description)
-            self.assertIs(protocol.handshake.state, ServerState.FAILED)
+            self.assertIs(protocol.handshake.state, DHServerState.FAILED)
             self.assertIsNone(protocol.handshake.result)
 
     def test_messages_after_a_failure_are_ignored(self):
-        protocol, transport = self.advance(ServerState.AWAIT_PARAMS_REQUEST)
+        protocol, transport = self.advance(DHServerState.AWAIT_PARAMS_REQUEST)
         protocol.dataReceived(frame(b"unknown") + frame(PARAMS) + frame(b"again"))
         self.assertClosedAfter(transport, UNEXPECTED)
         protocol.dataReceived(frame(HELLO))
@@ -318,7 +319,7 @@ class ServerErrorTests(ServerTestsMixin, unittest.TestCase):
         self.assertIsNone(protocol.framing)  # let go, with what it buffered
 
     def test_no_reply_after_invalid_key_and_more_data(self):
-        protocol, transport = self.advance(ServerState.AWAIT_CLIENT_KEY)
+        protocol, transport = self.advance(DHServerState.AWAIT_CLIENT_KEY)
         protocol.dataReceived(frame(key_message(b"Client public key:", 1)) + frame(CLIENT_KEY))
         self.assertClosedAfter(transport, INVALID_KEY)
 
@@ -346,7 +347,7 @@ class ServerLogTests(ServerTestsMixin, unittest.TestCase):
         self.handshake(self.factory)
         self.assertEqual(self.log.lines, [
             "DH handshake with 192.0.2.7:40123 finished (ffdhe2048); "
-            f"session key fingerprint {fingerprint(SESSION_KEY)}"
+            f"session key fingerprint {session_key_fingerprint(SESSION_KEY)}"
         ])
         self.assertNoSecret(self.log.events)
 
@@ -360,10 +361,10 @@ class ServerLogTests(ServerTestsMixin, unittest.TestCase):
         [event] = log.events
         self.assertEqual(log.lines, [
             "DH handshake with 192.0.2.7:40123 finished (odd {group} name); "
-            f"session key fingerprint {fingerprint(SESSION_KEY)}"
+            f"session key fingerprint {session_key_fingerprint(SESSION_KEY)}"
         ])
         self.assertEqual((event["peer"], event["group"], event["fingerprint"]),
-                         ("192.0.2.7:40123", "odd {group} name", fingerprint(SESSION_KEY)))
+                         ("192.0.2.7:40123", "odd {group} name", session_key_fingerprint(SESSION_KEY)))
         self.assertNotIn("{peer}", event["log_format"])
 
     def test_finished_with_secrets(self):
@@ -377,7 +378,7 @@ class ServerLogTests(ServerTestsMixin, unittest.TestCase):
         ])
 
     def test_rejected(self):
-        protocol, _ = self.advance(ServerState.AWAIT_PARAMS_REQUEST)
+        protocol, _ = self.advance(DHServerState.AWAIT_PARAMS_REQUEST)
         protocol.dataReceived(frame(HELLO) + frame(HELLO))
         self.assertEqual(self.log.lines, [
             "DH handshake with 192.0.2.7:40123 rejected: "
@@ -385,7 +386,7 @@ class ServerLogTests(ServerTestsMixin, unittest.TestCase):
         ])
 
     def test_rejected_key_says_why(self):
-        protocol, _ = self.advance(ServerState.AWAIT_CLIENT_KEY)
+        protocol, _ = self.advance(DHServerState.AWAIT_CLIENT_KEY)
         protocol.dataReceived(frame(key_message(b"Client public key:", P)))
         self.assertEqual(self.log.lines, [
             "DH handshake with 192.0.2.7:40123 rejected: "
@@ -402,7 +403,7 @@ class ServerLogTests(ServerTestsMixin, unittest.TestCase):
         ])
 
     def test_abandoned(self):
-        protocol, _ = self.advance(ServerState.AWAIT_CLIENT_KEY)
+        protocol, _ = self.advance(DHServerState.AWAIT_CLIENT_KEY)
         protocol.connectionLost(Failure(error.ConnectionLost()))
         self.assertEqual(self.log.lines, [
             "DH handshake with 192.0.2.7:40123 abandoned by the peer while "
@@ -444,9 +445,9 @@ class ClientTestsMixin:
     def advance(self, state):
         protocol, transport = self.connect()
         for message in {
-            ClientState.AWAIT_GREETING: [],
-            ClientState.AWAIT_PARAMETERS: [HEY_THERE],
-            ClientState.AWAIT_SERVER_KEY: [HEY_THERE, PARAMETERS],
+            DHClientState.AWAIT_GREETING: [],
+            DHClientState.AWAIT_PARAMETERS: [HEY_THERE],
+            DHClientState.AWAIT_SERVER_KEY: [HEY_THERE, PARAMETERS],
         }[state]:
             protocol.dataReceived(frame(message))
         self.assertIs(protocol.handshake.state, state)
@@ -488,17 +489,17 @@ class ClientHandshakeTests(ClientTestsMixin, unittest.TestCase):
     def test_states(self):
         protocol, _ = self.connect()
         states = states_through(protocol, (HEY_THERE, PARAMETERS, SERVER_KEY))
-        self.assertEqual(states, [ClientState.AWAIT_GREETING, ClientState.AWAIT_PARAMETERS,
-                                  ClientState.AWAIT_SERVER_KEY, ClientState.DONE])
+        self.assertEqual(states, [DHClientState.AWAIT_GREETING, DHClientState.AWAIT_PARAMETERS,
+                                  DHClientState.AWAIT_SERVER_KEY, DHClientState.DONE])
 
     def test_x942_parameters_of_a_named_group(self):
-        protocol, transport = self.advance(ClientState.AWAIT_PARAMETERS)
+        protocol, transport = self.advance(DHClientState.AWAIT_PARAMETERS)
         protocol.dataReceived(frame(ffdh.encode_parameters_pem(P, 2, Q)))
         self.assertEqual(transport.value(), frame(CLIENT_KEY))
         self.assertIs(protocol.handshake.group, GROUP)
 
     def test_messages_after_success_are_ignored(self):
-        protocol, transport = self.advance(ClientState.AWAIT_SERVER_KEY)
+        protocol, transport = self.advance(DHClientState.AWAIT_SERVER_KEY)
         protocol.dataReceived(frame(SERVER_KEY) + frame(UNEXPECTED) + frame(HEY_THERE))
         protocol.dataReceived(frame(SERVER_KEY))
         self.assertEqual(transport.value(), b"")
@@ -515,12 +516,12 @@ class ClientHandshakeTests(ClientTestsMixin, unittest.TestCase):
 
 
 class ClientErrorTests(ClientTestsMixin, unittest.TestCase):
-    STATES = [ClientState.AWAIT_GREETING, ClientState.AWAIT_PARAMETERS,
-              ClientState.AWAIT_SERVER_KEY]
+    STATES = [DHClientState.AWAIT_GREETING, DHClientState.AWAIT_PARAMETERS,
+              DHClientState.AWAIT_SERVER_KEY]
     WRONG = {
-        ClientState.AWAIT_GREETING: [HELLO, PARAMETERS, SERVER_KEY, b"Hey there", b""],
-        ClientState.AWAIT_PARAMETERS: [HEY_THERE, SERVER_KEY, CLIENT_KEY, b"unknown", b""],
-        ClientState.AWAIT_SERVER_KEY: [HEY_THERE, PARAMETERS, CLIENT_KEY, b"unknown", b""],
+        DHClientState.AWAIT_GREETING: [HELLO, PARAMETERS, SERVER_KEY, b"Hey there", b""],
+        DHClientState.AWAIT_PARAMETERS: [HEY_THERE, SERVER_KEY, CLIENT_KEY, b"unknown", b""],
+        DHClientState.AWAIT_SERVER_KEY: [HEY_THERE, PARAMETERS, CLIENT_KEY, b"unknown", b""],
     }
 
     def test_error_reply_in_each_state(self):
@@ -530,21 +531,21 @@ class ClientErrorTests(ClientTestsMixin, unittest.TestCase):
                 protocol.dataReceived(frame(reply))
                 reason = self.assertFailedWith(protocol, transport, ServerRefused)
                 self.assertEqual(reason, "the server refused: " + reply.decode())
-                self.assertIs(protocol.handshake.state, ClientState.FAILED)
+                self.assertIs(protocol.handshake.state, DHClientState.FAILED)
 
     def test_unexpected_reply_in_each_state(self):
         for state, wrong in self.WRONG.items():
             for reply in wrong:
                 protocol, transport = self.advance(state)
                 protocol.dataReceived(frame(reply))
-                reason = self.assertFailedWith(protocol, transport, BadResponse)
+                reason = self.assertFailedWith(protocol, transport, UnexpectedReply)
                 self.assertEqual(reason, f"bad response from the server while {state.value}")
 
     def test_oversized_frame_in_each_state(self):
         for state in self.STATES:
             protocol, transport = self.advance(state)
             protocol.dataReceived((CLIENT_MAX_MESSAGE_LENGTH + 1).to_bytes(4, "big"))
-            self.assertFailedWith(protocol, transport, BadResponse,
+            self.assertFailedWith(protocol, transport, UnexpectedReply,
                                   f"a frame of {CLIENT_MAX_MESSAGE_LENGTH + 1} bytes")
 
     def test_server_hangs_up_in_each_state(self):
@@ -555,13 +556,13 @@ class ClientErrorTests(ClientTestsMixin, unittest.TestCase):
             self.assertEqual(reason, f"the server closed the connection while {state.value}")
 
     def test_connection_fails_mid_handshake(self):
-        protocol, transport = self.advance(ClientState.AWAIT_PARAMETERS)
+        protocol, transport = self.advance(DHClientState.AWAIT_PARAMETERS)
         transport.connected = False
         protocol.connectionLost(Failure(error.ConnectionRefusedError("reset")))
         self.assertFailedWith(protocol, transport, ServerHungUp, "the connection failed")
 
     def test_hang_up_after_success(self):
-        protocol, transport = self.advance(ClientState.AWAIT_SERVER_KEY)
+        protocol, transport = self.advance(DHClientState.AWAIT_SERVER_KEY)
         protocol.dataReceived(frame(SERVER_KEY))
         protocol.connectionLost(Failure(error.ConnectionDone()))
         self.successResultOf(protocol.finished)
@@ -579,30 +580,30 @@ class ClientErrorTests(ClientTestsMixin, unittest.TestCase):
             "subgroup order q has 2 bits": read_data("dhx-2048-order3.pem"),
         }
         for reason, message in cases.items():
-            protocol, transport = self.advance(ClientState.AWAIT_PARAMETERS)
+            protocol, transport = self.advance(DHClientState.AWAIT_PARAMETERS)
             protocol.dataReceived(frame(message))
             self.assertFailedWith(protocol, transport, BadParameters, reason)
 
     def test_invalid_server_keys(self):
         for description, message in invalid_keys(b"Server public key:"):
-            protocol, transport = self.advance(ClientState.AWAIT_SERVER_KEY)
+            protocol, transport = self.advance(DHClientState.AWAIT_SERVER_KEY)
             protocol.dataReceived(frame(message))
             reason = self.assertFailedWith(protocol, transport, InvalidServerKey)
             self.assertTrue(reason.startswith("invalid server public key: "), description)
             self.assertIsNone(protocol.handshake.result)
 
     def test_messages_after_a_failure_are_ignored(self):
-        protocol, transport = self.advance(ClientState.AWAIT_PARAMETERS)
+        protocol, transport = self.advance(DHClientState.AWAIT_PARAMETERS)
         protocol.dataReceived(frame(b"?") + frame(PARAMETERS) + frame(SERVER_KEY))
         protocol.dataReceived(frame(PARAMETERS))
         protocol.connectionLost(Failure(error.ConnectionDone()))
-        self.assertFailedWith(protocol, transport, BadResponse)
+        self.assertFailedWith(protocol, transport, UnexpectedReply)
 
     def test_nothing_is_kept_after_hanging_up(self):
-        protocol, transport = self.advance(ClientState.AWAIT_PARAMETERS)
+        protocol, transport = self.advance(DHClientState.AWAIT_PARAMETERS)
         length = CLIENT_MAX_MESSAGE_LENGTH + 1
         protocol.dataReceived(length.to_bytes(4, "big") + b"x" * 65536)
-        self.assertFailedWith(protocol, transport, BadResponse, f"a frame of {length} bytes")
+        self.assertFailedWith(protocol, transport, UnexpectedReply, f"a frame of {length} bytes")
         self.assertIsNone(protocol.framing)  # let go, with what it buffered
         protocol.dataReceived(b"y" * 65536)
         self.assertIsNone(protocol.framing)  # let go, with what it buffered
@@ -630,7 +631,7 @@ class ClientGroupCheckTests(ClientTestsMixin, unittest.TestCase):
     reading nothing, and its verdict decides."""
 
     def held(self):
-        protocol, transport = self.advance(ClientState.AWAIT_PARAMETERS)
+        protocol, transport = self.advance(DHClientState.AWAIT_PARAMETERS)
         checks = []
         self.cancelled = []
 
@@ -650,11 +651,11 @@ class ClientGroupCheckTests(ClientTestsMixin, unittest.TestCase):
         [(payload, check)] = checks
         self.assertEqual(payload, PARAMETERS)
         self.assertEqual(transport.value(), b"")
-        self.assertIs(protocol.handshake.state, ClientState.AWAIT_PARAMETERS)
-        self.assertEqual(protocol.paused, {"checking"})
+        self.assertIs(protocol.handshake.state, DHClientState.AWAIT_PARAMETERS)
+        self.assertEqual(protocol.paused, {PauseReason.GROUP_CHECK})
         check.callback(GROUP)
         self.assertEqual(unframe(transport.value())[0], CLIENT_KEY)
-        self.assertIs(protocol.handshake.state, ClientState.DONE)
+        self.assertIs(protocol.handshake.state, DHClientState.DONE)
         self.assertEqual(self.successResultOf(protocol.finished).shared_secret, SHARED_SECRET)
 
     def test_a_refusal_fails_the_handshake(self):
@@ -683,4 +684,4 @@ class ClientGroupCheckTests(ClientTestsMixin, unittest.TestCase):
         protocol, transport, checks = self.held()
         protocol.dataReceived(frame(HEY_THERE))
         self.assertEqual(checks, [])
-        self.failureResultOf(protocol.finished, BadResponse)
+        self.failureResultOf(protocol.finished, UnexpectedReply)

@@ -24,7 +24,7 @@ from twisted_keyx.trust import hostkey
 from twisted_keyx.service import tap
 from twisted_keyx.core.framing import UnframedFraming
 from twisted_keyx.dh.handshake import (
-    BadResponse,
+    UnexpectedReply,
     DHClientHandshake,
     DHServerHandshake,
     ServerRefused,
@@ -45,7 +45,7 @@ from twisted_keyx.dh.raw import (
     RawDHServerProtocol,
 )
 from twisted_keyx.eke.protocol import EKEServerFactory
-from twisted_keyx.core.transcript import fingerprint
+from twisted_keyx.core.transcript import session_key_fingerprint
 
 from .helpers import (
     read_data,
@@ -451,7 +451,7 @@ class RawClientProtocolTests(unittest.TestCase):
     def test_garbage(self):
         protocol, transport, results = connect_client()
         protocol.dataReceived(b"HTTP/1.1 400 Bad Request\r\n")
-        self.assertTrue(results[0].check(BadResponse))
+        self.assertTrue(results[0].check(UnexpectedReply))
         self.assertFalse(transport.connected)
 
     def test_too_long(self):
@@ -459,7 +459,7 @@ class RawClientProtocolTests(unittest.TestCase):
         protocol.dataReceived(b"Hey there!")
         head = b"-----BEGIN DH PARAMETERS-----\n"
         protocol.dataReceived(head + b"A" * CLIENT_MAX_MESSAGE_LENGTH)
-        self.assertTrue(results[0].check(BadResponse))
+        self.assertTrue(results[0].check(UnexpectedReply))
         self.assertIn(
             f"exceed the limit of {CLIENT_MAX_MESSAGE_LENGTH}", results[0].value.reason
         )
@@ -674,7 +674,7 @@ class LoopbackInteropTests(unittest.TestCase):
         self.assertEqual(status, client.EXIT_OK)
         report = json.loads(output)
         self.assertEqual(report["shared_secret"], results[0].shared_secret.hex())
-        self.assertEqual(report["fingerprint"], fingerprint(results[0].session_key))
+        self.assertEqual(report["fingerprint"], session_key_fingerprint(results[0].session_key))
         self.assertEqual(report["group"], "ffdhe2048")
         self.assertEqual(report["host_key_fingerprint"], host_key.fingerprint)
 

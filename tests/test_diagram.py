@@ -448,7 +448,7 @@ class ProtocolsDocumentTests(unittest.TestCase):
         from twisted_keyx.dh import handshake
 
         chart = self.chart("DH sequence chart", "State diagrams:")
-        self.assertChartStates(chart, handshake.ServerState, handshake.ClientState)
+        self.assertChartStates(chart, handshake.DHServerState, handshake.DHClientState)
         numbered = re.findall(r"\b([1-6]) (Hello|Hey there!|Params\?|PEM parameters"
                               r"|Client public key:|Server public key:)", chart)
         self.assertEqual([number for number, _ in numbered], list("123456"))
@@ -460,7 +460,7 @@ class ProtocolsDocumentTests(unittest.TestCase):
         from twisted_keyx.eke import handshake
 
         chart = self.chart("EKE sequence chart", "State diagrams:")
-        self.assertChartStates(chart, handshake.ServerState, handshake.ClientState)
+        self.assertChartStates(chart, handshake.EKEServerState, handshake.EKEClientState)
         steps = re.findall(r"(?:^|\s)([1-8]) (?:alice|yes|E_pw|E_Ks)", chart)
         self.assertEqual(steps, list("12345678"))
         self.assertIn(eke_messages.SUCCESS.decode(), chart)

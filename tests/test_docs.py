@@ -141,7 +141,7 @@ class ReadmeTests(unittest.TestCase):
     INSTALL_AND_RUN = ("python3 -m venv .venv && . .venv/bin/activate && "
                        "pip install . && twistd -n keyx")
     TEST = ("python3 -m venv .venv && . .venv/bin/activate && pip install '.[test]' "
-            "&& python -W error -m twisted.trial tests && lint-imports")
+            "&& python -W error -m twisted.trial tests && lint-imports && mypy twisted_keyx")
 
     def read(self, *path):
         with open(os.path.join(ROOT, *path), encoding="utf-8") as f:

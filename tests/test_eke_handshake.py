@@ -11,12 +11,12 @@ from twisted_keyx.eke import crypto, messages
 from twisted_keyx.eke.handshake import (
     AuthenticationFailed,
     BadKdfParameters,
-    BadResponse,
-    ClientState,
+    UnexpectedReply,
+    EKEClientState,
     EKEClientHandshake,
     EKEServerHandshake,
     MalformedMessage,
-    ServerState,
+    EKEServerState,
     UnknownUser,
 )
 from twisted_keyx.service.userfile import DecoyUsers
@@ -69,8 +69,8 @@ class SuccessTests(unittest.TestCase):
     def test_both_sides_agree(self):
         s, c = server(), client()
         run(s, c)
-        self.assertIs(s.state, ServerState.DONE)
-        self.assertIs(c.state, ClientState.DONE)
+        self.assertIs(s.state, EKEServerState.DONE)
+        self.assertIs(c.state, EKEClientState.DONE)
         self.assertEqual(len(s.result.session_key), 32)
         self.assertEqual(s.result.session_key, c.result.session_key)
         self.assertEqual(s.result.transcript_hash, c.result.transcript_hash)
@@ -145,22 +145,22 @@ class WrongPasswordTests(unittest.TestCase):
         lines[3] = c.receive(lines[2])
         lines[4] = s.receive(lines[3])
         # Step 4 is random bytes of a real step 4's size: nothing shows yet.
-        self.assertIs(s.state, ServerState.AWAIT_CLIENT_NONCE)
+        self.assertIs(s.state, EKEServerState.AWAIT_CLIENT_NONCE)
         self.assertEqual(len(lines[4]), messages.base64_length(messages.BOX_SIZES[4]))
         lines[5] = c.receive(lines[4])
-        self.assertIs(c.state, ClientState.AWAIT_NONCES)
+        self.assertIs(c.state, EKEClientState.AWAIT_NONCES)
         self.assertEqual(len(lines[5]), messages.base64_length(messages.BOX_SIZES[5]))
         with self.assertRaises(AuthenticationFailed) as caught:
             s.receive(lines[5])
         self.assertEqual(caught.exception.reply, b"authentication failed")
         self.assertIn("wrong password for user 'alice'", caught.exception.reason)
-        self.assertIs(s.state, ServerState.FAILED)
+        self.assertIs(s.state, EKEServerState.FAILED)
         self.assertIsNone(s.result)
         reply = caught.exception.reply
         with self.assertRaises(AuthenticationFailed) as caught:
             c.receive(reply)
         self.assertEqual(caught.exception.reason, "wrong password or unknown user")
-        self.assertIs(c.state, ClientState.FAILED)
+        self.assertIs(c.state, EKEClientState.FAILED)
         self.assertIsNone(c.result)
 
 
@@ -171,10 +171,10 @@ class UnknownUserTests(unittest.TestCase):
         with self.assertRaises(UnknownUser) as caught:
             s.receive(line)
         self.assertEqual(caught.exception.reply, b"no")
-        self.assertIs(s.state, ServerState.FAILED)
+        self.assertIs(s.state, EKEServerState.FAILED)
         with self.assertRaises(UnknownUser):
             c.receive(b"no")
-        self.assertIs(c.state, ClientState.FAILED)
+        self.assertIs(c.state, EKEClientState.FAILED)
 
     def test_hidden_unknown_user_looks_like_a_wrong_password(self):
         decoys = DecoyUsers(secret=b"k" * 32)
@@ -219,38 +219,38 @@ class TamperingTests(unittest.TestCase):
 
     def test_step_3_fails_at_the_nonce_step(self):
         s, c, failure = self.run_tampered(3)
-        self.assertIs(s.state, ServerState.FAILED)
-        self.assertIs(c.state, ClientState.AWAIT_NONCES)
+        self.assertIs(s.state, EKEServerState.FAILED)
+        self.assertIs(c.state, EKEClientState.AWAIT_NONCES)
         self.assertEqual(failure.reply, b"authentication failed")
         self.assertIn("step 3 does not decrypt", failure.reason)
 
     def test_step_4_fails_at_the_nonce_step(self):
         s, c, failure = self.run_tampered(4)
         # The client noticed and sent random bytes; the server decides.
-        self.assertIs(s.state, ServerState.FAILED)
+        self.assertIs(s.state, EKEServerState.FAILED)
         self.assertEqual(failure.reason, "step 5 does not decrypt under Ks (altered in transit?)")
 
     def test_step_5(self):
         s, c, failure = self.run_tampered(5)
-        self.assertIs(s.state, ServerState.FAILED)
+        self.assertIs(s.state, EKEServerState.FAILED)
         self.assertEqual(failure.reply, b"authentication failed")
         self.assertEqual(failure.reason, "step 5 does not decrypt under Ks (altered in transit?)")
 
     def test_step_6(self):
         s, c, failure = self.run_tampered(6)
-        self.assertIs(c.state, ClientState.FAILED)
-        self.assertIs(s.state, ServerState.AWAIT_SERVER_NONCE)
+        self.assertIs(c.state, EKEClientState.FAILED)
+        self.assertIs(s.state, EKEServerState.AWAIT_SERVER_NONCE)
         self.assertEqual(failure.reason, "step 6 does not decrypt under Ks (altered in transit?)")
 
     def test_step_7(self):
         s, c, failure = self.run_tampered(7)
-        self.assertIs(s.state, ServerState.FAILED)
+        self.assertIs(s.state, EKEServerState.FAILED)
         self.assertEqual(failure.reply, b"authentication failed")
         self.assertEqual(failure.reason, "step 7 does not decrypt under Ks (altered in transit?)")
 
     def test_step_8(self):
         s, c, failure = self.run_tampered(8)
-        self.assertIs(c.state, ClientState.FAILED)
+        self.assertIs(c.state, EKEClientState.FAILED)
         self.assertTrue(s.finished)  # the server cannot know; the chat will fail
         self.assertEqual(failure.reason, "step 8 does not decrypt under Ks (altered in transit?)")
 
@@ -284,7 +284,7 @@ class NonceTests(unittest.TestCase):
         with self.assertRaises(AuthenticationFailed) as caught:
             c.receive(bad)
         self.assertEqual(caught.exception.reason, "step 6: the server did not return NC")
-        self.assertIs(c.state, ClientState.FAILED)
+        self.assertIs(c.state, EKEClientState.FAILED)
 
     def test_wrong_ns(self):
         srand = RecordingRandom(b"s")
@@ -322,7 +322,7 @@ class MalformedServerInputTests(unittest.TestCase):
             s.receive(line)
         self.assertEqual(caught.exception.reply, b"authentication failed")
         self.assertEqual(caught.exception.reason, reason)
-        self.assertIs(s.state, ServerState.FAILED)
+        self.assertIs(s.state, EKEServerState.FAILED)
 
     def test_user_name_not_utf8(self):
         self.assertMalformed(server(), b"al\xffce", "step 1: user name is not UTF-8")
@@ -377,7 +377,7 @@ class MalformedServerInputTests(unittest.TestCase):
         with self.assertRaises(AuthenticationFailed) as caught:
             s.receive(line)
         self.assertTrue(caught.exception.reason.startswith("step 3: "))
-        self.assertIs(s.state, ServerState.FAILED)
+        self.assertIs(s.state, EKEServerState.FAILED)
 
     def test_public_key_of_an_algorithm_cryptography_does_not_know(self):
         """An unknown algorithm OID in step 3 is a refusal, not a traceback."""
@@ -387,7 +387,7 @@ class MalformedServerInputTests(unittest.TestCase):
             s.receive(line)
         self.assertEqual(caught.exception.reason,
                          "step 3: not a public key: unknown key algorithm")
-        self.assertIs(s.state, ServerState.FAILED)
+        self.assertIs(s.state, EKEServerState.FAILED)
 
 
 class ClientInputTests(unittest.TestCase):
@@ -407,9 +407,9 @@ class ClientInputTests(unittest.TestCase):
         for line in (b"maybe", b"yes", b"hello there"):
             c = client()
             c.start()
-            with self.assertRaises(BadResponse):
+            with self.assertRaises(UnexpectedReply):
                 c.receive(line)
-            self.assertIs(c.state, ClientState.FAILED)
+            self.assertIs(c.state, EKEClientState.FAILED)
 
     def test_malformed_yes(self):
         salt = base64.b64encode(bytes(16))
@@ -422,7 +422,7 @@ class ClientInputTests(unittest.TestCase):
         ]:
             c = client()
             c.start()
-            with self.assertRaises(BadResponse) as caught:
+            with self.assertRaises(UnexpectedReply) as caught:
                 c.receive(line)
             self.assertEqual(caught.exception.reason, reason)
 
@@ -449,7 +449,7 @@ class ClientInputTests(unittest.TestCase):
         c = client()
         c.start()
         c.receive(b"yes " + base64.b64encode(ALICE.salt) + b" scrypt 16 2 1")
-        with self.assertRaises(BadResponse) as caught:
+        with self.assertRaises(UnexpectedReply) as caught:
             c.receive(base64.b64encode(bytes(100)))
         self.assertEqual(caught.exception.reason, "step 4: 100 bytes where 284 are expected")
 

@@ -19,11 +19,11 @@ from twisted_keyx.chat.machine import ChatFailed
 from twisted_keyx.chat.machine import ClientChat, ServerChat
 from twisted_keyx.eke.handshake import (
     AuthenticationFailed,
-    BadResponse,
-    ClientState,
+    UnexpectedReply,
+    EKEClientState,
     EKEClientHandshake,
     EKEServerHandshake,
-    ServerState,
+    EKEServerState,
     UnknownUser,
 )
 from twisted_keyx.eke.protocol import (
@@ -35,7 +35,7 @@ from twisted_keyx.eke.protocol import (
 )
 from twisted_keyx.service.userfile import DecoyUsers
 from twisted_keyx.core.machine import ServerHungUp
-from twisted_keyx.core.transcript import fingerprint
+from twisted_keyx.core.transcript import session_key_fingerprint
 
 from tests.helpers import (
     PASSWORD,
@@ -108,7 +108,7 @@ class ServerProtocolTests(unittest.TestCase):
         ks = protocol.handshake.result.session_key
         self.assertEqual(log_text(events), [
             "EKE: user alice from 192.0.2.7:4242 authenticated; "
-            f"session key fingerprint {fingerprint(ks)}",
+            f"session key fingerprint {session_key_fingerprint(ks)}",
             f"User alice say: {text}",
             "EKE: user alice from 192.0.2.7:4242 quit",
         ])
@@ -205,10 +205,10 @@ class ServerProtocolTests(unittest.TestCase):
         line = client.start()
         while line is not None:
             state = protocol.handshake.state
-            if state is not ServerState.AWAIT_USER_NAME:
+            if state is not EKEServerState.AWAIT_USER_NAME:
                 self.assertEqual(len(line), SERVER_LINE_LIMITS[state])
             [reply] = self.send(protocol, transport, line)
-            if client.state in CLIENT_LINE_LIMITS and client.state is not ClientState.AWAIT_ANSWER:
+            if client.state in CLIENT_LINE_LIMITS and client.state is not EKEClientState.AWAIT_ANSWER:
                 self.assertEqual(len(reply), CLIENT_LINE_LIMITS[client.state])
             line = client.receive(reply)
         self.assertIsNotNone(protocol.chat)
@@ -311,7 +311,7 @@ class ServerProtocolTests(unittest.TestCase):
         events, ks = self.login_say_quit("{user} {0} {")
         authenticated, said, quit = events
         self.assertEqual((authenticated["user"], authenticated["peer"], authenticated["fingerprint"]),
-                         ("alice", "192.0.2.7:4242", fingerprint(ks)))
+                         ("alice", "192.0.2.7:4242", session_key_fingerprint(ks)))
         self.assertEqual((said["user"], said["line"]), ("alice", "{user} {0} {"))
         self.assertEqual((quit["user"], quit["peer"]), ("alice", "192.0.2.7:4242"))
         for event in events:
@@ -326,7 +326,7 @@ class ServerProtocolTests(unittest.TestCase):
             self.factory.chatEnded("192.0.2.7:4242", "{peer}{0}")
         self.assertEqual(log_text(events), [
             "EKE: user {peer}{0} from 192.0.2.7:4242 authenticated; "
-            f"session key fingerprint {fingerprint(bytes(32))}",
+            f"session key fingerprint {session_key_fingerprint(bytes(32))}",
             "EKE: user {peer}{0} from 192.0.2.7:4242 quit",
         ])
 
@@ -403,7 +403,7 @@ class ClientProtocolTests(unittest.TestCase):
                 protocol.dataReceived(server.receive(line) + b"\n")
             self.assertEqual(protocol.MAX_LENGTH, limit)
             protocol.dataReceived(b"A" * (limit + 1) + b"\n")
-            failure = self.failureResultOf(protocol.authenticated, BadResponse)
+            failure = self.failureResultOf(protocol.authenticated, UnexpectedReply)
             self.assertEqual(
                 failure.value.reason, f"the server sent a line longer than {limit} bytes"
             )

@@ -18,7 +18,7 @@ from twisted_keyx.trust import hostkey
 from twisted_keyx.trust import knownhosts
 from twisted_keyx.dh.protocol import DHServerFactory
 from twisted_keyx.dh.raw import RawDHClientFactory, RawDHServerFactory
-from twisted_keyx.core.transcript import fingerprint
+from twisted_keyx.core.transcript import session_key_fingerprint
 
 from tests.helpers import CollectingProcess, data_path
 
@@ -109,7 +109,7 @@ class ExampleTests(unittest.TestCase):
         out = await self.example("twisted_dh.py", f"tcp:host=127.0.0.1:port={port.getHost().port}",
                                  "one message")
         [result] = daemon.results
-        self.assertEqual(field(out, "Session key fingerprint"), fingerprint(result.session_key))
+        self.assertEqual(field(out, "Session key fingerprint"), session_key_fingerprint(result.session_key))
         # The server's side of the handshake opens what the example sealed.
         key = twisted_dh.message_key(result.session_key, result.transcript_hash)
         sealed = bytes.fromhex(field(out, "Sealed message"))
@@ -132,7 +132,7 @@ class ExampleTests(unittest.TestCase):
                                  "one message")
         [result] = daemon.results
         self.assertEqual(field(out, "Host key fingerprint"), daemon.host_key.fingerprint)
-        self.assertEqual(field(out, "Session key fingerprint"), fingerprint(result.session_key))
+        self.assertEqual(field(out, "Session key fingerprint"), session_key_fingerprint(result.session_key))
         key = twisted_dh.message_key(result.session_key, result.transcript_hash)
         sealed = bytes.fromhex(field(out, "Sealed message"))
         self.assertEqual(twisted_dh.open_sealed(key, sealed), "one message")
@@ -188,7 +188,7 @@ class ExampleTests(unittest.TestCase):
         out = await self.example("opaque_login.py", "127.0.0.1", str(port.getHost().port),
                                  "alice", "hello from an example", stdin=b"open sesame\n")
         [result] = results
-        self.assertEqual(field(out, "Session key fingerprint"), fingerprint(result.session_key))
+        self.assertEqual(field(out, "Session key fingerprint"), session_key_fingerprint(result.session_key))
         self.assertEqual(field(out, "Server key fingerprint"),
                          server_key_fingerprint(setup.server_public_key))
         self.assertEqual(said, [("alice", "hello from an example")])

@@ -523,7 +523,7 @@ class WithoutCryptographyFFDHTests(unittest.TestCase):
                               capture_output=True, text=True, timeout=60)
         self.assertEqual(done.returncode, 0, done.stderr)
         without = json.loads(done.stdout)
-        self.assertEqual((without["openssl"], without["kind"]), (False, "Group"))
+        self.assertEqual((without["openssl"], without["kind"]), (False, "FFDHGroup"))
         self.assertIn("openssl dhparam", without["genparams"])
 
         group = groups.named("ffdhe2048")

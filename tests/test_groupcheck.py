@@ -1,5 +1,5 @@
 """keyx-client dh checks a server's custom group in a child process
-(twisted_keyx.groups.check, twisted_keyx.groups.primecheck): the verdict, and the
+(twisted_keyx.groups.check, twisted_keyx.groups.primechild): the verdict, and the
 child killed when the check is cancelled."""
 
 import sys
@@ -10,7 +10,7 @@ from twisted.trial import unittest
 from twisted_keyx.groups import ffdh
 from twisted_keyx.groups import check as groupcheck
 from twisted_keyx.groups import registry as groups
-from twisted_keyx.groups import primecheck
+from twisted_keyx.groups import primechild
 
 from .helpers import read_data
 
@@ -21,20 +21,20 @@ COMPOSITE = (1 << 2047) + 1
 
 
 class ChildAnswerTests(unittest.TestCase):
-    """What the child answers (primecheck.answer, run in this process)."""
+    """What the child answers (primechild.answer, run in this process)."""
 
     def test_safe_prime(self):
-        self.assertEqual(primecheck.answer(primecheck.request(P, G, None)), primecheck.OK)
+        self.assertEqual(primechild.answer(primechild.request(P, G, None)), primechild.OK)
 
     def test_composite(self):
-        answer = primecheck.answer(primecheck.request(COMPOSITE, 2, None))
-        self.assertTrue(answer.startswith(primecheck.REFUSED + b"the parameters failed"))
+        answer = primechild.answer(primechild.request(COMPOSITE, 2, None))
+        self.assertTrue(answer.startswith(primechild.REFUSED + b"the parameters failed"))
         self.assertNotIn(b"\n", answer)
 
     def test_malformed(self):
         for request in (b"", b"zz\n2\n\n", b"\xff\n", b"1\n"):
-            self.assertEqual(primecheck.answer(request),
-                             primecheck.REFUSED + b"the group check got a malformed request")
+            self.assertEqual(primechild.answer(request),
+                             primechild.REFUSED + b"the group check got a malformed request")
 
 
 class RecordingCheck(groupcheck._Check):

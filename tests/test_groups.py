@@ -3,7 +3,9 @@ checked once, then cheap; keys byte-identical to OpenSSL's; the client's
 --max-bits; X9.42 parameters with q = (p - 1) / 2."""
 
 import contextlib
+import functools
 import io
+import json
 
 import gmpy2
 from twisted.internet import defer, reactor
@@ -172,6 +174,113 @@ class ClientMaxBitsTests(_Loopback, unittest.TestCase):
                              + "keyx-client: unusable parameters from the server: "
                              "the modulus has 3072 bits; at most 2048 are accepted (--max-bits)\n")
         return defer.Deferred.fromCoroutine(run())
+
+
+class GroupPolicyTests(unittest.TestCase):
+    """The client's --groups: which groups it accepts from the server."""
+
+    def test_option(self):
+        self.assertEqual(groups.parse_groups_option("xwing"), ("xwing",))
+        self.assertEqual(groups.parse_groups_option("xwing, x25519,xwing"), ("xwing", "x25519"))
+        self.assertEqual(groups.policy_names(), groups.names() + ["custom"])
+        for bad in ("", "xwing,", "X25519", "file:dh.pem"):
+            with self.assertRaises(groups.GroupError) as caught:
+                groups.parse_groups_option(bad)
+            self.assertIn("unknown group", str(caught.exception))
+
+    def test_default_accepts_what_it_accepted_before_and_the_hybrids(self):
+        for name in groups.names():
+            group = groups.named(name)
+            self.assertIs(groups.from_parameters_message(group.parameters_message), group)
+        custom = groups.from_parameters_message(read_data("dhparam-2048.pem"))
+        self.assertEqual(custom.name, "custom")
+
+    def test_a_token_group_not_accepted(self):
+        with self.assertRaises(groups.GroupNotAccepted) as caught:
+            groups.read_parameters_message(b"Group: x25519", accepted=("xwing",))
+        self.assertEqual(str(caught.exception), "the server offers group x25519, and this "
+                                                "client accepts only xwing (--groups)")
+        self.assertIs(groups.read_parameters_message(b"Group: xwing", accepted=("xwing",)),
+                      groups.named("xwing"))
+
+    def test_finite_field_groups_not_accepted_are_refused_unread(self):
+        for payload in (read_data("ffdhe2048.pem"), b"-----BEGIN DH PARAMETERS-----\nnot"):
+            with self.assertRaises(groups.GroupNotAccepted) as caught:
+                groups.read_parameters_message(payload, accepted=("xwing", "x25519"))
+            self.assertEqual(str(caught.exception),
+                             "the server offers a finite-field group, and this client "
+                             "accepts only xwing, x25519 (--groups)")
+
+    def test_named_and_custom_finite_field_groups(self):
+        ffdhe2048 = read_data("ffdhe2048.pem")
+        custom = read_data("dhparam-2048.pem")
+        self.assertIs(groups.from_parameters_message(ffdhe2048, accepted=("ffdhe2048",)),
+                      groups.named("ffdhe2048"))
+        with self.assertRaises(groups.GroupNotAccepted) as caught:
+            groups.read_parameters_message(custom, accepted=("ffdhe2048",))
+        self.assertIn("offers group custom", str(caught.exception))
+        with self.assertRaises(groups.GroupNotAccepted):
+            groups.read_parameters_message(ffdhe2048, accepted=("ffdhe3072", "custom"))
+        self.assertIsInstance(groups.read_parameters_message(custom, accepted=("custom",)),
+                              groups.UncheckedParameters)
+
+    def test_client_refuses_before_sending_its_key(self):
+        accept = functools.partial(groups.from_parameters_message, accepted=("xwing",))
+        client_machine = DHClientHandshake(accept_parameters=accept)
+        server = DHServerHandshake(groups.named("x25519"))
+        message = client_machine.start()
+        message = client_machine.receive(server.receive(message))  # Params?
+        four = server.receive(message)
+        self.assertEqual(four, b"Group: x25519")
+        with self.assertRaises(BadParameters) as caught:
+            client_machine.receive(four)
+        self.assertEqual(str(caught.exception), "the server offers group x25519, and this "
+                                                "client accepts only xwing (--groups)")
+        self.assertIsNone(client_machine.group)
+        self.assertIsNone(client_machine._private_key)
+
+
+class ClientGroupsTests(_Loopback, unittest.TestCase):
+    def run_client(self, server, *options):
+        async def run():
+            port = self.listen(server)
+            args = client.build_parser().parse_args(
+                ["dh", "--host", "127.0.0.1", "--port", str(port), *options])
+            out, err = io.StringIO(), io.StringIO()
+            status = await client.run(reactor, args, out, err)
+            await defer.gatherResults([c.lost for c in self.clients if c.transport])
+            await server.allLost()
+            return port, status, out.getvalue(), err.getvalue()
+        return defer.Deferred.fromCoroutine(run())
+
+    @defer.inlineCallbacks
+    def test_refuses_a_server_offering_another_group(self):
+        server = TrackingDHServerFactory(groups.named("x25519"))
+        port, status, out, err = yield self.run_client(server, "--groups", "xwing")
+        self.assertEqual((status, out), (1, ""))
+        self.assertEqual(err, unauthenticated(port) + "keyx-client: the server offers group "
+                              "x25519, and this client accepts only xwing (--groups)\n")
+        self.assertEqual(server.results, [])
+
+    @defer.inlineCallbacks
+    def test_agrees_in_an_accepted_group(self):
+        server = TrackingDHServerFactory(groups.named("xwing"))
+        port, status, out, err = yield self.run_client(server, "--groups", "xwing", "--json")
+        self.assertEqual(status, 0, err)
+        report = json.loads(out)
+        [result] = server.results
+        self.assertEqual(report["group"], "xwing")
+        self.assertEqual(report["shared_secret"], result.shared_secret.hex())
+
+    def test_usage(self):
+        parser = client.build_parser()
+        self.assertIsNone(parser.parse_args(["dh"]).groups)
+        self.assertEqual(parser.parse_args(["dh", "--groups", "xwing,x25519"]).groups,
+                         ("xwing", "x25519"))
+        err = io.StringIO()
+        with self.assertRaises(SystemExit), contextlib.redirect_stderr(err):
+            parser.parse_args(["dh", "--groups", "kyber"])
+        self.assertIn("argument --groups: unknown group 'kyber'", err.getvalue())
 
 
 class ExponentTests(unittest.TestCase):

@@ -24,7 +24,7 @@ from twisted.trial import unittest
 from twisted_keyx.dh import messages
 from twisted_keyx.dh.handshake import (
     BadParameters,
-    BadResponse,
+    UnexpectedReply,
     HandshakeFailed,
     HandshakeResult,
     InvalidServerKey,
@@ -185,10 +185,10 @@ def expect_client(items, tail):
                 return sent, (FINISHED, InvalidServerKey), item
             return sent, FINISHED if item.verdict == ds.VALID else InvalidServerKey, item
         else:
-            return sent, BadResponse, item
+            return sent, UnexpectedReply, item
         state += 1
     if overlong_prefix(tail, CLIENT_MAX_MESSAGE_LENGTH):
-        return sent, BadResponse, None
+        return sent, UnexpectedReply, None
     return sent, "pending", None
 
 

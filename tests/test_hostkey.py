@@ -64,7 +64,7 @@ class FingerprintTests(unittest.TestCase):
     def test_fingerprint_is_what_ssh_keygen_printed(self):
         key = hostkey.load_host_key(private_copy(self, "ed25519-host-key"))
         self.assertEqual(key.fingerprint, FIXTURE_FINGERPRINT)
-        self.assertEqual(hostkey.fingerprint(key.public_key), FIXTURE_FINGERPRINT)
+        self.assertEqual(hostkey.host_key_fingerprint(key.public_key), FIXTURE_FINGERPRINT)
         self.assertEqual(FIXTURE_FINGERPRINT, "SHA256:aFGkTkwV3UgZq1obgxxCV2XzClavtBr8zKx4hleXRZc")
 
     def test_fingerprint_is_unpadded_base64_of_sha256_of_the_blob(self):
@@ -74,7 +74,7 @@ class FingerprintTests(unittest.TestCase):
                                           serialization.PublicFormat.Raw))
         digest = base64.b64encode(hashlib.sha256(blob).digest()).decode()
         self.assertTrue(digest.endswith("="))  # 32 bytes: one '=' of padding
-        self.assertEqual(hostkey.fingerprint(key.public_key()), "SHA256:" + digest[:-1])
+        self.assertEqual(hostkey.host_key_fingerprint(key.public_key()), "SHA256:" + digest[:-1])
 
     def test_public_key_line_is_ssh_keygens(self):
         key = hostkey.load_host_key(private_copy(self, "ed25519-host-key"))

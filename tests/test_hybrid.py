@@ -247,16 +247,48 @@ class HostileInputTests(unittest.TestCase):
         with self.assertRaises(groups.InvalidPublicKey):
             XWING.load_peer_key(with_null)
 
-    def test_each_byte_of_the_key_armor_changed(self):
-        # Any byte of the PEM changed: refused, or a valid key (never an
-        # exception other than InvalidPublicKey).
-        pem = XWING.public_key_pem(self.key)
-        for index in range(0, len(pem), 7):
-            changed = pem[:index] + bytes([pem[index] ^ 0x21]) + pem[index + 1:]
+    def test_each_byte_of_the_armor_changed_reads_as_the_strict_reader_reads_it(self):
+        # The canonical form is read directly (hybrid._canonical_body); any
+        # byte changed, it must give what the strict DER/PEM reader gives:
+        # the same key, or a refusal.
+        def strict_key(group, data):
             try:
-                XWING.load_peer_key(changed)
+                if group.public_key_oid is None:
+                    raw = asn1.pem_decode(data, (group.public_key_label,))[1]
+                else:
+                    oid, parameters, raw = asn1.read_public_key_pem(data, group.public_key_label)
+                    if oid != group.public_key_oid:
+                        return None
+                    parameters.expect_end()
+            except asn1.DecodeError:
+                return None
+            return raw if len(raw) == 1216 else None
+
+        def strict_ciphertext(group, data):
+            try:
+                raw = asn1.pem_decode(data, (group.ciphertext_label,))[1]
+            except asn1.DecodeError:
+                return None
+            return raw if len(raw) == 1120 else None
+
+        def ours(parse, data):
+            try:
+                return parse(data)
             except groups.InvalidPublicKey:
-                pass
+                return None
+
+        for group in (XWING, SSH):
+            key = group.generate_private_key()
+            pem = group.public_key_pem(key)
+            reply = group.encapsulate(group.load_peer_key(pem))[0]
+            for armor, parse, strict in ((pem, group.parse_public_key, strict_key),
+                                         (reply, group.parse_ciphertext, strict_ciphertext)):
+                self.assertIsNotNone(ours(parse, armor))
+                for index in range(len(armor)):
+                    for flip in (0x01, 0x21):
+                        changed = armor[:index] + bytes([armor[index] ^ flip]) + armor[index + 1:]
+                        self.assertEqual(ours(parse, changed), strict(group, changed),
+                                         (group.name, index, flip))
 
 
 def forge_public_key(group, raw):

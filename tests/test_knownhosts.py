@@ -22,6 +22,7 @@ from twisted.trial import unittest
 
 from twisted_keyx.trust import knownhosts
 from twisted_keyx.trust.knownhosts import CHANGED, KNOWN, NEW, REVOKED, Action, KnownHosts
+from twisted_keyx.trust.tofu import TrustCheck
 
 from .helpers import data_path, read_data
 
@@ -30,7 +31,7 @@ FIXTURE_KEY = load_ssh_public_key(FIXTURE_PUB)
 OTHER_PUB = read_data("other-ed25519.pub")
 OTHER_KEY = load_ssh_public_key(OTHER_PUB)
 FIXTURE_FINGERPRINT = "SHA256:aFGkTkwV3UgZq1obgxxCV2XzClavtBr8zKx4hleXRZc"
-OTHER_FINGERPRINT = knownhosts.fingerprint(OTHER_KEY)
+OTHER_FINGERPRINT = knownhosts.host_key_fingerprint(OTHER_KEY)
 
 SSH_KEYGEN = shutil.which("ssh-keygen")
 
@@ -90,7 +91,7 @@ class CheckFixtureTests(unittest.TestCase):
             ]
             for arguments, status, host, line in cases:
                 self.assertEqual(self.check(name, *arguments),
-                                 knownhosts.HostCheck(status, host, path, line),
+                                 TrustCheck(status, host, path, line),
                                  (name, arguments))
 
     def test_find(self):
@@ -103,7 +104,7 @@ class CheckFixtureTests(unittest.TestCase):
     def test_missing_file_is_new(self):
         path = os.path.join(self.mktemp(), "known_hosts")
         self.assertEqual(KnownHosts(path).check("127.0.0.1", 7777, FIXTURE_KEY),
-                         knownhosts.HostCheck(NEW, "[127.0.0.1]:7777", path, None))
+                         TrustCheck(NEW, "[127.0.0.1]:7777", path, None))
         self.assertFalse(os.path.exists(os.path.dirname(path)))  # checking creates nothing
 
 
@@ -181,7 +182,7 @@ class CheckTests(unittest.TestCase):
         revoked = b"@revoked * ssh-ed25519 " + self.blob
         for lines, line in (((known, revoked), 2), ((revoked, known), 1)):
             self.write(*lines)
-            self.assertEqual(self.check(), knownhosts.HostCheck(
+            self.assertEqual(self.check(), TrustCheck(
                 REVOKED, "[127.0.0.1]:7777", self.path, line))
         # A revoked key is only that key: another one for the host is NEW.
         self.assertEqual(self.check(key=third_key()).status, CHANGED)
@@ -210,7 +211,7 @@ class CheckTests(unittest.TestCase):
         self.assertEqual(self.check().status, NEW)
         with open(self.path, "ab") as f:
             f.write(b"  [127.0.0.1]:7777   ssh-ed25519   " + self.blob + b"   a comment\r\n")
-        self.assertEqual(self.check(), knownhosts.HostCheck(
+        self.assertEqual(self.check(), TrustCheck(
             KNOWN, "[127.0.0.1]:7777", self.path, 10))
 
     def test_no_final_newline(self):
@@ -289,7 +290,7 @@ class RecordTests(unittest.TestCase):
                                   rb"ssh-ed25519 " + re.escape(FIXTURE_PUB.split()[1]) + rb"\n\Z")
         self.assertNotIn(b"127.0.0.1", content)
         self.assertEqual(known_hosts.check("127.0.0.1", 7777, FIXTURE_KEY),
-                         knownhosts.HostCheck(KNOWN, "[127.0.0.1]:7777", self.path, 1))
+                         TrustCheck(KNOWN, "[127.0.0.1]:7777", self.path, 1))
         self.assertEqual(known_hosts.check("127.0.0.1", 7778, FIXTURE_KEY).status, NEW)
 
     def test_hashed_name_is_hmac_sha1_of_the_name(self):
@@ -356,7 +357,7 @@ class RecordTests(unittest.TestCase):
 
 
 def changed_check():
-    return knownhosts.HostCheck(CHANGED, "[127.0.0.1]:7777", "/home/u/known_hosts", 4)
+    return TrustCheck(CHANGED, "[127.0.0.1]:7777", "/home/u/known_hosts", 4)
 
 
 class TextTests(unittest.TestCase):
@@ -404,7 +405,7 @@ class TextTests(unittest.TestCase):
     def test_refusals_name_file_and_line(self):
         self.assertIn("known in /k:4.\n",
                       knownhosts.unsigned_known_host_text("[127.0.0.1]:7777", "/k", 4))
-        revoked = knownhosts.HostCheck(REVOKED, "[127.0.0.1]:7777", "/k", 9)
+        revoked = TrustCheck(REVOKED, "[127.0.0.1]:7777", "/k", 9)
         self.assertIn("The ED25519 host key for [127.0.0.1]:7777 is marked as revoked in /k:9.\n",
                       knownhosts.revoked_text(revoked))
 
@@ -472,7 +473,7 @@ class DecideTests(unittest.TestCase):
                              knownhosts.Decision(Action.PROCEED))
 
     def test_changed_is_refused_whatever_the_options(self):
-        expected = knownhosts.changed_text(knownhosts.HostCheck(
+        expected = knownhosts.changed_text(TrustCheck(
             CHANGED, "[127.0.0.1]:7777", self.known_hosts.path, 2), OTHER_KEY)
         for options in ({}, {"accept_new": True}, {"interactive": True}):
             self.assertEqual(self.decide(7777, OTHER_KEY, **options),

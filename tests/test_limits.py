@@ -13,6 +13,7 @@ from twisted.trial import unittest
 from twisted_keyx.opaque.protocol import OPAQUEServerFactory
 from twisted_keyx.core import peers
 from twisted_keyx.groups import ffdh
+from twisted_keyx.core import lograte
 from twisted_keyx.service import limits
 from twisted_keyx.service import tap
 from twisted_keyx.dh import messages
@@ -665,7 +666,7 @@ class PeerLinesTests(unittest.TestCase):
 
     def test_bursts_are_bounded_in_number(self):
         events = []
-        bursts = limits.Bursts(Clock(), lambda key, burst, final: events.append(
+        bursts = lograte.Bursts(Clock(), lambda key, burst, final: events.append(
             (key, burst.counted)), allowance=1, max_keys=3)
         for host in ("a", "b", "c", "d"):
             self.assertTrue(bursts.event(host))
@@ -681,7 +682,7 @@ class PeerLinesTests(unittest.TestCase):
         # still open, and a scan finds nothing to forget.  It is scanned
         # again only after PRUNE_PAUSE, not once per connection.
         clock = Clock()
-        bursts = limits.Bursts(clock, lambda *args: None, allowance=1, max_keys=3)
+        bursts = lograte.Bursts(clock, lambda *args: None, allowance=1, max_keys=3)
         scans = []
         real = bursts._prune
         self.patch(bursts, "_prune", lambda now: scans.append(now) or real(now))
@@ -691,9 +692,9 @@ class PeerLinesTests(unittest.TestCase):
         for host in ("e", "f", "g"):
             self.assertFalse(bursts.event(host))  # counted together, under None
         self.assertEqual(scans, [0])
-        clock.advance(limits.PRUNE_PAUSE)
+        clock.advance(lograte.PRUNE_PAUSE)
         bursts.event("h")
-        self.assertEqual(scans, [0, limits.PRUNE_PAUSE])
+        self.assertEqual(scans, [0, lograte.PRUNE_PAUSE])
         # Once the old ones are quiet, a scan forgets them, and new sources
         # have bursts of their own again.
         clock.advance(limits.BURST_QUIET)

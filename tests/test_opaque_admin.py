@@ -18,7 +18,8 @@ from twisted_keyx.service import tap
 from twisted_keyx.eke import crypto
 from twisted_keyx.service import userfile as userstore
 from twisted_keyx.opaque import scheme as opaque_scheme
-from twisted_keyx.trust.knownservers import check_and_remember, server_key_fingerprint
+from twisted_keyx.trust.knownservers import KnownServers, server_key_fingerprint
+from twisted_keyx.trust.tofu import TrustStatus
 
 
 #: Long and unlike base64, so that finding it in a file means it was stored.
@@ -174,12 +175,19 @@ class AdminSchemeTests(unittest.TestCase):
 
     def test_known_servers(self):
         path = os.path.join(self.dir, "cfg", "opaque_servers")
-        self.assertEqual(check_and_remember("h", 1, b"a" * 32, path), ("new", None))
+        known = KnownServers(path)
+
+        def check(host, port, key):
+            result = known.check_and_record(host, port, key)
+            self.assertEqual((result.host, result.path), (f"{host}:{port}", path))
+            return result.status, result.previous
+
+        self.assertEqual(check("h", 1, b"a" * 32), (TrustStatus.NEW, None))
         self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
         first = server_key_fingerprint(b"a" * 32)
-        self.assertEqual(check_and_remember("h", 1, b"a" * 32, path), ("same", first))
-        self.assertEqual(check_and_remember("h", 1, b"b" * 32, path), ("changed", first))
-        self.assertEqual(check_and_remember("h", 2, b"a" * 32, path), ("new", None))
+        self.assertEqual(check("h", 1, b"a" * 32), (TrustStatus.KNOWN, first))
+        self.assertEqual(check("h", 1, b"b" * 32), (TrustStatus.CHANGED, first))
+        self.assertEqual(check("h", 2, b"a" * 32), (TrustStatus.NEW, None))
 
 
     def test_known_servers_concurrent_clients_lose_nothing(self):
@@ -189,9 +197,9 @@ class AdminSchemeTests(unittest.TestCase):
         import subprocess
         import sys
         path = os.path.join(self.dir, "cfg", "opaque_servers")
-        code = ("import os, sys; from twisted_keyx.trust.knownservers import check_and_remember\n"
-                "for port in range(30): check_and_remember(sys.argv[2], port, os.urandom(32), "
-                "sys.argv[1])")
+        code = ("import os, sys; from twisted_keyx.trust.knownservers import KnownServers\n"
+                "for port in range(30): KnownServers(sys.argv[1]).check_and_record("
+                "sys.argv[2], port, os.urandom(32))")
         children = [subprocess.Popen([sys.executable, "-c", code, path, f"h{i}"])
                     for i in range(8)]
         self.assertEqual([child.wait() for child in children], [0] * 8)
@@ -206,7 +214,7 @@ class AdminSchemeTests(unittest.TestCase):
         self.assertGreater(len(data), 1 << 20)
         with open(path, "wb") as f:
             f.write(data)
-        check_and_remember("new", 1, b"a" * 32, path)
+        KnownServers(path).check_and_record("new", 1, b"a" * 32)
         with open(path, "rb") as f:
             self.assertEqual(f.read(), data)  # not rewritten from its first MiB
 

@@ -112,7 +112,7 @@ class MachineTests(unittest.TestCase):
         server, _ = machines()
         client = hs.OPAQUEClientHandshake("alice", PASSWORD)  # default limits: too cheap
         ke2 = server.receive(client.start())
-        self.assertRaises(hs.BadResponse, client.receive, ke2)
+        self.assertRaises(hs.UnexpectedReply, client.receive, ke2)
 
     def test_limits(self):
         server, client = machines()
@@ -185,7 +185,7 @@ class MalformedKE2Tests(unittest.TestCase):
                 server, client = machines()
                 ke2 = bytearray(base64.b64decode(server.receive(client.start())))
                 ke2[offset:offset + 32] = element
-                with self.assertRaises(hs.BadResponse) as caught:
+                with self.assertRaises(hs.UnexpectedReply) as caught:
                     client.receive(base64.b64encode(bytes(ke2)))
                 self.assertTrue(caught.exception.reason.startswith("(2): "),
                                 caught.exception.reason)

@@ -25,6 +25,7 @@ from twisted_keyx.opaque import (
     register,
 )
 from twisted_keyx.opaque.ksf import DEFAULT_ARGON2ID, DEFAULT_KSF_LIMITS, KsfLimits
+from twisted_keyx.opaque.login import ClientLoginState, ServerLoginState
 
 
 def login(setup, record, password, name=b"alice", limits=CHEAP_LIMITS, seed=100):
@@ -111,25 +112,25 @@ class LoginTests(unittest.TestCase):
         """Each object runs once, in order: any other call is OpaqueError."""
         client = ClientLogin("pw", CHEAP_LIMITS, CountingRandom(1))
         self.assertRaises(OpaqueError, client.finish, b"\0" * client.ke2_size)
-        self.assertEqual(client.state, "new")
+        self.assertIs(client.state, ClientLoginState.NEW)
         ke1 = client.start()
-        self.assertEqual(client.state, "await KE2")
+        self.assertIs(client.state, ClientLoginState.AWAIT_KE2)
         self.assertRaises(OpaqueError, client.start)
         server = ServerLogin(self.setup, self.record, b"alice", rng=CountingRandom(2))
         self.assertRaises(OpaqueError, server.finish, b"\0" * 64)
         server.respond(ke1)
-        self.assertEqual(server.state, "await KE3")
+        self.assertIs(server.state, ServerLoginState.AWAIT_KE3)
         self.assertRaises(OpaqueError, server.respond, ke1)
 
     def test_states_at_the_end(self):
         client, server, _, _, result = login(self.setup, self.record, "correct horse")
-        self.assertEqual(client.state, "done")
+        self.assertIs(client.state, ClientLoginState.DONE)
         server.finish(result.ke3)
-        self.assertEqual(server.state, "done")
+        self.assertIs(server.state, ServerLoginState.DONE)
         client, server, _, _, result = login(self.setup, self.record, "wrong")
-        self.assertEqual(client.state, "failed")
+        self.assertIs(client.state, ClientLoginState.FAILED)
         self.assertRaises(OpaqueError, server.finish, b"\0" * 64)
-        self.assertEqual(server.state, "failed")
+        self.assertIs(server.state, ServerLoginState.FAILED)
 
     def test_failed_client_stays_failed(self):
         client, _, _, ke2, result = login(self.setup, self.record, "wrong horse")

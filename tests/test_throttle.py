@@ -268,6 +268,7 @@ class SummaryTests(Reserving, unittest.TestCase):
 
     def test_beyond_max_bursts_the_others_are_summed(self):
         self.patch(throttle_module, "MAX_BURSTS", 2)
+        self.throttle = GuessThrottle(GuessLimits(), self.clock)
         with capturedLogs() as events:
             for user in ("a", "b", "c", "d"):
                 for i in range(5):
@@ -399,3 +400,24 @@ class ChatLogTests(unittest.TestCase):
         self.assertEqual(text[20], "EKE: 980 chat line(s) of user alice from 192.0.2.7:4242 "
                                    "not logged (more than 20 at once)")
         self.assertEqual(text[21], "User alice say: later")
+
+    def test_counted_chat_lines_are_said_once_the_chat_is_quiet(self):
+        """A flood followed by silence: the count is said when the chat has
+        been quiet long enough to log a whole burst again, not only at the
+        next line or at the end."""
+        from twisted_keyx.chat.machine import ClientChat
+        from twisted_keyx.eke.protocol import LOG_BURST, LOG_EVERY
+
+        protocol, transport, client, _ = self.helper.authenticate()
+        chat = ClientChat(client.result)
+        with capturedLogs() as events:
+            for i in range(30):
+                protocol.dataReceived(chat.say(f"line {i}") + b"\n")
+            self.clock.advance(LOG_BURST * LOG_EVERY - 0.5)
+            self.assertEqual(len(log_text(events)), LOG_BURST)
+            self.clock.advance(0.5)
+        text = log_text(events)
+        self.assertEqual(text[LOG_BURST:], [
+            "EKE: 10 chat line(s) of user alice from 192.0.2.7:4242 "
+            "not logged (more than 20 at once)"])
+        self.assertEqual(self.clock.getDelayedCalls(), [])

@@ -12,6 +12,7 @@ from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
 from twisted_keyx.cli import client as cli_client
+from twisted_keyx.core.adapter import PauseReason
 from twisted_keyx.core.interfaces import IThrottleStore, StoreUnavailable
 from twisted_keyx.core.refusals import (
     UNAVAILABLE_REPLY, ServerUnavailable, TooManyAttempts, too_many_line)
@@ -81,7 +82,7 @@ class SlowStoreTests(unittest.TestCase):
     def test_step_4_waits_for_the_store_then_the_login_goes_on(self):
         protocol, transport, client = self.attempt()
         self.assertEqual(transport.value(), b"")
-        self.assertIn("working", protocol.paused)  # nothing read meanwhile
+        self.assertIn(PauseReason.WORKING, protocol.paused)  # nothing read meanwhile
         self.clock.advance(0.5)
         step5 = client.receive(transport.value()[:-1])
         transport.clear()

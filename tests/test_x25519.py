@@ -23,11 +23,11 @@ from twisted_keyx.dh.handshake import (
     DHServerHandshake,
     InvalidClientKey,
     InvalidServerKey,
-    ServerState,
+    DHServerState,
 )
 from twisted_keyx.dh.protocol import DHClientProtocol, DHServerFactory
 from twisted_keyx.dh.raw import SERVER_MESSAGES, MessageSplitter, RawDHClientProtocol, RawDHServerFactory
-from twisted_keyx.core.transcript import fingerprint
+from twisted_keyx.core.transcript import session_key_fingerprint
 
 from .helpers import SERVER_X, TrackingDHServerFactory, frame, read_data, tracked
 from .test_client import _Loopback, unauthenticated
@@ -211,7 +211,7 @@ class LowOrderTests(unittest.TestCase):
         self.assertEqual(server.receive(messages.PARAMS_REQUEST), b"Group: x25519")
         with self.assertRaises(InvalidClientKey) as caught:
             server.receive(messages.CLIENT_KEY_PREFIX + spki(raw))
-        self.assertIs(server.state, ServerState.FAILED)
+        self.assertIs(server.state, DHServerState.FAILED)
         return caught.exception
 
     def test_server_refuses_every_listed_point(self):
@@ -371,7 +371,7 @@ class ClientReportTests(_Loopback, unittest.TestCase):
                 "Host key fingerprint: none (unauthenticated)\n"
                 f"Shared Secret: {result.shared_secret.hex()}\n"
                 f"Session key: {result.session_key.hex()}\n"
-                f"Session key fingerprint: {fingerprint(result.session_key)}\n"
+                f"Session key fingerprint: {session_key_fingerprint(result.session_key)}\n"
             ))
         return defer.Deferred.fromCoroutine(run())
 
@@ -385,7 +385,7 @@ class ClientReportTests(_Loopback, unittest.TestCase):
                 "bits": 255,
                 "shared_secret": result.shared_secret.hex(),
                 "session_key": result.session_key.hex(),
-                "fingerprint": fingerprint(result.session_key),
+                "fingerprint": session_key_fingerprint(result.session_key),
                 "host_key_fingerprint": None,
             })
         return defer.Deferred.fromCoroutine(run())

@@ -82,6 +82,8 @@ class DHSteps:
 
     def __init__(self, key_message, check=None):
         self.key_message = key_message
+        #: None, or ``(group, private key)``: the server's answer is
+        #: decapsulated (for DH: its key loaded, checked and exchanged with).
         self.check = check
         self.replies = 0
         self.finished = False
@@ -103,7 +105,9 @@ class DHSteps:
             return self.key_message
         if self.replies == 3 and payload.startswith(messages.SERVER_KEY_PREFIX):
             if self.check is not None:
-                self.check.load_peer_key(payload[len(messages.SERVER_KEY_PREFIX):].strip() + b"\n")
+                group, private_key = self.check
+                group.decapsulate(private_key,
+                                  payload[len(messages.SERVER_KEY_PREFIX):].strip() + b"\n")
             self.finished = True
             return None
         raise BadReply("server key")
@@ -445,19 +449,95 @@ class TLSClient(_OneHandshake, protocol.Protocol):
             self.advance()
 
 
+class PyOpenSSLTLSClient(TLSClient):
+    """:class:`TLSClient` through pyOpenSSL, on cryptography's bundled
+    OpenSSL (the ``ssl`` module's system OpenSSL 3.0 has no ML-KEM), offering
+    only the groups of the run's ``tls_groups`` (X25519MLKEM768); the
+    certificate is verified against the run's CA, the host name not."""
+
+    def connectionMade(self):
+        from OpenSSL import SSL
+
+        self.SSL = SSL
+        self.transport.setTcpNoDelay(True)
+        self.tls = SSL.Connection(self.factory.settings.pyopenssl_context, None)
+        self.tls.set_tlsext_host_name(b"localhost")
+        self.tls.set_connect_state()
+        self.handshaken = False
+        self.reply = b""
+        self.advance()
+
+    def flush(self):
+        SSL = self.SSL
+        while True:
+            try:
+                data = self.tls.bio_read(65536)
+            except SSL.WantReadError:
+                return
+            if not data:
+                return
+            self.transport.write(data)
+
+    def advance(self):
+        SSL = self.SSL
+        try:
+            if not self.handshaken:
+                self.tls.do_handshake()
+                self.handshaken = True
+                self.tls.send(TLS_REQUEST)
+            while True:
+                data = self.tls.recv(4096)
+                if not data:
+                    return self.bad("TLS: closed before the reply")
+                self.reply += data
+                if self.reply == TLS_REPLY:
+                    self.flush()
+                    return self.succeed()
+        except SSL.WantReadError:
+            self.flush()
+        except SSL.ZeroReturnError:
+            self.flush()
+            self.bad("TLS: closed before the reply")
+        except SSL.Error as e:
+            self.flush()
+            self.bad(f"TLS: {e}")
+
+    def dataReceived(self, data):
+        if not self.done:
+            self.tls.bio_write(data)
+            self.advance()
+
+
+def pyopenssl_context(cafile, groups):
+    """A TLS 1.3 client context of pyOpenSSL offering only ``groups``
+    (OpenSSL's list syntax, ``X25519MLKEM768``)."""
+    from OpenSSL import SSL
+    from OpenSSL._util import lib
+
+    context = SSL.Context(SSL.TLS_METHOD)
+    context.set_min_proto_version(SSL.TLS1_3_VERSION)
+    context.load_verify_locations(cafile)
+    context.set_verify(SSL.VERIFY_PEER, lambda connection, cert, errno, depth, ok: bool(ok))
+    if lib.SSL_CTX_set1_curves_list(context._context, groups.encode("ascii")) != 1:
+        raise ValueError(f"OpenSSL does not know the TLS groups {groups!r}")
+    return context
+
+
 class Settings:
     """What the clients of one run share, made before the clock starts."""
 
-    def __init__(self, group_name=project.DEFAULT_GROUP, tls_ca=None, eke=False, opaque_logins=0):
+    def __init__(self, group_name=project.DEFAULT_GROUP, tls_ca=None, eke=False, opaque_logins=0,
+                 tls_groups=None):
         self.group = project.named_group(group_name)
-        self.key_messages = [
-            messages.CLIENT_KEY_PREFIX + self.group.public_key_pem(self.group.generate_private_key())
-            for _ in range(64)
-        ]
+        self.keys = [self.group.generate_private_key() for _ in range(64)]
+        self.key_messages = [messages.CLIENT_KEY_PREFIX + self.group.public_key_pem(key)
+                             for key in self.keys]
         if tls_ca:
             context = ssl.create_default_context(cafile=tls_ca)
             context.minimum_version = ssl.TLSVersion.TLSv1_3
             self.tls_context = context
+            if tls_groups:
+                self.pyopenssl_context = pyopenssl_context(tls_ca, tls_groups)
         if eke:
             crypto = project.eke.crypto
             # A real client makes an RSA key per session (about 50 ms), which
@@ -477,10 +557,11 @@ class Settings:
     def dh_steps(self, recorder, host_key=False):
         recorder.started += 1
         check = None
+        index = recorder.started % len(self.key_messages)
         if recorder.started % CHECK_EVERY == 0:
-            check = self.group
+            check = (self.group, self.keys[index])
             recorder.checked += 1
-        key_message = self.key_messages[recorder.started % len(self.key_messages)]
+        key_message = self.key_messages[index]
         if host_key:
             return HostKeyDHSteps(key_message, project.hostauth.signed_group_name(self.group),
                                   check)
@@ -503,6 +584,7 @@ CLIENTS = {
     "lines-3": LinesClient,
     "lines-5": FiveLinesClient,
     "tls": TLSClient,
+    "tls-pyopenssl": PyOpenSSLTLSClient,
 }
 
 

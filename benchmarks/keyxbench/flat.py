@@ -62,7 +62,7 @@ def flat_protocol(group, log):
             session_key = project.derive_session_key(
                 shared_secret, _m.SESSION_KEY_LABEL, self.transcript.digest())
             peer = project.describe_peer(self.transport.getPeer())
-            key = project.fingerprint(session_key)
+            key = project.session_key_fingerprint(session_key)
             log.info(project.literal(f"DH handshake with {peer} finished ({group.name}); "
                                      f"session key fingerprint {key}"),
                      peer=peer, group=group.name, fingerprint=key)

@@ -80,6 +80,8 @@ def parser():
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--tls-ca", metavar="PEM", help="the TLS server's certificate, to verify it")
+    p.add_argument("--tls-groups", metavar="LIST",
+                   help="client tls-pyopenssl: the only TLS groups offered (X25519MLKEM768)")
     p.add_argument("--sources", type=int, default=0, metavar="N",
                    help="connect from N loopback addresses in turn (127.1.0.0 and up), so "
                         "that the server sees N sources [default: 0, from 127.0.0.1 only]")
@@ -114,7 +116,8 @@ def main(argv=None):
 
     from keyxbench.clients import HandshakeFactory, Recorder, Settings
 
-    settings = Settings(args.group, tls_ca=args.tls_ca, eke=args.client == "eke",
+    settings = Settings(args.group, tls_ca=args.tls_ca, tls_groups=args.tls_groups,
+                        eke=args.client == "eke",
                         opaque_logins=opaque_prestart(args))
     recorder = Recorder()
     window = {}
@@ -150,7 +153,7 @@ def main(argv=None):
 
 
 def drive(server, client, port, group="ffdhe2048", concurrency=50, seconds=20.0, warmup=2.0,
-          tls_ca=None, on_phase=None, sources=0):
+          tls_ca=None, on_phase=None, sources=0, tls_groups=None):
     """Run the load generator against ``server`` (a
     :class:`~keyxbench.process.ServerProcess`) and return its result, with
     the server's CPU over the measured window added.  ``on_phase("measuring")``
@@ -160,7 +163,9 @@ def drive(server, client, port, group="ffdhe2048", concurrency=50, seconds=20.0,
     command = process.python_module(
         "keyxbench.load", "--client", client, "--port", port, "--group", group,
         "--concurrency", concurrency, "--seconds", seconds, "--warmup", warmup,
-        *(["--tls-ca", tls_ca] if tls_ca else []), *(["--sources", sources] if sources else []),
+        *(["--tls-ca", tls_ca] if tls_ca else []),
+        *(["--tls-groups", tls_groups] if tls_groups else []),
+        *(["--sources", sources] if sources else []),
         core=process.LOAD_CORE)
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=process.environment())
     cpu, parent, result = {}, {}, None

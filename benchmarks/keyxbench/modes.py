@@ -162,9 +162,14 @@ class NaivePeer:
 
 
 class TLSPeer:
-    """``benchmarks/peer_tls.py``; the client verifies its certificate."""
+    """``benchmarks/peer_tls.py``; the client verifies its certificate.
+    ``groups``: the server's only key-exchange groups (``--groups``), which
+    the client offers alone as well."""
 
     is_ours = False
+
+    def __init__(self, groups=None):
+        self.groups = groups
 
     def start(self, group, run_options=(), profile=None):
         import subprocess
@@ -173,9 +178,13 @@ class TLSPeer:
         port = process.free_port()
         command = process.pin_prefix(process.SERVER_CORE) + [
             sys.executable, os.path.join(process.BENCHMARKS, "peer_tls.py"),
-            "--port", str(port), "--directory", directory]
+            "--port", str(port), "--directory", directory,
+            *(["--groups", self.groups] if self.groups else [])]
         server = process.ServerProcess(command, port, stdout=subprocess.PIPE)
-        return Running(server, directory, {"tls_ca": os.path.join(directory, "cert.pem")})
+        options = {"tls_ca": os.path.join(directory, "cert.pem")}
+        if self.groups:
+            options["tls_groups"] = self.groups
+        return Running(server, directory, options)
 
 
 class Canned:
@@ -236,6 +245,14 @@ MODES = {
                        "dh-framed-hostkey"),
     "x25519-hostkey": Mode("DH framed, x25519, host key signed (twistd keyx)", Keyx("--dh"),
                            "dh-framed-hostkey", group="x25519"),
+    # Post-quantum (issue 23): X-Wing with the host key, beside TLS 1.3
+    # negotiating the hybrid X25519MLKEM768 (pyOpenSSL's client on
+    # cryptography's OpenSSL, which has ML-KEM; the ssl module's has not).
+    "xwing": Mode("DH framed, xwing (twistd keyx)", Keyx("--dh"), "dh-framed", group="xwing"),
+    "xwing-hostkey": Mode("DH framed, xwing, host key signed (twistd keyx)", Keyx("--dh"),
+                          "dh-framed-hostkey", group="xwing"),
+    "tls-hybrid": Mode("Twisted TLS 1.3, Ed25519 + X25519MLKEM768 (peer_tls.py --groups)",
+                       TLSPeer(groups="X25519MLKEM768"), "tls-pyopenssl"),
     # --workers: CPU per handshake summed over the parent and its workers.
     # With 2 workers the server is not pinned: on 2 cores the workers and the
     # load generator compete for them.
@@ -281,6 +298,11 @@ RATIOS = (
     ("ours x25519 / TLS 1.3 (target <= 0.67, once authenticated)", "x25519", "tls"),
     ("TLS 1.3 / ours x25519 with host key (target >= 1.5)", "tls", "x25519-hostkey"),
     ("TLS 1.3 / ours ffdhe with host key", "tls", "dh-hostkey"),
+    ("ours xwing with host key / TLS 1.3 X25519MLKEM768 (target <= 0.67)", "xwing-hostkey",
+     "tls-hybrid"),
+    ("ours xwing with host key / ours x25519 with host key", "xwing-hostkey", "x25519-hostkey"),
+    ("TLS 1.3 X25519MLKEM768 / TLS 1.3 X25519", "tls-hybrid", "tls"),
+    ("floor:xwing / ours xwing", "floor:xwing", "xwing"),
     ("--workers 2 / --workers 1, CPU per handshake (target <= 1)", "dh-w2", "dh-w1"),
     ("--workers 2 on one core / --workers 1, CPU per handshake (target <= 1)",
      "dh-w2-core0", "dh-w1"),

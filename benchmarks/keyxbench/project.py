@@ -11,7 +11,7 @@ from twisted_keyx.core.transcript import Transcript  # noqa: F401  (re-exported)
 from twisted_keyx.groups.registry import InvalidPublicKey  # noqa: F401  (re-exported)
 from twisted_keyx.core.logtext import literal  # noqa: F401  (re-exported)
 from twisted_keyx.core.peers import describe_peer  # noqa: F401  (re-exported)
-from twisted_keyx.core.transcript import derive_session_key, fingerprint  # noqa: F401  (re-exported)
+from twisted_keyx.core.transcript import derive_session_key, session_key_fingerprint  # noqa: F401  (re-exported)
 
 DEFAULT_GROUP = groups.DEFAULT
 
@@ -59,7 +59,7 @@ class _OPAQUE:
     def __getattr__(self, name):
         from twisted_keyx import opaque
         from twisted_keyx.chat.records import derive_chat_keys
-        from twisted_keyx.core.machine import ProtocolFailed
+        from twisted_keyx.core.machine import HandshakeFailed, ProtocolFailed
         from twisted_keyx.opaque import handshake, scheme
 
         self.__dict__.update(
@@ -68,7 +68,7 @@ class _OPAQUE:
             ServerSetup=opaque.ServerSetup,
             OPAQUEClientHandshake=handshake.OPAQUEClientHandshake,
             OPAQUEServerHandshake=handshake.OPAQUEServerHandshake,
-            HandshakeFailed=handshake.HandshakeFailed, OK=handshake.OK,
+            HandshakeFailed=HandshakeFailed, OK=handshake.OK,
             FAILURE_REPLY=handshake.FAILURE_REPLY, ProtocolFailed=ProtocolFailed,
             CHAT_LABEL=handshake.CHAT_LABEL, derive_chat_keys=derive_chat_keys, scheme=scheme)
         return self.__dict__[name]

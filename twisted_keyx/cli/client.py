@@ -25,8 +25,8 @@ from twisted_keyx.groups import registry as groups
 from twisted_keyx.trust import knownhosts
 from twisted_keyx.observe import trace
 from twisted_keyx.dh.handshake import (
-    BadResponse,
-    ClientState,
+    UnexpectedReply,
+    DHClientState,
     HostKeyRequestRefused,
     HostKeyVerificationFailed,
 )
@@ -34,7 +34,6 @@ from twisted_keyx.dh.protocol import DHClientFactory
 from twisted_keyx.dh.raw import RawDHClientFactory
 from twisted_keyx.chat.machine import ChatFailed
 from twisted_keyx.cli.console import ChatConsole
-from twisted_keyx.eke.handshake import AuthenticationFailed
 from twisted_keyx.eke.password import (
     PasswordError,
     ask_password,
@@ -43,10 +42,10 @@ from twisted_keyx.eke.password import (
     user_name_argument,
 )
 from twisted_keyx.eke.protocol import EKEClientFactory
-from twisted_keyx.core.machine import HandshakeFailed, ServerHungUp
+from twisted_keyx.core.machine import AuthenticationFailed, HandshakeFailed, ServerHungUp
 from twisted_keyx.core.refusals import ServerUnavailable, TooManyAttempts
 from twisted_keyx.core.peers import host_port
-from twisted_keyx.core.transcript import fingerprint
+from twisted_keyx.core.transcript import session_key_fingerprint
 
 EXIT_OK = 0
 EXIT_HANDSHAKE_FAILED = 1
@@ -137,10 +136,16 @@ def build_parser():
                     help="refuse a finite-field group of more than N bits from the "
                          f"server, before checking it ({ffdh.MIN_BITS} to {ffdh.MAX_BITS}) "
                          f"[default: {groups.DEFAULT_MAX_BITS}]")
+    dh.add_argument("--groups", type=_groups, default=None, metavar="NAME[,NAME...]",
+                    help="the groups this client accepts from the server, which picks one "
+                         "(message 4); another is refused before the client sends its key. "
+                         f"Names: {', '.join(groups.policy_names())} ({groups.CUSTOM}: "
+                         "any other finite-field group) [default: all of them]")
     dh.add_argument("--raw", action="store_true",
                     help="speak the socket tutorial's unframed wire format (each "
                          "message sent as is, no length prefix), for a daemon "
-                         "listening with --dh-raw or for the tutorial's own server")
+                         "listening with --dh-raw or for the tutorial's own server "
+                         "(docs/howto/tutorial-scripts.rst)")
     dh.add_argument("--known-hosts", metavar="FILE", default=None,
                     help="known hosts file, OpenSSH format: the host keys this client "
                          "trusts (docs/hostkey.rst) [default: "
@@ -268,6 +273,13 @@ def _host(text):
     else:
         hint = ""
     raise argparse.ArgumentTypeError(f"{NOT_A_HOST.format(text)}{hint}")
+
+
+def _groups(text):
+    try:
+        return groups.parse_groups_option(text)
+    except groups.GroupError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _positive(text):
@@ -414,16 +426,18 @@ OTHER_FRAMING_HINT = {
 
 
 def dh_client_factory(raw=False, max_bits=groups.DEFAULT_MAX_BITS, ask_host_key=False,
-                      reactor=None):
+                      reactor=None, accepted=None):
     """The DH client factory for one framing, whose handshakes refuse groups
-    of more than ``max_bits`` bits from the server and, with
-    ``ask_host_key``, ask for the host key signature (docs/hostkey.rst).
+    of more than ``max_bits`` bits from the server, and any group not in
+    ``accepted`` (``--groups``; None: all), and, with ``ask_host_key``, ask
+    for the host key signature (docs/hostkey.rst).
     A custom group is checked in a child process
     (:mod:`twisted_keyx.groups.check`), so that the reactor, and with it
     ``--timeout``, runs on meanwhile."""
-    accept = functools.partial(groups.from_parameters_message, max_bits=max_bits)
+    accept = functools.partial(groups.from_parameters_message, max_bits=max_bits,
+                               accepted=accepted)
     check = functools.partial(groupcheck.check_parameters_message, max_bits=max_bits,
-                              reactor=reactor)
+                              reactor=reactor, accepted=accepted)
     return (RawDHClientFactory if raw else DHClientFactory)(
         check_parameters=check, accept_parameters=accept, ask_host_key=ask_host_key)
 
@@ -461,7 +475,7 @@ def _cut_before_signature(args, protocol):
     loudly as a missing one; otherwise the hang-up it is."""
     def check(failure):
         failure.trap(ServerHungUp)
-        if protocol.handshake.state is ClientState.AWAIT_HOST_KEY_SIGNATURE:
+        if protocol.handshake.state is DHClientState.AWAIT_HOST_KEY_SIGNATURE:
             check_unsigned(args, _QuietWarnings())
         return failure
     return check
@@ -476,14 +490,15 @@ class _QuietWarnings:
 
 async def _dh_handshake(reactor, args, ask_host_key):
     factory, file_tracer = with_tracing(
-        args, dh_client_factory(args.raw, args.max_bits, ask_host_key, reactor))
+        args, dh_client_factory(args.raw, args.max_bits, ask_host_key, reactor,
+                                accepted=args.groups))
     try:
         protocol = await connect(reactor, args, recording_first_bytes(factory))
         outcome = protocol.finished.addErrback(_no_host_key).addErrback(_bad_signature(args))
         outcome.addErrback(_cut_before_signature(args, protocol))
         return await await_handshake(
             reactor, args.timeout, outcome,
-            {BadResponse: "{}" + OTHER_FRAMING_HINT[args.raw]},
+            {UnexpectedReply: "{}" + OTHER_FRAMING_HINT[args.raw]},
             hint=dh_port_hint(protocol),
         )
     finally:
@@ -545,7 +560,8 @@ async def run_dh(reactor, args, out):
         result = await _dh_handshake(reactor, args, ask_host_key=True)
     except _NoHostKey:
         # A server without a host key (the tutorial's, --no-host-key): the
-        # design's fallback, a new connection with plain Hello.
+        # design's fallback, a new connection with plain Hello
+        # (docs/hostkey.rst, "Asking").
         check_unsigned(args, err)
         result = await _dh_handshake(reactor, args, ask_host_key=False)
     else:
@@ -555,7 +571,7 @@ async def run_dh(reactor, args, out):
         "bits": result.group.bits,
         "shared_secret": result.shared_secret.hex(),
         "session_key": result.session_key.hex(),
-        "fingerprint": fingerprint(result.session_key),
+        "fingerprint": session_key_fingerprint(result.session_key),
         "host_key_fingerprint": result.host_key_fingerprint,
     }
     if args.json:
@@ -598,9 +614,9 @@ async def run_eke(reactor, args, out):
 
 
 async def run_opaque(reactor, args, out):
-    from twisted_keyx.opaque.handshake import AuthenticationFailed as OPAQUEAuthenticationFailed
     from twisted_keyx.opaque.protocol import OPAQUEClientFactory
-    from twisted_keyx.trust.knownservers import check_and_remember, server_key_fingerprint
+    from twisted_keyx.trust.knownservers import KnownServers, server_key_fingerprint
+    from twisted_keyx.trust.tofu import TrustStatus
 
     password = _read_password(args)
     console = ChatConsole()
@@ -608,17 +624,17 @@ async def run_opaque(reactor, args, out):
     def server_key(result):
         key = result.server_public_key
         out.write(f"Server key fingerprint {server_key_fingerprint(key)}\n")
-        status, previous = check_and_remember(args.host, args.port, key)
-        if status == "changed":
+        check = KnownServers().check_and_record(args.host, args.port, key)
+        if check.status is TrustStatus.CHANGED:
             where = host_port(args.host, args.port)
             sys.stderr.write(
                 f"keyx-client: warning: the server key of {where} changed "
-                f"(was {previous}): a new key file on the server, or another server\n")
+                f"(was {check.previous}): a new key file on the server, or another server\n")
 
     return await _password_session(
         reactor, args, out, console,
         OPAQUEClientFactory(args.user, password, reply_received=console.show),
-        {OPAQUEAuthenticationFailed: "authentication failed ({})"}, authenticated=server_key)
+        {AuthenticationFailed: "authentication failed ({})"}, authenticated=server_key)
 
 
 async def _password_session(reactor, args, out, console, factory, failures,
@@ -635,7 +651,7 @@ async def _password_session(reactor, args, out, console, factory, failures,
         if file_tracer is not None:
             file_tracer.close()
     out.write(
-        f"Authentication success (session key fingerprint {fingerprint(result.session_key)})\n"
+        f"Authentication success (session key fingerprint {session_key_fingerprint(result.session_key)})\n"
     )
     if authenticated is not None:
         authenticated(result)

@@ -211,10 +211,10 @@ def run_crack(args, out, err):
 
 
 def _secrets(result):
-    from twisted_keyx.core.transcript import fingerprint
+    from twisted_keyx.core.transcript import session_key_fingerprint
 
     return (f"shared secret {result.shared_secret[:16].hex()}..., session key "
-            f"{result.session_key.hex()} (fingerprint {fingerprint(result.session_key)})")
+            f"{result.session_key.hex()} (fingerprint {session_key_fingerprint(result.session_key)})")
 
 
 class LabEvent(enum.Enum):
@@ -233,7 +233,7 @@ class RelayState(enum.Enum):
 
 def _relaying_handshake_class():
     from twisted_keyx.dh import messages
-    from twisted_keyx.dh.handshake import DHServerHandshake, ServerState, UnexpectedMessage
+    from twisted_keyx.dh.handshake import DHServerHandshake, DHServerState, UnexpectedMessage
     from twisted_keyx.dh.messages import ClientMessage
 
     class LabToClientHandshake(DHServerHandshake):
@@ -246,14 +246,14 @@ def _relaying_handshake_class():
 
         TRANSITIONS = {
             **DHServerHandshake.TRANSITIONS,
-            (ServerState.AWAIT_HELLO, ClientMessage.HOST_KEY_REQUEST):
+            (DHServerState.AWAIT_HELLO, ClientMessage.HOST_KEY_REQUEST):
                 ("_on_relayed_request", RelayState.AWAIT_DAEMON_GREETING),
             (RelayState.AWAIT_DAEMON_GREETING, LabEvent.DAEMON_GREETED):
-                ("_on_daemon_greeted", ServerState.AWAIT_PARAMS_REQUEST),
-            (ServerState.AWAIT_CLIENT_KEY, LabEvent.CLIENT_KEY_ASKED):
+                ("_on_daemon_greeted", DHServerState.AWAIT_PARAMS_REQUEST),
+            (DHServerState.AWAIT_CLIENT_KEY, LabEvent.CLIENT_KEY_ASKED):
                 ("_on_client_key", RelayState.AWAIT_DAEMON_SIGNATURE),
             (RelayState.AWAIT_DAEMON_SIGNATURE, LabEvent.DAEMON_SIGNED):
-                ("_on_daemon_signed", ServerState.DONE),
+                ("_on_daemon_signed", DHServerState.DONE),
         }
 
         #: Whether the client asked ``Host key?`` (and the lab relays it).
@@ -298,7 +298,7 @@ def _signature_keeping_protocol(client_class):
     (``handshake.signature_message``) and fires ``greeted`` on ``Hey there!``."""
     from twisted.internet import defer
 
-    from twisted_keyx.dh.handshake import ClientState, DHClientHandshake
+    from twisted_keyx.dh.handshake import DHClientState, DHClientHandshake
 
     class LabToDaemonHandshake(DHClientHandshake):
         signature_message = None
@@ -317,7 +317,7 @@ def _signature_keeping_protocol(client_class):
             return LabToDaemonHandshake(received_form=cls.FRAMING.received_form, **options)
 
         def machineStepped(self, session, machine, payload, reply):
-            if machine.state is ClientState.AWAIT_PARAMETERS and not self.greeted.called:
+            if machine.state is DHClientState.AWAIT_PARAMETERS and not self.greeted.called:
                 self.greeted.callback(None)
 
     return Upstream
@@ -373,7 +373,7 @@ def mitm_factory(reactor, target, group, out, raw=False, done=None, host_key=Non
     from twisted.internet import endpoints
 
     from twisted_keyx.dh import messages
-    from twisted_keyx.dh.handshake import ServerState
+    from twisted_keyx.dh.handshake import DHServerState
     from twisted_keyx.dh.protocol import DHClientFactory, DHServerFactory
     from twisted_keyx.dh.raw import RawDHClientFactory, RawDHServerFactory
 
@@ -458,7 +458,7 @@ def mitm_factory(reactor, target, group, out, raw=False, done=None, host_key=Non
             return protocol
 
         def machineReceiving(self, session, machine, payload):
-            if machine.state is not ServerState.AWAIT_HELLO:
+            if machine.state is not DHServerState.AWAIT_HELLO:
                 return
             asked = payload == messages.HOST_KEY_REQUEST
             if asked and host_key is None:

@@ -45,6 +45,8 @@ client's ``--timeout``, run on meanwhile; if the session ended in between,
 the step's outcome is dropped.
 """
 
+import enum
+
 from twisted.internet import defer
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IPushProducer
@@ -54,6 +56,19 @@ from zope.interface import implementer
 
 from twisted_keyx.core.machine import ProtocolFailed, ServerHungUp
 from twisted_keyx.core.peers import describe_peer, handshake_finished
+
+
+class PauseReason(enum.Enum):
+    """Why a session has stopped reading (:attr:`Session.paused`)."""
+
+    #: The transport's buffer is full (we are its producer).
+    TRANSPORT = "transport"
+    #: Replies are held back (:meth:`Session.holdReplies`).
+    HELD = "held"
+    #: A slow step runs in a thread.
+    WORKING = "working"
+    #: A DH client has the server's group checked before it goes on.
+    GROUP_CHECK = "checking the group"
 
 _log = Logger()
 
@@ -170,9 +185,8 @@ class Session(Protocol):
         self.framing = None
         self.peer = None
         self.ended = False
-        #: Why reading is paused (``"transport"``: its buffer is full;
-        #: ``"held"``: replies are held back; ``"working"``: a slow step
-        #: runs in a thread); reading resumes when empty.
+        #: Why reading is paused (:class:`PauseReason` members); reading
+        #: resumes when empty.
         self.paused = set()
         #: What arrived while paused, and whether the transport was paused.
         self._incoming = b""
@@ -244,7 +258,7 @@ class Session(Protocol):
 
     def connectionLost(self, reason):
         self._cancelHold()
-        if "working" in self.paused and not self.ended:
+        if PauseReason.WORKING in self.paused and not self.ended:
             # A slow step is running: it, and what came before the close,
             # are handled first (a server's refusal, then its hang-up).
             self._lostWhileWorking = reason
@@ -261,10 +275,10 @@ class Session(Protocol):
 
     def pauseProducing(self):
         """The transport's buffer is full: stop reading until it drains."""
-        self._pause("transport")
+        self._pause(PauseReason.TRANSPORT)
 
     def resumeProducing(self):
-        self._resume("transport")
+        self._resume(PauseReason.TRANSPORT)
 
     def stopProducing(self):
         pass  # the connection is going: connectionLost follows
@@ -293,7 +307,7 @@ class Session(Protocol):
         if clock is None:
             from twisted.internet import reactor as clock
         self._held = []
-        self._pause("held")
+        self._pause(PauseReason.HELD)
         self._holdTimer = clock.callLater(seconds, self._releaseHeld)
 
     def _releaseHeld(self):
@@ -308,7 +322,7 @@ class Session(Protocol):
             self.transport.unregisterProducer()
             self.transport.loseConnection()
             return
-        self._resume("held")
+        self._resume(PauseReason.HELD)
 
     def _cancelHold(self):
         if self._holdTimer is not None and self._holdTimer.active():
@@ -412,7 +426,7 @@ class Session(Protocol):
                 # The observer asks a store first (the guess throttle):
                 # nothing is read meanwhile, as during a slow step, and the
                 # step runs when it has answered (unless it ended the session).
-                self._pause("working")
+                self._pause(PauseReason.WORKING)
                 self._queued = []
                 waiting.addCallbacks(self._waited, self._workBroke,
                                      callbackArgs=(machine, action, payload))
@@ -422,7 +436,7 @@ class Session(Protocol):
         if from_peer and self.worker is not None and machine.slow:
             # Off the reactor thread; nothing is read meanwhile, and the
             # machine is not touched here until the step is done.
-            self._pause("working")
+            self._pause(PauseReason.WORKING)
             self._slowStarted = True
             if self._queued is None:
                 self._queued = []
@@ -486,7 +500,7 @@ class Session(Protocol):
         this until it is done."""
         lost, self._lostWhileWorking = self._lostWhileWorking, None
         queued, self._queued = self._queued, None
-        self.paused.discard("working")
+        self.paused.discard(PauseReason.WORKING)
         while queued and not self.ended:
             item = queued.pop(0)
             if isinstance(item, tuple):  # what messageTooLong queued
@@ -500,8 +514,8 @@ class Session(Protocol):
             if self._queued is not None:  # another slow step began
                 self._queued, self._lostWhileWorking = queued, lost
                 return
-        self._resume("working")
-        if "working" in self.paused:
+        self._resume(PauseReason.WORKING)
+        if PauseReason.WORKING in self.paused:
             self._lostWhileWorking = lost
         elif lost is not None:
             self._lost(lost)

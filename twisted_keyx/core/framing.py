@@ -13,7 +13,7 @@ receive next.  ``buffered`` says how many bytes it holds.
   (Twisted's ``Int32StringReceiver``): the DH handshake's default;
 - :class:`LineFraming`: LF-terminated lines (Twisted's ``LineReceiver``): EKE;
 - :class:`UnframedFraming`: the socket tutorial's wire, no length and no
-  delimiter: message boundaries come from the content
+  delimiter: message boundaries come from the content (docs/protocols.rst, "Unframed wire")
   (:class:`twisted_keyx.dh.raw.MessageSplitter`).
 
 ``received_form(payload)`` says what the peer's framing will hand its machine
@@ -115,8 +115,8 @@ class LineFraming(_TwistedFraming, LineReceiver):
 
 
 class UnframedFraming:
-    """The tutorial's wire: each message written as is, boundaries found by
-    ``splitter`` (a :class:`twisted_keyx.dh.raw.MessageSplitter`, or anything
+    """The socket tutorial's wire (docs/protocols.rst, "Unframed wire"):
+    each message written as is, boundaries found by ``splitter`` (a :class:`twisted_keyx.dh.raw.MessageSplitter`, or anything
     with its ``feed``, ``next_message`` raising :class:`MessageTooLong`,
     ``discard``, ``buffered`` and ``max_length``)."""
 

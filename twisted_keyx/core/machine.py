@@ -19,6 +19,7 @@ is a ``TypeError`` at import, not a surprise at the first message.
 
 
 import enum
+from typing import Any, Dict, FrozenSet, Optional, Tuple
 
 
 class LocalEvent(enum.Enum):
@@ -39,9 +40,9 @@ class ProtocolFailed(Exception):
     the server sends nothing).
     """
 
-    reply = None
+    reply: Optional[bytes] = None
 
-    def __init__(self, reason):
+    def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
 
@@ -55,6 +56,24 @@ class ServerHungUp(HandshakeFailed):
     session after it) finished."""
 
 
+class UnexpectedReply(HandshakeFailed):
+    """Client side: the server sent something no step of the handshake
+    allows at this point (every handshake's client raises this one)."""
+
+
+#: The password handshakes' one refusal (EKE and OPAQUE), as sent.
+AUTHENTICATION_FAILED_REPLY = b"authentication failed"
+
+
+class AuthenticationFailed(HandshakeFailed):
+    """A password handshake's generic refusal: wrong password, unknown user
+    (when hidden), a box or MAC that does not verify.  The server replies
+    ``authentication failed`` and closes; a client that reads that reply
+    (or cannot verify the server) fails with this too."""
+
+    reply = AUTHENTICATION_FAILED_REPLY
+
+
 class MachineDefinitionError(TypeError):
     """A machine class whose table does not hold together."""
 
@@ -63,20 +82,20 @@ class StateMachine:
     """Table-driven dispatch; subclasses fill in the class attributes."""
 
     #: ``{(state, event): (handler method name, next state)}``
-    TRANSITIONS = {}
-    FAILED = None
-    DONE = None
+    TRANSITIONS: Dict[Tuple[Any, Any], Tuple[str, Any]] = {}
+    FAILED: Any = None
+    DONE: Any = None
     #: For diagrams and traces: the state a fresh machine is in.
-    INITIAL = None
+    INITIAL: Any = None
     #: Who sends what this machine receives: ``"client"`` or ``"server"``
     #: (framings word an over-long message for them).
-    PEER = None
+    PEER: Optional[str] = None
     #: States whose next input may take long and needs nothing of the
     #: reactor: a client's password key stretching (scrypt, Argon2id; up to
     #: seconds, and they release the GIL).  A session with a ``worker``
     #: (:class:`twisted_keyx.core.adapter.Session`) feeds that input in a thread,
     #: so that its timeouts still fire.
-    SLOW_STATES = frozenset()
+    SLOW_STATES: FrozenSet[Any] = frozenset()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -28,12 +28,14 @@ schemes are loaded from there the first time they are asked for, in the
 registry's order, the first being the default of ``keyx-admin adduser``.
 """
 
+from typing import Any, Dict, Set
+
 from twisted_keyx.core import handshakes
 
 #: A record without a "scheme" field is EKE's.
 IMPLICIT_SCHEME = "eke"
 
-_schemes = {}
+_schemes: Dict[str, Any] = {}
 
 
 class UnknownScheme(ValueError):
@@ -55,7 +57,7 @@ def _load():
             _loaded.add(entry.name)
 
 
-_loaded = set()
+_loaded: Set[str] = set()
 
 
 def named(name):

@@ -8,6 +8,7 @@ two handshakes, a tampered parameter block) end with different keys.
 
 import hashlib
 import hmac
+from typing import Optional
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -26,28 +27,29 @@ class Transcript:
     sees the message (docs/protocols.rst, "Unframed wire").
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._hash = hashlib.sha256()
 
-    def add(self, message):
+    def add(self, message: bytes) -> None:
         message = bytes(message)
         self._hash.update(len(message).to_bytes(4, "big"))
         self._hash.update(message)
 
-    def digest(self):
+    def digest(self) -> bytes:
         return self._hash.copy().digest()
 
 
-def hkdf_sha256(secret, info, length=SESSION_KEY_LENGTH, salt=None):
+def hkdf_sha256(secret: bytes, info: bytes, length: int = SESSION_KEY_LENGTH,
+                salt: Optional[bytes] = None) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(secret)
 
 
-def derive_session_key(shared_secret, label, transcript_hash):
+def derive_session_key(shared_secret: bytes, label: bytes, transcript_hash: bytes) -> bytes:
     """HKDF-SHA256(shared secret, info = label || transcript hash)."""
     return hkdf_sha256(shared_secret, label + transcript_hash)
 
 
-def fingerprint(key):
+def session_key_fingerprint(key: bytes) -> str:
     """A short public name for a key: 8 bytes of HMAC-SHA256 keyed by it, in hex.
 
     Safe to log: it lets two sides compare keys without revealing them.

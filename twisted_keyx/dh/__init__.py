@@ -1,1 +1,1 @@
-"""The Diffie-Hellman handshake of the socket tutorial (docs/protocols.rst, DH handshake)."""
+"""The Diffie-Hellman handshake of the socket tutorial (docs/protocols.rst, "DH handshake")."""

@@ -14,7 +14,8 @@ def server_factory(context):
 
 
 def raw_server_factory(context):
-    """The unframed DH server (the tutorial's wire format) for ``--dh-raw``."""
+    """The unframed DH server (the socket tutorial's wire format:
+    docs/protocols.rst, "Unframed wire") for ``--dh-raw``."""
     from twisted_keyx.dh.raw import RawDHServerFactory
 
     return RawDHServerFactory(context.group, show_secrets=context.show_secrets,
@@ -43,8 +44,18 @@ DH_NOTES = ["Both sides: shared secret; H = SHA-256 of the transcript of",
             "messages 1 to 6; session key = HKDF-SHA256(secret,",
             "info = 'twisted-keyx dh session key v1' || H)."]
 
+#: The same for a group that is a KEM (X-Wing): the machines are those of
+#: every group, only the contents of messages 5 and 6 change.
+KEM_NOTES = ["Message 5 carries the client's X-Wing encapsulation key (ML-KEM-768",
+             "and X25519, 1216 bytes); the server encapsulates to it and message 6",
+             "carries the ciphertext (1120 bytes): the server has no key pair of",
+             "its own.  Shared secret = X-Wing's SHA3-256 combiner of the ML-KEM",
+             "and X25519 secrets; H = SHA-256 of the transcript of messages 1",
+             "to 6; session key = HKDF-SHA256(secret, info =",
+             "'twisted-keyx dh session key v1' || H), as for every group."]
 
-def dh_chart(group_name, raw=False):
+
+def dh_chart(group_name, raw=False, notes=DH_NOTES):
     """The recipe of the chart of a DH handshake in ``group_name``."""
 
     async def recipe(reactor, draw):
@@ -56,7 +67,7 @@ def dh_chart(group_name, raw=False):
         client = (RawDHClientFactory if raw else DHClientFactory)()
         events = await draw.run(reactor, server, client, lambda protocol: protocol.finished)
         title = f"DH handshake, group {group_name}" + (" (unframed wire)" if raw else "")
-        return draw.chart(title, *events, notes=DH_NOTES)
+        return draw.chart(title, *events, notes=notes)
 
     return recipe
 
@@ -109,8 +120,9 @@ HANDSHAKE = Handshake(
         # One line each: usage.Options would keep a line break's indentation.
         Endpoint("dh", "Serve the framed DH handshake on ENDPOINT; may be repeated "
                        "[default: tcp:7777]", server_factory, default="tcp:7777"),
-        Endpoint("dh-raw", "Serve the DH handshake unframed (the tutorial's wire format) "
-                           "on ENDPOINT (repeatable)", raw_server_factory),
+        Endpoint("dh-raw", "Serve the DH handshake unframed (the socket tutorial's wire "
+                           "format: docs/howto/tutorial-scripts.rst) on ENDPOINT "
+                           "(repeatable)", raw_server_factory),
     ),
     banner=banner,
     machines=(
@@ -125,6 +137,7 @@ HANDSHAKE = Handshake(
         "dh-ffdhe4096": dh_chart("ffdhe4096"),
         "dh-x25519": dh_chart("x25519"),
         "dh-x25519-unframed": dh_chart("x25519", raw=True),
+        "dh-xwing": dh_chart("xwing", notes=KEM_NOTES),
         "dh-hostkey": dh_hostkey_chart,
     },
     client_port=7777,

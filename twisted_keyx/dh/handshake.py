@@ -7,7 +7,8 @@ Which message is legal in which state is written down once, in the
 framing (:mod:`twisted_keyx.dh.protocol`) and the crypto (the groups of
 :mod:`twisted_keyx.groups.registry`) live elsewhere; every group runs the same machines.
 
-Server states, with the tutorial's state numbers (docs/protocols.rst, DH handshake)::
+Server states, with the socket tutorial's state numbers (docs/protocols.rst,
+"DH handshake", "Server states")::
 
     AWAIT_HELLO --Hello--> AWAIT_PARAMS_REQUEST --Params?--> AWAIT_CLIENT_KEY
       (0)                     (1)                              (2)
@@ -23,12 +24,13 @@ Client states::
 import dataclasses
 import enum
 from dataclasses import dataclass
+from typing import Optional
 
 from twisted_keyx.groups import registry as groups
 from twisted_keyx.trust import hostkey
 from twisted_keyx.dh import hostauth, messages
 from twisted_keyx.dh.messages import ClientMessage, ServerMessage
-from twisted_keyx.core.machine import START, HandshakeFailed, StateMachine
+from twisted_keyx.core.machine import START, HandshakeFailed, StateMachine, UnexpectedReply
 from twisted_keyx.core.transcript import Transcript, derive_session_key
 
 
@@ -50,11 +52,8 @@ class ServerRefused(HandshakeFailed):
 
 class HostKeyRequestRefused(ServerRefused):
     """Client side: the server answered ``Host key?`` with its error reply:
-    it has no host key (the tutorial's, or ``--no-host-key``)."""
-
-
-class BadResponse(HandshakeFailed):
-    """Client side: the server sent something other than the expected reply."""
+    it has no host key (the tutorial's, or ``--no-host-key``; docs/hostkey.rst,
+    "Asking")."""
 
 
 class BadParameters(HandshakeFailed):
@@ -83,7 +82,7 @@ class HandshakeResult:
     #: transcript verified (message 7), or None: unauthenticated.
     host_public_key: object = None
     #: ``SHA256:...`` of ``host_public_key``, or None.
-    host_key_fingerprint: str = None
+    host_key_fingerprint: Optional[str] = None
 
 
 def server_max_message_length(group):
@@ -143,7 +142,7 @@ class _Machine(StateMachine):
         )
 
 
-class ServerState(enum.Enum):
+class DHServerState(enum.Enum):
     AWAIT_HELLO = "awaiting Hello"
     AWAIT_PARAMS_REQUEST = "awaiting Params?"
     AWAIT_CLIENT_KEY = "awaiting the client's public key"
@@ -155,26 +154,27 @@ class DHServerHandshake(_Machine):
     """The server side: answers messages 1, 3 and 5 with 2, 4 and 6."""
 
     TRANSITIONS = {
-        (ServerState.AWAIT_HELLO, ClientMessage.HELLO):
-            ("_on_hello", ServerState.AWAIT_PARAMS_REQUEST),
-        (ServerState.AWAIT_HELLO, ClientMessage.HOST_KEY_REQUEST):
-            ("_on_host_key_request", ServerState.AWAIT_PARAMS_REQUEST),
-        (ServerState.AWAIT_PARAMS_REQUEST, ClientMessage.PARAMS_REQUEST):
-            ("_on_params_request", ServerState.AWAIT_CLIENT_KEY),
-        (ServerState.AWAIT_CLIENT_KEY, ClientMessage.CLIENT_KEY):
-            ("_on_client_key", ServerState.DONE),
+        (DHServerState.AWAIT_HELLO, ClientMessage.HELLO):
+            ("_on_hello", DHServerState.AWAIT_PARAMS_REQUEST),
+        (DHServerState.AWAIT_HELLO, ClientMessage.HOST_KEY_REQUEST):
+            ("_on_host_key_request", DHServerState.AWAIT_PARAMS_REQUEST),
+        (DHServerState.AWAIT_PARAMS_REQUEST, ClientMessage.PARAMS_REQUEST):
+            ("_on_params_request", DHServerState.AWAIT_CLIENT_KEY),
+        (DHServerState.AWAIT_CLIENT_KEY, ClientMessage.CLIENT_KEY):
+            ("_on_client_key", DHServerState.DONE),
     }
-    INITIAL = ServerState.AWAIT_HELLO
-    FAILED = ServerState.FAILED
-    DONE = ServerState.DONE
+    INITIAL = DHServerState.AWAIT_HELLO
+    FAILED = DHServerState.FAILED
+    DONE = DHServerState.DONE
     PEER = "client"
 
     def __init__(self, group, private_key_factory=_default_private_key,
                  received_form=_as_is, host_key=None):
-        super().__init__(ServerState.AWAIT_HELLO, private_key_factory, received_form)
+        super().__init__(DHServerState.AWAIT_HELLO, private_key_factory, received_form)
         self.group = group
         #: A :class:`twisted_keyx.trust.hostkey.HostKey`, or None: ``Host key?`` is
-        #: then refused as the tutorial's server refuses it.
+        #: then refused as the tutorial's server refuses it (docs/hostkey.rst,
+        #: "Asking").
         self.host_key = host_key
         self._asked_for_host_key = False
 
@@ -233,11 +233,11 @@ class HostKeyAsked(enum.Enum):
     SERVER_KEY = "Server public key (host key asked)"
 
 
-class ClientState(enum.Enum):
+class DHClientState(enum.Enum):
     START = "not started"
     AWAIT_GREETING = "awaiting Hey there!"
     AWAIT_PARAMETERS = "awaiting the parameters"
-    AWAIT_SERVER_KEY = "awaiting the server's public key"
+    AWAIT_SERVER_KEY = "awaiting the server's public key or ciphertext"
     AWAIT_HOST_KEY_SIGNATURE = "awaiting the host key signature"
     DONE = "done"
     FAILED = "failed"
@@ -247,29 +247,29 @@ class DHClientHandshake(_Machine):
     """The client side: sends message 1 from :meth:`start`, then 3 and 5."""
 
     TRANSITIONS = {
-        (ClientState.START, START):
-            ("_on_start", ClientState.AWAIT_GREETING),
-        (ClientState.AWAIT_GREETING, ServerMessage.HEY_THERE):
-            ("_on_greeting", ClientState.AWAIT_PARAMETERS),
-        (ClientState.AWAIT_PARAMETERS, ServerMessage.PARAMETERS):
-            ("_on_parameters", ClientState.AWAIT_SERVER_KEY),
-        (ClientState.AWAIT_SERVER_KEY, ServerMessage.SERVER_KEY):
-            ("_on_server_key", ClientState.DONE),
-        (ClientState.AWAIT_SERVER_KEY, HostKeyAsked.SERVER_KEY):
-            ("_on_server_key", ClientState.AWAIT_HOST_KEY_SIGNATURE),
-        (ClientState.AWAIT_HOST_KEY_SIGNATURE, ServerMessage.HOST_KEY_SIGNATURE):
-            ("_on_host_key_signature", ClientState.DONE),
+        (DHClientState.START, START):
+            ("_on_start", DHClientState.AWAIT_GREETING),
+        (DHClientState.AWAIT_GREETING, ServerMessage.HEY_THERE):
+            ("_on_greeting", DHClientState.AWAIT_PARAMETERS),
+        (DHClientState.AWAIT_PARAMETERS, ServerMessage.PARAMETERS):
+            ("_on_parameters", DHClientState.AWAIT_SERVER_KEY),
+        (DHClientState.AWAIT_SERVER_KEY, ServerMessage.SERVER_KEY):
+            ("_on_server_key", DHClientState.DONE),
+        (DHClientState.AWAIT_SERVER_KEY, HostKeyAsked.SERVER_KEY):
+            ("_on_server_key", DHClientState.AWAIT_HOST_KEY_SIGNATURE),
+        (DHClientState.AWAIT_HOST_KEY_SIGNATURE, ServerMessage.HOST_KEY_SIGNATURE):
+            ("_on_host_key_signature", DHClientState.DONE),
     }
-    INITIAL = ClientState.START
-    FAILED = ClientState.FAILED
-    DONE = ClientState.DONE
+    INITIAL = DHClientState.START
+    FAILED = DHClientState.FAILED
+    DONE = DHClientState.DONE
     PEER = "server"
     max_message_length = CLIENT_MAX_MESSAGE_LENGTH
 
     def __init__(self, private_key_factory=_default_private_key,
                  accept_parameters=groups.from_parameters_message, received_form=_as_is,
                  ask_host_key=False):
-        super().__init__(ClientState.START, private_key_factory, received_form)
+        super().__init__(DHClientState.START, private_key_factory, received_form)
         self._accept_parameters = accept_parameters
         #: Send ``Host key?`` instead of ``Hello`` and require message 7.
         self.ask_host_key = ask_host_key
@@ -294,17 +294,17 @@ class DHClientHandshake(_Machine):
         return self._dispatch(kind, payload)
 
     def _too_long(self, reason):
-        return BadResponse(reason)
+        return UnexpectedReply(reason)
 
     def _unexpected(self, kind, payload):
         if (kind is ServerMessage.ERROR and self.ask_host_key
-                and self.state is ClientState.AWAIT_GREETING
+                and self.state is DHClientState.AWAIT_GREETING
                 and payload == messages.UNEXPECTED_MESSAGE_REPLY):
             return HostKeyRequestRefused(
                 f"the server refused Host key?: {payload.decode('ascii')}")
         if kind is ServerMessage.ERROR:
             return ServerRefused(f"the server refused: {payload.decode('ascii')}")
-        return BadResponse(f"bad response from the server while {self.state.value}")
+        return UnexpectedReply(f"bad response from the server while {self.state.value}")
 
     def _on_greeting(self, payload):
         return self._exchanged(payload, messages.PARAMS_REQUEST)
@@ -312,7 +312,7 @@ class DHClientHandshake(_Machine):
     @property
     def awaiting_parameters(self):
         """Whether the next message is message 4 (the group)."""
-        return self.state is ClientState.AWAIT_PARAMETERS
+        return self.state is DHClientState.AWAIT_PARAMETERS
 
     def parameters_checked(self, payload, outcome):
         """Hand over the outcome of checking message 4 ``payload`` elsewhere
@@ -332,6 +332,8 @@ class DHClientHandshake(_Machine):
     def _on_parameters(self, payload):
         try:
             self.group = self._accepted(payload)
+        except groups.GroupNotAccepted as e:
+            raise BadParameters(str(e)) from None
         except groups.GroupError as e:
             raise BadParameters(f"unusable parameters from the server: {e}") from None
         self._private_key = self._private_key_factory(self.group)
@@ -359,5 +361,5 @@ class DHClientHandshake(_Machine):
             raise HostKeyVerificationFailed(str(e)) from None
         self.result = dataclasses.replace(
             self.result, host_public_key=public_key,
-            host_key_fingerprint=hostkey.fingerprint(public_key))
+            host_key_fingerprint=hostkey.host_key_fingerprint(public_key))
         return None

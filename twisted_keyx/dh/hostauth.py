@@ -17,7 +17,8 @@ over :func:`signed_data`: a context label, the group's name, K_S and the
 transcript hash of messages 1 to 6 (:class:`twisted_keyx.core.transcript.Transcript`),
 each as an RFC 4251 ``string``.
 
-A server that cannot sign (the tutorial's, or ours without a host key)
+A server that cannot sign (the socket tutorial's, docs/protocols.rst "DH
+handshake"; or ours without a host key)
 answers ``Host key?`` with ``I do not understand you, hanging up``, its reply
 to any unexpected message; a client that never asks is never sent message 7.
 """

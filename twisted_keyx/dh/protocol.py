@@ -7,21 +7,24 @@ logs each outcome; on the client it is the protocol itself, which fires
 ``finished``.  :class:`DHServerFactory` and :class:`DHClientProtocol` use
 :class:`~twisted_keyx.core.framing.Int32Framing` (a 4-byte big-endian length, then
 the payload), the project's default framing; :mod:`twisted_keyx.dh.raw` has
-the same over the tutorial's unframed wire.
+the same over the socket tutorial's unframed wire
+(docs/protocols.rst, "Unframed wire").
 """
 
 import operator
+from typing import Any, Callable, List, Optional
 
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_keyx.core.adapter import Observer, Session, hung_up
+from twisted_keyx.core.adapter import Observer, PauseReason, Session, hung_up
 from twisted_keyx.dh.handshake import (  # noqa: F401 (the limits are part of this API)
     CLIENT_MAX_MESSAGE_LENGTH,
     DHClientHandshake,
     DHServerHandshake,
+    HandshakeResult,
     server_max_message_length,
 )
 from twisted_keyx.dh.messages import ServerMessage, classify_server_message
@@ -29,14 +32,15 @@ from twisted_keyx.core.framing import Int32Framing
 from twisted_keyx.groups.registry import GroupError
 from twisted_keyx.core.logtext import literal
 from twisted_keyx.core.peers import PeerLogging
-from twisted_keyx.core.transcript import fingerprint
+from twisted_keyx.core.transcript import session_key_fingerprint
 
 
 class DHServerProtocol(Session):
     """One server connection of the DH handshake (see :class:`DHServerFactory`)."""
 
-    #: The framing class (:mod:`twisted_keyx.core.framing`).
-    FRAMING = Int32Framing
+    #: The framing class (:mod:`twisted_keyx.core.framing`: Int32Framing, or
+    #: an unframed one in :mod:`twisted_keyx.dh.raw`).
+    FRAMING: Any = Int32Framing
 
 
 class DHServerFactory(Factory, Observer, PeerLogging):
@@ -103,7 +107,7 @@ class DHServerFactory(Factory, Observer, PeerLogging):
         else:
             # The daemon's most frequent line, one per handshake: its text is
             # made here (twisted_keyx.core.logtext).
-            group, key = result.group.name, fingerprint(result.session_key)
+            group, key = result.group.name, session_key_fingerprint(result.session_key)
             self.log.info(
                 literal(f"DH handshake with {peer} finished ({group}); "
                          f"session key fingerprint {key}"),
@@ -135,8 +139,9 @@ class DHClientProtocol(Session, Observer):
     connection ends first).  Cancelling it aborts the connection.
     """
 
-    #: The framing class (:mod:`twisted_keyx.core.framing`).
-    FRAMING = Int32Framing
+    #: The framing class (:mod:`twisted_keyx.core.framing`: Int32Framing, or
+    #: an unframed one in :mod:`twisted_keyx.dh.raw`).
+    FRAMING: Any = Int32Framing
 
     #: Checks the group of message 4 off the reactor: ``check(payload)``
     #: returns a Deferred that fires with the group or fails with a
@@ -145,15 +150,15 @@ class DHClientProtocol(Session, Observer):
     #: the machine checks it itself, on the reactor.
     check_parameters = None
 
-    def __init__(self, handshake=None):
+    def __init__(self, handshake: Optional[DHClientHandshake] = None) -> None:
         if handshake is None:
             handshake = self.newHandshake()
         super().__init__(self.FRAMING, handshake, observer=self)
-        self.finished = defer.Deferred(self._cancel)
+        self.finished: "defer.Deferred[HandshakeResult]" = defer.Deferred(self._cancel)
         #: The check of message 4 under way, and the messages that arrived
         #: after it meanwhile (the session reads nothing more until it ends).
-        self._check = None
-        self._afterCheck = []
+        self._check: Optional[defer.Deferred[Any]] = None
+        self._afterCheck: List[bytes] = []
 
     def messageReceived(self, payload):
         if self._check is not None:
@@ -165,7 +170,7 @@ class DHClientProtocol(Session, Observer):
                 or classify_server_message(payload) is not ServerMessage.PARAMETERS):
             super().messageReceived(payload)
             return
-        self._pause("checking")
+        self._pause(PauseReason.GROUP_CHECK)
         self._check = self.check_parameters(payload)
         self._check.addCallbacks(self._checked, self._checked, callbackArgs=(payload,),
                                  errbackArgs=(payload,))
@@ -182,7 +187,7 @@ class DHClientProtocol(Session, Observer):
         super().messageReceived(payload)
         for message in waiting:
             self.messageReceived(message)
-        self._resume("checking")
+        self._resume(PauseReason.GROUP_CHECK)
         return None
 
     def _stopCheck(self):
@@ -228,7 +233,9 @@ class DHClientFactory(Factory):
     protocol = DHClientProtocol
     noisy = False
 
-    def __init__(self, check_parameters=None, **handshake_options):
+    def __init__(self,
+                 check_parameters: Optional[Callable[[bytes], "defer.Deferred[Any]"]] = None,
+                 **handshake_options: Any) -> None:
         self.check_parameters = check_parameters
         self.handshake_options = handshake_options
 

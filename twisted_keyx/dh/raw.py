@@ -1,6 +1,7 @@
-"""The DH handshake without framing: the socket tutorial's own wire format.
+"""The DH handshake without framing: the socket tutorial's own wire format
+(docs/protocols.rst, "Unframed wire").
 
-In the tutorial (docs/protocols.rst, Unframed wire) each message is one ``sendall`` with no
+In the tutorial each message is one ``sendall`` with no
 length and no delimiter, and the reader does one ``recv(3072)`` and strips
 whitespace.  TCP promises no such thing: a message may arrive in pieces and
 two may arrive together.  So here the boundaries come from the content, which
@@ -209,19 +210,22 @@ class UnframedServerMessages(UnframedFraming):
 
 
 class RawDHServerProtocol(DHServerProtocol):
-    """One server connection of the DH handshake in the tutorial's unframed format."""
+    """One server connection of the DH handshake in the tutorial's unframed format
+    (docs/protocols.rst, "Unframed wire")."""
 
     FRAMING = UnframedClientMessages
 
 
 class RawDHServerFactory(DHServerFactory):
-    """Serves the DH handshake in the tutorial's unframed format."""
+    """Serves the DH handshake in the tutorial's unframed format
+    (docs/protocols.rst, "Unframed wire")."""
 
     protocol = RawDHServerProtocol
 
 
 class RawDHClientProtocol(DHClientProtocol):
-    """The DH handshake's client side in the tutorial's unframed format."""
+    """The DH handshake's client side in the tutorial's unframed format
+    (docs/protocols.rst, "Unframed wire")."""
 
     FRAMING = UnframedServerMessages
 

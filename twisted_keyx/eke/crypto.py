@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import os
 from dataclasses import dataclass
+from typing import Any, List
 
 from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -132,7 +133,7 @@ def decoy_key(secret, name):
 #: Seals a doomed session's step 4 (per process; nobody has it).
 DOOMED_BOX_KEY = os.urandom(PASSWORD_KEY_SIZE)
 
-_DUMMY_RSA = []
+_DUMMY_RSA: List[Any] = []
 
 
 def dummy_rsa_public_key_der():

@@ -38,17 +38,15 @@ from dataclasses import dataclass
 from twisted_keyx.chat.records import ChatKeys
 from twisted_keyx.eke import crypto, messages
 from twisted_keyx.eke.messages import ClientMessage, MalformedLine, ServerMessage
-from twisted_keyx.core.machine import START, HandshakeFailed, StateMachine
+from twisted_keyx.core.machine import (
+    START,
+    AuthenticationFailed,
+    HandshakeFailed,
+    StateMachine,
+    UnexpectedReply,
+)
 from twisted_keyx.core.refusals import TooManyAttempts, refusal
 from twisted_keyx.core.transcript import Transcript
-
-
-class AuthenticationFailed(HandshakeFailed):
-    """The generic failure: wrong password, unknown user (when hidden), a
-    box that does not decrypt, a wrong nonce.  The server replies
-    ``authentication failed`` and closes."""
-
-    reply = messages.FAILURE_REPLY
 
 
 class UnknownUser(AuthenticationFailed):
@@ -71,10 +69,6 @@ GuessRefused = TooManyAttempts
 
 class MalformedMessage(AuthenticationFailed):
     """Server side: a line that is not what its step allows."""
-
-
-class BadResponse(HandshakeFailed):
-    """Client side: the server sent something no step allows."""
 
 
 class BadKdfParameters(HandshakeFailed):
@@ -150,7 +144,7 @@ class _EKEHandshake(StateMachine):
         return reply
 
 
-class ServerState(enum.Enum):
+class EKEServerState(enum.Enum):
     AWAIT_USER_NAME = "awaiting the user name (step 1)"
     AWAIT_SEALED_PUBLIC_KEY = "awaiting E_pw(pk) (step 3)"
     AWAIT_CLIENT_NONCE = "awaiting E_Ks(NC) (step 5)"
@@ -163,10 +157,10 @@ _b64 = messages.base64_length
 
 #: The longest legal client line in each server state.
 SERVER_LINE_LIMITS = {
-    ServerState.AWAIT_USER_NAME: messages.MAX_USER_NAME_BYTES,
-    ServerState.AWAIT_SEALED_PUBLIC_KEY: _b64(messages.BOX_SIZES[3]),
-    ServerState.AWAIT_CLIENT_NONCE: _b64(messages.BOX_SIZES[5]),
-    ServerState.AWAIT_SERVER_NONCE: _b64(messages.BOX_SIZES[7]),
+    EKEServerState.AWAIT_USER_NAME: messages.MAX_USER_NAME_BYTES,
+    EKEServerState.AWAIT_SEALED_PUBLIC_KEY: _b64(messages.BOX_SIZES[3]),
+    EKEServerState.AWAIT_CLIENT_NONCE: _b64(messages.BOX_SIZES[5]),
+    EKEServerState.AWAIT_SERVER_NONCE: _b64(messages.BOX_SIZES[7]),
 }
 
 
@@ -179,23 +173,23 @@ class EKEServerHandshake(_EKEHandshake):
     """
 
     TRANSITIONS = {
-        (ServerState.AWAIT_USER_NAME, ClientMessage.LINE):
-            ("_on_user_name", ServerState.AWAIT_SEALED_PUBLIC_KEY),
-        (ServerState.AWAIT_SEALED_PUBLIC_KEY, ClientMessage.LINE):
-            ("_on_sealed_public_key", ServerState.AWAIT_CLIENT_NONCE),
-        (ServerState.AWAIT_CLIENT_NONCE, ClientMessage.LINE):
-            ("_on_client_nonce", ServerState.AWAIT_SERVER_NONCE),
-        (ServerState.AWAIT_SERVER_NONCE, ClientMessage.LINE):
-            ("_on_server_nonce", ServerState.DONE),
+        (EKEServerState.AWAIT_USER_NAME, ClientMessage.LINE):
+            ("_on_user_name", EKEServerState.AWAIT_SEALED_PUBLIC_KEY),
+        (EKEServerState.AWAIT_SEALED_PUBLIC_KEY, ClientMessage.LINE):
+            ("_on_sealed_public_key", EKEServerState.AWAIT_CLIENT_NONCE),
+        (EKEServerState.AWAIT_CLIENT_NONCE, ClientMessage.LINE):
+            ("_on_client_nonce", EKEServerState.AWAIT_SERVER_NONCE),
+        (EKEServerState.AWAIT_SERVER_NONCE, ClientMessage.LINE):
+            ("_on_server_nonce", EKEServerState.DONE),
     }
-    INITIAL = ServerState.AWAIT_USER_NAME
-    FAILED = ServerState.FAILED
-    DONE = ServerState.DONE
+    INITIAL = EKEServerState.AWAIT_USER_NAME
+    FAILED = EKEServerState.FAILED
+    DONE = EKEServerState.DONE
     PEER = "client"
     Malformed = MalformedMessage
 
     def __init__(self, lookup_user, decoys=None, random_bytes=crypto.random_bytes):
-        super().__init__(ServerState.AWAIT_USER_NAME, random_bytes)
+        super().__init__(EKEServerState.AWAIT_USER_NAME, random_bytes)
         self._lookup_user = lookup_user
         self._decoys = decoys
         self.user = None
@@ -288,7 +282,7 @@ class EKEServerHandshake(_EKEHandshake):
         return reply
 
 
-class ClientState(enum.Enum):
+class EKEClientState(enum.Enum):
     START = "not started"
     AWAIT_ANSWER = "awaiting yes or no (step 2)"
     AWAIT_SEALED_SESSION_KEY = "awaiting E_pw(E_pk(Ks)) (step 4)"
@@ -303,10 +297,10 @@ class ClientState(enum.Enum):
 CLIENT_LINE_LIMITS = {
     state: max(limit, len(messages.FAILURE_REPLY))
     for state, limit in {
-        ClientState.AWAIT_ANSWER: messages.MAX_ANSWER_LINE,
-        ClientState.AWAIT_SEALED_SESSION_KEY: _b64(messages.BOX_SIZES[4]),
-        ClientState.AWAIT_NONCES: _b64(messages.BOX_SIZES[6]),
-        ClientState.AWAIT_SUCCESS: _b64(messages.BOX_SIZES[8]),
+        EKEClientState.AWAIT_ANSWER: messages.MAX_ANSWER_LINE,
+        EKEClientState.AWAIT_SEALED_SESSION_KEY: _b64(messages.BOX_SIZES[4]),
+        EKEClientState.AWAIT_NONCES: _b64(messages.BOX_SIZES[6]),
+        EKEClientState.AWAIT_SUCCESS: _b64(messages.BOX_SIZES[8]),
     }.items()
 }
 
@@ -319,30 +313,30 @@ class EKEClientHandshake(_EKEHandshake):
     """
 
     TRANSITIONS = {
-        (ClientState.START, START):
-            ("_on_start", ClientState.AWAIT_ANSWER),
-        (ClientState.AWAIT_ANSWER, ServerMessage.YES):
-            ("_on_yes", ClientState.AWAIT_SEALED_SESSION_KEY),
-        (ClientState.AWAIT_ANSWER, ServerMessage.NO):
-            ("_on_no", ClientState.FAILED),
-        (ClientState.AWAIT_SEALED_SESSION_KEY, ServerMessage.BOX):
-            ("_on_sealed_session_key", ClientState.AWAIT_NONCES),
-        (ClientState.AWAIT_NONCES, ServerMessage.BOX):
-            ("_on_nonces", ClientState.AWAIT_SUCCESS),
-        (ClientState.AWAIT_SUCCESS, ServerMessage.BOX):
-            ("_on_success", ClientState.DONE),
+        (EKEClientState.START, START):
+            ("_on_start", EKEClientState.AWAIT_ANSWER),
+        (EKEClientState.AWAIT_ANSWER, ServerMessage.YES):
+            ("_on_yes", EKEClientState.AWAIT_SEALED_SESSION_KEY),
+        (EKEClientState.AWAIT_ANSWER, ServerMessage.NO):
+            ("_on_no", EKEClientState.FAILED),
+        (EKEClientState.AWAIT_SEALED_SESSION_KEY, ServerMessage.BOX):
+            ("_on_sealed_session_key", EKEClientState.AWAIT_NONCES),
+        (EKEClientState.AWAIT_NONCES, ServerMessage.BOX):
+            ("_on_nonces", EKEClientState.AWAIT_SUCCESS),
+        (EKEClientState.AWAIT_SUCCESS, ServerMessage.BOX):
+            ("_on_success", EKEClientState.DONE),
     }
-    INITIAL = ClientState.START
-    FAILED = ClientState.FAILED
-    DONE = ClientState.DONE
+    INITIAL = EKEClientState.START
+    FAILED = EKEClientState.FAILED
+    DONE = EKEClientState.DONE
     PEER = "server"
-    Malformed = BadResponse
+    Malformed = UnexpectedReply
     #: Step 2's answer runs scrypt over the password (:meth:`_on_yes`).
-    SLOW_STATES = frozenset({ClientState.AWAIT_ANSWER})
+    SLOW_STATES = frozenset({EKEClientState.AWAIT_ANSWER})
 
     def __init__(self, user, password, kdf_limits=crypto.DEFAULT_KDF_LIMITS,
                  random_bytes=crypto.random_bytes, rsa_key_factory=crypto.generate_rsa_key):
-        super().__init__(ClientState.START, random_bytes)
+        super().__init__(EKEClientState.START, random_bytes)
         self.user = messages.check_user_name(user)
         self._password = crypto.normalize_password(password)
         self._kdf_limits = kdf_limits
@@ -372,7 +366,7 @@ class EKEClientHandshake(_EKEHandshake):
         return CLIENT_LINE_LIMITS.get(self.state, 0)
 
     def _too_long(self, reason):
-        return BadResponse(reason)
+        return UnexpectedReply(reason)
 
     def _unexpected(self, event, payload):
         refused = refusal(payload) if isinstance(payload, bytes) else None
@@ -383,7 +377,7 @@ class EKEClientHandshake(_EKEHandshake):
                 return AuthenticationFailed(self._doomed)
             return AuthenticationFailed(
                 f"the server refused while the client was {self.state.value}")
-        return BadResponse(f"bad response from the server while {self.state.value}")
+        return UnexpectedReply(f"bad response from the server while {self.state.value}")
 
     def _on_yes(self, line):
         salt, n, r, p = self._parse(2, messages.parse_yes, line)

@@ -179,7 +179,8 @@ def pem_length_bound(der_bound):
 def pem_decode(data, labels):
     """Decode a single PEM block whose label is one of ``labels``.
 
-    Surrounding whitespace is allowed (the tutorial's reader strips it), so are
+    Surrounding whitespace is allowed (the socket tutorial's reader strips it:
+    docs/protocols.rst, "Unframed wire"), so are
     CRLF line ends; anything else outside the block is refused.  Returns
     ``(label, der)``.
     """

@@ -6,8 +6,8 @@ the client about 0.5 s of CPU at 4096 bits and several seconds at 8192
 (only its ``powmod`` lets it go, with ``allow_release_gil``): in the
 reactor's thread, or in any other thread of the client, the check would
 freeze the reactor, and ``--timeout`` would wait for it.  So the check runs
-in a child process, ``python -m twisted_keyx.groups.primecheck``, which answers in
-one line (:mod:`twisted_keyx.groups.primecheck`); cancelling the check (the
+in a child process, ``python -m twisted_keyx.groups.primechild``, which answers in
+one line (:mod:`twisted_keyx.groups.primechild`); cancelling the check (the
 client's timeout, or the connection's end) kills the child.
 
 Named groups and X25519 need no check and never start a child; a group
@@ -21,25 +21,27 @@ import sys
 from twisted.internet import defer, error, protocol
 
 from twisted_keyx.groups import registry as groups
-from twisted_keyx.groups import primecheck
+from twisted_keyx.groups import primechild
 
 #: Bytes of the child's answer kept (a reason is one short line).
 MAX_ANSWER = 1024
 
 
 def command():
-    """How to start the child: this Python, :mod:`twisted_keyx.groups.primecheck`."""
-    return [sys.executable, "-m", "twisted_keyx.groups.primecheck"]
+    """How to start the child: this Python, :mod:`twisted_keyx.groups.primechild`."""
+    return [sys.executable, "-m", "twisted_keyx.groups.primechild"]
 
 
 def check_parameters_message(payload, max_bits=groups.DEFAULT_MAX_BITS, reactor=None,
-                             argv=None):
+                             argv=None, accepted=None):
     """Client side: a Deferred firing with the group message 4 announces, or
     failing with :class:`~twisted_keyx.groups.registry.GroupError`.  The cheap checks
     run now; the costly one, if any, in a child process (``argv``, default
-    :func:`command`).  Cancel the Deferred to kill the child."""
+    :func:`command`).  A group not in ``accepted`` (``--groups``) is refused
+    before anything else.  Cancel the Deferred to kill the child."""
     try:
-        parameters = groups.read_parameters_message(payload, max_bits=max_bits)
+        parameters = groups.read_parameters_message(payload, max_bits=max_bits,
+                                                    accepted=accepted)
     except groups.GroupError:
         return defer.fail()
     if not isinstance(parameters, groups.UncheckedParameters):
@@ -73,7 +75,7 @@ class _Check(protocol.ProcessProtocol):
 
     def connectionMade(self):
         parameters = self.parameters
-        self.transport.write(primecheck.request(parameters.p, parameters.g, parameters.q))
+        self.transport.write(primechild.request(parameters.p, parameters.g, parameters.q))
         self.transport.closeStdin()
 
     def outReceived(self, data):
@@ -95,12 +97,12 @@ class _Check(protocol.ProcessProtocol):
             return  # cancelled: the child was killed
         answer = self.answer.strip()
         if reason.check(error.ProcessDone):
-            if answer == primecheck.OK:
+            if answer == primechild.OK:
                 self.done.callback(self.parameters.group())
                 return
-            if answer.startswith(primecheck.REFUSED) and b"\n" not in answer:
+            if answer.startswith(primechild.REFUSED) and b"\n" not in answer:
                 self.done.errback(groups.GroupError(
-                    answer[len(primecheck.REFUSED):].decode("ascii", "replace")))
+                    answer[len(primechild.REFUSED):].decode("ascii", "replace")))
                 return
         self.done.errback(groups.GroupError(
             f"the group check failed ({reason.getErrorMessage()})"))

@@ -1,6 +1,6 @@
 """Finite-field Diffie-Hellman: the FFDH groups of the registry.
 
-A :class:`Group` is a validated set of domain parameters (p, g and, when it is
+A :class:`FFDHGroup` is a validated set of domain parameters (p, g and, when it is
 known, the order q of the subgroup g generates).  It makes key pairs,
 serialises public keys, checks a peer's public key and computes the shared
 secret (docs/protocols.rst, Groups).  Groups are either the RFC 7919 named
@@ -40,6 +40,7 @@ import argparse
 import secrets
 import warnings
 from dataclasses import dataclass, field
+from typing import Any, Dict
 
 import gmpy2
 from cryptography.hazmat.primitives import serialization
@@ -241,7 +242,7 @@ def parse_public_key_pem(data):
     """Parse a PEM SubjectPublicKeyInfo holding a DH key: ``(p, g, q, y)``.
 
     Raises :class:`InvalidPublicKey` for anything else (bad PEM, RSA, X25519,
-    trailing bytes...).  Range and group membership are :class:`Group`'s job.
+    trailing bytes...).  Range and group membership are :class:`FFDHGroup`'s job.
     """
     if len(data) > MAX_PUBLIC_KEY_PEM:
         raise InvalidPublicKey("public key is too large")
@@ -306,7 +307,7 @@ class PeerKey:
 
 
 @dataclass(frozen=True, eq=False)
-class Group(groupapi.DiffieHellmanGroup):
+class FFDHGroup(groupapi.DiffieHellmanGroup):
     """Validated FFDH domain parameters, and the operations on them.
 
     Build one with :func:`named_group`, :func:`load_parameters_file` or
@@ -479,10 +480,10 @@ class Group(groupapi.DiffieHellmanGroup):
 
 
 @dataclass(frozen=True, eq=False)
-class OpenSSLGroup(Group):
+class OpenSSLGroup(FFDHGroup):
     """A named group whose keys and exchange are OpenSSL's, via cryptography
     (faster than GMP for these groups: see the module docstring).  Peer keys
-    get the same checks as in :class:`Group`."""
+    get the same checks as in :class:`FFDHGroup`."""
 
     _parameter_numbers: object = field(init=False, repr=False)
     _parameters: object = field(init=False, repr=False)
@@ -564,7 +565,7 @@ def _check_sizes(p, g, q):
         raise ParameterError("the generator g must satisfy 1 < g < p - 1")
 
 
-_named_groups = {}
+_named_groups: Dict[str, Any] = {}
 
 
 def named_group(name):
@@ -578,7 +579,7 @@ def named_group(name):
         # RFC 7919 publishes p, g = 2 and q = (p - 1) / 2: nothing to check.
         # OpenSSL knows the groups and writes q into their public keys.
         q = (p - 1) // 2
-        kind = OpenSSLGroup if OPENSSL_FFDH else Group
+        kind = OpenSSLGroup if OPENSSL_FFDH else FFDHGroup
         group = kind(name, p, 2, q, encode_parameters_pem(p, 2), key_q=q)
         _named_groups[name] = group
     return group
@@ -610,10 +611,10 @@ class UncheckedParameters:
             # whole group and only the range check applies.  Keys carry p and g
             # only, as the parameters did.
             subgroup = (p - 1) // 2 if jacobi(g, p) == 1 else None
-            return Group(self.name, p, g, subgroup, encode_parameters_pem(p, g))
+            return FFDHGroup(self.name, p, g, subgroup, encode_parameters_pem(p, g))
         # X9.42, q = (p - 1) / 2 included: the keys are ours, not OpenSSL's,
         # whose key generation fails for so large a q.
-        return Group(self.name, p, g, q, encode_parameters_pem(p, g, q), key_q=q)
+        return FFDHGroup(self.name, p, g, q, encode_parameters_pem(p, g, q), key_q=q)
 
 
 def read_parameters_pem(data, name="custom", max_bits=MAX_BITS):
@@ -632,7 +633,7 @@ def read_parameters_pem(data, name="custom", max_bits=MAX_BITS):
 
 
 def group_from_parameters_pem(data, name="custom", max_bits=MAX_BITS):
-    """Build a Group from PEM parameters (a file, or message 4 from a server).
+    """Build an FFDHGroup from PEM parameters (a file, or message 4 from a server).
 
     A modulus over ``max_bits`` is refused first, before any costly check.
     A named group is recognised by its (p, g) and returned as such.  Raises

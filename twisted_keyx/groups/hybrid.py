@@ -38,10 +38,14 @@ is not an error (ML-KEM's implicit rejection: both sides then hold different
 keys and the host key signature, or the first chat record, fails).
 """
 
+import base64
+import binascii
+import functools
 import hashlib
 import hmac
 import os
 from dataclasses import dataclass
+from typing import Optional
 
 from cryptography.hazmat.primitives.asymmetric import mlkem as _mlkem
 from cryptography.hazmat.primitives.asymmetric import x25519 as _x25519
@@ -68,6 +72,32 @@ _ALL_ZERO = bytes(X25519_LENGTH)
 
 def _raw_pem_max(length):
     return asn1.pem_length_bound(length)
+
+
+def _pem_encode(label, data):
+    """asn1.pem_encode's bytes (64-character lines), faster: 48 bytes of
+    data are one line of base64."""
+    return b"".join([b"-----BEGIN " + label + b"-----\n",
+                     *(binascii.b2a_base64(data[i:i + 48]) for i in range(0, len(data), 48)),
+                     b"-----END " + label + b"-----\n"])
+
+
+def _canonical_body(data, begin, end, length):
+    """The decoded body of ``data`` if it is exactly the PEM that
+    :func:`_pem_encode` writes of ``length`` bytes under those lines (what
+    every client here sends), else None: the general reader decides."""
+    lines = (length + 47) // 48
+    if (len(data) != len(begin) + len(end) + 4 * ((length + 2) // 3) + lines
+            or not data.startswith(begin) or not data.endswith(end)):
+        return None
+    body = data[len(begin):-len(end)]
+    if body.count(b"\n") != lines:
+        return None
+    try:
+        decoded = base64.b64decode(body.replace(b"\n", b""), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return decoded if len(decoded) == length else None
 
 
 def xwing_combiner(ss_m, ss_x, ct_x, pk_x):
@@ -98,7 +128,7 @@ class PrivateKey:
     mlkem: object
     x25519: object
     public_key: bytes
-    seed: bytes = None
+    seed: Optional[bytes] = None
 
     def __repr__(self):
         return "<hybrid.PrivateKey>"  # never the secrets
@@ -137,7 +167,7 @@ class HybridGroup(groupapi.Group):
     public_key_label: bytes
     ciphertext_label: bytes
     #: X-Wing's key is a SubjectPublicKeyInfo with this OID; None: raw bytes.
-    public_key_oid: bytes = None
+    public_key_oid: Optional[bytes] = None
     #: X-Wing derives both halves from one 32-byte seed.
     from_seed: bool = False
     bits: int = 768
@@ -180,18 +210,34 @@ class HybridGroup(groupapi.Group):
 
     # --- armor ------------------------------------------------------------
 
+    @functools.cached_property
+    def _key_prefix(self):
+        """The DER before the 1216 key bytes: the SubjectPublicKeyInfo's
+        headers and AlgorithmIdentifier (X-Wing), or nothing (raw)."""
+        if self.public_key_oid is None:
+            return b""
+        algorithm = asn1.encode_sequence(asn1.encode(asn1.OBJECT_IDENTIFIER, self.public_key_oid))
+        der = asn1.encode_sequence(algorithm, asn1.encode(
+            asn1.BIT_STRING, b"\0" + bytes(PUBLIC_KEY_LENGTH)))
+        return der[:-PUBLIC_KEY_LENGTH]
+
     def encode_public_key(self, raw):
         """Message 5's PEM of the 1216-byte encapsulation key ``raw``."""
         if len(raw) != PUBLIC_KEY_LENGTH:
             raise ValueError(f"a {self.name} key has {PUBLIC_KEY_LENGTH} bytes, not {len(raw)}")
-        if self.public_key_oid is None:
-            return asn1.pem_encode(self.public_key_label, raw)
-        algorithm = asn1.encode_sequence(asn1.encode(asn1.OBJECT_IDENTIFIER, self.public_key_oid))
-        return asn1.pem_encode(self.public_key_label, asn1.encode_sequence(
-            algorithm, asn1.encode(asn1.BIT_STRING, b"\0" + raw)))
+        return _pem_encode(self.public_key_label, self._key_prefix + raw)
 
     def parse_public_key(self, data):
-        """The 1216 raw bytes of message 5's PEM; raises InvalidPublicKey."""
+        """The 1216 raw bytes of message 5's PEM; raises InvalidPublicKey.
+        The canonical form (what :meth:`encode_public_key` writes) is read
+        directly; anything else goes through the strict general reader."""
+        data = bytes(data)
+        prefix = self._key_prefix
+        der = _canonical_body(data, b"-----BEGIN " + self.public_key_label + b"-----\n",
+                              b"-----END " + self.public_key_label + b"-----\n",
+                              len(prefix) + PUBLIC_KEY_LENGTH)
+        if der is not None and der.startswith(prefix):
+            return der[len(prefix):]
         if len(data) > self.max_public_key_message:
             raise groupapi.InvalidPublicKey("public key is too large")
         try:
@@ -214,10 +260,16 @@ class HybridGroup(groupapi.Group):
         if len(raw) != CIPHERTEXT_LENGTH:
             raise ValueError(
                 f"an {self.name} ciphertext has {CIPHERTEXT_LENGTH} bytes, not {len(raw)}")
-        return asn1.pem_encode(self.ciphertext_label, raw)
+        return _pem_encode(self.ciphertext_label, raw)
 
     def parse_ciphertext(self, data):
         """The 1120 raw bytes of message 6's PEM; raises InvalidPublicKey."""
+        data = bytes(data)
+        raw = _canonical_body(data, b"-----BEGIN " + self.ciphertext_label + b"-----\n",
+                              b"-----END " + self.ciphertext_label + b"-----\n",
+                              CIPHERTEXT_LENGTH)
+        if raw is not None:
+            return raw
         if len(data) > self.max_reply_message:
             raise groupapi.InvalidPublicKey("ciphertext is too large")
         try:

@@ -2,10 +2,11 @@
 handshake sends (docs/protocols.rst, EKE and OPAQUE)."""
 
 from twisted_keyx.core.b64 import MalformedLine
+from twisted_keyx.core.machine import AUTHENTICATION_FAILED_REPLY
 
 #: The one reply for every failure of a login (after EKE's step 1, and any
 #: of OPAQUE's).
-FAILURE_REPLY = b"authentication failed"
+FAILURE_REPLY = AUTHENTICATION_FAILED_REPLY
 
 MAX_USER_NAME_BYTES = 64
 

@@ -12,6 +12,8 @@ succeeded.  On the client the protocol observes itself and fires its
 Deferreds.
 """
 
+from typing import Any, Callable, Optional, Tuple, Type, Union
+
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
@@ -21,9 +23,11 @@ from twisted_keyx.core.adapter import Observer, Session, hung_up, in_daemon_thre
 from twisted_keyx.core.framing import LineFraming
 from twisted_keyx.core.interfaces import StoreUnavailable
 from twisted_keyx.core.logtext import literal
+from twisted_keyx.core.lograte import Bursts
+from twisted_keyx.core.machine import StateMachine
 from twisted_keyx.core.peers import PeerLogging, printable, source_group
 from twisted_keyx.core.refusals import Refused, ServerUnavailable, TooManyAttempts
-from twisted_keyx.core.transcript import fingerprint
+from twisted_keyx.core.transcript import session_key_fingerprint
 
 
 #: Chat lines are logged cut to this many characters (marked).
@@ -50,10 +54,6 @@ class LoginServerProtocol(Session):
     #: The throttle reserved an answer; the step made it.
     guess_reserved = False
     guess_answered = False
-    #: Chat lines this connection may still log now (see LoginServerFactory.userSaid).
-    log_budget = None
-    log_updated = 0.0
-    not_logged = 0
 
     @property
     def chat(self):
@@ -75,13 +75,13 @@ class LoginServerFactory(Factory, Observer, PeerLogging):
     noisy = False
     log = Logger()
     #: The handshake's name in the log lines ("EKE", "OPAQUE").
-    NAME = None
+    NAME: Optional[str] = None
     #: What the session key is called when it is logged (--show-secrets).
     SESSION_KEY_NAME = "session key"
     #: The failures that end a guess already counted and logged as failed
     #: (EKE's refusal at step 5 of a session doomed at step 3): not logged
     #: again as a rejected handshake.
-    COUNTED_FAILURES = ()
+    COUNTED_FAILURES: Tuple[Type[BaseException], ...] = ()
 
     def __init__(self, users, show_secrets=False, throttle=None, source_of=None):
         #: The users (an :class:`~twisted_keyx.core.interfaces.IUserStore`).
@@ -221,7 +221,7 @@ class LoginServerFactory(Factory, Observer, PeerLogging):
         else:
             # This line, the chat's and the quit are a login's usual lines:
             # their text is made here (twisted_keyx.core.logtext).
-            user, key = result.user, fingerprint(result.session_key)
+            user, key = result.user, session_key_fingerprint(result.session_key)
             self.log.info(
                 literal(f"{self.NAME}: user {user} from {peer} authenticated; "
                         f"session key fingerprint {key}"),
@@ -234,35 +234,37 @@ class LoginServerFactory(Factory, Observer, PeerLogging):
         from twisted.internet import reactor
         return reactor
 
-    def _mayLog(self, session):
+    #: The chat lines' log-rate limiter, per session (made at first use,
+    #: on the throttle's clock if there is one).
+    _chatLines = None
+
+    def _chatBursts(self):
         """A connection logs at most LOG_BURST chat lines at once, then one
-        per LOG_EVERY seconds; the others are counted."""
-        now = self._clock().seconds()
-        if session.log_budget is None:
-            session.log_budget, session.log_updated = LOG_BURST, now
-        session.log_budget = min(
-            LOG_BURST, session.log_budget + (now - session.log_updated) / LOG_EVERY)
-        session.log_updated = now
-        if session.log_budget >= 1:
-            session.log_budget -= 1
-            return True
-        session.not_logged += 1
-        return False
+        per LOG_EVERY seconds; the others are counted and said before the
+        next line logged, when the chat ends, or when it has been quiet
+        long enough to log LOG_BURST lines again."""
+        if self._chatLines is None:
+            self._chatLines = Bursts(self._clock(), self._chatLinesNotLogged,
+                                     allowance=LOG_BURST, refill=LOG_EVERY,
+                                     quiet=LOG_BURST * LOG_EVERY)
+        return self._chatLines
 
     def machineSaid(self, session, text):
-        if not self._mayLog(session):
+        bursts = self._chatBursts()
+        if not bursts.event(session):
             return
-        self._notLogged(session)
+        bursts.flush(session)
         self.userSaid(session.peer, session.handshake.user, text)
 
     def _notLogged(self, session):
-        """Say how many chat lines were counted and not logged, if any (before
-        the next one logged, or when the chat ends)."""
-        if session.not_logged:
-            self.log.info(self.NAME + ": {count} chat line(s) of user {user} from {peer} not logged "
-                          "(more than {burst} at once)", count=session.not_logged,
-                          user=session.handshake.user, peer=session.peer, burst=LOG_BURST)
-            session.not_logged = 0
+        """The chat ends: say how many of its lines were not logged, if any."""
+        if self._chatLines is not None:
+            self._chatLines.end(session)
+
+    def _chatLinesNotLogged(self, session, burst, final):
+        self.log.info(self.NAME + ": {count} chat line(s) of user {user} from {peer} not logged "
+                      "(more than {burst} at once)", count=burst.counted,
+                      user=session.handshake.user, peer=session.peer, burst=LOG_BURST)
 
     def userSaid(self, peer, user, text):
         line = shorten(printable(text))
@@ -321,12 +323,15 @@ class LoginClientProtocol(Session, Observer):
     whatever happened.
     """
 
-    def __init__(self, handshake, reply_received=None, worker=None):
+    def __init__(self, handshake: StateMachine,
+                 reply_received: Optional[Callable[[str], Any]] = None,
+                 worker: Optional[Callable[..., Any]] = None) -> None:
         super().__init__(LineFraming, handshake, observer=self, worker=worker)
         self._replyReceived = reply_received if reply_received is not None else _ignore
-        self.authenticated = defer.Deferred(self._cancel)
-        self.finished = defer.Deferred(self._cancel)
-        self.disconnected = defer.Deferred()
+        #: Fires with the handshake's result (EKEResult, OPAQUEResult).
+        self.authenticated: "defer.Deferred[Any]" = defer.Deferred(self._cancel)
+        self.finished: "defer.Deferred[None]" = defer.Deferred(self._cancel)
+        self.disconnected: "defer.Deferred[None]" = defer.Deferred()
 
     @property
     def chat(self):
@@ -336,14 +341,14 @@ class LoginClientProtocol(Session, Observer):
     def _cancel(self, deferred):
         self.abort()
 
-    def say(self, text):
+    def say(self, text: str) -> None:
         """Send one chat line (str)."""
         if self.chat is None:
             raise RuntimeError("not authenticated yet")
         if not self.ended:
             self.perform(self.chat.say, text)
 
-    def quit(self):
+    def quit(self) -> None:
         """Send ``quit``; ``finished`` fires when the server confirms it."""
         if self.chat is None:
             raise RuntimeError("not authenticated yet")
@@ -397,11 +402,13 @@ class LoginClientFactory(Factory):
 
     protocol = LoginClientProtocol
     #: The client machine class (a subclass says which).
-    handshake = None
+    handshake: Optional[Type[StateMachine]] = None
     noisy = False
 
-    def __init__(self, user, password, reply_received=None, worker=in_daemon_thread,
-                 **handshake_options):
+    def __init__(self, user: str, password: Union[str, bytes],
+                 reply_received: Optional[Callable[[str], Any]] = None,
+                 worker: Optional[Callable[..., Any]] = in_daemon_thread,
+                 **handshake_options: Any) -> None:
         self.user = user
         self.password = password
         self.reply_received = reply_received

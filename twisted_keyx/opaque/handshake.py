@@ -32,7 +32,13 @@ from dataclasses import dataclass
 from twisted_keyx.core.b64 import MalformedLine, decode_item, encode_item
 from twisted_keyx.chat.records import ChatKeys, derive_chat_keys
 from twisted_keyx.login import names
-from twisted_keyx.core.machine import START, HandshakeFailed, StateMachine
+from twisted_keyx.core.machine import (
+    START,
+    AuthenticationFailed,
+    HandshakeFailed,
+    StateMachine,
+    UnexpectedReply,
+)
 from twisted_keyx.core.refusals import refusal
 from twisted_keyx.opaque.errors import KeyStretchingFailed, OpaqueError
 from twisted_keyx.opaque.ksf import DEFAULT_KSF_LIMITS
@@ -57,16 +63,6 @@ FIRST_LINE_LIMIT = KE1_LINE + 1 + MAX_USER_NAME_BYTES
 
 def first_line(ke1, user):
     return encode_item(ke1) + b" " + user.encode("utf-8")
-
-
-class AuthenticationFailed(HandshakeFailed):
-    """The generic failure: the server replies ``authentication failed``."""
-
-    reply = FAILURE_REPLY
-
-
-class BadResponse(HandshakeFailed):
-    """Client side: the server sent something no step allows."""
 
 
 class KeyStretchingError(HandshakeFailed):
@@ -105,7 +101,7 @@ class ServerReply(enum.Enum):
     REFUSED = "refused unchecked (twisted_keyx.core.refusals)"
 
 
-class ServerState(enum.Enum):
+class OPAQUEServerState(enum.Enum):
     AWAIT_KE1 = "awaiting KE1 and the user name (1)"
     AWAIT_KE3 = "awaiting KE3 (3)"
     DONE = "authenticated"
@@ -118,15 +114,15 @@ class OPAQUEServerHandshake(StateMachine):
     the :class:`~twisted_keyx.opaque.records.ServerSetup`."""
 
     TRANSITIONS = {
-        (ServerState.AWAIT_KE1, LineEvent.LINE): ("_on_ke1", ServerState.AWAIT_KE3),
-        (ServerState.AWAIT_KE3, LineEvent.LINE): ("_on_ke3", ServerState.DONE),
+        (OPAQUEServerState.AWAIT_KE1, LineEvent.LINE): ("_on_ke1", OPAQUEServerState.AWAIT_KE3),
+        (OPAQUEServerState.AWAIT_KE3, LineEvent.LINE): ("_on_ke3", OPAQUEServerState.DONE),
     }
-    INITIAL = ServerState.AWAIT_KE1
-    DONE = ServerState.DONE
-    FAILED = ServerState.FAILED
+    INITIAL = OPAQUEServerState.AWAIT_KE1
+    DONE = OPAQUEServerState.DONE
+    FAILED = OPAQUEServerState.FAILED
     PEER = "client"
 
-    LIMITS = {ServerState.AWAIT_KE1: FIRST_LINE_LIMIT, ServerState.AWAIT_KE3: KE3_LINE}
+    LIMITS = {OPAQUEServerState.AWAIT_KE1: FIRST_LINE_LIMIT, OPAQUEServerState.AWAIT_KE3: KE3_LINE}
 
     def __init__(self, setup, lookup_user, rng=os.urandom):
         super().__init__()
@@ -196,7 +192,7 @@ class OPAQUEServerHandshake(StateMachine):
         return OK
 
 
-class ClientState(enum.Enum):
+class OPAQUEClientState(enum.Enum):
     START = "not started"
     AWAIT_KE2 = "awaiting KE2 (2)"
     AWAIT_OK = "awaiting ok (4)"
@@ -219,16 +215,16 @@ class OPAQUEClientHandshake(StateMachine):
     may ask for (:class:`~twisted_keyx.opaque.ksf.KsfLimits`)."""
 
     TRANSITIONS = {
-        (ClientState.START, START): ("_on_start", ClientState.AWAIT_KE2),
-        (ClientState.AWAIT_KE2, ServerReply.LINE): ("_on_ke2", ClientState.AWAIT_OK),
-        (ClientState.AWAIT_OK, ServerReply.OK): ("_on_ok", ClientState.DONE),
+        (OPAQUEClientState.START, START): ("_on_start", OPAQUEClientState.AWAIT_KE2),
+        (OPAQUEClientState.AWAIT_KE2, ServerReply.LINE): ("_on_ke2", OPAQUEClientState.AWAIT_OK),
+        (OPAQUEClientState.AWAIT_OK, ServerReply.OK): ("_on_ok", OPAQUEClientState.DONE),
     }
-    INITIAL = ClientState.START
-    DONE = ClientState.DONE
-    FAILED = ClientState.FAILED
+    INITIAL = OPAQUEClientState.START
+    DONE = OPAQUEClientState.DONE
+    FAILED = OPAQUEClientState.FAILED
     PEER = "server"
     #: KE2 runs Argon2id over the OPRF output (:meth:`_on_ke2`).
-    SLOW_STATES = frozenset({ClientState.AWAIT_KE2})
+    SLOW_STATES = frozenset({OPAQUEClientState.AWAIT_KE2})
 
     def __init__(self, user, password, ksf_limits=DEFAULT_KSF_LIMITS, rng=os.urandom):
         super().__init__()
@@ -251,12 +247,12 @@ class OPAQUEClientHandshake(StateMachine):
     @property
     def max_message_length(self):
         return {
-            ClientState.AWAIT_KE2: max(self.ke2_line, len(FAILURE_REPLY)),
-            ClientState.AWAIT_OK: len(FAILURE_REPLY),
+            OPAQUEClientState.AWAIT_KE2: max(self.ke2_line, len(FAILURE_REPLY)),
+            OPAQUEClientState.AWAIT_OK: len(FAILURE_REPLY),
         }.get(self.state, 0)
 
     def _too_long(self, reason):
-        return BadResponse(reason)
+        return UnexpectedReply(reason)
 
     def _unexpected(self, event, payload):
         if event is ServerReply.REFUSED:
@@ -264,7 +260,7 @@ class OPAQUEClientHandshake(StateMachine):
         if event is ServerReply.FAILED:
             return AuthenticationFailed(self._doomed or
                                         f"the server refused while {self.state.value}")
-        return BadResponse(f"bad response from the server while {self.state.value}")
+        return UnexpectedReply(f"bad response from the server while {self.state.value}")
 
     def _on_start(self, payload):
         line = first_line(self._login.start(), self.user)
@@ -275,17 +271,17 @@ class OPAQUEClientHandshake(StateMachine):
         try:
             ke2 = decode_item(line, self._login.ke2_size)
         except MalformedLine as e:
-            raise BadResponse(f"(2): {e}") from None
+            raise UnexpectedReply(f"(2): {e}") from None
         try:
             self._ksf_limits.accept(ke2[: self._ksf_limits.header_size])
         except OpaqueError as e:
-            raise BadResponse(f"the server asks for an unacceptable KSF: {e}") from None
+            raise UnexpectedReply(f"the server asks for an unacceptable KSF: {e}") from None
         try:
             # Its elements first: a KE2 that is not one is the server's
             # mistake, not a wrong password (which only the envelope shows).
             KE2.from_bytes(ke2[self._ksf_limits.header_size:])
         except OpaqueError as e:
-            raise BadResponse(f"(2): {e}") from None
+            raise UnexpectedReply(f"(2): {e}") from None
         try:
             self._login_result = self._login.finish(ke2)
         except KeyStretchingFailed as e:
@@ -302,7 +298,7 @@ class OPAQUEClientHandshake(StateMachine):
 
     def _on_ok(self, line):
         if self._doomed is not None:
-            raise BadResponse("the server accepted a KE3 it cannot have verified")
+            raise UnexpectedReply("the server accepted a KE3 it cannot have verified")
         self._transcript.add(line)
         result = self._login_result
         self.result = _result(self.user, result.session_key, self._transcript,

@@ -23,6 +23,7 @@ bytes and KE3 64, as in the RFC.  The user's name (the credential
 identifier) travels outside these messages, as the adapter decides.
 """
 
+import enum
 import os
 from typing import NamedTuple
 
@@ -37,6 +38,24 @@ from twisted_keyx.opaque.messages import KE1, KE2, KE2_SIZE, KE3
 #: header: it names our protocol and configuration (section 7) so a
 #: transcript cannot be replayed into another protocol.
 DEFAULT_CONTEXT = b"twisted-keyx OPAQUE-3DH v1 ristretto255-SHA512 HKDF-SHA512 HMAC-SHA512"
+
+
+class ClientLoginState(enum.Enum):
+    """Where a :class:`ClientLogin` is: it is used once, in this order."""
+
+    NEW = "new"
+    AWAIT_KE2 = "await KE2"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class ServerLoginState(enum.Enum):
+    """Where a :class:`ServerLogin` is: it is used once, in this order."""
+
+    NEW = "new"
+    AWAIT_KE3 = "await KE3"
+    DONE = "done"
+    FAILED = "failed"
 
 
 def ke2_message_size(ksf_policy):
@@ -77,19 +96,19 @@ class ClientLogin:
         self._context = context
         self._server_identity = server_identity
         self._client_identity = client_identity
-        self._state = "new"
+        self._state = ClientLoginState.NEW
         self.ke2_size = ke2_message_size(ksf_limits)
 
     @property
     def state(self):
-        """"new", then "await KE2", then "done" or "failed"."""
+        """A :class:`ClientLoginState`: ``NEW``, then ``AWAIT_KE2``, then ``DONE`` or ``FAILED``."""
         return self._state
 
     def start(self):
         """GenerateKE1: the 96 bytes of KE1."""
-        if self._state != "new":
+        if self._state is not ClientLoginState.NEW:
             raise OpaqueError("the login has already started")
-        self._state = "await KE2"
+        self._state = ClientLoginState.AWAIT_KE2
         self._blind, blinded = oprf.blind(self._password, self._rng)
         client_nonce, self._client_secret, keyshare = ake.client_start(self._rng)
         self._ke1 = KE1(blinded, client_nonce, keyshare).to_bytes()
@@ -99,15 +118,15 @@ class ClientLogin:
         """GenerateKE3: a :class:`LoginResult`, or :class:`OpaqueError` if
         the server's KSF cost is refused, KE2 is malformed, the envelope
         fails (a wrong password) or the server's MAC does not verify."""
-        if self._state != "await KE2":
+        if self._state is not ClientLoginState.AWAIT_KE2:
             raise OpaqueError("KE2 is not expected now")
-        self._state = "failed"
+        self._state = ClientLoginState.FAILED
         try:
             result = self._finish(ke2_message)
         finally:
             # RFC 9807 section 6: the client state is erased after the protocol.
             del self._password, self._blind, self._client_secret
-        self._state = "done"
+        self._state = ClientLoginState.DONE
         return result
 
     def _finish(self, ke2_message):
@@ -153,19 +172,19 @@ class ServerLogin:
         self._rng = rng
         self._server_identity = server_identity
         self._client_identity = client_identity
-        self._state = "new"
+        self._state = ServerLoginState.NEW
         self.ke2_size = ke2_message_size(self._record.ksf)
 
     @property
     def state(self):
-        """"new", then "await KE3", then "done" or "failed"."""
+        """A :class:`ServerLoginState`: ``NEW``, then ``AWAIT_KE3``, then ``DONE`` or ``FAILED``."""
         return self._state
 
     def respond(self, ke1):
         """GenerateKE2: the KE2 message (KSF header and RFC KE2)."""
-        if self._state != "new":
+        if self._state is not ServerLoginState.NEW:
             raise OpaqueError("KE1 is not expected now")
-        self._state = "failed"
+        self._state = ServerLoginState.FAILED
         ke1 = KE1.from_bytes(ke1)
         setup, record = self._setup, self._record
         response = credentials.create_credential_response(
@@ -185,19 +204,19 @@ class ServerLogin:
         keys = ake.derive_keys(ikm, preamble)
         self._expected_client_mac = keys.client_mac
         self._session_key = keys.session_key
-        self._state = "await KE3"
+        self._state = ServerLoginState.AWAIT_KE3
         return header + KE2(response, server_nonce, public_keyshare, keys.server_mac).to_bytes()
 
     def finish(self, ke3):
         """ServerFinish: the session key if KE3's MAC verifies (the password
         was right), else :class:`OpaqueError`."""
-        if self._state != "await KE3":
+        if self._state is not ServerLoginState.AWAIT_KE3:
             raise OpaqueError("KE3 is not expected now")
-        self._state = "failed"
+        self._state = ServerLoginState.FAILED
         expected, session_key = self._expected_client_mac, self._session_key
         del self._expected_client_mac, self._session_key
         ke3 = KE3.from_bytes(ke3)
         if not primitives.ct_equal(ke3.client_mac, expected):
             raise OpaqueError("the client's MAC did not verify")
-        self._state = "done"
+        self._state = ServerLoginState.DONE
         return session_key

@@ -20,7 +20,7 @@ from twisted_keyx.login.protocol import (
 from twisted_keyx.opaque.handshake import (
     OPAQUEClientHandshake,
     OPAQUEServerHandshake,
-    ServerState,
+    OPAQUEServerState,
 )
 
 
@@ -68,7 +68,7 @@ class OPAQUEServerFactory(LoginServerFactory):
 
     def machineReceiving(self, session, machine, payload):
         if (self.throttle is None or machine is not session.handshake
-                or machine.state is not ServerState.AWAIT_KE1):
+                or machine.state is not OPAQUEServerState.AWAIT_KE1):
             return
         # Message 1 is base64(KE1), a space, the user name: the name decides
         # the pace before KE2, the answer, is computed.  A malformed line is
@@ -117,7 +117,7 @@ class OPAQUEServerFactory(LoginServerFactory):
         """A client that got KE2 and never sent KE3 may have learnt from it
         that its guess was wrong: counted as a failed guess."""
         if (self.throttle is None or machine is not session.handshake
-                or machine.state is not ServerState.AWAIT_KE3):
+                or machine.state is not OPAQUEServerState.AWAIT_KE3):
             return False
         self.loginFailed(session.peer, machine.user)
         self.throttle.failed(machine.user, self._source(session), session.peer,

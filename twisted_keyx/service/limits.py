@@ -22,8 +22,9 @@ factory (DH framed, DH raw, EKE...) behind it, so that:
   logged, the rest counted in a summary every ``BURST_QUIET`` seconds.  A
   logged-in user's lines (EKE, OPAQUE) are not counted there.
 
-Both go through one mechanism, :class:`Bursts` (the guess throttle,
-:mod:`twisted_keyx.service.throttle`, keeps its own summaries for now).
+Both go through the one log-rate limiter,
+:class:`twisted_keyx.core.lograte.Bursts`, as the guess throttle's lines and
+the chat's do.
 
 Why not :mod:`twisted.protocols.policies`?  ``TimeoutMixin`` is an idle timer
 (reset by every byte, so a slow peer holds the connection forever);
@@ -33,11 +34,13 @@ Why not :mod:`twisted.protocols.policies`?  ``TimeoutMixin`` is an idle timer
 :class:`~twisted.protocols.policies.WrappingFactory` and
 :class:`~twisted.protocols.policies.ProtocolWrapper`.
 
-A wrapped protocol may define ``connectionTimedOut(phase, seconds)``: the
+A wrapped protocol may define ``connectionTimedOut(phase, seconds)`` (phase a
+:class:`TimeoutPhase`): the
 guard calls it just before it aborts the connection, so the protocol can log
 the timeout in its own words (its state) instead of the guard's generic line.
 """
 
+import enum
 import resource
 from dataclasses import dataclass
 
@@ -46,6 +49,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
+from twisted_keyx.core.lograte import BURST_QUIET, Bursts
 from twisted_keyx.core.peers import (  # noqa: F401 (part of this API)
     SOURCE_CACHE_SIZE,
     PeerLogging,
@@ -54,11 +58,12 @@ from twisted_keyx.core.peers import (  # noqa: F401 (part of this API)
 )
 from twisted_keyx.core.peers import source_group as _source_group
 
-#: A burst of refusals is over after this many seconds without one.
-BURST_QUIET = 10.0
 
-HANDSHAKE = "handshake"
-IDLE = "idle session"
+class TimeoutPhase(enum.Enum):
+    """Which of a connection's timeouts ran out (its value is the log's word)."""
+
+    HANDSHAKE = "handshake"
+    IDLE = "idle session"
 
 
 @dataclass(frozen=True)
@@ -101,144 +106,6 @@ class Limits:
         return _source_group(host, self.ipv4_prefix, self.ipv6_prefix)
 
 
-
-
-class _Burst:
-    """One run of events of one key (see :class:`Bursts`)."""
-
-    __slots__ = ("events", "passed", "counted", "kinds", "started", "last", "reported",
-                 "timer")
-
-    def __init__(self, now):
-        #: Events in all; those let through; those counted since the last summary.
-        self.events = self.passed = self.counted = 0
-        #: The counted events by kind, since the last summary.
-        self.kinds = {}
-        self.started = self.last = self.reported = now
-        self.timer = None
-
-
-#: Bursts open at once at most (keys are sources: a peer's choice); the
-#: events of further keys are counted together, under the key None.
-MAX_BURSTS = 10000
-#: Seconds between two scans for bursts to forget while they are all still
-#: open: a scan reads every one (about 0.6 ms at MAX_BURSTS), so a peer with
-#: many sources must not get one per connection.
-PRUNE_PAUSE = 1.0
-
-
-class Bursts:
-    """Events per key (a source, say), logged while they are rare and
-    summarised when they come in bursts: the one mechanism behind the
-    refusal lines and :class:`PeerLines`.
-
-    :meth:`event` says whether an event is one of the first ``allowance``
-    of its key's burst (the caller logs it) or not (it is counted).  A burst
-    ends ``quiet`` seconds after its last event.  ``summarise(key, burst,
-    final)`` is called at its end (``final`` True) if it counted events, or
-    for every burst with ``always``; and every ``every`` seconds while it
-    lasts and has counted events, if ``every`` is given.  ``burst`` has
-    ``events``, ``passed``, ``counted`` (since the last summary), ``kinds``
-    (the counted ones by kind), ``started``, ``last`` and ``reported``
-    (clock seconds).  ``overflowing(key)``, if given, is called at the first
-    counted event of a burst.
-
-    A burst holds a timer only when it will be summarised: one whose events
-    were all let through is forgotten lazily.  :meth:`stop` ends every burst
-    (the daemon is stopping).
-    """
-
-    def __init__(self, clock, summarise, allowance=1, quiet=BURST_QUIET, every=None,
-                 always=False, overflowing=None, max_keys=MAX_BURSTS):
-        self.clock = clock
-        self.summarise = summarise
-        self.allowance = allowance
-        self.quiet = quiet
-        self.every = every
-        self.always = always
-        self.overflowing = overflowing
-        self.max_keys = max_keys
-        self._open = {}
-        #: When the bursts may be scanned again (see :data:`PRUNE_PAUSE`).
-        self._next_prune = None
-
-    def __len__(self):
-        return len(self._open)
-
-    def event(self, key, kind=None):
-        """An event of ``key``: True if the caller should log it."""
-        now = self.clock.seconds()
-        burst = self._current(key, now)
-        if burst is None and len(self._open) >= self.max_keys:
-            if self._next_prune is None or now >= self._next_prune:
-                self._prune(now)
-                full = len(self._open) >= self.max_keys
-                self._next_prune = now + PRUNE_PAUSE if full else None
-            if len(self._open) >= self.max_keys:
-                key = None
-                burst = self._current(key, now)
-        if burst is None:
-            burst = self._open[key] = _Burst(now)
-            if self.always:
-                self._schedule(key, burst, now)
-        burst.events += 1
-        burst.last = now
-        if burst.passed < self.allowance:
-            burst.passed += 1
-            return True
-        if burst.events == burst.passed + 1:
-            if burst.timer is None:
-                self._schedule(key, burst, now)
-            if self.overflowing is not None:
-                self.overflowing(key)
-        burst.counted += 1
-        if kind is not None:
-            burst.kinds[kind] = burst.kinds.get(kind, 0) + 1
-        return False
-
-    def _current(self, key, now):
-        """``key``'s burst, if one is still running."""
-        burst = self._open.get(key)
-        if burst is not None and burst.timer is None and now - burst.last >= self.quiet:
-            del self._open[key]  # over, and nothing to summarise
-            return None
-        return burst
-
-    def _prune(self, now):
-        for key in [k for k, b in self._open.items()
-                    if b.timer is None and now - b.last >= self.quiet]:
-            del self._open[key]
-
-    def _schedule(self, key, burst, now):
-        due = burst.last + self.quiet
-        if self.every is not None:
-            due = min(due, burst.reported + self.every)
-        burst.timer = self.clock.callLater(max(0.0, due - now), self._check, key)
-
-    def _check(self, key):
-        burst = self._open[key]
-        burst.timer = None
-        now = self.clock.seconds()
-        if now - burst.last >= self.quiet:
-            self._end(key)
-            return
-        if self.every is not None and now - burst.reported >= self.every:
-            if burst.counted:
-                self.summarise(key, burst, False)
-            burst.counted, burst.kinds, burst.reported = 0, {}, now
-        self._schedule(key, burst, now)
-
-    def _end(self, key):
-        burst = self._open.pop(key)
-        if burst.timer is not None and burst.timer.active():
-            burst.timer.cancel()
-        burst.timer = None
-        if burst.counted or self.always:
-            self.summarise(key, burst, True)
-
-    def stop(self):
-        for key in list(self._open):
-            self._end(key)
 
 
 #: Lines about one source's connections logged at the start of a burst;
@@ -306,27 +173,27 @@ class GuardedProtocol(ProtocolWrapper):
     """Wraps one connection: counts it, and enforces the deadline and idle timeout."""
 
     _timer = None
-    _phase = HANDSHAKE
+    _phase = TimeoutPhase.HANDSHAKE
     _ip = None
 
     def makeConnection(self, transport):
         policy = self.factory.policy
         if policy.limits.timeout:
             self._timer = policy.clock.callLater(
-                policy.limits.timeout, self._timedOut, HANDSHAKE, policy.limits.timeout
+                policy.limits.timeout, self._timedOut, TimeoutPhase.HANDSHAKE, policy.limits.timeout
             )
         ProtocolWrapper.makeConnection(self, transport)
 
     def handshakeFinished(self):
         """See :func:`handshake_finished`."""
-        if self._phase is not HANDSHAKE:
+        if self._phase is not TimeoutPhase.HANDSHAKE:
             return
-        self._phase = IDLE
+        self._phase = TimeoutPhase.IDLE
         self._cancelTimer()
         policy = self.factory.policy
         if policy.limits.idle_timeout:
             self._timer = policy.clock.callLater(
-                policy.limits.idle_timeout, self._timedOut, IDLE, policy.limits.idle_timeout
+                policy.limits.idle_timeout, self._timedOut, TimeoutPhase.IDLE, policy.limits.idle_timeout
             )
 
     def dataReceived(self, data):
@@ -335,7 +202,7 @@ class GuardedProtocol(ProtocolWrapper):
             # close completes (TLS keeps reading) is dropped unread, so a
             # refused peer cannot make a parser buffer or work.
             return
-        if self._phase is IDLE and self._timer is not None:
+        if self._phase is TimeoutPhase.IDLE and self._timer is not None:
             self._timer.reset(self.factory.policy.limits.idle_timeout)
         self.wrappedProtocol.dataReceived(data)
 
@@ -347,7 +214,7 @@ class GuardedProtocol(ProtocolWrapper):
         else:
             self.factory.policy.log.info(
                 "{peer}: {phase} timed out after {seconds:g} s; closing",
-                peer=describe_peer(self.transport.getPeer()), phase=phase, seconds=seconds,
+                peer=describe_peer(self.transport.getPeer()), phase=phase.value, seconds=seconds,
             )
         # abort, not lose: a peer that does not read would keep a graceful
         # close waiting for its buffer to drain.

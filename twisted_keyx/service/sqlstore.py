@@ -20,6 +20,7 @@ without a restart.
 """
 
 import sqlite3
+from typing import Tuple, Type
 
 from twisted.enterprise import adbapi
 from twisted.logger import Logger
@@ -42,7 +43,7 @@ class Dialect:
     #: The statement that starts a writing transaction ("" : implicit).
     begin = ""
     #: Exceptions that mean the database cannot be reached.
-    unavailable = ()
+    unavailable: Tuple[Type[BaseException], ...] = ()
 
     def sql(self, statement):
         return statement.replace("?", self.mark)

@@ -112,7 +112,8 @@ class _Number(float):
     def __str__(self):
         return f"{float(self):g}"
 
-    __format__ = lambda self, spec: format(float(self), spec) if spec else str(self)
+    def __format__(self, spec):
+        return format(float(self), spec) if spec else str(self)
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,8 @@ its user or source (its bucket throttled); then it is counted, with the
 refusals, in one summary line per ``SUMMARY_EVERY`` seconds and one when the
 burst has been quiet that long.  At most ``MAX_BURSTS`` bursts are tracked by
 name; beyond, the failures are counted in one summary for "other users and
-sources", so that every failure is logged or counted.
+sources", so that every failure is logged or counted.  The bursts are the
+daemon's one log-rate limiter, :class:`twisted_keyx.core.lograte.Bursts`.
 """
 
 import hashlib
@@ -72,6 +73,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from twisted_keyx.core.interfaces import IGuessThrottle, IThrottleStore
+from twisted_keyx.core.lograte import MAX_WHO, Bursts
 from twisted_keyx.core.peers import printable
 from twisted_keyx.core.refusals import TooManyAttempts
 
@@ -276,19 +278,13 @@ def _user_name(user):
     return repr(printable(user))
 
 
-class _Burst:
-    __slots__ = ("count", "refused", "started", "last", "peers", "timer")
-
-    def __init__(self, now):
-        self.count = 0
-        self.refused = 0
-        self.started = self.last = now
-        self.peers = set()
-        self.timer = None
-
-
-#: The key of the one burst that sums what MAX_BURSTS leaves out.
-OTHERS = ("others", "")
+def _what(key):
+    """A burst's key in the lines: ``("user", name)``, ``("source", source)``,
+    or None for what :data:`MAX_BURSTS` leaves out."""
+    if key is None:
+        return "other users and sources"
+    kind, name = key
+    return f"user {_user_name(name)}" if kind == "user" else f"from {name}"
 
 
 @implementer(IGuessThrottle)
@@ -304,7 +300,11 @@ class GuessThrottle(service.Service):
         self.limits = limits
         self.clock = clock
         self.store = store if store is not None else MemoryThrottleStore()
-        self._bursts = {}
+        #: The bursts of failed guesses, per user and per source: each opened
+        #: when its bucket is throttled, its failures and refusals counted
+        #: (the shared log-rate limiter, all events counted).
+        self._bursts = Bursts(clock, self._summary, allowance=0, quiet=SUMMARY_EVERY,
+                              every=SUMMARY_EVERY, max_keys=MAX_BURSTS)
 
     # --- IGuessThrottle ---------------------------------------------------------
 
@@ -323,12 +323,10 @@ class GuessThrottle(service.Service):
         keys = [("user", user) if kind in ("user", "familiar") else ("source", source)
                 for kind in charge.throttled]
         for key in keys:
-            self._burst(key, start=True)
+            self._startBurst(key)
         if charge.delay is None:
             for key in keys or [("user", user)]:
-                burst = self._burst(key, start=True)
-                burst.refused += 1
-                burst.last = self.clock.seconds()
+                self._bursts.event(self._startBurst(key), "refused")
             raise TooManyAttempts(charge.retry_after)
         return charge.delay
 
@@ -359,81 +357,46 @@ class GuessThrottle(service.Service):
         answer): counted when reserved, logged here (one line, or counted
         in its burst's summary)."""
         peer = peer if peer is not None else source
-        bursts = [b for b in (self._bursts.get(("user", user)), self._bursts.get(("source", source)))
-                  if b is not None]
-        if not bursts and len(self._bursts) >= MAX_BURSTS and OTHERS in self._bursts:
-            bursts = [self._bursts[OTHERS]]  # too many bursts to name: summed
-        if not bursts:
+        keys = [key for key in (("user", user), ("source", source))
+                if self._bursts.get(key) is not None]
+        if not keys and len(self._bursts) >= self._bursts.max_keys and self._bursts.get(None) is not None:
+            keys = [None]  # too many bursts to name: summed
+        if not keys:
             self.log.info("Failed guess for user {user} from {peer}{why}",
                           user=_user_name(user), peer=peer, why=f": {why}" if why else "")
-        now = self.clock.seconds()
-        for burst in bursts:
-            burst.count += 1
-            burst.last = now
-            if len(burst.peers) < 1000:
-                burst.peers.add(peer)
+        for key in keys:
+            self._bursts.event(key, "failed", peer)
         return defer.succeed(None)
 
     # --- bursts ------------------------------------------------------------------
 
-    def _burst(self, key, start):
-        burst = self._bursts.get(key)
-        if burst is not None or not start:
-            return burst
-        if len(self._bursts) >= MAX_BURSTS and key != OTHERS:
-            return self._burst(OTHERS, start=True)
-        now = self.clock.seconds()
-        burst = self._bursts[key] = _Burst(now)
-        burst.timer = self.clock.callLater(SUMMARY_EVERY, self._summary, key)
-        if key == OTHERS:
+    def _startBurst(self, key):
+        """The key ``key``'s burst counts under (opened and logged if new)."""
+        key, opened = self._bursts.start(key)
+        if not opened:
+            return key
+        if key is None:
             self.log.warn("Guessing more than {count} users or sources at once: the others are "
-                          "summed in one summary", count=MAX_BURSTS)
+                          "summed in one summary", count=self._bursts.max_keys)
         else:
             self.log.warn(
                 "Guessing {what}: more than {free} failed guesses; answers now "
                 "held back, at most one per {delay:g} s",
-                what=self._what(key), free=self.limits.free, delay=self.limits.delay)
-        return burst
+                what=_what(key), free=self.limits.free, delay=self.limits.delay)
+        return key
 
-    @staticmethod
-    def _what(key):
-        kind, name = key
-        if kind == "others":
-            return "other users and sources"
-        return f"user {_user_name(name)}" if kind == "user" else f"from {name}"
-
-    def _summary(self, key):
-        burst = self._bursts.get(key)
-        if burst is None:
-            return
-        burst.timer = None
-        now = self.clock.seconds()
-        if burst.count or burst.refused:
-            peers = len(burst.peers)
-            self.log.info(
-                "Guessing {what}: {count} failed guess(es) in {seconds:.1f} s from "
-                "{peers} peer(s); {refused} more refused unchecked",
-                what=self._what(key), count=burst.count, seconds=now - burst.started,
-                peers=peers if peers < 1000 else "1000 or more", refused=burst.refused)
-        if now - burst.last >= SUMMARY_EVERY:
-            del self._bursts[key]
-            return
-        burst.count = burst.refused = 0
-        burst.started = now
-        burst.peers = set()
-        burst.timer = self.clock.callLater(SUMMARY_EVERY, self._summary, key)
+    def _summary(self, key, burst, final):
+        end = burst.last if final else self.clock.seconds()
+        peers = len(burst.who)
+        self.log.info(
+            "Guessing {what}: {count} failed guess(es) in {seconds:.1f} s from "
+            "{peers} peer(s); {refused} more refused unchecked",
+            what=_what(key), count=burst.kinds.get("failed", 0),
+            seconds=end - burst.reported,
+            peers=peers if peers < MAX_WHO else f"{MAX_WHO} or more",
+            refused=burst.kinds.get("refused", 0))
 
     def stopService(self):
         """Log what is open and cancel the timers (the daemon is stopping)."""
-        for key, burst in list(self._bursts.items()):
-            if burst.timer is not None and burst.timer.active():
-                burst.timer.cancel()
-            if burst.count or burst.refused:
-                self.log.info(
-                    "Guessing {what}: {count} failed guess(es) in {seconds:.1f} s; "
-                    "{refused} more refused unchecked",
-                    what=self._what(key), count=burst.count,
-                    seconds=self.clock.seconds() - burst.started, refused=burst.refused)
-        self._bursts.clear()
+        self._bursts.stop()
         return super().stopService()
-

@@ -27,6 +27,7 @@ import traceback
 from twisted.application import service
 from twisted.logger import formatEvent, globalLogBeginner
 
+from twisted_keyx.core.twistedshim import server_tls_context_factory, share_listening_port
 from twisted_keyx.service import endpointspec
 from twisted_keyx.service import workers
 
@@ -54,15 +55,13 @@ class AdoptedPort(service.Service):
             from twisted.protocols.tls import TLSMemoryBIOFactory
 
             endpoint = endpoints.serverFromString(self.reactor, self.description)
-            factory = TLSMemoryBIOFactory(endpoint._sslContextFactory, False, factory)
+            factory = TLSMemoryBIOFactory(server_tls_context_factory(endpoint), False, factory)
         self.port = self.reactor.adoptStreamPort(self.fd, self.family, factory)
         os.close(self.fd)  # adoptStreamPort listens on a duplicate
         # The socket is shared: closing this worker's copy must not shut it
         # down for the others (Twisted's Port calls shutdown() first), and
         # the unix socket's path is the parent's to remove.
-        self.port._shouldShutdown = False
-        if self.family == socket.AF_UNIX:
-            self.port._bindPath = b"\0"
+        share_listening_port(self.port, unix=self.family == socket.AF_UNIX)
 
     def stopService(self):
         super().stopService()

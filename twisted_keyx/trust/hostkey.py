@@ -79,7 +79,7 @@ def read_ssh_string(data, pos):
     return data[start:start + length], start + length
 
 
-def public_key_blob(public_key):
+def public_key_blob(public_key: ed25519.Ed25519PublicKey) -> bytes:
     """The SSH wire blob of an Ed25519 public key (RFC 8709 section 4)."""
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return ssh_string(KEY_TYPE) + ssh_string(raw)
@@ -128,7 +128,7 @@ def _weak_point(raw):
     return y >= _FIELD_PRIME or y in _SMALL_ORDER_Y
 
 
-def fingerprint(public_key):
+def host_key_fingerprint(public_key: ed25519.Ed25519PublicKey) -> str:
     """``SHA256:`` + unpadded base64 of SHA-256 of the blob, as ``ssh-keygen -lf``."""
     digest = hashlib.sha256(public_key_blob(public_key)).digest()
     return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
@@ -177,7 +177,7 @@ class HostKey:
     def from_private_key(cls, private_key):
         public_key = private_key.public_key()
         return cls(private_key, public_key, public_key_blob(public_key),
-                   fingerprint(public_key))
+                   host_key_fingerprint(public_key))
 
     def __repr__(self):
         # Never the private key, even in a traceback.

@@ -13,8 +13,10 @@ in lower case.  Blank lines, ``#`` comments, lines that do not parse, other
 key types and ``@cert-authority`` lines are skipped (twisted-keyx host keys
 are plain Ed25519 keys).
 
-:class:`KnownHosts` answers :meth:`~KnownHosts.check` with KNOWN, NEW,
-CHANGED or REVOKED and the file and line that decided it, and appends with
+:class:`KnownHosts` answers :meth:`~KnownHosts.check` with a
+:class:`~twisted_keyx.trust.tofu.TrustCheck`: KNOWN, NEW, CHANGED or REVOKED
+and the file and line that decided it (:mod:`twisted_keyx.trust.tofu` holds
+what it shares with the OPAQUE known servers), and appends with
 :meth:`~KnownHosts.record` (hashed names by default, as Debian's
 ``HashKnownHosts yes``), creating the file with mode 0600 and its folder
 with mode 0700.  The texts a user sees (the first-contact question, the
@@ -33,12 +35,17 @@ import os
 import re
 import stat
 from dataclasses import dataclass
+from typing import Dict, Mapping, Optional
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from twisted_keyx.core.fileutil import read_at_most
+from twisted_keyx.trust import tofu
+from twisted_keyx.trust.tofu import TrustCheck, TrustStatus
 from twisted_keyx.trust.hostkey import (
     KEY_TYPE,
     KEY_TYPE_DISPLAY,
-    fingerprint,
+    host_key_fingerprint,
     public_key_blob,
 )
 
@@ -61,47 +68,18 @@ class KnownHostsError(Exception):
     """The known_hosts file cannot be read or written; ``str()`` says why."""
 
 
-class Status(enum.Enum):
-    KNOWN = "known"
-    NEW = "new"
-    CHANGED = "changed"
-    REVOKED = "revoked"
+#: The statuses a check answers with, by their short names.
+KNOWN, NEW, CHANGED, REVOKED = (
+    TrustStatus.KNOWN, TrustStatus.NEW, TrustStatus.CHANGED, TrustStatus.REVOKED)
 
 
-KNOWN, NEW, CHANGED, REVOKED = Status.KNOWN, Status.NEW, Status.CHANGED, Status.REVOKED
+def default_path(environ: Optional[Mapping[str, str]] = None) -> str:
+    """``known_hosts`` in the client's folder (:func:`twisted_keyx.trust.tofu.config_folder`:
+    ``$XDG_CONFIG_HOME/twisted-keyx``, else ``~/.config/twisted-keyx``)."""
+    return tofu.default_path("known_hosts", environ)
 
 
-@dataclass(frozen=True)
-class HostCheck:
-    """What the file says about a host's key.
-
-    ``line`` (1-based) is the entry that matched (KNOWN), the entry holding
-    another key (CHANGED), or the ``@revoked`` entry (REVOKED); None for NEW.
-    """
-
-    status: Status
-    host: str
-    path: str
-    line: int = None
-
-    @property
-    def location(self):
-        """``PATH:LINE``, as OpenSSH prints an offending entry."""
-        return f"{self.path}:{self.line}"
-
-
-def default_path(environ=None):
-    """``$XDG_CONFIG_HOME/twisted-keyx/known_hosts``, where XDG_CONFIG_HOME
-    defaults to ``~/.config`` when unset, empty or relative (XDG Base
-    Directory Specification)."""
-    environ = os.environ if environ is None else environ
-    config = environ.get("XDG_CONFIG_HOME", "")
-    if not os.path.isabs(config):
-        config = os.path.join(os.path.expanduser("~"), ".config")
-    return os.path.join(config, "twisted-keyx", "known_hosts")
-
-
-def host_name(host, port):
+def host_name(host: str, port: int) -> str:
     """The name a host has in known_hosts: ``host`` for port 22, else
     ``[host]:port`` (IPv6 addresses too: ``[::1]:7777``)."""
     host = host.lower()
@@ -229,7 +207,7 @@ class KnownHosts:
     """An OpenSSH known_hosts file, read afresh by each call (so that two
     clients and an editor can share it)."""
 
-    def __init__(self, path=None, hash_names=True):
+    def __init__(self, path: Optional[str] = None, hash_names: bool = True) -> None:
         self.path = default_path() if path is None else path
         self.hash_names = hash_names
 
@@ -259,8 +237,8 @@ class KnownHosts:
                    for number, line in enumerate(data.split(b"\n"), 1))
         return [entry for entry in entries if entry is not None]
 
-    def check(self, host, port, public_key):
-        """A :class:`HostCheck` for the Ed25519 ``public_key`` the server at
+    def check(self, host: str, port: int, public_key: Ed25519PublicKey) -> TrustCheck:
+        """A :class:`TrustCheck` for the Ed25519 ``public_key`` the server at
         ``host``, ``port`` proved it holds.
 
         REVOKED if an ``@revoked`` line for the host lists the key; KNOWN if
@@ -271,7 +249,7 @@ class KnownHosts:
         name = host_name(host, port)
         encoded = name.encode("utf-8")
         blob = public_key_blob(public_key)
-        found = {}  # status -> first line deciding it
+        found: Dict[TrustStatus, int] = {}  # status -> first line deciding it
         for entry in self._entries():
             if entry.key_type != KEY_TYPE or not entry.matches_host(encoded):
                 continue
@@ -282,10 +260,10 @@ class KnownHosts:
                 found.setdefault(KNOWN if entry.blob == blob else CHANGED, entry.line)
         for status in (REVOKED, KNOWN, CHANGED):
             if status in found:
-                return HostCheck(status, name, self.path, found[status])
-        return HostCheck(NEW, name, self.path)
+                return TrustCheck(status, name, self.path, found[status])
+        return TrustCheck(NEW, name, self.path)
 
-    def find(self, host, port):
+    def find(self, host: str, port: int) -> Optional[int]:
         """The first line holding an Ed25519 key for the host, or None: for a
         server that offered no signature, is it one we know?"""
         encoded = host_name(host, port).encode("utf-8")
@@ -294,7 +272,7 @@ class KnownHosts:
                 return entry.line
         return None
 
-    def record(self, host, port, public_key):
+    def record(self, host: str, port: int, public_key: Ed25519PublicKey) -> int:
         """Append an entry for the host and key; return its line number.
 
         The folder is created with mode 0700 and the file with mode 0600 if
@@ -332,7 +310,7 @@ class KnownHosts:
 def first_contact_prompt(name, public_key):
     """The question for a NEW host; ``name`` as :func:`host_name` gives it."""
     return (f"The authenticity of host '{name}' can't be established.\n"
-            f"{KEY_TYPE_DISPLAY} key fingerprint is {fingerprint(public_key)}.\n"
+            f"{KEY_TYPE_DISPLAY} key fingerprint is {host_key_fingerprint(public_key)}.\n"
             "Are you sure you want to continue connecting (yes/no)? ")
 
 
@@ -359,7 +337,7 @@ def changed_text(check, public_key):
         "Someone could be eavesdropping on you right now (man-in-the-middle attack)!\n"
         "It is also possible that a host key has just been changed.\n"
         f"The fingerprint for the {KEY_TYPE_DISPLAY} key sent by the remote host is\n"
-        f"{fingerprint(public_key)}.\n"
+        f"{host_key_fingerprint(public_key)}.\n"
         "Please contact your system administrator.\n"
         f"Add correct host key in {check.path} to get rid of this message.\n"
         f"Offending {KEY_TYPE_DISPLAY} key in {check.location}\n"
@@ -408,7 +386,7 @@ def no_terminal_text(name, public_key, path):
     """One line for a NEW host with no terminal to ask and no --accept-new."""
     return (f"host key verification failed: {name} is not in {path} and there is no "
             f"terminal to ask; if its {KEY_TYPE_DISPLAY} key fingerprint "
-            f"{fingerprint(public_key)} is the server's, record it with --accept-new\n")
+            f"{host_key_fingerprint(public_key)} is the server's, record it with --accept-new\n")
 
 
 def unauthenticated_text(name):
@@ -500,8 +478,9 @@ class Decision:
     text: str = ""
 
 
-def decide(known_hosts, host, port, public_key, accept_new=False,
-           require_host_key=False, interactive=False):
+def decide(known_hosts: KnownHosts, host: str, port: int,
+           public_key: Optional[Ed25519PublicKey], accept_new: bool = False,
+           require_host_key: bool = False, interactive: bool = False) -> "Decision":
     """The client's policy after a handshake, in one place (docs/hostkey.rst,
     "The client").  ``public_key`` is the key whose signature verified, or
     None if the server offered no signature.  Reads the file, writes nothing.

@@ -1,0 +1,120 @@
+"""core.twistedshim: each private Twisted attribute the package uses, tested
+against the installed Twisted, so that an upgrade that renames or changes
+one fails here."""
+
+import os
+import socket
+import tempfile
+
+from cryptography import x509
+from twisted.internet import defer, endpoints, reactor, tcp, unix
+from twisted.internet.protocol import Factory, Protocol
+from twisted.trial import unittest
+
+from twisted_keyx.core.twistedshim import server_tls_context_factory, share_listening_port
+
+from .helpers import data_path
+
+
+class TLSContextFactoryTests(unittest.TestCase):
+    def test_the_ssl_endpoints_context_factory(self):
+        """``SSL4ServerEndpoint._sslContextFactory``: the options made from
+        the description, with its certificate."""
+        pem = data_path("tls-server.pem")
+        endpoint = endpoints.serverFromString(
+            reactor, f"ssl:0:interface=127.0.0.1:privateKey={pem}")
+        options = server_tls_context_factory(endpoint)
+        with open(pem, "rb") as f:
+            expected = x509.load_pem_x509_certificate(f.read())
+        self.assertEqual(options.certificate.to_cryptography(), expected)
+        options.getContext()  # usable as TLSMemoryBIOFactory's
+        # Twisted's ssl: server endpoint hands pyOpenSSL its own key and
+        # certificate objects, which pyOpenSSL now deprecates: not ours.
+        for warning in self.flushWarnings():
+            self.assertIn("pyOpenSSL", str(warning["message"]))
+
+
+class _Accepted(Protocol):
+    def connectionMade(self):
+        self.factory.accepted.append(self)
+        self.transport.loseConnection()
+
+
+class SharedPortTests(unittest.TestCase):
+    """``tcp.Port._shouldShutdown`` and ``unix.Port._bindPath``: a socket two
+    processes listen on (here, two ports adopting one socket) keeps serving
+    when one closes its copy."""
+
+    def listening_socket(self, family):
+        if family == socket.AF_UNIX:
+            folder = tempfile.mkdtemp(dir=os.environ.get("TMPDIR"))
+            self.addCleanup(os.rmdir, folder)
+            address = os.path.join(folder, "s")
+            self.addCleanup(lambda: os.path.exists(address) and os.unlink(address))
+        else:
+            address = ("127.0.0.1", 0)
+        skt = socket.socket(family, socket.SOCK_STREAM)
+        self.addCleanup(skt.close)
+        skt.bind(address)
+        skt.listen(5)
+        skt.setblocking(False)
+        return skt
+
+    def adopt(self, skt, family):
+        factory = Factory.forProtocol(_Accepted)
+        factory.accepted = []
+        port = reactor.adoptStreamPort(skt.fileno(), family, factory)
+        # (Cleanups run last first: the port closes before the socket.)
+        self.addCleanup(lambda: port.connected and port.stopListening())
+        return port, factory
+
+    @defer.inlineCallbacks
+    def connect(self, skt, family):
+        if family == socket.AF_UNIX:
+            endpoint = endpoints.UNIXClientEndpoint(reactor, skt.getsockname())
+        else:
+            endpoint = endpoints.TCP4ClientEndpoint(reactor, *skt.getsockname())
+        done = defer.Deferred()
+
+        class Closed(Protocol):
+            def connectionLost(self, reason):
+                done.callback(None)
+
+        yield endpoint.connect(Factory.forProtocol(Closed))
+        yield done
+
+    @defer.inlineCallbacks
+    def one_copy_closed(self, family):
+        skt = self.listening_socket(family)
+        first, _ = self.adopt(skt, family)
+        second, factory = self.adopt(skt, family)
+        share_listening_port(first, unix=family == socket.AF_UNIX)
+        yield first.stopListening()
+        yield self.connect(skt, family)
+        self.assertEqual(len(factory.accepted), 1)
+        return skt
+
+    def test_the_attributes_exist(self):
+        """Setting an attribute Twisted no longer reads would do nothing
+        silently: they must still be there."""
+        self.assertIs(tcp.Port._shouldShutdown, True)
+        self.assertIn("_shouldShutdown", tcp.Port._closeSocket.__code__.co_names)
+        self.assertIn("_bindPath", unix.Port.connectionLost.__code__.co_names)
+
+    def test_tcp(self):
+        return self.one_copy_closed(socket.AF_INET)
+
+    @defer.inlineCallbacks
+    def test_unix(self):
+        skt = yield self.one_copy_closed(socket.AF_UNIX)
+        self.assertTrue(os.path.exists(skt.getsockname()))  # the parent's to remove
+
+    @defer.inlineCallbacks
+    def test_unix_without_the_shim_loses_the_socket(self):
+        """Why the shim is there: Twisted's unix port, closed, removes the
+        file and shuts the shared socket down."""
+        skt = self.listening_socket(socket.AF_UNIX)
+        path = skt.getsockname()
+        first, _ = self.adopt(skt, socket.AF_UNIX)
+        yield first.stopListening()
+        self.assertFalse(os.path.exists(path))

@@ -1,0 +1,34 @@
+"""Every use of a private Twisted attribute, in one place.
+
+Twisted gives no public way to do these few things, so they reach into its
+objects; each is named here, written once, and has a test
+(``tests/test_twistedshim.py``) that fails if Twisted renames or changes the
+attribute, so an upgrade breaks one test, not a daemon in production.
+
+- :func:`server_tls_context_factory`: the TLS context factory of an ``ssl:``
+  server endpoint (``SSL4ServerEndpoint._sslContextFactory``), for a worker
+  that adopts an inherited socket and wraps its factory in TLS itself.
+- :func:`share_listening_port`: a listening port whose socket other
+  processes share: closing it must not ``shutdown()`` the socket for them
+  (``tcp.Port._shouldShutdown``), nor remove a unix socket's file, which is
+  the parent's (``unix.Port._bindPath``).
+"""
+
+from typing import Any
+
+
+def server_tls_context_factory(endpoint: Any) -> Any:
+    """The context factory an ``ssl:`` server endpoint string was parsed
+    into (``endpoints.serverFromString(reactor, "ssl:...")``)."""
+    return endpoint._sslContextFactory
+
+
+def share_listening_port(port: Any, unix: bool = False) -> None:
+    """Make ``port`` (from ``reactor.adoptStreamPort``) close only this
+    process's copy of a shared listening socket: no ``shutdown()`` that
+    would stop it for the other processes, and, for a unix socket, no
+    removal of its file (a path of ``b"\\0"`` is in the abstract namespace,
+    which Twisted does not unlink)."""
+    port._shouldShutdown = False
+    if unix:
+        port._bindPath = b"\0"
