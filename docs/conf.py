@@ -24,6 +24,9 @@ copyright = "2026, The twisted-keyx developers"
 version = release = __version__
 
 extensions = ["sphinx.ext.autodoc"]
+# Plain quotes: the man pages, committed, come out the same whichever
+# builder ran first on the shared doctrees.
+smartquotes = False
 
 root_doc = "index"
 exclude_patterns = ["_build", "man", "diagrams", "sequences"]
@@ -63,10 +66,17 @@ def _copy_figures(app, exception):
                         dirs_exist_ok=True)
 
 
-# The layers, top to bottom (setup.cfg's import-linter contract); the API
-# reference lists every public module of each, found when the docs are built.
-LAYERS = ["cli", "service", "observe", "dh", "eke", "opaque", "chat", "trust",
-          "groups", "core"]
+def layers():
+    """The packages, top to bottom, as setup.cfg's import-linter contract
+    lists them (``a | b`` on one line: side by side, in that order)."""
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(os.path.join(os.path.dirname(HERE), "setup.cfg"))
+    packages = []
+    for line in config["importlinter:contract:layers"]["layers"].split("\n"):
+        packages += [name.strip() for name in line.split("|") if name.strip()]
+    return packages
 
 
 def _public_modules(package):
@@ -84,8 +94,7 @@ def _public_modules(package):
 def api_reference():
     """The reST of the API reference: one section per layer, autodoc per module."""
     lines = []
-    for layer in LAYERS:
-        package = f"twisted_keyx.{layer}"
+    for package in layers():
         lines += [f"``{package}``", "-" * (len(package) + 4), ""]
         for name in _public_modules(package):
             if name != package:

@@ -163,3 +163,33 @@ class ReadmeTests(unittest.TestCase):
     def test_docs_repeat_the_commands(self):
         self.assertIn(self.INSTALL_AND_RUN, self.read("docs", "tutorial", "first-handshake.rst"))
         self.assertIn(self.TEST, self.read("docs", "howto", "testing.rst"))
+
+
+class LayoutTests(unittest.TestCase):
+    """docs/reference/layout.rst names every package of twisted_keyx and
+    the layers in setup.cfg's order."""
+
+    def test_every_package_described(self):
+        import twisted_keyx
+
+        with open(os.path.join(REFERENCE, "layout.rst"), encoding="utf-8") as f:
+            page = f.read()
+        root = os.path.dirname(twisted_keyx.__file__)
+        packages = sorted(name for name in os.listdir(root)
+                          if os.path.exists(os.path.join(root, name, "__init__.py")))
+        self.assertIn("core", packages)
+        missing = [name for name in packages if f"``twisted_keyx/{name}/``" not in page]
+        self.assertEqual(missing, [])
+
+    def test_layers_line(self):
+        """The page's one-line picture of the layers is setup.cfg's contract."""
+        import configparser
+
+        config = configparser.ConfigParser()
+        config.read(os.path.join(ROOT, "setup.cfg"))
+        lines = config["importlinter:contract:layers"]["layers"].split("\n")
+        picture = " > ".join(
+            " | ".join(name.strip().rsplit(".", 1)[-1] for name in line.split("|"))
+            for line in lines if line.strip())
+        with open(os.path.join(REFERENCE, "layout.rst"), encoding="utf-8") as f:
+            self.assertIn("    " + picture + "\n", f.read())

@@ -178,12 +178,14 @@ class HandshakeOutcomeTests(unittest.TestCase):
         self.clients = []
         clients = self.clients
 
-        class Recorded(client_module.EKEClientFactory.protocol):
+        from twisted_keyx.eke.protocol import EKEClientFactory
+
+        class Recorded(EKEClientFactory.protocol):
             def __init__(self, *args, **kwargs):
                 super().__init__(*args, **kwargs)
                 clients.append(self)
 
-        self.patch(client_module.EKEClientFactory, "protocol", Recorded)
+        self.patch(EKEClientFactory, "protocol", Recorded)
 
     async def scripted(self, script, *options):
         """Run the client against a server that follows ``script``:

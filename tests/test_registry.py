@@ -365,3 +365,69 @@ class WorkersParentTests(unittest.TestCase):
         self.assertEqual(len(parent), 3)
         self.assertIn("; host key SHA256:", parent[0])
         self.assertIn("OPAQUE handshake and chat on tcp:0", parent[2])
+
+
+# --- a toy password handshake: keyx-client and keyx-admin find it too ---------
+
+class ToyScheme:
+    name = "toypw"
+    description = "a toy scheme"
+    add_user_options = ((("--toy-pepper",), dict(default="salt", help="the toy's pepper")),)
+
+    def parse(self, name, fields):
+        return ToyUser(name, fields["secret"])
+
+    def serialise(self, record):
+        return {"secret": record.secret}
+
+    def describe(self, record):
+        return f"toypw, {len(record.secret)} characters"
+
+    def add_user(self, name, password, options, say):
+        say(f"peppered with {options['toy_pepper']}")
+        return ToyUser(name, options["toy_pepper"] + password), "toypw"
+
+
+class ToyUser:
+    scheme = "toypw"
+
+    def __init__(self, name, secret):
+        self.name, self.secret = name, secret
+
+
+TOY_PASSWORD = handshakes.Handshake(
+    name="toypw", title="a toy password handshake",
+    scheme=ToyScheme(), client=lambda user, password, reply_received=None: None,
+    client_port=9123, client_description="Log in to the toy.")
+
+
+class ToyPasswordHandshakeTests(unittest.TestCase):
+    def setUp(self):
+        handshakes.register(TOY_PASSWORD)
+        self.addCleanup(handshakes.unregister, "toypw")
+
+    def test_keyx_client(self):
+        from twisted_keyx.cli import client
+
+        args = client.build_parser().parse_args(["toypw", "--user", "alice"])
+        self.assertEqual((args.port, args.run.args), (9123, (TOY_PASSWORD,)))
+
+    def test_keyx_admin_adduser_and_listusers(self):
+        users = os.path.abspath(self.mktemp())
+        password = os.path.abspath(self.mktemp())
+        with open(password, "w") as f:
+            f.write("hunter2\n")
+        os.chmod(password, 0o600)
+        out, err = io.StringIO(), io.StringIO()
+        status = admin.main(["adduser", "bob", "--scheme", "toypw", "--users", users,
+                             "--password-file", password, "--toy-pepper", "p:"], out, err)
+        self.assertEqual((status, err.getvalue()), (0, "keyx-admin: peppered with p:\n"))
+        self.assertEqual(out.getvalue(), f"added user bob to {users} (toypw)\n")
+        out = io.StringIO()
+        self.assertEqual(admin.main(["listusers", "--users", users], out, io.StringIO()), 0)
+        self.assertEqual(out.getvalue(), "bob  toypw, 9 characters\n")
+
+    def test_gone_when_unregistered(self):
+        self.assertIn("toypw", schemes.names())
+        handshakes.unregister("toypw")
+        self.assertEqual(schemes.names(), ["eke", "opaque"])

@@ -11,7 +11,13 @@ from twisted.internet import defer, endpoints, reactor, tcp, unix
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial import unittest
 
-from twisted_keyx.core.twistedshim import server_tls_context_factory, share_listening_port
+from twisted.python import usage
+
+from twisted_keyx.core.twistedshim import (
+    RepeatableOptions,
+    server_tls_context_factory,
+    share_listening_port,
+)
 
 from .helpers import data_path
 
@@ -118,3 +124,34 @@ class SharedPortTests(unittest.TestCase):
         first, _ = self.adopt(skt, socket.AF_UNIX)
         yield first.stopListening()
         self.assertFalse(os.path.exists(path))
+
+
+class RepeatableOptionsTests(unittest.TestCase):
+    """``usage.Options._gather_handlers``: options named at run time."""
+
+    class Options(RepeatableOptions):
+        optFlags = [["quiet", "q", "say less"]]
+
+        def __init__(self):
+            super().__init__()
+            self["listen"] = []
+
+        def repeatableOptions(self):
+            return [("listen", "Listen on ENDPOINT (repeatable)")]
+
+    def test_the_private_method_is_there(self):
+        handlers = usage.Options()._gather_handlers()
+        self.assertEqual(len(handlers), 6)  # longOpt, shortOpt, docs, settings, synonyms, dispatch
+
+    def test_repeated_values_in_order(self):
+        options = self.Options()
+        options.parseOptions(["--listen", "tcp:1", "-q", "--listen=tcp:2"])
+        self.assertEqual(options["listen"], ["tcp:1", "tcp:2"])
+        self.assertTrue(options["quiet"])
+
+    def test_in_the_help(self):
+        self.assertIn("--listen=  Listen on ENDPOINT (repeatable)", str(self.Options()))
+
+    def test_unknown_still_refused(self):
+        with self.assertRaises(usage.UsageError):
+            self.Options().parseOptions(["--other", "x"])

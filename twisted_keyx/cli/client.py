@@ -41,7 +41,7 @@ from twisted_keyx.eke.password import (
     read_password_file,
     user_name_argument,
 )
-from twisted_keyx.eke.protocol import EKEClientFactory
+from twisted_keyx.core import handshakes
 from twisted_keyx.core.machine import AuthenticationFailed, HandshakeFailed, ServerHungUp
 from twisted_keyx.core.refusals import ServerUnavailable, TooManyAttempts
 from twisted_keyx.core.peers import host_port
@@ -159,34 +159,14 @@ def build_parser():
                          "(the tutorial's server, twistd keyx --no-host-key)")
     dh.set_defaults(run=run_dh)
 
-    eke = commands.add_parser(
-        "eke",
-        help="the EKE password handshake, then an encrypted chat",
-        description=(
-            "Log in with the EKE password handshake, then chat: each line of "
-            "standard input (a terminal or a pipe) goes to the server, "
-            "encrypted, and each reply is printed. quit or the end of input "
-            "ends the session. Exit status 0 after a clean session, 1 if "
-            "authentication fails (wrong password or unknown user) or the chat "
-            "breaks, 2 for a usage error, 3 for a network error, 130 if "
-            "interrupted (Ctrl-C)."
-        ),
-    )
-    _password_command_arguments(eke, 8088)
-    eke.set_defaults(run=run_eke)
-
-    opaque = commands.add_parser(
-        "opaque",
-        help="the OPAQUE password handshake (RFC 9807), then an encrypted chat",
-        description=(
-            "Log in with the OPAQUE password handshake, then chat as with eke. "
-            "Prints the server key's fingerprint and warns when a host shows "
-            "another one than last time. Exit statuses as for eke."
-        ),
-    )
-    _password_command_arguments(opaque, 8089)
-    opaque.set_defaults(run=run_opaque)
-    for command in (dh, eke, opaque):
+    password_commands = []
+    for entry in handshakes.password_handshakes():
+        command = commands.add_parser(entry.name, help=entry.title,
+                                      description=entry.client_description)
+        _password_command_arguments(command, entry.client_port)
+        command.set_defaults(run=functools.partial(run_password, entry))
+        password_commands.append(command)
+    for command in (dh, *password_commands):
         add_trace_options(command)
     return parser
 
@@ -604,37 +584,23 @@ def _read_password(args):
         raise ClientError("interrupted", EXIT_INTERRUPTED)
 
 
-async def run_eke(reactor, args, out):
+async def run_password(entry, reactor, args, out):
+    """``keyx-client NAME`` for the password handshake ``entry`` of the
+    handshake registry (:mod:`twisted_keyx.core.handshakes`): log in, then
+    chat."""
     password = _read_password(args)
     console = ChatConsole()
-    return await _password_session(
-        reactor, args, out, console,
-        EKEClientFactory(args.user, password, reply_received=console.show),
-        {AuthenticationFailed: "authentication failed ({})"})
+    after_login = entry.load("after_login")
 
-
-async def run_opaque(reactor, args, out):
-    from twisted_keyx.opaque.protocol import OPAQUEClientFactory
-    from twisted_keyx.trust.knownservers import KnownServers, server_key_fingerprint
-    from twisted_keyx.trust.tofu import TrustStatus
-
-    password = _read_password(args)
-    console = ChatConsole()
-
-    def server_key(result):
-        key = result.server_public_key
-        out.write(f"Server key fingerprint {server_key_fingerprint(key)}\n")
-        check = KnownServers().check_and_record(args.host, args.port, key)
-        if check.status is TrustStatus.CHANGED:
-            where = host_port(args.host, args.port)
-            sys.stderr.write(
-                f"keyx-client: warning: the server key of {where} changed "
-                f"(was {check.previous}): a new key file on the server, or another server\n")
+    def authenticated(result):
+        if after_login is not None:
+            after_login(result, args.host, args.port, out, sys.stderr)
 
     return await _password_session(
         reactor, args, out, console,
-        OPAQUEClientFactory(args.user, password, reply_received=console.show),
-        {AuthenticationFailed: "authentication failed ({})"}, authenticated=server_key)
+        entry.load("client")(args.user, password, reply_received=console.show),
+        {AuthenticationFailed: "authentication failed ({})"},
+        authenticated=authenticated)
 
 
 async def _password_session(reactor, args, out, console, factory, failures,

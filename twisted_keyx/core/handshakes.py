@@ -25,7 +25,8 @@ Who reads what:
   :attr:`Handshake.charts`;
 - the user file and ``keyx-admin adduser`` (:mod:`twisted_keyx.core.schemes`):
   :attr:`Handshake.scheme`, for a password handshake;
-- ``keyx-client``: :attr:`Handshake.client`, for a password handshake;
+- ``keyx-client``: :attr:`Handshake.client` and what follows it, for a
+  password handshake (one command each, named after the handshake);
 - ``keyx-lab crack``: :attr:`Handshake.recording`, what a recorded login
   gives an offline attacker.
 
@@ -130,6 +131,12 @@ class Handshake:
     client: str | Callable[..., Any] | None = None
     #: The TCP port ``keyx-client`` connects to by default.
     client_port: int | None = None
+    #: ``keyx-client NAME --help``'s description, for a password handshake.
+    client_description: str = ""
+    #: ``"module:function"``: ``(result, host, port, out, err)``, what
+    #: ``keyx-client`` does once logged in, before the chat (OPAQUE: the
+    #: server key's fingerprint, checked against the last one seen).
+    after_login: str | Callable[..., Any] | None = None
     #: ``"module:function"``: ``(events) -> OfflineAttack or str`` for
     #: ``keyx-lab crack``: what a recording of this handshake gives an
     #: offline attacker (a string: why it gives nothing).
@@ -138,6 +145,11 @@ class Handshake:
     def options(self) -> list[str]:
         return [endpoint.option for endpoint in self.endpoints]
 
+    def load(self, field_name: str) -> Any:
+        """The object a ``"module:attribute"`` field names (None stays None)."""
+        value = getattr(self, field_name)
+        return None if value is None else _resolve(value)
+
     def summary_function(self, machine_name: str) -> Callable[..., Any] | None:
         function = self.summaries.get(machine_name)
         return None if function is None else _resolve(function)
@@ -145,6 +157,14 @@ class Handshake:
 
 _handshakes: dict[str, Handshake] = {}
 _loaded = False
+#: Counts the changes to the registry, for those who cache what they read.
+generation = 0
+
+
+def _changed() -> None:
+    global generation
+    generation += 1
+    _summaries_cache.clear()
 
 
 def register(handshake: Handshake) -> Handshake:
@@ -153,14 +173,14 @@ def register(handshake: Handshake) -> Handshake:
     _load()
     _check_new(handshake)
     _handshakes[handshake.name] = handshake
-    _summaries_cache.clear()
+    _changed()
     return handshake
 
 
 def unregister(name: str) -> None:
     """Remove the entry ``name`` (for tests that register a toy one)."""
     _handshakes.pop(name, None)
-    _summaries_cache.clear()
+    _changed()
 
 
 def _check_new(handshake: Handshake) -> None:

@@ -28,51 +28,46 @@ schemes are loaded from there the first time they are asked for, in the
 registry's order, the first being the default of ``keyx-admin adduser``.
 """
 
-from typing import Any, Dict, Set
+from typing import Any, Dict, Optional, Tuple
 
 from twisted_keyx.core import handshakes
 
 #: A record without a "scheme" field is EKE's.
 IMPLICIT_SCHEME = "eke"
 
-_schemes: Dict[str, Any] = {}
-
-
 class UnknownScheme(ValueError):
-    """A record names a scheme no module registers."""
+    """A record names a scheme no password handshake registers."""
 
 
-def register(scheme):
-    """Add ``scheme`` (see the module docstring) to the registry."""
-    if scheme.name in _schemes and _schemes[scheme.name] is not scheme:
-        raise ValueError(f"scheme {scheme.name!r} is registered twice")
-    _schemes[scheme.name] = scheme
-    return scheme
+_cache: Tuple[Optional[int], Dict[str, Any]] = (None, {})
 
 
-def _load():
+def _schemes() -> Dict[str, Any]:
+    """name -> scheme, for every password handshake the registry has now."""
+    global _cache
+    if _cache[0] == handshakes.generation and _cache[1]:
+        return _cache[1]
+    schemes: Dict[str, Any] = {}
     for entry in handshakes.password_handshakes():
-        if entry.name not in _loaded:
-            register(handshakes.load_path(entry.scheme))
-            _loaded.add(entry.name)
-
-
-_loaded: Set[str] = set()
+        scheme = entry.load("scheme")
+        if scheme.name in schemes:
+            raise ValueError(f"scheme {scheme.name!r} is registered twice")
+        schemes[scheme.name] = scheme
+    _cache = (handshakes.generation, schemes)
+    return schemes
 
 
 def named(name):
     """The scheme called ``name``, or :class:`UnknownScheme`."""
-    _load()
     try:
-        return _schemes[name]
+        return _schemes()[name]
     except KeyError:
         raise UnknownScheme(f"unknown password scheme {name!r}") from None
 
 
 def names():
     """The registered schemes' names, the default first."""
-    _load()
-    return list(_schemes)
+    return list(_schemes())
 
 
 def parse_record(name, fields):

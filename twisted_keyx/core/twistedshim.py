@@ -12,9 +12,15 @@ attribute, so an upgrade breaks one test, not a daemon in production.
   processes share: closing it must not ``shutdown()`` the socket for them
   (``tcp.Port._shouldShutdown``), nor remove a unix socket's file, which is
   the parent's (``unix.Port._bindPath``).
+- :class:`RepeatableOptions`: options named at run time, which
+  :class:`twisted.python.usage.Options` takes only through its private
+  ``_gather_handlers`` (``twistd keyx`` takes one per endpoint option of
+  the handshake registry).
 """
 
-from typing import Any
+from typing import Any, Iterable, Tuple
+
+from twisted.python import usage
 
 
 def server_tls_context_factory(endpoint: Any) -> Any:
@@ -32,3 +38,29 @@ def share_listening_port(port: Any, unix: bool = False) -> None:
     port._shouldShutdown = False
     if unix:
         port._bindPath = b"\0"
+
+
+class RepeatableOptions(usage.Options):
+    """:class:`twisted.python.usage.Options` with more options than its
+    ``opt_`` methods and ``optParameters``: :meth:`repeatableOptions` names
+    them at run time (``twistd keyx`` takes one per endpoint option of the
+    handshake registry), each takes a value and may be repeated, and its
+    values collect, in order, in ``self[name]`` (a list the subclass makes).
+
+    usage.Options has no public way to add an option at run time; this
+    extends its private ``_gather_handlers``, which returns ``(longOpt,
+    shortOpt, docs, settings, synonyms, dispatch)``.
+    """
+
+    def repeatableOptions(self) -> Iterable[Tuple[str, str]]:
+        """``(name, help)`` of each option to add."""
+        return ()
+
+    def _gather_handlers(self):
+        longOpt, shortOpt, docs, settings, synonyms, dispatch = super()._gather_handlers()
+        for name, help in self.repeatableOptions():
+            longOpt.append(name + "=")
+            docs[name] = help
+            synonyms[name] = name
+            dispatch[name] = lambda option, value, name=name: self[name].append(value)
+        return longOpt, shortOpt, docs, settings, synonyms, dispatch

@@ -112,5 +112,14 @@ HANDSHAKE = Handshake(
     scheme="twisted_keyx.eke.scheme:SCHEME",
     client=client_factory,
     client_port=8088,
+    client_description=(
+        "Log in with the EKE password handshake, then chat: each line of "
+        "standard input (a terminal or a pipe) goes to the server, "
+        "encrypted, and each reply is printed. quit or the end of input "
+        "ends the session. Exit status 0 after a clean session, 1 if "
+        "authentication fails (wrong password or unknown user) or the chat "
+        "breaks, 2 for a usage error, 3 for a network error, 130 if "
+        "interrupted (Ctrl-C)."
+    ),
     recording=recording,
 )

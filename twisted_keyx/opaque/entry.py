@@ -23,6 +23,21 @@ def client_factory(user, password, reply_received=None):
     return OPAQUEClientFactory(user, password, reply_received=reply_received)
 
 
+def after_login(result, host, port, out, err):
+    """``keyx-client opaque``: the server key's fingerprint, and a warning
+    when this host showed another one last time (trust.knownservers)."""
+    from twisted_keyx.core.peers import host_port
+    from twisted_keyx.trust.knownservers import KnownServers, server_key_fingerprint
+    from twisted_keyx.trust.tofu import TrustStatus
+
+    key = result.server_public_key
+    out.write(f"Server key fingerprint {server_key_fingerprint(key)}\n")
+    check = KnownServers().check_and_record(host, port, key)
+    if check.status is TrustStatus.CHANGED:
+        err.write(f"keyx-client: warning: the server key of {host_port(host, port)} changed "
+                  f"(was {check.previous}): a new key file on the server, or another server\n")
+
+
 def banner(context, served):
     from twisted_keyx.trust.knownservers import server_key_fingerprint
 
@@ -133,5 +148,11 @@ HANDSHAKE = Handshake(
     scheme="twisted_keyx.opaque.scheme:SCHEME",
     client=client_factory,
     client_port=8089,
+    client_description=(
+        "Log in with the OPAQUE password handshake, then chat as with eke. "
+        "Prints the server key's fingerprint and warns when a host shows "
+        "another one than last time. Exit statuses as for eke."
+    ),
+    after_login=after_login,
     recording=recording,
 )

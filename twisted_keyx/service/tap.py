@@ -35,6 +35,7 @@ from twisted.python import usage
 from twisted_keyx import __version__
 from twisted_keyx.core import handshakes
 from twisted_keyx.core.peers import host_port
+from twisted_keyx.core.twistedshim import RepeatableOptions
 from twisted_keyx.groups import registry as groups
 from twisted_keyx.observe import trace
 from twisted_keyx.service import endpointspec
@@ -194,7 +195,7 @@ class ServerContext:
         return getattr(self.config, name)
 
 
-class Options(usage.Options):
+class Options(RepeatableOptions):
     synopsis = "[options]"
     longdesc = (
         "Serve the key-exchange handshakes of twisted-keyx.  With no options it "
@@ -296,17 +297,10 @@ class Options(usage.Options):
         #: The configuration, once the options are parsed (:class:`KeyxConfig`).
         self.config = None
 
-    def _gather_handlers(self):
-        """usage.Options' options with methods, and one option per endpoint
-        option of the handshake registry (``--dh ENDPOINT``...), repeatable."""
-        longOpt, shortOpt, docs, settings, synonyms, dispatch = super()._gather_handlers()
-        for _, endpoint in handshakes.endpoints():
-            name = endpoint.option
-            longOpt.append(name + "=")
-            docs[name] = endpoint.help
-            synonyms[name] = name
-            dispatch[name] = lambda option, value, name=name: self[name].append(value)
-        return longOpt, shortOpt, docs, settings, synonyms, dispatch
+    def repeatableOptions(self):
+        """One option per endpoint option of the handshake registry
+        (``--dh ENDPOINT``...), repeatable."""
+        return [(endpoint.option, endpoint.help) for _, endpoint in handshakes.endpoints()]
 
     def opt_version(self):
         """Print the version of twisted-keyx and exit."""
