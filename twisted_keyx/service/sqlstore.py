@@ -99,6 +99,14 @@ class Pool(adbapi.ConnectionPool):
     broken = ()
 
     def _runInteraction(self, interaction, *args, **kw):
+        try:
+            return self._once(interaction, *args, **kw)
+        except self.broken:
+            # A connection the database broke while it sat in the pool (a
+            # restart): dropped; the interaction once more on a new one.
+            return self._once(interaction, *args, **kw)
+
+    def _once(self, interaction, *args, **kw):
         connection = self.connect()
         try:
             cursor = connection.cursor()
