@@ -232,10 +232,10 @@ class AdminTests(PostgreSQLTestCase):
                          (0, f"the store {self.url}: schema upgraded from version 0 to 1\n", ""))
         self.assertEqual(self.admin("store-upgrade", "--store", self.url)[1],
                          f"the store {self.url} has schema version 1: nothing to do\n")
-        status, out, err = self.admin("adduser", "alice", "--store", self.url,
+        status, out, err = self.admin("adduser", "alice", "--scheme", "eke", "--store", self.url,
                                       "--password-file", self.password_file)
         self.assertEqual((status, out), (0, f"added user alice to {self.url} (scrypt n=16 r=2 p=1)\n"))
-        status, out, err = self.admin("adduser", "alice", "--store", self.url,
+        status, out, err = self.admin("adduser", "alice", "--scheme", "eke", "--store", self.url,
                                       "--password-file", self.password_file)
         self.assertEqual(status, 1)
         self.assertIn("user 'alice' already exists in", err)
