@@ -251,3 +251,14 @@ class SocketTests(unittest.TestCase):
         client.quit()
         yield client.finished
         yield client.disconnected
+
+
+class ByHandTests(unittest.TestCase):
+    def test_receive_without_stores_registers_no_one(self):
+        """receive() answers the questions itself: no invitation store, so
+        a registration gets r2 no client accepts."""
+        server = hs.OPAQUEServerHandshake(SETUP, clock=lambda: NOW)
+        client = hs.OPAQUERegistrationClient("bob", PASSWORD, CODE, ksf_limits=CHEAP_LIMITS)
+        r2 = server.receive(client.start())
+        self.assertEqual(len(r2), hs.R2_LINE)
+        self.assertRaises(hs.RegistrationFailed, client.receive, r2)

@@ -216,6 +216,8 @@ class OPAQUEServerHandshake(StateMachine):
     def _answer_here(self, question):
         if isinstance(question, NeedRecord):
             return None if self._lookup_user is None else self._lookup_user(question.user)
+        if isinstance(question, NeedInvitation):
+            return None  # no invitation store here: no one registers
         return 0  # GuessAnswering: at once
 
     @property
