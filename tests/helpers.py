@@ -454,10 +454,12 @@ def flip(line, index=20):
 
 
 class Users(dict):
-    """An in-memory user table with the ``lookup`` of :class:`UserFile`."""
+    """An in-memory user table with the ``lookup`` of an IUserStore
+    (answered at once, not as a Deferred: the adapter takes both)."""
 
-    def lookup(self, name):
-        return self.get(name)
+    def lookup(self, name, scheme="eke"):
+        record = self.get(name)
+        return record if record is not None and record.scheme == scheme else None
 
 
 #: An EKE server that keeps its connections (:class:`TrackingFactory`).

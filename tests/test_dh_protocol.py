@@ -652,11 +652,25 @@ class ClientGroupCheckTests(ClientTestsMixin, unittest.TestCase):
         self.assertEqual(payload, PARAMETERS)
         self.assertEqual(transport.value(), b"")
         self.assertIs(protocol.handshake.state, DHClientState.AWAIT_PARAMETERS)
-        self.assertEqual(protocol.paused, {PauseReason.GROUP_CHECK})
+        self.assertEqual(protocol.paused, {PauseReason.WORKING})
         check.callback(GROUP)
         self.assertEqual(unframe(transport.value())[0], CLIENT_KEY)
         self.assertIs(protocol.handshake.state, DHClientState.DONE)
         self.assertEqual(self.successResultOf(protocol.finished).shared_secret, SHARED_SECRET)
+
+    def test_an_over_long_message_during_the_check_is_refused_after_it(self):
+        # The check used to have its own pause, which refused an over-long
+        # message at once, before message 5; the session's queue keeps it in
+        # its turn (core/adapter.py).
+        protocol, transport, checks = self.held()
+        too_long = protocol.MAX_LENGTH + 1
+        protocol.dataReceived(frame(PARAMETERS) + too_long.to_bytes(4, "big"))
+        self.assertEqual(transport.value(), b"")
+        self.assertNoResult(protocol.finished)
+        checks[0][1].callback(GROUP)
+        self.assertEqual(unframe(transport.value()), [CLIENT_KEY])
+        failure = self.failureResultOf(protocol.finished, UnexpectedReply)
+        self.assertIn(f"the server sent a frame of {too_long} bytes", failure.value.reason)
 
     def test_a_refusal_fails_the_handshake(self):
         protocol, transport, checks = self.held()

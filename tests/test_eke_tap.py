@@ -45,7 +45,7 @@ class EKEOptionsTests(unittest.TestCase):
         userstore.write_users("users.json", {"alice": make_user()})
         options = parse("--users", "users.json")
         self.assertEqual(options.config.user_count, 1)
-        self.assertIsNotNone(options.config.users.lookup("alice"))
+        self.assertIsNotNone(self.successResultOf(options.config.users.lookup("alice")))
 
     def test_broken_user_file_is_a_usage_error(self):
         with open("users.json", "w") as f:

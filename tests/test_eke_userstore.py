@@ -10,7 +10,7 @@ from twisted.trial import unittest
 
 from twisted_keyx.eke import crypto
 from twisted_keyx.service import userfile as userstore
-from twisted_keyx.service.userfile import UserFile, UserFileError
+from twisted_keyx.service.userfile import UserFile, UserFileError, run_now
 
 from tests.helpers import PASSWORD, TEST_KDF, expected_password_key, log_text, make_user
 
@@ -164,70 +164,70 @@ class UserFileTests(unittest.TestCase):
         self.path = os.path.abspath(self.mktemp())
 
     def test_missing_file_means_no_users(self):
-        users = UserFile(self.path)
+        users = UserFile(self.path, run_in_thread=run_now)
         self.assertIsNone(users.load())
         with capturedLogs() as events:
-            self.assertIsNone(users.lookup("alice"))
-            self.assertIsNone(users.lookup("alice"))
+            self.assertIsNone(self.successResultOf(users.lookup("alice")))
+            self.assertIsNone(self.successResultOf(users.lookup("alice")))
         self.assertEqual(events, [])  # said once, at start-up, by the service
 
     def test_broken_file_at_start_up_is_an_error(self):
         with open(self.path, "w") as f:
             f.write("{")
-        self.assertRaises(UserFileError, UserFile(self.path).load)
+        self.assertRaises(UserFileError, UserFile(self.path, run_in_thread=run_now).load)
 
     def test_reload_on_change(self):
         userstore.write_users(self.path, {"alice": make_user()})
-        users = UserFile(self.path)
+        users = UserFile(self.path, run_in_thread=run_now)
         self.assertEqual(users.load(), 1)
-        self.assertIsNone(users.lookup("bob"))
+        self.assertIsNone(self.successResultOf(users.lookup("bob")))
         with capturedLogs() as events:
             userstore.write_users(self.path, {"bob": make_user("bob")})
-            self.assertIsNotNone(users.lookup("bob"))
-            self.assertIsNone(users.lookup("alice"))
+            self.assertIsNotNone(self.successResultOf(users.lookup("bob")))
+            self.assertIsNone(self.successResultOf(users.lookup("alice")))
         self.assertEqual(log_text(events), [f"reloaded user file {self.path}: 1 user(s)"])
 
     def test_no_reload_without_change(self):
         userstore.write_users(self.path, {"alice": make_user()})
-        users = UserFile(self.path)
+        users = UserFile(self.path, run_in_thread=run_now)
         users.load()
         reads = []
         real_parse = userstore.parse_users
         self.patch(userstore, "parse_users", lambda data: reads.append(1) or real_parse(data))
         for _ in range(3):
-            self.assertIsNotNone(users.lookup("alice"))
+            self.assertIsNotNone(self.successResultOf(users.lookup("alice")))
         self.assertEqual(reads, [])
         os.utime(self.path, ns=(1, 1))  # touched: read again
-        self.assertIsNotNone(users.lookup("alice"))
+        self.assertIsNotNone(self.successResultOf(users.lookup("alice")))
         self.assertEqual(reads, [1])
 
     def test_broken_file_on_reload_keeps_the_users_and_is_logged_once(self):
         userstore.write_users(self.path, {"alice": make_user()})
-        users = UserFile(self.path)
+        users = UserFile(self.path, run_in_thread=run_now)
         users.load()
         with open(self.path, "w") as f:
             f.write("{ broken")
         with capturedLogs() as events:
-            self.assertIsNotNone(users.lookup("alice"))
-            self.assertIsNotNone(users.lookup("alice"))
+            self.assertIsNotNone(self.successResultOf(users.lookup("alice")))
+            self.assertIsNotNone(self.successResultOf(users.lookup("alice")))
         [message] = log_text(events)
         self.assertTrue(message.startswith(f"{self.path}: not JSON"))
         self.assertTrue(message.endswith("; keeping the 1 user(s) loaded before"))
         with capturedLogs() as events:
             userstore.write_users(self.path, {"bob": make_user("bob")})
-            self.assertIsNone(users.lookup("alice"))
-            self.assertIsNotNone(users.lookup("bob"))
+            self.assertIsNone(self.successResultOf(users.lookup("alice")))
+            self.assertIsNotNone(self.successResultOf(users.lookup("bob")))
         self.assertEqual(log_text(events), [f"reloaded user file {self.path}: 1 user(s)"])
 
     def test_deeply_nested_file_on_reload_keeps_the_users(self):
         userstore.write_users(self.path, {"alice": make_user()})
-        users = UserFile(self.path)
+        users = UserFile(self.path, run_in_thread=run_now)
         users.load()
         with open(self.path, "wb") as f:
             f.write(b"[" * 100000 + b"]" * 100000)
         with capturedLogs() as events:
-            self.assertIsNotNone(users.lookup("alice"))
-            self.assertIsNotNone(users.lookup("alice"))
+            self.assertIsNotNone(self.successResultOf(users.lookup("alice")))
+            self.assertIsNotNone(self.successResultOf(users.lookup("alice")))
         self.assertEqual(log_text(events), [
             f"{self.path}: nested more than {userstore.MAX_DEPTH} levels deep; "
             "keeping the 1 user(s) loaded before"])
@@ -236,16 +236,16 @@ class UserFileTests(unittest.TestCase):
         with open(self.path, "wb") as f:
             f.write(b"{" * 100000)
         with self.assertRaises(UserFileError) as caught:
-            UserFile(self.path).load()
+            UserFile(self.path, run_in_thread=run_now).load()
         self.assertEqual(str(caught.exception),
                          f"{self.path}: nested more than {userstore.MAX_DEPTH} levels deep")
 
     def test_file_removed_while_running(self):
         userstore.write_users(self.path, {"alice": make_user()})
-        users = UserFile(self.path)
+        users = UserFile(self.path, run_in_thread=run_now)
         users.load()
         os.unlink(self.path)
         with capturedLogs() as events:
-            self.assertIsNone(users.lookup("alice"))
-            self.assertIsNone(users.lookup("alice"))
+            self.assertIsNone(self.successResultOf(users.lookup("alice")))
+            self.assertIsNone(self.successResultOf(users.lookup("alice")))
         self.assertEqual(log_text(events), [f"user file {self.path} not found: no EKE users"])

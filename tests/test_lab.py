@@ -31,7 +31,7 @@ class Users:
     def __init__(self, *records):
         self.records = {r.name: r for r in records}
 
-    def lookup(self, name):
+    def lookup(self, name, scheme="eke"):
         return self.records.get(name)
 
 

@@ -111,11 +111,13 @@ class AdminSchemeTests(unittest.TestCase):
         self.add("bob", "--scheme", "opaque")
         users = userstore.UserFile(self.users)
         users.load()
-        self.assertIsNotNone(users.lookup("alice"))
-        self.assertIsNone(users.lookup("bob"))  # EKE does not see OPAQUE users
-        self.assertIsNotNone(users.lookup("bob", scheme="opaque"))
-        self.assertIsNone(users.lookup("alice", scheme="opaque"))
-        self.assertEqual((users.count("eke"), users.count("opaque")), (1, 1))
+        self.assertIsNotNone(self.successResultOf(users.lookup("alice")))
+        self.assertIsNone(self.successResultOf(users.lookup("bob")))  # EKE does not see OPAQUE users
+        self.assertIsNotNone(self.successResultOf(users.lookup("bob", scheme="opaque")))
+        self.assertIsNone(self.successResultOf(users.lookup("alice", scheme="opaque")))
+        self.assertEqual((self.successResultOf(users.count("eke")),
+                          self.successResultOf(users.count("opaque"))), (1, 1))
+        self.assertEqual((users.loaded_count("eke"), users.loaded_count("opaque")), (1, 1))
 
     def test_unknown_scheme_refused(self):
         with open(self.users, "w") as f:

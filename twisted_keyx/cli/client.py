@@ -30,6 +30,7 @@ from twisted_keyx.dh.handshake import (
     HostKeyRequestRefused,
     HostKeyVerificationFailed,
 )
+from twisted_keyx.dh import messages as dh_messages
 from twisted_keyx.dh.protocol import DHClientFactory
 from twisted_keyx.dh.raw import RawDHClientFactory
 from twisted_keyx.chat.machine import ChatFailed
@@ -391,7 +392,7 @@ def eke_port_hint(protocol):
         first = protocol.first_bytes
         if first[:1] == b"\0":
             return FRAMED_SERVER_HINT
-        if first.startswith(b"I do not understand you"):
+        if first.startswith(dh_messages.UNEXPECTED_MESSAGE_PREFIX):
             return UNFRAMED_SERVER_HINT
         return ""
 

@@ -38,6 +38,18 @@ observer may also hold a session's replies back for a while
 (:meth:`Session.holdReplies`, the guess throttle): it reads nothing
 meanwhile either.
 
+Questions and decisions (:mod:`twisted_keyx.core.decisions`): a machine's
+step may return, besides the messages to send, typed decisions, which the
+session acts on in order (:class:`~twisted_keyx.core.decisions.HoldReplies`)
+or tells its observer of (:meth:`Observer.machineDecided`), and it may ask
+a question it needs answered to go on (the user's record, whether a guess
+may be answered, the group of message 4).  The observer answers
+(:meth:`Observer.answer`), at once or with a Deferred (a store over a
+network); meanwhile the session reads nothing and queues what the framing
+had already cut, over-long messages included, as during a slow step: one
+pause-and-queue for both.  Observers never parse a message or look at a
+machine's state: what they must know, the machine decides and says.
+
 Slow steps: a machine names the states whose next input takes long
 (``SLOW_STATES``: a client's scrypt or Argon2id).  A session given a
 ``worker`` (:func:`in_daemon_thread`) feeds that input in a thread and reads nothing until it is done, so that the reactor, and the
@@ -52,8 +64,10 @@ from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twisted_keyx.core.decisions import HoldReplies, Question
 from twisted_keyx.core.machine import ProtocolFailed, ServerHungUp
 from twisted_keyx.core.peers import describe_peer, handshake_finished
 
@@ -65,10 +79,10 @@ class PauseReason(enum.Enum):
     TRANSPORT = "transport"
     #: Replies are held back (:meth:`Session.holdReplies`).
     HELD = "held"
-    #: A slow step runs in a thread.
+    #: What the step needs runs elsewhere: a slow step in a thread, or the
+    #: answer to a machine's question (a store, the group check of a DH
+    #: client): the one pause-and-queue.
     WORKING = "working"
-    #: A DH client has the server's group checked before it goes on.
-    GROUP_CHECK = "checking the group"
 
 _log = Logger()
 
@@ -113,11 +127,20 @@ class Observer:
 
     def machineReceiving(self, session, machine, payload):
         """``machine`` is about to take ``payload`` from the peer: the
-        observer may hold the reply back (:meth:`Session.holdReplies`) or
-        end the session (:meth:`Session.fail`) first.  It may return a
-        Deferred (a store asked, the guess throttle's reservation): the step
-        waits for it, reading nothing meanwhile, and runs when it fires
-        unless the observer ended the session meanwhile."""
+        observer may end the session (:meth:`Session.fail`) first."""
+
+    def answer(self, session, machine, question):
+        """The answer to ``question`` (a :class:`~twisted_keyx.core.decisions.Question`
+        of ``machine``): a value, or a Deferred of it (the session reads
+        nothing until it fires; a failure is handed to the machine as the
+        exception, for it to refuse with).  A machine asks only what its
+        observer can answer."""
+        raise NotImplementedError(f"{type(self).__name__} cannot answer {question!r}")
+
+    def machineDecided(self, session, machine, decision):
+        """``machine`` decided ``decision`` (a
+        :class:`~twisted_keyx.core.decisions.Decision` the session does not
+        act on itself: a guess failed...)."""
 
     def machineStepped(self, session, machine, payload, reply):
         """``machine`` took ``payload`` from the peer and answered ``reply``
@@ -199,7 +222,8 @@ class Session(Protocol):
         #: limit; None: no slow step runs).
         self._lostWhileWorking = None
         self._queued = None
-        self._slowStarted = False
+        #: A step waits for something that runs elsewhere (see _wait).
+        self._waiting = False
         #: The clock of :meth:`holdReplies` (the reactor unless set).
         self.clock = None
 
@@ -269,7 +293,14 @@ class Session(Protocol):
         if not self.ended:
             self.ended = True
             self._dropFraming()
+            self._abandoned()
             self.observer.sessionLost(self, self.machine, reason)
+
+    def _abandoned(self):
+        """The peer left the machine where it is: what the machine decides
+        of that (a guess counted as failed) goes to the observer first."""
+        for decision in self.machine.abandoned() or ():
+            self.observer.machineDecided(self, self.machine, decision)
 
     # --- the transport's side, as a consumer of our replies --------------------
 
@@ -337,6 +368,7 @@ class Session(Protocol):
         if not self.ended:
             self.ended = True
             self._dropFraming()
+            self._abandoned()
             self.observer.sessionTimedOut(self, self.machine, seconds)
 
     # --- the framing's side ----------------------------------------------------
@@ -388,6 +420,8 @@ class Session(Protocol):
             self._trace("out", self.machine, self.machine.state, failure.reply)
             self._send(failure.reply)
         self.close()
+        for decision in failure.decisions:
+            self.observer.machineDecided(self, self.machine, decision)
         self.observer.machineFailed(self, self.machine, failure)
 
     def close(self):
@@ -416,30 +450,17 @@ class Session(Protocol):
 
     # --- the machine's side ----------------------------------------------------
 
-    def _step(self, action, payload, from_peer, observed=False):
+    def _step(self, action, payload, from_peer):
         machine = self.machine
-        if from_peer and not observed:
-            waiting = self.observer.machineReceiving(self, machine, payload)
+        if from_peer:
+            self.observer.machineReceiving(self, machine, payload)
             if self.ended or machine is not self.machine:
-                return
-            if isinstance(waiting, defer.Deferred) and not waiting.called:
-                # The observer asks a store first (the guess throttle):
-                # nothing is read meanwhile, as during a slow step, and the
-                # step runs when it has answered (unless it ended the session).
-                self._pause(PauseReason.WORKING)
-                self._queued = []
-                waiting.addCallbacks(self._waited, self._workBroke,
-                                     callbackArgs=(machine, action, payload))
-                waiting.addErrback(self._workBroke)
                 return
         before = machine.state
         if from_peer and self.worker is not None and machine.slow:
             # Off the reactor thread; nothing is read meanwhile, and the
             # machine is not touched here until the step is done.
-            self._pause(PauseReason.WORKING)
-            self._slowStarted = True
-            if self._queued is None:
-                self._queued = []
+            self._wait()
             outcome = defer.maybeDeferred(self.worker, action, payload)
             outcome.addCallbacks(self._workDone, self._workFailed,
                                  callbackArgs=(machine, before, payload),
@@ -453,20 +474,75 @@ class Session(Protocol):
             return
         self._stepped(machine, before, payload, from_peer, reply)
 
-    def _waited(self, _, machine, action, payload):
-        # The observer's Deferred fired (machineReceiving): the step now.
+    def _wait(self):
+        """Something the step needs runs elsewhere (a slow step in a thread,
+        an answer from a store): read nothing, queue what the framing had
+        already cut, until :meth:`_afterWork`.  The one pause-and-queue of
+        a session."""
+        self._pause(PauseReason.WORKING)
+        self._waiting = True
+        if self._queued is None:
+            self._queued = []
+
+    # --- questions and decisions (twisted_keyx.core.decisions) -----------------
+
+    def _ask(self, machine, before, payload, from_peer, question):
+        """``machine`` asked ``question``: its observer answers, at once or
+        later (a Deferred), and the machine goes on with the answer."""
+        answer = self.observer.answer(self, machine, question)
+        if isinstance(answer, defer.Deferred):
+            if not answer.called or answer.paused:
+                self._wait()
+                answer.addBoth(self._answered, machine, before, payload, from_peer, question)
+                answer.addErrback(self._workBroke)
+                return
+            outcome = []
+            answer.addBoth(outcome.append)  # answered already: go on now
+            answer = outcome[0]
+            if isinstance(answer, Failure):
+                answer = answer.value
+        self._continue(machine, before, payload, from_peer, question, answer)
+
+    def _answered(self, answer, machine, before, payload, from_peer, question):
+        if isinstance(answer, Failure):
+            if answer.check(defer.CancelledError):
+                # The question was withdrawn (the session is ending): the
+                # step goes no further, and what came after it is dropped.
+                self._queued = []
+                self._afterWork()
+                return None
+            answer = answer.value
         if not self.ended and machine is self.machine:
-            self._slowStarted = False
-            self._step(action, payload, True, observed=True)
-            if self._slowStarted:
-                return  # a slow step: its own end carries on
+            self._waiting = False
+            self._continue(machine, before, payload, from_peer, question, answer)
+            if self._waiting:
+                return None  # another question, or a slow step: its end carries on
         self._afterWork()
+        return None
+
+    def _continue(self, machine, before, payload, from_peer, question, answer):
+        try:
+            output = machine.answer(question, answer)
+        except ProtocolFailed as failure:
+            self._stepFailed(machine, before, payload, from_peer, failure)
+            return
+        self._stepped(machine, before, payload, from_peer, output)
+
+    def _decided(self, machine, decision):
+        """Act on a decision that is no message and no question."""
+        if isinstance(decision, HoldReplies):
+            self.holdReplies(decision.seconds)
+        else:
+            self.observer.machineDecided(self, machine, decision)
 
     def _workDone(self, reply, machine, before, payload):
         # If the session ended meanwhile (timed out, cancelled), there is
         # nothing to say.
         if not self.ended and machine is self.machine:
+            self._waiting = False
             self._stepped(machine, before, payload, True, reply)
+            if self._waiting:
+                return  # the step asked a question: its answer carries on
         self._afterWork()
 
     def _workFailed(self, reason, machine, before, payload):
@@ -500,6 +576,7 @@ class Session(Protocol):
         this until it is done."""
         lost, self._lostWhileWorking = self._lostWhileWorking, None
         queued, self._queued = self._queued, None
+        self._waiting = False
         self.paused.discard(PauseReason.WORKING)
         while queued and not self.ended:
             item = queued.pop(0)
@@ -527,16 +604,27 @@ class Session(Protocol):
             self.fail(failure)
 
     def _stepped(self, machine, before, payload, from_peer, reply):
+        if isinstance(reply, Question):
+            # The step goes on once answered (and is traced then, whole).
+            self._ask(machine, before, payload, from_peer, reply)
+            return
         if from_peer:
             self._trace("in", machine, before, payload)
         if self.ended or machine is not self.machine:
             return
         # Several messages may answer one event (messages 6 and 7 of the DH
-        # handshake with a host key): each goes out as its own message.
+        # handshake with a host key): each goes out as its own message, and
+        # the decisions among them are acted on in order.
         for message in (reply if isinstance(reply, tuple) else (reply,)):
-            if message is not None:
+            if message is None:
+                continue
+            if isinstance(message, bytes):
                 self._trace("out", machine, before, message)
                 self._send(message)
+            else:
+                self._decided(machine, message)
+                if self.ended or machine is not self.machine:
+                    return
         if from_peer:
             self.observer.machineStepped(self, machine, payload, reply)
             if self.ended or machine is not self.machine:

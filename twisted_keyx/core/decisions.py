@@ -48,8 +48,10 @@ class NeedRecord(Question):
 class GuessAnswering(Question):
     """"A guess for user ``user`` is about to be answered" (the answer that
     tells a guesser whether the password was right): answered with the
-    seconds to hold the answer back (0: now), or None to refuse the guess
-    unchecked (:meth:`~twisted_keyx.core.interfaces.IGuessThrottle.reserve`)."""
+    seconds to hold the answer back (0: now), or the refusal
+    (:class:`~twisted_keyx.core.refusals.TooManyAttempts`,
+    :class:`~twisted_keyx.core.interfaces.StoreUnavailable`) that refuses
+    the guess unchecked (:meth:`~twisted_keyx.core.interfaces.IGuessThrottle.reserve`)."""
 
     user: str
 
@@ -75,15 +77,18 @@ class HoldReplies(Decision):
 @dataclass(frozen=True)
 class GuessFailed(Decision):
     """A guess for user ``user`` failed (``why``: wrong password, unknown
-    user, left after the answer); it was answered, so it counts."""
+    user, left after the answer); it was answered, so it counts.  ``left``:
+    the client left after the answer without saying more."""
 
     user: str
     why: str
+    left: bool = False
 
 
 @dataclass(frozen=True)
-class GuessRefusedUnchecked(Decision):
-    """A guess for user ``user`` was refused without being looked at (the
-    throttle's answer to :class:`GuessAnswering` was None)."""
+class GuessUnanswered(Decision):
+    """The guess for user ``user`` let through (:class:`GuessAnswering`)
+    was never answered: its step failed first, so it taught the client
+    nothing (:meth:`~twisted_keyx.core.interfaces.IGuessThrottle.release`)."""
 
     user: str

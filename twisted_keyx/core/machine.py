@@ -21,6 +21,8 @@ is a ``TypeError`` at import, not a surprise at the first message.
 import enum
 from typing import Any, Dict, FrozenSet, Optional, Tuple
 
+from twisted_keyx.core.decisions import Question
+
 
 class LocalEvent(enum.Enum):
     """Events that come from this side's own program, not from the peer."""
@@ -41,6 +43,10 @@ class ProtocolFailed(Exception):
     """
 
     reply: Optional[bytes] = None
+    #: Decisions (:mod:`twisted_keyx.core.decisions`) that go with the
+    #: failure, told to the observer before it is (a guess that failed, a
+    #: guess reserved and never answered).
+    decisions: Tuple[Any, ...] = ()
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -124,6 +130,7 @@ class StateMachine:
 
     def __init__(self, initial_state=None):
         self.state = self.INITIAL if initial_state is None else initial_state
+        self._asked = None
 
     @property
     def finished(self):
@@ -171,8 +178,58 @@ class StateMachine:
             reply = getattr(self, handler)(payload)
         except ProtocolFailed as failure:
             raise self._failed(failure)
+        if isinstance(reply, Question):
+            # The step is not over until answered: the state moves then.
+            self._asked = (self._asked[0], self._asked[1], next_state)
+            return reply
         self.state = next_state
         return reply
+
+    # --- questions (twisted_keyx.core.decisions) -------------------------------
+
+    def _ask(self, question, then):
+        """Return ``question`` from a step; its answer goes to ``then(answer)``,
+        whose return is the step's output (run by :meth:`answer`).  The
+        machine stays in the state the step began in until the step's
+        output is whole."""
+        self._asked = (question, then, None)
+        return question
+
+    def answer(self, question, value):
+        """The answer to ``question``, the last output of this machine: the
+        value asked for, or the exception that stood in its way.  Returns
+        the rest of the step's output; a :class:`ProtocolFailed` raised on
+        the way leaves the machine in ``FAILED``, as in :meth:`_dispatch`."""
+        asked, self._asked = self._asked, None
+        if asked is None or asked[0] is not question:
+            raise RuntimeError(f"{type(self).__name__} did not ask {question!r}")
+        _, then, next_state = asked
+        try:
+            output = then(value)
+        except ProtocolFailed as failure:
+            raise self._failed(failure)
+        if isinstance(output, Question):
+            self._asked = (self._asked[0], self._asked[1], next_state)
+        else:
+            self.state = next_state
+        return output
+
+    def settle(self, output, answer):
+        """``output`` with every question answered at once by
+        ``answer(question)``, and without decisions: the messages alone
+        (bytes, a tuple of them, or None).  For callers that drive a
+        machine by hand (tests, benchmarks) rather than through the adapter."""
+        while isinstance(output, Question):
+            output = self.answer(output, answer(output))
+        if isinstance(output, tuple):
+            messages = tuple(item for item in output if isinstance(item, bytes))
+            return messages if len(messages) > 1 else (messages[0] if messages else None)
+        return output
+
+    def abandoned(self):
+        """The peer left (or timed out) in the current state: the decisions
+        that follows from it (a guess counted as failed), or None."""
+        return None
 
     def too_long(self, reason):
         """The framing saw a message longer than :attr:`max_message_length`
@@ -188,6 +245,7 @@ class StateMachine:
     def _failed(self, failure):
         """The one place a machine moves to ``FAILED``."""
         self.state = self.FAILED
+        self._asked = None
         return failure
 
     def _too_long(self, reason):

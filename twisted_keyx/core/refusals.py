@@ -76,3 +76,11 @@ def refusal(line):
     if match is not None:
         return TooManyAttempts(int(match.group(1)))
     return None
+
+
+def store_refusal(error):
+    """The refusal a server's machine fails with when what it asked for
+    (:mod:`twisted_keyx.core.decisions`) came back as ``error``: the
+    throttle's own refusal as it is, anything else (a store down) as
+    :class:`ServerUnavailable`."""
+    return error if isinstance(error, Refused) else ServerUnavailable()

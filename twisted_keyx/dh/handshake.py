@@ -24,12 +24,14 @@ Client states::
 import dataclasses
 import enum
 from dataclasses import dataclass
+from functools import partial
 from typing import Optional
 
 from twisted_keyx.groups import registry as groups
 from twisted_keyx.trust import hostkey
 from twisted_keyx.dh import hostauth, messages
 from twisted_keyx.dh.messages import ClientMessage, ServerMessage
+from twisted_keyx.core.decisions import CheckGroup
 from twisted_keyx.core.machine import START, HandshakeFailed, StateMachine, UnexpectedReply
 from twisted_keyx.core.transcript import Transcript, derive_session_key
 
@@ -275,7 +277,10 @@ class DHClientHandshake(_Machine):
         self.ask_host_key = ask_host_key
         self.group = None
         self._private_key = None
-        self._checked = None
+        #: Ask for message 4's group to be checked (:class:`CheckGroup`)
+        #: rather than check it here: set by a session whose observer
+        #: answers (:class:`twisted_keyx.dh.protocol.DHClientProtocol`).
+        self.ask_group_check = False
 
     def start(self):
         """Return message 1."""
@@ -309,33 +314,27 @@ class DHClientHandshake(_Machine):
     def _on_greeting(self, payload):
         return self._exchanged(payload, messages.PARAMS_REQUEST)
 
-    @property
-    def awaiting_parameters(self):
-        """Whether the next message is message 4 (the group)."""
-        return self.state is DHClientState.AWAIT_PARAMETERS
-
-    def parameters_checked(self, payload, outcome):
-        """Hand over the outcome of checking message 4 ``payload`` elsewhere
-        (off the reactor: :class:`twisted_keyx.dh.protocol.DHClientProtocol`):
-        the group, or the :class:`~twisted_keyx.groups.registry.GroupError`.  Receiving
-        that payload next uses it instead of ``accept_parameters``."""
-        self._checked = (payload, outcome)
-
-    def _accepted(self, payload):
-        checked, self._checked = self._checked, None
-        if checked is None or checked[0] != payload:
-            return self._accept_parameters(payload)
-        if isinstance(checked[1], groups.GroupError):
-            raise checked[1]
-        return checked[1]
-
     def _on_parameters(self, payload):
+        if self.ask_group_check:
+            # Checked elsewhere (off the reactor): the answer is the group,
+            # or the GroupError that refuses it.
+            return self._ask(CheckGroup(payload), partial(self._parameters_checked, payload))
+        return self._parameters_checked(payload, self.check_group_here(payload))
+
+    def check_group_here(self, payload):
+        """Message 4's group, checked here by ``accept_parameters``, or the
+        :class:`~twisted_keyx.groups.registry.GroupError` that refuses it."""
         try:
-            self.group = self._accepted(payload)
-        except groups.GroupNotAccepted as e:
-            raise BadParameters(str(e)) from None
+            return self._accept_parameters(payload)
         except groups.GroupError as e:
-            raise BadParameters(f"unusable parameters from the server: {e}") from None
+            return e
+
+    def _parameters_checked(self, payload, group):
+        if isinstance(group, groups.GroupNotAccepted):
+            raise BadParameters(str(group))
+        if isinstance(group, Exception):
+            raise BadParameters(f"unusable parameters from the server: {group}")
+        self.group = group
         self._private_key = self._private_key_factory(self.group)
         return self._exchanged(
             payload, messages.CLIENT_KEY_PREFIX + self.group.public_key_pem(self._private_key))

@@ -28,7 +28,10 @@ HOST_KEY_REQUEST = b"Host key?"
 HOST_KEY_SIGNATURE_PREFIX = b"Host key signature:"
 
 #: The server's error replies; it closes the connection after sending one.
-UNEXPECTED_MESSAGE_REPLY = b"I do not understand you, hanging up"
+#: How the server's refusal begins, whatever follows (a client telling the
+#: framings apart from a first read).
+UNEXPECTED_MESSAGE_PREFIX = b"I do not understand you"
+UNEXPECTED_MESSAGE_REPLY = UNEXPECTED_MESSAGE_PREFIX + b", hanging up"
 INVALID_CLIENT_KEY_REPLY = b"Invalid client public key, hanging up"
 ERROR_REPLIES = (UNEXPECTED_MESSAGE_REPLY, INVALID_CLIENT_KEY_REPLY)
 

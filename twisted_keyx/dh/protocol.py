@@ -12,14 +12,14 @@ the same over the socket tutorial's unframed wire
 """
 
 import operator
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Optional
 
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
-from twisted_keyx.core.adapter import Observer, PauseReason, Session, hung_up
+from twisted_keyx.core.adapter import Observer, Session, hung_up
+from twisted_keyx.core.decisions import CheckGroup
 from twisted_keyx.dh.handshake import (  # noqa: F401 (the limits are part of this API)
     CLIENT_MAX_MESSAGE_LENGTH,
     DHClientHandshake,
@@ -27,9 +27,7 @@ from twisted_keyx.dh.handshake import (  # noqa: F401 (the limits are part of th
     HandshakeResult,
     server_max_message_length,
 )
-from twisted_keyx.dh.messages import ServerMessage, classify_server_message
 from twisted_keyx.core.framing import Int32Framing
-from twisted_keyx.groups.registry import GroupError
 from twisted_keyx.core.logtext import literal
 from twisted_keyx.core.peers import PeerLogging
 from twisted_keyx.core.transcript import session_key_fingerprint
@@ -154,41 +152,32 @@ class DHClientProtocol(Session, Observer):
         if handshake is None:
             handshake = self.newHandshake()
         super().__init__(self.FRAMING, handshake, observer=self)
+        handshake.ask_group_check = True
         self.finished: "defer.Deferred[HandshakeResult]" = defer.Deferred(self._cancel)
-        #: The check of message 4 under way, and the messages that arrived
-        #: after it meanwhile (the session reads nothing more until it ends).
+        #: The check of message 4 under way (the session reads nothing
+        #: until it ends: the adapter's one pause-and-queue).
         self._check: Optional[defer.Deferred[Any]] = None
-        self._afterCheck: List[bytes] = []
 
-    def messageReceived(self, payload):
-        if self._check is not None:
-            self._afterCheck.append(payload)
-            return
-        machine = self.machine
-        if (self.check_parameters is None or self.ended or machine is not self.handshake
-                or not machine.awaiting_parameters
-                or classify_server_message(payload) is not ServerMessage.PARAMETERS):
-            super().messageReceived(payload)
-            return
-        self._pause(PauseReason.GROUP_CHECK)
-        self._check = self.check_parameters(payload)
-        self._check.addCallbacks(self._checked, self._checked, callbackArgs=(payload,),
-                                 errbackArgs=(payload,))
+    def replaceHandshake(self, machine):
+        super().replaceHandshake(machine)
+        machine.ask_group_check = True
 
-    def _checked(self, outcome, payload):
+    def answer(self, session, machine, question):
+        """The machine asks for message 4's group (a
+        :class:`~twisted_keyx.core.decisions.CheckGroup`): checked by
+        :attr:`check_parameters` if set, else by the machine's own
+        ``accept_parameters``, here."""
+        if not isinstance(question, CheckGroup):
+            return super().answer(session, machine, question)
+        if self.check_parameters is None:
+            return machine.check_group_here(question.payload)
+        check = self._check = self.check_parameters(question.payload)
+        check.addBoth(self._checked)
+        return check
+
+    def _checked(self, outcome):
         self._check = None
-        waiting, self._afterCheck = self._afterCheck, []
-        if self.ended:
-            return None  # cancelled, or the connection is gone: nothing to say
-        if isinstance(outcome, Failure):
-            outcome.trap(GroupError)
-            outcome = outcome.value
-        self.machine.parameters_checked(payload, outcome)
-        super().messageReceived(payload)
-        for message in waiting:
-            self.messageReceived(message)
-        self._resume(PauseReason.GROUP_CHECK)
-        return None
+        return outcome
 
     def _stopCheck(self):
         if self._check is not None:

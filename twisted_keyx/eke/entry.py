@@ -81,7 +81,7 @@ async def chart(reactor, draw):
     user = new_user("alice", "correct horse", kdf=kdf)
 
     class Users:
-        def lookup(self, name):
+        def lookup(self, name, scheme="eke"):
             return user if name == user.name else None
 
     server = EKEServerFactory(Users())

@@ -38,14 +38,24 @@ from dataclasses import dataclass
 from twisted_keyx.chat.records import ChatKeys
 from twisted_keyx.eke import crypto, messages
 from twisted_keyx.eke.messages import ClientMessage, MalformedLine, ServerMessage
+from functools import partial
+
+from twisted_keyx.core.decisions import (
+    GuessAnswering,
+    GuessFailed,
+    GuessUnanswered,
+    HoldReplies,
+    NeedRecord,
+)
 from twisted_keyx.core.machine import (
     START,
     AuthenticationFailed,
     HandshakeFailed,
+    ProtocolFailed,
     StateMachine,
     UnexpectedReply,
 )
-from twisted_keyx.core.refusals import TooManyAttempts, refusal
+from twisted_keyx.core.refusals import TooManyAttempts, refusal, store_refusal
 from twisted_keyx.core.transcript import Transcript
 
 
@@ -144,6 +154,10 @@ class _EKEHandshake(StateMachine):
         return reply
 
 
+#: The scheme of the records an EKE server asks for.
+SCHEME = "eke"
+
+
 class EKEServerState(enum.Enum):
     AWAIT_USER_NAME = "awaiting the user name (step 1)"
     AWAIT_SEALED_PUBLIC_KEY = "awaiting E_pw(pk) (step 3)"
@@ -167,9 +181,15 @@ SERVER_LINE_LIMITS = {
 class EKEServerHandshake(_EKEHandshake):
     """The server side: answers steps 1, 3, 5 and 7 with 2, 4, 6 and 8.
 
-    ``lookup_user(name)`` returns the user's record (``salt``, ``kdf``,
-    ``key``) or None; ``decoys``, if given, makes a record for an unknown
-    name (``key`` None) so that it fails like a wrong password.
+    Fed through the adapter (:meth:`feed`), it asks for what it does not
+    hold (:mod:`twisted_keyx.core.decisions`): the user's record at step 1
+    (:class:`NeedRecord`), and, before step 4, the answer that tells a
+    guesser whether the password was right, whether and when it may go out
+    (:class:`GuessAnswering`); it says when a guess failed
+    (:class:`GuessFailed`).  :meth:`receive` answers those questions itself
+    (``lookup_user(name)``: the record or None; no throttle) for callers
+    that drive it by hand.  ``decoys``, if given, makes a record for an
+    unknown name so that it fails like a wrong password.
     """
 
     TRANSITIONS = {
@@ -188,7 +208,7 @@ class EKEServerHandshake(_EKEHandshake):
     PEER = "client"
     Malformed = MalformedMessage
 
-    def __init__(self, lookup_user, decoys=None, random_bytes=crypto.random_bytes):
+    def __init__(self, lookup_user=None, decoys=None, random_bytes=crypto.random_bytes):
         super().__init__(EKEServerState.AWAIT_USER_NAME, random_bytes)
         self._lookup_user = lookup_user
         self._decoys = decoys
@@ -198,15 +218,20 @@ class EKEServerHandshake(_EKEHandshake):
         self._doomed = None
         self._server_nonce = None
 
-    @property
-    def wrong_guess(self):
-        """Why this session will fail at step 5 (a wrong password, an unknown
-        user), once step 3 has shown it; else None."""
-        return self._doomed
+    def feed(self, line):
+        """Take one client line; return the step's output (the line to send,
+        decisions, or a question: :mod:`twisted_keyx.core.decisions`)."""
+        return self._dispatch(ClientMessage.LINE, line)
 
     def receive(self, line):
-        """Take one client line; return the line to send."""
-        return self._dispatch(ClientMessage.LINE, line)
+        """Take one client line; return the line to send, the questions
+        answered here (the record from ``lookup_user``; no throttle)."""
+        return self.settle(self.feed(line), self._answer_here)
+
+    def _answer_here(self, question):
+        if isinstance(question, NeedRecord):
+            return None if self._lookup_user is None else self._lookup_user(question.user)
+        return 0  # GuessAnswering: at once
 
     @property
     def max_message_length(self):
@@ -221,7 +246,12 @@ class EKEServerHandshake(_EKEHandshake):
     def _on_user_name(self, line):
         name = self._parse(1, messages.parse_user_name, line)
         self.user = name
-        record = self._lookup_user(name)
+        return self._ask(NeedRecord(name, SCHEME), partial(self._on_record, line))
+
+    def _on_record(self, line, record):
+        name = self.user
+        if isinstance(record, Exception):  # the store did not answer
+            raise store_refusal(record)
         if self._decoys is not None:
             # The same work for a user and a decoy (a timing would tell them apart).
             decoy = self._decoys.record_for(name)
@@ -235,6 +265,21 @@ class EKEServerHandshake(_EKEHandshake):
 
     def _on_sealed_public_key(self, line):
         box = self._box(line, 3)
+        # Step 4 tells a guesser whether the password was right: paced.
+        return self._ask(GuessAnswering(self.user), partial(self._on_guess_paced, line, box))
+
+    def _on_guess_paced(self, line, box, delay):
+        if isinstance(delay, Exception):  # refused unchecked, or no store
+            raise store_refusal(delay)
+        try:
+            reply = self._answer_guess(line, box)
+        except ProtocolFailed as failure:
+            failure.decisions = (GuessUnanswered(self.user),)
+            raise
+        output = (reply,) if self._doomed is None else (reply, GuessFailed(self.user, self._doomed))
+        return (HoldReplies(delay),) + output if delay else output
+
+    def _answer_guess(self, line, box):
         # A decoy's key opens nothing, but the open runs all the same.
         try:
             der = crypto.open_box(self._record.key, 3, self.user, box)

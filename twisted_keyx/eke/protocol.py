@@ -13,7 +13,6 @@ from twisted_keyx.eke.handshake import (  # noqa: F401 (the limits are part of t
     SERVER_LINE_LIMITS,
     EKEClientHandshake,
     EKEServerHandshake,
-    EKEServerState,
     WrongPassword,
 )
 from twisted_keyx.eke.records import DecoyUsers
@@ -58,24 +57,7 @@ class EKEServerFactory(LoginServerFactory):
         self._handshake_options = {} if random_bytes is None else {"random_bytes": random_bytes}
 
     def newHandshake(self):
-        return EKEServerHandshake(self.users.lookup, decoys=self.decoys, **self._handshake_options)
-
-    def machineReceiving(self, session, machine, payload):
-        # Step 4 tells a guesser whether the password was right: pace it.
-        if (self.throttle is None or machine is not session.handshake
-                or machine.state is not EKEServerState.AWAIT_SEALED_PUBLIC_KEY):
-            return
-        return self._paceAnswer(session, machine, machine.user, "at step 3")
-
-    def machineStepped(self, session, machine, payload, reply):
-        super().machineStepped(session, machine, payload, reply)
-        if machine is not session.handshake:
-            return
-        if (machine.state is EKEServerState.AWAIT_CLIENT_NONCE and machine.wrong_guess
-                and not session.guess_counted):
-            session.guess_counted = True
-            self.guessFailed(session, machine.user, machine.wrong_guess)
-
+        return EKEServerHandshake(decoys=self.decoys, **self._handshake_options)
 
 
 class EKEClientProtocol(LoginClientProtocol):

@@ -26,7 +26,8 @@ from twisted_keyx.core.logtext import literal
 from twisted_keyx.core.lograte import Bursts
 from twisted_keyx.core.machine import StateMachine
 from twisted_keyx.core.peers import PeerLogging, printable, source_group
-from twisted_keyx.core.refusals import Refused, ServerUnavailable, TooManyAttempts
+from twisted_keyx.core.decisions import GuessAnswering, GuessFailed, GuessUnanswered, NeedRecord
+from twisted_keyx.core.refusals import Refused, TooManyAttempts
 from twisted_keyx.core.transcript import session_key_fingerprint
 
 
@@ -51,9 +52,6 @@ class LoginServerProtocol(Session):
     guess_counted = False
     #: The user name of the guess reserved (or refused) with the throttle.
     guess_user = None
-    #: The throttle reserved an answer; the step made it.
-    guess_reserved = False
-    guess_answered = False
 
     @property
     def chat(self):
@@ -106,69 +104,64 @@ class LoginServerFactory(Factory, Observer, PeerLogging):
         host = getattr(session.transport.getPeer(), "host", None)
         return self.source_of(host) if isinstance(host, str) else session.peer
 
-    # --- the guess throttle (twisted_keyx.service.throttle) ----------------------------
+    # --- the machine's questions: the store and the guess throttle -------------
 
-    def _paceAnswer(self, session, machine, user, where):
-        """Reserve the answer to ``user``'s guess with the throttle and hold
-        it back as long as it says, or refuse the guess unchecked with the
-        throttle's reply ("too many attempts ...", "the server cannot check
-        passwords right now ..."); ``where``: the step, for the log.
-        Returns the reservation's Deferred: the step waits for it."""
-        session.guess_user = user
-        outcome = self.throttle.reserve(user, self._source(session), session.peer)
-        outcome.addCallbacks(self._reserved, self._refuseGuess, callbackArgs=(session,),
-                             errbackArgs=(session, machine, user, where))
-        return outcome
+    def answer(self, session, machine, question):
+        if isinstance(question, NeedRecord):
+            found = defer.maybeDeferred(self.users.lookup, question.user, question.scheme)
+            found.addErrback(self._unavailable, session, question.user, "its record not read")
+            return found
+        if isinstance(question, GuessAnswering):
+            # The answer that tells a guesser whether the password was
+            # right: held back as the throttle says, or refused unchecked.
+            if self.throttle is None:
+                return 0
+            session.guess_user = question.user
+            reserved = self.throttle.reserve(question.user, self._source(session), session.peer)
+            reserved.addErrback(self._unavailable, session, question.user,
+                                "the guess refused unchecked")
+            return reserved
+        return super().answer(session, machine, question)
 
-    def _reserved(self, delay, session):
-        session.guess_reserved = True
-        session.holdReplies(delay)
-
-    def _answered(self, session):
-        """The step after a reservation succeeded: its answer is made."""
-        if session.guess_reserved:
-            session.guess_answered = True
-
-    def _releaseUnanswered(self, session):
-        """The step a guess was reserved for failed before its answer: no
-        guess (the throttle refunds it)."""
-        if session.guess_reserved and not session.guess_answered:
-            session.guess_reserved = False
-            self.throttle.release(session.guess_user, self._source(session))
-
-    def _refuseGuess(self, reason, session, machine, user, where):
-        if session.ended:
-            return
+    def _unavailable(self, reason, session, user, what):
+        """A store did not answer the question for ``user``: logged (the
+        throttle's own refusal is counted there); the machine refuses with
+        its documented reply (:func:`twisted_keyx.core.refusals.store_refusal`)."""
         if reason.check(TooManyAttempts):
-            failure = reason.value
+            return reason
+        if reason.check(StoreUnavailable):
+            if not session.ended and self.peerMayLog(session, "rejected"):
+                self.log.warn(
+                    "{name}: user {user} from {peer}, {what}: the store is unavailable ({why})",
+                    name=self.NAME, user=repr(user), peer=session.peer, what=what,
+                    why=reason.getErrorMessage())
         else:
-            if reason.check(StoreUnavailable):
-                if self.peerMayLog(session, "rejected"):
-                    self.log.warn(
-                        "{name}: the guess of user {user} from {peer} refused {where}: "
-                        "the store is unavailable ({why})", name=self.NAME,
-                        user=repr(user), peer=session.peer, where=where,
-                        why=reason.getErrorMessage())
-            else:
-                self.log.failure("{name}: the guess throttle failed", reason, name=self.NAME)
-            failure = ServerUnavailable()
-        session.fail(machine.refuse(failure))
+            self.log.failure("{name}: a store failed", reason, name=self.NAME)
+        return reason
+
+    def machineDecided(self, session, machine, decision):
+        if isinstance(decision, GuessFailed):
+            self.guessFailed(session, decision)
+        elif isinstance(decision, GuessUnanswered):
+            if self.throttle is not None:
+                self.throttle.release(decision.user, self._source(session))
+
+    def guessFailed(self, session, decision):
+        """A guess failed (:class:`~twisted_keyx.core.decisions.GuessFailed`):
+        counted by the throttle, or logged."""
+        session.guess_counted = True
+        why = f"{self.NAME}, {decision.why}"
+        if self.throttle is not None:
+            self.throttle.failed(decision.user, self._source(session), session.peer, why)
+        else:
+            self.log.info("Failed guess for user {user} from {peer}: {why}",
+                          user=repr(decision.user), peer=session.peer, why=why)
 
     # --- the observer: one log line per event -----------------------------------
 
     def machineStepped(self, session, machine, payload, reply):
-        if machine is not session.handshake:
-            if not machine.finished:
-                self.machineSaid(session, machine.said)
-            return
-        self._answered(session)
-
-    def guessFailed(self, session, user, why):
-        if self.throttle is not None:
-            self.throttle.failed(user, self._source(session), session.peer, f"{self.NAME}, {why}")
-        else:
-            self.log.info("Failed guess for user {user} from {peer}: " + self.NAME + ", {why}",
-                          user=repr(user), peer=session.peer, why=why)
+        if machine is not session.handshake and not machine.finished:
+            self.machineSaid(session, machine.said)
 
     def machineFinished(self, session, machine):
         if machine is session.handshake:
@@ -184,8 +177,6 @@ class LoginServerFactory(Factory, Observer, PeerLogging):
         if machine is session.handshake:
             if isinstance(failure, Refused):
                 return  # counted in the throttle's summaries (or logged unavailable)
-            if self.throttle is not None:
-                self._releaseUnanswered(session)
             if not (isinstance(failure, self.COUNTED_FAILURES) and session.guess_counted):
                 if self.peerMayLog(session, "rejected"):
                     self.handshakeRejected(session.peer, failure.reason)

@@ -27,11 +27,19 @@ bytes as KE3, so the server decides and both sides say the same.
 
 import enum
 import os
+from functools import partial
 from dataclasses import dataclass
 
 from twisted_keyx.core.b64 import MalformedLine, decode_item, encode_item
 from twisted_keyx.chat.records import ChatKeys, derive_chat_keys
 from twisted_keyx.login import names
+from twisted_keyx.core.decisions import (
+    GuessAnswering,
+    GuessFailed,
+    GuessUnanswered,
+    HoldReplies,
+    NeedRecord,
+)
 from twisted_keyx.core.machine import (
     START,
     AuthenticationFailed,
@@ -39,7 +47,7 @@ from twisted_keyx.core.machine import (
     StateMachine,
     UnexpectedReply,
 )
-from twisted_keyx.core.refusals import refusal
+from twisted_keyx.core.refusals import refusal, store_refusal
 from twisted_keyx.opaque.errors import KeyStretchingFailed, OpaqueError
 from twisted_keyx.opaque.ksf import DEFAULT_KSF_LIMITS
 from twisted_keyx.opaque.login import ClientLogin, ServerLogin
@@ -47,6 +55,8 @@ from twisted_keyx.opaque.messages import KE1_SIZE, KE2, KE3_SIZE
 from twisted_keyx.core.transcript import Transcript
 
 FAILURE_REPLY = names.FAILURE_REPLY
+#: The scheme of the records an OPAQUE server asks for.
+SCHEME = "opaque"
 OK = b"ok"
 CHAT_LABEL = b"twisted-keyx opaque chat"
 MAX_USER_NAME_BYTES = names.MAX_USER_NAME_BYTES
@@ -109,9 +119,17 @@ class OPAQUEServerState(enum.Enum):
 
 
 class OPAQUEServerHandshake(StateMachine):
-    """The server side.  ``lookup_user(name)`` returns the user's
-    :class:`~twisted_keyx.opaque.scheme.OpaqueUser` or None; ``setup`` is
-    the :class:`~twisted_keyx.opaque.records.ServerSetup`."""
+    """The server side; ``setup`` is the
+    :class:`~twisted_keyx.opaque.records.ServerSetup`.
+
+    Fed through the adapter (:meth:`feed`), it asks for the user's record
+    (:class:`NeedRecord`: an :class:`~twisted_keyx.opaque.scheme.OpaqueUser`
+    or None) and whether and when KE2, the answer that tells a guesser
+    whether the password was right, may go out (:class:`GuessAnswering`);
+    it says when a guess failed (:class:`GuessFailed`: KE3 does not verify,
+    or the client left after KE2).  :meth:`receive` answers the questions
+    itself (``lookup_user(name)``; no throttle) for callers that drive it by
+    hand (:mod:`twisted_keyx.core.decisions`)."""
 
     TRANSITIONS = {
         (OPAQUEServerState.AWAIT_KE1, LineEvent.LINE): ("_on_ke1", OPAQUEServerState.AWAIT_KE3),
@@ -124,7 +142,7 @@ class OPAQUEServerHandshake(StateMachine):
 
     LIMITS = {OPAQUEServerState.AWAIT_KE1: FIRST_LINE_LIMIT, OPAQUEServerState.AWAIT_KE3: KE3_LINE}
 
-    def __init__(self, setup, lookup_user, rng=os.urandom):
+    def __init__(self, setup, lookup_user=None, rng=os.urandom):
         super().__init__()
         self._setup = setup
         self._lookup_user = lookup_user
@@ -139,8 +157,20 @@ class OPAQUEServerHandshake(StateMachine):
         self.answered = False
         self.result = None
 
-    def receive(self, line):
+    def feed(self, line):
+        """Take one client line; return the step's output (the line to send,
+        decisions, or a question: :mod:`twisted_keyx.core.decisions`)."""
         return self._dispatch(LineEvent.LINE, line)
+
+    def receive(self, line):
+        """Take one client line; return the line to send, the questions
+        answered here (the record from ``lookup_user``; no throttle)."""
+        return self.settle(self.feed(line), self._answer_here)
+
+    def _answer_here(self, question):
+        if isinstance(question, NeedRecord):
+            return None if self._lookup_user is None else self._lookup_user(question.user)
+        return 0  # GuessAnswering: at once
 
     @property
     def max_message_length(self):
@@ -150,7 +180,20 @@ class OPAQUEServerHandshake(StateMachine):
         return AuthenticationFailed(f"a line while {self.state.value}")
 
     def _too_long(self, reason):
-        return AuthenticationFailed(f"{reason} while {self.state.value}")
+        return self._after_ke2(AuthenticationFailed(f"{reason} while {self.state.value}"))
+
+    def _after_ke2(self, failure):
+        """``failure`` with what it means once KE2 was sent: the client may
+        have learnt from KE2 whether its password was right, so it is a
+        failed guess."""
+        if self.answered and self.state is OPAQUEServerState.AWAIT_KE3:
+            failure.decisions = (GuessFailed(self.user, "KE3 does not verify"),)
+        return failure
+
+    def abandoned(self):
+        if self.answered and self.state is OPAQUEServerState.AWAIT_KE3:
+            return (GuessFailed(self.user, "left after KE2 without KE3", left=True),)
+        return None
 
     def _on_ke1(self, line):
         if len(line) < KE1_LINE + 2 or line[KE1_LINE:KE1_LINE + 1] != b" ":
@@ -161,30 +204,43 @@ class OPAQUEServerHandshake(StateMachine):
         except MalformedLine as e:
             raise AuthenticationFailed(f"(1): {e}") from None
         self.user = name
-        user = self._lookup_user(name)
+        return self._ask(NeedRecord(name, SCHEME), partial(self._on_record, line, ke1))
+
+    def _on_record(self, line, ke1, user):
+        if isinstance(user, Exception):  # the store did not answer
+            raise store_refusal(user)
         self.known_user = user is not None
         self._login = ServerLogin(self._setup, user.record if user is not None else None,
-                                  name.encode("utf-8"), rng=self._rng)
+                                  self.user.encode("utf-8"), rng=self._rng)
+        # KE2 tells a guesser whether the password was right: paced.
+        return self._ask(GuessAnswering(self.user), partial(self._on_guess_paced, line, ke1))
+
+    def _on_guess_paced(self, line, ke1, delay):
+        if isinstance(delay, Exception):  # refused unchecked, or no store
+            raise store_refusal(delay)
         try:
             ke2 = self._login.respond(ke1)
         except OpaqueError as e:
-            raise AuthenticationFailed(f"(1): {e}") from None
+            failure = AuthenticationFailed(f"(1): {e}")
+            failure.decisions = (GuessUnanswered(self.user),)
+            raise failure from None
         reply = encode_item(ke2)
         self._transcript.add(line)
         self._transcript.add(reply)
         self.answered = True
-        return reply
+        return (HoldReplies(delay), reply) if delay else reply
 
     def _on_ke3(self, line):
         try:
             ke3 = decode_item(line, KE3_SIZE)
         except MalformedLine as e:
-            raise AuthenticationFailed(f"(3): {e}") from None
+            raise self._after_ke2(AuthenticationFailed(f"(3): {e}")) from None
         try:
             session_key = self._login.finish(ke3)
         except OpaqueError:
             why = "wrong password for user" if self.known_user else "unknown user"
-            raise AuthenticationFailed(f"{why} {self.user!r} (KE3 does not verify)") from None
+            raise self._after_ke2(AuthenticationFailed(
+                f"{why} {self.user!r} (KE3 does not verify)")) from None
         self._transcript.add(line)
         self._transcript.add(OK)
         self.result = _result(self.user, session_key, self._transcript,

@@ -10,7 +10,6 @@ sessions and logs as every password handshake's does
 client protocol is the same with OPAQUE's machine.
 """
 
-from twisted_keyx.core.refusals import Refused
 from twisted_keyx.login.protocol import (
     LoginClientFactory,
     LoginClientProtocol,
@@ -18,9 +17,9 @@ from twisted_keyx.login.protocol import (
     LoginServerProtocol,
 )
 from twisted_keyx.opaque.handshake import (
+    AuthenticationFailed,
     OPAQUEClientHandshake,
     OPAQUEServerHandshake,
-    OPAQUEServerState,
 )
 
 
@@ -49,6 +48,9 @@ class OPAQUEServerFactory(LoginServerFactory):
     #: The log lines are every password handshake's, with these words.
     NAME = "OPAQUE"
     SESSION_KEY_NAME = "session key"
+    #: A failed KE3 is a failed guess (a failed login), logged as one when
+    #: a throttle counts it.
+    COUNTED_FAILURES = (AuthenticationFailed,)
 
     def __init__(self, users, setup, show_secrets=False, rng=None, login_failed=None,
                  throttle=None, source_of=None):
@@ -58,71 +60,22 @@ class OPAQUEServerFactory(LoginServerFactory):
         self._rng_options = {} if rng is None else {"rng": rng}
         self.login_failed = login_failed
 
-    def lookupUser(self, name):
-        return self.users.lookup(name, scheme="opaque")
-
     def newHandshake(self):
-        return OPAQUEServerHandshake(self.setup, self.lookupUser, **self._rng_options)
+        return OPAQUEServerHandshake(self.setup, **self._rng_options)
 
-    # --- the guess throttle (twisted_keyx.service.throttle) ----------------------------
-
-    def machineReceiving(self, session, machine, payload):
-        if (self.throttle is None or machine is not session.handshake
-                or machine.state is not OPAQUEServerState.AWAIT_KE1):
+    def guessFailed(self, session, decision):
+        # Without a throttle, a client that left after KE2 is logged as
+        # having abandoned the handshake, no failed login.
+        if decision.left and self.throttle is None:
             return
-        # Message 1 is base64(KE1), a space, the user name: the name decides
-        # the pace before KE2, the answer, is computed.  A malformed line is
-        # refused by the machine whatever its "name" here.
-        user = payload.rpartition(b" ")[2].decode("utf-8", "replace")
-        return self._paceAnswer(session, machine, user, "before KE2")
-
-    def machineStepped(self, session, machine, payload, reply):
-        if machine is not session.handshake:
-            super().machineStepped(session, machine, payload, reply)
-        else:
-            self._answered(session)
-
-    def machineFailed(self, session, machine, failure):
-        if machine is not session.handshake:
-            super().machineFailed(session, machine, failure)
-            return
-        if isinstance(failure, Refused):
-            return  # counted in the throttle's summaries (or logged unavailable)
+        self.loginFailed(session.peer, decision.user)
         if self.throttle is not None:
-            self._releaseUnanswered(session)
-        if machine.answered:
-            # After KE2 (before it, a malformed KE1 taught the client
-            # nothing): the one place a failed login is reported, with user
-            # and source.
-            self.loginFailed(session.peer, machine.user)
-            if self.throttle is not None:
-                session.guess_counted = True
-                self.throttle.failed(machine.user, self._source(session), session.peer,
-                                     "OPAQUE, KE3 does not verify")
-                return
-        if self.peerMayLog(session, "rejected"):
-            self.handshakeRejected(session.peer, failure.reason)
-
-    def sessionLost(self, session, machine, reason):
-        if self._leftAfterKE2(session, machine):
-            return
-        super().sessionLost(session, machine, reason)
+            super().guessFailed(session, decision)
 
     def sessionTimedOut(self, session, machine, seconds):
-        if self._leftAfterKE2(session, machine):
-            return
+        if machine is session.handshake and session.guess_counted:
+            return  # counted as a failed guess (it left after KE2)
         super().sessionTimedOut(session, machine, seconds)
-
-    def _leftAfterKE2(self, session, machine):
-        """A client that got KE2 and never sent KE3 may have learnt from it
-        that its guess was wrong: counted as a failed guess."""
-        if (self.throttle is None or machine is not session.handshake
-                or machine.state is not OPAQUEServerState.AWAIT_KE3):
-            return False
-        self.loginFailed(session.peer, machine.user)
-        self.throttle.failed(machine.user, self._source(session), session.peer,
-                             "OPAQUE, left after KE2 without KE3")
-        return True
 
     def loginFailed(self, peer, user):
         if self.login_failed is not None:

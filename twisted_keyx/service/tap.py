@@ -394,7 +394,7 @@ def _configure(options):
     except UserFileError as e:
         raise usage.UsageError(str(e)) from None
     opaque_path = os.path.abspath(options["opaque-key"])
-    setup, opaque_created = _opaque_setup(opaque_path, users.count("opaque"), new_files)
+    setup, opaque_created = _opaque_setup(opaque_path, users.loaded_count("opaque"), new_files)
     return KeyxConfig(
         listeners=tuple(listeners), group=group, host_key=host_key,
         host_key_created=host_key_created, users=users, user_count=user_count,

@@ -18,7 +18,9 @@ the server needs it to run E_pw, anyone who reads this file can log in as any
 user in it (but does not learn the passwords themselves).  Keep it private.
 
 ``keyx-admin`` edits the file (:func:`read_users`, :func:`write_users`); the
-daemon reads it through :class:`UserFile`, which notices when it changes.
+daemon reads it through :class:`UserFile`, the first
+:class:`~twisted_keyx.core.interfaces.IUserStore`, which notices when it
+changes and parses it again off the reactor thread.
 """
 
 import contextlib
@@ -27,9 +29,12 @@ import os
 import re
 from itertools import accumulate
 
+from twisted.internet import defer, threads
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from twisted_keyx.core import schemes
+from twisted_keyx.core.interfaces import IUserStore, StoreConflict, StoreUnavailable
 from twisted_keyx.eke import messages
 from twisted_keyx.eke.messages import MalformedLine
 # EKE's records, from before the schemes: imported from here by older code.
@@ -51,8 +56,8 @@ DEFAULT_USER_FILE = "keyx-users.json"
 #: json.loads recurses once per level, so a hostile file nested 100,000
 #: deep would raise RecursionError: the depth is checked before it parses.
 MAX_DEPTH = 16
-#: About 40,000 users; the daemon reads and parses the file whole, on its
-#: reactor thread, when it changes.
+#: About 40,000 users; the daemon reads and parses the file whole, in a
+#: thread, when it changes.
 MAX_FILE_SIZE = 8 << 20
 
 
@@ -191,74 +196,166 @@ def _signature(st):
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+def _read_file(path, known):
+    """Read and parse the user file at ``path`` unless its signature is
+    ``known``: one of ``("unchanged",)``, ``("missing",)``,
+    ``("unreadable", errno, reason)``, ``("broken", signature, reason)``,
+    ``("read", signature, users)``.  No shared state: it runs off the
+    reactor thread (a file of 40,000 users takes about a second to parse)."""
+    try:
+        with open(path, "rb") as f:
+            signature = _signature(os.fstat(f.fileno()))
+            if signature == known:
+                return ("unchanged",)
+            data = f.read(MAX_FILE_SIZE + 1)
+    except FileNotFoundError:
+        return ("missing",)
+    except OSError as e:
+        return ("unreadable", e.errno, f"cannot read {path}: {_describe(e)}")
+    try:
+        return ("read", signature, parse_users(data))
+    except UserFileError as e:
+        return ("broken", signature, f"{path}: {e}")
+
+
+def run_now(function, *args):
+    """Run ``function`` here and now, its outcome a Deferred (tests, tools)."""
+    return defer.maybeDeferred(function, *args)
+
+
+@implementer(IUserStore)
 class UserFile:
-    """The daemon's user file.  Every :meth:`lookup` stats the file (one
-    system call) and reloads it when it changed, so ``keyx-admin`` edits take
-    effect without a restart.  A file that has become unreadable or broken
-    is logged once and the users loaded before are kept; a file that has
-    disappeared means no users."""
+    """The daemon's user file, an :class:`~twisted_keyx.core.interfaces.IUserStore`.
+
+    Every :meth:`lookup` stats the file (one system call, on the reactor
+    thread) and, when it changed, reads and parses it again in a thread
+    (``run_in_thread``, :func:`~twisted.internet.threads.deferToThread` by
+    default): lookups meanwhile wait for the same reload, and the reactor
+    serves every other connection.  So ``keyx-admin`` edits take effect
+    without a restart.  A file that has become unreadable or broken is
+    logged once and the users loaded before are kept; a file that has
+    disappeared means no users.  Writes (:meth:`add`, :meth:`replace`,
+    :meth:`remove`) hold the file's lock (:func:`editing_users`), in a
+    thread too; one that cannot be made fails with
+    :class:`~twisted_keyx.core.interfaces.StoreUnavailable`."""
 
     log = Logger()
     _MISSING = "missing"
 
-    def __init__(self, path):
+    def __init__(self, path, run_in_thread=None):
         self.path = path
-        self.users = {}
+        #: The records loaded, by user name.
+        self.loaded = {}
         self._signature = None
+        self._run = run_in_thread if run_in_thread is not None else threads.deferToThread
+        #: The reload under way, and the lookups waiting for it.
+        self._reloading = None
 
     def load(self):
         """First load, at start-up: raise :class:`UserFileError` if the file
         exists and is unusable.  Return the number of users, or None if the
         file does not exist."""
-        self._reload(report=False)
-        return None if self._signature == self._MISSING else len(self.users)
+        self._apply(_read_file(self.path, self._signature), report=False)
+        return None if self._signature == self._MISSING else len(self.loaded)
+
+    def loaded_count(self, scheme):
+        """How many users of ``scheme`` were loaded (at once, for start-up lines)."""
+        return sum(1 for record in self.loaded.values() if record.scheme == scheme)
+
+    # --- IUserStore ------------------------------------------------------------
 
     def lookup(self, name, scheme="eke"):
-        """The record of user ``name`` if it is of ``scheme``, else None: a
-        server of one scheme does not see the users of another."""
-        try:
-            signature = _signature(os.stat(self.path))
-        except FileNotFoundError:
-            signature = self._MISSING
-        except OSError:
-            signature = None  # let the reload say why
-        if signature is None or signature != self._signature:
-            try:
-                self._reload(report=True)
-            except UserFileError:
-                pass  # reported in _reload; keep the users we had
-        record = self.users.get(name)
-        return record if record is not None and record.scheme == scheme else None
+        """Deferred firing with the record of user ``name`` if it is of
+        ``scheme``, else None: a server of one scheme does not see the users
+        of another."""
+        return self._fresh().addCallback(lambda _: self._get(name, scheme))
 
     def count(self, scheme):
-        """How many users of ``scheme`` were loaded."""
-        return sum(1 for record in self.users.values() if record.scheme == scheme)
+        return self._fresh().addCallback(lambda _: self.loaded_count(scheme))
 
-    def _reload(self, report):
+    def users(self):
+        return self._fresh().addCallback(lambda _: dict(self.loaded))
+
+    def add(self, name, record):
+        def add(users):
+            if name in users:
+                raise StoreConflict(f"user {name!r} exists already")
+            users[name] = record
+        return self._edit(add, missing_ok=True)
+
+    def replace(self, name, old, new):
+        def replace(users):
+            if users.get(name) != old:
+                raise StoreConflict(f"user {name!r} has changed meanwhile")
+            users[name] = new
+        return self._edit(replace)
+
+    def remove(self, name):
+        def remove(users):
+            return users.pop(name, None) is not None
+        return self._edit(remove)
+
+    # --- the file --------------------------------------------------------------
+
+    def _get(self, name, scheme):
+        record = self.loaded.get(name)
+        return record if record is not None and record.scheme == scheme else None
+
+    def _fresh(self):
+        """Deferred firing once the users loaded are the file's."""
+        if self._reloading is None:
+            try:
+                signature = _signature(os.stat(self.path))
+            except FileNotFoundError:
+                signature = self._MISSING
+            except OSError:
+                signature = None  # let the reload say why
+            if signature is not None and signature == self._signature:
+                return defer.succeed(None)
+            waiting = defer.Deferred()
+            self._reloading = [waiting]
+            reading = self._run(_read_file, self.path, self._signature)
+            reading.addCallbacks(self._reloaded, self._readFailed)
+            return waiting
+        waiting = defer.Deferred()
+        self._reloading.append(waiting)
+        return waiting
+
+    def _reloaded(self, outcome):
+        waiting, self._reloading = self._reloading, None
         try:
-            with open(self.path, "rb") as f:
-                signature = _signature(os.fstat(f.fileno()))
-                if signature == self._signature:
-                    return
-                data = f.read(MAX_FILE_SIZE + 1)
-        except FileNotFoundError:
+            self._apply(outcome, report=True)
+        except UserFileError:
+            pass  # reported in _apply; keep the users we had
+        for each in waiting:
+            each.callback(None)
+
+    def _readFailed(self, reason):
+        waiting, self._reloading = self._reloading, None
+        self.log.failure("reading user file {path} failed", reason, path=self.path)
+        for each in waiting:
+            each.errback(StoreUnavailable(f"cannot read {self.path}"))
+
+    def _apply(self, outcome, report):
+        kind = outcome[0]
+        if kind == "unchanged":
+            return
+        if kind == "missing":
             if self._signature != self._MISSING:
                 self._signature = self._MISSING
-                self.users = {}
+                self.loaded = {}
                 if report:
                     self.log.warn("user file {path} not found: no EKE users", path=self.path)
             return
-        except OSError as e:
-            self._failed(("unreadable", e.errno), f"cannot read {self.path}: {_describe(e)}",
-                         report)
+        if kind == "unreadable":
+            self._failed(("unreadable", outcome[1]), outcome[2], report)
             return
-        try:
-            users = parse_users(data)
-        except UserFileError as e:
-            self._failed(signature, f"{self.path}: {e}", report)
+        if kind == "broken":
+            self._failed(outcome[1], outcome[2], report)
             return
+        _, signature, users = outcome
         self._signature = signature
-        self.users = users
+        self.loaded = users
         if report:
             self.log.info("reloaded user file {path}: {count} user(s)",
                           path=self.path, count=len(users))
@@ -269,4 +366,18 @@ class UserFile:
         if signature != self._signature:
             self._signature = signature
             self.log.error("{reason}; keeping the {count} user(s) loaded before",
-                           reason=reason, count=len(self.users))
+                           reason=reason, count=len(self.loaded))
+
+    def _edit(self, change, missing_ok=False):
+        def edit():
+            with editing_users(self.path, missing_ok=missing_ok) as users:
+                return change(users)
+        done = self._run(edit)
+        done.addErrback(_unavailable_on, UserFileError)
+        return done
+
+
+def _unavailable_on(reason, error):
+    """A ``error`` (the file unusable) as :class:`StoreUnavailable`."""
+    reason.trap(error)
+    raise StoreUnavailable(reason.getErrorMessage())
