@@ -106,8 +106,8 @@ class OptionReferenceTests(unittest.TestCase):
         """The comparison sees the subcommands: a parser read wrongly would
         compare two empty sets."""
         programs = argparse_options(client.build_parser())
-        self.assertEqual(sorted(programs), ["keyx-client", "keyx-client dh",
-                                            "keyx-client eke", "keyx-client opaque"])
+        self.assertLessEqual({"keyx-client", "keyx-client dh", "keyx-client eke",
+                              "keyx-client opaque"}, set(programs))
         self.assertIn("--known-hosts", programs["keyx-client dh"])
         self.assertIn("--dh", twistd_options(tap.Options())["twistd keyx"])
 
