@@ -7,12 +7,21 @@ evaluation, masking, 3DH; it never runs Argon2id), the same for an unknown
 user (the fake record), and the client's start + finish (dominated by
 Argon2id), with a cheap cost and the default one.  Then the same for EKE
 (twisted_keyx.eke.handshake, default scrypt) in the same run, for comparison.
+Last, the server's CPU per registration (the registration response) and per
+login beside opaque-ke's own server, @serenity-kit/opaque in WebAssembly
+under node (interop/bench_server.js, after ``npm ci`` in interop/), timed in
+the same run.
 
     python benchmarks/bench_opaque.py [--rounds N] [--client-rounds N] [--eke-rounds N]
+                                      [--opaque-ke-rounds N]
 """
 
 import argparse
+import json
+import os
+import shutil
 import statistics
+import subprocess
 import time
 
 from twisted_keyx.eke.handshake import EKEClientHandshake, EKEServerHandshake
@@ -26,7 +35,11 @@ from twisted_keyx.opaque import (
     ServerLogin,
     ServerSetup,
     register,
+    registration_response,
 )
+from twisted_keyx.opaque.registration import RegistrationClient
+
+INTEROP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "interop")
 
 CHEAP = Argon2idParameters(memory_cost=64, iterations=1, lanes=1)
 ANY = KsfLimits(min_memory_cost=8, min_work=8)
@@ -106,6 +119,29 @@ def _record(lists, client, server):
     server_wall.append(server[1])
 
 
+def registration_cpu(setup, rounds):
+    """The server's CPU per registration: CreateRegistrationResponse."""
+    spent = []
+    for i in range(rounds):
+        request = RegistrationClient("open sesame", CHEAP).start()
+        _, cpu, _ = timed(registration_response, setup, request, b"alice")
+        spent.append(cpu)
+    return spent
+
+
+def opaque_ke_server(rounds):
+    """interop/bench_server.js's medians in seconds, or None and why not."""
+    node = shutil.which("node")
+    if node is None:
+        return None, "node is not installed"
+    if not os.path.isdir(os.path.join(INTEROP, "node_modules", "@serenity-kit", "opaque")):
+        return None, "run 'npm ci' in interop/ first"
+    done = subprocess.run([node, "bench_server.js", str(rounds)], cwd=INTEROP,
+                          capture_output=True, text=True, check=True)
+    result = json.loads(done.stdout)
+    return (result["registration_us"] / 1e6, result["login_us"] / 1e6), None
+
+
 def ms(values):
     return f"{1000 * statistics.median(values):8.3f} ms"
 
@@ -117,6 +153,9 @@ def main():
                         help="client logins timed with the default Argon2id")
     parser.add_argument("--eke-rounds", type=int, default=10,
                         help="EKE handshakes timed (default scrypt); 0 to skip")
+    parser.add_argument("--opaque-ke-rounds", type=int, default=200,
+                        help="server registrations and logins timed for ours beside "
+                             "opaque-ke's (node); 0 to skip")
     args = parser.parse_args()
 
     setup = ServerSetup.generate(CHEAP)
@@ -172,6 +211,20 @@ def main():
         print(f"  {'OPAQUE':8} {ms([r[2] for r in wire])} {ms([r[0] for r in wire])}"
               f" {ms([r[1] for r in wire])}")
         print(f"  {'EKE':8} {ms(server_cpu)} {ms([r[0] for r in runs])}")
+
+    if args.opaque_ke_rounds:
+        theirs, why = opaque_ke_server(args.opaque_ke_rounds)
+        ours_registration = statistics.median(registration_cpu(setup, args.opaque_ke_rounds))
+        ours_login = statistics.median(samples["registered user, cheap"][2])
+        print(f"Server CPU per registration and per login, median of {args.opaque_ke_rounds}:")
+        print(f"  {'':22} {'registration':>12} {'login':>12}")
+        print(f"  {'ours (Python, rbcl)':22} {ms([ours_registration])} {ms([ours_login])}")
+        if theirs is None:
+            print(f"  opaque-ke: not measured ({why})")
+        else:
+            print(f"  {'opaque-ke (WASM, node)':22} {ms([theirs[0]])} {ms([theirs[1]])}")
+            print(f"  {'ours / opaque-ke':22} {ours_registration / theirs[0]:11.2f}x "
+                  f"{ours_login / theirs[1]:11.2f}x")
 
 
 if __name__ == "__main__":

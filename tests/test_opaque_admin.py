@@ -225,3 +225,76 @@ def _write(path, setup):
         f.write(setup.dumps())
     os.chmod(path, 0o600)
     return setup
+
+
+class KeyFileMatchTests(unittest.TestCase):
+    """adduser --scheme opaque refuses a key file that is not the other
+    OPAQUE users' (issue 21): the record keeps its key's fingerprint."""
+
+    setUp = AdminSchemeTests.setUp
+    admin = AdminSchemeTests.admin
+    add = AdminSchemeTests.add
+
+    def test_record_keeps_the_server_key(self):
+        self.assertEqual(self.add("bob", "--scheme", "opaque")[0], 0)
+        with open(self.users) as f:
+            stored = json.load(f)["users"]["bob"]["server_key"]
+        setup = opaque_scheme.load_key_file(self.key)
+        self.assertEqual(stored, server_key_fingerprint(setup.server_public_key))
+        user = userstore.read_users(self.users)["bob"]
+        self.assertEqual(user.server_key, stored)
+
+    def test_other_key_file_refused(self):
+        self.assertEqual(self.add("bob", "--scheme", "opaque")[0], 0)
+        other = os.path.join(self.dir, "other-key")
+        with open(other, "wb") as f:
+            f.write(cheap_setup(rng=os.urandom).dumps())
+        os.chmod(other, 0o600)
+        status, out, err = self.admin("adduser", "carol", "--users", self.users,
+                                      "--opaque-key", other, "--password-file",
+                                      self.password_file, "--scheme", "opaque")
+        self.assertEqual(status, 1)
+        self.assertIn("is not the one the OPAQUE users of the user file", err)
+        self.assertIn("(bob: server key SHA256:", err)
+        self.assertNotIn("carol", userstore.read_users(self.users))
+
+    def test_missing_key_file_with_opaque_users_refused_and_not_created(self):
+        self.assertEqual(self.add("bob", "--scheme", "opaque")[0], 0)
+        missing = os.path.join(self.dir, "elsewhere")
+        status, out, err = self.admin("adduser", "carol", "--users", self.users,
+                                      "--opaque-key", missing, "--password-file",
+                                      self.password_file, "--scheme", "opaque")
+        self.assertEqual(status, 1)
+        self.assertIn("no OPAQUE key file", err)
+        self.assertFalse(os.path.exists(missing))
+
+    def test_old_records_without_server_key_still_read(self):
+        self.assertEqual(self.add("bob", "--scheme", "opaque")[0], 0)
+        with open(self.users) as f:
+            document = json.load(f)
+        del document["users"]["bob"]["server_key"]
+        with open(self.users, "w") as f:
+            json.dump(document, f)
+        self.assertIsNone(userstore.read_users(self.users)["bob"].server_key)
+        self.assertEqual(self.add("carol", "--scheme", "opaque")[0], 0)
+
+
+class KeyStretchingFailureTests(unittest.TestCase):
+    setUp = AdminSchemeTests.setUp
+    admin = AdminSchemeTests.admin
+    add = AdminSchemeTests.add
+
+    def test_adduser_reports_it_in_one_line(self):
+        from twisted_keyx.opaque import ksf
+        from twisted_keyx.opaque.errors import KeyStretchingFailed
+
+        def fail(parameters, data):
+            raise KeyStretchingFailed(f"key stretching ({parameters}) failed on this machine: "
+                                      "Not enough memory to derive key")
+
+        self.patch(ksf.Argon2idParameters, "stretch", fail)
+        status, out, err = self.add("bob", "--scheme", "opaque")
+        self.assertEqual(status, 1)
+        self.assertEqual(err, "keyx-admin: key stretching (argon2id m=64 KiB t=1 p=1) failed "
+                              "on this machine: Not enough memory to derive key\n")
+        self.assertFalse(os.path.exists(self.users))

@@ -367,7 +367,7 @@ class MakeServiceTests(unittest.TestCase):
             f"{os.path.abspath('users.json')} (file not found: no users yet)",
             f"twisted-keyx {tap.__version__}: OPAQUE handshake and chat on tcp:7004; key file "
             f"{path} (created now, no OPAQUE users yet), server key fingerprint "
-            f"{server_key_fingerprint(setup.server_public_key)}",
+            f"{server_key_fingerprint(setup.server_public_key)}, profile twisted-keyx-v1",
             "Limits (0: none): handshake timeout 30 s, idle timeout 300 s, 64 connections "
             "per source (IPv4 /32, IPv6 /64), 10000 in all; "
             f"open-file limit {limits.raise_open_file_limit(0)}",

@@ -160,15 +160,51 @@ def cmd_adduser(args, out, err):
         raise AdminError(str(e)) from None
     # The KSF before taking the lock, so that the lock is held briefly.
     scheme = schemes.named(args.scheme)
+    # A scheme may refuse a new user given the others (OPAQUE: another key file).
+    check = getattr(scheme, "check_new_user", None)
     try:
+        if check is not None:
+            check(_read_users(args.users, missing_ok=True), vars(args))
         record, detail = scheme.add_user(args.name, password, vars(args),
                                          lambda text: err.write(f"keyx-admin: {text}\n"))
     except ValueError as e:
         raise AdminError(str(e)) from None
     with _editing_users(args.users, missing_ok=True) as users:
         _refuse_existing(users, args)
+        if check is not None:
+            try:
+                check(users, vars(args), record)
+            except ValueError as e:
+                raise AdminError(str(e)) from None
         users[args.name] = record
     out.write(f"added user {args.name} to {args.users} ({detail})\n")
+
+
+def cmd_opaque_profile(args, out, err):
+    """Print the key file's profile (what a client gives as --profile);
+    with --create, make the key file with that profile first."""
+    from twisted_keyx.opaque import scheme as opaque_scheme
+
+    try:
+        if args.create is not None:
+            setup = opaque_scheme.create_key_file(args.opaque_key, profile=args.create)
+            err.write(f"keyx-admin: created the OPAQUE key file {args.opaque_key} "
+                      f"(mode 0600), profile {setup.profile}\n")
+        else:
+            setup = opaque_scheme.load_key_file(args.opaque_key)
+    except opaque_scheme.KeyFileError as e:
+        raise AdminError(str(e)) from None
+    out.write(setup.profile.text() + "\n")
+
+
+def _opaque_profile(text):
+    from twisted_keyx.opaque.errors import OpaqueError
+    from twisted_keyx.opaque.profile import Profile
+
+    try:
+        return Profile.parse(text)
+    except OpaqueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def cmd_deluser(args, out, err):
@@ -289,6 +325,24 @@ def build_parser():
         for flags, keywords in schemes.named(name).add_user_options:
             adduser.add_argument(*flags, **keywords)
     adduser.set_defaults(run=cmd_adduser)
+
+    profile = commands.add_parser(
+        "opaque-profile", help="print (or choose) the OPAQUE key file's profile",
+        description=(
+            "Print the OPAQUE profile of the key file, the text a client gives as "
+            "'keyx-client opaque --profile' (docs/opaque.rst, Profiles). With --create "
+            "PROFILE, first create the key file (it must not exist) with that profile: "
+            "twisted-keyx-v1 (per-record Argon2id costs, the default) or "
+            "rfc9807,m=KiB,t=PASSES,p=LANES,context=BASE64 (plain RFC 9807 with one "
+            "cost and the given context, empty if omitted: what opaque-ke's packagings "
+            "such as @serenity-kit/opaque speak; its default cost is m=65536,t=3,p=4)."
+        ),
+    )
+    profile.add_argument("--opaque-key", metavar="FILE", default="keyx-opaque-key",
+                         help="the OPAQUE server key file [default: keyx-opaque-key]")
+    profile.add_argument("--create", metavar="PROFILE", type=_opaque_profile, default=None,
+                         help="create the key file with this profile")
+    profile.set_defaults(run=cmd_opaque_profile)
 
     deluser = commands.add_parser(
         "deluser", help="remove a user (any scheme)",

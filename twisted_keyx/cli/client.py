@@ -165,6 +165,8 @@ def build_parser():
         command = commands.add_parser(entry.name, help=entry.title,
                                       description=entry.client_description)
         _password_command_arguments(command, entry.client_port)
+        for flags, keywords in entry.client_options:
+            command.add_argument(*flags, **keywords)
         command.set_defaults(run=functools.partial(run_password, entry))
         password_commands.append(command)
     for command in (dh, *password_commands):
@@ -599,7 +601,9 @@ async def run_password(entry, reactor, args, out):
 
     return await _password_session(
         reactor, args, out, console,
-        entry.load("client")(args.user, password, reply_received=console.show),
+        entry.load("client")(args.user, password, reply_received=console.show,
+                             **{k["dest"]: getattr(args, k["dest"])
+                                for _, k in entry.client_options}),
         {AuthenticationFailed: "authentication failed ({})"},
         authenticated=authenticated)
 

@@ -133,6 +133,10 @@ class Handshake:
     client_port: int | None = None
     #: ``keyx-client NAME --help``'s description, for a password handshake.
     client_description: str = ""
+    #: ``keyx-client NAME``'s own options: ``(flags, argparse keywords)``
+    #: pairs; each one's value goes to :attr:`client` as the keyword of its
+    #: ``dest`` (OPAQUE: ``--profile``).
+    client_options: tuple = ()
     #: ``"module:function"``: ``(result, host, port, out, err)``, what
     #: ``keyx-client`` does once logged in, before the chat (OPAQUE: the
     #: server key's fingerprint, checked against the last one seen).

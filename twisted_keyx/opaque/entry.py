@@ -17,10 +17,32 @@ def server_factory(context):
                                source_of=context.source_of)
 
 
-def client_factory(user, password, reply_received=None):
+def client_factory(user, password, reply_received=None, profile=None):
     from twisted_keyx.opaque.protocol import OPAQUEClientFactory
 
-    return OPAQUEClientFactory(user, password, reply_received=reply_received)
+    options = {} if profile is None else {"profile": profile}
+    return OPAQUEClientFactory(user, password, reply_received=reply_received, **options)
+
+
+def _profile(text):
+    """An argparse ``type``: a profile's text (twisted_keyx.opaque.profile)."""
+    import argparse
+
+    from twisted_keyx.opaque.errors import OpaqueError
+    from twisted_keyx.opaque.profile import Profile
+
+    try:
+        return Profile.parse(text)
+    except OpaqueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+CLIENT_OPTIONS = (
+    (("--profile",), dict(
+        dest="profile", type=_profile, default=None, metavar="PROFILE",
+        help="the server's OPAQUE profile, as 'keyx-admin opaque-profile' prints it there: "
+             "twisted-keyx-v1 (the default) or rfc9807,m=KiB,t=PASSES,p=LANES,context=BASE64")),
+)
 
 
 def after_login(result, host, port, out, err):
@@ -42,11 +64,12 @@ def banner(context, served):
     from twisted_keyx.trust.knownservers import server_key_fingerprint
 
     return [("OPAQUE handshake and chat on {endpoints}; key file {path} ({state}), "
-             "server key fingerprint {fingerprint}",
+             "server key fingerprint {fingerprint}, profile {profile}",
              dict(endpoints=", ".join(served["opaque"]), path=context.opaque_key_path,
                   state="created now, no OPAQUE users yet" if context.opaque_key_created
                   else "loaded",
-                  fingerprint=server_key_fingerprint(context.opaque_setup.server_public_key)))]
+                  fingerprint=server_key_fingerprint(context.opaque_setup.server_public_key),
+                  profile=context.opaque_setup.profile.text()))]
 
 
 def _b64(data):
@@ -76,6 +99,8 @@ def describe(payload):
         params = Argon2idParameters.decode(ke[:header])
         return Summary(f"base64(KSF header, {header} bytes: {params}; "
                        f"KE2, {messages.KE2_SIZE} bytes)")
+    if not space and len(ke) == messages.KE2_SIZE:
+        return Summary(f"base64(KE2, {messages.KE2_SIZE} bytes; rfc9807 profile)")
     return None
 
 
@@ -147,6 +172,7 @@ HANDSHAKE = Handshake(
     charts={"opaque": chart},
     scheme="twisted_keyx.opaque.scheme:SCHEME",
     client=client_factory,
+    client_options=CLIENT_OPTIONS,
     client_port=8089,
     client_description=(
         "Log in with the OPAQUE password handshake, then chat as with eke. "

@@ -13,3 +13,10 @@ class KeyStretchingFailed(OpaqueError):
     """The key stretching function (Argon2id) failed on this machine: not
     enough memory, or the library refused the cost.  Nothing the peer did;
     never reported as a wrong password or a lost connection."""
+
+
+class ServerMacFailed(OpaqueError):
+    """Client side: the password opened the envelope (the server holds the
+    record and the OPRF key), but the server's MAC in KE2 does not verify:
+    the two sides disagree on the context (another profile), not on the
+    password."""

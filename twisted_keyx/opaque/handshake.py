@@ -48,10 +48,11 @@ from twisted_keyx.core.machine import (
     UnexpectedReply,
 )
 from twisted_keyx.core.refusals import refusal, store_refusal
-from twisted_keyx.opaque.errors import KeyStretchingFailed, OpaqueError
+from twisted_keyx.opaque.errors import KeyStretchingFailed, OpaqueError, ServerMacFailed
 from twisted_keyx.opaque.ksf import DEFAULT_KSF_LIMITS
 from twisted_keyx.opaque.login import ClientLogin, ServerLogin
-from twisted_keyx.opaque.messages import KE1_SIZE, KE2, KE3_SIZE
+from twisted_keyx.opaque.messages import KE1_SIZE, KE2, KE2_SIZE, KE3_SIZE
+from twisted_keyx.opaque.profile import LEGACY, RFC_NAME
 from twisted_keyx.core.transcript import Transcript
 
 FAILURE_REPLY = names.FAILURE_REPLY
@@ -60,6 +61,12 @@ SCHEME = "opaque"
 OK = b"ok"
 CHAT_LABEL = b"twisted-keyx opaque chat"
 MAX_USER_NAME_BYTES = names.MAX_USER_NAME_BYTES
+
+
+class KsfHeader:
+    """The twisted-keyx-v1 profile's Argon2id header in front of KE2."""
+
+    size = 12
 
 
 def b64_length(size):
@@ -73,6 +80,12 @@ FIRST_LINE_LIMIT = KE1_LINE + 1 + MAX_USER_NAME_BYTES
 
 def first_line(ke1, user):
     return encode_item(ke1) + b" " + user.encode("utf-8")
+
+
+class ProfileMismatch(UnexpectedReply):
+    """Client side: the server speaks another OPAQUE profile (KE2's size
+    says so) or context (the password opened the envelope, the server's
+    MAC does not verify): not a wrong password."""
 
 
 class KeyStretchingError(HandshakeFailed):
@@ -282,11 +295,13 @@ class OPAQUEClientHandshake(StateMachine):
     #: KE2 runs Argon2id over the OPRF output (:meth:`_on_ke2`).
     SLOW_STATES = frozenset({OPAQUEClientState.AWAIT_KE2})
 
-    def __init__(self, user, password, ksf_limits=DEFAULT_KSF_LIMITS, rng=os.urandom):
+    def __init__(self, user, password, ksf_limits=DEFAULT_KSF_LIMITS, rng=os.urandom,
+                 profile=LEGACY):
         super().__init__()
         self.user = names.check_user_name(user)
-        self._login = ClientLogin(password, ksf_limits=ksf_limits, rng=rng)
-        self._ksf_limits = ksf_limits
+        self.profile = profile
+        self._login = ClientLogin(password, ksf_limits=ksf_limits, rng=rng, profile=profile)
+        self._ksf_limits = profile.client_policy(ksf_limits)
         self._rng = rng
         self._transcript = Transcript()
         self._doomed = None
@@ -303,7 +318,9 @@ class OPAQUEClientHandshake(StateMachine):
     @property
     def max_message_length(self):
         return {
-            OPAQUEClientState.AWAIT_KE2: max(self.ke2_line, len(FAILURE_REPLY)),
+            # The other profile's KE2 too, to say which the server speaks.
+            OPAQUEClientState.AWAIT_KE2: max(self.ke2_line, len(FAILURE_REPLY),
+                                             b64_length(KE2_SIZE + KsfHeader.size)),
             OPAQUEClientState.AWAIT_OK: len(FAILURE_REPLY),
         }.get(self.state, 0)
 
@@ -313,6 +330,12 @@ class OPAQUEClientHandshake(StateMachine):
     def _unexpected(self, event, payload):
         if event is ServerReply.REFUSED:
             return refusal(payload)
+        if event is ServerReply.FAILED and self.state is OPAQUEClientState.AWAIT_KE2:
+            # An OPAQUE server answers every well-formed KE1 with KE2 (an
+            # unknown user's from the fake record); EKE's answers it so.
+            return AuthenticationFailed(
+                "the server refused the first OPAQUE message, which an OPAQUE server "
+                "answers with KE2 whatever the user: is this an EKE port?")
         if event is ServerReply.FAILED:
             return AuthenticationFailed(self._doomed or
                                         f"the server refused while {self.state.value}")
@@ -324,6 +347,13 @@ class OPAQUEClientHandshake(StateMachine):
         return line
 
     def _on_ke2(self, line):
+        other = (b64_length(KE2_SIZE + KsfHeader.size) if self.profile.rfc
+                 else b64_length(KE2_SIZE))
+        if len(line) == other != self.ke2_line:
+            speaks = "twisted-keyx-v1" if self.profile.rfc else RFC_NAME
+            raise ProfileMismatch(
+                f"the server speaks the {speaks} OPAQUE profile, not {self.profile.name}: "
+                "give --profile as 'keyx-admin opaque-profile' prints it on the server")
         try:
             ke2 = decode_item(line, self._login.ke2_size)
         except MalformedLine as e:
@@ -342,6 +372,12 @@ class OPAQUEClientHandshake(StateMachine):
             self._login_result = self._login.finish(ke2)
         except KeyStretchingFailed as e:
             raise KeyStretchingError(str(e)) from None
+        except ServerMacFailed:
+            raise ProfileMismatch(
+                "the password opened the envelope but the server's MAC does not verify: "
+                f"the server uses another OPAQUE context than this client's {self.profile}; "
+                "give --profile as 'keyx-admin opaque-profile' prints it on the server"
+            ) from None
         except OpaqueError:
             # Wrong password or unknown user: let the server say so at KE3.
             self._doomed = "wrong password or unknown user"

@@ -30,14 +30,16 @@ from typing import NamedTuple
 from twisted_keyx.opaque import ake, credentials, oprf, primitives
 from twisted_keyx.opaque._password import password_bytes
 from twisted_keyx.opaque.envelope import cleartext_credentials
-from twisted_keyx.opaque.errors import OpaqueError
+from twisted_keyx.opaque.errors import OpaqueError, ServerMacFailed
 from twisted_keyx.opaque.ksf import DEFAULT_KSF_LIMITS
 from twisted_keyx.opaque.messages import KE1, KE2, KE2_SIZE, KE3
+from twisted_keyx.opaque.profile import LEGACY, LEGACY_CONTEXT
 
-#: The application context of RFC 9807 section 6.4.2.1, before the KSF
-#: header: it names our protocol and configuration (section 7) so a
-#: transcript cannot be replayed into another protocol.
-DEFAULT_CONTEXT = b"twisted-keyx OPAQUE-3DH v1 ristretto255-SHA512 HKDF-SHA512 HMAC-SHA512"
+#: The application context of RFC 9807 section 6.4.2.1 in the
+#: twisted-keyx-v1 profile, before the KSF header: it names our protocol
+#: and configuration (section 7) so a transcript cannot be replayed into
+#: another protocol (:mod:`twisted_keyx.opaque.profile`).
+DEFAULT_CONTEXT = LEGACY_CONTEXT
 
 
 class ClientLoginState(enum.Enum):
@@ -89,15 +91,15 @@ class ClientLogin:
     """
 
     def __init__(self, password, ksf_limits=DEFAULT_KSF_LIMITS, rng=os.urandom,
-                 context=DEFAULT_CONTEXT, server_identity=None, client_identity=None):
+                 context=None, server_identity=None, client_identity=None, profile=LEGACY):
         self._password = password_bytes(password)
-        self._ksf_limits = ksf_limits
+        self._ksf_limits = profile.client_policy(ksf_limits)
         self._rng = rng
-        self._context = context
+        self._context = profile.context if context is None else context
         self._server_identity = server_identity
         self._client_identity = client_identity
         self._state = ClientLoginState.NEW
-        self.ke2_size = ke2_message_size(ksf_limits)
+        self.ke2_size = ke2_message_size(self._ksf_limits)
 
     @property
     def state(self):
@@ -148,7 +150,7 @@ class ClientLogin:
         )
         keys = ake.derive_keys(ikm, preamble)
         if not primitives.ct_equal(ke2.server_mac, keys.server_mac):
-            raise OpaqueError("the server's MAC did not verify")
+            raise ServerMacFailed("the server's MAC did not verify")
         return LoginResult(KE3(keys.client_mac).to_bytes(), keys.session_key, export_key,
                            creds.server_public_key)
 
@@ -163,17 +165,22 @@ class ServerLogin:
     work, and :meth:`finish` fails as for a wrong password.
     """
 
-    def __init__(self, server_setup, record, credential_identifier, context=DEFAULT_CONTEXT,
+    def __init__(self, server_setup, record, credential_identifier, context=None,
                  rng=os.urandom, server_identity=None, client_identity=None):
         self._setup = server_setup
         self._record = record if record is not None else server_setup.fake_record
         self._credential_identifier = credential_identifier
-        self._context = context
+        profile = server_setup.profile
+        # The setup's profile (the key file's); a context given explicitly
+        # (the RFC's vectors) comes with the record's KSF header.
+        self._context = profile.context if context is None else context
+        self._header = (profile.header(self._record.ksf) if context is None
+                        else self._record.ksf.encode())
         self._rng = rng
         self._server_identity = server_identity
         self._client_identity = client_identity
         self._state = ServerLoginState.NEW
-        self.ke2_size = ke2_message_size(self._record.ksf)
+        self.ke2_size = len(self._header) + KE2_SIZE
 
     @property
     def state(self):
@@ -194,7 +201,7 @@ class ServerLogin:
         creds = cleartext_credentials(setup.server_public_key, record.client_public_key,
                                       self._server_identity, self._client_identity)
         server_nonce, private_keyshare, public_keyshare = ake.server_keyshare(self._rng)
-        header = record.ksf.encode()
+        header = self._header
         preamble = ake.preamble(
             self._context + header, creds.client_identity, ke1.to_bytes(),
             creds.server_identity, response.to_bytes(), server_nonce, public_keyshare,

@@ -19,6 +19,7 @@ from twisted_keyx.opaque.messages import (
     _split,
 )
 from twisted_keyx.opaque.primitives import NH, NPK
+from twisted_keyx.opaque.profile import LEGACY, Profile
 
 SETUP_FORMAT = "twisted-keyx opaque-3dh ristretto255-sha512 v1"
 OPRF_SEED_SIZE = NH
@@ -107,13 +108,20 @@ class ServerSetup:
     server_public_key: bytes
     default_ksf: object
     fake_record: RegistrationRecord
+    #: The profile (:mod:`twisted_keyx.opaque.profile`): context and KSF
+    #: rules; twisted-keyx-v1 for a key file that names none.
+    profile: Profile = LEGACY
 
     @classmethod
-    def generate(cls, default_ksf=ksf_module.DEFAULT_ARGON2ID, rng=os.urandom):
+    def generate(cls, default_ksf=ksf_module.DEFAULT_ARGON2ID, rng=os.urandom, profile=LEGACY):
+        """A fresh setup; in the rfc9807 profile every record (and the fake
+        one) has the profile's cost, whatever ``default_ksf``."""
+        if profile.rfc:
+            default_ksf = profile.ksf
         oprf_seed = rng(OPRF_SEED_SIZE)
         private = group.random_scalar(rng)
         return cls(oprf_seed, private, group.scalar_mult_gen(private), default_ksf,
-                   fake_record(default_ksf, rng))
+                   fake_record(default_ksf, rng), profile)
 
     def check(self):
         """The key pair matches and every size is right."""
@@ -124,6 +132,10 @@ class ServerSetup:
             group.scalar_mult_gen(private) != self.server_public_key
         ):
             raise OpaqueError("the server's private and public keys do not match")
+        if self.profile.rfc and (self.default_ksf != self.profile.ksf
+                                 or self.fake_record.ksf != self.profile.ksf):
+            raise OpaqueError("in the rfc9807 profile the default and fake record's cost "
+                              "are the profile's")
         return self
 
     def to_json(self):
@@ -134,6 +146,7 @@ class ServerSetup:
             "server_public_key": _b64(self.server_public_key),
             "default_ksf": self.default_ksf.to_json(),
             "fake_record": self.fake_record.to_json(),
+            "profile": self.profile.to_json(),
         }
 
     @classmethod
@@ -146,6 +159,7 @@ class ServerSetup:
             group.deserialize_element(_unb64(obj, "server_public_key", NPK)),
             ksf_module.from_json(obj.get("default_ksf")),
             RegistrationRecord.from_json(obj.get("fake_record")),
+            Profile.from_json(obj.get("profile")),
         ).check()
 
     def dumps(self):

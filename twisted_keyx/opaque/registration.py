@@ -67,6 +67,7 @@ def register(password, server_setup, credential_identifier, ksf=None, rng=os.ura
     """Both halves in one process: (record, export_key).  ``ksf`` defaults
     to the server's default, which is also what fake records use, so the
     record's cost does not single its user out (docs/protocols.rst, OPAQUE)."""
-    client = RegistrationClient(password, ksf or server_setup.default_ksf, rng)
+    ksf = ksf or server_setup.profile.registration_ksf(server_setup.default_ksf)
+    client = RegistrationClient(password, ksf, rng)
     response = registration_response(server_setup, client.start(), credential_identifier)
     return client.finish(response)

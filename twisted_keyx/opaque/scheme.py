@@ -4,7 +4,12 @@ and the daemon's key file (the :class:`~twisted_keyx.opaque.records.ServerSetup`
 A user's object in the user file::
 
     "bob": {"scheme": "opaque", "client_public_key": "...", "masking_key": "...",
-            "envelope": "...", "ksf": {"name": "argon2id", ...}}
+            "envelope": "...", "ksf": {"name": "argon2id", ...},
+            "server_key": "SHA256:..."}
+
+``server_key`` (absent in records made before it) is the fingerprint of the
+key file's public key the record was made with: ``keyx-admin adduser``
+refuses to register against another key file than the other users'.
 
 Nothing in it logs in: it is the RFC 9807 registration record, which opens
 only with the password and the server's OPRF seed (in the key file).
@@ -18,6 +23,7 @@ from twisted_keyx.core.fileutil import create_file_exclusively
 from twisted_keyx.opaque.errors import OpaqueError
 from twisted_keyx.opaque.records import RegistrationRecord, ServerSetup
 from twisted_keyx.opaque.registration import register
+from twisted_keyx.trust.knownservers import server_key_fingerprint
 
 DEFAULT_KEY_FILE = "keyx-opaque-key"
 #: A server setup is about 1 KiB of JSON.
@@ -29,6 +35,9 @@ class OpaqueUser:
     scheme = "opaque"
     name: str
     record: RegistrationRecord
+    #: :func:`~twisted_keyx.trust.knownservers.server_key_fingerprint` of the
+    #: key file's public key at registration, or None (an older record).
+    server_key: str | None = None
 
     def __repr__(self):
         return f"OpaqueUser(name={self.name!r}, {self.record.ksf})"
@@ -47,15 +56,25 @@ class OpaqueScheme:
 
     def parse(self, name, fields):
         keys = {"client_public_key", "masking_key", "envelope", "ksf"}
-        if set(fields) != keys:
-            raise ValueError(f"expected an object with exactly {', '.join(sorted(keys))}, scheme")
+        if set(fields) - {"server_key"} != keys:
+            raise ValueError(f"expected an object with exactly {', '.join(sorted(keys))}, "
+                             "scheme (and server_key)")
+        server_key = fields.get("server_key")
+        if server_key is not None and not (isinstance(server_key, str)
+                                           and server_key.startswith("SHA256:")
+                                           and len(server_key) == 50):
+            raise ValueError("server_key must be SHA256: and 43 base64 characters")
         try:
-            return OpaqueUser(name, RegistrationRecord.from_json(fields))
+            record = RegistrationRecord.from_json({k: fields[k] for k in keys})
         except OpaqueError as e:
             raise ValueError(str(e)) from None
+        return OpaqueUser(name, record, server_key)
 
     def serialise(self, user):
-        return user.record.to_json()
+        fields = user.record.to_json()
+        if user.server_key is not None:
+            fields["server_key"] = user.server_key
+        return fields
 
     def describe(self, user):
         return f"opaque, {user.record.ksf}"
@@ -72,8 +91,45 @@ class OpaqueScheme:
             raise ValueError(str(e)) from None
         if created:
             say(f"created the OPAQUE key file {path} (mode 0600)")
-        user = new_user(name, password, setup)
+        try:
+            user = new_user(name, password, setup)
+        except OpaqueError as e:  # the key stretching failed here, or the password
+            raise ValueError(str(e)) from None
         return user, f"opaque, {user.record.ksf}"
+
+    def check_new_user(self, users, options, user=None):
+        """``keyx-admin adduser``, before :meth:`add_user` (``user`` None)
+        and again under the user file's lock (``user``, the new record):
+        ValueError if ``options["opaque_key"]`` is not the key file the
+        other OPAQUE users of ``users`` were registered with (a missing one
+        while there are OPAQUE users included): the new user could never
+        log in to the daemon that serves theirs."""
+        given = options["opaque_key"]
+        path = os.path.abspath(given)
+        if user is None:
+            registered = sorted(n for n, u in users.items() if u.scheme == self.name)
+            if registered and not os.path.exists(path):
+                raise ValueError(
+                    f"no OPAQUE key file {path}, but the user file has {len(registered)} "
+                    f"OPAQUE user(s) ({', '.join(registered[:3])}), who can log in only "
+                    "with the key file they were registered with; give --opaque-key the "
+                    "daemon's key file")
+            if not os.path.exists(path):
+                return
+            try:
+                mine = server_key_fingerprint(load_key_file(given).server_public_key)
+            except KeyFileError as e:
+                raise ValueError(str(e)) from None
+        else:
+            mine = user.server_key
+        others = other_key_files(users, mine)
+        if others:
+            key, names = next(iter(others.items()))
+            raise ValueError(
+                f"the OPAQUE key file {path} (server key {mine}) is not the one the "
+                f"OPAQUE users of the user file were registered with "
+                f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}: server key "
+                f"{key}); give --opaque-key the daemon's key file")
 
 
 SCHEME = OpaqueScheme()
@@ -83,7 +139,19 @@ def new_user(name, password, setup):
     """Run registration locally (RFC 9807 section 5): the record for
     ``name``; the password is used here and dropped."""
     record, _export_key = register(password, setup, name.encode("utf-8"))
-    return OpaqueUser(name, record)
+    return OpaqueUser(name, record, server_key_fingerprint(setup.server_public_key))
+
+
+def other_key_files(users, mine):
+    """The server key fingerprints of the OPAQUE users in ``users`` (a dict
+    of records) that were registered against another key file than the one
+    whose fingerprint is ``mine``: {fingerprint: [names]}."""
+    others = {}
+    for name, user in sorted(users.items()):
+        key = getattr(user, "server_key", None)
+        if getattr(user, "scheme", None) == "opaque" and key is not None and key != mine:
+            others.setdefault(key, []).append(name)
+    return others
 
 
 class KeyFileError(Exception):
@@ -118,14 +186,16 @@ class KeyFileExists(KeyFileError):
     """:func:`create_key_file` found the file made by someone else first."""
 
 
-def create_key_file(path, default_ksf=None):
+def create_key_file(path, default_ksf=None, profile=None):
     """Write a fresh :class:`ServerSetup` to ``path`` (mode 0600) and return
     it.  Never replaces a file: the setup is written to a temporary file
     and hard-linked to ``path``, which fails if ``path`` exists
     (:class:`KeyFileExists`), as the host key is made; replacing it would
     lock out every user registered against the other setup."""
-    setup = ServerSetup.generate() if default_ksf is None else ServerSetup.generate(default_ksf)
-    return write_new_key_file(path, setup)
+    options = {} if profile is None else {"profile": profile}
+    if default_ksf is not None:
+        options["default_ksf"] = default_ksf
+    return write_new_key_file(path, ServerSetup.generate(**options))
 
 
 def write_new_key_file(path, setup):

@@ -1,0 +1,83 @@
+"""The local file store of invitations (twisted_keyx.service.invitations),
+IInvitationStore's contract."""
+
+import json
+import os
+import stat
+import threading
+
+from twisted.trial import unittest
+from zope.interface.verify import verifyObject
+
+from twisted_keyx.core.interfaces import IInvitationStore, Invitation, StoreUnavailable
+from twisted_keyx.opaque.invitation import code_hash, new_code
+from twisted_keyx.service.invitations import InvitationFile
+
+CODE = new_code()
+NOW = 1_000_000.0
+
+
+def pending(user="bob", code=CODE, expires=NOW + 60):
+    return Invitation(user, code_hash(code), NOW - 60, expires)
+
+
+class InvitationFileTests(unittest.TestCase):
+    def setUp(self):
+        folder = self.mktemp()
+        os.mkdir(folder)
+        self.path = os.path.join(folder, "invitations.json")
+        self.store = InvitationFile(self.path)
+
+    def result(self, deferred):
+        return self.successResultOf(deferred)
+
+    def test_interface(self):
+        self.assertTrue(verifyObject(IInvitationStore, self.store))
+
+    def test_invite_lookup_list_and_file(self):
+        self.assertIsNone(self.result(self.store.lookup("bob")))
+        self.result(self.store.invite(pending()))
+        self.assertEqual(self.result(self.store.lookup("bob")), pending())
+        self.assertEqual(self.result(self.store.invitations()), {"bob": pending()})
+        self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o600)
+        with open(self.path) as f:
+            text = f.read()
+        self.assertNotIn(CODE, text)
+        self.assertEqual(json.loads(text)["invitations"]["bob"]["state"], "pending")
+
+    def test_redeem_once(self):
+        self.result(self.store.invite(pending()))
+        self.assertFalse(self.result(self.store.redeem("bob", code_hash(new_code()), NOW)))
+        self.assertTrue(self.result(self.store.redeem("bob", code_hash(CODE), NOW)))
+        self.assertFalse(self.result(self.store.redeem("bob", code_hash(CODE), NOW)))
+        self.assertEqual(self.result(self.store.lookup("bob")).state, "used")
+
+    def test_expired_and_revoked(self):
+        self.result(self.store.invite(pending(expires=NOW)))
+        self.assertFalse(self.result(self.store.redeem("bob", code_hash(CODE), NOW)))
+        self.result(self.store.invite(pending()))
+        self.assertTrue(self.result(self.store.revoke("bob")))
+        self.assertFalse(self.result(self.store.revoke("bob")))
+        self.assertFalse(self.result(self.store.redeem("bob", code_hash(CODE), NOW)))
+        self.assertFalse(self.result(self.store.revoke("nobody")))
+
+    def test_concurrent_redeems_one_wins(self):
+        self.result(self.store.invite(pending()))
+        results = []
+
+        def redeem():
+            InvitationFile(self.path).redeem("bob", code_hash(CODE), NOW).addCallback(
+                results.append)
+
+        threads = [threading.Thread(target=redeem) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(sorted(results), [False] * 7 + [True])
+
+    def test_broken_file_is_store_unavailable(self):
+        with open(self.path, "w") as f:
+            f.write('{"version": 1, "invitations": {"bob": {"state": "pending"}}}')
+        failure = self.failureResultOf(self.store.lookup("bob"), StoreUnavailable)
+        self.assertIn("is not code_hash, created, expires, state", str(failure.value))
