@@ -147,7 +147,45 @@ def _refuse_existing(users, args):
         )
 
 
+@contextlib.contextmanager
+def _store(url, checked=True):
+    """A psycopg connection to the store ``url``, its schema checked."""
+    from twisted_keyx.service import pgstore
+
+    if not pgstore.is_url(url):
+        raise AdminError(f"--store {url!r}: not a postgresql://... URL")
+    try:
+        connection = pgstore.connect(url)
+    except pgstore.StoreError as e:
+        raise AdminError(str(e)) from None
+    try:
+        if checked:
+            pgstore.check_schema(connection, url)
+        yield connection
+    except pgstore.StoreError as e:
+        raise AdminError(str(e)) from None
+    except _psycopg_errors() as e:
+        raise AdminError(f"the store {pgstore.shown(url)}: {str(e).strip().splitlines()[0]}") \
+            from None
+    finally:
+        connection.close()
+
+
+def _psycopg_errors():
+    import psycopg
+
+    return psycopg.Error
+
+
+def _where(args):
+    from twisted_keyx.service import pgstore
+
+    return pgstore.shown(args.store) if args.store else args.users
+
+
 def cmd_adduser(args, out, err):
+    if args.store:
+        return _adduser_store(args, out, err)
     # Checked before asking for the password, and again under the lock.
     _refuse_existing(_read_users(args.users, missing_ok=True), args)
     try:
@@ -180,6 +218,47 @@ def cmd_adduser(args, out, err):
     out.write(f"added user {args.name} to {args.users} ({detail})\n")
 
 
+def _ask(args):
+    try:
+        if args.password_file:
+            return read_password_file(args.password_file)
+        return ask_password(f"Password for {args.name}: ", confirm=True)
+    except PasswordError as e:
+        raise AdminError(str(e)) from None
+
+
+def _adduser_store(args, out, err):
+    from twisted_keyx.core.interfaces import StoreConflict
+    from twisted_keyx.service import pgstore
+
+    where = _where(args)
+    with _store(args.store) as connection:
+        if args.name in pgstore.read_users(connection):
+            raise AdminError(f"user {args.name!r} already exists in {where}; "
+                             "remove it first with keyx-admin deluser")
+        if args.password_file:
+            _warn(err, password_file_warning(args.password_file))
+        password = _ask(args)
+        if args.scheme == "opaque":
+            from twisted_keyx.opaque import scheme as opaque_scheme
+            from twisted_keyx.opaque.records import ServerSetup
+
+            setup = pgstore.load_setup(connection)
+            if setup is None:
+                setup = pgstore.store_setup(connection, ServerSetup.generate())
+                err.write(f"keyx-admin: made the OPAQUE server setup in {where}\n")
+            record = opaque_scheme.new_user(args.name, password, setup)
+            detail = f"opaque, {record.record.ksf}"
+        else:
+            record = userstore.new_user(args.name, password)
+            detail = str(record.kdf)
+        try:
+            pgstore.add_users(connection, {args.name: record})
+        except StoreConflict:
+            raise AdminError(f"user {args.name!r} already exists in {where}") from None
+    out.write(f"added user {args.name} to {where} ({detail})\n")
+
+
 def cmd_opaque_profile(args, out, err):
     """Print the key file's profile (what a client gives as --profile);
     with --create, make the key file with that profile first."""
@@ -208,6 +287,14 @@ def _opaque_profile(text):
 
 
 def cmd_deluser(args, out, err):
+    if args.store:
+        from twisted_keyx.service import pgstore
+
+        with _store(args.store) as connection:
+            if not pgstore.remove_user(connection, args.name):
+                raise AdminError(f"no user {shown_name(args.name)} in {_where(args)}")
+        out.write(f"removed user {args.name} from {_where(args)}\n")
+        return
     with _editing_users(args.users) as users:
         if args.name not in users:
             raise AdminError(f"no user {shown_name(args.name)} in {args.users}")
@@ -216,12 +303,93 @@ def cmd_deluser(args, out, err):
 
 
 def cmd_listusers(args, out, err):
-    users = _read_users(args.users, missing_ok=True)
-    _warn(err, userstore.user_file_warning(args.users))
+    if args.store:
+        from twisted_keyx.service import pgstore
+
+        with _store(args.store) as connection:
+            users = pgstore.read_users(connection)
+    else:
+        users = _read_users(args.users, missing_ok=True)
+        _warn(err, userstore.user_file_warning(args.users))
     if not users:
-        err.write(f"keyx-admin: no users in {args.users}\n")
+        err.write(f"keyx-admin: no users in {_where(args)}\n")
     for name, record in sorted(users.items()):
         out.write(f"{name}  {schemes.named(record.scheme).describe(record)}\n")
+
+
+def cmd_store_upgrade(args, out, err):
+    from twisted_keyx.service import pgstore
+
+    with _store(args.store, checked=False) as connection:
+        before, after = pgstore.upgrade(connection)
+    where = pgstore.shown(args.store)
+    if before == after:
+        out.write(f"the store {where} has schema version {after}: nothing to do\n")
+    else:
+        out.write(f"the store {where}: schema upgraded from version {before} to {after}\n")
+
+
+def _read_side(where, opaque_key):
+    """(users, OPAQUE setup or None) of a file or a store."""
+    from twisted_keyx.service import pgstore
+
+    if pgstore.is_url(where):
+        with _store(where) as connection:
+            return pgstore.read_users(connection), pgstore.load_setup(connection)
+    users = _read_users(where)
+    setup = None
+    if any(record.scheme == "opaque" for record in users.values()):
+        from twisted_keyx.opaque import scheme as opaque_scheme
+
+        try:
+            setup = opaque_scheme.load_key_file(opaque_key)
+        except opaque_scheme.KeyFileError as e:
+            raise AdminError(f"{where} has OPAQUE users: {e}") from None
+    return users, setup
+
+
+def cmd_copy_users(args, out, err):
+    from twisted_keyx.core.interfaces import StoreConflict
+    from twisted_keyx.service import pgstore
+
+    users, setup = _read_side(args.source, args.opaque_key)
+    if not users:
+        raise AdminError(f"no users in {pgstore.shown(args.source)}")
+    opaque = sorted(name for name, record in users.items() if record.scheme == "opaque")
+    if pgstore.is_url(args.destination):
+        with _store(args.destination) as connection:
+            if opaque:
+                stored = pgstore.store_setup(connection, setup)
+                if stored.dumps() != setup.dumps():
+                    raise AdminError(
+                        f"{pgstore.shown(args.destination)} has another OPAQUE server setup: "
+                        f"the OPAQUE users {', '.join(opaque)} would not log in there")
+            try:
+                pgstore.add_users(connection, users, replace=args.replace)
+            except StoreConflict as e:
+                raise AdminError(f"{e} in {pgstore.shown(args.destination)} "
+                                 "(nothing copied; --replace to overwrite)") from None
+    else:
+        if opaque:
+            from twisted_keyx.opaque import scheme as opaque_scheme
+
+            if os.path.exists(args.opaque_key):
+                try:
+                    existing = opaque_scheme.load_key_file(args.opaque_key)
+                except opaque_scheme.KeyFileError as e:
+                    raise AdminError(str(e)) from None
+                if existing.dumps() != setup.dumps():
+                    raise AdminError(f"{args.opaque_key} holds another OPAQUE server setup")
+            else:
+                write_file_atomically(args.opaque_key, setup.dumps(), mode=0o600)
+        with _editing_users(args.destination, missing_ok=True) as existing:
+            clash = sorted(set(existing) & set(users))
+            if clash and not args.replace:
+                raise AdminError(f"user {clash[0]!r} already exists in {args.destination} "
+                                 "(nothing copied; --replace to overwrite)")
+            existing.update(users)
+    out.write(f"copied {len(users)} user(s) from {pgstore.shown(args.source)} "
+              f"to {pgstore.shown(args.destination)}\n")
 
 
 def cmd_diagram(args, out, err):
@@ -251,6 +419,11 @@ def _add_users_option(parser):
     parser.add_argument(
         "--users", metavar="FILE", default=userstore.DEFAULT_USER_FILE,
         help=f"the EKE user file [default: {userstore.DEFAULT_USER_FILE}]",
+    )
+    parser.add_argument(
+        "--store", metavar="URL",
+        help="postgresql://... : the users in this PostgreSQL store (as twistd keyx "
+             "--store) instead of --users",
     )
 
 
@@ -358,6 +531,35 @@ def build_parser():
     )
     _add_users_option(listusers)
     listusers.set_defaults(run=cmd_listusers)
+
+    store_upgrade = commands.add_parser(
+        "store-upgrade", help="create or upgrade a PostgreSQL store's schema",
+        description=(
+            "Create the twisted-keyx schema in the PostgreSQL database --store names, "
+            "or bring it to this version's, each step one transaction (versioned "
+            "migrations). A daemon refuses a store whose schema is missing, older "
+            "or newer than its own."),
+    )
+    store_upgrade.add_argument("--store", metavar="URL", required=True,
+                               help="postgresql://user@host/database (or ?host=/socket/dir)")
+    store_upgrade.set_defaults(run=cmd_store_upgrade)
+
+    copy_users = commands.add_parser(
+        "copy-users", help="copy every user from one store to another",
+        description=(
+            "Copy every user from SOURCE to DESTINATION, each a user file or a "
+            "postgresql://... store, in one transaction (all or none). OPAQUE users "
+            "need their server setup: from or to --opaque-key for a file, the "
+            "store's own for a store (a store without one gets the source's)."),
+    )
+    copy_users.add_argument("source", metavar="SOURCE")
+    copy_users.add_argument("destination", metavar="DESTINATION")
+    copy_users.add_argument("--opaque-key", metavar="FILE", default="keyx-opaque-key",
+                            help="the OPAQUE key file beside a user file "
+                                 "[default: keyx-opaque-key]")
+    copy_users.add_argument("--replace", action="store_true",
+                            help="overwrite users that exist in DESTINATION")
+    copy_users.set_defaults(run=cmd_copy_users)
 
     diagram = commands.add_parser(
         "diagram", help="print a handshake's state diagram (Graphviz DOT)",

@@ -89,13 +89,57 @@ THROTTLE_TABLES = (
 )
 
 
+class Pool(adbapi.ConnectionPool):
+    """adbapi's pool, each interaction given a plain DB-API cursor, and a
+    connection the database broke (its server restarted, the network cut)
+    dropped quietly, a new one made on the next call: adbapi's own
+    reconnection logs a traceback for each broken rollback."""
+
+    #: Exceptions that mean the connection is gone (the dialect's).
+    broken = ()
+
+    def _runInteraction(self, interaction, *args, **kw):
+        try:
+            return self._once(interaction, *args, **kw)
+        except self.broken:
+            # A connection the database broke while it sat in the pool (a
+            # restart): dropped; the interaction once more on a new one.
+            return self._once(interaction, *args, **kw)
+
+    def _once(self, interaction, *args, **kw):
+        connection = self.connect()
+        try:
+            cursor = connection.cursor()
+            try:
+                result = interaction(cursor, *args, **kw)
+            finally:
+                cursor.close()
+            connection.commit()
+            return result
+        except BaseException as error:
+            try:
+                connection.rollback()
+            except BaseException:
+                self._drop(connection)
+            else:
+                if isinstance(error, self.broken):
+                    self._drop(connection)
+            raise
+
+    def _drop(self, connection):
+        try:
+            self.disconnect(connection)
+        except Exception:  # already gone
+            pass
+
+
 def sqlite_pool(path):
-    """An adbapi pool of one connection to the SQLite file ``path`` (one
-    writer per process; processes wait for each other's transactions, up
-    to 10 s)."""
-    return adbapi.ConnectionPool(
-        "sqlite3", path, check_same_thread=False, isolation_level=None, timeout=10.0,
-        cp_min=1, cp_max=1, cp_noisy=False)
+    """A pool of one connection to the SQLite file ``path`` (one writer per
+    process; processes wait for each other's transactions, up to 10 s)."""
+    pool = Pool("sqlite3", path, check_same_thread=False, isolation_level=None, timeout=10.0,
+                cp_min=1, cp_max=1, cp_noisy=False)
+    pool.broken = (sqlite3.OperationalError,)
+    return pool
 
 
 class SQLStore:
@@ -123,7 +167,7 @@ class SQLStore:
         return outcome.addErrback(self._unavailable)
 
     def _unavailable(self, failure):
-        if failure.check(*self.dialect.unavailable) or failure.check(adbapi.ConnectionLost):
+        if failure.check(*self.dialect.unavailable):
             raise StoreUnavailable(f"{self.dialect.name}: {_one_line(failure.value)}")
         return failure
 

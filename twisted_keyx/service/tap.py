@@ -27,7 +27,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from twisted.application import service, strports
+from twisted.application import internet, service, strports
 from twisted.internet import defer, endpoints, error
 from twisted.logger import Logger
 from twisted.python import usage
@@ -39,7 +39,7 @@ from twisted_keyx.core.twistedshim import RepeatableOptions
 from twisted_keyx.groups import registry as groups
 from twisted_keyx.observe import trace
 from twisted_keyx.service import endpointspec
-from twisted_keyx.service import limits
+from twisted_keyx.service import limits, proxied
 from twisted_keyx.service import sqlstore, throttle
 from twisted_keyx.service import userfile as userstore
 from twisted_keyx.service import workers
@@ -168,6 +168,9 @@ class KeyxConfig:
     #: A worker's: the SQLite file of the guess throttle the workers share
     #: ("": a throttle of this process's own).
     throttle_path: str = ""
+    #: --store postgresql://...: the :class:`~twisted_keyx.service.pgstore.Deployment`
+    #: (users, OPAQUE setup and throttle state in PostgreSQL), or None.
+    deployment: Any = None
 
     def served(self):
         """option -> [descriptions], for the options that serve something."""
@@ -266,7 +269,8 @@ class Options(RepeatableOptions):
          "workers share them, and each worker's log lines come to the one log "
          "marked [worker N]. Each worker allows --max-connections / N and "
          "--max-per-ip / N (rounded up): the limits are divided, not shared. The "
-         "guess throttle is shared: each failed guess counts in every worker."],
+         "guess throttle is shared: every worker charges each guess in one SQLite "
+         "file (or the --store database)."],
         ["max-guesses", None, throttle.GuessLimits.free,
          "Failed password guesses per user (and per source) answered at "
          "once; beyond them the answers are held back, at most one per "
@@ -278,6 +282,12 @@ class Options(RepeatableOptions):
         ["users", None, DEFAULT_USER_FILE,
          "EKE user file, made with keyx-admin adduser; re-read when it changes. "
          "A missing file means no users yet."],
+        ["store", None, None,
+         "postgresql://... : the users, the OPAQUE server setup and the guess "
+         "throttle's state in PostgreSQL, shared by every daemon and worker "
+         "that names it (in place of --users and --opaque-key); its schema made "
+         "by keyx-admin store-upgrade --store URL. Needs psycopg "
+         "(pip install 'twisted-keyx[postgresql]')."],
     ]
 
     def __init__(self):
@@ -381,6 +391,22 @@ def _configure(options):
         raise usage.UsageError(str(e)) from None
     new_files = []
     host_key, host_key_created = _host_key(options, new_files)
+    common = dict(
+        listeners=tuple(listeners), group=group, host_key=host_key,
+        host_key_created=host_key_created, limits=connection_limits,
+        guess_limits=throttle.GuessLimits(free=options["max-guesses"],
+                                          delay=options["guess-delay"]),
+        workers=options["workers"],
+        worker_argv=tuple(workers.strip_workers_option(options["argv"])),
+        show_secrets=bool(options["show-secrets"]), trace=bool(options["trace"]),
+        hide_unknown_users=bool(options["hide-unknown-users"]))
+    if options["store"]:
+        deployment = _deployment(options["store"])
+        return KeyxConfig(
+            users=deployment.snapshot, user_count=len(deployment.initial_users),
+            opaque_key_path=deployment.where, opaque_setup=deployment.setup,
+            opaque_key_created=deployment.setup_created, new_files=tuple(new_files),
+            deployment=deployment, **common)
     # Absolute, so that a daemon that changes directory still finds it.
     users_path = os.path.abspath(options["users"])
     # A missing file means no users yet; a missing folder is a typo.
@@ -408,6 +434,19 @@ def _configure(options):
         hide_unknown_users=bool(options["hide-unknown-users"]),
         new_files=tuple(new_files),
     )
+
+
+def _deployment(url):
+    """--store postgresql://...: the schema checked, the users and the
+    OPAQUE setup loaded (made once if missing); a UsageError in one line."""
+    from twisted_keyx.service import pgstore
+
+    if not pgstore.is_url(url):
+        raise usage.UsageError(f"--store {url!r}: not a postgresql://... URL")
+    try:
+        return pgstore.Deployment(url)
+    except pgstore.StoreError as e:
+        raise usage.UsageError(str(e)) from None
 
 
 def _writable_folder(path):
@@ -581,7 +620,8 @@ class KeyxService(service.MultiService):
             password = password or entry.scheme is not None
             for text, fields in _banner(entry, self.config, mine):
                 self.log.info("twisted-keyx {version}: " + text, version=__version__, **fields)
-        warning = userstore.user_file_warning(self.config.users.path) if password else None
+        warning = (userstore.user_file_warning(self.config.users.path)
+                   if password and self.config.deployment is None else None)
         if warning:
             # Not "warning=": the legacy log bridge takes that key for a Python warning.
             self.log.warn("user file {problem}", problem=warning)
@@ -595,8 +635,9 @@ class KeyxService(service.MultiService):
     def _makeThrottleFolder(self):
         """The workers' shared guess throttle file, in a folder of the
         daemon's own, made once the daemon knows it can start."""
-        if self.worker_pool is None or self.throttle_folder is not None:
-            return
+        if (self.worker_pool is None or self.throttle_folder is not None
+                or self.config.deployment is not None):
+            return  # no workers, done, or they share the --store database
         self.throttle_folder = tempfile.mkdtemp(prefix="keyx-throttle-")
         path = os.path.join(self.throttle_folder, "throttle.sqlite")
         sqlstore.SQLThrottleStore.sqlite(path).close()
@@ -716,6 +757,14 @@ def _daemon(options):
     return bool(parent) and not parent.get("nodaemon", True)
 
 
+def _prune(guesses, clock):
+    if clock is None:
+        from twisted.internet import reactor as clock
+    outcome = guesses.store.prune(clock.seconds(), guesses.limits)
+    outcome.addErrback(lambda failure: None)  # down: the next round prunes
+    return outcome
+
+
 def makeService(options, reactor=None, listen=None):
     """The service twistd runs, built once from ``options.config``;
     ``reactor`` is for tests (default: the global one).
@@ -740,8 +789,18 @@ def makeService(options, reactor=None, listen=None):
         return top
     if listen is None:
         def listen(description, factory):
+            if proxied.is_proxied(description):
+                # Behind HAProxy: the client's address from its PROXY header.
+                clock = reactor
+                if clock is None:
+                    from twisted.internet import reactor as clock
+                return internet.StreamServerEndpointService(
+                    proxied.endpoint(clock, description), factory)
             return strports.service(endpointspec.parse(description).private(), factory,
                                     reactor=reactor)
+    if config.deployment is not None:
+        # --store: the users reloaded from the database when they change.
+        config.users.setServiceParent(top)
     # One policy for every endpoint of every handshake: the limits are the
     # daemon's, not one listener's.
     policy = limits.ConnectionPolicy(config.limits, reactor)
@@ -749,9 +808,20 @@ def makeService(options, reactor=None, listen=None):
     # One throttle for every password handshake: a user's guesses count
     # together whichever endpoint or protocol they come through (and,
     # through the parent's SQLite file, whichever worker).
-    store = sqlstore.SQLThrottleStore.sqlite(config.throttle_path) if config.throttle_path else None
+    if config.deployment is not None:
+        store = config.deployment.throttle
+    elif config.throttle_path:
+        store = sqlstore.SQLThrottleStore.sqlite(config.throttle_path)
+    else:
+        store = None
     guesses = throttle.GuessThrottle(config.guess_limits, reactor, store=store)
     guesses.setServiceParent(top)
+    if hasattr(guesses.store, "prune"):
+        # SQL throttle state (--workers' SQLite file, --store): the rows that
+        # hold nothing any more deleted now and then, by every process (each
+        # DELETE is one transaction; two at once delete nothing twice).
+        internet.TimerService(
+            throttle.PRUNE_EVERY, _prune, guesses, reactor).setServiceParent(top)
     top.guess_throttle = guesses
     context = ServerContext(config, guesses, config.limits.source_of)
     served = config.served()

@@ -85,6 +85,8 @@ MAX_BURSTS = 1000
 SKETCH_ROWS = 4
 SKETCH_WIDTH = 1 << 16
 DAY = 86400.0
+#: Seconds between deletions of the SQL stores' spent rows.
+PRUNE_EVERY = 300.0
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import sys
 import threading
 import traceback
@@ -128,6 +129,26 @@ class _ToParent:
                 return
 
 
+class _Pings:
+    """Answers the parent's pings (``ping`` lines on stdin) with ``pong`` on
+    stdout, from the reactor: a worker whose reactor is stuck or stopped
+    does not answer, and is replaced (:meth:`twisted_keyx.service.workers.WorkerPool.watch`)."""
+
+    def __init__(self, to_parent):
+        self.to_parent = to_parent
+        self.buffer = b""
+
+    def childDataReceived(self, name, data):
+        *lines, self.buffer = (self.buffer + data).split(b"\n")
+        self.buffer = self.buffer[-64:]
+        for line in lines:
+            if line == b"ping":
+                self.to_parent.send(workers.PONG)
+
+    def childConnectionLost(self, name, reason):
+        pass  # the parent is gone; its death signal stops this process
+
+
 def _die_with_parent():
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -154,6 +175,8 @@ def main(argv=None):
         pass  # a reactor is installed already
     from twisted.internet import reactor
 
+    from twisted.internet import process
+
     from twisted_keyx.service import tap
 
     to_parent = _ToParent(sys.stdout.fileno(), reactor)
@@ -176,6 +199,8 @@ def main(argv=None):
         return AdoptedPort(reactor, description, fd, family, factory)
 
     top = tap.makeService(options, reactor=reactor, listen=listen)
+    if stat.S_ISFIFO(os.fstat(0).st_mode):  # the parent's pipe (not a test's terminal)
+        process.ProcessReader(reactor, _Pings(to_parent), "stdin", 0)
     # The parent bound the sockets: no privileged start (it would test that
     # the ports are free, and they are not).
     reactor.callWhenRunning(top.startService)

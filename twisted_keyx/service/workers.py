@@ -46,6 +46,11 @@ What holds across workers:
   each; a worker that is still there after :data:`STOP_GRACE` seconds is
   killed).  A worker also gets SIGTERM from the kernel when the parent dies
   (``PR_SET_PDEATHSIG``), so none outlives it;
+- a worker is watched: the parent pings it every :data:`WATCH_EVERY`
+  seconds on its stdin and it answers on its stdout; one that leaves a ping
+  unanswered for :data:`WATCH_TIMEOUT` seconds (stopped by SIGSTOP, its
+  reactor stuck) is logged and killed, which closes its connections, and
+  started again as one that died;
 - a worker that exits while the daemon runs is logged and started again,
   after a delay that doubles (from :data:`RESTART_DELAY` up to
   :data:`MAX_RESTART_DELAY`) while workers keep dying within
@@ -75,6 +80,14 @@ MAX_RESTART_DELAY = 30.0
 STABLE_SECONDS = 10.0
 #: Seconds a worker has to stop after SIGTERM before it is killed.
 STOP_GRACE = 10.0
+#: Seconds between the parent's pings of each worker.
+WATCH_EVERY = 2.0
+#: A worker that has not answered a ping for this long is taken to be stuck
+#: (stopped, or its reactor blocked) and replaced.
+WATCH_TIMEOUT = 10.0
+#: The line a worker answers a ping with (on its stdout, among its log lines).
+PONG = "pong"
+
 #: listen() backlog of the sockets the parent binds (Twisted's default),
 #: unless the endpoint gives ``backlog=``.
 BACKLOG = 50
@@ -180,6 +193,8 @@ class _WorkerProcess(protocol.ProcessProtocol):
         self.index = index
         self.buffers = {1: b"", 2: b""}
         self.ended = defer.Deferred()
+        #: When the ping now unanswered was sent (None: none is).
+        self.pinged = None
 
     def childDataReceived(self, fd, data):
         if fd not in self.buffers:
@@ -243,6 +258,11 @@ class WorkerPool(service.Service):
 
     def startService(self):
         super().startService()
+        from twisted.internet import task
+
+        self._watch = task.LoopingCall(self.watch)
+        self._watch.clock = self.reactor
+        self._watch.start(WATCH_EVERY, now=False)
         self.log.info("{count} workers serving {where}", count=self.workers,
                       where=", ".join(f"{option} {description}"
                                       for option, description in self.listeners))
@@ -266,12 +286,39 @@ class WorkerPool(service.Service):
                                   childFDs={0: "w", 1: "r", 2: "r", **fds})
         self.log.info("worker {index} started (pid {pid})", index=index, pid=child.transport.pid)
 
+    def watch(self):
+        """Ping every worker; one that left a ping unanswered for
+        :data:`WATCH_TIMEOUT` seconds (stopped with SIGSTOP, its reactor
+        stuck) is killed, which closes its connections (their clients see
+        the connection end, not a hang), and started again as a worker that
+        died is."""
+        now = self.reactor.seconds()
+        for index, child in list(self.processes.items()):
+            if child.pinged is not None:
+                if now - child.pinged >= WATCH_TIMEOUT:
+                    self.log.warn("worker {index} has not answered for {seconds:.0f} s "
+                                  "(stopped or stuck); killing it", index=index,
+                                  seconds=now - child.pinged)
+                    child.pinged = None
+                    _signal(child, "KILL")
+                continue
+            child.pinged = now
+            try:
+                child.transport.writeToChild(0, b"ping\n")
+            except Exception:  # its stdin is gone: it is ending
+                pass
+
     def workerLine(self, index, fd, line):
         """A line from worker ``index``: its log (stdout: ``LEVEL text``) or
         what it printed to stderr."""
         level, text = LogLevel.error, line
         if fd == 1:
             name, _, rest = line.partition(" ")
+            if line == PONG:
+                child = self.processes.get(index)
+                if child is not None:
+                    child.pinged = None
+                return
             if name in _LEVELS:
                 level, text = _LEVELS[name], rest
         if not text.strip():
@@ -297,6 +344,8 @@ class WorkerPool(service.Service):
     def stopService(self):
         super().stopService()
         self.stopping = True
+        if getattr(self, "_watch", None) is not None and self._watch.running:
+            self._watch.stop()
         for call in self.pending.values():
             call.cancel()
         self.pending.clear()

@@ -1,0 +1,119 @@
+"""``haproxy:`` endpoints (twisted_keyx.service.proxied): the daemon's
+protocol sees the client's address from the PROXY header, and HAProxy's
+health checks never reach it."""
+
+import socket
+import struct
+
+from twisted.internet import task
+from twisted.internet.address import IPv4Address
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import capturedLogs, formatEvent
+from twisted.trial import unittest
+
+from twisted_keyx.service import proxied, tap
+from twisted_keyx.service.limits import GuardedFactory
+
+from tests.helpers import tap_options
+
+BALANCER = IPv4Address("TCP", "127.0.0.1", 50000)
+
+
+def v2_header(source="203.0.113.5", sport=4444, dest="127.0.0.1", dport=8089):
+    body = socket.inet_aton(source) + socket.inet_aton(dest) + struct.pack("!HH", sport, dport)
+    return proxied.V2Parser.PREFIX + bytes([0x21, 0x11]) + struct.pack("!H", len(body)) + body
+
+
+LOCAL = proxied.V2Parser.PREFIX + bytes([0x20, 0x00, 0, 0])
+
+
+class Recorder(Protocol):
+    def __init__(self, log):
+        self.log = log
+
+    def connectionMade(self):
+        peer = self.transport.getPeer()
+        self.log.append(("made", peer.host, peer.port))
+
+    def dataReceived(self, data):
+        self.log.append(("data", data))
+
+    def connectionLost(self, reason):
+        self.log.append(("lost",))
+
+
+class ProxiedProtocolTests(unittest.TestCase):
+    def setUp(self):
+        self.clock = task.Clock()
+        self.log = []
+        inner = Factory.forProtocol(lambda: Recorder(self.log))
+        self.factory = proxied.ProxiedFactory(inner, self.clock)
+        self.protocol = self.factory.buildProtocol(BALANCER)
+        self.transport = StringTransport(peerAddress=BALANCER)
+        self.protocol.makeConnection(self.transport)
+
+    def test_the_protocol_sees_the_client_from_the_start(self):
+        self.assertEqual(self.log, [])
+        self.protocol.dataReceived(v2_header() + b"alice\n")
+        self.assertEqual(self.log, [("made", "203.0.113.5", 4444), ("data", b"alice\n")])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_a_header_in_pieces_and_v1(self):
+        self.protocol.dataReceived(b"PROXY TCP4 198.51.100.7 127.0.0.1 ")
+        self.protocol.dataReceived(b"5555 8089\r\nhi")
+        self.assertEqual(self.log, [("made", "198.51.100.7", 5555), ("data", b"hi")])
+
+    def test_a_health_check_never_reaches_the_protocol(self):
+        self.protocol.dataReceived(LOCAL)
+        self.assertTrue(self.transport.disconnecting)
+        self.protocol.connectionLost(None)
+        self.assertEqual(self.log, [])
+
+    def test_nor_a_check_that_connects_and_closes(self):
+        self.protocol.connectionLost(None)
+        self.assertEqual(self.log, [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_no_header_is_cut_off(self):
+        self.protocol.dataReceived(b"alice\nxxxxxxxxxxxxxxxxxxxxx")
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.log, [])
+
+    def test_a_header_that_does_not_come_is_cut_off(self):
+        self.protocol.dataReceived(b"PROXY TCP4 ")
+        self.clock.advance(proxied.HEADER_TIMEOUT)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.log, [])
+
+
+class DaemonBehindHAProxyTests(unittest.TestCase):
+    def test_the_policy_and_the_log_see_the_client(self):
+        memory = MemoryReactorClock()
+        options = tap_options("--dh", "tcp:0", "--eke", "haproxy:tcp:8088:interface=127.0.0.1",
+                              "--opaque", "tcp:0")
+        service = tap.makeService(options, reactor=memory)
+        service.startService()
+        self.addCleanup(service.stopService)
+        [factory] = [f for port, f, _, _ in memory.tcpServers if port == 8088]
+        self.assertIsInstance(factory, proxied.ProxiedFactory)
+        self.assertIsInstance(factory.wrappedFactory, GuardedFactory)
+        protocol = factory.buildProtocol(BALANCER)
+        transport = StringTransport(peerAddress=BALANCER)
+        with capturedLogs() as events:
+            protocol.makeConnection(transport)
+            protocol.dataReceived(v2_header() + b"bob\n")  # EKE step 1, no such user
+            protocol.connectionLost(None)
+        text = [formatEvent(e) for e in events]
+        self.assertTrue(any("203.0.113.5:4444" in line for line in text), text)
+        self.assertFalse(any("127.0.0.1" in line for line in text), text)
+        # Health checks (a LOCAL header, or none) are no connection of the
+        # policy's: a thousand of them leave nothing counted.
+        for i in range(1000):
+            check = factory.buildProtocol(BALANCER)
+            check.makeConnection(StringTransport(peerAddress=BALANCER))
+            if i % 2:
+                check.dataReceived(LOCAL)
+            check.connectionLost(None)
+        self.assertEqual((factory.wrappedFactory.policy.open_connections,
+                          factory.wrappedFactory.policy.per_ip), (0, {}))
