@@ -120,3 +120,68 @@ class OPAQUEClientProcessTests(unittest.TestCase):
         self.listen(*state())
         port, err = yield self.changed_key_warning()
         self.assertIn(f"the server key of [::1]:{port} changed", err)
+
+
+class RegisterProcessTests(unittest.TestCase):
+    """keyx-client opaque register against a server with an invitation."""
+
+    timeout = 120
+
+    def setUp(self):
+        from tests.test_opaque_register import MemoryUsers
+        from twisted_keyx.core.interfaces import Invitation
+        from twisted_keyx.opaque import invitation
+        from twisted_keyx.service.invitations import InvitationFile
+
+        directory = os.path.abspath(self.mktemp())
+        os.mkdir(directory)
+        self.code = invitation.new_code()
+        self.code_file = os.path.join(directory, "code")
+        self.password_file = os.path.join(directory, "pw")
+        for path, text in ((self.code_file, self.code), (self.password_file, "new secret")):
+            with open(path, "w") as f:
+                f.write(text + "\n")
+            os.chmod(path, 0o600)
+        store = InvitationFile(os.path.join(directory, "invitations.json"))
+        store.invite(Invitation("bob", invitation.code_hash(self.code), 0,
+                                reactor.seconds() + 600))
+        self.users = MemoryUsers()
+        setup, _ = state()
+        self.port = reactor.listenTCP(0, OPAQUEServerFactory(self.users, setup,
+                                                             invitations=store),
+                                      interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+        self.config = os.path.abspath(self.mktemp())
+
+    run_client = OPAQUEClientProcessTests.run_client
+    host = "127.0.0.1"
+
+    @defer.inlineCallbacks
+    def test_register_then_login_then_code_refused(self):
+        argv = ("--user", "bob", "--code-file", self.code_file,
+                "--password-file", self.password_file)
+        status, out, err = yield self.run_client(b"", "register", *argv)
+        port = self.port.getHost().port
+        self.assertEqual((status, out, err), (
+            0, f"Registered bob on 127.0.0.1:{port}; log in with: "
+               "keyx-client opaque --user bob\n", ""))
+        self.assertEqual(list(self.users.records), ["bob"])
+        status, out, err = yield self.run_client(
+            b"quit\n", "--user", "bob", "--password-file", self.password_file)
+        self.assertEqual((status, err), (0, ""))
+        self.assertTrue(out.startswith("Authentication success"))
+        status, out, err = yield self.run_client(b"", "register", *argv)
+        self.assertEqual((status, out), (1, ""))
+        self.assertTrue(err.startswith("keyx-client: registration refused: the server does "
+                                       "not know this invitation code"), err)
+
+    @defer.inlineCallbacks
+    def test_not_a_code_is_a_usage_error(self):
+        with open(self.code_file, "w") as f:
+            f.write("12345\n")
+        status, out, err = yield self.run_client(
+            b"", "register", "--user", "bob", "--code-file", self.code_file,
+            "--password-file", self.password_file)
+        self.assertEqual((status, out, err), (
+            2, "", "keyx-client: not an invitation code (32 letters and digits)\n"))
+        self.assertEqual(self.users.records, {})

@@ -29,6 +29,10 @@ from twisted_keyx.core.fileutil import write_file_atomically
 
 
 EXIT_INTERRUPTED = 130
+#: The longest an invitation may last, in days.
+MAX_INVITATION_DAYS = 365
+#: The clock of invitations (POSIX seconds); tests replace it.
+clock = time.time
 
 
 class AdminError(Exception):
@@ -311,10 +315,94 @@ def cmd_listusers(args, out, err):
     else:
         users = _read_users(args.users, missing_ok=True)
         _warn(err, userstore.user_file_warning(args.users))
+    invited = _fired(_invitation_store(args).invitations())
     if not users:
         err.write(f"keyx-admin: no users in {_where(args)}\n")
     for name, record in sorted(users.items()):
         out.write(f"{name}  {schemes.named(record.scheme).describe(record)}\n")
+    now = clock()
+    for name, invitation in sorted(invited.items()):
+        if name in users and invitation.state == "used":
+            continue  # registered: the line above says it
+        out.write(f"{name}  {_describe_invitation(invitation, now)}\n")
+
+
+def _invitation_store(args):
+    """The invitation store: --invitations, or the file of that name beside
+    the users file (where the daemon looks for it)."""
+    from twisted_keyx.service import invitations
+
+    path = args.invitations
+    if path is None:
+        path = os.path.join(os.path.dirname(args.users), invitations.DEFAULT_INVITATION_FILE)
+    return invitations.InvitationFile(path)
+
+
+def _fired(deferred):
+    """The result of a store call (the file store's Deferreds have fired);
+    a store failure is one line."""
+    from twisted_keyx.core.interfaces import StoreConflict, StoreUnavailable
+
+    outcome = []
+    deferred.addBoth(outcome.append)
+    if not outcome:
+        raise AdminError("the invitation store did not answer")
+    result = outcome[0]
+    if hasattr(result, "trap"):  # a Failure
+        if result.check(StoreUnavailable, StoreConflict):
+            raise AdminError(str(result.value))
+        result.raiseException()
+    return result
+
+
+def _utc(seconds):
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(seconds))
+
+
+def _expiry_days(text):
+    try:
+        days = float(text)
+    except ValueError:
+        days = -1.0
+    if not 0 < days <= MAX_INVITATION_DAYS:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of days above 0, at most {MAX_INVITATION_DAYS}")
+    return days
+
+
+def cmd_invite(args, out, err):
+    from twisted_keyx.core.interfaces import Invitation
+    from twisted_keyx.opaque import invitation as protocol
+
+    _refuse_existing(_read_users(args.users, missing_ok=True), args)
+    store = _invitation_store(args)
+    previous = _fired(store.lookup(args.name))
+    now = clock()
+    code = protocol.new_code()
+    expires = now + args.expires * 24 * 3600
+    _fired(store.invite(Invitation(args.name, protocol.code_hash(code), now, expires)))
+    if previous is not None and previous.usable(now):
+        err.write(f"keyx-admin: the pending invitation of {shown_name(args.name)} is "
+                  "replaced; its code no longer works\n")
+    err.write(f"keyx-admin: invited {shown_name(args.name)} in {store.path} until "
+              f"{_utc(expires)}; the code is shown once, for: "
+              f"keyx-client opaque register --user {args.name}\n")
+    out.write(code + "\n")
+
+
+def cmd_revoke(args, out, err):
+    store = _invitation_store(args)
+    if not _fired(store.revoke(args.name)):
+        raise AdminError(f"no pending invitation for {shown_name(args.name)} in {store.path}")
+    out.write(f"revoked the invitation of {args.name} in {store.path}\n")
+
+
+def _describe_invitation(invitation, now):
+    if invitation.state == "pending":
+        if invitation.usable(now):
+            return f"invited, code unused, expires {_utc(invitation.expires)}"
+        return f"invited, code expired {_utc(invitation.expires)}"
+    return f"invitation {invitation.state}"
 
 
 def cmd_store_upgrade(args, out, err):
@@ -428,6 +516,21 @@ def _add_users_option(parser):
     )
 
 
+def _add_users_file_option(parser):
+    """``--users`` alone: the invitations are a file beside the user file."""
+    parser.add_argument(
+        "--users", metavar="FILE", default=userstore.DEFAULT_USER_FILE,
+        help=f"the user file [default: {userstore.DEFAULT_USER_FILE}]",
+    )
+
+
+def _add_invitations_option(parser):
+    parser.add_argument(
+        "--invitations", metavar="FILE", default=None,
+        help="the invitation file [default: keyx-invitations.json beside the users file]",
+    )
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keyx-admin",
@@ -536,7 +639,36 @@ def build_parser():
         description="Print each user of the user file, its scheme and its KDF cost.",
     )
     _add_users_option(listusers)
+    _add_invitations_option(listusers)
     listusers.set_defaults(run=cmd_listusers)
+
+    invite = commands.add_parser(
+        "invite", help="invite a new OPAQUE user to register over the network",
+        description=(
+            "Make a one-time invitation code for NAME (160 random bits) and print it "
+            "once on standard output; the invitation file keeps only a hash of it. "
+            "The user registers with 'keyx-client opaque register --user NAME', which "
+            "asks for the code and a password the server never sees (docs/opaque.rst, "
+            "Registration). A new invitation replaces NAME's previous one."
+        ),
+    )
+    invite.add_argument("name", metavar="NAME", type=user_name_argument,
+                        help="1 to 64 bytes of UTF-8, printable, no whitespace")
+    _add_users_file_option(invite)
+    _add_invitations_option(invite)
+    invite.add_argument("--expires", metavar="DAYS", type=_expiry_days, default=7.0,
+                        help=f"the code works for DAYS days, at most {MAX_INVITATION_DAYS} "
+                             "[default: 7]")
+    invite.set_defaults(run=cmd_invite)
+
+    revoke = commands.add_parser(
+        "revoke", help="revoke a pending invitation",
+        description="Revoke NAME's pending invitation: its code no longer works.",
+    )
+    revoke.add_argument("name", metavar="NAME")
+    _add_users_file_option(revoke)
+    _add_invitations_option(revoke)
+    revoke.set_defaults(run=cmd_revoke)
 
     store_upgrade = commands.add_parser(
         "store-upgrade", help="create or upgrade a PostgreSQL store's schema",

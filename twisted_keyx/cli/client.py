@@ -172,6 +172,8 @@ def build_parser():
         for flags, keywords in entry.client_options:
             command.add_argument(*flags, **keywords)
         command.set_defaults(run=functools.partial(run_password, entry))
+        if entry.name == "opaque":
+            _registration_arguments(command, entry)
         password_commands.append(command)
     for command in (dh, *password_commands):
         add_trace_options(command)
@@ -697,6 +699,71 @@ class _EKEPinning:
         return ClientError(self.pins_module.changed_text(
             knownhosts.host_name(args.host, args.port), args.user, self.pin,
             changed.salt, changed.kdf), EXIT_HANDSHAKE_FAILED)
+
+
+def _registration_arguments(command, entry):
+    """``keyx-client opaque register``: registration with an invitation code
+    (``keyx-admin invite``; docs/opaque.rst, Registration)."""
+    command.add_argument("action", nargs="?", choices=("register",), metavar="register",
+                         help="register USER with an invitation code instead of logging in: "
+                              "the code, then the new password twice, are asked on the terminal")
+    command.add_argument("--code-file", metavar="F",
+                         help="register: read the invitation code from the first line of F")
+    command.set_defaults(run=functools.partial(run_opaque, entry))
+
+
+async def run_opaque(entry, reactor, args, out):
+    if args.action == "register":
+        return await run_register(reactor, args, out)
+    return await run_password(entry, reactor, args, out)
+
+
+def _read_registration(args):
+    """The invitation code and the new password (asked twice)."""
+    from twisted_keyx.opaque import invitation
+    from twisted_keyx.opaque.errors import OpaqueError
+
+    try:
+        if args.code_file:
+            code = read_password_file(args.code_file)
+        else:
+            code = ask_password(f"Invitation code for {args.user}: ")
+        invitation.code_bytes(code)
+        if args.password_file:
+            password = read_password_file(args.password_file)
+            warning = password_file_warning(args.password_file)
+            if warning:
+                sys.stderr.write(f"keyx-client: warning: {warning}\n")
+        else:
+            password = ask_password(f"New password for {args.user}: ", confirm=True)
+    except (PasswordError, OpaqueError) as e:
+        raise ClientError(str(e), EXIT_USAGE)
+    except KeyboardInterrupt:
+        raise ClientError("interrupted", EXIT_INTERRUPTED)
+    return code, password
+
+
+async def run_register(reactor, args, out):
+    """``keyx-client opaque register``: OPAQUE registration with an
+    invitation code; the server never sees the password."""
+    from twisted_keyx.opaque.handshake import RegistrationFailed
+    from twisted_keyx.opaque.protocol import OPAQUERegistrationFactory
+
+    code, password = _read_registration(args)
+    options = {} if args.profile is None else {"profile": args.profile}
+    factory, file_tracer = with_tracing(args, OPAQUERegistrationFactory(
+        args.user, password, code, **options))
+    try:
+        protocol = await connect(reactor, args, factory)
+        await await_handshake(reactor, args.timeout, protocol.authenticated,
+                              {RegistrationFailed: "registration refused: {}"})
+        await protocol.disconnected
+    finally:
+        if file_tracer is not None:
+            file_tracer.close()
+    out.write(f"Registered {args.user} on {host_port(args.host, args.port)}; log in with: "
+              f"keyx-client opaque --user {args.user}\n")
+    return EXIT_OK
 
 
 async def _password_session(reactor, args, out, console, factory, failures,

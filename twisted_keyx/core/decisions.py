@@ -66,6 +66,37 @@ class CheckGroup(Question):
 
 
 @dataclass(frozen=True)
+class NeedInvitation(Question):
+    """"Which invitation has user ``user``?": answered with the
+    :class:`~twisted_keyx.core.interfaces.Invitation` (any state) or None
+    (:meth:`~twisted_keyx.core.interfaces.IInvitationStore.lookup`), or
+    the exception that stood in the way."""
+
+    user: str
+
+
+@dataclass(frozen=True)
+class RedeemInvitation(Question):
+    """"Redeem user ``user``'s invitation of ``code_hash`` now, once":
+    answered with True or False
+    (:meth:`~twisted_keyx.core.interfaces.IInvitationStore.redeem`)."""
+
+    user: str
+    code_hash: bytes
+
+
+@dataclass(frozen=True)
+class AddUser(Question):
+    """"Store the new user ``user`` with ``record``": answered with None
+    once stored (:meth:`~twisted_keyx.core.interfaces.IUserStore.add`), or
+    the exception (a :class:`~twisted_keyx.core.interfaces.StoreConflict`
+    for a user that exists)."""
+
+    user: str
+    record: object
+
+
+@dataclass(frozen=True)
 class HoldReplies(Decision):
     """Send nothing and read nothing for ``seconds``: what is sent meanwhile
     goes out when they have passed (:meth:`Session.holdReplies

@@ -14,7 +14,8 @@ def server_factory(context):
 
     return OPAQUEServerFactory(context.users, context.opaque_setup,
                                show_secrets=context.show_secrets, throttle=context.throttle,
-                               source_of=context.source_of)
+                               source_of=context.source_of,
+                               invitations=getattr(context, "invitations", None))
 
 
 def client_factory(user, password, reply_received=None, profile=None):

@@ -34,7 +34,10 @@ from twisted_keyx.core.b64 import MalformedLine, decode_item, encode_item
 from twisted_keyx.chat.records import ChatKeys, derive_chat_keys
 from twisted_keyx.login import names
 from twisted_keyx.core.decisions import (
+    AddUser,
     GuessAnswering,
+    NeedInvitation,
+    RedeemInvitation,
     GuessFailed,
     GuessUnanswered,
     HoldReplies,
@@ -49,11 +52,13 @@ from twisted_keyx.core.machine import (
 )
 from twisted_keyx.core.refusals import refusal, store_refusal
 from twisted_keyx.opaque.errors import KeyStretchingFailed, OpaqueError, ServerMacFailed
+from twisted_keyx.opaque import invitation as invited
 from twisted_keyx.opaque.ksf import DEFAULT_KSF_LIMITS
 from twisted_keyx.opaque.login import ClientLogin, ServerLogin
 from twisted_keyx.opaque.messages import KE1_SIZE, KE2, KE2_SIZE, KE3_SIZE
 from twisted_keyx.opaque.profile import LEGACY, RFC_NAME
 from twisted_keyx.core.transcript import Transcript
+from twisted_keyx.trust.knownservers import server_key_fingerprint
 
 FAILURE_REPLY = names.FAILURE_REPLY
 #: The scheme of the records an OPAQUE server asks for.
@@ -115,6 +120,20 @@ def _result(user, session_key, transcript, server_public_key):
 
 class LineEvent(enum.Enum):
     LINE = "a line"
+    REGISTER = "a registration request"
+
+
+#: Registration with an invitation code (docs/opaque.rst, Registration):
+#: ``register SP base64(r1) SP user-name``, r2, r3, ``registered``.
+REGISTER = b"register"
+REGISTERED = b"registered"
+R1_LINE = b64_length(invited.R1_SIZE)
+R2_LINE = b64_length(invited.R2_SIZE)
+R3_LINE = b64_length(invited.R3_SIZE)
+
+
+def register_line(r1, user):
+    return REGISTER + b" " + encode_item(r1) + b" " + user.encode("utf-8")
 
 
 class ServerReply(enum.Enum):
@@ -127,7 +146,9 @@ class ServerReply(enum.Enum):
 class OPAQUEServerState(enum.Enum):
     AWAIT_KE1 = "awaiting KE1 and the user name (1)"
     AWAIT_KE3 = "awaiting KE3 (3)"
+    AWAIT_R3 = "awaiting the registration record (r3)"
     DONE = "authenticated"
+    REGISTERED = "registered"
     FAILED = "failed"
 
 
@@ -147,15 +168,19 @@ class OPAQUEServerHandshake(StateMachine):
     TRANSITIONS = {
         (OPAQUEServerState.AWAIT_KE1, LineEvent.LINE): ("_on_ke1", OPAQUEServerState.AWAIT_KE3),
         (OPAQUEServerState.AWAIT_KE3, LineEvent.LINE): ("_on_ke3", OPAQUEServerState.DONE),
+        (OPAQUEServerState.AWAIT_KE1, LineEvent.REGISTER): ("_on_r1",
+                                                            OPAQUEServerState.AWAIT_R3),
+        (OPAQUEServerState.AWAIT_R3, LineEvent.LINE): ("_on_r3", OPAQUEServerState.DONE),
     }
     INITIAL = OPAQUEServerState.AWAIT_KE1
     DONE = OPAQUEServerState.DONE
     FAILED = OPAQUEServerState.FAILED
     PEER = "client"
 
-    LIMITS = {OPAQUEServerState.AWAIT_KE1: FIRST_LINE_LIMIT, OPAQUEServerState.AWAIT_KE3: KE3_LINE}
+    LIMITS = {OPAQUEServerState.AWAIT_KE1: FIRST_LINE_LIMIT, OPAQUEServerState.AWAIT_KE3: KE3_LINE,
+              OPAQUEServerState.AWAIT_R3: R3_LINE}
 
-    def __init__(self, setup, lookup_user=None, rng=os.urandom):
+    def __init__(self, setup, lookup_user=None, rng=os.urandom, clock=None):
         super().__init__()
         self._setup = setup
         self._lookup_user = lookup_user
@@ -169,10 +194,18 @@ class OPAQUEServerHandshake(StateMachine):
         #: client may have learnt from KE2 whether its password was right).
         self.answered = False
         self.result = None
+        #: The clock of invitations (POSIX seconds).
+        self._clock = clock
+        self._registration = None
+        #: Set when a registration stored its user (``result`` stays None).
+        self.registered = False
 
     def feed(self, line):
         """Take one client line; return the step's output (the line to send,
         decisions, or a question: :mod:`twisted_keyx.core.decisions`)."""
+        if (self.state is OPAQUEServerState.AWAIT_KE1
+                and line.startswith(REGISTER + b" ")):
+            return self._dispatch(LineEvent.REGISTER, line)
         return self._dispatch(LineEvent.LINE, line)
 
     def receive(self, line):
@@ -183,6 +216,8 @@ class OPAQUEServerHandshake(StateMachine):
     def _answer_here(self, question):
         if isinstance(question, NeedRecord):
             return None if self._lookup_user is None else self._lookup_user(question.user)
+        if isinstance(question, NeedInvitation):
+            return None  # no invitation store here: no one registers
         return 0  # GuessAnswering: at once
 
     @property
@@ -242,6 +277,67 @@ class OPAQUEServerHandshake(StateMachine):
         self._transcript.add(reply)
         self.answered = True
         return (HoldReplies(delay), reply) if delay else reply
+
+    # --- registration with an invitation code -----------------------------------
+
+    def _on_r1(self, line):
+        parts = line.split(b" ", 2)
+        if len(parts) != 3 or len(parts[1]) != R1_LINE:
+            raise AuthenticationFailed("(r1): not 'register', base64(r1) and a user name")
+        try:
+            r1 = decode_item(parts[1], invited.R1_SIZE)
+            name = names.parse_user_name(parts[2])
+        except MalformedLine as e:
+            raise AuthenticationFailed(f"(r1): {e}") from None
+        self.user = name
+        return self._ask(NeedInvitation(name), partial(self._on_invitation, r1))
+
+    def _on_invitation(self, r1, invitation):
+        if isinstance(invitation, Exception):
+            raise store_refusal(invitation)
+        now = self._clock() if self._clock is not None else 0.0
+        # Unknown, used, expired or revoked: the same r2 made from a random hash.
+        self._registration = invited.InvitedRegistrationServer(
+            self._setup, self.user, invitation, now, rng=self._rng)
+        self.known_user = self._registration.invited
+        try:
+            r2 = self._registration.respond(r1)
+        except OpaqueError as e:
+            raise AuthenticationFailed(f"(r1): {e}") from None
+        return encode_item(r2)
+
+    def _on_r3(self, line):
+        try:
+            r3 = decode_item(line, invited.R3_SIZE)
+        except MalformedLine as e:
+            raise AuthenticationFailed(f"(r3): {e}") from None
+        try:
+            record = self._registration.finish(r3)
+        except OpaqueError:
+            raise AuthenticationFailed(
+                f"registration of {self.user!r} refused: the record does not open under "
+                "the invitation code") from None
+        return self._ask(RedeemInvitation(self.user, self._registration.code_hash),
+                         partial(self._on_redeemed, record))
+
+    def _on_redeemed(self, record, redeemed):
+        if isinstance(redeemed, Exception):
+            raise store_refusal(redeemed)
+        if not redeemed:
+            raise AuthenticationFailed(
+                f"registration of {self.user!r} refused: the invitation was used meanwhile")
+        from twisted_keyx.opaque.scheme import OpaqueUser
+
+        user = OpaqueUser(self.user, record,
+                          server_key_fingerprint(self._setup.server_public_key))
+        return self._ask(AddUser(self.user, user), self._on_added)
+
+    def _on_added(self, error):
+        if isinstance(error, Exception):
+            raise AuthenticationFailed(
+                f"registration of {self.user!r} not stored: {error}")
+        self.registered = True
+        return REGISTERED
 
     def _on_ke3(self, line):
         try:
@@ -395,4 +491,100 @@ class OPAQUEClientHandshake(StateMachine):
         result = self._login_result
         self.result = _result(self.user, result.session_key, self._transcript,
                               result.server_public_key)
+        return None
+
+
+class RegistrationClientState(enum.Enum):
+    START = "not started"
+    AWAIT_R2 = "awaiting r2"
+    AWAIT_REGISTERED = "awaiting registered"
+    DONE = "registered"
+    FAILED = "failed"
+
+
+class RegistrationFailed(AuthenticationFailed):
+    """Client side: the server does not know this invitation code (mistyped,
+    used, expired, revoked, another user's), or refused the record."""
+
+
+class OPAQUERegistrationClient(StateMachine):
+    """The registering client (docs/opaque.rst, Registration): sends
+    ``register``, base64(r1) and the user name; checks r2's MAC (the
+    server knows the code) before it sends r3, the record encrypted under
+    the code; done at ``registered``.  ``result`` is then the user name."""
+
+    TRANSITIONS = {
+        (RegistrationClientState.START, START): ("_on_start", RegistrationClientState.AWAIT_R2),
+        (RegistrationClientState.AWAIT_R2, ServerReply.LINE): (
+            "_on_r2", RegistrationClientState.AWAIT_REGISTERED),
+        (RegistrationClientState.AWAIT_REGISTERED, ServerReply.OK): (
+            "_on_registered", RegistrationClientState.DONE),
+    }
+    INITIAL = RegistrationClientState.START
+    DONE = RegistrationClientState.DONE
+    FAILED = RegistrationClientState.FAILED
+    PEER = "server"
+    #: r2 runs Argon2id over the OPRF output to make the record.
+    SLOW_STATES = frozenset({RegistrationClientState.AWAIT_R2})
+
+    def __init__(self, user, password, code, ksf_limits=DEFAULT_KSF_LIMITS, rng=os.urandom,
+                 profile=LEGACY):
+        super().__init__()
+        self.user = names.check_user_name(user)
+        try:
+            self._client = invited.InvitedRegistrationClient(
+                user, code, password, profile=profile, ksf_limits=ksf_limits, rng=rng)
+        except OpaqueError as e:
+            raise ValueError(str(e)) from None
+        self.result = None
+
+    def start(self):
+        return self._start()
+
+    def receive(self, line):
+        event = classify_server_line(line)
+        if event is ServerReply.LINE and line == REGISTERED:
+            event = ServerReply.OK
+        elif event is ServerReply.OK:
+            event = ServerReply.LINE  # "ok" is not a reply of registration
+        return self._dispatch(event, line)
+
+    @property
+    def max_message_length(self):
+        return {
+            RegistrationClientState.AWAIT_R2: max(R2_LINE, len(FAILURE_REPLY)),
+            RegistrationClientState.AWAIT_REGISTERED: max(len(REGISTERED), len(FAILURE_REPLY)),
+        }.get(self.state, 0)
+
+    def _too_long(self, reason):
+        return UnexpectedReply(reason)
+
+    def _unexpected(self, event, payload):
+        if event is ServerReply.REFUSED:
+            return refusal(payload)
+        if event is ServerReply.FAILED:
+            return RegistrationFailed(
+                f"the server refused the registration while {self.state.value}")
+        return UnexpectedReply(f"bad response from the server while {self.state.value}")
+
+    def _on_start(self, payload):
+        return register_line(self._client.start(), self.user)
+
+    def _on_r2(self, line):
+        try:
+            r2 = decode_item(line, invited.R2_SIZE)
+        except MalformedLine as e:
+            raise UnexpectedReply(f"(r2): {e}") from None
+        try:
+            r3 = self._client.finish(r2)
+        except invited.InvitationRefused as e:
+            raise RegistrationFailed(str(e)) from None
+        except KeyStretchingFailed as e:
+            raise KeyStretchingError(str(e)) from None
+        except OpaqueError as e:
+            raise UnexpectedReply(f"(r2): {e}") from None
+        return encode_item(r3)
+
+    def _on_registered(self, line):
+        self.result = self.user
         return None

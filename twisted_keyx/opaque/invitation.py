@@ -2,8 +2,9 @@
 section 5's three messages, each side proving to the other that it knows
 the code, as two sans-I/O objects (docs/opaque.rst, Registration).
 
-Not yet served by the daemon: these are the objects its registration
-machines will drive.
+The wire machines that drive them are
+:class:`~twisted_keyx.opaque.handshake.OPAQUERegistrationClient` and the
+``register`` line of :class:`~twisted_keyx.opaque.handshake.OPAQUEServerHandshake`.
 
 ::
 

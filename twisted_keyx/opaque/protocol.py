@@ -10,6 +10,11 @@ sessions and logs as every password handshake's does
 client protocol is the same with OPAQUE's machine.
 """
 
+import time
+
+from twisted.internet import defer
+
+from twisted_keyx.core.decisions import AddUser, NeedInvitation, RedeemInvitation
 from twisted_keyx.login.protocol import (
     LoginClientFactory,
     LoginClientProtocol,
@@ -19,6 +24,7 @@ from twisted_keyx.login.protocol import (
 from twisted_keyx.opaque.handshake import (
     AuthenticationFailed,
     OPAQUEClientHandshake,
+    OPAQUERegistrationClient,
     OPAQUEServerHandshake,
 )
 
@@ -42,6 +48,12 @@ class OPAQUEServerFactory(LoginServerFactory):
     guesser whether the password was right (the client opens its envelope
     with it), so KE2 is what is held back; a failed guess is a KE3 that does
     not verify, or a client that leaves after KE2 without sending KE3.
+
+    ``invitations`` (an :class:`~twisted_keyx.core.interfaces.IInvitationStore`,
+    or None: no one may register) serves registration with an invitation
+    code (docs/opaque.rst, Registration): the code is redeemed once the
+    client's record opens under it, then the record is added to ``users``.
+    ``clock`` gives the POSIX time invitations expire by.
     """
 
     protocol = OPAQUEServerProtocol
@@ -53,15 +65,47 @@ class OPAQUEServerFactory(LoginServerFactory):
     COUNTED_FAILURES = (AuthenticationFailed,)
 
     def __init__(self, users, setup, show_secrets=False, rng=None, login_failed=None,
-                 throttle=None, source_of=None):
+                 throttle=None, source_of=None, invitations=None, clock=time.time):
         super().__init__(users, show_secrets=show_secrets, throttle=throttle,
                          source_of=source_of)
         self.setup = setup
         self._rng_options = {} if rng is None else {"rng": rng}
         self.login_failed = login_failed
+        self.invitations = invitations
+        self.invitation_clock = clock
 
     def newHandshake(self):
-        return OPAQUEServerHandshake(self.setup, **self._rng_options)
+        return OPAQUEServerHandshake(self.setup, clock=self.invitation_clock,
+                                     **self._rng_options)
+
+    def answer(self, session, machine, question):
+        if isinstance(question, NeedInvitation):
+            if self.invitations is None:
+                return None
+            found = defer.maybeDeferred(self.invitations.lookup, question.user)
+            found.addErrback(self._unavailable, session, question.user,
+                             "its invitation not read")
+            return found
+        if isinstance(question, RedeemInvitation):
+            redeemed = defer.maybeDeferred(self.invitations.redeem, question.user,
+                                           question.code_hash, self.invitation_clock())
+            redeemed.addErrback(self._unavailable, session, question.user,
+                                "its invitation not redeemed")
+            return redeemed
+        if isinstance(question, AddUser):
+            added = defer.maybeDeferred(self.users.add, question.user, question.record)
+            added.addCallback(lambda _: None)
+            # StoreConflict (the user exists) or a store down: the machine refuses.
+            added.addErrback(lambda reason: reason.value)
+            return added
+        return super().answer(session, machine, question)
+
+    def machineFinished(self, session, machine):
+        if machine is session.handshake and getattr(machine, "registered", False):
+            self.log.info("OPAQUE: registered user {user} from {peer} with an invitation",
+                          user=repr(machine.user), peer=session.peer)
+            return None
+        return super().machineFinished(session, machine)
 
     def guessFailed(self, session, decision):
         # Without a throttle, a client that left after KE2 is logged as
@@ -95,3 +139,24 @@ class OPAQUEClientFactory(LoginClientFactory):
 
     protocol = OPAQUEClientProtocol
     handshake = OPAQUEClientHandshake
+
+
+class OPAQUERegistrationProtocol(OPAQUEClientProtocol):
+    """Registration with an invitation code: ``authenticated`` fires with
+    the user name once the server said ``registered``; then it closes."""
+
+    def machineFinished(self, session, machine):
+        self.authenticated.callback(machine.result)
+        return None
+
+
+class OPAQUERegistrationFactory(LoginClientFactory):
+    """Builds :class:`OPAQUERegistrationProtocol` for ``user``, ``password``
+    and the invitation ``code``; other keyword arguments go to
+    :class:`~twisted_keyx.opaque.handshake.OPAQUERegistrationClient`."""
+
+    protocol = OPAQUERegistrationProtocol
+    handshake = OPAQUERegistrationClient
+
+    def __init__(self, user, password, code, **options):
+        super().__init__(user, password, code=code, **options)

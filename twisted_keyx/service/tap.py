@@ -38,6 +38,7 @@ from twisted_keyx.core.peers import host_port
 from twisted_keyx.core.twistedshim import RepeatableOptions
 from twisted_keyx.groups import registry as groups
 from twisted_keyx.observe import trace
+from twisted_keyx.service.invitations import DEFAULT_INVITATION_FILE, InvitationFile
 from twisted_keyx.service import endpointspec
 from twisted_keyx.service import limits, proxied
 from twisted_keyx.service import sqlstore, throttle
@@ -168,6 +169,9 @@ class KeyxConfig:
     #: A worker's: the SQLite file of the guess throttle the workers share
     #: ("": a throttle of this process's own).
     throttle_path: str = ""
+    #: The invitations of OPAQUE registration over the network
+    #: (keyx-invitations.json beside the user file; ``keyx-admin invite``).
+    invitations: Any = None
     #: --store postgresql://...: the :class:`~twisted_keyx.service.pgstore.Deployment`
     #: (users, OPAQUE setup and throttle state in PostgreSQL), or None.
     deployment: Any = None
@@ -435,6 +439,8 @@ def _configure(options):
         show_secrets=bool(options["show-secrets"]), trace=bool(options["trace"]),
         hide_unknown_users=bool(options["hide-unknown-users"]),
         new_files=tuple(new_files),
+        invitations=InvitationFile(os.path.join(os.path.dirname(users_path),
+                                                DEFAULT_INVITATION_FILE)),
     )
 
 
