@@ -192,14 +192,9 @@ def cmd_adduser(args, out, err):
         return _adduser_store(args, out, err)
     # Checked before asking for the password, and again under the lock.
     _refuse_existing(_read_users(args.users, missing_ok=True), args)
-    try:
-        if args.password_file:
-            password = read_password_file(args.password_file)
-            _warn(err, password_file_warning(args.password_file))
-        else:
-            password = ask_password(f"Password for {args.name}: ", confirm=True)
-    except PasswordError as e:
-        raise AdminError(str(e)) from None
+    password = _ask(args)
+    if args.password_file:
+        _warn(err, password_file_warning(args.password_file))
     # The KSF before taking the lock, so that the lock is held briefly.
     scheme = schemes.named(args.scheme)
     # A scheme may refuse a new user given the others (OPAQUE: another key file).
@@ -223,6 +218,8 @@ def cmd_adduser(args, out, err):
 
 
 def _ask(args):
+    """The new user's password: the first line of --password-file, or asked
+    twice on the terminal; a mistake is one line."""
     try:
         if args.password_file:
             return read_password_file(args.password_file)
