@@ -123,3 +123,17 @@ class GuessUnanswered(Decision):
     nothing (:meth:`~twisted_keyx.core.interfaces.IGuessThrottle.release`)."""
 
     user: str
+
+
+def answer_by_hand(question, lookup_user):
+    """The answer a password machine's ``receive`` gives its own question
+    when it is driven by hand, with no adapter: a :class:`NeedRecord` is
+    answered by ``lookup_user(name)`` (the record or None; None without
+    ``lookup_user``), a :class:`NeedInvitation` with None (no invitation
+    store: no one registers), the others with 0 (a guess is answered at
+    once: no throttle)."""
+    if isinstance(question, NeedRecord):
+        return None if lookup_user is None else lookup_user(question.user)
+    if isinstance(question, NeedInvitation):
+        return None
+    return 0

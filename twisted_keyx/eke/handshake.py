@@ -46,6 +46,7 @@ from twisted_keyx.core.decisions import (
     GuessUnanswered,
     HoldReplies,
     NeedRecord,
+    answer_by_hand,
 )
 from twisted_keyx.core.machine import (
     START,
@@ -241,9 +242,7 @@ class EKEServerHandshake(_EKEHandshake):
         return self.settle(self.feed(line), self._answer_here)
 
     def _answer_here(self, question):
-        if isinstance(question, NeedRecord):
-            return None if self._lookup_user is None else self._lookup_user(question.user)
-        return 0  # GuessAnswering: at once
+        return answer_by_hand(question, self._lookup_user)
 
     @property
     def max_message_length(self):
