@@ -286,6 +286,12 @@ class FleetTests(PostgreSQLTestCase):
         for outcome in outcomes:
             self.assertIsInstance(outcome, ServerUnavailable, self.haproxy_tail())
         self.assertEqual(self.dh_handshake()[0], 0, "\n".join(self.log(i)[-3000:] for i in (2, 3)))
+        # Each daemon polls the store once a second: let every one see it
+        # down before it comes back (on a loaded machine the outage above
+        # can be shorter than a poll).
+        self.wait_until(
+            lambda: all("does not answer" in self.log(i) for i in range(2, DAEMONS + 1)),
+            20, "every daemon noticing that the store does not answer")
         self.server.start()
         self.wait_until(lambda: self.logs_in(), 20, "a login after the restart")
         for _ in range(DAEMONS):
