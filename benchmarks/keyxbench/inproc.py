@@ -70,11 +70,16 @@ def ours_factory(group_name, clock, directory):
 
     here = os.getcwd()
     os.chdir(directory)  # where the daemon makes its files, as twistd's cwd
+    # Nothing listens here (``listen`` above), so the daemon's check that its
+    # ports are free is skipped: bench_instructions.py runs children side by
+    # side, and their checks of port 7777 at the same moment refused one.
+    check_can_listen, tap._check_can_listen = tap._check_can_listen, lambda description: None
     try:
         options = tap.Options()
         options.parseOptions(["--dh", "tcp:7777", "--group", group_name])
         tap.makeService(options, reactor=clock, listen=listen).startService()
     finally:
+        tap._check_can_listen = check_can_listen
         os.chdir(here)
     return factories["tcp:7777"]
 
