@@ -26,6 +26,7 @@ import argparse
 import itertools
 import os
 import sys
+import tempfile
 import warnings
 
 if __name__ == "__main__":
@@ -69,17 +70,15 @@ def ours_factory(group_name, clock, directory):
         return Service()
 
     here = os.getcwd()
-    os.chdir(directory)  # where the daemon makes its files, as twistd's cwd
-    # Nothing listens here (``listen`` above), so the daemon's check that its
-    # ports are free is skipped: bench_instructions.py runs children side by
-    # side, and their checks of port 7777 at the same moment refused one.
-    check_can_listen, tap._check_can_listen = tap._check_can_listen, lambda description: None
+    # Where the daemon makes its files, as twistd's cwd: a folder of this
+    # process's own, since bench_instructions.py runs children side by side
+    # and a daemon refuses a key file another process made while it started.
+    os.chdir(tempfile.mkdtemp(dir=directory))
     try:
         options = tap.Options()
         options.parseOptions(["--dh", "tcp:7777", "--group", group_name])
         tap.makeService(options, reactor=clock, listen=listen).startService()
     finally:
-        tap._check_can_listen = check_can_listen
         os.chdir(here)
     return factories["tcp:7777"]
 
