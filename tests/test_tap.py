@@ -468,6 +468,33 @@ class DaemonModeTests(unittest.TestCase):
 
         return defer.Deferred.fromCoroutine(run())
 
+    def test_port_in_use_in_the_foreground_leaves_no_pid_file(self):
+        # twistd -n removes its pid file for an Exception from the start
+        # only; a plain SystemExit left a twistd.pid behind (issue 24, noticed).
+        busy = socket.socket()
+        self.addCleanup(busy.close)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        folder = os.path.abspath(self.mktemp())
+        os.mkdir(folder)
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(tap.__file__))))
+
+        async def run():
+            out, err, code = await utils.getProcessOutputAndValue(
+                sys.executable,
+                ["-c", "from twisted.scripts.twistd import run; run()", "-n",
+                 "keyx", "--dh", f"tcp:{port}:interface=127.0.0.1", "--eke", "tcp:0",
+                 "--opaque", "tcp:0"],
+                env=dict(os.environ, PYTHONPATH=root), path=folder)
+            message = f"twistd keyx: cannot listen on 127.0.0.1:{port}: [Errno 98] Address already in use"
+            self.assertEqual(code, 1)
+            self.assertIn(message.encode(), out + err)  # -n logs to stdout
+            self.assertNotIn(b"Traceback", out + err)
+            self.assertEqual(sorted(os.listdir(folder)), [])
+
+        return defer.Deferred.fromCoroutine(run())
+
 
 class PluginTests(unittest.TestCase):
     def installed(self):
