@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 
-from twisted.internet import protocol
+from twisted.internet import defer, protocol
 from twisted.internet.testing import MemoryReactor
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python import usage
@@ -522,6 +522,31 @@ class ToyPasswordHandshakeTests(unittest.TestCase):
         out = io.StringIO()
         self.assertEqual(admin.main(["listusers", "--users", users], out, io.StringIO()), 0)
         self.assertEqual(out.getvalue(), "bob  toypw, 9 characters\n")
+
+    def test_keyx_client_pin(self):
+        """An entry's ``client_pin`` is made before the password is asked;
+        the one it cannot read stops keyx-client with its line."""
+        import dataclasses
+
+        from twisted.internet import reactor
+
+        from twisted_keyx.cli import client
+
+        asked = []
+
+        def pin(host, port, user):
+            asked.append((host, port, user))
+            raise handshakes.ClientHookError("cannot read the toy pins")
+
+        handshakes.unregister("toypw")
+        handshakes.register(dataclasses.replace(TOY_PASSWORD, client_pin=pin))
+        args = client.build_parser().parse_args(["toypw", "--user", "alice",
+                                                 "--password-file", "/nonexistent"])
+        out, err = io.StringIO(), io.StringIO()
+        status = self.successResultOf(defer.ensureDeferred(client.run(reactor, args, out, err)))
+        self.assertEqual((status, err.getvalue()),
+                         (1, "keyx-client: cannot read the toy pins\n"))
+        self.assertEqual(asked, [("localhost", 9123, "alice")])
 
     def test_gone_when_unregistered(self):
         self.assertIn("toypw", schemes.names())

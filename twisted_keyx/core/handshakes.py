@@ -30,7 +30,8 @@ Who reads what:
   :attr:`Handshake.charts`;
 - the user file and ``keyx-admin adduser`` (:mod:`twisted_keyx.core.schemes`):
   :attr:`Handshake.scheme`, for a password handshake;
-- ``keyx-client``: :attr:`Handshake.client` and what follows it, for a
+- ``keyx-client``: :attr:`Handshake.client` and what follows it
+  (:attr:`Handshake.client_pin`, :attr:`Handshake.after_login`), for a
   password handshake (one command each, named after the handshake);
 - ``keyx-lab crack``: :attr:`Handshake.recording`, what a recorded login
   gives an offline attacker.
@@ -203,6 +204,15 @@ class Handshake:
     #: ``keyx-client`` does once logged in, before the chat (OPAQUE: the
     #: server key's fingerprint, checked against the last one seen).
     after_login: str | Callable[..., Any] | None = None
+    #: ``"module:function"``: ``(host, port, user) -> pin``, made by
+    #: ``keyx-client NAME`` before the password is asked, for a client that
+    #: pins what the server showed at the first login (EKE: the salt and
+    #: scrypt cost of step 2).  The pin's ``options`` go to :attr:`client`
+    #: as keywords; ``logged_in(handshake)`` records what the finished
+    #: client machine saw and returns a warning or None; ``refusal(error)``
+    #: is the text that replaces a failed login's own (None: not the pin's
+    #: business).  A pin that cannot be read raises :class:`ClientHookError`.
+    client_pin: str | Callable[..., Any] | None = None
     #: ``"module:function"``: ``(events) -> OfflineAttack or str`` for
     #: ``keyx-lab crack``: what a recording of this handshake gives an
     #: offline attacker (a string: why it gives nothing).
@@ -286,6 +296,11 @@ def handshakes() -> list[Handshake]:
 
 class UnknownHandshake(LookupError):
     pass
+
+
+class ClientHookError(Exception):
+    """What a client hook of an entry (:attr:`Handshake.client_pin`) raises
+    to stop ``keyx-client`` with its text, one line, as a failed handshake."""
 
 
 def named(name: str) -> Handshake:

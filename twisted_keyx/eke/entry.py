@@ -137,6 +137,7 @@ HANDSHAKE = Handshake(
     scheme="twisted_keyx.eke.scheme:SCHEME",
     client=client_factory,
     client_port=8088,
+    client_pin="twisted_keyx.eke.pins:ClientPin",
     client_description=(
         "Log in with the EKE password handshake, then chat: each line of "
         "standard input (a terminal or a pipe) goes to the server, "
