@@ -37,7 +37,7 @@ class OptionsTests(unittest.TestCase):
     def test_defaults(self):
         options = parse()
         self.assertEqual(options["dh"], ["tcp:7777"])
-        self.assertIs(options.config.group, ffdh.named_group("ffdhe2048"))
+        self.assertIs(options.config.settings["dh"].group, ffdh.named_group("ffdhe2048"))
         self.assertFalse(options["show-secrets"])
 
     def test_repeated_dh(self):
@@ -85,12 +85,13 @@ class OptionsTests(unittest.TestCase):
 
     def test_group(self):
         for name in ffdh.NAMED_GROUP_PRIMES:
-            self.assertIs(parse("--group", name).config.group, ffdh.named_group(name))
+            self.assertIs(parse("--group", name).config.settings["dh"].group,
+                          ffdh.named_group(name))
 
     def test_params(self):
         for name, label in [("dhparam-2048.pem", b"DH PARAMETERS"),
                             ("dhx-2048.pem", b"X9.42 DH PARAMETERS")]:
-            group = parse("--params", data_path(name)).config.group
+            group = parse("--params", data_path(name)).config.settings["dh"].group
             self.assertEqual(group.bits, 2048)
             self.assertTrue(group.parameters_pem.startswith(b"-----BEGIN " + label))
             self.assertEqual(group.name, "file:" + data_path(name))
@@ -357,7 +358,8 @@ class MakeServiceTests(unittest.TestCase):
                                    "--eke", "tcp:7003", "--users", os.path.abspath("users.json"),
                                    "--opaque", "tcp:7004", "--opaque-key", "startup-key",
                                    "--no-host-key")
-        path, setup = service.config.opaque_key_path, service.config.opaque_setup
+        opaque = service.config.settings["opaque"]
+        path, setup = opaque.where, opaque.setup
         lines = [formatEvent(e) for e in events
                  if e.get("log_namespace", "").startswith("twisted_keyx.service.tap")]
         self.assertEqual(lines, [
@@ -437,38 +439,10 @@ class DaemonModeTests(unittest.TestCase):
 
     timeout = 60
 
-    def test_port_in_use_is_one_line_in_the_log(self):
-        busy = socket.socket()
-        self.addCleanup(busy.close)
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
-        folder = os.path.abspath(self.mktemp())
-        os.mkdir(folder)
-        log = os.path.join(folder, "keyx.log")
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(tap.__file__))))
-
-        async def run():
-            out, err, code = await utils.getProcessOutputAndValue(
-                sys.executable,
-                ["-c", "from twisted.scripts.twistd import run; run()",
-                 "--logfile", log, "--pidfile", os.path.join(folder, "keyx.pid"),
-                 "keyx", "--dh", f"tcp:{port}:interface=127.0.0.1", "--eke", "tcp:0"],
-                env=dict(os.environ, PYTHONPATH=root), path=folder)
-            message = f"cannot listen on 127.0.0.1:{port}: [Errno 98] Address already in use"
-            self.assertEqual(code, 1)
-            self.assertIn(message.encode(), err)
-            with open(log) as f:
-                lines = f.read().splitlines()
-            self.assertEqual([line for line in lines if "Traceback" in line], [])
-            self.assertEqual(len([line for line in lines if message in line]), 1, lines)
-            self.assertFalse(os.path.exists(os.path.join(folder, "keyx.pid")))
-
-        return defer.Deferred.fromCoroutine(run())
-
-    def test_port_in_use_in_the_foreground_leaves_no_pid_file(self):
-        # twistd -n removes its pid file for an Exception from the start
-        # only; a plain SystemExit left a twistd.pid behind (issue 24, noticed).
+    def start_on_a_busy_port(self, *twistd_options):
+        """``twistd *twistd_options keyx --dh`` on a port something else
+        holds, in a fresh folder: ``(folder, message, out, err, exit code)``,
+        ``message`` the line that should say so."""
         busy = socket.socket()
         self.addCleanup(busy.close)
         busy.bind(("127.0.0.1", 0))
@@ -477,21 +451,40 @@ class DaemonModeTests(unittest.TestCase):
         folder = os.path.abspath(self.mktemp())
         os.mkdir(folder)
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(tap.__file__))))
+        message = f"cannot listen on 127.0.0.1:{port}: [Errno 98] Address already in use"
 
         async def run():
             out, err, code = await utils.getProcessOutputAndValue(
                 sys.executable,
-                ["-c", "from twisted.scripts.twistd import run; run()", "-n",
+                ["-c", "from twisted.scripts.twistd import run; run()", *twistd_options,
                  "keyx", "--dh", f"tcp:{port}:interface=127.0.0.1", "--eke", "tcp:0",
                  "--opaque", "tcp:0"],
                 env=dict(os.environ, PYTHONPATH=root), path=folder)
-            message = f"twistd keyx: cannot listen on 127.0.0.1:{port}: [Errno 98] Address already in use"
-            self.assertEqual(code, 1)
-            self.assertIn(message.encode(), out + err)  # -n logs to stdout
-            self.assertNotIn(b"Traceback", out + err)
-            self.assertEqual(sorted(os.listdir(folder)), [])
+            return folder, message, out, err, code
 
         return defer.Deferred.fromCoroutine(run())
+
+    @defer.inlineCallbacks
+    def test_port_in_use_is_one_line_in_the_log(self):
+        folder, message, out, err, code = yield self.start_on_a_busy_port(
+            "--logfile", "keyx.log", "--pidfile", "keyx.pid")
+        self.assertEqual(code, 1)
+        self.assertIn(message.encode(), err)
+        with open(os.path.join(folder, "keyx.log")) as f:
+            lines = f.read().splitlines()
+        self.assertEqual([line for line in lines if "Traceback" in line], [])
+        self.assertEqual(len([line for line in lines if message in line]), 1, lines)
+        self.assertFalse(os.path.exists(os.path.join(folder, "keyx.pid")))
+
+    @defer.inlineCallbacks
+    def test_port_in_use_in_the_foreground_leaves_no_pid_file(self):
+        # twistd -n removes its pid file for an Exception from the start
+        # only; a plain SystemExit left a twistd.pid behind.
+        folder, message, out, err, code = yield self.start_on_a_busy_port("-n")
+        self.assertEqual(code, 1)
+        self.assertIn(f"twistd keyx: {message}".encode(), out + err)  # -n logs to stdout
+        self.assertNotIn(b"Traceback", out + err)
+        self.assertEqual(sorted(os.listdir(folder)), [])
 
 
 class PluginTests(unittest.TestCase):

@@ -20,7 +20,7 @@ from twisted_keyx.service import workers
 from twisted_keyx.service import userfile as userstore
 
 from tests.helpers import make_user
-from tests.test_eke_protocol import client_machine
+from tests.test_eke_protocol import guess_over_tcp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(tap.__file__))))
 
@@ -143,20 +143,10 @@ def sleep(seconds):
     return task.deferLater(reactor, seconds, lambda: None)
 
 
-def eke_guess(port, password="wrong guess"):
-    """One EKE login attempt with ``password`` on 127.0.0.1:``port``, up to
-    the server's step 4 (where a guess is answered); the moment (monotonic
-    seconds) that answer arrived."""
-    client = client_machine(password)
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        stream = s.makefile("rwb")
-        stream.write(client.start() + b"\n")
-        stream.flush()
-        step3 = client.receive(stream.readline()[:-1])
-        stream.write(step3 + b"\n")
-        stream.flush()
-        answer = stream.readline()
-        answered = time.monotonic()
+def eke_guess(port):
+    """A wrong EKE guess on 127.0.0.1:``port``; the moment (monotonic
+    seconds) its answer arrived."""
+    _, answered, answer = guess_over_tcp(port)
     assert answer.endswith(b"\n"), answer
     return answered
 
