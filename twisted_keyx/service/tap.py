@@ -170,7 +170,8 @@ class KeyxConfig:
     #: ("": a throttle of this process's own).
     throttle_path: str = ""
     #: The invitations of OPAQUE registration over the network
-    #: (keyx-invitations.json beside the user file; ``keyx-admin invite``).
+    #: (keyx-invitations.json beside the user file, or the --store
+    #: database's; ``keyx-admin invite``).
     invitations: Any = None
     #: --store postgresql://...: the :class:`~twisted_keyx.service.pgstore.Deployment`
     #: (users, OPAQUE setup and throttle state in PostgreSQL), or None.
@@ -289,9 +290,10 @@ class Options(RepeatableOptions):
          "when it changes. "
          "A missing file means no users yet."],
         ["store", None, None,
-         "postgresql://... : the users, the OPAQUE server setup and the guess "
-         "throttle's state in PostgreSQL, shared by every daemon and worker "
-         "that names it (in place of --users and --opaque-key); its schema made "
+         "postgresql://... : the users (looked up per login), the OPAQUE server "
+         "setup, the registration invitations and the guess throttle's state in "
+         "PostgreSQL, shared by every daemon and worker that names it (in place "
+         "of --users and --opaque-key); its schema made "
          "by keyx-admin store-upgrade --store URL. Needs psycopg "
          "(pip install 'twisted-keyx[postgresql]')."],
     ]
@@ -408,11 +410,13 @@ def _configure(options):
         hide_unknown_users=bool(options["hide-unknown-users"]))
     if options["store"]:
         deployment = _deployment(options["store"])
+        # Each login looks its user up in the store (docs/fleet.rst, "Users
+        # per login"); registrations redeem the store's invitations.
         return KeyxConfig(
-            users=deployment.snapshot, user_count=len(deployment.initial_users),
+            users=deployment.users, user_count=deployment.user_count,
             opaque_key_path=deployment.where, opaque_setup=deployment.setup,
             opaque_key_created=deployment.setup_created, new_files=tuple(new_files),
-            deployment=deployment, **common)
+            invitations=deployment.invitations, deployment=deployment, **common)
     # Absolute, so that a daemon that changes directory still finds it.
     users_path = os.path.abspath(options["users"])
     # A missing file means no users yet; a missing folder is a typo.
@@ -806,9 +810,6 @@ def makeService(options, reactor=None, listen=None):
                     proxied.endpoint(clock, description), factory)
             return strports.service(endpointspec.parse(description).private(), factory,
                                     reactor=reactor)
-    if config.deployment is not None:
-        # --store: the users reloaded from the database when they change.
-        config.users.setServiceParent(top)
     # One policy for every endpoint of every handshake: the limits are the
     # daemon's, not one listener's.
     policy = limits.ConnectionPolicy(config.limits, reactor)
