@@ -67,7 +67,7 @@ def _check_endpoint(description):
         raise usage.UsageError(f"bad endpoint {description!r}: {e}") from None
     # What parses but cannot listen: Twisted takes any integer as a port and
     # any string as a socket path, and bind() refuses them only at start.
-    spec = endpointspec.parse(description)
+    spec = endpointspec.parse(proxied.inner(description))
     address = spec.address()
     if address is None:
         return
@@ -93,7 +93,7 @@ def _check_distinct_listeners(listeners, defaulted=()):
     not give, so that the message says which one to move."""
     seen = []
     for option, description in listeners:
-        spec = endpointspec.parse(description)
+        spec = endpointspec.parse(proxied.inner(description))
         for other_option, other_description, other_spec in seen:
             if not spec.clashes(other_spec):
                 continue
@@ -271,7 +271,8 @@ class Options(RepeatableOptions):
          "users: a fresh one is written.  Missing with OPAQUE users: an error."],
         ["workers", None, "1",
          "Serve every endpoint from this many processes (auto: one per CPU). The "
-         "parent binds the sockets (tcp, tcp6, ssl, unix endpoints only), the "
+         "parent binds the sockets (tcp, tcp6, ssl, unix endpoints only, each "
+         "also behind haproxy:), the "
          "workers share them, and each worker's log lines come to the one log "
          "marked [worker N]. Each worker allows --max-connections / N and "
          "--max-per-ip / N (rounded up): the limits are divided, not shared. The "
@@ -712,7 +713,7 @@ def _check_can_listen(description):
     a TCP socket is bound (as Twisted binds it, with SO_REUSEADDR) and
     closed; a unix socket path that answers a connection is in use.  Port 0,
     other endpoint types and what cannot be told are left to Twisted."""
-    spec = endpointspec.parse(description)
+    spec = endpointspec.parse(proxied.inner(description))
     address = spec.address()
     if address is None:
         return
