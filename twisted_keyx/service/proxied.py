@@ -30,7 +30,6 @@ from twisted.protocols import policies
 
 from twisted_keyx.core.lograte import BURST_QUIET, Bursts
 from twisted_keyx.core.twistedshim import InvalidProxyHeader, proxy_header_parser
-
 from twisted_keyx.service import endpointspec
 
 #: Seconds a connection has to send its PROXY header.
