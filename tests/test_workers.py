@@ -20,7 +20,7 @@ from twisted_keyx.service import workers
 from twisted_keyx.service import userfile as userstore
 
 from tests.helpers import make_user
-from tests.test_eke_protocol import guess_over_tcp
+from tests.test_eke_protocol import client_machine, guess_over_tcp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(tap.__file__))))
 
