@@ -100,12 +100,10 @@ class OPAQUEServerFactory(LoginServerFactory):
             return added
         return super().answer(session, machine, question)
 
-    def machineFinished(self, session, machine):
-        if machine is session.handshake and getattr(machine, "registered", False):
-            self.log.info("OPAQUE: registered user {user} from {peer} with an invitation",
-                          user=repr(machine.user), peer=session.peer)
-            return None
-        return super().machineFinished(session, machine)
+    def countsGuess(self, decision):
+        # Without a throttle, a failed login is told to login_failed, and
+        # the connection's end is logged as for any other.
+        return self.throttle is not None
 
     def guessFailed(self, session, decision):
         # Without a throttle, a client that left after KE2 is logged as
@@ -117,7 +115,7 @@ class OPAQUEServerFactory(LoginServerFactory):
             super().guessFailed(session, decision)
 
     def sessionTimedOut(self, session, machine, seconds):
-        if machine is session.handshake and session.guess_counted:
+        if machine is session.handshake and self.guessCounted(session):
             return  # counted as a failed guess (it left after KE2)
         super().sessionTimedOut(session, machine, seconds)
 
@@ -147,7 +145,6 @@ class OPAQUERegistrationProtocol(OPAQUEClientProtocol):
 
     def machineFinished(self, session, machine):
         self.authenticated.callback(machine.result)
-        return None
 
 
 class OPAQUERegistrationFactory(LoginClientFactory):

@@ -301,8 +301,9 @@ class PostgreSQLUserStore:
 class PostgreSQLSetupStore:
     """:class:`~twisted_keyx.core.interfaces.IServerSetupStore` in PostgreSQL."""
 
-    def __init__(self, store):
+    def __init__(self, store, where="PostgreSQL"):
         self.store = store
+        self.where = where
 
     def load(self):
         from twisted_keyx.opaque.records import ServerSetup
@@ -312,6 +313,46 @@ class PostgreSQLSetupStore:
             row = cursor.fetchone()
             return ServerSetup.loads(row[0]) if row else None
         return self.store.transact(run)
+
+    def create(self, setup):
+        from twisted_keyx.opaque.records import ServerSetup
+
+        def run(cursor):
+            self.store.execute(cursor, "INSERT INTO keyx_opaque_setup (id, setup) VALUES (1, ?) "
+                                       "ON CONFLICT (id) DO NOTHING",
+                               (setup.dumps().decode("ascii"),))
+            self.store.execute(cursor, "SELECT setup FROM keyx_opaque_setup WHERE id = 1")
+            return ServerSetup.loads(cursor.fetchone()[0])
+        return self.store.transact(run)
+
+
+@implementer(IServerSetupStore)
+class ConnectionSetupStore:
+    """:class:`~twisted_keyx.core.interfaces.IServerSetupStore` on plain
+    psycopg connections, for the daemon's start-up, before the reactor
+    runs: each call connects, is done at once and returns a Deferred that
+    has fired; a store that cannot be used fails it with
+    :class:`~twisted_keyx.core.interfaces.StoreUnavailable` (one line)."""
+
+    def __init__(self, url):
+        self.url = url
+        self.where = shown(url)
+
+    def load(self):
+        return defer.maybeDeferred(self._run, load_setup)
+
+    def create(self, setup):
+        return defer.maybeDeferred(self._run, store_setup, setup)
+
+    def _run(self, function, *args):
+        try:
+            connection = connect(self.url)
+        except StoreError as e:
+            raise StoreUnavailable(str(e)) from None
+        try:
+            return function(connection, *args)
+        finally:
+            connection.close()
 
 
 # --- invitations ----------------------------------------------------------------
@@ -424,38 +465,33 @@ class ConnectionStore:
 
 
 def count_users(connection):
-    """The number of users in the store (the daemon's start-up line)."""
+    """The number of users in the store of each scheme (the daemon's
+    start-up lines): ``{scheme: count}``."""
     with connection.transaction(), connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM keyx_users")
-        return cursor.fetchone()[0]
+        cursor.execute("SELECT scheme, count(*) FROM keyx_users GROUP BY scheme")
+        return dict(cursor.fetchall())
 
 
 class Deployment:
     """What ``--store postgresql://...`` gives the daemon, made at start-up:
-    the schema checked, the users counted (not loaded: each login looks its
-    user up) and the OPAQUE setup loaded (made and stored once if there is
-    none yet)."""
+    the schema checked and the users counted (not loaded: each login looks
+    its user up).  The OPAQUE setup is the OPAQUE entry's to read or make
+    (:class:`ConnectionSetupStore`)."""
 
-    def __init__(self, url, need_setup=True):
+    def __init__(self, url):
         connection = connect(url)
         try:
             check_schema(connection, url)
-            self.user_count = count_users(connection)
-            self.setup = load_setup(connection)
-            self.setup_created = False
-            if self.setup is None and need_setup:
-                from twisted_keyx.opaque.records import ServerSetup
-
-                self.setup = store_setup(connection, ServerSetup.generate())
-                self.setup_created = True
-            connection.rollback()
+            #: scheme -> its number of users, at start-up.
+            self.user_counts = count_users(connection)
+            self.user_count = sum(self.user_counts.values())
         finally:
             connection.close()
         self.url = url
         self.where = shown(url)
         self.sql = sql_store(url)
         self.users = PostgreSQLUserStore(self.sql, self.where)
-        self.setup_store = PostgreSQLSetupStore(self.sql)
+        self.setup_store = PostgreSQLSetupStore(self.sql, self.where)
         self.invitations = PostgreSQLInvitationStore(self.sql, self.where)
         self.throttle = SQLThrottleStore(self.sql)
 
