@@ -13,7 +13,12 @@ change and a redeem is atomic: of two at once, one finds the invitation
 pending.  The code itself is never stored; the hash stands for it until the
 invitation is used, so the file is as private as the key file.
 
-The calls do their small file I/O at once and return fired Deferreds.
+The calls do their file I/O at once and return fired Deferreds
+(``keyx-admin``), or, given ``run_in_thread`` (the daemon passes
+:func:`~twisted.internet.threads.deferToThread`), in a thread: every
+registration reads the file twice and a redeem rewrites it whole, with two
+fsyncs, which grows with the invitations in the file and must not stall
+the reactor.
 """
 
 import base64
@@ -78,12 +83,20 @@ def _serialise(invitations):
     }, indent=2) + "\n").encode("ascii")
 
 
+def _unavailable_on_error(function):
+    try:
+        return function()
+    except (OSError, InvitationFileError) as e:
+        raise StoreUnavailable(str(e)) from None
+
+
 @implementer(IInvitationStore)
 class InvitationFile:
     """The invitations in the file ``path`` (missing: none)."""
 
-    def __init__(self, path=DEFAULT_INVITATION_FILE):
+    def __init__(self, path=DEFAULT_INVITATION_FILE, run_in_thread=None):
         self.path = path
+        self._run = run_in_thread
 
     def _read(self):
         try:
@@ -96,14 +109,11 @@ class InvitationFile:
         return _parse(data, self.path)
 
     def _call(self, function):
-        """``function()``'s result as a Deferred; an unreadable file is
-        StoreUnavailable."""
-        try:
-            return defer.succeed(function())
-        except (OSError, InvitationFileError) as e:
-            return defer.fail(StoreUnavailable(str(e)))
-        except StoreConflict as e:
-            return defer.fail(e)
+        """``function()``'s result as a Deferred (run in ``run_in_thread``
+        if given); an unreadable file is StoreUnavailable."""
+        if self._run is None:
+            return defer.maybeDeferred(_unavailable_on_error, function)
+        return self._run(_unavailable_on_error, function)
 
     def _edit(self, change):
         """``change(invitations)`` under the lock, the file written back."""

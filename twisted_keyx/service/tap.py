@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from twisted.application import internet, service, strports
-from twisted.internet import defer, endpoints, error
+from twisted.internet import defer, endpoints, error, threads
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -479,7 +479,8 @@ def _users_and_stores(options):
     return _UsersAndStores(
         users=users, user_count=user_count, count_of=users.loaded_count,
         invitations=InvitationFile(os.path.join(os.path.dirname(users_path),
-                                                DEFAULT_INVITATION_FILE)))
+                                                DEFAULT_INVITATION_FILE),
+                                   run_in_thread=threads.deferToThread))
 
 
 def _deployment(url):
