@@ -168,10 +168,16 @@ class LoginServerFactory(Factory, Observer, PeerLogging):
             if self.throttle is not None:
                 self.throttle.succeeded(machine.user, self._source(session))
             self.userAuthenticated(session.peer, machine.result)
-            return ServerChat(machine.result)
+            return self.newChat(machine)
         self._notLogged(session)
         self.chatEnded(session.peer, session.handshake.user)
         return None
+
+    def newChat(self, handshake):
+        """The machine that carries on after the ``handshake`` succeeded:
+        the chat (a handshake may say another: OPAQUE's lets the user
+        change the password)."""
+        return ServerChat(handshake.result)
 
     def machineFailed(self, session, machine, failure):
         if machine is session.handshake:
@@ -361,9 +367,13 @@ class LoginClientProtocol(Session, Observer):
 
     def machineFinished(self, session, machine):
         if machine is self.handshake:
-            return ClientChat(machine.result)
+            return self.newChat(machine)
         self.finished.callback(None)
         return None
+
+    def newChat(self, handshake):
+        """The machine that carries on after the ``handshake`` succeeded: the chat."""
+        return ClientChat(handshake.result)
 
     def machineStarted(self, session, machine):
         self.authenticated.callback(self.handshake.result)
