@@ -524,3 +524,133 @@ class RegistrationRefusedLogTests(unittest.TestCase):
                                     ("pending", self.NOW - 1, "its invitation expired")):
             self.invite(state, expires)
             self.assertRefused(self.register(), why)
+
+
+class DaemonTests(unittest.TestCase):
+    """End to end: ``twistd keyx``'s service in this process (the real
+    reactor, its user file and invitation file), ``keyx-admin invite``, and
+    ``keyx-client opaque register``, ``passwd`` and logins as processes."""
+
+    timeout = 120
+
+    def setUp(self):
+        import os
+
+        self.directory = os.path.abspath(self.mktemp())
+        os.mkdir(self.directory)
+        self.config = os.path.join(self.directory, "config")
+        self.users = os.path.join(self.directory, "keyx-users.json")
+
+    def write(self, name, text):
+        import os
+
+        path = os.path.join(self.directory, name)
+        with open(path, "w") as f:
+            f.write(text + "\n")
+        os.chmod(path, 0o600)
+        return path
+
+    async def client(self, port, *argv):
+        import os
+        import sys
+
+        from tests.helpers import CollectingProcess
+        from tests.test_opaque_client import ROOT
+
+        process = CollectingProcess(b"quit\n")
+        env = dict(os.environ, PYTHONPATH=ROOT, PYTHONWARNINGS="error",
+                   XDG_CONFIG_HOME=self.config)
+        args = [sys.executable, "-m", "twisted_keyx.cli.client", "opaque", "--host",
+                "127.0.0.1", "--port", str(port), "--user", "alice", *argv]
+        from twisted.internet import reactor
+
+        reactor.spawnProcess(process, sys.executable, args, env=env)
+        status = await process.ended
+        return status, process.out.decode(), process.err.decode()
+
+    def test_invite_register_login_passwd(self):
+        import io
+        import os
+
+        from tests.helpers import tap_options
+        from twisted_keyx.cli import admin
+        from twisted_keyx.service import tap, userfile
+
+        out, err = io.StringIO(), io.StringIO()
+        self.assertEqual(admin.main(["invite", "alice", "--users", self.users], out, err), 0)
+        code = self.write("code", out.getvalue().strip())
+        old = self.write("old", "first secret")
+        new = self.write("new", "second secret")
+        sockets = self.mktemp()  # relative: a socket path has at most 107 bytes
+        options = tap_options(
+            "--opaque", "tcp:0:interface=127.0.0.1", "--dh", f"unix:{sockets}-dh",
+            "--eke", f"unix:{sockets}-eke", "--users", self.users,
+            "--opaque-key", os.path.join(self.directory, "keyx-opaque-key"), "--no-host-key")
+        service = tap.makeService(options)
+
+        async def run():
+            service.privilegedStartService()
+            service.startService()
+            try:
+                [listening] = [child for child in service
+                               if getattr(child, "endpoint", None) is not None
+                               and "TCP" in type(child.endpoint).__name__]
+                port = (await listening._waitingForPort).getHost().port
+                with capturedLogs() as events:
+                    results = [
+                        await self.client(port, "register", "--code-file", code,
+                                          "--password-file", old),
+                        await self.client(port, "passwd", "--password-file", old,
+                                          "--new-password-file", new),
+                        await self.client(port, "--password-file", new),
+                        await self.client(port, "--password-file", old),
+                    ]
+            finally:
+                await service.stopService()
+            return results, [formatEvent(e) for e in events]
+
+        async def check():
+            results, log = await run()
+            (s1, out1, err1), (s2, out2, err2), (s3, out3, err3), (s4, out4, err4) = results
+            self.assertEqual((s1, err1), (0, ""))
+            self.assertEqual((s2, err2), (0, ""))
+            lines = out2.splitlines()
+            self.assertTrue(lines[0].startswith("Authentication success"), lines)
+            self.assertTrue(lines[1].startswith("Server key fingerprint SHA256:"), lines)
+            self.assertTrue(lines[2].startswith("Password of alice changed on 127.0.0.1:"), lines)
+            self.assertEqual(len(lines), 3, lines)
+            self.assertEqual((s3, err3), (0, ""))
+            self.assertTrue(out3.startswith("Authentication success"))
+            self.assertEqual((s4, out4), (1, ""))
+            self.assertEqual(err4, "keyx-client: authentication failed "
+                                   "(wrong password or unknown user)\n")
+            changed = [line for line in log if "changed the password" in line]
+            self.assertEqual(len(changed), 1, log)
+            self.assertFalse([line for line in log if "secret" in line or "Traceback" in line])
+            stored = userfile.read_users(self.users)
+            self.assertEqual(list(stored), ["alice"])
+            self.assertEqual(stored["alice"].scheme, "opaque")
+
+        return defer.Deferred.fromCoroutine(check())
+
+    def test_usage_errors(self):
+        from twisted_keyx.cli import client
+
+        async def check():
+            results = []
+            for argv in (("passwd", "--password-file", self.write("old", "x"),
+                          "--new-password-file", self.write("new", "tab\there")),
+                         ("--new-password-file", self.write("n", "y"),
+                          "--password-file", self.write("o", "x"))):
+                results.append(await self.client(1, *argv))
+            return results
+
+        async def verify():
+            (s1, out1, err1), (s2, out2, err2) = await check()
+            self.assertEqual((s1, out1), (client.EXIT_USAGE, ""))
+            self.assertEqual(err1, "keyx-client: new password: the password holds a control "
+                                   "character (a tab, a newline...)\n")
+            self.assertEqual((s2, out2, err2), (client.EXIT_USAGE, "", "keyx-client: "
+                                                "--new-password-file is for passwd\n"))
+
+        return defer.Deferred.fromCoroutine(verify())
