@@ -203,7 +203,10 @@ HANDSHAKE = Handshake(
     client_description=(
         "Log in with the OPAQUE password handshake, then chat as with eke. "
         "Prints the server key's fingerprint and warns when a host shows "
-        "another one than last time. Exit statuses as for eke."
+        "another one than last time. 'register' registers with an invitation "
+        "code (keyx-admin invite) instead; 'passwd' logs in and changes the "
+        "password inside the session (the server never sees either password). "
+        "Exit statuses as for eke."
     ),
     after_login=after_login,
     recording=recording,
