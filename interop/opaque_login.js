@@ -1,7 +1,7 @@
 // An opaque-ke client (@serenity-kit/opaque) logging in to `twistd keyx`
 // over its OPAQUE wire (docs/opaque.rst) in the rfc9807 profile with an
 // empty context: node opaque_login.js HOST PORT USER PASSWORD [KSF_JSON]
-// prints one JSON line: {"result": "ok", "sessionKey": ...} or
+// prints one JSON line: {"result": "ok", "sessionKey": ..., "exportKey": ...} or
 // {"result": "failed", "why": ...}.  Only what docs/opaque.rst tells a
 // third-party client is used: standard base64 lines, the password
 // prepared as its Passwords section says.
@@ -31,6 +31,7 @@ opaque.ready.then(() => {
   let buffer = "";
   let step = 0;
   let sessionKey = null;
+  let exportKey = null;
   socket.on("connect", () => {
     const ke1 = fromUrl(start.startLoginRequest).toString("base64");
     socket.write(`${ke1} ${user}\n`);
@@ -55,12 +56,13 @@ opaque.ready.then(() => {
           socket.write(Buffer.alloc(64, 0).toString("base64") + "\n");
         } else {
           sessionKey = finish.sessionKey;
+          exportKey = finish.exportKey;
           socket.write(fromUrl(finish.finishLoginRequest).toString("base64") + "\n");
         }
       } else {
         socket.destroy();
         return done(line === "ok" && sessionKey
-          ? { result: "ok", sessionKey }
+          ? { result: "ok", sessionKey, exportKey }
           : { result: "failed", why: line });
       }
     }

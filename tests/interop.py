@@ -78,14 +78,32 @@ class OpaqueKeError(Exception):
     """opaque-ke threw."""
 
 
+def _run_script(script, args, timeout):
+    node = require_node()
+    done = subprocess.run([node, script, *args], cwd=INTEROP, capture_output=True, text=True,
+                          timeout=timeout)
+    if done.returncode != 0 or not done.stdout.strip():
+        raise AssertionError(f"{script} failed: {done.stderr}")
+    return json.loads(done.stdout.splitlines()[-1])
+
+
 def login_over_the_wire(host, port, user, password, key_stretching=None, timeout=120):
     """interop/opaque_login.js: an opaque-ke client's login to a daemon;
     its one JSON line."""
-    node = require_node()
-    args = [node, "opaque_login.js", host, str(port), user, password]
+    args = [host, str(port), user, password]
     if key_stretching is not None:
         args.append(json.dumps(key_stretching))
-    done = subprocess.run(args, cwd=INTEROP, capture_output=True, text=True, timeout=timeout)
-    if done.returncode != 0 or not done.stdout.strip():
-        raise AssertionError(f"opaque_login.js failed: {done.stderr}")
-    return json.loads(done.stdout.splitlines()[-1])
+    return _run_script("opaque_login.js", args, timeout)
+
+
+def register_over_the_wire(host, port, user, code, password, key_stretching=None,
+                           ignore_mac=False, timeout=120):
+    """interop/opaque_register.js: an opaque-ke client's registration with
+    an invitation code (docs/opaque.rst, The registration wire); its one
+    JSON line.  ``ignore_mac`` sends r3 even when r2's MAC does not verify
+    (to see the server's own refusal)."""
+    args = [host, str(port), user, code, password,
+            "" if key_stretching is None else json.dumps(key_stretching)]
+    if ignore_mac:
+        args.append("--ignore-mac")
+    return _run_script("opaque_register.js", args, timeout)

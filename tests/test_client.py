@@ -72,6 +72,19 @@ class _Loopback:
         self.addCleanup(port.stopListening)
         return port.getHost().port
 
+    async def serve_and_run_dh(self, server, *options):
+        """``keyx-client dh *options`` against ``server`` (a tracking
+        factory), listening now: ``(port, status, stdout, stderr)`` once
+        both sides' sockets are closed."""
+        port = self.listen(server)
+        args = client.build_parser().parse_args(
+            ["dh", "--host", "127.0.0.1", "--port", str(port), *options])
+        out, err = io.StringIO(), io.StringIO()
+        status = await client.run(reactor, args, out, err)
+        await defer.gatherResults([c.lost for c in self.clients if c.transport])
+        await server.allLost()
+        return port, status, out.getvalue(), err.getvalue()
+
 
 class ClientTests(_Loopback, unittest.TestCase):
     def run_client(self, port, *options, server=None):

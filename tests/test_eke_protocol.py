@@ -1,6 +1,8 @@
 """The EKE protocols: on a StringTransport (every state and error path, exact
 replies), then over real TCP on 127.0.0.1."""
 
+import socket
+import time
 import base64
 import threading
 
@@ -59,11 +61,45 @@ def client_machine(password=PASSWORD, user="alice"):
     return EKEClientHandshake(user, password, kdf_limits=TEST_LIMITS, rsa_key_factory=rsa_key)
 
 
-def connect(protocol):
-    transport = StringTransportWithDisconnection(peerAddress=PEER)
+def connect(protocol, peer=PEER):
+    transport = StringTransportWithDisconnection(peerAddress=peer)
     transport.protocol = protocol
     protocol.makeConnection(transport)
     return transport
+
+
+def up_to_step_4(factory, password, peer=PEER):
+    """An EKE login with ``password`` on a StringTransport, steps 1 and 3
+    sent (step 4, where a guess is answered, is what comes next):
+    ``(protocol, transport, client)``, the transport's step 2 cleared."""
+    protocol = factory.buildProtocol(None)
+    transport = connect(protocol, peer)
+    client = client_machine(password)
+    protocol.dataReceived(client.start() + b"\n")
+    answer = transport.value()
+    transport.clear()
+    protocol.dataReceived(client.receive(answer[:-1]) + b"\n")
+    return protocol, transport, client
+
+
+def guess_over_tcp(port, password="wrong guess", source=None, timeout=30):
+    """An EKE login with ``password`` to 127.0.0.1:``port`` up to the
+    server's step 4 (where a guess is answered), from the address
+    ``source`` if given: ``(started, answered, answer)``, the monotonic
+    seconds when step 3 had gone and when step 4 came, and step 4's line."""
+    client = client_machine(password)
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                  source_address=None if source is None else (source, 0)) as s:
+        stream = s.makefile("rwb")
+        stream.write(client.start() + b"\n")
+        stream.flush()
+        step3 = client.receive(stream.readline()[:-1])
+        stream.write(step3 + b"\n")
+        stream.flush()
+        started = time.monotonic()
+        answer = stream.readline()
+        answered = time.monotonic()
+    return started, answered, answer
 
 
 class ServerProtocolTests(unittest.TestCase):

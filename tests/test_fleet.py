@@ -23,7 +23,7 @@ from twisted_keyx.service import pgstore, tap
 
 from tests.helpers import PASSWORD, make_user
 from tests.pgfixture import PostgreSQLTestCase
-from tests.test_eke_protocol import client_machine
+from tests.test_eke_protocol import client_machine, guess_over_tcp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(tap.__file__))))
 DAEMONS = 3
@@ -68,19 +68,8 @@ def eke_login(port, password=PASSWORD, user="alice", source="127.0.0.2"):
 
 def eke_guess(port, source="127.0.0.3", password="wrong guess"):
     """A guess up to the server's step 4; the seconds it waited for it."""
-    client = client_machine(password)
-    with socket.create_connection(("127.0.0.1", port), timeout=20,
-                                  source_address=(source, 0)) as s:
-        stream = s.makefile("rwb")
-        stream.write(client.start() + b"\n")
-        stream.flush()
-        step3 = client.receive(stream.readline()[:-1])
-        stream.write(step3 + b"\n")
-        stream.flush()
-        started = time.monotonic()
-        answer = stream.readline()
-        took = time.monotonic() - started
-    return took, answer
+    started, answered, answer = guess_over_tcp(port, password, source, timeout=20)
+    return answered - started, answer
 
 
 def guesses_at_once(port, count, waits=None, join=True):

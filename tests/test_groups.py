@@ -8,7 +8,7 @@ import io
 import json
 
 import gmpy2
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 from twisted.trial import unittest
 
 from twisted_keyx.cli import client
@@ -161,16 +161,10 @@ class ClientMaxBitsTests(_Loopback, unittest.TestCase):
     def test_refused_group_is_one_line(self):
         async def run():
             server = TrackingDHServerFactory(ffdh.named_group("ffdhe3072"))
-            port = self.listen(server)
-            args = client.build_parser().parse_args(
-                ["dh", "--host", "127.0.0.1", "--port", str(port), "--max-bits", "2048"])
-            out, err = io.StringIO(), io.StringIO()
-            status = await client.run(reactor, args, out, err)
-            await defer.gatherResults([c.lost for c in self.clients if c.transport])
-            await server.allLost()
-            self.assertEqual((status, out.getvalue()), (1, ""))
+            port, status, out, err = await self.serve_and_run_dh(server, "--max-bits", "2048")
+            self.assertEqual((status, out), (1, ""))
             # After the fallback's warning (the server has no host key).
-            self.assertEqual(err.getvalue(), unauthenticated(port)
+            self.assertEqual(err, unauthenticated(port)
                              + "keyx-client: unusable parameters from the server: "
                              "the modulus has 3072 bits; at most 2048 are accepted (--max-bits)\n")
         return defer.Deferred.fromCoroutine(run())
@@ -242,16 +236,7 @@ class GroupPolicyTests(unittest.TestCase):
 
 class ClientGroupsTests(_Loopback, unittest.TestCase):
     def run_client(self, server, *options):
-        async def run():
-            port = self.listen(server)
-            args = client.build_parser().parse_args(
-                ["dh", "--host", "127.0.0.1", "--port", str(port), *options])
-            out, err = io.StringIO(), io.StringIO()
-            status = await client.run(reactor, args, out, err)
-            await defer.gatherResults([c.lost for c in self.clients if c.transport])
-            await server.allLost()
-            return port, status, out.getvalue(), err.getvalue()
-        return defer.Deferred.fromCoroutine(run())
+        return defer.Deferred.fromCoroutine(self.serve_and_run_dh(server, *options))
 
     @defer.inlineCallbacks
     def test_refuses_a_server_offering_another_group(self):

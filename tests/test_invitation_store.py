@@ -81,3 +81,10 @@ class InvitationFileTests(unittest.TestCase):
             f.write('{"version": 1, "invitations": {"bob": {"state": "pending"}}}')
         failure = self.failureResultOf(self.store.lookup("bob"), StoreUnavailable)
         self.assertIn("is not code_hash, created, expires, state", str(failure.value))
+
+    def test_named_pipe_is_refused_not_waited_on(self):
+        # A FIFO with no writer blocked os.open, and with it the daemon's
+        # reactor, forever; it is refused as not a regular file.
+        os.mkfifo(self.path)
+        failure = self.failureResultOf(self.store.lookup("bob"), StoreUnavailable)
+        self.assertIn("not a regular file", str(failure.value))

@@ -12,6 +12,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 
+from twisted_keyx.core.twistedshim import PROXY_V2_SIGNATURE
 from twisted_keyx.service import proxied, tap
 from twisted_keyx.service.limits import GuardedFactory
 
@@ -22,10 +23,10 @@ BALANCER = IPv4Address("TCP", "127.0.0.1", 50000)
 
 def v2_header(source="203.0.113.5", sport=4444, dest="127.0.0.1", dport=8089):
     body = socket.inet_aton(source) + socket.inet_aton(dest) + struct.pack("!HH", sport, dport)
-    return proxied.V2Parser.PREFIX + bytes([0x21, 0x11]) + struct.pack("!H", len(body)) + body
+    return PROXY_V2_SIGNATURE + bytes([0x21, 0x11]) + struct.pack("!H", len(body)) + body
 
 
-LOCAL = proxied.V2Parser.PREFIX + bytes([0x20, 0x00, 0, 0])
+LOCAL = PROXY_V2_SIGNATURE + bytes([0x20, 0x00, 0, 0])
 
 
 class Recorder(Protocol):
@@ -79,6 +80,39 @@ class ProxiedProtocolTests(unittest.TestCase):
         self.protocol.dataReceived(b"alice\nxxxxxxxxxxxxxxxxxxxxx")
         self.assertTrue(self.transport.disconnecting)
         self.assertEqual(self.log, [])
+
+    def connect(self, data):
+        protocol = self.factory.buildProtocol(BALANCER)
+        protocol.makeConnection(StringTransport(peerAddress=BALANCER))
+        protocol.dataReceived(data)
+        protocol.connectionLost(None)
+
+    def test_a_client_that_goes_around_haproxy_is_logged_once_then_counted(self):
+        # It was closed without a word: an operator whose clients connect
+        # to the daemon's haproxy: port directly saw nothing in the log.
+        with capturedLogs() as events:
+            self.connect(b"Hello\n")
+            for _ in range(5):
+                self.connect(b"Hello\n")
+            self.connect(b"PROXY TCP4 garbage garbage 1 2\r\n")  # Twisted took the host
+            self.connect(b"PROXY TCP4 1.2.3.4 5.6.7.8 x y\r\n")  # Twisted: a traceback
+            self.clock.advance(60)
+        text = [formatEvent(e) for e in events]
+        self.assertEqual(len(text), 2, text)
+        self.assertIn("Closed a connection from 127.0.0.1 on a haproxy: endpoint: it sent "
+                      "no PROXY header", text[0])
+        self.assertIn("7 more connection(s) from 127.0.0.1 without a PROXY header closed "
+                      "(2 an invalid PROXY header, 5 no PROXY header)", text[1])
+        self.assertEqual(self.log, [])
+
+    def test_health_checks_are_not_logged(self):
+        with capturedLogs() as events:
+            for _ in range(3):
+                self.connect(LOCAL)
+                self.factory.buildProtocol(BALANCER).makeConnection(
+                    StringTransport(peerAddress=BALANCER))
+            self.clock.advance(60)
+        self.assertEqual([formatEvent(e) for e in events], [])
 
     def test_a_header_that_does_not_come_is_cut_off(self):
         self.protocol.dataReceived(b"PROXY TCP4 ")

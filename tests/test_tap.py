@@ -437,7 +437,10 @@ class DaemonModeTests(unittest.TestCase):
 
     timeout = 60
 
-    def test_port_in_use_is_one_line_in_the_log(self):
+    def start_on_a_busy_port(self, *twistd_options):
+        """``twistd *twistd_options keyx --dh`` on a port something else
+        holds, in a fresh folder: ``(folder, message, out, err, exit code)``,
+        ``message`` the line that should say so."""
         busy = socket.socket()
         self.addCleanup(busy.close)
         busy.bind(("127.0.0.1", 0))
@@ -445,26 +448,41 @@ class DaemonModeTests(unittest.TestCase):
         port = busy.getsockname()[1]
         folder = os.path.abspath(self.mktemp())
         os.mkdir(folder)
-        log = os.path.join(folder, "keyx.log")
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(tap.__file__))))
+        message = f"cannot listen on 127.0.0.1:{port}: [Errno 98] Address already in use"
 
         async def run():
             out, err, code = await utils.getProcessOutputAndValue(
                 sys.executable,
-                ["-c", "from twisted.scripts.twistd import run; run()",
-                 "--logfile", log, "--pidfile", os.path.join(folder, "keyx.pid"),
-                 "keyx", "--dh", f"tcp:{port}:interface=127.0.0.1", "--eke", "tcp:0"],
+                ["-c", "from twisted.scripts.twistd import run; run()", *twistd_options,
+                 "keyx", "--dh", f"tcp:{port}:interface=127.0.0.1", "--eke", "tcp:0",
+                 "--opaque", "tcp:0"],
                 env=dict(os.environ, PYTHONPATH=root), path=folder)
-            message = f"cannot listen on 127.0.0.1:{port}: [Errno 98] Address already in use"
-            self.assertEqual(code, 1)
-            self.assertIn(message.encode(), err)
-            with open(log) as f:
-                lines = f.read().splitlines()
-            self.assertEqual([line for line in lines if "Traceback" in line], [])
-            self.assertEqual(len([line for line in lines if message in line]), 1, lines)
-            self.assertFalse(os.path.exists(os.path.join(folder, "keyx.pid")))
+            return folder, message, out, err, code
 
         return defer.Deferred.fromCoroutine(run())
+
+    @defer.inlineCallbacks
+    def test_port_in_use_is_one_line_in_the_log(self):
+        folder, message, out, err, code = yield self.start_on_a_busy_port(
+            "--logfile", "keyx.log", "--pidfile", "keyx.pid")
+        self.assertEqual(code, 1)
+        self.assertIn(message.encode(), err)
+        with open(os.path.join(folder, "keyx.log")) as f:
+            lines = f.read().splitlines()
+        self.assertEqual([line for line in lines if "Traceback" in line], [])
+        self.assertEqual(len([line for line in lines if message in line]), 1, lines)
+        self.assertFalse(os.path.exists(os.path.join(folder, "keyx.pid")))
+
+    @defer.inlineCallbacks
+    def test_port_in_use_in_the_foreground_leaves_no_pid_file(self):
+        # twistd -n removes its pid file for an Exception from the start
+        # only; a plain SystemExit left a twistd.pid behind.
+        folder, message, out, err, code = yield self.start_on_a_busy_port("-n")
+        self.assertEqual(code, 1)
+        self.assertIn(f"twistd keyx: {message}".encode(), out + err)  # -n logs to stdout
+        self.assertNotIn(b"Traceback", out + err)
+        self.assertEqual(sorted(os.listdir(folder)), [])
 
 
 class PluginTests(unittest.TestCase):

@@ -3,14 +3,13 @@ task.Clock: no real waiting.  The attacks of issue 22: guesses sent at once,
 from rotating addresses, after a flood of made-up names; the real user from
 a familiar source while thousands of addresses guess."""
 
-from twisted.internet import defer, task
+from twisted.internet import task
 from twisted.internet.address import IPv4Address
-from twisted.internet.testing import StringTransportWithDisconnection
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
-from twisted_keyx.core.interfaces import IGuessThrottle, IThrottleStore, StoreUnavailable
+from twisted_keyx.core.interfaces import IGuessThrottle, IThrottleStore
 from twisted_keyx.core.refusals import ServerUnavailable, TooManyAttempts, refusal
 from twisted_keyx.eke.protocol import EKEServerFactory
 from twisted_keyx.service import throttle as throttle_module
@@ -18,7 +17,7 @@ from twisted_keyx.service.throttle import (
     DAY, SUMMARY_EVERY, GuessLimits, GuessThrottle, MemoryThrottleStore)
 
 from tests.helpers import PASSWORD, RecordingRandom, Users, make_user
-from tests.test_eke_protocol import client_machine
+from tests.test_eke_protocol import up_to_step_4
 
 USERS = Users(alice=make_user("alice"))
 
@@ -321,16 +320,8 @@ class EKEThrottleTests(unittest.TestCase):
     def attempt(self, password, host="192.0.2.7"):
         """Steps 1 and 3; return the transport, the client and the step-4 lines so far."""
         self.port += 1
-        protocol = self.factory.buildProtocol(None)
-        transport = StringTransportWithDisconnection(
-            peerAddress=IPv4Address("TCP", host, self.port))
-        transport.protocol = protocol
-        protocol.makeConnection(transport)
-        client = client_machine(password)
-        protocol.dataReceived(client.start() + b"\n")
-        answer = transport.value()
-        transport.clear()
-        protocol.dataReceived(client.receive(answer[:-1]) + b"\n")
+        _, transport, client = up_to_step_4(self.factory, password,
+                                            IPv4Address("TCP", host, self.port))
         return transport, client
 
     def test_after_three_failures_step_4_waits_on_the_clock(self):

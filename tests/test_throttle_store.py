@@ -6,7 +6,6 @@ import os
 
 from twisted.internet import defer, task
 from twisted.internet.address import IPv4Address
-from twisted.internet.testing import StringTransportWithDisconnection
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
@@ -23,7 +22,7 @@ from twisted_keyx.service.throttle import DAY, GuessLimits, GuessThrottle, Memor
 
 from tests.helpers import PASSWORD, RecordingRandom, Users, make_user
 from tests.opaque_helpers import CHEAP_LIMITS
-from tests.test_eke_protocol import client_machine
+from tests.test_eke_protocol import client_machine, up_to_step_4
 
 USERS = Users(alice=make_user("alice"))
 
@@ -67,17 +66,7 @@ class SlowStoreTests(unittest.TestCase):
             throttle=GuessThrottle(GuessLimits(), self.clock, store=self.store))
 
     def attempt(self, password=PASSWORD):
-        protocol = self.factory.buildProtocol(None)
-        transport = StringTransportWithDisconnection(
-            peerAddress=IPv4Address("TCP", "192.0.2.7", 4000))
-        transport.protocol = protocol
-        protocol.makeConnection(transport)
-        client = client_machine(password)
-        protocol.dataReceived(client.start() + b"\n")
-        answer = transport.value()
-        transport.clear()
-        protocol.dataReceived(client.receive(answer[:-1]) + b"\n")
-        return protocol, transport, client
+        return up_to_step_4(self.factory, password, IPv4Address("TCP", "192.0.2.7", 4000))
 
     def test_step_4_waits_for_the_store_then_the_login_goes_on(self):
         protocol, transport, client = self.attempt()

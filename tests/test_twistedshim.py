@@ -14,7 +14,10 @@ from twisted.trial import unittest
 from twisted.python import usage
 
 from twisted_keyx.core.twistedshim import (
+    PROXY_V2_SIGNATURE,
+    InvalidProxyHeader,
     RepeatableOptions,
+    proxy_header_parser,
     server_tls_context_factory,
     share_listening_port,
 )
@@ -155,3 +158,43 @@ class RepeatableOptionsTests(unittest.TestCase):
     def test_unknown_still_refused(self):
         with self.assertRaises(usage.UsageError):
             self.Options().parseOptions(["--other", "x"])
+
+
+class ProxyHeaderParserTests(unittest.TestCase):
+    """twisted.protocols.haproxy's private ``V1Parser``/``V2Parser``: what
+    their ``feed`` returns and raises."""
+
+    def test_v1(self):
+        header = b"PROXY TCP4 198.51.100.7 127.0.0.1 5555 8089\r\n"
+        parser = proxy_header_parser(header[:10])
+        self.assertEqual(parser.feed(header[:10]), (None, None))
+        info, remaining = parser.feed(header[10:] + b"hi")
+        self.assertEqual((info.source.host, info.source.port, remaining),
+                         ("198.51.100.7", 5555, b"hi"))
+        self.assertEqual((info.destination.host, info.destination.port), ("127.0.0.1", 8089))
+
+    def test_v2_and_local(self):
+        body = socket.inet_aton("203.0.113.5") + socket.inet_aton("127.0.0.1") + \
+            (4444).to_bytes(2, "big") + (8089).to_bytes(2, "big")
+        header = PROXY_V2_SIGNATURE + bytes([0x21, 0x11]) + len(body).to_bytes(2, "big") + body
+        info, remaining = proxy_header_parser(header).feed(header + b"x")
+        self.assertEqual((info.source.host, info.source.port, remaining),
+                         ("203.0.113.5", 4444, b"x"))
+        local = PROXY_V2_SIGNATURE + bytes([0x20, 0x00, 0, 0])
+        info, _ = proxy_header_parser(local).feed(local)
+        self.assertIsNone(info.source)
+
+    def test_not_a_header_and_a_bad_one(self):
+        self.assertIsNone(proxy_header_parser(b"Hello\n"))
+        self.assertIsNone(proxy_header_parser(b"PROX"))
+        for bad in (b"PROXY TCP4 nonsense here 1 2\r\n",  # Twisted: host "nonsense"
+                    b"PROXY TCP4 1.2.3.4 5.6.7.8 x y\r\n",  # Twisted: ValueError
+                    b"PROXY TCP4 1.2.3.4 5.6.7.8 99999 1\r\n",  # Twisted: port 99999
+                    b"PROXY TCP4 ::1 ::1 1 2\r\n",
+                    b"PROXY TCP6 1.2.3.4 5.6.7.8 1 2\r\n",
+                    b"PROXY FOO\r\n"):
+            with self.assertRaises(InvalidProxyHeader, msg=bad):
+                proxy_header_parser(bad).feed(bad)
+        good = b"PROXY TCP6 2001:db8::1 ::1 1 2\r\n"
+        info, _ = proxy_header_parser(good).feed(good)
+        self.assertEqual(info.source.host, "2001:db8::1")

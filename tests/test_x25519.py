@@ -1,7 +1,6 @@
 """The X25519 group (twisted_keyx.groups.x25519): vectors, keys, low-order points,
 and the DH handshake in it, framed and unframed, with keyx-client and twistd."""
 
-import io
 import json
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
@@ -13,7 +12,6 @@ from twisted.internet.testing import StringTransport
 from twisted.trial import unittest
 
 from twisted_keyx.groups import asn1
-from twisted_keyx.cli import client
 from twisted_keyx.groups import registry as groups
 from twisted_keyx.service import tap
 from twisted_keyx.groups import x25519
@@ -350,17 +348,11 @@ class LoopbackTests(unittest.TestCase):
 
 class ClientReportTests(_Loopback, unittest.TestCase):
     async def run_client(self, server, *options):
-        port = self.listen(server)
-        args = client.build_parser().parse_args(
-            ["dh", "--host", "127.0.0.1", "--port", str(port), *options])
-        out, err = io.StringIO(), io.StringIO()
-        status = await client.run(reactor, args, out, err)
-        await defer.gatherResults([c.lost for c in self.clients if c.transport])
-        await server.allLost()
+        port, status, out, err = await self.serve_and_run_dh(server, *options)
         [result] = server.results
         # No host key: the client falls back to Hello and warns (docs/hostkey.rst).
-        self.assertTrue(err.getvalue().startswith(unauthenticated(port)))
-        return status, out.getvalue(), err.getvalue()[len(unauthenticated(port)):], result
+        self.assertTrue(err.startswith(unauthenticated(port)))
+        return status, out, err[len(unauthenticated(port)):], result
 
     def test_text(self):
         async def run():

@@ -424,24 +424,44 @@ class TLSClient(_OneHandshake, protocol.Protocol):
             self.transport.write(data)
 
     def advance(self):
+        """Drive the handshake, then the request and its reply, as far as
+        the bytes received so far allow (the same for both TLS stacks:
+        their calls are the methods below)."""
         try:
             if not self.handshaken:
                 self.tls.do_handshake()
                 self.handshaken = True
-                self.tls.write(TLS_REQUEST)
+                self.send_request()
             while True:
-                data = self.tls.read(4096)
+                data = self.receive()
                 if not data:
                     return self.bad("TLS: closed before the reply")
                 self.reply += data
                 if self.reply == TLS_REPLY:
                     self.flush()
                     return self.succeed()
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+        except self.WANT_MORE:
             self.flush()
-        except ssl.SSLError as e:
+        except self.CLOSED:
             self.flush()
-            self.bad(f"TLS: {e.reason or e}")
+            self.bad("TLS: closed before the reply")
+        except self.FAILED as e:
+            self.flush()
+            self.bad(f"TLS: {self.reason(e)}")
+
+    # The ``ssl`` module's calls.
+    WANT_MORE = (ssl.SSLWantReadError, ssl.SSLWantWriteError)
+    CLOSED = ssl.SSLZeroReturnError
+    FAILED = ssl.SSLError
+
+    def send_request(self):
+        self.tls.write(TLS_REQUEST)
+
+    def receive(self):
+        return self.tls.read(4096)
+
+    def reason(self, e):
+        return e.reason or e
 
     def dataReceived(self, data):
         if not self.done:
@@ -459,6 +479,8 @@ class PyOpenSSLTLSClient(TLSClient):
         from OpenSSL import SSL
 
         self.SSL = SSL
+        self.WANT_MORE, self.CLOSED, self.FAILED = (
+            SSL.WantReadError, SSL.ZeroReturnError, SSL.Error)
         self.transport.setTcpNoDelay(True)
         self.tls = SSL.Connection(self.factory.settings.pyopenssl_context, None)
         self.tls.set_tlsext_host_name(b"localhost")
@@ -478,29 +500,14 @@ class PyOpenSSLTLSClient(TLSClient):
                 return
             self.transport.write(data)
 
-    def advance(self):
-        SSL = self.SSL
-        try:
-            if not self.handshaken:
-                self.tls.do_handshake()
-                self.handshaken = True
-                self.tls.send(TLS_REQUEST)
-            while True:
-                data = self.tls.recv(4096)
-                if not data:
-                    return self.bad("TLS: closed before the reply")
-                self.reply += data
-                if self.reply == TLS_REPLY:
-                    self.flush()
-                    return self.succeed()
-        except SSL.WantReadError:
-            self.flush()
-        except SSL.ZeroReturnError:
-            self.flush()
-            self.bad("TLS: closed before the reply")
-        except SSL.Error as e:
-            self.flush()
-            self.bad(f"TLS: {e}")
+    def send_request(self):
+        self.tls.send(TLS_REQUEST)
+
+    def receive(self):
+        return self.tls.recv(4096)
+
+    def reason(self, e):
+        return e
 
     def dataReceived(self, data):
         if not self.done:

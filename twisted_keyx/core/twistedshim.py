@@ -16,11 +16,26 @@ attribute, so an upgrade breaks one test, not a daemon in production.
   :class:`twisted.python.usage.Options` takes only through its private
   ``_gather_handlers`` (``twistd keyx`` takes one per endpoint option of
   the handshake registry).
+- :func:`proxy_header_parser`: the PROXY protocol header parsers of
+  :mod:`twisted.protocols.haproxy` (its private ``_v1parser``,
+  ``_v2parser`` and ``_exceptions``), whose public endpoint wrapper
+  connects the protocol before the header has named the client
+  (:mod:`twisted_keyx.service.proxied` reads the header first).
 """
 
+import ipaddress
 from typing import Any, Iterable, Tuple
 
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
+from twisted.protocols.haproxy._v1parser import V1Parser
+from twisted.protocols.haproxy._v2parser import V2Parser
 from twisted.python import usage
+
+#: What a parser of :func:`proxy_header_parser` raises for a bad header.
+InvalidProxyHeader = InvalidProxyHeader
+#: The 12 bytes a PROXY v2 header begins with.
+PROXY_V2_SIGNATURE: bytes = V2Parser.PREFIX
 
 
 def server_tls_context_factory(endpoint: Any) -> Any:
@@ -64,3 +79,51 @@ class RepeatableOptions(usage.Options):
             synonyms[name] = name
             dispatch[name] = lambda option, value, name=name: self[name].append(value)
         return longOpt, shortOpt, docs, settings, synonyms, dispatch
+
+
+def proxy_header_parser(data: bytes) -> Any:
+    """A parser for the PROXY protocol header (v1 or v2) that ``data``, the
+    first bytes of a connection, begins; None if they begin none.  Its
+    ``feed(data)`` returns ``(info, remaining)``: ``info`` None while more
+    of the header is to come, else with ``source`` and ``destination``
+    addresses (``source`` None for a v2 ``LOCAL`` header, a health
+    check); it raises :data:`InvalidProxyHeader` for anything else,
+    including what Twisted's parsers let through: a v1 address that is no
+    IP address (``PROXY TCP4 nonsense ...`` became the host
+    ``"nonsense"``), a port above 65535, and a port that is no number
+    (a ValueError, which became a traceback)."""
+    if len(data) >= 16 and data[:12] == V2Parser.PREFIX and data[12] & 0xF0 == 0x20:
+        return _CheckedParser(V2Parser())
+    if len(data) >= 8 and data[:5] == V1Parser.PROXYSTR:
+        return _CheckedParser(V1Parser())
+    return None
+
+
+class _CheckedParser:
+    """A parser of :mod:`twisted.protocols.haproxy` whose addresses are checked."""
+
+    def __init__(self, parser: Any) -> None:
+        self.parser = parser
+
+    def feed(self, data: bytes) -> Tuple[Any, Any]:
+        try:
+            info, remaining = self.parser.feed(data)
+        except ValueError as e:  # int(b"x") for a port
+            raise InvalidProxyHeader() from e
+        if info is not None and info.source is not None:
+            for address in (info.source, info.destination):
+                _check_address(address)
+        return info, remaining
+
+
+def _check_address(address: Any) -> None:
+    """An IPv4 or IPv6 address of its own family with a port; anything else
+    (a UNIX address from a v2 header too: the daemon counts sources by IP
+    address) is InvalidProxyHeader."""
+    family = {IPv4Address: 4, IPv6Address: 6}.get(type(address))
+    try:
+        ip = ipaddress.ip_address(address.host)
+    except (AttributeError, ValueError):
+        raise InvalidProxyHeader() from None
+    if ip.version != family or not 0 <= address.port <= 65535:
+        raise InvalidProxyHeader()

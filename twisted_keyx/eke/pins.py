@@ -23,7 +23,7 @@ import binascii
 import os
 from dataclasses import dataclass
 
-from twisted_keyx.core.fileutil import locked, open_regular, read_at_most
+from twisted_keyx.core.fileutil import locked, read_regular
 from twisted_keyx.eke import crypto
 from twisted_keyx.trust import knownhosts, tofu
 
@@ -74,17 +74,11 @@ class EKEPins:
 
     def _lines(self):
         try:
-            fd = open_regular(self.path)
+            data = read_regular(self.path, MAX_FILE_SIZE + 1)
         except FileNotFoundError:
             return []
         except OSError as e:
             raise PinError(f"cannot read {self.path}: {e.strerror or e}") from None
-        try:
-            data = read_at_most(fd, MAX_FILE_SIZE + 1)
-        except OSError as e:
-            raise PinError(f"cannot read {self.path}: {e.strerror or e}") from None
-        finally:
-            os.close(fd)
         if len(data) > MAX_FILE_SIZE:
             raise PinError(f"{self.path} is larger than {MAX_FILE_SIZE} bytes")
         return data.split(b"\n")

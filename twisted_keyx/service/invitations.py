@@ -25,7 +25,7 @@ import os
 from twisted.internet import defer
 from zope.interface import implementer
 
-from twisted_keyx.core.fileutil import locked, read_at_most, write_file_atomically
+from twisted_keyx.core.fileutil import locked, read_regular, write_file_atomically
 from twisted_keyx.core.interfaces import (
     IInvitationStore,
     Invitation,
@@ -87,13 +87,10 @@ class InvitationFile:
 
     def _read(self):
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            # Not waited on if it is a named pipe (core.fileutil.open_regular).
+            data = read_regular(self.path, MAX_FILE_SIZE + 1)
         except FileNotFoundError:
             return {}
-        try:
-            data = read_at_most(fd, MAX_FILE_SIZE + 1)
-        finally:
-            os.close(fd)
         if len(data) > MAX_FILE_SIZE:
             raise InvitationFileError(f"{self.path}: larger than {MAX_FILE_SIZE} bytes")
         return _parse(data, self.path)

@@ -18,14 +18,18 @@ the daemon needs:
 
 A header must come within :data:`HEADER_TIMEOUT` seconds, and is bounded
 by the parsers (v1: 107 bytes; v2: its length field); anything else closes
-the connection.
+the connection.  A connection that sends something else than a header (a
+client that goes around HAProxy, or a HAProxy without ``send-proxy-v2``)
+is logged, bounded by :class:`~twisted_keyx.core.lograte.Bursts`: the first
+from a source, then a summary.
 """
 
 from twisted.internet import endpoints
+from twisted.logger import Logger
 from twisted.protocols import policies
-from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
-from twisted.protocols.haproxy._v1parser import V1Parser
-from twisted.protocols.haproxy._v2parser import V2Parser
+
+from twisted_keyx.core.lograte import BURST_QUIET, Bursts
+from twisted_keyx.core.twistedshim import InvalidProxyHeader, proxy_header_parser
 
 #: Seconds a connection has to send its PROXY header.
 HEADER_TIMEOUT = 10.0
@@ -61,18 +65,13 @@ class ProxiedProtocol(policies.ProtocolWrapper):
         if self._info is not None:
             return None  # a health check's bytes after its header
         if self._parser is None:
-            if len(data) >= 16 and data[:12] == V2Parser.PREFIX and data[12] & 0xF0 == 0x20:
-                self._parser = V2Parser()
-            elif len(data) >= 8 and data[:5] == V1Parser.PROXYSTR:
-                self._parser = V1Parser()
-            else:
-                self.transport.abortConnection()
-                return None
+            self._parser = proxy_header_parser(data)
+            if self._parser is None:
+                return self._refuse("no PROXY header")
         try:
             self._info, remaining = self._parser.feed(data)
         except InvalidProxyHeader:
-            self.transport.abortConnection()
-            return None
+            return self._refuse("an invalid PROXY header")
         if self._info is None:
             return None  # more of the header to come
         self._cancelTimer()
@@ -91,6 +90,10 @@ class ProxiedProtocol(policies.ProtocolWrapper):
         if remaining:
             self.wrappedProtocol.dataReceived(remaining)
         return None
+
+    def _refuse(self, why):
+        self.factory.refused(self.transport.getPeer(), why)
+        self.transport.abortConnection()
 
     def _cancelTimer(self):
         if self._timer is not None and self._timer.active():
@@ -116,10 +119,32 @@ class ProxiedProtocol(policies.ProtocolWrapper):
 
 class ProxiedFactory(policies.WrappingFactory):
     protocol = ProxiedProtocol
+    log = Logger()
 
     def __init__(self, wrappedFactory, clock):
         super().__init__(wrappedFactory)
         self.clock = clock
+        self._refusals = Bursts(clock, self._refusalsOver, every=BURST_QUIET)
+
+    def refused(self, peer, why):
+        """A connection from ``peer`` (not HAProxy's client: the peer of the
+        socket) that sent ``why`` instead of a PROXY header, closed."""
+        host = getattr(peer, "host", str(peer))
+        if self._refusals.event(host, kind=why):
+            self.log.warn(
+                "Closed a connection from {peer} on a haproxy: endpoint: it sent {why} "
+                "(a client that goes around HAProxy, or HAProxy without send-proxy-v2); "
+                "more from it are counted", peer=host, why=why)
+
+    def _refusalsOver(self, host, burst, final):
+        kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(burst.kinds.items()))
+        self.log.warn("{count} more connection(s) from {peer} without a PROXY header "
+                      "closed ({kinds})", count=burst.counted,
+                      peer="many sources" if host is None else host, kinds=kinds)
+
+    def doStop(self):
+        self._refusals.stop()
+        super().doStop()
 
     def buildProtocol(self, addr):
         # The daemon's protocol waits for the header (ProxiedProtocol).

@@ -548,6 +548,13 @@ class StartupError(Exception):
 StartupError.__module__ = "keyx"
 
 
+class StartupExit(SystemExit, Exception):
+    """The daemon cannot start, in the foreground: exits with the one-line
+    message as a SystemExit does.  An Exception too, so that twistd, which
+    removes its pid file for an Exception from the start only, does so
+    before it lets this go on to end the process."""
+
+
 class KeyxService(service.MultiService):
     """All the listening endpoints of one daemon (or the parent of its
     ``--workers``), from one :class:`KeyxConfig`; logs what it serves at
@@ -605,7 +612,7 @@ class KeyxService(service.MultiService):
             self.log.error("twistd keyx: {reason}", reason=message)
             sys.excepthook = _quiet_about(StartupError, sys.excepthook)
             raise StartupError(message) from None
-        raise SystemExit(f"twistd keyx: {message}") from None
+        raise StartupExit(f"twistd keyx: {message}") from None
 
     def startService(self):
         # twistd calls privilegedStartService first, which wrote them; a

@@ -39,7 +39,7 @@ from typing import Dict, Mapping, Optional
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from twisted_keyx.core.fileutil import open_regular, read_at_most
+from twisted_keyx.core.fileutil import read_regular
 from twisted_keyx.trust import tofu
 from twisted_keyx.trust.tofu import TrustCheck, TrustStatus
 from twisted_keyx.trust.hostkey import (
@@ -236,7 +236,7 @@ class KnownHosts:
         try:
             # A named pipe with no writer is refused at once instead of
             # waited on (core.fileutil.open_regular).
-            fd = open_regular(self.path)
+            data = read_regular(self.path, MAX_FILE_SIZE + 1)
         except FileNotFoundError:
             return []
         except OSError as e:
@@ -245,13 +245,6 @@ class KnownHosts:
                     f"known hosts file {self.path} is not a regular file") from None
             raise KnownHostsError(f"cannot read known hosts file {self.path}: {e.strerror}") \
                 from None
-        try:
-            data = read_at_most(fd, MAX_FILE_SIZE + 1)
-        except OSError as e:
-            raise KnownHostsError(f"cannot read known hosts file {self.path}: {e.strerror}") \
-                from None
-        finally:
-            os.close(fd)
         if len(data) > MAX_FILE_SIZE:
             raise KnownHostsError(f"known hosts file {self.path} is larger than "
                                   f"{MAX_FILE_SIZE} bytes")
