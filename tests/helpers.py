@@ -196,7 +196,7 @@ class RecordingObserver(Observer):
 
     Standalone it is a session's observer; as a mixin before a server
     factory (:class:`RecordingDHServerFactory`), it records and then lets
-    the factory do what it does (log its line, hand over the chat).
+    the factory do what it does (log its line).
     """
 
     def __init__(self, *args, **kwargs):
@@ -208,7 +208,7 @@ class RecordingObserver(Observer):
     def machineFinished(self, session, machine):
         self.outcomes.append(("finished", session.peer, machine.result))
         self.results.append(machine.result)
-        return super().machineFinished(session, machine)
+        super().machineFinished(session, machine)
 
     def machineFailed(self, session, machine, failure):
         self.outcomes.append(("rejected", session.peer, failure.reason))

@@ -12,6 +12,7 @@ from twisted.trial import unittest
 
 from twisted_keyx.service import limits
 from twisted_keyx.core.adapter import Observer, Session
+from twisted_keyx.core.decisions import NextMachine
 from twisted_keyx.core.framing import Int32Framing, LineFraming
 from twisted_keyx.core.machine import ProtocolFailed, StateMachine
 
@@ -34,7 +35,8 @@ class Refused(ProtocolFailed):
 
 
 class PingMachine(StateMachine):
-    """Answers ``ping`` with ``pong`` and is done; anything else is refused."""
+    """Answers ``ping`` with ``pong`` and is done, going on with
+    ``following`` if given (:class:`NextMachine`); anything else is refused."""
 
     TRANSITIONS = {(State.AWAIT_PING, Event.PING): ("_on_ping", State.DONE)}
     INITIAL = State.AWAIT_PING
@@ -43,11 +45,17 @@ class PingMachine(StateMachine):
     PEER = "client"
     max_message_length = 10
 
+    def __init__(self, following=None):
+        super().__init__()
+        self.following = following
+
     def receive(self, payload):
         return self._dispatch(Event.PING if payload == b"ping" else Event.OTHER, payload)
 
     def _on_ping(self, payload):
         self.result = "pinged"
+        if self.following is not None:
+            return b"pong", NextMachine(self.following)
         return b"pong"
 
     def _unexpected(self, event, payload):
@@ -58,20 +66,19 @@ class PingMachine(StateMachine):
 
 
 class Recorder(Observer):
-    """Records what the session says, as tuples; ``following`` is handed
-    over when the first machine finishes."""
+    """Records what the session says, as tuples."""
 
-    def __init__(self, following=None):
+    def __init__(self):
         self.events = []
-        self.following = following
 
     def machineStepped(self, session, machine, payload, reply):
+        if isinstance(reply, tuple):  # a decision by its name
+            reply = tuple(item if isinstance(item, bytes) else type(item).__name__
+                          for item in reply)
         self.events.append(("stepped", payload, reply))
 
     def machineFinished(self, session, machine):
         self.events.append(("finished", session.peer, machine.result))
-        following, self.following = self.following, None
-        return following
 
     def machineStarted(self, session, machine):
         self.events.append(("started", type(machine).__name__))
@@ -87,8 +94,8 @@ class Recorder(Observer):
 
 
 def connect(framing=LineFraming, following=None):
-    observer = Recorder(following)
-    session = Session(framing, PingMachine(), observer)
+    observer = Recorder()
+    session = Session(framing, PingMachine(following), observer)
     transport = StringTransport(peerAddress=PEER)
     session.makeConnection(transport)
     return session, transport, observer
@@ -147,6 +154,8 @@ class SessionTests(unittest.TestCase):
         self.assertEqual(transport.value(), b"pong\npong\n")
         self.assertIs(session.machine, following)
         self.assertIsNot(session.handshake, following)
+        # The session's record of what its machines decided.
+        self.assertEqual(session.decisions, (NextMachine(following),))
         self.assertEqual([e[0] for e in observer.events],
                          ["stepped", "finished", "started", "stepped", "finished"])
         self.assertTrue(transport.disconnecting)
@@ -197,8 +206,8 @@ class HeldWorker:
 
 def connect_slow(following=None):
     worker = HeldWorker()
-    observer = Recorder(following)
-    session = Session(LineFraming, SlowPingMachine(), observer, worker=worker)
+    observer = Recorder()
+    session = Session(LineFraming, SlowPingMachine(following), observer, worker=worker)
     transport = StringTransport(peerAddress=PEER)
     session.makeConnection(transport)
     return session, transport, observer, worker
@@ -291,7 +300,7 @@ class SlowStepTests(unittest.TestCase):
                 raise RuntimeError("observer bug")
 
         worker = HeldWorker()
-        observer = Broken(PingMachine())
+        observer = Broken()
         session = Session(LineFraming, SlowPingMachine(), observer, worker=worker)
         transport = StringTransport(peerAddress=PEER)
         session.makeConnection(transport)
@@ -305,8 +314,8 @@ class SlowStepTests(unittest.TestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
     def outcome_without_a_worker(self, data, following):
-        observer = Recorder(following)
-        session = Session(LineFraming, SlowPingMachine(), observer)
+        observer = Recorder()
+        session = Session(LineFraming, SlowPingMachine(following), observer)
         transport = StringTransport(peerAddress=PEER)
         session.makeConnection(transport)
         session.dataReceived(data)
@@ -368,9 +377,8 @@ class SlowStepTests(unittest.TestCase):
 
         class Told(Recorder):
             def machineFinished(self, session, machine):
-                following = super().machineFinished(session, machine)
+                super().machineFinished(session, machine)
                 finished.callback(None)
-                return following
 
         session = Session(LineFraming, machine, Told(), worker=threads.deferToThread)
         transport = StringTransport(peerAddress=PEER)

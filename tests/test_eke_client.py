@@ -393,6 +393,16 @@ class SaltPinTests(unittest.TestCase):
         [connection] = fake.connections
         self.assertEqual(connection.handshake.state.value, "awaiting E_pw(pk) (step 3)")
 
+    async def test_unreadable_pins_stop_before_the_password(self):
+        # The EKE entry's client_pin reads the pins before anything else.
+        os.makedirs(os.path.join(self.config, "twisted-keyx", "eke_salts"))
+        self.password_file = "/nonexistent"  # never read
+        status, err = await self.login(9)
+        self.assertEqual(status, 1)
+        self.assertTrue(err.startswith("keyx-client: cannot read "), err)
+        self.assertIn("eke_salts", err)
+        self.assertEqual(err.count("\n"), 1)
+
     def test_the_floor_is_the_default_cost(self):
         self.assertEqual(crypto.DEFAULT_KDF_LIMITS.min_memory, crypto.DEFAULT_SCRYPT.memory)
         cheap = crypto.ScryptParameters(n=2**14, r=8, p=1)  # 16 MiB: accepted before

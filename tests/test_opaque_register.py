@@ -11,7 +11,7 @@ from twisted.test import iosim
 from twisted.trial import unittest
 
 from tests.opaque_helpers import CHEAP_LIMITS, CountingRandom, cheap_setup
-from twisted_keyx.core.decisions import AddUser, NeedInvitation, RedeemInvitation
+from twisted_keyx.core.decisions import AddUser, NeedInvitation, RedeemInvitation, Registered
 from twisted_keyx.core.interfaces import Invitation, StoreConflict
 from twisted_keyx.core.machine import HandshakeFailed
 from twisted_keyx.opaque import handshake as hs, invitation as protocol
@@ -62,7 +62,8 @@ class MachineTests(unittest.TestCase):
         self.assertIsInstance(add.record, OpaqueUser)
         self.assertEqual(add.record.name, "bob")
         self.assertEqual(add.record.record, client._client.record)
-        self.assertEqual(server.answer(add, None), hs.REGISTERED)
+        # Stored: the machine says so (Registered), and no chat follows.
+        self.assertEqual(server.answer(add, None), (hs.REGISTERED, Registered("bob")))
         self.assertTrue(server.registered)
         self.assertIsNone(server.result)  # not a login: no session
         self.assertEqual(client.receive(hs.REGISTERED), None)

@@ -38,7 +38,6 @@ from twisted_keyx.dh.protocol import DHClientFactory
 from twisted_keyx.dh.raw import RawDHClientFactory
 from twisted_keyx.chat.machine import ChatFailed, ServerClosedChat
 from twisted_keyx.cli.console import ChatConsole
-from twisted_keyx.eke.handshake import PinnedSaltChanged
 from twisted_keyx.eke.password import (
     PasswordError,
     ask_password,
@@ -640,23 +639,25 @@ async def run_password(entry, reactor, args, out, password=None, then=None):
     handshake registry (:mod:`twisted_keyx.core.handshakes`): log in, then
     chat (or, given ``then``, ``await then(protocol)`` instead: its return
     is the exit status).  ``password``: the one already asked, if any."""
-    # EKE's step 2 shows a salt and a cost: pinned at the first login
-    # (twisted_keyx.eke.pins), checked before the password is asked.
-    pinning = _EKEPinning(args) if entry.name == "eke" else None
+    # A pin of what the server showed at the first login (EKE's salt and
+    # cost: twisted_keyx.eke.pins), found before the password is asked.
+    pin = _client_pin(entry, args)
     if password is None:
         password = _read_password(args)
     console = ChatConsole()
     after_login = entry.load("after_login")
 
     def authenticated(result, protocol):
-        if pinning is not None:
-            pinning.logged_in(protocol)
+        if pin is not None:
+            warning = pin.logged_in(protocol.handshake)
+            if warning:
+                _err(args).write(f"keyx-client: warning: {warning}\n")
         if after_login is not None:
             after_login(result, args.host, args.port, out, _err(args))
 
     extra = {k["dest"]: getattr(args, k["dest"]) for _, k in entry.client_options}
-    if pinning is not None:
-        extra["pinned"] = pinning.pinned
+    if pin is not None:
+        extra.update(pin.options)
     try:
         return await _password_session(
             reactor, args, out, console,
@@ -664,43 +665,21 @@ async def run_password(entry, reactor, args, out, password=None, then=None):
             {AuthenticationFailed: "authentication failed ({})"},
             authenticated=authenticated, then=then)
     except ClientError as e:
-        if pinning is not None and isinstance(e.__context__, PinnedSaltChanged):
-            raise pinning.refusal(e.__context__) from None
+        refusal = None if pin is None or e.__context__ is None else pin.refusal(e.__context__)
+        if refusal is not None:
+            raise ClientError(refusal, EXIT_HANDSHAKE_FAILED) from None
         raise
 
 
-class _EKEPinning:
-    """The EKE client's pin of the salt and cost of ``args.user`` at the
-    server (:mod:`twisted_keyx.eke.pins`)."""
-
-    def __init__(self, args):
-        from twisted_keyx.eke import pins
-
-        self.pins_module = pins
-        self.args = args
-        self.pins = pins.EKEPins()
-        try:
-            self.pin = self.pins.find(args.host, args.port, args.user)
-        except pins.PinError as e:
-            raise ClientError(str(e), EXIT_HANDSHAKE_FAILED) from None
-        self.pinned = (self.pin.salt, self.pin.kdf) if self.pin is not None else None
-
-    def logged_in(self, protocol):
-        # Pinned at the first login that succeeded: a fake server cannot
-        # finish one, so what it shows is never pinned.
-        if self.pin is None:
-            handshake = protocol.handshake
-            try:
-                self.pins.record(self.args.host, self.args.port, self.args.user,
-                                 handshake.salt, handshake.kdf)
-            except self.pins_module.PinError as e:
-                _err(self.args).write(f"keyx-client: warning: {e}\n")
-
-    def refusal(self, changed):
-        args = self.args
-        return ClientError(self.pins_module.changed_text(
-            knownhosts.host_name(args.host, args.port), args.user, self.pin,
-            changed.salt, changed.kdf), EXIT_HANDSHAKE_FAILED)
+def _client_pin(entry, args):
+    """The entry's pin for this user at this server (its ``client_pin``), or None."""
+    make = entry.load("client_pin")
+    if make is None:
+        return None
+    try:
+        return make(args.host, args.port, args.user)
+    except handshakes.ClientHookError as e:
+        raise ClientError(str(e), EXIT_HANDSHAKE_FAILED) from None
 
 
 def _registration_arguments(command, entry):

@@ -497,7 +497,6 @@ def mitm_factory(reactor, target, group, out, raw=False, done=None, host_key=Non
                     "everything between them, and neither side can tell.\n")
             if done is not None:
                 done(session.peer)
-            return None
 
         def handshakeRejected(self, peer, reason):
             say(f"client {peer}: refused: {reason}\n")

@@ -14,11 +14,12 @@ no protocol logic of its own:
 - an **observer**, told of each outcome (see :class:`Observer`): the
   factory on a server, an object that fires Deferreds on a client.
 
-When the machine finishes, the observer may hand over the next machine (the
-chat after a password handshake: :mod:`twisted_keyx.chat`); the session then
-tells the connection policy that the handshake is over
-(:func:`twisted_keyx.core.peers.handshake_finished`) and goes on with it.  When
-there is none, the session closes.  When the machine fails, its failure's
+When the machine finishes, it may have decided the next machine with its
+last step (:class:`~twisted_keyx.core.decisions.NextMachine`: the chat after
+a password handshake, :mod:`twisted_keyx.chat`); once the observer has been
+told that the machine finished, the session tells the connection policy
+that the handshake is over (:func:`twisted_keyx.core.peers.handshake_finished`)
+and goes on with it.  When there is none, the session closes.  When the machine fails, its failure's
 ``reply`` (if any) is sent, the observer is told, and the session closes.
 
 A session may carry a ``tracer`` (:mod:`twisted_keyx.observe.trace`): it is told
@@ -40,8 +41,10 @@ meanwhile either.
 
 Questions and decisions (:mod:`twisted_keyx.core.decisions`): a machine's
 step may return, besides the messages to send, typed decisions, which the
-session acts on in order (:class:`~twisted_keyx.core.decisions.HoldReplies`)
-or tells its observer of (:meth:`Observer.machineDecided`), and it may ask
+session records (:attr:`Session.decisions`) and acts on in order
+(:class:`~twisted_keyx.core.decisions.HoldReplies`,
+:class:`~twisted_keyx.core.decisions.NextMachine`) or tells its observer of
+(:meth:`Observer.machineDecided`), and it may ask
 a question it needs answered to go on (the user's record, whether a guess
 may be answered, the group of message 4).  The observer answers
 (:meth:`Observer.answer`), at once or with a Deferred (a store over a
@@ -67,7 +70,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_keyx.core.decisions import HoldReplies, Question
+from twisted_keyx.core.decisions import HoldReplies, NextMachine, Question
 from twisted_keyx.core.machine import ProtocolFailed, ServerHungUp
 from twisted_keyx.core.peers import describe_peer, handshake_finished
 
@@ -147,12 +150,13 @@ class Observer:
         (None: nothing)."""
 
     def machineFinished(self, session, machine):
-        """``machine`` is done (its ``result`` is set).  Return the machine
-        that carries on over the same connection, or None to close."""
-        return None
+        """``machine`` is done (its ``result`` is set).  The machine it
+        decided carries on next (:class:`~twisted_keyx.core.decisions.NextMachine`),
+        or the session closes."""
 
     def machineStarted(self, session, machine):
-        """``machine``, returned by :meth:`machineFinished`, has taken over."""
+        """``machine``, the next machine the one before decided
+        (:class:`~twisted_keyx.core.decisions.NextMachine`), has taken over."""
 
     def machineFailed(self, session, machine, failure):
         """``machine`` failed with ``failure`` (a :class:`ProtocolFailed`);
@@ -187,6 +191,13 @@ class Session(Protocol):
 
     #: Told of every message in and out (:mod:`twisted_keyx.observe.trace`), or None.
     tracer = None
+    #: What the session's machines decided, in order
+    #: (:mod:`twisted_keyx.core.decisions`; not the questions): the typed
+    #: record of the connection an observer reads (a guess that failed).
+    decisions: tuple = ()
+    #: The machine that carries on once this one is done (its
+    #: :class:`~twisted_keyx.core.decisions.NextMachine`), or None.
+    _following = None
     #: Runs a slow step (the machine's ``slow``: a client's password key
     #: stretching) off the reactor thread: ``worker(function, payload)``
     #: returns a Deferred of ``function(payload)``, as :func:`in_daemon_thread`
@@ -300,6 +311,7 @@ class Session(Protocol):
         """The peer left the machine where it is: what the machine decides
         of that (a guess counted as failed) goes to the observer first."""
         for decision in self.machine.abandoned() or ():
+            self.decisions += (decision,)
             self.observer.machineDecided(self, self.machine, decision)
 
     # --- the transport's side, as a consumer of our replies --------------------
@@ -433,6 +445,7 @@ class Session(Protocol):
             self._send(failure.reply)
         self.close()
         for decision in failure.decisions:
+            self.decisions += (decision,)
             self.observer.machineDecided(self, self.machine, decision)
         self.observer.machineFailed(self, self.machine, failure)
 
@@ -542,8 +555,11 @@ class Session(Protocol):
 
     def _decided(self, machine, decision):
         """Act on a decision that is no message and no question."""
+        self.decisions += (decision,)
         if isinstance(decision, HoldReplies):
             self.holdReplies(decision.seconds)
+        elif isinstance(decision, NextMachine):
+            self._following = decision.machine
         else:
             self.observer.machineDecided(self, machine, decision)
 
@@ -642,7 +658,8 @@ class Session(Protocol):
             if self.ended or machine is not self.machine:
                 return
         if machine.finished:
-            following = self.observer.machineFinished(self, machine)
+            following, self._following = self._following, None
+            self.observer.machineFinished(self, machine)
             if self.ended:
                 return
             if following is None:

@@ -14,13 +14,17 @@ a :class:`~twisted_keyx.groups.registry.GroupError`) is given as the
 exception itself; the machine decides what it means on the wire.
 
 The other decisions are told, not asked: the adapter acts on
-:class:`HoldReplies` itself and tells the observer of the rest
-(:meth:`Observer.machineDecided <twisted_keyx.core.adapter.Observer.machineDecided>`).
-No observer needs to parse a message or look at a machine's state: what it
-must know, a machine says here.
+:class:`HoldReplies` and :class:`NextMachine` itself, records every
+decision in order (:attr:`Session.decisions
+<twisted_keyx.core.adapter.Session.decisions>`), and tells the observer of
+the rest (:meth:`Observer.machineDecided
+<twisted_keyx.core.adapter.Observer.machineDecided>`).  No observer needs to
+parse a message or look at a machine's state: what it must know, a machine
+says here.
 """
 
 from dataclasses import dataclass
+from typing import Any
 
 
 class Decision:
@@ -134,6 +138,37 @@ class HoldReplies(Decision):
     <twisted_keyx.core.adapter.Session.holdReplies>`)."""
 
     seconds: float
+
+
+@dataclass(frozen=True)
+class NextMachine(Decision):
+    """The machine is done and ``machine`` carries on over the same
+    connection (the chat after a login): given with the step that finishes
+    the machine, acted on by the adapter once the step's messages are out
+    and the observer has been told the machine finished
+    (:meth:`Observer.machineFinished
+    <twisted_keyx.core.adapter.Observer.machineFinished>`).  A machine that
+    finishes without one ends the session."""
+
+    machine: Any
+
+
+@dataclass(frozen=True)
+class LoggedIn(Decision):
+    """User ``user`` proved the password: ``result`` is the handshake's (its
+    session key).  The guess throttle forgets the user's failures from
+    that source (:meth:`~twisted_keyx.core.interfaces.IGuessThrottle.succeeded`)."""
+
+    user: str
+    result: Any
+
+
+@dataclass(frozen=True)
+class Registered(Decision):
+    """User ``user`` registered (with an invitation) and is stored: no
+    login follows on this connection."""
+
+    user: str
 
 
 @dataclass(frozen=True)

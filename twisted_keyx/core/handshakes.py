@@ -15,8 +15,13 @@ Who reads what:
 - ``twistd keyx`` (:mod:`twisted_keyx.service.tap`): each entry's
   :attr:`Handshake.endpoints` is an option (``--dh``, ``--dh-raw``,
   ``--eke``, ``--opaque``) with its help and default endpoint, and the
-  function that builds the server factory for it; :attr:`Handshake.banner`
-  makes the daemon's start-up line for the handshake;
+  function that builds the server factory for it;
+  :attr:`Handshake.daemon_options` are the daemon-wide options it owns
+  (``--group``, ``--host-key``, ``--opaque-key``...), which
+  :attr:`Handshake.configure` checks and turns into the handshake's
+  settings (:class:`Flag`, :class:`Parameter`, :class:`NewFile`);
+  :attr:`Handshake.banner` makes the daemon's start-up line for the
+  handshake;
 - ``keyx-admin diagram`` and :mod:`twisted_keyx.observe.diagram`:
   :attr:`Handshake.machines`;
 - traces (:mod:`twisted_keyx.observe.trace`): :attr:`Handshake.summaries`,
@@ -25,7 +30,8 @@ Who reads what:
   :attr:`Handshake.charts`;
 - the user file and ``keyx-admin adduser`` (:mod:`twisted_keyx.core.schemes`):
   :attr:`Handshake.scheme`, for a password handshake;
-- ``keyx-client``: :attr:`Handshake.client` and what follows it, for a
+- ``keyx-client``: :attr:`Handshake.client` and what follows it
+  (:attr:`Handshake.client_pin`, :attr:`Handshake.after_login`), for a
   password handshake (one command each, named after the handshake);
 - ``keyx-lab crack``: :attr:`Handshake.recording`, what a recorded login
   gives an offline attacker.
@@ -85,6 +91,42 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
+class Flag:
+    """A daemon-wide flag of ``twistd keyx`` that a handshake owns (an
+    ``optFlags`` line of :class:`twisted.python.usage.Options`):
+    ``options[name]`` is 1 when given, else 0."""
+
+    name: str
+    help: str
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A daemon-wide option of ``twistd keyx`` that takes a value and that a
+    handshake owns (an ``optParameters`` line): ``options[name]`` is the
+    value, made by ``coerce`` (None: the string), or ``default``.  For a
+    default ``--help`` should not print (``[default: ...]``), leave
+    ``default`` None and say it in ``help``."""
+
+    name: str
+    help: str
+    default: Any = None
+    coerce: Callable[[str], Any] | None = None
+
+
+@dataclass(frozen=True)
+class NewFile:
+    """A key a handshake's :attr:`Handshake.configure` made in memory, to be
+    written to ``path`` when the daemon knows it can start (every port
+    found free): ``write()`` raises FileExistsError if someone made the
+    file meanwhile, OSError or the key's own error if it cannot be
+    written."""
+
+    path: str
+    write: Callable[[], Any]
+
+
+@dataclass(frozen=True)
 class Machine:
     """A machine that has a state diagram (:mod:`twisted_keyx.observe.diagram`).
 
@@ -112,6 +154,27 @@ class Handshake:
     title: str
     #: The ``twistd keyx`` options that serve it.
     endpoints: tuple[Endpoint, ...] = ()
+    #: The daemon-wide options of ``twistd keyx`` it owns (:class:`Flag`,
+    #: :class:`Parameter`): listed in ``--help``, parsed with the others,
+    #: and read by :attr:`configure`.  An option two handshakes would use
+    #: belongs to one of them (DH owns ``--group``), and the other reads
+    #: that one's settings from the configuration.
+    daemon_options: tuple[Flag | Parameter, ...] = ()
+    #: ``"module:function"``: ``(options, shared) -> settings``, called once
+    #: the options are parsed (in every process: the workers of
+    #: ``--workers`` parse the same options again), whether or not the
+    #: handshake is served.  ``options`` is the parsed ``twistd keyx``
+    #: options (``options["group"]``); ``shared`` is what the daemon's own
+    #: options made (:class:`twisted_keyx.service.tap.Shared`: the users,
+    #: ``shared.user_count``, the stores of ``--store``), and
+    #: ``shared.new_file(path, write)`` has a key made in memory written
+    #: once the daemon can start (:class:`NewFile`).  A problem is a
+    #: :class:`twisted.python.usage.UsageError` of one line, and nothing is
+    #: written.  The settings (any object, typically a frozen dataclass)
+    #: reach the handshake's server factories and banner as
+    #: ``context.settings``, and others as ``config.settings[name]``.
+    #: None: no settings.
+    configure: str | Callable[..., Any] | None = None
     #: ``"module:function"``: ``(context, served) -> [(format, fields), ...]``,
     #: the daemon's start-up line(s) for the handshake; ``served`` maps each
     #: of its options to the endpoints given.  None: a generic line.
@@ -141,13 +204,27 @@ class Handshake:
     #: ``keyx-client`` does once logged in, before the chat (OPAQUE: the
     #: server key's fingerprint, checked against the last one seen).
     after_login: str | Callable[..., Any] | None = None
+    #: ``"module:function"``: ``(host, port, user) -> pin``, made by
+    #: ``keyx-client NAME`` before the password is asked, for a client that
+    #: pins what the server showed at the first login (EKE: the salt and
+    #: scrypt cost of step 2).  The pin's ``options`` go to :attr:`client`
+    #: as keywords; ``logged_in(handshake)`` records what the finished
+    #: client machine saw and returns a warning or None; ``refusal(error)``
+    #: is the text that replaces a failed login's own (None: not the pin's
+    #: business).  A pin that cannot be read raises :class:`ClientHookError`.
+    client_pin: str | Callable[..., Any] | None = None
     #: ``"module:function"``: ``(events) -> OfflineAttack or str`` for
     #: ``keyx-lab crack``: what a recording of this handshake gives an
     #: offline attacker (a string: why it gives nothing).
     recording: str | Callable[..., Any] | None = None
 
     def options(self) -> list[str]:
+        """The names of its endpoint options."""
         return [endpoint.option for endpoint in self.endpoints]
+
+    def option_names(self) -> list[str]:
+        """Every ``twistd keyx`` option it owns: endpoints, then daemon-wide."""
+        return self.options() + [option.name for option in self.daemon_options]
 
     def load(self, field_name: str) -> Any:
         """The object a ``"module:attribute"`` field names (None stays None)."""
@@ -190,9 +267,9 @@ def unregister(name: str) -> None:
 def _check_new(handshake: Handshake) -> None:
     if handshake.name in _handshakes:
         raise ValueError(f"handshake {handshake.name!r} is registered twice")
-    options = {o for h in _handshakes.values() for o in h.options()}
+    options = {o for h in _handshakes.values() for o in h.option_names()}
     machines = {m.name for h in _handshakes.values() for m in h.machines}
-    for option in handshake.options():
+    for option in handshake.option_names():
         if option in options:
             raise ValueError(f"option --{option} is registered twice")
     for machine in handshake.machines:
@@ -221,6 +298,11 @@ class UnknownHandshake(LookupError):
     pass
 
 
+class ClientHookError(Exception):
+    """What a client hook of an entry (:attr:`Handshake.client_pin`) raises
+    to stop ``keyx-client`` with its text, one line, as a failed handshake."""
+
+
 def named(name: str) -> Handshake:
     _load()
     try:
@@ -232,6 +314,11 @@ def named(name: str) -> Handshake:
 def endpoints() -> list[tuple[Handshake, Endpoint]]:
     """Every ``twistd keyx`` listening option, with its handshake."""
     return [(h, e) for h in handshakes() for e in h.endpoints]
+
+
+def daemon_options() -> list[tuple[Handshake, Flag | Parameter]]:
+    """Every daemon-wide ``twistd keyx`` option a handshake owns, with it."""
+    return [(h, o) for h in handshakes() for o in h.daemon_options]
 
 
 def machines() -> dict[str, Machine]:

@@ -21,7 +21,7 @@ is a ``TypeError`` at import, not a surprise at the first message.
 import enum
 from typing import Any, Dict, FrozenSet, Optional, Tuple
 
-from twisted_keyx.core.decisions import Question
+from twisted_keyx.core.decisions import Decision, Question
 
 
 class LocalEvent(enum.Enum):
@@ -214,16 +214,21 @@ class StateMachine:
             self.state = next_state
         return output
 
-    def settle(self, output, answer):
+    def settle(self, output, answer=None):
         """``output`` with every question answered at once by
-        ``answer(question)``, and without decisions: the messages alone
-        (bytes, a tuple of them, or None).  For callers that drive a
-        machine by hand (tests, benchmarks) rather than through the adapter."""
+        ``answer(question)`` (a machine that asks none needs no ``answer``),
+        and without decisions: the messages alone (bytes, a tuple of them,
+        or None).  For callers that drive a machine by hand (tests,
+        benchmarks) rather than through the adapter."""
         while isinstance(output, Question):
+            if answer is None:
+                raise RuntimeError(f"{type(self).__name__} asked {output!r}, and nothing answers")
             output = self.answer(output, answer(output))
         if isinstance(output, tuple):
             messages = tuple(item for item in output if isinstance(item, bytes))
             return messages if len(messages) > 1 else (messages[0] if messages else None)
+        if isinstance(output, Decision):
+            return None
         return output
 
     def abandoned(self):

@@ -80,7 +80,6 @@ class DHServerFactory(Factory, Observer, PeerLogging):
     def machineFinished(self, session, machine):
         if self.peerMayLog(session, "finished"):
             self.handshakeFinished(session.peer, machine.result)
-        return None
 
     def machineFailed(self, session, machine, failure):
         if self.peerMayLog(session, "rejected"):
@@ -201,7 +200,6 @@ class DHClientProtocol(Session, Observer):
 
     def machineFinished(self, session, machine):
         self.finished.callback(machine.result)
-        return None
 
     def machineFailed(self, session, machine, failure):
         self.finished.errback(failure)

@@ -40,12 +40,15 @@ from twisted_keyx.eke import crypto, messages
 from twisted_keyx.eke.messages import ClientMessage, MalformedLine, ServerMessage
 from functools import partial
 
+from twisted_keyx.chat.machine import ClientChat, ServerChat
 from twisted_keyx.core.decisions import (
     GuessAnswering,
     GuessFailed,
     GuessUnanswered,
     HoldReplies,
+    LoggedIn,
     NeedRecord,
+    NextMachine,
     answer_by_hand,
 )
 from twisted_keyx.core.machine import (
@@ -335,7 +338,7 @@ class EKEServerHandshake(_EKEHandshake):
             raise AuthenticationFailed("step 7: the client did not return NS")
         reply = self._answer(line, self._seal(self._session_key, 8, messages.SUCCESS))
         self.result = _result(self.user, self._session_key, self._transcript)
-        return reply
+        return reply, LoggedIn(self.user, self.result), NextMachine(ServerChat(self.result))
 
 
 class EKEClientState(enum.Enum):
@@ -419,9 +422,15 @@ class EKEClientHandshake(_EKEHandshake):
         self._transcript.add(line)
         return line
 
+    def feed(self, line):
+        """Take one server line; return the step's output for the session
+        adapter: the line to send, or after step 8 the chat that follows
+        (:class:`~twisted_keyx.core.decisions.NextMachine`)."""
+        return self._dispatch(messages.classify_server_message(line), line)
+
     def receive(self, line):
         """Take one server line; return the line to send, or None after step 8."""
-        return self._dispatch(messages.classify_server_message(line), line)
+        return self.settle(self.feed(line))
 
     @property
     def max_message_length(self):
@@ -502,4 +511,4 @@ class EKEClientHandshake(_EKEHandshake):
             raise AuthenticationFailed("step 8: not the success message")
         self._transcript.add(line)
         self.result = _result(self.user, self._session_key, self._transcript)
-        return None
+        return (NextMachine(ClientChat(self.result)),)

@@ -24,14 +24,16 @@ import os
 from dataclasses import dataclass
 
 from twisted_keyx.core.fileutil import locked, read_regular
+from twisted_keyx.core.handshakes import ClientHookError
 from twisted_keyx.eke import crypto
+from twisted_keyx.eke.handshake import PinnedSaltChanged
 from twisted_keyx.trust import knownhosts, tofu
 
 FILE_NAME = "eke_salts"
 MAX_FILE_SIZE = 4 * 1024 * 1024
 
 
-class PinError(Exception):
+class PinError(ClientHookError):
     """The pin file cannot be read or written; ``str()`` says why."""
 
 
@@ -122,3 +124,40 @@ def changed_text(name, user, pin, salt, kdf):
             "a fake server collecting logins to crack offline, or the user was added "
             "again on the server (then delete that line). Nothing derived from the "
             "password was sent")
+
+
+class ClientPin:
+    """``keyx-client eke``'s pin of the salt and cost of ``user`` at the
+    server (the EKE entry's :attr:`~twisted_keyx.core.handshakes.Handshake.client_pin`):
+    found before the password is asked (:class:`PinError` if the file
+    cannot be read), checked by the client machine at step 2, recorded at
+    the first login that succeeded."""
+
+    def __init__(self, host, port, user, pins=None):
+        self.host, self.port, self.user = host, port, user
+        self.pins = EKEPins() if pins is None else pins
+        self.pin = self.pins.find(host, port, user)
+        #: What goes to the client factory (``twisted_keyx.eke.entry.client_factory``).
+        self.options = {"pinned": (self.pin.salt, self.pin.kdf) if self.pin is not None
+                        else None}
+
+    def logged_in(self, handshake):
+        """Pinned at the first login that succeeded (a fake server cannot
+        finish one, so what it shows is never pinned); a warning if the
+        file cannot be written, else None."""
+        if self.pin is not None:
+            return None
+        try:
+            self.pins.record(self.host, self.port, self.user, handshake.salt, handshake.kdf)
+        except PinError as e:
+            return str(e)
+        return None
+
+    def refusal(self, error):
+        """The refusal when the server showed another salt or cost than the
+        pin (``error``, a :class:`~twisted_keyx.eke.handshake.PinnedSaltChanged`);
+        None for any other failure."""
+        if not isinstance(error, PinnedSaltChanged):
+            return None
+        return changed_text(knownhosts.host_name(self.host, self.port), self.user, self.pin,
+                            error.salt, error.kdf)

@@ -6,10 +6,11 @@ A connection is a :class:`twisted_keyx.core.adapter.Session` over
 :class:`~twisted_keyx.core.framing.LineFraming` (LF-delimited lines, each
 bounded by the longest one legal in the current state).  On the server the
 factory observes it, answers its machine's questions (the user's record,
-from an :class:`~twisted_keyx.core.interfaces.IUserStore`) and logs; it
-hands the chat (:mod:`twisted_keyx.chat`) over once the handshake has
-succeeded.  On the client the protocol observes itself and fires its
-Deferreds.
+from an :class:`~twisted_keyx.core.interfaces.IUserStore`), acts on what
+it decides (a guess that failed, a login) and logs; the chat
+(:mod:`twisted_keyx.chat`) is the machine the handshake decides to go on
+with once it has succeeded (:class:`~twisted_keyx.core.decisions.NextMachine`).
+On the client the protocol observes itself and fires its Deferreds.
 """
 
 from typing import Any, Callable, Optional, Tuple, Type, Union
@@ -18,7 +19,6 @@ from twisted.internet import defer
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
-from twisted_keyx.chat.machine import ClientChat, ServerChat
 from twisted_keyx.core.adapter import Observer, Session, hung_up, in_daemon_thread
 from twisted_keyx.core.framing import LineFraming
 from twisted_keyx.core.interfaces import StoreUnavailable
@@ -26,7 +26,14 @@ from twisted_keyx.core.logtext import literal
 from twisted_keyx.core.lograte import Bursts
 from twisted_keyx.core.machine import StateMachine
 from twisted_keyx.core.peers import PeerLogging, printable, source_group
-from twisted_keyx.core.decisions import GuessAnswering, GuessFailed, GuessUnanswered, NeedRecord
+from twisted_keyx.core.decisions import (
+    GuessAnswering,
+    GuessFailed,
+    GuessUnanswered,
+    LoggedIn,
+    NeedRecord,
+    Registered,
+)
 from twisted_keyx.core.refusals import Refused, TooManyAttempts
 from twisted_keyx.core.transcript import session_key_fingerprint
 
@@ -47,11 +54,6 @@ def shorten(text, limit=LOG_LINE_CHARACTERS):
 
 class LoginServerProtocol(Session):
     """One server connection: the handshake, then, once it has succeeded only, the chat."""
-
-    #: Set once a wrong guess has been counted (and logged) at step 3.
-    guess_counted = False
-    #: The user name of the guess reserved (or refused) with the throttle.
-    guess_user = None
 
     @property
     def chat(self):
@@ -116,7 +118,6 @@ class LoginServerFactory(Factory, Observer, PeerLogging):
             # right: held back as the throttle says, or refused unchecked.
             if self.throttle is None:
                 return 0
-            session.guess_user = question.user
             reserved = self.throttle.reserve(question.user, self._source(session), session.peer)
             reserved.addErrback(self._unavailable, session, question.user,
                                 "the guess refused unchecked")
@@ -145,11 +146,30 @@ class LoginServerFactory(Factory, Observer, PeerLogging):
         elif isinstance(decision, GuessUnanswered):
             if self.throttle is not None:
                 self.throttle.release(decision.user, self._source(session))
+        elif isinstance(decision, LoggedIn):
+            if self.throttle is not None:
+                self.throttle.succeeded(decision.user, self._source(session))
+            self.userAuthenticated(session.peer, decision.result)
+        elif isinstance(decision, Registered):
+            self.log.info(self.NAME + ": registered user {user} from {peer} with an invitation",
+                          user=repr(decision.user), peer=session.peer)
+
+    def countsGuess(self, decision):
+        """Whether this factory counts the failed guess ``decision`` (by the
+        throttle, or with its own log line): then the connection's end is
+        not logged again."""
+        return True
+
+    def guessCounted(self, session):
+        """Whether the handshake of ``session`` decided a failed guess that
+        this factory counted (:attr:`Session.decisions
+        <twisted_keyx.core.adapter.Session.decisions>`)."""
+        return any(isinstance(decision, GuessFailed) and self.countsGuess(decision)
+                   for decision in session.decisions)
 
     def guessFailed(self, session, decision):
         """A guess failed (:class:`~twisted_keyx.core.decisions.GuessFailed`):
         counted by the throttle, or logged."""
-        session.guess_counted = True
         why = f"{self.NAME}, {decision.why}"
         if self.throttle is not None:
             self.throttle.failed(decision.user, self._source(session), session.peer, why)
@@ -164,26 +184,15 @@ class LoginServerFactory(Factory, Observer, PeerLogging):
             self.machineSaid(session, machine.said)
 
     def machineFinished(self, session, machine):
-        if machine is session.handshake:
-            if self.throttle is not None:
-                self.throttle.succeeded(machine.user, self._source(session))
-            self.userAuthenticated(session.peer, machine.result)
-            return self.newChat(machine)
-        self._notLogged(session)
-        self.chatEnded(session.peer, session.handshake.user)
-        return None
-
-    def newChat(self, handshake):
-        """The machine that carries on after the ``handshake`` succeeded:
-        the chat (a handshake may say another: OPAQUE's lets the user
-        change the password)."""
-        return ServerChat(handshake.result)
+        if machine is not session.handshake:
+            self._notLogged(session)
+            self.chatEnded(session.peer, session.handshake.user)
 
     def machineFailed(self, session, machine, failure):
         if machine is session.handshake:
             if isinstance(failure, Refused):
                 return  # counted in the throttle's summaries (or logged unavailable)
-            if not (isinstance(failure, self.COUNTED_FAILURES) and session.guess_counted):
+            if not (isinstance(failure, self.COUNTED_FAILURES) and self.guessCounted(session)):
                 if self.peerMayLog(session, "rejected"):
                     self.handshakeRejected(session.peer, failure.reason)
         else:
@@ -200,7 +209,7 @@ class LoginServerFactory(Factory, Observer, PeerLogging):
 
     def sessionLost(self, session, machine, reason):
         if machine is session.handshake:
-            if session.guess_counted:
+            if self.guessCounted(session):
                 return  # logged as a failed guess; the guesser left with the answer
             if self.peerMayLog(session, "abandoned"):
                 self.handshakeAbandoned(session.peer, machine.state.value)
@@ -366,14 +375,8 @@ class LoginClientProtocol(Session, Observer):
             self._replyReceived(machine.reply)
 
     def machineFinished(self, session, machine):
-        if machine is self.handshake:
-            return self.newChat(machine)
-        self.finished.callback(None)
-        return None
-
-    def newChat(self, handshake):
-        """The machine that carries on after the ``handshake`` succeeded: the chat."""
-        return ClientChat(handshake.result)
+        if machine is not self.handshake:
+            self.finished.callback(None)
 
     def machineStarted(self, session, machine):
         self.authenticated.callback(self.handshake.result)

@@ -42,7 +42,10 @@ from twisted_keyx.core.decisions import (
     GuessFailed,
     GuessUnanswered,
     HoldReplies,
+    LoggedIn,
     NeedRecord,
+    NextMachine,
+    Registered,
     answer_by_hand,
 )
 from twisted_keyx.core.machine import (
@@ -359,7 +362,7 @@ class OPAQUEServerHandshake(StateMachine):
             raise AuthenticationFailed(
                 f"registration of {self.user!r} not stored: {error}")
         self.registered = True
-        return REGISTERED
+        return REGISTERED, Registered(self.user)
 
     def _on_ke3(self, line):
         try:
@@ -376,7 +379,7 @@ class OPAQUEServerHandshake(StateMachine):
         self._transcript.add(OK)
         self.result = _result(self.user, session_key, self._transcript,
                               self._setup.server_public_key)
-        return OK
+        return OK, LoggedIn(self.user, self.result), NextMachine(self.chat())
 
 
 class OPAQUEClientState(enum.Enum):
@@ -431,8 +434,15 @@ class OPAQUEClientHandshake(StateMachine):
     def start(self):
         return self._start()
 
-    def receive(self, line):
+    def feed(self, line):
+        """Take one server line; return the step's output for the session
+        adapter: the line to send, or after ``ok`` the chat that follows
+        (:class:`~twisted_keyx.core.decisions.NextMachine`)."""
         return self._dispatch(classify_server_line(line), line)
+
+    def receive(self, line):
+        """Take one server line; return the line to send, or None after ``ok``."""
+        return self.settle(self.feed(line))
 
     @property
     def max_message_length(self):
@@ -523,7 +533,7 @@ class OPAQUEClientHandshake(StateMachine):
         result = self._login_result
         self.result = _result(self.user, result.session_key, self._transcript,
                               result.server_public_key)
-        return None
+        return (NextMachine(self.chat()),)
 
 
 class RegistrationClientState(enum.Enum):

@@ -45,9 +45,6 @@ from twisted_keyx.opaque.passwd import PasswordNotChanged
 class OPAQUEServerProtocol(LoginServerProtocol):
     """One server connection: the handshake, then, after KE3 only, the chat."""
 
-    #: Set once a refused registration has been logged as such.
-    registration_logged = False
-
 
 class OPAQUEServerFactory(LoginServerFactory):
     """Serves OPAQUE to the users of ``users`` (anything with
@@ -130,8 +127,15 @@ class OPAQUEServerFactory(LoginServerFactory):
             return replaced
         return super().answer(session, machine, question)
 
-    def newChat(self, handshake):
-        return handshake.chat()
+    def countsGuess(self, decision):
+        # Without a throttle, a failed login is told to login_failed, and
+        # the connection's end is logged as for any other.
+        return self.throttle is not None
+
+    def registrationRefused(self, session):
+        """Whether the handshake of ``session`` decided a refused registration
+        (logged as such: the connection's end is not logged again)."""
+        return any(isinstance(decision, RegistrationRefused) for decision in session.decisions)
 
     def machineDecided(self, session, machine, decision):
         if isinstance(decision, PasswordChanged):
@@ -139,7 +143,6 @@ class OPAQUEServerFactory(LoginServerFactory):
             self.log.info(literal(f"OPAQUE: user {user} from {session.peer} changed the password"),
                           user=user, peer=session.peer)
         elif isinstance(decision, RegistrationRefused):
-            session.registration_logged = True
             self.log.info("OPAQUE: registration of user {user} from {peer} refused: {why}",
                           user=repr(decision.user), peer=session.peer, why=decision.why)
         else:
@@ -150,15 +153,8 @@ class OPAQUEServerFactory(LoginServerFactory):
             return  # a step of a change of password, not a chat line
         super().machineStepped(session, machine, payload, reply)
 
-    def machineFinished(self, session, machine):
-        if machine is session.handshake and getattr(machine, "registered", False):
-            self.log.info("OPAQUE: registered user {user} from {peer} with an invitation",
-                          user=repr(machine.user), peer=session.peer)
-            return None
-        return super().machineFinished(session, machine)
-
     def machineFailed(self, session, machine, failure):
-        if machine is session.handshake and session.registration_logged:
+        if machine is session.handshake and self.registrationRefused(session):
             return  # logged as a refused registration
         if machine is not session.handshake and isinstance(failure, (PasswordNotChanged,
                                                                      Refused)):
@@ -170,7 +166,7 @@ class OPAQUEServerFactory(LoginServerFactory):
         super().machineFailed(session, machine, failure)
 
     def sessionLost(self, session, machine, reason):
-        if machine is session.handshake and session.registration_logged:
+        if machine is session.handshake and self.registrationRefused(session):
             return  # logged as a refused registration
         super().sessionLost(session, machine, reason)
 
@@ -184,8 +180,8 @@ class OPAQUEServerFactory(LoginServerFactory):
             super().guessFailed(session, decision)
 
     def sessionTimedOut(self, session, machine, seconds):
-        if machine is session.handshake and (session.guess_counted
-                                             or session.registration_logged):
+        if machine is session.handshake and (self.guessCounted(session)
+                                             or self.registrationRefused(session)):
             return  # counted as a failed guess (it left after KE2), or a refused registration
         super().sessionTimedOut(session, machine, seconds)
 
@@ -202,9 +198,6 @@ class OPAQUEClientProtocol(LoginClientProtocol):
     :meth:`passwd` changes the password."""
 
     _changing = None
-
-    def newChat(self, handshake):
-        return handshake.chat()
 
     def passwd(self, new_password):
         """Change the password to ``new_password`` (docs/opaque.rst, Changing
@@ -271,7 +264,6 @@ class OPAQUERegistrationProtocol(OPAQUEClientProtocol):
 
     def machineFinished(self, session, machine):
         self.authenticated.callback(machine.result)
-        return None
 
 
 class OPAQUERegistrationFactory(LoginClientFactory):
