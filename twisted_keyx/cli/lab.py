@@ -236,7 +236,7 @@ class RelayState(enum.Enum):
 def _relaying_handshake_class():
     from twisted_keyx.dh import messages
     from twisted_keyx.dh.handshake import DHServerHandshake, DHServerState, UnexpectedMessage
-    from twisted_keyx.dh.messages import ClientMessage
+    from twisted_keyx.dh.messages import DHClientMessage
 
     class LabToClientHandshake(DHServerHandshake):
         """The lab's side of the client's DH handshake.  ``Hello`` is
@@ -248,7 +248,7 @@ def _relaying_handshake_class():
 
         TRANSITIONS = {
             **DHServerHandshake.TRANSITIONS,
-            (DHServerState.AWAIT_HELLO, ClientMessage.HOST_KEY_REQUEST):
+            (DHServerState.AWAIT_HELLO, DHClientMessage.HOST_KEY_REQUEST):
                 ("_on_relayed_request", RelayState.AWAIT_DAEMON_GREETING),
             (RelayState.AWAIT_DAEMON_GREETING, LabEvent.DAEMON_GREETED):
                 ("_on_daemon_greeted", DHServerState.AWAIT_PARAMS_REQUEST),
@@ -263,7 +263,7 @@ def _relaying_handshake_class():
 
         def receive(self, payload):
             kind = messages.classify_client_message(payload)
-            if self.relaying and kind is ClientMessage.CLIENT_KEY:
+            if self.relaying and kind is DHClientMessage.CLIENT_KEY:
                 kind = LabEvent.CLIENT_KEY_ASKED
             return self._dispatch(kind, payload)
 
