@@ -64,7 +64,7 @@ class GenparamsTests(unittest.TestCase):
         self.assertEqual(self.generated, [3072])
         options = tap.Options()
         options.parseOptions(["--params", self.output])
-        self.assertEqual(options.config.group.parameters_pem, FIXTURE)
+        self.assertEqual(options.config.settings["dh"].group.parameters_pem, FIXTURE)
 
     def test_existing_file_is_kept(self):
         with open(self.output, "wb") as f:

@@ -20,6 +20,7 @@ from twisted_keyx.groups import registry as groups
 from twisted_keyx.trust import hostkey
 from twisted_keyx.trust import knownhosts
 from twisted_keyx.service import tap
+from twisted_keyx.dh import entry as dh_entry
 from twisted_keyx.dh import hostauth, messages
 from twisted_keyx.dh.handshake import (
     DHClientState,
@@ -342,17 +343,17 @@ class TapHostKeyTests(unittest.TestCase):
 
     def test_default_key_created_once_with_mode_0600(self):
         options = self.parse("--dh", "tcp:0", "--eke", "tcp:0", "--opaque", "tcp:0")
-        self.assertTrue(options.config.host_key_created)
-        path = os.path.join(self.directory, tap.DEFAULT_HOST_KEY)
+        self.assertTrue(options.config.settings["dh"].host_key_created)
+        path = os.path.join(self.directory, dh_entry.DEFAULT_HOST_KEY)
         # Written when the daemon starts, not when the options are read.
         self.assertFalse(os.path.exists(path))
         self.start(options)
         self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
         self.assertTrue(os.path.exists(path + ".pub"))
         again = self.parse()
-        self.assertFalse(again.config.host_key_created)
-        self.assertEqual(again.config.host_key.fingerprint,
-                         options.config.host_key.fingerprint)
+        self.assertFalse(again.config.settings["dh"].host_key_created)
+        self.assertEqual(again.config.settings["dh"].host_key.fingerprint,
+                         options.config.settings["dh"].host_key.fingerprint)
 
     def test_start_up_line_names_the_fingerprint(self):
         options = self.parse("--dh", "tcp:0", "--eke", "tcp:0")
@@ -361,17 +362,17 @@ class TapHostKeyTests(unittest.TestCase):
         service.log = Logger(observer=events.append)
         service.startService()
         self.addCleanup(service.stopService)
-        self.assertIn(f"; host key {options.config.host_key.fingerprint} (created now)",
-                      formatEvent(events[0]))
+        fingerprint = options.config.settings["dh"].host_key.fingerprint
+        self.assertIn(f"; host key {fingerprint} (created now)", formatEvent(events[0]))
 
     def test_given_key_loaded(self):
         path = os.path.join(self.directory, "key")
         with open(path, "wb") as f:
             f.write(read_data("ed25519-host-key"))
         os.chmod(path, 0o600)
-        self.assertEqual(self.parse("--host-key", path).config.host_key.fingerprint,
-                         HOST_KEY.fingerprint)
-        self.assertFalse(os.path.exists(tap.DEFAULT_HOST_KEY))
+        loaded = self.parse("--host-key", path).config.settings["dh"].host_key
+        self.assertEqual(loaded.fingerprint, HOST_KEY.fingerprint)
+        self.assertFalse(os.path.exists(dh_entry.DEFAULT_HOST_KEY))
 
     def assertUsageError(self, args, *words):
         with self.assertRaises(usage.UsageError) as e:
@@ -401,8 +402,8 @@ class TapHostKeyTests(unittest.TestCase):
 
     def test_no_host_key(self):
         options = self.parse("--no-host-key")
-        self.assertIsNone(options.config.host_key)
-        self.assertFalse(os.path.exists(tap.DEFAULT_HOST_KEY))
+        self.assertIsNone(options.config.settings["dh"].host_key)
+        self.assertFalse(os.path.exists(dh_entry.DEFAULT_HOST_KEY))
         self.assertUsageError(["--no-host-key", "--host-key", "x"], "not both")
 
 

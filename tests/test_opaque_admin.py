@@ -139,13 +139,13 @@ class AdminSchemeTests(unittest.TestCase):
     def test_tap_options(self):
         options = self.parse("--opaque", "tcp:9001", "--opaque-key", self.key)
         self.assertEqual(options["opaque"], ["tcp:9001"])
-        self.assertFalse(options.config.opaque_key_created)
+        self.assertFalse(options.config.settings["opaque"].created)
 
     def test_tap_missing_key_without_users_is_created(self):
         path = os.path.join(self.dir, "fresh-key")
         options = self.parse("--opaque-key", path, "--dh", "tcp:0", "--eke", "tcp:0",
                              "--opaque", "tcp:0")
-        self.assertTrue(options.config.opaque_key_created)
+        self.assertTrue(options.config.settings["opaque"].created)
         # Written when the daemon starts, not when the options are read.
         self.assertFalse(os.path.exists(path))
         tap.makeService(options, reactor=MemoryReactor()).privilegedStartService()

@@ -132,6 +132,26 @@ class StoreTests(PostgreSQLTestCase):
             self.assertEqual(loaded.dumps(), first.dumps())
         return defer.Deferred.fromCoroutine(run())
 
+    def test_the_setup_store_creates_once(self):
+        first, second = ServerSetup.generate(), ServerSetup.generate()
+        # At start-up, before the reactor runs: answered at once.
+        startup = pgstore.ConnectionSetupStore(self.url)
+        self.assertTrue(verifyObject(IServerSetupStore, startup))
+        self.assertIsNone(self.successResultOf(startup.load()))
+        self.assertEqual(self.successResultOf(startup.create(first)).dumps(), first.dumps())
+        self.assertEqual(self.successResultOf(startup.create(second)).dumps(), first.dumps())
+
+        async def run():
+            store = pgstore.PostgreSQLSetupStore(self.sql[0])
+            self.assertEqual((await store.create(second)).dumps(), first.dumps())
+            self.assertEqual((await store.load()).dumps(), first.dumps())
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_the_startup_setup_store_down(self):
+        store = pgstore.ConnectionSetupStore("postgresql://nobody@/nowhere?host=/nonexistent")
+        failure = self.failureResultOf(store.load(), StoreUnavailable)
+        self.assertIn("cannot connect to the store", str(failure.value))
+
     def test_sixty_guesses_at_once_over_two_daemons_are_counted_as_one(self):
         async def run():
             charges = await defer.gatherResults([

@@ -4,6 +4,7 @@ its listening factory, its start-up line), ``keyx-admin diagram`` and the
 traces, with no edit to those modules; and the daemon's start-up errors
 and its first start (issue 24, items 5 and 6)."""
 
+import dataclasses
 import enum
 import io
 import os
@@ -20,6 +21,7 @@ from twisted.trial import unittest
 from twisted_keyx.cli import admin
 from twisted_keyx.core import handshakes, schemes
 from twisted_keyx.core.machine import HandshakeFailed, StateMachine
+from twisted_keyx.dh import entry as dh_entry
 from twisted_keyx.groups import registry as groups
 from twisted_keyx.observe import sequence, trace
 from twisted_keyx.opaque.scheme import create_key_file
@@ -65,9 +67,27 @@ class ToyFactory(protocol.Factory):
         self.context = context
 
 
+@dataclasses.dataclass(frozen=True)
+class ToySettings:
+    """What the toy's own daemon-wide options said."""
+
+    pong: bytes
+    loud: bool
+    #: DH's group: an option another handshake owns, read from its settings.
+    group: object
+
+
+def toy_configure(options, shared):
+    pong = options["toy-pong"]
+    if not pong.isalpha():
+        raise usage.UsageError(f"--toy-pong {pong!r}: letters only")
+    return ToySettings(pong.encode("ascii"), bool(options["toy-loud"]), shared.settings_of("dh").group)
+
+
 def toy_banner(context, served):
-    return [("toy pong on {endpoints} (group {group})",
-             dict(endpoints=", ".join(served["toy"]), group=context.group.name))]
+    return [("toy pong on {endpoints} (answers {pong}, group {group})",
+             dict(endpoints=", ".join(served["toy"]), pong=context.settings.pong.decode(),
+                  group=context.settings.group.name))]
 
 
 def toy_summary(payload):
@@ -78,6 +98,11 @@ TOY = handshakes.Handshake(
     name="toy",
     title="a toy ping-pong handshake",
     endpoints=(handshakes.Endpoint("toy", "Serve the toy ping-pong on ENDPOINT", ToyFactory),),
+    daemon_options=(
+        handshakes.Parameter("toy-pong", "What the toy answers a ping with", default="pong"),
+        handshakes.Flag("toy-loud", "Make the toy answer loudly"),
+    ),
+    configure=toy_configure,
     banner=toy_banner,
     machines=(handshakes.Machine("toy-server", ToyPongServer, "Toy, server side"),),
     summaries={"ToyPongServer": toy_summary},
@@ -97,10 +122,55 @@ class ToyHandshakeTests(unittest.TestCase):
         text = tap.Options().getUsage()
         self.assertIn("--toy=", text)
         self.assertIn("Serve the toy ping-pong on ENDPOINT", text)
+        # Its daemon-wide options, with no edit to tap.py.
+        self.assertIn("--toy-loud ", text)
+        self.assertIn("--toy-pong=", text)
+        self.assertIn("What the toy answers a ping with [default: pong]", text)
+
+    def test_twistd_keyx_help_under_twistd(self):
+        status, output = twistd_with_toy("--help")
+        self.assertEqual(status, 0, output)
+        self.assertIn("--toy-pong=", output)
+        self.assertIn("Make the toy answer loudly", output)
+
+    def test_its_daemon_options_parsed(self):
+        options = tap_options("--toy-pong", "ding", "--toy-loud", "--no-host-key", *self.files)
+        self.assertEqual(options["toy-pong"], "ding")
+        self.assertEqual(options.config.settings["toy"],
+                         ToySettings(b"ding", True, options.config.settings["dh"].group))
+        quiet = tap_options("--no-host-key", *self.files)
+        self.assertEqual(quiet.config.settings["toy"].pong, b"pong")
+        self.assertFalse(quiet.config.settings["toy"].loud)
+
+    def test_a_bad_value_is_one_line(self):
+        with self.assertRaises(usage.UsageError) as caught:
+            tap_options("--toy-pong", "p0ng", "--no-host-key", *self.files)
+        self.assertEqual(str(caught.exception), "--toy-pong 'p0ng': letters only")
+        with self.assertRaises(usage.UsageError) as caught:
+            tap_options("--toy-loud=yes", *self.files)
+        self.assertEqual(str(caught.exception), "option --toy-loud must not have an argument")
+
+    def test_a_bad_value_under_twistd(self):
+        status, output = twistd_with_toy("--toy-pong", "p0ng", "--no-host-key")
+        self.assertEqual(status, 1)
+        self.assertEqual(output.splitlines(), ["twistd keyx: --toy-pong 'p0ng': letters only",
+                                               "See 'twistd keyx --help' for the options."])
+
+    def test_an_option_name_taken_is_refused(self):
+        taken = handshakes.Handshake(
+            name="other", title="", daemon_options=(handshakes.Flag("toy-loud", ""),))
+        self.assertRaises(ValueError, handshakes.register, taken)
+        # One of the daemon's own: refused when the options are made.
+        mine = handshakes.Handshake(
+            name="mine", title="", daemon_options=(handshakes.Parameter("users", ""),))
+        handshakes.register(mine)
+        self.addCleanup(handshakes.unregister, "mine")
+        self.assertRaises(ValueError, tap.Options)
 
     def test_twistd_keyx_serves_it(self):
         options = tap_options("--toy", "tcp:9999", "--dh", "tcp:0", "--eke", "tcp:0",
-                              "--opaque", "tcp:0", "--no-host-key", *self.files)
+                              "--opaque", "tcp:0", "--no-host-key", "--toy-pong", "dong",
+                              *self.files)
         self.assertEqual(options["toy"], ["tcp:9999"])
         memory = MemoryReactor()
         with capturedLogs() as events:
@@ -109,12 +179,15 @@ class ToyHandshakeTests(unittest.TestCase):
             self.addCleanup(service.stopService)
         [factory] = [f.wrappedFactory for port, f, *_ in memory.tcpServers if port == 9999]
         self.assertIsInstance(factory, ToyFactory)
-        # The factory got the daemon's settings, and its throttle.
-        self.assertIs(factory.context.group, options.config.group)
+        # The factory got its own settings, the daemon's, and its throttle.
+        self.assertIs(factory.context.settings, options.config.settings["toy"])
+        self.assertEqual(factory.context.settings.pong, b"dong")
+        self.assertIs(factory.context.settings.group, options.config.settings["dh"].group)
+        self.assertIs(factory.context.users, options.config.users)
         self.assertIs(factory.context.throttle, service.guess_throttle)
         lines = [formatEvent(e) for e in events]
-        self.assertIn(f"twisted-keyx {tap.__version__}: toy pong on tcp:9999 (group ffdhe2048)",
-                      lines)
+        self.assertIn(f"twisted-keyx {tap.__version__}: toy pong on tcp:9999 "
+                      "(answers dong, group ffdhe2048)", lines)
 
     def test_not_served_unless_asked(self):
         options = tap_options("--dh", "tcp:0", "--eke", "tcp:0", "--opaque", "tcp:0",
@@ -232,6 +305,27 @@ def twistd(*argv, cwd=None):
     return done.returncode, done.stdout + done.stderr
 
 
+TOY_PLUGIN = """\
+import sys
+sys.path.insert(0, {root!r})
+from tests import test_registry
+from twisted_keyx.core import handshakes
+handshakes.register(test_registry.TOY)
+from twisted.scripts.twistd import run
+run()
+"""
+
+
+def twistd_with_toy(*argv):
+    """``twistd -n --pidfile= keyx ARGV`` with the toy registered first (as
+    a program that adds a handshake would); (status, output)."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-c", TOY_PLUGIN.format(root=ROOT), "-n", "--pidfile=", "keyx", *argv],
+        env=env, capture_output=True, text=True, timeout=60)
+    return done.returncode, done.stdout + done.stderr
+
+
 class StartUpErrorTests(unittest.TestCase):
     """A start-up error is its one line and where --help is, not the
     ninety lines of options before it."""
@@ -295,8 +389,8 @@ class FirstStartTests(unittest.TestCase):
         options = tap_options("--dh", "tcp:0:interface=127.0.0.1",
                               "--eke", "tcp:0:interface=127.0.0.1",
                               "--opaque", f"tcp:{busy}:interface=127.0.0.1")
-        self.assertTrue(options.config.host_key_created)
-        self.assertTrue(options.config.opaque_key_created)
+        self.assertTrue(options.config.settings["dh"].host_key_created)
+        self.assertTrue(options.config.settings["opaque"].created)
         service = tap.makeService(options, reactor=MemoryReactor())
         with self.assertRaises(SystemExit) as caught:
             service.privilegedStartService()
@@ -320,14 +414,16 @@ class FirstStartTests(unittest.TestCase):
         self.assertEqual(sorted(os.listdir(self.folder)),
                          ["keyx-host-key", "keyx-host-key.pub", "keyx-opaque-key"])
         again = tap_options()
-        self.assertEqual(again.config.host_key.fingerprint, options.config.host_key.fingerprint)
-        self.assertEqual(again.config.opaque_setup.server_public_key,
-                         options.config.opaque_setup.server_public_key)
-        self.assertFalse(again.config.host_key_created or again.config.opaque_key_created)
+        dh, opaque = again.config.settings["dh"], again.config.settings["opaque"]
+        self.assertEqual(dh.host_key.fingerprint,
+                         options.config.settings["dh"].host_key.fingerprint)
+        self.assertEqual(opaque.setup.server_public_key,
+                         options.config.settings["opaque"].setup.server_public_key)
+        self.assertFalse(dh.host_key_created or opaque.created)
 
     def test_made_meanwhile_by_another_process(self):
         options = tap_options("--dh", "tcp:0", "--eke", "tcp:0", "--opaque", "tcp:0")
-        with open(tap.DEFAULT_HOST_KEY, "w") as f:
+        with open(dh_entry.DEFAULT_HOST_KEY, "w") as f:
             f.write("someone else's\n")
         service = tap.makeService(options, reactor=MemoryReactor())
         with self.assertRaises(SystemExit) as caught:

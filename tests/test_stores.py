@@ -209,7 +209,7 @@ class ServerSetupStoreTests(unittest.TestCase):
     def test_key_file(self):
         from twisted_keyx.core.interfaces import IServerSetupStore
         from twisted_keyx.opaque.scheme import create_key_file
-        from twisted_keyx.service.setupfile import KeyFileSetup, SetupInMemory
+        from twisted_keyx.opaque.setupfile import KeyFileSetup, SetupInMemory
         from tests.opaque_helpers import CHEAP_ARGON2ID
 
         path = os.path.abspath(self.mktemp())
@@ -224,3 +224,33 @@ class ServerSetupStoreTests(unittest.TestCase):
         memory = SetupInMemory(setup)
         self.assertTrue(verifyObject(IServerSetupStore, memory))
         self.assertIs(self.successResultOf(memory.load()), setup)
+
+    def test_create(self):
+        from twisted_keyx.opaque.records import ServerSetup
+        from twisted_keyx.opaque.setupfile import KeyFileSetup, SetupInMemory
+        from tests.opaque_helpers import CHEAP_ARGON2ID
+
+        path = os.path.abspath(self.mktemp())
+        store = KeyFileSetup(path, run_in_thread=run_now)
+        self.assertEqual(store.where, path)
+        first = ServerSetup.generate(CHEAP_ARGON2ID)
+        second = ServerSetup.generate(CHEAP_ARGON2ID)
+        self.assertIs(self.successResultOf(store.create(first)), first)
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+        # Another one is not written: the first one stays every daemon's.
+        self.assertEqual(self.successResultOf(store.create(second)).dumps(), first.dumps())
+        self.assertEqual(self.successResultOf(store.load()).dumps(), first.dumps())
+        memory = SetupInMemory(None)
+        self.assertIs(self.successResultOf(memory.create(first)), first)
+        self.assertIs(self.successResultOf(memory.create(second)), first)
+
+    def test_create_where_it_cannot(self):
+        from twisted_keyx.opaque.records import ServerSetup
+        from twisted_keyx.opaque.setupfile import KeyFileSetup
+        from tests.opaque_helpers import CHEAP_ARGON2ID
+
+        store = KeyFileSetup(os.path.join(os.path.abspath(self.mktemp()), "no", "key"),
+                             run_in_thread=run_now)
+        failure = self.failureResultOf(store.create(ServerSetup.generate(CHEAP_ARGON2ID)),
+                                       StoreUnavailable)
+        self.assertIn("cannot write", str(failure.value))

@@ -37,7 +37,7 @@ class OptionsTests(unittest.TestCase):
     def test_defaults(self):
         options = parse()
         self.assertEqual(options["dh"], ["tcp:7777"])
-        self.assertIs(options.config.group, ffdh.named_group("ffdhe2048"))
+        self.assertIs(options.config.settings["dh"].group, ffdh.named_group("ffdhe2048"))
         self.assertFalse(options["show-secrets"])
 
     def test_repeated_dh(self):
@@ -85,12 +85,13 @@ class OptionsTests(unittest.TestCase):
 
     def test_group(self):
         for name in ffdh.NAMED_GROUP_PRIMES:
-            self.assertIs(parse("--group", name).config.group, ffdh.named_group(name))
+            self.assertIs(parse("--group", name).config.settings["dh"].group,
+                          ffdh.named_group(name))
 
     def test_params(self):
         for name, label in [("dhparam-2048.pem", b"DH PARAMETERS"),
                             ("dhx-2048.pem", b"X9.42 DH PARAMETERS")]:
-            group = parse("--params", data_path(name)).config.group
+            group = parse("--params", data_path(name)).config.settings["dh"].group
             self.assertEqual(group.bits, 2048)
             self.assertTrue(group.parameters_pem.startswith(b"-----BEGIN " + label))
             self.assertEqual(group.name, "file:" + data_path(name))
@@ -357,7 +358,8 @@ class MakeServiceTests(unittest.TestCase):
                                    "--eke", "tcp:7003", "--users", os.path.abspath("users.json"),
                                    "--opaque", "tcp:7004", "--opaque-key", "startup-key",
                                    "--no-host-key")
-        path, setup = service.config.opaque_key_path, service.config.opaque_setup
+        opaque = service.config.settings["opaque"]
+        path, setup = opaque.where, opaque.setup
         lines = [formatEvent(e) for e in events
                  if e.get("log_namespace", "").startswith("twisted_keyx.service.tap")]
         self.assertEqual(lines, [

@@ -160,6 +160,61 @@ class RepeatableOptionsTests(unittest.TestCase):
             self.Options().parseOptions(["--other", "x"])
 
 
+class RuntimeFlagsAndParametersTests(unittest.TestCase):
+    """Flags and parameters named at run time behave as ``optFlags`` and
+    ``optParameters`` do."""
+
+    class Options(RepeatableOptions):
+        optFlags = [["quiet", "q", "say less"]]
+        optParameters = [["size", None, 3, "how big", int]]
+
+        def runtimeFlags(self):
+            return [("loud", "say more")]
+
+        def runtimeParameters(self):
+            return [("colour", "red", "which colour", None), ("count", None, "how many", int),
+                    ("ratio", 0.5, "how much", float)]
+
+    class Static(usage.Options):
+        optFlags = [["quiet", "q", "say less"], ["loud", None, "say more"]]
+        optParameters = [["size", None, 3, "how big", int],
+                         ["colour", None, "red", "which colour"],
+                         ["count", None, None, "how many", int],
+                         ["ratio", None, 0.5, "how much", float]]
+
+    def test_defaults(self):
+        options = self.Options()
+        options.parseOptions([])
+        self.assertEqual((options["loud"], options["colour"], options["count"], options["ratio"]),
+                         (0, "red", None, 0.5))
+
+    def test_given(self):
+        options = self.Options()
+        options.parseOptions(["--loud", "--colour=blue", "--count", "7", "--ratio", "2"])
+        self.assertEqual((options["loud"], options["colour"], options["count"], options["ratio"]),
+                         (1, "blue", 7, 2.0))
+
+    def test_errors_as_usage_options_words_them(self):
+        for argv in (["--count", "many"], ["--loud=yes"], ["--count"]):
+            with self.assertRaises(usage.UsageError) as mine:
+                self.Options().parseOptions(argv)
+            with self.assertRaises(usage.UsageError) as theirs:
+                self.Static().parseOptions(argv)
+            self.assertEqual(str(mine.exception), str(theirs.exception))
+
+    def test_help_as_usage_options_prints_it(self):
+        self.assertEqual(str(self.Options()), str(self.Static()))
+
+    def test_a_name_twice_is_refused(self):
+        class Twice(RepeatableOptions):
+            optFlags = [["loud", None, "say more"]]
+
+            def runtimeParameters(self):
+                return [("loud", None, "again", None)]
+
+        self.assertRaises(ValueError, Twice)
+
+
 class ProxyHeaderParserTests(unittest.TestCase):
     """twisted.protocols.haproxy's private ``V1Parser``/``V2Parser``: what
     their ``feed`` returns and raises."""

@@ -387,10 +387,10 @@ class TapTests(unittest.TestCase):
     def test_group_x25519(self):
         options = tap.Options()
         options.parseOptions(["--group", "x25519"])
-        self.assertIs(options.config.group, GROUP)
-        self.assertIs(tap.makeService(options).config.group, GROUP)
+        self.assertIs(options.config.settings["dh"].group, GROUP)
+        self.assertIs(tap.makeService(options).config.settings["dh"].group, GROUP)
 
     def test_help_lists_x25519(self):
-        [group_help] = [option[3] for option in tap.Options.optParameters if option[0] == "group"]
+        group_help = tap.Options().docs["group"]
         self.assertIn("ffdhe2048, ffdhe3072, ffdhe4096, x25519, xwing, mlkem768x25519-sha256 "
                       "[default: ffdhe2048]", group_help)

@@ -140,3 +140,14 @@ def read_at_most(fd, limit):
         chunks.append(chunk)
         limit -= len(chunk)
     return b"".join(chunks)
+
+
+def why_not_writable(path):
+    """Why a new file cannot be made at ``path`` (its folder is missing or
+    not writable), or None."""
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        return f"the folder {folder} does not exist"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"the folder {folder} is not writable"
+    return None

@@ -15,8 +15,13 @@ Who reads what:
 - ``twistd keyx`` (:mod:`twisted_keyx.service.tap`): each entry's
   :attr:`Handshake.endpoints` is an option (``--dh``, ``--dh-raw``,
   ``--eke``, ``--opaque``) with its help and default endpoint, and the
-  function that builds the server factory for it; :attr:`Handshake.banner`
-  makes the daemon's start-up line for the handshake;
+  function that builds the server factory for it;
+  :attr:`Handshake.daemon_options` are the daemon-wide options it owns
+  (``--group``, ``--host-key``, ``--opaque-key``...), which
+  :attr:`Handshake.configure` checks and turns into the handshake's
+  settings (:class:`Flag`, :class:`Parameter`, :class:`NewFile`);
+  :attr:`Handshake.banner` makes the daemon's start-up line for the
+  handshake;
 - ``keyx-admin diagram`` and :mod:`twisted_keyx.observe.diagram`:
   :attr:`Handshake.machines`;
 - traces (:mod:`twisted_keyx.observe.trace`): :attr:`Handshake.summaries`,
@@ -86,6 +91,42 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
+class Flag:
+    """A daemon-wide flag of ``twistd keyx`` that a handshake owns (an
+    ``optFlags`` line of :class:`twisted.python.usage.Options`):
+    ``options[name]`` is 1 when given, else 0."""
+
+    name: str
+    help: str
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A daemon-wide option of ``twistd keyx`` that takes a value and that a
+    handshake owns (an ``optParameters`` line): ``options[name]`` is the
+    value, made by ``coerce`` (None: the string), or ``default``.  For a
+    default ``--help`` should not print (``[default: ...]``), leave
+    ``default`` None and say it in ``help``."""
+
+    name: str
+    help: str
+    default: Any = None
+    coerce: Callable[[str], Any] | None = None
+
+
+@dataclass(frozen=True)
+class NewFile:
+    """A key a handshake's :attr:`Handshake.configure` made in memory, to be
+    written to ``path`` when the daemon knows it can start (every port
+    found free): ``write()`` raises FileExistsError if someone made the
+    file meanwhile, OSError or the key's own error if it cannot be
+    written."""
+
+    path: str
+    write: Callable[[], Any]
+
+
+@dataclass(frozen=True)
 class Machine:
     """A machine that has a state diagram (:mod:`twisted_keyx.observe.diagram`).
 
@@ -113,6 +154,27 @@ class Handshake:
     title: str
     #: The ``twistd keyx`` options that serve it.
     endpoints: tuple[Endpoint, ...] = ()
+    #: The daemon-wide options of ``twistd keyx`` it owns (:class:`Flag`,
+    #: :class:`Parameter`): listed in ``--help``, parsed with the others,
+    #: and read by :attr:`configure`.  An option two handshakes would use
+    #: belongs to one of them (DH owns ``--group``), and the other reads
+    #: that one's settings from the configuration.
+    daemon_options: tuple[Flag | Parameter, ...] = ()
+    #: ``"module:function"``: ``(options, shared) -> settings``, called once
+    #: the options are parsed (in every process: the workers of
+    #: ``--workers`` parse the same options again), whether or not the
+    #: handshake is served.  ``options`` is the parsed ``twistd keyx``
+    #: options (``options["group"]``); ``shared`` is what the daemon's own
+    #: options made (:class:`twisted_keyx.service.tap.Shared`: the users,
+    #: ``shared.user_count``, the stores of ``--store``), and
+    #: ``shared.new_file(path, write)`` has a key made in memory written
+    #: once the daemon can start (:class:`NewFile`).  A problem is a
+    #: :class:`twisted.python.usage.UsageError` of one line, and nothing is
+    #: written.  The settings (any object, typically a frozen dataclass)
+    #: reach the handshake's server factories and banner as
+    #: ``context.settings``, and others as ``config.settings[name]``.
+    #: None: no settings.
+    configure: str | Callable[..., Any] | None = None
     #: ``"module:function"``: ``(context, served) -> [(format, fields), ...]``,
     #: the daemon's start-up line(s) for the handshake; ``served`` maps each
     #: of its options to the endpoints given.  None: a generic line.
@@ -157,7 +219,12 @@ class Handshake:
     recording: str | Callable[..., Any] | None = None
 
     def options(self) -> list[str]:
+        """The names of its endpoint options."""
         return [endpoint.option for endpoint in self.endpoints]
+
+    def option_names(self) -> list[str]:
+        """Every ``twistd keyx`` option it owns: endpoints, then daemon-wide."""
+        return self.options() + [option.name for option in self.daemon_options]
 
     def load(self, field_name: str) -> Any:
         """The object a ``"module:attribute"`` field names (None stays None)."""
@@ -200,9 +267,9 @@ def unregister(name: str) -> None:
 def _check_new(handshake: Handshake) -> None:
     if handshake.name in _handshakes:
         raise ValueError(f"handshake {handshake.name!r} is registered twice")
-    options = {o for h in _handshakes.values() for o in h.options()}
+    options = {o for h in _handshakes.values() for o in h.option_names()}
     machines = {m.name for h in _handshakes.values() for m in h.machines}
-    for option in handshake.options():
+    for option in handshake.option_names():
         if option in options:
             raise ValueError(f"option --{option} is registered twice")
     for machine in handshake.machines:
@@ -247,6 +314,11 @@ def named(name: str) -> Handshake:
 def endpoints() -> list[tuple[Handshake, Endpoint]]:
     """Every ``twistd keyx`` listening option, with its handshake."""
     return [(h, e) for h in handshakes() for e in h.endpoints]
+
+
+def daemon_options() -> list[tuple[Handshake, Flag | Parameter]]:
+    """Every daemon-wide ``twistd keyx`` option a handshake owns, with it."""
+    return [(h, o) for h in handshakes() for o in h.daemon_options]
 
 
 def machines() -> dict[str, Machine]:

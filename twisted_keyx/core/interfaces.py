@@ -62,10 +62,18 @@ class IServerSetupStore(Interface):
     """The OPAQUE server setup (OPRF seed and server key pair), made once
     and shared by every daemon of a deployment."""
 
+    where = Attribute("Where the setup is kept, for logs and messages: a key "
+                      "file's path, a database's URL without its password.")
+
     def load():
         """Deferred firing with the
         :class:`~twisted_keyx.opaque.records.ServerSetup`, or None if there
         is none yet."""
+
+    def create(setup):
+        """Deferred: store ``setup`` unless a setup is stored already;
+        fires with the one stored (``setup``, or the one another process
+        made first, which every daemon of a deployment then shares)."""
 
 
 class IGuessThrottle(Interface):

@@ -15,7 +15,8 @@ attribute, so an upgrade breaks one test, not a daemon in production.
 - :class:`RepeatableOptions`: options named at run time, which
   :class:`twisted.python.usage.Options` takes only through its private
   ``_gather_handlers`` (``twistd keyx`` takes one per endpoint option of
-  the handshake registry).
+  the handshake registry, and the daemon-wide options each handshake
+  owns).
 - :func:`proxy_header_parser`: the PROXY protocol header parsers of
   :mod:`twisted.protocols.haproxy` (its private ``_v1parser``,
   ``_v2parser`` and ``_exceptions``), whose public endpoint wrapper
@@ -62,6 +63,10 @@ class RepeatableOptions(usage.Options):
     handshake registry), each takes a value and may be repeated, and its
     values collect, in order, in ``self[name]`` (a list the subclass makes).
 
+    :meth:`runtimeFlags` and :meth:`runtimeParameters` add flags and
+    parameters as ``optFlags`` and ``optParameters`` would, named at run time
+    (long names only).  A name given twice is a ValueError.
+
     usage.Options has no public way to add an option at run time; this
     extends its private ``_gather_handlers``, which returns ``(longOpt,
     shortOpt, docs, settings, synonyms, dispatch)``.
@@ -71,14 +76,49 @@ class RepeatableOptions(usage.Options):
         """``(name, help)`` of each option to add."""
         return ()
 
+    def runtimeFlags(self) -> Iterable[Tuple[str, str]]:
+        """``(name, help)`` of each flag to add: ``self[name]`` is 1 when
+        given, else 0."""
+        return ()
+
+    def runtimeParameters(self) -> Iterable[Tuple[str, Any, str, Any]]:
+        """``(name, default, help, coerce)`` of each parameter to add
+        (``coerce``: None for the string); ``--help`` adds ``[default: ...]``
+        unless ``default`` is None, as for ``optParameters``."""
+        return ()
+
     def _gather_handlers(self):
         longOpt, shortOpt, docs, settings, synonyms, dispatch = super()._gather_handlers()
-        for name, help in self.repeatableOptions():
-            longOpt.append(name + "=")
+        taken = set(self.synonyms) | set(synonyms) | {o.rstrip("=") for o in longOpt}
+
+        def add(name, help):
+            if name in taken:
+                raise ValueError(f"option --{name} is defined twice")
+            taken.add(name)
             docs[name] = help
             synonyms[name] = name
+
+        for name, help in self.repeatableOptions():
+            add(name, help)
+            longOpt.append(name + "=")
             dispatch[name] = lambda option, value, name=name: self[name].append(value)
+        for name, help in self.runtimeFlags():
+            add(name, help)
+            longOpt.append(name)
+            settings[name] = 0
+            dispatch[name] = self._flag
+        for name, default, help, coerce in self.runtimeParameters():
+            add(name, help)
+            longOpt.append(name + "=")
+            settings[name] = default
+            dispatch[name] = usage.CoerceParameter(self, coerce or str)
         return longOpt, shortOpt, docs, settings, synonyms, dispatch
+
+    def _flag(self, name, value=None):
+        # As usage.Options' own flags: a value is refused.
+        if value not in ("", None):
+            raise usage.UsageError(f"Flag '{name}' takes no argument. Not even \"{value}\".")
+        self[name] = 1
 
 
 def proxy_header_parser(data: bytes) -> Any:

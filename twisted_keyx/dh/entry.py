@@ -1,16 +1,89 @@
 """The DH handshake's entry in the handshake registry
 (:mod:`twisted_keyx.core.handshakes`): the ``--dh`` and ``--dh-raw``
-options of ``twistd keyx``, the diagrams and the sequence charts."""
+options of ``twistd keyx`` and the daemon-wide options DH owns
+(``--group``, ``--params``, ``--host-key``, ``--no-host-key``), the
+diagrams and the sequence charts.
 
-from twisted_keyx.core.handshakes import Endpoint, Handshake, Machine
+The password handshakes use neither the group nor the host key: these
+options are DH's alone."""
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.python import usage
+
+from twisted_keyx.core.fileutil import why_not_writable
+from twisted_keyx.core.handshakes import Endpoint, Flag, Handshake, Machine, Parameter
+from twisted_keyx.groups import registry as groups
+
+#: The host key used when --host-key is not given; made on first start.
+DEFAULT_HOST_KEY = "keyx-host-key"
+
+
+@dataclass(frozen=True)
+class DHSettings:
+    """What DH's options said (``config.settings["dh"]``)."""
+
+    #: The group (:mod:`twisted_keyx.groups.registry`).
+    group: Any
+    #: The host key (None: --no-host-key), and whether it is new.
+    host_key: Any = None
+    host_key_created: bool = False
+
+
+def configure(options, shared):
+    """DH's settings from ``--group``/``--params`` and
+    ``--host-key``/``--no-host-key``; a problem is a UsageError."""
+    if options["params"] and options["group"]:
+        raise usage.UsageError("give either --group or --params, not both")
+    try:
+        if options["params"]:
+            group = groups.load_parameters_file(options["params"])
+        else:
+            group = groups.named(options["group"] or groups.DEFAULT)
+    except groups.GroupError as e:
+        raise usage.UsageError(str(e)) from None
+    host_key, created = _host_key(options, shared)
+    return DHSettings(group, host_key, created)
+
+
+def _host_key(options, shared):
+    """(HostKey or None, created): --host-key's, or the default one, made
+    in memory if it does not exist yet (written at start:
+    ``shared.new_file``); every problem is a UsageError."""
+    from twisted_keyx.trust import hostkey
+
+    if options["no-host-key"]:
+        if options["host-key"]:
+            raise usage.UsageError("give either --host-key or --no-host-key, not both")
+        return None, False
+    if options["host-key"]:
+        try:
+            return hostkey.load_host_key(options["host-key"]), False
+        except hostkey.HostKeyError as e:
+            raise usage.UsageError(f"--host-key: {e}") from None
+    path = os.path.abspath(DEFAULT_HOST_KEY)
+    try:
+        if os.path.lexists(path):
+            return hostkey.load_host_key(path), False
+    except hostkey.HostKeyError as e:
+        raise usage.UsageError(f"host key ({DEFAULT_HOST_KEY}): {e}") from None
+    problem = why_not_writable(path)
+    if problem:
+        raise usage.UsageError(f"host key ({DEFAULT_HOST_KEY}): cannot create host key "
+                               f"{path}: {problem}")
+    private_key = hostkey.generate_private_key()
+    shared.new_file(path, lambda: hostkey.create_host_key(path, private_key))
+    return hostkey.HostKey.from_private_key(private_key), True
 
 
 def server_factory(context):
     """The framed DH server for ``twistd keyx --dh``."""
     from twisted_keyx.dh.protocol import DHServerFactory
 
-    return DHServerFactory(context.group, show_secrets=context.show_secrets,
-                           host_key=context.host_key)
+    return DHServerFactory(context.settings.group, show_secrets=context.show_secrets,
+                           host_key=context.settings.host_key)
 
 
 def raw_server_factory(context):
@@ -18,24 +91,47 @@ def raw_server_factory(context):
     docs/protocols.rst, "Unframed wire") for ``--dh-raw``."""
     from twisted_keyx.dh.raw import RawDHServerFactory
 
-    return RawDHServerFactory(context.group, show_secrets=context.show_secrets,
-                              host_key=context.host_key)
+    return RawDHServerFactory(context.settings.group, show_secrets=context.show_secrets,
+                              host_key=context.settings.host_key)
 
 
 def banner(context, served):
     """The daemon's start-up line for DH: where, which group, which host key."""
+    settings = context.settings
     endpoints = ", ".join(served.get("dh", ()))
     if served.get("dh-raw"):
         endpoints += "; unframed (the tutorial's wire format) on " + ", ".join(served["dh-raw"])
-    if context.host_key is None:
+    if settings.host_key is None:
         host = "no host key (unauthenticated only)"
     else:
-        host = f"host key {context.host_key.fingerprint}"
-        if context.host_key_created:
+        host = f"host key {settings.host_key.fingerprint}"
+        if settings.host_key_created:
             host += " (created now)"
     return [("DH handshake on {endpoints} with group {group} ({bits} bits); {host}",
-             dict(endpoints=endpoints, group=context.group.name, bits=context.group.bits,
+             dict(endpoints=endpoints, group=settings.group.name, bits=settings.group.bits,
                   host=host))]
+
+
+DAEMON_OPTIONS = (
+    Flag("no-host-key",
+         "Serve the DH handshake without a host key: a client that asks for the "
+         "host key signature (Host key?) is refused as the tutorial's server "
+         "refuses it, and falls back to the unauthenticated handshake."),
+    Parameter("group",
+              "Group for the DH handshake: the RFC 7919 groups, X25519 (RFC 7748), "
+              "or ML-KEM-768 + X25519 with X-Wing's or OpenSSH's combiner (post-quantum "
+              "hybrids): "
+              + ", ".join(groups.names()) + f" [default: {groups.DEFAULT}]"),
+    Parameter("host-key",
+              "Ed25519 host key (OpenSSH private key format, mode 0600) that signs "
+              "the DH handshake for clients that ask (docs/hostkey.rst) "
+              f"[default: {DEFAULT_HOST_KEY}, created on first start]"),
+    Parameter("params",
+              "PEM file of DH parameters ('DH PARAMETERS' from openssl dhparam or "
+              "'X9.42 DH PARAMETERS' from openssl genpkey -genparam), checked once "
+              "at start-up; instead of --group. Once checked, a handshake in it "
+              "costs the server less than twice one in the named group of its size."),
+)
 
 
 # --- sequence charts (docs/sequences/), drawn by twisted_keyx.observe.sequence ----
@@ -124,6 +220,8 @@ HANDSHAKE = Handshake(
                            "format: docs/howto/tutorial-scripts.rst) on ENDPOINT "
                            "(repeatable)", raw_server_factory),
     ),
+    daemon_options=DAEMON_OPTIONS,
+    configure=configure,
     banner=banner,
     machines=(
         Machine("dh-server", "twisted_keyx.dh.handshake:DHServerHandshake",

@@ -1,18 +1,33 @@
 """The EKE handshake's entry in the handshake registry
 (:mod:`twisted_keyx.core.handshakes`): ``twistd keyx --eke``, its password
 scheme, ``keyx-client eke``, the diagrams, trace summaries, the sequence
-chart and what ``keyx-lab crack`` does with a recording."""
+chart, what ``keyx-lab crack`` does with a recording, and the
+daemon-wide option EKE owns, ``--hide-unknown-users``."""
 
 import base64
 import binascii
+from dataclasses import dataclass
 
-from twisted_keyx.core.handshakes import Endpoint, Handshake, Machine, OfflineAttack, Summary
+from twisted_keyx.core.handshakes import (
+    Endpoint, Flag, Handshake, Machine, OfflineAttack, Summary)
+
+
+@dataclass(frozen=True)
+class EKESettings:
+    """What EKE's options said (``config.settings["eke"]``)."""
+
+    hide_unknown_users: bool = False
+
+
+def configure(options, shared):
+    return EKESettings(hide_unknown_users=bool(options["hide-unknown-users"]))
 
 
 def server_factory(context):
     from twisted_keyx.eke.protocol import EKEServerFactory
 
-    return EKEServerFactory(context.users, hide_unknown_users=context.hide_unknown_users,
+    return EKEServerFactory(context.users,
+                            hide_unknown_users=context.settings.hide_unknown_users,
                             show_secrets=context.show_secrets, throttle=context.throttle,
                             source_of=context.source_of)
 
@@ -102,6 +117,14 @@ HANDSHAKE = Handshake(
         Endpoint("eke", "Serve the EKE password handshake and chat on ENDPOINT; may be "
                         "repeated [default: tcp:8088]", server_factory, default="tcp:8088"),
     ),
+    daemon_options=(
+        Flag("hide-unknown-users",
+             "EKE: answer yes to every well-formed user name and let an unknown "
+             "name fail at the nonce step exactly like a wrong password, so that "
+             "probing cannot list user names. Without it an unknown user gets no "
+             "and the connection closes, as in the original."),
+    ),
+    configure=configure,
     banner=banner,
     machines=(
         Machine("eke-server", "twisted_keyx.eke.handshake:EKEServerHandshake",

@@ -1,18 +1,107 @@
 """The OPAQUE handshake's entry in the handshake registry
 (:mod:`twisted_keyx.core.handshakes`): ``twistd keyx --opaque``, its
 password scheme, ``keyx-client opaque``, the diagrams, trace summaries, the
-sequence chart and why ``keyx-lab crack`` finds nothing in a recording."""
+sequence chart, why ``keyx-lab crack`` finds nothing in a recording, and
+the daemon-wide option OPAQUE owns, ``--opaque-key``: where the server
+setup is, read through :class:`~twisted_keyx.core.interfaces.IServerSetupStore`."""
 
 import base64
 import binascii
+import os
+from dataclasses import dataclass
+from typing import Any
 
-from twisted_keyx.core.handshakes import Endpoint, Handshake, Machine, Summary
+from twisted.python import usage
+
+from twisted_keyx.core.handshakes import Endpoint, Handshake, Machine, Parameter, Summary
+
+#: The OPAQUE key file used when --opaque-key is not given.
+DEFAULT_OPAQUE_KEY = "keyx-opaque-key"
+
+
+@dataclass(frozen=True)
+class OPAQUESettings:
+    """What OPAQUE's options said (``config.settings["opaque"]``): the
+    server setup, read at start-up from ``store``
+    (:class:`~twisted_keyx.core.interfaces.IServerSetupStore`), and whether
+    it was made now."""
+
+    store: Any
+    setup: Any
+    created: bool = False
+
+    @property
+    def where(self):
+        """The key file's path, or the database's URL without its password."""
+        return self.store.where
+
+
+def configure(options, shared):
+    """OPAQUE's settings: the server setup from ``--store``'s database when
+    the daemon has one (made and stored there now if there is none: the
+    first daemon's is every daemon's), else from the key file of
+    ``--opaque-key`` (a fresh one made in memory and written once the
+    daemon can start, when the file does not exist and no OPAQUE user needs
+    the old one).  A problem is a UsageError."""
+    from twisted_keyx.core.interfaces import IServerSetupStore
+
+    store = shared.store(IServerSetupStore)
+    if store is not None:
+        return _from_shared_store(store)
+    return _from_key_file(os.path.abspath(options["opaque-key"]), shared)
+
+
+def _from_shared_store(store):
+    from twisted_keyx.core.interfaces import StoreUnavailable
+    from twisted_keyx.opaque.records import ServerSetup
+    from twisted_keyx.opaque.setupfile import result_now
+
+    try:
+        setup = result_now(store.load())
+        if setup is not None:
+            return OPAQUESettings(store, setup)
+        made = ServerSetup.generate()
+        setup = result_now(store.create(made))
+    except StoreUnavailable as e:
+        raise usage.UsageError(str(e)) from None
+    return OPAQUESettings(store, setup, created=setup.dumps() == made.dumps())
+
+
+def _from_key_file(path, shared):
+    """The setup of ``path``; a usage error when OPAQUE users exist without
+    it (their records open only with its OPRF seed), or when it is
+    unusable or readable by others."""
+    from twisted_keyx.core.fileutil import why_not_writable
+    from twisted_keyx.core.interfaces import StoreUnavailable
+    from twisted_keyx.opaque.records import ServerSetup
+    from twisted_keyx.opaque.scheme import write_new_key_file
+    from twisted_keyx.opaque.setupfile import KeyFileSetup, at_once, result_now
+
+    opaque_users = shared.user_count_of("opaque")
+    store = KeyFileSetup(path, run_in_thread=at_once)
+    try:
+        setup = result_now(store.load())
+    except StoreUnavailable as e:
+        raise usage.UsageError(f"--opaque-key: {e}") from None
+    if setup is not None:
+        return OPAQUESettings(store, setup)
+    if opaque_users:
+        raise usage.UsageError(
+            f"--opaque-key {path}: no such file, but the user file has "
+            f"{opaque_users} OPAQUE user(s), who can log in only with the key "
+            "file they were registered with; restore it, or give its path")
+    problem = why_not_writable(path)
+    if problem:
+        raise usage.UsageError(f"--opaque-key: cannot write {path}: {problem}")
+    setup = ServerSetup.generate()
+    shared.new_file(path, lambda: write_new_key_file(path, setup))
+    return OPAQUESettings(store, setup, created=True)
 
 
 def server_factory(context):
     from twisted_keyx.opaque.protocol import OPAQUEServerFactory
 
-    return OPAQUEServerFactory(context.users, context.opaque_setup,
+    return OPAQUEServerFactory(context.users, context.settings.setup,
                                show_secrets=context.show_secrets, throttle=context.throttle,
                                source_of=context.source_of,
                                invitations=getattr(context, "invitations", None))
@@ -64,13 +153,14 @@ def after_login(result, host, port, out, err):
 def banner(context, served):
     from twisted_keyx.trust.knownservers import server_key_fingerprint
 
+    settings = context.settings
     return [("OPAQUE handshake and chat on {endpoints}; key file {path} ({state}), "
              "server key fingerprint {fingerprint}, profile {profile}",
-             dict(endpoints=", ".join(served["opaque"]), path=context.opaque_key_path,
-                  state="created now, no OPAQUE users yet" if context.opaque_key_created
+             dict(endpoints=", ".join(served["opaque"]), path=settings.where,
+                  state="created now, no OPAQUE users yet" if settings.created
                   else "loaded",
-                  fingerprint=server_key_fingerprint(context.opaque_setup.server_public_key),
-                  profile=context.opaque_setup.profile.text()))]
+                  fingerprint=server_key_fingerprint(settings.setup.server_public_key),
+                  profile=settings.setup.profile.text()))]
 
 
 def _b64(data):
@@ -162,6 +252,14 @@ HANDSHAKE = Handshake(
         Endpoint("opaque", "Serve the OPAQUE password handshake and chat on ENDPOINT; may be "
                            "repeated [default: tcp:8089]", server_factory, default="tcp:8089"),
     ),
+    daemon_options=(
+        Parameter("opaque-key",
+                  "OPAQUE key file (the OPRF seed and the server's key pair), mode 0600, "
+                  "made by keyx-admin adduser --scheme opaque.  Missing with no OPAQUE "
+                  "users: a fresh one is written.  Missing with OPAQUE users: an error.",
+                  default=DEFAULT_OPAQUE_KEY),
+    ),
+    configure=configure,
     banner=banner,
     machines=(
         Machine("opaque-server", "twisted_keyx.opaque.handshake:OPAQUEServerHandshake",

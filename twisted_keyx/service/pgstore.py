@@ -23,6 +23,7 @@ import json
 import re
 
 from twisted.application import internet, service
+from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -299,8 +300,9 @@ class PostgreSQLUserStore:
 class PostgreSQLSetupStore:
     """:class:`~twisted_keyx.core.interfaces.IServerSetupStore` in PostgreSQL."""
 
-    def __init__(self, store):
+    def __init__(self, store, where="PostgreSQL"):
         self.store = store
+        self.where = where
 
     def load(self):
         from twisted_keyx.opaque.records import ServerSetup
@@ -310,6 +312,46 @@ class PostgreSQLSetupStore:
             row = cursor.fetchone()
             return ServerSetup.loads(row[0]) if row else None
         return self.store.transact(run)
+
+    def create(self, setup):
+        from twisted_keyx.opaque.records import ServerSetup
+
+        def run(cursor):
+            self.store.execute(cursor, "INSERT INTO keyx_opaque_setup (id, setup) VALUES (1, ?) "
+                                       "ON CONFLICT (id) DO NOTHING",
+                               (setup.dumps().decode("ascii"),))
+            self.store.execute(cursor, "SELECT setup FROM keyx_opaque_setup WHERE id = 1")
+            return ServerSetup.loads(cursor.fetchone()[0])
+        return self.store.transact(run)
+
+
+@implementer(IServerSetupStore)
+class ConnectionSetupStore:
+    """:class:`~twisted_keyx.core.interfaces.IServerSetupStore` on plain
+    psycopg connections, for the daemon's start-up, before the reactor
+    runs: each call connects, is done at once and returns a Deferred that
+    has fired; a store that cannot be used fails it with
+    :class:`~twisted_keyx.core.interfaces.StoreUnavailable` (one line)."""
+
+    def __init__(self, url):
+        self.url = url
+        self.where = shown(url)
+
+    def load(self):
+        return defer.maybeDeferred(self._run, load_setup)
+
+    def create(self, setup):
+        return defer.maybeDeferred(self._run, store_setup, setup)
+
+    def _run(self, function, *args):
+        try:
+            connection = connect(self.url)
+        except StoreError as e:
+            raise StoreUnavailable(str(e)) from None
+        try:
+            return function(connection, *args)
+        finally:
+            connection.close()
 
 
 class UserSnapshot(service.Service):
@@ -425,7 +467,7 @@ class Deployment:
         self.where = shown(url)
         self.sql = sql_store(url)
         self.users = PostgreSQLUserStore(self.sql)
-        self.setup_store = PostgreSQLSetupStore(self.sql)
+        self.setup_store = PostgreSQLSetupStore(self.sql, self.where)
         self.throttle = SQLThrottleStore(self.sql)
         self.snapshot = UserSnapshot(self.users, self.where, self.initial_users, version, clock)
 

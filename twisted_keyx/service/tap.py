@@ -8,13 +8,18 @@ import :class:`Options` and :func:`makeService` directly.
 (``options.config``), typed and frozen, from which :func:`makeService`
 builds the service once, whether it serves the endpoints itself or as the
 parent of ``--workers``.  The handshakes and their options (``--dh``,
-``--eke``, ``--opaque``...) come from the handshake registry
-(:mod:`twisted_keyx.core.handshakes`): nothing here names one.
+``--eke``, ``--opaque``..., and the daemon-wide options each owns:
+``--group``, ``--host-key``, ``--opaque-key``...) come from the handshake
+registry (:mod:`twisted_keyx.core.handshakes`): each entry's ``configure``
+turns its options into its settings (``config.settings[name]``), and
+nothing here names a handshake.  The options here are the daemon's own:
+limits, the guess throttle, the users and ``--store``, ``--workers``.
 
-Nothing is written before the daemon knows it can start: a host key or an
-OPAQUE key file made on first start is made in memory while the options
-are read, and written by :meth:`KeyxService.privilegedStartService` once
-every port has been found free.
+Nothing is written before the daemon knows it can start: a key a handshake
+makes on first start (DH's host key, OPAQUE's key file) is made in memory
+while the options are read (:class:`~twisted_keyx.core.handshakes.NewFile`),
+and written by :meth:`KeyxService.privilegedStartService` once every port
+has been found free.
 """
 
 import math
@@ -24,8 +29,8 @@ import shutil
 import socket
 import sys
 import tempfile
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 from twisted.application import internet, service, strports
 from twisted.internet import defer, endpoints, error
@@ -34,9 +39,10 @@ from twisted.python import usage
 
 from twisted_keyx import __version__
 from twisted_keyx.core import handshakes
+from twisted_keyx.core.handshakes import NewFile
+from twisted_keyx.core.interfaces import IServerSetupStore
 from twisted_keyx.core.peers import host_port
 from twisted_keyx.core.twistedshim import RepeatableOptions
-from twisted_keyx.groups import registry as groups
 from twisted_keyx.observe import trace
 from twisted_keyx.service.invitations import DEFAULT_INVITATION_FILE, InvitationFile
 from twisted_keyx.service import endpointspec
@@ -45,12 +51,6 @@ from twisted_keyx.service import sqlstore, throttle
 from twisted_keyx.service import userfile as userstore
 from twisted_keyx.service import workers
 from twisted_keyx.service.userfile import DEFAULT_USER_FILE, UserFile, UserFileError
-from twisted_keyx.trust import hostkey
-
-#: The host key used when --host-key is not given; made on first start.
-DEFAULT_HOST_KEY = "keyx-host-key"
-#: The OPAQUE key file used when --opaque-key is not given.
-DEFAULT_OPAQUE_KEY = "keyx-opaque-key"
 
 
 def _check_endpoint(description):
@@ -128,34 +128,14 @@ class Listener:
 
 
 @dataclass(frozen=True)
-class NewFile:
-    """A key made in memory while the options were read, to be written to
-    ``path`` when the daemon knows it can start (``write()``; raises
-    FileExistsError if someone made the file meanwhile, OSError or the
-    key's own error if it cannot be written)."""
-
-    path: str
-    write: Callable[[], Any]
-
-
-@dataclass(frozen=True)
 class KeyxConfig:
     """Everything ``twistd keyx`` was told, read and checked once."""
 
     #: The endpoints served, in the order the registry lists the options.
     listeners: tuple
-    #: The DH group (:mod:`twisted_keyx.groups.registry`).
-    group: Any
-    #: The DH host key (None: --no-host-key), and whether it is new.
-    host_key: Any
-    host_key_created: bool
-    #: The user file (both password schemes) and its user count (None: no file yet).
+    #: The user file (every password scheme's) and its user count (None: no file yet).
     users: UserFile
     user_count: Any
-    #: The OPAQUE key file: its path, the server setup in it, whether it is new.
-    opaque_key_path: str
-    opaque_setup: Any
-    opaque_key_created: bool
     limits: limits.Limits
     guess_limits: throttle.GuessLimits
     #: Processes that serve (``--workers``), and the options they parse.
@@ -163,7 +143,10 @@ class KeyxConfig:
     worker_argv: tuple
     show_secrets: bool
     trace: bool
-    hide_unknown_users: bool
+    #: Handshake name -> what its registry entry's ``configure`` made of its
+    #: daemon-wide options (DH's group and host key, OPAQUE's server
+    #: setup...); a handshake without ``configure`` has none.
+    settings: Mapping[str, Any] = field(default_factory=dict)
     #: Keys made now, written once the daemon knows it can start.
     new_files: tuple = ()
     #: A worker's: the SQLite file of the guess throttle the workers share
@@ -186,17 +169,92 @@ class KeyxConfig:
 
 @dataclass(frozen=True)
 class ServerContext:
-    """What a handshake's server factory is built from
+    """What a handshake's server factory and banner are built from
     (:meth:`twisted_keyx.core.handshakes.Endpoint.build`): the
-    configuration's fields (``context.group``, ``context.users``...) and the
+    configuration's fields (``context.users``, ``context.show_secrets``...),
+    the handshake's own ``settings`` (``config.settings[name]``), and the
     daemon's shared guess throttle and source rule."""
 
     config: KeyxConfig
     throttle: Any = None
     source_of: Any = None
+    settings: Any = None
 
     def __getattr__(self, name):
         return getattr(self.config, name)
+
+
+class Shared:
+    """What the daemon's own options made, as each handshake's ``configure``
+    (:attr:`twisted_keyx.core.handshakes.Handshake.configure`) sees it:
+    ``users`` (the user store every password handshake shares),
+    ``user_count``, :meth:`user_count_of`, :meth:`store` (the stores of
+    ``--store``), :meth:`new_file`.  The users are read when first asked
+    for (so that the start-up errors come in the order of the options'
+    checks), and by the daemon after every ``configure``."""
+
+    def __init__(self, options):
+        self._options = options
+        self._made = None
+        #: The keys made in memory (:class:`NewFile`), written at start.
+        self.new_files = []
+        #: The settings of the handshakes configured so far, by name.
+        self.settings = {}
+
+    def _users(self):
+        if self._made is None:
+            self._made = _users_and_stores(self._options)
+        return self._made
+
+    @property
+    def users(self):
+        return self._users().users
+
+    @property
+    def user_count(self):
+        return self._users().user_count
+
+    @property
+    def deployment(self):
+        return self._users().deployment
+
+    @property
+    def invitations(self):
+        return self._users().invitations
+
+    def user_count_of(self, scheme):
+        """The users of ``scheme`` read at start-up."""
+        return self._users().count_of(scheme)
+
+    def store(self, interface):
+        """The daemon's provider of ``interface``
+        (:mod:`twisted_keyx.core.interfaces`: ``IServerSetupStore``...)
+        from ``--store``, or None: the handshake keeps that state itself."""
+        return self._users().stores.get(interface)
+
+    def settings_of(self, name):
+        """The settings of handshake ``name``, configured before this one
+        (in registry order): how a handshake reads an option another owns
+        (DH's group...)."""
+        try:
+            return self.settings[name]
+        except KeyError:
+            raise LookupError(f"handshake {name!r} has no settings (yet)") from None
+
+    def new_file(self, path, write):
+        """Have ``write()`` make ``path`` once the daemon can start
+        (:class:`NewFile`)."""
+        self.new_files.append(NewFile(path, write))
+
+
+@dataclass(frozen=True)
+class _UsersAndStores:
+    users: Any
+    user_count: Any
+    count_of: Callable[[str], int]
+    deployment: Any = None
+    invitations: Any = None
+    stores: Mapping[Any, Any] = field(default_factory=dict)
 
 
 class Options(RepeatableOptions):
@@ -220,31 +278,8 @@ class Options(RepeatableOptions):
          "id, its direction, the state before and after, its size and a "
          "summary (docs/protocols.rst, Traces); secrets only with "
          "--show-secrets."],
-        ["hide-unknown-users", None,
-         "EKE: answer yes to every well-formed user name and let an unknown "
-         "name fail at the nonce step exactly like a wrong password, so that "
-         "probing cannot list user names. Without it an unknown user gets no "
-         "and the connection closes, as in the original."],
-        ["no-host-key", None,
-         "Serve the DH handshake without a host key: a client that asks for the "
-         "host key signature (Host key?) is refused as the tutorial's server "
-         "refuses it, and falls back to the unauthenticated handshake."],
     ]
     optParameters = [
-        ["group", None, None,
-         "Group for the DH handshake: the RFC 7919 groups, X25519 (RFC 7748), "
-         "or ML-KEM-768 + X25519 with X-Wing's or OpenSSH's combiner (post-quantum "
-         "hybrids): "
-         + ", ".join(groups.names()) + f" [default: {groups.DEFAULT}]"],
-        ["host-key", None, None,
-         "Ed25519 host key (OpenSSH private key format, mode 0600) that signs "
-         "the DH handshake for clients that ask (docs/hostkey.rst) "
-         f"[default: {DEFAULT_HOST_KEY}, created on first start]"],
-        ["params", None, None,
-         "PEM file of DH parameters ('DH PARAMETERS' from openssl dhparam or "
-         "'X9.42 DH PARAMETERS' from openssl genpkey -genparam), checked once "
-         "at start-up; instead of --group. Once checked, a handshake in it "
-         "costs the server less than twice one in the named group of its size."],
         ["timeout", None, _Number(limits.Limits.timeout),
          "Seconds a client has to finish its handshake; then it is cut off "
          "(0: no limit).", float],
@@ -264,10 +299,6 @@ class Options(RepeatableOptions):
         ["ipv6-prefix", None, limits.Limits.ipv6_prefix,
          "IPv6 addresses that share this many leading bits are one source "
          "for --max-per-ip (0 to 128).", int],
-        ["opaque-key", None, "keyx-opaque-key",
-         "OPAQUE key file (the OPRF seed and the server's key pair), mode 0600, "
-         "made by keyx-admin adduser --scheme opaque.  Missing with no OPAQUE "
-         "users: a fresh one is written.  Missing with OPAQUE users: an error."],
         ["workers", None, "1",
          "Serve every endpoint from this many processes (auto: one per CPU). The "
          "parent binds the sockets (tcp, tcp6, ssl, unix endpoints only), the "
@@ -307,6 +338,17 @@ class Options(RepeatableOptions):
         """One option per endpoint option of the handshake registry
         (``--dh ENDPOINT``...), repeatable."""
         return [(endpoint.option, endpoint.help) for _, endpoint in handshakes.endpoints()]
+
+    def runtimeFlags(self):
+        """The daemon-wide flags the handshakes own (``--no-host-key``...)."""
+        return [(option.name, option.help) for _, option in handshakes.daemon_options()
+                if isinstance(option, handshakes.Flag)]
+
+    def runtimeParameters(self):
+        """The daemon-wide parameters the handshakes own (``--group``...)."""
+        return [(option.name, option.default, option.help, option.coerce)
+                for _, option in handshakes.daemon_options()
+                if isinstance(option, handshakes.Parameter)]
 
     def opt_version(self):
         """Print the version of twisted-keyx and exit."""
@@ -386,33 +428,37 @@ def _configure(options):
         max_per_ip=options["max-per-ip"], max_connections=options["max-connections"],
         ipv4_prefix=options["ipv4-prefix"], ipv6_prefix=options["ipv6-prefix"],
     )
-    if options["params"] and options["group"]:
-        raise usage.UsageError("give either --group or --params, not both")
-    try:
-        if options["params"]:
-            group = groups.load_parameters_file(options["params"])
-        else:
-            group = groups.named(options["group"] or groups.DEFAULT)
-    except groups.GroupError as e:
-        raise usage.UsageError(str(e)) from None
-    new_files = []
-    host_key, host_key_created = _host_key(options, new_files)
-    common = dict(
-        listeners=tuple(listeners), group=group, host_key=host_key,
-        host_key_created=host_key_created, limits=connection_limits,
+    shared = Shared(options)
+    settings = shared.settings
+    for entry in handshakes.handshakes():
+        configure = entry.load("configure")
+        if configure is not None:
+            settings[entry.name] = configure(options, shared)
+    return KeyxConfig(
+        listeners=tuple(listeners), users=shared.users, user_count=shared.user_count,
+        limits=connection_limits,
         guess_limits=throttle.GuessLimits(free=options["max-guesses"],
                                           delay=options["guess-delay"]),
         workers=options["workers"],
         worker_argv=tuple(workers.strip_workers_option(options["argv"])),
         show_secrets=bool(options["show-secrets"]), trace=bool(options["trace"]),
-        hide_unknown_users=bool(options["hide-unknown-users"]))
+        settings=dict(settings), new_files=tuple(shared.new_files),
+        invitations=shared.invitations, deployment=shared.deployment)
+
+
+def _users_and_stores(options):
+    """The users of ``--users``, or ``--store``'s database and what it
+    keeps; a UsageError in one line."""
     if options["store"]:
         deployment = _deployment(options["store"])
-        return KeyxConfig(
-            users=deployment.snapshot, user_count=len(deployment.initial_users),
-            opaque_key_path=deployment.where, opaque_setup=deployment.setup,
-            opaque_key_created=deployment.setup_created, new_files=tuple(new_files),
-            deployment=deployment, **common)
+        from twisted_keyx.service import pgstore
+
+        initial = deployment.initial_users
+        return _UsersAndStores(
+            users=deployment.snapshot, user_count=len(initial),
+            count_of=lambda scheme: sum(1 for r in initial.values() if r.scheme == scheme),
+            deployment=deployment,
+            stores={IServerSetupStore: pgstore.ConnectionSetupStore(deployment.url)})
     # Absolute, so that a daemon that changes directory still finds it.
     users_path = os.path.abspath(options["users"])
     # A missing file means no users yet; a missing folder is a typo.
@@ -425,23 +471,10 @@ def _configure(options):
         user_count = users.load()
     except UserFileError as e:
         raise usage.UsageError(str(e)) from None
-    opaque_path = os.path.abspath(options["opaque-key"])
-    setup, opaque_created = _opaque_setup(opaque_path, users.loaded_count("opaque"), new_files)
-    return KeyxConfig(
-        listeners=tuple(listeners), group=group, host_key=host_key,
-        host_key_created=host_key_created, users=users, user_count=user_count,
-        opaque_key_path=opaque_path, opaque_setup=setup, opaque_key_created=opaque_created,
-        limits=connection_limits,
-        guess_limits=throttle.GuessLimits(free=options["max-guesses"],
-                                          delay=options["guess-delay"]),
-        workers=options["workers"],
-        worker_argv=tuple(workers.strip_workers_option(options["argv"])),
-        show_secrets=bool(options["show-secrets"]), trace=bool(options["trace"]),
-        hide_unknown_users=bool(options["hide-unknown-users"]),
-        new_files=tuple(new_files),
+    return _UsersAndStores(
+        users=users, user_count=user_count, count_of=users.loaded_count,
         invitations=InvitationFile(os.path.join(os.path.dirname(users_path),
-                                                DEFAULT_INVITATION_FILE)),
-    )
+                                                DEFAULT_INVITATION_FILE)))
 
 
 def _deployment(url):
@@ -452,74 +485,9 @@ def _deployment(url):
     if not pgstore.is_url(url):
         raise usage.UsageError(f"--store {url!r}: not a postgresql://... URL")
     try:
-        return pgstore.Deployment(url)
+        return pgstore.Deployment(url, need_setup=False)
     except pgstore.StoreError as e:
         raise usage.UsageError(str(e)) from None
-
-
-def _writable_folder(path):
-    """Why a new file cannot be made at ``path``, or None."""
-    folder = os.path.dirname(path)
-    if not os.path.isdir(folder):
-        return f"the folder {folder} does not exist"
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return f"the folder {folder} is not writable"
-    return None
-
-
-def _host_key(options, new_files):
-    """(HostKey or None, created): --host-key's, or the default one, made
-    in memory if it does not exist yet (written at start: ``new_files``);
-    every problem is a UsageError."""
-    if options["no-host-key"]:
-        if options["host-key"]:
-            raise usage.UsageError("give either --host-key or --no-host-key, not both")
-        return None, False
-    if options["host-key"]:
-        try:
-            return hostkey.load_host_key(options["host-key"]), False
-        except hostkey.HostKeyError as e:
-            raise usage.UsageError(f"--host-key: {e}") from None
-    path = os.path.abspath(DEFAULT_HOST_KEY)
-    try:
-        if os.path.lexists(path):
-            return hostkey.load_host_key(path), False
-    except hostkey.HostKeyError as e:
-        raise usage.UsageError(f"host key ({DEFAULT_HOST_KEY}): {e}") from None
-    problem = _writable_folder(path)
-    if problem:
-        raise usage.UsageError(f"host key ({DEFAULT_HOST_KEY}): cannot create host key "
-                               f"{path}: {problem}")
-    private_key = hostkey.generate_private_key()
-    new_files.append(NewFile(path, lambda: hostkey.create_host_key(path, private_key)))
-    return hostkey.HostKey.from_private_key(private_key), True
-
-
-def _opaque_setup(path, opaque_users, new_files):
-    """(setup, created) for --opaque-key: the file's; a fresh one made (and
-    written at start: ``new_files``) when it does not exist and no user
-    needs the old one; a usage error when OPAQUE users exist without it
-    (their records open only with its OPRF seed), or when it is unusable
-    or readable by others."""
-    from twisted_keyx.opaque import scheme as opaque_scheme
-    from twisted_keyx.opaque.records import ServerSetup
-
-    try:
-        if not os.path.exists(path):
-            if opaque_users:
-                raise usage.UsageError(
-                    f"--opaque-key {path}: no such file, but the user file has "
-                    f"{opaque_users} OPAQUE user(s), who can log in only with the key "
-                    "file they were registered with; restore it, or give its path")
-            problem = _writable_folder(path)
-            if problem:
-                raise usage.UsageError(f"--opaque-key: cannot write {path}: {problem}")
-            setup = ServerSetup.generate()
-            new_files.append(NewFile(path, lambda: opaque_scheme.write_new_key_file(path, setup)))
-            return setup, True
-        return opaque_scheme.load_key_file(path), False
-    except opaque_scheme.KeyFileError as e:
-        raise usage.UsageError(f"--opaque-key: {e}") from None
 
 
 _NOT_RECOGNIZED = re.compile(r"option (-{1,2})([^ ]+) not recognized\Z")
@@ -695,7 +663,7 @@ def _banner(entry, config, served):
         return [("{title} on {endpoints}", dict(
             title=entry.title, endpoints=", ".join(d for ds in served.values() for d in ds)))]
     banner = handshakes.load_path(entry.banner) if isinstance(entry.banner, str) else entry.banner
-    return banner(ServerContext(config), served)
+    return banner(ServerContext(config, settings=config.settings.get(entry.name)), served)
 
 
 def _quiet_about(kind, excepthook):
@@ -839,11 +807,12 @@ def makeService(options, reactor=None, listen=None):
         internet.TimerService(
             throttle.PRUNE_EVERY, _prune, guesses, reactor).setServiceParent(top)
     top.guess_throttle = guesses
-    context = ServerContext(config, guesses, config.limits.source_of)
     served = config.served()
-    for _, endpoint in handshakes.endpoints():
+    for entry, endpoint in handshakes.endpoints():
         if endpoint.option not in served:
             continue
+        context = ServerContext(config, guesses, config.limits.source_of,
+                                config.settings.get(entry.name))
         factory = _traced(config, endpoint.build(context))
         for description in served[endpoint.option]:
             listen(description, policy.wrap(factory)).setServiceParent(top)
