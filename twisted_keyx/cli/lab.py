@@ -444,7 +444,15 @@ def mitm_factory(reactor, target, group, out, raw=False, done=None, host_key=Non
                 self.session.perform(machine.relay_signature,
                                      self.upstream.handshake.signature_message)
 
+    class InterceptedSession(server_class.protocol):
+        """A client's session with the lab."""
+
+        #: Its :class:`Connection`: the lab's own to the daemon.
+        lab_connection: "Connection | None" = None
+
     class Intercepting(server_class):
+        protocol = InterceptedSession
+
         def newHandshake(self):
             if host_key is not None:
                 return super().newHandshake()  # signs with the lab's own key
@@ -455,7 +463,6 @@ def mitm_factory(reactor, target, group, out, raw=False, done=None, host_key=Non
             counter[0] += 1
             protocol = super().buildProtocol(addr)
             protocol.tracer = trace.TextTracer(out, connection=counter[0])
-            protocol.intercepted = counter[0]
             protocol.lab_connection = Connection(counter[0], protocol)
             return protocol
 
