@@ -478,8 +478,9 @@ def _users_and_stores(options):
 
 
 def _deployment(url):
-    """--store postgresql://...: the schema checked, the users and the
-    OPAQUE setup loaded (made once if missing); a UsageError in one line."""
+    """--store postgresql://...: the schema checked and the users loaded; a
+    UsageError in one line.  What a handshake keeps there (the OPAQUE
+    setup) it reads through the store :class:`Shared` gives it."""
     from twisted_keyx.service import pgstore
 
     if not pgstore.is_url(url):
