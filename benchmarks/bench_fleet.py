@@ -15,9 +15,10 @@ the attackers got.
 (whole EKE logins, from 30 familiar sources) for ``--seconds`` through
 HAProxy.  Printed per size: logins/s, the daemons' CPU per login and
 PostgreSQL's (from /proc), and the store's transactions per login
-(pg_stat_database.xact_commit).
+(pg_stat_database.xact_commit) and statements per login (pg_stat_statements,
+BEGIN/COMMIT not counted).
 
-Ports: 24000-24199 (this helper's range).  Not a test: it prints numbers.
+Ports: ``--base-port`` (24000) to 200 above it.  Not a test: it prints numbers.
 Recorded results: docs/fleet.rst.
 """
 
@@ -111,10 +112,10 @@ def wait_port(port, seconds=60):
 def throttle_benchmark(args):
     folder = tempfile.mkdtemp(prefix="keyx-bench-")
     userfile.write_users(os.path.join(folder, "keyx-users.json"), {"alice": make_user("alice")})
-    port = 24010
-    daemon = twistd(folder, "--dh", "tcp:24011:interface=127.0.0.1",
+    port = args.base_port + 10
+    daemon = twistd(folder, "--dh", f"tcp:{port + 1}:interface=127.0.0.1",
                     "--eke", f"tcp:{port}:interface=127.0.0.1",
-                    "--opaque", "tcp:24012:interface=127.0.0.1")
+                    "--opaque", f"tcp:{port + 2}:interface=127.0.0.1")
     try:
         wait_port(port)
         assert login(port) == "ok"  # 127.0.0.2 is familiar from now on
@@ -199,13 +200,15 @@ def fleet_benchmark(args):
     from tests.pgfixture import Server
     from twisted_keyx.service import pgstore
 
-    server = Server()
+    base = args.base_port
+    server = Server(preload="pg_stat_statements")
     folder = tempfile.mkdtemp(prefix="keyx-fleet-")
     try:
         url = server.database()
         connection = pgstore.connect(url)
         pgstore.upgrade(connection)
         pgstore.add_users(connection, {"alice": make_user("alice")})
+        connection.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         connection.commit()
         subprocess.run([sys.executable, "-m", "twisted_keyx.cli.admin", "hostkey", "-o",
                         os.path.join(folder, "host-key")], env=dict(os.environ, PYTHONPATH=ROOT),
@@ -217,25 +220,25 @@ def fleet_benchmark(args):
                 daemons.append(twistd(
                     os.path.join(folder, f"d{size}{index}"), "--store", url,
                     "--host-key", os.path.join(folder, "host-key"),
-                    "--dh", f"tcp:{24120 + index}:interface=127.0.0.1",
-                    "--opaque", f"tcp:{24130 + index}:interface=127.0.0.1",
-                    "--eke", f"haproxy:tcp:{24110 + index}:interface=127.0.0.1"))
+                    "--dh", f"tcp:{base + 120 + index}:interface=127.0.0.1",
+                    "--opaque", f"tcp:{base + 130 + index}:interface=127.0.0.1",
+                    "--eke", f"haproxy:tcp:{base + 110 + index}:interface=127.0.0.1"))
             for index in range(size):
-                wait_port(24110 + index)
+                wait_port(base + 110 + index)
             config = os.path.join(folder, f"haproxy{size}.cfg")
             with open(config, "w") as f:
-                f.write(HAPROXY.format(port=24100, servers="\n".join(
-                    f"    server d{i} 127.0.0.1:{24110 + i}" for i in range(size))))
+                f.write(HAPROXY.format(port=base + 100, servers="\n".join(
+                    f"    server d{i} 127.0.0.1:{base + 110 + i}" for i in range(size))))
             proxy = subprocess.Popen([shutil.which("haproxy") or "/usr/sbin/haproxy", "-f",
                                       config, "-db"], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
             try:
-                wait_port(24100)
+                wait_port(base + 100)
                 time.sleep(1.5)
                 for i in range(30):  # familiar sources
-                    login(24100, source=f"127.0.1.{i + 1}")
+                    login(base + 100, source=f"127.0.1.{i + 1}")
                 backends = [p for p in children(server_pid(server))]
-                commits0 = xact(connection)
+                commits0, statements0 = xact(connection), statements(connection)
                 cpu0 = sum(cpu_seconds(d.pid) for d in daemons)
                 pg0 = sum(cpu_seconds(p) for p in backends if os.path.exists(f"/proc/{p}"))
                 done = []
@@ -244,7 +247,7 @@ def fleet_benchmark(args):
                 def client(n):
                     i = 0
                     while not stop.is_set():
-                        outcome = login(24100, source=f"127.0.1.{(n + i) % 30 + 1}")
+                        outcome = login(base + 100, source=f"127.0.1.{(n + i) % 30 + 1}")
                         done.append(outcome)
                         i += 1
 
@@ -262,11 +265,13 @@ def fleet_benchmark(args):
                 cpu = sum(cpu_seconds(d.pid) for d in daemons) - cpu0
                 pg = sum(cpu_seconds(p) for p in backends if os.path.exists(f"/proc/{p}")) - pg0
                 commits = xact(connection) - commits0
+                sent = statements(connection) - statements0
                 ok = done.count("ok")
                 print(f"  {size} daemon(s): {ok / elapsed:.1f} logins/s ({ok} ok, "
                       f"{len(done) - ok} not), daemons' CPU {1000 * cpu / max(ok, 1):.1f} ms/login, "
                       f"PostgreSQL's {1000 * pg / max(ok, 1):.1f} ms/login, "
-                      f"{commits / max(ok, 1):.2f} store transactions/login")
+                      f"{commits / max(ok, 1):.2f} store transactions/login, "
+                      f"{sent / max(ok, 1):.2f} statements/login")
             finally:
                 proxy.terminate()
                 proxy.wait()
@@ -292,12 +297,26 @@ def xact(connection):
     return row[0]
 
 
+def statements(connection):
+    """Statements the daemons sent (pg_stat_statements), not counting
+    BEGIN/COMMIT/ROLLBACK and the benchmark's own."""
+    row = connection.execute(
+        "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s JOIN pg_database d "
+        "ON d.oid = s.dbid WHERE d.datname = current_database() "
+        "AND upper(s.query) NOT IN ('BEGIN', 'COMMIT', 'ROLLBACK') "
+        "AND s.query NOT LIKE '%pg_stat%'").fetchone()
+    connection.commit()
+    return int(row[0])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("what", choices=["throttle", "fleet", "both"], nargs="?", default="both")
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--attackers", type=int, default=24)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--base-port", type=int, default=24000,
+                        help="the ports used: this one to 200 above it [default: 24000]")
     args = parser.parse_args()
     if args.what in ("throttle", "both"):
         throttle_benchmark(args)

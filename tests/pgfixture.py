@@ -38,7 +38,9 @@ class Unavailable(Exception):
 class Server:
     """One PostgreSQL cluster in a temporary folder."""
 
-    def __init__(self):
+    def __init__(self, preload=""):
+        #: shared_preload_libraries (the benchmarks' pg_stat_statements).
+        self.preload = preload
         self.initdb, self.pg_ctl = _binary("initdb"), _binary("pg_ctl")
         if not (self.initdb and self.pg_ctl):
             raise Unavailable("initdb/pg_ctl not found (apt-get install postgresql)")
@@ -68,7 +70,8 @@ class Server:
 
     def start(self):
         self._run(self.pg_ctl, "-D", self.data, "-l", os.path.join(self.folder, "log"), "-w",
-                  "-o", f"-k {self.folder} -c listen_addresses= -F -c max_connections=200",
+                  "-o", f"-k {self.folder} -c listen_addresses= -F -c max_connections=200"
+                  + (f" -c shared_preload_libraries={self.preload}" if self.preload else ""),
                   "start")
         self.running = True
 

@@ -19,14 +19,22 @@ from twisted_keyx.service import tap
 from twisted_keyx.service import userfile as userstore
 
 from twisted_keyx.core.interfaces import (
-    IServerSetupStore, IThrottleStore, IUserStore, StoreConflict, StoreUnavailable)
+    IInvitationStore, Invitation, IServerSetupStore, IThrottleStore, IUserStore, StoreConflict,
+    StoreUnavailable)
+from twisted_keyx.opaque.invitation import code_hash, new_code
+from twisted_keyx.opaque.handshake import AuthenticationFailed, RegistrationFailed
+from twisted_keyx.opaque.protocol import OPAQUEClientFactory, OPAQUERegistrationFactory
 from twisted_keyx.opaque.records import ServerSetup
 from twisted_keyx.service import pgstore
 from twisted_keyx.service.sqlstore import SQLThrottleStore
 from twisted_keyx.service.throttle import GuessLimits
 
 from tests.helpers import PASSWORD, TEST_KDF, TEST_LIMITS, make_user, tap_options
+from tests.opaque_helpers import CHEAP_LIMITS, cheap_setup
 from tests.pgfixture import PostgreSQLTestCase
+
+CODE = new_code()
+NOW = 1_000_000.0
 
 
 class SchemaTests(PostgreSQLTestCase):
@@ -51,14 +59,16 @@ class SchemaTests(PostgreSQLTestCase):
 
     def test_an_older_schema_is_refused_then_upgraded_by_its_migrations(self):
         pgstore.upgrade(self.connection)
+        current = pgstore.SCHEMA_VERSION
         later = dict(pgstore.MIGRATIONS)
-        later[2] = ("CREATE TABLE keyx_later (x INTEGER)",)
+        later[current + 1] = ("CREATE TABLE keyx_later (x INTEGER)",)
         self.patch(pgstore, "MIGRATIONS", later)
-        self.patch(pgstore, "SCHEMA_VERSION", 2)
+        self.patch(pgstore, "SCHEMA_VERSION", current + 1)
         error = self.assertRaises(pgstore.StoreError, pgstore.check_schema,
                                   self.connection, "postgresql:///x")
-        self.assertIn("has schema version 1, older than this twisted-keyx's (2)", str(error))
-        self.assertEqual(pgstore.upgrade(self.connection), (1, 2))
+        self.assertIn(f"has schema version {current}, older than this twisted-keyx's "
+                      f"({current + 1})", str(error))
+        self.assertEqual(pgstore.upgrade(self.connection), (current, current + 1))
         pgstore.check_schema(self.connection, "postgresql:///x")
 
     def test_a_newer_schema_is_refused(self):
@@ -117,7 +127,7 @@ class StoreTests(PostgreSQLTestCase):
             self.assertEqual((await self.users[0].users())["alice"].key, new.key)
             self.assertTrue(await self.users[0].remove("alice"))
             self.assertFalse(await self.users[1].remove("alice"))
-            self.assertEqual(await self.users[0].version(), 3)
+            self.assertIsNone(await self.users[0].lookup("alice", "eke"))
         return defer.Deferred.fromCoroutine(run())
 
     def test_the_opaque_setup_is_made_once(self):
@@ -171,18 +181,14 @@ class StoreTests(PostgreSQLTestCase):
             self.assertEqual((charge.delay, charge.familiar), (0, True))
         return defer.Deferred.fromCoroutine(run())
 
-    def test_the_snapshot_sees_a_user_added_elsewhere(self):
+    def test_a_user_added_elsewhere_logs_in_at_once(self):
+        """No snapshot to reload: the next lookup sees the new user."""
         async def run():
-            snapshot = pgstore.UserSnapshot(self.users[0], "the store", {}, 0)
-            with capturedLogs() as events:
-                await snapshot.refresh()
-                self.assertIsNone(snapshot.lookup("carol"))
-                await self.users[1].add("carol", make_user("carol"))
-                await snapshot.refresh()
-            self.assertIsNotNone(snapshot.lookup("carol"))
-            self.assertEqual(snapshot.count("eke"), 1)
-            self.assertIn("reloaded the users from the store: 1 user(s)",
-                          [formatEvent(e) for e in events])
+            self.assertIsNone(await self.users[0].lookup("carol", "eke"))
+            before = self.sql[0].queries
+            await self.users[1].add("carol", make_user("carol"))
+            self.assertIsNotNone(await self.users[0].lookup("carol", "eke"))
+            self.assertEqual(self.sql[0].queries - before, 1)  # one SELECT per lookup
         return defer.Deferred.fromCoroutine(run())
 
 
@@ -206,21 +212,23 @@ class DownTests(PostgreSQLTestCase):
 
         async def run():
             await self.throttle.charge("alice", "192.0.2.1", 1e6, limits)
-            snapshot = pgstore.UserSnapshot(self.users, "the store", {}, 0)
             self.server.stop()
             with capturedLogs() as events:
                 with self.assertRaises(StoreUnavailable) as caught:
                     await self.throttle.charge("alice", "192.0.2.1", 1e6, limits)
                 self.assertIn("postgresql: ", str(caught.exception))
-                await snapshot.refresh()
-                await snapshot.refresh()
+                for _ in range(2):
+                    with self.assertRaises(StoreUnavailable):
+                        await self.users.lookup("alice", "eke")
                 self.server.start()
                 charge = await self.throttle.charge("alice", "192.0.2.1", 1e6, limits)
-                await snapshot.refresh()
+                self.assertIsNone(await self.users.lookup("alice", "eke"))
             self.assertEqual(charge.delay, 0)
             text = [formatEvent(e) for e in events]
+            # One line for the outage, one for its end, however many calls.
             self.assertEqual(len([line for line in text if "does not answer" in line]), 1, text)
-            self.assertIn("the store the store answers again", text)
+            self.assertEqual(len([line for line in text if "answers again" in line]), 1, text)
+            self.assertIn(f"the store {self.url} answers again", text)
             self.assertFalse(any("Traceback" in line or "Rollback failed" in line
                                  for line in text), text)
         return defer.Deferred.fromCoroutine(run())
@@ -248,10 +256,12 @@ class AdminTests(PostgreSQLTestCase):
         self.assertEqual(status, 1)
         self.assertRegex(err, r"^keyx-admin: the store .* has no twisted-keyx schema \(empty\); "
                               r"run: keyx-admin store-upgrade --store '.*'\n\Z")
+        version = pgstore.SCHEMA_VERSION
         self.assertEqual(self.admin("store-upgrade", "--store", self.url),
-                         (0, f"the store {self.url}: schema upgraded from version 0 to 1\n", ""))
+                         (0, f"the store {self.url}: schema upgraded from version 0 to "
+                             f"{version}\n", ""))
         self.assertEqual(self.admin("store-upgrade", "--store", self.url)[1],
-                         f"the store {self.url} has schema version 1: nothing to do\n")
+                         f"the store {self.url} has schema version {version}: nothing to do\n")
         status, out, err = self.admin("adduser", "alice", "--scheme", "eke", "--store", self.url,
                                       "--password-file", self.password_file)
         self.assertEqual((status, out), (0, f"added user alice to {self.url} (scrypt n=16 r=2 p=1)\n"))
@@ -277,6 +287,45 @@ class AdminTests(PostgreSQLTestCase):
                          f"removed user alice from {self.url}\n")
         self.assertEqual(self.admin("listusers", "--store", other)[1],
                          "alice  eke, scrypt n=16 r=2 p=1\n")
+
+    def test_invitations_in_a_store(self):
+        self.admin("store-upgrade", "--store", self.url)
+        self.patch(admin, "clock", lambda: NOW)
+        status, code, err = self.admin("invite", "bob", "--store", self.url)
+        self.assertEqual(status, 0, err)
+        self.assertRegex(code, r"^[a-z0-9-]{39}\n\Z")
+        self.assertEqual(err, f"keyx-admin: invited 'bob' in {self.url} until 1970-01-19 "
+                              "13:46 UTC; the code is shown once, for: keyx-client opaque "
+                              "register --user bob\n")
+        self.assertEqual(self.admin("listusers", "--store", self.url)[1],
+                         "bob  invited, code unused, expires 1970-01-19 13:46 UTC\n")
+        # The daemon's side finds the code the admin made.
+        connection = pgstore.connect(self.url)
+        self.addCleanup(connection.close)
+        store = pgstore.PostgreSQLInvitationStore(pgstore.ConnectionStore(connection))
+        self.assertTrue(self.successResultOf(store.redeem("bob", code_hash(code.strip()), NOW)))
+        self.assertEqual(self.admin("listusers", "--store", self.url)[1],
+                         "bob  invitation used\n")
+        # Revoked; a user who exists is not invited.
+        self.admin("invite", "carol", "--store", self.url)
+        self.assertEqual(self.admin("revoke", "carol", "--store", self.url),
+                         (0, f"revoked the invitation of carol in {self.url}\n", ""))
+        self.assertEqual(self.admin("revoke", "carol", "--store", self.url),
+                         (1, "", f"keyx-admin: no pending invitation for 'carol' in {self.url}\n"))
+        self.admin("adduser", "alice", "--scheme", "eke", "--store", self.url,
+                   "--password-file", self.password_file)
+        status, _, err = self.admin("invite", "alice", "--store", self.url)
+        self.assertEqual((status, err), (1, f"keyx-admin: user 'alice' already exists in "
+                                            f"{self.url}; remove it first with keyx-admin "
+                                            "deluser\n"))
+        status, _, err = self.admin("invite", "dave", "--store", self.url, "--invitations", "x")
+        self.assertEqual((status, err), (1, "keyx-admin: give --store or --invitations, not "
+                                            "both (a store keeps its invitations)\n"))
+
+    def test_invite_into_an_old_schema_says_so(self):
+        status, _, err = self.admin("invite", "bob", "--store", self.url)
+        self.assertEqual(status, 1)
+        self.assertIn("has no twisted-keyx schema (empty); run: keyx-admin store-upgrade", err)
 
     def test_a_store_that_is_no_url(self):
         status, _, err = self.admin("listusers", "--store", "users.db")
@@ -314,11 +363,21 @@ class DaemonTests(PostgreSQLTestCase):
         self.assertEqual(read.setup.dumps(), made.setup.dumps())
         self.assertEqual(first.config.new_files, ())  # nothing left to write at start
 
-    def start(self):
+    def prepare(self):
+        """The schema, alice (EKE) and a cheap OPAQUE setup (so that
+        registering costs the tests little)."""
         connection = pgstore.connect(self.url)
         pgstore.upgrade(connection)
         pgstore.add_users(connection, {"alice": make_user("alice")})
+        pgstore.store_setup(connection, cheap_setup())
         connection.close()
+
+    def start(self):
+        """One daemon on the store (a call more: another daemon, its own
+        pool); its DH, EKE and OPAQUE ports."""
+        if not getattr(self, "prepared", False):
+            self.prepare()
+            self.prepared = True
         options = tap_options("--store", self.url, "--dh", "tcp:0:interface=127.0.0.1",
                               "--eke", "tcp:0:interface=127.0.0.1",
                               "--opaque", "tcp:0:interface=127.0.0.1")
@@ -335,6 +394,79 @@ class DaemonTests(PostgreSQLTestCase):
         for port in ports:
             self.addCleanup(port.stopListening)
         return [port.getHost().port for port in ports]
+
+    def invite(self, name):
+        out, err = io.StringIO(), io.StringIO()
+        self.assertEqual(admin.main(["invite", name, "--store", self.url], out, err), 0,
+                         err.getvalue())
+        return out.getvalue().strip()
+
+    async def register(self, port, user, code, password=PASSWORD):
+        factory = OPAQUERegistrationFactory(user, password, code, ksf_limits=CHEAP_LIMITS)
+        endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        client = factory.buildProtocol(None)
+        await endpoints.connectProtocol(endpoint, client)
+        try:
+            return await client.authenticated
+        finally:
+            await client.disconnected
+
+    async def opaque_login(self, port, user, password=PASSWORD):
+        factory = OPAQUEClientFactory(user, password, ksf_limits=CHEAP_LIMITS)
+        endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        client = factory.buildProtocol(None)
+        await endpoints.connectProtocol(endpoint, client)
+        try:
+            result = await client.authenticated
+        except BaseException:
+            await client.disconnected
+            raise
+        client.quit()
+        await client.finished
+        await client.disconnected
+        return result.user
+
+    def test_register_through_one_daemon_log_in_through_another(self):
+        async def run():
+            first, second = self.start()[2], self.start()[2]
+            code = self.invite("bob")
+            with capturedLogs() as events:
+                self.assertEqual(await self.register(first, "bob", code), "bob")
+            self.assertTrue(any("OPAQUE: registered user 'bob'" in formatEvent(e)
+                                for e in events))
+            # At once, no reload: the other daemon looks bob up at his login.
+            self.assertEqual(await self.opaque_login(second, "bob"), "bob")
+            with self.assertRaises(AuthenticationFailed):
+                await self.opaque_login(second, "bob", password="not it")
+            # The code worked once: not again, on either daemon.
+            for port in (first, second):
+                with self.assertRaises(RegistrationFailed):
+                    await self.register(port, "bob", code, password="another")
+            self.assertEqual(await self.opaque_login(first, "bob"), "bob")
+            status = io.StringIO()
+            admin.main(["listusers", "--store", self.url], status, io.StringIO())
+            self.assertIn("bob  opaque", status.getvalue())
+            self.assertNotIn("invit", status.getvalue())
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_two_daemons_racing_with_one_code_register_once(self):
+        async def run():
+            first, second = self.start()[2], self.start()[2]
+            code = self.invite("carol")
+            outcomes = []
+            for outcome in await defer.DeferredList(
+                    [defer.Deferred.fromCoroutine(self.register(port, "carol", code, password))
+                     for port, password in ((first, "one"), (second, "two"))],
+                    consumeErrors=True):
+                outcomes.append(outcome[1] if outcome[0] else outcome[1].type)
+            self.assertEqual(sorted(map(str, outcomes)),
+                             sorted(["carol", str(RegistrationFailed)]), outcomes)
+            winner = "one" if outcomes[0] == "carol" else "two"
+            loser = "two" if winner == "one" else "one"
+            self.assertEqual(await self.opaque_login(second, "carol", winner), "carol")
+            with self.assertRaises(AuthenticationFailed):
+                await self.opaque_login(first, "carol", loser)
+        return defer.Deferred.fromCoroutine(run())
 
     async def login(self, port, password=PASSWORD):
         factory = EKEClientFactory("alice", password, kdf_limits=TEST_LIMITS)
@@ -360,3 +492,131 @@ class DaemonTests(PostgreSQLTestCase):
             result = await self.login(eke)
             self.assertEqual(result.user, "alice")
         return defer.Deferred.fromCoroutine(run())
+
+
+class InvitationStoreTests(PostgreSQLTestCase):
+    """IInvitationStore in PostgreSQL: the file store's behaviour
+    (tests.test_invitation_store), shared by two pools as by two daemons."""
+
+    def setUp(self):
+        super().setUp()
+        self.url = self.server.database()
+        connection = pgstore.connect(self.url)
+        pgstore.upgrade(connection)
+        connection.close()
+        self.sql = [pgstore.sql_store(self.url, connections=8), pgstore.sql_store(self.url)]
+        self.stores = [pgstore.PostgreSQLInvitationStore(s) for s in self.sql]
+        self.store = self.stores[0]
+
+    def tearDown(self):
+        for store in self.sql:
+            store.close()
+
+    def test_interface(self):
+        self.assertTrue(verifyObject(IInvitationStore, self.store))
+        connection = pgstore.connect(self.url)
+        self.addCleanup(connection.close)
+        admin_side = pgstore.PostgreSQLInvitationStore(pgstore.ConnectionStore(connection))
+        self.assertTrue(verifyObject(IInvitationStore, admin_side))
+
+    def test_invite_lookup_list_and_replace(self):
+        async def run():
+            self.assertIsNone(await self.store.lookup("bob"))
+            await self.store.invite(invited())
+            self.assertEqual(await self.stores[1].lookup("bob"), invited())
+            self.assertEqual(await self.stores[1].invitations(), {"bob": invited()})
+            # A new invitation replaces the old one, whatever its state.
+            await self.store.revoke("bob")
+            other = invited(code=new_code())
+            await self.store.invite(other)
+            self.assertEqual(await self.stores[1].lookup("bob"), other)
+            with self.assertRaises(StoreConflict):
+                await self.store.invite(invited(state="used"))
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_the_code_is_never_stored(self):
+        async def run():
+            await self.store.invite(invited())
+            connection = pgstore.connect(self.url)
+            self.addCleanup(connection.close)
+            rows = connection.execute("SELECT * FROM keyx_invitations").fetchall()
+            self.assertEqual(len(rows), 1)
+            self.assertNotIn(CODE.encode(), repr(rows).encode())
+            self.assertEqual(bytes(rows[0][1]), code_hash(CODE))
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_redeem_once_on_any_daemon(self):
+        async def run():
+            await self.store.invite(invited())
+            self.assertFalse(await self.store.redeem("bob", code_hash(new_code()), NOW))
+            self.assertTrue(await self.stores[1].redeem("bob", code_hash(CODE), NOW))
+            self.assertFalse(await self.store.redeem("bob", code_hash(CODE), NOW))
+            self.assertFalse(await self.stores[1].redeem("bob", code_hash(CODE), NOW))
+            self.assertEqual((await self.store.lookup("bob")).state, "used")
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_expired_revoked_and_unknown(self):
+        async def run():
+            await self.store.invite(invited(expires=NOW))
+            self.assertFalse(await self.store.redeem("bob", code_hash(CODE), NOW))
+            self.assertEqual((await self.store.lookup("bob")).state, "pending")  # kept, expired
+            await self.store.invite(invited())
+            self.assertTrue(await self.store.revoke("bob"))
+            self.assertFalse(await self.stores[1].revoke("bob"))
+            self.assertFalse(await self.store.redeem("bob", code_hash(CODE), NOW))
+            self.assertEqual((await self.store.lookup("bob")).state, "revoked")
+            self.assertFalse(await self.store.revoke("nobody"))
+            self.assertFalse(await self.store.redeem("nobody", code_hash(CODE), NOW))
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_concurrent_redeems_one_wins(self):
+        """Sixteen redeems of one code at once over two pools (nine
+        connections): one True, whatever the interleaving."""
+        async def run():
+            await self.store.invite(invited())
+            results = await defer.gatherResults([
+                self.stores[i % 2].redeem("bob", code_hash(CODE), NOW) for i in range(16)])
+            self.assertEqual(sorted(results), [False] * 15 + [True])
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_a_store_down_is_store_unavailable(self):
+        self.addCleanup(lambda: self.server.running or self.server.start())
+
+        async def run():
+            await self.store.invite(invited())
+            self.server.stop()
+            with capturedLogs():
+                with self.assertRaises(StoreUnavailable):
+                    await self.store.redeem("bob", code_hash(CODE), NOW)
+            self.server.start()
+            self.assertTrue(await self.store.redeem("bob", code_hash(CODE), NOW))
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_schema_1_upgraded_keeps_its_users(self):
+        other = self.server.database()
+        connection = pgstore.connect(other)
+        self.addCleanup(connection.close)
+        with self.connection_at_version(1):
+            self.assertEqual(pgstore.upgrade(connection), (0, 1))
+            pgstore.add_users(connection, {"alice": make_user("alice")})
+        self.assertEqual(pgstore.upgrade(connection), (1, pgstore.SCHEMA_VERSION))
+        self.assertEqual(sorted(pgstore.read_users(connection)), ["alice"])
+        store = pgstore.PostgreSQLInvitationStore(pgstore.ConnectionStore(connection))
+        self.assertEqual(self.successResultOf(store.invitations()), {})
+
+    def connection_at_version(self, version):
+        import contextlib
+
+        @contextlib.contextmanager
+        def patched():
+            saved = pgstore.SCHEMA_VERSION
+            pgstore.SCHEMA_VERSION = version
+            try:
+                yield
+            finally:
+                pgstore.SCHEMA_VERSION = saved
+        return patched()
+
+
+def invited(user="bob", code=CODE, expires=NOW + 60, state="pending"):
+    return Invitation(user, code_hash(code), NOW - 60, expires, state)

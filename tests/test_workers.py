@@ -20,7 +20,7 @@ from twisted_keyx.service import workers
 from twisted_keyx.service import userfile as userstore
 
 from tests.helpers import make_user
-from tests.test_eke_protocol import guess_over_tcp
+from tests.test_eke_protocol import client_machine, guess_over_tcp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(tap.__file__))))
 
@@ -49,9 +49,19 @@ class OptionTests(unittest.TestCase):
             self.assertIn("--workers must be a number, 1 or more, or auto", str(caught.exception))
 
     def test_endpoints_that_cannot_be_shared_are_refused(self):
-        with self.assertRaises(usage.UsageError) as caught:
-            workers.check_description("systemd:domain=INET:index=0")
-        self.assertIn("only tcp:, tcp6:, ssl: and unix: endpoints", str(caught.exception))
+        for description in ("systemd:domain=INET:index=0", "haproxy:systemd:domain=INET:index=0"):
+            with self.assertRaises(usage.UsageError) as caught:
+                workers.check_description(description)
+            self.assertIn("only tcp:, tcp6:, ssl: and unix: endpoints (each also behind "
+                          "haproxy:)", str(caught.exception))
+
+    def test_haproxy_endpoints_are_shared(self):
+        for description in ("haproxy:tcp:0:interface=127.0.0.1", "haproxy:unix:/tmp/k.sock"):
+            workers.check_description(description)
+        self.assertEqual(parse("--workers", "2", "--eke", "haproxy:tcp:0")["workers"], 2)
+        s, family = workers.bind("haproxy:tcp:0:interface=127.0.0.1")
+        self.addCleanup(s.close)
+        self.assertEqual((family, s.getsockname()[0]), (socket.AF_INET, "127.0.0.1"))
 
     def test_limits_are_divided_rounding_up(self):
         shared = workers.worker_limits(limits.Limits(max_connections=10001, max_per_ip=3), 2)
@@ -151,10 +161,12 @@ def eke_guess(port):
     return answered
 
 
-class DaemonTests(unittest.TestCase):
-    """A real ``twistd -n keyx --workers 2`` on 127.0.0.1."""
+class _Daemon(unittest.TestCase):
+    """A real ``twistd -n keyx --workers 2`` on 127.0.0.1, its endpoints
+    behind ``PREFIX``."""
 
     timeout = 120
+    PREFIX = ""
 
     def setUp(self):
         self.folder = os.path.abspath(self.mktemp())
@@ -169,9 +181,9 @@ class DaemonTests(unittest.TestCase):
         self.daemon = subprocess.Popen(
             [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
              "-n", "--logfile", self.log, "--pidfile", "", "keyx", "--workers", "2",
-             "--dh", f"tcp:{self.port}:interface=127.0.0.1",
-             "--eke", f"tcp:{self.eke_port}:interface=127.0.0.1",
-             "--opaque", "tcp:0:interface=127.0.0.1", "--users", users],
+             "--dh", f"{self.PREFIX}tcp:{self.port}:interface=127.0.0.1",
+             "--eke", f"{self.PREFIX}tcp:{self.eke_port}:interface=127.0.0.1",
+             "--opaque", f"{self.PREFIX}tcp:0:interface=127.0.0.1", "--users", users],
             env=env, cwd=self.folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.addCleanup(self._kill)
 
@@ -218,6 +230,9 @@ class DaemonTests(unittest.TestCase):
         return sum("DHServerFactory (GuardedFactory) starting on" in line
                    for line in self.lines()) >= 2
 
+
+
+class DaemonTests(_Daemon):
     def test_handshakes_from_both_workers_then_sigterm_stops_all(self):
         async def run():
             await self.wait_for(self.serving)
@@ -348,6 +363,58 @@ class DaemonTests(unittest.TestCase):
             await self.wait_for(lambda: sum("DHServerFactory (GuardedFactory) starting on" in line
                                             for line in self.lines()) >= 3)
             await self.handshake()
+
+        return defer.Deferred.fromCoroutine(run())
+
+
+class ProxiedDaemonTests(_Daemon):
+    """``--workers 2`` with ``haproxy:`` endpoints: the parent binds the
+    plain sockets, each worker reads the PROXY header of its connections."""
+
+    PREFIX = "haproxy:"
+
+    def login(self, client_address):
+        """A whole EKE login for alice, after a PROXY v1 header that says the
+        client is ``client_address``: "ok" or the failure."""
+        client = client_machine("correct horse", "alice")
+        with socket.create_connection(("127.0.0.1", self.eke_port), timeout=30) as s:
+            s.sendall(f"PROXY TCP4 {client_address} 127.0.0.1 40000 {self.eke_port}\r\n"
+                      .encode("ascii"))
+            stream = s.makefile("rwb")
+            line = client.start()
+            while line is not None:
+                stream.write(line + b"\n")
+                stream.flush()
+                answer = stream.readline()
+                if not answer:
+                    return "closed"
+                line = client.receive(answer[:-1])
+        return "ok"
+
+    def test_each_worker_sees_the_client_behind_the_proxy(self):
+        async def run():
+            # Three endpoints in each of two workers.
+            await self.wait_for(lambda: sum("(PROXY) starting on" in line
+                                            for line in self.lines()) >= 6)
+            seen = set()
+            for n in range(40):
+                outcome = await task.deferLater(reactor, 0, self.login, f"203.0.113.{n + 1}")
+                self.assertEqual(outcome, "ok")
+                seen = {m.group(1) for m in (
+                    re.search(r"\[(worker \d)\] EKE: user alice from 203\.0\.113\.\d+:40000",
+                              line) for line in self.lines()) if m}
+                if seen == {"worker 1", "worker 2"}:
+                    break
+            self.assertEqual(seen, {"worker 1", "worker 2"}, self.lines()[-20:])
+            # A connection without the header is closed unserved.
+            with socket.create_connection(("127.0.0.1", self.eke_port), timeout=30) as s:
+                s.sendall(b"alice\n")
+                try:
+                    data = s.recv(100)
+                except ConnectionResetError:  # aborted
+                    data = b""
+                self.assertEqual(data, b"")
+            self.assertEqual([line for line in self.lines() if "Traceback" in line], [])
 
         return defer.Deferred.fromCoroutine(run())
 

@@ -304,15 +304,15 @@ def cmd_deluser(args, out, err):
 
 
 def cmd_listusers(args, out, err):
-    if args.store:
-        from twisted_keyx.service import pgstore
+    with _invitations(args) as (store, connection):
+        if connection is not None:
+            from twisted_keyx.service import pgstore
 
-        with _store(args.store) as connection:
             users = pgstore.read_users(connection)
-    else:
-        users = _read_users(args.users, missing_ok=True)
-        _warn(err, userstore.user_file_warning(args.users))
-    invited = _fired(_invitation_store(args).invitations())
+        else:
+            users = _read_users(args.users, missing_ok=True)
+            _warn(err, userstore.user_file_warning(args.users))
+        invited = _fired(store.invitations())
     if not users:
         err.write(f"keyx-admin: no users in {_where(args)}\n")
     for name, record in sorted(users.items()):
@@ -324,15 +324,28 @@ def cmd_listusers(args, out, err):
         out.write(f"{name}  {_describe_invitation(invitation, now)}\n")
 
 
-def _invitation_store(args):
-    """The invitation store: --invitations, or the file of that name beside
-    the users file (where the daemon looks for it)."""
+@contextlib.contextmanager
+def _invitations(args):
+    """(the invitation store, the store's connection or None): with
+    --store, the store's invitations (its table keyx_invitations); else
+    --invitations, or the file of that name beside the users file (where
+    the daemon looks for it)."""
     from twisted_keyx.service import invitations
 
+    if getattr(args, "store", None):
+        from twisted_keyx.service import pgstore
+
+        if args.invitations is not None:
+            raise AdminError("give --store or --invitations, not both (a store keeps "
+                             "its invitations)")
+        with _store(args.store) as connection:
+            yield (pgstore.PostgreSQLInvitationStore(pgstore.ConnectionStore(connection),
+                                                     pgstore.shown(args.store)), connection)
+        return
     path = args.invitations
     if path is None:
         path = os.path.join(os.path.dirname(args.users), invitations.DEFAULT_INVITATION_FILE)
-    return invitations.InvitationFile(path)
+    yield invitations.InvitationFile(path), None
 
 
 def _fired(deferred):
@@ -371,13 +384,20 @@ def cmd_invite(args, out, err):
     from twisted_keyx.core.interfaces import Invitation
     from twisted_keyx.opaque import invitation as protocol
 
-    _refuse_existing(_read_users(args.users, missing_ok=True), args)
-    store = _invitation_store(args)
-    previous = _fired(store.lookup(args.name))
-    now = clock()
-    code = protocol.new_code()
-    expires = now + args.expires * 24 * 3600
-    _fired(store.invite(Invitation(args.name, protocol.code_hash(code), now, expires)))
+    with _invitations(args) as (store, connection):
+        if connection is not None:
+            from twisted_keyx.service import pgstore
+
+            if args.name in pgstore.read_users(connection):
+                raise AdminError(f"user {args.name!r} already exists in {_where(args)}; "
+                                 "remove it first with keyx-admin deluser")
+        else:
+            _refuse_existing(_read_users(args.users, missing_ok=True), args)
+        previous = _fired(store.lookup(args.name))
+        now = clock()
+        code = protocol.new_code()
+        expires = now + args.expires * 24 * 3600
+        _fired(store.invite(Invitation(args.name, protocol.code_hash(code), now, expires)))
     if previous is not None and previous.usable(now):
         err.write(f"keyx-admin: the pending invitation of {shown_name(args.name)} is "
                   "replaced; its code no longer works\n")
@@ -388,8 +408,9 @@ def cmd_invite(args, out, err):
 
 
 def cmd_revoke(args, out, err):
-    store = _invitation_store(args)
-    if not _fired(store.revoke(args.name)):
+    with _invitations(args) as (store, _):
+        revoked = _fired(store.revoke(args.name))
+    if not revoked:
         raise AdminError(f"no pending invitation for {shown_name(args.name)} in {store.path}")
     out.write(f"revoked the invitation of {args.name} in {store.path}\n")
 
@@ -508,16 +529,8 @@ def _add_users_option(parser):
     )
     parser.add_argument(
         "--store", metavar="URL",
-        help="postgresql://... : the users in this PostgreSQL store (as twistd keyx "
-             "--store) instead of --users",
-    )
-
-
-def _add_users_file_option(parser):
-    """``--users`` alone: the invitations are a file beside the user file."""
-    parser.add_argument(
-        "--users", metavar="FILE", default=userstore.DEFAULT_USER_FILE,
-        help=f"the user file [default: {userstore.DEFAULT_USER_FILE}]",
+        help="postgresql://... : the users and invitations in this PostgreSQL store "
+             "(as twistd keyx --store) instead of --users",
     )
 
 
@@ -643,7 +656,8 @@ def build_parser():
         "invite", help="invite a new OPAQUE user to register over the network",
         description=(
             "Make a one-time invitation code for NAME (160 random bits) and print it "
-            "once on standard output; the invitation file keeps only a hash of it. "
+            "once on standard output; the invitation file (or the --store database) "
+            "keeps only a hash of it. "
             "The user registers with 'keyx-client opaque register --user NAME', which "
             "asks for the code and a password the server never sees (docs/opaque.rst, "
             "Registration). A new invitation replaces NAME's previous one."
@@ -651,7 +665,7 @@ def build_parser():
     )
     invite.add_argument("name", metavar="NAME", type=user_name_argument,
                         help="1 to 64 bytes of UTF-8, printable, no whitespace")
-    _add_users_file_option(invite)
+    _add_users_option(invite)
     _add_invitations_option(invite)
     invite.add_argument("--expires", metavar="DAYS", type=_expiry_days, default=7.0,
                         help=f"the code works for DAYS days, at most {MAX_INVITATION_DAYS} "
@@ -663,7 +677,7 @@ def build_parser():
         description="Revoke NAME's pending invitation: its code no longer works.",
     )
     revoke.add_argument("name", metavar="NAME")
-    _add_users_file_option(revoke)
+    _add_users_option(revoke)
     _add_invitations_option(revoke)
     revoke.set_defaults(run=cmd_revoke)
 

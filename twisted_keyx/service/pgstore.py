@@ -3,9 +3,14 @@
 
 ``--store postgresql://...`` (``twistd keyx`` and ``keyx-admin``) puts in one
 database the users (EKE and OPAQUE records, as the user file holds them),
-the OPAQUE server setup (made once, shared by every daemon), and the guess
+the OPAQUE server setup (made once, shared by every daemon), the
+invitations of OPAQUE registration over the network, and the guess
 throttle's buckets and familiar sources
 (:class:`~twisted_keyx.service.sqlstore.SQLThrottleStore`).
+
+The daemon looks each user up when a login asks for it (one SELECT by
+primary key), as the handshakes ask :class:`~twisted_keyx.core.interfaces.IUserStore`;
+it holds no copy of the user table (docs/fleet.rst, "Users per login").
 
 The schema is versioned (:data:`MIGRATIONS`); ``keyx-admin store-upgrade``
 creates or upgrades it, each upgrade one transaction under an advisory
@@ -15,26 +20,26 @@ schema that is missing, older or newer than its own (:func:`check_schema`).
 The daemon reads through adbapi (:mod:`twisted_keyx.service.sqlstore`, where
 the choice is explained); ``keyx-admin`` and the daemon's start-up checks use
 one plain psycopg connection.  Every write that must not be lost is one
-transaction: a user added with the change counter that tells the daemons to
-reload, a guess charged to all its buckets.
+transaction: a user added, an invitation redeemed, a guess charged to all
+its buckets.
 """
 
+import hmac
 import json
 import re
 
-from twisted.application import internet, service
 from twisted.internet import defer
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from twisted_keyx.core import schemes
 from twisted_keyx.core.interfaces import (
-    IServerSetupStore, IUserStore, StoreConflict, StoreUnavailable)
+    IInvitationStore, IServerSetupStore, Invitation, IUserStore, StoreConflict,
+    StoreUnavailable)
 from twisted_keyx.service.sqlstore import (
     THROTTLE_TABLES, Pool, PostgreSQLDialect, SQLStore, SQLThrottleStore)
 
 #: The schema version this code reads and writes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Version -> the statements that bring the schema from the version before
 #: to it (run in one transaction).
@@ -53,10 +58,18 @@ MIGRATIONS = {
         "setup TEXT NOT NULL)",
         *THROTTLE_TABLES,
     ),
+    2: (
+        # The invitations of OPAQUE registration over the network (at most
+        # one per user name; the code's hash, never the code).
+        "CREATE TABLE keyx_invitations (name TEXT PRIMARY KEY, code_hash BYTEA NOT NULL "
+        "CHECK (length(code_hash) = 32), created DOUBLE PRECISION NOT NULL, "
+        "expires DOUBLE PRECISION NOT NULL, state TEXT NOT NULL "
+        "CHECK (state IN ('pending', 'used', 'revoked')))",
+        # The daemons look users up per login: no snapshot to reload, so no
+        # change counter (it made every user change one hot row).
+        "DROP TABLE keyx_users_version",
+    ),
 }
-
-#: How often a daemon asks whether the users changed (seconds).
-REFRESH_EVERY = 1.0
 
 
 class StoreError(Exception):
@@ -152,11 +165,6 @@ def _decode(name, text):
     return schemes.parse_record(name, json.loads(text))
 
 
-def _bump(cursor, mark):
-    cursor.execute(f"UPDATE keyx_users_version SET version = version + 1 WHERE id = {mark}",
-                   (1,))
-
-
 def _users(cursor):
     cursor.execute("SELECT name, record FROM keyx_users ORDER BY name")
     return {name: _decode(name, text) for name, text in cursor.fetchall()}
@@ -172,7 +180,6 @@ def _add(cursor, mark, name, record, replace=False):
     cursor.execute(statement, (name, record.scheme, _encode(record)))
     if cursor.rowcount != 1:
         raise StoreConflict(f"user {name!r} already exists")
-    _bump(cursor, mark)
 
 
 def read_users(connection):
@@ -193,10 +200,7 @@ def remove_user(connection, name):
     """True if user ``name`` existed and was removed."""
     with connection.transaction(), connection.cursor() as cursor:
         cursor.execute("DELETE FROM keyx_users WHERE name = %s", (name,))
-        if cursor.rowcount != 1:
-            return False
-        _bump(cursor, "%s")
-        return True
+        return cursor.rowcount == 1
 
 
 def load_setup(connection):
@@ -233,16 +237,21 @@ def pool(url, connections=3):
 
 
 def sql_store(url, connections=3):
-    """The daemon's :class:`~twisted_keyx.service.sqlstore.SQLStore` on ``url``."""
-    return SQLStore(pool(url, connections), PostgreSQLDialect())
+    """The daemon's :class:`~twisted_keyx.service.sqlstore.SQLStore` on ``url``
+    (an outage logged once, with its end)."""
+    return SQLStore(pool(url, connections), PostgreSQLDialect(), where=f"the store {shown(url)}")
 
 
 @implementer(IUserStore)
 class PostgreSQLUserStore:
-    """:class:`~twisted_keyx.core.interfaces.IUserStore` in PostgreSQL."""
+    """:class:`~twisted_keyx.core.interfaces.IUserStore` in PostgreSQL: each
+    call one transaction; :meth:`lookup` (what a login asks) one SELECT by
+    primary key."""
 
-    def __init__(self, store):
+    def __init__(self, store, path="the store"):
         self.store = store
+        #: Where the users are, for the log (the URL without its password).
+        self.path = path
 
     def lookup(self, name, scheme):
         def run(cursor):
@@ -266,15 +275,11 @@ class PostgreSQLUserStore:
         self.store.queries += 1
         return _users(cursor)
 
-    def version(self):
-        """Deferred: the users' change counter."""
-        def run(cursor):
-            self.store.execute(cursor, "SELECT version FROM keyx_users_version WHERE id = 1")
-            return cursor.fetchone()[0]
-        return self.store.transact(run)
-
     def add(self, name, record):
-        return self.store.transact(lambda cursor: _add(cursor, "%s", name, record))
+        def run(cursor):
+            self.store.queries += 1
+            _add(cursor, "%s", name, record)
+        return self.store.transact(run)
 
     def replace(self, name, old, new):
         def run(cursor):
@@ -283,16 +288,12 @@ class PostgreSQLUserStore:
                                (new.scheme, _encode(new), name, _encode(old)))
             if cursor.rowcount != 1:
                 raise StoreConflict(f"user {name!r} changed meanwhile")
-            _bump(cursor, "%s")
         return self.store.transact(run)
 
     def remove(self, name):
         def run(cursor):
             self.store.execute(cursor, "DELETE FROM keyx_users WHERE name = ?", (name,))
-            if cursor.rowcount != 1:
-                return False
-            _bump(cursor, "%s")
-            return True
+            return cursor.rowcount == 1
         return self.store.transact(run)
 
 
@@ -354,122 +355,145 @@ class ConnectionSetupStore:
             connection.close()
 
 
-class UserSnapshot(service.Service):
-    """The users, in memory, for the handshakes that look a user up at once
-    (``lookup(name, scheme)``, as :class:`~twisted_keyx.service.userfile.UserFile`
-    does): reloaded from the store within :data:`REFRESH_EVERY` seconds of a
-    change (one small query a second), so that a user added through
-    ``keyx-admin`` or another daemon can log in here.  A store that does
-    not answer is logged once, the users loaded before kept, and its
-    return logged."""
+# --- invitations ----------------------------------------------------------------
 
-    log = Logger()
+_INVITATION_COLUMNS = "name, code_hash, created, expires, state"
 
-    def __init__(self, users, where, initial=None, version=None, clock=None):
-        #: A :class:`PostgreSQLUserStore`.
-        self.store = users
-        self.where = where
-        self.users = dict(initial or {})
-        self._version = version
-        self._down = False
-        self._refreshing = None
-        self._timer = internet.TimerService(REFRESH_EVERY, self.refresh)
-        if clock is not None:
-            self._timer.clock = clock
 
-    @property
-    def path(self):
-        return self.where
+def _invitation(row):
+    name, code_hash, created, expires, state = row
+    return Invitation(name, bytes(code_hash), created, expires, state)
 
-    def lookup(self, name, scheme="eke"):
-        record = self.users.get(name)
-        return record if record is not None and record.scheme == scheme else None
 
-    def count(self, scheme):
-        return sum(1 for record in self.users.values() if record.scheme == scheme)
+@implementer(IInvitationStore)
+class PostgreSQLInvitationStore:
+    """:class:`~twisted_keyx.core.interfaces.IInvitationStore` in PostgreSQL
+    (table ``keyx_invitations``, schema version 2), shared by every daemon
+    of a fleet and ``keyx-admin invite/revoke/listusers --store``.
 
-    def startService(self):
-        super().startService()
-        self._timer.startService()
+    ``store`` is anything with ``transact(interaction, *args)`` that runs
+    ``interaction(cursor, *args)`` in one transaction and returns a
+    Deferred: the daemon's :class:`~twisted_keyx.service.sqlstore.SQLStore`
+    (adbapi), or keyx-admin's :class:`ConnectionStore`.
 
-    def stopService(self):
-        super().stopService()
-        return self._timer.stopService()
+    A redeem is one transaction that locks the invitation's row
+    (``SELECT ... FOR UPDATE``) before it compares the code's hash
+    (:func:`hmac.compare_digest`) and marks it used: of two redeems of one
+    code at once, on any daemons, the second waits for the first and then
+    finds the invitation used."""
 
-    def refresh(self):
-        """Deferred: reload the users if they changed."""
-        if self._refreshing is not None:
-            return self._refreshing
-        outcome = self.store.version()
-        outcome.addCallback(self._versioned)
-        outcome.addCallbacks(self._up, self._failed)
-        self._refreshing = outcome
+    def __init__(self, store, path="the store"):
+        self.store = store
+        #: Where the invitations are, for messages (the URL without its password).
+        self.path = path
 
-        def done(result):
-            self._refreshing = None
-            return result
-        return outcome.addBoth(done)
+    def _run(self, cursor, statement, args=()):
+        self.store.queries = getattr(self.store, "queries", 0) + 1
+        cursor.execute(statement, args)
 
-    def _versioned(self, version):
-        if version == self._version:
-            return None
-        outcome = self.store.users()
+    def invite(self, invitation):
+        if invitation.state != "pending":
+            return defer.fail(StoreConflict("a new invitation must be pending"))
 
-        def loaded(users):
-            count = len(users)
-            self.users, self._version = users, version
-            self.log.info("reloaded the users from {where}: {count} user(s)",
-                          where=self.where, count=count)
-        return outcome.addCallback(loaded)
+        def run(cursor):
+            self._run(cursor,
+                      f"INSERT INTO keyx_invitations ({_INVITATION_COLUMNS}) "
+                      "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
+                      "code_hash = excluded.code_hash, created = excluded.created, "
+                      "expires = excluded.expires, state = excluded.state",
+                      (invitation.user, invitation.code_hash, invitation.created,
+                       invitation.expires, invitation.state))
+        return self.store.transact(run)
 
-    def _up(self, _):
-        if self._down:
-            self._down = False
-            self.log.info("the store {where} answers again", where=self.where)
+    def lookup(self, name):
+        def run(cursor):
+            self._run(cursor, f"SELECT {_INVITATION_COLUMNS} FROM keyx_invitations "
+                              "WHERE name = %s", (name,))
+            row = cursor.fetchone()
+            return _invitation(row) if row else None
+        return self.store.transact(run)
 
-    def _failed(self, failure):
-        if not failure.check(StoreUnavailable):
-            self.log.failure("reloading the users from {where} failed", failure,
-                             where=self.where)
-            return
-        if not self._down:
-            self._down = True
-            self.log.warn("the store {where} does not answer ({why}); keeping the "
-                          "{count} user(s) loaded before; password logins are refused "
-                          "until it answers", where=self.where, why=failure.getErrorMessage(),
-                          count=len(self.users))
+    def redeem(self, name, code_hash, now):
+        def run(cursor):
+            self._run(cursor, f"SELECT {_INVITATION_COLUMNS} FROM keyx_invitations "
+                              "WHERE name = %s FOR UPDATE", (name,))
+            row = cursor.fetchone()
+            current = _invitation(row) if row else None
+            if (current is None or not current.usable(now)
+                    or not hmac.compare_digest(current.code_hash, code_hash)):
+                return False
+            self._run(cursor, "UPDATE keyx_invitations SET state = 'used' "
+                              "WHERE name = %s AND state = 'pending'", (name,))
+            return cursor.rowcount == 1
+        return self.store.transact(run)
+
+    def revoke(self, name):
+        def run(cursor):
+            self._run(cursor, "UPDATE keyx_invitations SET state = 'revoked' "
+                              "WHERE name = %s AND state = 'pending'", (name,))
+            return cursor.rowcount == 1
+        return self.store.transact(run)
+
+    def invitations(self):
+        def run(cursor):
+            self._run(cursor, f"SELECT {_INVITATION_COLUMNS} FROM keyx_invitations "
+                              "ORDER BY name")
+            return {row[0]: _invitation(row) for row in cursor.fetchall()}
+        return self.store.transact(run)
+
+
+class ConnectionStore:
+    """keyx-admin's side of the stores above: one plain psycopg
+    ``connection``, each :meth:`transact` one transaction run at once, its
+    outcome a fired Deferred (a connection that fails:
+    :class:`~twisted_keyx.core.interfaces.StoreUnavailable`)."""
+
+    def __init__(self, connection):
+        self.connection = connection
+        self.queries = 0
+
+    def transact(self, interaction, *args):
+        psycopg = _psycopg()
+        try:
+            with self.connection.transaction(), self.connection.cursor() as cursor:
+                result = interaction(cursor, *args)
+        except StoreConflict as e:
+            return defer.fail(e)
+        except psycopg.Error as e:
+            return defer.fail(StoreUnavailable(f"postgresql: {_one_line(e)}"))
+        return defer.succeed(result)
+
+
+def count_users(connection):
+    """The number of users in the store of each scheme (the daemon's
+    start-up lines): ``{scheme: count}``."""
+    with connection.transaction(), connection.cursor() as cursor:
+        cursor.execute("SELECT scheme, count(*) FROM keyx_users GROUP BY scheme")
+        return dict(cursor.fetchall())
 
 
 class Deployment:
     """What ``--store postgresql://...`` gives the daemon, made at start-up:
-    the schema checked, the users and the OPAQUE setup loaded (the setup
-    made and stored once if there is none yet)."""
+    the schema checked and the users counted (not loaded: each login looks
+    its user up).  The OPAQUE setup is the OPAQUE entry's to read or make
+    (:class:`ConnectionSetupStore`)."""
 
-    def __init__(self, url, need_setup=True, clock=None):
+    def __init__(self, url):
         connection = connect(url)
         try:
             check_schema(connection, url)
-            self.initial_users = read_users(connection)
-            self.setup = load_setup(connection)
-            self.setup_created = False
-            if self.setup is None and need_setup:
-                from twisted_keyx.opaque.records import ServerSetup
-
-                self.setup = store_setup(connection, ServerSetup.generate())
-                self.setup_created = True
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT version FROM keyx_users_version WHERE id = 1")
-                version = cursor.fetchone()[0]
-            connection.rollback()
+            #: scheme -> its number of users, at start-up.
+            self.user_counts = count_users(connection)
+            self.user_count = sum(self.user_counts.values())
         finally:
             connection.close()
         self.url = url
         self.where = shown(url)
         self.sql = sql_store(url)
-        self.users = PostgreSQLUserStore(self.sql)
+        self.users = PostgreSQLUserStore(self.sql, self.where)
         self.setup_store = PostgreSQLSetupStore(self.sql, self.where)
+        self.invitations = PostgreSQLInvitationStore(self.sql, self.where)
         self.throttle = SQLThrottleStore(self.sql)
-        self.snapshot = UserSnapshot(self.users, self.where, self.initial_users, version, clock)
 
     def close(self):
         self.sql.close()

@@ -30,6 +30,7 @@ from twisted.protocols import policies
 
 from twisted_keyx.core.lograte import BURST_QUIET, Bursts
 from twisted_keyx.core.twistedshim import InvalidProxyHeader, proxy_header_parser
+from twisted_keyx.service import endpointspec
 
 #: Seconds a connection has to send its PROXY header.
 HEADER_TIMEOUT = 10.0
@@ -170,7 +171,14 @@ def is_proxied(description):
     return description.lower().startswith(PREFIX)
 
 
+def inner(description):
+    """What ``haproxy:<inner>`` listens on: ``<inner>`` (a description
+    without the prefix: itself)."""
+    return description[len(PREFIX):] if is_proxied(description) else description
+
+
 def endpoint(reactor, description):
-    """The endpoint for ``haproxy:<inner description>``."""
-    inner = description[len(PREFIX):]
-    return ProxiedEndpoint(endpoints.serverFromString(reactor, inner), reactor)
+    """The endpoint for ``haproxy:<inner description>`` (a ``unix:`` one
+    private unless it gives its mode, as a plain one)."""
+    wrapped = endpointspec.parse(inner(description)).private()
+    return ProxiedEndpoint(endpoints.serverFromString(reactor, wrapped), reactor)

@@ -143,11 +143,19 @@ def sqlite_pool(path):
 
 
 class SQLStore:
-    """A pool and its dialect; each call one transaction."""
+    """A pool and its dialect; each call one transaction.
 
-    def __init__(self, pool, dialect):
+    With ``where`` (``"the store postgresql://..."``), an outage is logged
+    once when a call first finds the database unreachable, and its end when
+    a call succeeds again: one line each, whatever the number of logins
+    refused meanwhile."""
+
+    def __init__(self, pool, dialect, where=None):
         self.pool = pool
         self.dialect = dialect
+        self.where = where
+        #: Whether the last call found the database unreachable.
+        self.down = False
         #: Statements sent, for the benchmarks (docs/fleet.rst).
         self.queries = 0
 
@@ -164,11 +172,26 @@ class SQLStore:
             return interaction(txn, *args)
 
         outcome = self.pool.runInteraction(run)
-        return outcome.addErrback(self._unavailable)
+        return outcome.addCallbacks(self._answered, self._unavailable)
+
+    def _answered(self, result):
+        if self.down:
+            self.down = False
+            if self.where is not None:
+                log.info("{where} answers again", where=self.where)
+        return result
 
     def _unavailable(self, failure):
         if failure.check(*self.dialect.unavailable):
-            raise StoreUnavailable(f"{self.dialect.name}: {_one_line(failure.value)}")
+            why = f"{self.dialect.name}: {_one_line(failure.value)}"
+            if not self.down:
+                self.down = True
+                if self.where is not None:
+                    log.warn("{where} does not answer ({why}); password logins are refused "
+                             "until it answers", where=self.where, why=why)
+            raise StoreUnavailable(why)
+        # An answer that is an error of its own (a conflict...): it answered.
+        self._answered(None)
         return failure
 
     def close(self):

@@ -67,7 +67,7 @@ def _check_endpoint(description):
         raise usage.UsageError(f"bad endpoint {description!r}: {e}") from None
     # What parses but cannot listen: Twisted takes any integer as a port and
     # any string as a socket path, and bind() refuses them only at start.
-    spec = endpointspec.parse(description)
+    spec = endpointspec.parse(proxied.inner(description))
     address = spec.address()
     if address is None:
         return
@@ -93,7 +93,7 @@ def _check_distinct_listeners(listeners, defaulted=()):
     not give, so that the message says which one to move."""
     seen = []
     for option, description in listeners:
-        spec = endpointspec.parse(description)
+        spec = endpointspec.parse(proxied.inner(description))
         for other_option, other_description, other_spec in seen:
             if not spec.clashes(other_spec):
                 continue
@@ -153,7 +153,8 @@ class KeyxConfig:
     #: ("": a throttle of this process's own).
     throttle_path: str = ""
     #: The invitations of OPAQUE registration over the network
-    #: (keyx-invitations.json beside the user file; ``keyx-admin invite``).
+    #: (keyx-invitations.json beside the user file, or the --store
+    #: database's; ``keyx-admin invite``).
     invitations: Any = None
     #: --store postgresql://...: the :class:`~twisted_keyx.service.pgstore.Deployment`
     #: (users, OPAQUE setup and throttle state in PostgreSQL), or None.
@@ -301,7 +302,8 @@ class Options(RepeatableOptions):
          "for --max-per-ip (0 to 128).", int],
         ["workers", None, "1",
          "Serve every endpoint from this many processes (auto: one per CPU). The "
-         "parent binds the sockets (tcp, tcp6, ssl, unix endpoints only), the "
+         "parent binds the sockets (tcp, tcp6, ssl, unix endpoints only, each "
+         "also behind haproxy:), the "
          "workers share them, and each worker's log lines come to the one log "
          "marked [worker N]. Each worker allows --max-connections / N and "
          "--max-per-ip / N (rounded up): the limits are divided, not shared. The "
@@ -320,9 +322,10 @@ class Options(RepeatableOptions):
          "when it changes. "
          "A missing file means no users yet."],
         ["store", None, None,
-         "postgresql://... : the users, the OPAQUE server setup and the guess "
-         "throttle's state in PostgreSQL, shared by every daemon and worker "
-         "that names it (in place of --users and --opaque-key); its schema made "
+         "postgresql://... : the users (looked up per login), the OPAQUE server "
+         "setup, the registration invitations and the guess throttle's state in "
+         "PostgreSQL, shared by every daemon and worker that names it (in place "
+         "of --users and --opaque-key); its schema made "
          "by keyx-admin store-upgrade --store URL. Needs psycopg "
          "(pip install 'twisted-keyx[postgresql]')."],
     ]
@@ -453,11 +456,13 @@ def _users_and_stores(options):
         deployment = _deployment(options["store"])
         from twisted_keyx.service import pgstore
 
-        initial = deployment.initial_users
+        # Each login looks its user up in the store (docs/fleet.rst, "Users
+        # per login"); registrations redeem the store's invitations.
+        counts = deployment.user_counts
         return _UsersAndStores(
-            users=deployment.snapshot, user_count=len(initial),
-            count_of=lambda scheme: sum(1 for r in initial.values() if r.scheme == scheme),
-            deployment=deployment,
+            users=deployment.users, user_count=deployment.user_count,
+            count_of=lambda scheme: counts.get(scheme, 0),
+            deployment=deployment, invitations=deployment.invitations,
             stores={IServerSetupStore: pgstore.ConnectionSetupStore(deployment.url)})
     # Absolute, so that a daemon that changes directory still finds it.
     users_path = os.path.abspath(options["users"])
@@ -478,15 +483,14 @@ def _users_and_stores(options):
 
 
 def _deployment(url):
-    """--store postgresql://...: the schema checked and the users loaded; a
-    UsageError in one line.  What a handshake keeps there (the OPAQUE
-    setup) it reads through the store :class:`Shared` gives it."""
+    """--store postgresql://...: the schema checked, the users counted; a
+    UsageError in one line."""
     from twisted_keyx.service import pgstore
 
     if not pgstore.is_url(url):
         raise usage.UsageError(f"--store {url!r}: not a postgresql://... URL")
     try:
-        return pgstore.Deployment(url, need_setup=False)
+        return pgstore.Deployment(url)
     except pgstore.StoreError as e:
         raise usage.UsageError(str(e)) from None
 
@@ -684,7 +688,7 @@ def _check_can_listen(description):
     a TCP socket is bound (as Twisted binds it, with SO_REUSEADDR) and
     closed; a unix socket path that answers a connection is in use.  Port 0,
     other endpoint types and what cannot be told are left to Twisted."""
-    spec = endpointspec.parse(description)
+    spec = endpointspec.parse(proxied.inner(description))
     address = spec.address()
     if address is None:
         return
@@ -782,9 +786,6 @@ def makeService(options, reactor=None, listen=None):
                     proxied.endpoint(clock, description), factory)
             return strports.service(endpointspec.parse(description).private(), factory,
                                     reactor=reactor)
-    if config.deployment is not None:
-        # --store: the users reloaded from the database when they change.
-        config.users.setServiceParent(top)
     # One policy for every endpoint of every handshake: the limits are the
     # daemon's, not one listener's.
     policy = limits.ConnectionPolicy(config.limits, reactor)

@@ -28,7 +28,7 @@ from twisted.application import service
 from twisted.logger import formatEvent, globalLogBeginner
 
 from twisted_keyx.core.twistedshim import server_tls_context_factory, share_listening_port
-from twisted_keyx.service import endpointspec
+from twisted_keyx.service import endpointspec, proxied
 from twisted_keyx.service import workers
 
 #: prctl(2) option: the signal this process gets when its parent dies.
@@ -37,7 +37,8 @@ PR_SET_PDEATHSIG = 1
 
 class AdoptedPort(service.Service):
     """Serve ``factory`` on the listening socket ``fd`` (inherited), with
-    TLS for an ``ssl:`` description."""
+    TLS for an ``ssl:`` description and the PROXY header read for a
+    ``haproxy:`` one."""
 
     def __init__(self, reactor, description, fd, family, factory):
         self.reactor = reactor
@@ -50,11 +51,17 @@ class AdoptedPort(service.Service):
     def startService(self):
         super().startService()
         factory = self.factory
-        if endpointspec.parse(self.description).kind == "ssl":
+        description = proxied.inner(self.description)
+        if proxied.is_proxied(self.description):
+            # Behind HAProxy: the PROXY header read first, the daemon's
+            # protocol built for the client's address (as tap's listen does).
+            factory = proxied.ProxiedFactory(factory, self.reactor)
+        if endpointspec.parse(description).kind == "ssl":
             from twisted.internet import endpoints
             from twisted.protocols.tls import TLSMemoryBIOFactory
 
-            endpoint = endpoints.serverFromString(self.reactor, self.description)
+            # As Twisted's haproxy:ssl:, the header inside TLS.
+            endpoint = endpoints.serverFromString(self.reactor, description)
             factory = TLSMemoryBIOFactory(server_tls_context_factory(endpoint), False, factory)
         self.port = self.reactor.adoptStreamPort(self.fd, self.family, factory)
         os.close(self.fd)  # adoptStreamPort listens on a duplicate

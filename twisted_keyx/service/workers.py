@@ -1,13 +1,17 @@
 """``twistd keyx --workers N``: the same endpoints served from N processes.
 
 The parent (the process twistd runs) binds every listening socket once --
-``tcp:``, ``tcp6:``, ``ssl:`` and ``unix:`` endpoints -- and starts N
+``tcp:``, ``tcp6:``, ``ssl:`` and ``unix:`` endpoints, each also behind
+``haproxy:`` -- and starts N
 workers, ``python -m twisted_keyx.service.workerprocess``, each handed the listening
 sockets as inherited file descriptors.  A worker parses the same ``keyx``
 options, builds the same factories as a single-process daemon
 (:func:`twisted_keyx.service.tap.makeService`) and adopts each socket
 (``reactor.adoptStreamPort``; an ``ssl:`` socket gets the endpoint's own TLS
-context through :class:`~twisted.protocols.tls.TLSMemoryBIOFactory`).  The
+context through :class:`~twisted.protocols.tls.TLSMemoryBIOFactory`; a
+``haproxy:`` socket's connections are read through
+:class:`~twisted_keyx.service.proxied.ProxiedFactory`, so that each worker
+takes the client's address from the PROXY header, as one daemon does).  The
 kernel hands each new connection to one of the workers that wait in
 ``accept``.
 
@@ -70,7 +74,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python import usage
 
 from twisted_keyx.service import endpointspec
-from twisted_keyx.service import limits
+from twisted_keyx.service import limits, proxied
 
 #: Seconds before the first restart of a worker that died.
 RESTART_DELAY = 0.5
@@ -138,16 +142,19 @@ def strip_workers_option(argv):
 
 def check_description(description):
     """Raise UsageError if ``description`` is an endpoint the workers cannot share."""
-    if endpointspec.parse(description).kind not in ("tcp", "tcp6", "ssl", "unix"):
+    if endpointspec.parse(proxied.inner(description)).kind not in ("tcp", "tcp6", "ssl", "unix"):
         raise usage.UsageError(
             f"--workers: {description!r}: only tcp:, tcp6:, ssl: and unix: endpoints "
-            "can be shared between workers")
+            "(each also behind haproxy:) can be shared between workers")
 
 
 def bind(description):
-    """A listening socket for ``description`` (tcp, tcp6, ssl, unix), bound
-    as Twisted would bind it; the socket and the address family."""
-    spec = endpointspec.parse(description)
+    """A listening socket for ``description`` (tcp, tcp6, ssl, unix, each
+    also behind ``haproxy:``), bound as Twisted would bind it; the socket and
+    the address family.  A ``haproxy:`` socket is plain here: each worker
+    reads the PROXY header of its connections
+    (:class:`twisted_keyx.service.proxied.ProxiedFactory`)."""
+    spec = endpointspec.parse(proxied.inner(description))
     backlog = spec.backlog or BACKLOG
     if spec.kind == "unix":
         path = spec.path
@@ -178,7 +185,7 @@ def bind(description):
 
 
 def unix_path(description):
-    return endpointspec.parse(description).path
+    return endpointspec.parse(proxied.inner(description)).path
 
 
 _LEVELS = {level.name: level for level in
