@@ -309,6 +309,13 @@ class DaemonRegistrationTests(Daemon, unittest.TestCase):
         self.assertEqual(base64.b64decode(stored["masking_key"]), record[32:96])
         self.assertEqual(base64.b64decode(stored["envelope"]), record[96:])
 
+    def test_user_name_not_ascii(self):
+        # The HKDF info holds the name's length in bytes, not characters.
+        code = self.invite("zo\u00eb")
+        registered = self.register("zo\u00eb", code)
+        self.assertEqual(registered["result"], "registered", registered)
+        self.assertEqual(self.login("zo\u00eb")["exportKey"], registered["exportKey"])
+
     def test_code_works_once(self):
         code = self.invite("bob")
         self.assertEqual(self.register("bob", code)["result"], "registered")
