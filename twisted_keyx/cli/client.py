@@ -554,7 +554,7 @@ def check_host_key(args, result, err, open_terminal=knownhosts.open_terminal):
             if not accepted:
                 _refuse("host key verification failed: not accepted")
             action = knownhosts.Action.RECORD
-            decision = knownhosts.Decision(action, knownhosts.added_text(name))
+            decision = knownhosts.HostKeyDecision(action, knownhosts.added_text(name))
         if action is knownhosts.Action.RECORD:
             known.record(args.host, args.port, result.host_public_key)
             err.write(decision.text)
