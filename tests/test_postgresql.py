@@ -409,6 +409,22 @@ class DaemonTests(PostgreSQLTestCase):
         self.assertIn("has no twisted-keyx schema (empty)", str(error))
         self.assertNotIn("\n", str(error))
 
+    def test_the_opaque_setup_made_by_the_first_daemon_is_every_daemons(self):
+        connection = pgstore.connect(self.url)
+        pgstore.upgrade(connection)
+        connection.close()
+        first = tap_options("--store", self.url, "--no-host-key")
+        self.addCleanup(first.config.deployment.close)
+        second = tap_options("--store", self.url, "--no-host-key")
+        self.addCleanup(second.config.deployment.close)
+        made, read = first.config.settings["opaque"], second.config.settings["opaque"]
+        # Read through IServerSetupStore, the database's, as the key file's is.
+        self.assertTrue(verifyObject(IServerSetupStore, made.store))
+        self.assertEqual(made.where, pgstore.shown(self.url))
+        self.assertEqual((made.created, read.created), (True, False))
+        self.assertEqual(read.setup.dumps(), made.setup.dumps())
+        self.assertEqual(first.config.new_files, ())  # nothing left to write at start
+
     def prepare(self):
         """The schema, alice (EKE) and a cheap OPAQUE setup (so that
         registering costs the tests little)."""
