@@ -159,7 +159,7 @@ class LineFormatTests(unittest.TestCase):
         self.assertLessEqual(len(line), messages.MAX_ANSWER_LINE)
 
     def test_classify_server_message(self):
-        S = messages.ServerMessage
+        S = messages.EKEServerMessage
         for line, kind in [
             (b"no", S.NO), (b"authentication failed", S.FAILED), (b"yes x", S.YES),
             (b"QUJD", S.BOX), (b"", S.UNKNOWN), (b"hello there", S.UNKNOWN),

@@ -533,14 +533,14 @@ class DecideTests(unittest.TestCase):
     def test_known(self):
         for options in ({}, {"require_host_key": True}, {"accept_new": True}):
             self.assertEqual(self.decide(7777, FIXTURE_KEY, **options),
-                             knownhosts.Decision(Action.PROCEED))
+                             knownhosts.HostKeyDecision(Action.PROCEED))
 
     def test_changed_is_refused_whatever_the_options(self):
         expected = knownhosts.changed_text(TrustCheck(
             CHANGED, "[127.0.0.1]:7777", self.known_hosts.path, 2), OTHER_KEY)
         for options in ({}, {"accept_new": True}, {"interactive": True}):
             self.assertEqual(self.decide(7777, OTHER_KEY, **options),
-                             knownhosts.Decision(Action.REFUSE, expected))
+                             knownhosts.HostKeyDecision(Action.REFUSE, expected))
 
     def test_revoked(self):
         path = self.mktemp()
@@ -554,25 +554,25 @@ class DecideTests(unittest.TestCase):
     def test_new(self):
         name = "[127.0.0.1]:7778"
         self.assertEqual(self.decide(7778, FIXTURE_KEY, accept_new=True),
-                         knownhosts.Decision(Action.RECORD, knownhosts.added_text(name)))
+                         knownhosts.HostKeyDecision(Action.RECORD, knownhosts.added_text(name)))
         self.assertEqual(self.decide(7778, FIXTURE_KEY, interactive=True),
-                         knownhosts.Decision(Action.ASK,
+                         knownhosts.HostKeyDecision(Action.ASK,
                                              knownhosts.first_contact_prompt(name, FIXTURE_KEY)))
         self.assertEqual(self.decide(7778, FIXTURE_KEY),
-                         knownhosts.Decision(Action.REFUSE, knownhosts.no_terminal_text(
+                         knownhosts.HostKeyDecision(Action.REFUSE, knownhosts.no_terminal_text(
                              name, FIXTURE_KEY, self.known_hosts.path)))
 
     def test_known_host_without_signature_is_refused(self):
         # A man in the middle who strips the signature meets this.
         for options in ({}, {"accept_new": True}, {"interactive": True}):
-            self.assertEqual(self.decide(7777, None, **options), knownhosts.Decision(
+            self.assertEqual(self.decide(7777, None, **options), knownhosts.HostKeyDecision(
                 Action.REFUSE, knownhosts.unsigned_known_host_text(
                     "[127.0.0.1]:7777", self.known_hosts.path, 2)))
 
     def test_unknown_host_without_signature(self):
-        self.assertEqual(self.decide(7778, None), knownhosts.Decision(
+        self.assertEqual(self.decide(7778, None), knownhosts.HostKeyDecision(
             Action.WARN, knownhosts.unauthenticated_text("[127.0.0.1]:7778")))
-        self.assertEqual(self.decide(7778, None, require_host_key=True), knownhosts.Decision(
+        self.assertEqual(self.decide(7778, None, require_host_key=True), knownhosts.HostKeyDecision(
             Action.REFUSE, knownhosts.require_host_key_text("[127.0.0.1]:7778")))
 
 

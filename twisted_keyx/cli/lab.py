@@ -236,7 +236,7 @@ class RelayState(enum.Enum):
 def _relaying_handshake_class():
     from twisted_keyx.dh import messages
     from twisted_keyx.dh.handshake import DHServerHandshake, DHServerState, UnexpectedMessage
-    from twisted_keyx.dh.messages import ClientMessage
+    from twisted_keyx.dh.messages import DHClientMessage
 
     class LabToClientHandshake(DHServerHandshake):
         """The lab's side of the client's DH handshake.  ``Hello`` is
@@ -248,7 +248,7 @@ def _relaying_handshake_class():
 
         TRANSITIONS = {
             **DHServerHandshake.TRANSITIONS,
-            (DHServerState.AWAIT_HELLO, ClientMessage.HOST_KEY_REQUEST):
+            (DHServerState.AWAIT_HELLO, DHClientMessage.HOST_KEY_REQUEST):
                 ("_on_relayed_request", RelayState.AWAIT_DAEMON_GREETING),
             (RelayState.AWAIT_DAEMON_GREETING, LabEvent.DAEMON_GREETED):
                 ("_on_daemon_greeted", DHServerState.AWAIT_PARAMS_REQUEST),
@@ -263,7 +263,7 @@ def _relaying_handshake_class():
 
         def receive(self, payload):
             kind = messages.classify_client_message(payload)
-            if self.relaying and kind is ClientMessage.CLIENT_KEY:
+            if self.relaying and kind is DHClientMessage.CLIENT_KEY:
                 kind = LabEvent.CLIENT_KEY_ASKED
             return self._dispatch(kind, payload)
 
@@ -444,7 +444,15 @@ def mitm_factory(reactor, target, group, out, raw=False, done=None, host_key=Non
                 self.session.perform(machine.relay_signature,
                                      self.upstream.handshake.signature_message)
 
+    class InterceptedSession(server_class.protocol):
+        """A client's session with the lab."""
+
+        #: Its :class:`Connection`: the lab's own to the daemon.
+        lab_connection: "Connection | None" = None
+
     class Intercepting(server_class):
+        protocol = InterceptedSession
+
         def newHandshake(self):
             if host_key is not None:
                 return super().newHandshake()  # signs with the lab's own key
@@ -455,7 +463,6 @@ def mitm_factory(reactor, target, group, out, raw=False, done=None, host_key=Non
             counter[0] += 1
             protocol = super().buildProtocol(addr)
             protocol.tracer = trace.TextTracer(out, connection=counter[0])
-            protocol.intercepted = counter[0]
             protocol.lab_connection = Connection(counter[0], protocol)
             return protocol
 

@@ -30,7 +30,7 @@ from typing import Optional
 from twisted_keyx.groups import registry as groups
 from twisted_keyx.trust import hostkey
 from twisted_keyx.dh import hostauth, messages
-from twisted_keyx.dh.messages import ClientMessage, ServerMessage
+from twisted_keyx.dh.messages import DHClientMessage, DHServerMessage
 from twisted_keyx.core.decisions import CheckGroup
 from twisted_keyx.core.machine import START, HandshakeFailed, StateMachine, UnexpectedReply
 from twisted_keyx.core.transcript import Transcript, derive_session_key
@@ -156,13 +156,13 @@ class DHServerHandshake(_Machine):
     """The server side: answers messages 1, 3 and 5 with 2, 4 and 6."""
 
     TRANSITIONS = {
-        (DHServerState.AWAIT_HELLO, ClientMessage.HELLO):
+        (DHServerState.AWAIT_HELLO, DHClientMessage.HELLO):
             ("_on_hello", DHServerState.AWAIT_PARAMS_REQUEST),
-        (DHServerState.AWAIT_HELLO, ClientMessage.HOST_KEY_REQUEST):
+        (DHServerState.AWAIT_HELLO, DHClientMessage.HOST_KEY_REQUEST):
             ("_on_host_key_request", DHServerState.AWAIT_PARAMS_REQUEST),
-        (DHServerState.AWAIT_PARAMS_REQUEST, ClientMessage.PARAMS_REQUEST):
+        (DHServerState.AWAIT_PARAMS_REQUEST, DHClientMessage.PARAMS_REQUEST):
             ("_on_params_request", DHServerState.AWAIT_CLIENT_KEY),
-        (DHServerState.AWAIT_CLIENT_KEY, ClientMessage.CLIENT_KEY):
+        (DHServerState.AWAIT_CLIENT_KEY, DHClientMessage.CLIENT_KEY):
             ("_on_client_key", DHServerState.DONE),
     }
     INITIAL = DHServerState.AWAIT_HELLO
@@ -251,15 +251,15 @@ class DHClientHandshake(_Machine):
     TRANSITIONS = {
         (DHClientState.START, START):
             ("_on_start", DHClientState.AWAIT_GREETING),
-        (DHClientState.AWAIT_GREETING, ServerMessage.HEY_THERE):
+        (DHClientState.AWAIT_GREETING, DHServerMessage.HEY_THERE):
             ("_on_greeting", DHClientState.AWAIT_PARAMETERS),
-        (DHClientState.AWAIT_PARAMETERS, ServerMessage.PARAMETERS):
+        (DHClientState.AWAIT_PARAMETERS, DHServerMessage.PARAMETERS):
             ("_on_parameters", DHClientState.AWAIT_SERVER_KEY),
-        (DHClientState.AWAIT_SERVER_KEY, ServerMessage.SERVER_KEY):
+        (DHClientState.AWAIT_SERVER_KEY, DHServerMessage.SERVER_KEY):
             ("_on_server_key", DHClientState.DONE),
         (DHClientState.AWAIT_SERVER_KEY, HostKeyAsked.SERVER_KEY):
             ("_on_server_key", DHClientState.AWAIT_HOST_KEY_SIGNATURE),
-        (DHClientState.AWAIT_HOST_KEY_SIGNATURE, ServerMessage.HOST_KEY_SIGNATURE):
+        (DHClientState.AWAIT_HOST_KEY_SIGNATURE, DHServerMessage.HOST_KEY_SIGNATURE):
             ("_on_host_key_signature", DHClientState.DONE),
     }
     INITIAL = DHClientState.START
@@ -294,7 +294,7 @@ class DHClientHandshake(_Machine):
     def receive(self, payload):
         """Take one server message; return the next message to send, or None."""
         kind = messages.classify_server_message(payload)
-        if self.ask_host_key and kind is ServerMessage.SERVER_KEY:
+        if self.ask_host_key and kind is DHServerMessage.SERVER_KEY:
             kind = HostKeyAsked.SERVER_KEY
         return self._dispatch(kind, payload)
 
@@ -302,12 +302,12 @@ class DHClientHandshake(_Machine):
         return UnexpectedReply(reason)
 
     def _unexpected(self, kind, payload):
-        if (kind is ServerMessage.ERROR and self.ask_host_key
+        if (kind is DHServerMessage.ERROR and self.ask_host_key
                 and self.state is DHClientState.AWAIT_GREETING
                 and payload == messages.UNEXPECTED_MESSAGE_REPLY):
             return HostKeyRequestRefused(
                 f"the server refused Host key?: {payload.decode('ascii')}")
-        if kind is ServerMessage.ERROR:
+        if kind is DHServerMessage.ERROR:
             return ServerRefused(f"the server refused: {payload.decode('ascii')}")
         return UnexpectedReply(f"bad response from the server while {self.state.value}")
 

@@ -39,7 +39,7 @@ ERROR_REPLIES = (UNEXPECTED_MESSAGE_REPLY, INVALID_CLIENT_KEY_REPLY)
 SESSION_KEY_LABEL = b"twisted-keyx dh session key v1"
 
 
-class ClientMessage(enum.Enum):
+class DHClientMessage(enum.Enum):
     """What a message from the client is, judged by its bytes alone."""
 
     HELLO = "Hello"
@@ -49,7 +49,7 @@ class ClientMessage(enum.Enum):
     UNKNOWN = "unknown"
 
 
-class ServerMessage(enum.Enum):
+class DHServerMessage(enum.Enum):
     HEY_THERE = "Hey there!"
     PARAMETERS = "parameters"
     SERVER_KEY = "Server public key"
@@ -60,25 +60,25 @@ class ServerMessage(enum.Enum):
 
 def classify_client_message(payload):
     if payload == HELLO:
-        return ClientMessage.HELLO
+        return DHClientMessage.HELLO
     if payload == HOST_KEY_REQUEST:
-        return ClientMessage.HOST_KEY_REQUEST
+        return DHClientMessage.HOST_KEY_REQUEST
     if payload == PARAMS_REQUEST:
-        return ClientMessage.PARAMS_REQUEST
+        return DHClientMessage.PARAMS_REQUEST
     if payload.startswith(CLIENT_KEY_PREFIX):
-        return ClientMessage.CLIENT_KEY
-    return ClientMessage.UNKNOWN
+        return DHClientMessage.CLIENT_KEY
+    return DHClientMessage.UNKNOWN
 
 
 def classify_server_message(payload):
     if payload == HEY_THERE:
-        return ServerMessage.HEY_THERE
+        return DHServerMessage.HEY_THERE
     if payload.startswith(SERVER_KEY_PREFIX):
-        return ServerMessage.SERVER_KEY
+        return DHServerMessage.SERVER_KEY
     if payload.startswith(HOST_KEY_SIGNATURE_PREFIX):
-        return ServerMessage.HOST_KEY_SIGNATURE
+        return DHServerMessage.HOST_KEY_SIGNATURE
     if groups.is_parameters_message(payload):
-        return ServerMessage.PARAMETERS
+        return DHServerMessage.PARAMETERS
     if payload in ERROR_REPLIES:
-        return ServerMessage.ERROR
-    return ServerMessage.UNKNOWN
+        return DHServerMessage.ERROR
+    return DHServerMessage.UNKNOWN

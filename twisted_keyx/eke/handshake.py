@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 from twisted_keyx.chat.records import ChatKeys
 from twisted_keyx.eke import crypto, messages
-from twisted_keyx.eke.messages import ClientMessage, MalformedLine, ServerMessage
+from twisted_keyx.eke.messages import EKEClientMessage, MalformedLine, EKEServerMessage
 from functools import partial
 
 from twisted_keyx.chat.machine import ClientChat, ServerChat
@@ -209,13 +209,13 @@ class EKEServerHandshake(_EKEHandshake):
     """
 
     TRANSITIONS = {
-        (EKEServerState.AWAIT_USER_NAME, ClientMessage.LINE):
+        (EKEServerState.AWAIT_USER_NAME, EKEClientMessage.LINE):
             ("_on_user_name", EKEServerState.AWAIT_SEALED_PUBLIC_KEY),
-        (EKEServerState.AWAIT_SEALED_PUBLIC_KEY, ClientMessage.LINE):
+        (EKEServerState.AWAIT_SEALED_PUBLIC_KEY, EKEClientMessage.LINE):
             ("_on_sealed_public_key", EKEServerState.AWAIT_CLIENT_NONCE),
-        (EKEServerState.AWAIT_CLIENT_NONCE, ClientMessage.LINE):
+        (EKEServerState.AWAIT_CLIENT_NONCE, EKEClientMessage.LINE):
             ("_on_client_nonce", EKEServerState.AWAIT_SERVER_NONCE),
-        (EKEServerState.AWAIT_SERVER_NONCE, ClientMessage.LINE):
+        (EKEServerState.AWAIT_SERVER_NONCE, EKEClientMessage.LINE):
             ("_on_server_nonce", EKEServerState.DONE),
     }
     INITIAL = EKEServerState.AWAIT_USER_NAME
@@ -237,7 +237,7 @@ class EKEServerHandshake(_EKEHandshake):
     def feed(self, line):
         """Take one client line; return the step's output (the line to send,
         decisions, or a question: :mod:`twisted_keyx.core.decisions`)."""
-        return self._dispatch(ClientMessage.LINE, line)
+        return self._dispatch(EKEClientMessage.LINE, line)
 
     def receive(self, line):
         """Take one client line; return the line to send, the questions
@@ -374,15 +374,15 @@ class EKEClientHandshake(_EKEHandshake):
     TRANSITIONS = {
         (EKEClientState.START, START):
             ("_on_start", EKEClientState.AWAIT_ANSWER),
-        (EKEClientState.AWAIT_ANSWER, ServerMessage.YES):
+        (EKEClientState.AWAIT_ANSWER, EKEServerMessage.YES):
             ("_on_yes", EKEClientState.AWAIT_SEALED_SESSION_KEY),
-        (EKEClientState.AWAIT_ANSWER, ServerMessage.NO):
+        (EKEClientState.AWAIT_ANSWER, EKEServerMessage.NO):
             ("_on_no", EKEClientState.FAILED),
-        (EKEClientState.AWAIT_SEALED_SESSION_KEY, ServerMessage.BOX):
+        (EKEClientState.AWAIT_SEALED_SESSION_KEY, EKEServerMessage.BOX):
             ("_on_sealed_session_key", EKEClientState.AWAIT_NONCES),
-        (EKEClientState.AWAIT_NONCES, ServerMessage.BOX):
+        (EKEClientState.AWAIT_NONCES, EKEServerMessage.BOX):
             ("_on_nonces", EKEClientState.AWAIT_SUCCESS),
-        (EKEClientState.AWAIT_SUCCESS, ServerMessage.BOX):
+        (EKEClientState.AWAIT_SUCCESS, EKEServerMessage.BOX):
             ("_on_success", EKEClientState.DONE),
     }
     INITIAL = EKEClientState.START
@@ -443,7 +443,7 @@ class EKEClientHandshake(_EKEHandshake):
         refused = refusal(payload) if isinstance(payload, bytes) else None
         if refused is not None:
             return refused
-        if event is ServerMessage.FAILED:
+        if event is EKEServerMessage.FAILED:
             if self._doomed is not None:
                 return AuthenticationFailed(self._doomed)
             return AuthenticationFailed(

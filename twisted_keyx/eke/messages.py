@@ -101,7 +101,7 @@ def parse_yes(line):
 MAX_ANSWER_LINE = len(YES) + 1 + base64_length(SALT_SIZE) + 1 + len(KDF_NAME) + 3 * 11
 
 
-class ServerMessage(enum.Enum):
+class EKEServerMessage(enum.Enum):
     """What a line from the server is, judged by its bytes alone."""
 
     YES = "yes"
@@ -113,17 +113,17 @@ class ServerMessage(enum.Enum):
 
 def classify_server_message(line):
     if line == FAILURE_REPLY:
-        return ServerMessage.FAILED
+        return EKEServerMessage.FAILED
     if line == NO:
-        return ServerMessage.NO
+        return EKEServerMessage.NO
     if line.startswith(YES + b" "):
-        return ServerMessage.YES
+        return EKEServerMessage.YES
     if line and b" " not in line:
-        return ServerMessage.BOX
-    return ServerMessage.UNKNOWN
+        return EKEServerMessage.BOX
+    return EKEServerMessage.UNKNOWN
 
 
-class ClientMessage(enum.Enum):
+class EKEClientMessage(enum.Enum):
     """A line from the client: during the handshake its meaning is given by
     the step alone (a name or a box look alike), so there is one kind."""
 

@@ -14,7 +14,7 @@ from twisted_keyx.eke import crypto, messages
 from twisted_keyx.eke.messages import MalformedLine
 
 
-class RecordError(ValueError):
+class UserRecordError(ValueError):
     """A stored EKE record that is not usable (the message names the user
     and the field)."""
 
@@ -46,7 +46,7 @@ def new_user(name, password, kdf=None, random_bytes=crypto.random_bytes):
     return UserRecord(name=name, salt=salt, kdf=kdf, key=key)
 
 
-def exact_keys(obj, keys, where, error=RecordError):
+def exact_keys(obj, keys, where, error=UserRecordError):
     """Raise ``error`` unless ``obj`` is a JSON object with exactly ``keys``."""
     if not isinstance(obj, dict) or set(obj) != set(keys):
         raise error(f"{where}: expected an object with exactly {', '.join(keys)}")
@@ -54,17 +54,17 @@ def exact_keys(obj, keys, where, error=RecordError):
 
 def _integer(value, where):
     if type(value) is not int:
-        raise RecordError(f"{where}: not an integer")
+        raise UserRecordError(f"{where}: not an integer")
     return value
 
 
 def _base64(value, size, where):
     if not isinstance(value, str):
-        raise RecordError(f"{where}: not a string")
+        raise UserRecordError(f"{where}: not a string")
     try:
         return messages.decode_item(value.encode("ascii"), size)
     except (UnicodeEncodeError, MalformedLine) as e:
-        raise RecordError(f"{where}: {e}") from None
+        raise UserRecordError(f"{where}: {e}") from None
 
 
 def eke_record(name, entry):
@@ -74,12 +74,12 @@ def eke_record(name, entry):
     kdf = entry["kdf"]
     exact_keys(kdf, ("name", "n", "r", "p"), f"{where}, kdf")
     if kdf["name"] != "scrypt":
-        raise RecordError(f"{where}: unknown KDF {kdf['name']!r}")
+        raise UserRecordError(f"{where}: unknown KDF {kdf['name']!r}")
     params = crypto.ScryptParameters(*(_integer(kdf[k], f"{where}, kdf {k}") for k in "nrp"))
     try:
         params.check()
     except ValueError as e:
-        raise RecordError(f"{where}: {e}") from None
+        raise UserRecordError(f"{where}: {e}") from None
     return UserRecord(
         name=name,
         salt=_base64(entry["salt"], messages.SALT_SIZE, f"{where}, salt"),

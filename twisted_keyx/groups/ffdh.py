@@ -289,18 +289,18 @@ def encode_parameters_pem(p, g, q=None):
 
 
 @dataclass(frozen=True, eq=False, repr=False)
-class PrivateKey:
+class FFDHPrivateKey:
     """A private exponent x and its public value y = g^x mod p."""
 
     x: object
     y: object
 
     def __repr__(self):
-        return "<ffdh.PrivateKey>"  # never the exponent
+        return "<ffdh.FFDHPrivateKey>"  # never the exponent
 
 
 @dataclass(frozen=True)
-class PeerKey:
+class FFDHPeerKey:
     """A peer's public value y, checked against the group."""
 
     y: object
@@ -408,7 +408,7 @@ class FFDHGroup(groupapi.DiffieHellmanGroup):
         return self._key(gmpy2.mpz(x))
 
     def _key(self, x):
-        return PrivateKey(x, gmpy2.powmod_sec(self.g, x, self._p))
+        return FFDHPrivateKey(x, gmpy2.powmod_sec(self.g, x, self._p))
 
     def public_key_pem(self, private_key):
         """PEM SubjectPublicKeyInfo (RFC 3279 2.3.3), as OpenSSL writes it."""
@@ -435,7 +435,7 @@ class FFDHGroup(groupapi.DiffieHellmanGroup):
         y = gmpy2.mpz(y)
         if not self.in_subgroup(y):
             raise InvalidPublicKey("public value is not in the prime-order subgroup")
-        return PeerKey(y)
+        return FFDHPeerKey(y)
 
     def _read_own_key(self, pem):
         """y, if ``pem`` is a strict DER key whose AlgorithmIdentifier is

@@ -121,7 +121,7 @@ def expand_xwing_seed(seed):
 
 
 @dataclass(frozen=True, eq=False, repr=False)
-class PrivateKey:
+class HybridPrivateKey:
     """A client's decapsulation key: the two halves and pk_X (the combiner
     hashes it); ``seed`` is X-Wing's 32-byte decapsulation key, or None."""
 
@@ -131,11 +131,11 @@ class PrivateKey:
     seed: Optional[bytes] = None
 
     def __repr__(self):
-        return "<hybrid.PrivateKey>"  # never the secrets
+        return "<hybrid.HybridPrivateKey>"  # never the secrets
 
 
 @dataclass(frozen=True)
-class PeerKey:
+class HybridPeerKey:
     """A client's encapsulation key, checked: ML-KEM-768's and X25519's halves."""
 
     mlkem: object
@@ -206,7 +206,7 @@ class HybridGroup(groupapi.Group):
     def _private_key(mlkem_key, x25519_key, seed=None):
         public = (mlkem_key.public_key().public_bytes_raw()
                   + x25519_key.public_key().public_bytes_raw())
-        return PrivateKey(mlkem_key, x25519_key, public, seed)
+        return HybridPrivateKey(mlkem_key, x25519_key, public, seed)
 
     # --- armor ------------------------------------------------------------
 
@@ -293,7 +293,7 @@ class HybridGroup(groupapi.Group):
         return self.peer_key(raw)
 
     def peer_key(self, raw):
-        """The checked :class:`PeerKey` of 1216 raw bytes."""
+        """The checked :class:`HybridPeerKey` of 1216 raw bytes."""
         pk_m, pk_x = raw[:MLKEM_PUBLIC_KEY_LENGTH], raw[MLKEM_PUBLIC_KEY_LENGTH:]
         try:
             mlkem_key = _mlkem.MLKEM768PublicKey.from_public_bytes(pk_m)
@@ -302,7 +302,7 @@ class HybridGroup(groupapi.Group):
                 "the ML-KEM-768 key fails its check (FIPS 203 section 7.2)") from None
         if x25519.is_low_order(pk_x):
             raise groupapi.InvalidPublicKey("the X25519 half is a point of low order")
-        return PeerKey(mlkem_key, pk_x, raw)
+        return HybridPeerKey(mlkem_key, pk_x, raw)
 
     def encapsulate(self, peer_key, private_key_factory=None):
         """Server side: ``(message 6's PEM, shared secret)``.  A KEM draws its

@@ -40,7 +40,7 @@ from twisted_keyx.eke.messages import MalformedLine
 # EKE's records, from before the schemes: imported from here by older code.
 from twisted_keyx.eke.records import (  # noqa: F401
     DecoyUsers,
-    RecordError,
+    UserRecordError,
     UserRecord,
     eke_fields,
     eke_record,
@@ -91,7 +91,7 @@ def _record(name, entry):
         raise UserFileError(f"{where}: not an object")
     try:
         return schemes.parse_record(name, entry)
-    except RecordError as e:  # says which user and field already
+    except UserRecordError as e:  # says which user and field already
         raise UserFileError(str(e)) from None
     except ValueError as e:
         raise UserFileError(f"{where}: {e}") from None

@@ -501,14 +501,14 @@ class Action(enum.Enum):
 
 
 @dataclass(frozen=True)
-class Decision:
+class HostKeyDecision:
     action: Action
     text: str = ""
 
 
 def decide(known_hosts: KnownHosts, host: str, port: int,
            public_key: Optional[Ed25519PublicKey], accept_new: bool = False,
-           require_host_key: bool = False, interactive: bool = False) -> "Decision":
+           require_host_key: bool = False, interactive: bool = False) -> "HostKeyDecision":
     """The client's policy after a handshake, in one place (docs/hostkey.rst,
     "The client").  ``public_key`` is the key whose signature verified, or
     None if the server offered no signature.  Reads the file, writes nothing.
@@ -520,19 +520,20 @@ def decide(known_hosts: KnownHosts, host: str, port: int,
     if public_key is None:
         line = known_hosts.find(host, port)
         if line is not None:
-            return Decision(Action.REFUSE, unsigned_known_host_text(name, known_hosts.path, line))
+            return HostKeyDecision(Action.REFUSE,
+                                   unsigned_known_host_text(name, known_hosts.path, line))
         if require_host_key:
-            return Decision(Action.REFUSE, require_host_key_text(name))
-        return Decision(Action.WARN, unauthenticated_text(name))
+            return HostKeyDecision(Action.REFUSE, require_host_key_text(name))
+        return HostKeyDecision(Action.WARN, unauthenticated_text(name))
     check = known_hosts.check(host, port, public_key)
     if check.status is KNOWN:
-        return Decision(Action.PROCEED)
+        return HostKeyDecision(Action.PROCEED)
     if check.status is CHANGED:
-        return Decision(Action.REFUSE, changed_text(check, public_key))
+        return HostKeyDecision(Action.REFUSE, changed_text(check, public_key))
     if check.status is REVOKED:
-        return Decision(Action.REFUSE, revoked_text(check))
+        return HostKeyDecision(Action.REFUSE, revoked_text(check))
     if accept_new:
-        return Decision(Action.RECORD, added_text(name))
+        return HostKeyDecision(Action.RECORD, added_text(name))
     if interactive:
-        return Decision(Action.ASK, first_contact_prompt(name, public_key))
-    return Decision(Action.REFUSE, no_terminal_text(name, public_key, known_hosts.path))
+        return HostKeyDecision(Action.ASK, first_contact_prompt(name, public_key))
+    return HostKeyDecision(Action.REFUSE, no_terminal_text(name, public_key, known_hosts.path))
