@@ -18,6 +18,12 @@ PostgreSQL's (from /proc), and the store's transactions per login
 (pg_stat_database.xact_commit) and statements per login (pg_stat_statements,
 BEGIN/COMMIT not counted).
 
+``lookup``: what a login's user lookup costs the daemon (docs/fleet.rst,
+"Users per login"): ``IUserStore.lookup`` through the daemon's adbapi pool
+on PostgreSQL, 2,000 times, in one process on the reactor; printed: CPU and
+wall time per lookup, against the same SELECT in a transaction of its own
+(BEGIN, SELECT, COMMIT) and an empty interaction (the thread hop alone).
+
 Ports: ``--base-port`` (24000) to 200 above it.  Not a test: it prints numbers.
 Recorded results: docs/fleet.rst.
 """
@@ -309,9 +315,58 @@ def statements(connection):
     return int(row[0])
 
 
+def lookup_benchmark(args):
+    from twisted.internet import defer, reactor
+
+    from tests.pgfixture import Server
+    from twisted_keyx.service import pgstore
+
+    server = Server()
+    try:
+        url = server.database()
+        connection = pgstore.connect(url)
+        pgstore.upgrade(connection)
+        pgstore.add_users(connection, {"alice": make_user("alice")})
+        connection.close()
+        sql = pgstore.sql_store(url)
+        users = pgstore.PostgreSQLUserStore(sql)
+
+        def in_a_transaction(cursor):
+            cursor.execute("SELECT record FROM keyx_users WHERE name = %s AND scheme = %s",
+                           ("alice", "eke"))
+            return cursor.fetchone()
+
+        async def run():
+            print("lookup: IUserStore.lookup on PostgreSQL through the daemon's adbapi pool")
+            for what, call in (
+                    ("lookup (one statement, autocommit)", lambda: users.lookup("alice", "eke")),
+                    ("the same SELECT in a transaction", lambda: sql.transact(in_a_transaction)),
+                    ("an empty interaction (thread hop)", lambda: sql.read(lambda cursor: None))):
+                for _ in range(50):
+                    await call()
+                count = 2000
+                cpu, wall = time.process_time(), time.monotonic()
+                for _ in range(count):
+                    await call()
+                cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+                print(f"  {what}: {1000 * cpu / count:.3f} ms CPU, "
+                      f"{1000 * wall / count:.3f} ms wall each")
+
+        def done(result):
+            sql.close()
+            reactor.stop()
+            return result
+
+        reactor.callWhenRunning(lambda: defer.Deferred.fromCoroutine(run()).addBoth(done))
+        reactor.run()
+    finally:
+        server.cleanup()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["throttle", "fleet", "both"], nargs="?", default="both")
+    parser.add_argument("what", choices=["throttle", "fleet", "lookup", "both"], nargs="?",
+                        default="both")
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--attackers", type=int, default=24)
     parser.add_argument("--clients", type=int, default=8)
@@ -322,6 +377,8 @@ def main():
         throttle_benchmark(args)
     if args.what in ("fleet", "both"):
         fleet_benchmark(args)
+    if args.what == "lookup":
+        lookup_benchmark(args)
 
 
 if __name__ == "__main__":

@@ -314,7 +314,8 @@ def _handshake_only(client):
     """keyx-client's _password_session without the chat: connect, await
     the handshake, call ``authenticated``, close."""
 
-    async def session(reactor, args, out, console, factory, failures, authenticated=None):
+    async def session(reactor, args, out, console, factory, failures, authenticated=None,
+                      then=None):
         protocol = await client.connect(reactor, args, factory)
         protocol.finished.addErrback(lambda failure: None)  # closed here, chat unused
         try:

@@ -130,6 +130,68 @@ class StoreTests(PostgreSQLTestCase):
             self.assertIsNone(await self.users[0].lookup("alice", "eke"))
         return defer.Deferred.fromCoroutine(run())
 
+    def test_a_change_of_password_inside_an_opaque_session(self):
+        """keyx-client opaque passwd's protocol against PostgreSQL: the record
+        the login used is replaced (compare-and-swap on its stored text);
+        the other daemon then logs in with the new password only."""
+        from tests.opaque_helpers import CHEAP_LIMITS, cheap_setup
+        from twisted_keyx.opaque.handshake import AuthenticationFailed
+        from twisted_keyx.opaque.protocol import OPAQUEClientFactory, OPAQUEServerFactory
+        from twisted_keyx.opaque.scheme import new_user
+
+        setup = cheap_setup()
+        ports = []
+        for users in self.users:
+            port = reactor.listenTCP(0, OPAQUEServerFactory(users, setup),
+                                     interface="127.0.0.1")
+            self.addCleanup(port.stopListening)
+            ports.append(port.getHost().port)
+
+        async def connect(port, password):
+            endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+            client = OPAQUEClientFactory("carol", password, ksf_limits=CHEAP_LIMITS,
+                                         worker=None).buildProtocol(None)
+            await endpoints.connectProtocol(endpoint, client)
+            return client
+
+        async def logs_in(port, password):
+            client = await connect(port, password)
+            try:
+                await client.authenticated
+            except AuthenticationFailed:
+                await client.disconnected
+                return False
+            client.quit()
+            await client.finished
+            await client.disconnected
+            return True
+
+        async def run():
+            old = new_user("carol", "old password", setup)
+            await self.users[0].add("carol", old)
+            client = await connect(ports[0], "old password")
+            await client.authenticated
+            await client.passwd("new password")
+            client.quit()
+            await client.finished
+            await client.disconnected
+            stored = await self.users[1].lookup("carol", "opaque")
+            self.assertNotEqual(stored.record, old.record)
+            self.assertTrue(await logs_in(ports[1], "new password"))
+            self.assertFalse(await logs_in(ports[1], "old password"))
+            # The record changed under a session: that session's change is refused.
+            client = await connect(ports[1], "new password")
+            await client.authenticated
+            await self.users[0].replace("carol", stored, new_user("carol", "admin's", setup))
+            with self.assertRaises(Exception) as caught:
+                await client.passwd("third password")
+            self.assertIn("refused the change", str(caught.exception))
+            client.finished.addErrback(lambda reason: None)
+            await client.disconnected
+            self.assertTrue(await logs_in(ports[0], "admin's"))
+
+        return defer.Deferred.fromCoroutine(run())
+
     def test_the_opaque_setup_is_made_once(self):
         connection = pgstore.connect(self.url)
         self.addCleanup(connection.close)

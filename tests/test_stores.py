@@ -94,6 +94,25 @@ class UserFileStoreTests(unittest.TestCase):
         self.assertEqual(self.successResultOf(users.count("eke")), 1)
         self.assertEqual(list(self.successResultOf(users.users())), ["alice"])
 
+    def test_an_interrupted_replace_keeps_the_old_record(self):
+        """A change of password whose write fails midway (the disk full at
+        the rename): the file keeps the old record, and the store says it
+        is unavailable (the machine then says: not changed)."""
+        users = UserFile(self.path, run_in_thread=run_now)
+        alice = userfile.read_users(self.path)["alice"]
+        with open(self.path, "rb") as f:
+            before = f.read()
+
+        def broken_replace(source, destination):
+            raise OSError(28, "No space left on device")
+
+        self.patch(os, "replace", broken_replace)
+        self.failureResultOf(users.replace("alice", alice, make_user("alice", seed=b"2")),
+                             StoreUnavailable)
+        with open(self.path, "rb") as f:
+            self.assertEqual(f.read(), before)
+        self.assertEqual(userfile.read_users(self.path)["alice"], alice)
+
     def test_a_write_that_cannot_be_made_is_unavailable(self):
         users = UserFile(os.path.join(self.path, "not-a-directory", "users.json"),
                          run_in_thread=run_now)

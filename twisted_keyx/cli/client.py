@@ -634,14 +634,16 @@ def _read_password(args):
         raise ClientError("interrupted", EXIT_INTERRUPTED)
 
 
-async def run_password(entry, reactor, args, out):
+async def run_password(entry, reactor, args, out, password=None, then=None):
     """``keyx-client NAME`` for the password handshake ``entry`` of the
     handshake registry (:mod:`twisted_keyx.core.handshakes`): log in, then
-    chat."""
+    chat (or, given ``then``, ``await then(protocol)`` instead: its return
+    is the exit status).  ``password``: the one already asked, if any."""
     # A pin of what the server showed at the first login (EKE's salt and
     # cost: twisted_keyx.eke.pins), found before the password is asked.
     pin = _client_pin(entry, args)
-    password = _read_password(args)
+    if password is None:
+        password = _read_password(args)
     console = ChatConsole()
     after_login = entry.load("after_login")
 
@@ -661,7 +663,7 @@ async def run_password(entry, reactor, args, out):
             reactor, args, out, console,
             entry.load("client")(args.user, password, reply_received=console.show, **extra),
             {AuthenticationFailed: "authentication failed ({})"},
-            authenticated=authenticated)
+            authenticated=authenticated, then=then)
     except ClientError as e:
         refusal = None if pin is None or e.__context__ is None else pin.refusal(e.__context__)
         if refusal is not None:
@@ -683,18 +685,102 @@ def _client_pin(entry, args):
 def _registration_arguments(command, entry):
     """``keyx-client opaque register``: registration with an invitation code
     (``keyx-admin invite``; docs/opaque.rst, Registration)."""
-    command.add_argument("action", nargs="?", choices=("register",), metavar="register",
-                         help="register USER with an invitation code instead of logging in: "
-                              "the code, then the new password twice, are asked on the terminal")
+    command.add_argument("action", nargs="?", choices=("register", "passwd"),
+                         metavar="register|passwd",
+                         help="register: register USER with an invitation code instead of "
+                              "logging in (the code, then the new password twice, are asked "
+                              "on the terminal). passwd: log in, then change USER's password "
+                              "inside the session (the password, then the new one twice, are "
+                              "asked); the old password works until the server confirms")
     command.add_argument("--code-file", metavar="F",
                          help="register: read the invitation code from the first line of F")
+    command.add_argument("--new-password-file", metavar="F",
+                         help="passwd: read the new password from the first line of F")
     command.set_defaults(run=functools.partial(run_opaque, entry))
 
 
 async def run_opaque(entry, reactor, args, out):
+    if args.new_password_file and args.action != "passwd":
+        raise ClientError("--new-password-file is for passwd", EXIT_USAGE)
+    if args.code_file and args.action != "register":
+        raise ClientError("--code-file is for register", EXIT_USAGE)
     if args.action == "register":
         return await run_register(reactor, args, out)
+    if args.action == "passwd":
+        return await run_passwd(entry, reactor, args, out)
     return await run_password(entry, reactor, args, out)
+
+
+def _read_new_password(args):
+    """passwd: the new password, from --new-password-file or asked twice;
+    checked as OPAQUE takes it (docs/opaque.rst, Passwords) before anything
+    is sent."""
+    from twisted_keyx.opaque._password import password_bytes
+    from twisted_keyx.opaque.errors import OpaqueError
+
+    try:
+        if args.new_password_file:
+            password = read_password_file(args.new_password_file)
+            warning = password_file_warning(args.new_password_file)
+            if warning:
+                _err(args).write(f"keyx-client: warning: {warning}\n")
+        else:
+            try:
+                password = ask_password(f"New password for {args.user}: ", confirm=True)
+            except PasswordError as e:
+                if "--password-file" in str(e):
+                    raise PasswordError(str(e).replace("--password-file",
+                                                       "--new-password-file")) from None
+                raise
+        password_bytes(password)
+    except (PasswordError, OpaqueError) as e:
+        raise ClientError(f"new password: {e}", EXIT_USAGE)
+    except KeyboardInterrupt:
+        raise ClientError("interrupted", EXIT_INTERRUPTED)
+    return password
+
+
+async def run_passwd(entry, reactor, args, out):
+    """``keyx-client opaque passwd``: log in, then change the password inside
+    the session (docs/opaque.rst, Changing the password), then quit."""
+    from twisted_keyx.opaque.passwd import PasswordNotChanged
+
+    password = _read_password(args)
+    new_password = _read_new_password(args)
+    where = host_port(args.host, args.port)
+
+    async def change(protocol):
+        try:
+            await protocol.passwd(new_password).addTimeout(args.timeout, reactor)
+        except BaseException:
+            protocol.finished.addErrback(lambda reason: None)  # the session is over
+            raise
+        out.write(f"Password of {args.user} changed on {where}\n")
+        out.flush()
+        protocol.quit()
+        return await protocol.finished.addTimeout(args.timeout, reactor)
+
+    async def changed(protocol):
+        try:
+            await change(protocol)
+        except defer.TimeoutError:
+            await aborted(reactor)
+            raise ClientError(f"the server did not answer within {args.timeout:g} seconds "
+                              "(the new password may or may not be stored: try it)",
+                              EXIT_NETWORK)
+        except ServerHungUp as e:
+            raise ClientError(e.reason, EXIT_NETWORK)
+        except TooManyAttempts as e:
+            raise ClientError(e.reason, EXIT_TOO_MANY_ATTEMPTS)
+        except ServerUnavailable as e:
+            raise ClientError(f"password not changed: {e.reason}", EXIT_SERVER_UNAVAILABLE)
+        except PasswordNotChanged as e:
+            raise ClientError(f"password not changed: {e.reason}", EXIT_HANDSHAKE_FAILED)
+        except ChatFailed as e:
+            raise ClientError(f"the chat broke: {e.reason}", EXIT_HANDSHAKE_FAILED)
+        return EXIT_OK
+
+    return await run_password(entry, reactor, args, out, password=password, then=changed)
 
 
 def _read_registration(args):
@@ -746,10 +832,10 @@ async def run_register(reactor, args, out):
 
 
 async def _password_session(reactor, args, out, console, factory, failures,
-                            authenticated=None):
+                            authenticated=None, then=None):
     """What ``keyx-client eke`` and ``opaque`` share: connect with
     ``factory`` (traced as ``args`` asks), await the handshake, say so, then
-    the chat on standard input until quit."""
+    the chat on standard input until quit (or ``await then(protocol)``)."""
     factory, file_tracer = with_tracing(args, factory)
     try:
         protocol = await connect(reactor, args, recording_first_bytes(factory))
@@ -764,6 +850,8 @@ async def _password_session(reactor, args, out, console, factory, failures,
     if authenticated is not None:
         authenticated(result, protocol)
     out.flush()
+    if then is not None:
+        return await then(protocol)
 
     quit_timer = []
 

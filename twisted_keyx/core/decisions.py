@@ -101,6 +101,37 @@ class AddUser(Question):
 
 
 @dataclass(frozen=True)
+class ReplaceUser(Question):
+    """"Replace user ``user``'s record ``old`` by ``new``, atomically" (a
+    change of password): answered with None once stored
+    (:meth:`~twisted_keyx.core.interfaces.IUserStore.replace`), or the
+    exception (a :class:`~twisted_keyx.core.interfaces.StoreConflict` if
+    the stored record is no longer ``old``)."""
+
+    user: str
+    old: object
+    new: object
+
+
+@dataclass(frozen=True)
+class PasswordChanged(Decision):
+    """User ``user``'s password was changed: the new record is stored (on
+    the server), or the server said so (on the client)."""
+
+    user: str
+
+
+@dataclass(frozen=True)
+class RegistrationRefused(Decision):
+    """A registration for user ``user`` was refused, ``why`` in words safe
+    to log (never the code): no usable invitation, or the client left
+    without the record because the server did not prove the code."""
+
+    user: str
+    why: str
+
+
+@dataclass(frozen=True)
 class HoldReplies(Decision):
     """Send nothing and read nothing for ``seconds``: what is sent meanwhile
     goes out when they have passed (:meth:`Session.holdReplies
@@ -165,10 +196,16 @@ def answer_by_hand(question, lookup_user):
     when it is driven by hand, with no adapter: a :class:`NeedRecord` is
     answered by ``lookup_user(name)`` (the record or None; None without
     ``lookup_user``), a :class:`NeedInvitation` with None (no invitation
-    store: no one registers), the others with 0 (a guess is answered at
+    store: no one registers), a :class:`ReplaceUser` with
+    :class:`~twisted_keyx.core.interfaces.StoreUnavailable` (no user store:
+    no record is replaced), the others with 0 (a guess is answered at
     once: no throttle)."""
     if isinstance(question, NeedRecord):
         return None if lookup_user is None else lookup_user(question.user)
     if isinstance(question, NeedInvitation):
         return None
+    if isinstance(question, ReplaceUser):
+        from twisted_keyx.core.interfaces import StoreUnavailable
+
+        return StoreUnavailable("no user store to replace the record in")
     return 0

@@ -77,7 +77,7 @@ class AuthenticationFailed(HandshakeFailed):
     ``authentication failed`` and closes; a client that reads that reply
     (or cannot verify the server) fails with this too."""
 
-    reply = AUTHENTICATION_FAILED_REPLY
+    reply: Optional[bytes] = AUTHENTICATION_FAILED_REPLY
 
 
 class MachineDefinitionError(TypeError):

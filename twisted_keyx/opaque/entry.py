@@ -202,6 +202,30 @@ def describe(payload):
     return None
 
 
+def describe_session(payload):
+    """The session after the login: chat records, and the lines of a change
+    of password (docs/opaque.rst, Changing the password)."""
+    from twisted_keyx.chat.entry import describe as chat_record
+    from twisted_keyx.opaque import invitation, passwd
+
+    if payload in (passwd.CHANGED, passwd.NOT_CHANGED):
+        return None  # printable: shown as it is
+    head, space, rest = payload.partition(b" ")
+    if head == passwd.PASSWD and space:
+        p1 = _b64(rest)
+        if p1 is not None and len(p1) == invitation.R1_SIZE:
+            return Summary(f"passwd and base64(p1, {len(p1)} bytes: nonce, blinded password)")
+        return None
+    data = _b64(payload)
+    if data is not None and len(data) == invitation.R2_SIZE:
+        return Summary(f"base64(p2, {len(data)} bytes: nonce, registration response, "
+                       "Argon2id cost, MAC), or a chat record of that size")
+    if data is not None and len(data) == invitation.R3_SIZE:
+        return Summary(f"base64(p3, {len(data)} bytes: the new record, encrypted), "
+                       "or a chat record of that size")
+    return chat_record(payload)
+
+
 NOTHING_TO_CRACK = """\
 This is an OPAQUE login: there is nothing here to test a guess against.
   - The password never enters the wire, not even under a key derived from it:
@@ -274,7 +298,8 @@ HANDSHAKE = Handshake(
         Machine("opaque-client", "twisted_keyx.opaque.handshake:OPAQUEClientHandshake",
                 "OPAQUE handshake, client side", start="AWAIT_KE2"),
     ),
-    summaries={"OPAQUEClientHandshake": describe, "OPAQUEServerHandshake": describe},
+    summaries={"OPAQUEClientHandshake": describe, "OPAQUEServerHandshake": describe,
+               "OPAQUEClientChat": describe_session, "OPAQUEServerChat": describe_session},
     charts={"opaque": chart},
     scheme="twisted_keyx.opaque.scheme:SCHEME",
     client=client_factory,
@@ -283,7 +308,10 @@ HANDSHAKE = Handshake(
     client_description=(
         "Log in with the OPAQUE password handshake, then chat as with eke. "
         "Prints the server key's fingerprint and warns when a host shows "
-        "another one than last time. Exit statuses as for eke."
+        "another one than last time. 'register' registers with an invitation "
+        "code (keyx-admin invite) instead; 'passwd' logs in and changes the "
+        "password inside the session (the server never sees either password). "
+        "Exit statuses as for eke."
     ),
     after_login=after_login,
     recording=recording,

@@ -33,12 +33,12 @@ from dataclasses import dataclass
 from twisted_keyx.core.b64 import MalformedLine, decode_item, encode_item
 from twisted_keyx.chat.records import ChatKeys, derive_chat_keys
 from twisted_keyx.login import names
-from twisted_keyx.chat.machine import ClientChat, ServerChat
 from twisted_keyx.core.decisions import (
     AddUser,
     GuessAnswering,
     NeedInvitation,
     RedeemInvitation,
+    RegistrationRefused,
     GuessFailed,
     GuessUnanswered,
     HoldReplies,
@@ -204,6 +204,16 @@ class OPAQUEServerHandshake(StateMachine):
         self._registration = None
         #: Set when a registration stored its user (``result`` stays None).
         self.registered = False
+        #: The user's record the login used (the one a change of password
+        #: replaces: :mod:`twisted_keyx.opaque.passwd`).
+        self._record = None
+
+    def chat(self):
+        """The machine that carries on after the login: the chat, in which
+        the user may change the password (:class:`~twisted_keyx.opaque.passwd.OPAQUEServerChat`)."""
+        from twisted_keyx.opaque.passwd import OPAQUEServerChat
+
+        return OPAQUEServerChat(self.result, self._setup, self._record, rng=self._rng)
 
     def feed(self, line):
         """Take one client line; return the step's output (the line to send,
@@ -242,6 +252,8 @@ class OPAQUEServerHandshake(StateMachine):
     def abandoned(self):
         if self.answered and self.state is OPAQUEServerState.AWAIT_KE3:
             return (GuessFailed(self.user, "left after KE2 without KE3", left=True),)
+        if self.state is OPAQUEServerState.AWAIT_R3 and self._registration is not None:
+            return (self._refused_registration(),)
         return None
 
     def _on_ke1(self, line):
@@ -259,6 +271,7 @@ class OPAQUEServerHandshake(StateMachine):
         if isinstance(user, Exception):  # the store did not answer
             raise store_refusal(user)
         self.known_user = user is not None
+        self._record = user
         self._login = ServerLogin(self._setup, user.record if user is not None else None,
                                   self.user.encode("utf-8"), rng=self._rng)
         # KE2 tells a guesser whether the password was right: paced.
@@ -307,7 +320,18 @@ class OPAQUEServerHandshake(StateMachine):
             raise AuthenticationFailed(f"(r1): {e}") from None
         return encode_item(r2)
 
+    def _refused_registration(self):
+        # The client checks r2's MAC and leaves without r3 when it fails.
+        why = self._registration.refusal or (
+            "the client sent no record: its code is not the invitation's (or it gave up)")
+        return RegistrationRefused(self.user, why)
+
     def _on_r3(self, line):
+        if line == FAILURE_REPLY:
+            # A client that says so instead of just closing (ours did).
+            failure = AuthenticationFailed(f"registration of {self.user!r} refused")
+            failure.decisions = (self._refused_registration(),)
+            raise failure
         try:
             r3 = decode_item(line, invited.R3_SIZE)
         except MalformedLine as e:
@@ -355,7 +379,7 @@ class OPAQUEServerHandshake(StateMachine):
         self._transcript.add(OK)
         self.result = _result(self.user, session_key, self._transcript,
                               self._setup.server_public_key)
-        return OK, LoggedIn(self.user, self.result), NextMachine(ServerChat(self.result))
+        return OK, LoggedIn(self.user, self.result), NextMachine(self.chat())
 
 
 class OPAQUEClientState(enum.Enum):
@@ -399,6 +423,7 @@ class OPAQUEClientHandshake(StateMachine):
         self.profile = profile
         self._login = ClientLogin(password, ksf_limits=ksf_limits, rng=rng, profile=profile)
         self._ksf_limits = profile.client_policy(ksf_limits)
+        self._passwd_limits = ksf_limits
         self._rng = rng
         self._transcript = Transcript()
         self._doomed = None
@@ -492,6 +517,15 @@ class OPAQUEClientHandshake(StateMachine):
         self._transcript.add(reply)
         return reply
 
+    def chat(self):
+        """The machine that carries on after the login: the chat, in which
+        :meth:`~twisted_keyx.opaque.passwd.OPAQUEClientChat.passwd` changes
+        the password."""
+        from twisted_keyx.opaque.passwd import OPAQUEClientChat
+
+        return OPAQUEClientChat(self.result, profile=self.profile,
+                                ksf_limits=self._passwd_limits, rng=self._rng)
+
     def _on_ok(self, line):
         if self._doomed is not None:
             raise UnexpectedReply("the server accepted a KE3 it cannot have verified")
@@ -499,7 +533,7 @@ class OPAQUEClientHandshake(StateMachine):
         result = self._login_result
         self.result = _result(self.user, result.session_key, self._transcript,
                               result.server_public_key)
-        return (NextMachine(ClientChat(self.result)),)
+        return (NextMachine(self.chat()),)
 
 
 class RegistrationClientState(enum.Enum):
@@ -512,7 +546,10 @@ class RegistrationClientState(enum.Enum):
 
 class RegistrationFailed(AuthenticationFailed):
     """Client side: the server does not know this invitation code (mistyped,
-    used, expired, revoked, another user's), or refused the record."""
+    used, expired, revoked, another user's), or refused the record.  The
+    client closes without a word (docs/opaque.rst, The registration wire)."""
+
+    reply = None
 
 
 class OPAQUERegistrationClient(StateMachine):

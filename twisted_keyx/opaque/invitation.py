@@ -38,6 +38,13 @@ passive eavesdropper learns nothing either.  An unknown user, or a code
 used, expired or revoked, gets r2 computed the same way with a random
 hash in place of the stored one: the same sizes and work; the client
 finds the MAC wrong.
+
+A change of password inside a logged-in OPAQUE session
+(:mod:`twisted_keyx.opaque.passwd`) runs the same three messages with
+:class:`KeyedRegistrationClient` and :class:`KeyedRegistrationServer`:
+the secret both sides hold is then :func:`session_secret` of the login's
+session key and transcript, not the code's hash, and the info label is
+:data:`PASSWD_LABEL`.
 """
 
 import base64
@@ -50,6 +57,7 @@ import struct
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from twisted_keyx.core.transcript import derive_session_key
 from twisted_keyx.opaque import primitives
 from twisted_keyx.opaque.errors import OpaqueError
 from twisted_keyx.opaque.ksf import DEFAULT_KSF_LIMITS, Argon2idParameters
@@ -61,6 +69,8 @@ from twisted_keyx.opaque.registration import RegistrationClient, registration_re
 CODE_BYTES = 20
 HASH_LABEL = b"twisted-keyx invitation v1\x00"
 KEY_LABEL = b"twisted-keyx opaque registration v1"
+#: The info label of a change of password (and of its session secret).
+PASSWD_LABEL = b"twisted-keyx opaque passwd v1"
 NONCE_SIZE = 32
 R1_SIZE = NONCE_SIZE + 32
 R2_SIZE = NONCE_SIZE + 64 + 12 + 64
@@ -99,9 +109,16 @@ def code_hash(code):
     return hashlib.sha256(HASH_LABEL + code_bytes(code)).digest()
 
 
-def _keys(hashed, client_nonce, server_nonce, user):
+def session_secret(session_key, transcript_hash):
+    """The secret of a change of password: 32 bytes only the two ends of a
+    login hold, HKDF-SHA256(session key, info = PASSWD_LABEL || transcript
+    hash), as the chat's keys are derived (and never equal to them)."""
+    return derive_session_key(session_key, PASSWD_LABEL, transcript_hash)
+
+
+def _keys(hashed, client_nonce, server_nonce, user, label=KEY_LABEL):
     name = user.encode("utf-8")
-    info = KEY_LABEL + struct.pack(">H", len(name)) + name
+    info = label + struct.pack(">H", len(name)) + name
     prk = primitives.extract(client_nonce + server_nonce, hashed)
     keys = primitives.expand(prk, info, 96)
     return keys[:32], keys[64:96]
@@ -115,16 +132,23 @@ def _aad(r1, r2):
     return hashlib.sha512(r1 + r2).digest()
 
 
-class InvitedRegistrationClient:
-    """The registering client: :meth:`start` gives r1, :meth:`finish` takes
-    r2 and gives r3 (then :attr:`record` and :attr:`export_key` are set).
-    In the rfc9807 ``profile`` the cost must be the profile's; otherwise
-    it must be within ``ksf_limits``."""
+class KeyedRegistrationClient:
+    """The registering client under a 32-byte ``secret`` the server holds
+    too (an invitation code's hash, a session's :func:`session_secret`):
+    :meth:`start` gives r1, :meth:`finish` takes r2 and gives r3 (then
+    :attr:`record` and :attr:`export_key` are set).  In the rfc9807
+    ``profile`` the cost must be the profile's; otherwise it must be within
+    ``ksf_limits``.  ``label`` separates the uses of the three messages."""
 
-    def __init__(self, user, code, password, profile=LEGACY, ksf_limits=DEFAULT_KSF_LIMITS,
-                 rng=os.urandom):
+    #: What :class:`InvitationRefused` says when r2's MAC does not verify.
+    REFUSED = ("the server's MAC does not verify: it does not hold this session's key "
+               "(a man in the middle?)")
+
+    def __init__(self, user, secret, password, profile=LEGACY, ksf_limits=DEFAULT_KSF_LIMITS,
+                 rng=os.urandom, label=KEY_LABEL):
         self.user = user
-        self._hash = code_hash(code)
+        self._hash = secret
+        self._label = label
         self._password = password
         self._profile = profile
         self._ksf_limits = ksf_limits
@@ -150,12 +174,11 @@ class InvitedRegistrationClient:
             raise OpaqueError(f"r2 must be {R2_SIZE} bytes")
         server_nonce, response = r2[:NONCE_SIZE], r2[NONCE_SIZE:NONCE_SIZE + 64]
         header, mac = r2[NONCE_SIZE + 64:NONCE_SIZE + 76], r2[NONCE_SIZE + 76:]
-        server_mac_key, record_key = _keys(self._hash, self._nonce, server_nonce, self.user)
+        server_mac_key, record_key = _keys(self._hash, self._nonce, server_nonce, self.user,
+                                           self._label)
         # Before anything that depends on the password leaves this side.
         if not primitives.ct_equal(mac, _server_mac(server_mac_key, self._r1, r2[:-64])):
-            raise InvitationRefused(
-                "the server does not know this invitation code (mistyped, used, expired "
-                "or revoked), or it is not the server that made it")
+            raise InvitationRefused(self.REFUSED)
         cost = Argon2idParameters.decode(header)
         if self._profile.rfc:
             if cost != self._profile.ksf:
@@ -170,24 +193,32 @@ class InvitedRegistrationClient:
         return AESGCM(record_key).encrypt(bytes(12), record.to_bytes(), _aad(self._r1, r2))
 
 
-class InvitedRegistrationServer:
-    """The server's side for ``user``, whose stored
-    :class:`~twisted_keyx.core.interfaces.Invitation` is ``invitation``
-    (None if there is none; one not usable at ``now`` is treated the same):
-    :meth:`respond` takes r1 and gives r2; :meth:`finish` takes r3 and
-    gives the :class:`~twisted_keyx.opaque.records.RegistrationRecord`, or
-    :class:`OpaqueError`.  Then redeem :attr:`code_hash` and store the
-    record."""
+class InvitedRegistrationClient(KeyedRegistrationClient):
+    """The registering client with an invitation ``code`` (the secret is
+    :func:`code_hash` of it)."""
 
-    def __init__(self, setup, user, invitation, now, rng=os.urandom):
+    REFUSED = ("the server does not know this invitation code (mistyped, used, expired "
+               "or revoked), or it is not the server that made it")
+
+    def __init__(self, user, code, password, profile=LEGACY, ksf_limits=DEFAULT_KSF_LIMITS,
+                 rng=os.urandom):
+        super().__init__(user, code_hash(code), password, profile=profile,
+                         ksf_limits=ksf_limits, rng=rng)
+
+
+class KeyedRegistrationServer:
+    """The server's side for ``user`` under the 32-byte ``secret`` the
+    client holds too (:class:`KeyedRegistrationClient`): :meth:`respond`
+    takes r1 and gives r2; :meth:`finish` takes r3 and gives the
+    :class:`~twisted_keyx.opaque.records.RegistrationRecord`, or
+    :class:`OpaqueError` (r3 does not open, or holds no record)."""
+
+    def __init__(self, setup, user, secret, rng=os.urandom, label=KEY_LABEL):
         self._setup = setup
         self.user = user
         self._rng = rng
-        usable = invitation is not None and invitation.usable(now)
-        #: Whether the invitation was usable (for the log; never sent).
-        self.invited = usable
-        # Unusable: a random hash, so the same work and a MAC no client can check.
-        self.code_hash = invitation.code_hash if usable else rng(32)
+        self._label = label
+        self.code_hash = secret
         self._cost = setup.profile.registration_ksf(setup.default_ksf)
         self._state = "new"
 
@@ -201,7 +232,7 @@ class InvitedRegistrationServer:
         response = registration_response(self._setup, request, self.user.encode("utf-8"))
         server_nonce = self._rng(NONCE_SIZE)
         server_mac_key, self._record_key = _keys(self.code_hash, client_nonce, server_nonce,
-                                                 self.user)
+                                                 self.user, self._label)
         body = server_nonce + response + self._cost.encode()
         r2 = body + _server_mac(server_mac_key, r1, body)
         self._aad = _aad(r1, r2)
@@ -217,11 +248,42 @@ class InvitedRegistrationServer:
         try:
             data = AESGCM(self._record_key).decrypt(bytes(12), r3, self._aad)
         except InvalidTag:
-            raise OpaqueError("r3 does not open: the client does not hold the code") from None
+            raise OpaqueError("r3 does not open: the client does not hold the key") from None
         record = RegistrationRecord.from_bytes(data, self._cost)
         self._state = "done"
         return record
 
 
-__all__ = ["new_code", "code_bytes", "code_hash", "InvitedRegistrationClient",
-           "InvitedRegistrationServer", "InvitationRefused", "DEFAULT_LIFETIME"]
+def refusal(invitation, now):
+    """Why ``invitation`` (an :class:`~twisted_keyx.core.interfaces.Invitation`
+    or None) cannot register at ``now``, in words safe to log (no code, no
+    hash), or None if it can."""
+    if invitation is None:
+        return "no invitation for this user"
+    if invitation.state != "pending":
+        return f"its invitation was {invitation.state}"
+    if not now < invitation.expires:
+        return "its invitation expired"
+    return None
+
+
+class InvitedRegistrationServer(KeyedRegistrationServer):
+    """The server's side for ``user``, whose stored
+    :class:`~twisted_keyx.core.interfaces.Invitation` is ``invitation``
+    (None if there is none; one not usable at ``now`` is treated the same):
+    as :class:`KeyedRegistrationServer` under the invitation's hash.  Then
+    redeem :attr:`code_hash` and store the record."""
+
+    def __init__(self, setup, user, invitation, now, rng=os.urandom):
+        #: Why the invitation is not usable, for the log (never sent), or None.
+        self.refusal = refusal(invitation, now)
+        #: Whether the invitation was usable (for the log; never sent).
+        self.invited = self.refusal is None
+        # Unusable: a random hash, so the same work and a MAC no client can check.
+        super().__init__(setup, user, invitation.code_hash if self.invited else rng(32),
+                         rng=rng)
+
+
+__all__ = ["new_code", "code_bytes", "code_hash", "session_secret", "refusal",
+           "KeyedRegistrationClient", "KeyedRegistrationServer", "InvitedRegistrationClient",
+           "InvitedRegistrationServer", "InvitationRefused", "DEFAULT_LIFETIME", "PASSWD_LABEL"]

@@ -13,8 +13,20 @@ client protocol is the same with OPAQUE's machine.
 import time
 
 from twisted.internet import defer
+from twisted.internet.error import ConnectionDone
 
-from twisted_keyx.core.decisions import AddUser, NeedInvitation, RedeemInvitation
+from twisted_keyx.core.adapter import hung_up
+from twisted_keyx.core.decisions import (
+    AddUser,
+    NeedInvitation,
+    PasswordChanged,
+    RedeemInvitation,
+    RegistrationRefused,
+    ReplaceUser,
+)
+from twisted_keyx.core.logtext import literal
+from twisted_keyx.core.peers import printable
+from twisted_keyx.core.refusals import Refused
 from twisted_keyx.login.protocol import (
     LoginClientFactory,
     LoginClientProtocol,
@@ -27,6 +39,7 @@ from twisted_keyx.opaque.handshake import (
     OPAQUERegistrationClient,
     OPAQUEServerHandshake,
 )
+from twisted_keyx.opaque.passwd import PasswordNotChanged
 
 
 class OPAQUEServerProtocol(LoginServerProtocol):
@@ -54,6 +67,11 @@ class OPAQUEServerFactory(LoginServerFactory):
     code (docs/opaque.rst, Registration): the code is redeemed once the
     client's record opens under it, then the record is added to ``users``.
     ``clock`` gives the POSIX time invitations expire by.
+
+    A logged-in user may change the password in the chat
+    (:mod:`twisted_keyx.opaque.passwd`): the new record replaces the one
+    the login used with ``users.replace`` (a compare-and-swap), and the
+    change is logged.
     """
 
     protocol = OPAQUEServerProtocol
@@ -98,12 +116,59 @@ class OPAQUEServerFactory(LoginServerFactory):
             # StoreConflict (the user exists) or a store down: the machine refuses.
             added.addErrback(lambda reason: reason.value)
             return added
+        if isinstance(question, ReplaceUser):
+            if getattr(self.users, "replace", None) is None:
+                return NotImplementedError("this server's user store cannot replace records")
+            replaced = defer.maybeDeferred(self.users.replace, question.user, question.old,
+                                           question.new)
+            replaced.addCallback(lambda _: None)
+            # StoreConflict (changed meanwhile) or a store down: not changed.
+            replaced.addErrback(lambda reason: reason.value)
+            return replaced
         return super().answer(session, machine, question)
 
     def countsGuess(self, decision):
         # Without a throttle, a failed login is told to login_failed, and
         # the connection's end is logged as for any other.
         return self.throttle is not None
+
+    def registrationRefused(self, session):
+        """Whether the handshake of ``session`` decided a refused registration
+        (logged as such: the connection's end is not logged again)."""
+        return any(isinstance(decision, RegistrationRefused) for decision in session.decisions)
+
+    def machineDecided(self, session, machine, decision):
+        if isinstance(decision, PasswordChanged):
+            user = printable(decision.user)
+            self.log.info(literal(f"OPAQUE: user {user} from {session.peer} changed the password"),
+                          user=user, peer=session.peer)
+        elif isinstance(decision, RegistrationRefused):
+            self.log.info("OPAQUE: registration of user {user} from {peer} refused: {why}",
+                          user=repr(decision.user), peer=session.peer, why=decision.why)
+        else:
+            super().machineDecided(session, machine, decision)
+
+    def machineStepped(self, session, machine, payload, reply):
+        if machine is not session.handshake and machine.said is None:
+            return  # a step of a change of password, not a chat line
+        super().machineStepped(session, machine, payload, reply)
+
+    def machineFailed(self, session, machine, failure):
+        if machine is session.handshake and self.registrationRefused(session):
+            return  # logged as a refused registration
+        if machine is not session.handshake and isinstance(failure, (PasswordNotChanged,
+                                                                     Refused)):
+            self._notLogged(session)
+            self.log.info("OPAQUE: password of user {user} from {peer} not changed, closing: "
+                          "{reason}", user=printable(session.handshake.user),
+                          peer=session.peer, reason=failure.reason)
+            return
+        super().machineFailed(session, machine, failure)
+
+    def sessionLost(self, session, machine, reason):
+        if machine is session.handshake and self.registrationRefused(session):
+            return  # logged as a refused registration
+        super().sessionLost(session, machine, reason)
 
     def guessFailed(self, session, decision):
         # Without a throttle, a client that left after KE2 is logged as
@@ -115,8 +180,9 @@ class OPAQUEServerFactory(LoginServerFactory):
             super().guessFailed(session, decision)
 
     def sessionTimedOut(self, session, machine, seconds):
-        if machine is session.handshake and self.guessCounted(session):
-            return  # counted as a failed guess (it left after KE2)
+        if machine is session.handshake and (self.guessCounted(session)
+                                             or self.registrationRefused(session)):
+            return  # counted as a failed guess (it left after KE2), or a refused registration
         super().sessionTimedOut(session, machine, seconds)
 
     def loginFailed(self, peer, user):
@@ -128,7 +194,60 @@ class OPAQUEClientProtocol(LoginClientProtocol):
     """The client side, as :class:`~twisted_keyx.login.protocol.LoginClientProtocol`
     (``authenticated``, ``finished``, ``disconnected``, :meth:`say`,
     :meth:`quit`); ``authenticated`` fires with the
-    :class:`~twisted_keyx.opaque.handshake.OPAQUEResult`."""
+    :class:`~twisted_keyx.opaque.handshake.OPAQUEResult`.  Once logged in,
+    :meth:`passwd` changes the password."""
+
+    _changing = None
+
+    def passwd(self, new_password):
+        """Change the password to ``new_password`` (docs/opaque.rst, Changing
+        the password): a Deferred firing with None once the server has
+        stored the new record, or failing with
+        :class:`~twisted_keyx.opaque.passwd.PasswordNotChanged` (the old
+        password still works), a refusal, or ``ServerHungUp`` (the change
+        may or may not have been stored).  ``ValueError`` at once for a
+        password that cannot be one."""
+        if self.chat is None:
+            raise RuntimeError("not authenticated yet")
+        if self._changing is not None and not self._changing.called:
+            raise RuntimeError("a change of password is under way")
+        changing = self._changing = defer.Deferred()
+        try:
+            self.perform(self.chat.passwd, new_password)
+        except BaseException:
+            self._changing = None
+            raise
+        if self.ended and not changing.called:
+            changing.errback(hung_up(ConnectionDone(), "before the change of password"))
+        return changing
+
+    def machineDecided(self, session, machine, decision):
+        if isinstance(decision, PasswordChanged) and self._changing is not None:
+            changing, self._changing = self._changing, None
+            changing.callback(None)
+
+    def machineStepped(self, session, machine, payload, reply):
+        if machine is not self.handshake and machine.reply is None:
+            return  # a step of a change of password
+        super().machineStepped(session, machine, payload, reply)
+
+    def _passwdFailed(self, failure):
+        changing, self._changing = self._changing, None
+        if changing is not None and not changing.called:
+            changing.errback(failure)
+
+    def machineFailed(self, session, machine, failure):
+        self._passwdFailed(failure)
+        super().machineFailed(session, machine, failure)
+
+    def sessionLost(self, session, machine, reason):
+        if self._changing is not None:
+            self._passwdFailed(hung_up(reason, (
+                "after the new record was sent, before the server confirmed it: the new "
+                "password may or may not be stored (try it)")
+                if getattr(machine, "record_sent", False) else
+                "before the new record was sent: the password is not changed"))
+        super().sessionLost(session, machine, reason)
 
 
 class OPAQUEClientFactory(LoginClientFactory):

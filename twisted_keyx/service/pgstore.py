@@ -188,6 +188,14 @@ def read_users(connection):
         return _users(cursor)
 
 
+def has_user(connection, name):
+    """Whether user ``name`` is in the store (one indexed SELECT, not the
+    whole table)."""
+    with connection.transaction(), connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM keyx_users WHERE name = %s", (name,))
+        return cursor.fetchone() is not None
+
+
 def add_users(connection, users, replace=False):
     """Add ``users`` (``{name: record}``) in one transaction: all or none
     (:class:`StoreConflict` if one exists, unless ``replace``)."""
@@ -230,8 +238,10 @@ def store_setup(connection, setup):
 def pool(url, connections=3):
     """An adbapi pool of up to ``connections`` psycopg connections to ``url``."""
     psycopg = _psycopg()
-    made = Pool("psycopg", url, connect_timeout=5, cp_min=1, cp_max=connections,
-                cp_noisy=False)
+    # Autocommit: a one-statement read is one round trip; the transactions
+    # begin themselves (PostgreSQLDialect.begin).
+    made = Pool("psycopg", url, connect_timeout=5, autocommit=True, cp_min=1,
+                cp_max=connections, cp_noisy=False)
     made.broken = (psycopg.OperationalError, psycopg.InterfaceError)
     return made
 
@@ -259,7 +269,8 @@ class PostgreSQLUserStore:
                                        "AND scheme = ?", (name, scheme))
             row = cursor.fetchone()
             return _decode(name, row[0]) if row else None
-        return self.store.transact(run)
+        # One statement: one round trip, no transaction around it.
+        return self.store.read(run)
 
     def count(self, scheme):
         def run(cursor):
@@ -411,7 +422,7 @@ class PostgreSQLInvitationStore:
                               "WHERE name = %s", (name,))
             row = cursor.fetchone()
             return _invitation(row) if row else None
-        return self.store.transact(run)
+        return getattr(self.store, "read", self.store.transact)(run)
 
     def redeem(self, name, code_hash, now):
         def run(cursor):

@@ -63,7 +63,10 @@ class PostgreSQLDialect(Dialect):
     name = "postgresql"
     mark = "%s"
     lock = " FOR UPDATE"
-    begin = ""
+    # The pool's connections are in autocommit mode (pgstore.pool), so that
+    # a read of one statement (a login's user lookup) is one round trip,
+    # not BEGIN, SELECT, COMMIT; a transaction says BEGIN itself.
+    begin = "BEGIN"
 
     def __init__(self):
         import psycopg
@@ -172,6 +175,13 @@ class SQLStore:
             return interaction(txn, *args)
 
         outcome = self.pool.runInteraction(run)
+        return outcome.addCallbacks(self._answered, self._unavailable)
+
+    def read(self, interaction, *args):
+        """Deferred: ``interaction(txn, *args)``, one statement that only
+        reads, without a transaction of its own (with PostgreSQL's autocommit
+        connections: one round trip); as :meth:`transact` otherwise."""
+        outcome = self.pool.runInteraction(interaction, *args)
         return outcome.addCallbacks(self._answered, self._unavailable)
 
     def _answered(self, result):
