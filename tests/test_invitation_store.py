@@ -135,7 +135,8 @@ class ThreadedInvitationFileTests(unittest.TestCase):
 
         shared = tap._users_and_stores({"store": None,
                                         "users": os.path.join(self.folder, "users.json")})
-        yield shared.invitations.invite(pending())
-        lookup = shared.invitations.lookup("bob")
+        invitations = shared.stores[IInvitationStore]
+        yield invitations.invite(pending())
+        lookup = invitations.lookup("bob")
         self.assertNoResult(lookup)  # synchronous file work would have fired it
         self.assertEqual((yield lookup), pending())

@@ -234,7 +234,7 @@ def _adduser_store(args, out, err):
 
     where = _where(args)
     with _store(args.store) as connection:
-        if args.name in pgstore.read_users(connection):
+        if pgstore.has_user(connection, args.name):
             raise AdminError(f"user {args.name!r} already exists in {where}; "
                              "remove it first with keyx-admin deluser")
         if args.password_file:
@@ -388,7 +388,7 @@ def cmd_invite(args, out, err):
         if connection is not None:
             from twisted_keyx.service import pgstore
 
-            if args.name in pgstore.read_users(connection):
+            if pgstore.has_user(connection, args.name):
                 raise AdminError(f"user {args.name!r} already exists in {_where(args)}; "
                                  "remove it first with keyx-admin deluser")
         else:

@@ -188,6 +188,14 @@ def read_users(connection):
         return _users(cursor)
 
 
+def has_user(connection, name):
+    """Whether user ``name`` is in the store (one indexed SELECT, not the
+    whole table)."""
+    with connection.transaction(), connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM keyx_users WHERE name = %s", (name,))
+        return cursor.fetchone() is not None
+
+
 def add_users(connection, users, replace=False):
     """Add ``users`` (``{name: record}``) in one transaction: all or none
     (:class:`StoreConflict` if one exists, unless ``replace``)."""
