@@ -36,12 +36,13 @@ from twisted_keyx.core.machine import StateMachine
 DIAGRAMS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                         "docs", "diagrams")
 from twisted_keyx.opaque.handshake import OPAQUEClientHandshake, OPAQUEServerHandshake
+from twisted_keyx.opaque.passwd import OPAQUEClientChat, OPAQUEServerChat
 
 REGENERATE = "python -m twisted_keyx.observe.diagram --write docs/diagrams --svg"
 
 EXPECTED_NAMES = [
     "chat-client", "chat-server", "dh-client", "dh-server", "eke-client", "eke-server",
-    "opaque-client", "opaque-server",
+    "opaque-chat-client", "opaque-chat-server", "opaque-client", "opaque-server",
 ]
 
 _EDGE = re.compile(r'^  "([^"]+)" -> "([^"]+)"(?: \[(.*)\])?;$')
@@ -129,6 +130,9 @@ def _new_machines():
 
     class Result:
         chat_keys = keys
+        user = "alice"
+        session_key = b"k" * 32
+        transcript_hash = b"h" * 32
 
     factories = {
         "dh-server": lambda: DHServerHandshake(ffdh.named_group("ffdhe2048")),
@@ -139,6 +143,8 @@ def _new_machines():
         "opaque-client": lambda: OPAQUEClientHandshake("alice", "a password"),
         "chat-server": lambda: ServerChat(Result()),
         "chat-client": lambda: ClientChat(Result()),
+        "opaque-chat-server": lambda: OPAQUEServerChat(Result(), None, None),
+        "opaque-chat-client": lambda: OPAQUEClientChat(Result()),
     }
     assert sorted(factories) == diagram.names()
     return {name: factory() for name, factory in factories.items()}
@@ -179,7 +185,8 @@ class DotTests(unittest.TestCase):
                          if label.endswith("(next message: in a thread)")]
                   for name in diagram.names()}
         self.assertEqual({name: states for name, states in marked.items() if states},
-                         {"eke-client": ["AWAIT_ANSWER"], "opaque-client": ["AWAIT_KE2"]})
+                         {"eke-client": ["AWAIT_ANSWER"], "opaque-client": ["AWAIT_KE2"],
+                          "opaque-chat-client": ["AWAIT_P2"]})
 
     def test_every_other_state_can_fail(self):
         for name in diagram.names():

@@ -194,6 +194,18 @@ class MakeServiceTests(unittest.TestCase):
         self.assertIs(factory.group, ffdh.named_group("ffdhe2048"))
         self.assertFalse(factory.show_secrets)
 
+    def test_opaque_gets_the_daemons_invitations_and_its_own_setup(self):
+        folder = os.path.abspath(self.mktemp())
+        os.mkdir(folder)
+        service, memory = self.make("--users", os.path.join(folder, "users.json"),
+                                    "--opaque-key", os.path.join(folder, "key"))
+        [opaque] = [f.wrappedFactory for port, f, *_ in memory.tcpServers if port == 8089]
+        settings = service.config.settings["opaque"]
+        self.assertIs(opaque.invitations, settings.invitations)
+        self.assertEqual(opaque.invitations.path, os.path.join(folder, "keyx-invitations.json"))
+        self.assertIs(opaque.setup, settings.setup)
+        self.assertEqual(settings.where, os.path.join(folder, "key"))
+
     def test_every_endpoint_given(self):
         socket = self.mktemp()
         _, memory = self.make(

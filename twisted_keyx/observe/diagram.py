@@ -88,8 +88,10 @@ def _quote(text):
 
 
 def _position(member):
-    """Sort key: a member's place in its enum, so the order is the source's."""
-    return list(type(member)).index(member)
+    """Sort key: a member's place in its enum, so the order is the source's
+    (then its enum's name: a table may mix two enums, as a chat extended
+    with more states does, and the order must not depend on hashing)."""
+    return list(type(member)).index(member), type(member).__qualname__
 
 
 def handler_name(handler):

@@ -29,6 +29,9 @@ class OPAQUESettings:
     store: Any
     setup: Any
     created: bool = False
+    #: The daemon's :class:`~twisted_keyx.core.interfaces.IInvitationStore`
+    #: (registration over the network), or None: no one may register.
+    invitations: Any = None
 
     @property
     def where(self):
@@ -43,12 +46,16 @@ def configure(options, shared):
     ``--opaque-key`` (a fresh one made in memory and written once the
     daemon can start, when the file does not exist and no OPAQUE user needs
     the old one).  A problem is a UsageError."""
-    from twisted_keyx.core.interfaces import IServerSetupStore
+    import dataclasses
+
+    from twisted_keyx.core.interfaces import IInvitationStore, IServerSetupStore
 
     store = shared.store(IServerSetupStore)
     if store is not None:
-        return _from_shared_store(store)
-    return _from_key_file(os.path.abspath(options["opaque-key"]), shared)
+        settings = _from_shared_store(store)
+    else:
+        settings = _from_key_file(os.path.abspath(options["opaque-key"]), shared)
+    return dataclasses.replace(settings, invitations=shared.store(IInvitationStore))
 
 
 def _from_shared_store(store):
@@ -104,7 +111,7 @@ def server_factory(context):
     return OPAQUEServerFactory(context.users, context.settings.setup,
                                show_secrets=context.show_secrets, throttle=context.throttle,
                                source_of=context.source_of,
-                               invitations=getattr(context, "invitations", None))
+                               invitations=context.settings.invitations)
 
 
 def client_factory(user, password, reply_received=None, profile=None):
@@ -290,6 +297,10 @@ HANDSHAKE = Handshake(
                 "OPAQUE handshake, server side"),
         Machine("opaque-client", "twisted_keyx.opaque.handshake:OPAQUEClientHandshake",
                 "OPAQUE handshake, client side", start="AWAIT_KE2"),
+        Machine("opaque-chat-server", "twisted_keyx.opaque.passwd:OPAQUEServerChat",
+                "Chat after an OPAQUE login, with a change of password, server side"),
+        Machine("opaque-chat-client", "twisted_keyx.opaque.passwd:OPAQUEClientChat",
+                "Chat after an OPAQUE login, with a change of password, client side"),
     ),
     summaries={"OPAQUEClientHandshake": describe, "OPAQUEServerHandshake": describe,
                "OPAQUEClientChat": describe_session, "OPAQUEServerChat": describe_session},

@@ -66,7 +66,7 @@ class PasswdState(enum.Enum):
 
 class PasswdEvent(enum.Enum):
     P1 = "passwd and p1"
-    LINE = "a line of the change of password"
+    LINE = "a line (p2, p3)"
     CHANGED = "changed"
     NOT_CHANGED = "password not changed"
     REFUSED = "refused (twisted_keyx.core.refusals)"

@@ -40,7 +40,7 @@ from twisted.python import usage
 from twisted_keyx import __version__
 from twisted_keyx.core import handshakes
 from twisted_keyx.core.handshakes import NewFile
-from twisted_keyx.core.interfaces import IServerSetupStore
+from twisted_keyx.core.interfaces import IInvitationStore, IServerSetupStore
 from twisted_keyx.core.peers import host_port
 from twisted_keyx.core.twistedshim import RepeatableOptions
 from twisted_keyx.observe import trace
@@ -152,10 +152,6 @@ class KeyxConfig:
     #: A worker's: the SQLite file of the guess throttle the workers share
     #: ("": a throttle of this process's own).
     throttle_path: str = ""
-    #: The invitations of OPAQUE registration over the network
-    #: (keyx-invitations.json beside the user file, or the --store
-    #: database's; ``keyx-admin invite``).
-    invitations: Any = None
     #: --store postgresql://...: the :class:`~twisted_keyx.service.pgstore.Deployment`
     #: (users, OPAQUE setup and throttle state in PostgreSQL), or None.
     deployment: Any = None
@@ -189,8 +185,10 @@ class Shared:
     """What the daemon's own options made, as each handshake's ``configure``
     (:attr:`twisted_keyx.core.handshakes.Handshake.configure`) sees it:
     ``users`` (the user store every password handshake shares),
-    ``user_count``, :meth:`user_count_of`, :meth:`store` (the stores of
-    ``--store``), :meth:`new_file`.  The users are read when first asked
+    ``user_count``, :meth:`user_count_of`, :meth:`store` (the daemon's
+    stores by interface: the invitations beside the user file or in
+    ``--store``'s database, and what else ``--store`` keeps),
+    :meth:`new_file`, :meth:`settings_of`.  The users are read when first asked
     for (so that the start-up errors come in the order of the options'
     checks), and by the daemon after every ``configure``."""
 
@@ -219,18 +217,15 @@ class Shared:
     def deployment(self):
         return self._users().deployment
 
-    @property
-    def invitations(self):
-        return self._users().invitations
-
     def user_count_of(self, scheme):
         """The users of ``scheme`` read at start-up."""
         return self._users().count_of(scheme)
 
     def store(self, interface):
         """The daemon's provider of ``interface``
-        (:mod:`twisted_keyx.core.interfaces`: ``IServerSetupStore``...)
-        from ``--store``, or None: the handshake keeps that state itself."""
+        (:mod:`twisted_keyx.core.interfaces`: ``IInvitationStore``, and
+        with ``--store`` ``IServerSetupStore``), or None: the handshake
+        keeps that state itself (OPAQUE's key file)."""
         return self._users().stores.get(interface)
 
     def settings_of(self, name):
@@ -254,7 +249,6 @@ class _UsersAndStores:
     user_count: Any
     count_of: Callable[[str], int]
     deployment: Any = None
-    invitations: Any = None
     stores: Mapping[Any, Any] = field(default_factory=dict)
 
 
@@ -446,7 +440,7 @@ def _configure(options):
         worker_argv=tuple(workers.strip_workers_option(options["argv"])),
         show_secrets=bool(options["show-secrets"]), trace=bool(options["trace"]),
         settings=dict(settings), new_files=tuple(shared.new_files),
-        invitations=shared.invitations, deployment=shared.deployment)
+        deployment=shared.deployment)
 
 
 def _users_and_stores(options):
@@ -462,8 +456,9 @@ def _users_and_stores(options):
         return _UsersAndStores(
             users=deployment.users, user_count=deployment.user_count,
             count_of=lambda scheme: counts.get(scheme, 0),
-            deployment=deployment, invitations=deployment.invitations,
-            stores={IServerSetupStore: pgstore.ConnectionSetupStore(deployment.url)})
+            deployment=deployment,
+            stores={IServerSetupStore: pgstore.ConnectionSetupStore(deployment.url),
+                    IInvitationStore: deployment.invitations})
     # Absolute, so that a daemon that changes directory still finds it.
     users_path = os.path.abspath(options["users"])
     # A missing file means no users yet; a missing folder is a typo.
@@ -478,8 +473,8 @@ def _users_and_stores(options):
         raise usage.UsageError(str(e)) from None
     return _UsersAndStores(
         users=users, user_count=user_count, count_of=users.loaded_count,
-        invitations=InvitationFile(os.path.join(os.path.dirname(users_path),
-                                                DEFAULT_INVITATION_FILE)))
+        stores={IInvitationStore: InvitationFile(os.path.join(os.path.dirname(users_path),
+                                                              DEFAULT_INVITATION_FILE))})
 
 
 def _deployment(url):
