@@ -61,17 +61,13 @@ def configure(options, shared):
 def _from_shared_store(store):
     from twisted_keyx.core.interfaces import StoreUnavailable
     from twisted_keyx.opaque.records import ServerSetup
-    from twisted_keyx.opaque.setupfile import result_now
+    from twisted_keyx.opaque.setupfile import load_or_create
 
     try:
-        setup = result_now(store.load())
-        if setup is not None:
-            return OPAQUESettings(store, setup)
-        made = ServerSetup.generate()
-        setup = result_now(store.create(made))
+        setup, created = load_or_create(store, ServerSetup.generate)
     except StoreUnavailable as e:
         raise usage.UsageError(str(e)) from None
-    return OPAQUESettings(store, setup, created=setup.dumps() == made.dumps())
+    return OPAQUESettings(store, setup, created=created)
 
 
 def _from_key_file(path, shared):

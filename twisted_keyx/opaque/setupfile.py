@@ -37,6 +37,22 @@ def result_now(deferred):
     return results[0]
 
 
+def load_or_create(store, generate):
+    """(setup, created): the setup ``store``
+    (:class:`~twisted_keyx.core.interfaces.IServerSetupStore`) holds, or,
+    when it has none, ``generate()``'s stored there (created: True), unless
+    another process stored one first (that one; created: False).  The
+    store must answer at once (:func:`result_now`: start-up, keyx-admin);
+    a store that cannot be used raises
+    :class:`~twisted_keyx.core.interfaces.StoreUnavailable`."""
+    setup = result_now(store.load())
+    if setup is not None:
+        return setup, False
+    made = generate()
+    setup = result_now(store.create(made))
+    return setup, setup.dumps() == made.dumps()
+
+
 @implementer(IServerSetupStore)
 class KeyFileSetup:
     """The setup in the key file at ``path``: None if there is none, or
