@@ -143,12 +143,29 @@ class OpaqueScheme:
 SCHEME = OpaqueScheme()
 
 
+def load_or_create(store, generate):
+    """(setup, created): the setup ``store``
+    (:class:`~twisted_keyx.core.interfaces.IServerSetupStore`) holds, or,
+    when it has none, ``generate()``'s stored there (created: True), unless
+    another process stored one first (that one; created: False).  The
+    store must answer at once (:func:`twisted_keyx.core.atonce.result_now`:
+    the daemon's start-up, keyx-admin); a store that cannot be used raises
+    :class:`~twisted_keyx.core.interfaces.StoreUnavailable`."""
+    from twisted_keyx.core.atonce import result_now
+
+    setup = result_now(store.load())
+    if setup is not None:
+        return setup, False
+    made = generate()
+    setup = result_now(store.create(made))
+    return setup, setup.dumps() == made.dumps()
+
+
 def _shared_setup(store, say):
     """The setup of ``store`` (an IServerSetupStore that answers at once),
     made and stored there first if it has none; ValueError in one line
     for a store that cannot be used."""
     from twisted_keyx.core.interfaces import StoreUnavailable
-    from twisted_keyx.opaque.setupfile import load_or_create
 
     try:
         setup, created = load_or_create(store, ServerSetup.generate)
@@ -246,4 +263,5 @@ def load_or_create_key_file(path):
 
 
 __all__ = ["OpaqueUser", "SCHEME", "new_user", "KeyFileError", "load_key_file",
-           "create_key_file", "write_new_key_file", "KeyFileExists", "load_or_create_key_file", "DEFAULT_KEY_FILE"]
+           "create_key_file", "write_new_key_file", "KeyFileExists", "load_or_create_key_file", "DEFAULT_KEY_FILE",
+           "load_or_create"]
