@@ -347,6 +347,20 @@ class ProtocolTests(unittest.TestCase):
         self.assertIs(self.users.records["alice"], ALICE)
         self.assertTrue(self.logs_in(OLD))
 
+    def test_cancelling_the_change_closes_the_connection(self):
+        """keyx-client's --timeout cancels it: the connection is cut, so
+        nothing more goes out."""
+        self.users.hold = True
+        _, client, pump = self.connect()
+        self.successResultOf(client.authenticated)
+        changing = client.passwd(NEW)
+        pump.flush()
+        changing.cancel()
+        self.failureResultOf(changing, defer.CancelledError)
+        self.assertTrue(client.transport.disconnecting)
+        pump.flush()
+        self.successResultOf(client.disconnected)
+
     def test_store_that_never_answers_and_a_drop(self):
         """The connection drops while the store writes: the store's outcome
         decides (here it fails: the old record stays)."""

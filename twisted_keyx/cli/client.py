@@ -690,8 +690,9 @@ def _registration_arguments(command, entry):
                          help="register: register USER with an invitation code instead of "
                               "logging in (the code, then the new password twice, are asked "
                               "on the terminal). passwd: log in, then change USER's password "
-                              "inside the session (the password, then the new one twice, are "
-                              "asked); the old password works until the server confirms")
+                              "inside the session (the password is asked, then, once logged "
+                              "in, the new one twice); the old password works until the "
+                              "server confirms")
     command.add_argument("--code-file", metavar="F",
                          help="register: read the invitation code from the first line of F")
     command.add_argument("--new-password-file", metavar="F",
@@ -746,12 +747,25 @@ async def run_passwd(entry, reactor, args, out):
     from twisted_keyx.opaque.passwd import PasswordNotChanged
 
     password = _read_password(args)
-    new_password = _read_new_password(args)
+    # From a file: read (and checked) before anything is sent; on the
+    # terminal: asked once the login has shown the password right.
+    new_password = _read_new_password(args) if args.new_password_file else None
     where = host_port(args.host, args.port)
 
-    async def change(protocol):
+    async def ask(protocol):
         try:
-            await protocol.passwd(new_password).addTimeout(args.timeout, reactor)
+            with ctrl_c_interrupts():
+                return _read_new_password(args)
+        except ClientError:
+            protocol.finished.addErrback(lambda reason: None)  # the session is over
+            protocol.abort()
+            await aborted(reactor)
+            raise
+
+    async def change(protocol):
+        new = new_password if new_password is not None else await ask(protocol)
+        try:
+            await protocol.passwd(new).addTimeout(args.timeout, reactor)
         except BaseException:
             protocol.finished.addErrback(lambda reason: None)  # the session is over
             raise

@@ -211,7 +211,7 @@ class OPAQUEClientProtocol(LoginClientProtocol):
             raise RuntimeError("not authenticated yet")
         if self._changing is not None and not self._changing.called:
             raise RuntimeError("a change of password is under way")
-        changing = self._changing = defer.Deferred()
+        changing = self._changing = defer.Deferred(self._cancel)
         try:
             self.perform(self.chat.passwd, new_password)
         except BaseException:
