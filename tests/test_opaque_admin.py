@@ -52,6 +52,43 @@ class AdminSchemeTests(unittest.TestCase):
         return self.admin("adduser", name, "--users", self.users, "--opaque-key", self.key,
                           "--password-file", self.password_file, *scheme)
 
+    def test_the_scheme_adds_a_user_through_a_setup_store(self):
+        """OPAQUE's ``add_user`` with a store (keyx-admin --store): the
+        setup of its IServerSetupStore, made there when it has none, and
+        the key file of --opaque-key left alone; one that cannot be used is
+        a ValueError of one line."""
+        from twisted.internet import defer
+
+        from twisted_keyx.core.interfaces import IServerSetupStore, StoreUnavailable
+        from twisted_keyx.opaque.setupfile import SetupInMemory
+
+        said = []
+        store = SetupInMemory(None)
+        self.patch(opaque_scheme, "ServerSetup", type("Cheap", (), {
+            "generate": staticmethod(cheap_setup)}))
+        options = {"opaque_key": os.path.join(self.dir, "not-made")}
+        first, _ = opaque_scheme.SCHEME.add_user("bob", PASSWORD, options, said.append,
+                                                 {IServerSetupStore: store}.get)
+        self.assertEqual(said, ["made the OPAQUE server setup in memory"])
+        self.assertEqual(first.server_key,
+                         server_key_fingerprint(store.setup.server_public_key))
+        second, detail = opaque_scheme.SCHEME.add_user("carol", PASSWORD, options,
+                                                       said.append,
+                                                       {IServerSetupStore: store}.get)
+        self.assertEqual((len(said), second.server_key, detail),
+                         (1, first.server_key, f"opaque, {second.record.ksf}"))
+        self.assertFalse(os.path.exists(options["opaque_key"]))
+
+        class Down:
+            where = "the store"
+
+            def load(self):
+                return defer.fail(StoreUnavailable("postgresql: connection refused"))
+
+        error = self.assertRaises(ValueError, opaque_scheme.SCHEME.add_user, "dave", PASSWORD,
+                                  options, said.append, {IServerSetupStore: Down()}.get)
+        self.assertEqual(str(error), "postgresql: connection refused")
+
     def test_both_schemes(self):
         self.assertEqual(self.add("alice", "--scheme", "eke")[0], 0)
         status, out, err = self.add("bob")  # OPAQUE by default

@@ -384,6 +384,59 @@ class AdminTests(PostgreSQLTestCase):
         self.assertEqual((status, err), (1, "keyx-admin: give --store or --invitations, not "
                                             "both (a store keeps its invitations)\n"))
 
+    def test_an_opaque_user_in_a_store(self):
+        """OPAQUE's scheme adds the user through the store's
+        IServerSetupStore: the setup made there by the first adduser (and
+        said so), the one the daemons of the store then serve."""
+        from twisted_keyx.opaque import scheme as opaque_scheme
+        from twisted_keyx.trust.knownservers import server_key_fingerprint
+
+        class CheapSetup:
+            generate = staticmethod(cheap_setup)
+
+        self.patch(opaque_scheme, "ServerSetup", CheapSetup)
+        self.admin("store-upgrade", "--store", self.url)
+        status, out, err = self.admin("adduser", "alice", "--store", self.url,
+                                      "--password-file", self.password_file)
+        self.assertEqual((status, err),
+                         (0, f"keyx-admin: made the OPAQUE server setup in {self.url}\n"))
+        self.assertEqual(out, f"added user alice to {self.url} (opaque, argon2id m=64 KiB t=1 "
+                              "p=1)\n")
+        status, out, err = self.admin("adduser", "bob", "--scheme", "opaque", "--store",
+                                      self.url, "--password-file", self.password_file)
+        self.assertEqual((status, err), (0, ""))
+        connection = pgstore.connect(self.url)
+        self.addCleanup(connection.close)
+        setup = pgstore.load_setup(connection)
+        users = pgstore.read_users(connection)
+        self.assertEqual({u.scheme for u in users.values()}, {"opaque"})
+        self.assertEqual({u.server_key for u in users.values()},
+                         {server_key_fingerprint(setup.server_public_key)})
+        options = tap_options("--store", self.url, "--no-host-key")
+        self.addCleanup(options.config.deployment.close)
+        self.assertEqual(options.config.settings["opaque"].setup.dumps(), setup.dumps())
+
+    def test_a_toy_password_scheme_in_a_store(self):
+        """A password scheme registered from outside (tests.test_registry's
+        toy) is added to --store with no edit to keyx-admin, and finds the
+        store's IServerSetupStore as OPAQUE does."""
+        from twisted_keyx.core import handshakes
+
+        from tests.test_registry import TOY_PASSWORD
+
+        handshakes.register(TOY_PASSWORD)
+        self.addCleanup(handshakes.unregister, TOY_PASSWORD.name)
+        self.admin("store-upgrade", "--store", self.url)
+        status, out, err = self.admin("adduser", "bob", "--scheme", "toypw", "--store", self.url,
+                                      "--password-file", self.password_file,
+                                      "--toy-pepper", "p:")
+        self.assertEqual((status, out, err),
+                         (0, f"added user bob to {self.url} (toypw)\n",
+                          f"keyx-admin: peppered with p:\nkeyx-admin: a setup store in "
+                          f"{self.url}\n"))
+        self.assertEqual(self.admin("listusers", "--store", self.url)[1],
+                         "bob  toypw, 8 characters\n")
+
     def test_invite_into_an_old_schema_says_so(self):
         status, _, err = self.admin("invite", "bob", "--store", self.url)
         self.assertEqual(status, 1)

@@ -479,8 +479,15 @@ class ToyScheme:
     def describe(self, record):
         return f"toypw, {len(record.secret)} characters"
 
-    def add_user(self, name, password, options, say):
+    def add_user(self, name, password, options, say, store):
+        from twisted_keyx.core.interfaces import IServerSetupStore
+
         say(f"peppered with {options['toy_pepper']}")
+        # What it would share with the daemons (keyx-admin --store), through
+        # the store's interfaces, as OPAQUE finds its server setup.
+        setup = store(IServerSetupStore)
+        if setup is not None:
+            say(f"a setup store in {setup.where}")
         return ToyUser(name, options["toy_pepper"] + password), "toypw"
 
 

@@ -202,10 +202,10 @@ def cmd_adduser(args, out, err):
     try:
         if check is not None:
             check(_read_users(args.users, missing_ok=True), vars(args))
-        record, detail = scheme.add_user(args.name, password, vars(args),
-                                         lambda text: err.write(f"keyx-admin: {text}\n"))
     except ValueError as e:
         raise AdminError(str(e)) from None
+    # The user file keeps no store of a scheme's: it keeps its own (OPAQUE's key file).
+    record, detail = _new_record(args, password, err, lambda interface: None)
     with _editing_users(args.users, missing_ok=True) as users:
         _refuse_existing(users, args)
         if check is not None:
@@ -228,6 +228,28 @@ def _ask(args):
         raise AdminError(str(e)) from None
 
 
+def _new_record(args, password, err, store):
+    """(record, description) of the new user, made by its scheme
+    (:mod:`twisted_keyx.core.schemes`: ``add_user``), which finds the state
+    it shares with the daemon through ``store(interface)``."""
+    try:
+        return schemes.named(args.scheme).add_user(
+            args.name, password, vars(args), lambda text: err.write(f"keyx-admin: {text}\n"),
+            store)
+    except ValueError as e:
+        raise AdminError(str(e)) from None
+
+
+def _store_providers(url):
+    """``store(interface)`` for a scheme's ``add_user`` with ``--store``:
+    the database's providers of the store interfaces, as the daemon's
+    (:meth:`twisted_keyx.service.tap.Shared.store`), answering at once."""
+    from twisted_keyx.core.interfaces import IServerSetupStore
+    from twisted_keyx.service import pgstore
+
+    return {IServerSetupStore: pgstore.ConnectionSetupStore(url)}.get
+
+
 def _adduser_store(args, out, err):
     from twisted_keyx.core.interfaces import StoreConflict
     from twisted_keyx.service import pgstore
@@ -240,19 +262,7 @@ def _adduser_store(args, out, err):
         if args.password_file:
             _warn(err, password_file_warning(args.password_file))
         password = _ask(args)
-        if args.scheme == "opaque":
-            from twisted_keyx.opaque import scheme as opaque_scheme
-            from twisted_keyx.opaque.records import ServerSetup
-
-            setup = pgstore.load_setup(connection)
-            if setup is None:
-                setup = pgstore.store_setup(connection, ServerSetup.generate())
-                err.write(f"keyx-admin: made the OPAQUE server setup in {where}\n")
-            record = opaque_scheme.new_user(args.name, password, setup)
-            detail = f"opaque, {record.record.ksf}"
-        else:
-            record = userstore.new_user(args.name, password)
-            detail = str(record.kdf)
+        record, detail = _new_record(args, password, err, _store_providers(args.store))
         try:
             pgstore.add_users(connection, {args.name: record})
         except StoreConflict:

@@ -11,9 +11,15 @@ to turn its part of a record into an object and back:
   without ``"scheme"``; raises ``ValueError`` (or a subclass) if unusable;
 - ``serialise(record) -> dict``: the fields to store (without ``"scheme"``);
 - ``describe(record) -> str``: one line for ``keyx-admin listusers``;
-- ``add_user(name, password, options, say) -> (record, description)``:
+- ``add_user(name, password, options, say, store) -> (record, description)``:
   ``keyx-admin adduser``; ``options`` is a mapping of the command's options
   (its own among them), ``say(text)`` tells the user something on the way;
+  ``store(interface)`` is the provider of a store interface of
+  :mod:`twisted_keyx.core.interfaces` where the users go (``--store``'s
+  database: ``IServerSetupStore``), or None (the user file: the scheme
+  keeps that state itself, as OPAQUE its key file), as the daemon's
+  ``shared.store`` in an entry's ``configure``; its Deferreds have fired
+  when they are returned (keyx-admin runs no reactor);
   raises ``ValueError`` with a one-line message;
 - ``add_user_options``: ``((flags, argparse keywords), ...)``, the options
   of its own ``keyx-admin adduser`` offers.

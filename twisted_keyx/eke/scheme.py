@@ -24,8 +24,9 @@ class EKEScheme:
     def describe(self, record):
         return f"eke, {record.kdf}"
 
-    def add_user(self, name, password, options, say):
-        """``keyx-admin adduser``: the new record and how it is described."""
+    def add_user(self, name, password, options, say, store):
+        """``keyx-admin adduser``: the new record and how it is described
+        (EKE needs no store: a record is all there is)."""
         record = new_user(name, password)
         return record, str(record.kdf)
 

@@ -61,28 +61,25 @@ def configure(options, shared):
 def _from_shared_store(store):
     from twisted_keyx.core.interfaces import StoreUnavailable
     from twisted_keyx.opaque.records import ServerSetup
-    from twisted_keyx.opaque.setupfile import result_now
+    from twisted_keyx.opaque.scheme import load_or_create
 
     try:
-        setup = result_now(store.load())
-        if setup is not None:
-            return OPAQUESettings(store, setup)
-        made = ServerSetup.generate()
-        setup = result_now(store.create(made))
+        setup, created = load_or_create(store, ServerSetup.generate)
     except StoreUnavailable as e:
         raise usage.UsageError(str(e)) from None
-    return OPAQUESettings(store, setup, created=setup.dumps() == made.dumps())
+    return OPAQUESettings(store, setup, created=created)
 
 
 def _from_key_file(path, shared):
     """The setup of ``path``; a usage error when OPAQUE users exist without
     it (their records open only with its OPRF seed), or when it is
     unusable or readable by others."""
+    from twisted_keyx.core.atonce import at_once, result_now
     from twisted_keyx.core.fileutil import why_not_writable
     from twisted_keyx.core.interfaces import StoreUnavailable
     from twisted_keyx.opaque.records import ServerSetup
     from twisted_keyx.opaque.scheme import write_new_key_file
-    from twisted_keyx.opaque.setupfile import KeyFileSetup, at_once, result_now
+    from twisted_keyx.opaque.setupfile import KeyFileSetup
 
     opaque_users = shared.user_count_of("opaque")
     store = KeyFileSetup(path, run_in_thread=at_once)

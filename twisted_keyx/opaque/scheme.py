@@ -79,18 +79,26 @@ class OpaqueScheme:
     def describe(self, user):
         return f"opaque, {user.record.ksf}"
 
-    def add_user(self, name, password, options, say):
-        """``keyx-admin adduser``: run registration against the key file of
-        ``options["opaque_key"]`` (made first if missing; ``say`` tells the
-        user so); the record and how it is described.  ValueError for a key
-        file that cannot be used."""
-        path = options["opaque_key"]
-        try:
-            setup, created = load_or_create_key_file(path)
-        except KeyFileError as e:
-            raise ValueError(str(e)) from None
-        if created:
-            say(f"created the OPAQUE key file {path} (mode 0600)")
+    def add_user(self, name, password, options, say, store):
+        """``keyx-admin adduser``: run registration against the server
+        setup of ``store(IServerSetupStore)`` (``--store``'s database) or,
+        when there is none, of the key file of ``options["opaque_key"]``;
+        either is made first if missing (``say`` tells the user so).  The
+        record and how it is described.  ValueError for a setup that cannot
+        be used."""
+        from twisted_keyx.core.interfaces import IServerSetupStore
+
+        shared = store(IServerSetupStore)
+        if shared is not None:
+            setup = _shared_setup(shared, say)
+        else:
+            path = options["opaque_key"]
+            try:
+                setup, created = load_or_create_key_file(path)
+            except KeyFileError as e:
+                raise ValueError(str(e)) from None
+            if created:
+                say(f"created the OPAQUE key file {path} (mode 0600)")
         try:
             user = new_user(name, password, setup)
         except OpaqueError as e:  # the key stretching failed here, or the password
@@ -133,6 +141,39 @@ class OpaqueScheme:
 
 
 SCHEME = OpaqueScheme()
+
+
+def load_or_create(store, generate):
+    """(setup, created): the setup ``store``
+    (:class:`~twisted_keyx.core.interfaces.IServerSetupStore`) holds, or,
+    when it has none, ``generate()``'s stored there (created: True), unless
+    another process stored one first (that one; created: False).  The
+    store must answer at once (:func:`twisted_keyx.core.atonce.result_now`:
+    the daemon's start-up, keyx-admin); a store that cannot be used raises
+    :class:`~twisted_keyx.core.interfaces.StoreUnavailable`."""
+    from twisted_keyx.core.atonce import result_now
+
+    setup = result_now(store.load())
+    if setup is not None:
+        return setup, False
+    made = generate()
+    setup = result_now(store.create(made))
+    return setup, setup.dumps() == made.dumps()
+
+
+def _shared_setup(store, say):
+    """The setup of ``store`` (an IServerSetupStore that answers at once),
+    made and stored there first if it has none; ValueError in one line
+    for a store that cannot be used."""
+    from twisted_keyx.core.interfaces import StoreUnavailable
+
+    try:
+        setup, created = load_or_create(store, ServerSetup.generate)
+    except StoreUnavailable as e:
+        raise ValueError(str(e)) from None
+    if created:
+        say(f"made the OPAQUE server setup in {store.where}")
+    return setup
 
 
 def new_user(name, password, setup):
@@ -222,4 +263,5 @@ def load_or_create_key_file(path):
 
 
 __all__ = ["OpaqueUser", "SCHEME", "new_user", "KeyFileError", "load_key_file",
-           "create_key_file", "write_new_key_file", "KeyFileExists", "load_or_create_key_file", "DEFAULT_KEY_FILE"]
+           "create_key_file", "write_new_key_file", "KeyFileExists", "load_or_create_key_file", "DEFAULT_KEY_FILE",
+           "load_or_create"]

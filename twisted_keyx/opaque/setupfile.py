@@ -12,29 +12,11 @@ key file, or ``--store``'s database
 import os
 
 from twisted.internet import defer, threads
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twisted_keyx.core.atonce import at_once, result_now
 from twisted_keyx.core.interfaces import IServerSetupStore, StoreUnavailable
 from twisted_keyx.opaque.scheme import KeyFileError, load_key_file, write_new_key_file
-
-
-def at_once(function, *args):
-    """A ``run_in_thread`` that runs ``function`` now, in this thread (at
-    start-up, before the reactor runs)."""
-    return defer.maybeDeferred(function, *args)
-
-
-def result_now(deferred):
-    """The result of a Deferred that has fired (a store called
-    :func:`at_once`), or its exception raised."""
-    results = []
-    deferred.addBoth(results.append)
-    if not results:
-        raise RuntimeError("the store did not answer at once")
-    if isinstance(results[0], Failure):
-        results[0].raiseException()
-    return results[0]
 
 
 @implementer(IServerSetupStore)
@@ -89,3 +71,6 @@ class SetupInMemory:
         if self.setup is None:
             self.setup = setup
         return defer.succeed(self.setup)
+
+
+__all__ = ["KeyFileSetup", "SetupInMemory", "at_once", "result_now"]
