@@ -305,6 +305,7 @@ HANDSHAKE = Handshake(
     scheme="twisted_keyx.opaque.scheme:SCHEME",
     client=client_factory,
     client_options=CLIENT_OPTIONS,
+    client_commands="twisted_keyx.opaque.commands:add_commands",
     client_port=8089,
     client_description=(
         "Log in with the OPAQUE password handshake, then chat as with eke. "
