@@ -9,12 +9,26 @@ import threading
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
-from twisted_keyx.core.interfaces import IInvitationStore, Invitation, StoreUnavailable
+from tests.opaque_helpers import cheap_setup
+from twisted_keyx.core.interfaces import (
+    IInvitationStore,
+    Invitation,
+    StoreConflict,
+    StoreUnavailable,
+)
 from twisted_keyx.opaque.invitation import code_hash, new_code
+from twisted_keyx.opaque.scheme import new_user
+from twisted_keyx.service import invitations as invitationfile, userfile
 from twisted_keyx.service.invitations import InvitationFile
+from twisted_keyx.service.userfile import UserFile, run_now
 
 CODE = new_code()
 NOW = 1_000_000.0
+SETUP = cheap_setup()
+BOB = new_user("bob", "pw", SETUP)
+
+
+_real_write_users = userfile.write_users
 
 
 def pending(user="bob", code=CODE, expires=NOW + 60):
@@ -26,13 +40,117 @@ class InvitationFileTests(unittest.TestCase):
         folder = self.mktemp()
         os.mkdir(folder)
         self.path = os.path.join(folder, "invitations.json")
-        self.store = InvitationFile(self.path)
+        self.users_path = os.path.join(folder, "users.json")
+        self.users = UserFile(self.users_path, run_in_thread=run_now)
+        self.store = InvitationFile(self.path, users=self.users)
 
     def result(self, deferred):
         return self.successResultOf(deferred)
 
     def test_interface(self):
         self.assertTrue(verifyObject(IInvitationStore, self.store))
+        self.assertTrue(verifyObject(IInvitationStore, InvitationFile(self.path)))
+
+    def stored_users(self):
+        return userfile.read_users(self.users_path, missing_ok=True)
+
+    def test_register_once(self):
+        self.result(self.store.invite(pending()))
+        self.assertFalse(self.result(self.store.register("bob", code_hash(new_code()), NOW,
+                                                         BOB)))
+        self.assertEqual(self.stored_users(), {})
+        self.assertTrue(self.result(self.store.register("bob", code_hash(CODE), NOW, BOB)))
+        self.assertEqual(self.stored_users(), {"bob": BOB})
+        self.assertEqual(self.result(self.store.lookup("bob")).state, "used")
+        self.assertFalse(self.result(self.store.register("bob", code_hash(CODE), NOW, BOB)))
+        # The daemon's user store sees the new user.
+        self.assertEqual(self.result(self.users.lookup("bob", "opaque")), BOB)
+
+    def test_register_expired_revoked_unknown(self):
+        self.result(self.store.invite(pending(expires=NOW)))
+        self.assertFalse(self.result(self.store.register("bob", code_hash(CODE), NOW, BOB)))
+        self.result(self.store.invite(pending()))
+        self.result(self.store.revoke("bob"))
+        self.assertFalse(self.result(self.store.register("bob", code_hash(CODE), NOW, BOB)))
+        self.assertFalse(self.result(self.store.register("nobody", code_hash(CODE), NOW, BOB)))
+        self.assertEqual(self.stored_users(), {})
+
+    def test_register_existing_user_changes_nothing(self):
+        self.result(self.store.invite(pending()))
+        alice_as_bob = new_user("bob", "another", SETUP)
+        userfile.write_users(self.users_path, {"bob": alice_as_bob})
+        self.failureResultOf(self.store.register("bob", code_hash(CODE), NOW, BOB),
+                             StoreConflict)
+        self.assertEqual(self.stored_users(), {"bob": alice_as_bob})
+        self.assertEqual(self.result(self.store.lookup("bob")).state, "pending")
+
+    def test_register_user_file_fails_code_kept(self):
+        """The user file cannot be written: the invitation stays pending
+        (a redeem then an add used it up) and the code works again."""
+        self.result(self.store.invite(pending()))
+
+        def unwritable(path, users):
+            raise userfile.UserFileError(f"cannot write {path}: Read-only file system")
+
+        self.patch(userfile, "write_users", unwritable)
+        failure = self.failureResultOf(self.store.register("bob", code_hash(CODE), NOW, BOB),
+                                       StoreUnavailable)
+        self.assertIn("Read-only file system", str(failure.value))
+        self.assertEqual(self.result(self.store.lookup("bob")).state, "pending")
+        self.assertFalse(os.path.exists(self.users_path))
+        self.patch(userfile, "write_users", _real_write_users)
+        self.assertTrue(self.result(self.store.register("bob", code_hash(CODE), NOW, BOB)))
+        self.assertEqual(self.stored_users(), {"bob": BOB})
+
+    def test_register_unreadable_user_file_is_store_unavailable(self):
+        self.result(self.store.invite(pending()))
+        with open(self.users_path, "w") as f:
+            f.write("not json")
+        self.failureResultOf(self.store.register("bob", code_hash(CODE), NOW, BOB),
+                             StoreUnavailable)
+        self.assertEqual(self.result(self.store.lookup("bob")).state, "pending")
+
+    def test_register_invitation_file_fails_after_the_user(self):
+        """The user written is the commit: the invitation file not written
+        after it leaves a registered user and a pending invitation whose
+        code registers no one (the user exists)."""
+        self.result(self.store.invite(pending()))
+
+        def unwritable(path, data, mode):
+            raise OSError(28, "No space left on device")
+
+        self.patch(invitationfile, "write_file_atomically", unwritable)
+        self.assertTrue(self.result(self.store.register("bob", code_hash(CODE), NOW, BOB)))
+        self.assertEqual(self.stored_users(), {"bob": BOB})
+        self.assertEqual(self.result(self.store.lookup("bob")).state, "pending")
+        other = new_user("bob", "another", SETUP)
+        self.failureResultOf(self.store.register("bob", code_hash(CODE), NOW, other),
+                             StoreConflict)
+        self.assertEqual(self.stored_users(), {"bob": BOB})
+
+    def test_register_without_a_user_file(self):
+        store = InvitationFile(self.path)
+        self.result(store.invite(pending()))
+        self.failureResultOf(store.register("bob", code_hash(CODE), NOW, BOB), StoreUnavailable)
+        self.assertEqual(self.result(store.lookup("bob")).state, "pending")
+
+    def test_concurrent_registers_one_wins(self):
+        self.result(self.store.invite(pending()))
+        results = []
+
+        def register(index):
+            users = UserFile(self.users_path, run_in_thread=run_now)
+            InvitationFile(self.path, users=users).register(
+                "bob", code_hash(CODE), NOW, new_user("bob", f"pw{index}", SETUP)).addBoth(
+                results.append)
+
+        threads = [threading.Thread(target=register, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(sorted(results), [False] * 5 + [True])
+        self.assertEqual(list(self.stored_users()), ["bob"])
 
     def test_invite_lookup_list_and_file(self):
         self.assertIsNone(self.result(self.store.lookup("bob")))

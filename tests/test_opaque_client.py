@@ -128,7 +128,6 @@ class RegisterProcessTests(unittest.TestCase):
     timeout = 120
 
     def setUp(self):
-        from tests.test_opaque_register import MemoryUsers
         from twisted_keyx.core.interfaces import Invitation
         from twisted_keyx.opaque import invitation
         from twisted_keyx.service.invitations import InvitationFile
@@ -142,10 +141,12 @@ class RegisterProcessTests(unittest.TestCase):
             with open(path, "w") as f:
                 f.write(text + "\n")
             os.chmod(path, 0o600)
-        store = InvitationFile(os.path.join(directory, "invitations.json"))
+        from twisted_keyx.service.userfile import UserFile
+
+        self.users = UserFile(os.path.join(directory, "users.json"))
+        store = InvitationFile(os.path.join(directory, "invitations.json"), users=self.users)
         store.invite(Invitation("bob", invitation.code_hash(self.code), 0,
                                 reactor.seconds() + 600))
-        self.users = MemoryUsers()
         setup, _ = state()
         self.port = reactor.listenTCP(0, OPAQUEServerFactory(self.users, setup,
                                                              invitations=store),
@@ -165,7 +166,7 @@ class RegisterProcessTests(unittest.TestCase):
         self.assertEqual((status, out, err), (
             0, f"Registered bob on 127.0.0.1:{port}; log in with: "
                "keyx-client opaque --user bob\n", ""))
-        self.assertEqual(list(self.users.records), ["bob"])
+        self.assertEqual(list((yield self.users.users())), ["bob"])
         status, out, err = yield self.run_client(
             b"quit\n", "--user", "bob", "--password-file", self.password_file)
         self.assertEqual((status, err), (0, ""))
@@ -184,7 +185,7 @@ class RegisterProcessTests(unittest.TestCase):
             "--password-file", self.password_file)
         self.assertEqual((status, out, err), (
             2, "", "keyx-client: not an invitation code (32 letters and digits)\n"))
-        self.assertEqual(self.users.records, {})
+        self.assertEqual((yield self.users.users()), {})
 
 
 class CommandsFromTheEntryTests(unittest.TestCase):

@@ -7,22 +7,25 @@ import os
 
 from twisted.internet import defer, endpoints, reactor
 from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs, formatEvent
 from twisted.test import iosim
 from twisted.trial import unittest
 
 from tests.opaque_helpers import CHEAP_LIMITS, CountingRandom, cheap_setup
-from twisted_keyx.core.decisions import AddUser, NeedInvitation, RedeemInvitation, Registered
-from twisted_keyx.core.interfaces import Invitation, StoreConflict
+from twisted_keyx.core.decisions import NeedInvitation, Register, Registered
+from twisted_keyx.core.interfaces import Invitation, StoreConflict, StoreUnavailable
 from twisted_keyx.core.machine import HandshakeFailed
+from twisted_keyx.core.refusals import UNAVAILABLE_REPLY
 from twisted_keyx.opaque import handshake as hs, invitation as protocol
 from twisted_keyx.opaque.protocol import (
     OPAQUEClientFactory,
     OPAQUERegistrationFactory,
     OPAQUEServerFactory,
 )
-from twisted_keyx.opaque.scheme import OpaqueUser
+from twisted_keyx.opaque.scheme import OpaqueUser, new_user
+from twisted_keyx.service import invitations as invitationfile, userfile
 from twisted_keyx.service.invitations import InvitationFile
-from twisted_keyx.service.userfile import UserFile
+from twisted_keyx.service.userfile import UserFile, run_now
 
 SETUP = cheap_setup()
 PASSWORD = "a new password"
@@ -55,15 +58,15 @@ class MachineTests(unittest.TestCase):
         self.assertEqual(server.state, hs.OPAQUEServerState.AWAIT_R3)
         r3 = client.receive(r2)
         self.assertEqual(len(r3), hs.R3_LINE)
-        redeem = server.feed(r3)
-        self.assertEqual(redeem, RedeemInvitation("bob", protocol.code_hash(CODE)))
-        add = server.answer(redeem, True)
-        self.assertIsInstance(add, AddUser)
-        self.assertIsInstance(add.record, OpaqueUser)
-        self.assertEqual(add.record.name, "bob")
-        self.assertEqual(add.record.record, client._client.record)
+        # One question: redeem the code and add the user, both or neither.
+        register = server.feed(r3)
+        self.assertIsInstance(register, Register)
+        self.assertEqual((register.user, register.code_hash), ("bob", protocol.code_hash(CODE)))
+        self.assertIsInstance(register.record, OpaqueUser)
+        self.assertEqual(register.record.name, "bob")
+        self.assertEqual(register.record.record, client._client.record)
         # Stored: the machine says so (Registered), and no chat follows.
-        self.assertEqual(server.answer(add, None), (hs.REGISTERED, Registered("bob")))
+        self.assertEqual(server.answer(register, True), (hs.REGISTERED, Registered("bob")))
         self.assertTrue(server.registered)
         self.assertIsNone(server.result)  # not a login: no session
         self.assertEqual(client.receive(hs.REGISTERED), None)
@@ -91,14 +94,33 @@ class MachineTests(unittest.TestCase):
         # The same size, and only random-looking bytes (server nonce fixed here).
         self.assertEqual({len(r) for r in replies}, {hs.R2_LINE})
 
-    def test_redeem_refused_no_user_added(self):
+    def register_answered(self, answer):
         server, client, question = self.start()
         r3 = client.receive(server.answer(question, pending()))
-        redeem = server.feed(r3)
+        register = server.feed(r3)
         with self.assertRaises(HandshakeFailed) as caught:
-            server.answer(redeem, False)
-        self.assertEqual(caught.exception.reply, hs.FAILURE_REPLY)
+            server.answer(register, answer)
         self.assertFalse(server.registered)
+        return caught.exception
+
+    def test_redeem_refused_no_user_added(self):
+        refused = self.register_answered(False)
+        self.assertEqual(refused.reply, hs.FAILURE_REPLY)
+        self.assertIn("the invitation was used meanwhile", str(refused))
+
+    def test_user_exists_refused(self):
+        refused = self.register_answered(StoreConflict("user 'bob' exists already"))
+        self.assertEqual(refused.reply, hs.FAILURE_REPLY)
+        self.assertIn("not stored: user 'bob' exists already", str(refused))
+
+    def test_store_down_is_the_store_refusal(self):
+        self.assertEqual(self.register_answered(StoreUnavailable("down")).reply,
+                         UNAVAILABLE_REPLY)
+
+    def test_store_error_refused_in_one_line(self):
+        refused = self.register_answered(RuntimeError("insert refused\nDETAIL: a trigger"))
+        self.assertEqual(refused.reply, hs.FAILURE_REPLY)
+        self.assertTrue(str(refused).endswith("not stored: insert refused"), str(refused))
 
     def test_forged_r3_refused_before_redeem(self):
         server, client, question = self.start()
@@ -139,16 +161,24 @@ class MemoryUsers:
 
 
 class StoreTests(unittest.TestCase):
-    """The factory over the invitation file and users in memory, pumped in memory."""
+    """The factory over the invitation file and the user file beside it
+    (their I/O at once, not in threads), pumped in memory."""
 
     def setUp(self):
         directory = self.mktemp()
         os.mkdir(directory)
-        self.users = MemoryUsers()
-        self.invitations = InvitationFile(os.path.join(directory, "invitations.json"))
+        self.users = UserFile(os.path.join(directory, "users.json"), run_in_thread=run_now)
+        self.invitations = InvitationFile(os.path.join(directory, "invitations.json"),
+                                          users=self.users)
         self.successResultOf(self.invitations.invite(pending()))
         self.factory = OPAQUEServerFactory(self.users, SETUP, invitations=self.invitations,
                                            clock=lambda: NOW)
+
+    def stored(self):
+        return self.successResultOf(self.users.users())
+
+    def state(self):
+        return self.successResultOf(self.invitations.lookup("bob")).state
 
     def connect(self, client_factory):
         server = self.factory.buildProtocol(None)
@@ -182,7 +212,7 @@ class StoreTests(unittest.TestCase):
         self.successResultOf(client.authenticated)
         client, _ = self.register(password="another")
         self.failureResultOf(client.authenticated, hs.RegistrationFailed)
-        self.assertEqual(list(self.users.records), ["bob"])
+        self.assertEqual(list(self.stored()), ["bob"])
         # The first password still logs in; the second does not.
         client, _ = self.login()
         self.successResultOf(client.authenticated)
@@ -212,18 +242,72 @@ class StoreTests(unittest.TestCase):
         self.assertEqual(r2_length("bob", wrong), r2_length("nobody", CODE))
         self.assertEqual(r2_length("bob", wrong), (hs.R2_LINE + 1, False))
 
-    def test_existing_user_not_replaced(self):
-        existing = object.__new__(OpaqueUser)
-        self.users.records["bob"] = existing
-        client, _ = self.register()
+    def test_existing_user_not_replaced_code_kept(self):
+        existing = new_user("bob", "set by the admin", SETUP)
+        self.successResultOf(self.users.add("bob", existing))
+        with capturedLogs() as events:
+            client, _ = self.register()
         self.failureResultOf(client.authenticated, hs.RegistrationFailed)
-        self.assertIs(self.users.records["bob"], existing)
+        self.assertEqual(self.stored(), {"bob": existing})
+        # Nothing changed: the register was refused whole.
+        self.assertEqual(self.state(), "pending")
+        log = [formatEvent(e) for e in events]
+        self.assertTrue([line for line in log if "exists already" in line], log)
+
+    def test_user_file_not_written_code_still_works(self):
+        """The user's write fails after the code was checked: the code is
+        not used up (it was, with a redeem then an add)."""
+        full, write_users = [True], userfile.write_users
+
+        def unwritable(path, users):
+            if full:
+                raise userfile.UserFileError(f"cannot write {path}: No space left on device")
+            write_users(path, users)
+
+        self.patch(userfile, "write_users", unwritable)
+        with capturedLogs() as events:
+            client, _ = self.register()
+        failure = self.failureResultOf(client.authenticated)
+        self.assertIn("cannot check passwords right now", failure.getErrorMessage())
+        self.assertTrue([e for e in events if "No space left" in formatEvent(e)])
+        self.assertEqual(self.stored(), {})
+        self.assertEqual(self.state(), "pending")
+        # The disk has room again: the same code registers.
+        full.clear()
+        client, _ = self.register()
+        self.assertEqual(self.successResultOf(client.authenticated), "bob")
+        self.assertEqual(list(self.stored()), ["bob"])
+        self.assertEqual(self.state(), "used")
+
+    def test_invitation_not_marked_used_user_registered(self):
+        """The user is stored, then the invitation file cannot be written
+        (or the daemon dies between the two): registered, the invitation
+        still says pending, and its code registers no one again."""
+        def unwritable(path, data, mode):
+            raise OSError(28, "No space left on device")
+
+        self.patch(invitationfile, "write_file_atomically", unwritable)
+        with capturedLogs() as events:
+            client, _ = self.register()
+        self.assertEqual(self.successResultOf(client.authenticated), "bob")
+        self.assertEqual(list(self.stored()), ["bob"])
+        self.assertEqual(self.state(), "pending")
+        log = [formatEvent(e) for e in events]
+        self.assertTrue([line for line in log if "registered, but the invitation file" in line
+                         and "No space left" in line], log)
+        client, _ = self.register(password="another")
+        self.failureResultOf(client.authenticated, hs.RegistrationFailed)
+        client, _ = self.login()
+        self.successResultOf(client.authenticated)
+        client, _ = self.login(password="another")
+        self.failureResultOf(client.authenticated, hs.AuthenticationFailed)
 
     def test_without_invitation_store_no_one_registers(self):
         self.factory = OPAQUEServerFactory(self.users, SETUP, clock=lambda: NOW)
         client, _ = self.register()
         self.failureResultOf(client.authenticated, hs.RegistrationFailed)
         self.assertIsNone(self.successResultOf(self.users.lookup("bob", "opaque")))
+        self.assertEqual(self.state(), "pending")
 
 
 class SocketTests(unittest.TestCase):
@@ -232,7 +316,7 @@ class SocketTests(unittest.TestCase):
         directory = self.mktemp()
         os.mkdir(directory)
         users = UserFile(os.path.join(directory, "users.json"))
-        invitations = InvitationFile(os.path.join(directory, "invitations.json"))
+        invitations = InvitationFile(os.path.join(directory, "invitations.json"), users=users)
         code = protocol.new_code()
         yield invitations.invite(Invitation("carol", protocol.code_hash(code), 0,
                                             reactor.seconds() + 60))

@@ -583,6 +583,38 @@ class DaemonTests(PostgreSQLTestCase):
                 await self.opaque_login(first, "carol", loser)
         return defer.Deferred.fromCoroutine(run())
 
+    def test_a_registration_whose_insert_fails_leaves_the_code_usable(self):
+        """The user's insert fails after the invitation's row was marked
+        used (a trigger here): one transaction, rolled back; the client is
+        refused, the code still registers (a redeem then an add used it up)."""
+        async def run():
+            port = self.start()[2]
+            code = self.invite("bob")
+            connection = pgstore.connect(self.url)
+            self.addCleanup(connection.close)
+            with connection.transaction():
+                connection.execute(
+                    "CREATE FUNCTION keyx_test_refuse() RETURNS trigger AS $$ BEGIN "
+                    "RAISE EXCEPTION 'no insert today'; END $$ LANGUAGE plpgsql")
+                connection.execute(
+                    "CREATE TRIGGER keyx_test_refuse BEFORE INSERT ON keyx_users "
+                    "FOR EACH ROW EXECUTE FUNCTION keyx_test_refuse()")
+            with capturedLogs() as events:
+                with self.assertRaises(RegistrationFailed):
+                    await self.register(port, "bob", code)
+            log = [formatEvent(e) for e in events]
+            self.assertTrue([line for line in log if "registration of 'bob' not stored: "
+                             "no insert today" in line], log)
+            self.assertFalse([line for line in log if "Traceback" in line], log)
+            status = io.StringIO()
+            admin.main(["listusers", "--store", self.url], status, io.StringIO())
+            self.assertIn("bob  invited", status.getvalue())
+            with connection.transaction():
+                connection.execute("DROP TRIGGER keyx_test_refuse ON keyx_users")
+            self.assertEqual(await self.register(port, "bob", code), "bob")
+            self.assertEqual(await self.opaque_login(port, "bob"), "bob")
+        return defer.Deferred.fromCoroutine(run())
+
     async def login(self, port, password=PASSWORD):
         factory = EKEClientFactory("alice", password, kdf_limits=TEST_LIMITS)
         endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port)
@@ -693,6 +725,98 @@ class InvitationStoreTests(PostgreSQLTestCase):
                 self.stores[i % 2].redeem("bob", code_hash(CODE), NOW) for i in range(16)])
             self.assertEqual(sorted(results), [False] * 15 + [True])
         return defer.Deferred.fromCoroutine(run())
+
+    def users_in_db(self):
+        connection = pgstore.connect(self.url)
+        try:
+            return pgstore.read_users(connection)
+        finally:
+            connection.close()
+
+    def test_register_once_on_any_daemon(self):
+        """A register is the redeem and the user's insert in one
+        transaction; the user is then every daemon's."""
+        bob = make_user("bob")
+
+        async def run():
+            await self.store.invite(invited())
+            self.assertFalse(await self.store.register("bob", code_hash(new_code()), NOW, bob))
+            self.assertEqual(self.users_in_db(), {})
+            self.assertTrue(await self.stores[1].register("bob", code_hash(CODE), NOW, bob))
+            self.assertEqual(self.users_in_db(), {"bob": bob})
+            self.assertEqual((await self.store.lookup("bob")).state, "used")
+            self.assertFalse(await self.store.register("bob", code_hash(CODE), NOW, bob))
+            users = pgstore.PostgreSQLUserStore(self.sql[0])
+            self.assertEqual(await users.lookup("bob", "eke"), bob)
+            await self.store.invite(invited(user="carol", expires=NOW))
+            self.assertFalse(await self.store.register("carol", code_hash(CODE), NOW, bob))
+            self.assertEqual(list(self.users_in_db()), ["bob"])
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_register_insert_fails_code_kept(self):
+        """The user's insert fails after the invitation was marked used (a
+        trigger refuses it here; a disk full or a connection lost would do
+        the same): the transaction rolls back, the code works again."""
+        bob = make_user("bob")
+        connection = pgstore.connect(self.url)
+        self.addCleanup(connection.close)
+        with connection.transaction():
+            connection.execute(
+                "CREATE FUNCTION keyx_test_refuse() RETURNS trigger AS $$ BEGIN "
+                "RAISE EXCEPTION 'no insert today'; END $$ LANGUAGE plpgsql")
+            connection.execute(
+                "CREATE TRIGGER keyx_test_refuse BEFORE INSERT ON keyx_users "
+                "FOR EACH ROW EXECUTE FUNCTION keyx_test_refuse()")
+
+        async def run():
+            await self.store.invite(invited())
+            with self.assertRaises(Exception) as caught:
+                await self.store.register("bob", code_hash(CODE), NOW, bob)
+            self.assertIn("no insert today", str(caught.exception))
+            self.assertEqual((await self.store.lookup("bob")).state, "pending")
+            self.assertEqual(self.users_in_db(), {})
+            with connection.transaction():
+                connection.execute("DROP TRIGGER keyx_test_refuse ON keyx_users")
+            self.assertTrue(await self.stores[1].register("bob", code_hash(CODE), NOW, bob))
+            self.assertEqual(self.users_in_db(), {"bob": bob})
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_register_existing_user_changes_nothing(self):
+        bob, other = make_user("bob"), make_user("bob", password="another")
+
+        async def run():
+            await self.store.invite(invited())
+            await pgstore.PostgreSQLUserStore(self.sql[1]).add("bob", other)
+            with self.assertRaises(StoreConflict):
+                await self.store.register("bob", code_hash(CODE), NOW, bob)
+            self.assertEqual(self.users_in_db(), {"bob": other})
+            self.assertEqual((await self.store.lookup("bob")).state, "pending")
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_concurrent_registers_one_wins(self):
+        async def run():
+            await self.store.invite(invited())
+            results = await defer.gatherResults([
+                self.stores[i % 2].register("bob", code_hash(CODE), NOW,
+                                            make_user("bob", password=f"pw{i}"))
+                for i in range(12)])
+            self.assertEqual(sorted(results), [False] * 11 + [True])
+            self.assertEqual(list(self.users_in_db()), ["bob"])
+        return defer.Deferred.fromCoroutine(run())
+
+    def test_register_on_keyx_admins_connection(self):
+        connection = pgstore.connect(self.url)
+        self.addCleanup(connection.close)
+        store = pgstore.PostgreSQLInvitationStore(pgstore.ConnectionStore(connection))
+        bob = make_user("bob")
+        self.successResultOf(store.invite(invited()))
+        other = make_user("bob", password="another")
+        pgstore.add_users(connection, {"bob": other})
+        self.failureResultOf(store.register("bob", code_hash(CODE), NOW, bob), StoreConflict)
+        self.assertEqual(self.successResultOf(store.lookup("bob")).state, "pending")
+        pgstore.remove_user(connection, "bob")
+        self.assertTrue(self.successResultOf(store.register("bob", code_hash(CODE), NOW, bob)))
+        self.assertEqual(pgstore.read_users(connection), {"bob": bob})
 
     def test_a_store_down_is_store_unavailable(self):
         self.addCleanup(lambda: self.server.running or self.server.start())

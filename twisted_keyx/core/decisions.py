@@ -80,23 +80,16 @@ class NeedInvitation(Question):
 
 
 @dataclass(frozen=True)
-class RedeemInvitation(Question):
-    """"Redeem user ``user``'s invitation of ``code_hash`` now, once":
-    answered with True or False
-    (:meth:`~twisted_keyx.core.interfaces.IInvitationStore.redeem`)."""
+class Register(Question):
+    """"Redeem user ``user``'s invitation of ``code_hash`` and store the new
+    user with ``record``, both or neither": answered with True once both
+    are done, False if the invitation is not (or no longer) usable
+    (:meth:`~twisted_keyx.core.interfaces.IInvitationStore.register`), or
+    the exception (a :class:`~twisted_keyx.core.interfaces.StoreConflict`
+    for a user that exists; the invitation is then left as it was)."""
 
     user: str
     code_hash: bytes
-
-
-@dataclass(frozen=True)
-class AddUser(Question):
-    """"Store the new user ``user`` with ``record``": answered with None
-    once stored (:meth:`~twisted_keyx.core.interfaces.IUserStore.add`), or
-    the exception (a :class:`~twisted_keyx.core.interfaces.StoreConflict`
-    for a user that exists)."""
-
-    user: str
     record: object
 
 
@@ -195,8 +188,9 @@ def answer_by_hand(question, lookup_user):
     """The answer a password machine's ``receive`` gives its own question
     when it is driven by hand, with no adapter: a :class:`NeedRecord` is
     answered by ``lookup_user(name)`` (the record or None; None without
-    ``lookup_user``), a :class:`NeedInvitation` with None (no invitation
-    store: no one registers), a :class:`ReplaceUser` with
+    ``lookup_user``), a :class:`NeedInvitation` with None and a
+    :class:`Register` with False (no invitation store: no one registers),
+    a :class:`ReplaceUser` with
     :class:`~twisted_keyx.core.interfaces.StoreUnavailable` (no user store:
     no record is replaced), the others with 0 (a guess is answered at
     once: no throttle)."""
@@ -204,6 +198,8 @@ def answer_by_hand(question, lookup_user):
         return None if lookup_user is None else lookup_user(question.user)
     if isinstance(question, NeedInvitation):
         return None
+    if isinstance(question, Register):
+        return False
     if isinstance(question, ReplaceUser):
         from twisted_keyx.core.interfaces import StoreUnavailable
 

@@ -162,7 +162,10 @@ class Invitation:
 
 class IInvitationStore(Interface):
     """The invitations of the OPAQUE registration over the network: at most
-    one per user name (a new one replaces the old, whatever its state)."""
+    one per user name (a new one replaces the old, whatever its state).
+    The store also adds the users who register (:meth:`register`): the
+    invitation used and the user added are one change, so it knows where
+    its users are (the user file beside it, the same database)."""
 
     def invite(invitation):
         """Deferred: store ``invitation`` (an :class:`Invitation`, pending),
@@ -176,7 +179,20 @@ class IInvitationStore(Interface):
         """Deferred firing with True if user ``name`` had a pending
         invitation with ``code_hash`` not expired at ``now``, now marked
         used, atomically: of two redeems at once at most one gets True.
-        Else False, and nothing changes."""
+        Else False, and nothing changes.  It adds no user: a registration
+        uses :meth:`register`."""
+
+    def register(name, code_hash, now, record):
+        """Deferred: redeem user ``name``'s invitation of ``code_hash`` (as
+        :meth:`redeem`) and add the user with ``record`` (as
+        :meth:`IUserStore.add`), both or neither: fires with True once
+        both are done; with False if the invitation is not pending with
+        ``code_hash`` and unexpired at ``now`` (nothing changes); fails with
+        :class:`StoreConflict` if user ``name`` exists (the invitation stays
+        pending) or :class:`StoreUnavailable`, and an interrupted register
+        leaves the invitation usable and no user.  Of two registers with
+        one code at once at most one gets True.  (docs/opaque.rst,
+        Registration: how each store keeps it atomic.)"""
 
     def revoke(name):
         """Deferred firing with True if user ``name`` had a pending

@@ -34,10 +34,9 @@ from twisted_keyx.core.b64 import MalformedLine, decode_item, encode_item
 from twisted_keyx.chat.records import ChatKeys, derive_chat_keys
 from twisted_keyx.login import names
 from twisted_keyx.core.decisions import (
-    AddUser,
     GuessAnswering,
     NeedInvitation,
-    RedeemInvitation,
+    Register,
     RegistrationRefused,
     GuessFailed,
     GuessUnanswered,
@@ -48,6 +47,7 @@ from twisted_keyx.core.decisions import (
     Registered,
     answer_by_hand,
 )
+from twisted_keyx.core.interfaces import StoreConflict, StoreUnavailable
 from twisted_keyx.core.machine import (
     START,
     AuthenticationFailed,
@@ -55,7 +55,7 @@ from twisted_keyx.core.machine import (
     StateMachine,
     UnexpectedReply,
 )
-from twisted_keyx.core.refusals import refusal, store_refusal
+from twisted_keyx.core.refusals import MAX_REFUSAL_LINE, refusal, store_refusal
 from twisted_keyx.opaque.errors import KeyStretchingFailed, OpaqueError, ServerMacFailed
 from twisted_keyx.opaque import invitation as invited
 from twisted_keyx.opaque.ksf import DEFAULT_KSF_LIMITS
@@ -342,25 +342,29 @@ class OPAQUEServerHandshake(StateMachine):
             raise AuthenticationFailed(
                 f"registration of {self.user!r} refused: the record does not open under "
                 "the invitation code") from None
-        return self._ask(RedeemInvitation(self.user, self._registration.code_hash),
-                         partial(self._on_redeemed, record))
-
-    def _on_redeemed(self, record, redeemed):
-        if isinstance(redeemed, Exception):
-            raise store_refusal(redeemed)
-        if not redeemed:
-            raise AuthenticationFailed(
-                f"registration of {self.user!r} refused: the invitation was used meanwhile")
         from twisted_keyx.opaque.scheme import OpaqueUser
 
         user = OpaqueUser(self.user, record,
                           server_key_fingerprint(self._setup.server_public_key))
-        return self._ask(AddUser(self.user, user), self._on_added)
+        # One question, one store call: the invitation used and the user
+        # added together or not at all (IInvitationStore.register).
+        return self._ask(Register(self.user, self._registration.code_hash, user),
+                         self._on_registered)
 
-    def _on_added(self, error):
-        if isinstance(error, Exception):
+    def _on_registered(self, registered):
+        if isinstance(registered, StoreConflict):
             raise AuthenticationFailed(
-                f"registration of {self.user!r} not stored: {error}")
+                f"registration of {self.user!r} not stored: {registered}")
+        if isinstance(registered, Exception):
+            if isinstance(registered, StoreUnavailable):
+                raise store_refusal(registered)
+            lines = str(registered).strip().splitlines()
+            raise AuthenticationFailed(
+                f"registration of {self.user!r} not stored: "
+                f"{lines[0] if lines else type(registered).__name__}")
+        if not registered:
+            raise AuthenticationFailed(
+                f"registration of {self.user!r} refused: the invitation was used meanwhile")
         self.registered = True
         return REGISTERED, Registered(self.user)
 
@@ -598,7 +602,10 @@ class OPAQUERegistrationClient(StateMachine):
     def max_message_length(self):
         return {
             RegistrationClientState.AWAIT_R2: max(R2_LINE, len(FAILURE_REPLY)),
-            RegistrationClientState.AWAIT_REGISTERED: max(len(REGISTERED), len(FAILURE_REPLY)),
+            # A store down when the record came is refused as at login
+            # (twisted_keyx.core.refusals), a line longer than the others.
+            RegistrationClientState.AWAIT_REGISTERED: max(len(REGISTERED), len(FAILURE_REPLY),
+                                                          MAX_REFUSAL_LINE),
         }.get(self.state, 0)
 
     def _too_long(self, reason):

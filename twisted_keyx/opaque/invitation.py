@@ -13,7 +13,8 @@ The wire machines that drive them are
     r1 = client.start()              ----->  r2 = server.respond(r1)
     r3 = client.finish(r2)           <-----
                                      ----->  record = server.finish(r3)
-                                             (then redeem the invitation, store the record)
+                                             (then redeem the invitation and store the
+                                              record, both or neither: IInvitationStore.register)
 
 The code is 160 random bits; the server keeps only ``code_hash(code)``
 (:class:`~twisted_keyx.core.interfaces.Invitation`).  Both sides derive
@@ -272,7 +273,8 @@ class InvitedRegistrationServer(KeyedRegistrationServer):
     :class:`~twisted_keyx.core.interfaces.Invitation` is ``invitation``
     (None if there is none; one not usable at ``now`` is treated the same):
     as :class:`KeyedRegistrationServer` under the invitation's hash.  Then
-    redeem :attr:`code_hash` and store the record."""
+    redeem :attr:`code_hash` and store the record, in one store call
+    (:meth:`~twisted_keyx.core.interfaces.IInvitationStore.register`)."""
 
     def __init__(self, setup, user, invitation, now, rng=os.urandom):
         #: Why the invitation is not usable, for the log (never sent), or None.

@@ -17,13 +17,13 @@ from twisted.internet.error import ConnectionDone
 
 from twisted_keyx.core.adapter import hung_up
 from twisted_keyx.core.decisions import (
-    AddUser,
     NeedInvitation,
     PasswordChanged,
-    RedeemInvitation,
+    Register,
     RegistrationRefused,
     ReplaceUser,
 )
+from twisted_keyx.core.interfaces import StoreUnavailable
 from twisted_keyx.core.logtext import literal
 from twisted_keyx.core.peers import printable
 from twisted_keyx.core.refusals import Refused
@@ -64,8 +64,11 @@ class OPAQUEServerFactory(LoginServerFactory):
 
     ``invitations`` (an :class:`~twisted_keyx.core.interfaces.IInvitationStore`,
     or None: no one may register) serves registration with an invitation
-    code (docs/opaque.rst, Registration): the code is redeemed once the
-    client's record opens under it, then the record is added to ``users``.
+    code (docs/opaque.rst, Registration): once the client's record opens
+    under the code, the store redeems the code and adds the user in one
+    call (``invitations.register``: both or neither), so the invitation
+    store adds to the users ``users`` reads (the user file beside it, the
+    same database).
     ``clock`` gives the POSIX time invitations expire by.
 
     A logged-in user may change the password in the chat
@@ -104,18 +107,16 @@ class OPAQUEServerFactory(LoginServerFactory):
             found.addErrback(self._unavailable, session, question.user,
                              "its invitation not read")
             return found
-        if isinstance(question, RedeemInvitation):
-            redeemed = defer.maybeDeferred(self.invitations.redeem, question.user,
-                                           question.code_hash, self.invitation_clock())
-            redeemed.addErrback(self._unavailable, session, question.user,
-                                "its invitation not redeemed")
-            return redeemed
-        if isinstance(question, AddUser):
-            added = defer.maybeDeferred(self.users.add, question.user, question.record)
-            added.addCallback(lambda _: None)
-            # StoreConflict (the user exists) or a store down: the machine refuses.
-            added.addErrback(lambda reason: reason.value)
-            return added
+        if isinstance(question, Register):
+            # The code redeemed and the user added in one store call, both
+            # or neither (IInvitationStore.register).
+            if self.invitations is None:
+                return False
+            registered = defer.maybeDeferred(self.invitations.register, question.user,
+                                             question.code_hash, self.invitation_clock(),
+                                             question.record)
+            registered.addErrback(self._notRegistered, session, question.user)
+            return registered
         if isinstance(question, ReplaceUser):
             if getattr(self.users, "replace", None) is None:
                 return NotImplementedError("this server's user store cannot replace records")
@@ -126,6 +127,14 @@ class OPAQUEServerFactory(LoginServerFactory):
             replaced.addErrback(lambda reason: reason.value)
             return replaced
         return super().answer(session, machine, question)
+
+    def _notRegistered(self, reason, session, user):
+        """A registration the store did not make: a store down is logged as
+        for any question; a user that exists (StoreConflict) or a write the
+        store refused is the machine's to refuse and log."""
+        if reason.check(StoreUnavailable):
+            return self._unavailable(reason, session, user, "its registration not stored")
+        return reason.value
 
     def countsGuess(self, decision):
         # Without a throttle, a failed login is told to login_failed, and

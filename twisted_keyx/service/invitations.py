@@ -13,7 +13,24 @@ change and a redeem is atomic: of two at once, one finds the invitation
 pending.  The code itself is never stored; the hash stands for it until the
 invitation is used, so the file is as private as the key file.
 
-The calls do their small file I/O at once and return fired Deferreds.
+The calls do their small file I/O at once and return fired Deferreds, but
+:meth:`InvitationFile.register`, which also writes the user file (up to
+8 MB) and runs in the user file's thread.
+
+A registration (:meth:`InvitationFile.register`) is two files written, the
+user file then this one, both locked from the first read to the last
+write (the user file's lock first: nothing else holds both, so no two
+writers wait for each other).  The write of the user file is the
+registration's commit: before it nothing changed, so a failure or a crash
+leaves the invitation pending and the code usable again; after it the user
+exists, and the invitation marked used is bookkeeping.  If that second
+write fails, or the process dies between the two, the user is registered
+and the invitation still says pending: harmless, since a register for a
+user that exists is refused (StoreConflict) whatever the invitation says,
+and ``keyx-admin invite`` refuses an existing user.  (It shows in
+``keyx-admin listusers`` as a pending invitation beside the user;
+``keyx-admin revoke`` ends it, and only a ``deluser`` would make the code
+usable again.)  Never the other way round: a code used up and no user.
 """
 
 import base64
@@ -23,6 +40,7 @@ import json
 import os
 
 from twisted.internet import defer
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from twisted_keyx.core.fileutil import locked, read_regular, write_file_atomically
@@ -32,6 +50,7 @@ from twisted_keyx.core.interfaces import (
     StoreConflict,
     StoreUnavailable,
 )
+from twisted_keyx.service import userfile
 
 FORMAT_VERSION = 1
 DEFAULT_INVITATION_FILE = "keyx-invitations.json"
@@ -78,12 +97,28 @@ def _serialise(invitations):
     }, indent=2) + "\n").encode("ascii")
 
 
+def _matches(invitation, code_hash, now):
+    """Whether ``invitation`` (or None) is pending with ``code_hash`` at ``now``."""
+    return (invitation is not None and invitation.usable(now)
+            and hmac.compare_digest(invitation.code_hash, code_hash))
+
+
+def _used(invitation):
+    return Invitation(invitation.user, invitation.code_hash, invitation.created,
+                      invitation.expires, "used")
+
+
 @implementer(IInvitationStore)
 class InvitationFile:
-    """The invitations in the file ``path`` (missing: none)."""
+    """The invitations in the file ``path`` (missing: none).  ``users`` is
+    the :class:`~twisted_keyx.service.userfile.UserFile` a registration
+    adds its user to (:meth:`register`; None: no one registers here)."""
 
-    def __init__(self, path=DEFAULT_INVITATION_FILE):
+    log = Logger()
+
+    def __init__(self, path=DEFAULT_INVITATION_FILE, users=None):
         self.path = path
+        self.users = users
 
     def _read(self):
         try:
@@ -130,14 +165,54 @@ class InvitationFile:
     def redeem(self, name, code_hash, now):
         def change(invitations):
             current = invitations.get(name)
-            if (current is None or not current.usable(now)
-                    or not hmac.compare_digest(current.code_hash, code_hash)):
+            if not _matches(current, code_hash, now):
                 return False
-            invitations[name] = Invitation(name, current.code_hash, current.created,
-                                           current.expires, "used")
+            invitations[name] = _used(current)
             return True
 
         return self._call(lambda: self._edit(change))
+
+    def register(self, name, code_hash, now, record):
+        if self.users is None:
+            return defer.fail(StoreUnavailable(f"no user file beside {self.path} to register in"))
+        done = self.users.run(self._register, name, code_hash, now, record)
+        done.addCallback(self._registered, name)
+        done.addErrback(self._registerFailed)
+        return done
+
+    def _register(self, name, code_hash, now, record):
+        """In a thread: (registered, why the invitation was not marked used
+        or None).  The order and its reasons: the module's docstring."""
+        users_path = self.users.path
+        with locked(users_path), locked(self.path):
+            invitations = self._read()
+            current = invitations.get(name)
+            if not _matches(current, code_hash, now):
+                return False, None
+            users = userfile.read_users(users_path, missing_ok=True)
+            if name in users:
+                raise StoreConflict(f"user {name!r} exists already")
+            users[name] = record
+            userfile.write_users(users_path, users)  # the commit
+            invitations[name] = _used(current)
+            try:
+                write_file_atomically(self.path, _serialise(invitations), mode=0o600)
+            except OSError as e:
+                return True, e.strerror or str(e)
+            return True, None
+
+    def _registered(self, outcome, name):
+        registered, unmarked = outcome
+        if unmarked is not None:
+            self.log.warn("user {user} registered, but the invitation file {path} not written "
+                          "({why}): the invitation still says pending (the user exists, so "
+                          "the code registers no one; keyx-admin revoke ends it)",
+                          user=repr(name), path=self.path, why=unmarked)
+        return registered
+
+    def _registerFailed(self, reason):
+        reason.trap(OSError, InvitationFileError, userfile.UserFileError)
+        raise StoreUnavailable(reason.getErrorMessage())
 
     def revoke(self, name):
         def change(invitations):

@@ -20,8 +20,8 @@ schema that is missing, older or newer than its own (:func:`check_schema`).
 The daemon reads through adbapi (:mod:`twisted_keyx.service.sqlstore`, where
 the choice is explained); ``keyx-admin`` and the daemon's start-up checks use
 one plain psycopg connection.  Every write that must not be lost is one
-transaction: a user added, an invitation redeemed, a guess charged to all
-its buckets.
+transaction: a user added, an invitation redeemed with its user added (a
+registration), a guess charged to all its buckets.
 """
 
 import hmac
@@ -391,7 +391,10 @@ class PostgreSQLInvitationStore:
     (``SELECT ... FOR UPDATE``) before it compares the code's hash
     (:func:`hmac.compare_digest`) and marks it used: of two redeems of one
     code at once, on any daemons, the second waits for the first and then
-    finds the invitation used."""
+    finds the invitation used.  A registration (:meth:`register`) is the
+    same transaction with the user's insert in it: a user that exists, a
+    failed insert or a connection lost before the commit rolls the redeem
+    back, and the code stays usable."""
 
     def __init__(self, store, path="the store"):
         self.store = store
@@ -424,18 +427,32 @@ class PostgreSQLInvitationStore:
             return _invitation(row) if row else None
         return getattr(self.store, "read", self.store.transact)(run)
 
+    def _redeem(self, cursor, name, code_hash, now):
+        """In a transaction: lock user ``name``'s invitation, and mark it
+        used if it is pending with ``code_hash`` at ``now``; whether it was."""
+        self._run(cursor, f"SELECT {_INVITATION_COLUMNS} FROM keyx_invitations "
+                          "WHERE name = %s FOR UPDATE", (name,))
+        row = cursor.fetchone()
+        current = _invitation(row) if row else None
+        if (current is None or not current.usable(now)
+                or not hmac.compare_digest(current.code_hash, code_hash)):
+            return False
+        self._run(cursor, "UPDATE keyx_invitations SET state = 'used' "
+                          "WHERE name = %s AND state = 'pending'", (name,))
+        return cursor.rowcount == 1
+
     def redeem(self, name, code_hash, now):
+        return self.store.transact(self._redeem, name, code_hash, now)
+
+    def register(self, name, code_hash, now, record):
         def run(cursor):
-            self._run(cursor, f"SELECT {_INVITATION_COLUMNS} FROM keyx_invitations "
-                              "WHERE name = %s FOR UPDATE", (name,))
-            row = cursor.fetchone()
-            current = _invitation(row) if row else None
-            if (current is None or not current.usable(now)
-                    or not hmac.compare_digest(current.code_hash, code_hash)):
+            if not self._redeem(cursor, name, code_hash, now):
                 return False
-            self._run(cursor, "UPDATE keyx_invitations SET state = 'used' "
-                              "WHERE name = %s AND state = 'pending'", (name,))
-            return cursor.rowcount == 1
+            # In the same transaction: a user that exists (StoreConflict),
+            # or any failure of the insert, rolls the redeem back.
+            self.store.queries = getattr(self.store, "queries", 0) + 1
+            _add(cursor, "%s", name, record)
+            return True
         return self.store.transact(run)
 
     def revoke(self, name):

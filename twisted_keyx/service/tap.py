@@ -451,7 +451,8 @@ def _users_and_stores(options):
         from twisted_keyx.service import pgstore
 
         # Each login looks its user up in the store (docs/fleet.rst, "Users
-        # per login"); registrations redeem the store's invitations.
+        # per login"); a registration redeems the store's invitation and adds its
+        # user in one transaction (IInvitationStore.register).
         counts = deployment.user_counts
         return _UsersAndStores(
             users=deployment.users, user_count=deployment.user_count,
@@ -473,8 +474,10 @@ def _users_and_stores(options):
         raise usage.UsageError(str(e)) from None
     return _UsersAndStores(
         users=users, user_count=user_count, count_of=users.loaded_count,
+        # A registration adds its user to this user file (InvitationFile.register).
         stores={IInvitationStore: InvitationFile(os.path.join(os.path.dirname(users_path),
-                                                              DEFAULT_INVITATION_FILE))})
+                                                              DEFAULT_INVITATION_FILE),
+                                                 users=users)})
 
 
 def _deployment(url):

@@ -301,6 +301,12 @@ class UserFile:
             return users.pop(name, None) is not None
         return self._edit(remove)
 
+    def run(self, function, *args):
+        """Deferred: ``function(*args)`` where this store does its file I/O
+        (a thread; at once in tests): for a store that writes this file
+        with its own (:meth:`twisted_keyx.service.invitations.InvitationFile.register`)."""
+        return self._run(function, *args)
+
     # --- the file --------------------------------------------------------------
 
     def _get(self, name, scheme):
