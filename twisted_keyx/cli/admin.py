@@ -204,8 +204,7 @@ def cmd_adduser(args, out, err):
             check(_read_users(args.users, missing_ok=True), vars(args))
     except ValueError as e:
         raise AdminError(str(e)) from None
-    # The user file keeps no store of a scheme's: it keeps its own (OPAQUE's key file).
-    record, detail = _new_record(args, password, err, lambda interface: None)
+    record, detail = _new_record(args, password, err, _no_stores)
     with _editing_users(args.users, missing_ok=True) as users:
         _refuse_existing(users, args)
         if check is not None:
@@ -445,59 +444,70 @@ def cmd_store_upgrade(args, out, err):
         out.write(f"the store {where}: schema upgraded from version {before} to {after}\n")
 
 
-def _read_side(where, opaque_key):
-    """(users, OPAQUE setup or None) of a file or a store."""
+def _no_stores(interface):
+    """``store(interface)`` of the user file: it keeps no store of a
+    scheme's (each keeps its own: OPAQUE's key file)."""
+    return None
+
+
+def _read_side(where, args):
+    """(users, deliveries) of a file or a store: its users, and what
+    carries to the destination what the schemes of those users keep
+    besides their records (``deliver(store, where)``; OPAQUE: its server
+    setup), read now (:func:`_carried`)."""
     from twisted_keyx.service import pgstore
 
     if pgstore.is_url(where):
         with _store(where) as connection:
-            return pgstore.read_users(connection), pgstore.load_setup(connection)
+            users = pgstore.read_users(connection)
+            return users, _carried(users, args, _store_providers(where), pgstore.shown(where))
     users = _read_users(where)
-    setup = None
-    if any(record.scheme == "opaque" for record in users.values()):
-        from twisted_keyx.opaque import scheme as opaque_scheme
+    return users, _carried(users, args, _no_stores, where)
 
+
+def _carried(users, args, store, where):
+    """For each scheme of ``users`` that keeps more than its records (its
+    ``copy_users``: :mod:`twisted_keyx.core.schemes`), what it delivers to
+    the destination, read from the source's ``store`` now."""
+    deliveries = []
+    for name in sorted({record.scheme for record in users.values()}):
+        copy = getattr(schemes.named(name), "copy_users", None)
+        if copy is None:
+            continue
+        names = sorted(n for n, record in users.items() if record.scheme == name)
         try:
-            setup = opaque_scheme.load_key_file(opaque_key)
-        except opaque_scheme.KeyFileError as e:
-            raise AdminError(f"{where} has OPAQUE users: {e}") from None
-    return users, setup
+            deliveries.append(copy(names, vars(args), store, where))
+        except ValueError as e:
+            raise AdminError(str(e)) from None
+    return deliveries
+
+
+def _deliver(deliveries, store, where):
+    try:
+        for deliver in deliveries:
+            deliver(store, where)
+    except ValueError as e:
+        raise AdminError(str(e)) from None
 
 
 def cmd_copy_users(args, out, err):
     from twisted_keyx.core.interfaces import StoreConflict
     from twisted_keyx.service import pgstore
 
-    users, setup = _read_side(args.source, args.opaque_key)
+    users, deliveries = _read_side(args.source, args)
     if not users:
         raise AdminError(f"no users in {pgstore.shown(args.source)}")
-    opaque = sorted(name for name, record in users.items() if record.scheme == "opaque")
     if pgstore.is_url(args.destination):
         with _store(args.destination) as connection:
-            if opaque:
-                stored = pgstore.store_setup(connection, setup)
-                if stored.dumps() != setup.dumps():
-                    raise AdminError(
-                        f"{pgstore.shown(args.destination)} has another OPAQUE server setup: "
-                        f"the OPAQUE users {', '.join(opaque)} would not log in there")
+            _deliver(deliveries, _store_providers(args.destination),
+                     pgstore.shown(args.destination))
             try:
                 pgstore.add_users(connection, users, replace=args.replace)
             except StoreConflict as e:
                 raise AdminError(f"{e} in {pgstore.shown(args.destination)} "
                                  "(nothing copied; --replace to overwrite)") from None
     else:
-        if opaque:
-            from twisted_keyx.opaque import scheme as opaque_scheme
-
-            if os.path.exists(args.opaque_key):
-                try:
-                    existing = opaque_scheme.load_key_file(args.opaque_key)
-                except opaque_scheme.KeyFileError as e:
-                    raise AdminError(str(e)) from None
-                if existing.dumps() != setup.dumps():
-                    raise AdminError(f"{args.opaque_key} holds another OPAQUE server setup")
-            else:
-                write_file_atomically(args.opaque_key, setup.dumps(), mode=0o600)
+        _deliver(deliveries, _no_stores, args.destination)
         with _editing_users(args.destination, missing_ok=True) as existing:
             clash = sorted(set(existing) & set(users))
             if clash and not args.replace:
