@@ -608,6 +608,44 @@ class ToyPasswordHandshakeTests(unittest.TestCase):
         self.assertRaises(SystemExit, client.main, ["eke", "--help"])
         self.assertNotIn("ping", help_text.getvalue())
 
+    def test_keyx_admin_commands(self):
+        """An entry's ``admin_commands`` adds commands of its own to
+        keyx-admin (its --help, its run, its one-line errors), with no edit
+        to the command line, as OPAQUE's opaque-profile is added."""
+        import dataclasses
+        import sys
+
+        def toy_admin(commands, kit):
+            def run(args, out, err):
+                if args.pepper == "none":
+                    raise kit.AdminError("the toy needs a pepper")
+                out.write(f"toy pepper {args.pepper}\n")
+
+            command = commands.add_parser("toy-pepper", help="show the toy's pepper")
+            command.add_argument("pepper")
+            command.set_defaults(run=run)
+
+        handshakes.unregister("toypw")
+        handshakes.register(dataclasses.replace(TOY_PASSWORD, admin_commands=toy_admin))
+        help_text = io.StringIO()
+        self.patch(sys, "stdout", help_text)
+        self.assertRaises(SystemExit, admin.main, ["--help"])
+        self.assertIn("show the toy's pepper", help_text.getvalue())
+        out, err = io.StringIO(), io.StringIO()
+        self.assertEqual((admin.main(["toy-pepper", "salt"], out, err), out.getvalue()),
+                         (0, "toy pepper salt\n"))
+        self.assertEqual((admin.main(["toy-pepper", "none"], out, err), err.getvalue()),
+                         (1, "keyx-admin: the toy needs a pepper\n"))
+        # OPAQUE's own command comes the same way.
+        from twisted_keyx.opaque import commands
+
+        self.assertEqual(handshakes.named("opaque").load("admin_commands"),
+                         commands.add_admin_commands)
+        handshakes.unregister("toypw")
+        self.patch(sys, "stderr", io.StringIO())
+        self.assertRaises(SystemExit, admin.main, ["toy-pepper", "salt"], out, err)
+        self.assertIn("invalid choice: 'toy-pepper'", sys.stderr.getvalue())
+
     def test_gone_when_unregistered(self):
         self.assertIn("toypw", schemes.names())
         handshakes.unregister("toypw")

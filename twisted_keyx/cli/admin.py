@@ -15,7 +15,7 @@ import time
 from twisted_keyx import __version__
 from twisted_keyx.groups import ffdh
 from twisted_keyx.trust import hostkey
-from twisted_keyx.core import schemes
+from twisted_keyx.core import handshakes, schemes
 from twisted_keyx.service import userfile as userstore
 from twisted_keyx.eke.password import (
     PasswordError,
@@ -37,6 +37,15 @@ clock = time.time
 
 class AdminError(Exception):
     """A failure to report in one line on stderr."""
+
+
+class AdminKit:
+    """What ``keyx-admin`` lends the commands a handshake adds
+    (:attr:`twisted_keyx.core.handshakes.Handshake.admin_commands`), which
+    live in the handshake's package and so cannot import this module."""
+
+    #: Raised by a command: its text is printed as one line, exit status 1.
+    AdminError = AdminError
 
 
 def _warn(err, warning):
@@ -267,33 +276,6 @@ def _adduser_store(args, out, err):
         except StoreConflict:
             raise AdminError(f"user {args.name!r} already exists in {where}") from None
     out.write(f"added user {args.name} to {where} ({detail})\n")
-
-
-def cmd_opaque_profile(args, out, err):
-    """Print the key file's profile (what a client gives as --profile);
-    with --create, make the key file with that profile first."""
-    from twisted_keyx.opaque import scheme as opaque_scheme
-
-    try:
-        if args.create is not None:
-            setup = opaque_scheme.create_key_file(args.opaque_key, profile=args.create)
-            err.write(f"keyx-admin: created the OPAQUE key file {args.opaque_key} "
-                      f"(mode 0600), profile {setup.profile}\n")
-        else:
-            setup = opaque_scheme.load_key_file(args.opaque_key)
-    except opaque_scheme.KeyFileError as e:
-        raise AdminError(str(e)) from None
-    out.write(setup.profile.text() + "\n")
-
-
-def _opaque_profile(text):
-    from twisted_keyx.opaque.errors import OpaqueError
-    from twisted_keyx.opaque.profile import Profile
-
-    try:
-        return Profile.parse(text)
-    except OpaqueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def cmd_deluser(args, out, err):
@@ -638,23 +620,11 @@ def build_parser():
             adduser.add_argument(*flags, **keywords)
     adduser.set_defaults(run=cmd_adduser)
 
-    profile = commands.add_parser(
-        "opaque-profile", help="print (or choose) the OPAQUE key file's profile",
-        description=(
-            "Print the OPAQUE profile of the key file, the text a client gives as "
-            "'keyx-client opaque --profile' (docs/opaque.rst, Profiles). With --create "
-            "PROFILE, first create the key file (it must not exist) with that profile: "
-            "twisted-keyx-v1 (per-record Argon2id costs, the default) or "
-            "rfc9807,m=KiB,t=PASSES,p=LANES,context=BASE64 (plain RFC 9807 with one "
-            "cost and the given context, empty if omitted: what opaque-ke's packagings "
-            "such as @serenity-kit/opaque speak; its default cost is m=65536,t=3,p=4)."
-        ),
-    )
-    profile.add_argument("--opaque-key", metavar="FILE", default="keyx-opaque-key",
-                         help="the OPAQUE server key file [default: keyx-opaque-key]")
-    profile.add_argument("--create", metavar="PROFILE", type=_opaque_profile, default=None,
-                         help="create the key file with this profile")
-    profile.set_defaults(run=cmd_opaque_profile)
+    # The commands a handshake adds (OPAQUE: opaque-profile).
+    for entry in handshakes.handshakes():
+        add_commands = entry.load("admin_commands")
+        if add_commands is not None:
+            add_commands(commands, AdminKit)
 
     deluser = commands.add_parser(
         "deluser", help="remove a user (any scheme)",

@@ -23,7 +23,8 @@ Who reads what:
   :attr:`Handshake.banner` makes the daemon's start-up line for the
   handshake;
 - ``keyx-admin diagram`` and :mod:`twisted_keyx.observe.diagram`:
-  :attr:`Handshake.machines`;
+  :attr:`Handshake.machines`; ``keyx-admin``: the commands of
+  :attr:`Handshake.admin_commands`;
 - traces (:mod:`twisted_keyx.observe.trace`): :attr:`Handshake.summaries`,
   the summary of a message by its machine's class name;
 - the sequence charts (:mod:`twisted_keyx.observe.sequence`):
@@ -213,6 +214,13 @@ class Handshake:
     #: ``with_tracing``, and ``run_password`` (the login of :attr:`client`,
     #: then the chat or what follows).
     client_commands: str | Callable[..., Any] | None = None
+    #: ``"module:function"``: ``(commands, kit)``, the ``keyx-admin``
+    #: commands of its own (OPAQUE: ``opaque-profile``), added to
+    #: ``commands`` (keyx-admin's argparse subparsers, after ``adduser``),
+    #: each with its default ``run``: ``(args, out, err)``; ``kit``
+    #: (:class:`twisted_keyx.cli.admin.AdminKit`) lends them ``AdminError``,
+    #: a failure said in one line.
+    admin_commands: str | Callable[..., Any] | None = None
     #: ``"module:function"``: ``(result, host, port, out, err)``, what
     #: ``keyx-client`` does once logged in, before the chat (OPAQUE: the
     #: server key's fingerprint, checked against the last one seen).

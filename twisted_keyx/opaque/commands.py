@@ -180,3 +180,46 @@ async def run_register(kit, reactor, args, out):
     out.write(f"Registered {args.user} on {host_port(args.host, args.port)}; log in with: "
               f"keyx-client opaque --user {args.user}\n")
     return kit.EXIT_OK
+
+
+def add_admin_commands(commands, kit):
+    """``keyx-admin opaque-profile``: ``commands`` is keyx-admin's argparse
+    subparsers; ``kit`` is what keyx-admin lends its commands
+    (:class:`twisted_keyx.cli.admin.AdminKit`)."""
+    from twisted_keyx.opaque.entry import DEFAULT_OPAQUE_KEY, profile_argument
+
+    profile = commands.add_parser(
+        "opaque-profile", help="print (or choose) the OPAQUE key file's profile",
+        description=(
+            "Print the OPAQUE profile of the key file, the text a client gives as "
+            "'keyx-client opaque --profile' (docs/opaque.rst, Profiles). With --create "
+            "PROFILE, first create the key file (it must not exist) with that profile: "
+            "twisted-keyx-v1 (per-record Argon2id costs, the default) or "
+            "rfc9807,m=KiB,t=PASSES,p=LANES,context=BASE64 (plain RFC 9807 with one "
+            "cost and the given context, empty if omitted: what opaque-ke's packagings "
+            "such as @serenity-kit/opaque speak; its default cost is m=65536,t=3,p=4)."
+        ),
+    )
+    profile.add_argument("--opaque-key", metavar="FILE", default=DEFAULT_OPAQUE_KEY,
+                         help=f"the OPAQUE server key file [default: {DEFAULT_OPAQUE_KEY}]")
+    profile.add_argument("--create", metavar="PROFILE", type=profile_argument, default=None,
+                         help="create the key file with this profile")
+    profile.set_defaults(run=functools.partial(run_opaque_profile, kit))
+
+
+def run_opaque_profile(kit, args, out, err):
+    """``keyx-admin opaque-profile``: print the key file's profile (what a
+    client gives as --profile); with --create, make the key file with that
+    profile first."""
+    from twisted_keyx.opaque import scheme as opaque_scheme
+
+    try:
+        if args.create is not None:
+            setup = opaque_scheme.create_key_file(args.opaque_key, profile=args.create)
+            err.write(f"keyx-admin: created the OPAQUE key file {args.opaque_key} "
+                      f"(mode 0600), profile {setup.profile}\n")
+        else:
+            setup = opaque_scheme.load_key_file(args.opaque_key)
+    except opaque_scheme.KeyFileError as e:
+        raise kit.AdminError(str(e)) from None
+    out.write(setup.profile.text() + "\n")
