@@ -186,3 +186,31 @@ class RegisterProcessTests(unittest.TestCase):
         self.assertEqual((status, out, err), (
             2, "", "keyx-client: not an invitation code (32 letters and digits)\n"))
         self.assertEqual((yield self.users.users()), {})
+
+
+class CommandsFromTheEntryTests(unittest.TestCase):
+    """``keyx-client opaque register|passwd`` come from OPAQUE's registry
+    entry (``client_commands``: twisted_keyx.opaque.commands), not from a
+    test of the handshake's name in the command line."""
+
+    def test_opaque_has_them_and_eke_not(self):
+        import io
+
+        from twisted_keyx.cli import client
+        from twisted_keyx.core import handshakes
+        from twisted_keyx.opaque import commands
+
+        self.assertEqual(handshakes.named("opaque").load("client_commands"),
+                         commands.add_commands)
+        self.assertIsNone(handshakes.named("eke").client_commands)
+        args = client.build_parser().parse_args(["opaque", "register", "--user", "bob",
+                                                 "--code-file", "F"])
+        self.assertEqual((args.run.func, args.action, args.code_file),
+                         (commands.run_opaque, "register", "F"))
+        self.assertIsInstance(args.run.args[0], client.ClientKit)
+        for argv in (["opaque", "--help"], ["eke", "--help"]):
+            text = io.StringIO()
+            self.patch(sys, "stdout", text)
+            self.assertRaises(SystemExit, client.main, argv)
+            self.assertEqual("register|passwd" in text.getvalue(), argv[0] == "opaque")
+            self.assertEqual("--new-password-file" in text.getvalue(), argv[0] == "opaque")

@@ -30,7 +30,7 @@ from twisted_keyx.service.sqlstore import SQLThrottleStore
 from twisted_keyx.service.throttle import GuessLimits
 
 from tests.helpers import PASSWORD, TEST_KDF, TEST_LIMITS, make_user, tap_options
-from tests.opaque_helpers import CHEAP_LIMITS, cheap_setup
+from tests.opaque_helpers import CHEAP_ARGON2ID, CHEAP_LIMITS, cheap_setup
 from tests.pgfixture import PostgreSQLTestCase
 
 CODE = new_code()
@@ -134,7 +134,7 @@ class StoreTests(PostgreSQLTestCase):
         """keyx-client opaque passwd's protocol against PostgreSQL: the record
         the login used is replaced (compare-and-swap on its stored text);
         the other daemon then logs in with the new password only."""
-        from tests.opaque_helpers import CHEAP_LIMITS, cheap_setup
+        from tests.opaque_helpers import CHEAP_ARGON2ID, CHEAP_LIMITS, cheap_setup
         from twisted_keyx.opaque.handshake import AuthenticationFailed
         from twisted_keyx.opaque.protocol import OPAQUEClientFactory, OPAQUEServerFactory
         from twisted_keyx.opaque.scheme import new_user
@@ -436,6 +436,64 @@ class AdminTests(PostgreSQLTestCase):
                           f"{self.url}\n"))
         self.assertEqual(self.admin("listusers", "--store", self.url)[1],
                          "bob  toypw, 8 characters\n")
+
+    def test_copying_opaque_users_carries_their_server_setup(self):
+        """copy-users with OPAQUE users: their server setup goes with them
+        (a key file into a store, a store's into a key file), and a
+        destination that holds another one is refused."""
+        import stat
+
+        from twisted_keyx.opaque import scheme as opaque_scheme
+
+        folder = os.path.abspath(self.mktemp())
+        os.mkdir(folder)
+        users, key = os.path.join(folder, "users.json"), os.path.join(folder, "key")
+        opaque_scheme.write_new_key_file(key, cheap_setup())
+        status, _, err = self.admin("adduser", "alice", "--users", users, "--opaque-key", key,
+                                    "--password-file", self.password_file)
+        self.assertEqual(status, 0, err)
+        self.admin("store-upgrade", "--store", self.url)
+        # A key file's users into a store: the store gets the key file's setup.
+        self.assertEqual(self.admin("copy-users", users, self.url, "--opaque-key", key),
+                         (0, f"copied 1 user(s) from {users} to {self.url}\n", ""))
+        connection = pgstore.connect(self.url)
+        self.addCleanup(connection.close)
+        setup = opaque_scheme.load_key_file(key)
+        self.assertEqual(pgstore.load_setup(connection).dumps(), setup.dumps())
+        # Without the key file, the source's OPAQUE users cannot be copied.
+        missing = os.path.join(folder, "missing")
+        status, out, err = self.admin("copy-users", users, self.url, "--opaque-key", missing,
+                                      "--replace")
+        self.assertEqual((status, out, err),
+                         (1, "", f"keyx-admin: {users} has OPAQUE users: no OPAQUE key file "
+                                 f"{missing}\n"))
+        # A store with another setup is refused, and nothing copied.
+        other = self.server.database()
+        self.admin("store-upgrade", "--store", other)
+        elsewhere = pgstore.connect(other)
+        self.addCleanup(elsewhere.close)
+        pgstore.store_setup(elsewhere, ServerSetup.generate(CHEAP_ARGON2ID))
+        status, out, err = self.admin("copy-users", users, other, "--opaque-key", key)
+        self.assertEqual((status, out, err),
+                         (1, "", f"keyx-admin: {other} has another OPAQUE server setup: the "
+                                 "OPAQUE users alice would not log in there\n"))
+        self.assertEqual(pgstore.read_users(elsewhere), {})
+        # A store's users into a file: its setup written to a new key file.
+        copied, new_key = os.path.join(folder, "copied.json"), os.path.join(folder, "new-key")
+        self.assertEqual(self.admin("copy-users", self.url, copied, "--opaque-key", new_key),
+                         (0, f"copied 1 user(s) from {self.url} to {copied}\n", ""))
+        self.assertEqual(opaque_scheme.load_key_file(new_key).dumps(), setup.dumps())
+        self.assertEqual(stat.S_IMODE(os.stat(new_key).st_mode), 0o600)
+        self.assertEqual(set(userstore.read_users(copied)), {"alice"})
+        # Into a file beside a key file that holds another setup: refused.
+        another = os.path.join(folder, "another-key")
+        opaque_scheme.write_new_key_file(another, ServerSetup.generate(CHEAP_ARGON2ID))
+        refused = os.path.join(folder, "refused.json")
+        self.assertEqual(self.admin("copy-users", self.url, refused, "--opaque-key", another),
+                         (1, "", f"keyx-admin: {another} holds another OPAQUE server setup\n"))
+        self.assertFalse(os.path.exists(refused))
+        # Into a file beside the same key file: copied.
+        self.assertEqual(self.admin("copy-users", self.url, refused, "--opaque-key", key)[0], 0)
 
     def test_invite_into_an_old_schema_says_so(self):
         status, _, err = self.admin("invite", "bob", "--store", self.url)

@@ -504,6 +504,22 @@ TOY_PASSWORD = handshakes.Handshake(
     client_port=9123, client_description="Log in to the toy.")
 
 
+def toy_commands(command, kit):
+    """The toy's own action of ``keyx-client toypw`` (as OPAQUE's register
+    and passwd): ``ping``, run with what keyx-client lends it."""
+    import functools
+
+    command.add_argument("action", nargs="?", choices=("ping",),
+                         help="ping: ask the toy server for a pong instead of logging in")
+
+    async def run(kit, reactor, args, out):
+        if args.action != "ping":
+            return await kit.run_password(reactor, args, out)
+        raise kit.ClientError(f"no pong from {args.host}:{args.port}", kit.EXIT_NETWORK)
+
+    command.set_defaults(run=functools.partial(run, kit))
+
+
 class ToyPasswordHandshakeTests(unittest.TestCase):
     def setUp(self):
         handshakes.register(TOY_PASSWORD)
@@ -554,6 +570,81 @@ class ToyPasswordHandshakeTests(unittest.TestCase):
         self.assertEqual((status, err.getvalue()),
                          (1, "keyx-client: cannot read the toy pins\n"))
         self.assertEqual(asked, [("localhost", 9123, "alice")])
+
+    def test_keyx_client_commands(self):
+        """An entry's ``client_commands`` adds its own actions to
+        ``keyx-client NAME`` (its --help, its run), with no edit to the
+        command line; without them, the login runs as before."""
+        import dataclasses
+        import sys
+
+        from twisted.internet import reactor
+
+        from twisted_keyx.cli import client
+
+        handshakes.unregister("toypw")
+        toy = dataclasses.replace(TOY_PASSWORD, client_commands=toy_commands)
+        handshakes.register(toy)
+        help_text = io.StringIO()
+        self.patch(sys, "stdout", help_text)
+        self.assertRaises(SystemExit, client.main, ["toypw", "--help"])
+        self.assertIn("{ping}", help_text.getvalue())
+        self.assertIn("ping: ask the toy server for a pong instead of logging in",
+                      " ".join(help_text.getvalue().split()))
+        args = client.build_parser().parse_args(["toypw", "ping", "--user", "alice"])
+        out, err = io.StringIO(), io.StringIO()
+        status = self.successResultOf(defer.ensureDeferred(client.run(reactor, args, out, err)))
+        self.assertEqual((status, err.getvalue()),
+                         (client.EXIT_NETWORK, "keyx-client: no pong from localhost:9123\n"))
+        # Without the action: the login, which reads the password first.
+        args = client.build_parser().parse_args(["toypw", "--user", "alice",
+                                                 "--password-file", "/nonexistent"])
+        err = io.StringIO()
+        status = self.successResultOf(defer.ensureDeferred(client.run(reactor, args, out, err)))
+        self.assertEqual(status, client.EXIT_USAGE)
+        self.assertIn("/nonexistent", err.getvalue())
+        # Another password handshake does not get them.
+        help_text.truncate(0)
+        self.assertRaises(SystemExit, client.main, ["eke", "--help"])
+        self.assertNotIn("ping", help_text.getvalue())
+
+    def test_keyx_admin_commands(self):
+        """An entry's ``admin_commands`` adds commands of its own to
+        keyx-admin (its --help, its run, its one-line errors), with no edit
+        to the command line, as OPAQUE's opaque-profile is added."""
+        import dataclasses
+        import sys
+
+        def toy_admin(commands, kit):
+            def run(args, out, err):
+                if args.pepper == "none":
+                    raise kit.AdminError("the toy needs a pepper")
+                out.write(f"toy pepper {args.pepper}\n")
+
+            command = commands.add_parser("toy-pepper", help="show the toy's pepper")
+            command.add_argument("pepper")
+            command.set_defaults(run=run)
+
+        handshakes.unregister("toypw")
+        handshakes.register(dataclasses.replace(TOY_PASSWORD, admin_commands=toy_admin))
+        help_text = io.StringIO()
+        self.patch(sys, "stdout", help_text)
+        self.assertRaises(SystemExit, admin.main, ["--help"])
+        self.assertIn("show the toy's pepper", help_text.getvalue())
+        out, err = io.StringIO(), io.StringIO()
+        self.assertEqual((admin.main(["toy-pepper", "salt"], out, err), out.getvalue()),
+                         (0, "toy pepper salt\n"))
+        self.assertEqual((admin.main(["toy-pepper", "none"], out, err), err.getvalue()),
+                         (1, "keyx-admin: the toy needs a pepper\n"))
+        # OPAQUE's own command comes the same way.
+        from twisted_keyx.opaque import commands
+
+        self.assertEqual(handshakes.named("opaque").load("admin_commands"),
+                         commands.add_admin_commands)
+        handshakes.unregister("toypw")
+        self.patch(sys, "stderr", io.StringIO())
+        self.assertRaises(SystemExit, admin.main, ["toy-pepper", "salt"], out, err)
+        self.assertIn("invalid choice: 'toy-pepper'", sys.stderr.getvalue())
 
     def test_gone_when_unregistered(self):
         self.assertIn("toypw", schemes.names())

@@ -15,7 +15,7 @@ import time
 from twisted_keyx import __version__
 from twisted_keyx.groups import ffdh
 from twisted_keyx.trust import hostkey
-from twisted_keyx.core import schemes
+from twisted_keyx.core import handshakes, schemes
 from twisted_keyx.service import userfile as userstore
 from twisted_keyx.eke.password import (
     PasswordError,
@@ -37,6 +37,15 @@ clock = time.time
 
 class AdminError(Exception):
     """A failure to report in one line on stderr."""
+
+
+class AdminKit:
+    """What ``keyx-admin`` lends the commands a handshake adds
+    (:attr:`twisted_keyx.core.handshakes.Handshake.admin_commands`), which
+    live in the handshake's package and so cannot import this module."""
+
+    #: Raised by a command: its text is printed as one line, exit status 1.
+    AdminError = AdminError
 
 
 def _warn(err, warning):
@@ -204,8 +213,7 @@ def cmd_adduser(args, out, err):
             check(_read_users(args.users, missing_ok=True), vars(args))
     except ValueError as e:
         raise AdminError(str(e)) from None
-    # The user file keeps no store of a scheme's: it keeps its own (OPAQUE's key file).
-    record, detail = _new_record(args, password, err, lambda interface: None)
+    record, detail = _new_record(args, password, err, _no_stores)
     with _editing_users(args.users, missing_ok=True) as users:
         _refuse_existing(users, args)
         if check is not None:
@@ -268,33 +276,6 @@ def _adduser_store(args, out, err):
         except StoreConflict:
             raise AdminError(f"user {args.name!r} already exists in {where}") from None
     out.write(f"added user {args.name} to {where} ({detail})\n")
-
-
-def cmd_opaque_profile(args, out, err):
-    """Print the key file's profile (what a client gives as --profile);
-    with --create, make the key file with that profile first."""
-    from twisted_keyx.opaque import scheme as opaque_scheme
-
-    try:
-        if args.create is not None:
-            setup = opaque_scheme.create_key_file(args.opaque_key, profile=args.create)
-            err.write(f"keyx-admin: created the OPAQUE key file {args.opaque_key} "
-                      f"(mode 0600), profile {setup.profile}\n")
-        else:
-            setup = opaque_scheme.load_key_file(args.opaque_key)
-    except opaque_scheme.KeyFileError as e:
-        raise AdminError(str(e)) from None
-    out.write(setup.profile.text() + "\n")
-
-
-def _opaque_profile(text):
-    from twisted_keyx.opaque.errors import OpaqueError
-    from twisted_keyx.opaque.profile import Profile
-
-    try:
-        return Profile.parse(text)
-    except OpaqueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def cmd_deluser(args, out, err):
@@ -445,59 +426,70 @@ def cmd_store_upgrade(args, out, err):
         out.write(f"the store {where}: schema upgraded from version {before} to {after}\n")
 
 
-def _read_side(where, opaque_key):
-    """(users, OPAQUE setup or None) of a file or a store."""
+def _no_stores(interface):
+    """``store(interface)`` of the user file: it keeps no store of a
+    scheme's (each keeps its own: OPAQUE's key file)."""
+    return None
+
+
+def _read_side(where, args):
+    """(users, deliveries) of a file or a store: its users, and what
+    carries to the destination what the schemes of those users keep
+    besides their records (``deliver(store, where)``; OPAQUE: its server
+    setup), read now (:func:`_carried`)."""
     from twisted_keyx.service import pgstore
 
     if pgstore.is_url(where):
         with _store(where) as connection:
-            return pgstore.read_users(connection), pgstore.load_setup(connection)
+            users = pgstore.read_users(connection)
+            return users, _carried(users, args, _store_providers(where), pgstore.shown(where))
     users = _read_users(where)
-    setup = None
-    if any(record.scheme == "opaque" for record in users.values()):
-        from twisted_keyx.opaque import scheme as opaque_scheme
+    return users, _carried(users, args, _no_stores, where)
 
+
+def _carried(users, args, store, where):
+    """For each scheme of ``users`` that keeps more than its records (its
+    ``copy_users``: :mod:`twisted_keyx.core.schemes`), what it delivers to
+    the destination, read from the source's ``store`` now."""
+    deliveries = []
+    for name in sorted({record.scheme for record in users.values()}):
+        copy = getattr(schemes.named(name), "copy_users", None)
+        if copy is None:
+            continue
+        names = sorted(n for n, record in users.items() if record.scheme == name)
         try:
-            setup = opaque_scheme.load_key_file(opaque_key)
-        except opaque_scheme.KeyFileError as e:
-            raise AdminError(f"{where} has OPAQUE users: {e}") from None
-    return users, setup
+            deliveries.append(copy(names, vars(args), store, where))
+        except ValueError as e:
+            raise AdminError(str(e)) from None
+    return deliveries
+
+
+def _deliver(deliveries, store, where):
+    try:
+        for deliver in deliveries:
+            deliver(store, where)
+    except ValueError as e:
+        raise AdminError(str(e)) from None
 
 
 def cmd_copy_users(args, out, err):
     from twisted_keyx.core.interfaces import StoreConflict
     from twisted_keyx.service import pgstore
 
-    users, setup = _read_side(args.source, args.opaque_key)
+    users, deliveries = _read_side(args.source, args)
     if not users:
         raise AdminError(f"no users in {pgstore.shown(args.source)}")
-    opaque = sorted(name for name, record in users.items() if record.scheme == "opaque")
     if pgstore.is_url(args.destination):
         with _store(args.destination) as connection:
-            if opaque:
-                stored = pgstore.store_setup(connection, setup)
-                if stored.dumps() != setup.dumps():
-                    raise AdminError(
-                        f"{pgstore.shown(args.destination)} has another OPAQUE server setup: "
-                        f"the OPAQUE users {', '.join(opaque)} would not log in there")
+            _deliver(deliveries, _store_providers(args.destination),
+                     pgstore.shown(args.destination))
             try:
                 pgstore.add_users(connection, users, replace=args.replace)
             except StoreConflict as e:
                 raise AdminError(f"{e} in {pgstore.shown(args.destination)} "
                                  "(nothing copied; --replace to overwrite)") from None
     else:
-        if opaque:
-            from twisted_keyx.opaque import scheme as opaque_scheme
-
-            if os.path.exists(args.opaque_key):
-                try:
-                    existing = opaque_scheme.load_key_file(args.opaque_key)
-                except opaque_scheme.KeyFileError as e:
-                    raise AdminError(str(e)) from None
-                if existing.dumps() != setup.dumps():
-                    raise AdminError(f"{args.opaque_key} holds another OPAQUE server setup")
-            else:
-                write_file_atomically(args.opaque_key, setup.dumps(), mode=0o600)
+        _deliver(deliveries, _no_stores, args.destination)
         with _editing_users(args.destination, missing_ok=True) as existing:
             clash = sorted(set(existing) & set(users))
             if clash and not args.replace:
@@ -628,23 +620,11 @@ def build_parser():
             adduser.add_argument(*flags, **keywords)
     adduser.set_defaults(run=cmd_adduser)
 
-    profile = commands.add_parser(
-        "opaque-profile", help="print (or choose) the OPAQUE key file's profile",
-        description=(
-            "Print the OPAQUE profile of the key file, the text a client gives as "
-            "'keyx-client opaque --profile' (docs/opaque.rst, Profiles). With --create "
-            "PROFILE, first create the key file (it must not exist) with that profile: "
-            "twisted-keyx-v1 (per-record Argon2id costs, the default) or "
-            "rfc9807,m=KiB,t=PASSES,p=LANES,context=BASE64 (plain RFC 9807 with one "
-            "cost and the given context, empty if omitted: what opaque-ke's packagings "
-            "such as @serenity-kit/opaque speak; its default cost is m=65536,t=3,p=4)."
-        ),
-    )
-    profile.add_argument("--opaque-key", metavar="FILE", default="keyx-opaque-key",
-                         help="the OPAQUE server key file [default: keyx-opaque-key]")
-    profile.add_argument("--create", metavar="PROFILE", type=_opaque_profile, default=None,
-                         help="create the key file with this profile")
-    profile.set_defaults(run=cmd_opaque_profile)
+    # The commands a handshake adds (OPAQUE: opaque-profile).
+    for entry in handshakes.handshakes():
+        add_commands = entry.load("admin_commands")
+        if add_commands is not None:
+            add_commands(commands, AdminKit)
 
     deluser = commands.add_parser(
         "deluser", help="remove a user (any scheme)",

@@ -171,8 +171,9 @@ def build_parser():
         for flags, keywords in entry.client_options:
             command.add_argument(*flags, **keywords)
         command.set_defaults(run=functools.partial(run_password, entry))
-        if entry.name == "opaque":
-            _registration_arguments(command, entry)
+        add_commands = entry.load("client_commands")
+        if add_commands is not None:  # OPAQUE's register and passwd
+            add_commands(command, ClientKit(entry))
         password_commands.append(command)
     for command in (dh, *password_commands):
         add_trace_options(command)
@@ -682,169 +683,6 @@ def _client_pin(entry, args):
         raise ClientError(str(e), EXIT_HANDSHAKE_FAILED) from None
 
 
-def _registration_arguments(command, entry):
-    """``keyx-client opaque register``: registration with an invitation code
-    (``keyx-admin invite``; docs/opaque.rst, Registration)."""
-    command.add_argument("action", nargs="?", choices=("register", "passwd"),
-                         metavar="register|passwd",
-                         help="register: register USER with an invitation code instead of "
-                              "logging in (the code, then the new password twice, are asked "
-                              "on the terminal). passwd: log in, then change USER's password "
-                              "inside the session (the password is asked, then, once logged "
-                              "in, the new one twice); the old password works until the "
-                              "server confirms")
-    command.add_argument("--code-file", metavar="F",
-                         help="register: read the invitation code from the first line of F")
-    command.add_argument("--new-password-file", metavar="F",
-                         help="passwd: read the new password from the first line of F")
-    command.set_defaults(run=functools.partial(run_opaque, entry))
-
-
-async def run_opaque(entry, reactor, args, out):
-    if args.new_password_file and args.action != "passwd":
-        raise ClientError("--new-password-file is for passwd", EXIT_USAGE)
-    if args.code_file and args.action != "register":
-        raise ClientError("--code-file is for register", EXIT_USAGE)
-    if args.action == "register":
-        return await run_register(reactor, args, out)
-    if args.action == "passwd":
-        return await run_passwd(entry, reactor, args, out)
-    return await run_password(entry, reactor, args, out)
-
-
-def _read_new_password(args):
-    """passwd: the new password, from --new-password-file or asked twice;
-    checked as OPAQUE takes it (docs/opaque.rst, Passwords) before anything
-    is sent."""
-    from twisted_keyx.opaque._password import password_bytes
-    from twisted_keyx.opaque.errors import OpaqueError
-
-    try:
-        if args.new_password_file:
-            password = read_password_file(args.new_password_file)
-            warning = password_file_warning(args.new_password_file)
-            if warning:
-                _err(args).write(f"keyx-client: warning: {warning}\n")
-        else:
-            try:
-                password = ask_password(f"New password for {args.user}: ", confirm=True)
-            except PasswordError as e:
-                if "--password-file" in str(e):
-                    raise PasswordError(str(e).replace("--password-file",
-                                                       "--new-password-file")) from None
-                raise
-        password_bytes(password)
-    except (PasswordError, OpaqueError) as e:
-        raise ClientError(f"new password: {e}", EXIT_USAGE)
-    except KeyboardInterrupt:
-        raise ClientError("interrupted", EXIT_INTERRUPTED)
-    return password
-
-
-async def run_passwd(entry, reactor, args, out):
-    """``keyx-client opaque passwd``: log in, then change the password inside
-    the session (docs/opaque.rst, Changing the password), then quit."""
-    from twisted_keyx.opaque.passwd import PasswordNotChanged
-
-    password = _read_password(args)
-    # From a file: read (and checked) before anything is sent; on the
-    # terminal: asked once the login has shown the password right.
-    new_password = _read_new_password(args) if args.new_password_file else None
-    where = host_port(args.host, args.port)
-
-    async def ask(protocol):
-        try:
-            with ctrl_c_interrupts():
-                return _read_new_password(args)
-        except ClientError:
-            protocol.finished.addErrback(lambda reason: None)  # the session is over
-            protocol.abort()
-            await aborted(reactor)
-            raise
-
-    async def change(protocol):
-        new = new_password if new_password is not None else await ask(protocol)
-        try:
-            await protocol.passwd(new).addTimeout(args.timeout, reactor)
-        except BaseException:
-            protocol.finished.addErrback(lambda reason: None)  # the session is over
-            raise
-        out.write(f"Password of {args.user} changed on {where}\n")
-        out.flush()
-        protocol.quit()
-        return await protocol.finished.addTimeout(args.timeout, reactor)
-
-    async def changed(protocol):
-        try:
-            await change(protocol)
-        except defer.TimeoutError:
-            await aborted(reactor)
-            raise ClientError(f"the server did not answer within {args.timeout:g} seconds "
-                              "(the new password may or may not be stored: try it)",
-                              EXIT_NETWORK)
-        except ServerHungUp as e:
-            raise ClientError(e.reason, EXIT_NETWORK)
-        except TooManyAttempts as e:
-            raise ClientError(e.reason, EXIT_TOO_MANY_ATTEMPTS)
-        except ServerUnavailable as e:
-            raise ClientError(f"password not changed: {e.reason}", EXIT_SERVER_UNAVAILABLE)
-        except PasswordNotChanged as e:
-            raise ClientError(f"password not changed: {e.reason}", EXIT_HANDSHAKE_FAILED)
-        except ChatFailed as e:
-            raise ClientError(f"the chat broke: {e.reason}", EXIT_HANDSHAKE_FAILED)
-        return EXIT_OK
-
-    return await run_password(entry, reactor, args, out, password=password, then=changed)
-
-
-def _read_registration(args):
-    """The invitation code and the new password (asked twice)."""
-    from twisted_keyx.opaque import invitation
-    from twisted_keyx.opaque.errors import OpaqueError
-
-    try:
-        if args.code_file:
-            code = read_password_file(args.code_file)
-        else:
-            code = ask_password(f"Invitation code for {args.user}: ")
-        invitation.code_bytes(code)
-        if args.password_file:
-            password = read_password_file(args.password_file)
-            warning = password_file_warning(args.password_file)
-            if warning:
-                sys.stderr.write(f"keyx-client: warning: {warning}\n")
-        else:
-            password = ask_password(f"New password for {args.user}: ", confirm=True)
-    except (PasswordError, OpaqueError) as e:
-        raise ClientError(str(e), EXIT_USAGE)
-    except KeyboardInterrupt:
-        raise ClientError("interrupted", EXIT_INTERRUPTED)
-    return code, password
-
-
-async def run_register(reactor, args, out):
-    """``keyx-client opaque register``: OPAQUE registration with an
-    invitation code; the server never sees the password."""
-    from twisted_keyx.opaque.handshake import RegistrationFailed
-    from twisted_keyx.opaque.protocol import OPAQUERegistrationFactory
-
-    code, password = _read_registration(args)
-    options = {} if args.profile is None else {"profile": args.profile}
-    factory, file_tracer = with_tracing(args, OPAQUERegistrationFactory(
-        args.user, password, code, **options))
-    try:
-        protocol = await connect(reactor, args, factory)
-        await await_handshake(reactor, args.timeout, protocol.authenticated,
-                              {RegistrationFailed: "registration refused: {}"})
-        await protocol.disconnected
-    finally:
-        if file_tracer is not None:
-            file_tracer.close()
-    out.write(f"Registered {args.user} on {host_port(args.host, args.port)}; log in with: "
-              f"keyx-client opaque --user {args.user}\n")
-    return EXIT_OK
-
-
 async def _password_session(reactor, args, out, console, factory, failures,
                             authenticated=None, then=None):
     """What ``keyx-client eke`` and ``opaque`` share: connect with
@@ -900,6 +738,47 @@ async def _password_session(reactor, args, out, console, factory, failures,
             except OSError:
                 pass
     return EXIT_OK
+
+
+class ClientKit:
+    """What ``keyx-client`` lends the commands a handshake adds to its own
+    command (:attr:`twisted_keyx.core.handshakes.Handshake.client_commands`,
+    OPAQUE's ``register`` and ``passwd``: :mod:`twisted_keyx.opaque.commands`),
+    which live in the handshake's package and so cannot import this module:
+    its error (:class:`ClientError`: one line and an exit status) and exit
+    statuses, its password prompts, its connection and tracing, and its
+    login then chat for the ``entry`` (:meth:`run_password`)."""
+
+    ClientError = ClientError
+    PasswordError = PasswordError
+    EXIT_OK = EXIT_OK
+    EXIT_HANDSHAKE_FAILED = EXIT_HANDSHAKE_FAILED
+    EXIT_USAGE = EXIT_USAGE
+    EXIT_NETWORK = EXIT_NETWORK
+    EXIT_TOO_MANY_ATTEMPTS = EXIT_TOO_MANY_ATTEMPTS
+    EXIT_SERVER_UNAVAILABLE = EXIT_SERVER_UNAVAILABLE
+    EXIT_INTERRUPTED = EXIT_INTERRUPTED
+    #: ``(prompt, confirm=False)``, ``(path)``, ``(path) -> warning or None``.
+    ask_password = staticmethod(ask_password)
+    read_password_file = staticmethod(read_password_file)
+    password_file_warning = staticmethod(password_file_warning)
+    #: ``(args)``: ``--password-file``'s password, or asked on the terminal.
+    read_password = staticmethod(_read_password)
+    #: ``(args)``: where warnings go.
+    err = staticmethod(_err)
+    connect = staticmethod(connect)
+    await_handshake = staticmethod(await_handshake)
+    with_tracing = staticmethod(with_tracing)
+    aborted = staticmethod(aborted)
+    ctrl_c_interrupts = staticmethod(ctrl_c_interrupts)
+
+    def __init__(self, entry):
+        self.entry = entry
+
+    def run_password(self, reactor, args, out, password=None, then=None):
+        """:func:`run_password` for the entry: log in, then chat, or
+        ``await then(protocol)``; a coroutine whose result is the exit status."""
+        return run_password(self.entry, reactor, args, out, password=password, then=then)
 
 
 async def run(reactor, args, out, err, interruption=None):

@@ -23,7 +23,8 @@ Who reads what:
   :attr:`Handshake.banner` makes the daemon's start-up line for the
   handshake;
 - ``keyx-admin diagram`` and :mod:`twisted_keyx.observe.diagram`:
-  :attr:`Handshake.machines`;
+  :attr:`Handshake.machines`; ``keyx-admin``: the commands of
+  :attr:`Handshake.admin_commands`;
 - traces (:mod:`twisted_keyx.observe.trace`): :attr:`Handshake.summaries`,
   the summary of a message by its machine's class name;
 - the sequence charts (:mod:`twisted_keyx.observe.sequence`):
@@ -32,7 +33,8 @@ Who reads what:
   :attr:`Handshake.scheme`, for a password handshake;
 - ``keyx-client``: :attr:`Handshake.client` and what follows it
   (:attr:`Handshake.client_pin`, :attr:`Handshake.after_login`), for a
-  password handshake (one command each, named after the handshake);
+  password handshake (one command each, named after the handshake, with
+  the actions of :attr:`Handshake.client_commands`);
 - ``keyx-lab crack``: :attr:`Handshake.recording`, what a recorded login
   gives an offline attacker.
 
@@ -200,6 +202,25 @@ class Handshake:
     #: pairs; each one's value goes to :attr:`client` as the keyword of its
     #: ``dest`` (OPAQUE: ``--profile``).
     client_options: tuple = ()
+    #: ``"module:function"``: ``(command, kit)``, the handshake's own
+    #: actions and options of ``keyx-client NAME`` (OPAQUE: ``register`` and
+    #: ``passwd``): ``command`` is its :class:`argparse.ArgumentParser`, with
+    #: the options every password handshake has; the hook adds to it, and
+    #: sets its default ``run`` (``async (reactor, args, out) -> exit
+    #: status``) to run them.  ``kit``
+    #: (:class:`twisted_keyx.cli.client.ClientKit`) is what keyx-client lends
+    #: them, as the handshake's package cannot import it: ``ClientError``
+    #: and the exit statuses, the password prompts, ``connect``,
+    #: ``with_tracing``, and ``run_password`` (the login of :attr:`client`,
+    #: then the chat or what follows).
+    client_commands: str | Callable[..., Any] | None = None
+    #: ``"module:function"``: ``(commands, kit)``, the ``keyx-admin``
+    #: commands of its own (OPAQUE: ``opaque-profile``), added to
+    #: ``commands`` (keyx-admin's argparse subparsers, after ``adduser``),
+    #: each with its default ``run``: ``(args, out, err)``; ``kit``
+    #: (:class:`twisted_keyx.cli.admin.AdminKit`) lends them ``AdminError``,
+    #: a failure said in one line.
+    admin_commands: str | Callable[..., Any] | None = None
     #: ``"module:function"``: ``(result, host, port, out, err)``, what
     #: ``keyx-client`` does once logged in, before the chat (OPAQUE: the
     #: server key's fingerprint, checked against the last one seen).

@@ -22,7 +22,16 @@ to turn its part of a record into an object and back:
   when they are returned (keyx-admin runs no reactor);
   raises ``ValueError`` with a one-line message;
 - ``add_user_options``: ``((flags, argparse keywords), ...)``, the options
-  of its own ``keyx-admin adduser`` offers.
+  of its own ``keyx-admin adduser`` offers;
+- optionally ``check_new_user(users, options, record=None)``: ``keyx-admin
+  adduser`` to the user file refuses a new user given the others
+  (ValueError; OPAQUE: registered against another key file);
+- optionally ``copy_users(names, options, store, where) -> deliver``:
+  ``keyx-admin copy-users`` copies the users ``names`` of this scheme from
+  ``where`` (``store`` as for ``add_user``), and the scheme keeps more
+  than their records (OPAQUE: the server setup); it reads that now, and
+  ``deliver(store, where)`` puts it at the destination before any user is
+  copied; ValueError in one line.
 
 Every record object has a ``scheme`` attribute naming its scheme; servers
 ask the user file for the records of their own scheme only, so an EKE

@@ -118,8 +118,9 @@ def client_factory(user, password, reply_received=None, profile=None):
     return OPAQUEClientFactory(user, password, reply_received=reply_received, **options)
 
 
-def _profile(text):
-    """An argparse ``type``: a profile's text (twisted_keyx.opaque.profile)."""
+def profile_argument(text):
+    """An argparse ``type``: a profile's text (twisted_keyx.opaque.profile),
+    for ``keyx-client opaque --profile`` and ``keyx-admin opaque-profile``."""
     import argparse
 
     from twisted_keyx.opaque.errors import OpaqueError
@@ -133,7 +134,7 @@ def _profile(text):
 
 CLIENT_OPTIONS = (
     (("--profile",), dict(
-        dest="profile", type=_profile, default=None, metavar="PROFILE",
+        dest="profile", type=profile_argument, default=None, metavar="PROFILE",
         help="the server's OPAQUE profile, as 'keyx-admin opaque-profile' prints it there: "
              "twisted-keyx-v1 (the default) or rfc9807,m=KiB,t=PASSES,p=LANES,context=BASE64")),
 )
@@ -305,6 +306,8 @@ HANDSHAKE = Handshake(
     scheme="twisted_keyx.opaque.scheme:SCHEME",
     client=client_factory,
     client_options=CLIENT_OPTIONS,
+    client_commands="twisted_keyx.opaque.commands:add_commands",
+    admin_commands="twisted_keyx.opaque.commands:add_admin_commands",
     client_port=8089,
     client_description=(
         "Log in with the OPAQUE password handshake, then chat as with eke. "

@@ -19,7 +19,7 @@ import os
 import stat
 from dataclasses import dataclass
 
-from twisted_keyx.core.fileutil import create_file_exclusively, open_regular
+from twisted_keyx.core.fileutil import create_file_exclusively, open_regular, write_file_atomically
 from twisted_keyx.opaque.errors import OpaqueError
 from twisted_keyx.opaque.records import RegistrationRecord, ServerSetup
 from twisted_keyx.opaque.registration import register
@@ -138,6 +138,56 @@ class OpaqueScheme:
                 f"OPAQUE users of the user file were registered with "
                 f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}: server key "
                 f"{key}); give --opaque-key the daemon's key file")
+
+    def copy_users(self, names, options, store, where):
+        """``keyx-admin copy-users``, at the source ``where``: the OPAQUE
+        users ``names`` are copied; their server setup is read from
+        ``store(IServerSetupStore)`` (a store's) or else the key file of
+        ``options["opaque_key"]``.  Returns ``deliver(store, where)``, run
+        at the destination before any user is copied: the setup stored in
+        its IServerSetupStore, or else in that key file (written mode 0600
+        if missing); ValueError, one line, if the destination holds another
+        setup (the users would not log in there) or either cannot be used."""
+        from twisted_keyx.core.atonce import result_now
+        from twisted_keyx.core.interfaces import IServerSetupStore, StoreUnavailable
+
+        shared = store(IServerSetupStore)
+        try:
+            if shared is not None:
+                setup = result_now(shared.load())
+                if setup is None:
+                    raise ValueError(f"{where} has OPAQUE users but no OPAQUE server setup")
+            else:
+                setup = load_key_file(options["opaque_key"])
+        except (StoreUnavailable, KeyFileError) as e:
+            raise ValueError(f"{where} has OPAQUE users: {e}") from None
+
+        def deliver(store, where):
+            shared = store(IServerSetupStore)
+            if shared is not None:
+                try:
+                    stored = result_now(shared.create(setup))
+                except StoreUnavailable as e:
+                    raise ValueError(str(e)) from None
+                if stored.dumps() != setup.dumps():
+                    raise ValueError(f"{where} has another OPAQUE server setup: the OPAQUE "
+                                     f"users {', '.join(names)} would not log in there")
+                return
+            path = options["opaque_key"]
+            if not os.path.exists(path):
+                try:
+                    write_file_atomically(path, setup.dumps(), mode=0o600)
+                except OSError as e:
+                    raise ValueError(f"cannot write {path}: {e.strerror}") from None
+                return
+            try:
+                existing = load_key_file(path)
+            except KeyFileError as e:
+                raise ValueError(str(e)) from None
+            if existing.dumps() != setup.dumps():
+                raise ValueError(f"{path} holds another OPAQUE server setup")
+
+        return deliver
 
 
 SCHEME = OpaqueScheme()
