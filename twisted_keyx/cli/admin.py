@@ -17,7 +17,7 @@ from twisted_keyx.groups import ffdh
 from twisted_keyx.trust import hostkey
 from twisted_keyx.core import handshakes, schemes
 from twisted_keyx.service import userfile as userstore
-from twisted_keyx.eke.password import (
+from twisted_keyx.login.prompts import (
     PasswordError,
     ask_password,
     password_file_warning,

@@ -38,7 +38,7 @@ from twisted_keyx.dh.protocol import DHClientFactory
 from twisted_keyx.dh.raw import RawDHClientFactory
 from twisted_keyx.chat.machine import ChatFailed, ServerClosedChat
 from twisted_keyx.cli.console import ChatConsole
-from twisted_keyx.eke.password import (
+from twisted_keyx.login.prompts import (
     PasswordError,
     ask_password,
     password_file_warning,
