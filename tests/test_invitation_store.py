@@ -6,6 +6,7 @@ import os
 import stat
 import threading
 
+from twisted.internet import defer, threads
 from twisted.trial import unittest
 from zope.interface.verify import verifyObject
 
@@ -206,3 +207,54 @@ class InvitationFileTests(unittest.TestCase):
         os.mkfifo(self.path)
         failure = self.failureResultOf(self.store.lookup("bob"), StoreUnavailable)
         self.assertIn("not a regular file", str(failure.value))
+
+
+class ThreadedInvitationFileTests(unittest.TestCase):
+    """Given ``run_in_thread`` (the daemon's: deferToThread), the file's
+    reads, rewrites and fsyncs run there, not on the reactor thread: a
+    registration's work grows with the invitations in the file."""
+
+    def setUp(self):
+        self.folder = self.mktemp()
+        os.mkdir(self.folder)
+        self.path = os.path.join(self.folder, "keyx-invitations.json")
+        self.on_reactor_thread = []
+
+        def run(function, *args):
+            def recorded():
+                self.on_reactor_thread.append(threading.current_thread() is threading.main_thread())
+                return function(*args)
+            return threads.deferToThread(recorded)
+
+        self.store = InvitationFile(self.path, run_in_thread=run)
+
+    @defer.inlineCallbacks
+    def test_every_call_in_the_thread(self):
+        yield self.store.invite(pending())
+        self.assertEqual((yield self.store.lookup("bob")), pending())
+        self.assertFalse((yield self.store.redeem("bob", code_hash(new_code()), NOW)))
+        self.assertTrue((yield self.store.redeem("bob", code_hash(CODE), NOW)))
+        self.assertFalse((yield self.store.redeem("bob", code_hash(CODE), NOW)))
+        self.assertFalse((yield self.store.revoke("bob")))
+        self.assertEqual((yield self.store.invitations())["bob"].state, "used")
+        self.assertEqual(self.on_reactor_thread, [False] * 7)
+
+    @defer.inlineCallbacks
+    def test_broken_file_is_store_unavailable(self):
+        with open(self.path, "w") as f:
+            f.write("not json")
+        with self.assertRaises(StoreUnavailable):
+            yield self.store.lookup("bob")
+        self.assertEqual(self.on_reactor_thread, [False])
+
+    @defer.inlineCallbacks
+    def test_the_daemon_does_not_read_the_file_on_the_reactor_thread(self):
+        from twisted_keyx.service import tap
+
+        shared = tap._users_and_stores({"store": None,
+                                        "users": os.path.join(self.folder, "users.json")})
+        invitations = shared.stores[IInvitationStore]
+        yield invitations.invite(pending())
+        lookup = invitations.lookup("bob")
+        self.assertNoResult(lookup)  # synchronous file work would have fired it
+        self.assertEqual((yield lookup), pending())

@@ -254,9 +254,9 @@ class DaemonRegistrationTests(Daemon, unittest.TestCase):
     docs/opaque.rst alone) registers with a code from ``keyx-admin invite``
     over the wire of a real ``twistd keyx``, then logs in."""
 
-    def invite(self, name):
+    def invite(self, name, *options):
         out, err = io.StringIO(), io.StringIO()
-        status = admin.main(["invite", "--users", self.users, name], out, err)
+        status = admin.main(["invite", "--users", self.users, *options, name], out, err)
         self.assertEqual(status, 0, err.getvalue())
         code = out.getvalue().strip()
         self.assertRegex(code, r"^[a-z2-7]{4}(-[a-z2-7]{4}){7}$")
@@ -340,6 +340,18 @@ class DaemonRegistrationTests(Daemon, unittest.TestCase):
         self.assertEqual(self.register("bob", code)["result"], "registered")
         self.assertEqual(sorted(self.users_file()["users"]), ["bob"])
         self.assertEqual(self.login("bob")["result"], "ok")
+
+    def test_revoked_and_expired_codes_refused_the_same_way(self):
+        revoked = self.invite("bob")
+        status = admin.main(["revoke", "--users", self.users, "bob"], io.StringIO(),
+                            io.StringIO())
+        self.assertEqual(status, 0)
+        expired = self.invite("carol", "--expires", "0.00001")  # 0.864 s
+        time.sleep(1.0)  # only lets the expiry pass: the outcome does not depend on timing
+        for user, code in [("bob", revoked), ("carol", expired)]:
+            self.assertEqual(self.register(user, code), REFUSED, user)
+            self.assertEqual(self.register(user, code, ignore_mac=True), FAILED, user)
+        self.assertFalse(os.path.exists(self.users))
 
     def test_wrong_password_after_registering(self):
         code = self.invite("bob")

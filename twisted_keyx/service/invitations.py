@@ -13,9 +13,13 @@ change and a redeem is atomic: of two at once, one finds the invitation
 pending.  The code itself is never stored; the hash stands for it until the
 invitation is used, so the file is as private as the key file.
 
-The calls do their small file I/O at once and return fired Deferreds, but
-:meth:`InvitationFile.register`, which also writes the user file (up to
-8 MB) and runs in the user file's thread.
+The calls do their file I/O at once and return fired Deferreds
+(``keyx-admin``), or, given ``run_in_thread`` (the daemon passes
+:func:`~twisted.internet.threads.deferToThread`), in a thread: every
+registration looks its invitation up, which reads and parses the whole
+file (it grows with the invitations ever made), and that must not stall the
+reactor.  :meth:`InvitationFile.register`, which also writes the user file
+(up to 8 MB), runs in the user file's thread.
 
 A registration (:meth:`InvitationFile.register`) is two files written, the
 user file then this one, both locked from the first read to the last
@@ -97,6 +101,13 @@ def _serialise(invitations):
     }, indent=2) + "\n").encode("ascii")
 
 
+def _unavailable_on_error(function):
+    try:
+        return function()
+    except (OSError, InvitationFileError) as e:
+        raise StoreUnavailable(str(e)) from None
+
+
 def _matches(invitation, code_hash, now):
     """Whether ``invitation`` (or None) is pending with ``code_hash`` at ``now``."""
     return (invitation is not None and invitation.usable(now)
@@ -112,13 +123,15 @@ def _used(invitation):
 class InvitationFile:
     """The invitations in the file ``path`` (missing: none).  ``users`` is
     the :class:`~twisted_keyx.service.userfile.UserFile` a registration
-    adds its user to (:meth:`register`; None: no one registers here)."""
+    adds its user to (:meth:`register`; None: no one registers here);
+    ``run_in_thread`` (None: at once) runs the other calls' file work."""
 
     log = Logger()
 
-    def __init__(self, path=DEFAULT_INVITATION_FILE, users=None):
+    def __init__(self, path=DEFAULT_INVITATION_FILE, users=None, run_in_thread=None):
         self.path = path
         self.users = users
+        self._run = run_in_thread
 
     def _read(self):
         try:
@@ -131,14 +144,11 @@ class InvitationFile:
         return _parse(data, self.path)
 
     def _call(self, function):
-        """``function()``'s result as a Deferred; an unreadable file is
-        StoreUnavailable."""
-        try:
-            return defer.succeed(function())
-        except (OSError, InvitationFileError) as e:
-            return defer.fail(StoreUnavailable(str(e)))
-        except StoreConflict as e:
-            return defer.fail(e)
+        """``function()``'s result as a Deferred (run in ``run_in_thread``
+        if given); an unreadable file is StoreUnavailable."""
+        if self._run is None:
+            return defer.maybeDeferred(_unavailable_on_error, function)
+        return self._run(_unavailable_on_error, function)
 
     def _edit(self, change):
         """``change(invitations)`` under the lock, the file written back."""

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from twisted.application import internet, service, strports
-from twisted.internet import defer, endpoints, error
+from twisted.internet import defer, endpoints, error, threads
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -477,7 +477,8 @@ def _users_and_stores(options):
         # A registration adds its user to this user file (InvitationFile.register).
         stores={IInvitationStore: InvitationFile(os.path.join(os.path.dirname(users_path),
                                                               DEFAULT_INVITATION_FILE),
-                                                 users=users)})
+                                                 users=users,
+                                                 run_in_thread=threads.deferToThread)})
 
 
 def _deployment(url):
