@@ -612,9 +612,8 @@ def build_parser():
     adduser.add_argument("--password-file", metavar="F",
                          help="read the password from the first line of F")
     adduser.add_argument("--scheme", choices=schemes.names(), default=schemes.DEFAULT_SCHEME,
-                         help="the password handshake the user logs in with: opaque "
-                              "(keyx-client opaque, port 8089) or eke (keyx-client eke, "
-                              f"port 8088) [default: {schemes.DEFAULT_SCHEME}]")
+                         help="the password handshake the user logs in with: "
+                              + _scheme_choices() + f" [default: {schemes.DEFAULT_SCHEME}]")
     for name in schemes.names():
         for flags, keywords in schemes.named(name).add_user_options:
             adduser.add_argument(*flags, **keywords)
@@ -693,9 +692,9 @@ def build_parser():
     )
     copy_users.add_argument("source", metavar="SOURCE")
     copy_users.add_argument("destination", metavar="DESTINATION")
-    copy_users.add_argument("--opaque-key", metavar="FILE", default="keyx-opaque-key",
-                            help="the OPAQUE key file beside a user file "
-                                 "[default: keyx-opaque-key]")
+    for name in schemes.names():
+        for flags, keywords in getattr(schemes.named(name), "copy_users_options", ()):
+            copy_users.add_argument(*flags, **keywords)
     copy_users.add_argument("--replace", action="store_true",
                             help="overwrite users that exist in DESTINATION")
     copy_users.set_defaults(run=cmd_copy_users)
@@ -715,6 +714,16 @@ def build_parser():
     diagram.set_defaults(
         run=cmd_diagram, check=lambda args: _check_diagram_arguments(diagram, args))
     return parser
+
+
+def _scheme_choices():
+    """``opaque (keyx-client opaque, port 8089) or eke (...)``: the
+    password handshakes of the registry, the default first."""
+    entries = sorted(handshakes.password_handshakes(),
+                     key=lambda entry: entry.load("scheme").name != schemes.DEFAULT_SCHEME)
+    choices = [f"{entry.load('scheme').name} (keyx-client {entry.name}, port "
+               f"{entry.client_port})" for entry in entries]
+    return ", ".join(choices[:-1]) + " or " + choices[-1] if len(choices) > 1 else choices[0]
 
 
 def _check_diagram_arguments(parser, args):
