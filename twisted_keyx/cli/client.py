@@ -29,7 +29,6 @@ from twisted_keyx.trust import knownhosts
 from twisted_keyx.observe import trace
 from twisted_keyx.dh.handshake import (
     UnexpectedReply,
-    DHClientState,
     HostKeyRequestRefused,
     HostKeyVerificationFailed,
 )
@@ -479,7 +478,7 @@ def _cut_before_signature(args, protocol):
     loudly as a missing one; otherwise the hang-up it is."""
     def check(failure):
         failure.trap(ServerHungUp)
-        if protocol.handshake.state is DHClientState.AWAIT_HOST_KEY_SIGNATURE:
+        if protocol.handshake.awaiting_signature:
             check_unsigned(args, _QuietWarnings())
         return failure
     return check
