@@ -151,3 +151,36 @@ class InviteTests(unittest.TestCase):
             status, out, err = self.admin(*argv, "--users", self.users)
             self.assertEqual((status, out), (1, ""), argv)
             self.assertEqual(err, f"keyx-admin: {self.store_path}: not JSON\n")
+
+
+class DeluserTests(InviteTests):
+    """deluser takes the user's pending invitation with it."""
+
+    def test_deluser_revokes_a_pending_invitation_left_beside_the_user(self):
+        # What a registration leaves when the invitation file cannot be
+        # marked after the user is written (docs/opaque.rst, Registration):
+        # the user and a pending invitation.  Without the revocation the
+        # code worked again once the user was removed.
+        self.admin("invite", "bob", "--users", self.users)
+        password = os.path.join(self.dir, "pw")
+        with open(password, "w") as f:
+            f.write("bob's password\n")
+        status, _, err = self.admin("adduser", "bob", "--scheme", "eke", "--users", self.users,
+                                    "--password-file", password)
+        self.assertEqual(status, 0, err)
+        self.assertEqual(self.stored("bob").state, "pending")
+        status, out, err = self.admin("deluser", "bob", "--users", self.users)
+        self.assertEqual((status, err), (0, ""))
+        self.assertEqual(out, f"removed user bob from {self.users}\n"
+                              f"revoked the pending invitation of bob in {self.store_path}\n")
+        self.assertEqual(self.stored("bob").state, "revoked")
+
+    def test_deluser_without_invitation_says_one_line(self):
+        password = os.path.join(self.dir, "pw")
+        with open(password, "w") as f:
+            f.write("alice's password\n")
+        self.admin("adduser", "alice", "--scheme", "eke", "--users", self.users,
+                   "--password-file", password)
+        status, out, err = self.admin("deluser", "alice", "--users", self.users)
+        self.assertEqual((status, out), (0, f"removed user alice from {self.users}\n"))
+        self.assertFalse(os.path.exists(self.store_path))

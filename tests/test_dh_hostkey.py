@@ -109,12 +109,15 @@ class MachineTests(unittest.TestCase):
         self.assertEqual(server.receive(client.start()), b"Hey there!")
         parameters = server.receive(client.receive(b"Hey there!"))
         message6, message7 = server.receive(client.receive(parameters))
+        self.assertFalse(client.awaiting_signature)
         self.assertIsNone(client.receive(message6))
         self.assertIs(client.state, DHClientState.AWAIT_HOST_KEY_SIGNATURE)
+        self.assertTrue(client.awaiting_signature)
         self.assertFalse(client.finished)
         with self.assertRaises(HandshakeFailed):
             client.receive(message6)
         self.assertIs(client.state, DHClientState.FAILED)
+        self.assertFalse(client.awaiting_signature)
 
     def test_requests_differ_in_session_key(self):
         group = groups.named("x25519")

@@ -16,7 +16,8 @@ from twisted.trial import unittest
 import twisted_keyx
 from twisted_keyx.cli import client as client_module
 from twisted_keyx.groups import ffdh
-from twisted_keyx.eke import crypto, messages, password
+from twisted_keyx.eke import crypto, messages
+from twisted_keyx.login import prompts as password
 from twisted_keyx.service.userfile import new_user
 
 from tests.helpers import (

@@ -545,6 +545,14 @@ class ToyPasswordHandshakeTests(unittest.TestCase):
         out = io.StringIO()
         self.assertEqual(admin.main(["listusers", "--users", users], out, io.StringIO()), 0)
         self.assertEqual(out.getvalue(), "bob  toypw, 9 characters\n")
+        # adduser --help offers it, with its keyx-client command and port.
+        import sys
+
+        help_text = io.StringIO()
+        self.patch(sys, "stdout", help_text)
+        self.assertRaises(SystemExit, admin.main, ["adduser", "--help"])
+        self.assertIn("or toypw (keyx-client toypw, port 9123) [default: opaque]",
+                      " ".join(help_text.getvalue().split()))
 
     def test_keyx_client_pin(self):
         """An entry's ``client_pin`` is made before the password is asked;

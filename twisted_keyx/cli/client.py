@@ -29,7 +29,6 @@ from twisted_keyx.trust import knownhosts
 from twisted_keyx.observe import trace
 from twisted_keyx.dh.handshake import (
     UnexpectedReply,
-    DHClientState,
     HostKeyRequestRefused,
     HostKeyVerificationFailed,
 )
@@ -38,7 +37,7 @@ from twisted_keyx.dh.protocol import DHClientFactory
 from twisted_keyx.dh.raw import RawDHClientFactory
 from twisted_keyx.chat.machine import ChatFailed, ServerClosedChat
 from twisted_keyx.cli.console import ChatConsole
-from twisted_keyx.eke.password import (
+from twisted_keyx.login.prompts import (
     PasswordError,
     ask_password,
     password_file_warning,
@@ -479,7 +478,7 @@ def _cut_before_signature(args, protocol):
     loudly as a missing one; otherwise the hang-up it is."""
     def check(failure):
         failure.trap(ServerHungUp)
-        if protocol.handshake.state is DHClientState.AWAIT_HOST_KEY_SIGNATURE:
+        if protocol.handshake.awaiting_signature:
             check_unsigned(args, _QuietWarnings())
         return failure
     return check

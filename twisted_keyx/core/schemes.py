@@ -31,7 +31,8 @@ to turn its part of a record into an object and back:
   ``where`` (``store`` as for ``add_user``), and the scheme keeps more
   than their records (OPAQUE: the server setup); it reads that now, and
   ``deliver(store, where)`` puts it at the destination before any user is
-  copied; ValueError in one line.
+  copied; ValueError in one line; and ``copy_users_options``, the options
+  of its own ``keyx-admin copy-users`` offers (as ``add_user_options``).
 
 Every record object has a ``scheme`` attribute naming its scheme; servers
 ask the user file for the records of their own scheme only, so an EKE

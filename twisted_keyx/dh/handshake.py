@@ -298,6 +298,12 @@ class DHClientHandshake(_Machine):
             kind = HostKeyAsked.SERVER_KEY
         return self._dispatch(kind, payload)
 
+    @property
+    def awaiting_signature(self):
+        """Whether the server's key has come and its host-key signature
+        (message 7) has not: a hang-up now may be a stripped signature."""
+        return self.state is DHClientState.AWAIT_HOST_KEY_SIGNATURE
+
     def _too_long(self, reason):
         return UnexpectedReply(reason)
 

@@ -54,6 +54,13 @@ class OpaqueScheme:
                  f"[default: {DEFAULT_KEY_FILE}]")),
     )
 
+    #: ``keyx-admin copy-users``'s options for this scheme (:meth:`copy_users`).
+    copy_users_options = (
+        (("--opaque-key",), dict(
+            metavar="FILE", default=DEFAULT_KEY_FILE,
+            help=f"the OPAQUE key file beside a user file [default: {DEFAULT_KEY_FILE}]")),
+    )
+
     def parse(self, name, fields):
         keys = {"client_public_key", "masking_key", "envelope", "ksf"}
         if set(fields) - {"server_key"} != keys:

@@ -33,8 +33,8 @@ and the invitation still says pending: harmless, since a register for a
 user that exists is refused (StoreConflict) whatever the invitation says,
 and ``keyx-admin invite`` refuses an existing user.  (It shows in
 ``keyx-admin listusers`` as a pending invitation beside the user;
-``keyx-admin revoke`` ends it, and only a ``deluser`` would make the code
-usable again.)  Never the other way round: a code used up and no user.
+``keyx-admin revoke`` ends it, and ``keyx-admin deluser`` revokes it with
+the user, since the code would work again once the user is gone.)  Never the other way round: a code used up and no user.
 """
 
 import base64

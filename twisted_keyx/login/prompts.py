@@ -7,7 +7,8 @@ import argparse
 import getpass
 import warnings
 
-from twisted_keyx.eke.messages import MalformedLine, check_user_name
+from twisted_keyx.core.b64 import MalformedLine
+from twisted_keyx.login.names import check_user_name
 from twisted_keyx.core.fileutil import exposure_warning
 
 
