@@ -163,9 +163,11 @@ class RegisterProcessTests(unittest.TestCase):
                 "--password-file", self.password_file)
         status, out, err = yield self.run_client(b"", "register", *argv)
         port = self.port.getHost().port
+        # The command it prints names the host and port it registered on
+        # (it said "keyx-client opaque --user bob", which went to localhost:8089).
         self.assertEqual((status, out, err), (
             0, f"Registered bob on 127.0.0.1:{port}; log in with: "
-               "keyx-client opaque --user bob\n", ""))
+               f"keyx-client opaque --host 127.0.0.1 --port {port} --user bob\n", ""))
         self.assertEqual(list((yield self.users.users())), ["bob"])
         status, out, err = yield self.run_client(
             b"quit\n", "--user", "bob", "--password-file", self.password_file)
@@ -214,3 +216,32 @@ class CommandsFromTheEntryTests(unittest.TestCase):
             self.assertRaises(SystemExit, client.main, argv)
             self.assertEqual("register|passwd" in text.getvalue(), argv[0] == "opaque")
             self.assertEqual("--new-password-file" in text.getvalue(), argv[0] == "opaque")
+
+
+class LoginCommandTests(unittest.TestCase):
+    """The login command ``keyx-client opaque register`` prints."""
+
+    def parse(self, *argv):
+        from twisted_keyx.cli import client
+
+        return client.build_parser().parse_args(["opaque", "register", *argv])
+
+    def test_defaults_are_left_out(self):
+        from twisted_keyx.opaque.commands import login_command
+
+        self.assertEqual(login_command(self.parse("--user", "bob")),
+                         "keyx-client opaque --user bob")
+
+    def test_what_was_given_comes_back_and_parses_the_same(self):
+        import shlex
+
+        from twisted_keyx.cli import client
+        from twisted_keyx.opaque.commands import login_command
+
+        args = self.parse("--user", "zo\u00eb", "--host", "::1", "--port", "9000",
+                          "--profile", "rfc9807,m=1024,t=1,p=1,context=YWI=")
+        words = shlex.split(login_command(args))
+        self.assertEqual(words[:2], ["keyx-client", "opaque"])
+        again = client.build_parser().parse_args(words[1:])
+        self.assertEqual((again.user, again.host, again.port, again.profile, again.action),
+                         (args.user, args.host, args.port, args.profile, None))

@@ -8,6 +8,7 @@ package does not import the command line and the command line names no
 handshake."""
 
 import functools
+import shlex
 import sys
 
 from twisted.internet import defer
@@ -178,8 +179,26 @@ async def run_register(kit, reactor, args, out):
         if file_tracer is not None:
             file_tracer.close()
     out.write(f"Registered {args.user} on {host_port(args.host, args.port)}; log in with: "
-              f"keyx-client opaque --user {args.user}\n")
+              f"{login_command(args)}\n")
     return kit.EXIT_OK
+
+
+def login_command(args):
+    """The ``keyx-client opaque`` command line that logs in where ``args``
+    registered: the host, port and profile given (a login without the
+    profile of an rfc9807 server fails as a profile mismatch), quoted for
+    a shell."""
+    from twisted_keyx.opaque.entry import HANDSHAKE
+
+    words = ["keyx-client", "opaque"]
+    if args.host != "localhost":
+        words += ["--host", args.host]
+    if args.port != HANDSHAKE.client_port:
+        words += ["--port", str(args.port)]
+    if args.profile is not None:
+        words += ["--profile", args.profile.text()]
+    words += ["--user", args.user]
+    return " ".join(shlex.quote(word) for word in words)
 
 
 def add_admin_commands(commands, kit):
