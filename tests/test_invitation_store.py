@@ -208,6 +208,41 @@ class InvitationFileTests(unittest.TestCase):
         failure = self.failureResultOf(self.store.lookup("bob"), StoreUnavailable)
         self.assertIn("not a regular file", str(failure.value))
 
+    def test_spent_invitations_leave_the_file_after_thirty_days(self):
+        # The file kept every invitation ever made, and a file at its size
+        # limit could not be read: no registration at all.
+        from twisted_keyx.service.invitations import KEEP_SPENT
+
+        later = NOW + KEEP_SPENT + 10
+        self.result(self.store.invite(pending("used")))
+        self.assertTrue(self.result(self.store.redeem("used", code_hash(CODE), NOW)))
+        self.result(self.store.invite(pending("revoked")))
+        self.result(self.store.revoke("revoked"))
+        self.result(self.store.invite(pending("expired", expires=NOW)))
+        self.result(self.store.invite(pending("waiting", expires=later + 60)))
+        self.result(self.store.invite(Invitation("new", code_hash(CODE), later, later + 60)))
+        self.assertEqual(sorted(self.result(self.store.invitations())), ["new", "waiting"])
+
+    def test_spent_invitations_stay_thirty_days(self):
+        from twisted_keyx.service.invitations import KEEP_SPENT
+
+        self.result(self.store.invite(pending("used")))
+        self.assertTrue(self.result(self.store.redeem("used", code_hash(CODE), NOW)))
+        soon = NOW - 60 + KEEP_SPENT - 10
+        self.result(self.store.invite(Invitation("new", code_hash(CODE), soon, soon + 60)))
+        self.assertEqual(self.result(self.store.lookup("used")).state, "used")
+
+    def test_a_registration_prunes_too(self):
+        from twisted_keyx.service.invitations import KEEP_SPENT
+
+        self.result(self.store.invite(pending("old", expires=NOW)))
+        later = NOW + KEEP_SPENT + 10
+        self.result(self.store.invite(Invitation("bob", code_hash(CODE), later - 60,
+                                                 later + 60)))
+        self.assertTrue(self.result(self.store.register("bob", code_hash(CODE), later, BOB)))
+        self.assertEqual(sorted(self.result(self.store.invitations())), ["bob"])
+        self.assertEqual(self.result(self.store.lookup("bob")).state, "used")
+
 
 class ThreadedInvitationFileTests(unittest.TestCase):
     """Given ``run_in_thread`` (the daemon's: deferToThread), the file's

@@ -61,6 +61,11 @@ DEFAULT_INVITATION_FILE = "keyx-invitations.json"
 STATES = ("pending", "used", "revoked")
 #: Far more than any number of pending invitations an operator makes.
 MAX_FILE_SIZE = 4 * 1024 * 1024
+#: Seconds an invitation stays in the file once it is spent: used or revoked
+#: (from its creation), or expired (from its expiry).  Without it the file
+#: kept every invitation ever made, and grew to its size limit (about 25,000
+#: invitations), where it could no longer be read: no registration at all.
+KEEP_SPENT = 30 * 86400.0
 
 
 class InvitationFileError(Exception):
@@ -114,6 +119,15 @@ def _matches(invitation, code_hash, now):
             and hmac.compare_digest(invitation.code_hash, code_hash))
 
 
+def _prune(invitations, now):
+    """Drop the invitations spent :data:`KEEP_SPENT` seconds ago or more, as
+    of ``now`` (the time of the call that writes: its caller's clock)."""
+    for name, invitation in list(invitations.items()):
+        spent = invitation.expires if invitation.state == "pending" else invitation.created
+        if now > spent + KEEP_SPENT:
+            del invitations[name]
+
+
 def _used(invitation):
     return Invitation(invitation.user, invitation.code_hash, invitation.created,
                       invitation.expires, "used")
@@ -165,6 +179,7 @@ class InvitationFile:
             return defer.fail(StoreConflict("a new invitation must be pending"))
 
         def change(invitations):
+            _prune(invitations, invitation.created)
             invitations[invitation.user] = invitation
 
         return self._call(lambda: self._edit(change))
@@ -178,6 +193,7 @@ class InvitationFile:
             if not _matches(current, code_hash, now):
                 return False
             invitations[name] = _used(current)
+            _prune(invitations, now)
             return True
 
         return self._call(lambda: self._edit(change))
@@ -205,6 +221,7 @@ class InvitationFile:
             users[name] = record
             userfile.write_users(users_path, users)  # the commit
             invitations[name] = _used(current)
+            _prune(invitations, now)
             try:
                 write_file_atomically(self.path, _serialise(invitations), mode=0o600)
             except OSError as e:
