@@ -12,17 +12,7 @@ const opaque = require("@serenity-kit/opaque");
 const [host, port, user, password, ksfJson] = process.argv.slice(2);
 const keyStretching = ksfJson ? JSON.parse(ksfJson) : undefined;
 
-// docs/opaque.rst, Passwords: RFC 8265 OpaqueString, as a line of code.
-function prepare(password) {
-  return password.replace(/[\u00A0\u1680\u2000-\u200A\u202F\u205F\u3000]/g, " ").normalize("NFC");
-}
-const fromUrl = (s) => Buffer.from(s, "base64url");
-const toUrl = (b) => Buffer.from(b).toString("base64url");
-
-function done(obj) {
-  process.stdout.write(JSON.stringify(obj) + "\n");
-  process.exit(0);
-}
+const { prepare, fromUrl, toUrl, done } = require("./common");
 
 opaque.ready.then(() => {
   const pw = prepare(password);

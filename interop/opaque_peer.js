@@ -8,8 +8,8 @@ const opaque = require("@serenity-kit/opaque");
 const readline = require("readline");
 
 // docs/opaque.rst, Passwords: what a third-party client does to a password.
-const prepare = (a) =>
-  a.password.replace(/[\u00A0\u1680\u2000-\u200A\u202F\u205F\u3000]/g, " ").normalize("NFC");
+const { prepare: preparePassword } = require("./common");
+const prepare = (a) => preparePassword(a.password);
 
 const functions = {
   "prepare": prepare,

@@ -24,17 +24,7 @@ const [host, port, user, code, password, ksfJson, flag] = process.argv.slice(2);
 const expectedKsf = ksfJson ? JSON.parse(ksfJson) : undefined;
 const ignoreMac = flag === "--ignore-mac";
 
-// docs/opaque.rst, Passwords: RFC 8265 OpaqueString, as a line of code.
-function prepare(password) {
-  return password.replace(/[\u00A0\u1680\u2000-\u200A\u202F\u205F\u3000]/g, " ").normalize("NFC");
-}
-const fromUrl = (s) => Buffer.from(s, "base64url");
-const toUrl = (b) => Buffer.from(b).toString("base64url");
-
-function done(obj) {
-  process.stdout.write(JSON.stringify(obj) + "\n");
-  process.exit(0);
-}
+const { prepare, fromUrl, toUrl, done } = require("./common");
 
 // RFC 4648 section 6 base32, no padding needed for 32 characters (20 bytes).
 function base32Decode(text) {
