@@ -134,3 +134,15 @@ class PostgreSQLTestCase(unittest.TestCase):
 
     def setUp(self):
         self.server = server()
+
+    def upgraded_database(self):
+        """A new database of its own with this version's schema: its URL."""
+        from twisted_keyx.service import pgstore
+
+        url = self.server.database()
+        connection = pgstore.connect(url)
+        try:
+            pgstore.upgrade(connection)
+        finally:
+            connection.close()
+        return url

@@ -265,6 +265,22 @@ class ProtocolTests(unittest.TestCase):
                              iosim.makeFakeClient(client))
         return server, client, pump
 
+    def logged_in_by_hand(self):
+        """alice logged in with OLD on a StringTransport, her machine driven
+        by hand: ``(server protocol, transport, client chat machine)``, the
+        transport cleared."""
+        server = self.factory.buildProtocol(None)
+        transport = StringTransport()
+        server.makeConnection(transport)
+        client = hs.OPAQUEClientHandshake("alice", OLD, ksf_limits=CHEAP_LIMITS)
+        server.dataReceived(client.start() + b"\n")
+        ke3 = client.receive(transport.value().strip())
+        transport.clear()
+        server.dataReceived(ke3 + b"\n")
+        client.receive(transport.value().strip())
+        transport.clear()
+        return server, transport, client.chat()
+
     def logs_in(self, password):
         _, client, pump = self.connect(password)
         outcome = []
@@ -313,17 +329,7 @@ class ProtocolTests(unittest.TestCase):
         self.assertIs(self.users.records["alice"], ALICE)
 
     def test_connection_dropped_before_p3_leaves_the_old_password(self):
-        server = self.factory.buildProtocol(None)
-        transport = StringTransport()
-        server.makeConnection(transport)
-        client = hs.OPAQUEClientHandshake("alice", OLD, ksf_limits=CHEAP_LIMITS)
-        server.dataReceived(client.start() + b"\n")
-        ke3 = client.receive(transport.value().strip())
-        transport.clear()
-        server.dataReceived(ke3 + b"\n")
-        client.receive(transport.value().strip())
-        transport.clear()
-        chat = client.chat()
+        server, transport, chat = self.logged_in_by_hand()
         server.dataReceived(chat.passwd(NEW) + b"\n")
         self.assertEqual(len(transport.value()), passwd.P2_LINE + 1)
         with capturedLogs() as events:
@@ -381,17 +387,7 @@ class ProtocolTests(unittest.TestCase):
         self.assertTrue(self.logs_in(OLD))
 
     def test_garbled_p3_over_the_wire(self):
-        server = self.factory.buildProtocol(None)
-        transport = StringTransport()
-        server.makeConnection(transport)
-        client = hs.OPAQUEClientHandshake("alice", OLD, ksf_limits=CHEAP_LIMITS)
-        server.dataReceived(client.start() + b"\n")
-        ke3 = client.receive(transport.value().strip())
-        transport.clear()
-        server.dataReceived(ke3 + b"\n")
-        client.receive(transport.value().strip())
-        transport.clear()
-        chat = client.chat()
+        server, transport, chat = self.logged_in_by_hand()
         server.dataReceived(chat.passwd(NEW) + b"\n")
         transport.clear()
         with capturedLogs() as events:

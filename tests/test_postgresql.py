@@ -91,10 +91,7 @@ class StoreTests(PostgreSQLTestCase):
 
     def setUp(self):
         super().setUp()
-        self.url = self.server.database()
-        connection = pgstore.connect(self.url)
-        pgstore.upgrade(connection)
-        connection.close()
+        self.url = self.upgraded_database()
         self.sql = [pgstore.sql_store(self.url), pgstore.sql_store(self.url)]
         self.users = [pgstore.PostgreSQLUserStore(s) for s in self.sql]
         self.throttles = [SQLThrottleStore(s) for s in self.sql]
@@ -259,10 +256,7 @@ class DownTests(PostgreSQLTestCase):
 
     def setUp(self):
         super().setUp()
-        self.url = self.server.database()
-        connection = pgstore.connect(self.url)
-        pgstore.upgrade(connection)
-        connection.close()
+        self.url = self.upgraded_database()
         self.sql = pgstore.sql_store(self.url)
         self.throttle = SQLThrottleStore(self.sql)
         self.users = pgstore.PostgreSQLUserStore(self.sql)
@@ -705,10 +699,7 @@ class InvitationStoreTests(PostgreSQLTestCase):
 
     def setUp(self):
         super().setUp()
-        self.url = self.server.database()
-        connection = pgstore.connect(self.url)
-        pgstore.upgrade(connection)
-        connection.close()
+        self.url = self.upgraded_database()
         self.sql = [pgstore.sql_store(self.url, connections=8), pgstore.sql_store(self.url)]
         self.stores = [pgstore.PostgreSQLInvitationStore(s) for s in self.sql]
         self.store = self.stores[0]
