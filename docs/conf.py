@@ -73,9 +73,13 @@ def layers():
 
     config = configparser.ConfigParser()
     config.read(os.path.join(os.path.dirname(HERE), "setup.cfg"))
+    contract = config["importlinter:contract:layers"]
+    # The layers are named within the contract's container (twisted_keyx).
+    container = contract.get("containers", "").strip()
     packages = []
-    for line in config["importlinter:contract:layers"]["layers"].split("\n"):
-        packages += [name.strip() for name in line.split("|") if name.strip()]
+    for line in contract["layers"].split("\n"):
+        packages += [f"{container}.{name.strip()}" if container else name.strip()
+                     for name in line.split("|") if name.strip()]
     return packages
 
 
