@@ -156,7 +156,14 @@ class ParameterFileTests(unittest.TestCase):
     def test_directory(self):
         path = self.mktemp()
         os.mkdir(path)
-        self.assertBadFile(path, "Is a directory")
+        self.assertBadFile(path, "not a regular file")
+
+    def test_named_pipe_is_refused_not_waited_on(self):
+        # twistd keyx --params FIFO hung at start, silently, until a writer came.
+        path = self.mktemp()
+        os.mkfifo(path)
+        self.assertEqual(self.assertBadFile(path, "not a regular file"),
+                         f"cannot read {path}: not a regular file")
 
     def test_empty(self):
         self.assertBadFile(self.write(b""), "not DH parameters in PEM: not a PEM block")

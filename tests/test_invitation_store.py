@@ -201,6 +201,33 @@ class InvitationFileTests(unittest.TestCase):
         failure = self.failureResultOf(self.store.lookup("bob"), StoreUnavailable)
         self.assertIn("is not code_hash, created, expires, state", str(failure.value))
 
+    def test_lookups_parse_the_file_once_until_it_changes(self):
+        """Anyone may send a ``register`` line, and each one looks its user
+        up: a flood of them parsed the whole file (4 MB at most, 100 ms of
+        CPU) every time.  Lookups parse it again only once it changed."""
+        self.result(self.store.invite(pending()))
+        parsed = []
+        real = invitationfile._parse
+
+        def counting(data, path):
+            parsed.append(path)
+            return real(data, path)
+
+        self.patch(invitationfile, "_parse", counting)
+        for name in ("bob", "mallory", "eve", "bob"):
+            self.result(self.store.lookup(name))
+        self.assertEqual(len(parsed), 1)
+        # A change by another process (keyx-admin) is seen at once.
+        self.result(InvitationFile(self.path).revoke("bob"))
+        self.assertEqual(self.result(self.store.lookup("bob")).state, "revoked")
+        self.result(self.store.invite(pending("carol")))
+        self.assertEqual(self.result(self.store.lookup("carol")), pending("carol"))
+        # A registration still reads the file afresh under its lock.
+        self.assertTrue(self.result(self.store.register("carol", code_hash(CODE), NOW, BOB)))
+        self.assertEqual(self.result(self.store.lookup("carol")).state, "used")
+        os.remove(self.path)
+        self.assertIsNone(self.result(self.store.lookup("carol")))
+
     def test_named_pipe_is_refused_not_waited_on(self):
         # A FIFO with no writer blocked os.open, and with it the daemon's
         # reactor, forever; it is refused as not a regular file.

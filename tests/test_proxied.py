@@ -76,6 +76,34 @@ class ProxiedProtocolTests(unittest.TestCase):
         self.protocol.dataReceived(b"5555 8089\r\nhi")
         self.assertEqual(self.log, [("made", "198.51.100.7", 5555), ("data", b"hi")])
 
+    def test_the_first_bytes_in_pieces(self):
+        # TCP may cut the header anywhere: fewer than 16 bytes first were
+        # refused as "no PROXY header".
+        for header in (v2_header(), b"PROXY TCP4 198.51.100.7 127.0.0.1 5555 8089\r\n"):
+            self.log.clear()
+            protocol = self.factory.buildProtocol(BALANCER)
+            transport = StringTransport(peerAddress=BALANCER)
+            protocol.makeConnection(transport)
+            for i in range(len(header)):
+                protocol.dataReceived(header[i:i + 1])
+            protocol.dataReceived(b"hi")
+            self.assertFalse(transport.disconnecting)
+            self.assertEqual(self.log[1:], [("data", b"hi")])
+            self.assertEqual(self.log[0][0], "made")
+
+    def test_a_first_byte_that_begins_no_header_is_refused_at_once(self):
+        for start in (b"P", b"\r\n\r\n\x00"):
+            protocol = self.factory.buildProtocol(BALANCER)
+            transport = StringTransport(peerAddress=BALANCER)
+            protocol.makeConnection(transport)
+            protocol.dataReceived(start)
+            self.assertFalse(transport.disconnecting)
+            protocol.dataReceived(b"X")
+            self.assertTrue(transport.disconnecting, start)
+        self.protocol.dataReceived(PROXY_V2_SIGNATURE + b"\x31")  # version 3
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.log, [])
+
     def test_a_health_check_never_reaches_the_protocol(self):
         self.protocol.dataReceived(LOCAL)
         self.assertTrue(self.transport.disconnecting)

@@ -139,6 +139,15 @@ def proxy_header_parser(data: bytes) -> Any:
     return None
 
 
+def proxy_header_may_begin(data: bytes) -> bool:
+    """Whether ``data``, the first bytes of a connection, are too few for
+    :func:`proxy_header_parser` to tell and may still begin a PROXY header
+    (TCP may cut the header anywhere: wait for more)."""
+    if len(data) < 16 and V2Parser.PREFIX.startswith(data[:12]):
+        return len(data) <= 12 or data[12] & 0xF0 == 0x20
+    return len(data) < 8 and V1Parser.PROXYSTR.startswith(data[:5])
+
+
 class _CheckedParser:
     """A parser of :mod:`twisted.protocols.haproxy` whose addresses are checked."""
 

@@ -46,6 +46,7 @@ import gmpy2
 from cryptography.hazmat.primitives import serialization
 from cryptography.utils import CryptographyDeprecationWarning
 
+from twisted_keyx.core.fileutil import read_regular
 from twisted_keyx.groups import asn1
 from twisted_keyx.groups import api as groupapi
 from twisted_keyx.groups import primecheck
@@ -650,8 +651,8 @@ def load_parameters_file(path):
     """Read and validate a PEM parameter file (``openssl dhparam`` or
     ``openssl genpkey -genparam`` output); raises :class:`ParameterError`."""
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_PARAMETERS_PEM + 1)
+        # A named pipe is refused, not waited on (the daemon hung at start).
+        data = read_regular(path, MAX_PARAMETERS_PEM + 1)
     except OSError as e:
         raise ParameterError(f"cannot read {path}: {e.strerror}") from None
     if len(data) > MAX_PARAMETERS_PEM:

@@ -29,7 +29,11 @@ from twisted.logger import Logger
 from twisted.protocols import policies
 
 from twisted_keyx.core.lograte import BURST_QUIET, Bursts
-from twisted_keyx.core.twistedshim import InvalidProxyHeader, proxy_header_parser
+from twisted_keyx.core.twistedshim import (
+    InvalidProxyHeader,
+    proxy_header_may_begin,
+    proxy_header_parser,
+)
 from twisted_keyx.service import endpointspec
 
 #: Seconds a connection has to send its PROXY header.
@@ -45,6 +49,7 @@ class ProxiedProtocol(policies.ProtocolWrapper):
     _parser = None
     _connected = False
     _timer = None
+    _start = b""
 
     def makeConnection(self, transport):
         # As ProtocolWrapper.makeConnection, without connecting the wrapped
@@ -66,9 +71,15 @@ class ProxiedProtocol(policies.ProtocolWrapper):
         if self._info is not None:
             return None  # a health check's bytes after its header
         if self._parser is None:
+            # The first bytes may come in pieces: kept until they tell.
+            data = self._start + data
             self._parser = proxy_header_parser(data)
             if self._parser is None:
+                if proxy_header_may_begin(data):
+                    self._start = data
+                    return None
                 return self._refuse("no PROXY header")
+            self._start = b""
         try:
             self._info, remaining = self._parser.feed(data)
         except InvalidProxyHeader:
