@@ -536,6 +536,26 @@ class RegistrationRefusedLogTests(unittest.TestCase):
             self.assertRefused(self.register(), why)
 
 
+    def test_a_flood_of_refused_registrations_is_summarised(self):
+        """Anyone may send ``register`` lines: each refusal was one log
+        line, with no bound per source (120 lines from one source in a
+        second against the daemon).  They go through the connection
+        policy's PeerLines as the other lines about strangers do."""
+        from twisted.internet import task
+
+        from twisted_keyx.service.limits import PEER_LINES, ConnectionPolicy
+
+        clock = task.Clock()
+        policy = ConnectionPolicy(clock=clock)
+        self.factory = policy.wrap(self.factory).wrappedFactory
+        self.invite()
+        log = []
+        for _ in range(PEER_LINES + 5):
+            log += self.register(invited.new_code(CountingRandom(9)))
+        refused = [line for line in log if "registration of user 'bob' from " in line]
+        self.assertEqual(len(refused), PEER_LINES, log)
+        self.assertFalse([line for line in log if "abandoned" in line], log)
+
 class DaemonTests(unittest.TestCase):
     """End to end: ``twistd keyx``'s service in this process (the real
     reactor, its user file and invitation file), ``keyx-admin invite``, and

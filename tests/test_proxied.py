@@ -104,6 +104,39 @@ class ProxiedProtocolTests(unittest.TestCase):
         self.assertTrue(self.transport.disconnecting)
         self.assertEqual(self.log, [])
 
+    def test_connections_awaiting_a_header_are_bounded_by_max_connections(self):
+        # The daemon's limits count a connection once its header came:
+        # before that, any number of connections that sent nothing sat
+        # HEADER_TIMEOUT seconds each (up to the open-file limit).
+        from twisted_keyx.service.limits import ConnectionPolicy, Limits
+
+        policy = ConnectionPolicy(Limits(max_connections=3), self.clock)
+        inner = policy.wrap(Factory.forProtocol(lambda: Recorder(self.log)))
+        factory = proxied.ProxiedFactory(inner, self.clock)
+        self.assertEqual(factory.max_awaiting(), 3)
+        transports = []
+        with capturedLogs() as events:
+            for _ in range(5):
+                protocol = factory.buildProtocol(BALANCER)
+                transport = StringTransport(peerAddress=BALANCER)
+                protocol.makeConnection(transport)
+                transports.append((protocol, transport))
+        self.assertEqual([t.disconnecting for _, t in transports], [False] * 3 + [True] * 2)
+        text = [formatEvent(e) for e in events]
+        self.assertEqual(len(text), 1, text)
+        self.assertIn("too many connections awaiting their PROXY header", text[0])
+        for protocol, transport in transports[3:]:
+            protocol.connectionLost(None)
+        self.assertEqual(factory.awaiting, 3)
+        # A header, a close and a timeout each free a place.
+        transports[0][0].dataReceived(v2_header())
+        transports[1][0].connectionLost(None)
+        self.assertEqual(factory.awaiting, 1)
+        self.clock.advance(proxied.HEADER_TIMEOUT)
+        self.assertEqual(factory.awaiting, 0)
+        self.assertTrue(transports[2][1].disconnecting)
+        self.assertEqual(self.log[0][:2], ("made", "203.0.113.5"))
+
     def test_a_health_check_never_reaches_the_protocol(self):
         self.protocol.dataReceived(LOCAL)
         self.assertTrue(self.transport.disconnecting)

@@ -152,6 +152,10 @@ class OPAQUEServerFactory(LoginServerFactory):
             self.log.info(literal(f"OPAQUE: user {user} from {session.peer} changed the password"),
                           user=user, peer=session.peer)
         elif isinstance(decision, RegistrationRefused):
+            # Anyone may send register lines: bounded per source as the
+            # other lines about strangers (twisted_keyx.service.limits.PeerLines).
+            if not self.peerMayLog(session, "registration refused"):
+                return
             self.log.info("OPAQUE: registration of user {user} from {peer} refused: {why}",
                           user=repr(decision.user), peer=session.peer, why=decision.why)
         else:

@@ -18,7 +18,9 @@ the daemon needs:
 
 A header must come within :data:`HEADER_TIMEOUT` seconds, and is bounded
 by the parsers (v1: 107 bytes; v2: its length field); anything else closes
-the connection.  A connection that sends something else than a header (a
+the connection.  At most the daemon's ``--max-connections`` connections
+await their header at once (the limits count a connection only once its
+header names the client).  A connection that sends something else than a header (a
 client that goes around HAProxy, or a HAProxy without ``send-proxy-v2``)
 is logged, bounded by :class:`~twisted_keyx.core.lograte.Bursts`: the first
 from a source, then a summary.
@@ -39,6 +41,7 @@ from twisted_keyx.service import endpointspec
 #: Seconds a connection has to send its PROXY header.
 HEADER_TIMEOUT = 10.0
 PREFIX = "haproxy:"
+TOO_MANY_AWAITING = "too many connections awaiting their PROXY header (--max-connections)"
 
 
 class ProxiedProtocol(policies.ProtocolWrapper):
@@ -60,9 +63,17 @@ class ProxiedProtocol(policies.ProtocolWrapper):
         policies.Protocol.makeConnection(self, transport)
         self.factory.registerProtocol(self)
         self._timer = self.factory.clock.callLater(HEADER_TIMEOUT, self._noHeader)
+        # The daemon's limits count a connection once its header names the
+        # client: until then, at most --max-connections of them.
+        self.factory.awaiting += 1
+        if 0 < self.factory.max_awaiting() < self.factory.awaiting:
+            self._cancelTimer()
+            self.factory.refused(self.transport.getPeer(), TOO_MANY_AWAITING, hint=False)
+            self.transport.abortConnection()
 
     def _noHeader(self):
         self._timer = None
+        self.factory.awaiting -= 1
         self.transport.abortConnection()
 
     def dataReceived(self, data):
@@ -108,8 +119,10 @@ class ProxiedProtocol(policies.ProtocolWrapper):
         self.transport.abortConnection()
 
     def _cancelTimer(self):
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
+        if self._timer is not None:
+            self.factory.awaiting -= 1
+            if self._timer.active():
+                self._timer.cancel()
         self._timer = None
 
     def getPeer(self):
@@ -137,17 +150,29 @@ class ProxiedFactory(policies.WrappingFactory):
     def __init__(self, wrappedFactory, clock):
         super().__init__(wrappedFactory)
         self.clock = clock
+        #: Connections whose PROXY header has not come yet.
+        self.awaiting = 0
         self._refusals = Bursts(clock, self._refusalsOver, every=BURST_QUIET)
 
-    def refused(self, peer, why):
+    def max_awaiting(self):
+        """How many connections may await their header at once: the
+        daemon's --max-connections (its GuardedFactory's; 0: no limit)."""
+        policy = getattr(self.wrappedFactory, "policy", None)
+        return getattr(getattr(policy, "limits", None), "max_connections", 0)
+
+    def refused(self, peer, why, hint=True):
         """A connection from ``peer`` (not HAProxy's client: the peer of the
         socket) that sent ``why`` instead of a PROXY header, closed."""
         host = getattr(peer, "host", str(peer))
         if self._refusals.event(host, kind=why):
-            self.log.warn(
-                "Closed a connection from {peer} on a haproxy: endpoint: it sent {why} "
-                "(a client that goes around HAProxy, or HAProxy without send-proxy-v2); "
-                "more from it are counted", peer=host, why=why)
+            if hint:
+                self.log.warn(
+                    "Closed a connection from {peer} on a haproxy: endpoint: it sent {why} "
+                    "(a client that goes around HAProxy, or HAProxy without send-proxy-v2); "
+                    "more from it are counted", peer=host, why=why)
+            else:
+                self.log.warn("Closed a connection from {peer} on a haproxy: endpoint: {why}; "
+                              "more from it are counted", peer=host, why=why)
 
     def _refusalsOver(self, host, burst, final):
         kinds = ", ".join(f"{count} {kind}" for kind, count in sorted(burst.kinds.items()))
