@@ -127,6 +127,36 @@ class StoreTests(PostgreSQLTestCase):
             self.assertIsNone(await self.users[0].lookup("alice", "eke"))
         return defer.Deferred.fromCoroutine(run())
 
+    def test_replace_compares_records_not_their_text(self):
+        """The compare-and-swap compared the stored JSON text with this
+        version's encoding of the old record: a row written otherwise (key
+        order, spacing: psql, another version) was 'changed meanwhile'
+        for ever, and its user could never change the password.  The user
+        file compares the records; so does this store now."""
+        import json
+
+        from twisted_keyx.core import schemes
+
+        async def run():
+            alice = make_user("alice")
+            fields = schemes.serialise_record(alice)
+            text = json.dumps(dict(reversed(list(fields.items()))), indent=1)
+
+            def insert(cursor):
+                self.sql[0].execute(cursor, "INSERT INTO keyx_users (name, scheme, record) "
+                                            "VALUES (?, ?, ?)", ("alice", alice.scheme, text))
+            await self.sql[0].transact(insert)
+            old = await self.users[0].lookup("alice", "eke")
+            new = make_user("alice", password="other")
+            await self.users[1].replace("alice", old, new)
+            self.assertEqual((await self.users[0].lookup("alice", "eke")).key, new.key)
+            with self.assertRaises(StoreConflict):
+                await self.users[0].replace("alice", old, make_user("alice"))
+            with self.assertRaises(StoreConflict):
+                await self.users[0].replace("nobody", old, new)
+            self.assertEqual((await self.users[0].lookup("alice", "eke")).key, new.key)
+        return defer.Deferred.fromCoroutine(run())
+
     def test_a_change_of_password_inside_an_opaque_session(self):
         """keyx-client opaque passwd's protocol against PostgreSQL: the record
         the login used is replaced (compare-and-swap on its stored text);

@@ -48,6 +48,15 @@ class OptionTests(unittest.TestCase):
                 parse("--workers", value)
             self.assertIn("--workers must be a number, 1 or more, or auto", str(caught.exception))
 
+    def test_too_many_is_refused(self):
+        # --workers 99999 started worker after worker until the machine gave out.
+        self.assertEqual(parse("--workers", str(workers.MAX_WORKERS))["workers"],
+                         workers.MAX_WORKERS)
+        with self.assertRaises(usage.UsageError) as caught:
+            parse("--workers", "99999")
+        self.assertIn(f"--workers: at most {workers.MAX_WORKERS} (got 99999)",
+                      str(caught.exception))
+
     def test_endpoints_that_cannot_be_shared_are_refused(self):
         for description in ("systemd:domain=INET:index=0", "haproxy:systemd:domain=INET:index=0"):
             with self.assertRaises(usage.UsageError) as caught:

@@ -294,11 +294,19 @@ class PostgreSQLUserStore:
 
     def replace(self, name, old, new):
         def run(cursor):
-            self.store.execute(cursor, "UPDATE keyx_users SET scheme = ?, record = ? "
-                                       "WHERE name = ? AND record = ?",
-                               (new.scheme, _encode(new), name, _encode(old)))
-            if cursor.rowcount != 1:
+            # The records compared, not their text: a row written otherwise
+            # than _encode writes it (psql, another version) is the same record.
+            self.store.execute(cursor, "SELECT record FROM keyx_users WHERE name = ? "
+                                       "FOR UPDATE", (name,))
+            row = cursor.fetchone()
+            try:
+                current = _decode(name, row[0]) if row else None
+            except ValueError:
+                current = None
+            if current is None or current != old:
                 raise StoreConflict(f"user {name!r} changed meanwhile")
+            self.store.execute(cursor, "UPDATE keyx_users SET scheme = ?, record = ? "
+                                       "WHERE name = ?", (new.scheme, _encode(new), name))
         return self.store.transact(run)
 
     def remove(self, name):

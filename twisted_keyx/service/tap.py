@@ -295,7 +295,8 @@ class Options(RepeatableOptions):
          "IPv6 addresses that share this many leading bits are one source "
          "for --max-per-ip (0 to 128).", int],
         ["workers", None, "1",
-         "Serve every endpoint from this many processes (auto: one per CPU). The "
+         "Serve every endpoint from this many processes (auto: one per CPU; at most "
+         f"{workers.MAX_WORKERS}). The "
          "parent binds the sockets (tcp, tcp6, ssl, unix endpoints only, each "
          "also behind haproxy:), the "
          "workers share them, and each worker's log lines come to the one log "

@@ -100,6 +100,10 @@ BACKLOG = 50
 FIRST_FD = 3
 
 
+#: The most ``--workers`` accepts.
+MAX_WORKERS = 256
+
+
 def parse_workers(value):
     """``--workers`` as a number: a positive integer, or ``auto`` for one
     per CPU this process may run on."""
@@ -111,6 +115,10 @@ def parse_workers(value):
         n = 0
     if n < 1 or str(n) != value.strip():
         raise usage.UsageError(f"--workers must be a number, 1 or more, or auto (got {value!r})")
+    if n > MAX_WORKERS:
+        # A slip of the keyboard (--workers 40000) started that many processes.
+        raise usage.UsageError(f"--workers: at most {MAX_WORKERS} (got {n}); auto is one per CPU "
+                               f"({len(os.sched_getaffinity(0))} here)")
     return n
 
 
