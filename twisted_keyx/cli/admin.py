@@ -646,7 +646,10 @@ def build_parser():
 
     listusers = commands.add_parser(
         "listusers", help="list the users and their schemes",
-        description="Print each user of the user file, its scheme and its KDF cost.",
+        description="Print each user of the user file (or of --store's database), "
+                    "its scheme and its KDF cost, then each invitation (keyx-admin "
+                    "invite) not used by a user now listed: pending with its expiry, "
+                    "expired, revoked or used.",
     )
     _add_users_option(listusers)
     _add_invitations_option(listusers)
