@@ -152,6 +152,8 @@ class InviteTests(unittest.TestCase):
         text = " ".join(commands.choices["listusers"].description.split())
         self.assertIn("invitation", text)
         self.assertIn("--store", text)
+        # adduser's said "the user file" only.
+        self.assertIn("--store", commands.choices["adduser"].description)
 
     def test_unreadable_store_is_one_line(self):
         with open(self.store_path, "w") as f:

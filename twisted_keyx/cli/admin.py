@@ -605,7 +605,7 @@ def build_parser():
         help="add a user (EKE or OPAQUE)",
         description=(
             "Add a user to the user file (created if missing, mode 0600, "
-            "replaced atomically). It never keeps the password: for an OPAQUE "
+            "replaced atomically) or to --store's database. It never keeps the password: for an OPAQUE "
             "user (the default) the OPAQUE registration record (RFC 9807: the "
             "client's public key and its envelope, made with the key file "
             "--opaque-key and an Argon2id stretch of the password); "
