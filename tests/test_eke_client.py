@@ -408,3 +408,16 @@ class SaltPinTests(unittest.TestCase):
         self.assertEqual(crypto.DEFAULT_KDF_LIMITS.min_memory, crypto.DEFAULT_SCRYPT.memory)
         cheap = crypto.ScryptParameters(n=2**14, r=8, p=1)  # 16 MiB: accepted before
         self.assertRaises(ValueError, crypto.DEFAULT_KDF_LIMITS.check, cheap)
+
+
+class HelpTests(unittest.TestCase):
+    def test_help_gives_every_exit_status_it_can_end_with(self):
+        # keyx-client eke ends with 4 (too many attempts) and 5 (the server
+        # cannot check passwords) as opaque does; its help listed 0-3 and 130.
+        parser = client_module.build_parser()
+        commands = next(action for action in parser._actions
+                        if action.choices and "eke" in action.choices)
+        text = " ".join(commands.choices["eke"].description.split())
+        for status in (client_module.EXIT_TOO_MANY_ATTEMPTS,
+                       client_module.EXIT_SERVER_UNAVAILABLE):
+            self.assertIn(f" {status} if the server", text)

@@ -144,8 +144,10 @@ HANDSHAKE = Handshake(
         "encrypted, and each reply is printed. quit or the end of input "
         "ends the session. Exit status 0 after a clean session, 1 if "
         "authentication fails (wrong password or unknown user) or the chat "
-        "breaks, 2 for a usage error, 3 for a network error, 130 if "
-        "interrupted (Ctrl-C)."
+        "breaks, 2 for a usage error, 3 for a network error, 4 if the "
+        "server refused the attempt unchecked (too many attempts for this "
+        "user; try later), 5 if the server cannot check passwords right "
+        "now, 130 if interrupted (Ctrl-C)."
     ),
     recording=recording,
 )
