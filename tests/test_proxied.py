@@ -60,6 +60,17 @@ class ProxiedProtocolTests(unittest.TestCase):
         self.assertEqual(self.log, [("made", "203.0.113.5", 4444), ("data", b"alice\n")])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_starting_and_stopping_logs_nothing(self):
+        # As the daemon's other factories: no "Starting factory <...ProxiedFactory
+        # object at 0x...>" per haproxy: endpoint in the log (per worker).
+        inner = Factory.forProtocol(Protocol)
+        inner.noisy = False  # as the daemon's factories are
+        factory = proxied.ProxiedFactory(inner, self.clock)
+        with capturedLogs() as events:
+            factory.doStart()
+            factory.doStop()
+        self.assertEqual([formatEvent(event) for event in events], [])
+
     def test_a_header_in_pieces_and_v1(self):
         self.protocol.dataReceived(b"PROXY TCP4 198.51.100.7 127.0.0.1 ")
         self.protocol.dataReceived(b"5555 8089\r\nhi")

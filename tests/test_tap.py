@@ -152,6 +152,13 @@ class OptionsTests(unittest.TestCase):
                        "DH PARAMETERS", "X9.42 DH PARAMETERS", "unix:", "ssl:"):
             self.assertIn(option, text)
 
+    def test_idle_timeout_help_names_every_chat_it_cuts(self):
+        # The limits' idle timer runs on every connection after its handshake:
+        # the EKE and the OPAQUE chat (tests.test_limits); the help said EKE.
+        text = " ".join(tap.Options().docs["idle-timeout"].split())
+        self.assertIn("EKE", text)
+        self.assertIn("OPAQUE", text)
+
     def test_help_has_no_stray_indentation(self):
         # Option descriptions come from docstrings; their indentation must not
         # show up as runs of spaces in --help.

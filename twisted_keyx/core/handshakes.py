@@ -38,9 +38,11 @@ Who reads what:
 - ``keyx-lab crack``: :attr:`Handshake.recording`, what a recorded login
   gives an offline attacker.
 
-A new handshake is its own package with an ``entry.py``, and one line in
+A new handshake is its own package with an ``entry.py``, one line in
 :data:`HANDSHAKE_MODULES` (or a call to :func:`register`, as the tests do
-for a toy handshake).
+for a toy handshake), and its package named in the handshakes' layer of
+``setup.cfg``'s import-linter contract (docs/reference/layout.rst,
+"Adding a handshake").
 """
 
 from __future__ import annotations

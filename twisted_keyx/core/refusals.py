@@ -3,7 +3,8 @@
 A password handshake (EKE, OPAQUE) answers every wrong password, unknown
 user and bad box with ``authentication failed``.  Two refusals say
 something else, because the password was never looked at and the user must
-not be told it is wrong (docs/protocols.rst, "Refusals"):
+not be told it is wrong (docs/fleet.rst, "The guess throttle";
+docs/opaque.rst, "Errors"):
 
 ``too many attempts for this user; try again in N s``
     The guess throttle (:mod:`twisted_keyx.service.throttle`) refused the

@@ -145,6 +145,7 @@ class ProxiedProtocol(policies.ProtocolWrapper):
 class ProxiedFactory(policies.WrappingFactory):
     protocol = ProxiedProtocol
     log = Logger()
+    noisy = False
 
     def __init__(self, wrappedFactory, clock):
         super().__init__(wrappedFactory)

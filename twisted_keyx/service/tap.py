@@ -279,8 +279,8 @@ class Options(RepeatableOptions):
          "Seconds a client has to finish its handshake; then it is cut off "
          "(0: no limit).", float],
         ["idle-timeout", None, _Number(limits.Limits.idle_timeout),
-         "Seconds an EKE chat may stay silent before it is cut off (0: no "
-         "limit). The DH handshake closes as soon as it is done.", float],
+         "Seconds a chat (EKE or OPAQUE) may stay silent before it is cut off "
+         "(0: no limit). The DH handshake closes as soon as it is done.", float],
         ["max-per-ip", None, limits.Limits.max_per_ip,
          "Open connections allowed from one source (an IPv4 address, an IPv6 "
          "/64: see --ipv4-prefix), and at most a quarter of --max-connections; "
