@@ -144,6 +144,17 @@ class InviteTests(unittest.TestCase):
         out = self.admin("listusers", "--users", self.users)[1]
         self.assertIn("bob  invited, code unused, expires 2027-01-17 08:00 UTC\n", out)
 
+    def test_listusers_help_says_it_lists_invitations(self):
+        # The description said "each user of the user file" only.
+        parser = admin.build_parser()
+        commands = next(action for action in parser._actions
+                        if action.choices and "listusers" in action.choices)
+        text = " ".join(commands.choices["listusers"].description.split())
+        self.assertIn("invitation", text)
+        self.assertIn("--store", text)
+        # adduser's said "the user file" only.
+        self.assertIn("--store", commands.choices["adduser"].description)
+
     def test_unreadable_store_is_one_line(self):
         with open(self.store_path, "w") as f:
             f.write("not json")

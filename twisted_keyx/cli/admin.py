@@ -605,7 +605,7 @@ def build_parser():
         help="add a user (EKE or OPAQUE)",
         description=(
             "Add a user to the user file (created if missing, mode 0600, "
-            "replaced atomically). It never keeps the password: for an OPAQUE "
+            "replaced atomically) or to --store's database. It never keeps the password: for an OPAQUE "
             "user (the default) the OPAQUE registration record (RFC 9807: the "
             "client's public key and its envelope, made with the key file "
             "--opaque-key and an Argon2id stretch of the password); "
@@ -646,7 +646,10 @@ def build_parser():
 
     listusers = commands.add_parser(
         "listusers", help="list the users and their schemes",
-        description="Print each user of the user file, its scheme and its KDF cost.",
+        description="Print each user of the user file (or of --store's database), "
+                    "its scheme and its KDF cost, then each invitation (keyx-admin "
+                    "invite) not used by a user now listed: pending with its expiry, "
+                    "expired, revoked or used.",
     )
     _add_users_option(listusers)
     _add_invitations_option(listusers)
