@@ -41,6 +41,21 @@ class FormatTests(unittest.TestCase):
             }},
         })
 
+    def test_a_file_too_large_to_read_is_not_written(self):
+        # write_users wrote what read_users then refused ("larger than
+        # 8388608 bytes"): one user too many (about 14,000 OPAQUE users)
+        # and the daemon could read no user at all.
+        users = {"alice": make_user("alice")}
+        userstore.write_users(self.path, users)
+        size = os.path.getsize(self.path)
+        self.patch(userstore, "MAX_FILE_SIZE", size + 10)
+        more = dict(users, bob=make_user("bob"))
+        with self.assertRaises(userstore.UserFileError) as caught:
+            userstore.write_users(self.path, more)
+        self.assertIn(f"cannot write {self.path}: 2 users take ", str(caught.exception))
+        self.assertIn(f"over the {size + 10} a user file may have", str(caught.exception))
+        self.assertEqual(userstore.read_users(self.path), users)
+
     def test_mode_0600(self):
         userstore.write_users(self.path, {"alice": make_user()})
         self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o600)
@@ -140,7 +155,9 @@ class FormatTests(unittest.TestCase):
 
     def test_size_is_bounded(self):
         self.patch(userstore, "MAX_FILE_SIZE", 1000)
-        userstore.write_users(self.path, {f"user{i}": make_user(f"user{i}") for i in range(10)})
+        with open(self.path, "wb") as f:  # as an editor may write it
+            f.write(userstore.serialize_users(
+                {f"user{i}": make_user(f"user{i}") for i in range(10)}))
         with self.assertRaises(UserFileError) as caught:
             userstore.read_users(self.path)
         self.assertEqual(str(caught.exception), f"{self.path}: larger than 1000 bytes")

@@ -228,6 +228,14 @@ class InvitationFileTests(unittest.TestCase):
         os.remove(self.path)
         self.assertIsNone(self.result(self.store.lookup("carol")))
 
+    def test_a_file_too_large_to_read_is_not_written(self):
+        # invite wrote what lookup then refused: every registration stopped.
+        self.result(self.store.invite(pending()))
+        self.patch(invitationfile, "MAX_FILE_SIZE", os.path.getsize(self.path) + 10)
+        failure = self.failureResultOf(self.store.invite(pending("carol")), StoreUnavailable)
+        self.assertIn("2 invitations take ", str(failure.value))
+        self.assertEqual(self.result(self.store.invitations()), {"bob": pending()})
+
     def test_named_pipe_is_refused_not_waited_on(self):
         # A FIFO with no writer blocked os.open, and with it the daemon's
         # reactor, forever; it is refused as not a regular file.

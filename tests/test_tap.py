@@ -127,6 +127,8 @@ class OptionsTests(unittest.TestCase):
             ("--dh-raw", "tcp6:70000", "port 70000 is not between 0 and 65535"),
             ("--dh", "unix:", "no socket path"),
             ("--eke", "unix:address=", "no socket path"),
+            # It started, each connection awaiting two PROXY headers.
+            ("--opaque", "haproxy:haproxy:tcp:0", "haproxy: given twice"),
         ):
             with self.assertRaises(usage.UsageError) as caught:
                 parse(option, description)

@@ -197,7 +197,13 @@ class InvitationFile:
         with locked(self.path):
             invitations = self._read()
             result = change(invitations)
-            write_file_atomically(self.path, _serialise(invitations), mode=0o600)
+            data = _serialise(invitations)
+            if len(data) > MAX_FILE_SIZE:
+                # No reader would accept it: every registration would stop.
+                raise InvitationFileError(
+                    f"{self.path}: {len(invitations)} invitations take {len(data)} bytes, over "
+                    f"the {MAX_FILE_SIZE} an invitation file may have (left as it was)")
+            write_file_atomically(self.path, data, mode=0o600)
             return result
 
     # --- IInvitationStore -----------------------------------------------------

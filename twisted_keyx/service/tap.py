@@ -65,6 +65,9 @@ def _check_endpoint(description):
         # KeyError, OSError for a missing file, OpenSSL.crypto.Error for an
         # ssl: key that is not PEM...  All of them mean a bad description.
         raise usage.UsageError(f"bad endpoint {description!r}: {e}") from None
+    if proxied.is_proxied(description) and proxied.is_proxied(proxied.inner(description)):
+        # The inner one was Twisted's own wrapper: two headers to send.
+        raise usage.UsageError(f"bad endpoint {description!r}: haproxy: given twice")
     # What parses but cannot listen: Twisted takes any integer as a port and
     # any string as a socket path, and bind() refuses them only at start.
     spec = endpointspec.parse(proxied.inner(description))

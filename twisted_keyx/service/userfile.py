@@ -168,9 +168,16 @@ def read_users(path, missing_ok=False):
 
 
 def write_users(path, users):
-    """Replace the file atomically (temporary file, fsync, rename), mode 0600."""
+    """Replace the file atomically (temporary file, fsync, rename), mode
+    0600; a file larger than :data:`MAX_FILE_SIZE`, which no reader would
+    accept, is not written (UserFileError: the file stays as it was)."""
+    data = serialize_users(users)
+    if len(data) > MAX_FILE_SIZE:
+        raise UserFileError(f"cannot write {path}: {len(users)} users take {len(data)} bytes, "
+                            f"over the {MAX_FILE_SIZE} a user file may have (the file is left "
+                            "as it was; keep the users in a --store database)")
     try:
-        write_file_atomically(path, serialize_users(users), mode=0o600)
+        write_file_atomically(path, data, mode=0o600)
     except OSError as e:
         raise UserFileError(f"cannot write {path}: {_describe(e)}") from None
 
