@@ -37,6 +37,23 @@ CODE = new_code()
 NOW = 1_000_000.0
 
 
+
+def refuse_user_inserts(test, url):
+    """A trigger in ``url``'s database that makes every insert into
+    keyx_users fail (a store that breaks between a registration's steps);
+    the connection that made it, open until ``test`` ends (DROP TRIGGER
+    keyx_test_refuse ON keyx_users on it lifts it)."""
+    connection = pgstore.connect(url)
+    test.addCleanup(connection.close)
+    with connection.transaction():
+        connection.execute(
+            "CREATE FUNCTION keyx_test_refuse() RETURNS trigger AS $$ BEGIN "
+            "RAISE EXCEPTION 'no insert today'; END $$ LANGUAGE plpgsql")
+        connection.execute(
+            "CREATE TRIGGER keyx_test_refuse BEFORE INSERT ON keyx_users "
+            "FOR EACH ROW EXECUTE FUNCTION keyx_test_refuse()")
+    return connection
+
 class SchemaTests(PostgreSQLTestCase):
     def setUp(self):
         super().setUp()
@@ -672,15 +689,7 @@ class DaemonTests(PostgreSQLTestCase):
         async def run():
             port = self.start()[2]
             code = self.invite("bob")
-            connection = pgstore.connect(self.url)
-            self.addCleanup(connection.close)
-            with connection.transaction():
-                connection.execute(
-                    "CREATE FUNCTION keyx_test_refuse() RETURNS trigger AS $$ BEGIN "
-                    "RAISE EXCEPTION 'no insert today'; END $$ LANGUAGE plpgsql")
-                connection.execute(
-                    "CREATE TRIGGER keyx_test_refuse BEFORE INSERT ON keyx_users "
-                    "FOR EACH ROW EXECUTE FUNCTION keyx_test_refuse()")
+            connection = refuse_user_inserts(self, self.url)
             with capturedLogs() as events:
                 with self.assertRaises(RegistrationFailed):
                     await self.register(port, "bob", code)
@@ -837,15 +846,7 @@ class InvitationStoreTests(PostgreSQLTestCase):
         trigger refuses it here; a disk full or a connection lost would do
         the same): the transaction rolls back, the code works again."""
         bob = make_user("bob")
-        connection = pgstore.connect(self.url)
-        self.addCleanup(connection.close)
-        with connection.transaction():
-            connection.execute(
-                "CREATE FUNCTION keyx_test_refuse() RETURNS trigger AS $$ BEGIN "
-                "RAISE EXCEPTION 'no insert today'; END $$ LANGUAGE plpgsql")
-            connection.execute(
-                "CREATE TRIGGER keyx_test_refuse BEFORE INSERT ON keyx_users "
-                "FOR EACH ROW EXECUTE FUNCTION keyx_test_refuse()")
+        connection = refuse_user_inserts(self, self.url)
 
         async def run():
             await self.store.invite(invited())
