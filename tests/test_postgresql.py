@@ -37,7 +37,6 @@ CODE = new_code()
 NOW = 1_000_000.0
 
 
-
 def refuse_user_inserts(test, url):
     """A trigger in ``url``'s database that makes every insert into
     keyx_users fail (a store that breaks between a registration's steps);
