@@ -17,4 +17,21 @@ function done(obj) {
   process.exit(0);
 }
 
-module.exports = { prepare, fromUrl, toUrl, done };
+// Call handle(line) for each line the server sends (without its "\n"); the
+// connection's failure or end before a result is one.
+function onLines(socket, handle) {
+  let buffer = "";
+  socket.on("data", (data) => {
+    buffer += data.toString("latin1");
+    let nl;
+    while ((nl = buffer.indexOf("\n")) >= 0) {
+      const line = buffer.slice(0, nl);
+      buffer = buffer.slice(nl + 1);
+      handle(line);
+    }
+  });
+  socket.on("error", (e) => done({ result: "failed", why: String(e) }));
+  socket.on("close", () => done({ result: "failed", why: "connection closed" }));
+}
+
+module.exports = { prepare, fromUrl, toUrl, done, onLines };

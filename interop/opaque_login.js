@@ -12,13 +12,12 @@ const opaque = require("@serenity-kit/opaque");
 const [host, port, user, password, ksfJson] = process.argv.slice(2);
 const keyStretching = ksfJson ? JSON.parse(ksfJson) : undefined;
 
-const { prepare, fromUrl, toUrl, done } = require("./common");
+const { prepare, fromUrl, toUrl, done, onLines } = require("./common");
 
 opaque.ready.then(() => {
   const pw = prepare(password);
   const start = opaque.client.startLogin({ password: pw });
   const socket = net.connect(Number(port), host);
-  let buffer = "";
   let step = 0;
   let sessionKey = null;
   let exportKey = null;
@@ -26,37 +25,29 @@ opaque.ready.then(() => {
     const ke1 = fromUrl(start.startLoginRequest).toString("base64");
     socket.write(`${ke1} ${user}\n`);
   });
-  socket.on("data", (data) => {
-    buffer += data.toString("latin1");
-    let nl;
-    while ((nl = buffer.indexOf("\n")) >= 0) {
-      const line = buffer.slice(0, nl);
-      buffer = buffer.slice(nl + 1);
-      if (step === 0) {
-        step = 1;
-        if (line === "authentication failed") return done({ result: "failed", why: line });
-        const finish = opaque.client.finishLogin({
-          clientLoginState: start.clientLoginState,
-          loginResponse: toUrl(Buffer.from(line, "base64")),
-          password: pw,
-          keyStretching,
-        });
-        if (!finish) {
-          // Wrong password or unknown user: as our client, let the server say so.
-          socket.write(Buffer.alloc(64, 0).toString("base64") + "\n");
-        } else {
-          sessionKey = finish.sessionKey;
-          exportKey = finish.exportKey;
-          socket.write(fromUrl(finish.finishLoginRequest).toString("base64") + "\n");
-        }
+  onLines(socket, (line) => {
+    if (step === 0) {
+      step = 1;
+      if (line === "authentication failed") return done({ result: "failed", why: line });
+      const finish = opaque.client.finishLogin({
+        clientLoginState: start.clientLoginState,
+        loginResponse: toUrl(Buffer.from(line, "base64")),
+        password: pw,
+        keyStretching,
+      });
+      if (!finish) {
+        // Wrong password or unknown user: as our client, let the server say so.
+        socket.write(Buffer.alloc(64, 0).toString("base64") + "\n");
       } else {
-        socket.destroy();
-        return done(line === "ok" && sessionKey
-          ? { result: "ok", sessionKey, exportKey }
-          : { result: "failed", why: line });
+        sessionKey = finish.sessionKey;
+        exportKey = finish.exportKey;
+        socket.write(fromUrl(finish.finishLoginRequest).toString("base64") + "\n");
       }
+    } else {
+      socket.destroy();
+      return done(line === "ok" && sessionKey
+        ? { result: "ok", sessionKey, exportKey }
+        : { result: "failed", why: line });
     }
   });
-  socket.on("error", (e) => done({ result: "failed", why: String(e) }));
-  socket.on("close", () => done({ result: "failed", why: "connection closed" }));
 });

@@ -24,7 +24,7 @@ const [host, port, user, code, password, ksfJson, flag] = process.argv.slice(2);
 const expectedKsf = ksfJson ? JSON.parse(ksfJson) : undefined;
 const ignoreMac = flag === "--ignore-mac";
 
-const { prepare, fromUrl, toUrl, done } = require("./common");
+const { prepare, fromUrl, toUrl, done, onLines } = require("./common");
 
 // RFC 4648 section 6 base32, no padding needed for 32 characters (20 bytes).
 function base32Decode(text) {
@@ -79,69 +79,60 @@ opaque.ready.then(() => {
   const clientNonce = crypto.randomBytes(32);
   const r1 = Buffer.concat([clientNonce, fromUrl(start.registrationRequest)]);
   const socket = net.connect(Number(port), host);
-  let buffer = "";
   let step = 0;
   let registered = null;
   socket.on("connect", () => {
     socket.write(`register ${r1.toString("base64")} ${user}\n`);
   });
-  socket.on("data", (data) => {
-    buffer += data.toString("latin1");
-    let nl;
-    while ((nl = buffer.indexOf("\n")) >= 0) {
-      const line = buffer.slice(0, nl);
-      buffer = buffer.slice(nl + 1);
-      if (step === 0) {
-        step = 1;
-        const r2 = Buffer.from(line, "base64");
-        if (r2.length !== 172 || r2.toString("base64") !== line) {
-          socket.destroy();
-          return done({ result: "failed", why: line });
-        }
-        const serverNonce = r2.subarray(0, 32);
-        const response = r2.subarray(32, 96);
-        const costBytes = r2.subarray(96, 108);
-        const mac = r2.subarray(108, 172);
-        const { serverMacKey, recordKey } = keys(hash, clientNonce, serverNonce, userBytes);
-        const expected = crypto.createHmac("sha512", serverMacKey)
-          .update(Buffer.concat([Buffer.from("server", "ascii"), r1, r2.subarray(0, 108)])).digest();
-        const macOk = crypto.timingSafeEqual(mac, expected);
-        if (!macOk && !ignoreMac) {
-          socket.destroy();
-          return done({ result: "refused", why: "the server does not know this invitation code" });
-        }
-        const cost = {
-          memory: costBytes.readUInt32BE(0),
-          iterations: costBytes.readUInt32BE(4),
-          parallelism: costBytes.readUInt32BE(8),
-        };
-        if (macOk && expectedKsf !== undefined && !sameKsf(cost, expectedKsf)) {
-          socket.destroy();
-          return done({ result: "refused", why: `the server asks for another cost: ${JSON.stringify(cost)}` });
-        }
-        const finish = opaque.client.finishRegistration({
-          clientRegistrationState: start.clientRegistrationState,
-          registrationResponse: toUrl(response),
-          password: pw,
-          keyStretching: { "argon2id-custom": cost },
-        });
-        const record = fromUrl(finish.registrationRecord);
-        const cipher = crypto.createCipheriv("aes-256-gcm", recordKey, Buffer.alloc(12, 0));
-        cipher.setAAD(crypto.createHash("sha512").update(Buffer.concat([r1, r2])).digest());
-        const r3 = Buffer.concat([cipher.update(record), cipher.final(), cipher.getAuthTag()]);
-        registered = {
-          result: "registered",
-          exportKey: finish.exportKey,
-          registrationRecord: finish.registrationRecord,
-          serverStaticPublicKey: finish.serverStaticPublicKey,
-        };
-        socket.write(r3.toString("base64") + "\n");
-      } else {
+  onLines(socket, (line) => {
+    if (step === 0) {
+      step = 1;
+      const r2 = Buffer.from(line, "base64");
+      if (r2.length !== 172 || r2.toString("base64") !== line) {
         socket.destroy();
-        return done(line === "registered" && registered ? registered : { result: "failed", why: line });
+        return done({ result: "failed", why: line });
       }
+      const serverNonce = r2.subarray(0, 32);
+      const response = r2.subarray(32, 96);
+      const costBytes = r2.subarray(96, 108);
+      const mac = r2.subarray(108, 172);
+      const { serverMacKey, recordKey } = keys(hash, clientNonce, serverNonce, userBytes);
+      const expected = crypto.createHmac("sha512", serverMacKey)
+        .update(Buffer.concat([Buffer.from("server", "ascii"), r1, r2.subarray(0, 108)])).digest();
+      const macOk = crypto.timingSafeEqual(mac, expected);
+      if (!macOk && !ignoreMac) {
+        socket.destroy();
+        return done({ result: "refused", why: "the server does not know this invitation code" });
+      }
+      const cost = {
+        memory: costBytes.readUInt32BE(0),
+        iterations: costBytes.readUInt32BE(4),
+        parallelism: costBytes.readUInt32BE(8),
+      };
+      if (macOk && expectedKsf !== undefined && !sameKsf(cost, expectedKsf)) {
+        socket.destroy();
+        return done({ result: "refused", why: `the server asks for another cost: ${JSON.stringify(cost)}` });
+      }
+      const finish = opaque.client.finishRegistration({
+        clientRegistrationState: start.clientRegistrationState,
+        registrationResponse: toUrl(response),
+        password: pw,
+        keyStretching: { "argon2id-custom": cost },
+      });
+      const record = fromUrl(finish.registrationRecord);
+      const cipher = crypto.createCipheriv("aes-256-gcm", recordKey, Buffer.alloc(12, 0));
+      cipher.setAAD(crypto.createHash("sha512").update(Buffer.concat([r1, r2])).digest());
+      const r3 = Buffer.concat([cipher.update(record), cipher.final(), cipher.getAuthTag()]);
+      registered = {
+        result: "registered",
+        exportKey: finish.exportKey,
+        registrationRecord: finish.registrationRecord,
+        serverStaticPublicKey: finish.serverStaticPublicKey,
+      };
+      socket.write(r3.toString("base64") + "\n");
+    } else {
+      socket.destroy();
+      return done(line === "registered" && registered ? registered : { result: "failed", why: line });
     }
   });
-  socket.on("error", (e) => done({ result: "failed", why: String(e) }));
-  socket.on("close", () => done({ result: "failed", why: "connection closed" }));
 });
